@@ -1,0 +1,102 @@
+"""Stage 1: frames -> detections.
+
+Gathers up to ``model.batch_size`` frames (across cameras) or waits at most
+``model.batch_wait_ms``, runs one batched YOLO11 inference in a worker thread
+(the event loop keeps fetching meanwhile) and emits one detection record per frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from its_faust import topics
+from its_faust.app import app, settings
+from its_faust.codecs import SchemaError, decode, encode
+from its_faust.dead_letters import dead_letter
+from its_faust.detector import Detector, UnreadableImage, decode_jpeg
+from schemas import DetectionRecord, FrameRecord
+
+log = logging.getLogger(__name__)
+
+# One inference at a time per worker: the backend already uses every core.
+_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect")
+_detector: Detector | None = None
+
+
+def get_detector() -> Detector:
+    global _detector
+    if _detector is None:
+        _detector = Detector.from_settings(settings)
+        _detector.warmup()
+    return _detector
+
+
+def _decode_all(frames: list[FrameRecord]) -> list:
+    """JPEG bytes -> images, or the error for frames that do not decode."""
+    out = []
+    for frame in frames:
+        try:
+            out.append(decode_jpeg(frame.jpeg))
+        except UnreadableImage as exc:
+            out.append(exc)
+    return out
+
+
+def _detect(frames: list[FrameRecord]):
+    images = _decode_all(frames)
+    good = [i for i, im in enumerate(images) if not isinstance(im, Exception)]
+    results = get_detector().detect([images[i] for i in good]) if good else []
+    by_index = dict(zip(good, results))
+    return [by_index.get(i, images[i]) for i in range(len(frames))]
+
+
+@app.agent(topics.frames, name="detect")
+async def detect(stream):
+    loop = asyncio.get_running_loop()
+    wait_s = settings.model.batch_wait_ms / 1000
+    async for events in stream.take_events(settings.model.batch_size, within=wait_s):
+        frames, frame_events = [], []
+        for event in events:
+            try:
+                frame = decode(FrameRecord, event.value)
+            except SchemaError as exc:
+                await dead_letter("detect", event, str(exc))
+                continue
+            if event.key != frame.camera_id.encode():
+                await dead_letter("detect", event, f"key {event.key!r} is not the record's camera_id {frame.camera_id!r}")
+                continue
+            frames.append(frame)
+            frame_events.append(event)
+        if not frames:
+            continue
+        started = time.perf_counter()
+        try:
+            results = await loop.run_in_executor(_executor, _detect, frames)
+        except Exception as exc:  # keep the batch's input and keep going
+            log.exception("detect: batch of %d failed", len(frames))
+            for event in frame_events:
+                await dead_letter("detect", event, f"internal error: {exc!r}")
+            continue
+        detector = get_detector()
+        now = time.time()
+        log.debug("detect: batch of %d in %.1f ms", len(frames), (time.perf_counter() - started) * 1000)
+        for frame, event, result in zip(frames, frame_events, results):
+            if isinstance(result, Exception):
+                await dead_letter("detect", event, str(result))
+                continue
+            record = DetectionRecord(
+                camera_id=frame.camera_id,
+                seq=frame.seq,
+                captured_at=frame.captured_at,
+                width=frame.width,
+                height=frame.height,
+                detected_at=now,
+                model=detector.model_info,
+                inference_ms=result.inference_ms,
+                batch_size=result.batch_size,
+                boxes=result.boxes,
+            )
+            await topics.detections.send(key=event.key, value=encode(record))

@@ -1,0 +1,62 @@
+"""Stage 2: detections -> tracks, one ByteTrack actor per camera.
+
+Idempotent by frame seq: a detection whose seq is not above the camera's
+``last_seq`` is a redelivery and is skipped. The track record is acknowledged
+by the broker before the camera's state moves on, so a crash can repeat a
+frame's output (same seq, same content) but never lose it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from its_faust import topics
+from its_faust.app import app
+from its_faust.codecs import SchemaError, decode, encode
+from its_faust.dead_letters import dead_letter
+from schemas import DetectionRecord, TrackRecord
+from tables.tracker_table import TrackerCache
+
+log = logging.getLogger(__name__)
+
+
+@app.agent(topics.detections, name="track")
+async def track(stream):
+    trackers = TrackerCache()
+    async for event in stream.events():
+        try:
+            det = decode(DetectionRecord, event.value)
+        except SchemaError as exc:
+            await dead_letter("track", event, str(exc))
+            continue
+        try:
+            await _track_one(trackers, event, det)
+        except Exception as exc:  # a bug must not stop the other cameras; the input is kept
+            log.exception("track: %s seq %s failed", det.camera_id, det.seq)
+            trackers.forget(event.key)
+            await dead_letter("track", event, f"internal error: {exc!r}")
+
+
+async def _track_one(trackers: TrackerCache, event, det: DetectionRecord) -> None:
+    tracker = trackers.get(event.key, det.camera_id)
+    if det.seq <= tracker.last_seq:
+        log.debug("track: %s seq %s already applied (last %s), skipped", det.camera_id, det.seq, tracker.last_seq)
+        return
+    objects = tracker.update(det.seq, det.boxes, (det.height, det.width))
+    record = TrackRecord(
+        camera_id=det.camera_id,
+        seq=det.seq,
+        captured_at=det.captured_at,
+        width=det.width,
+        height=det.height,
+        detected_at=det.detected_at,
+        tracked_at=time.time(),
+        tracker_frame=tracker.frame_id,
+        model=f"{det.model.name}@{det.model.version}",
+        detections=len(det.boxes),
+        objects=objects,
+    )
+    ack = await topics.tracks.send(key=event.key, value=encode(record))
+    await ack  # the output is on the broker before the state says this frame is done
+    trackers.save(event.key, tracker)

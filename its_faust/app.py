@@ -1,0 +1,48 @@
+"""The Faust application: one per process, configured from settings.
+
+``faust -A its_faust.app worker`` (or ``its-faust worker``) starts a worker;
+every worker runs every agent and Kafka's consumer groups spread the camera
+partitions over them. Agents live in the ``agents`` package and are found by
+autodiscovery, so this module stays the one place that configures Faust.
+"""
+
+from __future__ import annotations
+
+import faust
+
+from its_faust.kafka_transport import Transport
+from its_faust.settings import Settings, get_settings
+
+DEFAULT_BROKER = "kafka://127.0.0.1:9092"
+
+
+class App(faust.App):
+    def _new_transport(self):
+        return Transport(self.conf.broker_consumer, self)
+
+
+def create_app(settings: Settings) -> faust.App:
+    return App(
+        settings.app_id,
+        broker=settings.broker_url or DEFAULT_BROKER,
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_allow_declare=True,
+        autodiscover=["agents"],
+        origin="its_faust",
+        # At-least-once: Tansu has no transactions, and the actors are idempotent by frame seq.
+        processing_guarantee="at_least_once",
+        broker_rebalance_timeout=settings.rebalance_timeout_s,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
+        broker_commit_interval=settings.commit_interval_s,
+        producer_max_request_size=8 * 1024 * 1024,  # frames are ~50-150 KB; leave room for 4K cameras
+        consumer_max_fetch_size=8 * 1024 * 1024,
+        web_enabled=False,
+        table_cleanup_interval=60.0,
+    )
+
+
+settings = get_settings()
+app = create_app(settings)

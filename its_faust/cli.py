@@ -1,0 +1,232 @@
+"""``its-faust``: everything an operator does, from one command.
+
+Each command reads the same settings (``ITS_FAUST_*`` environment variables,
+``.env`` and the profile); options given here override them for this run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from its_faust.assets import AssetNotFound, resolve_asset
+from its_faust.broker import BrokerError, EmbeddedBroker, bootstrap_servers
+from its_faust.settings import get_settings
+from its_faust.sources import SourceError
+
+# Errors a user can fix; they get one line, not a traceback.
+USER_ERRORS = (AssetNotFound, SourceError, BrokerError, TimeoutError, ValueError)
+
+log = logging.getLogger("its_faust")
+
+
+def _settings():
+    from its_faust.logs import setup_logging
+
+    settings = get_settings()
+    setup_logging(settings.log_level, settings.log_json)
+    return settings
+
+
+def _fail(exc: BaseException) -> None:
+    click.echo(f"its-faust: error: {exc}", err=True)
+    sys.exit(2)
+
+
+def _resolve_source(source: str, settings) -> str:
+    """Bare names of sample clips resolve through the asset directory; URLs and webcams pass through."""
+    if "://" in source or source.isdigit() or source.startswith("webcam:"):
+        return source
+    return str(resolve_asset(source, settings.asset_dir, download=False))
+
+
+def _set_env(**values) -> None:
+    """Options given on the command line become settings for this process and its children."""
+    for key, value in values.items():
+        if value is not None:
+            os.environ[f"ITS_FAUST_{key.upper()}"] = str(value)
+    get_settings.cache_clear()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="its-faust")
+def main() -> None:
+    """ITS Faust: real-time traffic-camera analytics on Faust streams over Kafka.
+
+    Cameras publish frames to Kafka; Faust workers detect (YOLO11) and track
+    (ByteTrack) vehicles per camera. Start more workers to scale out.
+    Without ITS_FAUST_BROKER_URL an embedded broker is started.
+    """
+
+
+@main.command()
+@click.option("--ready-file", type=click.Path(path_type=Path), help="Created when the worker has joined and is consuming.")
+@click.option("--broker", "broker_url", help="kafka://host:port (default: ITS_FAUST_BROKER_URL, else start an embedded broker).")
+def worker(ready_file: Path | None, broker_url: str | None) -> None:
+    """Run one Faust worker (all agents). Start several to share the cameras."""
+    _set_env(broker_url=broker_url)
+    settings = _settings()
+    broker = None
+    try:
+        if not settings.broker_url:
+            broker = EmbeddedBroker().start()
+            click.echo(f"embedded broker at {broker.url}; more workers: ITS_FAUST_BROKER_URL={broker.url} its-faust worker")
+            _set_env(broker_url=broker.url)
+        from its_faust.worker import run_worker
+
+        run_worker(ready_file=ready_file)
+    except USER_ERRORS as exc:
+        _fail(exc)
+    finally:
+        if broker:
+            broker.stop()
+
+
+@main.command()
+@click.option("--port", type=int, default=9092, show_default=True)
+def broker(port: int) -> None:
+    """Run the embedded Kafka-compatible broker (Tansu, in memory) until Ctrl-C."""
+    _settings()
+    try:
+        with EmbeddedBroker(port=port) as b:
+            click.echo(f"broker listening: ITS_FAUST_BROKER_URL={b.url}")
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    except USER_ERRORS as exc:
+        _fail(exc)
+
+
+@main.command()
+@click.option("--source", required=True, help="Video file (or sample clip name), rtsp://... URL, or webcam index.")
+@click.option("--camera", "camera_id", default="cam-1", show_default=True, help="Camera id (the Kafka key).")
+@click.option("--fps", type=float, help="Target frame rate (default: the file's own fps; live sources as delivered).")
+@click.option("--max-frames", type=int, help="Stop after this many frames.")
+@click.option("--loop", "loop_source", is_flag=True, help="Start a file again when it ends.")
+@click.option("--broker", "broker_url", help="kafka://host:port (default: ITS_FAUST_BROKER_URL).")
+def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | None, loop_source: bool, broker_url: str | None) -> None:
+    """Publish a camera's frames to the frames topic (needs a running broker)."""
+    _set_env(broker_url=broker_url)
+    settings = _settings()
+    if not settings.broker_url:
+        _fail(BrokerError("ingest needs a broker: set ITS_FAUST_BROKER_URL or --broker (see `its-faust broker`)"))
+    from its_faust.ingest import ingest as run_ingest
+    from its_faust.ingest import make_producer
+    from its_faust.topic_names import ensure_topics
+
+    async def go():
+        bootstrap = bootstrap_servers(settings.broker_url)
+        await ensure_topics(bootstrap, settings)
+        producer = make_producer(bootstrap)
+        await producer.start()
+        try:
+            return await run_ingest(
+                _resolve_source(source, settings), camera_id, producer, settings, fps=fps, max_frames=max_frames, loop_source=loop_source
+            )
+        finally:
+            await producer.stop()
+
+    try:
+        stats = asyncio.run(go())
+    except USER_ERRORS as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        return
+    click.echo(f"{camera_id}: {stats.frames_sent} frames sent, {stats.frames_rejected} rejected")
+
+
+@main.command()
+@click.option("--source", required=True, help="Video file or sample clip name (e.g. dual_carriageway_abhishek.mp4).")
+@click.option("--summary", "summary_path", type=click.Path(path_type=Path), help="Write the run's summary JSON here.")
+@click.option("--camera", "camera_id", default="cam-1", show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes to start.")
+@click.option("--fps", type=float, help="Pace the source (default: as fast as the pipeline takes frames).")
+@click.option("--max-frames", type=int)
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "torch"]), help="Detector backend.")
+@click.option("--broker", "broker_url", help="kafka://host:port (default: embedded broker).")
+def run(source, summary_path, camera_id, workers, fps, max_frames, backend, broker_url) -> None:
+    """Process a whole video file through the pipeline and print (and save) a summary."""
+    _set_env(broker_url=broker_url, model__backend=backend)
+    settings = _settings()
+    try:
+        summary = asyncio.run(_run_with_progress(settings, _resolve_source(source, settings), camera_id, workers, fps, max_frames))
+    except USER_ERRORS as exc:
+        _fail(exc)
+    payload = json.dumps(summary.__dict__, indent=2)
+    if summary_path:
+        summary_path.parent.mkdir(parents=True, exist_ok=True)
+        summary_path.write_text(payload + "\n")
+    click.echo(payload)
+
+
+async def _run_with_progress(settings, source, camera_id, workers, fps, max_frames):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from its_faust.pipeline import run_source
+    from its_faust.sources import FrameReader, SourceSpec
+
+    reader = FrameReader(SourceSpec.parse(source))
+    total = min(x for x in (reader.frame_count, max_frames) if x) if (reader.frame_count or max_frames) else None
+    reader.close()
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[fps]:.1f} fps  {task.fields[tracks]} tracks"),
+        TimeElapsedColumn(),
+        transient=False,
+    ) as progress:
+        task = progress.add_task("starting broker and workers", total=total, fps=0.0, tracks=0)
+        started = [None]
+
+        def on_progress(stats, tracked):
+            started[0] = started[0] or stats.started_at
+            elapsed = max(time.time() - started[0], 1e-6)
+            ids = len({o.track_id for r in tracked[-30:] for o in r.objects})
+            progress.update(task, description=f"tracking {Path(source).name}", completed=len(tracked), fps=len(tracked) / elapsed, tracks=ids)
+
+        return await run_source(settings, source, camera_id=camera_id, workers=workers, fps=fps, max_frames=max_frames, on_progress=on_progress)
+
+
+@main.command()
+@click.option("--source", default="dual_carriageway_abhishek.mp4", show_default=True, help="Video file, sample clip name, RTSP URL or webcam.")
+@click.option("--workers", type=int, default=1, show_default=True)
+@click.option("--cameras", type=int, default=1, show_default=True, help="Cameras to simulate from the same source.")
+@click.option("--duration", type=float, help="Stop after this many seconds (default: until Ctrl-C).")
+def demo(source: str, workers: int, cameras: int, duration: float | None) -> None:
+    """Run broker, workers and camera(s) on a sample clip, with live figures in the terminal."""
+    settings = _settings()
+    from its_faust.demo import run_demo
+
+    try:
+        asyncio.run(run_demo(settings, _resolve_source(source, settings), workers=workers, cameras=cameras, duration=duration))
+    except USER_ERRORS as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+@click.option("--source", default="dual_carriageway_abhishek.mp4", show_default=True)
+@click.option("--out", "out_path", type=click.Path(path_type=Path), default=Path("benchmarks/results/bench.json"), show_default=True)
+@click.option("--skip-baseline", is_flag=True, help="Only measure the pipeline.")
+def bench(source: str, out_path: Path, skip_baseline: bool) -> None:
+    """Pipeline vs the plain Ultralytics loop vs raw ONNX Runtime, on one clip, in one run."""
+    settings = _settings()
+    from its_faust.bench import run_bench
+
+    try:
+        result = run_bench(settings, _resolve_source(source, settings), out_path, skip_baseline=skip_baseline)
+    except USER_ERRORS as exc:
+        _fail(exc)
+    click.echo(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

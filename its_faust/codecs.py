@@ -1,0 +1,43 @@
+"""Bytes <-> records, with a reason when the bytes are not a valid record.
+
+Topics carry raw bytes and agents decode them here rather than through a Faust
+value serializer: a Faust decode error would skip the message silently, while
+this way a malformed message goes to the dead-letter topic with its reason.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from pydantic import ValidationError
+
+from schemas.base import Record
+
+R = TypeVar("R", bound=Record)
+
+
+class SchemaError(ValueError):
+    """A payload is not a valid record of the expected schema; ``str()`` is the reason."""
+
+
+def encode(record: Record) -> bytes:
+    return record.model_dump_json(by_alias=True).encode()
+
+
+def decode(record_type: type[R], payload: bytes | None) -> R:
+    if not payload:
+        raise SchemaError(f"empty payload where {record_type.__name__} was expected")
+    try:
+        return record_type.model_validate_json(payload)
+    except ValidationError as exc:
+        raise SchemaError(_reason(record_type, exc)) from None
+
+
+def _reason(record_type: type[Record], exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False)
+    parts = []
+    for err in errors[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "payload"
+        parts.append(f"{where}: {err['msg']}")
+    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+    return f"invalid {record_type.__name__}: " + "; ".join(parts) + more

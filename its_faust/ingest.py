@@ -1,0 +1,197 @@
+"""Camera ingest: read a source, check and JPEG-encode frames, produce them to ``frames``.
+
+Frames are keyed by camera id (one camera's frames stay in order on one
+partition) and numbered with a per-camera ``seq``. ``seq`` starts at the Unix
+time in milliseconds when ingest starts and grows by one per frame read, so a
+restarted camera continues above every seq it sent before (at under 1,000 fps)
+and the idempotent actors downstream never mistake new frames for redeliveries.
+
+Pacing: a :class:`FlowWindow` (as fast as the pipeline takes frames), a target
+fps (frames above it are dropped for live sources, waited for with files), or
+the source's own fps for files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import cv2
+from aiokafka import AIOKafkaProducer
+
+from its_faust.codecs import encode
+from its_faust.frame_quality import FrameQualityChecker
+from its_faust.sources import FrameReader, SourceSpec
+from its_faust.topic_names import CAMERA_EVENTS, FRAMES
+from schemas import CameraEvent, CameraEventKind, FrameRecord
+
+log = logging.getLogger(__name__)
+
+
+class FlowWindow:
+    """Credit-based backpressure: at most ``size`` frames sent and not yet tracked."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._credits = asyncio.Semaphore(size)
+
+    async def acquire(self) -> None:
+        await self._credits.acquire()
+
+    def release(self) -> None:
+        self._credits.release()
+
+
+@dataclass
+class IngestStats:
+    camera_id: str
+    first_seq: int
+    frames_read: int = 0
+    frames_sent: int = 0
+    frames_rejected: int = 0
+    frames_skipped: int = 0  # dropped by frame-rate control
+    last_seq: int | None = None
+    sent_seqs: list[int] = field(default_factory=list)
+    started_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+    rejections: dict[str, int] = field(default_factory=dict)
+
+
+def make_producer(bootstrap: str) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=2,
+        max_request_size=8 * 1024 * 1024,
+        client_id="its-faust-ingest",
+    )
+
+
+async def ingest(
+    source: str,
+    camera_id: str,
+    producer: AIOKafkaProducer,
+    settings,
+    *,
+    fps: float | None = None,
+    window: FlowWindow | None = None,
+    max_frames: int | None = None,
+    loop_source: bool = False,
+    seq_start: int | None = None,
+    stop: asyncio.Event | None = None,
+    on_sent: Callable[[IngestStats], None] | None = None,
+) -> IngestStats:
+    """Send ``source``'s frames as camera ``camera_id`` until it ends, ``max_frames`` or ``stop``."""
+    spec = SourceSpec.parse(source)
+    frames_topic, events_topic = settings.topic(FRAMES), settings.topic(CAMERA_EVENTS)
+    key = camera_id.encode()
+    seq = int(time.time() * 1000) if seq_start is None else seq_start
+    stats = IngestStats(camera_id, first_seq=seq)
+    loop = asyncio.get_running_loop()
+    pending_events: list[CameraEvent] = []
+
+    def report(kind: str, reason: str, event_seq: int | None = None) -> None:
+        pending_events.append(
+            CameraEvent(camera_id=camera_id, kind=CameraEventKind(kind), at=time.time(), seq=event_seq, reason=reason, frames_sent=stats.frames_sent)
+        )
+
+    async def flush_events() -> None:
+        while pending_events:
+            event = pending_events.pop(0)
+            if event.kind != CameraEventKind.frame_rejected:
+                log.info("camera %s: %s %s", camera_id, event.kind.value, event.reason)
+            await producer.send(events_topic, key=key, value=encode(event))
+
+    s = settings.ingest
+    reader = await asyncio.to_thread(
+        FrameReader,
+        spec,
+        reconnect_initial_s=s.reconnect_initial_s,
+        reconnect_max_s=s.reconnect_max_s,
+        reconnect_attempts=s.reconnect_attempts,
+        on_event=lambda kind, reason: loop.call_soon_threadsafe(report, kind, reason),
+    )
+    quality = FrameQualityChecker.from_settings(s)
+    # Files are paced at their own fps unless a window or a target fps says otherwise.
+    target_fps = fps or (None if (window or spec.live) else reader.fps)
+    interval = 1.0 / target_fps if target_fps else 0.0
+    encode_params = [cv2.IMWRITE_JPEG_QUALITY, s.jpeg_quality]
+    frames = iter(reader)
+
+    def next_frame():
+        """Read, check and encode one frame (in a thread: OpenCV releases the GIL)."""
+        nonlocal frames
+        item = next(frames, None)
+        if item is None and loop_source and not spec.live:
+            reader.capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            frames = iter(reader)
+            item = next(frames, None)
+        if item is None:
+            return None
+        image, captured_at = item
+        problem = quality.check(image)
+        if problem:
+            return captured_at, image.shape if image is not None else None, None, problem
+        ok, jpeg = cv2.imencode(".jpg", image, encode_params)
+        return captured_at, image.shape, jpeg.tobytes() if ok else None, None if ok else "unreadable: JPEG encode failed"
+
+    report("started", f"{spec.uri} ({reader.width}x{reader.height} @ {reader.fps or '?'} fps)")
+    next_slot = time.monotonic()
+    try:
+        while not (stop and stop.is_set()):
+            if max_frames is not None and stats.frames_sent >= max_frames:
+                break
+            if window:
+                await window.acquire()
+            item = await asyncio.to_thread(next_frame)
+            if item is None:
+                if window:
+                    window.release()
+                break
+            captured_at, shape, jpeg, problem = item
+            stats.frames_read += 1
+            frame_seq, seq = seq, seq + 1
+            if interval:
+                now = time.monotonic()
+                if spec.live and now < next_slot:  # frame-rate control: drop what comes early
+                    stats.frames_skipped += 1
+                    if window:
+                        window.release()
+                    continue
+                if now < next_slot:
+                    await asyncio.sleep(next_slot - now)
+                next_slot = max(next_slot + interval, time.monotonic() - interval)
+            if problem:
+                stats.frames_rejected += 1
+                kind = problem.split(":", 1)[0]
+                stats.rejections[kind] = stats.rejections.get(kind, 0) + 1
+                report("frame_rejected", problem, frame_seq)
+                if window:
+                    window.release()
+            else:
+                record = FrameRecord(
+                    camera_id=camera_id,
+                    seq=frame_seq,
+                    captured_at=captured_at,
+                    width=shape[1],
+                    height=shape[0],
+                    source_fps=reader.fps,
+                    jpeg=jpeg,
+                )
+                await producer.send(frames_topic, key=key, value=encode(record))
+                stats.frames_sent += 1
+                stats.last_seq = frame_seq
+                stats.sent_seqs.append(frame_seq)
+                if on_sent:
+                    on_sent(stats)
+            await flush_events()
+    finally:
+        reader.close()
+        report("finished", f"{stats.frames_sent} frames sent, {stats.frames_rejected} rejected", stats.last_seq)
+        await flush_events()
+        await producer.flush()
+        stats.finished_at = time.time()
+    return stats

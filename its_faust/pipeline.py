@@ -1,0 +1,153 @@
+"""The whole pipeline on one machine: broker, worker processes, a camera, and a reader of its tracks.
+
+``run_source`` is what ``its-faust run`` and ``its-faust bench`` use: it sends a
+source through the real broker and real workers and returns when the last
+frame sent has been tracked. ``Stack`` is the part that ``its-faust demo`` and
+the tests share: a broker (embedded unless configured) and N workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from its_faust.broker import EmbeddedBroker, bootstrap_servers, wait_reachable
+from its_faust.ingest import FlowWindow, IngestStats, ingest, make_producer
+from its_faust.results import RunSummary, TrackFeed
+from its_faust.topic_names import ensure_topics
+from its_faust.worker import WorkerProcess
+from schemas import TrackRecord
+
+log = logging.getLogger(__name__)
+
+
+class Stack:
+    """A broker and ``workers`` worker processes, stopped in reverse order on exit."""
+
+    def __init__(self, settings, workers: int = 1, workdir: Path | None = None):
+        self.settings = settings
+        self.n_workers = workers
+        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="its-faust-")
+        self.workdir = Path(workdir or self._tmp.name)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.broker: EmbeddedBroker | None = None
+        self.broker_url = settings.broker_url
+        self.workers: list[WorkerProcess] = []
+
+    @property
+    def bootstrap(self) -> str:
+        return bootstrap_servers(self.broker_url)
+
+    def add_worker(self) -> WorkerProcess:
+        worker = WorkerProcess(self.broker_url, self.workdir, f"worker-{len(self.workers) + 1}").start()
+        self.workers.append(worker)
+        return worker
+
+    async def start(self) -> "Stack":
+        if self.broker_url:
+            await asyncio.to_thread(wait_reachable, self.broker_url)
+        else:
+            self.broker = await asyncio.to_thread(EmbeddedBroker(log_path=self.workdir / "broker.log").start)
+            self.broker_url = self.broker.url
+        await ensure_topics(self.bootstrap, self.settings)
+        new = [self.add_worker() for _ in range(self.n_workers)]
+        await asyncio.gather(*(asyncio.to_thread(w.wait_ready) for w in new))
+        return self
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(asyncio.to_thread(w.stop) for w in self.workers))
+        if self.broker:
+            self.broker.stop()
+        if self._tmp:
+            self._tmp.cleanup()
+
+    async def __aenter__(self) -> "Stack":
+        try:
+            return await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+
+async def track_source(
+    stack: Stack,
+    source: str,
+    *,
+    camera_id: str = "cam-1",
+    fps: float | None = None,
+    max_frames: int | None = None,
+    window: int | None = None,
+    idle_timeout_s: float = 60.0,
+    on_progress: Callable[[IngestStats, list[TrackRecord]], None] | None = None,
+    during: Callable[[IngestStats, int], None] | None = None,
+) -> tuple[IngestStats, TrackFeed]:
+    """Send ``source`` as ``camera_id`` through ``stack`` and wait until every frame sent is tracked.
+
+    ``during(stats, tracked)`` is called after each poll (tests use it to kill a worker mid-clip).
+    Raises ``TimeoutError`` when no new track arrives for ``idle_timeout_s``.
+    """
+    settings = stack.settings
+    feed = await TrackFeed(stack.bootstrap, settings).start()
+    producer = make_producer(stack.bootstrap)
+    await producer.start()
+    flow = FlowWindow(window or settings.ingest.max_in_flight) if fps is None else None
+    tracked: list[TrackRecord] = []
+    live: list[IngestStats] = []  # the ingest's running stats, once it has sent a frame
+    try:
+        sender = asyncio.create_task(
+            ingest(
+                source, camera_id, producer, settings, fps=fps, window=flow, max_frames=max_frames,
+                on_sent=lambda s: live or live.append(s),
+            )
+        )
+        last_progress = time.monotonic()
+        while True:
+            for record in await feed.poll(100):
+                if record.camera_id != camera_id:
+                    continue
+                tracked.append(record)
+                last_progress = time.monotonic()
+                if flow:
+                    flow.release()
+            if sender.done():
+                stats = sender.result()
+                if len(tracked) >= stats.frames_sent:
+                    break
+            if live and on_progress:
+                on_progress(live[0], tracked)
+            if live and during:
+                during(live[0], len(tracked))
+            if time.monotonic() - last_progress > idle_timeout_s:
+                sender.cancel()
+                raise TimeoutError(f"no frame tracked for {idle_timeout_s:.0f}s ({len(tracked)} tracked so far)")
+        if on_progress:
+            on_progress(stats, tracked)
+        return stats, feed
+    finally:
+        await producer.stop()
+        await feed.stop()
+
+
+async def run_source(
+    settings,
+    source: str,
+    *,
+    camera_id: str = "cam-1",
+    workers: int = 1,
+    fps: float | None = None,
+    max_frames: int | None = None,
+    on_progress: Callable | None = None,
+) -> RunSummary:
+    async with Stack(settings, workers=workers) as stack:
+        stats, feed = await track_source(
+            stack, source, camera_id=camera_id, fps=fps, max_frames=max_frames, on_progress=on_progress
+        )
+    records = [r for (cam, _), r in feed.seen.items() if cam == camera_id]
+    return RunSummary.build(source, stats, records, len(feed.duplicates), workers)

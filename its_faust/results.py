@@ -1,0 +1,138 @@
+"""Reading the pipeline's output topics from outside a worker, and summarising a run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from its_faust.codecs import SchemaError, decode
+from its_faust.topic_names import TRACKS
+from schemas import TrackRecord
+
+
+class TopicReader:
+    """Reads every partition of one topic from the offsets it had when started (or from the beginning)."""
+
+    def __init__(self, bootstrap: str, topic: str, *, from_beginning: bool = False):
+        self.topic = topic
+        self.from_beginning = from_beginning
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20
+        )
+
+    async def start(self) -> "TopicReader":
+        await self.consumer.start()
+        partitions = self.consumer.partitions_for_topic(self.topic)
+        for _ in range(50):
+            if partitions:
+                break
+            await self.consumer._client.force_metadata_update()
+            partitions = self.consumer.partitions_for_topic(self.topic)
+        tps = [TopicPartition(self.topic, p) for p in sorted(partitions or [])]
+        self.consumer.assign(tps)
+        if self.from_beginning:
+            await self.consumer.seek_to_beginning(*tps)
+        else:
+            await self.consumer.seek_to_end(*tps)
+            for tp in tps:  # resolve the positions now, before anything new is produced
+                await self.consumer.position(tp)
+        return self
+
+    async def poll(self, timeout_ms: int = 200):
+        batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=1000)
+        return [m for msgs in batches.values() for m in msgs]
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+
+class TrackFeed:
+    """Track records of one topic, first copy of each ``(camera, seq)`` only."""
+
+    def __init__(self, bootstrap: str, settings, *, from_beginning: bool = False):
+        self.reader = TopicReader(bootstrap, settings.topic(TRACKS), from_beginning=from_beginning)
+        self.seen: dict[tuple[str, int], TrackRecord] = {}
+        self.duplicates: list[TrackRecord] = []
+        self.invalid = 0
+
+    async def start(self) -> "TrackFeed":
+        await self.reader.start()
+        return self
+
+    async def poll(self, timeout_ms: int = 200) -> list[TrackRecord]:
+        new = []
+        for message in await self.reader.poll(timeout_ms):
+            try:
+                record = decode(TrackRecord, message.value)
+            except SchemaError:
+                self.invalid += 1
+                continue
+            key = (record.camera_id, record.seq)
+            if key in self.seen:
+                self.duplicates.append(record)
+                continue
+            self.seen[key] = record
+            new.append(record)
+        return new
+
+    async def stop(self) -> None:
+        await self.reader.stop()
+
+
+@dataclass
+class RunSummary:
+    source: str
+    camera_id: str
+    frames_read: int = 0
+    frames_in: int = 0
+    frames_rejected: int = 0
+    frames_tracked: int = 0
+    duplicate_track_records: int = 0
+    frames_with_detections: int = 0
+    detections: int = 0
+    distinct_track_ids: int = 0
+    fps: float = 0.0
+    wall_s: float = 0.0
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    # Where the time goes: capture -> detection emitted, and detection -> track emitted (p50).
+    stage_p50_ms: dict[str, float] = field(default_factory=dict)
+    workers: int = 1
+    model: str = ""
+    missing_seqs: list[int] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, source: str, stats, records: list[TrackRecord], duplicates: int, workers: int) -> "RunSummary":
+        records = sorted(records, key=lambda r: r.seq)
+        tracked = {r.seq for r in records}
+        latencies = np.array([(r.tracked_at - r.captured_at) * 1000 for r in records]) if records else np.zeros(0)
+        wall = (max(r.tracked_at for r in records) - stats.started_at) if records else 0.0
+        return cls(
+            source=source,
+            camera_id=stats.camera_id,
+            frames_read=stats.frames_read,
+            frames_in=stats.frames_sent,
+            frames_rejected=stats.frames_rejected,
+            frames_tracked=len(tracked),
+            duplicate_track_records=duplicates,
+            frames_with_detections=sum(1 for r in records if r.detections),
+            detections=sum(r.detections for r in records),
+            distinct_track_ids=len({o.track_id for r in records for o in r.objects}),
+            fps=round(len(tracked) / wall, 2) if wall > 0 else 0.0,
+            wall_s=round(wall, 3),
+            latency_ms={
+                f"p{q}": round(float(np.percentile(latencies, q)), 1) for q in (50, 95, 99)
+            }
+            if len(latencies)
+            else {},
+            stage_p50_ms={
+                "to_detected": round(float(np.median([(r.detected_at - r.captured_at) * 1000 for r in records])), 1),
+                "to_tracked": round(float(np.median([(r.tracked_at - r.detected_at) * 1000 for r in records])), 1),
+            }
+            if records
+            else {},
+            workers=workers,
+            model=records[0].model if records else "",
+            missing_seqs=[s for s in stats.sent_seqs if s not in tracked][:100],
+        )

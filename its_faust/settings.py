@@ -1,0 +1,125 @@
+"""One typed settings object for every process of ITS Faust.
+
+Values come, lowest priority first, from: the field defaults below, the
+profile file ``its_faust/profiles/<profile>.env``, a ``.env`` file in the
+working directory, and environment variables prefixed ``ITS_FAUST_`` (nested
+fields use ``__``, e.g. ``ITS_FAUST_MODEL__BACKEND=torch``).
+"""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROFILES_DIR = Path(__file__).parent / "profiles"
+
+# COCO ids of the traffic classes: person, bicycle, car, motorcycle, bus, truck.
+TRAFFIC_CLASSES = (0, 1, 2, 3, 5, 7)
+
+
+class Profile(str, Enum):
+    local = "local"
+    development = "development"
+    staging = "staging"
+    production = "production"
+
+
+class ModelSettings(BaseModel):
+    weights: str = Field("yolo11n.pt", description="Weights file name or path, resolved through the asset directory")
+    backend: str = Field("auto", description="onnxruntime | torch | auto (torch on CUDA, else onnxruntime)")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N (torch backend)")
+    imgsz: int = Field(640, description="Long side of the network input; frames are letterboxed to a multiple of 32")
+    conf: float = Field(0.1, ge=0.0, le=1.0, description="Minimum score kept (ByteTrack uses low scores too)")
+    iou: float = Field(0.7, gt=0.0, le=1.0, description="NMS IoU threshold")
+    classes: list[int] = Field(default_factory=lambda: list(TRAFFIC_CLASSES))
+    max_det: int = 300
+    batch_size: int = Field(4, ge=1, le=256, description="Most frames one inference call takes, across cameras")
+    batch_wait_ms: float = Field(15.0, ge=0.0, description="Longest wait to fill a batch")
+    ort_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = all cores")
+
+
+class TrackerSettings(BaseModel):
+    # ByteTrack parameters, same meaning and defaults as Ultralytics' bytetrack.yaml.
+    track_high_thresh: float = 0.25
+    track_low_thresh: float = 0.1
+    new_track_thresh: float = 0.25
+    track_buffer: int = 30
+    match_thresh: float = 0.8
+    fuse_score: bool = True
+
+
+class IngestSettings(BaseModel):
+    jpeg_quality: int = Field(85, ge=10, le=100)
+    max_in_flight: int = Field(16, ge=1, description="Frames a paced-by-pipeline source may have untracked at once")
+    reconnect_initial_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    reconnect_attempts: int = Field(0, ge=0, description="0 = retry forever")
+    blank_std: float = Field(4.0, description="A frame whose grey-level std dev is below this is blank")
+    frozen_mad: float = Field(0.5, description="Mean abs difference to the previous frame below which it is frozen")
+    frozen_after: int = Field(15, ge=1, description="Consecutive identical frames before the stream counts as frozen")
+    blur_var: float = Field(0.0, ge=0.0, description="Laplacian variance below which a frame is blurred; 0 = off")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ITS_FAUST_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    profile: Profile = Profile.local
+    app_id: str = "its-faust"
+    broker_url: str | None = Field(
+        None, description="kafka://host:port[;host:port]; empty starts the embedded Tansu broker"
+    )
+    topic_prefix: str = "its"
+    partitions: int = Field(8, ge=1, description="Partitions of every keyed topic; the most workers that share work")
+    data_dir: Path = Field(Path(".its-faust"), description="Worker state (RocksDB tables) and caches")
+    asset_dir: Path | None = Field(None, description="Where weights and sample videos lie (see its_faust.assets)")
+    cache_dir: Path = Field(Path.home() / ".cache" / "its-faust", description="Exported models (shared by workers)")
+    log_level: str = "info"
+    log_json: bool = False
+
+    # Group-membership timing. Faust's defaults (60 s rebalance) make a worker
+    # join slowly; these values let a worker take over a dead one in ~10 s.
+    rebalance_timeout_s: float = 3.0
+    session_timeout_s: float = 10.0
+    heartbeat_interval_s: float = 1.0
+    commit_interval_s: float = 1.0
+    fetch_max_wait_ms: int = Field(10, ge=0, description="Longest a worker's fetch waits for data (see kafka_transport)")
+
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    tracker: TrackerSettings = Field(default_factory=TrackerSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+
+    @field_validator("broker_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}.{name}" if self.topic_prefix else name
+
+
+def load_settings(**overrides) -> Settings:
+    """Build settings for the profile named by ``ITS_FAUST_PROFILE`` (default ``local``)."""
+    profile = os.environ.get("ITS_FAUST_PROFILE", Profile.local.value)
+    try:
+        Profile(profile)
+    except ValueError:
+        names = ", ".join(p.value for p in Profile)
+        raise ValueError(f"unknown profile {profile!r}; choose one of: {names}") from None
+    env_files = [PROFILES_DIR / f"{profile}.env", Path(".env")]
+    return Settings(_env_file=[str(p) for p in env_files if p.exists()], **overrides)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

@@ -1,0 +1,113 @@
+"""Camera sources read with OpenCV: video files, RTSP/HTTP streams and webcams.
+
+A file ends; a live source that stops delivering frames is reopened with
+exponential backoff, and each loss and reconnection is reported to the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class SourceError(RuntimeError):
+    """The source cannot be opened (bad path, unreachable stream, no such webcam)."""
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    uri: str
+    live: bool
+    capture_arg: str | int
+
+    @classmethod
+    def parse(cls, uri: str) -> "SourceSpec":
+        """``path/to/file.mp4`` | ``rtsp://...`` | ``http(s)://...`` | ``webcam:0`` or ``0``."""
+        if uri.isdigit() or uri.startswith("webcam:"):
+            return cls(uri, True, int(uri.split(":", 1)[-1] or 0))
+        if "://" in uri and not uri.startswith("file://"):
+            return cls(uri, True, uri)
+        path = Path(uri.removeprefix("file://")).expanduser()
+        if not path.is_file():
+            raise SourceError(f"cannot open video {uri}: no such file")
+        return cls(uri, False, str(path))
+
+
+def open_capture(spec: SourceSpec) -> cv2.VideoCapture:
+    capture = cv2.VideoCapture(spec.capture_arg)
+    if not capture.isOpened():
+        capture.release()
+        raise SourceError(f"cannot open video {spec.uri}")
+    return capture
+
+
+class FrameReader:
+    """Iterates ``(frame, capture_time)``; reconnects live sources, ends files."""
+
+    def __init__(
+        self,
+        spec: SourceSpec,
+        *,
+        reconnect_initial_s: float = 0.5,
+        reconnect_max_s: float = 30.0,
+        reconnect_attempts: int = 0,
+        on_event: Callable[[str, str], None] = lambda kind, reason: None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.spec = spec
+        self.reconnect_initial_s = reconnect_initial_s
+        self.reconnect_max_s = reconnect_max_s
+        self.reconnect_attempts = reconnect_attempts
+        self.on_event = on_event
+        self.sleep = sleep
+        self.capture = open_capture(spec)
+        fps = self.capture.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if fps and 0 < fps < 1000 else None
+        count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.frame_count = count if not spec.live and count > 0 else None
+        self.width = int(self.capture.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
+        self.height = int(self.capture.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+        self._closed = False
+
+    def close(self) -> None:
+        self._closed = True
+        self.capture.release()
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, float]]:
+        while not self._closed:
+            ok, frame = self.capture.read()
+            if ok:
+                yield frame, time.time()
+                continue
+            if not self.spec.live:
+                return
+            if not self._reconnect():
+                return
+
+    def _reconnect(self) -> bool:
+        self.capture.release()
+        self.on_event("stream_lost", f"{self.spec.uri} stopped delivering frames")
+        delay, attempt = self.reconnect_initial_s, 0
+        while not self._closed:
+            attempt += 1
+            if self.reconnect_attempts and attempt > self.reconnect_attempts:
+                self.on_event("gave_up", f"{self.spec.uri} unreachable after {attempt - 1} attempts")
+                return False
+            self.sleep(delay)
+            try:
+                self.capture = open_capture(self.spec)
+            except SourceError as exc:
+                log.warning("reconnect %d to %s failed: %s; next try in %.1fs", attempt, self.spec.uri, exc, delay)
+                delay = min(delay * 2, self.reconnect_max_s)
+                continue
+            self.on_event("reconnected", f"{self.spec.uri} back after {attempt} attempt(s)")
+            return True
+        return False

@@ -1,0 +1,38 @@
+"""Topic names (without the configurable prefix) and their creation.
+
+Kept apart from :mod:`its_faust.topics` so that producers and readers outside
+a Faust worker (ingest, the run orchestrator, tests) need not build a Faust app.
+"""
+
+from __future__ import annotations
+
+FRAMES = "frames"
+DETECTIONS = "detections"
+TRACKS = "tracks"
+CAMERA_EVENTS = "camera-events"
+DEAD_LETTERS = "dead-letters"
+ALL = (FRAMES, DETECTIONS, TRACKS, CAMERA_EVENTS, DEAD_LETTERS)
+
+
+async def ensure_topics(bootstrap: str, settings) -> None:
+    """Create the pipeline's topics with the configured partitions, if they do not exist yet.
+
+    Producers may start before any worker has declared the topics; a topic
+    auto-created by the broker would get the broker's default partition count.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [settings.topic(name) for name in ALL]
+        new = [NewTopic(t, settings.partitions, 1) for t in wanted if t not in existing]
+        if new:
+            try:
+                await admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass  # another process won the race
+    finally:
+        await admin.close()

@@ -1,0 +1,29 @@
+"""Every Kafka topic of the pipeline, keyed by camera id so one camera's records stay in order.
+
+Values are raw bytes (JSON records from :mod:`schemas`); agents decode them
+with :mod:`its_faust.codecs` so that bad input can be dead-lettered with a reason.
+The names and schemas are the integrator interface; see docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+from its_faust.app import app, settings
+from its_faust.topic_names import CAMERA_EVENTS, DEAD_LETTERS, DETECTIONS, FRAMES, TRACKS
+
+
+def _topic(name: str):
+    return app.topic(
+        settings.topic(name),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
+
+
+frames = _topic(FRAMES)
+detections = _topic(DETECTIONS)
+tracks = _topic(TRACKS)
+camera_events = _topic(CAMERA_EVENTS)
+dead_letters = _topic(DEAD_LETTERS)

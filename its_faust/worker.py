@@ -1,0 +1,99 @@
+"""Run one Faust worker in this process, and start worker processes for others.
+
+A worker loads the detector before it joins the consumer group, so the first
+frames it takes are not held up by a model load; ``ready_file`` (if given) is
+created once the worker has joined and restored its tables.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def run_worker(ready_file: Path | None = None, loglevel: str | None = None) -> None:
+    """Blocks until the worker is stopped (SIGINT/SIGTERM). Settings must name the broker."""
+    import faust
+
+    import agents.track  # noqa: F401  (imported here so a broken agent fails loudly, not as a discovery warning)
+    from agents.detect import get_detector
+    from its_faust.app import app, settings
+
+    started = time.monotonic()
+    get_detector()
+    log.info("detector ready in %.1fs", time.monotonic() - started)
+
+    class Worker(faust.Worker):
+        async def on_startup_finished(self) -> None:
+            await super().on_startup_finished()
+            log.info("worker ready: %s partitions per topic", settings.partitions)
+            if ready_file:
+                Path(ready_file).touch()
+
+    Worker(app, loglevel=loglevel or settings.log_level, quiet=True).execute_from_commandline()
+
+
+class WorkerProcess:
+    """A worker in a child process (``its-faust worker``), with its own data dir and log file."""
+
+    def __init__(self, broker_url: str, workdir: Path, name: str, extra_env: dict[str, str] | None = None):
+        self.name = name
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.ready_file = self.workdir / f"{name}.ready"
+        self.log_path = self.workdir / f"{name}.log"
+        self.env = {
+            **os.environ,
+            "ITS_FAUST_BROKER_URL": broker_url,
+            "ITS_FAUST_DATA_DIR": str(self.workdir / f"{name}-data"),
+            **(extra_env or {}),
+        }
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "WorkerProcess":
+        self.ready_file.unlink(missing_ok=True)
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "its_faust.cli", "worker", "--ready-file", str(self.ready_file)],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches the parent, which stops workers in order
+            )
+        return self
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.ready_file.exists():
+            if self.proc is None or self.proc.poll() is not None:
+                raise RuntimeError(f"worker {self.name} exited before it was ready; see {self.log_path}:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker {self.name} not ready after {timeout:.0f}s; see {self.log_path}")
+            time.sleep(0.1)
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        """Hard kill (SIGKILL), as a crash would."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

@@ -1,0 +1,25 @@
+"""What every record on a per-camera topic has in common."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Camera ids become Kafka keys, table keys and URL path segments.
+CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class Record(BaseModel):
+    """Base of all wire records: immutable, unknown fields rejected."""
+
+    # Bytes travel as base64 in JSON and are plain bytes in Python.
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", populate_by_name=True, ser_json_bytes="base64", val_json_bytes="base64"
+    )
+
+
+class CameraRecord(Record):
+    """A record about one frame of one camera; ``(camera_id, seq)`` identifies the frame everywhere."""
+
+    camera_id: str = Field(pattern=CAMERA_ID_PATTERN, description="Kafka key of every per-camera topic")
+    seq: int = Field(ge=0, description="Per-camera frame sequence number, strictly increasing")
+    captured_at: float = Field(description="Capture time, Unix seconds")

@@ -1,0 +1,40 @@
+"""``its.detections``: what the detector found in one frame."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from schemas.base import CameraRecord, Record
+
+
+class Box(Record):
+    """An axis-aligned box in original-image pixels."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    conf: float = Field(ge=0.0, le=1.0)
+    cls: int = Field(ge=0, description="COCO class id")
+    label: str
+
+
+class ModelInfo(Record):
+    name: str = Field(description="Weights name, e.g. yolo11n")
+    version: str = Field(description="Model version; the weights' sha256 prefix until the registry assigns one")
+    backend: str = Field(description="onnxruntime | torch")
+    device: str = "cpu"
+
+
+class DetectionRecord(CameraRecord):
+    schema_: Literal["its.detections"] = Field("its.detections", alias="schema")
+    v: Literal[1] = 1
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    detected_at: float
+    model: ModelInfo
+    inference_ms: float = Field(ge=0.0, description="Share of the batch's inference time for this frame")
+    batch_size: int = Field(ge=1)
+    boxes: list[Box]

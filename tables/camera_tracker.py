@@ -1,0 +1,157 @@
+"""One camera's ByteTrack tracker, and its state as a record that a table can hold.
+
+The tracker is the one Ultralytics ships (``BYTETracker``); this module only
+snapshots and restores it, so that the camera actor can move to another worker
+(or survive a restart) and continue with the same tracks and the same id counter.
+A snapshot restores to a tracker that gives bit-identical results to the original.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+from ultralytics.engine.results import Boxes
+from ultralytics.trackers.byte_tracker import BYTETracker, STrack
+from ultralytics.utils import IterableSimpleNamespace
+
+from schemas import Box, TrackedObject
+from schemas.base import CAMERA_ID_PATTERN, Record
+
+
+class TrackSnapshot(Record):
+    track_id: int
+    state: int
+    is_activated: bool
+    score: float
+    cls: float
+    idx: int
+    frame_id: int
+    start_frame: int
+    tracklet_len: int
+    tlwh: list[float] = Field(min_length=4, max_length=4)
+    mean: list[float] | None = Field(None, min_length=8, max_length=8)
+    covariance: list[float] | None = Field(None, min_length=64, max_length=64)
+
+
+class TrackerState(Record):
+    """What the ``camera-tracker`` table holds for one camera."""
+
+    schema_: Literal["its.tracker-state"] = Field("its.tracker-state", alias="schema")
+    v: Literal[1] = 1
+    camera_id: str = Field(pattern=CAMERA_ID_PATTERN)
+    last_seq: int = Field(-1, description="Highest frame seq applied; lower or equal seqs are redeliveries")
+    frame_id: int = 0
+    next_track_id: int = 1
+    tracked: list[TrackSnapshot] = []
+    lost: list[TrackSnapshot] = []
+    # Ultralytics drops lost tracks whose id was removed in the previous frame; only ids matter there.
+    removed_ids: list[int] = []
+
+
+class _IdCounter:
+    """Replaces BYTETracker's ``iter(range(1, ...))`` id source with one whose position can be saved."""
+
+    def __init__(self, start: int = 1):
+        self.next_value = start
+
+    def __next__(self) -> int:
+        value = self.next_value
+        self.next_value += 1
+        return value
+
+    def __iter__(self):
+        return self
+
+
+def _snapshot(track: STrack) -> TrackSnapshot:
+    return TrackSnapshot(
+        track_id=int(track.track_id),
+        state=int(track.state),
+        is_activated=bool(track.is_activated),
+        score=float(track.score),
+        cls=float(track.cls),
+        idx=int(track.idx),
+        frame_id=int(track.frame_id),
+        start_frame=int(track.start_frame),
+        tracklet_len=int(track.tracklet_len),
+        tlwh=[float(v) for v in track._tlwh],
+        mean=None if track.mean is None else [float(v) for v in track.mean],
+        covariance=None if track.covariance is None else [float(v) for v in np.ravel(track.covariance)],
+    )
+
+
+def _restore(snap: TrackSnapshot, tracker: BYTETracker) -> STrack:
+    x, y, w, h = snap.tlwh
+    track = STrack(np.array([x + w / 2, y + h / 2, w, h, snap.idx], dtype=np.float32), np.float32(snap.score), np.float32(snap.cls))
+    track._tlwh = np.asarray(snap.tlwh, dtype=np.float32)
+    track.kalman_filter = tracker.kalman_filter
+    track.mean = None if snap.mean is None else np.asarray(snap.mean, dtype=np.float64)
+    track.covariance = None if snap.covariance is None else np.asarray(snap.covariance, dtype=np.float64).reshape(8, 8)
+    track.track_id = snap.track_id
+    track.state = snap.state
+    track.is_activated = snap.is_activated
+    track.idx = snap.idx
+    track.frame_id = snap.frame_id
+    track.start_frame = snap.start_frame
+    track.tracklet_len = snap.tracklet_len
+    track.next_id = tracker._ids.__next__
+    return track
+
+
+class CameraTracker:
+    """ByteTrack for one camera, fed with detection boxes, saved and restored as :class:`TrackerState`."""
+
+    def __init__(self, camera_id: str, tracker_settings, state: TrackerState | None = None):
+        self.camera_id = camera_id
+        args = IterableSimpleNamespace(tracker_type="bytetrack", **tracker_settings.model_dump())
+        self.tracker = BYTETracker(args)
+        state = state or TrackerState(camera_id=camera_id)
+        self.last_seq = state.last_seq
+        self.tracker.frame_id = state.frame_id
+        # BYTETracker draws ids from the private ``_ids`` iterator (per tracker since 8.4);
+        # a counter we can read back keeps ids unique across moves and restarts.
+        self.tracker._ids = _IdCounter(state.next_track_id)
+        self.tracker.tracked_stracks = [_restore(s, self.tracker) for s in state.tracked]
+        self.tracker.lost_stracks = [_restore(s, self.tracker) for s in state.lost]
+        self.tracker.removed_stracks = [self._removed_stub(i) for i in state.removed_ids]
+
+    def _removed_stub(self, track_id: int) -> STrack:
+        stub = STrack(np.zeros(5, np.float32), np.float32(0), np.float32(0))
+        stub.track_id = track_id
+        return stub
+
+    @property
+    def frame_id(self) -> int:
+        return self.tracker.frame_id
+
+    def update(self, seq: int, boxes: list[Box], shape: tuple[int, int], names: dict[int, str] | None = None) -> list[TrackedObject]:
+        """Apply one frame's detections; returns the confirmed tracks after it."""
+        data = np.array([[b.x1, b.y1, b.x2, b.y2, b.conf, b.cls] for b in boxes], dtype=np.float32).reshape(-1, 6)
+        labels = {b.cls: b.label for b in boxes}
+        out = self.tracker.update(Boxes(data, shape))
+        self.last_seq = seq
+        objects = []
+        for x1, y1, x2, y2, track_id, score, cls, _idx in out.reshape(-1, 8).tolist():
+            cls = int(cls)
+            label = labels.get(cls) or (names or {}).get(cls, str(cls))
+            objects.append(
+                TrackedObject(track_id=int(track_id), x1=x1, y1=y1, x2=x2, y2=y2, conf=score, cls=cls, label=label)
+            )
+        return objects
+
+    def state(self) -> TrackerState:
+        lost_ids = {t.track_id for t in self.tracker.lost_stracks}
+        return TrackerState(
+            camera_id=self.camera_id,
+            last_seq=self.last_seq,
+            frame_id=self.tracker.frame_id,
+            next_track_id=self.tracker._ids.next_value,
+            tracked=[_snapshot(t) for t in self.tracker.tracked_stracks],
+            lost=[_snapshot(t) for t in self.tracker.lost_stracks],
+            removed_ids=[t.track_id for t in self.tracker.removed_stracks if t.track_id in lost_ids],
+        )
+
+
+__all__ = ["CameraTracker", "TrackerState", "TrackSnapshot"]
