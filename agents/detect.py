@@ -21,8 +21,8 @@ from schemas import DetectionRecord, FrameRecord
 
 log = logging.getLogger(__name__)
 
-# One inference at a time per worker: the backend already uses every core.
-_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect")
+_PARALLEL, _ = settings.model.inference_parallelism()
+_executor = ThreadPoolExecutor(max_workers=_PARALLEL, thread_name_prefix="detect")
 _detector: Detector | None = None
 
 
@@ -53,9 +53,18 @@ def _detect(frames: list[FrameRecord]):
     return [by_index.get(i, images[i]) for i in range(len(frames))]
 
 
+async def _detect_parallel(frames: list[FrameRecord]) -> list:
+    """Split the batch over the executor's threads (CPU backends), keeping frame order."""
+    loop = asyncio.get_running_loop()
+    parts = _PARALLEL if get_detector().backend.concurrent else 1
+    size = -(-len(frames) // parts)
+    chunks = [frames[i : i + size] for i in range(0, len(frames), size)]
+    done = await asyncio.gather(*(loop.run_in_executor(_executor, _detect, chunk) for chunk in chunks))
+    return [result for chunk in done for result in chunk]
+
+
 @app.agent(topics.frames, name="detect")
 async def detect(stream):
-    loop = asyncio.get_running_loop()
     wait_s = settings.model.batch_wait_ms / 1000
     async for events in stream.take_events(settings.model.batch_size, within=wait_s):
         frames, frame_events = [], []
@@ -74,7 +83,7 @@ async def detect(stream):
             continue
         started = time.perf_counter()
         try:
-            results = await loop.run_in_executor(_executor, _detect, frames)
+            results = await _detect_parallel(frames)
         except Exception as exc:  # keep the batch's input and keep going
             log.exception("detect: batch of %d failed", len(frames))
             for event in frame_events:

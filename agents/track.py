@@ -9,6 +9,8 @@ frame's output (same seq, same content) but never lose it.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 
 from its_faust import topics
@@ -19,6 +21,7 @@ from schemas import DetectionRecord, TrackRecord
 from tables.tracker_table import TrackerCache
 
 log = logging.getLogger(__name__)
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
 @app.agent(topics.detections, name="track")

@@ -83,6 +83,10 @@ class EmbeddedBroker:
         log.info("embedded broker listening on %s", self.url)
         return self
 
+    def wait(self) -> int:
+        """Block until the broker process ends; its exit code."""
+        return self._proc.wait() if self._proc else 0
+
     def stop(self) -> None:
         if self._proc and self._proc.poll() is None:
             self._proc.terminate()

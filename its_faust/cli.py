@@ -95,12 +95,16 @@ def worker(ready_file: Path | None, broker_url: str | None) -> None:
 def broker(port: int) -> None:
     """Run the embedded Kafka-compatible broker (Tansu, in memory) until Ctrl-C."""
     _settings()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the child on the way out
     try:
         with EmbeddedBroker(port=port) as b:
             click.echo(f"broker listening: ITS_FAUST_BROKER_URL={b.url}")
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+            code = b.wait()
+            _fail(BrokerError(f"broker exited with code {code}"))
     except USER_ERRORS as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        pass
 
 
 @main.command()

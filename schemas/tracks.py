@@ -30,4 +30,5 @@ class TrackRecord(CameraRecord):
     tracker_frame: int = Field(ge=1, description="How many frames this camera's tracker has applied, this one included")
     model: str = Field(description="name@version of the detector")
     detections: int = Field(ge=0, description="Boxes the detector gave for this frame")
+    worker: str = Field(description="host:pid of the worker that tracked it (which worker owns the camera now)")
     objects: list[TrackedObject]

@@ -11,6 +11,7 @@ import numpy as np
 
 class DetectorBackend(Protocol):
     name: str  # onnxruntime | torch
+    concurrent: bool  # infer() may be called from several threads at once
     device: str
     stride: int
     class_names: dict[int, str]
@@ -45,7 +46,8 @@ def load_backend(model_settings, weights: Path, cache_dir: Path) -> DetectorBack
     if choice in ("onnx", "onnxruntime"):
         from its_faust.backends.onnxruntime import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend.from_weights(weights, cache_dir, threads=model_settings.ort_threads)
+        _, threads = model_settings.inference_parallelism()
+        return OnnxRuntimeBackend.from_weights(weights, cache_dir, threads=threads)
     if choice in ("torch", "pytorch"):
         from its_faust.backends.torch import TorchBackend
 

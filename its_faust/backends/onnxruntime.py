@@ -36,6 +36,7 @@ def export_onnx(weights: Path, cache_dir: Path) -> Path:
 
 class OnnxRuntimeBackend:
     name = "onnxruntime"
+    concurrent = True  # InferenceSession.run is thread-safe
 
     def __init__(self, onnx_path: Path, threads: int = 0):
         import onnxruntime as ort

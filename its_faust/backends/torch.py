@@ -9,6 +9,7 @@ import numpy as np
 
 class TorchBackend:
     name = "torch"
+    concurrent = False  # one call at a time; a GPU batches better than threads do
 
     def __init__(self, weights: Path, device: str = "auto"):
         import torch

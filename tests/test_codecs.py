@@ -1,0 +1,69 @@
+import json
+
+import pytest
+
+from its_faust.codecs import SchemaError, decode, encode
+from schemas import Box, DetectionRecord, FrameRecord, ModelInfo, TrackRecord
+
+
+def frame(**overrides):
+    values = dict(camera_id="cam-1", seq=7, captured_at=1.5, width=4, height=2, jpeg=b"\xff\xd8jpeg")
+    return FrameRecord(**{**values, **overrides})
+
+
+def test_frame_round_trip_keeps_bytes_and_names_schema():
+    record = frame()
+    payload = encode(record)
+    wire = json.loads(payload)
+    assert wire["schema"] == "its.frame" and wire["v"] == 1
+    assert wire["jpeg"] == "_9hqcGVn"  # URL-safe base64 on the wire
+    assert decode(FrameRecord, payload) == record
+
+
+def test_detection_round_trip():
+    record = DetectionRecord(
+        camera_id="cam-1", seq=1, captured_at=1.0, width=640, height=360, detected_at=1.1,
+        model=ModelInfo(name="yolo11n", version="abc", backend="onnxruntime"), inference_ms=12.5, batch_size=2,
+        boxes=[Box(x1=1, y1=2, x2=3, y2=4, conf=0.9, cls=2, label="car")],
+    )
+    assert decode(DetectionRecord, encode(record)) == record
+
+
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (b"", "empty payload"),
+        (b"{not json", "Invalid JSON"),
+        (b'{"schema": "its.frame", "v": 2}', "v: Input should be 1"),
+        (b"[1, 2]", "Input should be an object"),
+    ],
+)
+def test_malformed_payloads_get_a_reason(payload, reason):
+    with pytest.raises(SchemaError, match="FrameRecord") as err:
+        decode(FrameRecord, payload)
+    assert reason in str(err.value)
+
+
+def test_field_errors_are_named():
+    bad = json.loads(encode(frame()))
+    bad.update(camera_id="has space", seq=-1, jpeg="@@notbase64")
+    with pytest.raises(SchemaError) as err:
+        decode(FrameRecord, json.dumps(bad).encode())
+    message = str(err.value)
+    assert "camera_id" in message and "seq" in message and "jpeg" in message
+
+
+def test_unknown_fields_and_wrong_schema_are_rejected():
+    wire = json.loads(encode(frame()))
+    with pytest.raises(SchemaError, match="Extra inputs"):
+        decode(FrameRecord, json.dumps({**wire, "surprise": 1}).encode())
+    with pytest.raises(SchemaError, match="schema"):
+        decode(TrackRecord, encode(frame()))
+
+
+def test_standard_base64_is_accepted_too():
+    import base64
+
+    wire = json.loads(encode(frame(jpeg=b"\xff\xd8\xff\xfe?>")))
+    wire["jpeg"] = base64.b64encode(b"\xff\xd8\xff\xfe?>").decode()  # '+' and '/' alphabet
+    assert decode(FrameRecord, json.dumps(wire).encode()).jpeg == b"\xff\xd8\xff\xfe?>"

@@ -1,0 +1,85 @@
+"""Letterbox, inference and NMS against Ultralytics' own results on the same images."""
+
+import numpy as np
+import pytest
+from ultralytics import YOLO
+
+from its_faust.backends.torch import TorchBackend
+from its_faust.detector import Detector, UnreadableImage, decode_jpeg
+from its_faust.settings import TRAFFIC_CLASSES
+
+
+@pytest.fixture(scope="module")
+def yolo(weights_path):
+    return YOLO(str(weights_path))
+
+
+def ultralytics_boxes(yolo, image, conf):
+    result = yolo.predict(image, imgsz=640, conf=conf, iou=0.7, classes=list(TRAFFIC_CLASSES), verbose=False)[0]
+    return result.boxes.xyxy.numpy(), result.boxes.conf.numpy(), result.boxes.cls.numpy().astype(int)
+
+
+def as_arrays(boxes):
+    xyxy = np.array([[b.x1, b.y1, b.x2, b.y2] for b in boxes]).reshape(-1, 4)
+    return xyxy, np.array([b.conf for b in boxes]), np.array([b.cls for b in boxes])
+
+
+def match(ours, theirs, tol_px):
+    """Each of their boxes has one of ours of the same class within tol_px on every side."""
+    (oxy, oconf, ocls), (txy, tconf, tcls) = ours, theirs
+    assert len(oxy) == len(txy)
+    for box, cls in zip(txy, tcls):
+        err = np.abs(oxy - box).max(axis=1) + 1e6 * (ocls != cls)
+        assert err.min() <= tol_px
+
+
+@pytest.mark.parametrize("frame_index", [0, 170, 340])
+def test_torch_backend_matches_yolo_predict(yolo, weights_path, clip_frames, frame_index):
+    backend = TorchBackend(weights_path, device="cpu")
+    from schemas import ModelInfo
+
+    detector = Detector(backend, ModelInfo(name="yolo11n", version="t", backend="torch"), conf=0.25, classes=list(TRAFFIC_CLASSES))
+    image = clip_frames[frame_index]
+    ours = as_arrays(detector.detect([image])[0].boxes)
+    theirs = ultralytics_boxes(yolo, image, 0.25)
+    assert len(theirs[0]) > 3  # the clip is busy: the comparison means something
+    match(ours, theirs, tol_px=0.5)
+    np.testing.assert_allclose(np.sort(ours[1]), np.sort(theirs[1]), atol=1e-3)
+
+
+def test_onnxruntime_backend_matches_yolo_predict(yolo, detector, clip_frames):
+    assert detector.backend.name == "onnxruntime"
+    for image in clip_frames[::85]:
+        ours = as_arrays(detector.detect([image])[0].boxes)
+        ours = tuple(a[ours[1] >= 0.3] for a in ours)
+        theirs = ultralytics_boxes(yolo, image, 0.3)
+        # Same network, other runtime: scores may differ in the 4th decimal, boxes by a fraction of a pixel.
+        keep = np.abs(theirs[1] - 0.3) > 0.01  # a box right at the threshold may fall either side
+        match(tuple(a[np.isin(np.round(ours[1], 2), np.round(theirs[1][keep], 2)) | (ours[1] > 0.31)] for a in ours),
+              tuple(a[keep] for a in theirs), tol_px=1.0)
+
+
+def test_boxes_are_in_original_image_coordinates(detector, clip_frames):
+    image = clip_frames[100]
+    full = detector.detect([image])[0].boxes
+    # The same scene at half size: boxes scale with it (letterbox and scale-back are consistent).
+    import cv2
+
+    half = detector.detect([cv2.resize(image, (320, 180))])[0].boxes
+    big_full = sorted((b for b in full if b.conf > 0.6), key=lambda b: -b.conf)[:3]
+    for b in big_full:
+        centre = ((b.x1 + b.x2) / 4, (b.y1 + b.y2) / 4)
+        nearest = min(half, key=lambda h: abs((h.x1 + h.x2) / 2 - centre[0]) + abs((h.y1 + h.y2) / 2 - centre[1]))
+        assert abs((nearest.x1 + nearest.x2) / 2 - centre[0]) < 6 and abs((nearest.y1 + nearest.y2) / 2 - centre[1]) < 6
+    for b in full:
+        assert 0 <= b.x1 < b.x2 <= 640 and 0 <= b.y1 < b.y2 <= 360
+
+
+def test_only_configured_classes_are_kept(detector, clip_frames):
+    classes = {b.cls for f in detector.detect(clip_frames[:4]) for b in f.boxes}
+    assert classes and classes <= set(TRAFFIC_CLASSES)
+
+
+def test_undecodable_bytes_raise_a_clear_error():
+    with pytest.raises(UnreadableImage, match="not a decodable image"):
+        decode_jpeg(b"\x00" * 100)

@@ -1,0 +1,50 @@
+from pathlib import Path
+
+import pytest
+
+from its_faust.assets import AssetNotFound, resolve_asset
+from its_faust.settings import load_settings
+
+
+def test_environment_overrides_nested_settings(monkeypatch):
+    monkeypatch.setenv("ITS_FAUST_MODEL__BACKEND", "torch")
+    monkeypatch.setenv("ITS_FAUST_MODEL__CLASSES", "[2, 7]")
+    monkeypatch.setenv("ITS_FAUST_BROKER_URL", "kafka://example:9092")
+    settings = load_settings()
+    assert settings.model.backend == "torch"
+    assert settings.model.classes == [2, 7]
+    assert settings.broker_url == "kafka://example:9092"
+
+
+def test_profile_file_applies_and_environment_wins(monkeypatch):
+    monkeypatch.setenv("ITS_FAUST_PROFILE", "production")
+    assert load_settings().partitions == 32 and load_settings().log_json is True
+    monkeypatch.setenv("ITS_FAUST_PARTITIONS", "12")
+    assert load_settings().partitions == 12
+
+
+def test_unknown_profile_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("ITS_FAUST_PROFILE", "prod")
+    with pytest.raises(ValueError, match="unknown profile 'prod'"):
+        load_settings()
+
+
+def test_assets_resolve_from_the_asset_directory(settings):
+    assert resolve_asset("yolo11n.pt", settings.asset_dir).parent.name == "models"
+    assert resolve_asset("dual_carriageway_abhishek.mp4", settings.asset_dir).parent.name == "videos"
+
+
+def test_explicit_path_wins(tmp_path):
+    weights = tmp_path / "mine.pt"
+    weights.write_bytes(b"x")
+    assert resolve_asset(str(weights), tmp_path / "elsewhere") == weights.resolve()
+
+
+def test_missing_asset_names_file_and_place(tmp_path, monkeypatch):
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    with pytest.raises(AssetNotFound) as err:
+        resolve_asset("yolo99x.pt", tmp_path)
+    message = str(err.value)
+    assert "yolo99x.pt" in message and str(tmp_path / "models") in message and "ITS_FAUST_ASSET_DIR" in message
+    with pytest.raises(AssetNotFound, match=str(Path("data") / "videos")):
+        resolve_asset("nowhere.mp4", tmp_path)
