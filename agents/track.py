@@ -58,6 +58,7 @@ async def _track_one(trackers: TrackerCache, event, det: DetectionRecord) -> Non
         tracker_frame=tracker.frame_id,
         model=f"{det.model.name}@{det.model.version}",
         detections=len(det.boxes),
+        worker=WORKER_ID,
         objects=objects,
     )
     ack = await topics.tracks.send(key=event.key, value=encode(record))

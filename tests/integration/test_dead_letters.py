@@ -1,0 +1,58 @@
+"""Malformed input goes to the dead-letter topic with its reason; the pipeline keeps going."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import cv2
+
+from its_faust.codecs import decode, encode
+from its_faust.ingest import make_producer
+from its_faust.results import TopicReader, TrackFeed
+from its_faust.topic_names import DEAD_LETTERS, DETECTIONS, FRAMES
+from schemas import DeadLetter, FrameRecord
+
+
+async def _dead_letters_after_bad_input(stack, clip_frames):
+    settings = stack.settings
+    dlq = await TopicReader(stack.bootstrap, settings.topic(DEAD_LETTERS)).start()
+    feed = await TrackFeed(stack.bootstrap, settings).start()
+    producer = make_producer(stack.bootstrap)
+    await producer.start()
+    ok, jpeg = cv2.imencode(".jpg", clip_frames[0])
+    good = lambda seq: FrameRecord(camera_id="cam-dlq", seq=seq, captured_at=time.time(), width=640, height=360, jpeg=jpeg.tobytes())
+    bad = {
+        b"{broken json": "Invalid JSON",
+        b'{"schema": "its.frame", "v": 9}': "v: Input should be 1",
+        encode(FrameRecord(camera_id="cam-dlq", seq=2, captured_at=0, width=640, height=360, jpeg=b"not an image")): "not a decodable image",
+    }
+    frames_topic = settings.topic(FRAMES)
+    await producer.send_and_wait(frames_topic, encode(good(1)), key=b"cam-dlq")
+    for payload in bad:
+        await producer.send_and_wait(frames_topic, payload, key=b"cam-dlq")
+    await producer.send_and_wait(frames_topic, encode(good(3)), key=b"other-key")  # key is not the camera
+    await producer.send_and_wait(settings.topic(DETECTIONS), b'{"schema": "its.detections"}', key=b"cam-dlq")
+    await producer.send_and_wait(frames_topic, encode(good(4)), key=b"cam-dlq")
+
+    letters, tracked, deadline = [], set(), time.monotonic() + 60
+    while (len(letters) < 5 or tracked != {1, 4}) and time.monotonic() < deadline:
+        letters += [decode(DeadLetter, m.value) for m in await dlq.poll(200)]
+        tracked |= {r.seq for r in await feed.poll(200) if r.camera_id == "cam-dlq"}
+    await producer.stop()
+    await dlq.stop()
+    await feed.stop()
+    return bad, letters, tracked
+
+
+def test_malformed_messages_are_dead_lettered_and_the_rest_flows(stack, clip_frames):
+    bad, letters, tracked = asyncio.run(_dead_letters_after_bad_input(stack, clip_frames))
+    assert tracked == {1, 4}  # frames before and after the bad ones are tracked
+    assert len(letters) == 5
+    by_value = {letter.value: letter for letter in letters}
+    for payload, reason in bad.items():
+        assert reason in by_value[payload].reason
+        assert by_value[payload].stage == "detect" and by_value[payload].topic.endswith(".frames")
+    assert any("not the record's camera_id" in l.reason for l in letters)
+    track_letters = [l for l in letters if l.stage == "track"]
+    assert len(track_letters) == 1 and "DetectionRecord" in track_letters[0].reason
