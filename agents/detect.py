@@ -91,6 +91,7 @@ async def detect(stream):
             continue
         detector = get_detector()
         now = time.time()
+        acks = []
         log.debug("detect: batch of %d in %.1f ms", len(frames), (time.perf_counter() - started) * 1000)
         for frame, event, result in zip(frames, frame_events, results):
             if isinstance(result, Exception):
@@ -108,4 +109,6 @@ async def detect(stream):
                 batch_size=result.batch_size,
                 boxes=result.boxes,
             )
-            await topics.detections.send(key=event.key, value=encode(record))
+            acks.append(await topics.detections.send(key=event.key, value=encode(record)))
+        # Faust acks this batch's frames when the loop comes round again; their output must be safe by then.
+        await asyncio.gather(*acks)

@@ -16,14 +16,15 @@ import time
 from pathlib import Path
 
 import click
+from aiokafka.errors import KafkaConnectionError
 
 from its_faust.assets import AssetNotFound, resolve_asset
-from its_faust.broker import BrokerError, EmbeddedBroker, bootstrap_servers
+from its_faust.broker import BrokerError, EmbeddedBroker, bootstrap_servers, wait_reachable
 from its_faust.settings import get_settings
 from its_faust.sources import SourceError
 
 # Errors a user can fix; they get one line, not a traceback.
-USER_ERRORS = (AssetNotFound, SourceError, BrokerError, TimeoutError, ValueError)
+USER_ERRORS = (AssetNotFound, SourceError, BrokerError, KafkaConnectionError, TimeoutError, ValueError)
 
 log = logging.getLogger("its_faust")
 
@@ -43,7 +44,7 @@ def _fail(exc: BaseException) -> None:
 
 def _resolve_source(source: str, settings) -> str:
     """Bare names of sample clips resolve through the asset directory; URLs and webcams pass through."""
-    if "://" in source or source.isdigit() or source.startswith("webcam:"):
+    if "://" in source or source.isdigit() or source.startswith("webcam:") or os.sep in source or Path(source).exists():
         return source
     return str(resolve_asset(source, settings.asset_dir, download=False))
 
@@ -126,6 +127,7 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
 
     async def go():
         bootstrap = bootstrap_servers(settings.broker_url)
+        await asyncio.to_thread(wait_reachable, settings.broker_url, 5.0)
         await ensure_topics(bootstrap, settings)
         producer = make_producer(bootstrap)
         await producer.start()

@@ -15,11 +15,16 @@ from schemas import TrackRecord
 class TopicReader:
     """Reads every partition of one topic from the offsets it had when started (or from the beginning)."""
 
-    def __init__(self, bootstrap: str, topic: str, *, from_beginning: bool = False):
+    def __init__(self, bootstrap: str, topic: str, *, from_beginning: bool = False, fetch_max_wait_ms: int = 10):
         self.topic = topic
         self.from_beginning = from_beginning
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=8 << 20,
+            fetch_max_bytes=64 << 20,
+            fetch_max_wait_ms=fetch_max_wait_ms,  # see its_faust.kafka_transport: keeps delivery prompt on Tansu
         )
 
     async def start(self) -> "TopicReader":

@@ -1,0 +1,129 @@
+"""``its-faust bench``: the pipeline against the plain Ultralytics loop and raw ONNX Runtime, in one run.
+
+* pipeline: the clip through the embedded broker and a worker process (``run_source``);
+* plain loop: ``YOLO(weights).track(clip, stream=True)`` with ByteTrack, in a child
+  process (PyTorch weights, then the same network as ONNX);
+* raw ONNX Runtime: the exported model on pre-letterboxed tensors at the pipeline's
+  input size, no decoding, no tracking, no Kafka: the ceiling the pipeline can reach.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+
+def plain_loop(weights: str, clip: str, tracker: str = "bytetrack.yaml") -> dict:
+    """The single-process Ultralytics loop; run in a child process so its threads do not mix with ours."""
+    from ultralytics import YOLO
+
+    model = YOLO(weights, task="detect")
+    frames, ids = 0, set()
+    started = None
+    for result in model.track(clip, stream=True, imgsz=640, tracker=tracker, verbose=False):
+        if started is None:  # exclude model load and warm-up, as the pipeline's figure does
+            started = time.perf_counter()
+            continue
+        frames += 1
+        if result.boxes.id is not None:
+            ids.update(int(i) for i in result.boxes.id)
+    elapsed = time.perf_counter() - started
+    return {"weights": Path(weights).name, "tracker": tracker, "frames": frames, "fps": round(frames / elapsed, 2), "distinct_track_ids": len(ids)}
+
+
+def _run_child(*args: str) -> dict:
+    done = subprocess.run([sys.executable, "-m", "its_faust.bench", *args], capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        raise RuntimeError(f"baseline failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def raw_onnxruntime(onnx_path: Path, shape=(384, 640), seconds: float = 6.0) -> dict:
+    """Images per second of bare ``session.run`` on ready tensors, in the configurations the pipeline could use."""
+    import onnxruntime as ort
+
+    cores = os.cpu_count() or 1
+
+    def session(threads: int):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+    def measure(run_once, images_per_call: int, parallel: int = 1) -> float:
+        run_once()
+        calls, started = 0, time.perf_counter()
+        with ThreadPoolExecutor(parallel) as pool:
+            while time.perf_counter() - started < seconds:
+                list(pool.map(lambda _: run_once(), range(parallel)))
+                calls += parallel
+        return round(calls * images_per_call / (time.perf_counter() - started), 2)
+
+    results = {}
+    shared = session(cores)
+    name = shared.get_inputs()[0].name
+    for batch in (1, 4):
+        x = np.random.rand(batch, 3, *shape).astype(np.float32)
+        results[f"batch{batch}_threads{cores}"] = measure(lambda: shared.run(None, {name: x}), batch)
+    single = session(1)
+    x = np.random.rand(1, 3, *shape).astype(np.float32)
+    results[f"batch1_threads1_x{cores}"] = measure(lambda: single.run(None, {name: x}), 1, parallel=cores)
+    return {"input": f"{shape[0]}x{shape[1]}", "images_per_s": results, "ceiling_fps": max(results.values())}
+
+
+def run_bench(settings, clip: str, out_path: Path, *, skip_baseline: bool = False) -> dict:
+    from rich.console import Console
+
+    from its_faust.assets import resolve_asset
+    from its_faust.backends.onnxruntime import export_onnx
+    from its_faust.pipeline import run_source
+
+    console = Console(stderr=True)
+    weights = resolve_asset(settings.model.weights, settings.asset_dir)
+    onnx_path = export_onnx(weights, Path(settings.cache_dir) / "models")
+    result: dict = {
+        "clip": Path(clip).name,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "settings": {"backend": settings.model.backend, "imgsz": settings.model.imgsz, "batch_size": settings.model.batch_size,
+                     "parallel": settings.model.inference_parallelism()},
+    }
+    with console.status("pipeline: broker + worker + camera on the clip"):
+        summary = asyncio.run(run_source(settings, clip, camera_id="bench"))
+    result["pipeline"] = {k: getattr(summary, k) for k in ("frames_tracked", "fps", "latency_ms", "stage_p50_ms", "distinct_track_ids", "model")}
+    console.print(f"pipeline: {summary.fps} fps, latency {summary.latency_ms}")
+    with console.status("raw ONNX Runtime at the same input size"):
+        result["raw_onnxruntime"] = raw_onnxruntime(onnx_path)
+    console.print(f"raw ONNX Runtime: {result['raw_onnxruntime']['images_per_s']}")
+    if not skip_baseline:
+        baselines = {}
+        for label, model_path in (("torch", str(weights)), ("onnx", str(onnx_path))):
+            with console.status(f"plain Ultralytics loop ({label})"):
+                baselines[label] = _run_child("plain-loop", model_path, clip)
+            console.print(f"plain loop ({label}): {baselines[label]['fps']} fps")
+        result["plain_loop"] = baselines
+        best = max(b["fps"] for b in baselines.values())
+        result["ratios"] = {
+            "pipeline_vs_plain_loop_torch": round(summary.fps / baselines["torch"]["fps"], 2),
+            "pipeline_vs_plain_loop_onnx": round(summary.fps / baselines["onnx"]["fps"], 2),
+            "pipeline_vs_best_plain_loop": round(summary.fps / best, 2),
+        }
+    result.setdefault("ratios", {})["pipeline_vs_raw_onnxruntime"] = round(summary.fps / result["raw_onnxruntime"]["ceiling_fps"], 2)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(result, indent=2) + "\n")
+    console.print(f"written to {out_path}")
+    return result
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "plain-loop":
+        print(json.dumps(plain_loop(sys.argv[2], sys.argv[3])))
+    else:
+        sys.exit("usage: python -m its_faust.bench plain-loop WEIGHTS CLIP")

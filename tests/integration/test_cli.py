@@ -1,0 +1,48 @@
+"""The commands a new user runs, as subprocesses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from its_faust.broker import free_port
+
+
+def its_faust(*args, timeout=240):
+    return subprocess.run([sys.executable, "-m", "its_faust.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_run_writes_a_summary(tmp_path):
+    summary = tmp_path / "summary.json"
+    done = its_faust("run", "--source", "dual_carriageway_abhishek.mp4", "--max-frames", "60", "--summary", str(summary))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(summary.read_text())
+    assert result["frames_in"] == result["frames_tracked"] == 60
+    assert result["detections"] > 300 and result["distinct_track_ids"] > 5
+    assert result["fps"] > 0 and set(result["latency_ms"]) == {"p50", "p95", "p99"}
+    assert result["missing_seqs"] == [] and result["duplicate_track_records"] == 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "--source", "/no/such/clip.mp4"], "cannot open video /no/such/clip.mp4"),
+        (["run", "--source", "no_such_clip.mp4"], "no_such_clip.mp4 not found"),
+        (["ingest", "--source", "dual_carriageway_abhishek.mp4", "--broker", "kafka://127.0.0.1:PORT"], "is not reachable"),
+    ],
+)
+def test_user_errors_are_one_line(args, message):
+    args = [a.replace("PORT", str(free_port())) for a in args]
+    done = its_faust(*args, timeout=60)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("its-faust: error:") and message in lines[0], done.stderr
+
+
+def test_help_lists_the_commands():
+    done = its_faust("--help")
+    for command in ("worker", "broker", "ingest", "run", "demo", "bench"):
+        assert command in done.stdout

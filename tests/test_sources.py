@@ -1,0 +1,81 @@
+"""Sources: files end, live streams that drop are reported and reopened with backoff."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+
+import pytest
+
+from its_faust.broker import free_port
+from its_faust.sources import FrameReader, SourceError, SourceSpec
+
+
+def test_source_kinds():
+    assert SourceSpec.parse("rtsp://cam.local/stream").live
+    assert SourceSpec.parse("webcam:1").capture_arg == 1
+    assert SourceSpec.parse("0").capture_arg == 0
+
+
+def test_missing_file_is_a_clear_error():
+    with pytest.raises(SourceError, match="cannot open video /nope.mp4: no such file"):
+        SourceSpec.parse("/nope.mp4")
+
+
+def test_unreachable_stream_is_a_clear_error():
+    with pytest.raises(SourceError, match="cannot open video"):
+        FrameReader(SourceSpec.parse(f"http://127.0.0.1:{free_port()}/cam.mp4"))
+
+
+class _MjpegCamera:
+    """An HTTP MJPEG camera that sends ``frames_per_connection`` frames, then drops the connection."""
+
+    def __init__(self, jpegs: list[bytes], frames_per_connection: int):
+        camera = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                for jpeg in jpegs[:frames_per_connection]:
+                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg))
+                    self.wfile.write(jpeg + b"\r\n")
+                camera.connections += 1
+
+            def log_message(self, *args):
+                pass
+
+        self.connections = 0
+        self.port = free_port()
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.port}/stream.mjpg"
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_lost_stream_is_reported_reconnected_then_given_up(clip_frames):
+    import cv2
+
+    jpegs = [cv2.imencode(".jpg", f)[1].tobytes() for f in clip_frames[:20]]
+    camera = _MjpegCamera(jpegs, frames_per_connection=20)
+    events, sleeps = [], []
+    reader = FrameReader(
+        SourceSpec.parse(camera.url),
+        reconnect_initial_s=0.5,
+        reconnect_attempts=3,
+        on_event=lambda kind, reason: events.append(kind),
+        sleep=sleeps.append,
+    )
+    frames = iter(reader)
+    got = [next(frames) for _ in range(30)]  # past the first connection's end: lost, reopened
+    assert events == ["stream_lost", "reconnected"]
+    assert got[0][0].shape == (360, 640, 3)
+    camera.stop()
+    rest = sum(1 for _ in frames)  # the rest of this connection, then loss; reconnects fail
+    assert rest <= 20
+    assert events == ["stream_lost", "reconnected", "stream_lost", "gave_up"]
+    assert sleeps[-3:] == [0.5, 1.0, 2.0]  # exponential backoff
