@@ -1,0 +1,1 @@
+"""ITS Faust: real-time traffic-camera analytics on Faust streams over Kafka."""
