@@ -11,9 +11,7 @@ import logging
 import socket
 import subprocess
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +102,7 @@ class EmbeddedBroker:
         self.stop()
 
 
-@contextmanager
-def broker_for(settings, log_path: Path | None = None) -> Iterator[str]:
-    """Yield a reachable broker URL: the configured one, or a new embedded broker."""
-    if settings.broker_url:
-        wait_reachable(settings.broker_url)
-        yield settings.broker_url
-        return
-    if settings.profile.value in ("staging", "production"):
+def check_embedded_allowed(settings) -> None:
+    """Staging and production must name a real broker; an in-memory one there would lose data."""
+    if not settings.broker_url and settings.profile.value in ("staging", "production"):
         raise BrokerError(f"profile {settings.profile.value} needs ITS_FAUST_BROKER_URL (no embedded broker there)")
-    with EmbeddedBroker(log_path=log_path) as broker:
-        yield broker.url

@@ -19,7 +19,7 @@ import click
 from aiokafka.errors import KafkaConnectionError
 
 from its_faust.assets import AssetNotFound, resolve_asset
-from its_faust.broker import BrokerError, EmbeddedBroker, bootstrap_servers, wait_reachable
+from its_faust.broker import BrokerError, EmbeddedBroker, bootstrap_servers, check_embedded_allowed, wait_reachable
 from its_faust.settings import get_settings
 from its_faust.sources import SourceError
 
@@ -78,6 +78,7 @@ def worker(ready_file: Path | None, broker_url: str | None) -> None:
     broker = None
     try:
         if not settings.broker_url:
+            check_embedded_allowed(settings)
             broker = EmbeddedBroker().start()
             click.echo(f"embedded broker at {broker.url}; more workers: ITS_FAUST_BROKER_URL={broker.url} its-faust worker")
             _set_env(broker_url=broker.url)

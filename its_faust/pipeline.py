@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from its_faust.broker import EmbeddedBroker, bootstrap_servers, wait_reachable
+from its_faust.broker import EmbeddedBroker, bootstrap_servers, check_embedded_allowed, wait_reachable
 from its_faust.ingest import FlowWindow, IngestStats, ingest, make_producer
 from its_faust.results import RunSummary, TrackFeed
 from its_faust.topic_names import ensure_topics
@@ -51,6 +51,7 @@ class Stack:
         if self.broker_url:
             await asyncio.to_thread(wait_reachable, self.broker_url)
         else:
+            check_embedded_allowed(self.settings)
             self.broker = await asyncio.to_thread(EmbeddedBroker(log_path=self.workdir / "broker.log").start)
             self.broker_url = self.broker.url
         await ensure_topics(self.bootstrap, self.settings)

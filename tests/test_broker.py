@@ -1,0 +1,49 @@
+"""The embedded broker: starts on a free loopback port, answers Kafka clients, stops cleanly."""
+
+import asyncio
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from its_faust.broker import BrokerError, EmbeddedBroker, bootstrap_servers, check_embedded_allowed, free_port, wait_reachable
+
+
+def test_bootstrap_servers_from_urls():
+    assert bootstrap_servers("kafka://a:9092;b:9093") == "a:9092,b:9093"
+    assert bootstrap_servers("kafka://a:9092") == "a:9092"
+
+
+def test_embedded_broker_round_trip_and_clean_stop():
+    async def round_trip(bootstrap):
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        await producer.send_and_wait("t", b"hello", key=b"k")
+        await producer.stop()
+        consumer = AIOKafkaConsumer("t", bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
+        await consumer.start()
+        message = await asyncio.wait_for(consumer.getone(), 10)
+        await consumer.stop()
+        return message.value
+
+    broker = EmbeddedBroker().start()
+    try:
+        assert asyncio.run(round_trip(bootstrap_servers(broker.url))) == b"hello"
+        process = broker._proc
+    finally:
+        broker.stop()
+    assert process.poll() is not None  # the child is gone
+    with pytest.raises(BrokerError):
+        wait_reachable(broker.url, timeout=0.5)
+
+
+def test_unreachable_external_broker_is_one_clear_error():
+    with pytest.raises(BrokerError, match=r"broker 127.0.0.1:\d+ is not reachable"):
+        wait_reachable(f"kafka://127.0.0.1:{free_port()}", timeout=1)
+
+
+def test_production_profile_refuses_the_embedded_broker(settings):
+    from its_faust.settings import Profile
+
+    check_embedded_allowed(settings)  # local: fine
+    with pytest.raises(BrokerError, match="needs ITS_FAUST_BROKER_URL"):
+        check_embedded_allowed(settings.model_copy(update={"profile": Profile.production, "broker_url": None}))
