@@ -16,7 +16,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from its_faust.ingest import ingest, make_producer
+from its_faust.ingest import FlowWindow, ingest, make_producer
 from its_faust.pipeline import Stack
 from its_faust.results import TrackFeed
 
@@ -62,9 +62,11 @@ async def run_demo(settings, source: str, *, workers: int = 1, cameras: int = 1,
         names = [f"demo-cam-{i + 1}" for i in range(cameras)]
         figures = {name: CameraFigures() for name in names}
         sent: dict[str, int] = {}
+        # Like a real camera: frames come at the clip's rate; when the pipeline is behind, new ones are dropped.
+        windows = {name: FlowWindow(settings.ingest.max_in_flight) for name in names}
         senders = [
             asyncio.create_task(
-                ingest(source, name, producer, settings, loop_source=True, stop=stop,
+                ingest(source, name, producer, settings, loop_source=True, stop=stop, window=windows[name], live_feed=True,
                        on_sent=lambda stats, name=name: sent.__setitem__(name, stats.frames_sent))
             )
             for name in names
@@ -75,6 +77,7 @@ async def run_demo(settings, source: str, *, workers: int = 1, cameras: int = 1,
                     for record in await feed.poll(250):
                         if record.camera_id in figures:
                             figures[record.camera_id].add(record)
+                            windows[record.camera_id].release()
                     live.update(_table(figures, sent, stack, started))
                     if duration and time.time() - started > duration:
                         stop.set()

@@ -6,9 +6,11 @@ time in milliseconds when ingest starts and grows by one per frame read, so a
 restarted camera continues above every seq it sent before (at under 1,000 fps)
 and the idempotent actors downstream never mistake new frames for redeliveries.
 
-Pacing: a :class:`FlowWindow` (as fast as the pipeline takes frames), a target
-fps (frames above it are dropped for live sources, waited for with files), or
-the source's own fps for files.
+Pacing: a :class:`FlowWindow` alone (as fast as the pipeline takes frames), a
+target fps (frames above it are dropped for live sources, waited for with files),
+or the source's own fps for files. A window together with a frame rate makes a
+live feed: when the pipeline is behind, the newest frames are dropped rather
+than queued, so latency stays bounded.
 """
 
 from __future__ import annotations
@@ -36,13 +38,25 @@ class FlowWindow:
 
     def __init__(self, size: int):
         self.size = size
-        self._credits = asyncio.Semaphore(size)
+        self._free = size
+        self._freed = asyncio.Event()
 
     async def acquire(self) -> None:
-        await self._credits.acquire()
+        while self._free == 0:
+            self._freed.clear()
+            await self._freed.wait()
+        self._free -= 1
+
+    def try_acquire(self) -> bool:
+        """Take a credit if one is free now (a live feed drops the frame otherwise)."""
+        if self._free == 0:
+            return False
+        self._free -= 1
+        return True
 
     def release(self) -> None:
-        self._credits.release()
+        self._free = min(self.size, self._free + 1)
+        self._freed.set()
 
 
 @dataclass
@@ -82,9 +96,13 @@ async def ingest(
     loop_source: bool = False,
     seq_start: int | None = None,
     stop: asyncio.Event | None = None,
+    live_feed: bool = False,
     on_sent: Callable[[IngestStats], None] | None = None,
 ) -> IngestStats:
-    """Send ``source``'s frames as camera ``camera_id`` until it ends, ``max_frames`` or ``stop``."""
+    """Send ``source``'s frames as camera ``camera_id`` until it ends, ``max_frames`` or ``stop``.
+
+    ``live_feed`` replays a file at its own frame rate like a camera would deliver it.
+    """
     spec = SourceSpec.parse(source)
     frames_topic, events_topic = settings.topic(FRAMES), settings.topic(CAMERA_EVENTS)
     key = camera_id.encode()
@@ -115,8 +133,9 @@ async def ingest(
         on_event=lambda kind, reason: loop.call_soon_threadsafe(report, kind, reason),
     )
     quality = FrameQualityChecker.from_settings(s)
-    # Files are paced at their own fps unless a window or a target fps says otherwise.
-    target_fps = fps or (None if (window or spec.live) else reader.fps)
+    # Files are paced at their own fps unless a window (alone) or a target fps says otherwise.
+    target_fps = fps or (None if ((window and not live_feed) or spec.live) else reader.fps)
+    drop_when_busy = window is not None and (live_feed or spec.live)
     interval = 1.0 / target_fps if target_fps else 0.0
     encode_params = [cv2.IMWRITE_JPEG_QUALITY, s.jpeg_quality]
     frames = iter(reader)
@@ -144,11 +163,13 @@ async def ingest(
         while not (stop and stop.is_set()):
             if max_frames is not None and stats.frames_sent >= max_frames:
                 break
-            if window:
-                await window.acquire()
+            holds_credit = False
+            if window and not drop_when_busy:
+                await window.acquire()  # paced by the pipeline: wait for room before reading
+                holds_credit = True
             item = await asyncio.to_thread(next_frame)
             if item is None:
-                if window:
+                if holds_credit:
                     window.release()
                 break
             captured_at, shape, jpeg, problem = item
@@ -158,18 +179,23 @@ async def ingest(
                 now = time.monotonic()
                 if spec.live and now < next_slot:  # frame-rate control: drop what comes early
                     stats.frames_skipped += 1
-                    if window:
+                    if holds_credit:
                         window.release()
                     continue
                 if now < next_slot:
                     await asyncio.sleep(next_slot - now)
                 next_slot = max(next_slot + interval, time.monotonic() - interval)
+            if drop_when_busy:
+                if not window.try_acquire():  # the pipeline is behind: drop this frame, not queue it
+                    stats.frames_skipped += 1
+                    continue
+                holds_credit = True
             if problem:
                 stats.frames_rejected += 1
                 kind = problem.split(":", 1)[0]
                 stats.rejections[kind] = stats.rejections.get(kind, 0) + 1
                 report("frame_rejected", problem, frame_seq)
-                if window:
+                if holds_credit:
                     window.release()
             else:
                 record = FrameRecord(

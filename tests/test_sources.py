@@ -79,3 +79,24 @@ def test_lost_stream_is_reported_reconnected_then_given_up(clip_frames):
     assert rest <= 20
     assert events == ["stream_lost", "reconnected", "stream_lost", "gave_up"]
     assert sleeps[-3:] == [0.5, 1.0, 2.0]  # exponential backoff
+
+
+def test_flow_window_blocks_and_drops():
+    import asyncio
+
+    from its_faust.ingest import FlowWindow
+
+    async def scenario():
+        window = FlowWindow(2)
+        await window.acquire()
+        assert window.try_acquire() and not window.try_acquire()
+        waiter = asyncio.create_task(window.acquire())
+        await asyncio.sleep(0.01)
+        assert not waiter.done()
+        window.release()
+        await asyncio.wait_for(waiter, 1)
+        for _ in range(5):
+            window.release()  # more releases than credits taken never widen the window
+        assert window.try_acquire() and window.try_acquire() and not window.try_acquire()
+
+    asyncio.run(scenario())
