@@ -24,10 +24,11 @@ def as_arrays(boxes):
     return xyxy, np.array([b.conf for b in boxes]), np.array([b.cls for b in boxes])
 
 
-def match(ours, theirs, tol_px):
+def match(ours, theirs, tol_px, same_count=True):
     """Each of their boxes has one of ours of the same class within tol_px on every side."""
-    (oxy, oconf, ocls), (txy, tconf, tcls) = ours, theirs
-    assert len(oxy) == len(txy)
+    (oxy, _, ocls), (txy, _, tcls) = ours, theirs
+    if same_count:
+        assert len(oxy) == len(txy)
     for box, cls in zip(txy, tcls):
         err = np.abs(oxy - box).max(axis=1) + 1e6 * (ocls != cls)
         assert err.min() <= tol_px
@@ -51,12 +52,11 @@ def test_onnxruntime_backend_matches_yolo_predict(yolo, detector, clip_frames):
     assert detector.backend.name == "onnxruntime"
     for image in clip_frames[::85]:
         ours = as_arrays(detector.detect([image])[0].boxes)
-        ours = tuple(a[ours[1] >= 0.3] for a in ours)
-        theirs = ultralytics_boxes(yolo, image, 0.3)
-        # Same network, other runtime: scores may differ in the 4th decimal, boxes by a fraction of a pixel.
-        keep = np.abs(theirs[1] - 0.3) > 0.01  # a box right at the threshold may fall either side
-        match(tuple(a[np.isin(np.round(ours[1], 2), np.round(theirs[1][keep], 2)) | (ours[1] > 0.31)] for a in ours),
-              tuple(a[keep] for a in theirs), tol_px=1.0)
+        theirs = ultralytics_boxes(yolo, image, 0.35)
+        # Same network, other runtime: scores differ in the 4th decimal, boxes by a fraction of a pixel,
+        # so every box Ultralytics is sure of is among ours, and the counts above the bar agree within one.
+        match(ours, theirs, tol_px=1.0, same_count=False)
+        assert abs(int((ours[1] >= 0.35).sum()) - len(theirs[0])) <= 1
 
 
 def test_boxes_are_in_original_image_coordinates(detector, clip_frames):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from its_faust.pipeline import Stack, track_source
