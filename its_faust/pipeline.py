@@ -17,8 +17,8 @@ from typing import Callable
 
 from its_faust.broker import EmbeddedBroker, bootstrap_servers, check_embedded_allowed, wait_reachable
 from its_faust.ingest import FlowWindow, IngestStats, ingest, make_producer
-from its_faust.results import RunSummary, TrackFeed
-from its_faust.topic_names import ensure_topics
+from its_faust.results import RunSummary, TrackFeed, group_lag
+from its_faust.topic_names import DETECTIONS, FRAMES, ensure_topics
 from its_faust.worker import WorkerProcess
 from schemas import TrackRecord
 
@@ -127,7 +127,11 @@ async def track_source(
                 during(live[0], len(tracked))
             if time.monotonic() - last_progress > idle_timeout_s:
                 sender.cancel()
-                raise TimeoutError(f"no frame tracked for {idle_timeout_s:.0f}s ({len(tracked)} tracked so far)")
+                lag = await group_lag(stack.bootstrap, settings.app_id, [settings.topic(FRAMES), settings.topic(DETECTIONS)])
+                raise TimeoutError(
+                    f"no frame tracked for {idle_timeout_s:.0f}s ({len(tracked)} tracked so far); "
+                    f"uncommitted messages by partition: {lag}; worker logs in {stack.workdir}"
+                )
         if on_progress:
             on_progress(stats, tracked)
         return stats, feed

@@ -53,6 +53,23 @@ class TopicReader:
         await self.consumer.stop()
 
 
+async def group_lag(bootstrap: str, group_id: str, topics: list[str]) -> dict[str, dict[int, int]]:
+    """Per topic and partition: messages the consumer group has not committed yet."""
+    # A consumer that names the group but never subscribes reads its commits without joining it.
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
+        ends = await consumer.end_offsets(tps) if tps else {}
+        lag: dict[str, dict[int, int]] = {}
+        for tp, end in ends.items():
+            done = await consumer.committed(tp) or 0
+            lag.setdefault(tp.topic, {})[tp.partition] = end - done
+        return lag
+    finally:
+        await consumer.stop()
+
+
 class TrackFeed:
     """Track records of one topic, first copy of each ``(camera, seq)`` only."""
 
