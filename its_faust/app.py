@@ -12,6 +12,7 @@ import faust
 
 from its_faust.kafka_transport import Transport
 from its_faust.settings import Settings, get_settings
+from its_faust.watchdog import install as install_watchdog
 
 DEFAULT_BROKER = "kafka://127.0.0.1:9092"
 
@@ -46,3 +47,4 @@ def create_app(settings: Settings) -> faust.App:
 
 settings = get_settings()
 app = create_app(settings)
+stall_watchdog = install_watchdog(app, settings)

@@ -106,6 +106,7 @@ class Settings(BaseSettings):
     session_timeout_s: float = 10.0
     heartbeat_interval_s: float = 1.0
     commit_interval_s: float = 1.0
+    stall_after_s: float = Field(15.0, gt=0, description="A partition with backlog that has not moved this long is re-sought")
     fetch_max_wait_ms: int = Field(10, ge=0, description="Longest a worker's fetch waits for data (see kafka_transport)")
 
     model: ModelSettings = Field(default_factory=ModelSettings)

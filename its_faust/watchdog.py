@@ -1,0 +1,67 @@
+"""Stalled-partition watchdog: a partition this worker owns that stops moving is reported and re-sought.
+
+Faust has a known failure after some rebalances (faust-streaming issue #629 and
+kin): a partition stays assigned but its stream receives nothing, so one camera
+silently stops while the others carry on. Every ``interval_s`` this checks each
+assigned source partition: when it has messages the group has not committed and
+its committed offset has not moved for ``stall_s``, it is logged, resumed and
+sought back to its committed offset, which restarts its fetching. Redelivered
+frames are harmless: the camera actors are idempotent by seq.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+log = logging.getLogger(__name__)
+
+
+class StallWatchdog:
+    def __init__(self, app, topics: list[str], stall_s: float = 15.0):
+        self.app = app
+        self.topics = set(topics)
+        self.stall_s = stall_s
+        self._last: dict = {}  # tp -> (committed offset, since when unchanged)
+        self.recoveries = 0
+
+    async def check(self) -> None:
+        app, consumer = self.app, self.app.consumer
+        if app.in_recovery or app.rebalancing or not consumer.flow_active:
+            self._last.clear()
+            return
+        now = time.monotonic()
+        owned = {tp for tp in consumer.assignment() if tp.topic in self.topics}
+        for tp in list(self._last):
+            if tp not in owned:
+                del self._last[tp]
+        for tp in owned:
+            # Faust's own bookkeeping of what it committed (no public accessor).
+            committed = consumer._committed_offset.get(tp) or 0
+            highwater = consumer.highwater(tp) or 0
+            previous, since = self._last.get(tp, (None, now))
+            if committed != previous or highwater <= committed:
+                self._last[tp] = (committed, now)
+                continue
+            if now - since >= self.stall_s:
+                self.recoveries += 1
+                log.warning(
+                    "partition %s[%s] stalled for %.0fs at offset %s (%s behind): resuming and seeking back",
+                    tp.topic, tp.partition, now - since, committed, highwater - committed,
+                )
+                consumer._buffered_partitions.discard(tp)
+                consumer.resume_partitions([tp])
+                await consumer.seek(tp, committed)
+                self._last[tp] = (committed, now)
+
+
+def install(app, settings) -> StallWatchdog:
+    from its_faust.topic_names import DETECTIONS, FRAMES
+
+    watchdog = StallWatchdog(app, [settings.topic(FRAMES), settings.topic(DETECTIONS)], settings.stall_after_s)
+
+    @app.timer(interval=max(1.0, settings.stall_after_s / 3), name="stall-watchdog")
+    async def _check() -> None:
+        await watchdog.check()
+
+    return watchdog

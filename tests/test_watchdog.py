@@ -1,0 +1,64 @@
+"""The stalled-partition watchdog, against a small stand-in for Faust's consumer."""
+
+import asyncio
+from types import SimpleNamespace
+
+from faust.types import TP
+
+from its_faust import watchdog as wd
+
+
+class FakeConsumer:
+    def __init__(self, tps):
+        self.flow_active = True
+        self._committed_offset = {tp: 10 for tp in tps}
+        self._highwater = {tp: 50 for tp in tps}
+        self._buffered_partitions = set(tps)
+        self._tps = set(tps)
+        self.resumed, self.sought = [], []
+
+    def assignment(self):
+        return self._tps
+
+    def highwater(self, tp):
+        return self._highwater[tp]
+
+    def resume_partitions(self, tps):
+        self.resumed += list(tps)
+
+    async def seek(self, tp, offset):
+        self.sought.append((tp, offset))
+
+
+def test_stalled_partition_is_sought_back_and_moving_ones_are_left(monkeypatch):
+    stuck, moving, other = TP("its.frames", 2), TP("its.frames", 3), TP("elsewhere", 0)
+    consumer = FakeConsumer([stuck, moving, other])
+    app = SimpleNamespace(consumer=consumer, in_recovery=False, rebalancing=False)
+    dog = wd.StallWatchdog(app, ["its.frames"], stall_s=15)
+    clock = [100.0]
+    monkeypatch.setattr(wd.time, "monotonic", lambda: clock[0])
+
+    for step in range(5):  # 0, 5, ..., 20 s
+        consumer._committed_offset[moving] += 3  # this one makes progress
+        asyncio.run(dog.check())
+        clock[0] += 5
+    assert consumer.sought == [(stuck, 10)] and consumer.resumed == [stuck]
+    assert stuck not in consumer._buffered_partitions and dog.recoveries == 1
+
+
+def test_no_action_while_rebalancing_or_caught_up(monkeypatch):
+    tp = TP("its.frames", 0)
+    consumer = FakeConsumer([tp])
+    app = SimpleNamespace(consumer=consumer, in_recovery=False, rebalancing=True)
+    dog = wd.StallWatchdog(app, ["its.frames"], stall_s=1)
+    clock = [0.0]
+    monkeypatch.setattr(wd.time, "monotonic", lambda: clock[0])
+    for _ in range(5):
+        asyncio.run(dog.check())
+        clock[0] += 1
+    app.rebalancing = False
+    consumer._highwater[tp] = 10  # nothing to read: not a stall
+    for _ in range(5):
+        asyncio.run(dog.check())
+        clock[0] += 1
+    assert consumer.sought == []
