@@ -151,10 +151,10 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
 @main.command()
 @click.option("--source", required=True, help="Video file or sample clip name (e.g. dual_carriageway_abhishek.mp4).")
 @click.option("--summary", "summary_path", type=click.Path(path_type=Path), help="Write the run's summary JSON here.")
-@click.option("--camera", "camera_id", default="cam-1", show_default=True)
+@click.option("--camera", "camera_id", default="cam-1", show_default=True, help="Camera id the frames carry (the Kafka key).")
 @click.option("--workers", type=int, default=1, show_default=True, help="Worker processes to start.")
 @click.option("--fps", type=float, help="Pace the source (default: as fast as the pipeline takes frames).")
-@click.option("--max-frames", type=int)
+@click.option("--max-frames", type=int, help="Stop after this many frames.")
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "torch"]), help="Detector backend.")
 @click.option("--broker", "broker_url", help="kafka://host:port (default: embedded broker).")
 def run(source, summary_path, camera_id, workers, fps, max_frames, backend, broker_url) -> None:
