@@ -3,9 +3,11 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-ASSETS ?= $(if $(wildcard ../shared/models),$(abspath ../shared),$(HOME)/.cache/its-faust/assets)
-export ITS_FAUST_ASSET_DIR ?= $(ASSETS)
+# The offline mirror, when there is one beside the checkout; elsewhere Ultralytics may download weights.
+ifneq ($(wildcard ../shared/models),)
+export ITS_FAUST_ASSET_DIR ?= $(abspath ../shared)
 export YOLO_OFFLINE ?= 1
+endif
 
 .PHONY: venv demo run test test-fast bench clean
 

@@ -63,6 +63,12 @@ async def _detect_parallel(frames: list[FrameRecord]) -> list:
     return [result for chunk in done for result in chunk]
 
 
+@app.task
+async def _load_detector() -> None:
+    """Load (and, the first time, export) the model in a thread at worker start, not on the first batch."""
+    await asyncio.get_running_loop().run_in_executor(_executor, get_detector)
+
+
 @app.agent(topics.frames, name="detect")
 async def detect(stream):
     wait_s = settings.model.batch_wait_ms / 1000

@@ -26,10 +26,12 @@ def plain_loop(weights: str, clip: str, tracker: str = "bytetrack.yaml") -> dict
     """The single-process Ultralytics loop; run in a child process so its threads do not mix with ours."""
     from ultralytics import YOLO
 
+    from its_faust.settings import TRAFFIC_CLASSES
+
     model = YOLO(weights, task="detect")
     frames, ids = 0, set()
     started = None
-    for result in model.track(clip, stream=True, imgsz=640, tracker=tracker, verbose=False):
+    for result in model.track(clip, stream=True, imgsz=640, tracker=tracker, classes=list(TRAFFIC_CLASSES), verbose=False):
         if started is None:  # exclude model load and warm-up, as the pipeline's figure does
             started = time.perf_counter()
             continue

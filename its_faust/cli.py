@@ -93,7 +93,7 @@ def worker(ready_file: Path | None, broker_url: str | None) -> None:
 
 
 @main.command()
-@click.option("--port", type=int, default=9092, show_default=True)
+@click.option("--port", type=int, default=9092, show_default=True, help="Loopback port to listen on.")
 def broker(port: int) -> None:
     """Run the embedded Kafka-compatible broker (Tansu, in memory) until Ctrl-C."""
     _settings()
@@ -170,6 +170,10 @@ def run(source, summary_path, camera_id, workers, fps, max_frames, backend, brok
         summary_path.parent.mkdir(parents=True, exist_ok=True)
         summary_path.write_text(payload + "\n")
     click.echo(payload)
+    if summary.frames_tracked < summary.frames_in:
+        click.echo(f"its-faust: error: {summary.frames_in - summary.frames_tracked} frames were not tracked "
+                   f"(see missing_seqs and its.dead-letters)", err=True)
+        sys.exit(1)
 
 
 async def _run_with_progress(settings, source, camera_id, workers, fps, max_frames):
@@ -203,7 +207,7 @@ async def _run_with_progress(settings, source, camera_id, workers, fps, max_fram
 
 @main.command()
 @click.option("--source", default="dual_carriageway_abhishek.mp4", show_default=True, help="Video file, sample clip name, RTSP URL or webcam.")
-@click.option("--workers", type=int, default=1, show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes to start.")
 @click.option("--cameras", type=int, default=1, show_default=True, help="Cameras to simulate from the same source.")
 @click.option("--duration", type=float, help="Stop after this many seconds (default: until Ctrl-C).")
 def demo(source: str, workers: int, cameras: int, duration: float | None) -> None:
@@ -220,7 +224,7 @@ def demo(source: str, workers: int, cameras: int, duration: float | None) -> Non
 
 
 @main.command()
-@click.option("--source", default="dual_carriageway_abhishek.mp4", show_default=True)
+@click.option("--source", default="dual_carriageway_abhishek.mp4", show_default=True, help="Video file or sample clip name.")
 @click.option("--out", "out_path", type=click.Path(path_type=Path), default=Path("benchmarks/results/bench.json"), show_default=True)
 @click.option("--skip-baseline", is_flag=True, help="Only measure the pipeline.")
 def bench(source: str, out_path: Path, skip_baseline: bool) -> None:

@@ -63,7 +63,7 @@ async def run_demo(settings, source: str, *, workers: int = 1, cameras: int = 1,
         figures = {name: CameraFigures() for name in names}
         sent: dict[str, int] = {}
         # Like a real camera: frames come at the clip's rate; when the pipeline is behind, new ones are dropped.
-        windows = {name: FlowWindow(settings.ingest.max_in_flight) for name in names}
+        windows = {name: FlowWindow(settings.ingest.max_in_flight, expire_s=10.0) for name in names}
         senders = [
             asyncio.create_task(
                 ingest(source, name, producer, settings, loop_source=True, stop=stop, window=windows[name], live_feed=True,

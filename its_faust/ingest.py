@@ -16,6 +16,7 @@ than queued, so latency stays bounded.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from dataclasses import dataclass, field
@@ -34,28 +35,43 @@ log = logging.getLogger(__name__)
 
 
 class FlowWindow:
-    """Credit-based backpressure: at most ``size`` frames sent and not yet tracked."""
+    """Credit-based backpressure: at most ``size`` frames sent and not yet tracked.
 
-    def __init__(self, size: int):
+    With ``expire_s``, a credit not given back within that time is reclaimed: a frame
+    that was dead-lettered (or lost) must not hold a live feed's window shut for ever.
+    """
+
+    def __init__(self, size: int, expire_s: float | None = None):
         self.size = size
-        self._free = size
+        self.expire_s = expire_s
+        self._taken: collections.deque[float] = collections.deque()  # when each credit was taken, oldest first
         self._freed = asyncio.Event()
 
+    def _reclaim(self) -> None:
+        if self.expire_s is not None:
+            oldest_allowed = time.monotonic() - self.expire_s
+            while self._taken and self._taken[0] < oldest_allowed:
+                self._taken.popleft()
+
     async def acquire(self) -> None:
-        while self._free == 0:
+        while not self.try_acquire():
             self._freed.clear()
-            await self._freed.wait()
-        self._free -= 1
+            try:
+                await asyncio.wait_for(self._freed.wait(), self.expire_s)
+            except asyncio.TimeoutError:
+                pass
 
     def try_acquire(self) -> bool:
         """Take a credit if one is free now (a live feed drops the frame otherwise)."""
-        if self._free == 0:
+        self._reclaim()
+        if len(self._taken) >= self.size:
             return False
-        self._free -= 1
+        self._taken.append(time.monotonic())
         return True
 
     def release(self) -> None:
-        self._free = min(self.size, self._free + 1)
+        if self._taken:
+            self._taken.popleft()
         self._freed.set()
 
 
@@ -68,7 +84,8 @@ class IngestStats:
     frames_rejected: int = 0
     frames_skipped: int = 0  # dropped by frame-rate control
     last_seq: int | None = None
-    sent_seqs: list[int] = field(default_factory=list)
+    sent_seqs: list[int] = field(default_factory=list)  # only with keep_seqs (bounded runs): grows per frame
+    send_errors: int = 0
     started_at: float = field(default_factory=time.time)
     finished_at: float | None = None
     rejections: dict[str, int] = field(default_factory=dict)
@@ -97,6 +114,7 @@ async def ingest(
     seq_start: int | None = None,
     stop: asyncio.Event | None = None,
     live_feed: bool = False,
+    keep_seqs: bool = False,
     on_sent: Callable[[IngestStats], None] | None = None,
 ) -> IngestStats:
     """Send ``source``'s frames as camera ``camera_id`` until it ends, ``max_frames`` or ``stop``.
@@ -157,10 +175,16 @@ async def ingest(
         ok, jpeg = cv2.imencode(".jpg", image, encode_params)
         return captured_at, image.shape, jpeg.tobytes() if ok else None, None if ok else "unreadable: JPEG encode failed"
 
+    def on_delivery(delivery: asyncio.Future) -> None:
+        if not delivery.cancelled() and delivery.exception() is not None:
+            stats.send_errors += 1
+            log.error("camera %s: a frame was not delivered: %s", camera_id, delivery.exception())
+
     report("started", f"{spec.uri} ({reader.width}x{reader.height} @ {reader.fps or '?'} fps)")
     next_slot = time.monotonic()
     try:
         while not (stop and stop.is_set()):
+            await flush_events()  # first: the drop paths below skip the rest of the loop
             if max_frames is not None and stats.frames_sent >= max_frames:
                 break
             holds_credit = False
@@ -207,13 +231,14 @@ async def ingest(
                     source_fps=reader.fps,
                     jpeg=jpeg,
                 )
-                await producer.send(frames_topic, key=key, value=encode(record))
+                delivery = await producer.send(frames_topic, key=key, value=encode(record))
+                delivery.add_done_callback(on_delivery)
                 stats.frames_sent += 1
                 stats.last_seq = frame_seq
-                stats.sent_seqs.append(frame_seq)
+                if keep_seqs:
+                    stats.sent_seqs.append(frame_seq)
                 if on_sent:
                     on_sent(stats)
-            await flush_events()
     finally:
         reader.close()
         report("finished", f"{stats.frames_sent} frames sent, {stats.frames_rejected} rejected", stats.last_seq)

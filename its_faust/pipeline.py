@@ -92,7 +92,8 @@ async def track_source(
     """Send ``source`` as ``camera_id`` through ``stack`` and wait until every frame sent is tracked.
 
     ``during(stats, tracked)`` is called after each poll (tests use it to kill a worker mid-clip).
-    Raises ``TimeoutError`` when no new track arrives for ``idle_timeout_s``.
+    Raises ``TimeoutError`` when no new track arrives for ``idle_timeout_s`` while the source is
+    still sending; once it is done, frames still untracked after that long are left missing.
     """
     settings = stack.settings
     feed = await TrackFeed(stack.bootstrap, settings).start()
@@ -104,7 +105,7 @@ async def track_source(
     try:
         sender = asyncio.create_task(
             ingest(
-                source, camera_id, producer, settings, fps=fps, window=flow, max_frames=max_frames,
+                source, camera_id, producer, settings, fps=fps, window=flow, max_frames=max_frames, keep_seqs=True,
                 on_sent=lambda s: live or live.append(s),
             )
         )
@@ -117,15 +118,20 @@ async def track_source(
                 last_progress = time.monotonic()
                 if flow:
                     flow.release()
+            idle = time.monotonic() - last_progress
             if sender.done():
                 stats = sender.result()
                 if len(tracked) >= stats.frames_sent:
+                    break
+                if idle > idle_timeout_s:  # the source is done; what is missing now is reported, not waited for
+                    log.warning("%s: %d of %d frames not tracked after %.0fs", camera_id,
+                                stats.frames_sent - len(tracked), stats.frames_sent, idle)
                     break
             if live and on_progress:
                 on_progress(live[0], tracked)
             if live and during:
                 during(live[0], len(tracked))
-            if time.monotonic() - last_progress > idle_timeout_s:
+            if not sender.done() and idle > idle_timeout_s:
                 sender.cancel()
                 lag = await group_lag(stack.bootstrap, settings.app_id, [settings.topic(FRAMES), settings.topic(DETECTIONS)])
                 raise TimeoutError(

@@ -8,7 +8,7 @@ The names and schemas are the integrator interface; see docs/architecture.md.
 from __future__ import annotations
 
 from its_faust.app import app, settings
-from its_faust.topic_names import CAMERA_EVENTS, DEAD_LETTERS, DETECTIONS, FRAMES, TRACKS
+from its_faust.topic_names import DEAD_LETTERS, DETECTIONS, FRAMES, TRACKS
 
 
 def _topic(name: str):
@@ -25,5 +25,4 @@ def _topic(name: str):
 frames = _topic(FRAMES)
 detections = _topic(DETECTIONS)
 tracks = _topic(TRACKS)
-camera_events = _topic(CAMERA_EVENTS)
 dead_letters = _topic(DEAD_LETTERS)

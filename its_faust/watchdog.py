@@ -37,8 +37,10 @@ class StallWatchdog:
                 del self._last[tp]
         for tp in owned:
             # Faust's own bookkeeping of what it committed (no public accessor).
-            committed = consumer._committed_offset.get(tp) or 0
+            committed = consumer._committed_offset.get(tp)
             highwater = consumer.highwater(tp) or 0
+            if committed is None:  # nothing committed yet: no safe offset to go back to
+                continue
             previous, since = self._last.get(tp, (None, now))
             if committed != previous or highwater <= committed:
                 self._last[tp] = (committed, now)

@@ -17,7 +17,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def run_worker(ready_file: Path | None = None, loglevel: str | None = None) -> None:
+def run_worker(ready_file: Path | None = None) -> None:
     """Blocks until the worker is stopped (SIGINT/SIGTERM). Settings must name the broker."""
     import faust
 
@@ -36,7 +36,8 @@ def run_worker(ready_file: Path | None = None, loglevel: str | None = None) -> N
             if ready_file:
                 Path(ready_file).touch()
 
-    Worker(app, loglevel=loglevel or settings.log_level, quiet=True).execute_from_commandline()
+    # override_logging=False keeps the handlers set up by its_faust.logs (JSON lines when configured).
+    Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False).execute_from_commandline()
 
 
 class WorkerProcess:

@@ -16,7 +16,7 @@ class CameraEventKind(str, Enum):
     stream_lost = "stream_lost"
     reconnected = "reconnected"
     gave_up = "gave_up"
-    finished = "finished"  # end of a file source; ``detail`` has the last seq
+    finished = "finished"  # the source ended or ingest stopped; ``seq`` is the last seq sent
 
 
 class CameraEvent(Record):

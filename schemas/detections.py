@@ -36,5 +36,5 @@ class DetectionRecord(CameraRecord):
     detected_at: float
     model: ModelInfo
     inference_ms: float = Field(ge=0.0, description="Share of the batch's inference time for this frame")
-    batch_size: int = Field(ge=1)
+    batch_size: int = Field(ge=1, description="Frames in the inference call this frame was part of")
     boxes: list[Box]

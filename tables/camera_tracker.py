@@ -126,7 +126,7 @@ class CameraTracker:
     def frame_id(self) -> int:
         return self.tracker.frame_id
 
-    def update(self, seq: int, boxes: list[Box], shape: tuple[int, int], names: dict[int, str] | None = None) -> list[TrackedObject]:
+    def update(self, seq: int, boxes: list[Box], shape: tuple[int, int]) -> list[TrackedObject]:
         """Apply one frame's detections; returns the confirmed tracks after it."""
         data = np.array([[b.x1, b.y1, b.x2, b.y2, b.conf, b.cls] for b in boxes], dtype=np.float32).reshape(-1, 6)
         labels = {b.cls: b.label for b in boxes}
@@ -135,7 +135,7 @@ class CameraTracker:
         objects = []
         for x1, y1, x2, y2, track_id, score, cls, _idx in out.reshape(-1, 8).tolist():
             cls = int(cls)
-            label = labels.get(cls) or (names or {}).get(cls, str(cls))
+            label = labels.get(cls, str(cls))
             objects.append(
                 TrackedObject(track_id=int(track_id), x1=x1, y1=y1, x2=x2, y2=y2, conf=score, cls=cls, label=label)
             )

@@ -12,10 +12,8 @@ from its_faust.app import app, settings
 from its_faust.codecs import decode, encode
 from tables.camera_tracker import CameraTracker, TrackerState
 
+# bytes keys and values: Faust stores them as they are ("raw"); values are JSON records (its_faust.codecs).
 tracker_states = app.Table("camera-tracker", key_type=bytes, value_type=bytes, partitions=settings.partitions)
-# Faust picks "json" for non-Record types; the values are already JSON records (its_faust.codecs),
-# so store the bytes as they are. Set before the store opens (at worker start).
-tracker_states.key_serializer = tracker_states.value_serializer = "raw"
 
 
 class TrackerCache:

@@ -100,3 +100,17 @@ def test_flow_window_blocks_and_drops():
         assert window.try_acquire() and window.try_acquire() and not window.try_acquire()
 
     asyncio.run(scenario())
+
+
+def test_flow_window_reclaims_credits_never_given_back():
+    import asyncio
+
+    from its_faust.ingest import FlowWindow
+
+    async def scenario():
+        window = FlowWindow(1, expire_s=0.05)
+        assert window.try_acquire() and not window.try_acquire()
+        await asyncio.wait_for(window.acquire(), 1)  # the first credit expired: a dead-lettered frame
+        assert not window.try_acquire()
+
+    asyncio.run(scenario())

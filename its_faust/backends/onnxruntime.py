@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import logging
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +21,19 @@ def export_onnx(weights: Path, cache_dir: Path) -> Path:
     if target.exists():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
-    work = cache_dir / f".export-{weights.stem}-{weights_version(weights)}"
-    work.mkdir(exist_ok=True)
+    # A work dir of our own: workers started together may export at the same time; the rename is atomic.
+    work = Path(tempfile.mkdtemp(prefix=f".export-{weights.stem}-", dir=cache_dir))
     # Ultralytics writes the export beside its input, which may be read-only: export a copy.
     local = work / weights.name
     shutil.copyfile(weights, local)
     from ultralytics import YOLO
 
     log.info("exporting %s to ONNX (once; cached in %s)", weights.name, cache_dir)
-    exported = Path(YOLO(str(local)).export(format="onnx", dynamic=True, simplify=True, imgsz=640, verbose=False))
-    exported.replace(target)
-    shutil.rmtree(work, ignore_errors=True)
+    try:
+        exported = Path(YOLO(str(local)).export(format="onnx", dynamic=True, simplify=True, imgsz=640, verbose=False))
+        exported.replace(target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return target
 
 
