@@ -209,7 +209,7 @@ async def _run_with_progress(settings, source, camera_id, workers, fps, max_fram
 @click.option("--source", default="dual_carriageway_abhishek.mp4", show_default=True, help="Video file, sample clip name, RTSP URL or webcam.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Worker processes to start.")
 @click.option("--cameras", type=int, default=1, show_default=True, help="Cameras to simulate from the same source.")
-@click.option("--duration", type=float, help="Stop after this many seconds (default: until Ctrl-C).")
+@click.option("--duration", type=float, help="Stop after the cameras have run this many seconds (default: until Ctrl-C).")
 def demo(source: str, workers: int, cameras: int, duration: float | None) -> None:
     """Run broker, workers and camera(s) on a sample clip, with live figures in the terminal."""
     settings = _settings()

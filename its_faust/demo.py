@@ -54,8 +54,8 @@ def _table(figures: dict[str, CameraFigures], sent: dict[str, int], stack: Stack
 
 async def run_demo(settings, source: str, *, workers: int = 1, cameras: int = 1, duration: float | None = None) -> None:
     stop = asyncio.Event()
-    started = time.time()
     async with Stack(settings, workers=workers) as stack:
+        started = time.time()  # --duration counts camera time, not broker and worker start-up
         producer = make_producer(stack.bootstrap)
         await producer.start()
         feed = await TrackFeed(stack.bootstrap, settings).start()
@@ -85,6 +85,7 @@ async def run_demo(settings, source: str, *, workers: int = 1, cameras: int = 1,
                         if task.done() and task.exception():
                             raise task.exception()
         finally:
+            print()  # the live table's last line stays; logs start below it
             stop.set()
             await asyncio.gather(*senders, return_exceptions=True)
             await feed.stop()

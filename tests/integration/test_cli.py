@@ -42,6 +42,17 @@ def test_user_errors_are_one_line(args, message):
     assert len(lines) == 1 and lines[0].startswith("its-faust: error:") and message in lines[0], done.stderr
 
 
+def test_demo_runs_and_stops_by_itself():
+    import re
+
+    done = its_faust("demo", "--duration", "8", timeout=120)
+    assert done.returncode == 0, done.stderr
+    row = re.search(r"demo-cam-1\s*│\s*(\d+)\s*│\s*(\d+)\s*│", done.stdout)
+    assert row, done.stdout[-2000:]
+    sent, tracked = map(int, row.groups())
+    assert sent > 30 and tracked > 30  # frames flowed through broker, worker and tracker
+
+
 def test_help_lists_the_commands():
     done = its_faust("--help")
     for command in ("worker", "broker", "ingest", "run", "demo", "bench"):
