@@ -5,12 +5,15 @@ kin): a partition stays assigned but its stream receives nothing, so one camera
 silently stops while the others carry on. Every ``interval_s`` this checks each
 assigned source partition: when it has messages the group has not committed and
 its committed offset has not moved for ``stall_s``, it is logged, resumed and
-sought back to its committed offset, which restarts its fetching. Redelivered
-frames are harmless: the camera actors are idempotent by seq.
+sought back to its committed offset (redelivered frames are harmless: the camera
+actors are idempotent by seq). In the one real stall seen so far the re-seek did
+not restore the flow, so a repeated stall is logged as an error: restart that
+worker (a killed and replaced worker is the tested path that loses nothing).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -47,13 +50,20 @@ class StallWatchdog:
                 continue
             if now - since >= self.stall_s:
                 self.recoveries += 1
-                log.warning(
+                # After a first re-seek the stall is an error worth paging on: restart the worker
+                # (kill + replacement is the path tested to lose nothing).
+                log.log(
+                    logging.WARNING if self.recoveries == 1 else logging.ERROR,
                     "partition %s[%s] stalled for %.0fs at offset %s (%s behind): resuming and seeking back",
                     tp.topic, tp.partition, now - since, committed, highwater - committed,
                 )
                 consumer._buffered_partitions.discard(tp)
                 consumer.resume_partitions([tp])
-                await consumer.seek(tp, committed)
+                try:
+                    # The consumer thread may itself be what is stuck: never let the watchdog hang with it.
+                    await asyncio.wait_for(consumer.seek(tp, committed), timeout=5.0)
+                except asyncio.TimeoutError:
+                    log.error("partition %s[%s]: seek did not complete within 5s", tp.topic, tp.partition)
                 self._last[tp] = (committed, now)
 
 
