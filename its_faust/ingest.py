@@ -78,7 +78,6 @@ class FlowWindow:
 @dataclass
 class IngestStats:
     camera_id: str
-    first_seq: int
     frames_read: int = 0
     frames_sent: int = 0
     frames_rejected: int = 0
@@ -111,7 +110,6 @@ async def ingest(
     window: FlowWindow | None = None,
     max_frames: int | None = None,
     loop_source: bool = False,
-    seq_start: int | None = None,
     stop: asyncio.Event | None = None,
     live_feed: bool = False,
     keep_seqs: bool = False,
@@ -124,8 +122,8 @@ async def ingest(
     spec = SourceSpec.parse(source)
     frames_topic, events_topic = settings.topic(FRAMES), settings.topic(CAMERA_EVENTS)
     key = camera_id.encode()
-    seq = int(time.time() * 1000) if seq_start is None else seq_start
-    stats = IngestStats(camera_id, first_seq=seq)
+    seq = int(time.time() * 1000)  # see the module docstring
+    stats = IngestStats(camera_id)
     loop = asyncio.get_running_loop()
     pending_events: list[CameraEvent] = []
 

@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 def export_onnx(weights: Path, cache_dir: Path) -> Path:
     """Export ``weights`` (.pt) once to a dynamic-shape ONNX file in ``cache_dir`` and reuse it after."""
-    target = cache_dir / f"{weights.stem}-{weights_version(weights)}-dynamic.onnx"
+    version = weights_version(weights)
+    target = cache_dir / f"{weights.stem}-{version}-dynamic.onnx"
     if target.exists():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
