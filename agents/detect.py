@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -26,11 +27,17 @@ _executor = ThreadPoolExecutor(max_workers=_PARALLEL, thread_name_prefix="detect
 _detector: Detector | None = None
 
 
+_detector_lock = threading.Lock()
+
+
 def get_detector() -> Detector:
+    """The worker's one detector, built on first use; the start-up task and the first batch may race here."""
     global _detector
-    if _detector is None:
-        _detector = Detector.from_settings(settings)
-        _detector.warmup()
+    with _detector_lock:
+        if _detector is None:
+            detector = Detector.from_settings(settings)
+            detector.warmup()
+            _detector = detector
     return _detector
 
 
@@ -56,7 +63,9 @@ def _detect(frames: list[FrameRecord]):
 async def _detect_parallel(frames: list[FrameRecord]) -> list:
     """Split the batch over the executor's threads (CPU backends), keeping frame order."""
     loop = asyncio.get_running_loop()
-    parts = _PARALLEL if get_detector().backend.concurrent else 1
+    # Never build the detector on the event loop (seconds of ORT set-up would stall heartbeats).
+    detector = await loop.run_in_executor(_executor, get_detector)
+    parts = _PARALLEL if detector.backend.concurrent else 1
     size = -(-len(frames) // parts)
     chunks = [frames[i : i + size] for i in range(0, len(frames), size)]
     done = await asyncio.gather(*(loop.run_in_executor(_executor, _detect, chunk) for chunk in chunks))

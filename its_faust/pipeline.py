@@ -47,6 +47,16 @@ class Stack:
         self.workers.append(worker)
         return worker
 
+    def worker_warnings(self, limit: int = 40) -> str:
+        """WARNING and worse lines from every worker's log: what to read when a run went wrong."""
+        lines = []
+        for worker in self.workers:
+            if worker.log_path.exists():
+                for line in worker.log_path.read_text(errors="replace").splitlines():
+                    if " WARNING " in line or " ERROR " in line or " CRITICAL " in line:
+                        lines.append(f"{worker.name}: {line}")
+        return "\n".join(lines[-limit:])
+
     async def start(self) -> "Stack":
         if self.broker_url:
             await asyncio.to_thread(wait_reachable, self.broker_url)

@@ -25,6 +25,9 @@ class TopicReader:
             max_partition_fetch_bytes=8 << 20,
             fetch_max_bytes=64 << 20,
             fetch_max_wait_ms=fetch_max_wait_ms,  # see its_faust.kafka_transport: keeps delivery prompt on Tansu
+            # If the broker ever answers "offset out of range", re-read rather than jump to the end:
+            # a reader that skips records would report frames as lost; readers here dedup by (camera, seq).
+            auto_offset_reset="earliest",
         )
 
     async def start(self) -> "TopicReader":

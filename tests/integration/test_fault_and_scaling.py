@@ -10,9 +10,15 @@ from aiokafka.partitioner import DefaultPartitioner
 from its_faust.pipeline import Stack, track_source
 
 
-def check_exactly_once(stats, feed, camera_id, first_tracker_frame=1):
+def check_exactly_once(stats, feed, camera_id, first_tracker_frame=1, diagnostics=""):
     records = {seq: r for (cam, seq), r in feed.seen.items() if cam == camera_id}
-    assert sorted(records) == stats.sent_seqs, "a frame was lost"
+    missing = sorted(set(stats.sent_seqs) - set(records))
+    assert not missing, (
+        f"{len(missing)} frame(s) lost, at ranks {[stats.sent_seqs.index(s) for s in missing]}; "
+        f"workers around the gap: {sorted({r.worker for s, r in records.items() if abs(s - missing[0]) < 10})}\n"
+        f"{diagnostics}"
+    )
+    assert sorted(records) == stats.sent_seqs
     ordered = [records[s] for s in sorted(records)]
     # Each frame moved the camera's tracker exactly once: its frame counter is the frame's rank.
     expected = list(range(first_tracker_frame, first_tracker_frame + len(ordered)))
@@ -35,10 +41,13 @@ def test_worker_killed_mid_clip_is_replaced_without_loss(settings, clip_path, tm
                     stack.workers[0].kill()  # SIGKILL: no commit, no flush
                     stack.add_worker()  # a new worker, new data dir: restores from the changelog
 
-            return await track_source(stack, str(clip_path), camera_id="cam-fault", during=crash_and_replace, idle_timeout_s=90)
+            stats, feed = await track_source(
+                stack, str(clip_path), camera_id="cam-fault", during=crash_and_replace, idle_timeout_s=90
+            )
+            return stats, feed, stack.worker_warnings()
 
-    stats, feed = asyncio.run(go())
-    ordered = check_exactly_once(stats, feed, "cam-fault")
+    stats, feed, warnings = asyncio.run(go())
+    ordered = check_exactly_once(stats, feed, "cam-fault", diagnostics=f"worker warnings:\n{warnings}")
     assert len(ordered) == 341 and killed_at
     workers = [r.worker for r in ordered]
     first, second = workers[0], workers[-1]
