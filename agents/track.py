@@ -15,10 +15,12 @@ import time
 
 from its_faust import topics
 from its_faust.app import app
-from its_faust.codecs import SchemaError, decode, encode
-from its_faust.dead_letters import dead_letter
+from its_faust.codecs import encode
+from its_faust.dead_letters import dead_letter, valid_records
 from schemas import DetectionRecord, TrackRecord
-from tables.tracker_table import TrackerCache
+from tables.actor_cache import ActorCache
+from tables.camera_tracker import CameraTracker
+from tables.tracker_table import tracker_cache
 
 log = logging.getLogger(__name__)
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
@@ -26,13 +28,8 @@ WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 @app.agent(topics.detections, name="track")
 async def track(stream):
-    trackers = TrackerCache()
-    async for event in stream.events():
-        try:
-            det = decode(DetectionRecord, event.value)
-        except SchemaError as exc:
-            await dead_letter("track", event, str(exc))
-            continue
+    trackers = tracker_cache()
+    async for event, det in valid_records(stream, DetectionRecord, "track"):
         try:
             await _track_one(trackers, event, det)
         except Exception as exc:  # a bug must not stop the other cameras; the input is kept
@@ -41,7 +38,7 @@ async def track(stream):
             await dead_letter("track", event, f"internal error: {exc!r}")
 
 
-async def _track_one(trackers: TrackerCache, event, det: DetectionRecord) -> None:
+async def _track_one(trackers: ActorCache[CameraTracker], event, det: DetectionRecord) -> None:
     tracker = trackers.get(event.key, det.camera_id)
     if det.seq <= tracker.last_seq:
         log.debug("track: %s seq %s already applied (last %s), skipped", det.camera_id, det.seq, tracker.last_seq)
@@ -61,6 +58,7 @@ async def _track_one(trackers: TrackerCache, event, det: DetectionRecord) -> Non
         worker=WORKER_ID,
         objects=objects,
     )
-    ack = await topics.tracks.send(key=event.key, value=encode(record))
+    # The message time is the capture time, so windows downstream follow the camera, not the worker clock.
+    ack = await topics.tracks.send(key=event.key, value=encode(record), timestamp=det.captured_at)
     await ack  # the output is on the broker before the state says this frame is done
     trackers.save(event.key, tracker)

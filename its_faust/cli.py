@@ -19,12 +19,14 @@ import click
 from aiokafka.errors import KafkaConnectionError
 
 from its_faust.assets import AssetNotFound, resolve_asset
+from its_faust.cameras import CommandFailed
+from its_faust.cli_cameras import cameras
 from its_faust.broker import BrokerError, EmbeddedBroker, bootstrap_servers, check_embedded_allowed, wait_reachable
 from its_faust.settings import get_settings
 from its_faust.sources import SourceError
 
 # Errors a user can fix; they get one line, not a traceback.
-USER_ERRORS = (AssetNotFound, SourceError, BrokerError, KafkaConnectionError, TimeoutError, ValueError)
+USER_ERRORS = (AssetNotFound, SourceError, BrokerError, KafkaConnectionError, TimeoutError, ValueError, CommandFailed)
 
 log = logging.getLogger("its_faust")
 
@@ -155,14 +157,26 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
 @click.option("--workers", type=int, default=1, show_default=True, help="Worker processes to start.")
 @click.option("--fps", type=float, help="Pace the source (default: as fast as the pipeline takes frames).")
 @click.option("--max-frames", type=int, help="Stop after this many frames.")
+@click.option("--line", "line_specs", multiple=True, metavar="X1,Y1,X2,Y2[:NAME]",
+              help="Count vehicles crossing this line (repeatable). Standing at the first end facing the second, "
+                   "crossings from left to right are 'in'.")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help='Camera config JSON with counting lines: {"lines": [{"name", "x1", "y1", "x2", "y2"}, ...]}.')
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "torch"]), help="Detector backend.")
 @click.option("--broker", "broker_url", help="kafka://host:port (default: embedded broker).")
-def run(source, summary_path, camera_id, workers, fps, max_frames, backend, broker_url) -> None:
-    """Process a whole video file through the pipeline and print (and save) a summary."""
+def run(source, summary_path, camera_id, workers, fps, max_frames, line_specs, config_path, backend, broker_url) -> None:
+    """Process a whole video file through the pipeline and print (and save) a summary.
+
+    With --line or --config the summary also counts the vehicles that crossed each line,
+    per direction and class.
+    """
     _set_env(broker_url=broker_url, model__backend=backend)
     settings = _settings()
     try:
-        summary = asyncio.run(_run_with_progress(settings, _resolve_source(source, settings), camera_id, workers, fps, max_frames))
+        lines = _lines_from(line_specs, config_path)
+        summary = asyncio.run(
+            _run_with_progress(settings, _resolve_source(source, settings), camera_id, workers, fps, max_frames, lines)
+        )
     except USER_ERRORS as exc:
         _fail(exc)
     payload = json.dumps(summary.__dict__, indent=2)
@@ -176,7 +190,31 @@ def run(source, summary_path, camera_id, workers, fps, max_frames, backend, brok
         sys.exit(1)
 
 
-async def _run_with_progress(settings, source, camera_id, workers, fps, max_frames):
+def _lines_from(line_specs, config_path):
+    from pydantic import ValidationError
+
+    from its_faust.cameras import parse_line
+    from schemas.geometry import CountingLine
+
+    try:
+        lines = [parse_line(spec, default_name=f"line{i}") for i, spec in enumerate(line_specs, 1)]
+        if config_path:
+            data = json.loads(config_path.read_text())
+            items = data.get("lines") or ([data["line"]] if "line" in data else [])
+            if not items:
+                raise ValueError(f"{config_path}: no \"lines\" in the camera config")
+            lines += [CountingLine.model_validate(item) for item in items]
+    except ValidationError as exc:
+        raise ValueError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{config_path}: not JSON ({exc})") from None
+    names = [line.name for line in lines]
+    if len(set(names)) != len(names):
+        raise ValueError(f"line names must differ: {names}")
+    return lines
+
+
+async def _run_with_progress(settings, source, camera_id, workers, fps, max_frames, lines=None):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from its_faust.pipeline import run_source
@@ -202,7 +240,10 @@ async def _run_with_progress(settings, source, camera_id, workers, fps, max_fram
             ids = len({o.track_id for r in tracked[-30:] for o in r.objects})
             progress.update(task, description=f"tracking {Path(source).name}", completed=len(tracked), fps=len(tracked) / elapsed, tracks=ids)
 
-        return await run_source(settings, source, camera_id=camera_id, workers=workers, fps=fps, max_frames=max_frames, on_progress=on_progress)
+        return await run_source(
+            settings, source, camera_id=camera_id, workers=workers, fps=fps, max_frames=max_frames, lines=lines,
+            on_progress=on_progress,
+        )
 
 
 @main.command()
@@ -238,6 +279,8 @@ def bench(source: str, out_path: Path, skip_baseline: bool) -> None:
         _fail(exc)
     click.echo(json.dumps(result, indent=2))
 
+
+main.add_command(cameras)
 
 if __name__ == "__main__":
     main()

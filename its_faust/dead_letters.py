@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import AsyncIterator, TypeVar
 
 from faust.types import EventT
 
 from its_faust import topics
-from its_faust.codecs import encode
+from its_faust.codecs import SchemaError, decode, encode
 from schemas import DeadLetter
+from schemas.base import Record
+
+R = TypeVar("R", bound=Record)
 
 log = logging.getLogger(__name__)
 
@@ -30,3 +34,20 @@ async def dead_letter(stage: str, event: EventT, reason: str) -> None:
         failed_at=time.time(),
     )
     await topics.dead_letters.send(key=message.key, value=encode(record))
+
+
+async def valid_records(stream, record_type: type[R], stage: str) -> AsyncIterator[tuple[EventT, R]]:
+    """The stream's events with their decoded records; the rest go to the dead-letter topic.
+
+    Every per-camera topic is keyed by camera id, and actors keep state under the
+    key, so a record whose camera_id is not its key is bad input too.
+    """
+    async for event in stream.events():
+        try:
+            record = decode(record_type, event.value)
+            if event.key != record.camera_id.encode():
+                raise SchemaError(f"key {event.key!r} is not the record's camera_id {record.camera_id!r}")
+        except SchemaError as exc:
+            await dead_letter(stage, event, str(exc))
+            continue
+        yield event, record

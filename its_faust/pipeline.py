@@ -15,12 +15,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from its_faust.cameras import command, ensure_lines, read_configs, send_commands
 from its_faust.broker import EmbeddedBroker, bootstrap_servers, check_embedded_allowed, wait_reachable
 from its_faust.ingest import FlowWindow, IngestStats, ingest, make_producer
-from its_faust.results import RunSummary, TrackFeed, group_lag
-from its_faust.topic_names import DETECTIONS, FRAMES, ensure_topics
+from its_faust.results import CountFeed, RunSummary, TrackFeed, group_lag
+from its_faust.topic_names import CROSSINGS, DETECTIONS, FRAMES, TRACKS, ensure_topics
 from its_faust.worker import WorkerProcess
 from schemas import TrackRecord
+from schemas.geometry import CountingLine
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +158,44 @@ async def track_source(
         await feed.stop()
 
 
+async def configure_lines(stack: Stack, camera_id: str, lines: list[CountingLine]) -> None:
+    """Give the camera exactly these counting lines and wait until a worker has applied them."""
+    current = (await read_configs(stack.bootstrap, stack.settings, timeout_s=0.5)).get(camera_id)
+    changes = ensure_lines(current, camera_id, lines)
+    if changes:
+        await send_commands(stack.bootstrap, stack.settings, [command(camera_id, c, issued_by="run") for c in changes])
+
+
+async def wait_analytics_settled(stack: Stack, timeout_s: float = 30.0) -> None:
+    """Until every track and crossing on the broker has been processed and committed (outputs flushed)."""
+    topics = [stack.settings.topic(TRACKS), stack.settings.topic(CROSSINGS)]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        lag = await group_lag(stack.bootstrap, stack.settings.app_id, topics)
+        if not any(n > 0 for parts in lag.values() for n in parts.values()):
+            return
+        if time.monotonic() > deadline:
+            log.warning("analytics still behind after %.0fs: %s", timeout_s, lag)
+            return
+        await asyncio.sleep(0.3)
+
+
+async def count_source(
+    stack: Stack, source: str, lines: list[CountingLine], *, camera_id: str = "cam-1", **track_kwargs
+) -> tuple[IngestStats, TrackFeed, dict[str, dict[str, dict[str, int]]]]:
+    """``track_source`` with counting lines: also returns line -> direction -> class -> crossings."""
+    await configure_lines(stack, camera_id, lines)
+    counts = await CountFeed(stack.bootstrap, stack.settings, camera_id).start()
+    try:
+        stats, feed = await track_source(stack, source, camera_id=camera_id, **track_kwargs)
+        await wait_analytics_settled(stack)
+        while await counts.poll(200):
+            pass
+    finally:
+        await counts.stop()
+    return stats, feed, {line.name: {} for line in lines} | counts.counts()
+
+
 async def run_source(
     settings,
     source: str,
@@ -164,11 +204,18 @@ async def run_source(
     workers: int = 1,
     fps: float | None = None,
     max_frames: int | None = None,
+    lines: list[CountingLine] | None = None,
     on_progress: Callable | None = None,
 ) -> RunSummary:
+    """A whole source through the pipeline; with ``lines``, the summary has its counts too."""
+    kwargs = dict(camera_id=camera_id, fps=fps, max_frames=max_frames, on_progress=on_progress)
+    counts = {}
     async with Stack(settings, workers=workers) as stack:
-        stats, feed = await track_source(
-            stack, source, camera_id=camera_id, fps=fps, max_frames=max_frames, on_progress=on_progress
-        )
+        if lines:
+            stats, feed, counts = await count_source(stack, source, lines, **kwargs)
+        else:
+            stats, feed = await track_source(stack, source, **kwargs)
     records = [r for (cam, _), r in feed.seen.items() if cam == camera_id]
-    return RunSummary.build(source, stats, records, len(feed.duplicates), workers)
+    summary = RunSummary.build(source, stats, records, len(feed.duplicates), workers)
+    summary.counts = counts
+    return summary

@@ -8,8 +8,9 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from its_faust.codecs import SchemaError, decode
-from its_faust.topic_names import TRACKS
+from its_faust.topic_names import COUNTS, TRACKS
 from schemas import TrackRecord
+from schemas.analytics import CountUpdate
 
 
 class TopicReader:
@@ -73,6 +74,49 @@ async def group_lag(bootstrap: str, group_id: str, topics: list[str]) -> dict[st
         await consumer.stop()
 
 
+class CountFeed:
+    """Count updates of one camera since the feed started: crossings per (line, direction, class).
+
+    Totals in the tables run since a line was added; the feed counts from the first update it
+    sees, so a run on a camera that already had the line reports that run's crossings only.
+    """
+
+    def __init__(self, bootstrap: str, settings, camera_id: str):
+        self.reader = TopicReader(bootstrap, settings.topic(COUNTS))
+        self.camera_id = camera_id
+        self.latest: dict[tuple[str, str, str], CountUpdate] = {}
+        self._before: dict[tuple[str, str, str], int] = {}
+
+    async def start(self) -> "CountFeed":
+        await self.reader.start()
+        return self
+
+    async def poll(self, timeout_ms: int = 100) -> int:
+        messages = await self.reader.poll(timeout_ms)
+        for message in messages:
+            try:
+                update = decode(CountUpdate, message.value)
+            except SchemaError:
+                continue
+            key = (update.line, update.direction, update.label)
+            if update.camera_id != self.camera_id:
+                continue
+            self._before.setdefault(key, update.total - 1)
+            if key not in self.latest or update.total >= self.latest[key].total:
+                self.latest[key] = update
+        return len(messages)
+
+    def counts(self) -> dict[str, dict[str, dict[str, int]]]:
+        """line -> direction -> class -> crossings."""
+        out: dict[str, dict[str, dict[str, int]]] = {}
+        for (line, direction, label), update in sorted(self.latest.items()):
+            out.setdefault(line, {}).setdefault(direction, {})[label] = update.total - self._before[(line, direction, label)]
+        return out
+
+    async def stop(self) -> None:
+        await self.reader.stop()
+
+
 class TrackFeed:
     """Track records of one topic, first copy of each ``(camera, seq)`` only."""
 
@@ -126,6 +170,8 @@ class RunSummary:
     workers: int = 1
     model: str = ""
     missing_seqs: list[int] = field(default_factory=list)
+    # line -> direction -> class -> vehicles that crossed (only when lines were given)
+    counts: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, source: str, stats, records: list[TrackRecord], duplicates: int, workers: int) -> "RunSummary":

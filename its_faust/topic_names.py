@@ -11,7 +11,11 @@ DETECTIONS = "detections"
 TRACKS = "tracks"
 CAMERA_EVENTS = "camera-events"
 DEAD_LETTERS = "dead-letters"
-ALL = (FRAMES, DETECTIONS, TRACKS, CAMERA_EVENTS, DEAD_LETTERS)
+CAMERA_COMMANDS = "camera-commands"
+CAMERA_CONFIGS = "camera-configs"
+CROSSINGS = "crossings"
+COUNTS = "counts"
+ALL = (FRAMES, DETECTIONS, TRACKS, CAMERA_EVENTS, DEAD_LETTERS, CAMERA_COMMANDS, CAMERA_CONFIGS, CROSSINGS, COUNTS)
 
 
 async def ensure_topics(bootstrap: str, settings) -> None:

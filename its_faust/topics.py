@@ -8,7 +8,16 @@ The names and schemas are the integrator interface; see docs/architecture.md.
 from __future__ import annotations
 
 from its_faust.app import app, settings
-from its_faust.topic_names import DEAD_LETTERS, DETECTIONS, FRAMES, TRACKS
+from its_faust.topic_names import (
+    CAMERA_COMMANDS,
+    CAMERA_CONFIGS,
+    COUNTS,
+    CROSSINGS,
+    DEAD_LETTERS,
+    DETECTIONS,
+    FRAMES,
+    TRACKS,
+)
 
 
 def _topic(name: str):
@@ -26,3 +35,7 @@ frames = _topic(FRAMES)
 detections = _topic(DETECTIONS)
 tracks = _topic(TRACKS)
 dead_letters = _topic(DEAD_LETTERS)
+camera_commands = _topic(CAMERA_COMMANDS)
+camera_configs = _topic(CAMERA_CONFIGS)
+crossings = _topic(CROSSINGS)
+counts = _topic(COUNTS)

@@ -17,13 +17,16 @@ def its_faust(*args, timeout=240):
 
 def test_run_writes_a_summary(tmp_path):
     summary = tmp_path / "summary.json"
-    done = its_faust("run", "--source", "dual_carriageway_abhishek.mp4", "--max-frames", "60", "--summary", str(summary))
+    done = its_faust("run", "--source", "dual_carriageway_abhishek.mp4", "--max-frames", "60", "--summary", str(summary),
+                     "--line", "140,120,620,120:y120", "--line", "0,300,1,360")
     assert done.returncode == 0, done.stderr
     result = json.loads(summary.read_text())
     assert result["frames_in"] == result["frames_tracked"] == 60
     assert result["detections"] > 300 and result["distinct_track_ids"] > 5
     assert result["fps"] > 0 and set(result["latency_ms"]) == {"p50", "p95", "p99"}
     assert result["missing_seqs"] == [] and result["duplicate_track_records"] == 0
+    # One car comes down the right-hand carriageway over y=120 by frame 60 (hand count: frame 18).
+    assert result["counts"] == {"y120": {"in": {"car": 1}}, "line2": {}}
 
 
 @pytest.mark.parametrize(
@@ -31,6 +34,8 @@ def test_run_writes_a_summary(tmp_path):
     [
         (["run", "--source", "/no/such/clip.mp4"], "cannot open video /no/such/clip.mp4"),
         (["run", "--source", "no_such_clip.mp4"], "no_such_clip.mp4 not found"),
+        (["run", "--source", "dual_carriageway_abhishek.mp4", "--line", "5,5,5,5"], "two distinct ends"),
+        (["run", "--source", "dual_carriageway_abhishek.mp4", "--line", "1,2,3:a"], "expected x1,y1,x2,y2[:name]"),
         (["ingest", "--source", "dual_carriageway_abhishek.mp4", "--broker", "kafka://127.0.0.1:PORT"], "is not reachable"),
     ],
 )
@@ -55,5 +60,5 @@ def test_demo_runs_and_stops_by_itself():
 
 def test_help_lists_the_commands():
     done = its_faust("--help")
-    for command in ("worker", "broker", "ingest", "run", "demo", "bench"):
+    for command in ("worker", "broker", "ingest", "run", "demo", "bench", "cameras"):
         assert command in done.stdout

@@ -1,0 +1,48 @@
+"""Stage 3: tracks -> line crossings, one analytics actor per camera.
+
+The actor reads its camera's configuration from the ``camera-config`` table
+(same key, same partition, same worker) and keeps its memory in
+``camera-analytics``. Like the tracker it is idempotent by frame seq, and its
+outputs are on the broker before its state moves on; a crash can repeat a
+crossing (same seq, same track) but never lose one, and the count tables apply
+each crossing once.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from its_faust import topics
+from its_faust.app import app
+from its_faust.codecs import encode
+from its_faust.dead_letters import dead_letter, valid_records
+from schemas import TrackRecord
+from tables.analytics_table import analytics_cache
+from tables.config_table import current_config
+
+log = logging.getLogger(__name__)
+
+
+@app.agent(topics.tracks, name="analyze")
+async def analyze(stream):
+    actors = analytics_cache()
+    async for event, record in valid_records(stream, TrackRecord, "analyze"):
+        actor = actors.get(event.key, record.camera_id)
+        if record.seq <= actor.last_seq:
+            continue  # a redelivered (or re-emitted) frame: already applied
+        try:
+            crossings = actor.update(record, current_config(event.key))
+            acks = [
+                await topics.crossings.send(key=event.key, value=encode(c), timestamp=c.captured_at)
+                for c in crossings
+            ]
+            for ack in acks:
+                await ack
+        except Exception as exc:  # a bug must not stop the other cameras; the input is kept
+            log.exception("analyze: %s seq %s failed", record.camera_id, record.seq)
+            actors.forget(event.key)
+            await dead_letter("analyze", event, f"internal error: {exc!r}")
+            continue
+        actors.save(event.key, actor)
+        for c in crossings:
+            log.info("analyze: %s %s crossed %s %s (track %d, seq %d)", c.camera_id, c.label, c.line, c.direction, c.track_id, c.seq)

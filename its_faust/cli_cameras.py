@@ -1,0 +1,225 @@
+"""``its-faust cameras ...``: configure cameras by sending commands to ``its.camera-commands``.
+
+Every command is validated here first (geometry, and against the camera's
+current configuration), so a mistake gets a precise one-line error and nothing
+is sent. Then it is sent and the command waits until a worker has applied it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import sys
+
+import click
+from pydantic import ValidationError
+
+from its_faust.broker import BrokerError, bootstrap_servers, wait_reachable
+from its_faust.cameras import CommandFailed, command, parse_line, parse_points, read_configs, send_commands
+from its_faust.settings import get_settings
+from schemas.control import (
+    AddCamera,
+    AddLine,
+    AddZone,
+    RemoveCamera,
+    RemoveLine,
+    RemoveZone,
+    SetCalibration,
+    SetSpeedLimit,
+    UpdateCamera,
+)
+from schemas.geometry import Calibration, Zone
+from tables.camera_config import CommandRejected, apply
+
+
+def _fail(message: str) -> None:
+    click.echo(f"its-faust: error: {message}", err=True)
+    sys.exit(2)
+
+
+def _bootstrap(broker_url: str | None) -> str:
+    url = broker_url or get_settings().broker_url
+    if not url:
+        _fail("cameras needs a running broker and worker: set ITS_FAUST_BROKER_URL or --broker (see `its-faust worker`)")
+    try:
+        wait_reachable(url, 5.0)
+    except BrokerError as exc:
+        _fail(str(exc))
+    return bootstrap_servers(url)
+
+
+def _send(camera_id: str, build, broker_url: str | None, timeout_s: float) -> None:
+    """Build the change (errors are the user's), check it against the current config, send it, wait."""
+    try:
+        change = build()
+    except ValidationError as exc:
+        _fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()))
+    except ValueError as exc:
+        _fail(str(exc))
+    settings = get_settings()
+    bootstrap = _bootstrap(broker_url)
+    try:
+        cmd = command(camera_id, change, issued_by=getpass.getuser())
+    except ValidationError as exc:
+        _fail("; ".join(e["msg"] for e in exc.errors()))
+
+    async def go():
+        current = (await read_configs(bootstrap, settings)).get(camera_id)
+        apply(current, cmd)  # precise error now, before anything is sent
+        return await send_commands(bootstrap, settings, [cmd], timeout_s=timeout_s)
+
+    try:
+        config = asyncio.run(go())
+    except (CommandRejected, CommandFailed) as exc:
+        _fail(str(exc))
+    click.echo(f"{camera_id}: {change.op} applied (config v{config.version})")
+
+
+broker_option = click.option("--broker", "broker_url", help="kafka://host:port (default: ITS_FAUST_BROKER_URL).")
+timeout_option = click.option("--timeout", "timeout_s", type=float, default=30.0, show_default=True,
+                              help="Seconds to wait for a worker to apply the command.")
+
+
+@click.group()
+def cameras() -> None:
+    """List and configure cameras: counting lines, zones, calibration, speed limit.
+
+    Changes are commands on the its.camera-commands topic; a running worker applies them.
+    """
+
+
+@cameras.command("list")
+@broker_option
+@click.option("--json", "as_json", is_flag=True, help="Print the full configurations as JSON.")
+def list_cameras(broker_url, as_json) -> None:
+    """Every camera's current configuration."""
+    configs = asyncio.run(read_configs(_bootstrap(broker_url), get_settings()))
+    live = [c for c in configs.values() if not c.removed]
+    if as_json:
+        click.echo(json.dumps([c.model_dump(mode="json", by_alias=True) for c in live], indent=2))
+        return
+    if not live:
+        click.echo("no cameras (add one: its-faust cameras add CAMERA_ID)")
+    for c in sorted(live, key=lambda c: c.camera_id):
+        click.echo(f"{c.camera_id}  {c.name!r}  v{c.version}  lines: {', '.join(l.name for l in c.lines) or '-'}  "
+                   f"zones: {', '.join(z.name for z in c.zones) or '-'}  calibrated: {'yes' if c.calibration else 'no'}  "
+                   f"limit: {c.speed_limit_kmh or '-'}")
+
+
+@cameras.command("add")
+@click.argument("camera_id")
+@click.option("--name", default="", help="Display name (default: the id).")
+@click.option("--source", default="", help="Where its frames come from, for operators (file, rtsp://...).")
+@broker_option
+@timeout_option
+def add(camera_id, name, source, broker_url, timeout_s) -> None:
+    """Add a camera."""
+    _send(camera_id, lambda: AddCamera(name=name, source=source), broker_url, timeout_s)
+
+
+@cameras.command("update")
+@click.argument("camera_id")
+@click.option("--name", help="New display name.")
+@click.option("--source", help="New source.")
+@broker_option
+@timeout_option
+def update(camera_id, name, source, broker_url, timeout_s) -> None:
+    """Change a camera's name or source."""
+    _send(camera_id, lambda: UpdateCamera(name=name, source=source), broker_url, timeout_s)
+
+
+@cameras.command("remove")
+@click.argument("camera_id")
+@broker_option
+@timeout_option
+def remove(camera_id, broker_url, timeout_s) -> None:
+    """Remove a camera (its lines, zones and calibration go with it)."""
+    _send(camera_id, RemoveCamera, broker_url, timeout_s)
+
+
+@cameras.command("add-line")
+@click.argument("camera_id")
+@click.argument("line", metavar="X1,Y1,X2,Y2[:NAME]")
+@click.option("--count", type=click.Choice(["both", "in", "out"]), default="both", show_default=True,
+              help="Directions to count. Standing at the first end facing the second, left-to-right is 'in'.")
+@broker_option
+@timeout_option
+def add_line(camera_id, line, count, broker_url, timeout_s) -> None:
+    """Add a counting line (pixel coordinates of the camera's frames)."""
+    _send(camera_id, lambda: AddLine(line=parse_line(line, count=count)), broker_url, timeout_s)
+
+
+@cameras.command("remove-line")
+@click.argument("camera_id")
+@click.argument("name")
+@broker_option
+@timeout_option
+def remove_line(camera_id, name, broker_url, timeout_s) -> None:
+    """Remove a counting line."""
+    _send(camera_id, lambda: RemoveLine(name=name), broker_url, timeout_s)
+
+
+@cameras.command("add-zone")
+@click.argument("camera_id")
+@click.argument("name")
+@click.argument("points", nargs=-1, required=True, metavar="X,Y X,Y X,Y...")
+@click.option("--lane", is_flag=True, help="Mark it as a traffic lane (kept in the config; zone analytics are not built yet).")
+@click.option("--heading", type=float, help="Allowed direction of travel, degrees clockwise from 'right' on screen (kept in the config).")
+@broker_option
+@timeout_option
+def add_zone(camera_id, name, points, lane, heading, broker_url, timeout_s) -> None:
+    """Add a polygon zone (at least three points, edges must not cross)."""
+    _send(
+        camera_id,
+        lambda: AddZone(zone=Zone(name=name, points=parse_points(points), kind="lane" if lane else "area", heading_deg=heading)),
+        broker_url, timeout_s,
+    )
+
+
+@cameras.command("remove-zone")
+@click.argument("camera_id")
+@click.argument("name")
+@broker_option
+@timeout_option
+def remove_zone(camera_id, name, broker_url, timeout_s) -> None:
+    """Remove a zone."""
+    _send(camera_id, lambda: RemoveZone(name=name), broker_url, timeout_s)
+
+
+@cameras.command("calibrate")
+@click.argument("camera_id")
+@click.option("--image", "image_points", multiple=True, metavar="X,Y", help="An image point (give four).")
+@click.option("--road", "road_points", multiple=True, metavar="X,Y", help="Where it lies on the road, in metres (four, same order).")
+@click.option("--clear", is_flag=True, help="Remove the calibration.")
+@broker_option
+@timeout_option
+def calibrate(camera_id, image_points, road_points, clear, broker_url, timeout_s) -> None:
+    """Set the image-to-road calibration: four image points and their road-plane positions in metres."""
+
+    def build():
+        if clear:
+            return SetCalibration(calibration=None)
+        return SetCalibration(calibration=Calibration(image_points=parse_points(image_points), road_points=parse_points(road_points)))
+
+    _send(camera_id, build, broker_url, timeout_s)
+
+
+@cameras.command("speed-limit")
+@click.argument("camera_id")
+@click.argument("kmh", metavar="KMH|none")
+@broker_option
+@timeout_option
+def speed_limit(camera_id, kmh, broker_url, timeout_s) -> None:
+    """Set (or with 'none' remove) the speed limit used for overspeed alerts."""
+
+    def build():
+        if kmh.lower() == "none":
+            return SetSpeedLimit(kmh=None)
+        try:
+            value = float(kmh)
+        except ValueError:
+            raise ValueError(f"speed limit {kmh!r}: a number of km/h, or none") from None
+        return SetSpeedLimit(kmh=value)
+
+    _send(camera_id, build, broker_url, timeout_s)

@@ -1,0 +1,109 @@
+"""``its.camera-commands`` and ``its.camera-configs``: cameras are configured by events only.
+
+A command changes one camera. The configure agent folds the commands of a
+camera, in order, into its :class:`CameraConfig` (kept in a table and published
+on ``its.camera-configs`` after every change); a command that cannot apply goes
+to the dead-letter topic with the reason and changes nothing. Replaying the
+command topic rebuilds every camera's configuration.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal, Union
+
+from pydantic import Field
+
+from schemas.base import CAMERA_ID_PATTERN, Record
+from schemas.geometry import NAME_PATTERN, Calibration, CountingLine, Zone
+
+
+class AddCamera(Record):
+    op: Literal["add_camera"] = "add_camera"
+    name: str = ""
+    source: str = Field("", description="Where the camera's frames come from (file, rtsp://, http://), for operators")
+
+
+class UpdateCamera(Record):
+    op: Literal["update_camera"] = "update_camera"
+    name: str | None = None
+    source: str | None = None
+
+
+class RemoveCamera(Record):
+    op: Literal["remove_camera"] = "remove_camera"
+
+
+class AddLine(Record):
+    op: Literal["add_line"] = "add_line"
+    line: CountingLine
+
+
+class RemoveLine(Record):
+    op: Literal["remove_line"] = "remove_line"
+    name: str = Field(pattern=NAME_PATTERN)
+
+
+class AddZone(Record):
+    op: Literal["add_zone"] = "add_zone"
+    zone: Zone
+
+
+class RemoveZone(Record):
+    op: Literal["remove_zone"] = "remove_zone"
+    name: str = Field(pattern=NAME_PATTERN)
+
+
+class SetCalibration(Record):
+    op: Literal["set_calibration"] = "set_calibration"
+    calibration: Calibration | None = Field(description="null removes the calibration (and with it every speed)")
+
+
+class SetSpeedLimit(Record):
+    op: Literal["set_speed_limit"] = "set_speed_limit"
+    kmh: float | None = Field(gt=0, le=400, description="null removes the limit")
+
+
+Change = Annotated[
+    Union[AddCamera, UpdateCamera, RemoveCamera, AddLine, RemoveLine, AddZone, RemoveZone, SetCalibration, SetSpeedLimit],
+    Field(discriminator="op"),
+]
+
+
+def new_command_id() -> str:
+    return uuid.uuid4().hex
+
+
+class CameraCommand(Record):
+    schema_: Literal["its.camera-command"] = Field("its.camera-command", alias="schema")
+    v: Literal[1] = 1
+    camera_id: str = Field(pattern=CAMERA_ID_PATTERN)
+    command_id: str = Field(default_factory=new_command_id, min_length=1, max_length=64)
+    issued_at: float
+    issued_by: str = Field("", description="Who asked for it (CLI user, API client), for the record")
+    change: Change
+
+
+class CameraConfig(Record):
+    """A camera's configuration after every command so far; ``removed`` cameras keep no geometry."""
+
+    schema_: Literal["its.camera-config"] = Field("its.camera-config", alias="schema")
+    v: Literal[1] = 1
+    camera_id: str = Field(pattern=CAMERA_ID_PATTERN)
+    version: int = Field(ge=1, description="How many commands have changed this camera")
+    last_command_id: str
+    updated_at: float
+    applied_offset: int = Field(-1, description="Position in its.camera-commands of the last command applied")
+    removed: bool = False
+    name: str = ""
+    source: str = ""
+    lines: list[CountingLine] = Field(default_factory=list)
+    zones: list[Zone] = Field(default_factory=list)
+    calibration: Calibration | None = None
+    speed_limit_kmh: float | None = None
+
+    def line(self, name: str) -> CountingLine | None:
+        return next((line for line in self.lines if line.name == name), None)
+
+    def zone(self, name: str) -> Zone | None:
+        return next((zone for zone in self.zones if zone.name == name), None)

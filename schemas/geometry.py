@@ -1,0 +1,92 @@
+"""Counting lines, zones and calibration: the geometry a camera is configured with.
+
+Coordinates are pixels of the camera's frames (x right, y down). Each shape
+validates itself when it is built, so a command with bad geometry is rejected
+with a precise reason before it can change any camera.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from schemas.base import Record
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+Point = tuple[float, float]
+
+
+class CountingLine(Record):
+    """A segment from A to B. Stand at A facing B: traffic crossing from your left to your right is ``in``.
+
+    On screen that means: a line drawn left-to-right counts downward motion as ``in``,
+    a line drawn bottom-to-top counts rightward motion as ``in`` (Ultralytics' convention too).
+    """
+
+    name: str = Field(pattern=NAME_PATTERN)
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    count: Literal["both", "in", "out"] = Field("both", description="Which crossing directions are counted")
+
+    @model_validator(mode="after")
+    def _not_degenerate(self) -> "CountingLine":
+        length = math.hypot(self.x2 - self.x1, self.y2 - self.y1)
+        if length < 2.0:
+            raise ValueError(f"line {self.name!r} is {length:.1f} px long: a counting line needs two distinct ends")
+        return self
+
+    @property
+    def a(self) -> Point:
+        return (self.x1, self.y1)
+
+    @property
+    def b(self) -> Point:
+        return (self.x2, self.y2)
+
+
+class Zone(Record):
+    """A polygon. ``lane`` zones watch for stopped vehicles; ``heading_deg`` is the allowed direction of travel.
+
+    ``heading_deg`` is measured on screen, clockwise from "right" (0 = rightwards, 90 = down the
+    frame); tracks moving against it (more than 90 degrees off) are driving the wrong way.
+    """
+
+    name: str = Field(pattern=NAME_PATTERN)
+    points: list[Point] = Field(min_length=3, max_length=64)
+    kind: Literal["area", "lane"] = "area"
+    heading_deg: float | None = Field(None, ge=0, lt=360)
+
+    @field_validator("points")
+    @classmethod
+    def _simple_polygon(cls, points: list[Point]) -> list[Point]:
+        from shapely.geometry import Polygon
+        from shapely.validation import explain_validity
+
+        polygon = Polygon(points)
+        if polygon.convex_hull.area < 1.0:
+            raise ValueError("zone polygon has no area (are its points collinear or repeated?)")
+        if not polygon.is_valid:
+            raise ValueError(f"zone polygon is not simple: {explain_validity(polygon)} (edges cross)")
+        return points
+
+
+class Calibration(Record):
+    """Four image points and where they lie on the road plane, in metres; gives the image-to-road homography."""
+
+    image_points: list[Point] = Field(min_length=4, max_length=4)
+    road_points: list[Point] = Field(min_length=4, max_length=4, description="metres on the road plane")
+
+    @model_validator(mode="after")
+    def _not_degenerate(self) -> "Calibration":
+        for label, points in (("image_points", self.image_points), ("road_points", self.road_points)):
+            for i in range(4):
+                p, q, r = (points[j] for j in range(4) if j != i)
+                twice_area = abs((q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0]))
+                scale = max(math.dist(p, q), math.dist(q, r), math.dist(p, r), 1e-9)
+                if twice_area < 1e-3 * scale * scale:
+                    raise ValueError(f"calibration {label}: three of the four points are (nearly) on one line")
+        return self

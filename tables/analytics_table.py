@@ -1,0 +1,18 @@
+"""The ``camera-analytics`` table: each camera's analytics memory (tracks near lines, last seq)."""
+
+from __future__ import annotations
+
+from its_faust.app import app, settings
+from its_faust.codecs import decode, encode
+from tables.actor_cache import ActorCache
+from tables.camera_analytics import AnalyticsState, CameraAnalytics
+
+analytics_states = app.Table("camera-analytics", key_type=bytes, value_type=bytes, partitions=settings.partitions)
+
+
+def _build(camera_id: str, stored: bytes | None) -> CameraAnalytics:
+    return CameraAnalytics(camera_id, decode(AnalyticsState, stored) if stored else None)
+
+
+def analytics_cache() -> ActorCache[CameraAnalytics]:
+    return ActorCache(analytics_states, _build, lambda actor: encode(actor.state()))

@@ -1,0 +1,73 @@
+"""Folding camera commands into a camera's configuration (pure: no Faust here).
+
+``apply(config, command)`` is the whole rule book: it either returns the new
+configuration or raises :class:`CommandRejected` with the reason, leaving the
+old one as it was. The configure agent and ``its-faust cameras`` (to check a
+command before it is sent) both use it.
+"""
+
+from __future__ import annotations
+
+from schemas.control import (
+    AddCamera,
+    AddLine,
+    AddZone,
+    CameraCommand,
+    CameraConfig,
+    RemoveCamera,
+    RemoveLine,
+    RemoveZone,
+    SetCalibration,
+    SetSpeedLimit,
+    UpdateCamera,
+)
+
+
+class CommandRejected(ValueError):
+    """The command cannot apply to the camera as it is; ``str()`` is the reason."""
+
+
+def apply(config: CameraConfig | None, command: CameraCommand) -> CameraConfig:
+    change = command.change
+    exists = config is not None and not config.removed
+    if isinstance(change, AddCamera):
+        if exists:
+            raise CommandRejected(f"camera {command.camera_id!r} already exists")
+        fields = {"name": change.name or command.camera_id, "source": change.source, "removed": False,
+                  "lines": [], "zones": [], "calibration": None, "speed_limit_kmh": None}
+    elif not exists:
+        raise CommandRejected(f"unknown camera {command.camera_id!r}: add it first")
+    elif isinstance(change, UpdateCamera):
+        fields = {k: v for k, v in (("name", change.name), ("source", change.source)) if v is not None}
+    elif isinstance(change, RemoveCamera):
+        fields = {"removed": True, "lines": [], "zones": [], "calibration": None, "speed_limit_kmh": None}
+    elif isinstance(change, AddLine):
+        if config.line(change.line.name):
+            raise CommandRejected(f"camera {command.camera_id!r} already has a line {change.line.name!r}")
+        fields = {"lines": [*config.lines, change.line]}
+    elif isinstance(change, RemoveLine):
+        if not config.line(change.name):
+            raise CommandRejected(f"camera {command.camera_id!r} has no line {change.name!r}")
+        fields = {"lines": [line for line in config.lines if line.name != change.name]}
+    elif isinstance(change, AddZone):
+        if config.zone(change.zone.name):
+            raise CommandRejected(f"camera {command.camera_id!r} already has a zone {change.zone.name!r}")
+        fields = {"zones": [*config.zones, change.zone]}
+    elif isinstance(change, RemoveZone):
+        if not config.zone(change.name):
+            raise CommandRejected(f"camera {command.camera_id!r} has no zone {change.name!r}")
+        fields = {"zones": [zone for zone in config.zones if zone.name != change.name]}
+    elif isinstance(change, SetCalibration):
+        fields = {"calibration": change.calibration}
+    elif isinstance(change, SetSpeedLimit):
+        fields = {"speed_limit_kmh": change.kmh}
+    else:  # pragma: no cover - the schema's union is closed
+        raise CommandRejected(f"unknown change {type(change).__name__}")
+    base = config.model_dump(by_alias=True) if config is not None else {"camera_id": command.camera_id}
+    base.update(fields)
+    base.update(
+        version=(config.version if config else 0) + 1,
+        last_command_id=command.command_id,
+        updated_at=command.issued_at,
+    )
+    return CameraConfig.model_validate(base)

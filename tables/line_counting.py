@@ -1,0 +1,62 @@
+"""Has a track crossed a counting line? Once per track and line, robust to jitter and short losses.
+
+A point's side of line A->B is the sign of the cross product, with a dead band
+of ``margin`` pixels around the line: inside the band the track keeps the side
+it had, so a box that jitters on the line never flips. A crossing is a change
+of confirmed side whose path (from the last confirmed point to the new one)
+passes through the segment itself, not just its extension. Each track counts
+at most once per line, whatever it does afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from schemas.geometry import CountingLine, Point
+
+
+def signed_distance(line: CountingLine, p: Point) -> float:
+    """Pixels from the line, positive on the right of A->B (the ``in`` side: y grows downwards)."""
+    (ax, ay), (bx, by) = line.a, line.b
+    cross = (bx - ax) * (p[1] - ay) - (by - ay) * (p[0] - ax)
+    return cross / math.hypot(bx - ax, by - ay)
+
+
+def segments_cross(p: Point, q: Point, a: Point, b: Point, slack: float = 0.0) -> bool:
+    """Does segment p-q meet segment a-b (extended by ``slack`` pixels at both ends)?"""
+    length = math.dist(a, b)
+    ux, uy = (b[0] - a[0]) / length, (b[1] - a[1]) / length
+    a = (a[0] - ux * slack, a[1] - uy * slack)
+    b = (b[0] + ux * slack, b[1] + uy * slack)
+
+    def orient(o: Point, s: Point, t: Point) -> float:
+        return (s[0] - o[0]) * (t[1] - o[1]) - (s[1] - o[1]) * (t[0] - o[0])
+
+    d1, d2 = orient(a, b, p), orient(a, b, q)
+    d3, d4 = orient(p, q, a), orient(p, q, b)
+    return (d1 * d2 <= 0) and (d3 * d4 <= 0)
+
+
+@dataclass
+class LineSide:
+    """One track's memory of one line: the side it is confirmed on and where it last was confirmed."""
+
+    side: int = 0  # -1 left of A->B, +1 right, 0 not yet known
+    x: float = 0.0
+    y: float = 0.0
+    counted: bool = False
+
+    def observe(self, line: CountingLine, p: Point, margin: float) -> str | None:
+        """Feed the track's new point; returns ``"in"``/``"out"`` the one time it crosses, else None."""
+        d = signed_distance(line, p)
+        side = 1 if d > margin else -1 if d < -margin else 0
+        if side == 0:
+            return None  # in the dead band: keep the confirmed side
+        crossed = None
+        if self.side and side != self.side and not self.counted:
+            if segments_cross((self.x, self.y), p, line.a, line.b, slack=margin):
+                crossed = "in" if side > 0 else "out"
+                self.counted = True
+        self.side, self.x, self.y = side, p[0], p[1]
+        return crossed

@@ -1,0 +1,52 @@
+"""Speed from a camera's calibration: image points -> road plane (metres) -> velocity fit over a short window.
+
+The homography maps a vehicle's ground point (the bottom centre of its box) to
+road-plane metres. Speed is the slope of a least-squares line through the
+track's road positions over the last ``window_s`` seconds of capture time, which
+smooths box jitter without lagging as much as a moving average of
+frame-to-frame speeds. Without calibration there is no speed at all.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from schemas.geometry import Calibration
+
+# Fewer samples than this, or a shorter span, gives no speed yet.
+MIN_SAMPLES = 4
+MIN_SPAN_S = 0.25
+
+
+class RoadPlane:
+    """The image-to-road homography of one calibration."""
+
+    def __init__(self, calibration: Calibration):
+        src = np.asarray(calibration.image_points, dtype=np.float64)
+        dst = np.asarray(calibration.road_points, dtype=np.float64)
+        self.matrix = cv2.getPerspectiveTransform(src.astype(np.float32), dst.astype(np.float32)).astype(np.float64)
+
+    def to_road(self, x: float, y: float) -> tuple[float, float]:
+        u, v, w = self.matrix @ np.array([x, y, 1.0])
+        return float(u / w), float(v / w)
+
+
+def fitted_speed_kmh(samples: list[tuple[float, float, float]]) -> float | None:
+    """``samples``: (t, x_m, y_m) in time order. Least-squares velocity, in km/h; None if too little data."""
+    if len(samples) < MIN_SAMPLES:
+        return None
+    data = np.asarray(samples, dtype=np.float64)
+    t = data[:, 0] - data[0, 0]
+    if t[-1] < MIN_SPAN_S:
+        return None
+    tc = t - t.mean()
+    denom = float(tc @ tc)
+    vx = float(tc @ (data[:, 1] - data[:, 1].mean())) / denom
+    vy = float(tc @ (data[:, 2] - data[:, 2].mean())) / denom
+    return float(np.hypot(vx, vy) * 3.6)
+
+
+def trim(samples: list[tuple[float, float, float]], now: float, window_s: float) -> list[tuple[float, float, float]]:
+    """Keep the samples of the last ``window_s`` seconds."""
+    return [s for s in samples if now - s[0] <= window_s]

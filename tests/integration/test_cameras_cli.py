@@ -1,0 +1,71 @@
+"""``its-faust cameras``: commands go through the broker to a worker and come back as configurations."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def cameras(stack):
+    env = {**os.environ, "ITS_FAUST_BROKER_URL": stack.broker_url}
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "its_faust.cli", "cameras", *args], capture_output=True, text=True,
+                              timeout=90, env=env)
+
+    return run
+
+
+def error_line(done) -> str:
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("its-faust: error:"), done.stderr
+    return lines[0]
+
+
+def test_configure_a_camera_end_to_end(cameras):
+    assert cameras("add", "cli-cam", "--name", "A1 north", "--source", "rtsp://10.0.0.7/a").returncode == 0
+    done = cameras("add-line", "cli-cam", "140,120,620,120:north", "--count", "in")
+    assert done.returncode == 0 and "add_line applied (config v2)" in done.stdout, done.stderr
+    assert cameras("add-zone", "cli-cam", "lane1", "0,0", "100,0", "100,50", "--lane", "--heading", "90").returncode == 0
+    calibrate = ["--image", "100,300", "--image", "540,300", "--image", "400,100", "--image", "240,100",
+                 "--road", "0,0", "--road", "7,0", "--road", "7,40", "--road", "0,40"]
+    assert cameras("calibrate", "cli-cam", *calibrate).returncode == 0
+    assert cameras("speed-limit", "cli-cam", "80").returncode == 0
+    listed = cameras("list", "--json")
+    (config,) = [c for c in json.loads(listed.stdout) if c["camera_id"] == "cli-cam"]
+    assert config["version"] == 5 and config["name"] == "A1 north" and config["speed_limit_kmh"] == 80
+    assert config["lines"][0] == {"name": "north", "x1": 140, "y1": 120, "x2": 620, "y2": 120, "count": "in"}
+    assert config["zones"][0]["kind"] == "lane" and config["calibration"]["road_points"][2] == [7, 40]
+    assert "cli-cam  'A1 north'  v5  lines: north" in cameras("list").stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["add-line", "cli-bad", "10,10,10,10"], "two distinct ends"),
+        (["add-zone", "cli-bad", "bowtie", "0,0", "100,100", "100,0", "0,100"], "zone polygon is not simple"),
+        (["add-zone", "cli-bad", "two", "0,0", "1,1"], "at least 3 items"),
+        (["calibrate", "cli-bad", "--image", "0,0", "--image", "1,1", "--image", "2,2", "--image", "0,5",
+          "--road", "0,0", "--road", "1,0", "--road", "1,1", "--road", "0,1"], "three of the four points"),
+        (["speed-limit", "cli-bad", "fast"], "a number of km/h"),
+        (["add-line", "no-such-cam", "0,0,10,10"], "unknown camera 'no-such-cam': add it first"),
+        (["remove-line", "cli-cam", "nope"], "has no line 'nope'"),
+    ],
+)
+def test_bad_commands_get_a_precise_error_and_change_nothing(cameras, args, message):
+    before = cameras("list", "--json").stdout
+    assert message in error_line(cameras(*args))
+    assert cameras("list", "--json").stdout == before
+
+
+def test_cameras_without_a_broker_says_how_to_get_one():
+    env = {k: v for k, v in os.environ.items() if k != "ITS_FAUST_BROKER_URL"}
+    done = subprocess.run([sys.executable, "-m", "its_faust.cli", "cameras", "list"], capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert "set ITS_FAUST_BROKER_URL or --broker" in error_line(done)

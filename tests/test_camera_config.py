@@ -1,0 +1,137 @@
+"""Camera configuration as events: geometry is validated, commands fold in order, replay rebuilds."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from its_faust.cameras import ensure_lines, parse_line, parse_points
+from its_faust.codecs import SchemaError, decode, encode
+from schemas.control import (
+    AddCamera,
+    AddLine,
+    AddZone,
+    CameraCommand,
+    RemoveCamera,
+    RemoveLine,
+    SetCalibration,
+    SetSpeedLimit,
+    UpdateCamera,
+)
+from schemas.geometry import Calibration, CountingLine, Zone
+from tables.camera_config import CommandRejected, apply
+
+LINE = CountingLine(name="north", x1=0, y1=100, x2=640, y2=100)
+
+
+def cmd(change, camera="cam-a", at=1.0):
+    return CameraCommand(camera_id=camera, issued_at=at, change=change)
+
+
+def fold(*changes, camera="cam-a"):
+    config = None
+    for i, change in enumerate(changes):
+        config = apply(config, cmd(change, camera, at=float(i)))
+    return config
+
+
+def test_zero_length_line_is_rejected_with_the_reason():
+    with pytest.raises(ValidationError, match="two distinct ends"):
+        CountingLine(name="x", x1=10, y1=10, x2=10.5, y2=10)
+
+
+def test_self_crossing_zone_is_rejected_with_the_reason():
+    with pytest.raises(ValidationError, match="not simple: Self-intersection"):
+        Zone(name="bowtie", points=[(0, 0), (100, 100), (100, 0), (0, 100)])
+    with pytest.raises(ValidationError, match="no area"):
+        Zone(name="flat", points=[(0, 0), (50, 0), (100, 0)])
+
+
+def test_degenerate_calibration_is_rejected():
+    good_road = [(0, 0), (3.5, 0), (3.5, 30), (0, 30)]
+    with pytest.raises(ValidationError, match="image_points: three of the four points"):
+        Calibration(image_points=[(0, 0), (100, 100), (200, 200), (0, 300)], road_points=good_road)
+    with pytest.raises(ValidationError, match="road_points"):
+        Calibration(image_points=[(0, 0), (100, 0), (100, 100), (0, 100)], road_points=[(0, 0), (1, 0), (2, 0), (0, 5)])
+    Calibration(image_points=[(100, 300), (540, 300), (400, 100), (240, 100)], road_points=good_road)
+
+
+def test_commands_fold_into_the_configuration():
+    zone = Zone(name="lane1", points=[(0, 0), (100, 0), (100, 50)], kind="lane", heading_deg=90)
+    calibration = Calibration(image_points=[(0, 0), (10, 0), (10, 10), (0, 10)], road_points=[(0, 0), (1, 0), (1, 1), (0, 1)])
+    config = fold(
+        AddCamera(name="A1 north", source="rtsp://cam/a"),
+        AddLine(line=LINE),
+        AddZone(zone=zone),
+        SetCalibration(calibration=calibration),
+        SetSpeedLimit(kmh=50),
+        UpdateCamera(name="A1 northbound"),
+    )
+    assert config.version == 6 and config.name == "A1 northbound" and config.source == "rtsp://cam/a"
+    assert config.lines == [LINE] and config.zones == [zone]
+    assert config.calibration == calibration and config.speed_limit_kmh == 50
+    assert fold(AddCamera(), AddLine(line=LINE), RemoveLine(name="north")).lines == []
+
+
+@pytest.mark.parametrize(
+    "changes, reason",
+    [
+        ((AddLine(line=LINE),), "unknown camera 'cam-a': add it first"),
+        ((AddCamera(), AddCamera()), "already exists"),
+        ((AddCamera(), AddLine(line=LINE), AddLine(line=LINE)), "already has a line 'north'"),
+        ((AddCamera(), RemoveLine(name="south")), "has no line 'south'"),
+        ((AddCamera(), RemoveCamera(), SetSpeedLimit(kmh=30)), "unknown camera"),
+    ],
+)
+def test_a_command_that_cannot_apply_is_rejected_and_changes_nothing(changes, reason):
+    *before, bad = changes
+    config = fold(*before) if before else None
+    snapshot = config.model_copy() if config else None
+    with pytest.raises(CommandRejected, match=reason):
+        apply(config, cmd(bad))
+    assert config == snapshot
+
+
+def test_removed_camera_keeps_no_geometry_and_can_come_back():
+    config = fold(AddCamera(), AddLine(line=LINE), RemoveCamera())
+    assert config.removed and config.lines == []
+    again = apply(config, cmd(AddCamera(name="back")))
+    assert not again.removed and again.name == "back" and again.version == 4
+
+
+def test_replaying_the_commands_rebuilds_the_same_configuration():
+    commands = [cmd(c, at=float(i)) for i, c in enumerate([AddCamera(), AddLine(line=LINE), SetSpeedLimit(kmh=80)])]
+    wire = [encode(c) for c in commands]  # what the topic holds
+    first = second = None
+    for payload in wire:
+        first = apply(first, decode(CameraCommand, payload))
+    for payload in wire:
+        second = apply(second, decode(CameraCommand, payload))
+    assert first == second
+
+
+def test_malformed_command_payload_has_a_reason():
+    with pytest.raises(SchemaError, match="change"):
+        decode(CameraCommand, b'{"schema":"its.camera-command","v":1,"camera_id":"c","issued_at":1,"change":{"op":"paint_it_red"}}')
+    with pytest.raises(SchemaError, match="two distinct ends"):
+        decode(CameraCommand, encode(cmd(AddCamera())).replace(b'{"op":"add_camera","name":"","source":""}',
+               b'{"op":"add_line","line":{"name":"a","x1":1,"y1":1,"x2":1,"y2":1}}'))
+
+
+def test_cli_syntax_for_lines_and_points():
+    assert parse_line("140,120,620,120:y120") == CountingLine(name="y120", x1=140, y1=120, x2=620, y2=120)
+    assert parse_line("0,0,10,10").name == "line1"
+    for bad, reason in (("1,2,3", "expected x1,y1,x2,y2"), ("a,b,c,d", "numbers"), ("5,5,5,5", "distinct ends")):
+        with pytest.raises(ValueError, match=reason):
+            parse_line(bad)
+    assert parse_points(["1,2", "3.5,4"]) == [(1, 2), (3.5, 4)]
+    with pytest.raises(ValueError, match="expected x,y"):
+        parse_points(["1"])
+
+
+def test_ensure_lines_adds_replaces_and_leaves_equal_lines_alone():
+    assert [c.op for c in ensure_lines(None, "cam-a", [LINE])] == ["add_camera", "add_line"]
+    config = fold(AddCamera(), AddLine(line=LINE))
+    assert ensure_lines(config, "cam-a", [LINE]) == []
+    moved = LINE.model_copy(update={"y1": 120, "y2": 120})
+    assert [c.op for c in ensure_lines(config, "cam-a", [moved])] == ["remove_line", "add_line"]
