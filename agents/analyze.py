@@ -1,4 +1,4 @@
-"""Stage 3: tracks -> line crossings, one analytics actor per camera.
+"""Stage 3: tracks -> line crossings, zone events and alerts, one analytics actor per camera.
 
 The actor reads its camera's configuration from the ``camera-config`` table
 (same key, same partition, same worker) and keeps its memory in
@@ -31,10 +31,12 @@ async def analyze(stream):
         if record.seq <= actor.last_seq:
             continue  # a redelivered (or re-emitted) frame: already applied
         try:
-            crossings = actor.update(record, current_config(event.key))
+            out = actor.update(record, current_config(event.key))
             acks = [
-                await topics.crossings.send(key=event.key, value=encode(c), timestamp=c.captured_at)
-                for c in crossings
+                await topic.send(key=event.key, value=encode(item), timestamp=item.captured_at)
+                for topic, items in ((topics.crossings, out.crossings), (topics.zone_events, out.zone_events),
+                                     (topics.alerts, out.alerts))
+                for item in items
             ]
             for ack in acks:
                 await ack
@@ -44,5 +46,5 @@ async def analyze(stream):
             await dead_letter("analyze", event, f"internal error: {exc!r}")
             continue
         actors.save(event.key, actor)
-        for c in crossings:
-            log.info("analyze: %s %s crossed %s %s (track %d, seq %d)", c.camera_id, c.label, c.line, c.direction, c.track_id, c.seq)
+        for alert in out.alerts:
+            log.info("analyze: %s alert %s %s: %s", alert.camera_id, alert.state, alert.alert_id, alert.message)

@@ -1,4 +1,9 @@
-"""Stage 4: crossings -> counts per line, direction and class, in windowed tables (``its.counts``)."""
+"""Stage 4: crossings and zone events -> windowed statistics (``its.counts``, ``its.zone-stats``).
+
+Counts per line, direction and class, and entries, exits, dwell and speeds per
+zone, in 1-minute and 15-minute tumbling windows plus running totals
+(:mod:`tables.count_tables`); each update is published with the window it fell in.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,19 @@ from its_faust import topics
 from its_faust.app import app
 from its_faust.codecs import encode
 from its_faust.dead_letters import valid_records
-from schemas.analytics import Crossing
-from tables.count_tables import count
+from schemas.analytics import Crossing, ZoneEvent
+from tables.count_tables import count_crossing, zone_stats
 
 
 @app.agent(topics.crossings, name="count")
 async def count_crossings(stream):
     async for event, crossing in valid_records(stream, Crossing, "count"):
-        update = count(crossing)
+        update = count_crossing(crossing)
         await topics.counts.send(key=event.key, value=encode(update), timestamp=crossing.captured_at)
+
+
+@app.agent(topics.zone_events, name="zone-stats")
+async def zone_traffic(stream):
+    async for event, zone_event in valid_records(stream, ZoneEvent, "zone-stats"):
+        stats = zone_stats(zone_event)
+        await topics.zone_stats.send(key=event.key, value=encode(stats), timestamp=zone_event.captured_at)

@@ -19,7 +19,7 @@ from its_faust.cameras import command, ensure_lines, read_configs, send_commands
 from its_faust.broker import EmbeddedBroker, bootstrap_servers, check_embedded_allowed, wait_reachable
 from its_faust.ingest import FlowWindow, IngestStats, ingest, make_producer
 from its_faust.results import CountFeed, RunSummary, TrackFeed, group_lag
-from its_faust.topic_names import CROSSINGS, DETECTIONS, FRAMES, TRACKS, ensure_topics
+from its_faust.topic_names import CROSSINGS, DETECTIONS, FRAMES, TRACKS, ZONE_EVENTS, ensure_topics
 from its_faust.worker import WorkerProcess
 from schemas import TrackRecord
 from schemas.geometry import CountingLine
@@ -168,7 +168,7 @@ async def configure_lines(stack: Stack, camera_id: str, lines: list[CountingLine
 
 async def wait_analytics_settled(stack: Stack, timeout_s: float = 30.0) -> None:
     """Until every track and crossing on the broker has been processed and committed (outputs flushed)."""
-    topics = [stack.settings.topic(TRACKS), stack.settings.topic(CROSSINGS)]
+    topics = [stack.settings.topic(t) for t in (TRACKS, CROSSINGS, ZONE_EVENTS)]
     deadline = time.monotonic() + timeout_s
     while True:
         lag = await group_lag(stack.bootstrap, stack.settings.app_id, topics)
@@ -189,8 +189,7 @@ async def count_source(
     try:
         stats, feed = await track_source(stack, source, camera_id=camera_id, **track_kwargs)
         await wait_analytics_settled(stack)
-        while await counts.poll(200):
-            pass
+        await counts.drain()
     finally:
         await counts.stop()
     return stats, feed, {line.name: {} for line in lines} | counts.counts()

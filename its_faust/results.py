@@ -74,7 +74,43 @@ async def group_lag(bootstrap: str, group_id: str, topics: list[str]) -> dict[st
         await consumer.stop()
 
 
-class CountFeed:
+class RecordFeed:
+    """Records of one type and camera from one topic, from when the feed started (or the beginning)."""
+
+    def __init__(self, bootstrap: str, topic: str, record_type, camera_id: str, *, from_beginning: bool = False):
+        self.reader = TopicReader(bootstrap, topic, from_beginning=from_beginning)
+        self.record_type = record_type
+        self.camera_id = camera_id
+        self.records: list = []
+
+    async def start(self):
+        await self.reader.start()
+        return self
+
+    async def poll(self, timeout_ms: int = 100) -> int:
+        """Reads what has arrived; returns how many messages (of any camera) came in."""
+        messages = await self.reader.poll(timeout_ms)
+        for message in messages:
+            try:
+                record = decode(self.record_type, message.value)
+            except SchemaError:
+                continue
+            if record.camera_id == self.camera_id:
+                self.add(record)
+        return len(messages)
+
+    def add(self, record) -> None:
+        self.records.append(record)
+
+    async def drain(self) -> None:
+        while await self.poll(200):
+            pass
+
+    async def stop(self) -> None:
+        await self.reader.stop()
+
+
+class CountFeed(RecordFeed):
     """Count updates of one camera since the feed started: crossings per (line, direction, class).
 
     Totals in the tables run since a line was added; the feed counts from the first update it
@@ -82,29 +118,15 @@ class CountFeed:
     """
 
     def __init__(self, bootstrap: str, settings, camera_id: str):
-        self.reader = TopicReader(bootstrap, settings.topic(COUNTS))
-        self.camera_id = camera_id
+        super().__init__(bootstrap, settings.topic(COUNTS), CountUpdate, camera_id)
         self.latest: dict[tuple[str, str, str], CountUpdate] = {}
         self._before: dict[tuple[str, str, str], int] = {}
 
-    async def start(self) -> "CountFeed":
-        await self.reader.start()
-        return self
-
-    async def poll(self, timeout_ms: int = 100) -> int:
-        messages = await self.reader.poll(timeout_ms)
-        for message in messages:
-            try:
-                update = decode(CountUpdate, message.value)
-            except SchemaError:
-                continue
-            key = (update.line, update.direction, update.label)
-            if update.camera_id != self.camera_id:
-                continue
-            self._before.setdefault(key, update.total - 1)
-            if key not in self.latest or update.total >= self.latest[key].total:
-                self.latest[key] = update
-        return len(messages)
+    def add(self, update: CountUpdate) -> None:
+        key = (update.line, update.direction, update.label)
+        self._before.setdefault(key, update.total - 1)
+        if key not in self.latest or update.total >= self.latest[key].total:
+            self.latest[key] = update
 
     def counts(self) -> dict[str, dict[str, dict[str, int]]]:
         """line -> direction -> class -> crossings."""
@@ -112,9 +134,6 @@ class CountFeed:
         for (line, direction, label), update in sorted(self.latest.items()):
             out.setdefault(line, {}).setdefault(direction, {})[label] = update.total - self._before[(line, direction, label)]
         return out
-
-    async def stop(self) -> None:
-        await self.reader.stop()
 
 
 class TrackFeed:

@@ -67,6 +67,30 @@ class TrackerSettings(BaseModel):
     fuse_score: bool = True
 
 
+class AnalyticsSettings(BaseModel):
+    """Thresholds of the analytics actors; times are capture time, so replays give the same events."""
+
+    forget_after_s: float = Field(10.0, gt=0, description="A track unseen this long is forgotten")
+    line_margin_px: float = Field(2.0, ge=0, description="Dead band around counting lines")
+    speed_window_s: float = Field(1.0, gt=0, description="Speeds are fitted over this much of a track's path")
+    zone_frames: int = Field(3, ge=1, description="Frames in a row inside (or outside) to enter (or leave) a zone")
+    zone_lost_s: float = Field(1.0, gt=0, description="A track unseen this long has left its zones")
+    moving_px_s: float = Field(15.0, gt=0, description="Below this image speed a track has no direction")
+    stopped_kmh: float = Field(5.0, gt=0, description="Stopped when slower (calibrated cameras)")
+    stopped_px_s: float = Field(6.0, gt=0, description="Stopped when slower, uncalibrated cameras (pixels per second)")
+    stopped_after_s: float = Field(10.0, gt=0, description="Stopped in a lane zone this long: an alert")
+    wrong_way_deg: float = Field(120.0, gt=90, le=180, description="Heading this far from a zone's: wrong way")
+    wrong_way_after_s: float = Field(1.0, gt=0)
+    congestion_vehicles: int = Field(4, ge=1, description="Occupancy of a zone that can be a queue")
+    congestion_kmh: float = Field(10.0, gt=0, description="Mean speed below this (calibrated) is queueing")
+    congestion_px_s: float = Field(10.0, gt=0, description="Mean image speed below this (uncalibrated) is queueing")
+    congestion_after_s: float = Field(20.0, gt=0)
+    overspeed_margin: float = Field(0.1, ge=0, description="Above limit x (1 + margin) is overspeed")
+    overspeed_after_s: float = Field(0.5, gt=0)
+    clear_after_s: float = Field(3.0, gt=0, description="A condition must be gone this long before its alert clears")
+    cooldown_s: float = Field(60.0, ge=0, description="After a clear, the same alert is not raised again this soon")
+
+
 class IngestSettings(BaseModel):
     jpeg_quality: int = Field(85, ge=10, le=100)
     max_in_flight: int = Field(8, ge=1, description="Frames a paced-by-pipeline source may have untracked at once")
@@ -112,6 +136,7 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     tracker: TrackerSettings = Field(default_factory=TrackerSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    analytics: AnalyticsSettings = Field(default_factory=AnalyticsSettings)
 
     @field_validator("broker_url", mode="before")
     @classmethod

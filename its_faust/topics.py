@@ -13,6 +13,9 @@ from its_faust.topic_names import (
     CAMERA_CONFIGS,
     COUNTS,
     CROSSINGS,
+    ALERTS,
+    ZONE_EVENTS,
+    ZONE_STATS,
     DEAD_LETTERS,
     DETECTIONS,
     FRAMES,
@@ -39,3 +42,6 @@ camera_commands = _topic(CAMERA_COMMANDS)
 camera_configs = _topic(CAMERA_CONFIGS)
 crossings = _topic(CROSSINGS)
 counts = _topic(COUNTS)
+zone_events = _topic(ZONE_EVENTS)
+zone_stats = _topic(ZONE_STATS)
+alerts = _topic(ALERTS)

@@ -29,10 +29,17 @@ class Crossing(CameraRecord):
         return (self.seq, self.track_id)
 
 
+class SpeedStats(Record):
+    n: int = Field(ge=1, description="Vehicles with a speed")
+    mean_kmh: float
+    p85_kmh: float = Field(description="85th percentile, the figure speed limits are set by")
+
+
 class WindowCount(Record):
     start: float = Field(description="Window start, Unix seconds of capture time")
     end: float
     count: int = Field(ge=0)
+    speed: SpeedStats | None = Field(None, description="Of the vehicles counted, when the camera is calibrated")
 
 
 class CountUpdate(CameraRecord):
@@ -46,3 +53,67 @@ class CountUpdate(CameraRecord):
     total: int = Field(ge=0, description="Since the line was added (or the counts were first kept)")
     minute: WindowCount = Field(description="The 1-minute tumbling window the crossing fell in")
     quarter: WindowCount = Field(description="The 15-minute tumbling window the crossing fell in")
+
+
+class ZoneEvent(CameraRecord):
+    """A track entered or left a zone; ``occupancy`` is how many are inside right after."""
+
+    schema_: Literal["its.zone-event"] = Field("its.zone-event", alias="schema")
+    v: Literal[1] = 1
+    zone: str
+    kind: Literal["enter", "exit"]
+    track_id: int = Field(ge=1)
+    label: str
+    occupancy: int = Field(ge=0)
+    dwell_s: float | None = Field(None, description="On exit: seconds inside (capture time)")
+    mean_speed_kmh: float | None = Field(None, description="On exit, when calibrated: mean speed inside")
+
+
+AlertKind = Literal["stopped_vehicle", "wrong_way", "congestion", "overspeed"]
+
+
+class FrameRef(Record):
+    """Where to see it: the frame ``(camera_id, seq)`` on ``its.frames``."""
+
+    camera_id: str
+    seq: int
+
+
+class Alert(CameraRecord):
+    """An incident. ``raised`` once when it starts, ``cleared`` once when it ends; same ``alert_id``."""
+
+    schema_: Literal["its.alert"] = Field("its.alert", alias="schema")
+    v: Literal[1] = 1
+    alert_id: str = Field(description="camera:kind:subject:first seq; the raised and cleared events share it")
+    kind: AlertKind
+    state: Literal["raised", "cleared"]
+    severity: Literal["info", "warning", "critical"]
+    subject: str = Field(description="What it is about: 'track-12' or 'zone-lane1'")
+    track_ids: list[int] = Field(default_factory=list)
+    zone: str | None = None
+    started_at: float = Field(description="Capture time the condition began")
+    snapshot: FrameRef = Field(description="The frame it was raised on")
+    message: str
+    details: dict[str, float] = Field(default_factory=dict)
+
+
+class ZoneWindow(Record):
+    start: float
+    end: float
+    entries: int = Field(ge=0)
+    exits: int = Field(ge=0)
+    mean_dwell_s: float | None = None
+    speed: SpeedStats | None = Field(None, description="Mean speeds inside of the vehicles that left, when calibrated")
+
+
+class ZoneStats(CameraRecord):
+    """A zone's traffic right after a zone event was added: occupancy now, totals and the current windows."""
+
+    schema_: Literal["its.zone-stats"] = Field("its.zone-stats", alias="schema")
+    v: Literal[1] = 1
+    zone: str
+    occupancy: int = Field(ge=0)
+    entries: int = Field(ge=0, description="Since the zone was added")
+    exits: int = Field(ge=0)
+    minute: ZoneWindow
+    quarter: ZoneWindow

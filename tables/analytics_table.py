@@ -11,7 +11,7 @@ analytics_states = app.Table("camera-analytics", key_type=bytes, value_type=byte
 
 
 def _build(camera_id: str, stored: bytes | None) -> CameraAnalytics:
-    return CameraAnalytics(camera_id, decode(AnalyticsState, stored) if stored else None)
+    return CameraAnalytics(camera_id, decode(AnalyticsState, stored) if stored else None, settings.analytics)
 
 
 def analytics_cache() -> ActorCache[CameraAnalytics]:

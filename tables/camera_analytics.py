@@ -1,30 +1,38 @@
 """One camera's analytics actor: what it remembers of each track, and what a new frame of tracks yields.
 
-Pure and deterministic (no Faust, no clock): the same state and the same track
-record always give the same events, which is what makes a redelivered frame
-harmless. The whole memory round-trips through :class:`AnalyticsState`, the
-record kept per camera in the ``camera-analytics`` table.
+Pure and deterministic (no Faust, no wall clock): the same state, configuration
+and track record always give the same events, which is what makes a
+redelivered frame harmless and a replay equal to the live run. The whole memory
+round-trips through :class:`AnalyticsState`, kept per camera in the
+``camera-analytics`` table.
+
+Per frame, in order: each seen track updates its path (speed, heading), its
+side of every counting line (crossings) and its zone memberships (enter/exit);
+tracks gone too long leave their zones or are forgotten; then the incident
+rules say which conditions hold and the alert book turns them into alerts.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import Field
 
-from schemas.analytics import Crossing
+from its_faust.settings import AnalyticsSettings
+from schemas.analytics import Alert, Crossing, ZoneEvent
 from schemas.base import CAMERA_ID_PATTERN, Record
 from schemas.control import CameraConfig
-from schemas.tracks import TrackRecord
+from schemas.tracks import TrackedObject, TrackRecord
+from tables.incidents import ActiveAlert, AlertBook, Condition
 from tables.line_counting import LineSide
+from tables.speed import RoadPlane, fitted_speed_kmh, fitted_velocity, trim
+from tables.zones import Membership, inside
 
-# Tracks unseen for this long (capture time) are forgotten; ByteTrack gives up on them sooner.
-FORGET_AFTER_S = 10.0
-# Dead band around a counting line, in pixels: jitter inside it never counts.
-LINE_MARGIN_PX = 2.0
 
+# ---- the snapshot kept in the table -------------------------------------------------------------
 
 class LineMemory(Record):
     line: str
@@ -34,6 +42,15 @@ class LineMemory(Record):
     counted: bool
 
 
+class ZoneMemory(Record):
+    zone: str
+    inside: bool
+    streak: int
+    entered_at: float
+    speed_sum: float
+    speed_n: int
+
+
 class TrackMemory(Record):
     track_id: int
     last_seq: int
@@ -41,6 +58,9 @@ class TrackMemory(Record):
     votes: dict[str, int] = Field(description="label -> frames seen as that label")
     label_cls: dict[str, int]
     lines: list[LineMemory] = Field(default_factory=list)
+    zones: list[ZoneMemory] = Field(default_factory=list)
+    path: list[tuple[float, float, float]] = Field(default_factory=list, description="(t, x, y) ground point, last seconds")
+    since: dict[str, float] = Field(default_factory=dict, description="incident condition -> capture time it began")
 
 
 class AnalyticsState(Record):
@@ -49,7 +69,19 @@ class AnalyticsState(Record):
     camera_id: str = Field(pattern=CAMERA_ID_PATTERN)
     last_seq: int = -1
     tracks: list[TrackMemory] = Field(default_factory=list)
+    zone_since: dict[str, float] = Field(default_factory=dict, description="zone -> congestion began")
+    alerts: dict[str, ActiveAlert] = Field(default_factory=dict)
+    quiet_until: dict[str, float] = Field(default_factory=dict)
 
+
+@dataclass
+class FrameOutput:
+    crossings: list[Crossing] = field(default_factory=list)
+    zone_events: list[ZoneEvent] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+
+
+# ---- live memory ---------------------------------------------------------------------------------
 
 @dataclass
 class _Track:
@@ -59,55 +91,220 @@ class _Track:
     votes: Counter = field(default_factory=Counter)
     label_cls: dict[str, int] = field(default_factory=dict)
     lines: dict[str, LineSide] = field(default_factory=dict)
+    zones: dict[str, Membership] = field(default_factory=dict)
+    path: list[tuple[float, float, float]] = field(default_factory=list)
+    since: dict[str, float] = field(default_factory=dict)
+    # Derived each frame the track is seen (not stored):
+    speed_kmh: float | None = None
+    px_speed: float | None = None
+    heading_deg: float | None = None
 
     def label(self) -> tuple[str, int]:
         # Most frequent label; ties go to the alphabetically first, so replays agree.
         best = min(self.votes.items(), key=lambda kv: (-kv[1], kv[0]))[0]
         return best, self.label_cls[best]
 
+    def hold(self, condition: str, holds: bool, now: float) -> float | None:
+        """Track how long ``condition`` has held; returns since when, or None when it does not hold."""
+        if not holds:
+            self.since.pop(condition, None)
+            return None
+        return self.since.setdefault(condition, now)
+
+
+def _centre(o: TrackedObject) -> tuple[float, float]:
+    return ((o.x1 + o.x2) / 2, (o.y1 + o.y2) / 2)
+
+
+def _ground(o: TrackedObject) -> tuple[float, float]:
+    """Where the vehicle touches the road: the bottom centre of its box."""
+    return ((o.x1 + o.x2) / 2, o.y2)
+
+
+def _angle_between(a: float, b: float) -> float:
+    d = abs(a - b) % 360
+    return 360 - d if d > 180 else d
+
 
 class CameraAnalytics:
-    def __init__(self, camera_id: str, state: AnalyticsState | None = None):
+    def __init__(self, camera_id: str, state: AnalyticsState | None = None, rules: AnalyticsSettings | None = None):
         self.camera_id = camera_id
+        self.rules = rules or AnalyticsSettings()
         self.last_seq = -1
         self.tracks: dict[int, _Track] = {}
+        self.zone_since: dict[str, float] = {}
+        active, quiet = {}, {}
         if state is not None:
             self.last_seq = state.last_seq
+            self.zone_since = dict(state.zone_since)
+            active, quiet = state.alerts, state.quiet_until
             for m in state.tracks:
                 self.tracks[m.track_id] = _Track(
                     m.track_id, m.last_seq, m.last_at, Counter(m.votes), dict(m.label_cls),
                     {l.line: LineSide(l.side, l.x, l.y, l.counted) for l in m.lines},
+                    {z.zone: Membership(z.inside, z.streak, z.entered_at, z.speed_sum, z.speed_n) for z in m.zones},
+                    [tuple(p) for p in m.path], dict(m.since),
                 )
+        self.alert_book = AlertBook(self.rules.clear_after_s, self.rules.cooldown_s, active, quiet)
+        self._plane: tuple[object, RoadPlane] | None = None
 
-    def update(self, record: TrackRecord, config: CameraConfig | None) -> list[Crossing]:
+    # -- one frame --------------------------------------------------------------------------------
+
+    def update(self, record: TrackRecord, config: CameraConfig | None) -> FrameOutput:
         """Apply one frame's tracks (the caller has checked ``record.seq > last_seq``)."""
-        lines = [] if config is None or config.removed else config.lines
-        crossings: list[Crossing] = []
+        live = config is not None and not config.removed
+        lines = config.lines if live else []
+        zones = config.zones if live else []
+        plane = self._road_plane(config.calibration if live else None)
+        limit = config.speed_limit_kmh if live and plane else None
+        now, out = record.captured_at, FrameOutput()
+
+        seen = set()
         for obj in sorted(record.objects, key=lambda o: o.track_id):
+            seen.add(obj.track_id)
             track = self.tracks.get(obj.track_id) or self.tracks.setdefault(obj.track_id, _Track(obj.track_id))
-            track.last_seq, track.last_at = record.seq, record.captured_at
+            track.last_seq, track.last_at = record.seq, now
             track.votes[obj.label] += 1
             track.label_cls[obj.label] = obj.cls
-            centre = ((obj.x1 + obj.x2) / 2, (obj.y1 + obj.y2) / 2)
-            for line in lines:
-                direction = track.lines.setdefault(line.name, LineSide()).observe(line, centre, LINE_MARGIN_PX)
-                if direction and line.count in ("both", direction):
-                    label, cls = track.label()
-                    crossings.append(
-                        Crossing(
-                            camera_id=record.camera_id, seq=record.seq, captured_at=record.captured_at,
-                            line=line.name, direction=direction, track_id=obj.track_id, label=label, cls=cls,
-                        )
-                    )
-        names = {line.name for line in lines}
-        for track in self.tracks.values():  # removed lines are forgotten; re-added ones start afresh
-            for name in [n for n in track.lines if n not in names]:
-                del track.lines[name]
-        self.tracks = {
-            tid: t for tid, t in self.tracks.items() if record.captured_at - t.last_at <= FORGET_AFTER_S
-        }
+            self._move(track, _ground(obj), now, plane)
+            self._count_lines(track, lines, _centre(obj), record, out)
+            self._zones(track, zones, _ground(obj), record, out)
+
+        self._lose_tracks(seen, zones, record, out)
+        self._forget_removed_geometry(lines, zones)
+        conditions = self._conditions(zones, limit, plane is not None, now)
+        out.alerts = self.alert_book.step(self.camera_id, record.seq, now, conditions)
         self.last_seq = record.seq
-        return crossings
+        return out
+
+    def _road_plane(self, calibration) -> RoadPlane | None:
+        if calibration is None:
+            return None
+        if self._plane is None or self._plane[0] != calibration:
+            self._plane = (calibration, RoadPlane(calibration))
+        return self._plane[1]
+
+    def _move(self, track: _Track, ground, now: float, plane: RoadPlane | None) -> None:
+        track.path = trim(track.path, now, self.rules.speed_window_s) + [(now, ground[0], ground[1])]
+        v = fitted_velocity(track.path)
+        track.px_speed = math.hypot(*v) if v else None
+        moving = v is not None and track.px_speed >= self.rules.moving_px_s
+        # Screen heading, clockwise from "right" (y grows downwards).
+        track.heading_deg = math.degrees(math.atan2(v[1], v[0])) % 360 if moving else None
+        track.speed_kmh = None
+        if plane is not None:
+            speed = fitted_speed_kmh([(t, *plane.to_road(x, y)) for t, x, y in track.path])
+            track.speed_kmh = round(speed, 2) if speed is not None else None
+
+    def _count_lines(self, track: _Track, lines, centre, record: TrackRecord, out: FrameOutput) -> None:
+        for line in lines:
+            direction = track.lines.setdefault(line.name, LineSide()).observe(line, centre, self.rules.line_margin_px)
+            if direction and line.count in ("both", direction):
+                label, cls = track.label()
+                out.crossings.append(Crossing(
+                    camera_id=record.camera_id, seq=record.seq, captured_at=record.captured_at, line=line.name,
+                    direction=direction, track_id=track.track_id, label=label, cls=cls, speed_kmh=track.speed_kmh,
+                ))
+
+    def _zones(self, track: _Track, zones, ground, record: TrackRecord, out: FrameOutput) -> None:
+        for zone in zones:
+            member = track.zones.setdefault(zone.name, Membership())
+            change = member.observe(inside(zone.points, ground), self.rules.zone_frames, record.captured_at)
+            member.add_speed(track.speed_kmh)
+            if change:
+                out.zone_events.append(self._zone_event(record, zone.name, change, track, member, record.captured_at))
+
+    def _zone_event(self, record, zone: str, kind: str, track: _Track, member: Membership, at: float) -> ZoneEvent:
+        return ZoneEvent(
+            camera_id=record.camera_id, seq=record.seq, captured_at=record.captured_at, zone=zone, kind=kind,
+            track_id=track.track_id, label=track.label()[0], occupancy=self.occupancy(zone),
+            dwell_s=round(at - member.entered_at, 3) if kind == "exit" else None,
+            mean_speed_kmh=member.mean_speed() if kind == "exit" else None,
+        )
+
+    def _lose_tracks(self, seen: set[int], zones, record: TrackRecord, out: FrameOutput) -> None:
+        """Tracks gone ``zone_lost_s`` leave their zones (at their last sighting); gone longer, they are forgotten."""
+        now = record.captured_at
+        for track in sorted(self.tracks.values(), key=lambda t: t.track_id):
+            if track.track_id in seen or now - track.last_at < self.rules.zone_lost_s:
+                continue
+            track.since.clear()
+            for name, member in sorted(track.zones.items()):
+                if member.inside:
+                    member.inside = False
+                    out.zone_events.append(self._zone_event(record, name, "exit", track, member, track.last_at))
+        self.tracks = {tid: t for tid, t in self.tracks.items() if now - t.last_at <= self.rules.forget_after_s}
+
+    def _forget_removed_geometry(self, lines, zones) -> None:
+        line_names, zone_names = {l.name for l in lines}, {z.name for z in zones}
+        for track in self.tracks.values():  # removed lines and zones are forgotten; re-added ones start afresh
+            for name in [n for n in track.lines if n not in line_names]:
+                del track.lines[name]
+            for name in [n for n in track.zones if n not in zone_names]:
+                del track.zones[name]
+        self.zone_since = {z: t for z, t in self.zone_since.items() if z in zone_names}
+
+    def occupancy(self, zone: str) -> int:
+        return sum(1 for t in self.tracks.values() if t.zones.get(zone) and t.zones[zone].inside)
+
+    # -- incident rules ---------------------------------------------------------------------------
+
+    def _conditions(self, zones, limit: float | None, calibrated: bool, now: float) -> list[Condition]:
+        r = self.rules
+        held: list[Condition] = []
+        for track in sorted(self.tracks.values(), key=lambda t: t.track_id):
+            if track.last_at != now:
+                continue  # only tracks seen on this frame can start or keep a condition
+            label = track.label()[0]
+            subject = f"track-{track.track_id}"
+            lanes = [z for z in zones if z.kind == "lane" and track.zones.get(z.name, Membership()).inside]
+            slow = (track.speed_kmh < r.stopped_kmh) if track.speed_kmh is not None else (
+                track.px_speed is not None and track.px_speed < r.stopped_px_s)
+            since = track.hold("stopped", bool(lanes) and slow, now)
+            if since is not None and now - since >= r.stopped_after_s:
+                held.append(Condition(
+                    "stopped_vehicle", subject, since, "warning",
+                    f"{label} {track.track_id} stopped in lane {lanes[0].name}", [track.track_id], lanes[0].name,
+                    {"stopped_s": round(now - since, 1)},
+                ))
+            against = [z for z in zones if z.heading_deg is not None and track.heading_deg is not None
+                       and track.zones.get(z.name, Membership()).inside
+                       and _angle_between(track.heading_deg, z.heading_deg) > r.wrong_way_deg]
+            since = track.hold("wrong_way", bool(against), now)
+            if since is not None and now - since >= r.wrong_way_after_s:
+                held.append(Condition(
+                    "wrong_way", subject, since, "critical",
+                    f"{label} {track.track_id} driving the wrong way in {against[0].name}", [track.track_id],
+                    against[0].name, {"heading_deg": round(track.heading_deg, 1), "allowed_deg": against[0].heading_deg},
+                ))
+            fast = limit is not None and track.speed_kmh is not None and track.speed_kmh > limit * (1 + r.overspeed_margin)
+            since = track.hold("overspeed", fast, now)
+            if since is not None and now - since >= r.overspeed_after_s:
+                held.append(Condition(
+                    "overspeed", subject, since, "warning" if track.speed_kmh > 1.3 * limit else "info",
+                    f"{label} {track.track_id} at {track.speed_kmh:.0f} km/h (limit {limit:.0f})", [track.track_id],
+                    None, {"speed_kmh": track.speed_kmh, "limit_kmh": limit},
+                ))
+        for zone in zones:
+            inside_now = [t for t in self.tracks.values() if t.zones.get(zone.name, Membership()).inside]
+            # Speeds of the tracks seen on this frame only: the others' speeds are not known now.
+            speeds = [t.speed_kmh if calibrated else t.px_speed for t in inside_now if t.last_at == now]
+            speeds = [s for s in speeds if s is not None]
+            threshold = r.congestion_kmh if calibrated else r.congestion_px_s
+            queued = len(inside_now) >= r.congestion_vehicles and bool(speeds) and sum(speeds) / len(speeds) < threshold
+            if not queued:
+                self.zone_since.pop(zone.name, None)
+                continue
+            since = self.zone_since.setdefault(zone.name, now)
+            if now - since >= r.congestion_after_s:
+                held.append(Condition(
+                    "congestion", f"zone-{zone.name}", since, "warning",
+                    f"queue in {zone.name}: {len(inside_now)} vehicles", sorted(t.track_id for t in inside_now),
+                    zone.name, {"vehicles": float(len(inside_now)), "mean_speed": round(sum(speeds) / len(speeds), 2)},
+                ))
+        return held
+
+    # -- snapshot ---------------------------------------------------------------------------------
 
     def state(self) -> AnalyticsState:
         return AnalyticsState(
@@ -118,7 +315,13 @@ class CameraAnalytics:
                     track_id=t.track_id, last_seq=t.last_seq, last_at=t.last_at, votes=dict(t.votes),
                     label_cls=t.label_cls,
                     lines=[LineMemory(line=n, side=s.side, x=s.x, y=s.y, counted=s.counted) for n, s in t.lines.items()],
+                    zones=[ZoneMemory(zone=n, inside=m.inside, streak=m.streak, entered_at=m.entered_at,
+                                      speed_sum=m.speed_sum, speed_n=m.speed_n) for n, m in t.zones.items()],
+                    path=t.path, since=t.since,
                 )
                 for t in sorted(self.tracks.values(), key=lambda t: t.track_id)
             ],
+            zone_since=self.zone_since,
+            alerts=self.alert_book.active,
+            quiet_until=self.alert_book.quiet_until,
         )

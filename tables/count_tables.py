@@ -1,66 +1,149 @@
-"""Line counts per (camera, line, direction, class): 1-minute and 15-minute tumbling windows and running totals.
+"""Windowed statistics: line counts and zone traffic, in 1-minute and 15-minute tumbling windows plus totals.
 
-Faust windowed tables, windowed on the crossing's capture time (the Kafka
-message time the analytics actor sets), so a replayed clip lands in the same
-windows as the live run. Each value remembers the last crossing it counted:
-crossings of one camera arrive in (seq, track id) order, so one that is not
-past it is a redelivery and is not counted again. That makes every table
-exact under redelivery on its own, whatever else a crash left half-done.
+Faust windowed tables, windowed on capture time (the Kafka message time the
+analytics actor sets), so a replayed clip lands in the same windows as the live
+run. Every value carries a watermark: the seq of the last event it took and
+which events of that frame it has taken. One camera's events arrive in seq
+order, so an event at or behind the watermark is a redelivery and changes
+nothing. That makes every table exact under redelivery on its own, whatever
+else a crash left half-done.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+import numpy as np
+
 from its_faust.app import app, settings
-from schemas.analytics import CountUpdate, Crossing, WindowCount
+from schemas.analytics import CountUpdate, Crossing, SpeedStats, WindowCount, ZoneEvent, ZoneStats, ZoneWindow
 
 MINUTE_S = 60.0
 QUARTER_S = 900.0
-
-_table_kw = dict(key_type=str, default=dict, partitions=settings.partitions)
-minute_counts = (
-    app.Table("line-counts-1m", **_table_kw).tumbling(MINUTE_S, expires=timedelta(hours=6)).relative_to_stream()
-)
-quarter_counts = (
-    app.Table("line-counts-15m", **_table_kw).tumbling(QUARTER_S, expires=timedelta(days=2)).relative_to_stream()
-)
-total_counts = app.Table("line-counts-total", **_table_kw)
+# Speeds kept per window value for the percentile; a 15-minute window on one line rarely sees more.
+MAX_SPEEDS = 5000
 
 
-def count_key(c: Crossing) -> str:
-    return f"{c.camera_id}|{c.line}|{c.direction}|{c.label}"
+def _windowed(name: str, size: float, expires: timedelta):
+    table = app.Table(name, key_type=str, default=dict, partitions=settings.partitions)
+    return table.tumbling(size, expires=expires).relative_to_stream()
 
 
-def add_once(value: dict, crossing: Crossing) -> dict | None:
-    """The value with the crossing counted, or None when it was counted already."""
-    last = (value.get("seq", -1), value.get("track_id", -1))
-    if crossing.order <= last:
+def _total(name: str):
+    return app.Table(name, key_type=str, default=dict, partitions=settings.partitions)
+
+
+line_minute = _windowed("line-counts-1m", MINUTE_S, timedelta(hours=6))
+line_quarter = _windowed("line-counts-15m", QUARTER_S, timedelta(days=2))
+line_total = _total("line-counts-total")
+zone_minute = _windowed("zone-stats-1m", MINUTE_S, timedelta(hours=6))
+zone_quarter = _windowed("zone-stats-15m", QUARTER_S, timedelta(days=2))
+zone_total = _total("zone-stats-total")
+
+
+def once(value: dict, seq: int, event_id: str) -> dict | None:
+    """A copy of ``value`` with the watermark past this event, or None when it has taken the event already."""
+    last = value.get("seq", -1)
+    done = value.get("done", []) if last == seq else []
+    if seq < last or event_id in done:
         return None
-    return {"n": value.get("n", 0) + 1, "seq": crossing.seq, "track_id": crossing.track_id}
+    return {**value, "seq": seq, "done": [*done, event_id]}
 
 
-def _window(table, size: float, key: str, crossing: Crossing) -> WindowCount:
-    value = table[key].current()
-    new = add_once(value, crossing)
+def _speed_stats(speeds: list[float]) -> SpeedStats | None:
+    if not speeds:
+        return None
+    return SpeedStats(n=len(speeds), mean_kmh=round(float(np.mean(speeds)), 2),
+                      p85_kmh=round(float(np.percentile(speeds, 85)), 2))
+
+
+def _with_speed(value: dict, kmh: float | None) -> dict:
+    if kmh is not None and len(value.get("speeds", [])) < MAX_SPEEDS:
+        value["speeds"] = [*value.get("speeds", []), round(kmh, 2)]
+    return value
+
+
+def _apply(table, key: str, seq: int, event_id: str, change) -> dict:
+    """Apply ``change`` to the key's value (in the current event's window) once; returns the value now."""
+    value = table[key].current() if hasattr(table[key], "current") else table[key]
+    new = once(value, seq, event_id)
     if new is not None:
-        table[key] = new
-        value = new
-    start = (crossing.captured_at // size) * size
-    return WindowCount(start=start, end=start + size, count=value.get("n", 0))
+        value = change(new)
+        table[key] = value
+    return value
 
 
-def count(crossing: Crossing) -> CountUpdate:
-    """Count a crossing (at most once) in every table; call while processing its event."""
-    key = count_key(crossing)
-    total = total_counts[key]
-    new_total = add_once(total, crossing)
-    if new_total is not None:
-        total_counts[key] = total = new_total
+def _window_start(at: float, size: float) -> float:
+    return (at // size) * size
+
+
+# ---- lines ---------------------------------------------------------------------------------------
+
+def _count_crossing(crossing: Crossing):
+    def change(value: dict) -> dict:
+        value["n"] = value.get("n", 0) + 1
+        return _with_speed(value, crossing.speed_kmh)
+
+    return change
+
+
+def count_crossing(crossing: Crossing) -> CountUpdate:
+    """Count a crossing (at most once) in every line table; call while processing its event."""
+    key = f"{crossing.camera_id}|{crossing.line}|{crossing.direction}|{crossing.label}"
+    event_id = f"t{crossing.track_id}"
+    change = _count_crossing(crossing)
+    total = _apply(line_total, key, crossing.seq, event_id, change)
+
+    def window(table, size: float) -> WindowCount:
+        value = _apply(table, key, crossing.seq, event_id, change)
+        start = _window_start(crossing.captured_at, size)
+        return WindowCount(start=start, end=start + size, count=value.get("n", 0), speed=_speed_stats(value.get("speeds", [])))
+
     return CountUpdate(
         camera_id=crossing.camera_id, seq=crossing.seq, captured_at=crossing.captured_at,
-        line=crossing.line, direction=crossing.direction, label=crossing.label,
-        total=total.get("n", 0),
-        minute=_window(minute_counts, MINUTE_S, key, crossing),
-        quarter=_window(quarter_counts, QUARTER_S, key, crossing),
+        line=crossing.line, direction=crossing.direction, label=crossing.label, total=total.get("n", 0),
+        minute=window(line_minute, MINUTE_S), quarter=window(line_quarter, QUARTER_S),
+    )
+
+
+# ---- zones ---------------------------------------------------------------------------------------
+
+def _zone_change(event: ZoneEvent):
+    def change(value: dict) -> dict:
+        if event.kind == "enter":
+            value["entries"] = value.get("entries", 0) + 1
+        else:
+            value["exits"] = value.get("exits", 0) + 1
+            if event.dwell_s is not None:
+                value["dwell_sum"] = value.get("dwell_sum", 0.0) + event.dwell_s
+                value["dwell_n"] = value.get("dwell_n", 0) + 1
+            value = _with_speed(value, event.mean_speed_kmh)
+        return value
+
+    return change
+
+
+def _zone_window(value: dict, start: float, size: float) -> ZoneWindow:
+    dwell_n = value.get("dwell_n", 0)
+    return ZoneWindow(
+        start=start, end=start + size, entries=value.get("entries", 0), exits=value.get("exits", 0),
+        mean_dwell_s=round(value["dwell_sum"] / dwell_n, 3) if dwell_n else None,
+        speed=_speed_stats(value.get("speeds", [])),
+    )
+
+
+def zone_stats(event: ZoneEvent) -> ZoneStats:
+    """Add a zone event (at most once) to every zone table; call while processing its event."""
+    key = f"{event.camera_id}|{event.zone}"
+    event_id = f"{event.kind}:t{event.track_id}"
+    change = _zone_change(event)
+    total = _apply(zone_total, key, event.seq, event_id, change)
+
+    def window(table, size: float) -> ZoneWindow:
+        return _zone_window(_apply(table, key, event.seq, event_id, change), _window_start(event.captured_at, size), size)
+
+    return ZoneStats(
+        camera_id=event.camera_id, seq=event.seq, captured_at=event.captured_at, zone=event.zone,
+        occupancy=event.occupancy, entries=total.get("entries", 0), exits=total.get("exits", 0),
+        minute=window(zone_minute, MINUTE_S), quarter=window(zone_quarter, QUARTER_S),
     )

@@ -32,8 +32,8 @@ class RoadPlane:
         return float(u / w), float(v / w)
 
 
-def fitted_speed_kmh(samples: list[tuple[float, float, float]]) -> float | None:
-    """``samples``: (t, x_m, y_m) in time order. Least-squares velocity, in km/h; None if too little data."""
+def fitted_velocity(samples: list[tuple[float, float, float]]) -> tuple[float, float] | None:
+    """``samples``: (t, x, y) in time order. Least-squares velocity (units per second); None if too little data."""
     if len(samples) < MIN_SAMPLES:
         return None
     data = np.asarray(samples, dtype=np.float64)
@@ -42,9 +42,13 @@ def fitted_speed_kmh(samples: list[tuple[float, float, float]]) -> float | None:
         return None
     tc = t - t.mean()
     denom = float(tc @ tc)
-    vx = float(tc @ (data[:, 1] - data[:, 1].mean())) / denom
-    vy = float(tc @ (data[:, 2] - data[:, 2].mean())) / denom
-    return float(np.hypot(vx, vy) * 3.6)
+    return float(tc @ (data[:, 1] - data[:, 1].mean())) / denom, float(tc @ (data[:, 2] - data[:, 2].mean())) / denom
+
+
+def fitted_speed_kmh(road_samples: list[tuple[float, float, float]]) -> float | None:
+    """``road_samples``: (t, x_m, y_m). Speed in km/h, or None."""
+    v = fitted_velocity(road_samples)
+    return None if v is None else float(np.hypot(*v) * 3.6)
 
 
 def trim(samples: list[tuple[float, float, float]], now: float, window_s: float) -> list[tuple[float, float, float]]:

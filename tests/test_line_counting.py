@@ -8,7 +8,7 @@ from schemas.control import CameraConfig
 from schemas.geometry import CountingLine
 from schemas.tracks import TrackedObject, TrackRecord
 from tables.camera_analytics import AnalyticsState, CameraAnalytics
-from tables.count_tables import add_once
+from tables.count_tables import once
 
 # Horizontal line drawn left to right: moving down the frame is "in".
 LINE = CountingLine(name="stop", x1=100, y1=200, x2=500, y2=200)
@@ -34,7 +34,7 @@ def run(path_by_frame, cfg=None, actor=None):
     actor = actor or CameraAnalytics("cam")
     out = []
     for seq, objects in enumerate(path_by_frame):
-        out += actor.update(frame(seq, *[o for o in objects if o is not None]), cfg or config(LINE))
+        out += actor.update(frame(seq, *[o for o in objects if o is not None]), cfg or config(LINE)).crossings
     return out, actor
 
 
@@ -85,15 +85,15 @@ def test_memory_round_trips_and_a_restored_actor_continues_identically():
     assert restored.state() == actor.state()
     rest = []
     for seq in range(5, len(path)):
-        rest += restored.update(frame(seq, *path[seq]), config(LINE))
+        rest += restored.update(frame(seq, *path[seq]), config(LINE)).crossings
     assert first + rest == whole and len(whole) == 2
 
 
 def test_no_configuration_or_removed_camera_counts_nothing_and_does_not_fail():
     actor = CameraAnalytics("cam")
     removed = config(LINE).model_copy(update={"removed": True, "lines": []})
-    assert actor.update(frame(0, obj(1, 300, 150)), None) == []
-    assert actor.update(frame(1, obj(1, 300, 250)), removed) == []
+    assert actor.update(frame(0, obj(1, 300, 150)), None).crossings == []
+    assert actor.update(frame(1, obj(1, 300, 250)), removed).crossings == []
 
 
 def test_forgotten_tracks_are_dropped_from_memory():
@@ -108,7 +108,10 @@ def test_count_tables_apply_each_crossing_once_in_order():
         return Crossing(camera_id="cam", seq=seq, captured_at=seq / 30, line="stop", direction="in",
                         track_id=track_id, label="car", cls=2)
 
-    value = {}
+    value, counted = {}, []
     for c in [crossing(10, 3), crossing(10, 5), crossing(10, 5), crossing(10, 3), crossing(12, 1), crossing(11, 9)]:
-        value = add_once(value, c) or value
-    assert value == {"n": 3, "seq": 12, "track_id": 1}
+        new = once(value, c.seq, f"t{c.track_id}")
+        if new is not None:
+            value = new
+            counted.append((c.seq, c.track_id))
+    assert counted == [(10, 3), (10, 5), (12, 1)] and value == {"seq": 12, "done": ["t1"]}

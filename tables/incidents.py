@@ -1,0 +1,96 @@
+"""Incidents -> alerts: one alert per incident, a clear when it ends, and a cool-down after.
+
+Rules (in :mod:`tables.camera_analytics`) say each frame which conditions hold
+now (:class:`Condition`, keyed by kind and subject). The :class:`AlertBook`
+turns that into events: a new condition raises one alert; while it holds,
+nothing more is said; when it has been gone ``clear_after_s`` a ``cleared``
+event with the same id follows; the same kind and subject is then quiet for
+``cooldown_s``. Everything runs on capture time, so a replay says the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import Field
+
+from schemas.analytics import Alert, FrameRef
+from schemas.base import Record
+
+
+@dataclass
+class Condition:
+    kind: str
+    subject: str
+    since: float  # capture time the condition began
+    severity: str
+    message: str
+    track_ids: list[int] = field(default_factory=list)
+    zone: str | None = None
+    details: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.subject}"
+
+
+class ActiveAlert(Record):
+    alert_id: str
+    kind: str
+    subject: str
+    severity: str
+    message: str
+    started_at: float
+    raised_seq: int
+    track_ids: list[int] = Field(default_factory=list)
+    zone: str | None = None
+    details: dict[str, float] = Field(default_factory=dict)
+    gone_since: float | None = None
+
+
+class AlertBook:
+    def __init__(self, clear_after_s: float, cooldown_s: float,
+                 active: dict[str, ActiveAlert] | None = None, quiet_until: dict[str, float] | None = None):
+        self.clear_after_s = clear_after_s
+        self.cooldown_s = cooldown_s
+        self.active: dict[str, ActiveAlert] = dict(active or {})
+        self.quiet_until: dict[str, float] = dict(quiet_until or {})
+
+    def step(self, camera_id: str, seq: int, now: float, conditions: list[Condition]) -> list[Alert]:
+        out: list[Alert] = []
+        holding = {c.key: c for c in conditions}
+        for key in sorted(holding):
+            c = holding[key]
+            if key in self.active:
+                alert = self.active[key]
+                self.active[key] = alert.model_copy(update={"gone_since": None, "details": c.details or alert.details})
+                continue
+            if now < self.quiet_until.get(key, float("-inf")):
+                continue  # cooling down after the last one
+            alert = ActiveAlert(
+                alert_id=f"{camera_id}:{key}:{seq}", kind=c.kind, subject=c.subject, severity=c.severity,
+                message=c.message, started_at=c.since, raised_seq=seq, track_ids=c.track_ids, zone=c.zone,
+                details=c.details,
+            )
+            self.active[key] = alert
+            out.append(self._event(camera_id, seq, now, alert, "raised"))
+        for key in sorted(set(self.active) - set(holding)):
+            alert = self.active[key]
+            gone = alert.gone_since if alert.gone_since is not None else now
+            if now - gone >= self.clear_after_s:
+                del self.active[key]
+                self.quiet_until[key] = now + self.cooldown_s
+                out.append(self._event(camera_id, seq, now, alert, "cleared"))
+            else:
+                self.active[key] = alert.model_copy(update={"gone_since": gone})
+        self.quiet_until = {k: t for k, t in self.quiet_until.items() if t > now}
+        return out
+
+    @staticmethod
+    def _event(camera_id: str, seq: int, now: float, alert: ActiveAlert, state: str) -> Alert:
+        return Alert(
+            camera_id=camera_id, seq=seq, captured_at=now, alert_id=alert.alert_id, kind=alert.kind, state=state,
+            severity=alert.severity, subject=alert.subject, track_ids=alert.track_ids, zone=alert.zone,
+            started_at=alert.started_at, snapshot=FrameRef(camera_id=camera_id, seq=alert.raised_seq),
+            message=alert.message if state == "raised" else f"cleared: {alert.message}", details=alert.details,
+        )

@@ -1,0 +1,176 @@
+"""Speed from calibration, zone occupancy/dwell, and incidents -> one alert, then one clear."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from its_faust.settings import AnalyticsSettings
+from schemas.control import CameraConfig
+from schemas.geometry import Calibration, Zone
+from schemas.tracks import TrackedObject, TrackRecord
+from tables.camera_analytics import CameraAnalytics
+from tables.speed import RoadPlane
+
+FPS = 30.0
+# A road 7 m wide and 40 m long seen in perspective: near edge wide at the bottom, far edge narrow.
+CALIBRATION = Calibration(
+    image_points=[(100, 350), (540, 350), (400, 100), (240, 100)],
+    road_points=[(0, 0), (7, 0), (7, 40), (0, 40)],
+)
+
+
+def box(track_id, gx, gy, label="car", cls=2, w=40, h=30):
+    """A box whose bottom centre (ground point) is (gx, gy)."""
+    return TrackedObject(track_id=track_id, x1=gx - w / 2, y1=gy - h, x2=gx + w / 2, y2=gy, conf=0.9, cls=cls, label=label)
+
+
+def frame(seq, objects):
+    return TrackRecord(camera_id="cam", seq=seq, captured_at=1000 + seq / FPS, width=640, height=360, detected_at=0,
+                       tracked_at=0, tracker_frame=seq + 1, model="m", detections=len(objects), worker="w",
+                       objects=objects)
+
+
+def config(zones=(), calibration=None, limit=None):
+    return CameraConfig(camera_id="cam", version=1, last_command_id="c", updated_at=0, zones=list(zones),
+                        calibration=calibration, speed_limit_kmh=limit)
+
+
+def play(frames_objects, cfg, actor=None, start=0):
+    actor = actor or CameraAnalytics("cam", rules=AnalyticsSettings())
+    outs = [actor.update(frame(start + i, objs), cfg) for i, objs in enumerate(frames_objects)]
+    return actor, outs
+
+
+def image_of(road_xy):
+    inverse = np.linalg.inv(RoadPlane(CALIBRATION).matrix)
+    u, v, w = inverse @ np.array([road_xy[0], road_xy[1], 1.0])
+    return u / w, v / w
+
+
+def drive(track_id, kmh, seconds, start_m=2.0, lane_x=3.5):
+    """Frames of one vehicle driving up the calibrated road at a constant speed."""
+    metres_per_frame = kmh / 3.6 / FPS
+    return [[box(track_id, *image_of((lane_x, start_m + i * metres_per_frame)))] for i in range(int(seconds * FPS))]
+
+
+@pytest.mark.parametrize("kmh", [30.0, 50.0, 110.0])
+def test_speed_of_a_synthetic_track_through_a_known_homography_is_within_2_percent(kmh):
+    actor, _ = play(drive(1, kmh, 1.2), config(calibration=CALIBRATION))
+    assert actor.tracks[1].speed_kmh == pytest.approx(kmh, rel=0.02)
+
+
+def test_speed_is_smoothed_over_box_jitter():
+    rng = np.random.default_rng(7)
+    frames = [[box(1, o.x1 + 20 + rng.normal(0, 0.7), o.y2 + rng.normal(0, 0.7))] for (o,) in drive(1, 60, 1.5)]
+    actor, _ = play(frames, config(calibration=CALIBRATION))
+    assert actor.tracks[1].speed_kmh == pytest.approx(60, rel=0.05)
+
+
+def test_without_calibration_no_speed_is_claimed():
+    actor, outs = play(drive(1, 50, 1.2), config())
+    assert actor.tracks[1].speed_kmh is None and actor.tracks[1].px_speed > 0
+
+
+ZONE = Zone(name="box", points=[(200, 100), (400, 100), (400, 300), (200, 300)])
+
+
+def test_zone_entry_exit_dwell_and_occupancy():
+    # Track 1 walks down through the zone at 5 px/frame; track 2 sits inside the whole time.
+    frames = [[box(1, 300, 50 + 5 * i), box(2, 250, 200)] for i in range(60)]
+    _, outs = play(frames, config(zones=[ZONE]))
+    events = [e for o in outs for e in o.zone_events]
+    assert [(e.kind, e.track_id) for e in events] == [("enter", 2), ("enter", 1), ("exit", 1)]
+    enter1, exit1 = events[1], events[2]
+    assert enter1.occupancy == 2 and exit1.occupancy == 1
+    # Ground point y = 50 + 5i enters at y > 100 (i = 11, +2 frames to confirm), leaves at y > 300 (i = 51, +2).
+    assert exit1.dwell_s == pytest.approx((53 - 13) / FPS, abs=1e-3)
+
+
+def test_zone_edge_flicker_does_not_enter():
+    frames = [[box(1, 300, 99 if i % 2 else 101)] for i in range(30)]
+    _, outs = play(frames, config(zones=[ZONE]))
+    assert [e for o in outs for e in o.zone_events] == []
+
+
+def test_a_track_that_vanishes_leaves_the_zone():
+    frames = [[box(1, 300, 200)]] * 10 + [[]] * 40
+    _, outs = play(frames, config(zones=[ZONE]))
+    events = [e for o in outs for e in o.zone_events]
+    assert [e.kind for e in events] == ["enter", "exit"] and events[1].occupancy == 0
+
+
+def alerts(outs):
+    return [(a.kind, a.state) for o in outs for a in o.alerts]
+
+
+LANE = Zone(name="lane1", points=[(0, 0), (640, 0), (640, 360), (0, 360)], kind="lane", heading_deg=90)
+
+
+def test_stopped_vehicle_raises_one_alert_then_one_clear():
+    approach = [[box(1, 300, 50 + 4 * i)] for i in range(30)]           # moving down, 120 px/s
+    stopped = [[box(1, 300, 166)]] * int(14 * FPS)                       # stands still 14 s
+    leaves = [[box(1, 300, 166 + 4 * i)] for i in range(1, 40)]
+    gone = [[]] * int(5 * FPS)
+    _, outs = play(approach + stopped + leaves + gone, config(zones=[LANE]))
+    assert alerts(outs) == [("stopped_vehicle", "raised"), ("stopped_vehicle", "cleared")]
+    raised = next(a for o in outs for a in o.alerts if a.state == "raised")
+    assert raised.track_ids == [1] and raised.zone == "lane1" and raised.severity == "warning"
+    assert raised.captured_at - raised.started_at >= 10.0 and raised.snapshot.seq == raised.seq
+
+
+def test_wrong_way_raises_one_alert_then_one_clear():
+    upwards = [[box(7, 320, 340 - 4 * i)] for i in range(70)]  # heading 270 in a lane whose heading is 90
+    _, outs = play(upwards + [[]] * int(6 * FPS), config(zones=[LANE]))
+    assert alerts(outs) == [("wrong_way", "raised"), ("wrong_way", "cleared")]
+    raised = next(a for o in outs for a in o.alerts)
+    assert raised.severity == "critical" and raised.details["heading_deg"] == pytest.approx(270, abs=1)
+
+
+def test_right_way_raises_nothing():
+    _, outs = play([[box(7, 320, 20 + 4 * i)] for i in range(70)], config(zones=[LANE]))
+    assert alerts(outs) == []
+
+
+def test_congestion_raises_one_alert_then_one_clear():
+    queue = [[box(t, 100 + 90 * t, 200 + 0.02 * i) for t in range(1, 6)] for i in range(int(25 * FPS))]
+    flowing = [[box(t, 100 + 90 * t, 200 + 6 * i) for t in range(1, 6)] for i in range(1, 30)]
+    area = Zone(name="approach", points=[(0, 100), (640, 100), (640, 300), (0, 300)])
+    _, outs = play(queue + flowing + [[]] * int(5 * FPS), config(zones=[area]))
+    assert alerts(outs) == [("congestion", "raised"), ("congestion", "cleared")]
+    raised = next(a for o in outs for a in o.alerts)
+    assert raised.subject == "zone-approach" and raised.track_ids == [1, 2, 3, 4, 5]
+
+
+def test_overspeed_raises_one_alert_then_one_clear_and_needs_calibration():
+    fast = drive(3, 80, 1.5, start_m=1)
+    slow = [[box(3, *image_of((3.5, 1 + 80 / 3.6 * 1.5 + i * 40 / 3.6 / FPS)))] for i in range(1, int(5 * FPS))]
+    _, outs = play(fast + slow, config(calibration=CALIBRATION, limit=50))
+    assert alerts(outs) == [("overspeed", "raised"), ("overspeed", "cleared")]
+    raised = next(a for o in outs for a in o.alerts)
+    assert raised.severity == "warning" and raised.details["speed_kmh"] == pytest.approx(80, rel=0.05)
+    _, uncalibrated = play(fast + slow, config(limit=50))
+    assert alerts(uncalibrated) == []
+
+
+def test_an_incident_that_returns_during_the_cool_down_is_not_raised_again():
+    wrong = [[box(7, 320, 340 - 4 * i)] for i in range(70)]
+    pause = [[]] * int(5 * FPS)  # cleared after 3 s, cool-down 60 s
+    wrong_again = [[box(7, 320, 340 - 4 * i)] for i in range(70)]
+    _, outs = play(wrong + pause + wrong_again + pause, config(zones=[LANE]))
+    assert alerts(outs) == [("wrong_way", "raised"), ("wrong_way", "cleared")]
+
+
+def test_state_round_trip_mid_incident_gives_the_same_events():
+    from its_faust.codecs import decode, encode
+    from tables.camera_analytics import AnalyticsState
+
+    frames = [[box(1, 300, 50 + 4 * i)] for i in range(30)] + [[box(1, 300, 166)]] * int(14 * FPS) + [[]] * int(5 * FPS)
+    cfg = config(zones=[LANE])
+    _, whole = play(frames, cfg)
+    cut = 300
+    actor, first = play(frames[:cut], cfg)
+    restored = CameraAnalytics("cam", decode(AnalyticsState, encode(actor.state())), AnalyticsSettings())
+    _, rest = play(frames[cut:], cfg, actor=restored, start=cut)
+    assert alerts(first + rest) == alerts(whole) == [("stopped_vehicle", "raised"), ("stopped_vehicle", "cleared")]
+    assert [o.alerts for o in first + rest] == [o.alerts for o in whole]
