@@ -53,6 +53,17 @@ class TopicReader:
         batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=1000)
         return [m for msgs in batches.values() for m in msgs]
 
+    async def read_to_end(self):
+        """Every message up to the topic's end as it is now (then stops, unlike ``poll``)."""
+        tps = list(self.consumer.assignment())
+        ends = await self.consumer.end_offsets(tps)
+        out = []
+        while True:
+            behind = [tp for tp in tps if await self.consumer.position(tp) < ends[tp]]
+            if not behind:
+                return out
+            out += await self.poll(200)
+
     async def stop(self) -> None:
         await self.consumer.stop()
 

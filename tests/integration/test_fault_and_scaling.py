@@ -31,17 +31,13 @@ def check_exactly_once(stats, feed, camera_id, first_tracker_frame=1, diagnostic
 
 
 def recount(records, lines) -> dict:
-    """The counts the analytics actor gives for these track records, computed here in one pass."""
+    """The counts the analytics actor gives for these track records, in one pass (what replay does)."""
+    from its_faust.replay import replay
+    from its_faust.settings import AnalyticsSettings
     from schemas.control import CameraConfig
-    from tables.camera_analytics import CameraAnalytics
 
     config = CameraConfig(camera_id=records[0].camera_id, version=1, last_command_id="-", updated_at=0, lines=lines)
-    actor, counts = CameraAnalytics(records[0].camera_id), {}
-    for record in records:
-        for c in actor.update(record, config).crossings:
-            by_class = counts.setdefault(c.line, {}).setdefault(c.direction, {})
-            by_class[c.label] = by_class.get(c.label, 0) + 1
-    return counts
+    return replay(records, config, AnalyticsSettings()).counts
 
 
 def test_worker_killed_mid_clip_is_replaced_without_loss(settings, clip_path, tmp_path):
