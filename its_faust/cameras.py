@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
 
@@ -18,7 +19,7 @@ from its_faust.results import TopicReader
 from its_faust.topic_names import CAMERA_COMMANDS, CAMERA_CONFIGS, DEAD_LETTERS
 from schemas import DeadLetter
 from schemas.control import AddLine, CameraCommand, CameraConfig, Change
-from schemas.geometry import CountingLine
+from schemas.geometry import Calibration, CountingLine, Zone
 
 
 class CommandFailed(RuntimeError):
@@ -119,19 +120,56 @@ def _decode_or_none(record_type, payload):
         return None
 
 
-def ensure_lines(config: CameraConfig | None, camera_id: str, lines: list[CountingLine]) -> list[Change]:
-    """The changes that give the camera exactly these lines (added if missing, replaced if different)."""
-    from schemas.control import AddCamera, RemoveLine
+@dataclass
+class CameraSetup:
+    """What a camera should be configured with, as ``run`` and ``replay`` take it (``--line``, ``--config``)."""
+
+    lines: list[CountingLine] = field(default_factory=list)
+    zones: list[Zone] = field(default_factory=list)
+    calibration: Calibration | None = None
+    speed_limit_kmh: float | None = None
+
+    @classmethod
+    def from_json(cls, data: dict) -> "CameraSetup":
+        """``{"lines": [...], "zones": [...], "calibration": {...}, "speed_limit_kmh": 50}`` (a single "line" too)."""
+        known = {"lines", "line", "zones", "calibration", "speed_limit_kmh"}
+        if not isinstance(data, dict) or not known & set(data):
+            raise ValueError(f"a camera config needs at least one of {sorted(known)}")
+        lines = data.get("lines") or ([data["line"]] if "line" in data else [])
+        return cls(
+            lines=[CountingLine.model_validate(item) for item in lines],
+            zones=[Zone.model_validate(item) for item in data.get("zones", [])],
+            calibration=Calibration.model_validate(data["calibration"]) if data.get("calibration") else None,
+            speed_limit_kmh=data.get("speed_limit_kmh"),
+        )
+
+    def check(self) -> "CameraSetup":
+        for kind, names in (("line", [l.name for l in self.lines]), ("zone", [z.name for z in self.zones])):
+            if len(set(names)) != len(names):
+                raise ValueError(f"{kind} names must differ: {names}")
+        if self.speed_limit_kmh is not None and self.calibration is None:
+            raise ValueError("a speed limit needs a calibration (speeds come from it)")
+        return self
+
+
+def ensure_setup(config: CameraConfig | None, camera_id: str, setup: CameraSetup) -> list[Change]:
+    """The changes that give the camera these lines, zones, calibration and limit (others it has stay)."""
+    from schemas.control import AddCamera, AddZone, RemoveLine, RemoveZone, SetCalibration, SetSpeedLimit
 
     changes: list[Change] = []
     if config is None or config.removed:
         changes.append(AddCamera(name=camera_id))
         config = None
-    for line in lines:
+    for line in setup.lines:
         existing = config.line(line.name) if config else None
-        if existing == line:
-            continue
-        if existing is not None:
-            changes.append(RemoveLine(name=line.name))
-        changes.append(AddLine(line=line))
+        if existing != line:
+            changes += ([RemoveLine(name=line.name)] if existing else []) + [AddLine(line=line)]
+    for zone in setup.zones:
+        existing = config.zone(zone.name) if config else None
+        if existing != zone:
+            changes += ([RemoveZone(name=zone.name)] if existing else []) + [AddZone(zone=zone)]
+    if setup.calibration is not None and (config is None or config.calibration != setup.calibration):
+        changes.append(SetCalibration(calibration=setup.calibration))
+    if setup.speed_limit_kmh is not None and (config is None or config.speed_limit_kmh != setup.speed_limit_kmh):
+        changes.append(SetSpeedLimit(kmh=setup.speed_limit_kmh))
     return changes

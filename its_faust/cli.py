@@ -161,7 +161,8 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
               help="Count vehicles crossing this line (repeatable). Standing at the first end facing the second, "
                    "crossings from left to right are 'in'.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help='Camera config JSON with counting lines: {"lines": [{"name", "x1", "y1", "x2", "y2"}, ...]}.')
+              help='Camera config JSON: {"lines": [{"name", "x1", "y1", "x2", "y2"}], "zones": [{"name", "points", '
+                   '"kind", "heading_deg"}], "calibration": {"image_points", "road_points"}, "speed_limit_kmh"}.')
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "torch"]), help="Detector backend.")
 @click.option("--broker", "broker_url", help="kafka://host:port (default: embedded broker).")
 def run(source, summary_path, camera_id, workers, fps, max_frames, line_specs, config_path, backend, broker_url) -> None:
@@ -173,9 +174,9 @@ def run(source, summary_path, camera_id, workers, fps, max_frames, line_specs, c
     _set_env(broker_url=broker_url, model__backend=backend)
     settings = _settings()
     try:
-        lines = _lines_from(line_specs, config_path)
+        setup = _setup_from(line_specs, config_path)
         summary = asyncio.run(
-            _run_with_progress(settings, _resolve_source(source, settings), camera_id, workers, fps, max_frames, lines)
+            _run_with_progress(settings, _resolve_source(source, settings), camera_id, workers, fps, max_frames, setup)
         )
     except USER_ERRORS as exc:
         _fail(exc)
@@ -190,31 +191,25 @@ def run(source, summary_path, camera_id, workers, fps, max_frames, line_specs, c
         sys.exit(1)
 
 
-def _lines_from(line_specs, config_path):
+def _setup_from(line_specs, config_path):
+    """--line options and a --config file -> what the camera is configured with (None when neither)."""
     from pydantic import ValidationError
 
-    from its_faust.cameras import parse_line
-    from schemas.geometry import CountingLine
+    from its_faust.cameras import CameraSetup, parse_line
 
+    if not line_specs and not config_path:
+        return None
     try:
-        lines = [parse_line(spec, default_name=f"line{i}") for i, spec in enumerate(line_specs, 1)]
-        if config_path:
-            data = json.loads(config_path.read_text())
-            items = data.get("lines") or ([data["line"]] if "line" in data else [])
-            if not items:
-                raise ValueError(f"{config_path}: no \"lines\" in the camera config")
-            lines += [CountingLine.model_validate(item) for item in items]
+        setup = CameraSetup.from_json(json.loads(config_path.read_text())) if config_path else CameraSetup()
+        setup.lines = [parse_line(spec, default_name=f"line{i}") for i, spec in enumerate(line_specs, 1)] + setup.lines
     except ValidationError as exc:
         raise ValueError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{config_path}: not JSON ({exc})") from None
-    names = [line.name for line in lines]
-    if len(set(names)) != len(names):
-        raise ValueError(f"line names must differ: {names}")
-    return lines
+    return setup.check()
 
 
-async def _run_with_progress(settings, source, camera_id, workers, fps, max_frames, lines=None):
+async def _run_with_progress(settings, source, camera_id, workers, fps, max_frames, setup=None):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from its_faust.pipeline import run_source
@@ -241,7 +236,7 @@ async def _run_with_progress(settings, source, camera_id, workers, fps, max_fram
             progress.update(task, description=f"tracking {Path(source).name}", completed=len(tracked), fps=len(tracked) / elapsed, tracks=ids)
 
         return await run_source(
-            settings, source, camera_id=camera_id, workers=workers, fps=fps, max_frames=max_frames, lines=lines,
+            settings, source, camera_id=camera_id, workers=workers, fps=fps, max_frames=max_frames, setup=setup,
             on_progress=on_progress,
         )
 
@@ -286,7 +281,7 @@ def bench(source: str, out_path: Path, skip_baseline: bool) -> None:
 @click.option("--line", "line_specs", multiple=True, metavar="X1,Y1,X2,Y2[:NAME]",
               help="Count with these lines instead of the camera's own (repeatable).")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Camera config JSON with counting lines, as for `run`.")
+              help="Camera config JSON as for `run`: what it gives replaces the camera's own.")
 @click.option("--out", "out_path", type=click.Path(path_type=Path), help="Write the result JSON here.")
 @click.option("--broker", "broker_url", help="kafka://host:port (default: ITS_FAUST_BROKER_URL).")
 def replay(camera_id, source, line_specs, config_path, out_path, broker_url) -> None:
@@ -300,19 +295,20 @@ def replay(camera_id, source, line_specs, config_path, out_path, broker_url) -> 
     if bool(camera_id) == bool(source):
         _fail(ValueError("give --camera (replay stored tracks) or --source (replay a video file), not both"))
     try:
-        lines = _lines_from(line_specs, config_path)
+        setup = _setup_from(line_specs, config_path)
         if source:
-            if not lines:
-                raise ValueError("replaying a video file needs counting lines: --line or --config")
-            summary = asyncio.run(_run_with_progress(settings, _resolve_source(source, settings), "replay", 1, None, None, lines))
-            result = {"source": summary.source, "frames": summary.frames_tracked, "counts": summary.counts}
+            if not setup:
+                raise ValueError("replaying a video file needs a configuration: --line or --config")
+            summary = asyncio.run(_run_with_progress(settings, _resolve_source(source, settings), "replay", 1, None, None, setup))
+            result = {"source": summary.source, "frames": summary.frames_tracked, "counts": summary.counts,
+                      "zones": summary.zones, "alerts": summary.alerts}
         else:
             if not settings.broker_url:
                 raise BrokerError("replay --camera needs the broker that holds the tracks: set ITS_FAUST_BROKER_URL or --broker")
             from its_faust.replay import replay_camera
 
             wait_reachable(settings.broker_url, 5.0)
-            result = asyncio.run(replay_camera(bootstrap_servers(settings.broker_url), settings, camera_id, lines)).as_dict()
+            result = asyncio.run(replay_camera(bootstrap_servers(settings.broker_url), settings, camera_id, setup)).as_dict()
     except USER_ERRORS as exc:
         _fail(exc)
     payload = json.dumps(result, indent=2)

@@ -12,16 +12,18 @@ import asyncio
 import logging
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from its_faust.cameras import command, ensure_lines, read_configs, send_commands
+from its_faust.cameras import CameraSetup, command, ensure_setup, read_configs, send_commands
 from its_faust.broker import EmbeddedBroker, bootstrap_servers, check_embedded_allowed, wait_reachable
 from its_faust.ingest import FlowWindow, IngestStats, ingest, make_producer
-from its_faust.results import CountFeed, RunSummary, TrackFeed, group_lag
-from its_faust.topic_names import CROSSINGS, DETECTIONS, FRAMES, TRACKS, ZONE_EVENTS, ensure_topics
+from its_faust.results import CountFeed, RecordFeed, RunSummary, TrackFeed, group_lag
+from its_faust.topic_names import ALERTS, CROSSINGS, DETECTIONS, FRAMES, TRACKS, ZONE_EVENTS, ensure_topics
 from its_faust.worker import WorkerProcess
 from schemas import TrackRecord
+from schemas.analytics import Alert, ZoneEvent
 from schemas.geometry import CountingLine
 
 log = logging.getLogger(__name__)
@@ -158,10 +160,10 @@ async def track_source(
         await feed.stop()
 
 
-async def configure_lines(stack: Stack, camera_id: str, lines: list[CountingLine]) -> None:
-    """Give the camera exactly these counting lines and wait until a worker has applied them."""
+async def configure_camera(stack: Stack, camera_id: str, setup: CameraSetup) -> None:
+    """Give the camera these lines, zones, calibration and limit, and wait until a worker has applied them."""
     current = (await read_configs(stack.bootstrap, stack.settings, timeout_s=0.5)).get(camera_id)
-    changes = ensure_lines(current, camera_id, lines)
+    changes = ensure_setup(current, camera_id, setup)
     if changes:
         await send_commands(stack.bootstrap, stack.settings, [command(camera_id, c, issued_by="run") for c in changes])
 
@@ -180,19 +182,72 @@ async def wait_analytics_settled(stack: Stack, timeout_s: float = 30.0) -> None:
         await asyncio.sleep(0.3)
 
 
+@dataclass
+class AnalyticsResult:
+    counts: dict[str, dict[str, dict[str, int]]]  # line -> direction -> class -> vehicles
+    zones: dict[str, dict]  # zone -> entries, exits, mean dwell, speed (this run)
+    alerts: list[dict]  # raised and cleared, in order
+
+
+async def analyze_source(
+    stack: Stack, source: str, setup: CameraSetup, *, camera_id: str = "cam-1", **track_kwargs
+) -> tuple[IngestStats, TrackFeed, AnalyticsResult]:
+    """``track_source`` on a configured camera; also gathers what the analytics made of it."""
+    settings = stack.settings
+    await configure_camera(stack, camera_id, setup)
+    counts = await CountFeed(stack.bootstrap, settings, camera_id).start()
+    zones = await RecordFeed(stack.bootstrap, settings.topic(ZONE_EVENTS), ZoneEvent, camera_id).start()
+    alerts = await RecordFeed(stack.bootstrap, settings.topic(ALERTS), Alert, camera_id).start()
+    feeds = (counts, zones, alerts)
+    try:
+        stats, feed = await track_source(stack, source, camera_id=camera_id, **track_kwargs)
+        await wait_analytics_settled(stack)
+        for f in feeds:
+            await f.drain()
+    finally:
+        for f in feeds:
+            await f.stop()
+    result = AnalyticsResult(
+        counts={line.name: {} for line in setup.lines} | counts.counts(),
+        zones={zone.name: zone_summary([e for e in _first_copies(zones.records) if e.zone == zone.name])
+               for zone in setup.zones},
+        alerts=[{"alert_id": a.alert_id, "kind": a.kind, "state": a.state, "seq": a.seq, "severity": a.severity,
+                 "message": a.message} for a in _first_copies(alerts.records)],
+    )
+    return stats, feed, result
+
+
+def _first_copies(records: list) -> list:
+    """A crash can make the actor emit a frame's events again (identical): keep the first of each."""
+    seen, out = set(), []
+    for r in records:
+        key = r.model_dump_json()
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
+def zone_summary(events: list[ZoneEvent]) -> dict:
+    """One zone over a run: entries, exits, occupancy at the end, mean dwell and speed of those that left."""
+    exits = [e for e in events if e.kind == "exit"]
+    dwell = [e.dwell_s for e in exits if e.dwell_s is not None]
+    speeds = [e.mean_speed_kmh for e in exits if e.mean_speed_kmh is not None]
+    return {
+        "entries": sum(1 for e in events if e.kind == "enter"),
+        "exits": len(exits),
+        "occupancy_at_end": events[-1].occupancy if events else 0,
+        "mean_dwell_s": round(sum(dwell) / len(dwell), 2) if dwell else None,
+        "mean_speed_kmh": round(sum(speeds) / len(speeds), 2) if speeds else None,
+    }
+
+
 async def count_source(
     stack: Stack, source: str, lines: list[CountingLine], *, camera_id: str = "cam-1", **track_kwargs
 ) -> tuple[IngestStats, TrackFeed, dict[str, dict[str, dict[str, int]]]]:
     """``track_source`` with counting lines: also returns line -> direction -> class -> crossings."""
-    await configure_lines(stack, camera_id, lines)
-    counts = await CountFeed(stack.bootstrap, stack.settings, camera_id).start()
-    try:
-        stats, feed = await track_source(stack, source, camera_id=camera_id, **track_kwargs)
-        await wait_analytics_settled(stack)
-        await counts.drain()
-    finally:
-        await counts.stop()
-    return stats, feed, {line.name: {} for line in lines} | counts.counts()
+    stats, feed, result = await analyze_source(stack, source, CameraSetup(lines=lines), camera_id=camera_id, **track_kwargs)
+    return stats, feed, result.counts
 
 
 async def run_source(
@@ -203,18 +258,19 @@ async def run_source(
     workers: int = 1,
     fps: float | None = None,
     max_frames: int | None = None,
-    lines: list[CountingLine] | None = None,
+    setup: CameraSetup | None = None,
     on_progress: Callable | None = None,
 ) -> RunSummary:
-    """A whole source through the pipeline; with ``lines``, the summary has its counts too."""
+    """A whole source through the pipeline; with a ``setup``, the summary has counts, zones and alerts too."""
     kwargs = dict(camera_id=camera_id, fps=fps, max_frames=max_frames, on_progress=on_progress)
-    counts = {}
+    result = None
     async with Stack(settings, workers=workers) as stack:
-        if lines:
-            stats, feed, counts = await count_source(stack, source, lines, **kwargs)
+        if setup:
+            stats, feed, result = await analyze_source(stack, source, setup, **kwargs)
         else:
             stats, feed = await track_source(stack, source, **kwargs)
     records = [r for (cam, _), r in feed.seen.items() if cam == camera_id]
     summary = RunSummary.build(source, stats, records, len(feed.duplicates), workers)
-    summary.counts = counts
+    if result:
+        summary.counts, summary.zones, summary.alerts = result.counts, result.zones, result.alerts
     return summary

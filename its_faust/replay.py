@@ -13,13 +13,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from its_faust.cameras import read_configs
+from its_faust.cameras import CameraSetup, read_configs
 from its_faust.codecs import SchemaError, decode
 from its_faust.results import TopicReader
 from its_faust.topic_names import TRACKS
 from schemas import TrackRecord
 from schemas.control import CameraConfig
-from schemas.geometry import CountingLine
 from tables.camera_analytics import CameraAnalytics
 
 
@@ -79,12 +78,14 @@ def replay(records: list[TrackRecord], config: CameraConfig, rules) -> ReplaySum
     return summary
 
 
-async def replay_camera(bootstrap: str, settings, camera_id: str, lines: list[CountingLine] | None = None) -> ReplaySummary:
-    """Replay with the camera's current configuration, or with ``lines`` instead of its lines."""
+async def replay_camera(bootstrap: str, settings, camera_id: str, setup: CameraSetup | None = None) -> ReplaySummary:
+    """Replay with the camera's current configuration; what ``setup`` gives replaces the camera's own."""
     config = (await read_configs(bootstrap, settings)).get(camera_id)
-    if lines:
+    if setup:
         base = config or CameraConfig(camera_id=camera_id, version=1, last_command_id="-", updated_at=0)
-        config = base.model_copy(update={"lines": lines, "removed": False})
+        given = {"lines": setup.lines, "zones": setup.zones, "calibration": setup.calibration,
+                 "speed_limit_kmh": setup.speed_limit_kmh}
+        config = base.model_copy(update={k: v for k, v in given.items() if v} | {"removed": False})
     if config is None or config.removed:
         raise ValueError(f"camera {camera_id!r} has no configuration to replay with: give --line, or add it first")
     records = await stored_tracks(bootstrap, settings, camera_id)

@@ -202,6 +202,9 @@ class RunSummary:
     missing_seqs: list[int] = field(default_factory=list)
     # line -> direction -> class -> vehicles that crossed (only when lines were given)
     counts: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    # zone -> entries, exits, occupancy at the end, mean dwell and speed (only when zones were given)
+    zones: dict[str, dict] = field(default_factory=dict)
+    alerts: list[dict] = field(default_factory=list)
 
     @classmethod
     def build(cls, source: str, stats, records: list[TrackRecord], duplicates: int, workers: int) -> "RunSummary":

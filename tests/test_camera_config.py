@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from its_faust.cameras import ensure_lines, parse_line, parse_points
+from its_faust.cameras import CameraSetup, ensure_setup, parse_line, parse_points
 from its_faust.codecs import SchemaError, decode, encode
 from schemas.control import (
     AddCamera,
@@ -129,9 +129,25 @@ def test_cli_syntax_for_lines_and_points():
         parse_points(["1"])
 
 
-def test_ensure_lines_adds_replaces_and_leaves_equal_lines_alone():
-    assert [c.op for c in ensure_lines(None, "cam-a", [LINE])] == ["add_camera", "add_line"]
-    config = fold(AddCamera(), AddLine(line=LINE))
-    assert ensure_lines(config, "cam-a", [LINE]) == []
+def test_ensure_setup_adds_replaces_and_leaves_equal_things_alone():
+    zone = Zone(name="z", points=[(0, 0), (10, 0), (10, 10)])
+    setup = CameraSetup(lines=[LINE], zones=[zone])
+    assert [c.op for c in ensure_setup(None, "cam-a", setup)] == ["add_camera", "add_line", "add_zone"]
+    config = fold(AddCamera(), AddLine(line=LINE), AddZone(zone=zone))
+    assert ensure_setup(config, "cam-a", setup) == []
     moved = LINE.model_copy(update={"y1": 120, "y2": 120})
-    assert [c.op for c in ensure_lines(config, "cam-a", [moved])] == ["remove_line", "add_line"]
+    assert [c.op for c in ensure_setup(config, "cam-a", CameraSetup(lines=[moved]))] == ["remove_line", "add_line"]
+
+
+def test_camera_config_file_is_checked():
+    data = {"lines": [LINE.model_dump()], "zones": [{"name": "z", "points": [[0, 0], [10, 0], [10, 10]]}],
+            "calibration": {"image_points": [[0, 0], [10, 0], [10, 10], [0, 10]], "road_points": [[0, 0], [1, 0], [1, 1], [0, 1]]},
+            "speed_limit_kmh": 50}
+    setup = CameraSetup.from_json(data).check()
+    assert setup.lines == [LINE] and setup.zones[0].name == "z" and setup.speed_limit_kmh == 50
+    with pytest.raises(ValueError, match="needs at least one of"):
+        CameraSetup.from_json({"lanes": []})
+    with pytest.raises(ValueError, match="a speed limit needs a calibration"):
+        CameraSetup(speed_limit_kmh=50).check()
+    with pytest.raises(ValueError, match="line names must differ"):
+        CameraSetup(lines=[LINE, LINE]).check()

@@ -69,3 +69,41 @@ def test_cameras_without_a_broker_says_how_to_get_one():
     done = subprocess.run([sys.executable, "-m", "its_faust.cli", "cameras", "list"], capture_output=True, text=True,
                           timeout=60, env=env)
     assert "set ITS_FAUST_BROKER_URL or --broker" in error_line(done)
+
+
+def test_the_worker_rejects_what_the_cli_would_have_caught(stack, settings):
+    """Any Kafka client may send commands: the configure agent checks them again and dead-letters the bad ones."""
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    from its_faust.cameras import CommandFailed, command, read_configs, send_commands
+    from its_faust.codecs import decode
+    from its_faust.results import TopicReader
+    from its_faust.topic_names import CAMERA_COMMANDS, DEAD_LETTERS
+    from schemas import DeadLetter
+    from schemas.control import AddLine, RemoveZone
+    from schemas.geometry import CountingLine
+
+    async def go():
+        with pytest.raises(CommandFailed, match="unknown camera 'ghost-cam': add it first"):
+            await send_commands(stack.bootstrap, settings, [command("ghost-cam", AddLine(line=CountingLine(name="a", x1=0, y1=0, x2=9, y2=9)))])
+        with pytest.raises(CommandFailed, match="has no zone 'nowhere'"):
+            await send_commands(stack.bootstrap, settings, [command("cli-cam", RemoveZone(name="nowhere"))])
+        letters = await TopicReader(stack.bootstrap, settings.topic(DEAD_LETTERS)).start()
+        producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap)
+        await producer.start()
+        await producer.send_and_wait(settings.topic(CAMERA_COMMANDS), key=b"cli-cam",
+                                     value=b'{"schema":"its.camera-command","v":1,"camera_id":"cli-cam","issued_at":1,"change":{"op":"add_line","line":{"name":"z","x1":1,"y1":1,"x2":1,"y2":1}}}')
+        await producer.stop()
+        reasons = []
+        for _ in range(100):
+            reasons += [decode(DeadLetter, m.value).reason for m in await letters.poll(100)]
+            if reasons:
+                break
+        await letters.stop()
+        return reasons, (await read_configs(stack.bootstrap, settings))
+
+    reasons, configs = asyncio.run(go())
+    assert any("two distinct ends" in r for r in reasons), reasons
+    assert "ghost-cam" not in configs and [l.name for l in configs["cli-cam"].lines] == ["north"]

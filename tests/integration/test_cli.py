@@ -17,8 +17,15 @@ def its_faust(*args, timeout=240):
 
 def test_run_writes_a_summary(tmp_path):
     summary = tmp_path / "summary.json"
+    camera = tmp_path / "camera.json"
+    # The right-hand carriageway declared as running *up* the frame: its traffic drives the wrong way.
+    camera.write_text(json.dumps({
+        "zones": [{"name": "southbound", "points": [[380, 60], [600, 60], [600, 360], [300, 360]], "heading_deg": 270}],
+        "calibration": {"image_points": [[400, 60], [520, 60], [560, 360], [300, 360]],
+                        "road_points": [[0, 60], [11, 60], [11, 0], [0, 0]]},
+    }))
     done = its_faust("run", "--source", "dual_carriageway_abhishek.mp4", "--max-frames", "60", "--summary", str(summary),
-                     "--line", "140,120,620,120:y120", "--line", "0,300,1,360")
+                     "--line", "140,120,620,120:y120", "--line", "0,300,1,360", "--config", str(camera))
     assert done.returncode == 0, done.stderr
     result = json.loads(summary.read_text())
     assert result["frames_in"] == result["frames_tracked"] == 60
@@ -27,6 +34,9 @@ def test_run_writes_a_summary(tmp_path):
     assert result["missing_seqs"] == [] and result["duplicate_track_records"] == 0
     # One car comes down the right-hand carriageway over y=120 by frame 60 (hand count: frame 18).
     assert result["counts"] == {"y120": {"in": {"car": 1}}, "line2": {}}
+    zone = result["zones"]["southbound"]
+    assert zone["entries"] >= 2 and zone["exits"] >= 1 and zone["mean_speed_kmh"] is not None  # calibrated: speeds
+    assert [a["kind"] for a in result["alerts"] if a["state"] == "raised"][:1] == ["wrong_way"]
 
 
 @pytest.mark.parametrize(
@@ -36,6 +46,7 @@ def test_run_writes_a_summary(tmp_path):
         (["run", "--source", "no_such_clip.mp4"], "no_such_clip.mp4 not found"),
         (["run", "--source", "dual_carriageway_abhishek.mp4", "--line", "5,5,5,5"], "two distinct ends"),
         (["run", "--source", "dual_carriageway_abhishek.mp4", "--line", "1,2,3:a"], "expected x1,y1,x2,y2[:name]"),
+        (["run", "--source", "dual_carriageway_abhishek.mp4", "--line", "0,0,9,9:a", "--line", "1,1,8,8:a"], "line names must differ"),
         (["ingest", "--source", "dual_carriageway_abhishek.mp4", "--broker", "kafka://127.0.0.1:PORT"], "is not reachable"),
     ],
 )

@@ -53,6 +53,13 @@ def test_wrong_way_alerts_and_zone_stats_from_a_real_clip(stack, settings, clip_
     last = zone_stats[-1]
     assert last.entries >= 5 and last.exits >= 3 and all(z.occupancy >= 0 for z in zone_stats)
     assert any(z.minute.mean_dwell_s for z in zone_stats)
+    # The windowed tables split the same events by capture time: per-window entries add up to the total.
+    per_minute, per_quarter = {}, {}
+    for z in zone_stats:
+        assert z.minute.start <= z.captured_at < z.minute.end and z.minute.end - z.minute.start == 60
+        per_minute[z.minute.start] = max(per_minute.get(z.minute.start, 0), z.minute.entries)
+        per_quarter[z.quarter.start] = max(per_quarter.get(z.quarter.start, 0), z.quarter.entries)
+    assert sum(per_minute.values()) == sum(per_quarter.values()) == last.entries
 
 
 def test_removing_a_camera_while_its_frames_are_in_flight_breaks_nothing(stack, settings, clip_path):
