@@ -246,13 +246,15 @@ async def _run_with_progress(settings, source, camera_id, workers, fps, max_fram
 @click.option("--workers", type=int, default=1, show_default=True, help="Worker processes to start.")
 @click.option("--cameras", type=int, default=1, show_default=True, help="Cameras to simulate from the same source.")
 @click.option("--duration", type=float, help="Stop after the cameras have run this many seconds (default: until Ctrl-C).")
-def demo(source: str, workers: int, cameras: int, duration: float | None) -> None:
-    """Run broker, workers and camera(s) on a sample clip, with live figures in the terminal."""
+@click.option("--port", type=int, help="Dashboard/API port (default: ITS_FAUST_API__PORT, 8000).")
+def demo(source: str, workers: int, cameras: int, duration: float | None, port: int | None) -> None:
+    """Run broker, workers, camera(s) on a sample clip and the API; prints the dashboard's URL."""
     settings = _settings()
     from its_faust.demo import run_demo
 
     try:
-        asyncio.run(run_demo(settings, _resolve_source(source, settings), workers=workers, cameras=cameras, duration=duration))
+        asyncio.run(run_demo(settings, _resolve_source(source, settings), workers=workers, cameras=cameras,
+                             duration=duration, port=port))
     except USER_ERRORS as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -316,6 +318,29 @@ def replay(camera_id, source, line_specs, config_path, out_path, broker_url) -> 
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(payload + "\n")
     click.echo(payload)
+
+
+@main.command()
+@click.option("--host", help="Interface to listen on (default: ITS_FAUST_API__HOST, 127.0.0.1).")
+@click.option("--port", type=int, help="Port (default: ITS_FAUST_API__PORT, 8000).")
+@click.option("--broker", "broker_url", help="kafka://host:port (default: ITS_FAUST_BROKER_URL).")
+def api(host, port, broker_url) -> None:
+    """Serve the REST API, the SSE feeds and the dashboard (reads the result topics; run beside the workers)."""
+    _set_env(broker_url=broker_url, api__host=host, api__port=port)
+    settings = _settings()
+    if not settings.broker_url:
+        _fail(BrokerError("api needs a broker: set ITS_FAUST_BROKER_URL or --broker (see `its-faust worker`)"))
+    try:
+        wait_reachable(settings.broker_url, 5.0)
+    except USER_ERRORS as exc:
+        _fail(exc)
+    import uvicorn
+
+    from api.app import create_app
+
+    app = create_app(settings, bootstrap_servers(settings.broker_url))
+    click.echo(f"dashboard: http://{settings.api.host}:{settings.api.port}/   API docs: /docs")
+    uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_level="warning")
 
 
 main.add_command(cameras)

@@ -1,14 +1,23 @@
-"""``its-faust demo``: broker, workers and cameras on a sample clip, with live figures in the terminal.
+"""``its-faust demo``: broker, workers, cameras on a sample clip and the API with its dashboard.
 
 Each camera replays the source in a loop at its own frame rate, as a real camera
-would deliver it; the table below follows the tracks topic.
+would deliver it; the terminal table follows the tracks topic, and the dashboard
+(printed URL) shows the live view, counts and alerts. When the source is one of
+the sample clips, the cameras get that clip's counting line (the one the hand
+counts in tests/data/counts use), so counts appear at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
+
+import httpx
 
 import numpy as np
 from rich.console import Group
@@ -16,8 +25,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from its_faust.cameras import CameraSetup, parse_line
 from its_faust.ingest import FlowWindow, ingest, make_producer
-from its_faust.pipeline import Stack
+from its_faust.pipeline import Stack, configure_camera
 from its_faust.results import TrackFeed
 
 
@@ -52,14 +62,47 @@ def _table(figures: dict[str, CameraFigures], sent: dict[str, int], stack: Stack
     return Group(table, footer)
 
 
-async def run_demo(settings, source: str, *, workers: int = 1, cameras: int = 1, duration: float | None = None) -> None:
+SAMPLE_LINES = {
+    "dual_carriageway_abhishek.mp4": "140,120,620,120:y120",
+    "road_overhead_opencv4nodejs.mp4": "320,300,320,100:x320",
+    "intersection_cctv_borislavy.mp4": "320,240,320,90:x320",
+}
+
+
+async def _start_api(stack: Stack, port: int) -> subprocess.Popen:
+    """The API as its own process (as in production), on the stack's broker; returns once it answers."""
+    env = {**os.environ, "ITS_FAUST_BROKER_URL": stack.broker_url}
+    log = open(stack.workdir / "api.log", "ab")
+    api = subprocess.Popen([sys.executable, "-m", "its_faust.cli", "api", "--port", str(port)], env=env,
+                           stdout=log, stderr=subprocess.STDOUT)
+    async with httpx.AsyncClient() as client:
+        for _ in range(150):
+            if api.poll() is not None:
+                raise RuntimeError(f"the API exited with code {api.returncode}; see {stack.workdir / 'api.log'}")
+            try:
+                if (await client.get(f"http://127.0.0.1:{port}/api/v1/health")).status_code == 200:
+                    return api
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+    api.terminate()
+    raise TimeoutError(f"the API did not answer on port {port}; see {stack.workdir / 'api.log'}")
+
+
+async def run_demo(settings, source: str, *, workers: int = 1, cameras: int = 1, duration: float | None = None,
+                   port: int | None = None) -> None:
     stop = asyncio.Event()
     async with Stack(settings, workers=workers) as stack:
+        names = [f"demo-cam-{i + 1}" for i in range(cameras)]
+        line = SAMPLE_LINES.get(Path(source).name)
+        for name in names:
+            await configure_camera(stack, name, CameraSetup(lines=[parse_line(line)] if line else []))
+        api = await _start_api(stack, port or settings.api.port)
+        print(f"dashboard: http://127.0.0.1:{port or settings.api.port}/  (API docs at /docs)", flush=True)
         started = time.time()  # --duration counts camera time, not broker and worker start-up
         producer = make_producer(stack.bootstrap)
         await producer.start()
         feed = await TrackFeed(stack.bootstrap, settings).start()
-        names = [f"demo-cam-{i + 1}" for i in range(cameras)]
         figures = {name: CameraFigures() for name in names}
         sent: dict[str, int] = {}
         # Like a real camera: frames come at the clip's rate; when the pipeline is behind, new ones are dropped.
@@ -90,3 +133,5 @@ async def run_demo(settings, source: str, *, workers: int = 1, cameras: int = 1,
             await asyncio.gather(*senders, return_exceptions=True)
             await feed.stop()
             await producer.stop()
+            api.terminate()
+            await asyncio.to_thread(api.wait, 10)

@@ -91,6 +91,16 @@ class AnalyticsSettings(BaseModel):
     cooldown_s: float = Field(60.0, ge=0, description="After a clear, the same alert is not raised again this soon")
 
 
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    ring_size: int = Field(10000, ge=10, description="Messages per partition each API process holds per topic")
+    frames_ring: int = Field(48, ge=2, description="Frames per partition held for the live view")
+    heartbeat_s: float = Field(15.0, gt=0, description="SSE comment sent on idle connections this often")
+    command_timeout_s: float = Field(15.0, gt=0, description="How long a REST change waits for a worker to apply it")
+    live_fps: float = Field(4.0, gt=0, le=30)
+
+
 class IngestSettings(BaseModel):
     jpeg_quality: int = Field(85, ge=10, le=100)
     max_in_flight: int = Field(8, ge=1, description="Frames a paced-by-pipeline source may have untracked at once")
@@ -137,6 +147,7 @@ class Settings(BaseSettings):
     tracker: TrackerSettings = Field(default_factory=TrackerSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     analytics: AnalyticsSettings = Field(default_factory=AnalyticsSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     @field_validator("broker_url", mode="before")
     @classmethod

@@ -61,8 +61,10 @@ def test_user_errors_are_one_line(args, message):
 def test_demo_runs_and_stops_by_itself():
     import re
 
-    done = its_faust("demo", "--duration", "8", timeout=120)
+    port = free_port()
+    done = its_faust("demo", "--duration", "8", "--port", str(port), timeout=150)
     assert done.returncode == 0, done.stderr
+    assert f"dashboard: http://127.0.0.1:{port}/" in done.stdout
     row = re.search(r"demo-cam-1\s*│\s*(\d+)\s*│\s*(\d+)\s*│", done.stdout)
     assert row, done.stdout[-2000:]
     sent, tracked = map(int, row.groups())
@@ -71,5 +73,5 @@ def test_demo_runs_and_stops_by_itself():
 
 def test_help_lists_the_commands():
     done = its_faust("--help")
-    for command in ("worker", "broker", "ingest", "run", "demo", "bench", "cameras"):
+    for command in ("worker", "broker", "ingest", "run", "demo", "bench", "cameras", "replay", "api"):
         assert command in done.stdout

@@ -1,0 +1,154 @@
+"""What the API process knows: the tail of each result topic, in memory, read with aiokafka.
+
+Each :class:`TopicRing` follows one topic with its own consumer (no group:
+every API process reads every partition, so any of them can serve any client),
+keeps the last ``capacity`` messages of each partition, and wakes whoever waits
+for new ones. SSE clients pull from the ring with their own cursor, so one slow
+client costs no memory: it just falls behind the ring's start and is told how
+many events it missed. At start the ring is filled from the topic's last
+``capacity`` messages, so a browser that reconnects to a restarted API process
+still resumes exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes
+    timestamp: float  # seconds
+
+
+class TopicRing:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        capacity: int,
+        *,
+        from_beginning: bool = False,
+        on_message: Callable[[Message], None] | None = None,
+    ):
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.capacity = capacity
+        self.from_beginning = from_beginning
+        self.on_message = on_message
+        self.partitions: list[int] = []
+        self._offsets: dict[int, list[int]] = {}
+        self._messages: dict[int, list[Message]] = {}
+        self.next: dict[int, int] = {}  # offset after the newest seen, per partition
+        self._new = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task | None = None
+        self.last_fetch_ok: float = 0.0
+        self.received = 0
+
+    async def start(self) -> "TopicRing":
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+            fetch_max_wait_ms=20, max_partition_fetch_bytes=8 << 20, auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        self._consumer = consumer
+        parts = consumer.partitions_for_topic(self.topic)
+        for _ in range(50):
+            if parts:
+                break
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(self.topic)
+        self.partitions = sorted(parts or [])
+        tps = [TopicPartition(self.topic, p) for p in self.partitions]
+        consumer.assign(tps)
+        begins = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            start = begins[tp] if self.from_beginning else max(begins[tp], ends[tp] - self.capacity)
+            consumer.seek(tp, start)
+            self.next[tp.partition] = start
+            self._offsets[tp.partition], self._messages[tp.partition] = [], []
+        self.last_fetch_ok = time.monotonic()
+        self._task = asyncio.create_task(self._run(), name=f"ring:{self.topic}")
+        return self
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self._consumer:
+            await self._consumer.stop()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                batches = await self._consumer.getmany(timeout_ms=200, max_records=2000)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the broker went away for a while: keep trying, readiness says so
+                log.warning("api: reading %s failed; retrying", self.topic, exc_info=True)
+                await asyncio.sleep(1.0)
+                continue
+            self.last_fetch_ok = time.monotonic()
+            for tp, records in batches.items():
+                for r in records:
+                    self._add(Message(tp.partition, r.offset, r.key or b"", r.value or b"", (r.timestamp or 0) / 1000))
+            if batches:
+                self._new.set()
+                self._new = asyncio.Event()
+
+    def _add(self, m: Message) -> None:
+        offsets, messages = self._offsets[m.partition], self._messages[m.partition]
+        offsets.append(m.offset)
+        messages.append(m)
+        self.next[m.partition] = m.offset + 1
+        self.received += 1
+        if len(messages) > 2 * self.capacity:  # trim in bulk: amortised O(1) per message
+            del offsets[: -self.capacity], messages[: -self.capacity]
+        if self.on_message:
+            try:
+                self.on_message(m)
+            except Exception:  # a read model must not stop the feed
+                log.exception("api: read model failed on %s[%d]@%d", self.topic, m.partition, m.offset)
+
+    def read(self, partition: int, from_offset: int, limit: int = 200) -> list[Message]:
+        """Messages of a partition from ``from_offset`` on (held ones only; see ``first``)."""
+        offsets = self._offsets.get(partition, [])
+        start = max(bisect.bisect_left(offsets, from_offset), len(offsets) - self.capacity, 0)
+        return self._messages[partition][start : start + limit]
+
+    def held_from(self, partition: int) -> int:
+        """The oldest offset a reader can still get from memory (everything before it is only on the broker)."""
+        offsets = self._offsets.get(partition, [])
+        if offsets:
+            return offsets[max(0, len(offsets) - self.capacity)]
+        return self.next.get(partition, 0)
+
+    def latest(self, partition: int, n: int) -> list[Message]:
+        return self._messages.get(partition, [])[-n:]
+
+    async def wait_new(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._new.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    def held(self) -> int:
+        return sum(min(len(m), self.capacity) for m in self._messages.values())

@@ -1,0 +1,98 @@
+"""The live view: a camera's latest frame with its tracks, counting lines and zones drawn on it (OpenCV).
+
+Frames and tracks come from the API's rings of ``its.frames`` and
+``its.tracks``; a frame is drawn with the track record of the same seq (tracks
+lag frames by the pipeline's latency, so the view is that much behind live).
+Drawn with OpenCV's own Hershey font: nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import re
+
+import cv2
+import numpy as np
+
+from api.hub import Message, TopicRing
+from its_faust.codecs import SchemaError, decode
+from its_faust.detector import UnreadableImage, decode_jpeg
+from schemas import FrameRecord, TrackRecord
+from schemas.control import CameraConfig
+
+_SEQ = re.compile(rb'"seq":\s*(\d+)')
+# One colour per class (BGR).
+COLOURS = {"car": (80, 200, 255), "truck": (60, 120, 255), "bus": (200, 120, 40), "motorcycle": (200, 60, 200),
+           "bicycle": (60, 200, 60), "person": (230, 230, 230)}
+
+
+def seq_of(m: Message) -> int | None:
+    found = _SEQ.search(m.value[:400])
+    return int(found.group(1)) if found else None
+
+
+def _find(ring: TopicRing, partition: int, key: bytes, seq: int | None, scan: int) -> Message | None:
+    for m in reversed(ring.latest(partition, scan)):
+        if m.key == key and (seq is None or seq_of(m) == seq):
+            return m
+    return None
+
+
+def latest_pair(frames: TopicRing, tracks: TopicRing, camera_id: str, seq: int | None = None):
+    """The newest (frame, track record) of the camera with the same seq, or (frame, None) if none is tracked yet."""
+    key = camera_id.encode()
+    for p in tracks.partitions:
+        track_msg = _find(tracks, p, key, seq, 400)
+        if track_msg is None:
+            continue
+        frame_msg = _find(frames, p, key, seq_of(track_msg), frames.capacity)
+        if frame_msg is not None:
+            return frame_msg, track_msg
+    for p in frames.partitions:
+        frame_msg = _find(frames, p, key, seq, frames.capacity)
+        if frame_msg is not None:
+            return frame_msg, None
+    return None, None
+
+
+def draw(frame: FrameRecord, tracks: TrackRecord | None, config: CameraConfig | None) -> np.ndarray:
+    image = decode_jpeg(frame.jpeg)
+    if config:
+        for zone in config.zones:
+            pts = np.array(zone.points, dtype=np.int32)
+            overlay = image.copy()
+            cv2.fillPoly(overlay, [pts], (255, 200, 0))
+            image = cv2.addWeighted(overlay, 0.18, image, 0.82, 0)
+            cv2.polylines(image, [pts], True, (255, 200, 0), 1, cv2.LINE_AA)
+            cv2.putText(image, zone.name, tuple(int(v) for v in zone.points[0]), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                        (255, 200, 0), 1, cv2.LINE_AA)
+        for line in config.lines:
+            a, b = (int(line.x1), int(line.y1)), (int(line.x2), int(line.y2))
+            cv2.line(image, a, b, (0, 255, 255), 2, cv2.LINE_AA)
+            cv2.putText(image, line.name, (a[0] + 4, a[1] - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 255), 1, cv2.LINE_AA)
+    if tracks:
+        for o in tracks.objects:
+            colour = COLOURS.get(o.label, (0, 255, 0))
+            p1, p2 = (int(o.x1), int(o.y1)), (int(o.x2), int(o.y2))
+            cv2.rectangle(image, p1, p2, colour, 2)
+            label = f"#{o.track_id} {o.label}"
+            (w, h), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+            cv2.rectangle(image, (p1[0], p1[1] - h - 6), (p1[0] + w + 4, p1[1]), colour, -1)
+            cv2.putText(image, label, (p1[0] + 2, p1[1] - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    stamp = f"{frame.camera_id}  seq {frame.seq}" + (f"  {len(tracks.objects)} tracks" if tracks else "  (not tracked yet)")
+    cv2.putText(image, stamp, (8, image.shape[0] - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+    return image
+
+
+def annotated_jpeg(frames: TopicRing, tracks: TopicRing, camera_id: str, config: CameraConfig | None,
+                   seq: int | None = None, quality: int = 80) -> bytes | None:
+    frame_msg, track_msg = latest_pair(frames, tracks, camera_id, seq)
+    if frame_msg is None:
+        return None
+    try:
+        frame = decode(FrameRecord, frame_msg.value)
+        record = decode(TrackRecord, track_msg.value) if track_msg else None
+        image = draw(frame, record, config)
+    except (SchemaError, UnreadableImage):
+        return None
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return buf.tobytes() if ok else None

@@ -1,0 +1,105 @@
+"""Read models the API builds from the topics: cameras, counts and their windows, alerts.
+
+They are folds of the topics and nothing more: the API decides nothing. Each
+``apply`` is called by a :class:`~api.hub.TopicRing` for every message it reads.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+
+from api.hub import Message
+from its_faust.codecs import SchemaError, decode
+from schemas.analytics import Alert, CountUpdate
+from schemas.control import CameraConfig
+
+# How many minute (and quarter-hour) windows of history the API keeps per count key.
+HISTORY_WINDOWS = 24 * 60
+
+
+class Cameras:
+    def __init__(self):
+        self.configs: dict[str, CameraConfig] = {}
+
+    def apply(self, m: Message) -> None:
+        try:
+            config = decode(CameraConfig, m.value)
+        except SchemaError:
+            return
+        self.put(config)
+
+    def put(self, config: CameraConfig) -> None:
+        """A configuration the API just saw applied (the topic will bring it too)."""
+        known = self.configs.get(config.camera_id)
+        if known is None or config.version >= known.version:
+            self.configs[config.camera_id] = config
+
+    def get(self, camera_id: str) -> CameraConfig | None:
+        config = self.configs.get(camera_id)
+        return None if config is None or config.removed else config
+
+    def all(self) -> list[CameraConfig]:
+        return sorted((c for c in self.configs.values() if not c.removed), key=lambda c: c.camera_id)
+
+
+class Counts:
+    """Latest totals per (camera, line, direction, class), and per-window counts over time."""
+
+    def __init__(self):
+        self.latest: dict[tuple[str, str, str, str], CountUpdate] = {}
+        # (camera, window) -> OrderedDict[start -> {(line, direction, label): count}]
+        self.history: dict[tuple[str, str], OrderedDict] = {}
+
+    def apply(self, m: Message) -> None:
+        try:
+            u = decode(CountUpdate, m.value)
+        except SchemaError:
+            return
+        key = (u.camera_id, u.line, u.direction, u.label)
+        if key not in self.latest or u.total >= self.latest[key].total:
+            self.latest[key] = u
+        for name, window in (("1m", u.minute), ("15m", u.quarter)):
+            windows = self.history.setdefault((u.camera_id, name), OrderedDict())
+            slot = windows.setdefault(window.start, {})
+            slot[(u.line, u.direction, u.label)] = max(slot.get((u.line, u.direction, u.label), 0), window.count)
+            while len(windows) > HISTORY_WINDOWS:
+                windows.popitem(last=False)
+
+    def current(self, camera_id: str) -> list[CountUpdate]:
+        return [u for k, u in sorted(self.latest.items()) if k[0] == camera_id]
+
+    def windows(self, camera_id: str, window: str) -> list[dict]:
+        size = 60.0 if window == "1m" else 900.0
+        out = []
+        for start, counts in sorted(self.history.get((camera_id, window), {}).items()):
+            out.append({
+                "start": start, "end": start + size,
+                "counts": [{"line": l, "direction": d, "label": c, "count": n} for (l, d, c), n in sorted(counts.items())],
+            })
+        return out
+
+
+class Alerts:
+    """Recent alerts, and those raised and not yet cleared."""
+
+    def __init__(self, keep: int = 1000):
+        self.recent: deque[Alert] = deque(maxlen=keep)
+        self.active: dict[str, Alert] = {}
+
+    def apply(self, m: Message) -> None:
+        try:
+            alert = decode(Alert, m.value)
+        except SchemaError:
+            return
+        if alert.state == "raised":
+            if alert.alert_id in self.active:
+                return  # a re-emitted copy
+            self.active[alert.alert_id] = alert
+        elif self.active.pop(alert.alert_id, None) is None and any(a.alert_id == alert.alert_id and a.state == "cleared" for a in self.recent):
+            return
+        self.recent.append(alert)
+
+    def for_camera(self, camera_id: str | None) -> tuple[list[Alert], list[Alert]]:
+        recent = [a for a in self.recent if camera_id is None or a.camera_id == camera_id]
+        active = [a for a in self.active.values() if camera_id is None or a.camera_id == camera_id]
+        return recent, active

@@ -1,0 +1,205 @@
+"""Cameras over REST: every change is a command on ``its.camera-commands``; reads come from the read models.
+
+A change is checked against the camera's current configuration first (404 for
+an unknown camera, 409 for a conflict, 422 for bad geometry, all with the
+reason), then sent; the response waits until a worker has applied it and
+returns the new configuration (504 if no worker did in time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from api.live import annotated_jpeg
+from its_faust.cameras import CommandFailed, command, send_commands
+from schemas.analytics import Alert, CountUpdate
+from schemas.base import CAMERA_ID_PATTERN
+from schemas.control import (
+    AddCamera,
+    AddLine,
+    AddZone,
+    CameraConfig,
+    Change,
+    RemoveCamera,
+    RemoveLine,
+    RemoveZone,
+    SetCalibration,
+    SetSpeedLimit,
+    UpdateCamera,
+)
+from schemas.geometry import NAME_PATTERN, Calibration, CountingLine, Zone
+from tables.camera_config import CommandRejected, apply
+
+router = APIRouter(prefix="/api/v1/cameras", tags=["cameras"])
+CameraId = Annotated[str, Path(pattern=CAMERA_ID_PATTERN, description="The camera's id (its Kafka key)")]
+Name = Annotated[str, Path(pattern=NAME_PATTERN)]
+ERRORS = {404: {"description": "Unknown camera"}, 409: {"description": "Conflicts with the camera's configuration"},
+          504: {"description": "No worker applied the change in time"}}
+
+
+class NewCamera(BaseModel):
+    camera_id: str = Field(pattern=CAMERA_ID_PATTERN)
+    name: str = Field("", max_length=200)
+    source: str = Field("", max_length=2000)
+
+
+class CameraChanges(BaseModel):
+    name: str | None = Field(None, max_length=200)
+    source: str | None = Field(None, max_length=2000)
+
+
+class SpeedLimit(BaseModel):
+    kmh: float | None = Field(gt=0, le=400)
+
+
+class CountsNow(BaseModel):
+    camera_id: str
+    counts: list[CountUpdate]
+
+
+class AlertsNow(BaseModel):
+    active: list[Alert]
+    recent: list[Alert]
+
+
+def _known(request: Request, camera_id: str) -> CameraConfig:
+    config = request.app.state.hub.cameras.get(camera_id)
+    if config is None:
+        raise HTTPException(status_code=404, detail=f"unknown camera {camera_id!r}")
+    return config
+
+
+async def _change(request: Request, camera_id: str, change: Change) -> CameraConfig:
+    hub = request.app.state.hub
+    cmd = command(camera_id, change, issued_by=f"api:{request.client.host if request.client else '-'}")
+    try:
+        apply(hub.cameras.configs.get(camera_id), cmd)
+    except CommandRejected as exc:
+        raise HTTPException(status_code=404 if "unknown camera" in str(exc) else 409, detail=str(exc)) from None
+    try:
+        config = await send_commands(hub.bootstrap, hub.settings, [cmd], timeout_s=hub.settings.api.command_timeout_s)
+    except CommandFailed as exc:
+        status = 504 if "no worker applied" in str(exc) else 409
+        raise HTTPException(status_code=status, detail=str(exc)) from None
+    hub.cameras.put(config)
+    return config
+
+
+@router.get("", response_model=list[CameraConfig], summary="Every camera")
+async def list_cameras(request: Request):
+    return request.app.state.hub.cameras.all()
+
+
+@router.post("", response_model=CameraConfig, status_code=201, responses=ERRORS, summary="Add a camera")
+async def add_camera(request: Request, body: NewCamera):
+    return await _change(request, body.camera_id, AddCamera(name=body.name, source=body.source))
+
+
+@router.get("/{camera_id}", response_model=CameraConfig, responses={404: ERRORS[404]})
+async def get_camera(request: Request, camera_id: CameraId):
+    return _known(request, camera_id)
+
+
+@router.patch("/{camera_id}", response_model=CameraConfig, responses=ERRORS, summary="Rename or re-source a camera")
+async def update_camera(request: Request, camera_id: CameraId, body: CameraChanges):
+    return await _change(request, camera_id, UpdateCamera(name=body.name, source=body.source))
+
+
+@router.delete("/{camera_id}", status_code=204, responses=ERRORS, summary="Remove a camera")
+async def remove_camera(request: Request, camera_id: CameraId):
+    await _change(request, camera_id, RemoveCamera())
+    return Response(status_code=204)
+
+
+@router.post("/{camera_id}/lines", response_model=CameraConfig, status_code=201, responses=ERRORS,
+             summary="Add a counting line")
+async def add_line(request: Request, camera_id: CameraId, line: CountingLine):
+    return await _change(request, camera_id, AddLine(line=line))
+
+
+@router.delete("/{camera_id}/lines/{name}", response_model=CameraConfig, responses=ERRORS)
+async def remove_line(request: Request, camera_id: CameraId, name: Name):
+    return await _change(request, camera_id, RemoveLine(name=name))
+
+
+@router.post("/{camera_id}/zones", response_model=CameraConfig, status_code=201, responses=ERRORS, summary="Add a zone")
+async def add_zone(request: Request, camera_id: CameraId, zone: Zone):
+    return await _change(request, camera_id, AddZone(zone=zone))
+
+
+@router.delete("/{camera_id}/zones/{name}", response_model=CameraConfig, responses=ERRORS)
+async def remove_zone(request: Request, camera_id: CameraId, name: Name):
+    return await _change(request, camera_id, RemoveZone(name=name))
+
+
+@router.put("/{camera_id}/calibration", response_model=CameraConfig, responses=ERRORS,
+            summary="Set the image-to-road calibration")
+async def set_calibration(request: Request, camera_id: CameraId, calibration: Calibration):
+    return await _change(request, camera_id, SetCalibration(calibration=calibration))
+
+
+@router.delete("/{camera_id}/calibration", response_model=CameraConfig, responses=ERRORS)
+async def clear_calibration(request: Request, camera_id: CameraId):
+    return await _change(request, camera_id, SetCalibration(calibration=None))
+
+
+@router.put("/{camera_id}/speed-limit", response_model=CameraConfig, responses=ERRORS)
+async def set_speed_limit(request: Request, camera_id: CameraId, body: SpeedLimit):
+    return await _change(request, camera_id, SetSpeedLimit(kmh=body.kmh))
+
+
+@router.get("/{camera_id}/counts", response_model=CountsNow, summary="Current totals and windows per line")
+async def counts_now(request: Request, camera_id: CameraId):
+    return CountsNow(camera_id=camera_id, counts=request.app.state.hub.counts.current(camera_id))
+
+
+@router.get("/{camera_id}/counts/history", summary="Counts per window, oldest first")
+async def counts_history(request: Request, camera_id: CameraId, window: Literal["1m", "15m"] = "1m") -> list[dict]:
+    return request.app.state.hub.counts.windows(camera_id, window)
+
+
+@router.get("/{camera_id}/alerts", response_model=AlertsNow, summary="Active and recent alerts")
+async def camera_alerts(request: Request, camera_id: CameraId):
+    recent, active = request.app.state.hub.alerts.for_camera(camera_id)
+    return AlertsNow(active=active, recent=recent)
+
+
+JPEG = {200: {"content": {"image/jpeg": {}}}, 404: {"description": "No frame of this camera (or seq) is held"}}
+
+
+@router.get("/{camera_id}/snapshot.jpg", response_class=Response, responses=JPEG,
+            summary="The latest annotated frame, or frame `seq` (an alert's snapshot) while it is held")
+async def snapshot(request: Request, camera_id: CameraId, seq: Annotated[int | None, Query(ge=0)] = None):
+    hub = request.app.state.hub
+    image = await asyncio.to_thread(annotated_jpeg, hub.rings["frames"], hub.rings["tracks"], camera_id,
+                                    hub.cameras.get(camera_id), seq)
+    if image is None:
+        raise HTTPException(status_code=404, detail=f"no frame of {camera_id!r}{f' with seq {seq}' if seq is not None else ''} is held")
+    return Response(image, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/{camera_id}/live.mjpg", response_class=Response,
+            responses={200: {"content": {"multipart/x-mixed-replace": {}}}},
+            summary="Live annotated view (MJPEG): boxes, track ids, classes, lines and zones")
+async def live(request: Request, camera_id: CameraId, fps: Annotated[float | None, Query(gt=0, le=30)] = None):
+    from starlette.responses import StreamingResponse
+
+    hub = request.app.state.hub
+    period = 1.0 / (fps or hub.settings.api.live_fps)
+
+    async def parts():
+        last = None
+        while not await request.is_disconnected():
+            image = await asyncio.to_thread(annotated_jpeg, hub.rings["frames"], hub.rings["tracks"], camera_id,
+                                            hub.cameras.get(camera_id))
+            if image is not None and image != last:
+                last = image
+                yield b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(image)).encode() + b"\r\n\r\n" + image + b"\r\n"
+            await asyncio.sleep(period)
+
+    return StreamingResponse(parts(), media_type="multipart/x-mixed-replace; boundary=frame",
+                             headers={"Cache-Control": "no-store"})

@@ -1,0 +1,76 @@
+"""SSE feeds: tracks, counts, zone statistics and alerts, for one camera or for all of them."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
+from sse_starlette import EventSourceResponse
+
+from api.sse import BadCursor, events, parse_cursor
+from schemas.base import CAMERA_ID_PATTERN
+
+router = APIRouter(prefix="/api/v1", tags=["feeds"])
+
+
+class Feed(str, Enum):
+    tracks = "tracks"
+    counts = "counts"
+    alerts = "alerts"
+    zone_stats = "zone-stats"
+
+
+# The SSE event name of each feed's records (what EventSource listeners subscribe to).
+EVENT_NAMES = {Feed.tracks: "track", Feed.counts: "count", Feed.alerts: "alert", Feed.zone_stats: "zone-stats"}
+DESCRIPTION = (
+    "Server-sent events. Each record is one event whose `data` is the record's JSON as on the topic (see "
+    "`schemas/`) and whose `id` is the feed position after it. Reconnect with the `Last-Event-ID` header (browsers "
+    "do it by themselves) to continue exactly there, on any API process. Events: `hello` (first, with the starting "
+    "position), the feed's records, `dropped` (events older than this API process holds were skipped), and "
+    "comment heartbeats."
+)
+
+
+def _stream(request: Request, feed: Feed, camera_id: str | None, last_event_id: str | None) -> EventSourceResponse:
+    hub, metrics = request.app.state.hub, request.app.state.metrics
+    try:
+        cursor = parse_cursor(request.headers.get("last-event-id") or last_event_id)
+    except BadCursor as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from None
+    ring = hub.rings[feed.value]
+    key = camera_id.encode() if camera_id else None
+
+    async def counted():
+        metrics.clients.labels(feed.value).inc()
+        try:
+            async for event in events(
+                ring, cursor, (lambda m: m.key == key) if key else (lambda m: True), EVENT_NAMES[feed],
+                hub.settings.api.heartbeat_s,
+                on_sent=metrics.sent.labels(feed.value).inc, on_dropped=metrics.dropped.labels(feed.value).inc,
+            ):
+                yield event
+        finally:
+            metrics.clients.labels(feed.value).dec()
+
+    # Heartbeats come from the generator (so they follow the feed's own idle time); sse-starlette's ping is off.
+    return EventSourceResponse(counted(), ping=3600, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+LastEventIdHeader = Annotated[str | None, Header(alias="Last-Event-ID", description="Resume after this event id")]
+LastEventIdQuery = Annotated[str | None, Query(description="Same as the Last-Event-ID header, for clients that cannot set headers")]
+CameraId = Annotated[str, Path(pattern=CAMERA_ID_PATTERN)]
+SSE_RESPONSE = {200: {"content": {"text/event-stream": {}}, "description": "An endless stream of events"}}
+
+
+@router.get("/{feed}/stream", summary="Feed of all cameras", description=DESCRIPTION, responses=SSE_RESPONSE)
+async def stream_all(request: Request, feed: Feed, last_event_id: LastEventIdQuery = None,
+                     _header: LastEventIdHeader = None):
+    return _stream(request, feed, None, last_event_id)
+
+
+@router.get("/cameras/{camera_id}/{feed}/stream", summary="Feed of one camera", description=DESCRIPTION,
+            responses=SSE_RESPONSE)
+async def stream_camera(request: Request, camera_id: CameraId, feed: Feed, last_event_id: LastEventIdQuery = None,
+                        _header: LastEventIdHeader = None):
+    return _stream(request, feed, camera_id, last_event_id)

@@ -1,0 +1,67 @@
+"""Health, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+
+from its_faust.results import group_lag
+from its_faust.topic_names import DETECTIONS, FRAMES, TRACKS
+
+router = APIRouter(tags=["status"])
+# A ring whose consumer has not fetched for this long means the broker is unreachable.
+STALE_FETCH_S = 10.0
+
+
+class Metrics:
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.clients = Gauge("its_faust_api_sse_clients", "Connected SSE clients", ["feed"], registry=self.registry)
+        self.sent = Counter("its_faust_api_sse_events_sent_total", "Events sent to SSE clients", ["feed"], registry=self.registry)
+        self.dropped = Counter("its_faust_api_sse_events_dropped_total",
+                               "Events a client missed because it was too far behind", ["feed"], registry=self.registry)
+        self.held = Gauge("its_faust_api_ring_messages", "Messages held in memory", ["topic"], registry=self.registry)
+        self.received = Gauge("its_faust_api_ring_received", "Messages read from the broker since start", ["topic"],
+                              registry=self.registry)
+        self.lag = Gauge("its_faust_worker_lag_messages", "Messages the workers have not committed yet", ["topic"],
+                         registry=self.registry)
+
+
+@router.get("/api/v1/health", summary="Liveness: the process answers")
+async def health() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/api/v1/ready", summary="Readiness: broker reachable, workers consuming (lag per topic)",
+            responses={503: {"description": "Not ready: see the reasons"}})
+async def ready(request: Request, response: Response) -> dict:
+    hub = request.app.state.hub
+    now = time.monotonic()
+    stale = [name for name, ring in hub.rings.items() if now - ring.last_fetch_ok > STALE_FETCH_S]
+    body: dict = {"broker": "reachable" if not stale else f"not read for {STALE_FETCH_S:.0f}s: {stale}"}
+    try:
+        topics = [hub.settings.topic(t) for t in (FRAMES, DETECTIONS, TRACKS)]
+        lag = await group_lag(hub.bootstrap, hub.settings.app_id, topics)
+        body["lag"] = {t: sum(parts.values()) for t, parts in lag.items()}
+        request.app.state.metrics.lag.clear()
+        for t, n in body["lag"].items():
+            request.app.state.metrics.lag.labels(t).set(n)
+    except Exception as exc:  # the broker did not answer
+        stale.append("lag")
+        body["lag"] = f"unknown: {exc!r}"
+    body["status"] = "ready" if not stale else "not ready"
+    if stale:
+        response.status_code = 503
+    return body
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+            responses={200: {"content": {"text/plain": {}}}})
+async def metrics(request: Request) -> Response:
+    m, hub = request.app.state.metrics, request.app.state.hub
+    for ring in hub.rings.values():
+        m.held.labels(ring.topic).set(ring.held())
+        m.received.labels(ring.topic).set(ring.received)
+    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

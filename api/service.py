@@ -1,0 +1,35 @@
+"""The API's one piece of state: the topic rings and the read models built on them."""
+
+from __future__ import annotations
+
+import asyncio
+
+from api.hub import TopicRing
+from api.read_models import Alerts, Cameras, Counts
+from its_faust.topic_names import ALERTS, CAMERA_CONFIGS, COUNTS, FRAMES, TRACKS, ZONE_STATS, ensure_topics
+
+
+class Hub:
+    def __init__(self, bootstrap: str, settings):
+        self.bootstrap = bootstrap
+        self.settings = settings
+        size = settings.api.ring_size
+        self.cameras, self.counts, self.alerts = Cameras(), Counts(), Alerts()
+        topic = settings.topic
+        self.rings = {
+            "tracks": TopicRing(bootstrap, topic(TRACKS), size),
+            "counts": TopicRing(bootstrap, topic(COUNTS), size, on_message=self.counts.apply),
+            "alerts": TopicRing(bootstrap, topic(ALERTS), size, on_message=self.alerts.apply),
+            "zone-stats": TopicRing(bootstrap, topic(ZONE_STATS), size),
+            "frames": TopicRing(bootstrap, topic(FRAMES), settings.api.frames_ring),
+            # Every configuration since the beginning: the camera list must be complete.
+            "configs": TopicRing(bootstrap, topic(CAMERA_CONFIGS), 100, from_beginning=True, on_message=self.cameras.apply),
+        }
+
+    async def start(self) -> "Hub":
+        await ensure_topics(self.bootstrap, self.settings)
+        await asyncio.gather(*(ring.start() for ring in self.rings.values()))
+        return self
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(ring.stop() for ring in self.rings.values()))

@@ -1,0 +1,143 @@
+// ITS Faust dashboard: plain JS, fed by the API's SSE feeds (EventSource reconnects by itself
+// and resumes with Last-Event-ID). State the page shows is mirrored on <body data-*> for tests.
+"use strict";
+const api = "/api/v1";
+const $ = (id) => document.getElementById(id);
+const state = { camera: null, counts: new Map(), feeds: [], cameras: new Set() };
+
+function setStatus(text, cls) { const s = $("status"); s.textContent = text; s.className = "status " + cls; }
+
+function feed(url, handlers) {
+  const source = new EventSource(url);
+  source.onopen = () => setStatus("live", "live");
+  source.onerror = () => setStatus("reconnecting…", "down");
+  for (const [name, fn] of Object.entries(handlers)) {
+    source.addEventListener(name, (e) => fn(JSON.parse(e.data), e));
+  }
+  state.feeds.push(source);
+  return source;
+}
+
+async function loadCameras() {
+  try {
+    const res = await fetch(`${api}/cameras`);
+    for (const c of await res.json()) state.cameras.add(c.camera_id);
+  } catch (e) { /* the tracks feed still lists cameras */ }
+  renderCameras();
+}
+
+function renderCameras() {
+  const ul = $("cameras");
+  ul.innerHTML = "";
+  if (!state.cameras.size) { ul.innerHTML = '<li class="muted">none yet</li>'; return; }
+  for (const id of [...state.cameras].sort()) {
+    const li = document.createElement("li");
+    li.textContent = id;
+    li.dataset.camera = id;
+    if (id === state.camera) li.className = "selected";
+    li.onclick = () => select(id);
+    ul.appendChild(li);
+  }
+  if (!state.camera) select([...state.cameras].sort()[0]);
+}
+
+function select(id) {
+  if (id === state.camera) return;
+  state.camera = id;
+  for (const s of state.feeds.splice(1)) s.close();  // keep the all-cameras alerts feed
+  state.counts.clear();
+  renderCounts();
+  document.body.dataset.camera = id;
+  $("camera-title").textContent = `Live view: ${id}`;
+  $("live").src = `${api}/cameras/${encodeURIComponent(id)}/live.mjpg`;
+  [...$("cameras").children].forEach((li) => li.classList.toggle("selected", li.dataset.camera === id));
+  feed(`${api}/cameras/${encodeURIComponent(id)}/tracks/stream`, { track: onTracks });
+  loadCounts(id).then(() => feed(`${api}/cameras/${encodeURIComponent(id)}/counts/stream`, { count: onCount }));
+  loadHistory();
+}
+
+async function loadCounts(id) {
+  const res = await fetch(`${api}/cameras/${encodeURIComponent(id)}/counts`);
+  if (res.ok) for (const u of (await res.json()).counts) onCount(u);
+}
+
+let framesSeen = 0;
+function onTracks(t) {
+  framesSeen += 1;
+  const labels = {};
+  for (const o of t.objects) labels[o.label] = (labels[o.label] || 0) + 1;
+  const text = Object.entries(labels).map(([k, v]) => `${v} ${k}`).join(", ") || "nothing";
+  $("in-view").textContent = `in view: ${text}  (frame ${t.seq}, ${t.objects.length} tracks)`;
+  document.body.dataset.tracks = String(t.objects.length);
+  document.body.dataset.trackFrames = String(framesSeen);
+}
+
+function onCount(u) {
+  const key = `${u.line}|${u.direction}|${u.label}`;
+  if (state.counts.has(key) && state.counts.get(key).total > u.total) return;
+  state.counts.set(key, u);
+  renderCounts();
+  scheduleHistory();
+}
+
+function renderCounts() {
+  const body = $("counts").querySelector("tbody");
+  body.innerHTML = "";
+  if (!state.counts.size) { body.innerHTML = '<tr><td colspan="6" class="muted">no crossings yet</td></tr>'; }
+  let total = 0;
+  for (const u of [...state.counts.values()].sort((a, b) => (a.line + a.direction + a.label).localeCompare(b.line + b.direction + b.label))) {
+    total += u.total;
+    const tr = document.createElement("tr");
+    const speed = u.minute.speed ? u.minute.speed.mean_kmh.toFixed(0) : "–";
+    tr.innerHTML = `<td>${u.line}</td><td>${u.direction}</td><td>${u.label}</td><td class="num">${u.total}</td><td class="num">${u.minute.count}</td><td class="num">${speed}</td>`;
+    body.appendChild(tr);
+  }
+  document.body.dataset.countTotal = String(total);
+}
+
+let historyTimer = null;
+function scheduleHistory() { if (!historyTimer) historyTimer = setTimeout(() => { historyTimer = null; loadHistory(); }, 1000); }
+
+async function loadHistory() {
+  if (!state.camera) return;
+  const res = await fetch(`${api}/cameras/${encodeURIComponent(state.camera)}/counts/history?window=1m`);
+  drawFlow(await res.json());
+}
+
+function drawFlow(windows) {
+  const canvas = $("flow"), g = canvas.getContext("2d");
+  g.clearRect(0, 0, canvas.width, canvas.height);
+  const last = windows.slice(-30);
+  const totals = last.map((w) => w.counts.reduce((s, c) => s + c.count, 0));
+  const max = Math.max(1, ...totals);
+  const barW = canvas.width / 30;
+  g.font = "11px system-ui"; g.fillStyle = "#9aa4b2";
+  g.fillText(`vehicles per minute (max ${max})`, 6, 14);
+  totals.forEach((n, i) => {
+    const h = (canvas.height - 30) * n / max;
+    g.fillStyle = "#3e8ed0";
+    g.fillRect(i * barW + 2, canvas.height - 12 - h, barW - 4, h);
+    g.fillStyle = "#9aa4b2";
+    const t = new Date(last[i].start * 1000);
+    if (i % 5 === 0) g.fillText(`${t.getHours()}:${String(t.getMinutes()).padStart(2, "0")}`, i * barW + 2, canvas.height - 1);
+  });
+  document.body.dataset.flowWindows = String(last.length);
+}
+
+function onAlert(a) {
+  const ul = $("alerts");
+  if (ul.firstElementChild && ul.firstElementChild.classList.contains("muted")) ul.innerHTML = "";
+  state.cameras.add(a.camera_id);
+  const li = document.createElement("li");
+  li.className = `${a.severity} ${a.state}`;
+  const when = new Date(a.captured_at * 1000).toLocaleTimeString();
+  const snap = `${api}/cameras/${encodeURIComponent(a.camera_id)}/snapshot.jpg?seq=${a.snapshot.seq}`;
+  li.innerHTML = `<strong>${a.kind.replace("_", " ")}</strong> ${a.state} · ${a.camera_id} · ${when}<br>${a.message} <a href="${snap}" target="_blank">snapshot</a>`;
+  ul.prepend(li);
+  while (ul.children.length > 100) ul.lastElementChild.remove();
+  document.body.dataset.alerts = String(ul.children.length);
+}
+
+feed(`${api}/alerts/stream`, { alert: onAlert });
+loadCameras();
+setInterval(loadCameras, 5000);

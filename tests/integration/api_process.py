@@ -1,0 +1,59 @@
+"""An ``its-faust api`` process for tests: started on a free port against a stack's broker, restartable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+
+from its_faust.broker import free_port
+
+
+class ApiProcess:
+    def __init__(self, broker_url: str, log_path, **settings: str):
+        self.broker_url = broker_url
+        self.log_path = log_path
+        self.port = free_port()
+        self.env = {**os.environ, "ITS_FAUST_BROKER_URL": broker_url,
+                    **{f"ITS_FAUST_API__{k.upper()}": str(v) for k, v in settings.items()}}
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "ApiProcess":
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "its_faust.cli", "api", "--port", str(self.port)],
+                                        env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"api exited with {self.process.returncode}; see {self.log_path}")
+            try:
+                if httpx.get(f"{self.base}/api/v1/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"api not up; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def restart(self) -> "ApiProcess":
+        self.stop()
+        return self.start()
+
+    def rss_mb(self) -> float:
+        import psutil
+
+        return psutil.Process(self.process.pid).memory_info().rss / 2**20
