@@ -27,24 +27,31 @@ log = logging.getLogger(__name__)
 async def analyze(stream):
     actors = analytics_cache()
     async for event, record in valid_records(stream, TrackRecord, "analyze"):
-        actor = actors.get(event.key, record.camera_id)
-        if record.seq <= actor.last_seq:
-            continue  # a redelivered (or re-emitted) frame: already applied
         try:
+            actor = actors.get(event.key, record.camera_id)
+            if record.seq <= actor.last_seq:
+                continue  # a redelivered (or re-emitted) frame: already applied
             out = actor.update(record, current_config(event.key))
+        except Exception as exc:  # a bug (or unreadable stored state) must not stop the other cameras
+            log.exception("analyze: %s seq %s failed", record.camera_id, record.seq)
+            actors.forget(event.key)
+            await dead_letter("analyze", event, f"internal error: {exc!r}")
+            continue
+        try:
             acks = [
-                await topic.send(key=event.key, value=encode(item), timestamp=item.captured_at)
+                await topic.send(key=event.key, value=encode(item), timestamp=item.at)
                 for topic, items in ((topics.crossings, out.crossings), (topics.zone_events, out.zone_events),
                                      (topics.alerts, out.alerts))
                 for item in items
             ]
             for ack in acks:
                 await ack
-        except Exception as exc:  # a bug must not stop the other cameras; the input is kept
-            log.exception("analyze: %s seq %s failed", record.camera_id, record.seq)
+        except BaseException:
+            # Not delivered: the state must not move on without its outputs. The frame stays
+            # uncommitted and comes again (its outputs then repeat with the same seq, and the
+            # count tables take each once); dead-lettering it would count its crossings on the next frame.
             actors.forget(event.key)
-            await dead_letter("analyze", event, f"internal error: {exc!r}")
-            continue
+            raise
         actors.save(event.key, actor)
         for alert in out.alerts:
             log.info("analyze: %s alert %s %s: %s", alert.camera_id, alert.state, alert.alert_id, alert.message)

@@ -19,11 +19,11 @@ from tables.count_tables import count_crossing, zone_stats
 async def count_crossings(stream):
     async for event, crossing in valid_records(stream, Crossing, "count"):
         update = count_crossing(crossing)
-        await topics.counts.send(key=event.key, value=encode(update), timestamp=crossing.captured_at)
+        await topics.counts.send(key=event.key, value=encode(update), timestamp=crossing.at)
 
 
 @app.agent(topics.zone_events, name="zone-stats")
 async def zone_traffic(stream):
     async for event, zone_event in valid_records(stream, ZoneEvent, "zone-stats"):
         stats = zone_stats(zone_event)
-        await topics.zone_stats.send(key=event.key, value=encode(stats), timestamp=zone_event.captured_at)
+        await topics.zone_stats.send(key=event.key, value=encode(stats), timestamp=zone_event.at)

@@ -115,6 +115,7 @@ async def detect(stream):
                 camera_id=frame.camera_id,
                 seq=frame.seq,
                 captured_at=frame.captured_at,
+                scene_time=frame.scene_time,
                 width=frame.width,
                 height=frame.height,
                 detected_at=now,

@@ -18,7 +18,6 @@ from its_faust.app import app
 from its_faust.codecs import encode
 from its_faust.dead_letters import dead_letter, valid_records
 from schemas import DetectionRecord, TrackRecord
-from tables.actor_cache import ActorCache
 from tables.camera_tracker import CameraTracker
 from tables.tracker_table import tracker_cache
 
@@ -31,23 +30,33 @@ async def track(stream):
     trackers = tracker_cache()
     async for event, det in valid_records(stream, DetectionRecord, "track"):
         try:
-            await _track_one(trackers, event, det)
-        except Exception as exc:  # a bug must not stop the other cameras; the input is kept
+            tracker = trackers.get(event.key, det.camera_id)
+            if det.seq <= tracker.last_seq:
+                log.debug("track: %s seq %s already applied (last %s), skipped", det.camera_id, det.seq, tracker.last_seq)
+                continue
+            record = _track_one(tracker, det)
+        except Exception as exc:  # a bug (or unreadable stored state) must not stop the other cameras
             log.exception("track: %s seq %s failed", det.camera_id, det.seq)
             trackers.forget(event.key)
             await dead_letter("track", event, f"internal error: {exc!r}")
+            continue
+        try:
+            # The message time is the scene's, so windows downstream follow the camera, not the worker clock.
+            ack = await topics.tracks.send(key=event.key, value=encode(record), timestamp=det.at)
+            await ack  # the output is on the broker before the state says this frame is done
+        except BaseException:
+            trackers.forget(event.key)  # not delivered: the frame stays uncommitted and comes again
+            raise
+        trackers.save(event.key, tracker)
 
 
-async def _track_one(trackers: ActorCache[CameraTracker], event, det: DetectionRecord) -> None:
-    tracker = trackers.get(event.key, det.camera_id)
-    if det.seq <= tracker.last_seq:
-        log.debug("track: %s seq %s already applied (last %s), skipped", det.camera_id, det.seq, tracker.last_seq)
-        return
+def _track_one(tracker: CameraTracker, det: DetectionRecord) -> TrackRecord:
     objects = tracker.update(det.seq, det.boxes, (det.height, det.width))
     record = TrackRecord(
         camera_id=det.camera_id,
         seq=det.seq,
         captured_at=det.captured_at,
+        scene_time=det.scene_time,
         width=det.width,
         height=det.height,
         detected_at=det.detected_at,
@@ -58,7 +67,4 @@ async def _track_one(trackers: ActorCache[CameraTracker], event, det: DetectionR
         worker=WORKER_ID,
         objects=objects,
     )
-    # The message time is the capture time, so windows downstream follow the camera, not the worker clock.
-    ack = await topics.tracks.send(key=event.key, value=encode(record), timestamp=det.captured_at)
-    await ack  # the output is on the broker before the state says this frame is done
-    trackers.save(event.key, tracker)
+    return record

@@ -195,7 +195,7 @@ def _setup_from(line_specs, config_path):
     """--line options and a --config file -> what the camera is configured with (None when neither)."""
     from pydantic import ValidationError
 
-    from its_faust.cameras import CameraSetup, parse_line
+    from its_faust.cameras import CameraSetup, parse_line, validation_message
 
     if not line_specs and not config_path:
         return None
@@ -203,7 +203,7 @@ def _setup_from(line_specs, config_path):
         setup = CameraSetup.from_json(json.loads(config_path.read_text())) if config_path else CameraSetup()
         setup.lines = [parse_line(spec, default_name=f"line{i}") for i, spec in enumerate(line_specs, 1)] + setup.lines
     except ValidationError as exc:
-        raise ValueError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
+        raise ValueError(validation_message(exc)) from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{config_path}: not JSON ({exc})") from None
     return setup.check()
@@ -290,12 +290,13 @@ def replay(camera_id, source, line_specs, config_path, out_path, broker_url) -> 
     """Rebuild a camera's analytics (counts, zone traffic, alerts) from its stored tracks.
 
     Uses the camera's current configuration unless --line/--config is given, and changes nothing
-    on the broker. With --source instead, a recorded video goes through the whole pipeline.
+    on the broker. With --source instead, a recorded video goes through the whole pipeline again
+    as camera "replay" (as `run` does: on a broker of its own unless ITS_FAUST_BROKER_URL is set).
     """
     _set_env(broker_url=broker_url)
     settings = _settings()
     if bool(camera_id) == bool(source):
-        _fail(ValueError("give --camera (replay stored tracks) or --source (replay a video file), not both"))
+        _fail(ValueError("give either --camera (replay stored tracks) or --source (replay a video file)"))
     try:
         setup = _setup_from(line_specs, config_path)
         if source:

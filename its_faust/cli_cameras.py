@@ -16,7 +16,15 @@ import click
 from pydantic import ValidationError
 
 from its_faust.broker import BrokerError, bootstrap_servers, wait_reachable
-from its_faust.cameras import CommandFailed, command, parse_line, parse_points, read_configs, send_commands
+from its_faust.cameras import (
+    CommandFailed,
+    command,
+    parse_line,
+    parse_points,
+    read_configs,
+    send_commands,
+    validation_message,
+)
 from its_faust.settings import get_settings
 from schemas.control import (
     AddCamera,
@@ -54,7 +62,7 @@ def _send(camera_id: str, build, broker_url: str | None, timeout_s: float) -> No
     try:
         change = build()
     except ValidationError as exc:
-        _fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()))
+        _fail(validation_message(exc))
     except ValueError as exc:
         _fail(str(exc))
     settings = get_settings()
@@ -62,7 +70,7 @@ def _send(camera_id: str, build, broker_url: str | None, timeout_s: float) -> No
     try:
         cmd = command(camera_id, change, issued_by=getpass.getuser())
     except ValidationError as exc:
-        _fail("; ".join(e["msg"] for e in exc.errors()))
+        _fail(validation_message(exc))
 
     async def go():
         current = (await read_configs(bootstrap, settings)).get(camera_id)
@@ -164,8 +172,9 @@ def remove_line(camera_id, name, broker_url, timeout_s) -> None:
 @click.argument("camera_id")
 @click.argument("name")
 @click.argument("points", nargs=-1, required=True, metavar="X,Y X,Y X,Y...")
-@click.option("--lane", is_flag=True, help="Mark it as a traffic lane (kept in the config; zone analytics are not built yet).")
-@click.option("--heading", type=float, help="Allowed direction of travel, degrees clockwise from 'right' on screen (kept in the config).")
+@click.option("--lane", is_flag=True, help="A traffic lane: a vehicle stopped in it raises a stopped-vehicle alert.")
+@click.option("--heading", type=float,
+              help="Allowed direction of travel, degrees clockwise from 'right' on screen; traffic against it raises wrong-way alerts.")
 @broker_option
 @timeout_option
 def add_zone(camera_id, name, points, lane, heading, broker_url, timeout_s) -> None:

@@ -161,17 +161,18 @@ async def ingest(
         nonlocal frames
         item = next(frames, None)
         if item is None and loop_source and not spec.live:
-            reader.capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            reader.rewind()
             frames = iter(reader)
             item = next(frames, None)
         if item is None:
             return None
-        image, captured_at = item
+        image, captured_at, scene_time = item
         problem = quality.check(image)
         if problem:
-            return captured_at, image.shape if image is not None else None, None, problem
+            return captured_at, scene_time, image.shape if image is not None else None, None, problem
         ok, jpeg = cv2.imencode(".jpg", image, encode_params)
-        return captured_at, image.shape, jpeg.tobytes() if ok else None, None if ok else "unreadable: JPEG encode failed"
+        return (captured_at, scene_time, image.shape, jpeg.tobytes() if ok else None,
+                None if ok else "unreadable: JPEG encode failed")
 
     def on_delivery(delivery: asyncio.Future) -> None:
         if not delivery.cancelled() and delivery.exception() is not None:
@@ -194,7 +195,7 @@ async def ingest(
                 if holds_credit:
                     window.release()
                 break
-            captured_at, shape, jpeg, problem = item
+            captured_at, scene_time, shape, jpeg, problem = item
             stats.frames_read += 1
             frame_seq, seq = seq, seq + 1
             if interval:
@@ -224,6 +225,7 @@ async def ingest(
                     camera_id=camera_id,
                     seq=frame_seq,
                     captured_at=captured_at,
+                    scene_time=scene_time,
                     width=shape[1],
                     height=shape[0],
                     source_fps=reader.fps,

@@ -162,7 +162,7 @@ async def track_source(
 
 async def configure_camera(stack: Stack, camera_id: str, setup: CameraSetup) -> None:
     """Give the camera these lines, zones, calibration and limit, and wait until a worker has applied them."""
-    current = (await read_configs(stack.bootstrap, stack.settings, timeout_s=0.5)).get(camera_id)
+    current = (await read_configs(stack.bootstrap, stack.settings)).get(camera_id)
     changes = ensure_setup(current, camera_id, setup)
     if changes:
         await send_commands(stack.bootstrap, stack.settings, [command(camera_id, c, issued_by="run") for c in changes])

@@ -76,16 +76,32 @@ class FrameReader:
         self.width = int(self.capture.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
         self.height = int(self.capture.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
         self._closed = False
+        # The scene clock of a file: playback start + frame index / fps (live sources have none).
+        self._scene_t0 = time.time()
+        self._index = 0
+        self._last_scene: float | None = None
 
     def close(self) -> None:
         self._closed = True
         self.capture.release()
 
-    def __iter__(self) -> Iterator[tuple[np.ndarray, float]]:
+    def rewind(self) -> None:
+        """Play a file again from its start; its scene clock goes on forward from where it was."""
+        self.capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+        step = 1.0 / self.fps if self.fps else 0.0
+        self._scene_t0 = max(time.time(), (self._last_scene or 0.0) + step)
+        self._index = 0
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, float, float | None]]:
+        """(frame, read time, scene time or None for live sources)."""
         while not self._closed:
             ok, frame = self.capture.read()
             if ok:
-                yield frame, time.time()
+                scene = None
+                if not self.spec.live and self.fps:
+                    scene = self._last_scene = self._scene_t0 + self._index / self.fps
+                    self._index += 1
+                yield frame, time.time(), scene
                 continue
             if not self.spec.live:
                 return

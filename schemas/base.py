@@ -13,7 +13,8 @@ class Record(BaseModel):
 
     # Bytes travel as base64 in JSON and are plain bytes in Python.
     model_config = ConfigDict(
-        frozen=True, extra="forbid", populate_by_name=True, ser_json_bytes="base64", val_json_bytes="base64"
+        frozen=True, extra="forbid", populate_by_name=True, ser_json_bytes="base64", val_json_bytes="base64",
+        allow_inf_nan=False,  # NaN/inf would travel as null and fail somewhere far from the mistake
     )
 
 
@@ -22,4 +23,14 @@ class CameraRecord(Record):
 
     camera_id: str = Field(pattern=CAMERA_ID_PATTERN, description="Kafka key of every per-camera topic")
     seq: int = Field(ge=0, description="Per-camera frame sequence number, strictly increasing")
-    captured_at: float = Field(description="Capture time, Unix seconds")
+    captured_at: float = Field(description="When the frame was read from its source, Unix seconds (latency starts here)")
+    scene_time: float | None = Field(
+        None,
+        description="When the scene was filmed, on the source's own clock: for a video file, playback start plus the "
+        "frame's position in it; for live sources absent (= captured_at). Speeds, timers and windows run on it.",
+    )
+
+    @property
+    def at(self) -> float:
+        """The scene's time: analytics use this, so a file gives the same results at any processing speed."""
+        return self.scene_time if self.scene_time is not None else self.captured_at

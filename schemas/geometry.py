@@ -66,10 +66,14 @@ class Zone(Record):
         from shapely.geometry import Polygon
         from shapely.validation import explain_validity
 
-        polygon = Polygon(points)
-        if polygon.convex_hull.area < 1.0:
+        try:
+            polygon = Polygon(points)
+            hull_area, valid = polygon.convex_hull.area, polygon.is_valid
+        except Exception as exc:  # shapely's own errors, e.g. on huge coordinates
+            raise ValueError(f"zone polygon cannot be built: {exc}") from None
+        if hull_area < 1.0:
             raise ValueError("zone polygon has no area (are its points collinear or repeated?)")
-        if not polygon.is_valid:
+        if not valid:
             raise ValueError(f"zone polygon is not simple: {explain_validity(polygon)} (edges cross)")
         return points
 
@@ -89,4 +93,34 @@ class Calibration(Record):
                 scale = max(math.dist(p, q), math.dist(q, r), math.dist(p, r), 1e-9)
                 if twice_area < 1e-3 * scale * scale:
                     raise ValueError(f"calibration {label}: three of the four points are (nearly) on one line")
+            if not _simple_quad(points):
+                raise ValueError(f"calibration {label}: the four points, in order, make a crossed shape "
+                                 "(give both sets in the same order around the area)")
+        if _quad_area(self.image_points) < 100.0:
+            raise ValueError("calibration image_points span under 100 square pixels: too small to measure with")
         return self
+
+
+def _quad_area(points: list[Point]) -> float:
+    return abs(sum(points[i][0] * points[(i + 1) % 4][1] - points[(i + 1) % 4][0] * points[i][1] for i in range(4))) / 2
+
+
+def _simple_quad(points: list[Point]) -> bool:
+    """No two opposite edges of the quadrilateral cross (a bow-tie would fold the homography)."""
+    p = points
+    return not (segments_cross(p[0], p[1], p[2], p[3]) or segments_cross(p[1], p[2], p[3], p[0]))
+
+
+def segments_cross(p: Point, q: Point, a: Point, b: Point, slack: float = 0.0) -> bool:
+    """Does segment p-q meet segment a-b (extended by ``slack`` pixels at both ends)?"""
+    length = math.dist(a, b)
+    ux, uy = (b[0] - a[0]) / length, (b[1] - a[1]) / length
+    a = (a[0] - ux * slack, a[1] - uy * slack)
+    b = (b[0] + ux * slack, b[1] + uy * slack)
+
+    def orient(o: Point, s: Point, t: Point) -> float:
+        return (s[0] - o[0]) * (t[1] - o[1]) - (s[1] - o[1]) * (t[0] - o[0])
+
+    d1, d2 = orient(a, b, p), orient(a, b, q)
+    d3, d4 = orient(p, q, a), orient(p, q, b)
+    return (d1 * d2 <= 0) and (d3 * d4 <= 0)

@@ -72,6 +72,7 @@ class AnalyticsState(Record):
     zone_since: dict[str, float] = Field(default_factory=dict, description="zone -> congestion began")
     alerts: dict[str, ActiveAlert] = Field(default_factory=dict)
     quiet_until: dict[str, float] = Field(default_factory=dict)
+    geometry: dict[str, str] = Field(default_factory=dict, description="line:/zone: name -> its definition, as last seen")
 
 
 @dataclass
@@ -133,10 +134,12 @@ class CameraAnalytics:
         self.last_seq = -1
         self.tracks: dict[int, _Track] = {}
         self.zone_since: dict[str, float] = {}
+        self.geometry: dict[str, str] = {}
         active, quiet = {}, {}
         if state is not None:
             self.last_seq = state.last_seq
             self.zone_since = dict(state.zone_since)
+            self.geometry = dict(state.geometry)
             active, quiet = state.alerts, state.quiet_until
             for m in state.tracks:
                 self.tracks[m.track_id] = _Track(
@@ -157,7 +160,8 @@ class CameraAnalytics:
         zones = config.zones if live else []
         plane = self._road_plane(config.calibration if live else None)
         limit = config.speed_limit_kmh if live and plane else None
-        now, out = record.captured_at, FrameOutput()
+        now, out = record.at, FrameOutput()
+        self._sync_geometry(lines, zones)
 
         seen = set()
         for obj in sorted(record.objects, key=lambda o: o.track_id):
@@ -171,9 +175,8 @@ class CameraAnalytics:
             self._zones(track, zones, _ground(obj), record, out)
 
         self._lose_tracks(seen, zones, record, out)
-        self._forget_removed_geometry(lines, zones)
         conditions = self._conditions(zones, limit, plane is not None, now)
-        out.alerts = self.alert_book.step(self.camera_id, record.seq, now, conditions)
+        out.alerts = self.alert_book.step(self.camera_id, record, conditions)
         self.last_seq = record.seq
         return out
 
@@ -199,24 +202,26 @@ class CameraAnalytics:
     def _count_lines(self, track: _Track, lines, centre, record: TrackRecord, out: FrameOutput) -> None:
         for line in lines:
             direction = track.lines.setdefault(line.name, LineSide()).observe(line, centre, self.rules.line_margin_px)
-            if direction and line.count in ("both", direction):
+            if direction:
                 label, cls = track.label()
                 out.crossings.append(Crossing(
-                    camera_id=record.camera_id, seq=record.seq, captured_at=record.captured_at, line=line.name,
+                    camera_id=record.camera_id, seq=record.seq, captured_at=record.captured_at,
+                    scene_time=record.scene_time, line=line.name,
                     direction=direction, track_id=track.track_id, label=label, cls=cls, speed_kmh=track.speed_kmh,
                 ))
 
     def _zones(self, track: _Track, zones, ground, record: TrackRecord, out: FrameOutput) -> None:
         for zone in zones:
             member = track.zones.setdefault(zone.name, Membership())
-            change = member.observe(inside(zone.points, ground), self.rules.zone_frames, record.captured_at)
+            change = member.observe(inside(zone.points, ground), self.rules.zone_frames, record.at)
             member.add_speed(track.speed_kmh)
             if change:
-                out.zone_events.append(self._zone_event(record, zone.name, change, track, member, record.captured_at))
+                out.zone_events.append(self._zone_event(record, zone.name, change, track, member, record.at))
 
     def _zone_event(self, record, zone: str, kind: str, track: _Track, member: Membership, at: float) -> ZoneEvent:
         return ZoneEvent(
-            camera_id=record.camera_id, seq=record.seq, captured_at=record.captured_at, zone=zone, kind=kind,
+            camera_id=record.camera_id, seq=record.seq, captured_at=record.captured_at, scene_time=record.scene_time,
+            zone=zone, kind=kind,
             track_id=track.track_id, label=track.label()[0], occupancy=self.occupancy(zone),
             dwell_s=round(at - member.entered_at, 3) if kind == "exit" else None,
             mean_speed_kmh=member.mean_speed() if kind == "exit" else None,
@@ -224,25 +229,32 @@ class CameraAnalytics:
 
     def _lose_tracks(self, seen: set[int], zones, record: TrackRecord, out: FrameOutput) -> None:
         """Tracks gone ``zone_lost_s`` leave their zones (at their last sighting); gone longer, they are forgotten."""
-        now = record.captured_at
+        now = record.at
         for track in sorted(self.tracks.values(), key=lambda t: t.track_id):
             if track.track_id in seen or now - track.last_at < self.rules.zone_lost_s:
                 continue
             track.since.clear()
+            track.path = []  # its speed is stale now; the memory it took is not needed
             for name, member in sorted(track.zones.items()):
+                member.streak = 0  # back in view, it must be inside again for zone_frames to re-enter
                 if member.inside:
                     member.inside = False
                     out.zone_events.append(self._zone_event(record, name, "exit", track, member, track.last_at))
         self.tracks = {tid: t for tid, t in self.tracks.items() if now - t.last_at <= self.rules.forget_after_s}
 
-    def _forget_removed_geometry(self, lines, zones) -> None:
-        line_names, zone_names = {l.name for l in lines}, {z.name for z in zones}
-        for track in self.tracks.values():  # removed lines and zones are forgotten; re-added ones start afresh
-            for name in [n for n in track.lines if n not in line_names]:
+    def _sync_geometry(self, lines, zones) -> None:
+        """Lines and zones removed, or redefined under the same name, start afresh: their memory goes."""
+        now = {f"line:{l.name}": l.model_dump_json() for l in lines} | {f"zone:{z.name}": z.model_dump_json() for z in zones}
+        if now == self.geometry:
+            return
+        stale = {k for k in self.geometry if now.get(k) != self.geometry[k]}
+        for track in self.tracks.values():
+            for name in [n for n in track.lines if f"line:{n}" in stale or f"line:{n}" not in now]:
                 del track.lines[name]
-            for name in [n for n in track.zones if n not in zone_names]:
+            for name in [n for n in track.zones if f"zone:{n}" in stale or f"zone:{n}" not in now]:
                 del track.zones[name]
-        self.zone_since = {z: t for z, t in self.zone_since.items() if z in zone_names}
+        self.zone_since = {z: t for z, t in self.zone_since.items() if f"zone:{z}" in now and f"zone:{z}" not in stale}
+        self.geometry = now
 
     def occupancy(self, zone: str) -> int:
         return sum(1 for t in self.tracks.values() if t.zones.get(zone) and t.zones[zone].inside)
@@ -322,6 +334,7 @@ class CameraAnalytics:
                 for t in sorted(self.tracks.values(), key=lambda t: t.track_id)
             ],
             zone_since=self.zone_since,
+            geometry=self.geometry,
             alerts=self.alert_book.active,
             quiet_until=self.alert_book.quiet_until,
         )

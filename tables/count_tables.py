@@ -92,15 +92,16 @@ def count_crossing(crossing: Crossing) -> CountUpdate:
     key = f"{crossing.camera_id}|{crossing.line}|{crossing.direction}|{crossing.label}"
     event_id = f"t{crossing.track_id}"
     change = _count_crossing(crossing)
-    total = _apply(line_total, key, crossing.seq, event_id, change)
+    # Totals keep no speeds: they would grow for ever (speed statistics are per window).
+    total = _apply(line_total, key, crossing.seq, event_id, lambda v: {**v, "n": v.get("n", 0) + 1})
 
     def window(table, size: float) -> WindowCount:
         value = _apply(table, key, crossing.seq, event_id, change)
-        start = _window_start(crossing.captured_at, size)
+        start = _window_start(crossing.at, size)
         return WindowCount(start=start, end=start + size, count=value.get("n", 0), speed=_speed_stats(value.get("speeds", [])))
 
     return CountUpdate(
-        camera_id=crossing.camera_id, seq=crossing.seq, captured_at=crossing.captured_at,
+        camera_id=crossing.camera_id, seq=crossing.seq, captured_at=crossing.captured_at, scene_time=crossing.scene_time,
         line=crossing.line, direction=crossing.direction, label=crossing.label, total=total.get("n", 0),
         minute=window(line_minute, MINUTE_S), quarter=window(line_quarter, QUARTER_S),
     )
@@ -137,13 +138,14 @@ def zone_stats(event: ZoneEvent) -> ZoneStats:
     key = f"{event.camera_id}|{event.zone}"
     event_id = f"{event.kind}:t{event.track_id}"
     change = _zone_change(event)
-    total = _apply(zone_total, key, event.seq, event_id, change)
+    total = _apply(zone_total, key, event.seq, event_id, lambda v: {k: x for k, x in change(v).items() if k != "speeds"})
 
     def window(table, size: float) -> ZoneWindow:
-        return _zone_window(_apply(table, key, event.seq, event_id, change), _window_start(event.captured_at, size), size)
+        return _zone_window(_apply(table, key, event.seq, event_id, change), _window_start(event.at, size), size)
 
     return ZoneStats(
-        camera_id=event.camera_id, seq=event.seq, captured_at=event.captured_at, zone=event.zone,
+        camera_id=event.camera_id, seq=event.seq, captured_at=event.captured_at, scene_time=event.scene_time,
+        zone=event.zone,
         occupancy=event.occupancy, entries=total.get("entries", 0), exits=total.get("exits", 0),
         minute=window(zone_minute, MINUTE_S), quarter=window(zone_quarter, QUARTER_S),
     )

@@ -56,7 +56,9 @@ class AlertBook:
         self.active: dict[str, ActiveAlert] = dict(active or {})
         self.quiet_until: dict[str, float] = dict(quiet_until or {})
 
-    def step(self, camera_id: str, seq: int, now: float, conditions: list[Condition]) -> list[Alert]:
+    def step(self, camera_id: str, record, conditions: list[Condition]) -> list[Alert]:
+        """``record``: the frame (camera record) the conditions were judged on."""
+        seq, now = record.seq, record.at
         out: list[Alert] = []
         holding = {c.key: c for c in conditions}
         for key in sorted(holding):
@@ -73,23 +75,25 @@ class AlertBook:
                 details=c.details,
             )
             self.active[key] = alert
-            out.append(self._event(camera_id, seq, now, alert, "raised"))
+            out.append(self._event(record, alert, "raised"))
         for key in sorted(set(self.active) - set(holding)):
             alert = self.active[key]
             gone = alert.gone_since if alert.gone_since is not None else now
             if now - gone >= self.clear_after_s:
                 del self.active[key]
                 self.quiet_until[key] = now + self.cooldown_s
-                out.append(self._event(camera_id, seq, now, alert, "cleared"))
+                out.append(self._event(record, alert, "cleared"))
             else:
                 self.active[key] = alert.model_copy(update={"gone_since": gone})
         self.quiet_until = {k: t for k, t in self.quiet_until.items() if t > now}
         return out
 
     @staticmethod
-    def _event(camera_id: str, seq: int, now: float, alert: ActiveAlert, state: str) -> Alert:
+    def _event(record, alert: ActiveAlert, state: str) -> Alert:
+        camera_id = record.camera_id
         return Alert(
-            camera_id=camera_id, seq=seq, captured_at=now, alert_id=alert.alert_id, kind=alert.kind, state=state,
+            camera_id=camera_id, seq=record.seq, captured_at=record.captured_at, scene_time=record.scene_time,
+            alert_id=alert.alert_id, kind=alert.kind, state=state,
             severity=alert.severity, subject=alert.subject, track_ids=alert.track_ids, zone=alert.zone,
             started_at=alert.started_at, snapshot=FrameRef(camera_id=camera_id, seq=alert.raised_seq),
             message=alert.message if state == "raised" else f"cleared: {alert.message}", details=alert.details,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from schemas.geometry import CountingLine, Point
+from schemas.geometry import CountingLine, Point, segments_cross
 
 
 def signed_distance(line: CountingLine, p: Point) -> float:
@@ -21,21 +21,6 @@ def signed_distance(line: CountingLine, p: Point) -> float:
     (ax, ay), (bx, by) = line.a, line.b
     cross = (bx - ax) * (p[1] - ay) - (by - ay) * (p[0] - ax)
     return cross / math.hypot(bx - ax, by - ay)
-
-
-def segments_cross(p: Point, q: Point, a: Point, b: Point, slack: float = 0.0) -> bool:
-    """Does segment p-q meet segment a-b (extended by ``slack`` pixels at both ends)?"""
-    length = math.dist(a, b)
-    ux, uy = (b[0] - a[0]) / length, (b[1] - a[1]) / length
-    a = (a[0] - ux * slack, a[1] - uy * slack)
-    b = (b[0] + ux * slack, b[1] + uy * slack)
-
-    def orient(o: Point, s: Point, t: Point) -> float:
-        return (s[0] - o[0]) * (t[1] - o[1]) - (s[1] - o[1]) * (t[0] - o[0])
-
-    d1, d2 = orient(a, b, p), orient(a, b, q)
-    d3, d4 = orient(p, q, a), orient(p, q, b)
-    return (d1 * d2 <= 0) and (d3 * d4 <= 0)
 
 
 @dataclass
@@ -48,15 +33,21 @@ class LineSide:
     counted: bool = False
 
     def observe(self, line: CountingLine, p: Point, margin: float) -> str | None:
-        """Feed the track's new point; returns ``"in"``/``"out"`` the one time it crosses, else None."""
+        """Feed the track's new point; returns ``"in"``/``"out"`` the one time it crosses, else None.
+
+        A crossing in a direction the line does not count is not a count and does not use up
+        the track's one count: a vehicle that backs over an ``in``-only line and then drives
+        over it is counted once, as ``in``.
+        """
         d = signed_distance(line, p)
         side = 1 if d > margin else -1 if d < -margin else 0
         if side == 0:
             return None  # in the dead band: keep the confirmed side
         crossed = None
         if self.side and side != self.side and not self.counted:
-            if segments_cross((self.x, self.y), p, line.a, line.b, slack=margin):
-                crossed = "in" if side > 0 else "out"
+            direction = "in" if side > 0 else "out"
+            if line.count in ("both", direction) and segments_cross((self.x, self.y), p, line.a, line.b, slack=margin):
+                crossed = direction
                 self.counted = True
         self.side, self.x, self.y = side, p[0], p[1]
         return crossed

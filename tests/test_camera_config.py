@@ -47,6 +47,14 @@ def test_self_crossing_zone_is_rejected_with_the_reason():
         Zone(name="flat", points=[(0, 0), (50, 0), (100, 0)])
 
 
+def test_calibration_points_in_a_different_order_are_rejected():
+    image = [(100, 350), (540, 350), (400, 100), (240, 100)]
+    with pytest.raises(ValidationError, match="road_points: the four points, in order, make a crossed shape"):
+        Calibration(image_points=image, road_points=[(0, 0), (7, 40), (7, 0), (0, 40)])
+    with pytest.raises(ValidationError, match="under 100 square pixels"):
+        Calibration(image_points=[(0, 0), (1, 0), (1, 1), (0, 1)], road_points=[(0, 0), (7, 0), (7, 40), (0, 40)])
+
+
 def test_degenerate_calibration_is_rejected():
     good_road = [(0, 0), (3.5, 0), (3.5, 30), (0, 30)]
     with pytest.raises(ValidationError, match="image_points: three of the four points"):
@@ -145,8 +153,13 @@ def test_camera_config_file_is_checked():
             "speed_limit_kmh": 50}
     setup = CameraSetup.from_json(data).check()
     assert setup.lines == [LINE] and setup.zones[0].name == "z" and setup.speed_limit_kmh == 50
-    with pytest.raises(ValueError, match="needs at least one of"):
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['lanes'\]"):
         CameraSetup.from_json({"lanes": []})
+    assert CameraSetup.from_json({"zones": None}).zones == []
+    with pytest.raises(ValueError, match="speed_limit_kmh"):
+        CameraSetup.from_json({"speed_limit_kmh": "fast"})
+    with pytest.raises(ValueError, match="finite number"):
+        CameraSetup.from_json({"lines": [{"name": "a", "x1": float("nan"), "y1": 0, "x2": 100, "y2": 0}]})
     with pytest.raises(ValueError, match="a speed limit needs a calibration"):
         CameraSetup(speed_limit_kmh=50).check()
     with pytest.raises(ValueError, match="line names must differ"):

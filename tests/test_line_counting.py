@@ -115,3 +115,20 @@ def test_count_tables_apply_each_crossing_once_in_order():
             value = new
             counted.append((c.seq, c.track_id))
     assert counted == [(10, 3), (10, 5), (12, 1)] and value == {"seq": 12, "done": ["t1"]}
+
+
+def test_a_line_redefined_under_the_same_name_starts_afresh():
+    actor = CameraAnalytics("cam")
+    moved = LINE.model_copy(update={"y1": 300, "y2": 300})
+    crossings = []
+    for seq, y in enumerate(range(150, 360, 10)):
+        line = LINE if y < 260 else moved  # the operator moves the line after the car crossed it once
+        crossings += actor.update(frame(seq, obj(1, 300, y)), config(line)).crossings
+    assert [(c.direction, c.seq) for c in crossings] == [("in", 6), ("in", 16)]
+
+
+def test_a_crossing_against_a_one_way_line_does_not_use_up_the_count():
+    # Backs up over an in-only line, then drives over it: counted once, as in.
+    ys = list(range(250, 150, -10)) + list(range(150, 260, 10))
+    crossings, _ = run([[obj(1, 300, y)] for y in ys], config(LINE, count="in"))
+    assert [c.direction for c in crossings] == ["in"]

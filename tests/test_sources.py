@@ -114,3 +114,16 @@ def test_flow_window_reclaims_credits_never_given_back():
         assert not window.try_acquire()
 
     asyncio.run(scenario())
+
+
+def test_a_file_carries_its_own_scene_clock_across_loops(clip_path):
+    reader = FrameReader(SourceSpec.parse(str(clip_path)))
+    frames = iter(reader)
+    first = [next(frames) for _ in range(30)]
+    scene = [s for _, _, s in first]
+    # One frame apart on the video's clock, whatever the reading speed was.
+    assert all(abs((b - a) - 1 / reader.fps) < 1e-5 for a, b in zip(scene, scene[1:]))
+    reader.rewind()
+    again = next(iter(reader))[2]
+    assert again > scene[-1]  # playing it again moves the clock on, never back
+    reader.close()

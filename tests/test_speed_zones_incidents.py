@@ -174,3 +174,9 @@ def test_state_round_trip_mid_incident_gives_the_same_events():
     _, rest = play(frames[cut:], cfg, actor=restored, start=cut)
     assert alerts(first + rest) == alerts(whole) == [("stopped_vehicle", "raised"), ("stopped_vehicle", "cleared")]
     assert [o.alerts for o in first + rest] == [o.alerts for o in whole]
+
+
+def test_a_track_back_in_view_must_be_inside_for_a_few_frames_to_re_enter():
+    frames = [[box(1, 300, 200)]] * 10 + [[]] * 40 + [[box(1, 300, 200)], [box(1, 300, 400)], [box(1, 300, 200)]]
+    _, outs = play(frames, config(zones=[ZONE]))
+    assert [e.kind for o in outs for e in o.zone_events] == ["enter", "exit"]
