@@ -90,7 +90,6 @@ async def send_commands(bootstrap: str, settings, commands: list[CameraCommand],
     if not commands:
         raise ValueError("no commands to send")
     camera_id = commands[-1].camera_id
-    wanted = {c.command_id for c in commands}
     configs = await TopicReader(bootstrap, settings.topic(CAMERA_CONFIGS)).start()
     rejections = await TopicReader(bootstrap, settings.topic(DEAD_LETTERS)).start()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")

@@ -11,13 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
-
-import httpx
 
 import numpy as np
 from rich.console import Group
@@ -25,6 +20,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from api.process import ApiProcess
 from its_faust.cameras import CameraSetup, parse_line
 from its_faust.ingest import FlowWindow, ingest, make_producer
 from its_faust.pipeline import Stack, configure_camera
@@ -69,26 +65,6 @@ SAMPLE_LINES = {
 }
 
 
-async def _start_api(stack: Stack, port: int) -> subprocess.Popen:
-    """The API as its own process (as in production), on the stack's broker; returns once it answers."""
-    env = {**os.environ, "ITS_FAUST_BROKER_URL": stack.broker_url}
-    log = open(stack.workdir / "api.log", "ab")
-    api = subprocess.Popen([sys.executable, "-m", "its_faust.cli", "api", "--port", str(port)], env=env,
-                           stdout=log, stderr=subprocess.STDOUT)
-    async with httpx.AsyncClient() as client:
-        for _ in range(150):
-            if api.poll() is not None:
-                raise RuntimeError(f"the API exited with code {api.returncode}; see {stack.workdir / 'api.log'}")
-            try:
-                if (await client.get(f"http://127.0.0.1:{port}/api/v1/health")).status_code == 200:
-                    return api
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-    api.terminate()
-    raise TimeoutError(f"the API did not answer on port {port}; see {stack.workdir / 'api.log'}")
-
-
 async def run_demo(settings, source: str, *, workers: int = 1, cameras: int = 1, duration: float | None = None,
                    port: int | None = None) -> None:
     stop = asyncio.Event()
@@ -97,7 +73,8 @@ async def run_demo(settings, source: str, *, workers: int = 1, cameras: int = 1,
         line = SAMPLE_LINES.get(Path(source).name)
         for name in names:
             await configure_camera(stack, name, CameraSetup(lines=[parse_line(line)] if line else []))
-        api = await _start_api(stack, port or settings.api.port)
+        # The API as its own process, as in production.
+        api = await asyncio.to_thread(ApiProcess(stack.broker_url, stack.workdir / "api.log", port or settings.api.port).start)
         print(f"dashboard: http://127.0.0.1:{port or settings.api.port}/  (API docs at /docs)", flush=True)
         started = time.time()  # --duration counts camera time, not broker and worker start-up
         producer = make_producer(stack.bootstrap)
@@ -133,5 +110,4 @@ async def run_demo(settings, source: str, *, workers: int = 1, cameras: int = 1,
             await asyncio.gather(*senders, return_exceptions=True)
             await feed.stop()
             await producer.stop()
-            api.terminate()
-            await asyncio.to_thread(api.wait, 10)
+            await asyncio.to_thread(api.stop)

@@ -32,7 +32,7 @@ def stack(settings, tmp_path_factory):
 @pytest.fixture(scope="module")
 def api(stack, tmp_path_factory):
     """An API process on the module's stack (small rings and quick heartbeats, to test their limits)."""
-    from .api_process import ApiProcess
+    from api.process import ApiProcess
 
     process = ApiProcess(stack.broker_url, tmp_path_factory.mktemp("api") / "api.log", ring_size=3000, heartbeat_s=1).start()
     yield process

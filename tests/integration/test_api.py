@@ -14,7 +14,6 @@ import time
 import cv2
 import httpx
 import numpy as np
-import pytest
 from aiokafka import AIOKafkaProducer
 
 from api.sse_client import sse_events

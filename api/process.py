@@ -1,4 +1,4 @@
-"""An ``its-faust api`` process for tests: started on a free port against a stack's broker, restartable."""
+"""An ``its-faust api`` child process against a broker: what the demo, the tests and the fan-out benchmark start."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from its_faust.broker import free_port
 
 
 class ApiProcess:
-    def __init__(self, broker_url: str, log_path, **settings: str):
+    def __init__(self, broker_url: str, log_path, port: int | None = None, **settings: str):
         self.broker_url = broker_url
         self.log_path = log_path
-        self.port = free_port()
+        self.port = port or free_port()
         self.env = {**os.environ, "ITS_FAUST_BROKER_URL": broker_url,
                     **{f"ITS_FAUST_API__{k.upper()}": str(v) for k, v in settings.items()}}
         self.process: subprocess.Popen | None = None

@@ -1,0 +1,109 @@
+"""The dashboard in a real browser: headless Chromium against a running pipeline and API.
+
+Chromium is driven over the DevTools protocol: it loads the page, the page
+subscribes to the SSE feeds by itself, a clip goes through the pipeline, and
+the test waits until the page shows live counts and tracks; then it saves a
+screenshot (artifacts/dashboard.png).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from its_faust.broker import free_port
+from its_faust.cameras import CameraSetup, parse_line
+from its_faust.pipeline import analyze_source, configure_camera
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+if not CHROMIUM and not os.environ.get("CI"):
+    pytest.skip("Debian's chromium is not installed here (.ci/run installs it)", allow_module_level=True)
+
+
+class DevTools:
+    def __init__(self, ws):
+        self.ws, self.next_id = ws, 0
+
+    async def call(self, method: str, **params):
+        self.next_id += 1
+        await self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            reply = json.loads(await self.ws.recv())
+            if reply.get("id") == self.next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply["result"]
+
+    async def value(self, expression: str):
+        result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        return result["result"].get("value")
+
+
+def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path):
+    import websockets
+
+    assert CHROMIUM, "chromium is not installed (.ci/run installs Debian's chromium)"
+    camera = "browser-cam"
+    port = free_port()
+    browser = subprocess.Popen(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         f"--remote-debugging-port={port}", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1000",
+         "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "chromium.log", "wb"),
+    )
+
+    async def go():
+        await configure_camera(stack, camera, CameraSetup(lines=[parse_line("140,120,620,120:y120")]))
+        for _ in range(100):
+            try:
+                pages = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=2).json()
+                page = next(p for p in pages if p["type"] == "page")
+                break
+            except (httpx.HTTPError, StopIteration, ValueError):
+                await asyncio.sleep(0.2)
+        async with websockets.connect(page["webSocketDebuggerUrl"], max_size=32 << 20) as ws:
+            tools = DevTools(ws)
+            await tools.call("Page.enable")
+            await tools.call("Page.navigate", url=f"{api.base}/")
+            for _ in range(100):  # the page finds the camera and opens its feeds
+                if await tools.value("document.body.dataset.camera") == camera:
+                    break
+                await asyncio.sleep(0.2)
+            running = asyncio.create_task(analyze_source(stack, str(clip_path), CameraSetup(lines=[parse_line("140,120,620,120:y120")]),
+                                                         camera_id=camera, max_frames=150))
+            seen = {}
+            for _ in range(300):
+                seen = await tools.value(
+                    "({counts: +(document.body.dataset.countTotal || 0), frames: +(document.body.dataset.trackFrames || 0),"
+                    " tracks: +(document.body.dataset.tracks || 0), rows: document.querySelectorAll('#counts tbody td.num').length,"
+                    " live: document.getElementById('live').naturalWidth, status: document.getElementById('status').textContent})"
+                )
+                if seen["counts"] >= 1 and seen["frames"] >= 20 and seen["live"] > 0:
+                    break
+                await asyncio.sleep(0.2)
+            await running
+            await asyncio.sleep(1.5)  # let the flow chart and the last counts land
+            shot = await tools.call("Page.captureScreenshot", format="png")
+            return seen, base64.b64decode(shot["data"])
+
+    try:
+        seen, png = asyncio.run(go())
+    finally:
+        browser.terminate()
+        browser.wait(10)
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "dashboard.png").write_bytes(png)
+    assert seen["status"] == "live", seen
+    assert seen["counts"] >= 1 and seen["rows"] >= 3, seen  # live counts in the table
+    assert seen["frames"] >= 20 and seen["live"] == 640, seen  # track updates, and the annotated live view
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
