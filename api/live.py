@@ -15,7 +15,6 @@ import numpy as np
 
 from api.hub import Message, TopicRing
 from its_faust.codecs import SchemaError, decode
-from its_faust.detector import UnreadableImage, decode_jpeg
 from schemas import FrameRecord, TrackRecord
 from schemas.control import CameraConfig
 
@@ -54,8 +53,11 @@ def latest_pair(frames: TopicRing, tracks: TopicRing, camera_id: str, seq: int |
     return None, None
 
 
-def draw(frame: FrameRecord, tracks: TrackRecord | None, config: CameraConfig | None) -> np.ndarray:
-    image = decode_jpeg(frame.jpeg)
+def draw(frame: FrameRecord, tracks: TrackRecord | None, config: CameraConfig | None) -> np.ndarray | None:
+    # cv2 directly: the API process does not load the detector's libraries (torch, Ultralytics).
+    image = cv2.imdecode(np.frombuffer(frame.jpeg, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        return None
     if config:
         for zone in config.zones:
             pts = np.array(zone.points, dtype=np.int32)
@@ -92,7 +94,9 @@ def annotated_jpeg(frames: TopicRing, tracks: TopicRing, camera_id: str, config:
         frame = decode(FrameRecord, frame_msg.value)
         record = decode(TrackRecord, track_msg.value) if track_msg else None
         image = draw(frame, record, config)
-    except (SchemaError, UnreadableImage):
+    except SchemaError:
+        return None
+    if image is None:
         return None
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     return buf.tobytes() if ok else None
