@@ -7,12 +7,14 @@ import time
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
-from its_faust.results import group_lag
+from its_faust.results import group_offsets
 from its_faust.topic_names import DETECTIONS, FRAMES, TRACKS
 
 router = APIRouter(tags=["status"])
 # A ring whose consumer has not fetched for this long means the broker is unreachable.
 STALE_FETCH_S = 10.0
+# Work waiting while the workers' committed offsets have not moved for this long: they are not consuming.
+STALLED_AFTER_S = 30.0
 
 
 class Metrics:
@@ -43,11 +45,17 @@ async def ready(request: Request, response: Response) -> dict:
     body: dict = {"broker": "reachable" if not stale else f"not read for {STALE_FETCH_S:.0f}s: {stale}"}
     try:
         topics = [hub.settings.topic(t) for t in (FRAMES, DETECTIONS, TRACKS)]
-        lag = await group_lag(hub.bootstrap, hub.settings.app_id, topics)
-        body["lag"] = {t: sum(parts.values()) for t, parts in lag.items()}
+        offsets = await group_offsets(hub.bootstrap, hub.settings.app_id, topics)
+        lag: dict[str, int] = {}
+        for (topic, _), (done, end) in offsets.items():
+            lag[topic] = lag.get(topic, 0) + end - done
+        body["lag"] = lag
         request.app.state.metrics.lag.clear()
-        for t, n in body["lag"].items():
+        for t, n in lag.items():
             request.app.state.metrics.lag.labels(t).set(n)
+        body["workers"] = _workers_state(request.app.state, sum(done for done, _ in offsets.values()), sum(lag.values()), now)
+        if body["workers"].startswith("stalled"):
+            stale.append("workers")
     except Exception as exc:  # the broker did not answer
         stale.append("lag")
         body["lag"] = f"unknown: {exc!r}"
@@ -55,6 +63,18 @@ async def ready(request: Request, response: Response) -> dict:
     if stale:
         response.status_code = 503
     return body
+
+
+def _workers_state(state, committed: int, waiting: int, now: float) -> str:
+    """Are the workers consuming? Judged by their committed offsets moving while work waits."""
+    last = getattr(state, "committed_seen", None)
+    if last is None or committed != last[0]:
+        state.committed_seen = (committed, now)
+        return "consuming" if waiting else "caught up"
+    if not waiting:
+        return "caught up"
+    still = now - last[1]
+    return f"stalled: {waiting} messages waiting, nothing committed for {still:.0f}s" if still > STALLED_AFTER_S else "consuming"
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response,

@@ -68,21 +68,25 @@ class TopicReader:
         await self.consumer.stop()
 
 
-async def group_lag(bootstrap: str, group_id: str, topics: list[str]) -> dict[str, dict[int, int]]:
-    """Per topic and partition: messages the consumer group has not committed yet."""
+async def group_offsets(bootstrap: str, group_id: str, topics: list[str]) -> dict[tuple[str, int], tuple[int, int]]:
+    """Per (topic, partition): (offset the consumer group has committed, end offset)."""
     # A consumer that names the group but never subscribes reads its commits without joining it.
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False)
     await consumer.start()
     try:
         tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
         ends = await consumer.end_offsets(tps) if tps else {}
-        lag: dict[str, dict[int, int]] = {}
-        for tp, end in ends.items():
-            done = await consumer.committed(tp) or 0
-            lag.setdefault(tp.topic, {})[tp.partition] = end - done
-        return lag
+        return {(tp.topic, tp.partition): (await consumer.committed(tp) or 0, end) for tp, end in ends.items()}
     finally:
         await consumer.stop()
+
+
+async def group_lag(bootstrap: str, group_id: str, topics: list[str]) -> dict[str, dict[int, int]]:
+    """Per topic and partition: messages the consumer group has not committed yet."""
+    lag: dict[str, dict[int, int]] = {}
+    for (topic, partition), (done, end) in (await group_offsets(bootstrap, group_id, topics)).items():
+        lag.setdefault(topic, {})[partition] = end - done
+    return lag
 
 
 class RecordFeed:

@@ -1,0 +1,60 @@
+"""Small pure parts of the API: SSE positions, the workers' state in readiness, read models."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from api.hub import Message
+from api.read_models import Alerts, Counts
+from api.routes_status import STALLED_AFTER_S, _workers_state
+from api.sse import BadCursor, format_cursor, parse_cursor
+from its_faust.codecs import encode
+from schemas.analytics import Alert, CountUpdate, FrameRef, WindowCount
+
+
+def test_positions_round_trip_and_bad_ones_are_refused():
+    assert parse_cursor(format_cursor({2: 17, 0: 5})) == {0: 5, 2: 17}
+    assert parse_cursor(None) is None and parse_cursor("") is None
+    for bad in ("yesterday", "0:5,1", "0:-1", "a:b"):
+        with pytest.raises(BadCursor):
+            parse_cursor(bad)
+
+
+def test_workers_are_stalled_only_when_work_waits_and_nothing_is_committed():
+    state = SimpleNamespace()
+    assert _workers_state(state, committed=100, waiting=5, now=0.0) == "consuming"
+    assert _workers_state(state, committed=100, waiting=5, now=STALLED_AFTER_S - 1) == "consuming"
+    assert _workers_state(state, committed=100, waiting=5, now=STALLED_AFTER_S + 1).startswith("stalled: 5 messages")
+    assert _workers_state(state, committed=100, waiting=0, now=STALLED_AFTER_S + 2) == "caught up"
+    assert _workers_state(state, committed=130, waiting=5, now=STALLED_AFTER_S + 3) == "consuming"
+
+
+def message(record, offset=0) -> Message:
+    return Message(0, offset, record.camera_id.encode(), encode(record), record.captured_at)
+
+
+def test_count_read_model_keeps_totals_and_window_history():
+    counts = Counts()
+    for i, (start, n) in enumerate([(60.0, 1), (60.0, 2), (120.0, 1)]):
+        counts.apply(message(CountUpdate(
+            camera_id="c", seq=i, captured_at=start + 1, line="l", direction="in", label="car", total=i + 1,
+            minute=WindowCount(start=start, end=start + 60, count=n), quarter=WindowCount(start=0, end=900, count=i + 1),
+        ), i))
+    assert [u.total for u in counts.current("c")] == [3]
+    assert [(w["start"], w["counts"][0]["count"]) for w in counts.windows("c", "1m")] == [(60.0, 2), (120.0, 1)]
+
+
+def test_alert_read_model_tracks_active_alerts_and_ignores_repeats():
+    def alert(state):
+        return Alert(camera_id="c", seq=1, captured_at=1, alert_id="c:wrong_way:track-1:1", kind="wrong_way", state=state,
+                     severity="critical", subject="track-1", started_at=1, snapshot=FrameRef(camera_id="c", seq=1), message="m")
+
+    alerts = Alerts()
+    for a in (alert("raised"), alert("raised")):
+        alerts.apply(message(a))
+    assert len(alerts.active) == 1 and len(alerts.recent) == 1
+    alerts.apply(message(alert("cleared")))
+    alerts.apply(message(alert("cleared")))
+    assert alerts.active == {} and [a.state for a in alerts.recent] == ["raised", "cleared"]
