@@ -87,6 +87,7 @@ class AnalyticsSettings(BaseModel):
     congestion_after_s: float = Field(20.0, gt=0)
     overspeed_margin: float = Field(0.1, ge=0, description="Above limit x (1 + margin) is overspeed")
     overspeed_after_s: float = Field(0.5, gt=0)
+    condition_grace_s: float = Field(1.0, ge=0, description="A condition that lapses for less than this keeps its clock")
     clear_after_s: float = Field(3.0, gt=0, description="A condition must be gone this long before its alert clears")
     cooldown_s: float = Field(60.0, ge=0, description="After a clear, the same alert is not raised again this soon")
 

@@ -105,12 +105,22 @@ class _Track:
         best = min(self.votes.items(), key=lambda kv: (-kv[1], kv[0]))[0]
         return best, self.label_cls[best]
 
-    def hold(self, condition: str, holds: bool, now: float) -> float | None:
-        """Track how long ``condition`` has held; returns since when, or None when it does not hold."""
-        if not holds:
+    def hold(self, condition: str, holds: bool, now: float, grace_s: float) -> float | None:
+        """How long ``condition`` has held: since when, or None when it does not hold.
+
+        A lapse shorter than ``grace_s`` (one fast frame, a box that jumps) does not restart the clock.
+        """
+        off_key = f"{condition}:off"
+        if holds:
+            self.since.pop(off_key, None)
+            return self.since.setdefault(condition, now)
+        if condition in self.since:
+            off = self.since.setdefault(off_key, now)
+            if now - off < grace_s:
+                return None  # a short lapse: the clock keeps running, but it does not hold now
             self.since.pop(condition, None)
-            return None
-        return self.since.setdefault(condition, now)
+            self.since.pop(off_key, None)
+        return None
 
 
 def _centre(o: TrackedObject) -> tuple[float, float]:
@@ -272,7 +282,7 @@ class CameraAnalytics:
             lanes = [z for z in zones if z.kind == "lane" and track.zones.get(z.name, Membership()).inside]
             slow = (track.speed_kmh < r.stopped_kmh) if track.speed_kmh is not None else (
                 track.px_speed is not None and track.px_speed < r.stopped_px_s)
-            since = track.hold("stopped", bool(lanes) and slow, now)
+            since = track.hold("stopped", bool(lanes) and slow, now, r.condition_grace_s)
             if since is not None and now - since >= r.stopped_after_s:
                 held.append(Condition(
                     "stopped_vehicle", subject, since, "warning",
@@ -282,7 +292,7 @@ class CameraAnalytics:
             against = [z for z in zones if z.heading_deg is not None and track.heading_deg is not None
                        and track.zones.get(z.name, Membership()).inside
                        and _angle_between(track.heading_deg, z.heading_deg) > r.wrong_way_deg]
-            since = track.hold("wrong_way", bool(against), now)
+            since = track.hold("wrong_way", bool(against), now, r.condition_grace_s)
             if since is not None and now - since >= r.wrong_way_after_s:
                 held.append(Condition(
                     "wrong_way", subject, since, "critical",
@@ -290,7 +300,7 @@ class CameraAnalytics:
                     against[0].name, {"heading_deg": round(track.heading_deg, 1), "allowed_deg": against[0].heading_deg},
                 ))
             fast = limit is not None and track.speed_kmh is not None and track.speed_kmh > limit * (1 + r.overspeed_margin)
-            since = track.hold("overspeed", fast, now)
+            since = track.hold("overspeed", fast, now, r.condition_grace_s)
             if since is not None and now - since >= r.overspeed_after_s:
                 held.append(Condition(
                     "overspeed", subject, since, "warning" if track.speed_kmh > 1.3 * limit else "info",

@@ -65,7 +65,9 @@ class AlertBook:
             c = holding[key]
             if key in self.active:
                 alert = self.active[key]
-                self.active[key] = alert.model_copy(update={"gone_since": None, "details": c.details or alert.details})
+                self.active[key] = alert.model_copy(
+                    update={"gone_since": None, "details": c.details or alert.details, "track_ids": c.track_ids}
+                )
                 continue
             if now < self.quiet_until.get(key, float("-inf")):
                 continue  # cooling down after the last one

@@ -180,3 +180,11 @@ def test_a_track_back_in_view_must_be_inside_for_a_few_frames_to_re_enter():
     frames = [[box(1, 300, 200)]] * 10 + [[]] * 40 + [[box(1, 300, 200)], [box(1, 300, 400)], [box(1, 300, 200)]]
     _, outs = play(frames, config(zones=[ZONE]))
     assert [e.kind for o in outs for e in o.zone_events] == ["enter", "exit"]
+
+
+def test_one_fast_frame_does_not_restart_the_stopped_clock():
+    still = [[box(1, 300, 166)]] * int(6 * FPS)
+    jolt = [[box(1, 300, 176)], [box(1, 300, 166)]]  # the box jumps 10 px for a frame
+    _, outs = play([[box(1, 300, 50 + 4 * i)] for i in range(30)] + still + jolt + still, config(zones=[LANE]))
+    raised = [a for o in outs for a in o.alerts if a.state == "raised"]
+    assert len(raised) == 1 and raised[0].captured_at - raised[0].started_at == pytest.approx(10, abs=0.2)
