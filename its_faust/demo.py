@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import socket
 import time
 from pathlib import Path
 
@@ -65,17 +66,27 @@ SAMPLE_LINES = {
 }
 
 
+def _check_port_free(port: int) -> None:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            raise ValueError(f"port {port} is in use: give the dashboard another one with --port N") from None
+
+
 async def run_demo(settings, source: str, *, workers: int = 1, cameras: int = 1, duration: float | None = None,
                    port: int | None = None) -> None:
     stop = asyncio.Event()
+    port = port or settings.api.port
+    _check_port_free(port)
     async with Stack(settings, workers=workers) as stack:
         names = [f"demo-cam-{i + 1}" for i in range(cameras)]
         line = SAMPLE_LINES.get(Path(source).name)
         for name in names:
             await configure_camera(stack, name, CameraSetup(lines=[parse_line(line)] if line else []))
         # The API as its own process, as in production.
-        api = await asyncio.to_thread(ApiProcess(stack.broker_url, stack.workdir / "api.log", port or settings.api.port).start)
-        print(f"dashboard: http://127.0.0.1:{port or settings.api.port}/  (API docs at /docs)", flush=True)
+        api = await asyncio.to_thread(ApiProcess(stack.broker_url, stack.workdir / "api.log", port).start)
+        print(f"dashboard: http://127.0.0.1:{port}/  (API docs at /docs)", flush=True)
         started = time.time()  # --duration counts camera time, not broker and worker start-up
         producer = make_producer(stack.bootstrap)
         await producer.start()
