@@ -35,7 +35,7 @@ DESCRIPTION = (
 def _stream(request: Request, feed: Feed, camera_id: str | None, last_event_id: str | None) -> EventSourceResponse:
     hub, metrics = request.app.state.hub, request.app.state.metrics
     try:
-        cursor = parse_cursor(request.headers.get("last-event-id") or last_event_id)
+        cursor = parse_cursor(last_event_id)
     except BadCursor as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from None
     ring = hub.rings[feed.value]
@@ -65,12 +65,12 @@ SSE_RESPONSE = {200: {"content": {"text/event-stream": {}}, "description": "An e
 
 @router.get("/{feed}/stream", summary="Feed of all cameras", description=DESCRIPTION, responses=SSE_RESPONSE)
 async def stream_all(request: Request, feed: Feed, last_event_id: LastEventIdQuery = None,
-                     _header: LastEventIdHeader = None):
-    return _stream(request, feed, None, last_event_id)
+                     last_event_id_header: LastEventIdHeader = None):
+    return _stream(request, feed, None, last_event_id_header or last_event_id)
 
 
 @router.get("/cameras/{camera_id}/{feed}/stream", summary="Feed of one camera", description=DESCRIPTION,
             responses=SSE_RESPONSE)
 async def stream_camera(request: Request, camera_id: CameraId, feed: Feed, last_event_id: LastEventIdQuery = None,
-                        _header: LastEventIdHeader = None):
-    return _stream(request, feed, camera_id, last_event_id)
+                        last_event_id_header: LastEventIdHeader = None):
+    return _stream(request, feed, camera_id, last_event_id_header or last_event_id)

@@ -63,10 +63,6 @@ def parse_points(specs: list[str] | tuple[str, ...]) -> list[tuple[float, float]
     return points
 
 
-def line_changes(specs: list[str]) -> list[AddLine]:
-    return [AddLine(line=parse_line(spec, default_name=f"line{i}")) for i, spec in enumerate(specs, 1)]
-
-
 def command(camera_id: str, change: Change, issued_by: str = "cli") -> CameraCommand:
     return CameraCommand(camera_id=camera_id, issued_at=time.time(), issued_by=issued_by, change=change)
 

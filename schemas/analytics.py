@@ -23,11 +23,6 @@ class Crossing(CameraRecord):
     cls: int
     speed_kmh: float | None = Field(None, description="Only when the camera is calibrated")
 
-    @property
-    def order(self) -> tuple[int, int]:
-        """Crossings of one camera are emitted in this order; tables use it to apply each once."""
-        return (self.seq, self.track_id)
-
 
 class SpeedStats(Record):
     n: int = Field(ge=1, description="Vehicles with a speed")

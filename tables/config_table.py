@@ -14,6 +14,15 @@ from schemas.control import CameraConfig
 camera_configs = app.Table("camera-config", key_type=bytes, value_type=bytes, partitions=settings.partitions)
 
 
+_decoded: dict[bytes, tuple[bytes, CameraConfig]] = {}
+
+
 def current_config(key: bytes) -> CameraConfig | None:
+    """The camera's configuration; decoded again only when the stored bytes change (it is read every frame)."""
     stored = camera_configs.get(key)
-    return decode(CameraConfig, stored) if stored else None
+    if not stored:
+        return None
+    cached = _decoded.get(key)
+    if cached is None or cached[0] != stored:
+        cached = _decoded[key] = (stored, decode(CameraConfig, stored))
+    return cached[1]

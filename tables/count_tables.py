@@ -65,7 +65,9 @@ def _with_speed(value: dict, kmh: float | None) -> dict:
 
 def _apply(table, key: str, seq: int, event_id: str, change) -> dict:
     """Apply ``change`` to the key's value (in the current event's window) once; returns the value now."""
-    value = table[key].current() if hasattr(table[key], "current") else table[key]
+    value = table[key]
+    if hasattr(value, "current"):  # a windowed table: the value in the current event's window
+        value = value.current()
     new = once(value, seq, event_id)
     if new is not None:
         value = change(new)
