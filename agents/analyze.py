@@ -31,7 +31,10 @@ async def analyze(stream):
             actor = actors.get(event.key, record.camera_id)
             if record.seq <= actor.last_seq:
                 continue  # a redelivered (or re-emitted) frame: already applied
-            out = actor.update(record, current_config(event.key))
+            config = current_config(event.key)
+            if actor.idle_under(config):
+                continue
+            out = actor.update(record, config)
         except Exception as exc:  # a bug (or unreadable stored state) must not stop the other cameras
             log.exception("analyze: %s seq %s failed", record.camera_id, record.seq)
             actors.forget(event.key)

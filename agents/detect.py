@@ -1,8 +1,13 @@
 """Stage 1: frames -> detections.
 
-Gathers up to ``model.batch_size`` frames (across cameras) or waits at most
-``model.batch_wait_ms``, runs one batched YOLO11 inference in a worker thread
-(the event loop keeps fetching meanwhile) and emits one detection record per frame.
+Frames are taken in batches across cameras (at most ``model.batch_size`` frames, or
+what arrived within ``model.batch_wait_ms``) and each batch is one inference call in a
+worker thread. Up to ``model.parallel`` calls run at once, so the next frames are
+decoded and inferred while earlier ones finish (on a CPU each call is one
+single-threaded ONNX Runtime run; on a GPU the device runs one call at a time while
+the next batch is being decoded). Results leave in the order the frames came, so a
+camera's frames never overtake each other, and a frame's offset is acknowledged only
+after its detection record has been handed to the producer.
 """
 
 from __future__ import annotations
@@ -12,12 +17,16 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+
+from faust.types import EventT
 
 from its_faust import topics
 from its_faust.app import app, settings
 from its_faust.codecs import SchemaError, decode, encode
 from its_faust.dead_letters import dead_letter
 from its_faust.detector import Detector, UnreadableImage, decode_jpeg
+from its_faust.in_order import InOrderJobs
 from schemas import DetectionRecord, FrameRecord
 
 log = logging.getLogger(__name__)
@@ -25,8 +34,6 @@ log = logging.getLogger(__name__)
 _PARALLEL, _ = settings.model.inference_parallelism()
 _executor = ThreadPoolExecutor(max_workers=_PARALLEL, thread_name_prefix="detect")
 _detector: Detector | None = None
-
-
 _detector_lock = threading.Lock()
 
 
@@ -41,35 +48,18 @@ def get_detector() -> Detector:
     return _detector
 
 
-def _decode_all(frames: list[FrameRecord]) -> list:
-    """JPEG bytes -> images, or the error for frames that do not decode."""
-    out = []
+def _detect(frames: list[FrameRecord]) -> list:
+    """One inference call on a batch; per frame its detections, or the error for a frame that does not decode."""
+    images: list = []
     for frame in frames:
         try:
-            out.append(decode_jpeg(frame.jpeg))
+            images.append(decode_jpeg(frame.jpeg))
         except UnreadableImage as exc:
-            out.append(exc)
-    return out
-
-
-def _detect(frames: list[FrameRecord]):
-    images = _decode_all(frames)
+            images.append(exc)
     good = [i for i, im in enumerate(images) if not isinstance(im, Exception)]
     results = get_detector().detect([images[i] for i in good]) if good else []
     by_index = dict(zip(good, results))
     return [by_index.get(i, images[i]) for i in range(len(frames))]
-
-
-async def _detect_parallel(frames: list[FrameRecord]) -> list:
-    """Split the batch over the executor's threads (CPU backends), keeping frame order."""
-    loop = asyncio.get_running_loop()
-    # Never build the detector on the event loop (seconds of ORT set-up would stall heartbeats).
-    detector = await loop.run_in_executor(_executor, get_detector)
-    parts = _PARALLEL if detector.backend.concurrent else 1
-    size = -(-len(frames) // parts)
-    chunks = [frames[i : i + size] for i in range(0, len(frames), size)]
-    done = await asyncio.gather(*(loop.run_in_executor(_executor, _detect, chunk) for chunk in chunks))
-    return [result for chunk in done for result in chunk]
 
 
 @app.task
@@ -78,52 +68,71 @@ async def _load_detector() -> None:
     await asyncio.get_running_loop().run_in_executor(_executor, get_detector)
 
 
-@app.agent(topics.frames, name="detect")
-async def detect(stream):
-    wait_s = settings.model.batch_wait_ms / 1000
-    async for events in stream.take_events(settings.model.batch_size, within=wait_s):
-        frames, frame_events = [], []
-        for event in events:
-            try:
-                frame = decode(FrameRecord, event.value)
-            except SchemaError as exc:
-                await dead_letter("detect", event, str(exc))
-                continue
-            if event.key != frame.camera_id.encode():
-                await dead_letter("detect", event, f"key {event.key!r} is not the record's camera_id {frame.camera_id!r}")
-                continue
-            frames.append(frame)
-            frame_events.append(event)
-        if not frames:
-            continue
-        started = time.perf_counter()
-        try:
-            results = await _detect_parallel(frames)
-        except Exception as exc:  # keep the batch's input and keep going
-            log.exception("detect: batch of %d failed", len(frames))
-            for event in frame_events:
-                await dead_letter("detect", event, f"internal error: {exc!r}")
-            continue
+async def _frame_of(stream, event: EventT) -> FrameRecord | None:
+    """The event's frame, or None after dead-lettering (and acknowledging) what is not one."""
+    try:
+        frame = decode(FrameRecord, event.value)
+        if event.key != frame.camera_id.encode():
+            raise SchemaError(f"key {event.key!r} is not the record's camera_id {frame.camera_id!r}")
+        return frame
+    except SchemaError as exc:
+        await dead_letter("detect", event, str(exc))
+        await stream.ack(event)
+        return None
+
+
+async def _emit_in_order(stream, jobs: InOrderJobs) -> None:
+    """Send each batch's detections as its turn comes, then acknowledge its frames."""
+    async for (frames, events), results in jobs.results():
         detector = get_detector()
         now = time.time()
-        log.debug("detect: batch of %d in %.1f ms", len(frames), (time.perf_counter() - started) * 1000)
-        for frame, event, result in zip(frames, frame_events, results):
+        if isinstance(results, Exception):  # keep the batch's input and keep going
+            log.error("detect: batch of %d failed: %r", len(frames), results)
+            results = [results] * len(frames)
+        for frame, event, result in zip(frames, events, results):
             if isinstance(result, Exception):
-                await dead_letter("detect", event, str(result))
-                continue
-            record = DetectionRecord(
-                camera_id=frame.camera_id,
-                seq=frame.seq,
-                captured_at=frame.captured_at,
-                scene_time=frame.scene_time,
-                width=frame.width,
-                height=frame.height,
-                detected_at=now,
-                model=detector.model_info,
-                inference_ms=result.inference_ms,
-                batch_size=result.batch_size,
-                boxes=result.boxes,
-            )
-            # Not awaited: Faust flushes the producer before it commits the frames' offsets,
-            # so a crash before delivery means the frames are redelivered, never lost.
-            await topics.detections.send(key=event.key, value=encode(record))
+                reason = str(result) if isinstance(result, UnreadableImage) else f"internal error: {result!r}"
+                await dead_letter("detect", event, reason)
+            else:
+                record = DetectionRecord(
+                    camera_id=frame.camera_id,
+                    seq=frame.seq,
+                    captured_at=frame.captured_at,
+                    scene_time=frame.scene_time,
+                    width=frame.width,
+                    height=frame.height,
+                    detected_at=now,
+                    model=detector.model_info,
+                    inference_ms=result.inference_ms,
+                    batch_size=result.batch_size,
+                    boxes=result.boxes,
+                )
+                # Not awaited: Faust flushes the producer before it commits the frames' offsets,
+                # so a crash before delivery means the frames are redelivered, never lost.
+                await topics.detections.send(key=event.key, value=encode(record))
+            await stream.ack(event)
+
+
+@app.agent(topics.frames, name="detect")
+async def detect(stream):
+    loop = asyncio.get_running_loop()
+    # Never build the detector on the event loop (seconds of ORT set-up would stall heartbeats).
+    detector = await loop.run_in_executor(_executor, get_detector)
+    batch_size = settings.model.frames_per_call(detector.backend.device)
+    jobs: InOrderJobs = InOrderJobs(limit=_PARALLEL)
+    emitter = asyncio.ensure_future(_emit_in_order(stream, jobs))
+    try:
+        # noack_take: frames are acknowledged by the emitter, once their detections are sent.
+        async for events in stream.noack_take(batch_size, within=settings.model.batch_wait_ms / 1000):
+            if emitter.done():  # a bug in the emitter must not leave frames unacknowledged for ever
+                emitter.result()
+            frames, kept = [], []
+            for event in events:
+                frame = await _frame_of(stream, event)
+                if frame is not None:
+                    frames.append(frame)
+                    kept.append(event)
+            if frames:
+                await jobs.submit(partial(loop.run_in_executor, _executor, _detect, frames), (frames, kept))
+    finally:
+        emitter.cancel()

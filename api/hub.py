@@ -42,8 +42,10 @@ class TopicRing:
         *,
         from_beginning: bool = False,
         on_message: Callable[[Message], None] | None = None,
+        fetch_max_wait_ms: int = 100,
     ):
         self.bootstrap = bootstrap
+        self.fetch_max_wait_ms = fetch_max_wait_ms  # see Settings.fetch_max_wait_ms
         self.topic = topic
         self.capacity = capacity
         self.from_beginning = from_beginning
@@ -61,7 +63,7 @@ class TopicRing:
     async def start(self) -> "TopicRing":
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-            fetch_max_wait_ms=20, max_partition_fetch_bytes=8 << 20, auto_offset_reset="earliest",
+            fetch_max_wait_ms=self.fetch_max_wait_ms, max_partition_fetch_bytes=8 << 20, auto_offset_reset="earliest",
         )
         await consumer.start()
         self._consumer = consumer

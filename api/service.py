@@ -16,14 +16,18 @@ class Hub:
         size = settings.api.ring_size
         self.cameras, self.counts, self.alerts = Cameras(), Counts(), Alerts()
         topic = settings.topic
+
+        def ring(name: str, capacity: int, **kwargs) -> TopicRing:
+            return TopicRing(bootstrap, topic(name), capacity, fetch_max_wait_ms=settings.fetch_max_wait_ms, **kwargs)
+
         self.rings = {
-            "tracks": TopicRing(bootstrap, topic(TRACKS), size),
-            "counts": TopicRing(bootstrap, topic(COUNTS), size, on_message=self.counts.apply),
-            "alerts": TopicRing(bootstrap, topic(ALERTS), size, on_message=self.alerts.apply),
-            "zone-stats": TopicRing(bootstrap, topic(ZONE_STATS), size),
-            "frames": TopicRing(bootstrap, topic(FRAMES), settings.api.frames_ring),
+            "tracks": ring(TRACKS, size),
+            "counts": ring(COUNTS, size, on_message=self.counts.apply),
+            "alerts": ring(ALERTS, size, on_message=self.alerts.apply),
+            "zone-stats": ring(ZONE_STATS, size),
+            "frames": ring(FRAMES, settings.api.frames_ring),
             # Every configuration since the beginning: the camera list must be complete.
-            "configs": TopicRing(bootstrap, topic(CAMERA_CONFIGS), 100, from_beginning=True, on_message=self.cameras.apply),
+            "configs": ring(CAMERA_CONFIGS, 100, from_beginning=True, on_message=self.cameras.apply),
         }
 
     async def start(self) -> "Hub":

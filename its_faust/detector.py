@@ -1,14 +1,17 @@
 """Batched YOLO11 detection: JPEG frames in, boxes in original-image pixels out.
 
-Pre- and post-processing are Ultralytics' own (``LetterBox``, ``non_max_suppression``,
-``scale_boxes``) so that results match ``YOLO.predict``; only the runtime differs.
+Pre- and post-processing do what ``YOLO.predict`` does, with Ultralytics' own
+``LetterBox`` and ``scale_boxes`` and its NMS steps (the suppression itself by OpenCV,
+see :func:`nms`), so results match; only the runtime differs.
 Frames of different sizes are letterboxed to different shapes, so a batch is
 split into groups of equal shape and each group is one inference call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -16,9 +19,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from ultralytics.data.augment import LetterBox
-from ultralytics.utils.nms import non_max_suppression
 from ultralytics.utils.ops import scale_boxes
 
 from its_faust.assets import resolve_asset
@@ -69,6 +70,9 @@ class Detector:
         # auto=True pads to the smallest multiple of the stride (rect inference), as YOLO.predict does.
         self.letterbox = LetterBox((imgsz, imgsz), auto=True, stride=backend.stride)
         self.names = backend.class_names
+        # Calls from several threads overlap their decoding and NMS; a backend that cannot run
+        # two inferences at once (a GPU model) takes them one at a time here.
+        self._infer_lock = contextlib.nullcontext() if backend.concurrent else threading.Lock()
 
     @classmethod
     def from_settings(cls, settings) -> "Detector":
@@ -97,12 +101,12 @@ class Detector:
             groups[lb.shape[:2]].append(i)
         results: list[FrameDetections | None] = [None] * len(images)
         for shape, indices in groups.items():
-            batch = np.stack([letterboxed[i] for i in indices])
-            # BGR HWC uint8 -> RGB CHW float32 in [0, 1]
-            batch = np.ascontiguousarray(batch[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
-            started = time.perf_counter()
-            raw = self.backend.infer(batch)
-            share_ms = (time.perf_counter() - started) * 1000 / len(indices)
+            # BGR HWC uint8 -> RGB CHW float32 in [0, 1], in one pass
+            batch = cv2.dnn.blobFromImages([letterboxed[i] for i in indices], 1 / 255.0, swapRB=True)
+            with self._infer_lock:
+                started = time.perf_counter()
+                raw = self.backend.infer(batch)
+                share_ms = (time.perf_counter() - started) * 1000 / len(indices)
             for i, boxes in zip(indices, self._postprocess(raw, shape, [images[i].shape for i in indices])):
                 results[i] = FrameDetections(boxes, share_ms, len(images))
         return results  # type: ignore[return-value]
@@ -110,17 +114,35 @@ class Detector:
     def _postprocess(self, raw: np.ndarray, input_shape, original_shapes) -> list[list[Box]]:
         out = []
         for pred, orig in zip(raw, original_shapes):
-            # NMS starts by dropping anchors whose best class score is below conf; doing that
-            # first in NumPy hands it ~1% of the 5,000+ anchors and saves >1 ms per frame.
-            candidates = pred[:, pred[4:].max(axis=0) > self.conf]
-            det = non_max_suppression(
-                torch.from_numpy(candidates[None]), self.conf, self.iou, classes=self.classes, max_det=self.max_det
-            )[0]
-            det[:, :4] = scale_boxes(input_shape, det[:, :4], orig[:2])
+            xyxy, conf, cls = nms(pred, self.conf, self.iou, self.classes, self.max_det)
+            xyxy = scale_boxes(input_shape, xyxy, orig[:2])
             out.append(
                 [
-                    Box(x1=x1, y1=y1, x2=x2, y2=y2, conf=conf, cls=int(cls), label=self.names.get(int(cls), str(int(cls))))
-                    for x1, y1, x2, y2, conf, cls in det.tolist()
+                    Box(x1=x1, y1=y1, x2=x2, y2=y2, conf=c, cls=k, label=self.names.get(k, str(k)))
+                    for (x1, y1, x2, y2), c, k in zip(xyxy.tolist(), conf.tolist(), cls.tolist())
                 ]
             )
         return out
+
+
+def nms(pred: np.ndarray, conf: float, iou: float, classes: list[int] | None, max_det: int):
+    """Ultralytics' ``non_max_suppression`` for one image's raw head output ``(4 + classes, anchors)``.
+
+    Same steps (best class per anchor, score and class filters, per-class greedy NMS, the
+    ``max_det`` best), with OpenCV's ``NMSBoxesBatched`` doing the suppression: the same
+    boxes (tested against Ultralytics'), in a quarter of the time of its torch version on
+    the ~1% of anchors left after the score filter. Returns ``xyxy, conf, cls`` by score.
+    """
+    pred = pred[:, pred[4:].max(axis=0) > conf]  # anchors whose best class clears the bar
+    scores = pred[4:]
+    cls = scores.argmax(axis=0)
+    best = scores[cls, np.arange(scores.shape[1])]
+    if classes:
+        keep = np.isin(cls, classes)
+        pred, cls, best = pred[:, keep], cls[keep], best[keep]
+    cx, cy, w, h = pred[:4]
+    tlwh = np.stack([cx - w / 2, cy - h / 2, w, h], axis=1)
+    picked = np.asarray(cv2.dnn.NMSBoxesBatched(tlwh, best, cls, conf, iou), dtype=np.int64).reshape(-1)
+    picked = picked[np.argsort(-best[picked], kind="stable")][:max_det]
+    x1, y1, bw, bh = tlwh[picked].T
+    return np.stack([x1, y1, x1 + bw, y1 + bh], axis=1), best[picked], cls[picked]

@@ -110,7 +110,7 @@ async def track_source(
     still sending; once it is done, frames still untracked after that long are left missing.
     """
     settings = stack.settings
-    feed = await TrackFeed(stack.bootstrap, settings).start()
+    feed = await TrackFeed(stack.bootstrap, settings, camera_id=camera_id).start()
     producer = make_producer(stack.bootstrap)
     await producer.start()
     flow = FlowWindow(window or settings.ingest.max_in_flight) if fps is None else None

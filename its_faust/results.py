@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 
 from its_faust.codecs import SchemaError, decode
 from its_faust.topic_names import COUNTS, TRACKS
@@ -13,19 +14,37 @@ from schemas import TrackRecord
 from schemas.analytics import CountUpdate
 
 
-class TopicReader:
-    """Reads every partition of one topic from the offsets it had when started (or from the beginning)."""
+# A fetch of several partitions is answered by the embedded broker only when its wait runs out
+# (see its_faust.kafka_transport), so readers of a whole topic wait briefly; a fetch of one
+# partition is answered as soon as data arrives there, as Kafka answers every fetch.
+WHOLE_TOPIC_FETCH_WAIT_MS = 10
+ONE_PARTITION_FETCH_WAIT_MS = 500
 
-    def __init__(self, bootstrap: str, topic: str, *, from_beginning: bool = False, fetch_max_wait_ms: int = 10):
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default (murmur2) partitioner gives ``key``: every producer here uses it."""
+    return DefaultPartitioner()(key, list(range(partitions)), list(range(partitions)))
+
+
+class TopicReader:
+    """Reads one topic from the offsets it had when started (or from the beginning).
+
+    With ``key``, only the partition that holds that key's records is read (one camera's
+    records are all there): cheaper, and prompt on the embedded broker.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, *, from_beginning: bool = False, key: bytes | None = None):
         self.topic = topic
         self.from_beginning = from_beginning
+        self.key = key
+        fetch_max_wait_ms = ONE_PARTITION_FETCH_WAIT_MS if key else WHOLE_TOPIC_FETCH_WAIT_MS
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             group_id=None,
             enable_auto_commit=False,
             max_partition_fetch_bytes=8 << 20,
             fetch_max_bytes=64 << 20,
-            fetch_max_wait_ms=fetch_max_wait_ms,  # see its_faust.kafka_transport: keeps delivery prompt on Tansu
+            fetch_max_wait_ms=fetch_max_wait_ms,
             # If the broker ever answers "offset out of range", re-read rather than jump to the end:
             # a reader that skips records would report frames as lost; readers here dedup by (camera, seq).
             auto_offset_reset="earliest",
@@ -40,6 +59,8 @@ class TopicReader:
             await self.consumer._client.force_metadata_update()
             partitions = self.consumer.partitions_for_topic(self.topic)
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions or [])]
+        if self.key is not None and tps:
+            tps = [TopicPartition(self.topic, partition_for(self.key, len(tps)))]
         self.consumer.assign(tps)
         if self.from_beginning:
             await self.consumer.seek_to_beginning(*tps)
@@ -93,7 +114,7 @@ class RecordFeed:
     """Records of one type and camera from one topic, from when the feed started (or the beginning)."""
 
     def __init__(self, bootstrap: str, topic: str, record_type, camera_id: str, *, from_beginning: bool = False):
-        self.reader = TopicReader(bootstrap, topic, from_beginning=from_beginning)
+        self.reader = TopicReader(bootstrap, topic, from_beginning=from_beginning, key=camera_id.encode())
         self.record_type = record_type
         self.camera_id = camera_id
         self.records: list = []
@@ -152,10 +173,11 @@ class CountFeed(RecordFeed):
 
 
 class TrackFeed:
-    """Track records of one topic, first copy of each ``(camera, seq)`` only."""
+    """Track records (of every camera, or of one), first copy of each ``(camera, seq)`` only."""
 
-    def __init__(self, bootstrap: str, settings, *, from_beginning: bool = False):
-        self.reader = TopicReader(bootstrap, settings.topic(TRACKS), from_beginning=from_beginning)
+    def __init__(self, bootstrap: str, settings, *, from_beginning: bool = False, camera_id: str | None = None):
+        key = camera_id.encode() if camera_id else None
+        self.reader = TopicReader(bootstrap, settings.topic(TRACKS), from_beginning=from_beginning, key=key)
         self.seen: dict[tuple[str, int], TrackRecord] = {}
         self.duplicates: list[TrackRecord] = []
         self.invalid = 0

@@ -38,12 +38,21 @@ class ModelSettings(BaseModel):
     iou: float = Field(0.7, gt=0.0, le=1.0, description="NMS IoU threshold")
     classes: list[int] = Field(default_factory=lambda: list(TRAFFIC_CLASSES))
     max_det: int = 300
-    batch_size: int = Field(2, ge=1, le=256, description="Most frames one detection step takes, across cameras")
+    batch_size: int = Field(
+        0, ge=0, le=256,
+        description="Most frames in one inference call, across cameras; 0 = auto: 1 on a CPU (single-threaded "
+        "calls side by side are fastest there), 16 on a GPU",
+    )
     batch_wait_ms: float = Field(15.0, ge=0.0, description="Longest wait to fill a batch")
     parallel: int = Field(
-        0, ge=0, description="Inference calls run at once, each on a share of the batch; 0 = one per CPU core (CPU backends)"
+        0, ge=0,
+        description="Inference calls in flight at once; 0 = one per CPU core (at most 4). On a GPU the device runs "
+        "one call at a time and the others decode and post-process around it",
     )
     ort_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads per call; 0 = cores / parallel")
+
+    def frames_per_call(self, device: str) -> int:
+        return self.batch_size or (16 if device.startswith("cuda") else 1)
 
     def inference_parallelism(self) -> tuple[int, int]:
         """(concurrent inference calls, threads per call) for a CPU backend.
@@ -142,7 +151,12 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = 1.0
     commit_interval_s: float = 1.0
     stall_after_s: float = Field(15.0, gt=0, description="A partition with backlog that has not moved this long is re-sought")
-    fetch_max_wait_ms: int = Field(10, ge=0, description="Longest a worker's fetch waits for data (see kafka_transport)")
+    fetch_max_wait_ms: int = Field(
+        100, ge=0,
+        description="Longest a fetch of several partitions waits for data (workers, API). The embedded broker "
+        "answers such fetches only when the wait runs out, so this trades latency (about +50 ms at 100) against "
+        "the CPU of polling (see kafka_transport); Apache Kafka answers as soon as data arrives: use 500 there",
+    )
 
     model: ModelSettings = Field(default_factory=ModelSettings)
     tracker: TrackerSettings = Field(default_factory=TrackerSettings)

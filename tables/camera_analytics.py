@@ -163,6 +163,18 @@ class CameraAnalytics:
 
     # -- one frame --------------------------------------------------------------------------------
 
+    def idle_under(self, config: CameraConfig | None) -> bool:
+        """Nothing to do: no line, zone or speed limit to apply, and no alert left to clear.
+
+        Such a frame changes nothing that matters, so the agent skips it rather than write the
+        actor's whole memory to its table for every frame of a camera nobody configured.
+        """
+        if self.alert_book.active:
+            return False
+        if config is None or config.removed:
+            return True
+        return not (config.lines or config.zones or (config.calibration and config.speed_limit_kmh))
+
     def update(self, record: TrackRecord, config: CameraConfig | None) -> FrameOutput:
         """Apply one frame's tracks (the caller has checked ``record.seq > last_seq``)."""
         live = config is not None and not config.removed

@@ -1,4 +1,4 @@
-"""Batching across cameras: one step takes frames of any sizes and gives each frame its own boxes."""
+"""Batching across cameras: one call takes frames of any sizes and gives each frame its own boxes, in order."""
 
 import asyncio
 
@@ -23,28 +23,57 @@ def test_mixed_sizes_are_grouped_and_keep_order(detector, clip_frames):
         )
 
 
-def test_batch_is_split_over_parallel_calls_in_frame_order(monkeypatch, clip_frames):
+def test_one_call_per_batch_keeps_frame_order_and_flags_undecodable_frames(clip_frames):
     import agents.detect as detect
 
-    calls = []
-    real = detect._detect
-
-    def spy(frames):
-        calls.append([f.seq for f in frames])
-        return real(frames)
-
-    monkeypatch.setattr(detect, "_detect", spy)
-    monkeypatch.setattr(detect, "_PARALLEL", 2)
     frames = []
-    for seq, image in enumerate(clip_frames[:5]):
+    for seq, image in enumerate(clip_frames[:3]):
         ok, jpeg = cv2.imencode(".jpg", image)
-        frames.append(FrameRecord(camera_id=f"cam-{seq % 2}", seq=seq, captured_at=0, width=640, height=360, jpeg=jpeg.tobytes()))
-    frames.append(FrameRecord(camera_id="cam-9", seq=99, captured_at=0, width=640, height=360, jpeg=b"not a jpeg"))
-    results = asyncio.run(detect._detect_parallel(frames))
-    assert sorted(calls) == [[0, 1, 2], [3, 4, 99]]
-    assert len(results) == 6
-    assert all(len(r.boxes) > 0 for r in results[:5])
-    assert isinstance(results[5], Exception) and "decodable" in str(results[5])
+        frames.append(FrameRecord(camera_id=f"cam-{seq}", seq=seq, captured_at=0, width=640, height=360, jpeg=jpeg.tobytes()))
+    frames.insert(1, FrameRecord(camera_id="cam-9", seq=99, captured_at=0, width=640, height=360, jpeg=b"not a jpeg"))
+    results = detect._detect(frames)
+    assert len(results) == 4
+    assert isinstance(results[1], Exception) and "decodable" in str(results[1])
+    good = [results[0], results[2], results[3]]
+    assert all(len(r.boxes) > 0 and r.batch_size == 3 for r in good)  # the three good frames were one call
+    alone = detect._detect(frames[2:3])[0]
+    assert [b.model_dump() for b in results[2].boxes] == [b.model_dump() for b in alone.boxes]
+
+
+def test_jobs_overlap_but_results_keep_submission_order():
+    from its_faust.in_order import InOrderJobs
+
+    async def scenario():
+        jobs = InOrderJobs(limit=2)
+        running, most = 0, 0
+
+        async def job(i, delay):
+            nonlocal running, most
+            running += 1
+            most = max(most, running)
+            await asyncio.sleep(delay)
+            running -= 1
+            if i == 3:
+                raise ValueError("bad batch")
+            return i
+
+        async def submit_all():
+            # Later jobs finish first: the results must still come back in order.
+            for i, delay in enumerate([0.05, 0.01, 0.03, 0.0, 0.02]):
+                await jobs.submit(lambda i=i, d=delay: job(i, d), f"tag-{i}")
+
+        submitter = asyncio.ensure_future(submit_all())
+        out = []
+        async for tag, result in jobs.results():
+            out.append((tag, result if not isinstance(result, Exception) else str(result)))
+            if len(out) == 5:
+                break
+        await submitter
+        return out, most
+
+    out, most = asyncio.run(scenario())
+    assert out == [("tag-0", 0), ("tag-1", 1), ("tag-2", 2), ("tag-3", "bad batch"), ("tag-4", 4)]
+    assert most == 2  # two ran at once, never more
 
 
 def test_frame_records_survive_the_wire(clip_frames):

@@ -83,3 +83,25 @@ def test_only_configured_classes_are_kept(detector, clip_frames):
 def test_undecodable_bytes_raise_a_clear_error():
     with pytest.raises(UnreadableImage, match="not a decodable image"):
         decode_jpeg(b"\x00" * 100)
+
+
+def test_nms_gives_ultralytics_boxes(detector, clip_frames):
+    """Our NMS (OpenCV's suppression) against Ultralytics' non_max_suppression on the same raw outputs."""
+    import torch
+    from ultralytics.utils.nms import non_max_suppression
+
+    from its_faust.detector import nms
+
+    compared = 0
+    for image in clip_frames[::20]:
+        batch = detector.letterbox(image=image)
+        x = np.ascontiguousarray(batch[None][..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+        raw = detector.backend.infer(x)[0]
+        theirs = non_max_suppression(torch.from_numpy(raw[None]), 0.1, 0.7, classes=list(TRAFFIC_CLASSES), max_det=300)[0].numpy()
+        xyxy, conf, cls = nms(raw, 0.1, 0.7, list(TRAFFIC_CLASSES), 300)
+        ours = np.column_stack([xyxy, conf, cls])
+        assert ours.shape == theirs.shape
+        order = lambda a: a[np.lexsort((a[:, 0], -a[:, 4]))]  # noqa: E731
+        np.testing.assert_allclose(order(ours), order(theirs), atol=1e-3)
+        compared += len(ours)
+    assert compared > 100
