@@ -113,7 +113,7 @@ class ApiSettings(BaseModel):
 
 class IngestSettings(BaseModel):
     jpeg_quality: int = Field(85, ge=10, le=100)
-    max_in_flight: int = Field(8, ge=1, description="Frames a paced-by-pipeline source may have untracked at once")
+    max_in_flight: int = Field(12, ge=1, description="Frames a paced-by-pipeline source may have untracked at once")
     reconnect_initial_s: float = 0.5
     reconnect_max_s: float = 30.0
     reconnect_attempts: int = Field(0, ge=0, description="0 = retry forever")

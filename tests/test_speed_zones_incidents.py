@@ -188,3 +188,17 @@ def test_one_fast_frame_does_not_restart_the_stopped_clock():
     _, outs = play([[box(1, 300, 50 + 4 * i)] for i in range(30)] + still + jolt + still, config(zones=[LANE]))
     raised = [a for o in outs for a in o.alerts if a.state == "raised"]
     assert len(raised) == 1 and raised[0].captured_at - raised[0].started_at == pytest.approx(10, abs=0.2)
+
+
+def test_an_unconfigured_camera_is_idle_but_not_while_an_alert_waits_to_clear():
+    fresh = CameraAnalytics("cam", rules=AnalyticsSettings())
+    assert fresh.idle_under(None) and fresh.idle_under(config())
+    assert not fresh.idle_under(config(zones=[LANE]))
+    assert fresh.idle_under(config(calibration=CALIBRATION))  # a calibration alone gives nothing to emit
+    assert not fresh.idle_under(config(calibration=CALIBRATION, limit=50))
+    # A wrong-way alert is up when the zone is removed: the actor must keep going until it clears.
+    actor, outs = play([[box(7, 320, 340 - 4 * i)] for i in range(70)], config(zones=[LANE]))
+    assert alerts(outs) == [("wrong_way", "raised")]
+    assert not actor.idle_under(None)
+    _, later = play([[]] * int(6 * FPS), None, actor=actor, start=70)
+    assert alerts(later) == [("wrong_way", "cleared")] and actor.idle_under(None)
