@@ -30,7 +30,7 @@ def test_run_writes_a_summary(tmp_path):
     result = json.loads(summary.read_text())
     assert result["frames_in"] == result["frames_tracked"] == 60
     assert result["detections"] > 300 and result["distinct_track_ids"] > 5
-    assert result["fps"] > 0 and set(result["latency_ms"]) == {"p50", "p95", "p99"}
+    assert result["fps"] > 0 and result["throughput_fps"] > 0 and set(result["latency_ms"]) == {"p50", "p95", "p99"}
     assert result["missing_seqs"] == [] and result["duplicate_track_records"] == 0
     # One car comes down the right-hand carriageway over y=120 by frame 60 (hand count: frame 18).
     assert result["counts"] == {"y120": {"in": {"car": 1}}, "line2": {}}
