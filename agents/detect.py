@@ -27,6 +27,7 @@ from its_faust.codecs import SchemaError, decode, encode
 from its_faust.dead_letters import dead_letter
 from its_faust.detector import Detector, UnreadableImage, decode_jpeg
 from its_faust.in_order import InOrderJobs
+from its_faust.intake import Intake
 from schemas import DetectionRecord, FrameRecord
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,10 @@ async def _load_detector() -> None:
     await asyncio.get_running_loop().run_in_executor(_executor, get_detector)
 
 
-async def _frame_of(stream, event: EventT) -> FrameRecord | None:
-    """The event's frame, or None after dead-lettering (and acknowledging) what is not one."""
+async def _frame_of(stream, intake: Intake, event: EventT) -> FrameRecord | None:
+    """The event's frame; None for what is not one (dead-lettered and acknowledged) or not its turn."""
+    if not await intake.admit(event):
+        return None  # out of order or a copy: not acknowledged, so it comes again if needed
     try:
         frame = decode(FrameRecord, event.value)
         if event.key != frame.camera_id.encode():
@@ -119,6 +122,7 @@ async def detect(stream):
     # Never build the detector on the event loop (seconds of ORT set-up would stall heartbeats).
     detector = await loop.run_in_executor(_executor, get_detector)
     batch_size = settings.model.frames_per_call(detector.backend.device)
+    intake = Intake.for_stream(app, "detect", stream)
     jobs: InOrderJobs = InOrderJobs(limit=_PARALLEL)
     emitter = asyncio.ensure_future(_emit_in_order(stream, jobs))
     try:
@@ -128,7 +132,7 @@ async def detect(stream):
                 emitter.result()
             frames, kept = [], []
             for event in events:
-                frame = await _frame_of(stream, event)
+                frame = await _frame_of(stream, intake, event)
                 if frame is not None:
                     frames.append(frame)
                     kept.append(event)

@@ -141,6 +141,48 @@ def run_bench(settings, clip: str, out_path: Path, *, skip_baseline: bool = Fals
     return result
 
 
+def batch_sweep(settings, clip: str, sizes=(1, 2, 4, 8, 16, 32, 64), seconds: float = 3.0) -> dict:
+    """The detector alone at each batch size on its device (GPU when there is one): frames per second.
+
+    Real frames of the clip, already decoded; each call letterboxes, infers and runs NMS as
+    the detection stage does, so the figure is what one detection call can deliver per
+    device. On a CPU the ONNX Runtime session has the threads of one of the detect stage's
+    parallel calls, so compare sizes, not absolute figures, there.
+    """
+    import cv2
+
+    from its_faust.detector import Detector
+
+    detector = Detector.from_settings(settings)
+    capture = cv2.VideoCapture(clip)
+    frames = []
+    while len(frames) < max(sizes):
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    if not frames:
+        raise ValueError(f"no frames could be read from {clip}")
+    by_size = {}
+    for size in sizes:
+        batch = [frames[i % len(frames)] for i in range(size)]
+        detector.detect(batch)  # warm-up: allocations, kernel selection
+        calls, inference_ms, started = 0, 0.0, time.perf_counter()
+        while time.perf_counter() - started < seconds or calls < 3:
+            results = detector.detect(batch)
+            inference_ms += sum(r.inference_ms for r in results)
+            calls += 1
+        elapsed = time.perf_counter() - started
+        by_size[str(size)] = {
+            "fps": round(calls * size / elapsed, 1),
+            "inference_ms_per_frame": round(inference_ms / (calls * size), 2),
+        }
+    info = detector.model_info
+    return {"model": f"{info.name}@{info.version}", "backend": info.backend, "device": info.device,
+            "imgsz": settings.model.imgsz, "frame": f"{frames[0].shape[1]}x{frames[0].shape[0]}", "fps_by_batch": by_size}
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "plain-loop":
         print(json.dumps(plain_loop(sys.argv[2], sys.argv[3])))

@@ -265,13 +265,27 @@ def demo(source: str, workers: int, cameras: int, duration: float | None, port: 
 @click.option("--source", default="dual_carriageway_abhishek.mp4", show_default=True, help="Video file or sample clip name.")
 @click.option("--out", "out_path", type=click.Path(path_type=Path), default=Path("benchmarks/results/bench.json"), show_default=True)
 @click.option("--skip-baseline", is_flag=True, help="Only measure the pipeline.")
-def bench(source: str, out_path: Path, skip_baseline: bool) -> None:
-    """Pipeline vs the plain Ultralytics loop vs raw ONNX Runtime, on one clip, in one run."""
+@click.option("--batch-sweep", is_flag=True,
+              help="Instead: the detector alone at batch sizes 1-64 on its device (a GPU when there is one; "
+                   "set ITS_FAUST_MODEL__BACKEND=torch for the CUDA path).")
+@click.option("--sizes", default="1,2,4,8,16,32,64", show_default=True, help="Batch sizes for --batch-sweep.")
+def bench(source: str, out_path: Path, skip_baseline: bool, batch_sweep: bool, sizes: str) -> None:
+    """Pipeline vs the plain Ultralytics loop vs raw ONNX Runtime, on one clip, in one run (JSON to --out)."""
     settings = _settings()
-    from its_faust.bench import run_bench
+    from its_faust import bench as benchmarks
 
     try:
-        result = run_bench(settings, _resolve_source(source, settings), out_path, skip_baseline=skip_baseline)
+        clip = _resolve_source(source, settings)
+        if batch_sweep:
+            try:
+                batch_sizes = [int(s) for s in sizes.split(",") if s.strip()]
+            except ValueError:
+                raise click.BadParameter(f"{sizes!r} is not a comma-separated list of batch sizes", param_hint="--sizes")
+            result = benchmarks.batch_sweep(settings, clip, batch_sizes)
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            out_path.write_text(json.dumps(result, indent=2) + "\n")
+        else:
+            result = benchmarks.run_bench(settings, clip, out_path, skip_baseline=skip_baseline)
     except USER_ERRORS as exc:
         _fail(exc)
     click.echo(json.dumps(result, indent=2))

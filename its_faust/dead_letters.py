@@ -10,6 +10,7 @@ from faust.types import EventT
 
 from its_faust import topics
 from its_faust.codecs import SchemaError, decode, encode
+from its_faust.intake import Intake
 from schemas import DeadLetter
 from schemas.base import Record
 
@@ -37,12 +38,16 @@ async def dead_letter(stage: str, event: EventT, reason: str) -> None:
 
 
 async def valid_records(stream, record_type: type[R], stage: str) -> AsyncIterator[tuple[EventT, R]]:
-    """The stream's events with their decoded records; the rest go to the dead-letter topic.
+    """The stream's events, in log order (:mod:`its_faust.intake`), with their decoded records;
+    the rest go to the dead-letter topic.
 
     Every per-camera topic is keyed by camera id, and actors keep state under the
     key, so a record whose camera_id is not its key is bad input too.
     """
+    intake = Intake.for_stream(stream.app, stage, stream)
     async for event in stream.events():
+        if not await intake.admit(event):
+            continue  # out of order or a copy: never acknowledged, so it comes again if needed
         try:
             record = decode(record_type, event.value)
             if event.key != record.camera_id.encode():

@@ -6,9 +6,12 @@ silently stops while the others carry on. Every ``interval_s`` this checks each
 assigned source partition: when it has messages the group has not committed and
 its committed offset has not moved for ``stall_s``, it is logged, resumed and
 sought back to its committed offset (redelivered frames are harmless: the camera
-actors are idempotent by seq). In the one real stall seen so far the re-seek did
-not restore the flow, so a repeated stall is logged as an error: restart that
-worker (a killed and replaced worker is the tested path that loses nothing).
+actors are idempotent by seq). The stalls seen before were messages Faust dropped
+around a rebalance, which the agents' intake (:mod:`its_faust.intake`) now re-reads
+at once; this is the last resort. The one earlier re-seek that did not restore the
+flow used ``Consumer.seek``, which touches aiokafka from the wrong thread; the
+re-seek now runs in the consumer's thread. A repeated stall is still logged as an
+error: restart that worker (kill and replacement is tested to lose nothing).
 """
 
 from __future__ import annotations
@@ -60,8 +63,9 @@ class StallWatchdog:
                 consumer._buffered_partitions.discard(tp)
                 consumer.resume_partitions([tp])
                 try:
-                    # The consumer thread may itself be what is stuck: never let the watchdog hang with it.
-                    await asyncio.wait_for(consumer.seek(tp, committed), timeout=5.0)
+                    # seek_wait runs in the consumer's thread (Consumer.seek would touch aiokafka from this
+                    # one); the thread may itself be what is stuck: never let the watchdog hang with it.
+                    await asyncio.wait_for(consumer.seek_wait({tp: committed}), timeout=5.0)
                 except asyncio.TimeoutError:
                     log.error("partition %s[%s]: seek did not complete within 5s", tp.topic, tp.partition)
                 self._last[tp] = (committed, now)

@@ -81,3 +81,12 @@ def test_frame_records_survive_the_wire(clip_frames):
     record = FrameRecord(camera_id="cam-1", seq=1, captured_at=0, width=640, height=360, jpeg=jpeg.tobytes())
     image = cv2.imdecode(np.frombuffer(decode(FrameRecord, encode(record)).jpeg, np.uint8), cv2.IMREAD_COLOR)
     assert image.shape == (360, 640, 3)
+
+
+def test_batch_sweep_reports_every_size(settings, clip_path):
+    """`its-faust bench --batch-sweep` (the GPU figure where a GPU is lent) runs the real detector."""
+    from its_faust.bench import batch_sweep
+
+    result = batch_sweep(settings, str(clip_path), sizes=(1, 3), seconds=0.2)
+    assert set(result["fps_by_batch"]) == {"1", "3"} and result["frame"] == "640x360"
+    assert all(v["fps"] > 0 and v["inference_ms_per_frame"] > 0 for v in result["fps_by_batch"].values())

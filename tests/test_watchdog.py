@@ -26,8 +26,8 @@ class FakeConsumer:
     def resume_partitions(self, tps):
         self.resumed += list(tps)
 
-    async def seek(self, tp, offset):
-        self.sought.append((tp, offset))
+    async def seek_wait(self, partitions):
+        self.sought += list(partitions.items())
 
 
 def test_stalled_partition_is_sought_back_and_moving_ones_are_left(monkeypatch):
