@@ -125,11 +125,13 @@ async def detect(stream):
     intake = Intake.for_stream(app, "detect", stream)
     jobs: InOrderJobs = InOrderJobs(limit=_PARALLEL)
     emitter = asyncio.ensure_future(_emit_in_order(stream, jobs))
+    # If the emitter fails (the producer refused a record), the agent must fail with it: its frames
+    # stay unacknowledged, Faust restarts the agent, and the new intake re-reads them in order.
+    agent_task = asyncio.current_task()
+    emitter.add_done_callback(lambda done: _fail_agent(done, agent_task))
     try:
         # noack_take: frames are acknowledged by the emitter, once their detections are sent.
         async for events in stream.noack_take(batch_size, within=settings.model.batch_wait_ms / 1000):
-            if emitter.done():  # a bug in the emitter must not leave frames unacknowledged for ever
-                emitter.result()
             frames, kept = [], []
             for event in events:
                 frame = await _frame_of(stream, intake, event)
@@ -140,3 +142,11 @@ async def detect(stream):
                 await jobs.submit(partial(loop.run_in_executor, _executor, _detect, frames), (frames, kept))
     finally:
         emitter.cancel()
+
+
+def _fail_agent(emitter: asyncio.Future, agent_task: asyncio.Task | None) -> None:
+    if emitter.cancelled() or emitter.exception() is None:
+        return
+    log.error("detect: sending detections failed (%r); restarting the agent", emitter.exception())
+    if agent_task is not None and not agent_task.done():
+        agent_task.cancel()

@@ -263,15 +263,17 @@ def demo(source: str, workers: int, cameras: int, duration: float | None, port: 
 
 @main.command()
 @click.option("--source", default="dual_carriageway_abhishek.mp4", show_default=True, help="Video file or sample clip name.")
-@click.option("--out", "out_path", type=click.Path(path_type=Path), default=Path("benchmarks/results/bench.json"), show_default=True)
+@click.option("--out", "out_path", type=click.Path(path_type=Path),
+              help="Where the JSON goes [default: benchmarks/results/bench.json, or batch-sweep.json with --batch-sweep].")
 @click.option("--skip-baseline", is_flag=True, help="Only measure the pipeline.")
 @click.option("--batch-sweep", is_flag=True,
               help="Instead: the detector alone at batch sizes 1-64 on its device (a GPU when there is one; "
                    "set ITS_FAUST_MODEL__BACKEND=torch for the CUDA path).")
 @click.option("--sizes", default="1,2,4,8,16,32,64", show_default=True, help="Batch sizes for --batch-sweep.")
-def bench(source: str, out_path: Path, skip_baseline: bool, batch_sweep: bool, sizes: str) -> None:
+def bench(source: str, out_path: Path | None, skip_baseline: bool, batch_sweep: bool, sizes: str) -> None:
     """Pipeline vs the plain Ultralytics loop vs raw ONNX Runtime, on one clip, in one run (JSON to --out)."""
     settings = _settings()
+    out_path = out_path or Path("benchmarks/results") / ("batch-sweep.json" if batch_sweep else "bench.json")
     from its_faust import bench as benchmarks
 
     try:

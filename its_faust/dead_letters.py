@@ -43,16 +43,23 @@ async def valid_records(stream, record_type: type[R], stage: str) -> AsyncIterat
 
     Every per-camera topic is keyed by camera id, and actors keep state under the
     key, so a record whose camera_id is not its key is bad input too.
+
+    An event is acknowledged once the agent's body is done with it (when it asks for the
+    next one), as Faust would; a body that raises leaves it unacknowledged, to come again.
+    Acknowledging by hand (``noack``) is what keeps the events the intake refused from
+    counting as done: Faust's own acknowledgement would count them.
     """
     intake = Intake.for_stream(stream.app, stage, stream)
-    async for event in stream.events():
+    events = stream.noack()
+    async for event in events.events():
         if not await intake.admit(event):
-            continue  # out of order or a copy: never acknowledged, so it comes again if needed
+            continue  # out of order or a copy: released, it comes again (or came already)
         try:
             record = decode(record_type, event.value)
             if event.key != record.camera_id.encode():
                 raise SchemaError(f"key {event.key!r} is not the record's camera_id {record.camera_id!r}")
         except SchemaError as exc:
             await dead_letter(stage, event, str(exc))
-            continue
-        yield event, record
+        else:
+            yield event, record
+        await events.ack(event)

@@ -14,21 +14,23 @@ is 100; the profiles that need Apache Kafka use 500, where a long wait costs not
 (seen here as frames that were never detected while the frames after them were, the
 "mid-stream join" loss; faust-streaming #629 and kin), through three paths:
 
-* a message that reaches a stream while flow is suspended, or from an older generation,
-  is skipped *and acknowledged* (``Stream._c_aiter``: ``do_ack or value is skipped``);
-* a jump in offsets is taken for a hole in the log (compaction, transaction markers) and
-  the missing offsets are counted as done (``Consumer._add_gap``), while here it means
-  a message was dropped in the consumer around a re-seek;
+* messages are dropped inside the consumer (queues cleared on revocation, a stale fetch
+  batch delivered after a re-seek, fetched messages below the "read offset" discarded)
+  while the ones after them are delivered;
+* a jump in offsets is taken for a hole in the log and the missing offsets are counted
+  as done (``Consumer._add_gap``), while here it means a message was dropped;
 * revocation forgets the committed offset, and without it the first run of acknowledged
   offsets is committed even when the message before it was never acknowledged (and with
   it, one unacknowledged message at the head is still tolerated: ``min(acked) -
   committed > 1``).
 
-Our topics have no holes (no compaction, no transactions), so this consumer counts only
-the acknowledgements of messages an agent admitted (:mod:`its_faust.intake`) in the
-current generation, never fills gaps, and commits only a run that starts exactly at the
+For the topics agents read through an intake (:mod:`its_faust.intake`), which puts each
+partition's messages back in order, this consumer counts only the acknowledgements of
+messages the intake admitted in the current generation (agents acknowledge by hand:
+Faust's compiled stream iterator acknowledges without calling ``Consumer.ack``), keeps
+no read offsets, never fills gaps, and commits only a run that starts exactly at the
 committed offset. A message Faust dropped therefore holds its partition's commits where
-they are until the agent's intake has rewound and processed it.
+they are until the intake has re-read and the agent processed it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ import logging
 import weakref
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types.tuples import ack_lock
+from mode.utils.futures import notify
 
 from its_faust.settings import get_settings
 
@@ -50,29 +54,68 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
 
+class _ReadOffsets(dict):
+    """Faust's per-partition read offsets, kept for every topic but the guarded ones.
+
+    Faust drops a fetched message below its read offset and takes a jump above it for a
+    hole in the log; for guarded topics the intake does the first (copies) and must see
+    the messages a jump would skip, so there Faust sees no read offset at all.
+    """
+
+    def __init__(self, guarded: set[str]):
+        super().__init__()
+        self.guarded = guarded
+
+    def __missing__(self, tp):
+        return None
+
+    def __setitem__(self, tp, offset) -> None:
+        if tp.topic not in self.guarded:
+            super().__setitem__(tp, offset)
+
+    def update(self, *args, **kwargs) -> None:
+        for tp, offset in dict(*args, **kwargs).items():
+            self[tp] = offset
+
+
 class _Consumer(faust_aiokafka.Consumer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.admitted: weakref.WeakSet = weakref.WeakSet()  # messages an agent's intake let through
         self.guarded_topics: set[str] = set()  # topics read through an intake
+        self.admitted: weakref.WeakSet = weakref.WeakSet()  # their messages an intake let through
+        self.generation_start: dict = {}  # tp -> where this generation reads from (guarded topics)
         self._committed_before_revoke: dict = {}
-        self.generation_start: dict = {}  # tp -> offset its intake started from in this generation
+        self._read_offset = _ReadOffsets(self.guarded_topics)
 
     def _new_consumer_thread(self):
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    # -- what counts as done ----------------------------------------------------------------
 
     def ack(self, message) -> bool:
         if message.topic in self.guarded_topics and (
             message not in self.admitted or message.generation_id != self.app.consumer_generation_id
         ):
-            return False  # skipped by Faust, not processed by us: it must come again
+            return False  # not processed by an agent in this generation: it must come again
         return super().ack(message)
 
+    def release(self, message) -> None:
+        """Forget a message an intake refused: nothing waits for it, and it does not count as done."""
+        with ack_lock:
+            message.acked = True  # a late ack of this copy must not count either
+        self._unacked_messages.discard(message)
+        notify(self._waiting_for_ack)
+
+    def count_missing_as_done(self, tp, first: int, end: int) -> None:
+        """Offsets ``first`` to ``end - 1`` hold no message (transaction markers, retention)."""
+        index = self._acked_index[tp]
+        missing = [o for o in range(first, end) if o not in index]
+        index.update(missing)
+        self._acked[tp].extend(missing)
+
     async def _add_gap(self, tp, offset_from: int, offset_to: int) -> None:
-        if tp.topic in self.guarded_topics:
-            log.debug("%s[%s]: offsets %s-%s not seen in order; not counted as done", tp.topic, tp.partition, offset_from, offset_to)
-            return
-        await super()._add_gap(tp, offset_from, offset_to)
+        if tp.topic not in self.guarded_topics:  # (with no read offsets, guarded ones never get here)
+            await super()._add_gap(tp, offset_from, offset_to)
 
     def _new_offset(self, tp) -> int | None:
         if tp.topic not in self.guarded_topics:
@@ -81,9 +124,7 @@ class _Consumer(faust_aiokafka.Consumer):
         if not acked:
             return None
         acked.sort()
-        start = self._committed_offset.get(tp)
-        if start is None:
-            start = self._committed_before_revoke.get(tp, self.generation_start.get(tp))
+        start = self.next_to_commit(tp)
         if start is not None:
             stale = [o for o in acked if o < start]
             if stale:
@@ -99,9 +140,28 @@ class _Consumer(faust_aiokafka.Consumer):
         self._acked_index[tp].difference_update(done)
         return done[-1] + 1
 
+    def next_to_commit(self, tp) -> int | None:
+        """The offset a commit of ``tp`` must start from: where this generation reads from, then on."""
+        for known in (self._committed_offset.get(tp), self._committed_before_revoke.get(tp), self.generation_start.get(tp)):
+            if known is not None:
+                return known
+        return None
+
+    # -- rebalances -------------------------------------------------------------------------
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        # Faust keeps no committed offset for a partition never committed (nor for offset 0):
+        # then this generation reads from the log's start.
+        unknown = [tp for tp in self.assignment() if tp.topic in self.guarded_topics
+                   and self._committed_offset.get(tp) is None and tp not in self.generation_start]
+        if unknown:
+            for tp, offset in (await self.earliest_offsets(*unknown)).items():
+                self.generation_start.setdefault(tp, offset)
+
     async def on_partitions_revoked(self, revoked) -> None:
         # Faust forgets these before it commits what its streams finish during the revocation.
-        self._committed_before_revoke = {tp: self._committed_offset.get(tp) for tp in revoked}
+        self._committed_before_revoke = {tp: self.next_to_commit(tp) for tp in revoked}
         await super().on_partitions_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned, generation_id: int = 0) -> None:

@@ -164,13 +164,13 @@ class CameraAnalytics:
     # -- one frame --------------------------------------------------------------------------------
 
     def idle_under(self, config: CameraConfig | None) -> bool:
-        """Nothing to do: no line, zone or speed limit to apply, and no alert left to clear.
+        """Nothing to do: no line, zone or speed limit to apply, no alert left to clear, no memory to drop.
 
         Such a frame changes nothing that matters, so the agent skips it rather than write the
         actor's whole memory to its table for every frame of a camera nobody configured.
         """
-        if self.alert_book.active:
-            return False
+        if self.alert_book.active or self.geometry:
+            return False  # an alert to clear, or the memory of lines and zones that are gone to drop
         if config is None or config.removed:
             return True
         return not (config.lines or config.zones or (config.calibration and config.speed_limit_kmh))

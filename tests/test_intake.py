@@ -23,12 +23,26 @@ class Message:
 
 
 class FakeConsumer:
-    def __init__(self, committed=None):
+    def __init__(self, committed=None, log_start=0):
         self.guarded_topics: set = set()
         self.admitted = weakref.WeakSet()
-        self.generation_start: dict = {}
+        self.released: list = []
+        self.done_without_message: list = []
         self._committed_offset = defaultdict(lambda: None, committed or {})
+        self.log_start = log_start
         self.sought: list = []
+
+    def next_to_commit(self, tp):
+        return self._committed_offset.get(tp)
+
+    def release(self, message):
+        self.released.append(message.offset)
+
+    def count_missing_as_done(self, tp, first, end):
+        self.done_without_message.append((tp, first, end))
+
+    async def earliest_offsets(self, *tps):
+        return {tp: self.log_start for tp in tps}
 
     async def seek_wait(self, partitions):
         self.sought += list(partitions.items())
@@ -41,8 +55,8 @@ def admit_all(intake, messages):
     return asyncio.run(go())
 
 
-def make(committed=None, generation=1):
-    consumer = FakeConsumer(committed)
+def make(committed=None, generation=1, log_start=0):
+    consumer = FakeConsumer(committed, log_start)
     app = SimpleNamespace(consumer=consumer, consumer_generation_id=generation)
     return app, consumer, Intake(app, "detect", [FRAMES])
 
@@ -52,7 +66,7 @@ def test_messages_pass_in_order_and_copies_are_dropped():
     app, consumer, intake = make({tp: 10})
     assert consumer.guarded_topics == {FRAMES}
     passed = admit_all(intake, [Message(tp, o) for o in (10, 11, 12, 11, 12, 13)])
-    assert passed == [10, 11, 12, 13] and consumer.sought == []
+    assert passed == [10, 11, 12, 13] and consumer.sought == [] and consumer.released == [11, 12]
     assert {m.offset for m in consumer.admitted} <= {10, 11, 12, 13}
 
 
@@ -69,6 +83,25 @@ def test_a_hole_rewinds_once_and_holds_the_partition_until_the_missing_message_c
     assert admit_all(intake, [Message(tp, 48)]) == [] and consumer.sought == [(tp, 43), (tp, 43)]
     # The re-read comes from 43 on: everything is let through once, in order.
     assert admit_all(intake, [Message(tp, o) for o in (43, 44, 45, 46)]) == [43, 44, 45, 46]
+    assert consumer.released == [45, 46, 47, 48] and consumer.done_without_message == []
+
+
+def test_offsets_the_log_does_not_have_are_skipped_not_waited_for(monkeypatch):
+    tp = TP(FRAMES, 0)
+    clock = [0.0]
+    monkeypatch.setattr(intake_module.time, "monotonic", lambda: clock[0])
+    # Retention: the log now starts above the committed offset; go on at once.
+    app, consumer, intake = make({tp: 5}, log_start=20)
+    assert admit_all(intake, [Message(tp, 20), Message(tp, 21)]) == [20, 21]
+    assert consumer.done_without_message == [(tp, 5, 20)] and consumer.sought == []
+    # A commit marker of a transactional producer at 30: re-reads from 30 keep starting at 31.
+    app, consumer, intake = make({tp: 30})
+    for attempt in range(intake_module.REWINDS_BEFORE_HOLE):
+        assert admit_all(intake, [Message(tp, 31), Message(tp, 32)]) == []
+        clock[0] += intake_module.REWIND_AGAIN_AFTER_S + 0.1
+    assert consumer.sought == [(tp, 30)] * intake_module.REWINDS_BEFORE_HOLE
+    assert admit_all(intake, [Message(tp, 31), Message(tp, 32)]) == [31, 32]
+    assert consumer.done_without_message == [(tp, 30, 31)]
 
 
 def test_a_new_generation_starts_at_the_committed_offset_and_old_messages_are_dropped():
@@ -85,6 +118,8 @@ def test_a_new_generation_starts_at_the_committed_offset_and_old_messages_are_dr
 def bare_consumer(committed=None) -> _Consumer:
     """The transport's consumer with only the bookkeeping its commit rules use."""
     consumer = object.__new__(_Consumer)
+    consumer._unacked_messages = weakref.WeakSet()
+    consumer._waiting_for_ack = None
     consumer._acked = defaultdict(list)
     consumer._acked_index = defaultdict(set)
     consumer._committed_offset = defaultdict(lambda: None, committed or {})
@@ -128,3 +163,20 @@ def test_skipped_messages_do_not_count_and_gaps_are_not_filled():
     assert consumer.ack(skipped) is False and consumer._acked[tp] == []  # never admitted: Faust skipped it
     asyncio.run(consumer._add_gap(tp, 11, 20))
     assert consumer._gap[tp] == []
+    refused = Message(tp, 11, generation_id=3)
+    consumer._unacked_messages.add(refused)
+    consumer.release(refused)  # the intake refused it: nothing waits for it, and it never counts
+    assert refused not in consumer._unacked_messages and consumer._acked[tp] == []
+    consumer.count_missing_as_done(tp, 10, 12)
+    assert consumer._new_offset(tp) == 12
+
+
+def test_read_offsets_are_not_kept_for_guarded_topics():
+    """Faust drops fetched messages below the read offset; the intake must see (and sort out) those."""
+    from its_faust.kafka_transport import _ReadOffsets
+
+    guarded, other = TP(FRAMES, 0), TP("its-faust-camera-tracker-changelog", 0)
+    offsets = _ReadOffsets({FRAMES})
+    offsets[guarded] = 40
+    offsets.update({other: 7, guarded: 41})
+    assert offsets[guarded] is None and offsets[other] == 7
