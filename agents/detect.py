@@ -72,7 +72,7 @@ async def _load_detector() -> None:
 async def _frame_of(stream, intake: Intake, event: EventT) -> FrameRecord | None:
     """The event's frame; None for what is not one (dead-lettered and acknowledged) or not its turn."""
     if not await intake.admit(event):
-        return None  # out of order or a copy: not acknowledged, so it comes again if needed
+        return None  # out of order or a copy: released, it comes again (or came already)
     try:
         frame = decode(FrameRecord, event.value)
         if event.key != frame.camera_id.encode():
