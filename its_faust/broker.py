@@ -81,6 +81,10 @@ class EmbeddedBroker:
         log.info("embedded broker listening on %s", self.url)
         return self
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
     def wait(self) -> int:
         """Block until the broker process ends; its exit code."""
         return self._proc.wait() if self._proc else 0

@@ -90,7 +90,7 @@ async def run_demo(settings, source: str, *, workers: int = 1, cameras: int = 1,
         started = time.time()  # --duration counts camera time, not broker and worker start-up
         producer = make_producer(stack.bootstrap)
         await producer.start()
-        feed = await TrackFeed(stack.bootstrap, settings).start()
+        feed = await TrackFeed(stack.bootstrap, settings, cameras=names).start()  # their partitions only
         figures = {name: CameraFigures() for name in names}
         sent: dict[str, int] = {}
         # Like a real camera: frames come at the clip's rate; when the pipeline is behind, new ones are dropped.

@@ -38,6 +38,8 @@ from __future__ import annotations
 import logging
 import weakref
 
+from aiokafka import TopicPartition
+from faust.transport.consumer import ensure_TPset
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
@@ -52,6 +54,16 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = get_settings().fetch_max_wait_ms  # read by its Fetcher at start()
         return consumer
+
+    def set_fetching(self, tps, fetching: bool) -> None:
+        """Pause or resume ``tps`` in aiokafka itself. Runs on this thread's loop (resuming settles a future of it)."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        assigned = consumer.assignment()
+        tps = [TopicPartition(tp.topic, tp.partition) for tp in tps if (tp.topic, tp.partition) in assigned]
+        if tps:
+            (consumer.resume if fetching else consumer.pause)(*tps)
 
 
 class _ReadOffsets(dict):
@@ -89,6 +101,30 @@ class _Consumer(faust_aiokafka.Consumer):
 
     def _new_consumer_thread(self):
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    # -- what is fetched --------------------------------------------------------------------
+
+    def pause_partitions(self, tps) -> None:
+        tps = ensure_TPset(tps)
+        super().pause_partitions(tps)
+        self._set_changelog_fetching(tps, fetching=False)
+
+    def resume_partitions(self, tps) -> None:
+        tps = ensure_TPset(tps)
+        super().resume_partitions(tps)
+        self._set_changelog_fetching(tps, fetching=True)
+
+    def _set_changelog_fetching(self, tps, fetching: bool) -> None:
+        # Faust pauses a partition only in its own bookkeeping, so aiokafka goes on fetching it:
+        # every fetch carried every changelog partition too (36 of 60 with 4 partitions), which
+        # the embedded broker pays for per partition, while only recovery and standbys read them.
+        # Changelogs are read by nothing else, so they are paused in aiokafka as well; stream
+        # partitions stay as Faust has them (the intakes' ordering relies on that).
+        changelogs = [tp for tp in tps if self._is_changelog_tp(tp)]
+        thread = getattr(self, "_thread", None)
+        loop = getattr(thread, "thread_loop", None)
+        if changelogs and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(thread.set_fetching, changelogs, fetching)
 
     # -- what counts as done ----------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from typing import Callable
 
 from its_faust.cameras import CameraSetup, command, ensure_setup, read_configs, send_commands
 from its_faust.broker import EmbeddedBroker, bootstrap_servers, check_embedded_allowed, wait_reachable
+from its_faust.cpu_use import CpuMeter
 from its_faust.ingest import FlowWindow, IngestStats, ingest, make_producer
 from its_faust.results import CountFeed, RecordFeed, RunSummary, TrackFeed, group_lag
 from its_faust.topic_names import ALERTS, CROSSINGS, DETECTIONS, FRAMES, TRACKS, ZONE_EVENTS, ensure_topics
@@ -110,7 +111,7 @@ async def track_source(
     still sending; once it is done, frames still untracked after that long are left missing.
     """
     settings = stack.settings
-    feed = await TrackFeed(stack.bootstrap, settings, camera_id=camera_id).start()
+    feed = await TrackFeed(stack.bootstrap, settings, cameras=[camera_id]).start()
     producer = make_producer(stack.bootstrap)
     await producer.start()
     flow = FlowWindow(window or settings.ingest.max_in_flight) if fps is None else None
@@ -265,12 +266,15 @@ async def run_source(
     kwargs = dict(camera_id=camera_id, fps=fps, max_frames=max_frames, on_progress=on_progress)
     result = None
     async with Stack(settings, workers=workers) as stack:
+        cpu = CpuMeter.of_stack(stack)
         if setup:
             stats, feed, result = await analyze_source(stack, source, setup, **kwargs)
         else:
             stats, feed = await track_source(stack, source, **kwargs)
+        cpu.stop()
     records = [r for (cam, _), r in feed.seen.items() if cam == camera_id]
     summary = RunSummary.build(source, stats, records, len(feed.duplicates), workers)
+    summary.cpu_ms_per_frame, summary.cores_busy = cpu.per_frame(summary.frames_tracked), cpu.cores_busy
     if result:
         summary.counts, summary.zones, summary.alerts = result.counts, result.zones, result.alerts
     return summary

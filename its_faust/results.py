@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,8 +16,9 @@ from schemas.analytics import CountUpdate
 
 
 # A fetch of several partitions is answered by the embedded broker only when its wait runs out
-# (see its_faust.kafka_transport), so readers of a whole topic wait briefly; a fetch of one
-# partition is answered as soon as data arrives there, as Kafka answers every fetch.
+# (see its_faust.kafka_transport), so short-lived readers of a whole topic wait briefly (each
+# such fetch costs the broker ~2 ms of CPU, so long-lived ones wait as workers do); a fetch of
+# one partition is answered as soon as data arrives there, as Kafka answers every fetch.
 WHOLE_TOPIC_FETCH_WAIT_MS = 10
 ONE_PARTITION_FETCH_WAIT_MS = 500
 
@@ -29,15 +31,16 @@ def partition_for(key: bytes, partitions: int) -> int:
 class TopicReader:
     """Reads one topic from the offsets it had when started (or from the beginning).
 
-    With ``key``, only the partition that holds that key's records is read (one camera's
-    records are all there): cheaper, and prompt on the embedded broker.
+    With ``keys``, only the partitions that hold those keys' records are read (one camera's
+    records are all in one partition): cheaper, and for one key prompt on the embedded broker.
     """
 
-    def __init__(self, bootstrap: str, topic: str, *, from_beginning: bool = False, key: bytes | None = None):
+    def __init__(self, bootstrap: str, topic: str, *, from_beginning: bool = False, keys: Collection[bytes] | None = None,
+                 many_partitions_wait_ms: int = WHOLE_TOPIC_FETCH_WAIT_MS):
         self.topic = topic
         self.from_beginning = from_beginning
-        self.key = key
-        fetch_max_wait_ms = ONE_PARTITION_FETCH_WAIT_MS if key else WHOLE_TOPIC_FETCH_WAIT_MS
+        self.keys = set(keys) if keys is not None else None
+        fetch_max_wait_ms = ONE_PARTITION_FETCH_WAIT_MS if self.keys and len(self.keys) == 1 else many_partitions_wait_ms
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             group_id=None,
@@ -59,8 +62,8 @@ class TopicReader:
             await self.consumer._client.force_metadata_update()
             partitions = self.consumer.partitions_for_topic(self.topic)
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions or [])]
-        if self.key is not None and tps:
-            tps = [TopicPartition(self.topic, partition_for(self.key, len(tps)))]
+        if self.keys is not None and tps:
+            tps = [TopicPartition(self.topic, p) for p in sorted({partition_for(k, len(tps)) for k in self.keys})]
         self.consumer.assign(tps)
         if self.from_beginning:
             await self.consumer.seek_to_beginning(*tps)
@@ -114,7 +117,7 @@ class RecordFeed:
     """Records of one type and camera from one topic, from when the feed started (or the beginning)."""
 
     def __init__(self, bootstrap: str, topic: str, record_type, camera_id: str, *, from_beginning: bool = False):
-        self.reader = TopicReader(bootstrap, topic, from_beginning=from_beginning, key=camera_id.encode())
+        self.reader = TopicReader(bootstrap, topic, from_beginning=from_beginning, keys=[camera_id.encode()])
         self.record_type = record_type
         self.camera_id = camera_id
         self.records: list = []
@@ -173,11 +176,13 @@ class CountFeed(RecordFeed):
 
 
 class TrackFeed:
-    """Track records (of every camera, or of one), first copy of each ``(camera, seq)`` only."""
+    """Track records (of every camera, or of the ones named), first copy of each ``(camera, seq)`` only."""
 
-    def __init__(self, bootstrap: str, settings, *, from_beginning: bool = False, camera_id: str | None = None):
-        key = camera_id.encode() if camera_id else None
-        self.reader = TopicReader(bootstrap, settings.topic(TRACKS), from_beginning=from_beginning, key=key)
+    def __init__(self, bootstrap: str, settings, *, from_beginning: bool = False, cameras: Collection[str] | None = None):
+        keys = [camera.encode() for camera in cameras] if cameras is not None else None
+        # A feed lives as long as its run or demo: poll several partitions as a worker does, not every 10 ms.
+        self.reader = TopicReader(bootstrap, settings.topic(TRACKS), from_beginning=from_beginning, keys=keys,
+                                  many_partitions_wait_ms=settings.fetch_max_wait_ms)
         self.seen: dict[tuple[str, int], TrackRecord] = {}
         self.duplicates: list[TrackRecord] = []
         self.invalid = 0
@@ -227,6 +232,10 @@ class RunSummary:
     stage_p50_ms: dict[str, float] = field(default_factory=dict)
     workers: int = 1
     model: str = ""
+    # CPU milliseconds per frame tracked, by process (broker, each worker, camera and reader), and in all;
+    # cores_busy is their CPU time over the run's wall time.
+    cpu_ms_per_frame: dict[str, float] = field(default_factory=dict)
+    cores_busy: float = 0.0
     missing_seqs: list[int] = field(default_factory=list)
     # line -> direction -> class -> vehicles that crossed (only when lines were given)
     counts: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)

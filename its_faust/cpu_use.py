@@ -1,0 +1,62 @@
+"""CPU time a run's processes spent per frame: where the machine's cores went.
+
+Measured from the operating system's per-process CPU times (user + system) between
+the start and the end of a run, so it counts every thread of each process: inference,
+the Faust event loop, the Kafka client threads. A process that is gone by the end
+(a worker killed in a fault test) is left out rather than guessed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import psutil
+
+
+def _cpu_s(process: psutil.Process) -> float | None:
+    try:
+        times = process.cpu_times()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+    return times.user + times.system
+
+
+class CpuMeter:
+    """Started on a set of named processes; ``per_frame`` gives each one's CPU milliseconds per frame."""
+
+    def __init__(self, pids: dict[str, int]):
+        self._processes = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self._started = {name: _cpu_s(p) for name, p in self._processes.items()}
+        self._wall_started = time.monotonic()
+
+    @classmethod
+    def of_stack(cls, stack) -> "CpuMeter":
+        """The stack's embedded broker (when it has one), each worker, and this process (camera and readers)."""
+        pids = {f"worker-{i + 1}": w.proc.pid for i, w in enumerate(stack.workers) if w.proc}
+        if stack.broker:
+            pids["broker"] = stack.broker.pid
+        pids["camera_and_reader"] = os.getpid()
+        return cls(pids)
+
+    def stop(self) -> "CpuMeter":
+        self.wall_s = time.monotonic() - self._wall_started
+        self.spent_s = {}
+        for name, process in self._processes.items():
+            now = _cpu_s(process)
+            if now is not None and self._started[name] is not None:
+                self.spent_s[name] = now - self._started[name]
+        return self
+
+    def per_frame(self, frames: int) -> dict[str, float]:
+        """CPU ms per frame of each process, and their ``total`` (after ``stop``)."""
+        if not frames or not self.spent_s:
+            return {}
+        out = {name: round(s * 1000 / frames, 1) for name, s in self.spent_s.items()}
+        out["total"] = round(sum(self.spent_s.values()) * 1000 / frames, 1)
+        return out
+
+    @property
+    def cores_busy(self) -> float:
+        """All the processes' CPU time over the wall time: 2.0 is both cores of a 2-core machine, all the time."""
+        return round(sum(self.spent_s.values()) / self.wall_s, 2) if self.wall_s > 0 else 0.0

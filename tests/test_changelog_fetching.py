@@ -1,0 +1,66 @@
+"""Changelog partitions Faust pauses are paused in aiokafka too, on the consumer's own thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from types import SimpleNamespace
+
+from faust.types import TP
+
+from its_faust.kafka_transport import _Consumer, _ConsumerThread
+
+CHANGELOG = "its-faust-camera-tracker-changelog"
+FRAMES = "its.frames"
+
+
+class FakeAiokafka:
+    def __init__(self, assigned):
+        self.assigned = set(assigned)
+        self.calls: list = []
+
+    def assignment(self):
+        return self.assigned
+
+    def pause(self, *tps):
+        self.calls.append(("pause", sorted(tps), threading.current_thread().name))
+
+    def resume(self, *tps):
+        self.calls.append(("resume", sorted(tps), threading.current_thread().name))
+
+
+def make_consumer(assigned):
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, name="kafka-thread", daemon=True)
+    runner.start()
+    thread = object.__new__(_ConsumerThread)
+    thread._consumer = FakeAiokafka(assigned)
+    thread.thread_loop = loop
+    consumer = object.__new__(_Consumer)
+    consumer._active_partitions = set(assigned)
+    consumer._paused_partitions = set()
+    consumer._thread = thread
+    consumer.app = SimpleNamespace(tables=SimpleNamespace(changelog_topics={CHANGELOG}))
+    return consumer, thread._consumer, loop
+
+
+def settle(loop):
+    asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result(5)
+
+
+def test_only_changelog_partitions_are_paused_in_aiokafka_and_resumed_again():
+    frames, log0, log1, unassigned = TP(FRAMES, 0), TP(CHANGELOG, 0), TP(CHANGELOG, 1), TP(CHANGELOG, 7)
+    consumer, kafka, loop = make_consumer({frames, log0, log1})
+    try:
+        consumer.pause_partitions(p for p in (frames, log0, log1, unassigned))  # any iterable, as Faust passes
+        settle(loop)
+        assert consumer._paused_partitions == {frames, log0, log1, unassigned}  # Faust's own bookkeeping as before
+        assert kafka.calls == [("pause", [log0, log1], "kafka-thread")]  # the stream partition keeps being fetched
+        consumer.resume_partitions({frames, log1})
+        settle(loop)
+        assert kafka.calls[1:] == [("resume", [log1], "kafka-thread")]
+        consumer.resume_partitions({frames})  # nothing of a changelog: aiokafka is not touched
+        settle(loop)
+        assert len(kafka.calls) == 2
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
