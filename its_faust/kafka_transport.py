@@ -1,14 +1,20 @@
-"""Faust's Kafka transport, with a fetch wait we choose and offsets that are never committed early.
+"""Faust's Kafka transport: a fetch wait we choose, paused changelogs left unfetched, and offsets never committed early.
 
 **Fetch wait.** Faust hard-codes ``fetch_max_wait_ms=1500`` for worker consumers. Real
 Kafka answers a fetch as soon as data arrives, but the embedded Tansu broker answers a
 fetch of several partitions only when the wait runs out (one partition: at once), which
 made every stage move in ~0.7 s bursts (10 fps instead of 45). The wait is a trade on
-Tansu: each fetch of a worker's ~25 partitions costs the broker ~3.5 ms of CPU, so at
-10 ms a worker's polling alone took a third of a core (broker and worker together, idle),
-and at 100 ms a fifteenth; a frame's latency grows by about half the wait (measured at
-20 fps: p50 140 ms at 10, 193 ms at 100). The default (``Settings.fetch_max_wait_ms``)
-is 100; the profiles that need Apache Kafka use 500, where a long wait costs nothing.
+Tansu: a fetch costs the broker about 0.06 ms of CPU per partition in it, so at 10 ms a
+worker's polling alone took a third of a core (broker and worker together, idle, when
+fetches still carried the changelogs: see below), and at 100 ms a fifteenth; a frame's
+latency grows by about half the wait (measured at 20 fps: p50 140 ms at 10, 193 ms at 100).
+The default (``Settings.fetch_max_wait_ms``) is 100; the profiles that need Apache Kafka
+use 500, where a long wait costs nothing.
+
+**Changelog fetching.** Faust pauses recovered changelog partitions only in its own
+bookkeeping, so aiokafka kept fetching them with every request (36 of a worker's 60
+partitions). Changelog partitions are paused and resumed in aiokafka whenever Faust pauses
+and resumes them; stream partitions are left as Faust has them.
 
 **Commits.** Around a rebalance Faust 0.15 can commit past a message no agent processed
 (seen here as frames that were never detected while the frames after them were, the

@@ -157,6 +157,13 @@ class Settings(BaseSettings):
         "answers such fetches only when the wait runs out, so this trades latency (about +50 ms at 100) against "
         "the CPU of polling (see kafka_transport); Apache Kafka answers as soon as data arrives: use 500 there",
     )
+    producer_linger_ms: int = Field(
+        2, ge=0,
+        description="How long a worker's producer gathers records into one request. Measured on 2 cores with the "
+        "embedded broker: 2 ms against 0 gave 8% more frames per second (fewer requests: less broker and client "
+        "CPU, fewer wake-ups of the inference threads). The track agent waits for each record's acknowledgement, "
+        "so this adds to every frame's tracking step: about 1000 / (linger + 3) frames per second per worker",
+    )
 
     model: ModelSettings = Field(default_factory=ModelSettings)
     tracker: TrackerSettings = Field(default_factory=TrackerSettings)

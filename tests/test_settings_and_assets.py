@@ -23,6 +23,15 @@ def test_profile_file_applies_and_environment_wins(monkeypatch):
     assert load_settings().partitions == 12
 
 
+def test_the_worker_app_takes_its_producer_linger_from_settings(monkeypatch):
+    from its_faust.app import create_app
+
+    monkeypatch.setenv("ITS_FAUST_PRODUCER_LINGER_MS", "5")
+    app = create_app(load_settings())
+    assert app.conf.producer_linger == 0.005
+    assert create_app(load_settings(producer_linger_ms=0)).conf.producer_linger == 0
+
+
 def test_unknown_profile_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("ITS_FAUST_PROFILE", "prod")
     with pytest.raises(ValueError, match="unknown profile 'prod'"):
