@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -25,6 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from its_faust.settings import usable_cores
 
 
 def plain_loop(weights: str, clip: str, tracker: str = "bytetrack.yaml") -> dict:
@@ -58,7 +59,7 @@ def raw_onnxruntime(onnx_path: Path, shape=(384, 640), seconds: float = 6.0) -> 
     """Images per second of bare ``session.run`` on ready tensors, in the configurations the pipeline could use."""
     import onnxruntime as ort
 
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
 
     def session(threads: int):
         options = ort.SessionOptions()
@@ -94,7 +95,7 @@ def cpu_budget(pipeline_ms: dict[str, float], ceiling_fps: float, cores: int | N
     that over its own total: what is not inference (broker, Kafka clients, Faust, JPEG, tracking,
     the camera) is what keeps it below.
     """
-    cores = cores or os.cpu_count() or 1
+    cores = cores or usable_cores()
     if not pipeline_ms.get("total") or not ceiling_fps:
         return {}
     inference = cores * 1000 / ceiling_fps
@@ -118,7 +119,7 @@ def run_bench(settings, clip: str, out_path: Path, *, skip_baseline: bool = Fals
     onnx_path = export_onnx(weights, Path(settings.cache_dir) / "models")
     result: dict = {
         "clip": Path(clip).name,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {"cpus": usable_cores(), "platform": platform.platform(), "python": platform.python_version()},
         "settings": {"backend": settings.model.backend, "imgsz": settings.model.imgsz, "batch_size": settings.model.batch_size,
                      "parallel": settings.model.inference_parallelism()},
     }

@@ -2,7 +2,7 @@
 
 Measured from the operating system's per-process CPU times (user + system) between
 the start and the end of a run, so it counts every thread of each process: inference,
-the Faust event loop, the Kafka client threads. A process that is gone by the end
+the Faust event loop, the Kafka client threads; and the run's ramp-up and tail with it. A process that is gone by the end
 (a worker killed in a fault test) is left out rather than guessed.
 """
 
@@ -26,15 +26,22 @@ class CpuMeter:
     """Started on a set of named processes; ``per_frame`` gives each one's CPU milliseconds per frame."""
 
     def __init__(self, pids: dict[str, int]):
-        self._processes = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self._processes = {}
+        for name, pid in pids.items():
+            try:
+                self._processes[name] = psutil.Process(pid)
+            except psutil.NoSuchProcess:  # gone already: no figure for it
+                pass
         self._started = {name: _cpu_s(p) for name, p in self._processes.items()}
         self._wall_started = time.monotonic()
+        self.wall_s = 0.0
+        self.spent_s: dict[str, float] = {}
 
     @classmethod
     def of_stack(cls, stack) -> "CpuMeter":
         """The stack's embedded broker (when it has one), each worker, and this process (camera and readers)."""
         pids = {f"worker-{i + 1}": w.proc.pid for i, w in enumerate(stack.workers) if w.proc}
-        if stack.broker:
+        if stack.broker and stack.broker.pid:
             pids["broker"] = stack.broker.pid
         pids["camera_and_reader"] = os.getpid()
         return cls(pids)

@@ -95,9 +95,10 @@ async def run_demo(settings, source: str, *, workers: int = 1, cameras: int = 1,
         sent: dict[str, int] = {}
         # Like a real camera: frames come at the clip's rate; when the pipeline is behind, new ones are dropped.
         # The cameras share one pipeline, so they share its max_in_flight frames out equally: its latency
-        # then stays that of max_in_flight frames however many cameras there are (a full window each gave
-        # 1.8 s with 3 cameras), and each camera keeps its share (one shared window starved the last one).
-        share = max(2, settings.ingest.max_in_flight // len(names))
+        # then stays that of about max_in_flight frames (at least one per camera) however many cameras
+        # there are (a full window each gave 1.8 s with 3 cameras), and each camera keeps its share (one
+        # shared window starved the last one).
+        share = max(1, settings.ingest.max_in_flight // len(names))
         windows = {name: FlowWindow(share, expire_s=10.0) for name in names}
         senders = [
             asyncio.create_task(

@@ -129,8 +129,11 @@ class _Consumer(faust_aiokafka.Consumer):
         changelogs = [tp for tp in tps if self._is_changelog_tp(tp)]
         thread = getattr(self, "_thread", None)
         loop = getattr(thread, "thread_loop", None)
-        if changelogs and loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(thread.set_fetching, changelogs, fetching)
+        if changelogs and loop is not None:
+            try:
+                loop.call_soon_threadsafe(thread.set_fetching, changelogs, fetching)
+            except RuntimeError:  # the consumer thread's loop has just closed: nothing left to fetch
+                pass
 
     # -- what counts as done ----------------------------------------------------------------
 

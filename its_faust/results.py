@@ -16,9 +16,10 @@ from schemas.analytics import CountUpdate
 
 
 # A fetch of several partitions is answered by the embedded broker only when its wait runs out
-# (see its_faust.kafka_transport), so short-lived readers of a whole topic wait briefly (each
-# such fetch costs the broker ~2 ms of CPU, so long-lived ones wait as workers do); a fetch of
-# one partition is answered as soon as data arrives there, as Kafka answers every fetch.
+# (see its_faust.kafka_transport), so short-lived readers of a whole topic wait briefly; long-lived
+# ones wait as workers do, since polling every 10 ms costs the broker CPU for every partition of
+# every fetch. A fetch of one partition is answered as soon as data arrives there, as Kafka
+# answers every fetch.
 WHOLE_TOPIC_FETCH_WAIT_MS = 10
 ONE_PARTITION_FETCH_WAIT_MS = 500
 

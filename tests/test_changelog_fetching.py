@@ -6,6 +6,7 @@ import asyncio
 import threading
 from types import SimpleNamespace
 
+from aiokafka import TopicPartition
 from faust.types import TP
 
 from its_faust.kafka_transport import _Consumer, _ConsumerThread
@@ -22,11 +23,18 @@ class FakeAiokafka:
     def assignment(self):
         return self.assigned
 
+    def _call(self, what, tps):
+        # What the real one needs: TopicPartition tuples, and its own thread's running loop
+        # (pausing makes a future of it, resuming settles one).
+        assert all(isinstance(tp, TopicPartition) for tp in tps)
+        asyncio.get_running_loop()
+        self.calls.append((what, sorted(tps), threading.current_thread().name))
+
     def pause(self, *tps):
-        self.calls.append(("pause", sorted(tps), threading.current_thread().name))
+        self._call("pause", tps)
 
     def resume(self, *tps):
-        self.calls.append(("resume", sorted(tps), threading.current_thread().name))
+        self._call("resume", tps)
 
 
 def make_consumer(assigned):
@@ -64,3 +72,13 @@ def test_only_changelog_partitions_are_paused_in_aiokafka_and_resumed_again():
         assert len(kafka.calls) == 2
     finally:
         loop.call_soon_threadsafe(loop.stop)
+
+
+def test_a_pause_after_the_consumer_thread_stopped_is_dropped_not_raised():
+    consumer, kafka, loop = make_consumer({TP(CHANGELOG, 0)})
+    loop.call_soon_threadsafe(loop.stop)
+    while loop.is_running():
+        pass
+    loop.close()
+    consumer.pause_partitions({TP(CHANGELOG, 0)})  # during a revocation or a stop: must not crash the worker
+    assert kafka.calls == [] and consumer._paused_partitions == {TP(CHANGELOG, 0)}

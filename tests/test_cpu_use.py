@@ -33,6 +33,13 @@ def test_cpu_per_frame_is_counted_by_process_and_a_vanished_process_is_left_out(
     assert meter.per_frame(0) == {}
 
 
+def test_a_process_gone_before_the_start_is_left_out():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    meter = CpuMeter({"gone": child.pid, "me": os.getpid()}).stop()
+    assert set(meter.per_frame(1)) == {"me", "total"}
+
+
 def test_cpu_budget_splits_inference_from_the_rest():
     budget = cpu_budget({"total": 70.0}, ceiling_fps=40.0, cores=2)
     assert budget == {"pipeline": 70.0, "inference_at_ceiling": 50.0, "not_inference": 20.0,

@@ -34,8 +34,9 @@ def test_run_writes_a_summary(tmp_path):
     assert result["fps"] > 0 and result["throughput_fps"] > 0 and set(result["latency_ms"]) == {"p50", "p95", "p99"}
     assert result["missing_seqs"] == [] and result["duplicate_track_records"] == 0
     cpu = result["cpu_ms_per_frame"]  # inference alone is tens of ms per frame on these CPUs
-    assert set(cpu) == {"broker", "worker-1", "camera_and_reader", "total"} and cpu["worker-1"] > 10
-    assert cpu["total"] == pytest.approx(cpu["broker"] + cpu["worker-1"] + cpu["camera_and_reader"], abs=0.2)
+    assert {"worker-1", "camera_and_reader", "total"} <= set(cpu) <= {"broker", "worker-1", "camera_and_reader", "total"}
+    assert cpu["worker-1"] > 10  # the broker is there unless an external one is configured
+    assert cpu["total"] == pytest.approx(sum(v for k, v in cpu.items() if k != "total"), abs=0.2)
     assert 0 < result["cores_busy"] <= os.cpu_count()
     # One car comes down the right-hand carriageway over y=120 by frame 60 (hand count: frame 18).
     assert result["counts"] == {"y120": {"in": {"car": 1}}, "line2": {}}
