@@ -160,10 +160,14 @@ def run_bench(settings, clip: str, out_path: Path, *, skip_baseline: bool = Fals
     result.setdefault("ratios", {})["pipeline_vs_raw_onnxruntime"] = round(fps / result["raw_onnxruntime"]["ceiling_fps"], 2)
     for name, ratio in result["ratios"].items():
         console.print(f"{name}: {ratio}")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(out_path, result)
     console.print(f"written to {out_path}")
     return result
+
+
+def write_result(out_path: Path, result: dict) -> None:
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(result, indent=2) + "\n")
 
 
 def batch_sweep(settings, clip: str, sizes=(1, 2, 4, 8, 16, 32, 64), seconds: float = 3.0) -> dict:

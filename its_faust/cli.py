@@ -284,8 +284,7 @@ def bench(source: str, out_path: Path | None, skip_baseline: bool, batch_sweep: 
             except ValueError:
                 raise click.BadParameter(f"{sizes!r} is not a comma-separated list of batch sizes", param_hint="--sizes")
             result = benchmarks.batch_sweep(settings, clip, batch_sizes)
-            out_path.parent.mkdir(parents=True, exist_ok=True)
-            out_path.write_text(json.dumps(result, indent=2) + "\n")
+            benchmarks.write_result(out_path, result)
         else:
             result = benchmarks.run_bench(settings, clip, out_path, skip_baseline=skip_baseline)
     except USER_ERRORS as exc:

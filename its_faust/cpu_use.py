@@ -1,9 +1,10 @@
 """CPU time a run's processes spent per frame: where the machine's cores went.
 
 Measured from the operating system's per-process CPU times (user + system) between
-the start and the end of a run, so it counts every thread of each process: inference,
-the Faust event loop, the Kafka client threads; and the run's ramp-up and tail with it. A process that is gone by the end
-(a worker killed in a fault test) is left out rather than guessed.
+the start and the end of a run, so it counts every thread of each process (inference,
+the Faust event loop, the Kafka client threads) and the run's ramp-up and tail with it.
+A process that is gone at either end (a worker killed in a fault test) is left out
+rather than guessed.
 """
 
 from __future__ import annotations
@@ -26,13 +27,16 @@ class CpuMeter:
     """Started on a set of named processes; ``per_frame`` gives each one's CPU milliseconds per frame."""
 
     def __init__(self, pids: dict[str, int]):
-        self._processes = {}
+        self._processes: dict[str, psutil.Process] = {}
+        self._started: dict[str, float] = {}
         for name, pid in pids.items():
             try:
-                self._processes[name] = psutil.Process(pid)
+                process = psutil.Process(pid)
             except psutil.NoSuchProcess:  # gone already: no figure for it
-                pass
-        self._started = {name: _cpu_s(p) for name, p in self._processes.items()}
+                continue
+            started = _cpu_s(process)
+            if started is not None:
+                self._processes[name], self._started[name] = process, started
         self._wall_started = time.monotonic()
         self.wall_s = 0.0
         self.spent_s: dict[str, float] = {}
@@ -51,7 +55,7 @@ class CpuMeter:
         self.spent_s = {}
         for name, process in self._processes.items():
             now = _cpu_s(process)
-            if now is not None and self._started[name] is not None:
+            if now is not None:
                 self.spent_s[name] = now - self._started[name]
         return self
 

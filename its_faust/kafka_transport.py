@@ -121,17 +121,12 @@ class _Consumer(faust_aiokafka.Consumer):
         self._set_changelog_fetching(tps, fetching=True)
 
     def _set_changelog_fetching(self, tps, fetching: bool) -> None:
-        # Faust pauses a partition only in its own bookkeeping, so aiokafka goes on fetching it:
-        # every fetch carried every changelog partition too (36 of 60 with 4 partitions), which
-        # the embedded broker pays for per partition, while only recovery and standbys read them.
-        # Changelogs are read by nothing else, so they are paused in aiokafka as well; stream
-        # partitions stay as Faust has them (the intakes' ordering relies on that).
+        # See "Changelog fetching" above. Stream partitions stay as Faust has them: the intakes'
+        # ordering relies on that.
         changelogs = [tp for tp in tps if self._is_changelog_tp(tp)]
-        thread = getattr(self, "_thread", None)
-        loop = getattr(thread, "thread_loop", None)
-        if changelogs and loop is not None:
-            try:
-                loop.call_soon_threadsafe(thread.set_fetching, changelogs, fetching)
+        if changelogs:
+            try:  # (before the thread runs its loop, the call waits in it)
+                self._thread.thread_loop.call_soon_threadsafe(self._thread.set_fetching, changelogs, fetching)
             except RuntimeError:  # the consumer thread's loop has just closed: nothing left to fetch
                 pass
 
