@@ -7,7 +7,8 @@ decoded and inferred while earlier ones finish (on a CPU each call is one
 single-threaded ONNX Runtime run; on a GPU the device runs one call at a time while
 the next batch is being decoded). Results leave in the order the frames came, so a
 camera's frames never overtake each other, and a frame's offset is acknowledged only
-after its detection record has been handed to the producer.
+after its detection record has been handed to the producer. A live frame that arrives
+too old to matter is shed before decoding and reported (:mod:`its_faust.stale_frames`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from its_faust.dead_letters import dead_letter
 from its_faust.detector import Detector, UnreadableImage, decode_jpeg
 from its_faust.in_order import InOrderJobs
 from its_faust.intake import Intake
-from schemas import DetectionRecord, FrameRecord
+from its_faust.stale_frames import StaleFrames
+from schemas import CameraEvent, DetectionRecord, FrameRecord
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ _PARALLEL, _ = settings.model.inference_parallelism()
 _executor = ThreadPoolExecutor(max_workers=_PARALLEL, thread_name_prefix="detect")
 _detector: Detector | None = None
 _detector_lock = threading.Lock()
+_stale = StaleFrames(settings.model.live_frame_max_age_s)
 
 
 def get_detector() -> Detector:
@@ -70,18 +73,30 @@ async def _load_detector() -> None:
 
 
 async def _frame_of(stream, intake: Intake, event: EventT) -> FrameRecord | None:
-    """The event's frame; None for what is not one (dead-lettered and acknowledged) or not its turn."""
+    """The event's frame; None for what is not one (dead-lettered and acknowledged), a stale live frame
+    (shed and acknowledged) or a frame whose turn it is not."""
     if not await intake.admit(event):
         return None  # out of order or a copy: released, it comes again (or came already)
     try:
         frame = decode(FrameRecord, event.value)
         if event.key != frame.camera_id.encode():
             raise SchemaError(f"key {event.key!r} is not the record's camera_id {frame.camera_id!r}")
-        return frame
     except SchemaError as exc:
         await dead_letter("detect", event, str(exc))
         await stream.ack(event)
         return None
+    now = time.time()
+    if _stale.is_stale(frame, now):
+        await _report(_stale.shed(frame, now), event.key)
+        await stream.ack(event)
+        return None
+    await _report(_stale.fresh(frame, now), event.key)
+    return frame
+
+
+async def _report(camera_event: CameraEvent | None, key: bytes) -> None:
+    if camera_event is not None:
+        await topics.camera_events.send(key=key, value=encode(camera_event))
 
 
 async def _emit_in_order(stream, jobs: InOrderJobs) -> None:

@@ -58,6 +58,11 @@ class ModelSettings(BaseModel):
         "one call at a time and the others decode and post-process around it",
     )
     ort_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads per call; 0 = cores / parallel")
+    live_frame_max_age_s: float = Field(
+        3.0, ge=0,
+        description="A live frame (one without scene_time) older than this when detection reaches it is shed, not "
+        "detected, so a pipeline that fell behind catches up with the present (its_faust.stale_frames); 0 = never",
+    )
 
     def frames_per_call(self, device: str) -> int:
         return self.batch_size or (16 if device.startswith("cuda") else 1)

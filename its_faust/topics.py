@@ -10,6 +10,7 @@ from __future__ import annotations
 from its_faust.app import app, settings
 from its_faust.topic_names import (
     CAMERA_COMMANDS,
+    CAMERA_EVENTS,
     CAMERA_CONFIGS,
     COUNTS,
     CROSSINGS,
@@ -38,6 +39,7 @@ frames = _topic(FRAMES)
 detections = _topic(DETECTIONS)
 tracks = _topic(TRACKS)
 dead_letters = _topic(DEAD_LETTERS)
+camera_events = _topic(CAMERA_EVENTS)
 camera_commands = _topic(CAMERA_COMMANDS)
 camera_configs = _topic(CAMERA_CONFIGS)
 crossings = _topic(CROSSINGS)

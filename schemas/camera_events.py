@@ -16,6 +16,7 @@ class CameraEventKind(str, Enum):
     stream_lost = "stream_lost"
     reconnected = "reconnected"
     gave_up = "gave_up"
+    frames_shed = "frames_shed"  # live frames too old when detection reached them (its_faust.stale_frames)
     finished = "finished"  # the source ended or ingest stopped; ``seq`` is the last seq sent
 
 
@@ -27,4 +28,5 @@ class CameraEvent(Record):
     at: float
     seq: int | None = None
     reason: str = ""
-    frames_sent: int = 0
+    frames_sent: int = Field(0, description="Frames the camera had sent (ingest's events)")
+    frames_shed: int = Field(0, ge=0, description="frames_shed: how many since the camera's previous such report")

@@ -1,0 +1,46 @@
+"""Which frames are shed as stale, and the reports that say so (the rule itself; the agent is in integration)."""
+
+from __future__ import annotations
+
+from its_faust.stale_frames import StaleFrames
+from schemas import CameraEventKind, FrameRecord
+
+NOW = 1_800_000_000.0
+
+
+def frame(seq: int, age_s: float, camera: str = "cam-1", scene_time: float | None = None) -> FrameRecord:
+    return FrameRecord(camera_id=camera, seq=seq, captured_at=NOW - age_s, scene_time=scene_time, width=4, height=4, jpeg=b"x")
+
+
+def test_only_live_frames_over_the_limit_are_stale():
+    stale = StaleFrames(max_age_s=3.0)
+    assert stale.is_stale(frame(1, 3.5), NOW)
+    assert not stale.is_stale(frame(2, 2.5), NOW)
+    assert not stale.is_stale(frame(3, 60.0, scene_time=12.0), NOW)  # a file's frame: files are processed whole
+    assert not StaleFrames(max_age_s=0).is_stale(frame(4, 600.0), NOW)  # 0 = never shed
+
+
+def test_reports_add_up_to_every_frame_shed_and_are_rate_limited():
+    stale = StaleFrames(max_age_s=3.0, report_every_s=10.0)
+    first = stale.shed(frame(1, 5.0), NOW)
+    assert first.kind == CameraEventKind.frames_shed and first.frames_shed == 1 and first.seq == 1
+    assert "5.0 s old" in first.reason and "3 s limit" in first.reason
+    assert [stale.shed(frame(s, 4.0), NOW + s / 10) for s in range(2, 6)] == [None] * 4  # within the period
+    periodic = stale.shed(frame(6, 4.0), NOW + 10.0)
+    assert periodic.frames_shed == 5 and periodic.seq == 6
+    assert stale.shed(frame(7, 4.0), NOW + 11.0) is None
+    last = stale.fresh(frame(8, 0.1), NOW + 12.0)
+    assert last.frames_shed == 1 and last.seq == 7 and "fresh again" in last.reason
+    assert first.frames_shed + periodic.frames_shed + last.frames_shed == stale.shed_total == 7
+    assert stale.fresh(frame(9, 0.1), NOW + 13.0) is None  # nothing left to report
+    again = stale.shed(frame(10, 9.0), NOW + 14.0)
+    assert again is not None and again.frames_shed == 1  # a new burst is reported at once
+
+
+def test_cameras_are_reported_apart():
+    stale = StaleFrames(max_age_s=1.0)
+    assert stale.shed(frame(1, 2.0, camera="a"), NOW).camera_id == "a"
+    assert stale.shed(frame(1, 2.0, camera="b"), NOW).camera_id == "b"
+    assert stale.fresh(frame(2, 0.0, camera="a"), NOW) is None  # a's one frame was reported already
+    assert stale.shed(frame(2, 2.0, camera="b"), NOW) is None
+    assert stale.fresh(frame(3, 0.0, camera="b"), NOW).frames_shed == 1
