@@ -138,7 +138,10 @@ async def detect(stream):
     detector = await loop.run_in_executor(_executor, get_detector)
     batch_size = settings.model.frames_per_call(detector.backend.device)
     intake = Intake.for_stream(app, "detect", stream)
-    jobs: InOrderJobs = InOrderJobs(limit=_PARALLEL)
+    # One call more than there are slots: it waits in the executor's queue, so a slot that finishes
+    # starts the next frame at once instead of waiting for the event loop to hand it one (on 2 busy
+    # cores that wait left them idle: +2.5% fps, median of 6 paired runs, for one frame of latency).
+    jobs: InOrderJobs = InOrderJobs(limit=_PARALLEL + 1)
     emitter = asyncio.ensure_future(_emit_in_order(stream, jobs))
     # If the emitter fails (the producer refused a record), the agent must fail with it: its frames
     # stay unacknowledged, Faust restarts the agent, and the new intake re-reads them in order.
