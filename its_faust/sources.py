@@ -97,11 +97,14 @@ class FrameReader:
         while not self._closed:
             ok, frame = self.capture.read()
             if ok:
-                scene = None
-                if not self.spec.live and self.fps:
-                    scene = self._last_scene = self._scene_t0 + self._index / self.fps
+                read_at, scene = time.time(), None
+                if not self.spec.live:
+                    # A file without a frame rate has no clock of its own: its frames take their read
+                    # time, which analytics would use anyway, and stay marked as a file's (never shed).
+                    scene = self._scene_t0 + self._index / self.fps if self.fps else read_at
+                    self._last_scene = scene
                     self._index += 1
-                yield frame, time.time(), scene
+                yield frame, read_at, scene
                 continue
             if not self.spec.live:
                 return

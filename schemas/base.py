@@ -27,7 +27,7 @@ class CameraRecord(Record):
     scene_time: float | None = Field(
         None,
         description="When the scene was filmed, on the source's own clock: for a video file, playback start plus the "
-        "frame's position in it; for live sources absent (= captured_at). Speeds, timers and windows run on it.",
+        "frame's position in it (its read time if the file has no frame rate); for live sources absent (= captured_at). Speeds, timers and windows run on it.",
     )
 
     @property

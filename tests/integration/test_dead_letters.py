@@ -25,7 +25,7 @@ async def _dead_letters_after_bad_input(stack, clip_frames):
     bad = {
         b"{broken json": "Invalid JSON",
         b'{"schema": "its.frame", "v": 9}': "v: Input should be 1",
-        encode(FrameRecord(camera_id="cam-dlq", seq=2, captured_at=0, width=640, height=360, jpeg=b"not an image")): "not a decodable image",
+        encode(FrameRecord(camera_id="cam-dlq", seq=2, captured_at=time.time(), width=640, height=360, jpeg=b"not an image")): "not a decodable image",
     }
     frames_topic = settings.topic(FRAMES)
     await producer.send_and_wait(frames_topic, encode(good(1)), key=b"cam-dlq")
