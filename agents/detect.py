@@ -138,6 +138,11 @@ async def detect(stream):
     detector = await loop.run_in_executor(_executor, get_detector)
     batch_size = settings.model.frames_per_call(detector.backend.device)
     intake = Intake.for_stream(app, "detect", stream)
+    # Frames are acknowledged by hand: by the emitter once their detections are sent (or where they
+    # are dead-lettered or shed). One frame per call (a CPU): the stream is iterated directly, without
+    # the timers and background tasks of a batching take (0.3 ms less event-loop CPU per frame,
+    # about +2% fps in 4 paired runs on 2 cores); more frames per call: a take that gathers them.
+    stream = stream.noack() if batch_size == 1 else stream
     # One call more than there are slots: it waits in the executor's queue, so a slot that finishes
     # starts the next frame at once instead of waiting for the event loop to hand it one (on 2 busy
     # cores that wait left them idle: +2.5% fps, median of 6 paired runs, for one frame of latency).
@@ -148,8 +153,7 @@ async def detect(stream):
     agent_task = asyncio.current_task()
     emitter.add_done_callback(lambda done: _fail_agent(done, agent_task))
     try:
-        # noack_take: frames are acknowledged by the emitter, once their detections are sent.
-        async for events in stream.noack_take(batch_size, within=settings.model.batch_wait_ms / 1000):
+        async for events in _unacked_batches(stream, batch_size):
             frames, kept = [], []
             for event in events:
                 frame = await _frame_of(stream, intake, event)
@@ -160,6 +164,16 @@ async def detect(stream):
                 await jobs.submit(partial(loop.run_in_executor, _executor, _detect, frames), (frames, kept))
     finally:
         emitter.cancel()
+
+
+async def _unacked_batches(stream, batch_size: int):
+    """Lists of frame events, left unacknowledged (see ``detect``)."""
+    if batch_size == 1:
+        async for event in stream.events():
+            yield [event]
+    else:
+        async for events in stream.noack_take(batch_size, within=settings.model.batch_wait_ms / 1000):
+            yield events
 
 
 def _fail_agent(emitter: asyncio.Future, agent_task: asyncio.Task | None) -> None:

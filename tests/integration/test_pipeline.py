@@ -62,3 +62,39 @@ def test_latency_is_recorded_per_frame(clip_run):
     _, feed = clip_run
     for r in feed.seen.values():
         assert r.captured_at <= r.detected_at <= r.tracked_at
+
+
+def test_batched_detection_tracks_every_frame_once_in_order(settings, clip_path, tmp_path):
+    """Several frames per inference call (the GPU default), here on the CPU: the stage's batching path."""
+    from its_faust.codecs import decode
+    from its_faust.pipeline import Stack
+    from its_faust.results import TopicReader
+    from its_faust.topic_names import DETECTIONS
+    from its_faust.worker import WorkerProcess
+    from schemas import DetectionRecord
+
+    camera, frames = "cam-batched", 90
+
+    async def run():
+        stack = await Stack(settings, workers=0, workdir=tmp_path).start()
+        try:
+            worker = WorkerProcess(stack.broker_url, stack.workdir, "worker-batched", extra_env={"ITS_FAUST_MODEL__BATCH_SIZE": "4"})
+            stack.workers.append(worker.start())
+            await asyncio.to_thread(worker.wait_ready)
+            detections = await TopicReader(stack.bootstrap, settings.topic(DETECTIONS), keys=[camera.encode()]).start()
+            stats, feed = await track_source(stack, str(clip_path), camera_id=camera, max_frames=frames)
+            sizes: list[int] = []
+            for _ in range(20):
+                sizes += [decode(DetectionRecord, m.value).batch_size for m in await detections.poll(500)]
+                if len(sizes) >= frames:
+                    break
+            await detections.stop()
+            return stats, feed, sizes
+        finally:
+            await stack.stop()
+
+    stats, feed, sizes = asyncio.run(run())
+    records = {seq: r for (cam, seq), r in feed.seen.items() if cam == camera}
+    assert sorted(records) == stats.sent_seqs and len(records) == frames and feed.duplicates == []
+    assert [records[s].tracker_frame for s in sorted(records)] == list(range(1, frames + 1))
+    assert len(sizes) == frames and max(sizes) > 1 and max(sizes) <= 4  # frames did share calls, at most 4
