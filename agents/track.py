@@ -51,7 +51,7 @@ async def track(stream):
 
 
 def _track_one(tracker: CameraTracker, det: DetectionRecord) -> TrackRecord:
-    objects = tracker.update(det.seq, det.boxes, (det.height, det.width))
+    objects = tracker.update(det.seq, det.boxes, (det.height, det.width), det.at)
     record = TrackRecord(
         camera_id=det.camera_id,
         seq=det.seq,

@@ -23,7 +23,7 @@ from rich.text import Text
 
 from api.process import ApiProcess
 from its_faust.cameras import CameraSetup, parse_line
-from its_faust.ingest import FlowWindow, ingest, make_producer
+from its_faust.ingest import LIVE_CREDIT_EXPIRE_S, FlowWindow, ingest, make_producer
 from its_faust.pipeline import Stack, configure_camera
 from its_faust.results import TrackFeed
 
@@ -99,7 +99,7 @@ async def run_demo(settings, source: str, *, workers: int = 1, cameras: int = 1,
         # there are (a full window each gave 1.8 s with 3 cameras), and each camera keeps its share (one
         # shared window starved the last one).
         share = max(1, settings.ingest.max_in_flight // len(names))
-        windows = {name: FlowWindow(share, expire_s=10.0) for name in names}
+        windows = {name: FlowWindow(share, expire_s=LIVE_CREDIT_EXPIRE_S) for name in names}
         senders = [
             asyncio.create_task(
                 ingest(source, name, producer, settings, loop_source=True, stop=stop, window=windows[name], live_feed=True,

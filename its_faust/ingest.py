@@ -34,6 +34,11 @@ from schemas import CameraEvent, CameraEventKind, FrameRecord
 log = logging.getLogger(__name__)
 
 
+# A live feed's credit comes back with its frame's track record; a frame that never gets one (shed
+# as stale, dead-lettered) gives its credit back after this long, or the feed would stall for good.
+LIVE_CREDIT_EXPIRE_S = 10.0
+
+
 class FlowWindow:
     """Credit-based backpressure: at most ``size`` frames sent and not yet tracked.
 

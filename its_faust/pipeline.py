@@ -19,8 +19,9 @@ from typing import Callable
 from its_faust.cameras import CameraSetup, command, ensure_setup, read_configs, send_commands
 from its_faust.broker import EmbeddedBroker, bootstrap_servers, check_embedded_allowed, wait_reachable
 from its_faust.cpu_use import CpuMeter
-from its_faust.ingest import FlowWindow, IngestStats, ingest, make_producer
+from its_faust.ingest import LIVE_CREDIT_EXPIRE_S, FlowWindow, IngestStats, ingest, make_producer
 from its_faust.results import CountFeed, RecordFeed, RunSummary, TrackFeed, group_lag
+from its_faust.sources import SourceSpec
 from its_faust.topic_names import ALERTS, CROSSINGS, DETECTIONS, FRAMES, TRACKS, ZONE_EVENTS, ensure_topics
 from its_faust.worker import WorkerProcess
 from schemas import TrackRecord
@@ -114,7 +115,9 @@ async def track_source(
     feed = await TrackFeed(stack.bootstrap, settings, cameras=[camera_id]).start()
     producer = make_producer(stack.bootstrap)
     await producer.start()
-    flow = FlowWindow(window or settings.ingest.max_in_flight) if fps is None else None
+    # A live source's frames may be shed and never tracked: their credits must come back by themselves.
+    expire_s = LIVE_CREDIT_EXPIRE_S if SourceSpec.parse(source).live else None
+    flow = FlowWindow(window or settings.ingest.max_in_flight, expire_s=expire_s) if fps is None else None
     tracked: list[TrackRecord] = []
     live: list[IngestStats] = []  # the ingest's running stats, once it has sent a frame
     try:

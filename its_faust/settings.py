@@ -87,6 +87,12 @@ class TrackerSettings(BaseModel):
     track_buffer: int = 30
     match_thresh: float = 0.8
     fuse_score: bool = True
+    # Not ByteTrack's: ours (tables/camera_tracker.py).
+    max_gap_s: float = Field(
+        2.0, gt=0,
+        description="Frames further apart than this (scene time) start the camera's tracks afresh, ids counting on: "
+        "after a stream loss or shed frames, the old tracks would be matched to whatever is there now",
+    )
 
 
 class AnalyticsSettings(BaseModel):

@@ -16,10 +16,13 @@ A frame's age is the worker's clock minus the camera's ``captured_at``, so camer
 hosts and workers must keep their clocks in sync (NTP). A skew larger than the
 limit would shed every frame; the report says so.
 
-Shedding is reported per camera as a ``frames_shed`` camera event and a warning:
-the first shed frame of a burst at once, then at most one report per
-``report_every_s`` while it goes on, and a last one with the remaining count when
-the camera's frames are fresh again, so the reports add up to every frame shed.
+Shedding is reported per camera as a ``frames_shed`` camera event and a warning, at
+most one per ``report_every_s``: the first shed frame at once, then the count since the
+last report while shedding goes on, and what is left once the camera's frames are fresh
+again (when that period has passed), so that a camera hovering around the limit does not
+flood the topic or the log. The counts are this worker's: a shed frame that is redelivered
+(a crash before its offset was committed) is counted again, and a count not yet reported
+when the camera's partition moves to another worker is not reported.
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class _Burst:
-    reported_at: float  # when the last report went out
+class _Shedding:
+    reported_at: float  # when the camera's last report went out
     count: int = 0  # shed since then
     oldest_s: float = 0.0
     last_seq: int | None = None
@@ -46,7 +49,7 @@ class StaleFrames:
     def __init__(self, max_age_s: float, report_every_s: float = 10.0):
         self.max_age_s = max_age_s
         self.report_every_s = report_every_s
-        self._bursts: dict[str, _Burst] = {}
+        self._cameras: dict[str, _Shedding] = {}
         self.shed_total = 0
 
     def is_stale(self, frame: FrameRecord, now: float) -> bool:
@@ -55,34 +58,37 @@ class StaleFrames:
     def shed(self, frame: FrameRecord, now: float) -> CameraEvent | None:
         """Count a frame as shed; returns the camera's report when one is due."""
         self.shed_total += 1
-        burst = self._bursts.get(frame.camera_id)
-        first = burst is None
+        camera = self._cameras.get(frame.camera_id)
+        first = camera is None
         if first:
-            burst = self._bursts[frame.camera_id] = _Burst(reported_at=now)
-        burst.count += 1
-        burst.oldest_s = max(burst.oldest_s, now - frame.captured_at)
-        burst.last_seq = frame.seq
-        if first or now - burst.reported_at >= self.report_every_s:
-            return self._report(frame.camera_id, burst, now, still_shedding=True)
+            camera = self._cameras[frame.camera_id] = _Shedding(reported_at=now)
+        camera.count += 1
+        camera.oldest_s = max(camera.oldest_s, now - frame.captured_at)
+        camera.last_seq = frame.seq
+        if first or now - camera.reported_at >= self.report_every_s:
+            return self._report(frame.camera_id, camera, now, still_shedding=True)
         return None
 
     def fresh(self, frame: FrameRecord, now: float) -> CameraEvent | None:
-        """A frame of the camera is detected again: ends its burst, with a report of what is not reported yet."""
-        burst = self._bursts.pop(frame.camera_id, None)
-        if burst is None or burst.count == 0:
+        """A frame of the camera is detected: reports what is not reported yet, once the period has passed."""
+        camera = self._cameras.get(frame.camera_id)
+        if camera is None or now - camera.reported_at < self.report_every_s:
             return None
-        return self._report(frame.camera_id, burst, now, still_shedding=False)
+        del self._cameras[frame.camera_id]  # the next shed frame is reported at once
+        if camera.count == 0:
+            return None
+        return self._report(frame.camera_id, camera, now, still_shedding=False)
 
-    def _report(self, camera_id: str, burst: _Burst, now: float, *, still_shedding: bool) -> CameraEvent:
+    def _report(self, camera_id: str, camera: _Shedding, now: float, *, still_shedding: bool) -> CameraEvent:
         reason = (
-            f"{burst.count} live frame(s) shed, up to {burst.oldest_s:.1f} s old, over the {self.max_age_s:g} s limit "
+            f"{camera.count} live frame(s) shed, up to {camera.oldest_s:.1f} s old, over the {self.max_age_s:g} s limit "
             "(detection is behind, or the camera's clock is ahead of the worker's)"
             + ("" if still_shedding else "; frames are fresh again")
         )
         log.warning("detect: camera %s: %s", camera_id, reason)
         event = CameraEvent(
-            camera_id=camera_id, kind=CameraEventKind.frames_shed, at=now, seq=burst.last_seq, reason=reason,
-            frames_shed=burst.count,
+            camera_id=camera_id, kind=CameraEventKind.frames_shed, at=now, seq=camera.last_seq, reason=reason,
+            frames_shed=camera.count,
         )
-        burst.reported_at, burst.count, burst.oldest_s = now, 0, 0.0
+        camera.reported_at, camera.count, camera.oldest_s = now, 0, 0.0
         return event

@@ -4,10 +4,13 @@ The tracker is the one Ultralytics ships (``BYTETracker``); this module only
 snapshots and restores it, so that the camera actor can move to another worker
 (or survive a restart) and continue with the same tracks and the same id counter.
 A snapshot restores to a tracker that gives bit-identical results to the original.
+After a gap in scene time of more than ``tracker.max_gap_s`` (a stream loss, shed
+frames) the camera's tracks start afresh, its ids counting on.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 import numpy as np
@@ -18,6 +21,8 @@ from ultralytics.utils import IterableSimpleNamespace
 
 from schemas import Box, TrackedObject
 from schemas.base import CAMERA_ID_PATTERN, Record
+
+log = logging.getLogger(__name__)
 
 
 class TrackSnapshot(Record):
@@ -48,6 +53,7 @@ class TrackerState(Record):
     lost: list[TrackSnapshot] = []
     # Ultralytics drops lost tracks whose id was removed in the previous frame; only ids matter there.
     removed_ids: list[int] = []
+    last_at: float | None = Field(None, description="Scene time of the last frame applied")
 
 
 class _IdCounter:
@@ -105,10 +111,12 @@ class CameraTracker:
 
     def __init__(self, camera_id: str, tracker_settings, state: TrackerState | None = None):
         self.camera_id = camera_id
-        args = IterableSimpleNamespace(tracker_type="bytetrack", **tracker_settings.model_dump())
+        args = IterableSimpleNamespace(tracker_type="bytetrack", **tracker_settings.model_dump(exclude={"max_gap_s"}))
         self.tracker = BYTETracker(args)
+        self.max_gap_s = tracker_settings.max_gap_s
         state = state or TrackerState(camera_id=camera_id)
         self.last_seq = state.last_seq
+        self.last_at = state.last_at
         self.tracker.frame_id = state.frame_id
         # BYTETracker draws ids from the private ``_ids`` iterator (per tracker since 8.4);
         # a counter we can read back keeps ids unique across moves and restarts.
@@ -126,8 +134,12 @@ class CameraTracker:
     def frame_id(self) -> int:
         return self.tracker.frame_id
 
-    def update(self, seq: int, boxes: list[Box], shape: tuple[int, int]) -> list[TrackedObject]:
-        """Apply one frame's detections; returns the confirmed tracks after it."""
+    def update(self, seq: int, boxes: list[Box], shape: tuple[int, int], at: float | None = None) -> list[TrackedObject]:
+        """Apply one frame's detections (``at``: its scene time); returns the confirmed tracks after it."""
+        if at is not None:
+            if self.last_at is not None and at - self.last_at > self.max_gap_s:
+                self._start_afresh(at - self.last_at)
+            self.last_at = at
         data = np.array([[b.x1, b.y1, b.x2, b.y2, b.conf, b.cls] for b in boxes], dtype=np.float32).reshape(-1, 6)
         labels = {b.cls: b.label for b in boxes}
         out = self.tracker.update(Boxes(data, shape))
@@ -141,6 +153,16 @@ class CameraTracker:
             )
         return objects
 
+    def _start_afresh(self, gap_s: float) -> None:
+        """After a gap, drop every track: ByteTrack would match them (one frame's motion on) to what is there now.
+
+        The frame counter and the id counter go on, so no id is handed out twice.
+        """
+        dropped = len(self.tracker.tracked_stracks) + len(self.tracker.lost_stracks)
+        self.tracker.tracked_stracks, self.tracker.lost_stracks, self.tracker.removed_stracks = [], [], []
+        log.info("track: camera %s: %.1f s since its last frame, %d tracks dropped; ids go on from %d",
+                 self.camera_id, gap_s, dropped, self.tracker._ids.next_value)
+
     def state(self) -> TrackerState:
         lost_ids = {t.track_id for t in self.tracker.lost_stracks}
         return TrackerState(
@@ -151,6 +173,7 @@ class CameraTracker:
             tracked=[_snapshot(t) for t in self.tracker.tracked_stracks],
             lost=[_snapshot(t) for t in self.tracker.lost_stracks],
             removed_ids=[t.track_id for t in self.tracker.removed_stracks if t.track_id in lost_ids],
+            last_at=self.last_at,
         )
 
 

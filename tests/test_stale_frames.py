@@ -8,8 +8,8 @@ from schemas import CameraEventKind, FrameRecord
 NOW = 1_800_000_000.0
 
 
-def frame(seq: int, age_s: float, camera: str = "cam-1", scene_time: float | None = None) -> FrameRecord:
-    return FrameRecord(camera_id=camera, seq=seq, captured_at=NOW - age_s, scene_time=scene_time, width=4, height=4, jpeg=b"x")
+def frame(seq: int, age_s: float, camera: str = "cam-1", scene_time: float | None = None, now: float = NOW) -> FrameRecord:
+    return FrameRecord(camera_id=camera, seq=seq, captured_at=now - age_s, scene_time=scene_time, width=4, height=4, jpeg=b"x")
 
 
 def test_only_live_frames_over_the_limit_are_stale():
@@ -20,7 +20,7 @@ def test_only_live_frames_over_the_limit_are_stale():
     assert not StaleFrames(max_age_s=0).is_stale(frame(4, 600.0), NOW)  # 0 = never shed
 
 
-def test_reports_add_up_to_every_frame_shed_and_are_rate_limited():
+def test_reports_add_up_to_every_frame_shed_at_most_one_per_period():
     stale = StaleFrames(max_age_s=3.0, report_every_s=10.0)
     first = stale.shed(frame(1, 5.0), NOW)
     assert first.kind == CameraEventKind.frames_shed and first.frames_shed == 1 and first.seq == 1
@@ -29,18 +29,31 @@ def test_reports_add_up_to_every_frame_shed_and_are_rate_limited():
     periodic = stale.shed(frame(6, 4.0), NOW + 10.0)
     assert periodic.frames_shed == 5 and periodic.seq == 6
     assert stale.shed(frame(7, 4.0), NOW + 11.0) is None
-    last = stale.fresh(frame(8, 0.1), NOW + 12.0)
+    assert stale.fresh(frame(8, 0.1), NOW + 12.0) is None  # fresh again, but the period has not passed
+    last = stale.fresh(frame(9, 0.1), NOW + 20.0)
     assert last.frames_shed == 1 and last.seq == 7 and "fresh again" in last.reason
     assert first.frames_shed + periodic.frames_shed + last.frames_shed == stale.shed_total == 7
-    assert stale.fresh(frame(9, 0.1), NOW + 13.0) is None  # nothing left to report
-    again = stale.shed(frame(10, 9.0), NOW + 14.0)
+    assert stale.fresh(frame(10, 0.1), NOW + 31.0) is None  # nothing left to report
+    again = stale.shed(frame(11, 9.0), NOW + 32.0)
     assert again is not None and again.frames_shed == 1  # a new burst is reported at once
+
+
+def test_a_camera_hovering_at_the_limit_is_reported_once_per_period():
+    stale = StaleFrames(max_age_s=3.0, report_every_s=10.0)
+    reports = []
+    for i in range(200):  # 20 s of frames alternating just over and just under the limit
+        now = NOW + i / 10
+        f = frame(i, 3.1 if i % 2 else 2.9, now=now)
+        reports.append(stale.shed(f, now) if stale.is_stale(f, now) else stale.fresh(f, now))
+    sent = [r for r in reports if r is not None]
+    assert len(sent) == 2  # at 0.1 s (the first) and 10.1 s: not one per switch
+    assert [r.frames_shed for r in sent] == [1, 50] and stale.shed_total == 100  # 49 still to report
 
 
 def test_cameras_are_reported_apart():
     stale = StaleFrames(max_age_s=1.0)
     assert stale.shed(frame(1, 2.0, camera="a"), NOW).camera_id == "a"
     assert stale.shed(frame(1, 2.0, camera="b"), NOW).camera_id == "b"
-    assert stale.fresh(frame(2, 0.0, camera="a"), NOW) is None  # a's one frame was reported already
+    assert stale.fresh(frame(2, 0.0, camera="a"), NOW + 11) is None  # a's one frame was reported already
     assert stale.shed(frame(2, 2.0, camera="b"), NOW) is None
-    assert stale.fresh(frame(3, 0.0, camera="b"), NOW).frames_shed == 1
+    assert stale.fresh(frame(3, 0.0, camera="b"), NOW + 11).frames_shed == 1

@@ -46,3 +46,27 @@ def test_cameras_have_independent_id_counters(settings, clip_detections):
 def test_empty_state_is_a_fresh_tracker(settings):
     state = decode(TrackerState, encode(CameraTracker("cam-1", settings.tracker).state()))
     assert state.last_seq == -1 and state.tracked == [] and state.next_track_id == 1
+
+
+def test_a_gap_in_time_starts_the_tracks_afresh_and_ids_count_on(settings, clip_detections):
+    """After a stream loss or shed frames, old tracks must not be matched to what is in view now."""
+    steady, gapped = CameraTracker("cam-1", settings.tracker), CameraTracker("cam-1", settings.tracker)
+    at = [i / 30 for i in range(60)]
+    for tracker in (steady, gapped):
+        for seq, boxes in enumerate(clip_detections[:30]):
+            tracker.update(seq, boxes, (360, 640), at[seq])
+    before = {o.track_id for o in gapped.update(30, clip_detections[30], (360, 640), at[30])}
+    steady_next = {o.track_id for o in steady.update(30, clip_detections[30], (360, 640), at[30])}
+    assert before == steady_next and before
+    # The same scene comes again 2 s + 1 frame later: within the limit tracks go on, beyond it they do not.
+    near = {o.track_id for o in steady.update(31, clip_detections[31], (360, 640), at[30] + settings.tracker.max_gap_s)}
+    assert near & before
+    next_id = gapped.state().next_track_id
+    far = gapped.update(31, clip_detections[31], (360, 640), at[30] + settings.tracker.max_gap_s + 0.5)
+    state = gapped.state()
+    assert state.tracked == [] or min(t.track_id for t in state.tracked) >= next_id  # no old track survives
+    assert not {o.track_id for o in far} & before
+    later = {o.track_id for seq in range(32, 36) for o in gapped.update(seq, clip_detections[seq], (360, 640), at[30] + 3 + seq / 30)}
+    assert later and min(later) >= next_id  # new ids, above every id handed out before the gap
+    restored = CameraTracker("cam-1", settings.tracker, decode(TrackerState, encode(gapped.state())))
+    assert restored.last_at == gapped.last_at  # the clock survives a move too

@@ -38,7 +38,7 @@ async def _send_and_collect(stack, image):
     got = {name: [] for name in readers}
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (
-        {d.seq for d in got[DETECTIONS]} >= {1, 7, 8} and sum(e.frames_shed for e in got[CAMERA_EVENTS]) >= 5
+        {d.seq for d in got[DETECTIONS]} >= {1, 7, 8} and got[CAMERA_EVENTS]
     ):
         for name, record_type in ((DETECTIONS, DetectionRecord), (CAMERA_EVENTS, CameraEvent), (DEAD_LETTERS, None)):
             for message in await readers[name].poll(100):
@@ -55,7 +55,8 @@ def test_stale_live_frames_are_shed_and_reported(stack, clip_frames):
     got = asyncio.run(_send_and_collect(stack, clip_frames[0]))
     assert sorted(d.seq for d in got[DETECTIONS] if d.camera_id == CAMERA) == [1, 7, 8]
     shed = [e for e in got[CAMERA_EVENTS] if e.camera_id == CAMERA]
-    assert {e.kind for e in shed} == {CameraEventKind.frames_shed}
-    assert sum(e.frames_shed for e in shed) == 5  # every shed frame is in a report, none twice
-    assert shed[0].seq == 2 and shed[-1].seq == 6 and "fresh again" in shed[-1].reason
+    # The first shed frame is reported at once; the other four wait for the next report, 10 s on
+    # (how the counts add up is tested in tests/test_stale_frames.py).
+    assert [(e.kind, e.seq, e.frames_shed) for e in shed] == [(CameraEventKind.frames_shed, 2, 1)]
+    assert "live frame(s) shed" in shed[0].reason
     assert got[DEAD_LETTERS] == []  # shed is not malformed
