@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
-
 import pytest
 
 from its_faust.broker import free_port
@@ -27,41 +24,11 @@ def test_unreachable_stream_is_a_clear_error():
         FrameReader(SourceSpec.parse(f"http://127.0.0.1:{free_port()}/cam.mp4"))
 
 
-class _MjpegCamera:
-    """An HTTP MJPEG camera that sends ``frames_per_connection`` frames, then drops the connection."""
-
-    def __init__(self, jpegs: list[bytes], frames_per_connection: int):
-        camera = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-                self.end_headers()
-                for jpeg in jpegs[:frames_per_connection]:
-                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg))
-                    self.wfile.write(jpeg + b"\r\n")
-                camera.connections += 1
-
-            def log_message(self, *args):
-                pass
-
-        self.connections = 0
-        self.port = free_port()
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.port}/stream.mjpg"
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def test_lost_stream_is_reported_reconnected_then_given_up(clip_frames):
+def test_lost_stream_is_reported_reconnected_then_given_up(clip_frames, mjpeg_camera):
     import cv2
 
     jpegs = [cv2.imencode(".jpg", f)[1].tobytes() for f in clip_frames[:20]]
-    camera = _MjpegCamera(jpegs, frames_per_connection=20)
+    camera = mjpeg_camera(jpegs, frames_per_connection=20)
     events, sleeps = [], []
     reader = FrameReader(
         SourceSpec.parse(camera.url),

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
 import cv2
 
 from its_faust.codecs import decode, encode
-from its_faust.ingest import make_producer
-from its_faust.results import TopicReader
+from its_faust.ingest import ingest, make_producer
+from its_faust.results import TopicReader, TrackFeed
 from its_faust.topic_names import CAMERA_EVENTS, DEAD_LETTERS, DETECTIONS, FRAMES
 from schemas import CameraEvent, CameraEventKind, DetectionRecord, FrameRecord
 
@@ -60,3 +62,60 @@ def test_stale_live_frames_are_shed_and_reported(stack, clip_frames):
     assert [(e.kind, e.seq, e.frames_shed) for e in shed] == [(CameraEventKind.frames_shed, 2, 1)]
     assert "live frame(s) shed" in shed[0].reason
     assert got[DEAD_LETTERS] == []  # shed is not malformed
+
+
+async def _live_camera_through_a_stall(stack, url: str, stall_s: float):
+    settings = stack.settings
+    camera, key = "cam-live-stall", b"cam-live-stall"
+    feed = await TrackFeed(stack.bootstrap, settings, cameras=[camera]).start()
+    events = await TopicReader(stack.bootstrap, settings.topic(CAMERA_EVENTS), keys=[key]).start()
+    producer = make_producer(stack.bootstrap)
+    await producer.start()
+    stop, shed_events = asyncio.Event(), []
+    sender = asyncio.create_task(ingest(url, camera, producer, settings, stop=stop, keep_seqs=True))
+
+    async def poll_for(seconds: float) -> None:
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            await feed.poll(100)
+            shed_events.extend(e for e in (decode(CameraEvent, m.value) for m in await events.poll(50))
+                               if e.kind == CameraEventKind.frames_shed)
+
+    while len(feed.seen) < 30:  # running live, tracks coming
+        await poll_for(0.5)
+    worker = stack.workers[0].proc
+    stalled_at = time.time()
+    os.kill(worker.pid, signal.SIGSTOP)  # the worker stalls (a long GC pause, a VM freeze) while the camera goes on
+    try:
+        await asyncio.sleep(stall_s)
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+    resumed_at = time.time()
+    await poll_for(14.0)  # past the 10 s report period, so the last shed count is reported too
+    caught_up = [r.tracked_at - r.captured_at for r in feed.seen.values() if r.captured_at > time.time() - 3]
+    stop.set()
+    stats = await sender
+    await poll_for(4.0)  # the last frames sent
+    await producer.stop()
+    await events.stop()
+    await feed.stop()
+    return stats, feed.seen, shed_events, stalled_at, resumed_at, caught_up
+
+
+def test_a_stalled_worker_sheds_a_live_backlog_and_catches_up(stack, clip_frames, mjpeg_camera):
+    live = mjpeg_camera([cv2.imencode(".jpg", f)[1].tobytes() for f in clip_frames[:150]], fps=15)
+    stall_s = 7.0
+    stats, seen, shed_events, stalled_at, resumed_at, caught_up = asyncio.run(
+        _live_camera_through_a_stall(stack, live.url, stall_s))
+    shed = sum(e.frames_shed for e in shed_events)
+    limit = stack.settings.model.live_frame_max_age_s
+    # Frames that waited longer than the limit were shed: about (stall - limit) s of the camera's 15 fps.
+    assert shed >= (stall_s - limit - 1.5) * 15
+    # Nothing else is lost: each frame sent is tracked once or counted as shed.
+    assert len(seen) + shed == stats.frames_sent and stats.send_errors == 0
+    # Caught up with the present: the last seconds' frames are tracked well within the limit.
+    assert caught_up and max(caught_up) < limit / 2
+    # The tracker saw a gap of more than max_gap_s: the tracks after it are new ones, ids counting on.
+    before = {o.track_id for r in seen.values() if r.captured_at < stalled_at for o in r.objects}
+    after = {o.track_id for r in seen.values() if r.captured_at > resumed_at - limit + 1 for o in r.objects}
+    assert before and after and min(after) > max(before)
