@@ -119,7 +119,12 @@ def broker(port: int) -> None:
 @click.option("--loop", "loop_source", is_flag=True, help="Start a file again when it ends.")
 @click.option("--broker", "broker_url", help="kafka://host:port (default: ITS_FAUST_BROKER_URL).")
 def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | None, loop_source: bool, broker_url: str | None) -> None:
-    """Publish a camera's frames to the frames topic (needs a running broker)."""
+    """Publish a camera's frames to the frames topic (needs a running broker).
+
+    Frames of a live source that reach detection more than ITS_FAUST_MODEL__LIVE_FRAME_MAX_AGE_S
+    (3 s) old are shed, and reported as frames_shed on the camera-events topic; frames of a
+    file are all processed.
+    """
     _set_env(broker_url=broker_url)
     settings = _settings()
     if not settings.broker_url:
