@@ -32,10 +32,12 @@ log = logging.getLogger("its_faust")
 
 
 def _settings():
+    from its_faust import event_loop
     from its_faust.logs import setup_logging
 
     settings = get_settings()
     setup_logging(settings.log_level, settings.log_json)
+    event_loop.install(settings.event_loop)
     return settings
 
 

@@ -12,6 +12,7 @@ import os
 from enum import Enum
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -162,6 +163,9 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(Path.home() / ".cache" / "its-faust", description="Exported models (shared by workers)")
     log_level: str = "info"
     log_json: bool = False
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto", description="auto: uvloop where installed (less CPU per frame), else asyncio's own loop"
+    )
 
     # Group-membership timing. Faust's defaults (60 s rebalance) make a worker
     # join slowly; these values let a worker take over a dead one in ~10 s.

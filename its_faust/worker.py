@@ -7,6 +7,7 @@ created once the worker has joined and restored its tables.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import subprocess
@@ -32,7 +33,8 @@ def run_worker(ready_file: Path | None = None) -> None:
     class Worker(faust.Worker):
         async def on_startup_finished(self) -> None:
             await super().on_startup_finished()
-            log.info("worker ready: %s partitions per topic", settings.partitions)
+            loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]  # uvloop or asyncio
+            log.info("worker ready: %s partitions per topic, %s event loop", settings.partitions, loop_kind)
             if ready_file:
                 Path(ready_file).touch()
 

@@ -58,6 +58,12 @@ def test_track_ids_are_as_stable_as_the_plain_ultralytics_loop(clip_run, plain_l
     assert ours <= plain_loop_ids * 1.1
 
 
+def test_worker_runs_on_uvloop(stack):
+    """The default event loop (its_faust/event_loop.py): the worker says which loop it runs on when ready."""
+    log = stack.workers[0].log_path.read_text(errors="replace")
+    assert "uvloop event loop" in log, stack.workers[0].tail()
+
+
 def test_latency_is_recorded_per_frame(clip_run):
     _, feed = clip_run
     for r in feed.seen.values():
