@@ -2,7 +2,7 @@
 
 **Fetch wait.** Faust hard-codes ``fetch_max_wait_ms=1500`` for worker consumers. Real
 Kafka answers a fetch as soon as data arrives, but the embedded Tansu broker answers a
-fetch of several partitions only when the wait runs out (one partition: at once), which
+fetch of several partitions only when the wait runs out (one partition: within half the wait), which
 made every stage move in ~0.7 s bursts (10 fps instead of 45). The wait is a trade on
 Tansu: a fetch costs the broker about 0.06 ms of CPU per partition in it, so at 10 ms a
 worker's polling alone took a third of a core (broker and worker together, idle, when
