@@ -5,6 +5,11 @@ the start and the end of a run, so it counts every thread of each process (infer
 the Faust event loop, the Kafka client threads) and the run's ramp-up and tail with it.
 A process that is gone at either end (a worker killed in a fault test) is left out
 rather than guessed.
+
+Beside them, the machine's own counters say what else took the cores meanwhile: other
+processes (``cores_busy_elsewhere``) and, on a virtual machine, the hypervisor (``cores_stolen``,
+time a vCPU was ready but the host ran something else). A benchmark run with either well
+above zero was disturbed, and its figures say less about the pipeline.
 """
 
 from __future__ import annotations
@@ -37,9 +42,12 @@ class CpuMeter:
             started = _cpu_s(process)
             if started is not None:
                 self._processes[name], self._started[name] = process, started
+        self._machine_started = psutil.cpu_times()
         self._wall_started = time.monotonic()
         self.wall_s = 0.0
         self.spent_s: dict[str, float] = {}
+        self.machine_busy_s = 0.0
+        self.stolen_s = 0.0
 
     @classmethod
     def of_stack(cls, stack) -> "CpuMeter":
@@ -52,6 +60,9 @@ class CpuMeter:
 
     def stop(self) -> "CpuMeter":
         self.wall_s = time.monotonic() - self._wall_started
+        machine = psutil.cpu_times()
+        self.machine_busy_s = _busy_s(machine) - _busy_s(self._machine_started)
+        self.stolen_s = getattr(machine, "steal", 0.0) - getattr(self._machine_started, "steal", 0.0)
         self.spent_s = {}
         for name, process in self._processes.items():
             now = _cpu_s(process)
@@ -70,4 +81,22 @@ class CpuMeter:
     @property
     def cores_busy(self) -> float:
         """All the processes' CPU time over the wall time: 2.0 is both cores of a 2-core machine, all the time."""
-        return round(sum(self.spent_s.values()) / self.wall_s, 2) if self.wall_s > 0 else 0.0
+        return self._cores(sum(self.spent_s.values()))
+
+    @property
+    def cores_busy_elsewhere(self) -> float:
+        """CPU time of every other process on the machine over the wall time."""
+        return self._cores(max(0.0, self.machine_busy_s - sum(self.spent_s.values())))
+
+    @property
+    def cores_stolen(self) -> float:
+        """Time the hypervisor kept the machine's vCPUs from running, over the wall time (0 on bare metal)."""
+        return self._cores(self.stolen_s)
+
+    def _cores(self, seconds: float) -> float:
+        return round(seconds / self.wall_s, 2) if self.wall_s > 0 else 0.0
+
+
+def _busy_s(times) -> float:
+    """Seconds the machine's CPUs ran anything (user, nice, system, interrupts); steal and idle are not."""
+    return sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq"))

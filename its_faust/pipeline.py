@@ -278,6 +278,7 @@ async def run_source(
     records = [r for (cam, _), r in feed.seen.items() if cam == camera_id]
     summary = RunSummary.build(source, stats, records, len(feed.duplicates), workers)
     summary.cpu_ms_per_frame, summary.cores_busy = cpu.per_frame(summary.frames_tracked), cpu.cores_busy
+    summary.cores_busy_elsewhere, summary.cores_stolen = cpu.cores_busy_elsewhere, cpu.cores_stolen
     if result:
         summary.counts, summary.zones, summary.alerts = result.counts, result.zones, result.alerts
     return summary

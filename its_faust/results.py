@@ -237,9 +237,12 @@ class RunSummary:
     workers: int = 1
     model: str = ""
     # CPU milliseconds per frame tracked, by process (broker, each worker, camera and reader), and in all;
-    # cores_busy is their CPU time over the run's wall time.
+    # cores_busy is their CPU time over the run's wall time; cores_busy_elsewhere and cores_stolen are
+    # what other processes and the hypervisor took meanwhile (a disturbed run shows there).
     cpu_ms_per_frame: dict[str, float] = field(default_factory=dict)
     cores_busy: float = 0.0
+    cores_busy_elsewhere: float = 0.0
+    cores_stolen: float = 0.0
     missing_seqs: list[int] = field(default_factory=list)
     # line -> direction -> class -> vehicles that crossed (only when lines were given)
     counts: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)

@@ -45,3 +45,17 @@ def test_cpu_budget_splits_inference_from_the_rest():
     assert budget == {"pipeline": 70.0, "inference_at_ceiling": 50.0, "not_inference": 20.0,
                       "ratio_bound_when_cores_are_full": pytest.approx(0.71)}
     assert cpu_budget({}, 40.0) == {}
+
+
+def test_what_other_processes_took_meanwhile_is_counted_apart():
+    other = subprocess.Popen([sys.executable, "-c", "import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass"])
+    try:
+        meter = CpuMeter({"me": os.getpid()})
+        other.wait(timeout=30)
+        meter.stop()
+    finally:
+        other.kill()
+    # The other process spun for 0.5 s of CPU inside the measured time; none of it is ours.
+    assert meter.cores_busy_elsewhere * meter.wall_s >= 0.3
+    assert meter.cores_busy * meter.wall_s < 0.3
+    assert meter.cores_stolen >= 0.0
