@@ -8,6 +8,9 @@ autodiscovery, so this module stays the one place that configures Faust.
 
 from __future__ import annotations
 
+import gc
+import logging
+
 import faust
 
 from its_faust.kafka_transport import Transport
@@ -16,10 +19,32 @@ from its_faust.watchdog import install as install_watchdog
 
 DEFAULT_BROKER = "kafka://127.0.0.1:9092"
 
+log = logging.getLogger(__name__)
+
 
 class App(faust.App):
     def _new_transport(self):
         return Transport(self.conf.broker_consumer, self)
+
+    async def on_started(self) -> None:
+        await super().on_started()  # returns once the tables are recovered
+        freeze_long_lived_objects()
+
+
+def freeze_long_lived_objects() -> int:
+    """Take what the worker has built so far out of the garbage collector's full collections.
+
+    Modules, the detector, Faust's app and services: about 270,000 objects that live as long
+    as the process. A full collection scans them all (130-150 ms, the GIL held, so the event
+    loop and the inference threads' hand-overs wait), and about 35 s into a run the workers
+    did nine in a row: a 1.3 s stall, seen as p99 latencies of 1.4-2.4 s in the benchmark.
+    Frozen, a full collection takes about 1 ms. Returns how many objects were frozen.
+    """
+    gc.collect()  # garbage made at start-up is freed, not frozen
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    log.info("%d start-up objects frozen out of the garbage collector's full collections", frozen)
+    return frozen
 
 
 def create_app(settings: Settings) -> faust.App:
