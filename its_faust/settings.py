@@ -138,8 +138,12 @@ class IngestSettings(BaseModel):
     reconnect_max_s: float = 30.0
     reconnect_attempts: int = Field(0, ge=0, description="0 = retry forever")
     blank_std: float = Field(4.0, description="A frame whose grey-level std dev is below this is blank")
-    frozen_mad: float = Field(0.5, description="Mean abs difference to the previous frame below which it is frozen")
-    frozen_after: int = Field(15, ge=1, description="Consecutive identical frames before the stream counts as frozen")
+    frozen_delta: int = Field(
+        12, ge=0, le=255,
+        description="Grey levels a thumbnail pixel must change by to count as changed; a frame with almost none "
+        "changed (0.2%) is unchanged",
+    )
+    frozen_after: int = Field(15, ge=1, description="Consecutive unchanged frames before the stream counts as frozen")
     blur_var: float = Field(0.0, ge=0.0, description="Laplacian variance below which a frame is blurred; 0 = off")
 
 

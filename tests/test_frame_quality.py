@@ -37,31 +37,41 @@ def test_blur_check_is_opt_in(clip_frames):
 def test_slow_traffic_at_a_quiet_intersection_is_not_a_frozen_stream(settings):
     """The intersection clip has stretches where only a car or two creep: those frames are real.
 
-    An area-averaged thumbnail blurred that motion below the frozen threshold and
-    rejected 59 of its frames as a frozen stream.
+    A mean-difference test on an area-averaged thumbnail took that motion for a frozen
+    stream and rejected 59 of its frames.
     """
     import cv2
 
     from its_faust.assets import resolve_asset
 
     capture = cv2.VideoCapture(str(resolve_asset("intersection_cctv_borislavy.mp4", settings.asset_dir, download=False)))
+    frames_in_file = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     checker, verdicts = FrameQualityChecker(), []
     while True:
         ok, frame = capture.read()
         if not ok:
             break
         verdicts.append(checker.check(frame))
-    assert len(verdicts) == 909
+    assert len(verdicts) >= frames_in_file - 2 > 800
     assert [v for v in verdicts if v] == []
 
 
-def test_a_still_scene_with_sensor_noise_is_neither_frozen_nor_blank_and_a_noisy_blank_is_blank(clip_frames):
+def test_a_stuck_camera_that_re_encodes_its_last_image_is_frozen(clip_frames):
+    """Not bit-identical frames: each a new JPEG of the same picture (what an encoder sends when its input stuck)."""
+    import cv2
+
+    checker = FrameQualityChecker(frozen_after=4)
+    verdicts = [
+        checker.check(cv2.imdecode(cv2.imencode(".jpg", clip_frames[0], [cv2.IMWRITE_JPEG_QUALITY, q])[1], cv2.IMREAD_COLOR))
+        for q in (80, 82, 84, 86, 88, 90)
+    ]
+    assert verdicts[:4] == [None] * 4
+    assert all(v and v.startswith("frozen") for v in verdicts[4:])
+
+
+def test_noise_on_a_dark_or_capped_camera_is_still_blank():
     rng = np.random.default_rng(0)
-
-    def noisy(image, std):
-        return np.clip(image + rng.normal(0, std, image.shape), 0, 255).astype(np.uint8)
-
-    checker = FrameQualityChecker(frozen_after=3)
-    still = clip_frames[0].astype(np.float32)
-    assert [checker.check(noisy(still, 2)) for _ in range(8)] == [None] * 8
-    assert FrameQualityChecker().check(noisy(np.full((360, 640, 3), 100.0), 3)).startswith("blank")
+    for shape in ((360, 640, 3), (1080, 1920, 3)):
+        for noise in (3, 15):
+            frame = np.clip(20 + rng.normal(0, noise, shape), 0, 255).astype(np.uint8)
+            assert FrameQualityChecker().check(frame).startswith("blank"), (shape, noise)
