@@ -6,10 +6,13 @@ the Faust event loop, the Kafka client threads) and the run's ramp-up and tail w
 A process that is gone at either end (a worker killed in a fault test) is left out
 rather than guessed.
 
-Beside them, the machine's own counters say what else took the cores meanwhile: other
-processes (``cores_busy_elsewhere``) and, on a virtual machine, the hypervisor (``cores_stolen``,
-time a vCPU was ready but the host ran something else). A benchmark run with either well
-above zero was disturbed, and its figures say less about the pipeline.
+Beside them, the counters of the CPUs this process may run on say what else took those
+cores meanwhile: other processes (``cores_busy_elsewhere``; None when a measured process
+died during the run, since its CPU would land there) and, on a virtual machine, the
+hypervisor (``cores_stolen``: time a vCPU was ready but the host ran something else). A
+benchmark run with either well above zero was disturbed, and its figures say less about
+the pipeline. Interrupt time the pipeline's own loopback traffic causes may count as
+elsewhere on kernels that account it apart (a few hundredths of a core here).
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ class CpuMeter:
             started = _cpu_s(process)
             if started is not None:
                 self._processes[name], self._started[name] = process, started
-        self._machine_started = psutil.cpu_times()
+        self._cpus = _usable_cpus()
+        self._machine_started = _cpu_times(self._cpus)
         self._wall_started = time.monotonic()
         self.wall_s = 0.0
         self.spent_s: dict[str, float] = {}
@@ -60,9 +64,9 @@ class CpuMeter:
 
     def stop(self) -> "CpuMeter":
         self.wall_s = time.monotonic() - self._wall_started
-        machine = psutil.cpu_times()
+        machine = _cpu_times(self._cpus)
         self.machine_busy_s = _busy_s(machine) - _busy_s(self._machine_started)
-        self.stolen_s = getattr(machine, "steal", 0.0) - getattr(self._machine_started, "steal", 0.0)
+        self.stolen_s = _field_s(machine, "steal") - _field_s(self._machine_started, "steal")
         self.spent_s = {}
         for name, process in self._processes.items():
             now = _cpu_s(process)
@@ -84,8 +88,10 @@ class CpuMeter:
         return self._cores(sum(self.spent_s.values()))
 
     @property
-    def cores_busy_elsewhere(self) -> float:
-        """CPU time of every other process on the machine over the wall time."""
+    def cores_busy_elsewhere(self) -> float | None:
+        """CPU time of every other process on these cores over the wall time (None: a measured process died)."""
+        if len(self.spent_s) < len(self._processes):
+            return None
         return self._cores(max(0.0, self.machine_busy_s - sum(self.spent_s.values())))
 
     @property
@@ -97,6 +103,24 @@ class CpuMeter:
         return round(seconds / self.wall_s, 2) if self.wall_s > 0 else 0.0
 
 
-def _busy_s(times) -> float:
-    """Seconds the machine's CPUs ran anything (user, nice, system, interrupts); steal and idle are not."""
-    return sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq"))
+def _usable_cpus() -> list[int] | None:
+    """The CPUs this process may run on (a container's CPU set), or None where that is not known."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return None
+
+
+def _cpu_times(cpus: list[int] | None) -> list:
+    per_cpu = psutil.cpu_times(percpu=True)
+    return per_cpu if cpus is None else [per_cpu[i] for i in cpus if i < len(per_cpu)]
+
+
+def _field_s(times: list, name: str) -> float:
+    return sum(getattr(t, name, 0.0) for t in times)
+
+
+def _busy_s(times: list) -> float:
+    """Seconds the CPUs ran anything (user, which includes guests, nice, system, interrupts); steal, idle and
+    I/O wait are not."""
+    return sum(_field_s(times, name) for name in ("user", "nice", "system", "irq", "softirq"))

@@ -241,7 +241,7 @@ class RunSummary:
     # what other processes and the hypervisor took meanwhile (a disturbed run shows there).
     cpu_ms_per_frame: dict[str, float] = field(default_factory=dict)
     cores_busy: float = 0.0
-    cores_busy_elsewhere: float = 0.0
+    cores_busy_elsewhere: float | None = 0.0  # None: a process of the run died, so its CPU cannot be told apart
     cores_stolen: float = 0.0
     missing_seqs: list[int] = field(default_factory=list)
     # line -> direction -> class -> vehicles that crossed (only when lines were given)

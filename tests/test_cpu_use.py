@@ -59,3 +59,15 @@ def test_what_other_processes_took_meanwhile_is_counted_apart():
     assert meter.cores_busy_elsewhere * meter.wall_s >= 0.3
     assert meter.cores_busy * meter.wall_s < 0.3
     assert meter.cores_stolen >= 0.0
+
+
+def test_when_a_measured_process_dies_nothing_is_claimed_for_the_rest_of_the_machine():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        meter = CpuMeter({"me": os.getpid(), "child": child.pid})
+        child.kill()
+        child.wait()
+        meter.stop()
+    finally:
+        child.kill()
+    assert meter.cores_busy_elsewhere is None  # the dead child's CPU would have counted as elsewhere
