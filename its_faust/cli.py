@@ -37,7 +37,10 @@ def _settings():
 
     settings = get_settings()
     setup_logging(settings.log_level, settings.log_json)
-    event_loop.install(settings.event_loop)
+    try:
+        event_loop.install(settings.event_loop)
+    except ValueError as exc:
+        _fail(exc)
     return settings
 
 
@@ -363,7 +366,8 @@ def api(host, port, broker_url) -> None:
 
     app = create_app(settings, bootstrap_servers(settings.broker_url))
     click.echo(f"dashboard: http://{settings.api.host}:{settings.api.port}/   API docs: /docs")
-    uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_level="warning")
+    # loop="none": the loop ITS_FAUST_EVENT_LOOP installed (uvicorn's "auto" would pick uvloop regardless)
+    uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_level="warning", loop="none")
 
 
 main.add_command(cameras)

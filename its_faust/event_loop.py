@@ -1,4 +1,4 @@
-"""The asyncio event loop every ``its-faust`` process runs on.
+"""The asyncio event loop of ``its-faust``'s workers, cameras and API.
 
 uvloop (libuv) by default where it is installed: a worker spends much of its
 event-loop time in the loop itself (socket writes to the broker, wake-ups from
@@ -20,10 +20,11 @@ def install(choice: str = "auto") -> str:
     """Make ``choice`` the loop of this process's new event loops; returns the loop installed.
 
     ``auto`` takes uvloop when it can be imported (not on Windows) and the standard loop
-    otherwise; ``uvloop`` insists on it. Faust's consumer thread creates its own loop
+    otherwise; ``uvloop`` insists on it (a clear error without it). Faust's consumer thread creates its own loop
     after this, so it runs on the same kind.
     """
     if choice == "asyncio":
+        asyncio.set_event_loop_policy(None)  # the standard policy, whatever was installed before
         return "asyncio"
     try:
         import uvloop

@@ -41,6 +41,7 @@ they are until the intake has re-read and the agent processed it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import weakref
 
@@ -60,6 +61,23 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = get_settings().fetch_max_wait_ms  # read by its Fetcher at start()
         return consumer
+
+    def close(self) -> None:
+        """Close the client on this thread's loop, which owns its connections.
+
+        Faust (on a rebalance that arrives while the worker stops) schedules the closing on
+        the app's loop instead: another thread's loop touching this loop's sockets, which
+        uvloop (libuv is not thread-safe) does not forgive the way asyncio's loop mostly did.
+        """
+        consumer = self._consumer
+        if consumer is None:
+            return
+        consumer._closed = True
+        for closing in (consumer._client.close(), consumer._coordinator.close()):
+            try:
+                asyncio.run_coroutine_threadsafe(closing, self.thread_loop)
+            except RuntimeError:  # the thread's loop is closed already: so are its connections
+                closing.close()
 
     def set_fetching(self, tps, fetching: bool) -> None:
         """Pause or resume ``tps`` in aiokafka itself. Runs on this thread's loop (resuming settles a future of it)."""

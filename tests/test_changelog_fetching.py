@@ -82,3 +82,28 @@ def test_a_pause_after_the_consumer_thread_stopped_is_dropped_not_raised():
     loop.close()
     consumer.pause_partitions({TP(CHANGELOG, 0)})  # during a revocation or a stop: must not crash the worker
     assert kafka.calls == [] and consumer._paused_partitions == {TP(CHANGELOG, 0)}
+
+
+def test_closing_the_consumer_runs_on_its_own_threads_loop():
+    """Faust would close the aiokafka client on the app's loop; its connections belong to the consumer thread's."""
+    closed_on: list[str] = []
+
+    async def close():
+        asyncio.get_running_loop()
+        closed_on.append(threading.current_thread().name)
+
+    consumer, _, loop = make_consumer(set())
+    thread = consumer._thread
+    thread._consumer = SimpleNamespace(_closed=False, _client=SimpleNamespace(close=close),
+                                       _coordinator=SimpleNamespace(close=close))
+    try:
+        thread.close()
+        settle(loop)
+        assert thread._consumer._closed is True
+        assert closed_on == ["kafka-thread", "kafka-thread"]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+    while loop.is_running():
+        pass
+    loop.close()
+    thread.close()  # once the thread's loop is closed: nothing to do, nothing raised

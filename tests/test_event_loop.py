@@ -26,8 +26,8 @@ def test_auto_installs_uvloop_where_it_is_installed():
     assert _new_loop_module() == "uvloop"
 
 
-def test_asyncio_keeps_the_standard_loop():
-    asyncio.set_event_loop_policy(None)
+def test_asyncio_puts_the_standard_loop_back():
+    event_loop.install("uvloop")
     assert event_loop.install("asyncio") == "asyncio"
     assert _new_loop_module() == "asyncio"
 
