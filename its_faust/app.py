@@ -27,8 +27,9 @@ class App(faust.App):
         return Transport(self.conf.broker_consumer, self)
 
     async def on_started(self) -> None:
-        await super().on_started()  # returns once the tables are recovered
-        freeze_long_lived_objects()
+        await super().on_started()  # returns once the tables are recovered (or the worker is stopping)
+        if not self.should_stop:
+            freeze_long_lived_objects()
 
 
 def freeze_long_lived_objects() -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -58,10 +59,12 @@ def test_track_ids_are_as_stable_as_the_plain_ultralytics_loop(clip_run, plain_l
     assert ours <= plain_loop_ids * 1.1
 
 
-def test_worker_runs_on_uvloop(stack):
-    """The default event loop (its_faust/event_loop.py): the worker says which loop it runs on when ready."""
+def test_worker_runs_on_uvloop_with_its_start_up_objects_frozen(stack):
+    """The default event loop (its_faust/event_loop.py) and the frozen start-up heap (its_faust/app.py)."""
     log = stack.workers[0].log_path.read_text(errors="replace")
     assert "uvloop event loop" in log, stack.workers[0].tail()
+    frozen = re.search(r"(\d+) start-up objects frozen", log)
+    assert frozen and int(frozen.group(1)) > 100_000, stack.workers[0].tail()
 
 
 def test_latency_is_recorded_per_frame(clip_run):
