@@ -11,17 +11,14 @@ per second. ``ITS_FAUST_EVENT_LOOP=asyncio`` keeps the standard loop.
 from __future__ import annotations
 
 import asyncio
-import logging
-
-log = logging.getLogger(__name__)
 
 
 def install(choice: str = "auto") -> str:
     """Make ``choice`` the loop of this process's new event loops; returns the loop installed.
 
     ``auto`` takes uvloop when it can be imported (not on Windows) and the standard loop
-    otherwise; ``uvloop`` insists on it (a clear error without it). Faust's consumer thread creates its own loop
-    after this, so it runs on the same kind.
+    otherwise; ``uvloop`` insists on it (a clear error without it). Faust's consumer thread
+    creates its own loop after this, so it runs on the same kind.
     """
     if choice == "asyncio":
         asyncio.set_event_loop_policy(None)  # the standard policy, whatever was installed before
