@@ -17,12 +17,13 @@ from pathlib import Path
 
 import click
 from aiokafka.errors import KafkaConnectionError
+from pydantic import ValidationError
 
 from its_faust.assets import AssetNotFound, resolve_asset
 from its_faust.cameras import CommandFailed
 from its_faust.cli_cameras import cameras
 from its_faust.broker import BrokerError, EmbeddedBroker, bootstrap_servers, check_embedded_allowed, wait_reachable
-from its_faust.settings import get_settings
+from its_faust.settings import get_settings, invalid_settings
 from its_faust.sources import SourceError
 
 # Errors a user can fix; they get one line, not a traceback.
@@ -35,7 +36,10 @@ def _settings():
     from its_faust import event_loop
     from its_faust.logs import setup_logging
 
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        _fail(invalid_settings(exc))
     setup_logging(settings.log_level, settings.log_json)
     try:
         event_loop.install(settings.event_loop)
@@ -44,7 +48,7 @@ def _settings():
     return settings
 
 
-def _fail(exc: BaseException) -> None:
+def _fail(exc: BaseException | str) -> None:
     click.echo(f"its-faust: error: {exc}", err=True)
     sys.exit(2)
 

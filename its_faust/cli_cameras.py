@@ -25,7 +25,7 @@ from its_faust.cameras import (
     send_commands,
     validation_message,
 )
-from its_faust.settings import get_settings
+from its_faust.settings import get_settings, invalid_settings
 from schemas.control import (
     AddCamera,
     AddLine,
@@ -46,8 +46,15 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+def _settings():
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        _fail(invalid_settings(exc))
+
+
 def _bootstrap(broker_url: str | None) -> str:
-    url = broker_url or get_settings().broker_url
+    url = broker_url or _settings().broker_url
     if not url:
         _fail("cameras needs a running broker and worker: set ITS_FAUST_BROKER_URL or --broker (see `its-faust worker`)")
     try:
@@ -65,7 +72,7 @@ def _send(camera_id: str, build, broker_url: str | None, timeout_s: float) -> No
         _fail(validation_message(exc))
     except ValueError as exc:
         _fail(str(exc))
-    settings = get_settings()
+    settings = _settings()
     bootstrap = _bootstrap(broker_url)
     try:
         cmd = command(camera_id, change, issued_by=getpass.getuser())
@@ -102,7 +109,7 @@ def cameras() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the full configurations as JSON.")
 def list_cameras(broker_url, as_json) -> None:
     """Every camera's current configuration."""
-    configs = asyncio.run(read_configs(_bootstrap(broker_url), get_settings()))
+    configs = asyncio.run(read_configs(_bootstrap(broker_url), _settings()))
     live = [c for c in configs.values() if not c.removed]
     if as_json:
         click.echo(json.dumps([c.model_dump(mode="json", by_alias=True) for c in live], indent=2))

@@ -11,9 +11,14 @@ per-frame CPU beside video decoding and JPEG encoding):
   many pixels by little; a car creeping through a quiet scene changes a few by a lot, and
   a mean difference could not tell the two apart (it rejected 59 frames of slow traffic
   in the intersection clip). Pixels cannot tell a stuck stream from a scene where nothing
-  at all moves (an empty road at night): that is reported as frozen too, until something
-  moves.
+  at all moves (an empty road at night), so an unchanged picture is still sampled: one
+  frame every ``frozen_keepalive_s`` of scene time goes to the detector anyway
+  (:class:`StillSceneSampler`), and a car standing on that road stays tracked.
 * blurred (opt-in): low Laplacian variance.
+
+A run of rejections of one kind (a stuck or covered camera can last hours) is reported
+at its first frame and then once every ``rejection_report_s`` while it lasts
+(:class:`RejectionRuns`), not once per frame.
 """
 
 from __future__ import annotations
@@ -64,3 +69,53 @@ class FrameQualityChecker:
     def _changed_pixels(self, thumb: np.ndarray, previous: np.ndarray) -> int:
         _, changed = cv2.threshold(cv2.absdiff(thumb, previous), self.frozen_delta, 1, cv2.THRESH_BINARY)
         return cv2.countNonZero(changed)
+
+
+_EPSILON_S = 1e-6  # scene times are sums of 1/fps steps: a step due at exactly N seconds counts as due
+
+
+class StillSceneSampler:
+    """Which frozen (unchanged) frames still go to the detector: one per ``every_s`` seconds of scene time.
+
+    Without them a still scene goes unwatched: a car that stopped on an empty road at night
+    would lose its track (the tracker starts afresh after a gap) and never raise its
+    stopped-vehicle alert. Sampled this way the detector still runs at 1/(every_s x fps) of
+    the rate on such a scene. ``every_s`` 0 samples none.
+    """
+
+    def __init__(self, every_s: float):
+        self.every_s = every_s
+        self._last_sent_at: float | None = None
+
+    def due(self, at: float) -> bool:
+        if self.every_s <= 0:
+            return False
+        return self._last_sent_at is None or at - self._last_sent_at >= self.every_s - _EPSILON_S
+
+    def sent(self, at: float) -> None:
+        """A frame (checked or sampled) went to the detector at scene time ``at``."""
+        self._last_sent_at = at
+
+
+class RejectionRuns:
+    """Which rejected frames to report: the first of a run of one kind, then one per ``every_s`` while it lasts."""
+
+    def __init__(self, every_s: float):
+        self.every_s = every_s
+        self._kind: str | None = None
+        self._reported_at: float | None = None
+        self.count = 0  # rejections in the current run
+
+    def rejected(self, kind: str, at: float) -> bool:
+        """Count a rejection at scene time ``at``; True when it is to be reported."""
+        if kind != self._kind:
+            self._kind, self._reported_at, self.count = kind, None, 0
+        self.count += 1
+        if self._reported_at is None or at - self._reported_at >= self.every_s - _EPSILON_S:
+            self._reported_at = at
+            return True
+        return False
+
+    def passed(self) -> None:
+        """A frame passed the checks: the run is over."""
+        self._kind, self._reported_at, self.count = None, None, 0

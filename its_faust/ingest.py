@@ -26,7 +26,7 @@ import cv2
 from aiokafka import AIOKafkaProducer
 
 from its_faust.codecs import encode
-from its_faust.frame_quality import FrameQualityChecker
+from its_faust.frame_quality import FrameQualityChecker, RejectionRuns, StillSceneSampler
 from its_faust.sources import FrameReader, SourceSpec
 from its_faust.topic_names import CAMERA_EVENTS, FRAMES
 from schemas import CameraEvent, CameraEventKind, FrameRecord
@@ -80,6 +80,11 @@ class FlowWindow:
         self._freed.set()
 
 
+def _clock(captured_at: float, scene_time: float | None) -> float:
+    """A frame's time on its camera's clock: the scene time of a file, the capture time of a live source."""
+    return scene_time if scene_time is not None else captured_at
+
+
 @dataclass
 class IngestStats:
     camera_id: str
@@ -87,6 +92,7 @@ class IngestStats:
     frames_sent: int = 0
     frames_rejected: int = 0
     frames_skipped: int = 0  # dropped by frame-rate control
+    frames_sampled: int = 0  # sent while the picture was frozen (frame_quality.StillSceneSampler); in frames_sent
     last_seq: int | None = None
     sent_seqs: list[int] = field(default_factory=list)  # only with keep_seqs (bounded runs): grows per frame
     send_errors: int = 0
@@ -154,6 +160,8 @@ async def ingest(
         on_event=lambda kind, reason: loop.call_soon_threadsafe(report, kind, reason),
     )
     quality = FrameQualityChecker.from_settings(s)
+    still_scene = StillSceneSampler(s.frozen_keepalive_s)
+    rejection_runs = RejectionRuns(s.rejection_report_s)
     # Files are paced at their own fps unless a window (alone) or a target fps says otherwise.
     target_fps = fps or (None if ((window and not live_feed) or spec.live) else reader.fps)
     drop_when_busy = window is not None and (live_feed or spec.live)
@@ -173,11 +181,13 @@ async def ingest(
             return None
         image, captured_at, scene_time = item
         problem = quality.check(image)
-        if problem:
+        # A frozen frame due as the still scene's sample is encoded too; the loop decides (and counts) it.
+        sample = bool(problem) and problem.startswith("frozen") and still_scene.due(_clock(captured_at, scene_time))
+        if problem and not sample:
             return captured_at, scene_time, image.shape if image is not None else None, None, problem
         ok, jpeg = cv2.imencode(".jpg", image, encode_params)
         return (captured_at, scene_time, image.shape, jpeg.tobytes() if ok else None,
-                None if ok else "unreadable: JPEG encode failed")
+                problem if ok else "unreadable: JPEG encode failed")
 
     def on_delivery(delivery: asyncio.Future) -> None:
         if not delivery.cancelled() and delivery.exception() is not None:
@@ -218,14 +228,23 @@ async def ingest(
                     stats.frames_skipped += 1
                     continue
                 holds_credit = True
+            at = _clock(captured_at, scene_time)
+            kind = problem.split(":", 1)[0] if problem else None
+            if kind is None:
+                rejection_runs.passed()
+            elif kind == "frozen" and jpeg is not None:
+                problem = None  # a still scene is sampled, not left unwatched (frame_quality.StillSceneSampler)
+                stats.frames_sampled += 1
             if problem:
                 stats.frames_rejected += 1
-                kind = problem.split(":", 1)[0]
                 stats.rejections[kind] = stats.rejections.get(kind, 0) + 1
-                report("frame_rejected", problem, frame_seq)
+                if rejection_runs.rejected(kind, at):
+                    so_far = f"; {rejection_runs.count} rejected since it began" if rejection_runs.count > 1 else ""
+                    report("frame_rejected", problem + so_far, frame_seq)
                 if holds_credit:
                     window.release()
             else:
+                still_scene.sent(at)
                 record = FrameRecord(
                     camera_id=camera_id,
                     seq=frame_seq,
@@ -246,7 +265,8 @@ async def ingest(
                     on_sent(stats)
     finally:
         reader.close()
-        report("finished", f"{stats.frames_sent} frames sent, {stats.frames_rejected} rejected", stats.last_seq)
+        sampled = f" ({stats.frames_sampled} of a frozen picture)" if stats.frames_sampled else ""
+        report("finished", f"{stats.frames_sent} frames sent{sampled}, {stats.frames_rejected} rejected", stats.last_seq)
         await flush_events()
         await producer.flush()
         stats.finished_at = time.time()

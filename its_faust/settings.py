@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
@@ -144,6 +144,16 @@ class IngestSettings(BaseModel):
         "changed (0.2%) is unchanged",
     )
     frozen_after: int = Field(15, ge=1, description="Consecutive unchanged frames before the stream counts as frozen")
+    frozen_keepalive_s: float = Field(
+        1.0, ge=0.0,
+        description="While the picture is frozen, one frame per this many seconds of scene time still goes to the "
+        "detector, so what stands still in a still scene stays tracked (keep it under tracker.max_gap_s); 0 = none",
+    )
+    rejection_report_s: float = Field(
+        60.0, gt=0.0,
+        description="A run of rejected frames of one kind is reported at its first frame, then once per this many "
+        "seconds of scene time while it lasts",
+    )
     blur_var: float = Field(0.0, ge=0.0, description="Laplacian variance below which a frame is blurred; 0 = off")
 
 
@@ -204,6 +214,16 @@ class Settings(BaseSettings):
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
 
+    @model_validator(mode="after")
+    def _still_scene_samples_keep_tracks(self) -> "Settings":
+        keepalive, gap = self.ingest.frozen_keepalive_s, self.tracker.max_gap_s
+        if keepalive >= gap:
+            raise ValueError(
+                f"ingest.frozen_keepalive_s ({keepalive}) must be under tracker.max_gap_s ({gap}): samples of a frozen "
+                "picture further apart than that would start the camera's tracks afresh each time"
+            )
+        return self
+
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}.{name}" if self.topic_prefix else name
 
@@ -224,3 +244,13 @@ def load_settings(**overrides) -> Settings:
 def get_settings() -> Settings:
     """The process-wide settings, read once."""
     return load_settings()
+
+
+def invalid_settings(exc: ValidationError) -> str:
+    """One line for settings that do not validate, naming the environment variable of each bad value."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        message = err["msg"].removeprefix("Value error, ")
+        where = "ITS_FAUST_" + "__".join(str(p) for p in err["loc"]).upper() if err["loc"] else ""
+        parts.append(f"{where}: {message}" if where else message)
+    return "invalid settings: " + "; ".join(parts)

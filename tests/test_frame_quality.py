@@ -1,6 +1,6 @@
 import numpy as np
 
-from its_faust.frame_quality import FrameQualityChecker
+from its_faust.frame_quality import FrameQualityChecker, RejectionRuns, StillSceneSampler
 
 
 def test_good_frames_pass(clip_frames):
@@ -75,3 +75,26 @@ def test_noise_on_a_dark_or_capped_camera_is_still_blank():
         for noise in (3, 15):
             frame = np.clip(20 + rng.normal(0, noise, shape), 0, 255).astype(np.uint8)
             assert FrameQualityChecker().check(frame).startswith("blank"), (shape, noise)
+
+
+def test_still_scene_sampler_lets_one_frozen_frame_through_per_interval():
+    sampler = StillSceneSampler(1.0)
+    assert sampler.due(100.0)  # nothing sent yet
+    sampler.sent(100.0)
+    t, due = 100.0, []
+    for _ in range(60):  # 2 s at 30 fps, the clock a sum of 1/30 steps (30 of them fall just short of 1.0)
+        t += 1 / 30
+        if sampler.due(t):
+            sampler.sent(t)
+            due.append(round(t - 100.0, 3))
+    assert due == [1.0, 2.0]
+    assert not StillSceneSampler(0.0).due(100.0)  # 0: none sampled
+
+
+def test_rejection_runs_report_a_run_once_per_interval_and_a_new_kind_at_once():
+    runs = RejectionRuns(60.0)
+    verdicts = [runs.rejected("blank", t) for t in (0.0, 0.04, 59.9, 60.0, 60.04)]
+    assert verdicts == [True, False, False, True, False] and runs.count == 5
+    assert runs.rejected("frozen", 60.08) and runs.count == 1  # another kind: a new run
+    runs.passed()
+    assert runs.rejected("frozen", 60.12)  # after a good frame: a new run

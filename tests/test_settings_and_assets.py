@@ -57,3 +57,11 @@ def test_missing_asset_names_file_and_place(tmp_path, monkeypatch):
     assert "yolo99x.pt" in message and str(tmp_path / "models") in message and "ITS_FAUST_ASSET_DIR" in message
     with pytest.raises(AssetNotFound, match=str(Path("data") / "videos")):
         resolve_asset("nowhere.mp4", tmp_path)
+
+
+def test_a_still_scene_sample_interval_over_the_tracker_gap_is_refused(monkeypatch):
+    monkeypatch.setenv("ITS_FAUST_TRACKER__MAX_GAP_S", "1.0")  # the default keepalive is 1.0 s
+    with pytest.raises(ValueError, match=r"frozen_keepalive_s \(1.0\) must be under tracker.max_gap_s \(1.0\)"):
+        load_settings()
+    monkeypatch.setenv("ITS_FAUST_INGEST__FROZEN_KEEPALIVE_S", "0.5")
+    assert load_settings().ingest.frozen_keepalive_s == 0.5

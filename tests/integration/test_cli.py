@@ -64,6 +64,23 @@ def test_user_errors_are_one_line(args, message):
     assert len(lines) == 1 and lines[0].startswith("its-faust: error:") and message in lines[0], done.stderr
 
 
+@pytest.mark.parametrize(
+    "env, args, message",
+    [
+        ({"ITS_FAUST_PARTITIONS": "many"}, ["run", "--source", "dual_carriageway_abhishek.mp4"],
+         "invalid settings: ITS_FAUST_PARTITIONS: Input should be a valid integer"),
+        ({"ITS_FAUST_TRACKER__MAX_GAP_S": "0.5"}, ["cameras", "list"],
+         "frozen_keepalive_s (1.0) must be under tracker.max_gap_s (0.5)"),
+    ],
+)
+def test_invalid_settings_are_one_line(env, args, message):
+    done = subprocess.run([sys.executable, "-m", "its_faust.cli", *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **env})
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("its-faust: error:") and message in lines[0], done.stderr
+
+
 def test_demo_runs_and_stops_by_itself():
     import re
 

@@ -60,8 +60,11 @@ def test_blank_frames_are_reported_not_sent(bootstrap, settings, clip_with_blank
     assert len(frames) == 20
     seqs = [f.seq for f in frames]
     assert seqs == sorted(seqs) and seqs[10] - seqs[9] == 6  # the 5 blank frames used their seqs
-    kinds = [e.kind.value for e in events if e.camera_id == "cam-blank"]
-    assert kinds == ["started"] + ["frame_rejected"] * 5 + ["finished"]
+    events = [e for e in events if e.camera_id == "cam-blank"]
+    # One report for the run of 5 blank frames (a covered camera can stay blank for hours), not one per frame.
+    assert [e.kind.value for e in events] == ["started", "frame_rejected", "finished"]
+    assert events[1].reason.startswith("blank") and events[1].seq == seqs[9] + 1
+    assert "20 frames sent, 5 rejected" in events[2].reason
     image = cv2.imdecode(np.frombuffer(frames[0].jpeg, np.uint8), cv2.IMREAD_COLOR)
     assert image.shape == (360, 640, 3)
 
@@ -76,3 +79,41 @@ def test_live_feed_drops_frames_when_the_pipeline_is_behind(bootstrap, settings,
         _ingest_and_read(bootstrap, settings, clip_path, camera_id="cam-live2", window=FlowWindow(3), live_feed=True, fps=300)
     )
     assert stats2.frames_sent == 3 and stats2.frames_skipped == stats2.frames_read - 3 > 300
+
+
+@pytest.fixture
+def clip_that_freezes(tmp_path, clip_frames):
+    """10 frames of traffic, then the last of them 60 times more (2.4 s at 25 fps): a still picture."""
+    path = tmp_path / "freezes.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (640, 360))
+    for frame in clip_frames[:10] + [clip_frames[9]] * 60:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def test_a_frozen_picture_is_sampled_once_a_second_and_reported_once(bootstrap, settings, clip_that_freezes):
+    """What stands still in a still scene (a stopped car on an empty road at night) stays watched."""
+    ingest_settings = settings.ingest.model_copy(update={"frozen_after": 5, "frozen_keepalive_s": 1.0})
+    stats, frames, events = asyncio.run(
+        _ingest_and_read(bootstrap, settings.model_copy(update={"ingest": ingest_settings}), clip_that_freezes,
+                         camera_id="cam-still", fps=500)
+    )
+    # Frames 10-13 are unchanged but not yet frozen; 14-69 are frozen, and of them the frames 1.0 s
+    # and 2.0 s of scene time after the last one sent (13) go to the detector: 38 and 63.
+    assert stats.frames_read == 70 and stats.frames_sent == 16 and stats.frames_sampled == 2
+    assert stats.rejections == {"frozen": 54}
+    frames = [f for f in frames if f.camera_id == "cam-still"]
+    first = frames[0].seq
+    assert [f.seq - first for f in frames] == list(range(14)) + [38, 63]
+    rejected = [e for e in events if e.camera_id == "cam-still" and e.kind.value == "frame_rejected"]
+    assert len(rejected) == 1 and rejected[0].reason.startswith("frozen") and rejected[0].seq - first == 14
+
+
+def test_a_frozen_picture_is_not_sampled_when_keepalive_is_off(bootstrap, settings, clip_that_freezes):
+    ingest_settings = settings.ingest.model_copy(update={"frozen_after": 5, "frozen_keepalive_s": 0.0})
+    stats, _, _ = asyncio.run(
+        _ingest_and_read(bootstrap, settings.model_copy(update={"ingest": ingest_settings}), clip_that_freezes,
+                         camera_id="cam-still-off", fps=500)
+    )
+    assert stats.frames_sent == 14 and stats.frames_sampled == 0 and stats.rejections == {"frozen": 56}
