@@ -1,4 +1,4 @@
-"""Read models the API builds from the topics: cameras, counts and their windows, alerts.
+"""Read models the API builds from the topics: cameras, counts and their windows, alerts, camera events.
 
 They are folds of the topics and nothing more: the API decides nothing. Each
 ``apply`` is called by a :class:`~api.hub.TopicRing` for every message it reads.
@@ -11,6 +11,7 @@ from collections import OrderedDict, deque
 from api.hub import Message
 from its_faust.codecs import SchemaError, decode
 from schemas.analytics import Alert, CountUpdate
+from schemas.camera_events import CameraEvent
 from schemas.control import CameraConfig
 
 # How many minute (and quarter-hour) windows of history the API keeps per count key.
@@ -103,3 +104,23 @@ class Alerts:
         recent = [a for a in self.recent if camera_id is None or a.camera_id == camera_id]
         active = [a for a in self.active.values() if camera_id is None or a.camera_id == camera_id]
         return recent, active
+
+
+class CameraEvents:
+    """The last events of each camera's stream (started, frames rejected, stream lost, ...), newest last."""
+
+    def __init__(self, keep_per_camera: int = 100):
+        self.keep = keep_per_camera
+        self.by_camera: dict[str, deque[CameraEvent]] = {}
+
+    def apply(self, m: Message) -> None:
+        try:
+            event = decode(CameraEvent, m.value)
+        except SchemaError:
+            return
+        self.by_camera.setdefault(event.camera_id, deque(maxlen=self.keep)).append(event)
+
+    def recent(self, camera_id: str, limit: int) -> list[CameraEvent]:
+        """The camera's last ``limit`` events, newest first."""
+        events = self.by_camera.get(camera_id, ())
+        return list(reversed(events))[:limit]

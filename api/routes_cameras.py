@@ -18,6 +18,7 @@ from api.live import annotated_jpeg
 from its_faust.cameras import CommandFailed, command, send_commands
 from schemas.analytics import Alert, CountUpdate
 from schemas.base import CAMERA_ID_PATTERN
+from schemas.camera_events import CameraEvent
 from schemas.control import (
     AddCamera,
     AddLine,
@@ -166,6 +167,12 @@ async def counts_history(request: Request, camera_id: CameraId, window: Literal[
 async def camera_alerts(request: Request, camera_id: CameraId):
     recent, active = request.app.state.hub.alerts.for_camera(camera_id)
     return AlertsNow(active=active, recent=recent)
+
+
+@router.get("/{camera_id}/events", response_model=list[CameraEvent],
+            summary="The camera's last events, newest first: started, frames rejected (blank, frozen), stream lost, ...")
+async def camera_events(request: Request, camera_id: CameraId, limit: Annotated[int, Query(ge=1, le=100)] = 20):
+    return request.app.state.hub.camera_events.recent(camera_id, limit)
 
 
 JPEG = {200: {"content": {"image/jpeg": {}}}, 404: {"description": "No frame of this camera (or seq) is held"}}

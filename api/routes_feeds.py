@@ -1,4 +1,4 @@
-"""SSE feeds: tracks, counts, zone statistics and alerts, for one camera or for all of them."""
+"""SSE feeds: tracks, counts, zone statistics, alerts and camera events, for one camera or for all of them."""
 
 from __future__ import annotations
 
@@ -19,10 +19,12 @@ class Feed(str, Enum):
     counts = "counts"
     alerts = "alerts"
     zone_stats = "zone-stats"
+    camera_events = "camera-events"
 
 
 # The SSE event name of each feed's records (what EventSource listeners subscribe to).
-EVENT_NAMES = {Feed.tracks: "track", Feed.counts: "count", Feed.alerts: "alert", Feed.zone_stats: "zone-stats"}
+EVENT_NAMES = {Feed.tracks: "track", Feed.counts: "count", Feed.alerts: "alert", Feed.zone_stats: "zone-stats",
+               Feed.camera_events: "camera-event"}
 DESCRIPTION = (
     "Server-sent events. Each record is one event whose `data` is the record's JSON as on the topic (see "
     "`schemas/`) and whose `id` is the feed position after it. Reconnect with the `Last-Event-ID` header (browsers "

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from api.hub import TopicRing
-from api.read_models import Alerts, Cameras, Counts
-from its_faust.topic_names import ALERTS, CAMERA_CONFIGS, COUNTS, FRAMES, TRACKS, ZONE_STATS, ensure_topics
+from api.read_models import Alerts, CameraEvents, Cameras, Counts
+from its_faust.topic_names import ALERTS, CAMERA_CONFIGS, CAMERA_EVENTS, COUNTS, FRAMES, TRACKS, ZONE_STATS, ensure_topics
 
 
 class Hub:
@@ -14,7 +14,7 @@ class Hub:
         self.bootstrap = bootstrap
         self.settings = settings
         size = settings.api.ring_size
-        self.cameras, self.counts, self.alerts = Cameras(), Counts(), Alerts()
+        self.cameras, self.counts, self.alerts, self.camera_events = Cameras(), Counts(), Alerts(), CameraEvents()
         topic = settings.topic
 
         def ring(name: str, capacity: int, **kwargs) -> TopicRing:
@@ -25,6 +25,7 @@ class Hub:
             "counts": ring(COUNTS, size, on_message=self.counts.apply),
             "alerts": ring(ALERTS, size, on_message=self.alerts.apply),
             "zone-stats": ring(ZONE_STATS, size),
+            "camera-events": ring(CAMERA_EVENTS, size, on_message=self.camera_events.apply),
             "frames": ring(FRAMES, settings.api.frames_ring),
             # Every configuration since the beginning: the camera list must be complete.
             "configs": ring(CAMERA_CONFIGS, 100, from_beginning=True, on_message=self.cameras.apply),

@@ -54,6 +54,9 @@ function select(id) {
   feed(`${api}/cameras/${encodeURIComponent(id)}/tracks/stream`, { track: onTracks });
   loadCounts(id).then(() => feed(`${api}/cameras/${encodeURIComponent(id)}/counts/stream`, { count: onCount }));
   loadHistory();
+  $("camera-events").innerHTML = '<li class="muted">no events</li>';
+  loadCameraEvents(id).then(() => feed(`${api}/cameras/${encodeURIComponent(id)}/camera-events/stream`,
+                                       { "camera-event": onCameraEvent }));
 }
 
 async function loadCounts(id) {
@@ -136,6 +139,30 @@ function onAlert(a) {
   ul.prepend(li);
   while (ul.children.length > 100) ul.lastElementChild.remove();
   document.body.dataset.alerts = String(ul.children.length);
+}
+
+// What happened to the selected camera's stream: a problem (frames rejected, stream lost) stands out.
+const CAMERA_PROBLEMS = new Set(["frame_rejected", "stream_lost", "gave_up", "frames_shed"]);
+
+async function loadCameraEvents(id) {
+  const res = await fetch(`${api}/cameras/${encodeURIComponent(id)}/events?limit=20`);
+  if (res.ok) for (const e of (await res.json()).reverse()) onCameraEvent(e);
+}
+
+function onCameraEvent(e) {
+  if (e.camera_id !== state.camera) return;
+  const ul = $("camera-events");
+  if (ul.firstElementChild && ul.firstElementChild.classList.contains("muted")) ul.innerHTML = "";
+  const li = document.createElement("li");
+  li.className = CAMERA_PROBLEMS.has(e.kind) ? "warning" : "info";
+  const title = document.createElement("strong");
+  title.textContent = e.kind.replaceAll("_", " ");
+  li.append(title, ` · ${new Date(e.at * 1000).toLocaleTimeString()}`);
+  if (e.reason) li.append(document.createElement("br"), e.reason);  // text, not HTML: reasons carry source URLs
+  ul.prepend(li);
+  while (ul.children.length > 50) ul.lastElementChild.remove();
+  document.body.dataset.cameraEvents = String(ul.children.length);
+  document.body.dataset.lastCameraEvent = e.kind;
 }
 
 feed(`${api}/alerts/stream`, { alert: onAlert });

@@ -21,8 +21,9 @@ from api.sse_client import sse_events
 from its_faust.cameras import CameraSetup, parse_line
 from its_faust.codecs import encode
 from its_faust.pipeline import analyze_source
-from its_faust.topic_names import ALERTS
+from its_faust.topic_names import ALERTS, CAMERA_EVENTS
 from schemas.analytics import Alert, FrameRef
+from schemas.camera_events import CameraEvent
 
 
 def alert(camera: str, i: int, size: int = 0) -> Alert:
@@ -217,3 +218,39 @@ def test_live_view_counts_health_and_metrics_on_a_real_clip(stack, settings, api
     metrics = c.get("/metrics").text
     assert "its_faust_api_sse_events_sent_total" in metrics and "its_faust_api_ring_messages" in metrics
     assert c.get("/api/v1/cameras/no-frames/snapshot.jpg").status_code == 404
+    # The camera's own events: what ingest reported about its stream, newest first.
+    events = c.get(f"/api/v1/cameras/{camera}/events").json()
+    assert [e["kind"] for e in events] == ["finished", "started"], events
+    assert "640x360" in events[1]["reason"] and "60 frames sent" in events[0]["reason"]
+    assert c.get(f"/api/v1/cameras/{camera}/events", params={"limit": 1}).json() == events[:1]
+    assert c.get(f"/api/v1/cameras/{camera}/events", params={"limit": 0}).status_code == 422
+    assert c.get("/api/v1/cameras/no-such-camera/events").json() == []
+
+
+def test_camera_events_feed_streams_one_cameras_events(stack, settings, api):
+    camera = "events-cam"
+    reasons = [f"blank: grey-level std 0.{i} < 4.0" for i in range(3)]
+    records = [CameraEvent(camera_id=camera, kind="frame_rejected", at=time.time(), seq=i, reason=r) for i, r in enumerate(reasons)]
+    other = CameraEvent(camera_id="other-cam", kind="stream_lost", at=time.time(), reason="rtsp://x stopped delivering frames")
+    url = f"{api.base}/api/v1/cameras/{camera}/camera-events/stream"
+
+    async def go():
+        async with httpx.AsyncClient() as client:
+            async for event in sse_events(client, url):
+                start_id = event["id"]  # the hello event: the position now
+                break
+            await produce(stack.bootstrap, settings.topic(CAMERA_EVENTS), [records[0], other, *records[1:]])
+            got = []
+
+            async def read():
+                async for event in sse_events(client, url, start_id):
+                    if event.get("event") == "camera-event":
+                        got.append(json.loads(event["data"]))
+                        if len(got) == len(records):
+                            return
+
+            await asyncio.wait_for(read(), 30)
+        return got
+
+    got = asyncio.run(go())
+    assert [(e["camera_id"], e["kind"], e["reason"]) for e in got] == [(camera, "frame_rejected", r) for r in reasons]

@@ -2,7 +2,7 @@
 
 Chromium is driven over the DevTools protocol: it loads the page, the page
 subscribes to the SSE feeds by itself, a clip goes through the pipeline, and
-the test waits until the page shows live counts and tracks; then it saves a
+the test waits until the page shows live counts, tracks and the camera's events; then it saves a
 screenshot (artifacts/dashboard.png).
 """
 
@@ -93,6 +93,12 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
                 await asyncio.sleep(0.2)
             await running
             await asyncio.sleep(1.5)  # let the flow chart and the last counts land
+            for _ in range(50):  # the camera's "finished" event, after its "started"
+                seen["camera_events"] = await tools.value(
+                    "[...document.querySelectorAll('#camera-events li strong')].map((e) => e.textContent)")
+                if seen["camera_events"][:1] == ["finished"]:
+                    break
+                await asyncio.sleep(0.2)
             shot = await tools.call("Page.captureScreenshot", format="png")
             return seen, base64.b64decode(shot["data"])
 
@@ -106,4 +112,5 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
     assert seen["status"] == "live", seen
     assert seen["counts"] >= 1 and seen["rows"] >= 3, seen  # live counts in the table
     assert seen["frames"] >= 20 and seen["live"] == 640, seen  # track updates, and the annotated live view
+    assert seen["camera_events"] == ["finished", "started"], seen  # the camera's events, newest first
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
