@@ -40,6 +40,8 @@ def _settings():
         settings = get_settings()
     except ValidationError as exc:
         _fail(invalid_settings(exc))
+    except ValueError as exc:  # an unknown profile, a value that is not JSON where JSON is needed
+        _fail(f"invalid settings: {exc}")
     setup_logging(settings.log_level, settings.log_json)
     try:
         event_loop.install(settings.event_loop)
@@ -161,7 +163,8 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
         _fail(exc)
     except KeyboardInterrupt:
         return
-    click.echo(f"{camera_id}: {stats.frames_sent} frames sent, {stats.frames_rejected} rejected")
+    sampled = f" ({stats.frames_sampled} of a frozen picture)" if stats.frames_sampled else ""
+    click.echo(f"{camera_id}: {stats.frames_sent} frames sent{sampled}, {stats.frames_rejected} rejected")
 
 
 @main.command()

@@ -51,6 +51,8 @@ def _settings():
         return get_settings()
     except ValidationError as exc:
         _fail(invalid_settings(exc))
+    except ValueError as exc:  # an unknown profile, a value that is not JSON where JSON is needed
+        _fail(f"invalid settings: {exc}")
 
 
 def _bootstrap(broker_url: str | None) -> str:

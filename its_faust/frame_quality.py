@@ -16,9 +16,8 @@ per-frame CPU beside video decoding and JPEG encoding):
   (:class:`StillSceneSampler`), and a car standing on that road stays tracked.
 * blurred (opt-in): low Laplacian variance.
 
-A run of rejections of one kind (a stuck or covered camera can last hours) is reported
-at its first frame and then once every ``rejection_report_s`` while it lasts
-(:class:`RejectionRuns`), not once per frame.
+Flagged frames are reported at the first of a kind and then at most once every
+``rejection_report_s`` per kind, with a count (:class:`FlagReports`), not once per frame.
 """
 
 from __future__ import annotations
@@ -71,7 +70,7 @@ class FrameQualityChecker:
         return cv2.countNonZero(changed)
 
 
-_EPSILON_S = 1e-6  # scene times are sums of 1/fps steps: a step due at exactly N seconds counts as due
+_EPSILON_S = 1e-6  # scene times are t0 + n/fps in floats: a frame due at exactly N seconds counts as due
 
 
 class StillSceneSampler:
@@ -79,8 +78,11 @@ class StillSceneSampler:
 
     Without them a still scene goes unwatched: a car that stopped on an empty road at night
     would lose its track (the tracker starts afresh after a gap) and never raise its
-    stopped-vehicle alert. Sampled this way the detector still runs at 1/(every_s x fps) of
-    the rate on such a scene. ``every_s`` 0 samples none.
+    stopped-vehicle alert. The samples must come often enough for analytics too: a speed is
+    fitted from 4 positions within ``speed_window_s`` (1 s), so at 1 s apart a standing car
+    has no speed, stops counting as stopped, and its alert clears (settings refuse more than
+    a third of that window). At the default 0.25 s the detector runs on 4 frames a second of
+    such a scene instead of the camera's 25-30. ``every_s`` 0 samples none.
     """
 
     def __init__(self, every_s: float):
@@ -97,25 +99,28 @@ class StillSceneSampler:
         self._last_sent_at = at
 
 
-class RejectionRuns:
-    """Which rejected frames to report: the first of a run of one kind, then one per ``every_s`` while it lasts."""
+class FlagReports:
+    """Which flagged frames (blank, frozen, ...) to report: the first of a kind, then at most one per ``every_s``.
+
+    A stuck or covered camera can stay flagged for hours; one event per frame would bury the
+    rest of the camera-events topic. Each report says how many frames of its kind were flagged
+    since the previous one, so frames between reports are still told (and ingest's final event
+    has the totals). Kept per kind and not reset by a good frame: a camera flipping between
+    blank and fine, or a quiet road frozen between passing cars, is reported once per interval,
+    not once per flip.
+    """
 
     def __init__(self, every_s: float):
         self.every_s = every_s
-        self._kind: str | None = None
-        self._reported_at: float | None = None
-        self.count = 0  # rejections in the current run
+        self._reported_at: dict[str, float] = {}
+        self._since: dict[str, int] = {}  # flagged since the kind's last report
 
-    def rejected(self, kind: str, at: float) -> bool:
-        """Count a rejection at scene time ``at``; True when it is to be reported."""
-        if kind != self._kind:
-            self._kind, self._reported_at, self.count = kind, None, 0
-        self.count += 1
-        if self._reported_at is None or at - self._reported_at >= self.every_s - _EPSILON_S:
-            self._reported_at = at
-            return True
-        return False
-
-    def passed(self) -> None:
-        """A frame passed the checks: the run is over."""
-        self._kind, self._reported_at, self.count = None, None, 0
+    def flagged(self, kind: str, at: float) -> int | None:
+        """Count a frame of ``kind`` flagged at scene time ``at``. When it is to be reported: how many
+        were flagged since the kind's last report, this one included; else None."""
+        self._since[kind] = self._since.get(kind, 0) + 1
+        last = self._reported_at.get(kind)
+        if last is not None and at - last < self.every_s - _EPSILON_S:
+            return None
+        self._reported_at[kind] = at
+        return self._since.pop(kind)

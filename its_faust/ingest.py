@@ -26,7 +26,7 @@ import cv2
 from aiokafka import AIOKafkaProducer
 
 from its_faust.codecs import encode
-from its_faust.frame_quality import FrameQualityChecker, RejectionRuns, StillSceneSampler
+from its_faust.frame_quality import FlagReports, FrameQualityChecker, StillSceneSampler
 from its_faust.sources import FrameReader, SourceSpec
 from its_faust.topic_names import CAMERA_EVENTS, FRAMES
 from schemas import CameraEvent, CameraEventKind, FrameRecord
@@ -146,8 +146,7 @@ async def ingest(
     async def flush_events() -> None:
         while pending_events:
             event = pending_events.pop(0)
-            if event.kind != CameraEventKind.frame_rejected:
-                log.info("camera %s: %s %s", camera_id, event.kind.value, event.reason)
+            log.info("camera %s: %s %s", camera_id, event.kind.value, event.reason)  # frame_rejected: rate-limited
             await producer.send(events_topic, key=key, value=encode(event))
 
     s = settings.ingest
@@ -161,7 +160,7 @@ async def ingest(
     )
     quality = FrameQualityChecker.from_settings(s)
     still_scene = StillSceneSampler(s.frozen_keepalive_s)
-    rejection_runs = RejectionRuns(s.rejection_report_s)
+    flag_reports = FlagReports(s.rejection_report_s)
     # Files are paced at their own fps unless a window (alone) or a target fps says otherwise.
     target_fps = fps or (None if ((window and not live_feed) or spec.live) else reader.fps)
     drop_when_busy = window is not None and (live_feed or spec.live)
@@ -229,18 +228,20 @@ async def ingest(
                     continue
                 holds_credit = True
             at = _clock(captured_at, scene_time)
-            kind = problem.split(":", 1)[0] if problem else None
-            if kind is None:
-                rejection_runs.passed()
-            elif kind == "frozen" and jpeg is not None:
-                problem = None  # a still scene is sampled, not left unwatched (frame_quality.StillSceneSampler)
-                stats.frames_sampled += 1
+            if problem:
+                kind = problem.split(":", 1)[0]
+                flagged = flag_reports.flagged(kind, at)  # sampled or not, a frozen frame is flagged
+                if flagged is not None:
+                    if kind == "frozen" and s.frozen_keepalive_s:
+                        problem += f" (one frame per {s.frozen_keepalive_s:g} s still goes to the detector)"
+                    since = f"; {flagged} frames flagged {kind} since the last report" if flagged > 1 else ""
+                    report("frame_rejected", problem + since, frame_seq)
+                if kind == "frozen" and jpeg is not None:
+                    problem = None  # a still scene is sampled, not left unwatched (frame_quality.StillSceneSampler)
+                    stats.frames_sampled += 1
             if problem:
                 stats.frames_rejected += 1
                 stats.rejections[kind] = stats.rejections.get(kind, 0) + 1
-                if rejection_runs.rejected(kind, at):
-                    so_far = f"; {rejection_runs.count} rejected since it began" if rejection_runs.count > 1 else ""
-                    report("frame_rejected", problem + so_far, frame_seq)
                 if holds_credit:
                     window.release()
             else:

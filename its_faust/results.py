@@ -222,6 +222,7 @@ class RunSummary:
     frames_read: int = 0
     frames_in: int = 0
     frames_rejected: int = 0
+    frames_sampled: int = 0  # of frames_in: sent while the picture was frozen (frame_quality.StillSceneSampler)
     frames_tracked: int = 0
     duplicate_track_records: int = 0
     frames_with_detections: int = 0
@@ -262,6 +263,7 @@ class RunSummary:
             frames_read=stats.frames_read,
             frames_in=stats.frames_sent,
             frames_rejected=stats.frames_rejected,
+            frames_sampled=stats.frames_sampled,
             frames_tracked=len(tracked),
             duplicate_track_records=duplicates,
             frames_with_detections=sum(1 for r in records if r.detections),

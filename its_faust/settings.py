@@ -145,14 +145,15 @@ class IngestSettings(BaseModel):
     )
     frozen_after: int = Field(15, ge=1, description="Consecutive unchanged frames before the stream counts as frozen")
     frozen_keepalive_s: float = Field(
-        1.0, ge=0.0,
+        0.25, ge=0.0,
         description="While the picture is frozen, one frame per this many seconds of scene time still goes to the "
-        "detector, so what stands still in a still scene stays tracked (keep it under tracker.max_gap_s); 0 = none",
+        "detector, so what stands still in a still scene stays tracked and keeps its alerts (at most a third of "
+        "analytics.speed_window_s: speeds need 4 positions in it); 0 = none",
     )
     rejection_report_s: float = Field(
         60.0, gt=0.0,
-        description="A run of rejected frames of one kind is reported at its first frame, then once per this many "
-        "seconds of scene time while it lasts",
+        description="Flagged frames (blank, frozen, ...) are reported at the first of a kind, then at most once per "
+        "this many seconds of scene time per kind, with how many were flagged since the last report",
     )
     blur_var: float = Field(0.0, ge=0.0, description="Laplacian variance below which a frame is blurred; 0 = off")
 
@@ -215,12 +216,19 @@ class Settings(BaseSettings):
         return value or None
 
     @model_validator(mode="after")
-    def _still_scene_samples_keep_tracks(self) -> "Settings":
-        keepalive, gap = self.ingest.frozen_keepalive_s, self.tracker.max_gap_s
-        if keepalive >= gap:
+    def _still_scene_samples_keep_tracks_and_alerts(self) -> "Settings":
+        """Samples of a frozen picture must come often enough for the tracker (no gap, with a frame to spare)
+        and for analytics (a speed needs 4 positions in its window, or a stopped car stops counting as stopped)."""
+        keepalive = self.ingest.frozen_keepalive_s
+        limits = {
+            "ITS_FAUST_TRACKER__MAX_GAP_S / 2": self.tracker.max_gap_s / 2,
+            "ITS_FAUST_ANALYTICS__SPEED_WINDOW_S / 3": self.analytics.speed_window_s / 3,
+        }
+        name, limit = min(limits.items(), key=lambda item: item[1])
+        if keepalive > limit:
             raise ValueError(
-                f"ingest.frozen_keepalive_s ({keepalive}) must be under tracker.max_gap_s ({gap}): samples of a frozen "
-                "picture further apart than that would start the camera's tracks afresh each time"
+                f"ITS_FAUST_INGEST__FROZEN_KEEPALIVE_S ({keepalive:g}) must be at most {name} ({limit:g}): samples of "
+                "a frozen picture further apart would lose the tracks or the alerts of what stands still in it"
             )
         return self
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from its_faust.frame_quality import FrameQualityChecker, RejectionRuns, StillSceneSampler
+from its_faust.frame_quality import FlagReports, FrameQualityChecker, StillSceneSampler
 
 
 def test_good_frames_pass(clip_frames):
@@ -78,23 +78,20 @@ def test_noise_on_a_dark_or_capped_camera_is_still_blank():
 
 
 def test_still_scene_sampler_lets_one_frozen_frame_through_per_interval():
-    sampler = StillSceneSampler(1.0)
-    assert sampler.due(100.0)  # nothing sent yet
-    sampler.sent(100.0)
-    t, due = 100.0, []
-    for _ in range(60):  # 2 s at 30 fps, the clock a sum of 1/30 steps (30 of them fall just short of 1.0)
-        t += 1 / 30
-        if sampler.due(t):
-            sampler.sent(t)
-            due.append(round(t - 100.0, 3))
-    assert due == [1.0, 2.0]
-    assert not StillSceneSampler(0.0).due(100.0)  # 0: none sampled
+    sampler, t0, due = StillSceneSampler(0.2), 1.7e9, []
+    for n in range(61):  # 2 s at 30 fps; a file's scene time is a Unix time plus n / fps, in floats
+        at = t0 + n / 30
+        if sampler.due(at):
+            sampler.sent(at)
+            due.append(n)
+    assert due == list(range(0, 61, 6))  # every 0.2 s exactly, though the differences fall short by ulps
+    assert not StillSceneSampler(0.0).due(t0)  # 0: none sampled
 
 
-def test_rejection_runs_report_a_run_once_per_interval_and_a_new_kind_at_once():
-    runs = RejectionRuns(60.0)
-    verdicts = [runs.rejected("blank", t) for t in (0.0, 0.04, 59.9, 60.0, 60.04)]
-    assert verdicts == [True, False, False, True, False] and runs.count == 5
-    assert runs.rejected("frozen", 60.08) and runs.count == 1  # another kind: a new run
-    runs.passed()
-    assert runs.rejected("frozen", 60.12)  # after a good frame: a new run
+def test_flag_reports_come_once_per_interval_per_kind_with_what_was_flagged_between():
+    reports = FlagReports(60.0)
+    verdicts = [reports.flagged("blank", t) for t in (0.0, 0.04, 59.9, 60.0, 60.04)]
+    assert verdicts == [1, None, None, 3, None]  # the report at 60 s tells of the 2 frames since the first
+    assert reports.flagged("frozen", 60.08) == 1  # another kind: reported at once
+    # A good frame between flagged ones does not restart the clock (no report per flip).
+    assert reports.flagged("blank", 100.0) is None and reports.flagged("blank", 120.0) == 3

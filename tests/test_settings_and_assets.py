@@ -59,9 +59,14 @@ def test_missing_asset_names_file_and_place(tmp_path, monkeypatch):
         resolve_asset("nowhere.mp4", tmp_path)
 
 
-def test_a_still_scene_sample_interval_over_the_tracker_gap_is_refused(monkeypatch):
-    monkeypatch.setenv("ITS_FAUST_TRACKER__MAX_GAP_S", "1.0")  # the default keepalive is 1.0 s
-    with pytest.raises(ValueError, match=r"frozen_keepalive_s \(1.0\) must be under tracker.max_gap_s \(1.0\)"):
+def test_still_scene_samples_too_far_apart_for_tracks_or_alerts_are_refused(monkeypatch):
+    assert load_settings().ingest.frozen_keepalive_s == 0.25
+    monkeypatch.setenv("ITS_FAUST_INGEST__FROZEN_KEEPALIVE_S", "0.5")  # speeds need 4 positions in 1 s
+    with pytest.raises(ValueError, match=r"FROZEN_KEEPALIVE_S \(0.5\) must be at most ITS_FAUST_ANALYTICS__SPEED_WINDOW_S / 3"):
         load_settings()
-    monkeypatch.setenv("ITS_FAUST_INGEST__FROZEN_KEEPALIVE_S", "0.5")
+    monkeypatch.setenv("ITS_FAUST_ANALYTICS__SPEED_WINDOW_S", "3")
+    monkeypatch.setenv("ITS_FAUST_TRACKER__MAX_GAP_S", "0.8")
+    with pytest.raises(ValueError, match=r"must be at most ITS_FAUST_TRACKER__MAX_GAP_S / 2 \(0.4\)"):
+        load_settings()
+    monkeypatch.setenv("ITS_FAUST_TRACKER__MAX_GAP_S", "1.0")
     assert load_settings().ingest.frozen_keepalive_s == 0.5

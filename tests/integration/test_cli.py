@@ -69,8 +69,10 @@ def test_user_errors_are_one_line(args, message):
     [
         ({"ITS_FAUST_PARTITIONS": "many"}, ["run", "--source", "dual_carriageway_abhishek.mp4"],
          "invalid settings: ITS_FAUST_PARTITIONS: Input should be a valid integer"),
-        ({"ITS_FAUST_TRACKER__MAX_GAP_S": "0.5"}, ["cameras", "list"],
-         "frozen_keepalive_s (1.0) must be under tracker.max_gap_s (0.5)"),
+        ({"ITS_FAUST_TRACKER__MAX_GAP_S": "0.4"}, ["cameras", "list"],
+         "ITS_FAUST_INGEST__FROZEN_KEEPALIVE_S (0.25) must be at most ITS_FAUST_TRACKER__MAX_GAP_S / 2 (0.2)"),
+        ({"ITS_FAUST_PROFILE": "prod"}, ["broker"], "invalid settings: unknown profile 'prod'"),
+        ({"ITS_FAUST_MODEL__CLASSES": "[2, 7"}, ["run", "--source", "dual_carriageway_abhishek.mp4"], "invalid settings:"),
     ],
 )
 def test_invalid_settings_are_one_line(env, args, message):

@@ -92,22 +92,25 @@ def clip_that_freezes(tmp_path, clip_frames):
     return path
 
 
-def test_a_frozen_picture_is_sampled_once_a_second_and_reported_once(bootstrap, settings, clip_that_freezes):
+def test_a_frozen_picture_is_sampled_and_reported_once(bootstrap, settings, clip_that_freezes):
     """What stands still in a still scene (a stopped car on an empty road at night) stays watched."""
-    ingest_settings = settings.ingest.model_copy(update={"frozen_after": 5, "frozen_keepalive_s": 1.0})
+    assert settings.ingest.frozen_keepalive_s == 0.25
+    ingest_settings = settings.ingest.model_copy(update={"frozen_after": 5})
     stats, frames, events = asyncio.run(
         _ingest_and_read(bootstrap, settings.model_copy(update={"ingest": ingest_settings}), clip_that_freezes,
                          camera_id="cam-still", fps=500)
     )
-    # Frames 10-13 are unchanged but not yet frozen; 14-69 are frozen, and of them the frames 1.0 s
-    # and 2.0 s of scene time after the last one sent (13) go to the detector: 38 and 63.
-    assert stats.frames_read == 70 and stats.frames_sent == 16 and stats.frames_sampled == 2
-    assert stats.rejections == {"frozen": 54}
+    # Frames 10-13 are unchanged but not yet frozen; 14-69 are frozen, and of them one every 7 frames
+    # (0.28 s at 25 fps: the first at least 0.25 s after the last one sent, 13) goes to the detector.
+    samples = [20, 27, 34, 41, 48, 55, 62, 69]
+    assert stats.frames_read == 70 and stats.frames_sent == 14 + len(samples) and stats.frames_sampled == len(samples)
+    assert stats.rejections == {"frozen": 56 - len(samples)}
     frames = [f for f in frames if f.camera_id == "cam-still"]
     first = frames[0].seq
-    assert [f.seq - first for f in frames] == list(range(14)) + [38, 63]
+    assert [f.seq - first for f in frames] == list(range(14)) + samples
     rejected = [e for e in events if e.camera_id == "cam-still" and e.kind.value == "frame_rejected"]
-    assert len(rejected) == 1 and rejected[0].reason.startswith("frozen") and rejected[0].seq - first == 14
+    assert len(rejected) == 1 and rejected[0].seq - first == 14, rejected  # reported once, not per frame
+    assert rejected[0].reason == "frozen: unchanged for 5 frames (one frame per 0.25 s still goes to the detector)"
 
 
 def test_a_frozen_picture_is_not_sampled_when_keepalive_is_off(bootstrap, settings, clip_that_freezes):

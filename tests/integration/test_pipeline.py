@@ -111,7 +111,7 @@ def test_batched_detection_tracks_every_frame_once_in_order(settings, clip_path,
 
 def test_a_frozen_picture_is_still_sampled_and_its_tracks_go_on(stack, clip_frames, tmp_path):
     """A still scene (here: the clip stopping on frame 9 for 2.8 s) stays watched: the cars standing in it
-    keep their track ids through the samples, one a second, that go to the detector while it is frozen."""
+    keep their track ids through the samples (4 a second) that go to the detector while it is frozen."""
     import cv2
 
     path = tmp_path / "still.avi"
@@ -120,12 +120,14 @@ def test_a_frozen_picture_is_still_sampled_and_its_tracks_go_on(stack, clip_fram
         writer.write(frame)
     writer.release()
     stats, feed = asyncio.run(track_source(stack, str(path), camera_id="cam-still"))
-    # Frames 10-23 are unchanged but not yet frozen (frozen_after 15); of the frozen 24-79 the frames
-    # 1.0 and 2.0 s after the last one sent (23) are sampled: 48 and 73.
-    assert stats.frames_sent == 26 and stats.frames_sampled == 2 and stats.rejections == {"frozen": 54}
+    # Frames 10-23 are unchanged but not yet frozen (frozen_after 15); of the frozen 24-79 one every
+    # 7 frames (0.28 s at 25 fps, frozen_keepalive_s 0.25) is sampled.
+    samples = [30, 37, 44, 51, 58, 65, 72, 79]
+    assert stats.frames_sent == 24 + len(samples) and stats.frames_sampled == len(samples)
+    assert stats.rejections == {"frozen": 56 - len(samples)}
     records = sorted((r for (cam, _), r in feed.seen.items() if cam == "cam-still"), key=lambda r: r.seq)
     first = stats.sent_seqs[0]
-    assert [r.seq - first for r in records] == list(range(24)) + [48, 73]
+    assert [r.seq - first for r in records] == list(range(24)) + samples
     before = {o.track_id for o in records[23].objects}
     assert before, "frame 9 of the clip has cars in it"
     for sample in records[24:]:
