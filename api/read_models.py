@@ -107,18 +107,30 @@ class Alerts:
 
 
 class CameraEvents:
-    """The last events of each camera's stream (started, frames rejected, stream lost, ...), newest last."""
+    """The last events of each camera's stream (started, frames rejected, stream lost, ...), newest last.
 
-    def __init__(self, keep_per_camera: int = 100):
+    Bounded both ways: ``keep_per_camera`` events each, and the ``max_cameras`` cameras heard from
+    most recently (the topic is open to any producer: a flood of made-up camera ids must not grow
+    the API without end).
+    """
+
+    def __init__(self, keep_per_camera: int = 100, max_cameras: int = 10_000):
         self.keep = keep_per_camera
-        self.by_camera: dict[str, deque[CameraEvent]] = {}
+        self.max_cameras = max_cameras
+        self.by_camera: OrderedDict[str, deque[CameraEvent]] = OrderedDict()
 
     def apply(self, m: Message) -> None:
         try:
             event = decode(CameraEvent, m.value)
         except SchemaError:
             return
-        self.by_camera.setdefault(event.camera_id, deque(maxlen=self.keep)).append(event)
+        events = self.by_camera.get(event.camera_id)
+        if events is None:
+            events = self.by_camera[event.camera_id] = deque(maxlen=self.keep)
+            if len(self.by_camera) > self.max_cameras:
+                self.by_camera.popitem(last=False)
+        self.by_camera.move_to_end(event.camera_id)
+        events.append(event)
 
     def recent(self, camera_id: str, limit: int) -> list[CameraEvent]:
         """The camera's last ``limit`` events, newest first."""

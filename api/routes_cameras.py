@@ -15,6 +15,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from api.live import annotated_jpeg
+from api.sse import format_cursor
 from its_faust.cameras import CommandFailed, command, send_commands
 from schemas.analytics import Alert, CountUpdate
 from schemas.base import CAMERA_ID_PATTERN
@@ -170,9 +171,17 @@ async def camera_alerts(request: Request, camera_id: CameraId):
 
 
 @router.get("/{camera_id}/events", response_model=list[CameraEvent],
-            summary="The camera's last events, newest first: started, frames rejected (blank, frozen), stream lost, ...")
-async def camera_events(request: Request, camera_id: CameraId, limit: Annotated[int, Query(ge=1, le=100)] = 20):
-    return request.app.state.hub.camera_events.recent(camera_id, limit)
+            summary="The camera's last events, newest first: started, frames rejected (blank, frozen), stream lost, ...",
+            description="At most the last 100 per camera, as this API process holds them (after a restart, those "
+                        "in the last `ring_size` messages of each partition). The `X-Feed-Position` header is the "
+                        "camera-events feed's position right after them: open the SSE feed with it as "
+                        "`last_event_id` to go on with no gap and no repeat.")
+async def camera_events(request: Request, response: Response, camera_id: CameraId,
+                        limit: Annotated[int, Query(ge=1, le=100)] = 20):
+    hub = request.app.state.hub
+    # The read model and the ring's position move together (TopicRing._add), with no await between them here.
+    response.headers["X-Feed-Position"] = format_cursor(hub.rings["camera-events"].next)
+    return hub.camera_events.recent(camera_id, limit)
 
 
 JPEG = {200: {"content": {"image/jpeg": {}}}, 404: {"description": "No frame of this camera (or seq) is held"}}

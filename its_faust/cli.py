@@ -17,7 +17,6 @@ from pathlib import Path
 
 import click
 from aiokafka.errors import KafkaConnectionError
-from pydantic import ValidationError
 
 from its_faust.assets import AssetNotFound, resolve_asset
 from its_faust.cameras import CommandFailed
@@ -38,10 +37,8 @@ def _settings():
 
     try:
         settings = get_settings()
-    except ValidationError as exc:
+    except ValueError as exc:  # a bad value, an unknown profile, a value that is not JSON where JSON is needed
         _fail(invalid_settings(exc))
-    except ValueError as exc:  # an unknown profile, a value that is not JSON where JSON is needed
-        _fail(f"invalid settings: {exc}")
     setup_logging(settings.log_level, settings.log_json)
     try:
         event_loop.install(settings.event_loop)

@@ -49,10 +49,8 @@ def _fail(message: str) -> None:
 def _settings():
     try:
         return get_settings()
-    except ValidationError as exc:
+    except ValueError as exc:  # a bad value, an unknown profile, a value that is not JSON where JSON is needed
         _fail(invalid_settings(exc))
-    except ValueError as exc:  # an unknown profile, a value that is not JSON where JSON is needed
-        _fail(f"invalid settings: {exc}")
 
 
 def _bootstrap(broker_url: str | None) -> str:

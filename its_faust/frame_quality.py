@@ -74,40 +74,46 @@ _EPSILON_S = 1e-6  # scene times are t0 + n/fps in floats: a frame due at exactl
 
 
 class StillSceneSampler:
-    """Which frozen (unchanged) frames still go to the detector: one per ``every_s`` seconds of scene time.
+    """Which frozen (unchanged) frames still go to the detector: the first frame at or after each
+    ``every_s`` step of scene time since the last frame that went.
 
     Without them a still scene goes unwatched: a car that stopped on an empty road at night
     would lose its track (the tracker starts afresh after a gap) and never raise its
     stopped-vehicle alert. The samples must come often enough for analytics too: a speed is
-    fitted from 4 positions within ``speed_window_s`` (1 s), so at 1 s apart a standing car
-    has no speed, stops counting as stopped, and its alert clears (settings refuse more than
-    a third of that window). At the default 0.25 s the detector runs on 4 frames a second of
-    such a scene instead of the camera's 25-30. ``every_s`` 0 samples none.
+    fitted from 4 positions within ``speed_window_s`` (1 s); at 1 s apart a standing car has
+    no speed, stops counting as stopped, and its alert clears. The steps are a fixed grid, so
+    a sample that comes a frame late does not push the next one later: each step of the grid
+    gets one frame (when the camera has one in it), and any ``speed_window_s`` holds 4
+    samples when ``every_s`` is at most a quarter of it (settings check that). At the default
+    0.25 s the detector runs on about 4 frames a second of such a scene instead of 25-30.
+    ``every_s`` 0 samples none.
     """
 
     def __init__(self, every_s: float):
         self.every_s = every_s
-        self._last_sent_at: float | None = None
+        self._next_at: float | None = None
 
     def due(self, at: float) -> bool:
         if self.every_s <= 0:
             return False
-        return self._last_sent_at is None or at - self._last_sent_at >= self.every_s - _EPSILON_S
+        return self._next_at is None or at >= self._next_at - _EPSILON_S
 
     def sent(self, at: float) -> None:
         """A frame (checked or sampled) went to the detector at scene time ``at``."""
-        self._last_sent_at = at
+        on_grid = self._next_at is not None and self._next_at - _EPSILON_S <= at < self._next_at + self.every_s
+        self._next_at = self._next_at + self.every_s if on_grid else at + self.every_s
 
 
 class FlagReports:
-    """Which flagged frames (blank, frozen, ...) to report: the first of a kind, then at most one per ``every_s``.
+    """Which flagged frames (blank, frozen, ...) to report: the first of a kind, then at most one report per
+    ``every_s`` per kind, each with how many frames of the kind were flagged since the previous one.
 
     A stuck or covered camera can stay flagged for hours; one event per frame would bury the
-    rest of the camera-events topic. Each report says how many frames of its kind were flagged
-    since the previous one, so frames between reports are still told (and ingest's final event
-    has the totals). Kept per kind and not reset by a good frame: a camera flipping between
-    blank and fine, or a quiet road frozen between passing cars, is reported once per interval,
-    not once per flip.
+    rest of the camera-events topic. Kept per kind and not reset by a good frame: a camera
+    flipping between blank and fine, or a quiet road frozen between passing cars, is reported
+    once per interval, not once per flip. Frames flagged after a kind's last report are told
+    by :meth:`pending` once the interval has passed (ingest asks on every frame), so the end of
+    a run is not lost, and ingest's ``finished`` event has the totals per kind.
     """
 
     def __init__(self, every_s: float):
@@ -119,8 +125,19 @@ class FlagReports:
         """Count a frame of ``kind`` flagged at scene time ``at``. When it is to be reported: how many
         were flagged since the kind's last report, this one included; else None."""
         self._since[kind] = self._since.get(kind, 0) + 1
-        last = self._reported_at.get(kind)
-        if last is not None and at - last < self.every_s - _EPSILON_S:
+        if not self._interval_passed(kind, at):
             return None
         self._reported_at[kind] = at
         return self._since.pop(kind)
+
+    def pending(self, at: float) -> dict[str, int]:
+        """Kinds with frames flagged since their last report, whose interval has passed: their counts (now told)."""
+        told = {kind: n for kind, n in self._since.items() if self._interval_passed(kind, at)}
+        for kind in told:
+            self._reported_at[kind] = at
+            del self._since[kind]
+        return told
+
+    def _interval_passed(self, kind: str, at: float) -> bool:
+        last = self._reported_at.get(kind)
+        return last is None or at - last >= self.every_s - _EPSILON_S

@@ -239,6 +239,8 @@ async def ingest(
                 if kind == "frozen" and jpeg is not None:
                     problem = None  # a still scene is sampled, not left unwatched (frame_quality.StillSceneSampler)
                     stats.frames_sampled += 1
+            for other_kind, count in flag_reports.pending(at).items():  # the end of a run, once its interval passed
+                report("frame_rejected", f"{other_kind}: {count} more frames flagged since the last report")
             if problem:
                 stats.frames_rejected += 1
                 stats.rejections[kind] = stats.rejections.get(kind, 0) + 1
@@ -267,7 +269,9 @@ async def ingest(
     finally:
         reader.close()
         sampled = f" ({stats.frames_sampled} of a frozen picture)" if stats.frames_sampled else ""
-        report("finished", f"{stats.frames_sent} frames sent{sampled}, {stats.frames_rejected} rejected", stats.last_seq)
+        kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(stats.rejections.items()))
+        rejected = f"{stats.frames_rejected} rejected" + (f" ({kinds})" if kinds else "")
+        report("finished", f"{stats.frames_sent} frames sent{sampled}, {rejected}", stats.last_seq)
         await flush_events()
         await producer.flush()
         stats.finished_at = time.time()

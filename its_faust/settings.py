@@ -147,7 +147,7 @@ class IngestSettings(BaseModel):
     frozen_keepalive_s: float = Field(
         0.25, ge=0.0,
         description="While the picture is frozen, one frame per this many seconds of scene time still goes to the "
-        "detector, so what stands still in a still scene stays tracked and keeps its alerts (at most a third of "
+        "detector, so what stands still in a still scene stays tracked and keeps its alerts (at most a quarter of "
         "analytics.speed_window_s: speeds need 4 positions in it); 0 = none",
     )
     rejection_report_s: float = Field(
@@ -218,11 +218,12 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _still_scene_samples_keep_tracks_and_alerts(self) -> "Settings":
         """Samples of a frozen picture must come often enough for the tracker (no gap, with a frame to spare)
-        and for analytics (a speed needs 4 positions in its window, or a stopped car stops counting as stopped)."""
+        and for analytics (a speed needs 4 positions in its window, or a stopped car stops counting as stopped;
+        the sampler's grid puts 4 in any window of 4 steps: frame_quality.StillSceneSampler)."""
         keepalive = self.ingest.frozen_keepalive_s
         limits = {
             "ITS_FAUST_TRACKER__MAX_GAP_S / 2": self.tracker.max_gap_s / 2,
-            "ITS_FAUST_ANALYTICS__SPEED_WINDOW_S / 3": self.analytics.speed_window_s / 3,
+            "ITS_FAUST_ANALYTICS__SPEED_WINDOW_S / 4": self.analytics.speed_window_s / 4,
         }
         name, limit = min(limits.items(), key=lambda item: item[1])
         if keepalive > limit:
@@ -254,8 +255,11 @@ def get_settings() -> Settings:
     return load_settings()
 
 
-def invalid_settings(exc: ValidationError) -> str:
-    """One line for settings that do not validate, naming the environment variable of each bad value."""
+def invalid_settings(exc: ValueError) -> str:
+    """One line for settings that do not load: each bad value with its environment variable, an unknown
+    profile, a value that is not the JSON it must be (with the parser's reason)."""
+    if not isinstance(exc, ValidationError):
+        return f"invalid settings: {exc}" + (f" ({exc.__cause__})" if exc.__cause__ else "")
     parts = []
     for err in exc.errors(include_url=False):
         message = err["msg"].removeprefix("Value error, ")

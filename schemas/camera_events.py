@@ -12,7 +12,7 @@ from schemas.base import CAMERA_ID_PATTERN, Record
 
 class CameraEventKind(str, Enum):
     started = "started"
-    frame_rejected = "frame_rejected"  # unreadable, blank or frozen (sampled only): at most one per kind and minute
+    frame_rejected = "frame_rejected"  # unreadable, blank or frozen frames: the first of a kind, then with counts
     stream_lost = "stream_lost"
     reconnected = "reconnected"
     gave_up = "gave_up"

@@ -7,11 +7,12 @@ from types import SimpleNamespace
 import pytest
 
 from api.hub import Message
-from api.read_models import Alerts, Counts
+from api.read_models import Alerts, CameraEvents, Counts
 from api.routes_status import STALLED_AFTER_S, _workers_state
 from api.sse import BadCursor, format_cursor, parse_cursor
 from its_faust.codecs import encode
 from schemas.analytics import Alert, CountUpdate, FrameRef, WindowCount
+from schemas.camera_events import CameraEvent
 
 
 def test_positions_round_trip_and_bad_ones_are_refused():
@@ -58,3 +59,21 @@ def test_alert_read_model_tracks_active_alerts_and_ignores_repeats():
     alerts.apply(message(alert("cleared")))
     alerts.apply(message(alert("cleared")))
     assert alerts.active == {} and [a.state for a in alerts.recent] == ["raised", "cleared"]
+
+
+def test_camera_events_read_model_is_bounded_per_camera_and_in_cameras():
+    events = CameraEvents(keep_per_camera=3, max_cameras=2)
+
+    def event(camera, i):
+        return Message(0, i, camera.encode(), encode(CameraEvent(camera_id=camera, kind="frame_rejected", at=i, reason=f"r{i}")), i)
+
+    for i in range(5):
+        events.apply(event("cam-a", i))
+    assert [e.reason for e in events.recent("cam-a", 10)] == ["r4", "r3", "r2"]  # newest first, 3 kept
+    assert [e.reason for e in events.recent("cam-a", 1)] == ["r4"]
+    events.apply(event("cam-b", 5))
+    events.apply(event("cam-a", 6))  # cam-a heard from again: cam-b is now the oldest
+    events.apply(event("cam-c", 7))
+    assert set(events.by_camera) == {"cam-a", "cam-c"} and events.recent("cam-b", 5) == []
+    events.apply(Message(0, 8, b"cam-a", b"not json", 8))  # not an event: ignored
+    assert len(events.recent("cam-a", 10)) == 3

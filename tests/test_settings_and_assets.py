@@ -61,9 +61,10 @@ def test_missing_asset_names_file_and_place(tmp_path, monkeypatch):
 
 def test_still_scene_samples_too_far_apart_for_tracks_or_alerts_are_refused(monkeypatch):
     assert load_settings().ingest.frozen_keepalive_s == 0.25
-    monkeypatch.setenv("ITS_FAUST_INGEST__FROZEN_KEEPALIVE_S", "0.5")  # speeds need 4 positions in 1 s
-    with pytest.raises(ValueError, match=r"FROZEN_KEEPALIVE_S \(0.5\) must be at most ITS_FAUST_ANALYTICS__SPEED_WINDOW_S / 3"):
+    monkeypatch.setenv("ITS_FAUST_INGEST__FROZEN_KEEPALIVE_S", "0.3")  # speeds need 4 positions in 1 s
+    with pytest.raises(ValueError, match=r"FROZEN_KEEPALIVE_S \(0.3\) must be at most ITS_FAUST_ANALYTICS__SPEED_WINDOW_S / 4"):
         load_settings()
+    monkeypatch.setenv("ITS_FAUST_INGEST__FROZEN_KEEPALIVE_S", "0.5")
     monkeypatch.setenv("ITS_FAUST_ANALYTICS__SPEED_WINDOW_S", "3")
     monkeypatch.setenv("ITS_FAUST_TRACKER__MAX_GAP_S", "0.8")
     with pytest.raises(ValueError, match=r"must be at most ITS_FAUST_TRACKER__MAX_GAP_S / 2 \(0.4\)"):

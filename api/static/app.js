@@ -3,7 +3,7 @@
 "use strict";
 const api = "/api/v1";
 const $ = (id) => document.getElementById(id);
-const state = { camera: null, counts: new Map(), feeds: [], cameras: new Set() };
+const state = { camera: null, counts: new Map(), feeds: [], cameras: new Set(), selection: 0 };
 
 function setStatus(text, cls) { const s = $("status"); s.textContent = text; s.className = "status " + cls; }
 
@@ -44,6 +44,10 @@ function renderCameras() {
 function select(id) {
   if (id === state.camera) return;
   state.camera = id;
+  // What a load started for an earlier selection brings back is dropped (clicking A, B, A quickly
+  // must not show A's events twice, nor open a feed for B while A is shown).
+  const selection = ++state.selection;
+  const current = () => selection === state.selection;
   for (const s of state.feeds.splice(1)) s.close();  // keep the all-cameras alerts feed
   state.counts.clear();
   renderCounts();
@@ -52,16 +56,24 @@ function select(id) {
   $("live").src = `${api}/cameras/${encodeURIComponent(id)}/live.mjpg`;
   [...$("cameras").children].forEach((li) => li.classList.toggle("selected", li.dataset.camera === id));
   feed(`${api}/cameras/${encodeURIComponent(id)}/tracks/stream`, { track: onTracks });
-  loadCounts(id).then(() => feed(`${api}/cameras/${encodeURIComponent(id)}/counts/stream`, { count: onCount }));
+  loadCounts(id, current).catch(() => {}).then(() => {
+    if (current()) feed(`${api}/cameras/${encodeURIComponent(id)}/counts/stream`, { count: onCount });
+  });
   loadHistory();
   $("camera-events").innerHTML = '<li class="muted">no events</li>';
-  loadCameraEvents(id).then(() => feed(`${api}/cameras/${encodeURIComponent(id)}/camera-events/stream`,
-                                       { "camera-event": onCameraEvent }));
+  document.body.dataset.cameraEvents = "0";
+  // The feed goes on exactly where the list ended (X-Feed-Position): no event lost or shown twice between them.
+  loadCameraEvents(id, current).catch(() => null).then((position) => {
+    if (!current()) return;
+    const from = position ? `?last_event_id=${encodeURIComponent(position)}` : "";
+    feed(`${api}/cameras/${encodeURIComponent(id)}/camera-events/stream${from}`, { "camera-event": onCameraEvent });
+  });
 }
 
-async function loadCounts(id) {
+async function loadCounts(id, current) {
   const res = await fetch(`${api}/cameras/${encodeURIComponent(id)}/counts`);
-  if (res.ok) for (const u of (await res.json()).counts) onCount(u);
+  const counts = res.ok ? (await res.json()).counts : [];
+  if (current()) for (const u of counts) onCount(u);
 }
 
 let framesSeen = 0;
@@ -76,6 +88,7 @@ function onTracks(t) {
 }
 
 function onCount(u) {
+  if (u.camera_id !== state.camera) return;
   const key = `${u.line}|${u.direction}|${u.label}`;
   if (state.counts.has(key) && state.counts.get(key).total > u.total) return;
   state.counts.set(key, u);
@@ -144,9 +157,12 @@ function onAlert(a) {
 // What happened to the selected camera's stream: a problem (frames rejected, stream lost) stands out.
 const CAMERA_PROBLEMS = new Set(["frame_rejected", "stream_lost", "gave_up", "frames_shed"]);
 
-async function loadCameraEvents(id) {
+async function loadCameraEvents(id, current) {
   const res = await fetch(`${api}/cameras/${encodeURIComponent(id)}/events?limit=20`);
-  if (res.ok) for (const e of (await res.json()).reverse()) onCameraEvent(e);
+  if (!res.ok) return null;
+  const events = await res.json();
+  if (current()) for (const e of events.reverse()) onCameraEvent(e);
+  return res.headers.get("X-Feed-Position");
 }
 
 function onCameraEvent(e) {

@@ -100,9 +100,9 @@ def test_a_frozen_picture_is_sampled_and_reported_once(bootstrap, settings, clip
         _ingest_and_read(bootstrap, settings.model_copy(update={"ingest": ingest_settings}), clip_that_freezes,
                          camera_id="cam-still", fps=500)
     )
-    # Frames 10-13 are unchanged but not yet frozen; 14-69 are frozen, and of them one every 7 frames
-    # (0.28 s at 25 fps: the first at least 0.25 s after the last one sent, 13) goes to the detector.
-    samples = [20, 27, 34, 41, 48, 55, 62, 69]
+    # Frames 10-13 are unchanged but not yet frozen; 14-69 are frozen, and of them the first at or after
+    # each 0.25 s step since the last one sent (13, at 25 fps: 6.25 frames a step) goes to the detector.
+    samples = [20, 26, 32, 38, 45, 51, 57, 63]
     assert stats.frames_read == 70 and stats.frames_sent == 14 + len(samples) and stats.frames_sampled == len(samples)
     assert stats.rejections == {"frozen": 56 - len(samples)}
     frames = [f for f in frames if f.camera_id == "cam-still"]
@@ -111,6 +111,22 @@ def test_a_frozen_picture_is_sampled_and_reported_once(bootstrap, settings, clip
     rejected = [e for e in events if e.camera_id == "cam-still" and e.kind.value == "frame_rejected"]
     assert len(rejected) == 1 and rejected[0].seq - first == 14, rejected  # reported once, not per frame
     assert rejected[0].reason == "frozen: unchanged for 5 frames (one frame per 0.25 s still goes to the detector)"
+    finished = [e for e in events if e.camera_id == "cam-still" and e.kind.value == "finished"]
+    assert finished[0].reason == "22 frames sent (8 of a frozen picture), 48 rejected (frozen 48)"
+
+
+def test_flagged_frames_after_a_report_are_told_when_the_interval_has_passed(bootstrap, settings, clip_with_blank_frames):
+    ingest_settings = settings.ingest.model_copy(update={"rejection_report_s": 0.1})
+    _, _, events = asyncio.run(
+        _ingest_and_read(bootstrap, settings.model_copy(update={"ingest": ingest_settings}), clip_with_blank_frames,
+                         camera_id="cam-blank-tell", fps=500)
+    )
+    reasons = [e.reason for e in events if e.camera_id == "cam-blank-tell" and e.kind.value == "frame_rejected"]
+    # Blank frames 10-14 at 25 fps: 10 is told at once, 11-13 with 13 (0.12 s later), and 14, the last of the
+    # run, by the first good frame 0.1 s after that report (16).
+    assert len(reasons) == 3 and reasons[0].startswith("blank: grey-level std"), reasons
+    assert reasons[1].endswith("; 3 frames flagged blank since the last report")
+    assert reasons[2] == "blank: 1 more frames flagged since the last report"
 
 
 def test_a_frozen_picture_is_not_sampled_when_keepalive_is_off(bootstrap, settings, clip_that_freezes):

@@ -120,9 +120,9 @@ def test_a_frozen_picture_is_still_sampled_and_its_tracks_go_on(stack, clip_fram
         writer.write(frame)
     writer.release()
     stats, feed = asyncio.run(track_source(stack, str(path), camera_id="cam-still"))
-    # Frames 10-23 are unchanged but not yet frozen (frozen_after 15); of the frozen 24-79 one every
-    # 7 frames (0.28 s at 25 fps, frozen_keepalive_s 0.25) is sampled.
-    samples = [30, 37, 44, 51, 58, 65, 72, 79]
+    # Frames 10-23 are unchanged but not yet frozen (frozen_after 15); of the frozen 24-79 the first at or
+    # after each 0.25 s step since frame 23 (6.25 frames a step at 25 fps) is sampled.
+    samples = [30, 36, 42, 48, 55, 61, 67, 73]
     assert stats.frames_sent == 24 + len(samples) and stats.frames_sampled == len(samples)
     assert stats.rejections == {"frozen": 56 - len(samples)}
     records = sorted((r for (cam, _), r in feed.seen.items() if cam == "cam-still"), key=lambda r: r.seq)
