@@ -30,6 +30,7 @@ from its_faust.frame_quality import FlagReports, FrameQualityChecker, StillScene
 from its_faust.sources import FrameReader, SourceSpec
 from its_faust.topic_names import CAMERA_EVENTS, FRAMES
 from schemas import CameraEvent, CameraEventKind, FrameRecord
+from schemas.base import scene_clock
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +79,6 @@ class FlowWindow:
         if self._taken:
             self._taken.popleft()
         self._freed.set()
-
-
-def _clock(captured_at: float, scene_time: float | None) -> float:
-    """A frame's time on its camera's clock: the scene time of a file, the capture time of a live source."""
-    return scene_time if scene_time is not None else captured_at
 
 
 @dataclass
@@ -181,7 +177,7 @@ async def ingest(
         image, captured_at, scene_time = item
         problem = quality.check(image)
         # A frozen frame due as the still scene's sample is encoded too; the loop decides (and counts) it.
-        sample = bool(problem) and problem.startswith("frozen") and still_scene.due(_clock(captured_at, scene_time))
+        sample = bool(problem) and problem.startswith("frozen") and still_scene.due(scene_clock(captured_at, scene_time))
         if problem and not sample:
             return captured_at, scene_time, image.shape if image is not None else None, None, problem
         ok, jpeg = cv2.imencode(".jpg", image, encode_params)
@@ -227,7 +223,7 @@ async def ingest(
                     stats.frames_skipped += 1
                     continue
                 holds_credit = True
-            at = _clock(captured_at, scene_time)
+            at = scene_clock(captured_at, scene_time)
             if problem:
                 kind = problem.split(":", 1)[0]
                 flagged = flag_reports.flagged(kind, at)  # sampled or not, a frozen frame is flagged

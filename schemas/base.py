@@ -18,6 +18,11 @@ class Record(BaseModel):
     )
 
 
+def scene_clock(captured_at: float, scene_time: float | None) -> float:
+    """A frame's time on its camera's clock: the scene time of a file, the capture time of a live source."""
+    return scene_time if scene_time is not None else captured_at
+
+
 class CameraRecord(Record):
     """A record about one frame of one camera; ``(camera_id, seq)`` identifies the frame everywhere."""
 
@@ -33,4 +38,4 @@ class CameraRecord(Record):
     @property
     def at(self) -> float:
         """The scene's time: analytics use this, so a file gives the same results at any processing speed."""
-        return self.scene_time if self.scene_time is not None else self.captured_at
+        return scene_clock(self.captured_at, self.scene_time)
