@@ -9,7 +9,8 @@
 
 The pipeline's rate is taken from its first to its last frame tracked, as the plain
 loop's is from its first to its last result (both leave out start-up and warm-up);
-the end-to-end rate, from the camera's start, is reported beside it.
+the end-to-end rate, from the camera's start, is reported beside it. With ``--repeat N``
+all of it runs N times in turn and the median round is the figure (:func:`run_bench`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -121,13 +123,23 @@ def cpu_budget(pipeline_ms: dict[str, float], ceiling_fps: float, cores: int | N
     }
 
 
-def run_bench(settings, clip: str, out_path: Path, *, skip_baseline: bool = False) -> dict:
+def run_bench(settings, clip: str, out_path: Path, *, skip_baseline: bool = False, repeat: int = 1) -> dict:
+    """The pipeline, the plain loops and the raw ceiling, ``repeat`` times in turn; the median round is the figure.
+
+    This machine's speed drifts by ±10% between minutes, so one round's ratio is a draw from a
+    spread: each round measures its own ceiling right before and right after its pipeline run
+    (a round's "after" is the next one's "before") and its own plain loops, so its ratios
+    compare figures taken in the same minutes. The top-level figures are those of the round
+    with the median pipeline-to-ceiling ratio; ``rounds`` has every round and ``spread`` each
+    ratio's minimum, median and maximum.
+    """
     from rich.console import Console
 
     from its_faust.assets import resolve_asset
     from its_faust.backends.onnxruntime import export_onnx
-    from its_faust.pipeline import run_source
 
+    if repeat < 1:
+        raise ValueError(f"repeat must be at least 1, not {repeat}")
     console = Console(stderr=True)
     weights = resolve_asset(settings.model.weights, settings.asset_dir)
     onnx_path = export_onnx(weights, Path(settings.cache_dir) / "models")
@@ -137,47 +149,86 @@ def run_bench(settings, clip: str, out_path: Path, *, skip_baseline: bool = Fals
         "settings": {"backend": settings.model.backend, "imgsz": settings.model.imgsz, "batch_size": settings.model.batch_size,
                      "parallel": settings.model.inference_parallelism()},
     }
-    # The ceiling is measured before and after the pipeline: a shared machine's speed drifts.
     with console.status("raw ONNX Runtime at the same input size"):
         raw_before = raw_onnxruntime(onnx_path)
     console.print(f"raw ONNX Runtime: {raw_before['images_per_s']}")
+    rounds = []
+    for number in range(1, repeat + 1):
+        if repeat > 1:
+            console.rule(f"round {number} of {repeat}")
+        measured, raw_before = _bench_round(settings, clip, weights, onnx_path, raw_before, console, skip_baseline)
+        rounds.append(measured)
+    result.update(median_round(rounds))
+    if repeat > 1:
+        result["rounds"] = rounds
+        result["spread"] = ratio_spread(rounds)
+        console.rule("all rounds")
+        for name, (low, middle, high) in result["spread"].items():
+            console.print(f"{name}: median {middle} (from {low} to {high})")
+    for name, ratio in result["ratios"].items():
+        console.print(f"{name}: {ratio}")
+    write_result(out_path, result)
+    console.print(f"written to {out_path}")
+    return result
+
+
+def _bench_round(settings, clip: str, weights: Path, onnx_path: Path, raw_before: dict, console, skip_baseline: bool):
+    """One pipeline run between two ceiling measurements, then the plain loops; returns (figures, the last ceiling)."""
+    from its_faust.pipeline import run_source
+
     with console.status("pipeline: broker + worker + camera on the clip"):
         summary = asyncio.run(run_source(settings, clip, camera_id="bench"))
-    result["pipeline"] = {k: getattr(summary, k) for k in
-                          ("frames_tracked", "throughput_fps", "fps", "latency_ms", "stage_p50_ms", "distinct_track_ids", "model",
-                           "cpu_ms_per_frame", "cores_busy", "cores_busy_elsewhere", "cores_stolen")}
+    measured: dict = {"pipeline": {k: getattr(summary, k) for k in
+                                   ("frames_tracked", "throughput_fps", "fps", "latency_ms", "stage_p50_ms",
+                                    "distinct_track_ids", "model", "cpu_ms_per_frame", "cores_busy",
+                                    "cores_busy_elsewhere", "cores_stolen")}}
     console.print(f"pipeline: {summary.throughput_fps} fps ({summary.fps} end to end), latency {summary.latency_ms}")
     console.print(f"pipeline CPU ms per frame: {summary.cpu_ms_per_frame} ({summary.cores_busy} cores busy; "
                   f"meanwhile other processes {summary.cores_busy_elsewhere}, the hypervisor {summary.cores_stolen})")
+    # The ceiling is measured before and after the pipeline: a shared machine's speed drifts.
     with console.status("raw ONNX Runtime again"):
         raw_after = raw_onnxruntime(onnx_path)
     console.print(f"raw ONNX Runtime: {raw_after['images_per_s']}")
-    result["raw_onnxruntime"] = {
+    measured["raw_onnxruntime"] = {
         "input": raw_before["input"], "before": raw_before["images_per_s"], "after": raw_after["images_per_s"],
         "ceiling_fps": round((raw_before["ceiling_fps"] + raw_after["ceiling_fps"]) / 2, 2),
     }
-    result["cpu_budget_ms_per_frame"] = cpu_budget(summary.cpu_ms_per_frame, result["raw_onnxruntime"]["ceiling_fps"])
-    console.print(f"CPU budget per frame: {result['cpu_budget_ms_per_frame']}")
+    measured["cpu_budget_ms_per_frame"] = cpu_budget(summary.cpu_ms_per_frame, measured["raw_onnxruntime"]["ceiling_fps"])
+    console.print(f"CPU budget per frame: {measured['cpu_budget_ms_per_frame']}")
     fps = summary.throughput_fps
+    ratios = {}
     if not skip_baseline:
         baselines = {}
         for label, model_path in (("torch", str(weights)), ("onnx", str(onnx_path))):
             with console.status(f"plain Ultralytics loop ({label})"):
                 baselines[label] = _run_child("plain-loop", model_path, clip)
             console.print(f"plain loop ({label}): {baselines[label]['fps']} fps")
-        result["plain_loop"] = baselines
+        measured["plain_loop"] = baselines
         best = max(b["fps"] for b in baselines.values())
-        result["ratios"] = {
+        ratios = {
             "pipeline_vs_plain_loop_torch": round(fps / baselines["torch"]["fps"], 2),
             "pipeline_vs_plain_loop_onnx": round(fps / baselines["onnx"]["fps"], 2),
             "pipeline_vs_best_plain_loop": round(fps / best, 2),
         }
-    result.setdefault("ratios", {})["pipeline_vs_raw_onnxruntime"] = round(fps / result["raw_onnxruntime"]["ceiling_fps"], 2)
-    for name, ratio in result["ratios"].items():
-        console.print(f"{name}: {ratio}")
-    write_result(out_path, result)
-    console.print(f"written to {out_path}")
-    return result
+    ratios["pipeline_vs_raw_onnxruntime"] = round(fps / measured["raw_onnxruntime"]["ceiling_fps"], 2)
+    measured["ratios"] = ratios
+    console.print(f"pipeline / raw ONNX Runtime ceiling: {ratios['pipeline_vs_raw_onnxruntime']}")
+    return measured, raw_after
+
+
+def median_round(rounds: list[dict]) -> dict:
+    """The round whose pipeline-to-ceiling ratio is the median (of an even number, the lower middle one)."""
+    ordered = sorted(rounds, key=lambda r: r["ratios"]["pipeline_vs_raw_onnxruntime"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def ratio_spread(rounds: list[dict]) -> dict[str, list[float]]:
+    """Each ratio's [minimum, median, maximum] over the rounds."""
+    return {
+        name: [min(values), round(statistics.median(values), 2), max(values)]
+        for name in rounds[0]["ratios"]
+        for values in [[r["ratios"][name] for r in rounds]]
+    }
 
 
 def write_result(out_path: Path, result: dict) -> None:

@@ -284,7 +284,10 @@ def demo(source: str, workers: int, cameras: int, duration: float | None, port: 
               help="Instead: the detector alone at batch sizes 1-64 on its device (a GPU when there is one; "
                    "set ITS_FAUST_MODEL__BACKEND=torch for the CUDA path).")
 @click.option("--sizes", default="1,2,4,8,16,32,64", show_default=True, help="Batch sizes for --batch-sweep.")
-def bench(source: str, out_path: Path | None, skip_baseline: bool, batch_sweep: bool, sizes: str) -> None:
+@click.option("--repeat", type=click.IntRange(1, 20), default=1, show_default=True,
+              help="Rounds of pipeline, ceiling and loops in turn; the median round is reported, with every round "
+                   "and each ratio's spread (this machine's speed drifts between minutes).")
+def bench(source: str, out_path: Path | None, skip_baseline: bool, batch_sweep: bool, sizes: str, repeat: int) -> None:
     """Pipeline vs the plain Ultralytics loop vs raw ONNX Runtime, on one clip, in one run (JSON to --out)."""
     settings = _settings()
     out_path = out_path or Path("benchmarks/results") / ("batch-sweep.json" if batch_sweep else "bench.json")
@@ -300,7 +303,7 @@ def bench(source: str, out_path: Path | None, skip_baseline: bool, batch_sweep: 
             result = benchmarks.batch_sweep(settings, clip, batch_sizes)
             benchmarks.write_result(out_path, result)
         else:
-            result = benchmarks.run_bench(settings, clip, out_path, skip_baseline=skip_baseline)
+            result = benchmarks.run_bench(settings, clip, out_path, skip_baseline=skip_baseline, repeat=repeat)
     except USER_ERRORS as exc:
         _fail(exc)
     click.echo(json.dumps(result, indent=2))

@@ -27,3 +27,21 @@ def test_parallel_callers_run_free_so_a_slow_call_does_not_hold_the_fast_one_bac
     # With a barrier per round both would make the same number of calls.
     assert fast >= 2 * slow, workers
     assert rate > 0
+
+
+def _round(ceiling_ratio: float, torch_ratio: float) -> dict:
+    return {"ratios": {"pipeline_vs_plain_loop_torch": torch_ratio, "pipeline_vs_raw_onnxruntime": ceiling_ratio}}
+
+
+def test_repeated_bench_reports_the_round_with_the_median_ceiling_ratio_and_every_ratios_spread():
+    from its_faust.bench import median_round, ratio_spread
+
+    rounds = [_round(0.74, 2.1), _round(0.68, 1.9), _round(0.79, 1.8)]
+    assert median_round(rounds) is rounds[0]
+    # An even number of rounds: the lower middle one, so the figure is never the better of two draws.
+    assert median_round(rounds[:2]) is rounds[1]
+    assert median_round(rounds[:1]) is rounds[0]
+    assert ratio_spread(rounds) == {
+        "pipeline_vs_plain_loop_torch": [1.8, 1.9, 2.1],
+        "pipeline_vs_raw_onnxruntime": [0.68, 0.74, 0.79],
+    }
