@@ -69,16 +69,41 @@ def test_blank_frames_are_reported_not_sent(bootstrap, settings, clip_with_blank
     assert image.shape == (360, 640, 3)
 
 
-def test_live_feed_drops_frames_when_the_pipeline_is_behind(bootstrap, settings, clip_path):
+def _counting_encodes(monkeypatch) -> list[int]:
+    """Count JPEG encodes (the real encoder still runs)."""
+    encodes: list[int] = []
+    real = cv2.imencode
+
+    def imencode(ext, image, params=()):
+        encodes.append(1)
+        return real(ext, image, params)
+
+    monkeypatch.setattr(cv2, "imencode", imencode)
+    return encodes
+
+
+def test_live_feed_drops_frames_when_the_pipeline_is_behind(bootstrap, settings, clip_path, monkeypatch):
     window = FlowWindow(3)  # nothing releases it: a pipeline that is stuck
     stats, frames, _ = asyncio.run(
         _ingest_and_read(bootstrap, settings, clip_path, camera_id="cam-live", window=window, live_feed=True, fps=200, max_frames=3)
     )
     assert stats.frames_sent == 3
+    encodes = _counting_encodes(monkeypatch)
     stats2, _, _ = asyncio.run(
         _ingest_and_read(bootstrap, settings, clip_path, camera_id="cam-live2", window=FlowWindow(3), live_feed=True, fps=300)
     )
     assert stats2.frames_sent == 3 and stats2.frames_skipped == stats2.frames_read - 3 > 300
+    # A dropped frame is never JPEG-encoded (that would be most of a busy camera's CPU for nothing).
+    assert len(encodes) == 3
+
+
+def test_a_file_paced_by_the_pipeline_encodes_each_frame_it_sends_once(bootstrap, settings, clip_with_blank_frames, monkeypatch):
+    encodes = _counting_encodes(monkeypatch)
+    stats, frames, _ = asyncio.run(
+        _ingest_and_read(bootstrap, settings, clip_with_blank_frames, camera_id="cam-window", window=FlowWindow(50))
+    )
+    assert stats.frames_sent == 20 and stats.rejections == {"blank": 5} and stats.frames_skipped == 0
+    assert len(encodes) == 20  # the blank frames are not encoded either
 
 
 @pytest.fixture
@@ -92,26 +117,34 @@ def clip_that_freezes(tmp_path, clip_frames):
     return path
 
 
-def test_a_frozen_picture_is_sampled_and_reported_once(bootstrap, settings, clip_that_freezes):
-    """What stands still in a still scene (a stopped car on an empty road at night) stays watched."""
+@pytest.mark.parametrize("live_feed", [False, True], ids=["file", "live-feed"])
+def test_a_frozen_picture_is_sampled_and_reported_once(bootstrap, settings, clip_that_freezes, live_feed, monkeypatch):
+    """What stands still in a still scene (a stopped car on an empty road at night) stays watched.
+
+    As a live feed (a frame may be dropped when the pipeline is behind, so frames are encoded only
+    once kept) the same frames go, and only they are encoded."""
     assert settings.ingest.frozen_keepalive_s == 0.25
     ingest_settings = settings.ingest.model_copy(update={"frozen_after": 5})
+    encodes = _counting_encodes(monkeypatch)
+    pacing = {"live_feed": True, "window": FlowWindow(100)} if live_feed else {}
+    camera = f"cam-still-{'live' if live_feed else 'file'}"
     stats, frames, events = asyncio.run(
         _ingest_and_read(bootstrap, settings.model_copy(update={"ingest": ingest_settings}), clip_that_freezes,
-                         camera_id="cam-still", fps=500)
+                         camera_id=camera, fps=500, **pacing)
     )
+    assert len(encodes) == stats.frames_sent
     # Frames 10-13 are unchanged but not yet frozen; 14-69 are frozen, and of them the first at or after
     # each 0.25 s step since the last one sent (13, at 25 fps: 6.25 frames a step) goes to the detector.
     samples = [20, 26, 32, 38, 45, 51, 57, 63]
     assert stats.frames_read == 70 and stats.frames_sent == 14 + len(samples) and stats.frames_sampled == len(samples)
     assert stats.rejections == {"frozen": 56 - len(samples)}
-    frames = [f for f in frames if f.camera_id == "cam-still"]
+    frames = [f for f in frames if f.camera_id == camera]
     first = frames[0].seq
     assert [f.seq - first for f in frames] == list(range(14)) + samples
-    rejected = [e for e in events if e.camera_id == "cam-still" and e.kind.value == "frame_rejected"]
+    rejected = [e for e in events if e.camera_id == camera and e.kind.value == "frame_rejected"]
     assert len(rejected) == 1 and rejected[0].seq - first == 14, rejected  # reported once, not per frame
     assert rejected[0].reason == "frozen: unchanged for 5 frames (one frame per 0.25 s still goes to the detector)"
-    finished = [e for e in events if e.camera_id == "cam-still" and e.kind.value == "finished"]
+    finished = [e for e in events if e.camera_id == camera and e.kind.value == "finished"]
     assert finished[0].reason == "22 frames sent (8 of a frozen picture), 48 rejected (frozen 48)"
 
 
