@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from its_faust.codecs import SchemaError, decode, encode
 from its_faust.results import TopicReader
-from its_faust.topic_names import CAMERA_COMMANDS, CAMERA_CONFIGS, DEAD_LETTERS
+from its_faust.topic_names import CAMERA_COMMANDS, CAMERA_CONFIGS, DEAD_LETTERS, ensure_topics
 from schemas import DeadLetter
 from schemas.control import AddLine, CameraCommand, CameraConfig, Change
 from schemas.geometry import Calibration, CountingLine, Zone
@@ -69,6 +69,7 @@ def command(camera_id: str, change: Change, issued_by: str = "cli") -> CameraCom
 
 async def read_configs(bootstrap: str, settings) -> dict[str, CameraConfig]:
     """Every camera's latest configuration: ``its.camera-configs`` read from its beginning to its end."""
+    await ensure_topics(bootstrap, settings)  # on a fresh broker no worker may have created them yet
     reader = await TopicReader(bootstrap, settings.topic(CAMERA_CONFIGS), from_beginning=True).start()
     configs: dict[str, CameraConfig] = {}
     try:

@@ -224,7 +224,9 @@ def _setup_from(line_specs, config_path):
 
 
 async def _run_with_progress(settings, source, camera_id, workers, fps, max_frames, setup=None):
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Column
 
     from its_faust.pipeline import run_source
     from its_faust.sources import FrameReader, SourceSpec
@@ -232,21 +234,26 @@ async def _run_with_progress(settings, source, camera_id, workers, fps, max_fram
     reader = FrameReader(SourceSpec.parse(source))
     total = min(x for x in (reader.frame_count, max_frames) if x) if (reader.frame_count or max_frames) else None
     reader.close()
+    # On stderr: stdout is the summary's JSON (`its-faust run ... | jq` must get JSON only).
     with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
+        # On a narrow terminal the description is cut, not the figures.
+        TextColumn("[bold]{task.description}", table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis")),
+        BarColumn(bar_width=12),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[fps]:.1f} fps  {task.fields[tracks]} tracks"),
+        TextColumn("{task.fields[fps]:.1f} fps  {task.fields[tracks]} tracks in view"),
         TimeElapsedColumn(),
+        console=Console(stderr=True),
+        expand=True,
         transient=False,
     ) as progress:
-        task = progress.add_task("starting broker and workers", total=total, fps=0.0, tracks=0)
+        starting = f"connecting to {settings.broker_url}, starting" if settings.broker_url else "starting a broker and"
+        task = progress.add_task(f"{starting} {workers} worker{'s' if workers > 1 else ''}", total=total, fps=0.0, tracks=0)
         started = [None]
 
         def on_progress(stats, tracked):
             started[0] = started[0] or stats.started_at
             elapsed = max(time.time() - started[0], 1e-6)
-            ids = len({o.track_id for r in tracked[-30:] for o in r.objects})
+            ids = len({o.track_id for r in tracked[-30:] for o in r.objects})  # seen in the last 30 frames
             progress.update(task, description=f"tracking {Path(source).name}", completed=len(tracked), fps=len(tracked) / elapsed, tracks=ids)
 
         return await run_source(

@@ -65,7 +65,10 @@ class TopicReader:
                 break
             await self.consumer._client.force_metadata_update()
             partitions = self.consumer.partitions_for_topic(self.topic)
-        tps = [TopicPartition(self.topic, p) for p in sorted(partitions or [])]
+        if not partitions:
+            await self.consumer.stop()
+            raise ValueError(f"topic {self.topic} does not exist on the broker (no worker or producer has created it yet)")
+        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         if self.keys is not None and tps:
             tps = [TopicPartition(self.topic, p) for p in sorted({partition_for(k, len(tps)) for k in self.keys})]
         self.consumer.assign(tps)

@@ -107,3 +107,19 @@ def test_the_worker_rejects_what_the_cli_would_have_caught(stack, settings):
     reasons, configs = asyncio.run(go())
     assert any("two distinct ends" in r for r in reasons), reasons
     assert "ghost-cam" not in configs and [l.name for l in configs["cli-cam"].lines] == ["north"]
+
+
+def test_on_a_fresh_broker_without_workers_list_is_empty_and_a_command_says_no_worker_applied_it():
+    """Before, both stopped with an AssertionError traceback: no worker had created its.camera-configs yet."""
+    from its_faust.broker import EmbeddedBroker
+
+    with EmbeddedBroker() as broker:
+        env = {**os.environ, "ITS_FAUST_BROKER_URL": broker.url}
+
+        def run(*args):
+            return subprocess.run([sys.executable, "-m", "its_faust.cli", "cameras", *args], capture_output=True,
+                                  text=True, timeout=90, env=env)
+
+        listed = run("list")
+        assert listed.returncode == 0 and "no cameras" in listed.stdout, listed.stderr
+        assert "no worker applied the commands within 2s" in error_line(run("add", "lonely-cam", "--timeout", "2"))

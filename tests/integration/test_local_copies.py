@@ -1,0 +1,75 @@
+"""A worker's RocksDB table copies against a real broker: a copy the broker's changelog no longer reaches is dropped."""
+
+from __future__ import annotations
+
+import asyncio
+
+import rocksdict
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from its_faust.broker import EmbeddedBroker, bootstrap_servers
+from tables.local_copies import OFFSET_KEY, LocalCopy, changelog_ends, drop_stale_copies, local_copies, stale
+
+
+def _copy(path, table: str, changelog: str, partition: int, applied: int | None) -> LocalCopy:
+    """A RocksDB copy as Faust leaves it: some rows, and the last changelog offset it applied."""
+    db = rocksdict.Rdict(str(path))
+    db[b"cam-1"] = b"{}"
+    if applied is not None:
+        db[OFFSET_KEY] = str(applied).encode()
+    db.close()
+    return LocalCopy(table, changelog, partition, path)
+
+
+async def _changelog_with(bootstrap: str, topic: str, messages: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 2, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for i in range(messages):
+            await producer.send_and_wait(topic, value=b"state", key=b"cam-1", partition=0)
+    finally:
+        await producer.stop()
+
+
+def test_copies_past_the_end_of_their_changelog_are_stale_and_the_rest_are_not(tmp_path):
+    with EmbeddedBroker() as broker:
+        bootstrap = bootstrap_servers(broker.url)
+        asyncio.run(_changelog_with(bootstrap, "t-changelog", 5))  # offsets 0-4 in partition 0
+        copies = [
+            _copy(tmp_path / "a.db", "behind", "t-changelog", 0, applied=3),  # offset 4 is still to apply
+            _copy(tmp_path / "b.db", "caught-up", "t-changelog", 0, applied=4),
+            _copy(tmp_path / "c.db", "ahead", "t-changelog", 0, applied=5),  # offset 5 was never written here
+            _copy(tmp_path / "d.db", "other-partition", "t-changelog", 1, applied=0),  # partition 1 is empty
+            _copy(tmp_path / "e.db", "gone", "lost-changelog", 0, applied=59),  # the topic is not on the broker
+            _copy(tmp_path / "f.db", "never-applied", "lost-changelog", 1, applied=None),
+        ]
+        ends = asyncio.run(changelog_ends(bootstrap, {c.changelog for c in copies}))
+    assert ends == {("t-changelog", 0): 5, ("t-changelog", 1): 0}
+    assert [(c.table, applied, end) for c, applied, end in stale(copies, ends)] == [
+        ("ahead", 5, 5), ("other-partition", 0, 0), ("gone", 59, 0),
+    ]
+
+
+def test_a_worker_drops_the_tracker_copy_a_restarted_in_memory_broker_no_longer_has(tmp_path, monkeypatch):
+    """What a worker does before Faust starts: before, Faust stopped it with a ConsistencyError."""
+    monkeypatch.chdir(tmp_path)  # the data dir (.its-faust) is relative to the working directory
+    import tables.tracker_table  # noqa: F401  (registers the camera-tracker table)
+    from its_faust.app import app, settings
+
+    tracker = app.tables["camera-tracker"]
+    stale_path = tracker.data.partition_path(2)
+    stale_path.parent.mkdir(parents=True, exist_ok=True)
+    _copy(stale_path, "camera-tracker", "its-faust-camera-tracker-changelog", 2, applied=59)
+    with EmbeddedBroker() as broker:  # a fresh broker: its changelogs are empty
+        copies = local_copies(app, settings.partitions)
+        assert [(c.table, c.partition) for c in copies] == [("camera-tracker", 2)]
+        dropped = asyncio.run(drop_stale_copies(copies, bootstrap_servers(broker.url)))
+    assert [(c.table, c.partition) for c in dropped] == [("camera-tracker", 2)]
+    assert not stale_path.exists()
