@@ -28,5 +28,5 @@ def setup_logging(level: str = "info", json_lines: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiokafka", "ultralytics"):
+    for noisy in ("aiokafka", "ultralytics", "httpx"):  # httpx: a line per request of the demo's readiness probe
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
