@@ -8,6 +8,7 @@ autodiscovery, so this module stays the one place that configures Faust.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 
@@ -26,10 +27,30 @@ class App(faust.App):
     def _new_transport(self):
         return Transport(self.conf.broker_consumer, self)
 
+    async def on_first_start(self) -> None:
+        """Before the consumer and the tables start (``its-faust worker`` and ``faust -A ... worker`` alike)."""
+        await super().on_first_start()
+        await prepare_broker_and_tables(self, get_settings())
+
     async def on_started(self) -> None:
         await super().on_started()  # returns once the tables are recovered (or the worker is stopping)
         if not self.should_stop:
             freeze_long_lived_objects()
+
+
+async def prepare_broker_and_tables(app: faust.App, settings: Settings) -> None:
+    """The broker answers, every pipeline topic exists (integrators may read one no record has reached
+    yet, and ``its-faust cameras`` reads ``its.camera-configs``), and no local table copy is ahead of
+    its changelog (:mod:`tables.local_copies`)."""
+    from its_faust.broker import bootstrap_servers, wait_reachable
+    from its_faust.topic_names import ensure_topics
+    from tables.local_copies import drop_stale_copies, local_copies
+
+    url = settings.broker_url or DEFAULT_BROKER
+    await asyncio.to_thread(wait_reachable, url)  # a broker started with its workers may take a moment
+    bootstrap = bootstrap_servers(url)
+    await ensure_topics(bootstrap, settings)
+    await drop_stale_copies(local_copies(app, settings.partitions), bootstrap)
 
 
 def freeze_long_lived_objects() -> int:

@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -25,16 +24,13 @@ def run_worker(ready_file: Path | None = None) -> None:
 
     import agents.track  # noqa: F401  (imported here so a broken agent fails loudly, not as a discovery warning)
     from agents.detect import get_detector
-    from its_faust.app import app, settings
-    from tables.local_copies import local_copies
+    from its_faust.app import DEFAULT_BROKER, app, settings
+    from its_faust.broker import wait_reachable
 
+    wait_reachable(settings.broker_url or DEFAULT_BROKER)  # one clear line, not a traceback from inside Faust
     started = time.monotonic()
     get_detector()
     log.info("detector ready in %.1fs", time.monotonic() - started)
-    copies = local_copies(app, settings.partitions)
-    # In a thread of its own: an event loop run here would be the one Faust then finds closed.
-    with ThreadPoolExecutor(1) as thread:
-        thread.submit(asyncio.run, _prepare_broker_and_tables(settings, copies)).result()
 
     class Worker(faust.Worker):
         async def on_startup_finished(self) -> None:
@@ -46,21 +42,6 @@ def run_worker(ready_file: Path | None = None) -> None:
 
     # override_logging=False keeps the handlers set up by its_faust.logs (JSON lines when configured).
     Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False).execute_from_commandline()
-
-
-async def _prepare_broker_and_tables(settings, copies) -> None:
-    """Every pipeline topic exists (integrators may read one no record has reached yet, and ``its-faust
-    cameras`` reads ``its.camera-configs``), and no local table copy is ahead of its changelog."""
-    from its_faust.app import DEFAULT_BROKER
-    from its_faust.broker import bootstrap_servers, wait_reachable
-    from its_faust.topic_names import ensure_topics
-    from tables.local_copies import drop_stale_copies
-
-    url = settings.broker_url or DEFAULT_BROKER
-    wait_reachable(url)  # a broker started together with its workers may take a moment; else one clear error
-    bootstrap = bootstrap_servers(url)
-    await ensure_topics(bootstrap, settings)
-    await drop_stale_copies(copies, bootstrap)
 
 
 class WorkerProcess:

@@ -47,7 +47,8 @@ class LocalCopy:
 def local_copies(app, partitions: int) -> list[LocalCopy]:
     """The table partitions this worker has a RocksDB copy of in its data dir.
 
-    Call it where Faust will run (not inside another event loop): a table's store binds the app to the current loop.
+    Call it in the worker's own event loop (the app's first start does): a table's store binds the app
+    to the current loop, and one that is closed later would leave Faust without a loop.
     """
     copies = []
     for name, table in app.tables.items():
