@@ -24,13 +24,15 @@ log = logging.getLogger(__name__)
 
 
 class App(faust.App):
+    its_settings: Settings | None = None  # what create_app built it from
+
     def _new_transport(self):
         return Transport(self.conf.broker_consumer, self)
 
     async def on_first_start(self) -> None:
         """Before the consumer and the tables start (``its-faust worker`` and ``faust -A ... worker`` alike)."""
         await super().on_first_start()
-        await prepare_broker_and_tables(self, get_settings())
+        await prepare_broker_and_tables(self, self.its_settings or get_settings())
 
     async def on_started(self) -> None:
         await super().on_started()  # returns once the tables are recovered (or the worker is stopping)
@@ -38,19 +40,30 @@ class App(faust.App):
             freeze_long_lived_objects()
 
 
-async def prepare_broker_and_tables(app: faust.App, settings: Settings) -> None:
+async def prepare_broker_and_tables(app: faust.App, settings: Settings, retry_max_s: float = 30.0) -> None:
     """The broker answers, every pipeline topic exists (integrators may read one no record has reached
     yet, and ``its-faust cameras`` reads ``its.camera-configs``), and no local table copy is ahead of
-    its changelog (:mod:`tables.local_copies`)."""
-    from its_faust.broker import bootstrap_servers, wait_reachable
+    its changelog (:mod:`tables.local_copies`). Until the broker answers, tried again with a growing
+    pause (at most ``retry_max_s``): a worker may start before its Kafka does (compose, Kubernetes)."""
+    from aiokafka.errors import KafkaError
+
+    from its_faust.broker import BrokerError, bootstrap_servers, wait_reachable
     from its_faust.topic_names import ensure_topics
     from tables.local_copies import drop_stale_copies, local_copies
 
     url = settings.broker_url or DEFAULT_BROKER
-    await asyncio.to_thread(wait_reachable, url)  # a broker started with its workers may take a moment
     bootstrap = bootstrap_servers(url)
-    await ensure_topics(bootstrap, settings)
-    await drop_stale_copies(local_copies(app, settings.partitions), bootstrap)
+    pause = 1.0
+    while True:
+        try:
+            await asyncio.to_thread(wait_reachable, url, 5.0)
+            await ensure_topics(bootstrap, settings)
+            await drop_stale_copies(local_copies(app, settings.partitions), bootstrap)
+            return
+        except (BrokerError, KafkaError, OSError) as exc:
+            log.warning("broker %s not ready (%s); trying again in %.0f s", url, exc, pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, retry_max_s)
 
 
 def freeze_long_lived_objects() -> int:
@@ -70,7 +83,7 @@ def freeze_long_lived_objects() -> int:
 
 
 def create_app(settings: Settings) -> faust.App:
-    return App(
+    app = App(
         settings.app_id,
         broker=settings.broker_url or DEFAULT_BROKER,
         store="rocksdb://",
@@ -91,6 +104,8 @@ def create_app(settings: Settings) -> faust.App:
         web_enabled=False,
         table_cleanup_interval=60.0,
     )
+    app.its_settings = settings
+    return app
 
 
 settings = get_settings()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -127,9 +126,8 @@ def run_bench(settings, clip: str, out_path: Path, *, skip_baseline: bool = Fals
     """The pipeline, the plain loops and the raw ceiling, ``repeat`` times in turn; the median round is the figure.
 
     This machine's speed drifts by ±10% between minutes, so one round's ratio is a draw from a
-    spread: each round measures its own ceiling right before and right after its pipeline run
-    (a round's "after" is the next one's "before") and its own plain loops, so its ratios
-    compare figures taken in the same minutes. The top-level figures are those of the round
+    spread: each round measures its own ceiling right before and right after its pipeline run,
+    and its own plain loops, so its ratios compare figures taken in the same minutes. The top-level figures are those of the round
     with the median pipeline-to-ceiling ratio; ``rounds`` has every round and ``spread`` each
     ratio's minimum, median and maximum.
     """
@@ -149,15 +147,11 @@ def run_bench(settings, clip: str, out_path: Path, *, skip_baseline: bool = Fals
         "settings": {"backend": settings.model.backend, "imgsz": settings.model.imgsz, "batch_size": settings.model.batch_size,
                      "parallel": settings.model.inference_parallelism()},
     }
-    with console.status("raw ONNX Runtime at the same input size"):
-        raw_before = raw_onnxruntime(onnx_path)
-    console.print(f"raw ONNX Runtime: {raw_before['images_per_s']}")
     rounds = []
     for number in range(1, repeat + 1):
         if repeat > 1:
             console.rule(f"round {number} of {repeat}")
-        measured, raw_before = _bench_round(settings, clip, weights, onnx_path, raw_before, console, skip_baseline)
-        rounds.append(measured)
+        rounds.append(_bench_round(settings, clip, weights, onnx_path, console, skip_baseline))
     result.update(median_round(rounds))
     if repeat > 1:
         result["rounds"] = rounds
@@ -172,10 +166,13 @@ def run_bench(settings, clip: str, out_path: Path, *, skip_baseline: bool = Fals
     return result
 
 
-def _bench_round(settings, clip: str, weights: Path, onnx_path: Path, raw_before: dict, console, skip_baseline: bool):
-    """One pipeline run between two ceiling measurements, then the plain loops; returns (figures, the last ceiling)."""
+def _bench_round(settings, clip: str, weights: Path, onnx_path: Path, console, skip_baseline: bool) -> dict:
+    """One pipeline run right between two ceiling measurements, then the plain loops."""
     from its_faust.pipeline import run_source
 
+    with console.status("raw ONNX Runtime at the same input size"):
+        raw_before = raw_onnxruntime(onnx_path)
+    console.print(f"raw ONNX Runtime: {raw_before['images_per_s']}")
     with console.status("pipeline: broker + worker + camera on the clip"):
         summary = asyncio.run(run_source(settings, clip, camera_id="bench"))
     measured: dict = {"pipeline": {k: getattr(summary, k) for k in
@@ -213,19 +210,23 @@ def _bench_round(settings, clip: str, weights: Path, onnx_path: Path, raw_before
     ratios["pipeline_vs_raw_onnxruntime"] = round(fps / measured["raw_onnxruntime"]["ceiling_fps"], 2)
     measured["ratios"] = ratios
     console.print(f"pipeline / raw ONNX Runtime ceiling: {ratios['pipeline_vs_raw_onnxruntime']}")
-    return measured, raw_after
+    return measured
+
+
+def _lower_middle(items: list, key=None):
+    """The median of an odd number of items; of an even number, the lower of the middle two (never a better draw)."""
+    return sorted(items, key=key)[(len(items) - 1) // 2]
 
 
 def median_round(rounds: list[dict]) -> dict:
-    """The round whose pipeline-to-ceiling ratio is the median (of an even number, the lower middle one)."""
-    ordered = sorted(rounds, key=lambda r: r["ratios"]["pipeline_vs_raw_onnxruntime"])
-    return ordered[(len(ordered) - 1) // 2]
+    """The round whose pipeline-to-ceiling ratio is the median."""
+    return _lower_middle(rounds, key=lambda r: r["ratios"]["pipeline_vs_raw_onnxruntime"])
 
 
 def ratio_spread(rounds: list[dict]) -> dict[str, list[float]]:
-    """Each ratio's [minimum, median, maximum] over the rounds."""
+    """Each ratio's [minimum, median, maximum] over the rounds (the median by the same rule as the reported round)."""
     return {
-        name: [min(values), round(statistics.median(values), 2), max(values)]
+        name: [min(values), _lower_middle(values), max(values)]
         for name in rounds[0]["ratios"]
         for values in [[r["ratios"][name] for r in rounds]]
     }

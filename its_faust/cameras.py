@@ -9,6 +9,7 @@ agent checks them again, since other clients may race.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 from aiokafka import AIOKafkaProducer
@@ -86,37 +87,42 @@ async def send_commands(bootstrap: str, settings, commands: list[CameraCommand],
     """Send commands (of one camera), wait until the last one has applied; CommandFailed if any was rejected."""
     if not commands:
         raise ValueError("no commands to send")
-    camera_id = commands[-1].camera_id
-    configs = await TopicReader(bootstrap, settings.topic(CAMERA_CONFIGS)).start()
-    rejections = await TopicReader(bootstrap, settings.topic(DEAD_LETTERS)).start()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        for c in commands:
-            await producer.send_and_wait(settings.topic(CAMERA_COMMANDS), key=c.camera_id.encode(), value=encode(c))
-        async def check_rejections() -> None:
-            for message in await rejections.poll(50):
-                letter = _decode_or_none(DeadLetter, message.value)
-                if letter and letter.stage == "configure":
-                    # By the raw bytes: a command the worker could not even decode is still ours.
-                    ours = [c for c in commands if c.command_id.encode() in letter.value]
-                    if ours:
-                        raise CommandFailed(f"{ours[0].change.op} on {ours[0].camera_id}: {letter.reason}")
+    async with contextlib.AsyncExitStack() as stack:  # whatever started is stopped, even if a later start fails
+        configs = await TopicReader(bootstrap, settings.topic(CAMERA_CONFIGS)).start()
+        stack.push_async_callback(configs.stop)
+        rejections = await TopicReader(bootstrap, settings.topic(DEAD_LETTERS)).start()
+        stack.push_async_callback(rejections.stop)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+        return await _send_and_wait(settings, producer, configs, rejections, commands, timeout_s)
 
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            await check_rejections()
-            for message in await configs.poll(50):
-                config = _decode_or_none(CameraConfig, message.value)
-                if config and config.camera_id == camera_id and config.last_command_id == commands[-1].command_id:
-                    await check_rejections()  # an earlier command of the batch may have been refused
-                    return config
-            await asyncio.sleep(0)
-        raise CommandFailed(f"camera {camera_id}: no worker applied the commands within {timeout_s:.0f}s (is one running?)")
-    finally:
-        await producer.stop()
-        await configs.stop()
-        await rejections.stop()
+
+async def _send_and_wait(settings, producer, configs, rejections, commands: list[CameraCommand], timeout_s: float) -> CameraConfig:
+    """Send the commands, then watch the configurations (and the dead letters) until the last one applied."""
+    camera_id = commands[-1].camera_id
+    for c in commands:
+        await producer.send_and_wait(settings.topic(CAMERA_COMMANDS), key=c.camera_id.encode(), value=encode(c))
+
+    async def check_rejections() -> None:
+        for message in await rejections.poll(50):
+            letter = _decode_or_none(DeadLetter, message.value)
+            if letter and letter.stage == "configure":
+                # By the raw bytes: a command the worker could not even decode is still ours.
+                ours = [c for c in commands if c.command_id.encode() in letter.value]
+                if ours:
+                    raise CommandFailed(f"{ours[0].change.op} on {ours[0].camera_id}: {letter.reason}")
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        await check_rejections()
+        for message in await configs.poll(50):
+            config = _decode_or_none(CameraConfig, message.value)
+            if config and config.camera_id == camera_id and config.last_command_id == commands[-1].command_id:
+                await check_rejections()  # an earlier command of the batch may have been refused
+                return config
+        await asyncio.sleep(0)
+    raise CommandFailed(f"camera {camera_id}: no worker applied the commands within {timeout_s:.0f}s (is one running?)")
 
 
 def _decode_or_none(record_type, payload):

@@ -7,8 +7,12 @@ empties them (as does deleting and recreating topics on Kafka). Faust then stops
 worker with a ConsistencyError ("persisted offset ... is higher than the last offset in
 that topic"). The changelog is the tables' source of truth and the local copy only a
 cache of it, so such a copy is deleted, with a warning naming it, and the partition is
-rebuilt from what the broker has: a worker that shares the cluster keeps the state every
-other worker would rebuild.
+rebuilt from what the broker has.
+
+What offsets cannot tell: a copy from a lost log whose new log has already grown past the
+copy's offset (another worker wrote more records to it before this one started) is kept
+and caught up from its offset on, as Faust would. Telling logs apart needs an identity
+of the log (Kafka's topic ids), which aiokafka does not read.
 """
 
 from __future__ import annotations
@@ -60,28 +64,53 @@ def local_copies(app, partitions: int) -> list[LocalCopy]:
     return copies
 
 
-async def changelog_ends(bootstrap: str, topics: Iterable[str]) -> dict[tuple[str, int], int]:
-    """(topic, partition) -> the offset the broker's next message there would get; absent topics are left out."""
+@dataclass(frozen=True)
+class ChangelogEnds:
+    """What the broker says of the changelogs: the topics it has, and the end offset of each partition it told."""
+
+    topics: frozenset[str]
+    ends: dict[tuple[str, int], int]
+
+    def end(self, topic: str, partition: int) -> int | None:
+        """The offset the next record of ``topic[partition]`` would get; 0 for a topic the broker does not have,
+        None when the topic is there but this partition's end is unknown (nothing is judged on that)."""
+        if topic not in self.topics:
+            return 0
+        return self.ends.get((topic, partition))
+
+
+async def changelog_ends(bootstrap: str, topics: Iterable[str]) -> ChangelogEnds:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        existing = await consumer.topics()
-        tps = [TopicPartition(t, p) for t in set(topics) if t in existing for p in consumer.partitions_for_topic(t) or ()]
+        # Metadata of every topic, asked for now: a consumer's own cache holds only the topics it asked about,
+        # none right after it starts (Kafka answers an empty topic list with no topics; Tansu with all of them).
+        cluster = await consumer._client.fetch_all_metadata()
+        existing = frozenset(cluster.topics())
+        tps = [TopicPartition(t, p) for t in set(topics) & existing for p in cluster.partitions_for_topic(t) or ()]
         ends = await consumer.end_offsets(tps) if tps else {}
     finally:
         await consumer.stop()
-    return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
+    return ChangelogEnds(existing, {(tp.topic, tp.partition): offset for tp, offset in ends.items()})
 
 
-def stale(copies: list[LocalCopy], ends: dict[tuple[str, int], int]) -> list[tuple[LocalCopy, int, int]]:
-    """The copies whose applied offset the changelog no longer reaches: (copy, applied offset, changelog end)."""
+def stale(copies: list[LocalCopy], broker: ChangelogEnds) -> list[tuple[LocalCopy, int, int]]:
+    """The copies whose applied offset the changelog no longer reaches: (copy, applied offset, changelog end).
+
+    A copy that cannot be read is left alone (Faust opens it, or rebuilds it, as it always did).
+    """
     found = []
     for copy in copies:
-        applied = copy.applied_offset()
-        end = ends.get((copy.changelog, copy.partition), 0)  # a missing topic holds nothing
-        if applied is not None and applied >= end:
+        try:
+            applied = copy.applied_offset()
+        except Exception as exc:  # rocksdict raises its own errors: a folder without CURRENT, a corrupt file
+            log.warning("table %s partition %d: local copy %s unreadable (%s); left to Faust", copy.table, copy.partition,
+                        copy.path, exc)
+            continue
+        end = broker.end(copy.changelog, copy.partition)
+        if applied is not None and end is not None and applied >= end:
             found.append((copy, applied, end))
     return found
 
@@ -102,4 +131,4 @@ async def drop_stale_copies(copies: list[LocalCopy], bootstrap: str) -> list[Loc
     return dropped
 
 
-__all__ = ["LocalCopy", "changelog_ends", "drop_stale_copies", "local_copies", "stale"]
+__all__ = ["ChangelogEnds", "LocalCopy", "changelog_ends", "drop_stale_copies", "local_copies", "stale"]

@@ -45,3 +45,5 @@ def test_repeated_bench_reports_the_round_with_the_median_ceiling_ratio_and_ever
         "pipeline_vs_plain_loop_torch": [1.8, 1.9, 2.1],
         "pipeline_vs_raw_onnxruntime": [0.68, 0.74, 0.79],
     }
+    # Of two rounds, the spread's median is the reported round's figure, not the mean of the two.
+    assert ratio_spread(rounds[:2])["pipeline_vs_raw_onnxruntime"] == [0.68, 0.68, 0.74]
