@@ -9,14 +9,16 @@ that topic"). The changelog is the tables' source of truth and the local copy on
 cache of it, so such a copy is deleted, with a warning naming it, and the partition is
 rebuilt from what the broker has.
 
-What offsets cannot tell: a copy from a lost log whose new log has already grown past the
-copy's offset (another worker wrote more records to it before this one started) is kept
-and caught up from its offset on, as Faust would. Telling logs apart needs an identity
-of the log (Kafka's topic ids), which aiokafka does not read.
+Offsets alone cannot tell a copy from a lost log whose new log has already grown past the
+copy's offset (another worker wrote more records to it before this one started). For those,
+the changelog record at the copy's last applied offset is fetched: a copy from that log
+holds exactly its value for its key, one from another log (almost always) does not, and is
+dropped the same way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 from dataclasses import dataclass
@@ -38,14 +40,17 @@ class LocalCopy:
 
     def applied_offset(self) -> int | None:
         """The last changelog offset this copy applied (None: it never applied one)."""
+        value = self.read(OFFSET_KEY)
+        return int(value) if value is not None else None
+
+    def read(self, key: bytes) -> bytes | None:
         import rocksdict
 
         db = rocksdict.Rdict(str(self.path), access_type=rocksdict.AccessType.read_only())
         try:
-            value = db.get(OFFSET_KEY)
+            return db.get(key)
         finally:
             db.close()
-        return int(value) if value is not None else None
 
 
 def local_copies(app, partitions: int) -> list[LocalCopy]:
@@ -115,8 +120,52 @@ def stale(copies: list[LocalCopy], broker: ChangelogEnds) -> list[tuple[LocalCop
     return found
 
 
+async def records_at(bootstrap: str, offsets: dict[tuple[str, int], int], timeout_s: float = 5.0):
+    """(topic, partition) -> the record the broker has at that offset (or the first after it, when compaction took
+    it); partitions that gave nothing within ``timeout_s`` are left out."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    if not offsets:
+        return {}
+    # "earliest": an offset retention already deleted gives the first record left (which tells nothing), not a wait.
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    found = {}
+    try:
+        consumer.assign([TopicPartition(t, p) for t, p in offsets])
+        for (topic, partition), offset in offsets.items():
+            consumer.seek(TopicPartition(topic, partition), offset)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while len(found) < len(offsets) and asyncio.get_running_loop().time() < deadline:
+            for tp, records in (await consumer.getmany(timeout_ms=200)).items():
+                found.setdefault((tp.topic, tp.partition), records[0])
+                consumer.pause(tp)
+    finally:
+        await consumer.stop()
+    return found
+
+
+def from_another_log(copies: list[LocalCopy], records: dict) -> list[tuple[LocalCopy, int]]:
+    """Copies that hold a different value for the key of the changelog record they say they applied last.
+
+    A copy from the same log holds exactly that record's value for its key (nothing after it was applied);
+    one built from a log that was lost, whose new log has grown past the copy's offset, does not. A record
+    compaction removed (the broker gave a later one) tells nothing, and the copy is kept.
+    """
+    found = []
+    for copy in copies:
+        record = records.get((copy.changelog, copy.partition))
+        applied = copy.applied_offset()
+        if record is None or record.offset != applied:
+            continue
+        if copy.read(record.key) != record.value:
+            found.append((copy, applied))
+    return found
+
+
 async def drop_stale_copies(copies: list[LocalCopy], bootstrap: str) -> list[LocalCopy]:
-    """Delete the ``copies`` the broker's changelogs no longer reach (before Faust opens them); returns them."""
+    """Delete the ``copies`` the broker's changelogs do not back (before Faust opens them); returns them."""
     if not copies:
         return []
     dropped = []
@@ -128,7 +177,26 @@ async def drop_stale_copies(copies: list[LocalCopy], bootstrap: str) -> list[Loc
         )
         shutil.rmtree(copy.path)
         dropped.append(copy)
+    rest = [c for c in copies if c not in dropped and _applied_or_none(c) is not None]
+    records = await records_at(bootstrap, {(c.changelog, c.partition): c.applied_offset() for c in rest})
+    for copy, applied in from_another_log(rest, records):
+        log.warning(
+            "table %s partition %d: the local copy does not hold what %s[%d] has at offset %d, the last record it "
+            "applied (it was built from a log the broker lost, and the new one has grown past it); the copy is "
+            "dropped and the partition rebuilt from the broker", copy.table, copy.partition, copy.changelog,
+            copy.partition, applied,
+        )
+        shutil.rmtree(copy.path)
+        dropped.append(copy)
     return dropped
 
 
-__all__ = ["ChangelogEnds", "LocalCopy", "changelog_ends", "drop_stale_copies", "local_copies", "stale"]
+def _applied_or_none(copy: LocalCopy) -> int | None:
+    try:
+        return copy.applied_offset()
+    except Exception:  # unreadable: left to Faust (see stale)
+        return None
+
+
+__all__ = ["ChangelogEnds", "LocalCopy", "changelog_ends", "drop_stale_copies", "from_another_log", "local_copies",
+           "records_at", "stale"]

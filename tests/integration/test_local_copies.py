@@ -9,13 +9,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from its_faust.broker import EmbeddedBroker, bootstrap_servers
-from tables.local_copies import OFFSET_KEY, LocalCopy, changelog_ends, drop_stale_copies, local_copies, stale
+from tables.local_copies import (
+    OFFSET_KEY, LocalCopy, changelog_ends, drop_stale_copies, from_another_log, local_copies, records_at, stale,
+)
 
 
-def _copy(path, table: str, changelog: str, partition: int, applied: int | None) -> LocalCopy:
-    """A RocksDB copy as Faust leaves it: some rows, and the last changelog offset it applied."""
+def _copy(path, table: str, changelog: str, partition: int, applied: int | None, value: bytes = b"{}") -> LocalCopy:
+    """A RocksDB copy as Faust leaves it: a row, and the last changelog offset it applied."""
     db = rocksdict.Rdict(str(path))
-    db[b"cam-1"] = b"{}"
+    db[b"cam-1"] = value
     if applied is not None:
         db[OFFSET_KEY] = str(applied).encode()
     db.close()
@@ -33,7 +35,7 @@ async def _changelog_with(bootstrap: str, topic: str, messages: int) -> None:
     await producer.start()
     try:
         for i in range(messages):
-            await producer.send_and_wait(topic, value=b"state", key=b"cam-1", partition=0)
+            await producer.send_and_wait(topic, value=f"state-{i}".encode(), key=b"cam-1", partition=0)
     finally:
         await producer.stop()
 
@@ -62,6 +64,28 @@ def test_copies_past_the_end_of_their_changelog_are_stale_and_the_rest_are_not(t
     assert [(c.table, applied, end) for c, applied, end in stale(copies, broker_ends)] == [
         ("ahead", 5, 5), ("other-partition", 0, 0), ("gone", 59, 0),
     ]
+
+
+def test_a_copy_from_a_lost_log_is_told_by_the_record_it_applied_last_even_when_the_new_log_is_longer(tmp_path):
+    """After an in-memory broker restart another worker may write more to the new changelog than this
+    copy ever applied: offsets then look fine, the rows do not."""
+    with EmbeddedBroker() as broker:
+        bootstrap = bootstrap_servers(broker.url)
+        for topic in ("n1-changelog", "n2-changelog", "n3-changelog"):  # each: key cam-1, state-0 ... state-5
+            asyncio.run(_changelog_with(bootstrap, topic, 6))
+        copies = [
+            _copy(tmp_path / "a.db", "same-log", "n1-changelog", 0, applied=4, value=b"state-4"),
+            _copy(tmp_path / "b.db", "same-log-caught-up", "n2-changelog", 0, applied=5, value=b"state-5"),
+            _copy(tmp_path / "c.db", "lost-log", "n3-changelog", 0, applied=3, value=b"tracks of another day"),
+        ]
+        records = asyncio.run(records_at(bootstrap, {("n1-changelog", 0): 4, ("n3-changelog", 0): 3}))
+        assert {k: (r.offset, r.value) for k, r in records.items()} == {
+            ("n1-changelog", 0): (4, b"state-4"), ("n3-changelog", 0): (3, b"state-3"),
+        }
+        dropped = asyncio.run(drop_stale_copies(copies, bootstrap))
+    assert [c.table for c in dropped] == ["lost-log"]
+    assert copies[0].path.exists() and copies[1].path.exists() and not copies[2].path.exists()
+    assert from_another_log(copies[:2], {}) == []  # no record fetched: nothing is judged
 
 
 def test_a_worker_drops_the_tracker_copy_a_restarted_in_memory_broker_no_longer_has(tmp_path, monkeypatch):
