@@ -127,9 +127,9 @@ def run_bench(settings, clip: str, out_path: Path, *, skip_baseline: bool = Fals
 
     This machine's speed drifts by ±10% between minutes, so one round's ratio is a draw from a
     spread: each round measures its own ceiling right before and right after its pipeline run,
-    and its own plain loops, so its ratios compare figures taken in the same minutes. The top-level figures are those of the round
-    with the median pipeline-to-ceiling ratio; ``rounds`` has every round and ``spread`` each
-    ratio's minimum, median and maximum.
+    and its own plain loops, so its ratios compare figures taken in the same minutes. The
+    top-level figures are those of the round with the median pipeline-to-ceiling ratio;
+    ``rounds`` has every round and ``spread`` each ratio's minimum, median and maximum.
     """
     from rich.console import Console
 

@@ -37,24 +37,34 @@ class LocalCopy:
     changelog: str
     partition: int
     path: Path
+    applied: int | None  # the last changelog offset it applied (None: it never applied one)
 
-    def applied_offset(self) -> int | None:
-        """The last changelog offset this copy applied (None: it never applied one)."""
-        value = self.read(OFFSET_KEY)
-        return int(value) if value is not None else None
+    @classmethod
+    def at(cls, table: str, changelog: str, partition: int, path: Path) -> "LocalCopy | None":
+        """The copy in ``path``; None, with a warning, when it cannot be read (Faust opens or rebuilds it, as always)."""
+        try:
+            offset = _read(path, OFFSET_KEY)
+        except Exception as exc:  # rocksdict raises its own errors: a folder without CURRENT, a corrupt file
+            log.warning("table %s partition %d: local copy %s unreadable (%s); left to Faust", table, partition, path, exc)
+            return None
+        return cls(table, changelog, partition, path, int(offset) if offset is not None else None)
 
     def read(self, key: bytes) -> bytes | None:
-        import rocksdict
+        return _read(self.path, key)
 
-        db = rocksdict.Rdict(str(self.path), access_type=rocksdict.AccessType.read_only())
-        try:
-            return db.get(key)
-        finally:
-            db.close()
+
+def _read(path: Path, key: bytes) -> bytes | None:
+    import rocksdict
+
+    db = rocksdict.Rdict(str(path), access_type=rocksdict.AccessType.read_only())
+    try:
+        return db.get(key)
+    finally:
+        db.close()
 
 
 def local_copies(app, partitions: int) -> list[LocalCopy]:
-    """The table partitions this worker has a RocksDB copy of in its data dir.
+    """The table partitions this worker has a readable RocksDB copy of in its data dir.
 
     Call it in the worker's own event loop (the app's first start does): a table's store binds the app
     to the current loop, and one that is closed later would leave Faust without a loop.
@@ -64,8 +74,9 @@ def local_copies(app, partitions: int) -> list[LocalCopy]:
         store = table.data
         for partition in range(partitions):
             path = store.partition_path(partition)
-            if path.exists():
-                copies.append(LocalCopy(name, table.changelog_topic.get_topic_name(), partition, path))
+            copy = LocalCopy.at(name, table.changelog_topic.get_topic_name(), partition, path) if path.exists() else None
+            if copy is not None:
+                copies.append(copy)
     return copies
 
 
@@ -101,22 +112,13 @@ async def changelog_ends(bootstrap: str, topics: Iterable[str]) -> ChangelogEnds
     return ChangelogEnds(existing, {(tp.topic, tp.partition): offset for tp, offset in ends.items()})
 
 
-def stale(copies: list[LocalCopy], broker: ChangelogEnds) -> list[tuple[LocalCopy, int, int]]:
-    """The copies whose applied offset the changelog no longer reaches: (copy, applied offset, changelog end).
-
-    A copy that cannot be read is left alone (Faust opens it, or rebuilds it, as it always did).
-    """
+def stale(copies: list[LocalCopy], broker: ChangelogEnds) -> list[tuple[LocalCopy, int]]:
+    """The copies whose applied offset the changelog no longer reaches: (copy, changelog end)."""
     found = []
     for copy in copies:
-        try:
-            applied = copy.applied_offset()
-        except Exception as exc:  # rocksdict raises its own errors: a folder without CURRENT, a corrupt file
-            log.warning("table %s partition %d: local copy %s unreadable (%s); left to Faust", copy.table, copy.partition,
-                        copy.path, exc)
-            continue
         end = broker.end(copy.changelog, copy.partition)
-        if applied is not None and end is not None and applied >= end:
-            found.append((copy, applied, end))
+        if copy.applied is not None and end is not None and copy.applied >= end:
+            found.append((copy, end))
     return found
 
 
@@ -146,7 +148,7 @@ async def records_at(bootstrap: str, offsets: dict[tuple[str, int], int], timeou
     return found
 
 
-def from_another_log(copies: list[LocalCopy], records: dict) -> list[tuple[LocalCopy, int]]:
+def from_another_log(copies: list[LocalCopy], records: dict) -> list[LocalCopy]:
     """Copies that hold a different value for the key of the changelog record they say they applied last.
 
     A copy from the same log holds exactly that record's value for its key (nothing after it was applied);
@@ -156,11 +158,8 @@ def from_another_log(copies: list[LocalCopy], records: dict) -> list[tuple[Local
     found = []
     for copy in copies:
         record = records.get((copy.changelog, copy.partition))
-        applied = copy.applied_offset()
-        if record is None or record.offset != applied:
-            continue
-        if copy.read(record.key) != record.value:
-            found.append((copy, applied))
+        if record is not None and record.offset == copy.applied and copy.read(record.key) != record.value:
+            found.append(copy)
     return found
 
 
@@ -169,33 +168,27 @@ async def drop_stale_copies(copies: list[LocalCopy], bootstrap: str) -> list[Loc
     if not copies:
         return []
     dropped = []
-    for copy, applied, end in stale(copies, await changelog_ends(bootstrap, [c.changelog for c in copies])):
+    for copy, end in stale(copies, await changelog_ends(bootstrap, [c.changelog for c in copies])):
         log.warning(
             "table %s partition %d: the local copy applied changelog offset %d, but %s[%d] ends at %d on the broker "
             "(it lost the log: an in-memory broker restarted, or the topic was recreated); the copy is dropped and "
-            "the partition rebuilt from the broker", copy.table, copy.partition, applied, copy.changelog, copy.partition, end,
+            "the partition rebuilt from the broker", copy.table, copy.partition, copy.applied, copy.changelog,
+            copy.partition, end,
         )
         shutil.rmtree(copy.path)
         dropped.append(copy)
-    rest = [c for c in copies if c not in dropped and _applied_or_none(c) is not None]
-    records = await records_at(bootstrap, {(c.changelog, c.partition): c.applied_offset() for c in rest})
-    for copy, applied in from_another_log(rest, records):
+    rest = [c for c in copies if c not in dropped and c.applied is not None]
+    records = await records_at(bootstrap, {(c.changelog, c.partition): c.applied for c in rest})
+    for copy in from_another_log(rest, records):
         log.warning(
             "table %s partition %d: the local copy does not hold what %s[%d] has at offset %d, the last record it "
             "applied (it was built from a log the broker lost, and the new one has grown past it); the copy is "
             "dropped and the partition rebuilt from the broker", copy.table, copy.partition, copy.changelog,
-            copy.partition, applied,
+            copy.partition, copy.applied,
         )
         shutil.rmtree(copy.path)
         dropped.append(copy)
     return dropped
-
-
-def _applied_or_none(copy: LocalCopy) -> int | None:
-    try:
-        return copy.applied_offset()
-    except Exception:  # unreadable: left to Faust (see stale)
-        return None
 
 
 __all__ = ["ChangelogEnds", "LocalCopy", "changelog_ends", "drop_stale_copies", "from_another_log", "local_copies",
