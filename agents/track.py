@@ -1,9 +1,11 @@
 """Stage 2: detections -> tracks, one ByteTrack actor per camera.
 
 Idempotent by frame seq: a detection whose seq is not above the camera's
-``last_seq`` is a redelivery and is skipped. The track record is acknowledged
-by the broker before the camera's state moves on, so a crash can repeat a
-frame's output (same seq, same content) but never lose it.
+``last_seq`` is a redelivery and is skipped. Track records leave with every frame;
+the camera's state is written to its table, and the frames acknowledged, at each
+flush (:mod:`tables.checkpoints`), once the broker holds the records of those
+frames, so a crash can repeat a frame's output (same seq, same content) but never
+lose it.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import socket
 import time
 
 from its_faust import topics
-from its_faust.app import app
+from its_faust.app import app, settings
 from its_faust.codecs import encode
 from its_faust.dead_letters import dead_letter, valid_records
 from schemas import DetectionRecord, TrackRecord
 from tables.camera_tracker import CameraTracker
+from tables.checkpoints import Checkpoints
 from tables.tracker_table import tracker_cache
 
 log = logging.getLogger(__name__)
@@ -27,27 +30,26 @@ WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 @app.agent(topics.detections, name="track")
 async def track(stream):
-    trackers = tracker_cache()
-    async for event, det in valid_records(stream, DetectionRecord, "track"):
-        try:
-            tracker = trackers.get(event.key, det.camera_id)
-            if det.seq <= tracker.last_seq:
-                log.debug("track: %s seq %s already applied (last %s), skipped", det.camera_id, det.seq, tracker.last_seq)
-                continue
-            record = _track_one(tracker, det)
-        except Exception as exc:  # a bug (or unreadable stored state) must not stop the other cameras
-            log.exception("track: %s seq %s failed", det.camera_id, det.seq)
-            trackers.forget(event.key)
-            await dead_letter("track", event, f"internal error: {exc!r}")
-            continue
-        try:
-            # The message time is the scene's, so windows downstream follow the camera, not the worker clock.
-            ack = await topics.tracks.send(key=event.key, value=encode(record), timestamp=det.at)
-            await ack  # the output is on the broker before the state says this frame is done
-        except BaseException:
-            trackers.forget(event.key)  # not delivered: the frame stays uncommitted and comes again
-            raise
-        trackers.save(event.key, tracker)
+    checkpoints = Checkpoints(app, stream, tracker_cache(), "track", interval_s=settings.state_flush_interval_s).start()
+    try:
+        async for event, det in valid_records(stream, DetectionRecord, "track", ack=False):
+            async with checkpoints.step(event) as step:
+                try:
+                    tracker = step.actor(det.camera_id)
+                    if det.seq <= tracker.last_seq:
+                        log.debug("track: %s seq %s already applied (last %s), skipped", det.camera_id, det.seq, tracker.last_seq)
+                        continue
+                    record = _track_one(tracker, det)
+                except Exception as exc:  # a bug (or unreadable stored state) must not stop the other cameras
+                    log.exception("track: %s seq %s failed", det.camera_id, det.seq)
+                    checkpoints.restart_camera(event.key, det.camera_id, _track_one)
+                    await dead_letter("track", event, f"internal error: {exc!r}")
+                    continue
+                # The message time is the scene's, so windows downstream follow the camera, not the worker clock.
+                sent = await topics.tracks.send(key=event.key, value=encode(record), timestamp=det.at)
+                step.changed(tracker, det, [sent])
+    finally:
+        await checkpoints.close()
 
 
 def _track_one(tracker: CameraTracker, det: DetectionRecord) -> TrackRecord:

@@ -37,7 +37,9 @@ async def dead_letter(stage: str, event: EventT, reason: str) -> None:
     await topics.dead_letters.send(key=message.key, value=encode(record))
 
 
-async def valid_records(stream, record_type: type[R], stage: str) -> AsyncIterator[tuple[EventT, R]]:
+async def valid_records(
+    stream, record_type: type[R], stage: str, *, ack: bool = True
+) -> AsyncIterator[tuple[EventT, R]]:
     """The stream's events, in log order (:mod:`its_faust.intake`), with their decoded records;
     the rest go to the dead-letter topic.
 
@@ -47,7 +49,9 @@ async def valid_records(stream, record_type: type[R], stage: str) -> AsyncIterat
     An event is acknowledged once the agent's body is done with it (when it asks for the
     next one), as Faust would; a body that raises leaves it unacknowledged, to come again.
     Acknowledging by hand (``noack``) is what keeps the events the intake refused from
-    counting as done: Faust's own acknowledgement would count them.
+    counting as done: Faust's own acknowledgement would count them. With ``ack=False`` the
+    caller acknowledges the events yielded (:mod:`tables.checkpoints` does, once their state
+    is written); dead-lettered ones are acknowledged here.
     """
     intake = Intake.for_stream(stream.app, stage, stream)
     events = stream.noack()
@@ -60,6 +64,8 @@ async def valid_records(stream, record_type: type[R], stage: str) -> AsyncIterat
                 raise SchemaError(f"key {event.key!r} is not the record's camera_id {record.camera_id!r}")
         except SchemaError as exc:
             await dead_letter(stage, event, str(exc))
-        else:
-            yield event, record
-        await events.ack(event)
+            await events.ack(event)
+            continue
+        yield event, record
+        if ack:
+            await events.ack(event)

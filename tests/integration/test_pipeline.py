@@ -59,6 +59,45 @@ def test_track_ids_are_as_stable_as_the_plain_ultralytics_loop(clip_run, plain_l
     assert ours <= plain_loop_ids * 1.1
 
 
+def test_camera_state_is_written_behind_and_its_frames_committed(stack, settings, clip_run):
+    """tables/checkpoints.py: the tracker's state goes to its table a couple of times a second, not per
+    frame, the last write covers the clip's last frame, and every detection is then committed."""
+    from its_faust.codecs import decode
+    from its_faust.results import TopicReader, group_offsets, partition_for
+    from its_faust.topic_names import DETECTIONS
+    from tables.camera_tracker import TrackerState
+
+    stats, _ = clip_run
+    last_seq = stats.sent_seqs[-1]
+    detections = settings.topic(DETECTIONS)
+
+    async def states_and_offsets():
+        changelog = f"{settings.app_id}-camera-tracker-changelog"
+        reader = await TopicReader(stack.bootstrap, changelog, from_beginning=True, keys=[b"cam-clip"]).start()
+        states: list[TrackerState] = []
+        try:
+            for _ in range(40):  # the last flush comes within the flush interval of the last frame
+                states += [decode(TrackerState, m.value) for m in await reader.poll(250) if m.key == b"cam-clip"]
+                if states and states[-1].last_seq == last_seq:
+                    break
+        finally:
+            await reader.stop()
+        partition = partition_for(b"cam-clip", settings.partitions)
+        for _ in range(40):  # committed at the next commit after the flush acknowledged them
+            committed, end = (await group_offsets(stack.bootstrap, settings.app_id, [detections]))[(detections, partition)]
+            if committed == end:
+                break
+            await asyncio.sleep(0.25)
+        return states, committed, end
+
+    states, committed, end = asyncio.run(states_and_offsets())
+    assert states and states[-1].last_seq == last_seq and states[-1].frame_id == 341
+    seqs = [s.last_seq for s in states]
+    assert seqs == sorted(set(seqs))  # each write moves the camera on
+    assert len(states) <= 341 // 3, f"{len(states)} state writes for 341 frames"
+    assert committed == end
+
+
 def test_worker_runs_on_uvloop_with_its_start_up_objects_frozen(stack):
     """The default event loop (its_faust/event_loop.py) and the frozen start-up heap (its_faust/app.py)."""
     log = stack.workers[0].log_path.read_text(errors="replace")

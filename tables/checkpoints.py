@@ -1,0 +1,218 @@
+"""Write-behind for the camera actors: outputs leave per frame, state is written per interval.
+
+The tracker and analytics actors used to write a camera's whole state to its table
+after every frame (tracker ~10 KB, analytics ~30 KB on a configured camera: a changelog
+record and a RocksDB write each time) and to wait for each output's acknowledgement
+before taking the next frame, which also capped a worker at about 1000 / (linger + 3)
+frames per second in each stage. As Kafka Streams does with its state-store caches, the
+actors now keep their state live and a flush, every ``interval_s`` (or ``max_frames``):
+
+1. waits until the broker holds every output of the frames since the last flush,
+2. writes each changed camera's state to its table once (in the partition of its latest frame),
+3. acknowledges those frames, so that the next offset commit takes them.
+
+No frame is processed during a flush (it takes a few ms), so a written state is exactly
+the state after the frames acknowledged with it, and never ahead of an output that could
+still be lost. A worker that dies, or a partition that moves, between two flushes leaves
+the table at the last flush and the frames after it unacknowledged: their next owner
+applies them again from that state and emits the same outputs again (same seq, same
+content), which readers downstream take once. ``interval_s = 0`` flushes after every frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, TypeVar
+
+from faust import streams as faust_streams
+
+from tables.actor_cache import ActorCache
+
+log = logging.getLogger(__name__)
+
+A = TypeVar("A")
+
+
+@dataclass
+class _Changed:
+    actor: Any
+    event: Any  # the camera's latest frame: its state is written to that frame's partition
+    inputs: list = field(default_factory=list)  # what was applied since the last flush (to apply again after a failure)
+
+
+@dataclass
+class _Batch:
+    generation: int | None = None
+    started: float = 0.0
+    events: list = field(default_factory=list)
+    sent: list = field(default_factory=list)  # the outputs' acknowledgements (futures)
+    changed: dict = field(default_factory=dict)  # key -> _Changed
+
+
+class Step:
+    """One frame in a checkpointed stage: the actor to use, and what the frame changed."""
+
+    def __init__(self, checkpoints: "Checkpoints", event):
+        self._checkpoints = checkpoints
+        self.event = event
+        self.change: tuple | None = None
+
+    def actor(self, camera_id: str):
+        return self._checkpoints.cache.get(self.event.key, camera_id)
+
+    def changed(self, actor, applied, sent=()) -> None:
+        """The frame moved ``actor`` on by applying ``applied``; ``sent``: its outputs' acknowledgements."""
+        self.change = (actor, applied, list(sent))
+
+
+class Checkpoints(Generic[A]):
+    def __init__(self, app, stream, cache: ActorCache[A], stage: str, *, interval_s: float, max_frames: int = 256):
+        self.app = app
+        self.stream = stream
+        self.cache = cache
+        self.stage = stage
+        self.interval_s = interval_s
+        self.max_frames = max_frames
+        self.flushes = 0
+        self._lock = asyncio.Lock()
+        self._open = _Batch()
+        self._timer: asyncio.Future | None = None
+        self._broken = False
+
+    def start(self) -> "Checkpoints[A]":
+        """Flush in the background too, so the last frames before a pause are not left waiting; a flush
+        that fails there fails the agent, as it would in the agent's own task."""
+        if self.interval_s > 0:
+            agent_task = asyncio.current_task()
+            self._timer = asyncio.ensure_future(self._flush_periodically())
+            self._timer.add_done_callback(lambda done: self._fail_agent(done, agent_task))
+        return self
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """The agent stops: what it did since the last flush is written if it can be (a worker shutting
+        down); otherwise (the agent failed, the broker is gone) its frames stay unacknowledged and come again."""
+        if self._timer is not None:
+            self._timer.cancel()
+        if not self._broken:
+            try:
+                await asyncio.wait_for(self.flush(), timeout_s)
+            except Exception as exc:
+                log.info("%s: last state flush not done (%r); its frames will be applied again", self.stage, exc)
+        self._broken = True
+
+    @asynccontextmanager
+    async def step(self, event):
+        """Process one frame inside this block: no flush cuts into it."""
+        async with self._lock:
+            self._drop_if_rebalanced()
+            step = Step(self, event)
+            try:
+                yield step
+            except BaseException:
+                self._broken = True  # the agent fails; what it did since the last flush is done again
+                raise
+            self._add(step)
+        if self._due():
+            await self.flush()
+
+    def restart_camera(self, key: bytes, camera_id: str, apply: Callable[[A, Any], Any]) -> None:
+        """After a frame failed half-way: the camera's actor again from its table, with the frames
+        applied since the last flush applied again (their outputs are out already)."""
+        self.cache.forget(key)
+        changed = self._open.changed.pop(key, None)
+        if changed is None:
+            return
+        try:
+            actor = self.cache.get(key, camera_id)
+            for applied in changed.inputs:
+                apply(actor, applied)
+        except Exception:
+            log.exception("%s: camera %s could not be rebuilt; it starts again from its table", self.stage, camera_id)
+            self.cache.forget(key)
+            return
+        self._open.changed[key] = _Changed(actor, changed.event, changed.inputs)
+
+    async def flush(self) -> None:
+        async with self._lock:
+            await self._flush_open()
+
+    def _add(self, step: Step) -> None:
+        batch = self._open
+        if not batch.events:
+            batch.generation, batch.started = self.app.consumer_generation_id, time.monotonic()
+        batch.events.append(step.event)
+        if step.change is not None:
+            actor, applied, sent = step.change
+            batch.sent.extend(sent)
+            key = step.event.key
+            changed = batch.changed.get(key)
+            if changed is None or changed.actor is not actor:
+                changed = batch.changed[key] = _Changed(actor, step.event)
+            changed.event = step.event
+            changed.inputs.append(applied)
+
+    def _due(self) -> bool:
+        batch = self._open
+        return bool(batch.events) and (
+            self.interval_s <= 0
+            or len(batch.events) >= self.max_frames
+            or time.monotonic() - batch.started >= self.interval_s
+        )
+
+    def _drop_if_rebalanced(self) -> None:
+        """Frames from before a rebalance are read again from the committed offset (:mod:`its_faust.intake`):
+        what the actors did with them is dropped, unwritten."""
+        batch = self._open
+        if batch.events and batch.generation != self.app.consumer_generation_id:
+            log.info("%s: rebalanced; %d frames since the last flush will be applied again", self.stage, len(batch.events))
+            for key in batch.changed:
+                self.cache.forget(key)
+            self._open = _Batch()
+
+    async def _flush_open(self) -> None:
+        self._drop_if_rebalanced()
+        batch = self._open
+        if self._broken or not batch.events:
+            return
+        for ack in batch.sent:
+            await ack  # every output is on the broker before a state that follows it is written
+        self._open = _Batch()
+        for key, changed in batch.changed.items():
+            with _in_partition_of(changed.event):
+                self.cache.save(key, changed.actor)
+        for event in batch.events:
+            await self.stream.ack(event)
+        self.flushes += 1
+
+    async def _flush_periodically(self) -> None:
+        while not self._broken:
+            await asyncio.sleep(self.interval_s)
+            if self._due():
+                await self.flush()
+
+    def _fail_agent(self, timer: asyncio.Future, agent_task: asyncio.Task | None) -> None:
+        if timer.cancelled() or timer.exception() is None:
+            return
+        log.error("%s: writing state failed (%r); restarting the agent", self.stage, timer.exception())
+        self._broken = True
+        if agent_task is not None and not agent_task.done():
+            agent_task.cancel()
+
+
+@contextmanager
+def _in_partition_of(event):
+    """Faust writes a table key to the changelog partition of the event being processed
+    (``faust.current_event()``); a flush writes each camera's state with its latest frame as that event."""
+    token = faust_streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust_streams._current_event.reset(token)
+
+
+__all__ = ["Checkpoints", "Step"]

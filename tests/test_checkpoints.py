@@ -1,0 +1,233 @@
+"""Write-behind of camera actor state (tables/checkpoints.py), with a small fake table and stream.
+
+The real thing runs in every integration test (track and analyze agents on the embedded
+broker and RocksDB tables); here the ordering guarantees are pinned down one by one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from dataclasses import dataclass, field
+
+import faust
+import pytest
+
+from tables.actor_cache import ActorCache
+from tables.checkpoints import Checkpoints
+
+
+@dataclass
+class Counter:
+    """A stand-in actor: the seqs it applied."""
+
+    camera_id: str
+    applied: list = field(default_factory=list)
+
+    def apply(self, seq: int) -> None:
+        self.applied.append(seq)
+
+
+class Table(dict):
+    """Records each write with the partition Faust would give it (that of ``faust.current_event()``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.writes: list[tuple[bytes, int, list]] = []
+
+    def __setitem__(self, key, value):
+        self.writes.append((key, faust.current_event().message.partition, json.loads(value)))
+        super().__setitem__(key, value)
+
+
+@dataclass
+class Message:
+    partition: int
+    offset: int
+
+
+@dataclass
+class Event:
+    key: bytes
+    message: Message
+
+
+class Stream:
+    def __init__(self):
+        self.acked: list[int] = []
+
+    async def ack(self, event):
+        self.acked.append(event.message.offset)
+
+
+@dataclass
+class App:
+    consumer_generation_id: int = 1
+
+
+def make(interval_s=10.0, max_frames=256):
+    table = Table()
+    cache = ActorCache(table, lambda cam, stored: Counter(cam, json.loads(stored) if stored else []),
+                       lambda actor: json.dumps(actor.applied).encode())
+    app, stream = App(), Stream()
+    return Checkpoints(app, stream, cache, "test", interval_s=interval_s, max_frames=max_frames), table, stream, app
+
+
+async def frame(checkpoints, key: bytes, partition: int, offset: int, seq: int, sent=()):
+    event = Event(key, Message(partition, offset))
+    async with checkpoints.step(event) as step:
+        actor = step.actor(key.decode())
+        actor.apply(seq)
+        step.changed(actor, seq, sent)
+    return actor
+
+
+def in_event_loop(test):
+    @functools.wraps(test)
+    def run():
+        asyncio.run(test())
+
+    return run
+
+
+def done_future(loop):
+    future = loop.create_future()
+    future.set_result("acknowledged")
+    return future
+
+
+@in_event_loop
+async def test_state_is_written_once_per_camera_per_flush_in_its_latest_frames_partition():
+    checkpoints, table, stream, _ = make()
+    await frame(checkpoints, b"a", 0, 10, 1)
+    await frame(checkpoints, b"b", 3, 20, 1)
+    await frame(checkpoints, b"a", 0, 11, 2)
+    assert table.writes == [] and stream.acked == []  # nothing before the flush
+    await checkpoints.flush()
+    assert sorted(table.writes) == [(b"a", 0, [1, 2]), (b"b", 3, [1])]
+    assert stream.acked == [10, 20, 11]
+
+
+@in_event_loop
+async def test_a_flush_waits_for_the_outputs_and_writes_nothing_when_one_is_lost():
+    checkpoints, table, stream, _ = make()
+    loop = asyncio.get_running_loop()
+    pending = loop.create_future()
+    await frame(checkpoints, b"a", 0, 10, 1, [done_future(loop), pending])
+    flush = asyncio.ensure_future(checkpoints.flush())
+    await asyncio.sleep(0.01)
+    assert not flush.done() and table.writes == []  # the state waits for its frame's output
+    pending.set_exception(ConnectionError("broker gone"))
+    with pytest.raises(ConnectionError):
+        await flush
+    assert table.writes == [] and stream.acked == []  # the frame comes again, from the old state
+
+
+@in_event_loop
+async def test_no_flush_cuts_into_a_frame():
+    checkpoints, table, _, _ = make()
+    event = Event(b"a", Message(0, 10))
+    async with checkpoints.step(event) as step:
+        actor = step.actor("a")
+        actor.apply(1)
+        flush = asyncio.ensure_future(checkpoints.flush())
+        await asyncio.sleep(0.01)  # the frame's output is being sent
+        assert not flush.done()
+        step.changed(actor, 1)
+    await flush
+    assert table.writes == [(b"a", 0, [1])]
+
+
+@in_event_loop
+async def test_after_a_rebalance_the_frames_since_the_last_flush_are_dropped_unwritten():
+    checkpoints, table, stream, app = make()
+    await frame(checkpoints, b"a", 0, 10, 1)
+    await checkpoints.flush()
+    await frame(checkpoints, b"a", 0, 11, 2)
+    app.consumer_generation_id = 2  # the intake reads offset 11 again
+    actor = await frame(checkpoints, b"a", 0, 11, 2)
+    assert actor.applied == [1, 2]  # rebuilt from the table, not [1, 2, 2]
+    await checkpoints.flush()
+    assert table.writes[-1] == (b"a", 0, [1, 2]) and stream.acked == [10, 11]
+
+
+@in_event_loop
+async def test_a_camera_restarted_after_a_failed_frame_has_its_frames_since_the_flush_again():
+    checkpoints, table, _, _ = make()
+    await frame(checkpoints, b"a", 0, 10, 1)
+    await checkpoints.flush()
+    await frame(checkpoints, b"a", 0, 11, 2)
+    await frame(checkpoints, b"a", 0, 12, 3)
+    async with checkpoints.step(Event(b"a", Message(0, 13))) as step:
+        actor = step.actor("a")
+        actor.apply(4)
+        actor.applied.append("garbage")  # the frame fails half-way: the agent dead-letters it
+        checkpoints.restart_camera(b"a", "a", Counter.apply)
+    assert checkpoints.cache.get(b"a", "a").applied == [1, 2, 3]
+    await checkpoints.flush()
+    assert table.writes[-1] == (b"a", 0, [1, 2, 3])
+
+
+@in_event_loop
+async def test_interval_zero_writes_after_every_frame():
+    checkpoints, table, stream, _ = make(interval_s=0)
+    await frame(checkpoints, b"a", 0, 10, 1)
+    await frame(checkpoints, b"a", 0, 11, 2)
+    assert table.writes == [(b"a", 0, [1]), (b"a", 0, [1, 2])] and stream.acked == [10, 11]
+
+
+@in_event_loop
+async def test_a_full_batch_is_flushed_at_once_and_a_quiet_one_by_the_timer():
+    checkpoints, table, stream, _ = make(interval_s=0.05, max_frames=3)
+    checkpoints.start()
+    try:
+        for offset in range(3):
+            await frame(checkpoints, b"a", 0, offset, offset)
+        assert stream.acked == [0, 1, 2]  # max_frames reached
+        await frame(checkpoints, b"a", 0, 3, 3)
+        assert stream.acked == [0, 1, 2]
+        await asyncio.sleep(0.2)  # no more frames come: the timer writes the last one
+        assert stream.acked == [0, 1, 2, 3] and table.writes[-1] == (b"a", 0, [0, 1, 2, 3])
+    finally:
+        await checkpoints.close()
+
+
+@in_event_loop
+async def test_a_failed_background_flush_fails_the_agent():
+    checkpoints, table, stream, _ = make(interval_s=0.02)
+    loop = asyncio.get_running_loop()
+    lost = loop.create_future()
+    lost.set_exception(ConnectionError("broker gone"))
+
+    async def agent():
+        checkpoints.start()
+        try:
+            await frame(checkpoints, b"a", 0, 10, 1, [lost])
+            await asyncio.sleep(5)
+        finally:
+            await checkpoints.close()
+
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(agent(), 2)
+    assert table.writes == [] and stream.acked == []
+
+
+@in_event_loop
+async def test_an_agent_that_stops_writes_what_it_did_since_the_last_flush():
+    checkpoints, table, stream, _ = make()
+    await frame(checkpoints, b"a", 0, 10, 1)
+    await checkpoints.close()
+    assert table.writes == [(b"a", 0, [1])] and stream.acked == [10]
+
+
+@in_event_loop
+async def test_an_agent_whose_frame_failed_writes_nothing_more():
+    checkpoints, table, stream, _ = make()
+    await frame(checkpoints, b"a", 0, 10, 1)
+    with pytest.raises(ConnectionError):
+        async with checkpoints.step(Event(b"a", Message(0, 11))) as step:
+            step.actor("a").apply(2)
+            raise ConnectionError("the track record was refused")
+    await checkpoints.close()
+    assert table.writes == [] and stream.acked == []  # both frames come again, from the table's state
