@@ -43,19 +43,19 @@ async def analyze(stream):
                     checkpoints.restart_camera(event.key, record.camera_id, _apply_again)
                     await dead_letter("analyze", event, f"internal error: {exc!r}")
                     continue
-                sent = [
-                    await topic.send(key=event.key, value=encode(item), timestamp=item.at)
-                    for topic, items in ((topics.crossings, out.crossings), (topics.zone_events, out.zone_events),
-                                         (topics.alerts, out.alerts))
-                    for item in items
-                ]
-                step.changed(actor, record, sent)
+                for topic, items in ((topics.crossings, out.crossings), (topics.zone_events, out.zone_events),
+                                     (topics.alerts, out.alerts)):
+                    for item in items:
+                        await step.send(topic, encode(item), timestamp=item.at)
+                step.changed(actor, (record, config))
             for alert in out.alerts:
                 log.info("analyze: %s alert %s %s: %s", alert.camera_id, alert.state, alert.alert_id, alert.message)
     finally:
         await checkpoints.close()
 
 
-def _apply_again(actor, record: TrackRecord) -> None:
-    """A frame applied since the last flush, applied again to a rebuilt actor (its outputs are out already)."""
-    actor.update(record, current_config(record.camera_id.encode()))
+def _apply_again(actor, applied) -> None:
+    """A frame applied since the last flush, applied again to a rebuilt actor with the configuration
+    it had then (its outputs are out already)."""
+    record, config = applied
+    actor.update(record, config)

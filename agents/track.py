@@ -46,8 +46,8 @@ async def track(stream):
                     await dead_letter("track", event, f"internal error: {exc!r}")
                     continue
                 # The message time is the scene's, so windows downstream follow the camera, not the worker clock.
-                sent = await topics.tracks.send(key=event.key, value=encode(record), timestamp=det.at)
-                step.changed(tracker, det, [sent])
+                await step.send(topics.tracks, encode(record), timestamp=det.at)
+                step.changed(tracker, det)
     finally:
         await checkpoints.close()
 

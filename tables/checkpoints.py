@@ -55,19 +55,31 @@ class _Batch:
 
 
 class Step:
-    """One frame in a checkpointed stage: the actor to use, and what the frame changed."""
+    """One frame in a checkpointed stage: the actor to use, the frame's records, and what it changed."""
 
     def __init__(self, checkpoints: "Checkpoints", event):
         self._checkpoints = checkpoints
         self.event = event
+        self.sent: list = []  # the records' acknowledgements (futures)
         self.change: tuple | None = None
 
     def actor(self, camera_id: str):
         return self._checkpoints.cache.get(self.event.key, camera_id)
 
-    def changed(self, actor, applied, sent=()) -> None:
-        """The frame moved ``actor`` on by applying ``applied``; ``sent``: its outputs' acknowledgements."""
-        self.change = (actor, applied, list(sent))
+    async def send(self, topic, value: bytes, timestamp: float | None = None) -> None:
+        """Send one of the frame's records, keyed by the camera.
+
+        The first waits until the camera's records of its previous frame are on the broker
+        (at a camera's pace they are, long since): were one of them lost while a later one
+        landed, readers that keep the highest seq they applied would never take it when it
+        comes again. A lost one fails this frame, and the agent."""
+        if not self.sent:
+            await self._checkpoints._previous_records_delivered(self.event.key)
+        self.sent.append(await topic.send(key=self.event.key, value=value, timestamp=timestamp))
+
+    def changed(self, actor, applied) -> None:
+        """The frame moved ``actor`` on by applying ``applied`` (kept to apply again after a failure)."""
+        self.change = (actor, applied)
 
 
 class Checkpoints(Generic[A]):
@@ -81,6 +93,7 @@ class Checkpoints(Generic[A]):
         self.flushes = 0
         self._lock = asyncio.Lock()
         self._open = _Batch()
+        self._latest_records: dict[bytes, list] = {}  # per camera: its latest frame's records' acknowledgements
         self._timer: asyncio.Future | None = None
         self._broken = False
 
@@ -122,7 +135,8 @@ class Checkpoints(Generic[A]):
 
     def restart_camera(self, key: bytes, camera_id: str, apply: Callable[[A, Any], Any]) -> None:
         """After a frame failed half-way: the camera's actor again from its table, with the frames
-        applied since the last flush applied again (their outputs are out already)."""
+        applied since the last flush applied again (their outputs are out already). If that
+        fails too, the agent fails: its frames since the last flush are then read again."""
         self.cache.forget(key)
         changed = self._open.changed.pop(key, None)
         if changed is None:
@@ -132,24 +146,29 @@ class Checkpoints(Generic[A]):
             for applied in changed.inputs:
                 apply(actor, applied)
         except Exception:
-            log.exception("%s: camera %s could not be rebuilt; it starts again from its table", self.stage, camera_id)
-            self.cache.forget(key)
-            return
+            self._broken = True  # acknowledging those frames with an older state would lose them
+            raise
         self._open.changed[key] = _Changed(actor, changed.event, changed.inputs)
 
     async def flush(self) -> None:
         async with self._lock:
             await self._flush_open()
 
+    async def _previous_records_delivered(self, key: bytes) -> None:
+        for ack in self._latest_records.pop(key, ()):
+            await asyncio.shield(ack)  # shielded: a cancelled wait must not cancel the producer's send
+
     def _add(self, step: Step) -> None:
         batch = self._open
         if not batch.events:
-            batch.generation, batch.started = self.app.consumer_generation_id, time.monotonic()
+            batch.generation, batch.started = step.event.message.generation_id, time.monotonic()
         batch.events.append(step.event)
+        key = step.event.key
+        if step.sent:
+            batch.sent.extend(step.sent)
+            self._latest_records[key] = step.sent
         if step.change is not None:
-            actor, applied, sent = step.change
-            batch.sent.extend(sent)
-            key = step.event.key
+            actor, applied = step.change
             changed = batch.changed.get(key)
             if changed is None or changed.actor is not actor:
                 changed = batch.changed[key] = _Changed(actor, step.event)
@@ -180,7 +199,10 @@ class Checkpoints(Generic[A]):
         if self._broken or not batch.events:
             return
         for ack in batch.sent:
-            await ack  # every output is on the broker before a state that follows it is written
+            await asyncio.shield(ack)  # every output is on the broker before a state that follows it is written
+        self._drop_if_rebalanced()  # (Faust waits for this flush before it revokes partitions; in case it did not)
+        if self._open is not batch:
+            return
         self._open = _Batch()
         for key, changed in batch.changed.items():
             with _in_partition_of(changed.event):

@@ -45,6 +45,7 @@ class Table(dict):
 class Message:
     partition: int
     offset: int
+    generation_id: int = 1
 
 
 @dataclass
@@ -74,12 +75,28 @@ def make(interval_s=10.0, max_frames=256):
     return Checkpoints(app, stream, cache, "test", interval_s=interval_s, max_frames=max_frames), table, stream, app
 
 
-async def frame(checkpoints, key: bytes, partition: int, offset: int, seq: int, sent=()):
-    event = Event(key, Message(partition, offset))
+class Topic:
+    """Hands out the given acknowledgements (futures) for the records sent, in turn."""
+
+    def __init__(self, acks=()):
+        self.acks = list(acks)
+        self.sent: list[bytes] = []
+
+    async def send(self, key, value, timestamp=None):
+        self.sent.append(value)
+        return self.acks.pop(0)
+
+
+async def frame(checkpoints, key: bytes, partition: int, offset: int, seq: int, acks=()):
+    """One frame through a step: applied to the camera's actor, one record per given acknowledgement."""
+    event = Event(key, Message(partition, offset, checkpoints.app.consumer_generation_id))
+    topic = Topic(acks)
     async with checkpoints.step(event) as step:
         actor = step.actor(key.decode())
         actor.apply(seq)
-        step.changed(actor, seq, sent)
+        for _ in acks:
+            await step.send(topic, f"{key.decode()}:{seq}".encode())
+        step.changed(actor, seq)
     return actor
 
 
@@ -231,3 +248,51 @@ async def test_an_agent_whose_frame_failed_writes_nothing_more():
             raise ConnectionError("the track record was refused")
     await checkpoints.close()
     assert table.writes == [] and stream.acked == []  # both frames come again, from the table's state
+
+
+@in_event_loop
+async def test_a_camera_whose_state_cannot_be_rebuilt_fails_the_agent():
+    checkpoints, table, stream, _ = make()
+    await frame(checkpoints, b"a", 0, 10, 1)
+
+    def fails_again(actor, seq):
+        raise ValueError("the same bug")
+
+    with pytest.raises(ValueError):
+        async with checkpoints.step(Event(b"a", Message(0, 11))) as step:
+            step.actor("a").apply(2)
+            checkpoints.restart_camera(b"a", "a", fails_again)
+    await checkpoints.close()
+    assert table.writes == [] and stream.acked == []  # not acknowledged with an older state: both come again
+
+
+@in_event_loop
+async def test_a_cameras_record_waits_until_its_previous_frames_records_are_on_the_broker():
+    checkpoints, table, stream, _ = make()
+    loop = asyncio.get_running_loop()
+    first = loop.create_future()
+    await frame(checkpoints, b"a", 0, 10, 1, [first])
+    second = asyncio.ensure_future(frame(checkpoints, b"a", 0, 11, 2, [done_future(loop)]))
+    await asyncio.sleep(0.01)
+    assert not second.done()  # frame 2's record is not sent while frame 1's could still be lost
+    first.set_result("acknowledged")
+    await second
+    await checkpoints.flush()
+    assert table.writes == [(b"a", 0, [1, 2])] and stream.acked == [10, 11]
+
+
+@in_event_loop
+async def test_a_lost_record_fails_the_next_frame_of_its_camera_before_it_sends():
+    checkpoints, table, stream, _ = make()
+    loop = asyncio.get_running_loop()
+    lost = loop.create_future()
+    await frame(checkpoints, b"a", 0, 10, 1, [lost])
+    lost.set_exception(ConnectionError("batch expired"))
+    topic = Topic([done_future(loop)])
+    with pytest.raises(ConnectionError):
+        async with checkpoints.step(Event(b"a", Message(0, 11))) as step:
+            step.actor("a").apply(2)
+            await step.send(topic, b"a:2")
+    assert topic.sent == []  # frame 2's record never left: no later record lands after a lost one
+    await checkpoints.close()
+    assert table.writes == [] and stream.acked == []
