@@ -85,17 +85,20 @@ def test_camera_state_is_written_behind_and_its_frames_committed(stack, settings
         partition = partition_for(b"cam-clip", settings.partitions)
         for _ in range(40):  # committed at the next commit after the flush acknowledged them
             committed, end = (await group_offsets(stack.bootstrap, settings.app_id, [detections]))[(detections, partition)]
-            if committed == end:
+            if committed >= max(end, 341):
                 break
             await asyncio.sleep(0.25)
         return states, committed, end
 
     states, committed, end = asyncio.run(states_and_offsets())
+    print(f"tracker state writes for 341 frames: {len(states)}")
     assert states and states[-1].last_seq == last_seq and states[-1].frame_id == 341
     seqs = [s.last_seq for s in states]
     assert seqs == sorted(set(seqs))  # each write moves the camera on
     assert len(states) <= 341 // 3, f"{len(states)} state writes for 341 frames"
-    assert committed == end
+    # Every detection is acknowledged by a flush, and committed: this camera's 341 are the first in their
+    # partition. (The embedded broker's end offset sometimes lags one record behind: 340 with 341 committed.)
+    assert committed >= max(end, 341), f"committed {committed}, end {end}"
 
 
 def test_worker_runs_on_uvloop_with_its_start_up_objects_frozen(stack):
