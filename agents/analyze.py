@@ -26,8 +26,7 @@ log = logging.getLogger(__name__)
 
 @app.agent(topics.tracks, name="analyze")
 async def analyze(stream):
-    checkpoints = Checkpoints(app, stream, analytics_cache(), "analyze", interval_s=settings.state_flush_interval_s).start()
-    try:
+    async with Checkpoints(app, stream, analytics_cache(), "analyze", interval_s=settings.state_flush_interval_s) as checkpoints:
         async for event, record in valid_records(stream, TrackRecord, "analyze", ack=False):
             async with checkpoints.step(event) as step:
                 try:
@@ -50,8 +49,6 @@ async def analyze(stream):
                 step.changed(actor, (record, config))
             for alert in out.alerts:
                 log.info("analyze: %s alert %s %s: %s", alert.camera_id, alert.state, alert.alert_id, alert.message)
-    finally:
-        await checkpoints.close()
 
 
 def _apply_again(actor, applied) -> None:

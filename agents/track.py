@@ -30,8 +30,7 @@ WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 @app.agent(topics.detections, name="track")
 async def track(stream):
-    checkpoints = Checkpoints(app, stream, tracker_cache(), "track", interval_s=settings.state_flush_interval_s).start()
-    try:
+    async with Checkpoints(app, stream, tracker_cache(), "track", interval_s=settings.state_flush_interval_s) as checkpoints:
         async for event, det in valid_records(stream, DetectionRecord, "track", ack=False):
             async with checkpoints.step(event) as step:
                 try:
@@ -48,8 +47,6 @@ async def track(stream):
                 # The message time is the scene's, so windows downstream follow the camera, not the worker clock.
                 await step.send(topics.tracks, encode(record), timestamp=det.at)
                 step.changed(tracker, det)
-    finally:
-        await checkpoints.close()
 
 
 def _track_one(tracker: CameraTracker, det: DetectionRecord) -> TrackRecord:

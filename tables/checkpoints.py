@@ -90,7 +90,6 @@ class Checkpoints(Generic[A]):
         self.stage = stage
         self.interval_s = interval_s
         self.max_frames = max_frames
-        self.flushes = 0
         self._lock = asyncio.Lock()
         self._open = _Batch()
         self._latest_records: dict[bytes, list] = {}  # per camera: its latest frame's records' acknowledgements
@@ -105,6 +104,12 @@ class Checkpoints(Generic[A]):
             self._timer = asyncio.ensure_future(self._flush_periodically())
             self._timer.add_done_callback(lambda done: self._fail_agent(done, agent_task))
         return self
+
+    async def __aenter__(self) -> "Checkpoints[A]":
+        return self.start()
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.close()
 
     async def close(self, timeout_s: float = 5.0) -> None:
         """The agent stops: what it did since the last flush is written if it can be (a worker shutting
@@ -209,7 +214,6 @@ class Checkpoints(Generic[A]):
                 self.cache.save(key, changed.actor)
         for event in batch.events:
             await self.stream.ack(event)
-        self.flushes += 1
 
     async def _flush_periodically(self) -> None:
         while not self._broken:

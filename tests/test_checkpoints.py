@@ -217,13 +217,10 @@ async def test_a_failed_background_flush_fails_the_agent():
     lost = loop.create_future()
     lost.set_exception(ConnectionError("broker gone"))
 
-    async def agent():
-        checkpoints.start()
-        try:
+    async def agent():  # as the agents use it
+        async with checkpoints:
             await frame(checkpoints, b"a", 0, 10, 1, [lost])
             await asyncio.sleep(5)
-        finally:
-            await checkpoints.close()
 
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(agent(), 2)
