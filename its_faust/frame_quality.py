@@ -55,14 +55,15 @@ class FrameQualityChecker:
             return f"blank: grey-level std {std:.1f} < {self.blank_std}"
         if previous is not None and self._changed_pixels(thumb, previous) <= _FROZEN_CHANGED_SHARE * thumb.size:
             self._unchanged += 1
-            if self._unchanged >= self.frozen_after:
-                return f"frozen: unchanged for {self._unchanged} frames"
         else:
             self._unchanged = 0
+        # Blur before frozen: some frozen frames still go to the detector (StillSceneSampler), a blurred one never.
         if self.blur_var > 0:
             sharpness = float(cv2.Laplacian(thumb, cv2.CV_64F).var())
             if sharpness < self.blur_var:
                 return f"blurred: Laplacian variance {sharpness:.1f} < {self.blur_var}"
+        if self._unchanged >= self.frozen_after:
+            return f"frozen: unchanged for {self._unchanged} frames"
         return None
 
     def _changed_pixels(self, thumb: np.ndarray, previous: np.ndarray) -> int:

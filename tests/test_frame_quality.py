@@ -34,6 +34,18 @@ def test_blur_check_is_opt_in(clip_frames):
     assert FrameQualityChecker(blur_var=50).check(blurred).startswith("blurred")
 
 
+def test_a_blurred_frozen_scene_is_flagged_blurred_so_no_sample_of_it_reaches_the_detector(clip_frames):
+    """Ingest sends some frozen frames on (StillSceneSampler), never blurred ones: blur must win."""
+    import cv2
+
+    blurred = cv2.GaussianBlur(clip_frames[0], (51, 51), 20)
+    checker = FrameQualityChecker(frozen_after=3, blur_var=50)
+    verdicts = [checker.check(blurred) for _ in range(6)]
+    assert all(v.startswith("blurred") for v in verdicts), verdicts
+    sharp_but_still = FrameQualityChecker(frozen_after=3, blur_var=50)
+    assert [sharp_but_still.check(clip_frames[0]) for _ in range(5)][3:] == ["frozen: unchanged for 3 frames", "frozen: unchanged for 4 frames"]
+
+
 def test_slow_traffic_at_a_quiet_intersection_is_not_a_frozen_stream(settings):
     """The intersection clip has stretches where only a car or two creep: those frames are real.
 
