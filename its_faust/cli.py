@@ -30,6 +30,8 @@ USER_ERRORS = (AssetNotFound, SourceError, BrokerError, KafkaConnectionError, Ti
 
 log = logging.getLogger("its_faust")
 
+PORT = click.IntRange(1, 65535)
+
 
 def _settings():
     from its_faust import event_loop
@@ -45,6 +47,22 @@ def _settings():
     except ValueError as exc:
         _fail(exc)
     return settings
+
+
+def _stop_on_terminate() -> None:
+    """SIGTERM (kill, timeout, systemd) and SIGHUP (the terminal closed) stop a command the way Ctrl-C
+    does, so it stops what it started (broker, workers, the API: they run in sessions of their own,
+    out of reach of a signal sent to this one) instead of leaving them running."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started in the background by a shell: SIGINT ignored
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+
+
+def _check_model(settings) -> None:
+    """Find the weights before any worker starts: a missing file is one line here, not a worker that
+    fails to start (its backend is checked by the settings)."""
+    resolve_asset(settings.model.weights, settings.asset_dir)
 
 
 def _fail(exc: BaseException | str) -> None:
@@ -103,7 +121,7 @@ def worker(ready_file: Path | None, broker_url: str | None) -> None:
 
 
 @main.command()
-@click.option("--port", type=int, default=9092, show_default=True, help="Loopback port to listen on.")
+@click.option("--port", type=PORT, default=9092, show_default=True, help="Loopback port to listen on.")
 def broker(port: int) -> None:
     """Run the embedded Kafka-compatible broker (Tansu, in memory) until Ctrl-C."""
     _settings()
@@ -122,8 +140,8 @@ def broker(port: int) -> None:
 @main.command()
 @click.option("--source", required=True, help="Video file (or sample clip name), rtsp://... URL, or webcam index.")
 @click.option("--camera", "camera_id", default="cam-1", show_default=True, help="Camera id (the Kafka key).")
-@click.option("--fps", type=float, help="Target frame rate (default: the file's own fps; live sources as delivered).")
-@click.option("--max-frames", type=int, help="Stop after this many frames.")
+@click.option("--fps", type=click.FloatRange(0, min_open=True), help="Target frame rate (default: the file's own fps; live sources as delivered).")
+@click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")
 @click.option("--loop", "loop_source", is_flag=True, help="Start a file again when it ends.")
 @click.option("--broker", "broker_url", help="kafka://host:port (default: ITS_FAUST_BROKER_URL).")
 def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | None, loop_source: bool, broker_url: str | None) -> None:
@@ -135,6 +153,7 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
     """
     _set_env(broker_url=broker_url)
     settings = _settings()
+    _stop_on_terminate()
     if not settings.broker_url:
         _fail(BrokerError("ingest needs a broker: set ITS_FAUST_BROKER_URL or --broker (see `its-faust broker`)"))
     from its_faust.ingest import ingest as run_ingest
@@ -168,9 +187,9 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
 @click.option("--source", required=True, help="Video file or sample clip name (e.g. dual_carriageway_abhishek.mp4).")
 @click.option("--summary", "summary_path", type=click.Path(path_type=Path), help="Write the run's summary JSON here.")
 @click.option("--camera", "camera_id", default="cam-1", show_default=True, help="Camera id the frames carry (the Kafka key).")
-@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes to start.")
-@click.option("--fps", type=float, help="Pace the source (default: as fast as the pipeline takes frames).")
-@click.option("--max-frames", type=int, help="Stop after this many frames.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes to start.")
+@click.option("--fps", type=click.FloatRange(0, min_open=True), help="Pace the source (default: as fast as the pipeline takes frames).")
+@click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")
 @click.option("--line", "line_specs", multiple=True, metavar="X1,Y1,X2,Y2[:NAME]",
               help="Count vehicles crossing this line (repeatable). Standing at the first end facing the second, "
                    "crossings from left to right are 'in'.")
@@ -187,8 +206,10 @@ def run(source, summary_path, camera_id, workers, fps, max_frames, line_specs, c
     """
     _set_env(broker_url=broker_url, model__backend=backend)
     settings = _settings()
+    _stop_on_terminate()
     try:
         setup = _setup_from(line_specs, config_path)
+        _check_model(settings)
         summary = asyncio.run(
             _run_with_progress(settings, _resolve_source(source, settings), camera_id, workers, fps, max_frames, setup)
         )
@@ -264,16 +285,18 @@ async def _run_with_progress(settings, source, camera_id, workers, fps, max_fram
 
 @main.command()
 @click.option("--source", default="dual_carriageway_abhishek.mp4", show_default=True, help="Video file, sample clip name, RTSP URL or webcam.")
-@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes to start.")
-@click.option("--cameras", type=int, default=1, show_default=True, help="Cameras to simulate from the same source.")
-@click.option("--duration", type=float, help="Stop after the cameras have run this many seconds (default: until Ctrl-C).")
-@click.option("--port", type=int, help="Dashboard/API port (default: ITS_FAUST_API__PORT, 8000).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes to start.")
+@click.option("--cameras", type=click.IntRange(min=1), default=1, show_default=True, help="Cameras to simulate from the same source.")
+@click.option("--duration", type=click.FloatRange(0, min_open=True), help="Stop after the cameras have run this many seconds (default: until Ctrl-C).")
+@click.option("--port", type=PORT, help="Dashboard/API port (default: ITS_FAUST_API__PORT, 8000).")
 def demo(source: str, workers: int, cameras: int, duration: float | None, port: int | None) -> None:
     """Run broker, workers, camera(s) on a sample clip and the API; prints the dashboard's URL."""
     settings = _settings()
+    _stop_on_terminate()
     from its_faust.demo import run_demo
 
     try:
+        _check_model(settings)
         asyncio.run(run_demo(settings, _resolve_source(source, settings), workers=workers, cameras=cameras,
                              duration=duration, port=port))
     except USER_ERRORS as exc:
@@ -297,11 +320,13 @@ def demo(source: str, workers: int, cameras: int, duration: float | None, port: 
 def bench(source: str, out_path: Path | None, skip_baseline: bool, batch_sweep: bool, sizes: str, repeat: int) -> None:
     """Pipeline vs the plain Ultralytics loop vs raw ONNX Runtime, on one clip, in one run (JSON to --out)."""
     settings = _settings()
+    _stop_on_terminate()
     out_path = out_path or Path("benchmarks/results") / ("batch-sweep.json" if batch_sweep else "bench.json")
     from its_faust import bench as benchmarks
 
     try:
         clip = _resolve_source(source, settings)
+        _check_model(settings)
         if batch_sweep:
             try:
                 batch_sizes = [int(s) for s in sizes.split(",") if s.strip()]
@@ -334,6 +359,7 @@ def replay(camera_id, source, line_specs, config_path, out_path, broker_url) -> 
     """
     _set_env(broker_url=broker_url)
     settings = _settings()
+    _stop_on_terminate()
     if bool(camera_id) == bool(source):
         _fail(ValueError("give either --camera (replay stored tracks) or --source (replay a video file)"))
     try:
@@ -362,7 +388,7 @@ def replay(camera_id, source, line_specs, config_path, out_path, broker_url) -> 
 
 @main.command()
 @click.option("--host", help="Interface to listen on (default: ITS_FAUST_API__HOST, 127.0.0.1).")
-@click.option("--port", type=int, help="Port (default: ITS_FAUST_API__PORT, 8000).")
+@click.option("--port", type=PORT, help="Port (default: ITS_FAUST_API__PORT, 8000).")
 @click.option("--broker", "broker_url", help="kafka://host:port (default: ITS_FAUST_BROKER_URL).")
 def api(host, port, broker_url) -> None:
     """Serve the REST API, the SSE feeds and the dashboard (reads the result topics; run beside the workers)."""

@@ -59,6 +59,44 @@ def _table(figures: dict[str, CameraFigures], sent: dict[str, int], stack: Stack
     return Group(table, footer)
 
 
+def _lines(figures: dict[str, CameraFigures], sent: dict[str, int], started: float) -> str:
+    """The table's figures as plain lines, for output that is not a terminal (a log file, a pipe)."""
+    return "\n".join(
+        f"{time.time() - started:.0f}s {cam}: sent {sent.get(cam, 0)} tracked {fig.tracked} fps {fig.fps():.1f} "
+        f"tracks now {fig.active} track ids {len(fig.ids)} latency p50 {fig.latency_p50():.0f} ms"
+        for cam, fig in figures.items()
+    )
+
+
+class _FiguresView:
+    """A live table on a terminal; elsewhere (rich draws a live table only at its end there) a line per
+    camera every ``every_s`` seconds, so a demo under nohup, systemd or a pipe still shows it runs."""
+
+    def __init__(self, table, lines, every_s: float = 5.0):
+        self._table, self._lines, self._every_s = table, lines, every_s
+        self._live = Live(table(), refresh_per_second=4)
+        self._live_on = self._live.console.is_terminal
+        self._next_line_at = time.monotonic() + every_s
+
+    def __enter__(self) -> "_FiguresView":
+        if self._live_on:
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._live_on:
+            self._live.__exit__(*exc_info)
+        else:
+            print(self._lines(), flush=True)
+
+    def update(self) -> None:
+        if self._live_on:
+            self._live.update(self._table())
+        elif time.monotonic() >= self._next_line_at:
+            self._next_line_at += self._every_s
+            print(self._lines(), flush=True)
+
+
 SAMPLE_LINES = {
     "dual_carriageway_abhishek.mp4": "140,120,620,120:y120",
     "road_overhead_opencv4nodejs.mp4": "320,300,320,100:x320",
@@ -86,44 +124,52 @@ async def run_demo(settings, source: str, *, workers: int = 1, cameras: int = 1,
             await configure_camera(stack, name, CameraSetup(lines=[parse_line(line)] if line else []))
         # The API as its own process, as in production.
         api = await asyncio.to_thread(ApiProcess(stack.broker_url, stack.workdir / "api.log", port).start)
-        print(f"dashboard: http://127.0.0.1:{port}/  (API docs at /docs)", flush=True)
-        started = time.time()  # --duration counts camera time, not broker and worker start-up
-        producer = make_producer(stack.bootstrap)
-        await producer.start()
-        feed = await TrackFeed(stack.bootstrap, settings, cameras=names).start()  # their partitions only
-        figures = {name: CameraFigures() for name in names}
-        sent: dict[str, int] = {}
-        # Like a real camera: frames come at the clip's rate; when the pipeline is behind, new ones are dropped.
-        # The cameras share one pipeline, so they share its max_in_flight frames out equally: its latency
-        # then stays that of about max_in_flight frames (at least one per camera) however many cameras
-        # there are (a full window each gave 1.8 s with 3 cameras), and each camera keeps its share (one
-        # shared window starved the last one).
-        share = max(1, settings.ingest.max_in_flight // len(names))
-        windows = {name: FlowWindow(share, expire_s=LIVE_CREDIT_EXPIRE_S) for name in names}
-        senders = [
-            asyncio.create_task(
-                ingest(source, name, producer, settings, loop_source=True, stop=stop, window=windows[name], live_feed=True,
-                       on_sent=lambda stats, name=name: sent.__setitem__(name, stats.frames_sent))
-            )
-            for name in names
-        ]
         try:
-            with Live(_table(figures, sent, stack, started), refresh_per_second=4) as live:
-                while not stop.is_set():
-                    for record in await feed.poll(250):
-                        if record.camera_id in figures:
-                            figures[record.camera_id].add(record)
-                            windows[record.camera_id].release()
-                    live.update(_table(figures, sent, stack, started))
-                    if duration and time.time() - started > duration:
-                        stop.set()
-                    for task in senders:
-                        if task.done() and task.exception():
-                            raise task.exception()
+            print(f"dashboard: http://127.0.0.1:{port}/  (API docs at /docs)", flush=True)
+            await _run_cameras(settings, stack, source, names, duration, stop)
         finally:
-            print()  # the live table's last line stays; logs start below it
-            stop.set()
-            await asyncio.gather(*senders, return_exceptions=True)
-            await feed.stop()
-            await producer.stop()
             await asyncio.to_thread(api.stop)
+
+
+async def _run_cameras(settings, stack: Stack, source: str, names: list[str], duration: float | None,
+                       stop: asyncio.Event) -> None:
+    """The cameras send until ``stop`` (Ctrl-C, --duration, a failed camera); the figures follow the tracks topic."""
+    started = time.time()  # --duration counts camera time, not broker and worker start-up
+    producer = make_producer(stack.bootstrap)
+    await producer.start()
+    feed = await TrackFeed(stack.bootstrap, settings, cameras=names).start()  # their partitions only
+    figures = {name: CameraFigures() for name in names}
+    sent: dict[str, int] = {}
+    # Like a real camera: frames come at the clip's rate; when the pipeline is behind, new ones are dropped.
+    # The cameras share one pipeline, so they share its max_in_flight frames out equally: its latency
+    # then stays that of about max_in_flight frames (at least one per camera) however many cameras
+    # there are (a full window each gave 1.8 s with 3 cameras), and each camera keeps its share (one
+    # shared window starved the last one).
+    share = max(1, settings.ingest.max_in_flight // len(names))
+    windows = {name: FlowWindow(share, expire_s=LIVE_CREDIT_EXPIRE_S) for name in names}
+    senders = [
+        asyncio.create_task(
+            ingest(source, name, producer, settings, loop_source=True, stop=stop, window=windows[name], live_feed=True,
+                   on_sent=lambda stats, name=name: sent.__setitem__(name, stats.frames_sent))
+        )
+        for name in names
+    ]
+    try:
+        with _FiguresView(lambda: _table(figures, sent, stack, started), lambda: _lines(figures, sent, started)) as view:
+            while not stop.is_set():
+                for record in await feed.poll(250):
+                    if record.camera_id in figures:
+                        figures[record.camera_id].add(record)
+                        windows[record.camera_id].release()
+                view.update()
+                if duration and time.time() - started > duration:
+                    stop.set()
+                for task in senders:
+                    if task.done() and task.exception():
+                        raise task.exception()
+    finally:
+        print()  # the live table's last line stays; logs start below it
+        stop.set()
+        await asyncio.gather(*senders, return_exceptions=True)
+        await feed.stop()
+        await producer.stop()

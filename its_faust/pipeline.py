@@ -120,6 +120,7 @@ async def track_source(
     flow = FlowWindow(window or settings.ingest.max_in_flight, expire_s=expire_s) if fps is None else None
     tracked: list[TrackRecord] = []
     live: list[IngestStats] = []  # the ingest's running stats, once it has sent a frame
+    sender: asyncio.Task | None = None
     try:
         sender = asyncio.create_task(
             ingest(
@@ -160,6 +161,9 @@ async def track_source(
             on_progress(stats, tracked)
         return stats, feed
     finally:
+        if sender is not None and not sender.done():  # stopped early (Ctrl-C, SIGTERM): the camera stops first
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
         await producer.stop()
         await feed.stop()
 

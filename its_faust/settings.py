@@ -40,9 +40,11 @@ class Profile(str, Enum):
 
 class ModelSettings(BaseModel):
     weights: str = Field("yolo11n.pt", description="Weights file name or path, resolved through the asset directory")
-    backend: str = Field("auto", description="onnxruntime | torch | auto (torch on CUDA, else onnxruntime)")
+    backend: Literal["auto", "onnxruntime", "onnx", "torch", "pytorch"] = Field(
+        "auto", description="onnxruntime | torch | auto (torch on CUDA, else onnxruntime)"
+    )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N (torch backend)")
-    imgsz: int = Field(640, description="Long side of the network input; frames are letterboxed to a multiple of 32")
+    imgsz: int = Field(640, ge=32, description="Long side of the network input; frames are letterboxed to a multiple of 32")
     conf: float = Field(0.1, ge=0.0, le=1.0, description="Minimum score kept (ByteTrack uses low scores too)")
     iou: float = Field(0.7, gt=0.0, le=1.0, description="NMS IoU threshold")
     classes: list[int] = Field(default_factory=lambda: list(TRAFFIC_CLASSES))
@@ -176,7 +178,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".its-faust"), description="Worker state (RocksDB tables) and caches")
     asset_dir: Path | None = Field(None, description="Where weights and sample videos lie (see its_faust.assets)")
     cache_dir: Path = Field(Path.home() / ".cache" / "its-faust", description="Exported models (shared by workers)")
-    log_level: str = "info"
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_json: bool = False
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "auto", description="auto: uvloop where installed (less CPU per frame), else asyncio's own loop"
@@ -218,8 +220,26 @@ class Settings(BaseSettings):
 
     @field_validator("broker_url", mode="before")
     @classmethod
-    def _empty_is_none(cls, value: str | None) -> str | None:
-        return value or None
+    def _broker_url(cls, value: str | None) -> str | None:
+        """Empty: the embedded broker. Else ``kafka://host:port[;host:port]`` (``host:port`` alone means
+        kafka://), checked here so that a typo is one line at start, not a failure deep in a client."""
+        if not value:
+            return None
+        scheme, sep, hosts = str(value).partition("://")
+        if not sep:
+            scheme, hosts = "kafka", str(value)
+        if scheme not in ("kafka", "aiokafka"):
+            raise ValueError(f"{value!r}: a Kafka broker is kafka://host:port, not {scheme}://")
+        for hostport in hosts.replace(";", ",").split(","):
+            host, colon, port = hostport.strip().rpartition(":")
+            if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{value!r}: {hostport.strip() or 'an empty address'} is not host:port (kafka://host:port[;host:port])")
+        return f"{scheme}://{hosts}"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level_any_case(cls, value):
+        return value.lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _still_scene_samples_keep_tracks_and_alerts(self) -> "Settings":

@@ -7,7 +7,9 @@ exponential backoff, and each loss and reconnection is reported to the caller.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -76,18 +78,44 @@ class FrameReader:
         self.width = int(self.capture.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
         self.height = int(self.capture.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
         self._closed = False
+        # close() comes from the event loop while a read may be running in a worker thread; FFmpeg aborts
+        # the whole process (an assertion in its frame threads) when a capture is released mid-read.
+        self._capture_lock = threading.Lock()
+        self._capture_busy = False
         # The scene clock of a file: playback start + frame index / fps (live sources have none).
         self._scene_t0 = time.time()
         self._index = 0
         self._last_scene: float | None = None
 
     def close(self) -> None:
-        self._closed = True
+        """Stop reading; a read in flight in another thread releases the capture when it returns."""
+        with self._capture_lock:
+            self._closed = True
+            if self._capture_busy:
+                return
         self.capture.release()
+
+    @contextmanager
+    def _using_capture(self) -> Iterator[bool]:
+        """Yields False once closed; while it is held, close() leaves the capture to it."""
+        with self._capture_lock:
+            if self._closed:
+                yield False
+                return
+            self._capture_busy = True
+        try:
+            yield True
+        finally:
+            with self._capture_lock:
+                self._capture_busy = False
+                if self._closed:
+                    self.capture.release()
 
     def rewind(self) -> None:
         """Play a file again from its start; its scene clock goes on forward from where it was."""
-        self.capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+        with self._using_capture() as usable:
+            if usable:
+                self.capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
         step = 1.0 / self.fps if self.fps else 0.0
         self._scene_t0 = max(time.time(), (self._last_scene or 0.0) + step)
         self._index = 0
@@ -95,7 +123,10 @@ class FrameReader:
     def __iter__(self) -> Iterator[tuple[np.ndarray, float, float | None]]:
         """(frame, read time, scene time or None for live sources)."""
         while not self._closed:
-            ok, frame = self.capture.read()
+            with self._using_capture() as usable:
+                ok, frame = self.capture.read() if usable else (False, None)
+            if self._closed:
+                return
             if ok:
                 read_at, scene = time.time(), None
                 if not self.spec.live:
@@ -122,11 +153,16 @@ class FrameReader:
                 return False
             self.sleep(delay)
             try:
-                self.capture = open_capture(self.spec)
+                capture = open_capture(self.spec)
             except SourceError as exc:
                 log.warning("reconnect %d to %s failed: %s; next try in %.1fs", attempt, self.spec.uri, exc, delay)
                 delay = min(delay * 2, self.reconnect_max_s)
                 continue
+            with self._capture_lock:
+                self.capture = capture
+                if self._closed:  # closed while it connected: nobody reads it now
+                    capture.release()
+                    return False
             self.on_event("reconnected", f"{self.spec.uri} back after {attempt} attempt(s)")
             return True
         return False

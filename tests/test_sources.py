@@ -94,3 +94,37 @@ def test_a_file_carries_its_own_scene_clock_across_loops(clip_path):
     again = next(iter(reader))[2]
     assert again > scene[-1]  # playing it again moves the clock on, never back
     reader.close()
+
+
+def test_closing_during_a_read_leaves_the_release_to_that_read(settings):
+    """Ctrl-C or SIGTERM closes the reader from the event loop while a worker thread reads: FFmpeg aborted
+    the whole process ("Assertion fctx->async_lock failed") when the capture was released mid-read."""
+    import threading
+
+    from its_faust.assets import resolve_asset
+
+    reader = FrameReader(SourceSpec.parse(str(resolve_asset("dual_carriageway_abhishek.mp4", settings.asset_dir))))
+    capture = reader.capture
+    reading, go_on, released = threading.Event(), threading.Event(), []
+
+    class SlowCapture:  # the real capture, with a read that waits until the test has closed the reader
+        def read(self):
+            reading.set()
+            go_on.wait(5)
+            return capture.read()
+
+        def release(self):
+            released.append(threading.current_thread().name)
+            capture.release()
+
+    reader.capture = SlowCapture()
+    frames = iter(reader)
+    thread = threading.Thread(target=lambda: list(frames), name="reader")
+    thread.start()
+    assert reading.wait(5)
+    reader.close()
+    assert released == []  # not under the read
+    go_on.set()
+    thread.join(5)
+    assert released == ["reader"] and not thread.is_alive()
+    reader.close()  # again: nothing left to do
