@@ -39,7 +39,8 @@ class ApiProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        raise TimeoutError(f"api not up; see {self.log_path}")
+        self.stop()  # not left running behind the error
+        raise TimeoutError(f"api not up after 60 s; see {self.log_path}")
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -53,10 +53,22 @@ def _stop_on_terminate() -> None:
     """SIGTERM (kill, timeout, systemd) and SIGHUP (the terminal closed) stop a command the way Ctrl-C
     does, so it stops what it started (broker, workers, the API: they run in sessions of their own,
     out of reach of a signal sent to this one) instead of leaving them running."""
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started in the background by a shell: SIGINT ignored
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    forwarded = False
+
+    def forward_once(*_) -> None:
+        # Only the first: a second TERM (systemd, a supervisor repeating itself) must not cut that stop short.
+        nonlocal forwarded
+        if not forwarded:
+            forwarded = True
+            os.kill(os.getpid(), signal.SIGINT)
+
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+        if signal.getsignal(sig) is not signal.SIG_IGN:  # nohup ignores SIGHUP: it keeps running then
+            signal.signal(sig, forward_once)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # Started in the background by a shell, which ignores SIGINT for it; the forwarded SIGINT must
+        # still land, so a stray Ctrl-C to that shell's process group now stops it the same clean way.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _check_model(settings) -> None:
@@ -125,7 +137,7 @@ def worker(ready_file: Path | None, broker_url: str | None) -> None:
 def broker(port: int) -> None:
     """Run the embedded Kafka-compatible broker (Tansu, in memory) until Ctrl-C."""
     _settings()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the child on the way out
+    _stop_on_terminate()  # the broker child runs in a session of its own: stop it on the way out
     try:
         with EmbeddedBroker(port=port) as b:
             click.echo(f"broker listening: ITS_FAUST_BROKER_URL={b.url}")

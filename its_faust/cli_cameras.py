@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import os
 import sys
 
 import click
@@ -54,7 +55,10 @@ def _settings():
 
 
 def _bootstrap(broker_url: str | None) -> str:
-    url = broker_url or _settings().broker_url
+    if broker_url:  # checked like the setting it stands for
+        os.environ["ITS_FAUST_BROKER_URL"] = broker_url
+        get_settings.cache_clear()
+    url = _settings().broker_url
     if not url:
         _fail("cameras needs a running broker and worker: set ITS_FAUST_BROKER_URL or --broker (see `its-faust worker`)")
     try:

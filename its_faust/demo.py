@@ -24,7 +24,7 @@ from rich.text import Text
 from api.process import ApiProcess
 from its_faust.cameras import CameraSetup, parse_line
 from its_faust.ingest import LIVE_CREDIT_EXPIRE_S, FlowWindow, ingest, make_producer
-from its_faust.pipeline import Stack, configure_camera
+from its_faust.pipeline import Stack, configure_camera, start_in_thread
 from its_faust.results import TrackFeed
 
 
@@ -123,8 +123,9 @@ async def run_demo(settings, source: str, *, workers: int = 1, cameras: int = 1,
         for name in names:
             await configure_camera(stack, name, CameraSetup(lines=[parse_line(line)] if line else []))
         # The API as its own process, as in production.
-        api = await asyncio.to_thread(ApiProcess(stack.broker_url, stack.workdir / "api.log", port).start)
+        api = ApiProcess(stack.broker_url, stack.workdir / "api.log", port)
         try:
+            await start_in_thread(api.start)
             print(f"dashboard: http://127.0.0.1:{port}/  (API docs at /docs)", flush=True)
             await _run_cameras(settings, stack, source, names, duration, stop)
         finally:

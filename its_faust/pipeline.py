@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 from its_faust.cameras import CameraSetup, command, ensure_setup, read_configs, send_commands
 from its_faust.broker import EmbeddedBroker, bootstrap_servers, check_embedded_allowed, wait_reachable
@@ -29,6 +29,19 @@ from schemas.analytics import Alert, ZoneEvent
 from schemas.geometry import CountingLine
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+async def start_in_thread(start: Callable[[], T]) -> T:
+    """``start()`` (a blocking start-up: a broker, the API) in a thread, waited for to its end even when
+    this task is cancelled meanwhile (Ctrl-C, SIGTERM during start-up): what it started is then fully
+    recorded by its owner, whose clean-up stops it, instead of coming up after that clean-up ran."""
+    started = asyncio.ensure_future(asyncio.to_thread(start))
+    try:
+        return await asyncio.shield(started)
+    except asyncio.CancelledError:
+        await asyncio.wait([started])
+        raise
 
 
 class Stack:
@@ -68,7 +81,8 @@ class Stack:
             await asyncio.to_thread(wait_reachable, self.broker_url)
         else:
             check_embedded_allowed(self.settings)
-            self.broker = await asyncio.to_thread(EmbeddedBroker(log_path=self.workdir / "broker.log").start)
+            self.broker = EmbeddedBroker(log_path=self.workdir / "broker.log")  # recorded first: stop() stops it
+            await start_in_thread(self.broker.start)
             self.broker_url = self.broker.url
         await ensure_topics(self.bootstrap, self.settings)
         new = [self.add_worker() for _ in range(self.n_workers)]

@@ -239,7 +239,11 @@ class Settings(BaseSettings):
     @field_validator("log_level", mode="before")
     @classmethod
     def _log_level_any_case(cls, value):
-        return value.lower() if isinstance(value, str) else value
+        """Any case, and the names the logging module also takes (WARN, FATAL)."""
+        if not isinstance(value, str):
+            return value
+        value = value.lower()
+        return {"warn": "warning", "fatal": "critical"}.get(value, value)
 
     @model_validator(mode="after")
     def _still_scene_samples_keep_tracks_and_alerts(self) -> "Settings":

@@ -62,14 +62,15 @@ class FrameReader:
         reconnect_max_s: float = 30.0,
         reconnect_attempts: int = 0,
         on_event: Callable[[str, str], None] = lambda kind, reason: None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ):
         self.spec = spec
         self.reconnect_initial_s = reconnect_initial_s
         self.reconnect_max_s = reconnect_max_s
         self.reconnect_attempts = reconnect_attempts
         self.on_event = on_event
-        self.sleep = sleep
+        self._closing = threading.Event()
+        self.sleep = sleep or self._closing.wait  # a reconnect's back-off ends early when the reader is closed
         self.capture = open_capture(spec)
         fps = self.capture.get(cv2.CAP_PROP_FPS)
         self.fps = fps if fps and 0 < fps < 1000 else None
@@ -91,6 +92,7 @@ class FrameReader:
         """Stop reading; a read in flight in another thread releases the capture when it returns."""
         with self._capture_lock:
             self._closed = True
+            self._closing.set()
             if self._capture_busy:
                 return
         self.capture.release()
@@ -99,10 +101,11 @@ class FrameReader:
     def _using_capture(self) -> Iterator[bool]:
         """Yields False once closed; while it is held, close() leaves the capture to it."""
         with self._capture_lock:
-            if self._closed:
-                yield False
-                return
-            self._capture_busy = True
+            usable = not self._closed
+            self._capture_busy = usable
+        if not usable:
+            yield False
+            return
         try:
             yield True
         finally:
@@ -143,7 +146,9 @@ class FrameReader:
                 return
 
     def _reconnect(self) -> bool:
-        self.capture.release()
+        with self._using_capture() as usable:
+            if usable:
+                self.capture.release()
         self.on_event("stream_lost", f"{self.spec.uri} stopped delivering frames")
         delay, attempt = self.reconnect_initial_s, 0
         while not self._closed:

@@ -71,3 +71,9 @@ def test_still_scene_samples_too_far_apart_for_tracks_or_alerts_are_refused(monk
         load_settings()
     monkeypatch.setenv("ITS_FAUST_TRACKER__MAX_GAP_S", "1.0")
     assert load_settings().ingest.frozen_keepalive_s == 0.5
+
+
+def test_log_level_takes_any_case_and_the_logging_aliases(monkeypatch):
+    for given, level in (("DEBUG", "debug"), ("Warn", "warning"), ("fatal", "critical")):
+        monkeypatch.setenv("ITS_FAUST_LOG_LEVEL", given)
+        assert load_settings().log_level == level

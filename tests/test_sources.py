@@ -48,6 +48,28 @@ def test_lost_stream_is_reported_reconnected_then_given_up(clip_frames, mjpeg_ca
     assert sleeps[-3:] == [0.5, 1.0, 2.0]  # exponential backoff
 
 
+def test_closing_during_a_reconnect_back_off_ends_it(clip_frames, mjpeg_camera):
+    """A camera that is down waits up to reconnect_max_s between tries; closing must not wait that out."""
+    import threading
+    import time
+
+    import cv2
+
+    camera = mjpeg_camera([cv2.imencode(".jpg", f)[1].tobytes() for f in clip_frames[:5]], frames_per_connection=5)
+    events = []
+    reader = FrameReader(SourceSpec.parse(camera.url), reconnect_initial_s=60, on_event=lambda kind, _: events.append(kind))
+    camera.stop()
+    thread = threading.Thread(target=lambda: sum(1 for _ in reader))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while "stream_lost" not in events and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert events == ["stream_lost"]  # now in its first 60 s back-off
+    reader.close()
+    thread.join(5)
+    assert not thread.is_alive()
+
+
 def test_flow_window_blocks_and_drops():
     import asyncio
 
@@ -127,4 +149,4 @@ def test_closing_during_a_read_leaves_the_release_to_that_read(settings):
     go_on.set()
     thread.join(5)
     assert released == ["reader"] and not thread.is_alive()
-    reader.close()  # again: nothing left to do
+    reader.close()  # a second close releases the released capture again, which OpenCV takes as a no-op
