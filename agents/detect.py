@@ -24,6 +24,7 @@ from faust.types import EventT
 
 from its_faust import topics
 from its_faust.app import app, settings
+from its_faust.background import tied_to_current_task
 from its_faust.codecs import SchemaError, decode, encode
 from its_faust.dead_letters import dead_letter
 from its_faust.detector import Detector, UnreadableImage, decode_jpeg
@@ -147,11 +148,9 @@ async def detect(stream):
     # starts the next frame at once instead of waiting for the event loop to hand it one (on 2 busy
     # cores that wait left them idle: +2.5% fps, median of 6 paired runs, for one frame of latency).
     jobs: InOrderJobs = InOrderJobs(limit=_PARALLEL + 1)
-    emitter = asyncio.ensure_future(_emit_in_order(stream, jobs))
     # If the emitter fails (the producer refused a record), the agent must fail with it: its frames
     # stay unacknowledged, Faust restarts the agent, and the new intake re-reads them in order.
-    agent_task = asyncio.current_task()
-    emitter.add_done_callback(lambda done: _fail_agent(done, agent_task))
+    emitter = tied_to_current_task(_emit_in_order(stream, jobs), "detect: sending detections")
     try:
         async for events in _unacked_batches(stream, batch_size):
             frames, kept = [], []
@@ -174,11 +173,3 @@ async def _unacked_batches(stream, batch_size: int):
     else:
         async for events in stream.noack_take(batch_size, within=settings.model.batch_wait_ms / 1000):
             yield events
-
-
-def _fail_agent(emitter: asyncio.Future, agent_task: asyncio.Task | None) -> None:
-    if emitter.cancelled() or emitter.exception() is None:
-        return
-    log.error("detect: sending detections failed (%r); restarting the agent", emitter.exception())
-    if agent_task is not None and not agent_task.done():
-        agent_task.cancel()

@@ -31,6 +31,7 @@ from typing import Any, Callable, Generic, TypeVar
 
 from faust import streams as faust_streams
 
+from its_faust.background import tied_to_current_task
 from tables.actor_cache import ActorCache
 
 log = logging.getLogger(__name__)
@@ -100,9 +101,8 @@ class Checkpoints(Generic[A]):
         """Flush in the background too, so the last frames before a pause are not left waiting; a flush
         that fails there fails the agent, as it would in the agent's own task."""
         if self.interval_s > 0:
-            agent_task = asyncio.current_task()
-            self._timer = asyncio.ensure_future(self._flush_periodically())
-            self._timer.add_done_callback(lambda done: self._fail_agent(done, agent_task))
+            self._timer = tied_to_current_task(self._flush_periodically(), f"{self.stage}: writing state",
+                                               on_failure=self._mark_broken)
         return self
 
     async def __aenter__(self) -> "Checkpoints[A]":
@@ -221,13 +221,8 @@ class Checkpoints(Generic[A]):
             if self._due():
                 await self.flush()
 
-    def _fail_agent(self, timer: asyncio.Future, agent_task: asyncio.Task | None) -> None:
-        if timer.cancelled() or timer.exception() is None:
-            return
-        log.error("%s: writing state failed (%r); restarting the agent", self.stage, timer.exception())
-        self._broken = True
-        if agent_task is not None and not agent_task.done():
-            agent_task.cancel()
+    def _mark_broken(self) -> None:
+        self._broken = True  # no last flush on close: the agent's frames since the last one come again
 
 
 @contextmanager
