@@ -26,9 +26,9 @@ class ApiProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "ApiProcess":
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, "-m", "its_faust.cli", "api", "--port", str(self.port)],
-                                        env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        with open(self.log_path, "ab") as log:  # the child writes to its own copy of the handle
+            self.process = subprocess.Popen([sys.executable, "-m", "its_faust.cli", "api", "--port", str(self.port)],
+                                            env=self.env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

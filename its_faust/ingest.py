@@ -33,6 +33,7 @@ from schemas import CameraEvent, CameraEventKind, FrameRecord
 from schemas.base import scene_clock
 
 log = logging.getLogger(__name__)
+LAST_FLUSH_S = 10.0  # how long a camera that stops waits for the broker to take its last records
 
 
 # A live feed's credit comes back with its frame's track record; a frame that never gets one (shed
@@ -282,7 +283,15 @@ async def ingest(
         kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(stats.rejections.items()))
         rejected = f"{stats.frames_rejected} rejected" + (f" ({kinds})" if kinds else "")
         report("finished", f"{stats.frames_sent} frames sent{sampled}, {rejected}", stats.last_seq)
-        await flush_events()
-        await producer.flush()
+
+        async def last_words() -> None:
+            await flush_events()
+            await producer.flush()
+
+        try:  # bounded: against a broker that is gone (stopped under us) these would wait forever
+            await asyncio.wait_for(last_words(), LAST_FLUSH_S)
+        except asyncio.TimeoutError:
+            log.warning("camera %s: the broker took no record for %.0f s; its last frames and events may be lost",
+                        camera_id, LAST_FLUSH_S)
         stats.finished_at = time.time()
     return stats

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,15 +33,15 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-async def start_in_thread(start: Callable[[], T]) -> T:
-    """``start()`` (a blocking start-up: a broker, the API) in a thread, waited for to its end even when
-    this task is cancelled meanwhile (Ctrl-C, SIGTERM during start-up): what it started is then fully
-    recorded by its owner, whose clean-up stops it, instead of coming up after that clean-up ran."""
-    started = asyncio.ensure_future(asyncio.to_thread(start))
+async def in_thread_to_the_end(work: Callable[[], T]) -> T:
+    """``work()`` (a blocking start or stop: a broker, the API, workers) in a thread, waited for to its
+    end even when this task is cancelled meanwhile (Ctrl-C, SIGTERM): a start is then fully recorded
+    by its owner, whose clean-up stops what it started, and a stop is not cut short half-way."""
+    running = asyncio.ensure_future(asyncio.to_thread(work))
     try:
-        return await asyncio.shield(started)
+        return await asyncio.shield(running)
     except asyncio.CancelledError:
-        await asyncio.wait([started])
+        await asyncio.wait([running])
         raise
 
 
@@ -82,7 +83,7 @@ class Stack:
         else:
             check_embedded_allowed(self.settings)
             self.broker = EmbeddedBroker(log_path=self.workdir / "broker.log")  # recorded first: stop() stops it
-            await start_in_thread(self.broker.start)
+            await in_thread_to_the_end(self.broker.start)
             self.broker_url = self.broker.url
         await ensure_topics(self.bootstrap, self.settings)
         new = [self.add_worker() for _ in range(self.n_workers)]
@@ -90,7 +91,15 @@ class Stack:
         return self
 
     async def stop(self) -> None:
-        await asyncio.gather(*(asyncio.to_thread(w.stop) for w in self.workers))
+        """Workers (side by side), then the broker, then the work folder; a signal meanwhile does not cut it short."""
+        await in_thread_to_the_end(self._stop_blocking)
+
+    def _stop_blocking(self) -> None:
+        stoppers = [threading.Thread(target=w.stop, name=f"stop-{w.name}") for w in self.workers]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join()
         if self.broker:
             self.broker.stop()
         if self._tmp:

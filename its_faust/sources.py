@@ -95,7 +95,8 @@ class FrameReader:
             self._closing.set()
             if self._capture_busy:
                 return
-        self.capture.release()
+            capture = self.capture  # not one a reconnect puts in place after this (it releases that one)
+        capture.release()
 
     @contextmanager
     def _using_capture(self) -> Iterator[bool]:
@@ -157,6 +158,8 @@ class FrameReader:
                 self.on_event("gave_up", f"{self.spec.uri} unreachable after {attempt - 1} attempts")
                 return False
             self.sleep(delay)
+            if self._closed:  # woken by close(): no connect attempt (an unreachable host blocks for its timeout)
+                return False
             try:
                 capture = open_capture(self.spec)
             except SourceError as exc:

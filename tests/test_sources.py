@@ -48,12 +48,15 @@ def test_lost_stream_is_reported_reconnected_then_given_up(clip_frames, mjpeg_ca
     assert sleeps[-3:] == [0.5, 1.0, 2.0]  # exponential backoff
 
 
-def test_closing_during_a_reconnect_back_off_ends_it(clip_frames, mjpeg_camera):
-    """A camera that is down waits up to reconnect_max_s between tries; closing must not wait that out."""
+def test_closing_during_a_reconnect_back_off_ends_it(clip_frames, mjpeg_camera, monkeypatch):
+    """A camera that is down waits up to reconnect_max_s between tries; closing must not wait that out,
+    nor try to connect once more (to an unreachable host that blocks for the connect timeout)."""
     import threading
     import time
 
     import cv2
+
+    from its_faust import sources
 
     camera = mjpeg_camera([cv2.imencode(".jpg", f)[1].tobytes() for f in clip_frames[:5]], frames_per_connection=5)
     events = []
@@ -65,9 +68,13 @@ def test_closing_during_a_reconnect_back_off_ends_it(clip_frames, mjpeg_camera):
     while "stream_lost" not in events and time.monotonic() < deadline:
         time.sleep(0.05)
     assert events == ["stream_lost"]  # now in its first 60 s back-off
+    opened_after_close = []
+    real_open = sources.open_capture
+    monkeypatch.setattr(sources, "open_capture", lambda spec: opened_after_close.append(spec) or real_open(spec))
     reader.close()
     thread.join(5)
     assert not thread.is_alive()
+    assert opened_after_close == []
 
 
 def test_flow_window_blocks_and_drops():

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -121,7 +122,8 @@ def test_bad_option_values_are_refused_before_anything_starts():
 
 
 def _outliving(processes, timeout: float = 10.0) -> list[str]:
-    """The command lines of ``processes`` still running after ``timeout`` (zombies of an exited parent are gone)."""
+    """The command lines of ``processes`` still running after ``timeout`` (zombies of an exited parent are
+    gone); those are then killed, so that a failing test leaves nothing running into the next ones."""
     import contextlib
 
     import psutil
@@ -132,6 +134,7 @@ def _outliving(processes, timeout: float = 10.0) -> list[str]:
         with contextlib.suppress(psutil.NoSuchProcess):
             if proc.status() != psutil.STATUS_ZOMBIE:
                 left.append(" ".join(proc.cmdline()))
+                proc.kill()
     return left
 
 
@@ -175,7 +178,7 @@ def test_sigterm_during_start_up_twice_still_stops_everything():
     seen: dict[int, psutil.Process] = {}
     try:
         deadline = time.monotonic() + 60
-        while not any("tansu" in p.name() for p in seen.values()) and time.monotonic() < deadline:
+        while not any("tansu" in " ".join(_cmdline(p)) for p in seen.values()) and time.monotonic() < deadline:
             with contextlib.suppress(psutil.NoSuchProcess):
                 seen.update({p.pid: p for p in psutil.Process(run.pid).children(recursive=True)})
             time.sleep(0.02)
@@ -191,6 +194,97 @@ def test_sigterm_during_start_up_twice_still_stops_everything():
     finally:
         if run.poll() is None:
             run.kill()
+
+
+def test_a_signal_while_it_stops_does_not_cut_the_stop_short():
+    """A run stops its workers, then its broker: a SIGTERM in between (``timeout``, a supervisor) used
+    to leave the broker running."""
+    import contextlib
+    import glob
+    import signal
+    import time
+
+    import psutil
+
+    run = subprocess.Popen([sys.executable, "-m", "its_faust.cli", "run", "--source", "dual_carriageway_abhishek.mp4",
+                            "--max-frames", "20"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen: dict[int, psutil.Process] = {}
+    try:
+        deadline = time.monotonic() + 120
+        stopping = False
+        while not stopping and run.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                seen.update({p.pid: p for p in psutil.Process(run.pid).children(recursive=True)})
+            workdirs = {arg.split("/worker-")[0] for p in seen.values() for arg in _cmdline(p) if "/worker-" in arg}
+            # The worker logs that it stops once the run has everything and has begun its own stop.
+            stopping = any("Stopping" in Path(log).read_text(errors="replace")
+                           for d in workdirs for log in glob.glob(f"{d}/worker-*.log"))
+            time.sleep(0.02)
+        assert stopping, "the worker was never seen stopping"
+        assert any("tansu" in " ".join(_cmdline(p)) for p in seen.values())  # the broker is still to stop
+        run.send_signal(signal.SIGTERM)
+        run.wait(timeout=60)
+        assert _outliving(list(seen.values())) == []
+    finally:
+        if run.poll() is None:
+            run.kill()
+
+
+def test_a_demo_whose_output_is_closed_stops_cleanly():
+    """``its-faust demo | head -1``: the reader leaves; the demo used to hang in its clean-up for ever
+    (a failed print skipped its cameras' stop, whose last flush then waited on a stopped broker)."""
+    import time
+
+    import psutil
+
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")}
+    demo = subprocess.Popen([sys.executable, "-m", "its_faust.cli", "demo", "--duration", "120", "--port", str(free_port())],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    try:
+        assert demo.stdout.readline().startswith(b"dashboard:")
+        children = psutil.Process(demo.pid).children(recursive=True)
+        demo.stdout.close()  # what `head -1` does after its line
+        started = time.monotonic()
+        assert demo.wait(timeout=60) == 0
+        assert time.monotonic() - started < 30  # at its next figures line (every 5 s), not at --duration
+        assert _outliving(children) == []
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+
+
+def test_sigterm_while_the_broker_command_starts_its_broker():
+    import contextlib
+    import signal
+    import time
+
+    import psutil
+
+    broker = subprocess.Popen([sys.executable, "-m", "its_faust.cli", "broker", "--port", "0"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 30
+        while not children and time.monotonic() < deadline:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                children = psutil.Process(broker.pid).children(recursive=True)
+            time.sleep(0.005)
+        assert children, "no broker child seen"
+        broker.send_signal(signal.SIGTERM)  # as soon as the child exists: most often before it answers
+        broker.wait(timeout=30)
+        assert _outliving(children) == []
+    finally:
+        if broker.poll() is None:
+            broker.kill()
+
+
+def _cmdline(process) -> list[str]:
+    import psutil
+
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
 
 
 def test_help_lists_the_commands():
