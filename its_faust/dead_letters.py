@@ -1,4 +1,8 @@
-"""Send input that a stage cannot use to the dead-letter topic, whole, with the reason."""
+"""Send input that a stage cannot use to the dead-letter topic, whole, with the reason.
+
+``valid_records`` is how every agent but detect reads its stream: in log order through the
+intake, decoded, and what does not decode (or whose camera_id is not its key) dead-lettered.
+"""
 
 from __future__ import annotations
 

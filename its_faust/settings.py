@@ -99,7 +99,7 @@ class TrackerSettings(BaseModel):
 
 
 class AnalyticsSettings(BaseModel):
-    """Thresholds of the analytics actors; times are capture time, so replays give the same events."""
+    """Thresholds of the analytics actors; times are scene time (capture time for live sources), so replays give the same events."""
 
     forget_after_s: float = Field(10.0, gt=0, description="A track unseen this long is forgotten")
     line_margin_px: float = Field(2.0, ge=0, description="Dead band around counting lines")
@@ -175,7 +175,7 @@ class Settings(BaseSettings):
     )
     topic_prefix: str = "its"
     partitions: int = Field(8, ge=1, description="Partitions of every keyed topic; the most workers that share work")
-    data_dir: Path = Field(Path(".its-faust"), description="Worker state (RocksDB tables) and caches")
+    data_dir: Path = Field(Path(".its-faust"), description="Worker state (RocksDB tables)")
     asset_dir: Path | None = Field(None, description="Where weights and sample videos lie (see its_faust.assets)")
     cache_dir: Path = Field(Path.home() / ".cache" / "its-faust", description="Exported models (shared by workers)")
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"

@@ -3,7 +3,8 @@
 Faust has a known failure after some rebalances (faust-streaming issue #629 and
 kin): a partition stays assigned but its stream receives nothing, so one camera
 silently stops while the others carry on. Every ``interval_s`` this checks each
-assigned source partition: when it has messages the group has not committed and
+assigned partition of every agent's source topic (frames, detections, tracks, crossings,
+zone events, camera commands): when it has messages the group has not committed and
 its committed offset has not moved for ``stall_s``, it is logged, resumed and
 sought back to its committed offset (redelivered frames are harmless: the camera
 actors are idempotent by seq). The stalls seen before were messages Faust dropped
@@ -23,10 +24,16 @@ import time
 log = logging.getLogger(__name__)
 
 
+def agent_source_topics(app) -> set[str]:
+    """The topics the app's agents read (found by autodiscovery after the app is built: asked each time)."""
+    return {name for agent in app.agents.values() for name in getattr(agent.channel, "topics", ())}
+
+
 class StallWatchdog:
-    def __init__(self, app, topics: list[str], stall_s: float = 15.0):
+    def __init__(self, app, topics: list[str] | None = None, stall_s: float = 15.0):
+        """Watch ``topics``; by default every topic one of the app's agents reads."""
         self.app = app
-        self.topics = set(topics)
+        self.topics = set(topics) if topics is not None else None
         self.stall_s = stall_s
         self._last: dict = {}  # tp -> (committed offset, since when unchanged)
         self.recoveries = 0
@@ -37,7 +44,8 @@ class StallWatchdog:
             self._last.clear()
             return
         now = time.monotonic()
-        owned = {tp for tp in consumer.assignment() if tp.topic in self.topics}
+        watched = self.topics if self.topics is not None else agent_source_topics(app)
+        owned = {tp for tp in consumer.assignment() if tp.topic in watched}
         for tp in list(self._last):
             if tp not in owned:
                 del self._last[tp]
@@ -72,9 +80,7 @@ class StallWatchdog:
 
 
 def install(app, settings) -> StallWatchdog:
-    from its_faust.topic_names import DETECTIONS, FRAMES
-
-    watchdog = StallWatchdog(app, [settings.topic(FRAMES), settings.topic(DETECTIONS)], settings.stall_after_s)
+    watchdog = StallWatchdog(app, stall_s=settings.stall_after_s)
 
     @app.timer(interval=max(1.0, settings.stall_after_s / 3), name="stall-watchdog")
     async def _check() -> None:

@@ -31,7 +31,7 @@ class SpeedStats(Record):
 
 
 class WindowCount(Record):
-    start: float = Field(description="Window start, Unix seconds of capture time")
+    start: float = Field(description="Window start, Unix seconds of scene time (capture time for live sources)")
     end: float
     count: int = Field(ge=0)
     speed: SpeedStats | None = Field(None, description="Of the vehicles counted, when the camera is calibrated")
@@ -60,7 +60,7 @@ class ZoneEvent(CameraRecord):
     track_id: int = Field(ge=1)
     label: str
     occupancy: int = Field(ge=0)
-    dwell_s: float | None = Field(None, description="On exit: seconds inside (capture time)")
+    dwell_s: float | None = Field(None, description="On exit: seconds inside (scene time)")
     mean_speed_kmh: float | None = Field(None, description="On exit, when calibrated: mean speed inside")
 
 
@@ -86,7 +86,7 @@ class Alert(CameraRecord):
     subject: str = Field(description="What it is about: 'track-12' or 'zone-lane1'")
     track_ids: list[int] = Field(default_factory=list)
     zone: str | None = None
-    started_at: float = Field(description="Capture time the condition began")
+    started_at: float = Field(description="Scene time the condition began (capture time for live sources)")
     snapshot: FrameRef = Field(description="The frame it was raised on")
     message: str
     details: dict[str, float] = Field(default_factory=dict)

@@ -52,7 +52,8 @@ class Zone(Record):
     """A polygon. ``lane`` zones watch for stopped vehicles; ``heading_deg`` is the allowed direction of travel.
 
     ``heading_deg`` is measured on screen, clockwise from "right" (0 = rightwards, 90 = down the
-    frame); tracks moving against it (more than 90 degrees off) are driving the wrong way.
+    frame); tracks moving against it (more than ``ITS_FAUST_ANALYTICS__WRONG_WAY_DEG``, 120 degrees, off) are
+    driving the wrong way.
     """
 
     name: str = Field(pattern=NAME_PATTERN)

@@ -1,4 +1,4 @@
-"""The ``camera-analytics`` table: each camera's analytics memory (tracks near lines, last seq)."""
+"""The ``camera-analytics`` table: each camera's analytics memory (tracks, line sides, zones, incident timers, alerts, last seq)."""
 
 from __future__ import annotations
 

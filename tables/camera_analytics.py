@@ -60,7 +60,7 @@ class TrackMemory(Record):
     lines: list[LineMemory] = Field(default_factory=list)
     zones: list[ZoneMemory] = Field(default_factory=list)
     path: list[tuple[float, float, float]] = Field(default_factory=list, description="(t, x, y) ground point, last seconds")
-    since: dict[str, float] = Field(default_factory=dict, description="incident condition -> capture time it began")
+    since: dict[str, float] = Field(default_factory=dict, description="incident condition -> scene time it began")
 
 
 class AnalyticsState(Record):

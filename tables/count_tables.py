@@ -1,6 +1,6 @@
 """Windowed statistics: line counts and zone traffic, in 1-minute and 15-minute tumbling windows plus totals.
 
-Faust windowed tables, windowed on capture time (the Kafka message time the
+Faust windowed tables, windowed on scene time (the Kafka message time the
 analytics actor sets), so a replayed clip lands in the same windows as the live
 run. Every value carries a watermark: the seq of the last event it took and
 which events of that frame it has taken. One camera's events arrive in seq

@@ -5,7 +5,7 @@ now (:class:`Condition`, keyed by kind and subject). The :class:`AlertBook`
 turns that into events: a new condition raises one alert; while it holds,
 nothing more is said; when it has been gone ``clear_after_s`` a ``cleared``
 event with the same id follows; the same kind and subject is then quiet for
-``cooldown_s``. Everything runs on capture time, so a replay says the same.
+``cooldown_s``. Everything runs on scene time (capture time for live sources), so a replay says the same.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from schemas.base import Record
 class Condition:
     kind: str
     subject: str
-    since: float  # capture time the condition began
+    since: float  # scene time the condition began
     severity: str
     message: str
     track_ids: list[int] = field(default_factory=list)

@@ -2,7 +2,7 @@
 
 The homography maps a vehicle's ground point (the bottom centre of its box) to
 road-plane metres. Speed is the slope of a least-squares line through the
-track's road positions over the last ``window_s`` seconds of capture time, which
+track's road positions over the last ``window_s`` seconds of scene time, which
 smooths box jitter without lagging as much as a moving average of
 frame-to-frame speeds. Without calibration there is no speed at all.
 """

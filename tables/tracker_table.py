@@ -2,8 +2,8 @@
 
 RocksDB-backed with a changelog topic, so a camera's tracker follows its
 partition to whichever worker owns it. Faust writes a key to the partition of
-the event being processed, so it must be written while processing that
-camera's own detection event (the track agent takes events one at a time).
+the event being processed, so a camera's state is written in the partition of
+its latest detection event, at each flush (:mod:`tables.checkpoints`).
 """
 
 from __future__ import annotations

@@ -62,3 +62,30 @@ def test_no_action_while_rebalancing_or_caught_up(monkeypatch):
         asyncio.run(dog.check())
         clock[0] += 1
     assert consumer.sought == []
+
+
+def test_by_default_every_agent_source_topic_is_watched(monkeypatch):
+    """Analytics, counts and configuration stall the same way detection does: all are watched."""
+    tracks, changelog = TP("its.tracks", 1), TP("its-faust-camera-tracker-changelog", 1)
+    consumer = FakeConsumer([tracks, changelog])
+    agents = {
+        "analyze": SimpleNamespace(channel=SimpleNamespace(topics=("its.tracks",))),
+        "detect": SimpleNamespace(channel=SimpleNamespace(topics=("its.frames",))),
+    }
+    app = SimpleNamespace(consumer=consumer, in_recovery=False, rebalancing=False, agents=agents)
+    dog = wd.StallWatchdog(app, stall_s=15)
+    clock = [0.0]
+    monkeypatch.setattr(wd.time, "monotonic", lambda: clock[0])
+    for _ in range(5):
+        asyncio.run(dog.check())
+        clock[0] += 5
+    assert consumer.sought == [(tracks, 10)]  # the changelog is no agent's source: left to Faust
+
+
+def test_the_workers_agents_source_topics_are_all_watched():
+    from its_faust.app import app, settings
+    from its_faust.topic_names import CAMERA_COMMANDS, CROSSINGS, DETECTIONS, FRAMES, TRACKS, ZONE_EVENTS
+
+    app.discover()
+    expected = {settings.topic(t) for t in (FRAMES, DETECTIONS, TRACKS, CROSSINGS, ZONE_EVENTS, CAMERA_COMMANDS)}
+    assert wd.agent_source_topics(app) == expected

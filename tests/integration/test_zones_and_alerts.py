@@ -53,7 +53,7 @@ def test_wrong_way_alerts_and_zone_stats_from_a_real_clip(stack, settings, clip_
     last = zone_stats[-1]
     assert last.entries >= 5 and last.exits >= 3 and all(z.occupancy >= 0 for z in zone_stats)
     assert any(z.minute.mean_dwell_s for z in zone_stats)
-    # The windowed tables split the same events by capture time: per-window entries add up to the total.
+    # The windowed tables split the same events by scene time: per-window entries add up to the total.
     per_minute, per_quarter = {}, {}
     for z in zone_stats:
         assert z.minute.start <= z.at < z.minute.end and z.minute.end - z.minute.start == 60  # on the scene clock
