@@ -98,6 +98,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         broker_commit_interval=settings.commit_interval_s,
+        stream_processing_timeout=settings.slow_processing_report_s,
         producer_max_request_size=8 * 1024 * 1024,  # frames are ~50-150 KB; leave room for 4K cameras
         producer_linger=settings.producer_linger_ms / 1000,
         consumer_max_fetch_size=8 * 1024 * 1024,

@@ -79,6 +79,20 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             except RuntimeError:  # the thread's loop is closed already: so are its connections
                 closing.close()
 
+    def verify_event_path(self, now: float, tp) -> None:
+        """Faust's slow-processing report, less the changelog partitions paused here on purpose.
+
+        Faust reports every assigned partition aiokafka has not fetched for
+        ``stream_processing_timeout`` (5 min); recovered changelogs are never fetched again
+        (see "Changelog fetching" above), so without this every worker logged each of them,
+        36 false errors every few seconds, from five minutes after its start.
+        """
+        consumer = self._consumer
+        if consumer is not None and self.consumer._is_changelog_tp(tp):
+            if TopicPartition(tp.topic, tp.partition) in consumer.paused():
+                return None
+        return super().verify_event_path(now, tp)
+
     def set_fetching(self, tps, fetching: bool) -> None:
         """Pause or resume ``tps`` in aiokafka itself. Runs on this thread's loop (resuming settles a future of it)."""
         consumer = self._consumer

@@ -191,6 +191,11 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = 1.0
     commit_interval_s: float = 1.0
     stall_after_s: float = Field(15.0, gt=0, description="A partition with backlog that has not moved this long is re-sought")
+    slow_processing_report_s: float = Field(
+        300.0, gt=0,
+        description="Faust's stream_processing_timeout: a partition not fetched, or with backlog its agent has not "
+        "taken, for this long is logged as an error (the watchdog acts on stalls; this only reports)",
+    )
     fetch_max_wait_ms: int = Field(
         100, ge=0,
         description="Longest a fetch of several partitions waits for data (workers, API). The embedded broker "

@@ -33,6 +33,11 @@ def run_worker(ready_file: Path | None = None) -> None:
     log.info("detector ready in %.1fs", time.monotonic() - started)
 
     class Worker(faust.Worker):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if not self.stdout.isatty():
+                self.spinner = None  # its backspaces and cursor codes would land in log files
+
         async def on_startup_finished(self) -> None:
             await super().on_startup_finished()
             loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]  # uvloop or asyncio
