@@ -14,6 +14,7 @@ import logging
 
 import faust
 
+from its_faust.data_dir import claim as claim_data_dir
 from its_faust.kafka_transport import Transport
 from its_faust.settings import Settings, get_settings
 from its_faust.watchdog import install as install_watchdog
@@ -32,7 +33,9 @@ class App(faust.App):
     async def on_first_start(self) -> None:
         """Before the consumer and the tables start (``its-faust worker`` and ``faust -A ... worker`` alike)."""
         await super().on_first_start()
-        await prepare_broker_and_tables(self, self.its_settings or get_settings())
+        settings = self.its_settings or get_settings()
+        claim_data_dir(settings.data_dir)  # `faust -A ... worker` too (its-faust worker claimed it already)
+        await prepare_broker_and_tables(self, settings)
 
     async def on_started(self) -> None:
         await super().on_started()  # returns once the tables are recovered (or the worker is stopping)

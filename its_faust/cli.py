@@ -21,12 +21,15 @@ from aiokafka.errors import KafkaConnectionError
 from its_faust.assets import AssetNotFound, resolve_asset
 from its_faust.cameras import CommandFailed
 from its_faust.cli_cameras import cameras
+from its_faust.data_dir import DataDirInUse
 from its_faust.broker import BrokerError, EmbeddedBroker, bootstrap_servers, check_embedded_allowed, wait_reachable
 from its_faust.settings import get_settings, invalid_settings
 from its_faust.sources import SourceError
 
 # Errors a user can fix; they get one line, not a traceback.
-USER_ERRORS = (AssetNotFound, SourceError, BrokerError, KafkaConnectionError, TimeoutError, ValueError, CommandFailed)
+USER_ERRORS = (
+    AssetNotFound, SourceError, BrokerError, KafkaConnectionError, TimeoutError, ValueError, CommandFailed, DataDirInUse,
+)
 
 log = logging.getLogger("its_faust")
 
@@ -120,7 +123,10 @@ def worker(ready_file: Path | None, broker_url: str | None) -> None:
         if not settings.broker_url:
             check_embedded_allowed(settings)
             broker = EmbeddedBroker().start()
-            click.echo(f"embedded broker at {broker.url}; more workers: ITS_FAUST_BROKER_URL={broker.url} its-faust worker")
+            click.echo(
+                f"embedded broker at {broker.url}; more workers: "
+                f"ITS_FAUST_BROKER_URL={broker.url} ITS_FAUST_DATA_DIR=<a folder of its own> its-faust worker"
+            )
             _set_env(broker_url=broker.url)
         from its_faust.worker import run_worker
 

@@ -26,7 +26,9 @@ def run_worker(ready_file: Path | None = None) -> None:
     from agents.detect import get_detector
     from its_faust.app import DEFAULT_BROKER, app, settings
     from its_faust.broker import wait_reachable
+    from its_faust.data_dir import claim
 
+    claim(settings.data_dir)  # before anything slow: a second worker on the same folder stops with one line
     wait_reachable(settings.broker_url or DEFAULT_BROKER)  # one clear line, not a traceback from inside Faust
     started = time.monotonic()
     get_detector()

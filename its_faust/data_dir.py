@@ -1,0 +1,47 @@
+"""One worker per data folder: its RocksDB table copies cannot be shared.
+
+A second worker started on the same folder (the same working directory, by default)
+used to spin on RocksDB's lock ("DB for partition 0 is locked! Retry in 1s") and then
+crash with a traceback once it was given a partition. The worker now claims the folder
+first, with an advisory lock the system drops when the process ends however it ends,
+and a second one stops with one line that says what to do.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from typing import IO
+
+LOCK_NAME = "worker.lock"
+
+_claimed: dict[Path, IO] = {}  # held open for the life of the process: closing it would release the lock
+
+
+class DataDirInUse(RuntimeError):
+    """Another worker holds this data folder."""
+
+
+def claim(data_dir: Path) -> None:
+    """Take ``data_dir`` for this process, or raise :class:`DataDirInUse`. A second claim by the same process is a no-op."""
+    data_dir = Path(data_dir).resolve()
+    if data_dir in _claimed:
+        return
+    data_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(data_dir / LOCK_NAME, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip()
+        handle.close()
+        raise DataDirInUse(
+            f"data folder {data_dir} is in use by another worker{f' (pid {holder})' if holder else ''}; "
+            "give each worker on one machine its own: ITS_FAUST_DATA_DIR=<another folder> its-faust worker"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    _claimed[data_dir] = handle

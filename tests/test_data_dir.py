@@ -1,0 +1,63 @@
+"""One worker per data folder: a second one stops with one line instead of crashing on RocksDB's lock."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from its_faust.data_dir import DataDirInUse, claim
+
+HOLD = textwrap.dedent(
+    """
+    import sys, time
+    from its_faust.data_dir import claim
+    claim(sys.argv[1])
+    print("claimed", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+@pytest.fixture
+def held_by_another_process(tmp_path):
+    folder = tmp_path / "data"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "claimed"
+        yield folder, holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_folder_held_by_another_worker_is_refused_with_its_pid(held_by_another_process):
+    folder, pid = held_by_another_process
+    with pytest.raises(DataDirInUse, match=rf"in use by another worker \(pid {pid}\).*ITS_FAUST_DATA_DIR"):
+        claim(folder)
+
+
+def test_a_folder_is_free_again_once_its_worker_is_gone(tmp_path):
+    folder = tmp_path / "data"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "claimed"
+    holder.kill()  # as a crash would: the system drops the lock
+    holder.wait()
+    claim(folder)
+    claim(folder)  # the same process again: a no-op
+    assert (folder / "worker.lock").read_text().strip() == str(os.getpid())
+
+
+def test_a_second_worker_on_the_same_folder_stops_with_one_line(held_by_another_process):
+    folder, pid = held_by_another_process
+    env = {**os.environ, "ITS_FAUST_DATA_DIR": str(folder)}
+    done = subprocess.run(
+        [sys.executable, "-m", "its_faust.cli", "worker", "--broker", "kafka://127.0.0.1:9"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 2  # as every other usage error
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("its-faust: error: data folder") and f"pid {pid}" in lines[0], done.stderr
