@@ -62,6 +62,28 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = get_settings().fetch_max_wait_ms  # read by its Fetcher at start()
         return consumer
 
+    async def on_thread_stop(self) -> None:
+        """Stop the consumer, even when the broker went first.
+
+        aiokafka's ``Fetcher.close()`` awaits the fetch tasks it has just cancelled, and one that
+        was waiting out its retry back-off (the broker gone) re-raises the CancelledError. That
+        ended this thread before it told the worker it had stopped, and the worker waited for it
+        for ever, deaf to further signals: seen when a broker was stopped before its workers.
+        """
+        try:
+            await super().on_thread_stop()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this stop itself was cancelled: not ours to swallow
+            log.warning("consumer: stopped while a fetch waited to retry (broker unreachable); closing its connections")
+            consumer = self._consumer
+            if consumer is not None:
+                try:
+                    await consumer._client.close()
+                except Exception as exc:  # its connections are gone with the broker
+                    log.debug("consumer: closing its client failed: %r", exc)
+
     def close(self) -> None:
         """Close the client on this thread's loop, which owns its connections.
 

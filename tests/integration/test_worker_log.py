@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import time
 
 from its_faust.broker import EmbeddedBroker
@@ -31,3 +33,24 @@ def test_an_idle_worker_reports_no_slow_partitions(tmp_path):
     assert "\x1b" not in log and "\b" not in log  # no terminal spinner codes in a log file
     errors = [line for line in log.splitlines() if " ERROR " in line or "CRITICAL" in line]
     assert errors == [], "\n".join(errors[:10])
+
+
+def test_a_worker_whose_broker_went_first_still_stops(tmp_path):
+    """Broker stopped before its worker (a compose file's order, Ctrl-C in the broker's terminal first):
+    SIGTERM must still stop the worker. It used to hang for ever: aiokafka's fetcher re-raised the
+    cancellation of a fetch waiting to retry, and the consumer thread died without saying it had stopped."""
+    broker = EmbeddedBroker(log_path=tmp_path / "broker.log").start()
+    worker = WorkerProcess(broker.url, tmp_path, "worker-1").start()
+    try:
+        worker.wait_ready()
+        broker.stop()
+        time.sleep(3)  # the worker's fetches fail and wait to retry
+        worker.proc.send_signal(signal.SIGTERM)
+        try:
+            code = worker.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            code = None
+        assert code is not None, "the worker did not stop within 60 s of SIGTERM:\n" + worker.tail(40)
+    finally:
+        worker.kill()
+        broker.stop()
