@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -10,6 +11,17 @@ import time
 import httpx
 
 from its_faust.broker import free_port
+
+
+def check_port_free(host: str, port: int) -> None:
+    """One line before the API starts (uvicorn would print the dashboard's address, then fail on it)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: only a listener is in the way
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise ValueError(f"port {port} on {host} is in use ({exc.strerror or exc}): "
+                             "give the dashboard another one with --port N") from None
 
 
 class ApiProcess:

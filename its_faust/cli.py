@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -23,7 +24,7 @@ from its_faust.cameras import CommandFailed
 from its_faust.cli_cameras import cameras
 from its_faust.data_dir import DataDirInUse
 from its_faust.broker import BrokerError, EmbeddedBroker, bootstrap_servers, check_embedded_allowed, wait_reachable
-from its_faust.settings import get_settings, invalid_settings
+from its_faust.cli_support import fail, set_env, settings_or_fail
 from its_faust.sources import SourceError
 
 # Errors a user can fix; they get one line, not a traceback.
@@ -40,15 +41,12 @@ def _settings():
     from its_faust import event_loop
     from its_faust.logs import setup_logging
 
-    try:
-        settings = get_settings()
-    except ValueError as exc:  # a bad value, an unknown profile, a value that is not JSON where JSON is needed
-        _fail(invalid_settings(exc))
+    settings = settings_or_fail()
     setup_logging(settings.log_level, settings.log_json)
     try:
         event_loop.install(settings.event_loop)
     except ValueError as exc:
-        _fail(exc)
+        fail(exc)
     return settings
 
 
@@ -80,9 +78,40 @@ def _check_model(settings) -> None:
     resolve_asset(settings.model.weights, settings.asset_dir)
 
 
-def _fail(exc: BaseException | str) -> None:
-    click.echo(f"its-faust: error: {exc}", err=True)
-    sys.exit(2)
+def _check_writable(path: Path | None) -> None:
+    """An output file is checked before the work that fills it: a path that cannot be written is one
+    line now, not a traceback after the whole clip has been processed."""
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot write {path}: cannot create {path.parent} ({exc.strerror or exc})") from None
+    if path.is_dir():
+        raise ValueError(f"cannot write {path}: it is a folder")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ValueError(f"cannot write {path}: permission denied")
+
+
+def _write_output(path: Path | None, payload: str) -> None:
+    """Write a command's result file (printed already: a failure here loses nothing but the file)."""
+    if path is None:
+        return
+    try:
+        path.write_text(payload + "\n")
+    except OSError as exc:
+        click.echo(f"its-faust: error: cannot write {path} ({exc.strerror or exc}); the result is printed above", err=True)
+        sys.exit(1)
+
+
+def _camera_id(ctx, param, value: str | None) -> str | None:
+    """--camera is the Kafka key and the records' camera_id: checked as the schemas check it."""
+    from schemas.base import CAMERA_ID_PATTERN
+
+    if value is not None and not re.fullmatch(CAMERA_ID_PATTERN, value):
+        raise click.BadParameter(f"{value!r} is not a camera id: 1-64 letters, digits, '_', '.' or '-', "
+                                 "starting with a letter or digit")
+    return value
 
 
 def _resolve_source(source: str, settings) -> str:
@@ -90,14 +119,6 @@ def _resolve_source(source: str, settings) -> str:
     if "://" in source or source.isdigit() or source.startswith("webcam:") or os.sep in source or Path(source).exists():
         return source
     return str(resolve_asset(source, settings.asset_dir, download=False))
-
-
-def _set_env(**values) -> None:
-    """Options given on the command line become settings for this process and its children."""
-    for key, value in values.items():
-        if value is not None:
-            os.environ[f"ITS_FAUST_{key.upper()}"] = str(value)
-    get_settings.cache_clear()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -116,7 +137,7 @@ def main() -> None:
 @click.option("--broker", "broker_url", help="kafka://host:port (default: ITS_FAUST_BROKER_URL, else start an embedded broker).")
 def worker(ready_file: Path | None, broker_url: str | None) -> None:
     """Run one Faust worker (all agents). Start several to share the cameras."""
-    _set_env(broker_url=broker_url)
+    set_env(broker_url=broker_url)
     settings = _settings()
     broker = None
     try:
@@ -127,12 +148,12 @@ def worker(ready_file: Path | None, broker_url: str | None) -> None:
                 f"embedded broker at {broker.url}; more workers: "
                 f"ITS_FAUST_BROKER_URL={broker.url} ITS_FAUST_DATA_DIR=<a folder of its own> its-faust worker"
             )
-            _set_env(broker_url=broker.url)
+            set_env(broker_url=broker.url)
         from its_faust.worker import run_worker
 
         run_worker(ready_file=ready_file)
     except USER_ERRORS as exc:
-        _fail(exc)
+        fail(exc)
     finally:
         if broker:
             broker.stop()
@@ -149,16 +170,16 @@ def broker(port: int) -> None:
         with EmbeddedBroker(port=port) as b:
             click.echo(f"broker listening: ITS_FAUST_BROKER_URL={b.url}")
             code = b.wait()
-            _fail(BrokerError(f"broker exited with code {code}"))
+            fail(BrokerError(f"broker exited with code {code}"))
     except USER_ERRORS as exc:
-        _fail(exc)
+        fail(exc)
     except KeyboardInterrupt:
         pass
 
 
 @main.command()
 @click.option("--source", required=True, help="Video file (or sample clip name), rtsp://... URL, or webcam index.")
-@click.option("--camera", "camera_id", default="cam-1", show_default=True, help="Camera id (the Kafka key).")
+@click.option("--camera", "camera_id", default="cam-1", show_default=True, callback=_camera_id, help="Camera id (the Kafka key).")
 @click.option("--fps", type=click.FloatRange(0, min_open=True), help="Target frame rate (default: the file's own fps; live sources as delivered).")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")
 @click.option("--loop", "loop_source", is_flag=True, help="Start a file again when it ends.")
@@ -170,11 +191,11 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
     (3 s) old are shed, and reported as frames_shed on the camera-events topic; frames of a
     file are all processed.
     """
-    _set_env(broker_url=broker_url)
+    set_env(broker_url=broker_url)
     settings = _settings()
     _stop_on_terminate()
     if not settings.broker_url:
-        _fail(BrokerError("ingest needs a broker: set ITS_FAUST_BROKER_URL or --broker (see `its-faust broker`)"))
+        fail(BrokerError("ingest needs a broker: set ITS_FAUST_BROKER_URL or --broker (see `its-faust broker`)"))
     from its_faust.ingest import ingest as run_ingest
     from its_faust.ingest import make_producer
     from its_faust.topic_names import ensure_topics
@@ -195,7 +216,7 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
     try:
         stats = asyncio.run(go())
     except USER_ERRORS as exc:
-        _fail(exc)
+        fail(exc)
     except KeyboardInterrupt:
         return
     sampled = f" ({stats.frames_sampled} of a frozen picture)" if stats.frames_sampled else ""
@@ -205,7 +226,8 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
 @main.command()
 @click.option("--source", required=True, help="Video file or sample clip name (e.g. dual_carriageway_abhishek.mp4).")
 @click.option("--summary", "summary_path", type=click.Path(path_type=Path), help="Write the run's summary JSON here.")
-@click.option("--camera", "camera_id", default="cam-1", show_default=True, help="Camera id the frames carry (the Kafka key).")
+@click.option("--camera", "camera_id", default="cam-1", show_default=True, callback=_camera_id,
+              help="Camera id the frames carry (the Kafka key).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes to start.")
 @click.option("--fps", type=click.FloatRange(0, min_open=True), help="Pace the source (default: as fast as the pipeline takes frames).")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")
@@ -223,22 +245,21 @@ def run(source, summary_path, camera_id, workers, fps, max_frames, line_specs, c
     With --line or --config the summary also counts the vehicles that crossed each line,
     per direction and class.
     """
-    _set_env(broker_url=broker_url, model__backend=backend)
+    set_env(broker_url=broker_url, model__backend=backend)
     settings = _settings()
     _stop_on_terminate()
     try:
         setup = _setup_from(line_specs, config_path)
         _check_model(settings)
+        _check_writable(summary_path)
         summary = asyncio.run(
             _run_with_progress(settings, _resolve_source(source, settings), camera_id, workers, fps, max_frames, setup)
         )
     except USER_ERRORS as exc:
-        _fail(exc)
+        fail(exc)
     payload = json.dumps(summary.__dict__, indent=2)
-    if summary_path:
-        summary_path.parent.mkdir(parents=True, exist_ok=True)
-        summary_path.write_text(payload + "\n")
     click.echo(payload)
+    _write_output(summary_path, payload)
     if summary.frames_tracked < summary.frames_in:
         click.echo(f"its-faust: error: {summary.frames_in - summary.frames_tracked} frames were not tracked "
                    f"(see missing_seqs and its.dead-letters)", err=True)
@@ -319,7 +340,7 @@ def demo(source: str, workers: int, cameras: int, duration: float | None, port: 
         asyncio.run(run_demo(settings, _resolve_source(source, settings), workers=workers, cameras=cameras,
                              duration=duration, port=port))
     except USER_ERRORS as exc:
-        _fail(exc)
+        fail(exc)
     except KeyboardInterrupt:
         pass
 
@@ -346,6 +367,7 @@ def bench(source: str, out_path: Path | None, skip_baseline: bool, batch_sweep: 
     try:
         clip = _resolve_source(source, settings)
         _check_model(settings)
+        _check_writable(out_path)
         if batch_sweep:
             try:
                 batch_sizes = [int(s) for s in sizes.split(",") if s.strip()]
@@ -356,12 +378,12 @@ def bench(source: str, out_path: Path | None, skip_baseline: bool, batch_sweep: 
         else:
             result = benchmarks.run_bench(settings, clip, out_path, skip_baseline=skip_baseline, repeat=repeat)
     except USER_ERRORS as exc:
-        _fail(exc)
+        fail(exc)
     click.echo(json.dumps(result, indent=2))
 
 
 @main.command()
-@click.option("--camera", "camera_id", help="Camera whose stored tracks to replay (from its.tracks on the broker).")
+@click.option("--camera", "camera_id", callback=_camera_id, help="Camera whose stored tracks to replay (from its.tracks on the broker).")
 @click.option("--source", help="Or: a video file to run through the whole pipeline again (as `run` does).")
 @click.option("--line", "line_specs", multiple=True, metavar="X1,Y1,X2,Y2[:NAME]",
               help="Count with these lines instead of the camera's own (repeatable).")
@@ -376,13 +398,14 @@ def replay(camera_id, source, line_specs, config_path, out_path, broker_url) -> 
     on the broker. With --source instead, a recorded video goes through the whole pipeline again
     as camera "replay" (as `run` does: on a broker of its own unless ITS_FAUST_BROKER_URL is set).
     """
-    _set_env(broker_url=broker_url)
+    set_env(broker_url=broker_url)
     settings = _settings()
     _stop_on_terminate()
     if bool(camera_id) == bool(source):
-        _fail(ValueError("give either --camera (replay stored tracks) or --source (replay a video file)"))
+        fail(ValueError("give either --camera (replay stored tracks) or --source (replay a video file)"))
     try:
         setup = _setup_from(line_specs, config_path)
+        _check_writable(out_path)
         if source:
             if not setup:
                 raise ValueError("replaying a video file needs a configuration: --line or --config")
@@ -397,12 +420,10 @@ def replay(camera_id, source, line_specs, config_path, out_path, broker_url) -> 
             wait_reachable(settings.broker_url, 5.0)
             result = asyncio.run(replay_camera(bootstrap_servers(settings.broker_url), settings, camera_id, setup)).as_dict()
     except USER_ERRORS as exc:
-        _fail(exc)
+        fail(exc)
     payload = json.dumps(result, indent=2)
-    if out_path:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(payload + "\n")
     click.echo(payload)
+    _write_output(out_path, payload)
 
 
 @main.command()
@@ -411,14 +432,17 @@ def replay(camera_id, source, line_specs, config_path, out_path, broker_url) -> 
 @click.option("--broker", "broker_url", help="kafka://host:port (default: ITS_FAUST_BROKER_URL).")
 def api(host, port, broker_url) -> None:
     """Serve the REST API, the SSE feeds and the dashboard (reads the result topics; run beside the workers)."""
-    _set_env(broker_url=broker_url, api__host=host, api__port=port)
+    set_env(broker_url=broker_url, api__host=host, api__port=port)
     settings = _settings()
     if not settings.broker_url:
-        _fail(BrokerError("api needs a broker: set ITS_FAUST_BROKER_URL or --broker (see `its-faust worker`)"))
+        fail(BrokerError("api needs a broker: set ITS_FAUST_BROKER_URL or --broker (start one: `its-faust broker`)"))
     try:
         wait_reachable(settings.broker_url, 5.0)
+        from api.process import check_port_free
+
+        check_port_free(settings.api.host, settings.api.port)
     except USER_ERRORS as exc:
-        _fail(exc)
+        fail(exc)
     import uvicorn
 
     from api.app import create_app

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
-import os
-import sys
 
 import click
 from pydantic import ValidationError
@@ -26,7 +24,7 @@ from its_faust.cameras import (
     send_commands,
     validation_message,
 )
-from its_faust.settings import get_settings, invalid_settings
+from its_faust.cli_support import fail, set_env, settings_or_fail
 from schemas.control import (
     AddCamera,
     AddLine,
@@ -42,29 +40,15 @@ from schemas.geometry import Calibration, Zone
 from tables.camera_config import CommandRejected, apply
 
 
-def _fail(message: str) -> None:
-    click.echo(f"its-faust: error: {message}", err=True)
-    sys.exit(2)
-
-
-def _settings():
-    try:
-        return get_settings()
-    except ValueError as exc:  # a bad value, an unknown profile, a value that is not JSON where JSON is needed
-        _fail(invalid_settings(exc))
-
-
 def _bootstrap(broker_url: str | None) -> str:
-    if broker_url:  # checked like the setting it stands for
-        os.environ["ITS_FAUST_BROKER_URL"] = broker_url
-        get_settings.cache_clear()
-    url = _settings().broker_url
+    set_env(broker_url=broker_url)  # checked like the setting it stands for
+    url = settings_or_fail().broker_url
     if not url:
-        _fail("cameras needs a running broker and worker: set ITS_FAUST_BROKER_URL or --broker (see `its-faust worker`)")
+        fail("cameras needs a running broker and worker: set ITS_FAUST_BROKER_URL or --broker (start them: `its-faust broker`, `its-faust worker`)")
     try:
         wait_reachable(url, 5.0)
     except BrokerError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     return bootstrap_servers(url)
 
 
@@ -73,15 +57,15 @@ def _send(camera_id: str, build, broker_url: str | None, timeout_s: float) -> No
     try:
         change = build()
     except ValidationError as exc:
-        _fail(validation_message(exc))
+        fail(validation_message(exc))
     except ValueError as exc:
-        _fail(str(exc))
-    settings = _settings()
+        fail(str(exc))
+    settings = settings_or_fail()
     bootstrap = _bootstrap(broker_url)
     try:
         cmd = command(camera_id, change, issued_by=getpass.getuser())
     except ValidationError as exc:
-        _fail(validation_message(exc))
+        fail(validation_message(exc))
 
     async def go():
         current = (await read_configs(bootstrap, settings)).get(camera_id)
@@ -91,7 +75,7 @@ def _send(camera_id: str, build, broker_url: str | None, timeout_s: float) -> No
     try:
         config = asyncio.run(go())
     except (CommandRejected, CommandFailed) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     click.echo(f"{camera_id}: {change.op} applied (config v{config.version})")
 
 
@@ -113,7 +97,7 @@ def cameras() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the full configurations as JSON.")
 def list_cameras(broker_url, as_json) -> None:
     """Every camera's current configuration."""
-    configs = asyncio.run(read_configs(_bootstrap(broker_url), _settings()))
+    configs = asyncio.run(read_configs(_bootstrap(broker_url), settings_or_fail()))
     live = [c for c in configs.values() if not c.removed]
     if as_json:
         click.echo(json.dumps([c.model_dump(mode="json", by_alias=True) for c in live], indent=2))

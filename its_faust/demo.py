@@ -14,7 +14,6 @@ import collections
 import contextlib
 import logging
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from api.process import ApiProcess
+from api.process import ApiProcess, check_port_free
 from its_faust.cameras import CameraSetup, parse_line
 from its_faust.ingest import LIVE_CREDIT_EXPIRE_S, FlowWindow, ingest, make_producer
 from its_faust.pipeline import Stack, configure_camera, in_thread_to_the_end
@@ -126,19 +125,13 @@ SAMPLE_LINES = {
 }
 
 
-def _check_port_free(port: int) -> None:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            raise ValueError(f"port {port} is in use: give the dashboard another one with --port N") from None
 
 
 async def run_demo(settings, source: str, *, workers: int = 1, cameras: int = 1, duration: float | None = None,
                    port: int | None = None) -> None:
     stop = asyncio.Event()
     port = port or settings.api.port
-    _check_port_free(port)
+    check_port_free("127.0.0.1", port)
     async with Stack(settings, workers=workers) as stack:
         names = [f"demo-cam-{i + 1}" for i in range(cameras)]
         line = SAMPLE_LINES.get(Path(source).name)

@@ -55,6 +55,11 @@ def test_run_writes_a_summary(tmp_path):
         (["run", "--source", "dual_carriageway_abhishek.mp4", "--line", "1,2,3:a"], "expected x1,y1,x2,y2[:name]"),
         (["run", "--source", "dual_carriageway_abhishek.mp4", "--line", "0,0,9,9:a", "--line", "1,1,8,8:a"], "line names must differ"),
         (["ingest", "--source", "dual_carriageway_abhishek.mp4", "--broker", "kafka://127.0.0.1:PORT"], "is not reachable"),
+        # Checked before the clip is processed: this used to end a whole run with two tracebacks.
+        (["run", "--source", "dual_carriageway_abhishek.mp4", "--summary", "/proc/nope/s.json"], "cannot write /proc/nope/s.json"),
+        (["bench", "--out", "/proc/nope/b.json"], "cannot write /proc/nope/b.json"),
+        (["replay", "--source", "dual_carriageway_abhishek.mp4", "--line", "0,0,9,9", "--out", "/"], "cannot write /: it is a folder"),
+        (["api"], "api needs a broker: set ITS_FAUST_BROKER_URL or --broker (start one: `its-faust broker`)"),
     ],
 )
 def test_user_errors_are_one_line(args, message):
@@ -84,7 +89,10 @@ def test_user_errors_are_one_line(args, message):
         ({"ITS_FAUST_BROKER_URL": "kafka://127.0.0.1"}, ["cameras", "list"], "127.0.0.1 is not host:port"),
         ({"ITS_FAUST_BROKER_URL": "http://127.0.0.1:9092"}, ["run", "--source", "dual_carriageway_abhishek.mp4"],
          "a Kafka broker is kafka://host:port, not http://"),
-        ({}, ["cameras", "list", "--broker", "http://127.0.0.1:9092"], "a Kafka broker is kafka://host:port, not http://"),
+        ({}, ["cameras", "list", "--broker", "http://127.0.0.1:9092"],
+         "--broker (ITS_FAUST_BROKER_URL): 'http://127.0.0.1:9092': a Kafka broker is kafka://host:port, not http://"),
+        ({}, ["run", "--source", "dual_carriageway_abhishek.mp4", "--broker", "http://127.0.0.1:9092"],
+         "--broker (ITS_FAUST_BROKER_URL): 'http://127.0.0.1:9092'"),
     ],
 )
 def test_invalid_settings_are_one_line(env, args, message):
@@ -116,9 +124,25 @@ def test_bad_option_values_are_refused_before_anything_starts():
     for args, option in ((["run", "--source", "dual_carriageway_abhishek.mp4", "--workers", "0"], "--workers"),
                          (["run", "--source", "dual_carriageway_abhishek.mp4", "--fps", "-3"], "--fps"),
                          (["demo", "--cameras", "0"], "--cameras"),
-                         (["demo", "--port", "70000"], "--port")):
+                         (["demo", "--port", "70000"], "--port"),
+                         (["run", "--source", "dual_carriageway_abhishek.mp4", "--camera", "bad id!"], "--camera"),
+                         (["ingest", "--source", "dual_carriageway_abhishek.mp4", "--camera", ""], "--camera"),
+                         (["replay", "--camera", "cam/1"], "--camera")):
         done = its_faust(*args, timeout=60)
         assert done.returncode == 2 and f"Invalid value for '{option}'" in done.stderr, (args, done.stderr)
+
+
+def test_an_api_whose_port_is_taken_says_so_before_it_starts():
+    import socket
+
+    with socket.socket() as taken:  # a listener on the port: the broker check only needs it to accept
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = its_faust("api", "--broker", f"kafka://127.0.0.1:{port}", "--port", str(port), timeout=60)
+    assert done.returncode == 2 and "dashboard:" not in done.stdout, done.stdout
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"port {port} on 127.0.0.1 is in use" in lines[0], done.stderr
 
 
 def _outliving(processes, timeout: float = 10.0) -> list[str]:

@@ -1,0 +1,39 @@
+"""What every command shares: options that become settings, settings loaded or one error line."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import NoReturn
+
+import click
+
+from its_faust.settings import Settings, get_settings, invalid_settings
+
+# ITS_FAUST_... variable -> the option that set it in this process, so an error names what the user typed.
+_options_given: dict[str, str] = {}
+
+
+def fail(problem: BaseException | str) -> NoReturn:
+    click.echo(f"its-faust: error: {problem}", err=True)
+    sys.exit(2)
+
+
+def set_env(**values) -> None:
+    """Options given on the command line become settings for this process and its children."""
+    for key, value in values.items():
+        if value is not None:
+            variable = f"ITS_FAUST_{key.upper()}"
+            os.environ[variable] = str(value)
+            _options_given[variable] = "--broker" if key == "broker_url" else "--" + key.split("__")[-1].replace("_", "-")
+    get_settings.cache_clear()
+
+
+def settings_or_fail() -> Settings:
+    try:
+        return get_settings()
+    except ValueError as exc:  # a bad value, an unknown profile, a value that is not JSON where JSON is needed
+        message = invalid_settings(exc)
+        for variable, option in _options_given.items():
+            message = message.replace(f"{variable}:", f"{option} ({variable}):")
+        fail(message)
