@@ -202,6 +202,7 @@ async def ingest(
 
     report("started", f"{spec.uri} ({reader.width}x{reader.height} @ {reader.fps or '?'} fps)")
     next_slot = time.monotonic()
+    source_done = False  # False at the end: stopped (Ctrl-C, SIGTERM, the owner's stop) before the source ended
     try:
         while not (stop and stop.is_set()):
             await flush_events()  # first: the drop paths below skip the rest of the loop
@@ -277,12 +278,14 @@ async def ingest(
                     stats.sent_seqs.append(frame_seq)
                 if on_sent:
                     on_sent(stats)
+        source_done = not (stop and stop.is_set())
     finally:
         reader.close()
         sampled = f" ({stats.frames_sampled} of a frozen picture)" if stats.frames_sampled else ""
         kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(stats.rejections.items()))
         rejected = f"{stats.frames_rejected} rejected" + (f" ({kinds})" if kinds else "")
-        report("finished", f"{stats.frames_sent} frames sent{sampled}, {rejected}", stats.last_seq)
+        stopped = "" if source_done else "stopped: "
+        report("finished", f"{stopped}{stats.frames_sent} frames sent{sampled}, {rejected}", stats.last_seq)
 
         async def last_words() -> None:
             await flush_events()

@@ -64,9 +64,22 @@ def test_blank_frames_are_reported_not_sent(bootstrap, settings, clip_with_blank
     # One report for the run of 5 blank frames (a covered camera can stay blank for hours), not one per frame.
     assert [e.kind.value for e in events] == ["started", "frame_rejected", "finished"]
     assert events[1].reason.startswith("blank") and events[1].seq == seqs[9] + 1
-    assert "20 frames sent, 5 rejected" in events[2].reason
+    assert events[2].reason == "20 frames sent, 5 rejected (blank 5)"  # the source ended: not "stopped"
     image = cv2.imdecode(np.frombuffer(frames[0].jpeg, np.uint8), cv2.IMREAD_COLOR)
     assert image.shape == (360, 640, 3)
+
+
+def test_a_camera_stopped_before_its_source_ended_says_so(bootstrap, settings, clip_with_blank_frames):
+    stop = asyncio.Event()
+
+    def stop_after_eight(stats) -> None:
+        if stats.frames_sent == 8:
+            stop.set()
+
+    stats, _, events = asyncio.run(_ingest_and_read(
+        bootstrap, settings, clip_with_blank_frames, camera_id="cam-stopped", fps=500, stop=stop, on_sent=stop_after_eight))
+    finished = [e for e in events if e.camera_id == "cam-stopped" and e.kind.value == "finished"]
+    assert stats.frames_sent == 8 and [e.reason for e in finished] == ["stopped: 8 frames sent, 0 rejected"]
 
 
 def _counting_encodes(monkeypatch) -> list[int]:
