@@ -98,13 +98,13 @@ def cameras() -> None:
 def list_cameras(broker_url, as_json) -> None:
     """Every camera's current configuration."""
     configs = asyncio.run(read_configs(_bootstrap(broker_url), settings_or_fail()))
-    live = [c for c in configs.values() if not c.removed]
-    if as_json:
+    live = sorted((c for c in configs.values() if not c.removed), key=lambda c: c.camera_id)
+    if as_json:  # in camera order too: the order configs come in from the partitions is not stable
         click.echo(json.dumps([c.model_dump(mode="json", by_alias=True) for c in live], indent=2))
         return
     if not live:
         click.echo("no cameras (add one: its-faust cameras add CAMERA_ID)")
-    for c in sorted(live, key=lambda c: c.camera_id):
+    for c in live:
         click.echo(f"{c.camera_id}  {c.name!r}  v{c.version}  lines: {', '.join(l.name for l in c.lines) or '-'}  "
                    f"zones: {', '.join(z.name for z in c.zones) or '-'}  calibrated: {'yes' if c.calibration else 'no'}  "
                    f"limit: {c.speed_limit_kmh or '-'}")
@@ -141,7 +141,12 @@ def remove(camera_id, broker_url, timeout_s) -> None:
     _send(camera_id, RemoveCamera, broker_url, timeout_s)
 
 
-@cameras.command("add-line")
+# Coordinates may be negative (a line or zone reaching past the frame's edge): "-5,0,..." is a value
+# there, not an unknown option. A mistyped option still fails, as an unexpected argument.
+NEGATIVE_NUMBERS_ARE_VALUES = {"ignore_unknown_options": True}
+
+
+@cameras.command("add-line", context_settings=NEGATIVE_NUMBERS_ARE_VALUES)
 @click.argument("camera_id")
 @click.argument("line", metavar="X1,Y1,X2,Y2[:NAME]")
 @click.option("--count", type=click.Choice(["both", "in", "out"]), default="both", show_default=True,
@@ -163,7 +168,7 @@ def remove_line(camera_id, name, broker_url, timeout_s) -> None:
     _send(camera_id, lambda: RemoveLine(name=name), broker_url, timeout_s)
 
 
-@cameras.command("add-zone")
+@cameras.command("add-zone", context_settings=NEGATIVE_NUMBERS_ARE_VALUES)
 @click.argument("camera_id")
 @click.argument("name")
 @click.argument("points", nargs=-1, required=True, metavar="X,Y X,Y X,Y...")
@@ -209,7 +214,7 @@ def calibrate(camera_id, image_points, road_points, clear, broker_url, timeout_s
     _send(camera_id, build, broker_url, timeout_s)
 
 
-@cameras.command("speed-limit")
+@cameras.command("speed-limit", context_settings=NEGATIVE_NUMBERS_ARE_VALUES)
 @click.argument("camera_id")
 @click.argument("kmh", metavar="KMH|none")
 @broker_option

@@ -43,6 +43,12 @@ def test_configure_a_camera_end_to_end(cameras):
     assert config["lines"][0] == {"name": "north", "x1": 140, "y1": 120, "x2": 620, "y2": 120, "count": "in"}
     assert config["zones"][0]["kind"] == "lane" and config["calibration"]["road_points"][2] == [7, 40]
     assert "cli-cam  'A1 north'  v5  lines: north" in cameras("list").stdout
+    # Negative coordinates are values, not options: a line and a zone reaching past the frame's left edge.
+    assert cameras("add", "cli-edge").returncode == 0
+    assert cameras("add-line", "cli-edge", "-20,200,300,200:edge").returncode == 0
+    assert cameras("add-zone", "cli-edge", "verge", "-10,0", "50,0", "50,40").returncode == 0
+    (config,) = [c for c in json.loads(cameras("list", "--json").stdout) if c["camera_id"] == "cli-edge"]
+    assert config["lines"][0]["x1"] == -20 and config["zones"][0]["points"][0] == [-10, 0]
 
 
 @pytest.mark.parametrize(
@@ -54,6 +60,7 @@ def test_configure_a_camera_end_to_end(cameras):
         (["calibrate", "cli-bad", "--image", "0,0", "--image", "1,1", "--image", "2,2", "--image", "0,5",
           "--road", "0,0", "--road", "1,0", "--road", "1,1", "--road", "0,1"], "three of the four points"),
         (["speed-limit", "cli-bad", "fast"], "a number of km/h"),
+        (["speed-limit", "cli-bad", "-5"], "kmh: Input should be greater than 0"),  # a value (refused), not "no such option -5"
         (["add-line", "no-such-cam", "0,0,10,10"], "unknown camera 'no-such-cam': add it first"),
         (["remove-line", "cli-cam", "nope"], "has no line 'nope'"),
     ],
