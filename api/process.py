@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import subprocess
@@ -14,14 +15,21 @@ from its_faust.broker import free_port
 
 
 def check_port_free(host: str, port: int) -> None:
-    """One line before the API starts (uvicorn would print the dashboard's address, then fail on it)."""
-    with socket.socket() as s:
+    """One line before the API starts (uvicorn would print the dashboard's address, then fail on it).
+
+    Only a port in use is reported here; any other trouble binding (a host name that does not resolve,
+    an address not on this machine) is left to uvicorn, which names it itself."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror:
+        return
+    with socket.socket(family, kind, proto) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: only a listener is in the way
         try:
-            s.bind((host, port))
+            s.bind(address)
         except OSError as exc:
-            raise ValueError(f"port {port} on {host} is in use ({exc.strerror or exc}): "
-                             "give the dashboard another one with --port N") from None
+            if exc.errno == errno.EADDRINUSE:
+                raise ValueError(f"port {port} on {host} is in use: give the dashboard another one with --port N") from None
 
 
 class ApiProcess:

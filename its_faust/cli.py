@@ -89,7 +89,9 @@ def _check_writable(path: Path | None) -> None:
         raise ValueError(f"cannot write {path}: cannot create {path.parent} ({exc.strerror or exc})") from None
     if path.is_dir():
         raise ValueError(f"cannot write {path}: it is a folder")
-    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    # An existing file is rewritten in place (its folder's permission does not matter); a new one is created.
+    writable = os.access(path, os.W_OK) if path.exists() else os.access(path.parent, os.W_OK)
+    if not writable:
         raise ValueError(f"cannot write {path}: permission denied")
 
 

@@ -143,7 +143,9 @@ def remove(camera_id, broker_url, timeout_s) -> None:
 
 # Coordinates may be negative (a line or zone reaching past the frame's edge): "-5,0,..." is a value
 # there, not an unknown option. A mistyped option still fails, as an unexpected argument.
-NEGATIVE_NUMBERS_ARE_VALUES = {"ignore_unknown_options": True}
+# "-h" is not a help flag here: ignore_unknown_options would otherwise read the h of ":north" in
+# "-5,120,620,120:north" as -h and print the help instead of adding the line.
+NEGATIVE_NUMBERS_ARE_VALUES = {"ignore_unknown_options": True, "help_option_names": ["--help"]}
 
 
 @cameras.command("add-line", context_settings=NEGATIVE_NUMBERS_ARE_VALUES)

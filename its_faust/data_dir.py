@@ -10,13 +10,16 @@ and a second one stops with one line that says what to do.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 from pathlib import Path
 from typing import IO
 
 LOCK_NAME = "worker.lock"
 
-_claimed: dict[Path, IO] = {}  # held open for the life of the process: closing it would release the lock
+log = logging.getLogger(__name__)
+
+_claimed: dict[Path, IO | None] = {}  # held open for the life of the process: closing it would release the lock
 
 
 class DataDirInUse(RuntimeError):
@@ -40,6 +43,11 @@ def claim(data_dir: Path) -> None:
             f"data folder {data_dir} is in use by another worker{f' (pid {holder})' if holder else ''}; "
             "give each worker on one machine its own: ITS_FAUST_DATA_DIR=<another folder> its-faust worker"
         ) from None
+    except OSError as exc:  # a file system without flock (some network mounts): RocksDB's own lock still guards the tables
+        handle.close()
+        log.warning("cannot lock data folder %s (%s): a second worker on it is not refused", data_dir, exc.strerror or exc)
+        _claimed[data_dir] = None
+        return
     handle.seek(0)
     handle.truncate()
     handle.write(f"{os.getpid()}\n")

@@ -109,10 +109,10 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         (see "Changelog fetching" above), so without this every worker logged each of them,
         36 false errors every few seconds, from five minutes after its start.
         """
-        consumer = self._consumer
-        if consumer is not None and self.consumer._is_changelog_tp(tp):
-            if TopicPartition(tp.topic, tp.partition) in consumer.paused():
-                return None
+        # Faust's own set of paused partitions (this runs on the app's loop, which keeps it); a
+        # changelog in it is paused in aiokafka too (see pause_partitions below).
+        if self.consumer._is_changelog_tp(tp) and tp in self.consumer._paused_partitions:
+            return None
         return super().verify_event_path(now, tp)
 
     def set_fetching(self, tps, fetching: bool) -> None:

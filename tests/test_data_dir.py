@@ -61,3 +61,19 @@ def test_a_second_worker_on_the_same_folder_stops_with_one_line(held_by_another_
     assert done.returncode == 2  # as every other usage error
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("its-faust: error: data folder") and f"pid {pid}" in lines[0], done.stderr
+
+
+def test_a_file_system_without_locks_is_warned_about_not_refused(tmp_path, monkeypatch, caplog):
+    import errno
+    import fcntl
+
+    def no_locks(handle, how):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with caplog.at_level("WARNING"):
+        claim(tmp_path / "nfs")
+        claim(tmp_path / "nfs")  # and claimed once: the second call is the no-op it always was
+    assert [r.getMessage() for r in caplog.records] == [
+        f"cannot lock data folder {(tmp_path / 'nfs').resolve()} (No locks available): a second worker on it is not refused"
+    ]

@@ -45,10 +45,11 @@ def test_configure_a_camera_end_to_end(cameras):
     assert "cli-cam  'A1 north'  v5  lines: north" in cameras("list").stdout
     # Negative coordinates are values, not options: a line and a zone reaching past the frame's left edge.
     assert cameras("add", "cli-edge").returncode == 0
-    assert cameras("add-line", "cli-edge", "-20,200,300,200:edge").returncode == 0
+    # (the "h" of "shoulder" is not read as -h: the help is --help alone on these commands)
+    assert cameras("add-line", "cli-edge", "-20,200,300,200:shoulder").returncode == 0
     assert cameras("add-zone", "cli-edge", "verge", "-10,0", "50,0", "50,40").returncode == 0
     (config,) = [c for c in json.loads(cameras("list", "--json").stdout) if c["camera_id"] == "cli-edge"]
-    assert config["lines"][0]["x1"] == -20 and config["zones"][0]["points"][0] == [-10, 0]
+    assert config["lines"][0]["name"] == "shoulder" and config["lines"][0]["x1"] == -20 and config["zones"][0]["points"][0] == [-10, 0]
 
 
 @pytest.mark.parametrize(

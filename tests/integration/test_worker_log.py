@@ -51,6 +51,8 @@ def test_a_worker_whose_broker_went_first_still_stops(tmp_path):
         except subprocess.TimeoutExpired:
             code = None
         assert code is not None, "the worker did not stop within 60 s of SIGTERM:\n" + worker.tail(40)
+        log = worker.tail(400)
+        assert code == 0 and "Traceback" not in log, log  # a clean stop, not a crash on the way out
     finally:
         worker.kill()
         broker.stop()
