@@ -92,6 +92,7 @@ def create_app(settings: Settings) -> faust.App:
         store="rocksdb://",
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,  # agents' topics and table changelogs alike
         topic_allow_declare=True,
         autodiscover=["agents"],
         origin="its_faust",

@@ -175,6 +175,11 @@ class Settings(BaseSettings):
     )
     topic_prefix: str = "its"
     partitions: int = Field(8, ge=1, description="Partitions of every keyed topic; the most workers that share work")
+    replication_factor: int = Field(
+        1, ge=1,
+        description="Copies of every topic and table changelog the project creates: 1 on the embedded broker (one "
+        "node); 3 in the production profile, so that a lost broker loses no frames and no table state",
+    )
     data_dir: Path = Field(Path(".its-faust"), description="Worker state (RocksDB tables)")
     asset_dir: Path | None = Field(None, description="Where weights and sample videos lie (see its_faust.assets)")
     cache_dir: Path = Field(Path.home() / ".cache" / "its-faust", description="Exported models (shared by workers)")

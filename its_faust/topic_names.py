@@ -25,7 +25,7 @@ ALL = (
 
 
 async def ensure_topics(bootstrap: str, settings) -> None:
-    """Create the pipeline's topics with the configured partitions, if they do not exist yet.
+    """Create the pipeline's topics with the configured partitions and replicas, if they do not exist yet.
 
     Producers may start before any worker has declared the topics; a topic
     auto-created by the broker would get the broker's default partition count.
@@ -38,7 +38,7 @@ async def ensure_topics(bootstrap: str, settings) -> None:
     try:
         existing = set(await admin.list_topics())
         wanted = [settings.topic(name) for name in ALL]
-        new = [NewTopic(t, settings.partitions, 1) for t in wanted if t not in existing]
+        new = [NewTopic(t, settings.partitions, settings.replication_factor) for t in wanted if t not in existing]
         if new:
             try:
                 await admin.create_topics(new)

@@ -19,6 +19,17 @@ def test_compose_runs_kraft_kafka_and_workers_against_it():
         assert (DEPLOY / service["build"]["dockerfile"].removeprefix("deploy/")).exists()
 
 
+def test_compose_asks_no_more_replicas_than_it_has_brokers(monkeypatch):
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    brokers = sum(1 for s in compose["services"].values() if "kafka" in s.get("image", ""))
+    for name in ("worker", "camera-1"):
+        environment = compose["services"][name]["environment"]
+        monkeypatch.setenv("ITS_FAUST_PROFILE", environment["ITS_FAUST_PROFILE"])
+        for key, value in environment.items():
+            monkeypatch.setenv(key, str(value))
+        assert load_settings().replication_factor <= brokers, name
+
+
 def test_kubernetes_manifests_parse_and_autoscale_within_partitions(monkeypatch):
     docs = [d for f in sorted((DEPLOY / "k8s").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text())]
     kinds = {d["kind"]: d for d in docs}

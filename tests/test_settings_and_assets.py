@@ -19,6 +19,7 @@ def test_environment_overrides_nested_settings(monkeypatch):
 def test_profile_file_applies_and_environment_wins(monkeypatch):
     monkeypatch.setenv("ITS_FAUST_PROFILE", "production")
     assert load_settings().partitions == 32 and load_settings().log_json is True
+    assert load_settings().replication_factor == 3
     monkeypatch.setenv("ITS_FAUST_PARTITIONS", "12")
     assert load_settings().partitions == 12
 
@@ -30,6 +31,38 @@ def test_the_worker_app_takes_its_producer_linger_from_settings(monkeypatch):
     app = create_app(load_settings())
     assert app.conf.producer_linger == 0.005
     assert create_app(load_settings(producer_linger_ms=0)).conf.producer_linger == 0
+
+
+def test_topics_and_changelogs_get_the_configured_replicas(monkeypatch):
+    from its_faust.app import create_app
+
+    assert load_settings().replication_factor == 1  # the embedded broker has one node
+    monkeypatch.setenv("ITS_FAUST_REPLICATION_FACTOR", "3")
+    app = create_app(load_settings())
+    assert app.conf.topic_replication_factor == 3
+    # (Faust declares agents' topics and table changelogs that set no replicas of their own with it)
+
+
+def test_the_pipeline_topics_are_created_with_the_configured_replicas(monkeypatch):
+    import asyncio
+
+    import aiokafka.admin
+
+    from its_faust import topic_names
+
+    created = []
+
+    class Admin:  # the create request, as the broker would get it
+        def __init__(self, **kwargs): ...
+        async def start(self): ...
+        async def close(self): ...
+        async def list_topics(self): return ["its.frames"]
+        async def create_topics(self, topics): created.extend(topics)
+
+    monkeypatch.setattr(aiokafka.admin, "AIOKafkaAdminClient", Admin)
+    asyncio.run(topic_names.ensure_topics("127.0.0.1:1", load_settings(replication_factor=3, partitions=6)))
+    assert len(created) == len(topic_names.ALL) - 1 and "its.frames" not in {t.name for t in created}
+    assert {(t.num_partitions, t.replication_factor) for t in created} == {(6, 3)}
 
 
 def test_unknown_profile_is_a_clear_error(monkeypatch):
