@@ -1,1 +1,1 @@
-"""The FastAPI + SSE read layer over the result topics. Not built yet (see the live-API issue)."""
+"""The API process: the result topics read into rings and read models, REST and SSE routes, the live view and the dashboard."""

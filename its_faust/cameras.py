@@ -1,6 +1,7 @@
 """Configuring cameras from outside a worker: parse, check, send commands, wait until they apply.
 
-Used by ``its-faust cameras ...`` and by ``its-faust run --line``. Commands are
+Used by ``its-faust cameras ...``, the API's camera routes, ``run --line/--config``, ``demo``
+and ``replay --source``. Commands are
 checked here against the camera's current configuration (read back from
 ``its.camera-configs``) so a user gets the precise error at once; the configure
 agent checks them again, since other clients may race.

@@ -1,4 +1,5 @@
-"""``its.crossings`` and ``its.counts``: what the analytics actors emit about counting lines."""
+"""What analytics emit: ``its.crossings``, ``its.zone-events``, ``its.alerts`` (agents/analyze.py) and
+``its.counts``, ``its.zone-stats`` (agents/count.py)."""
 
 from __future__ import annotations
 
