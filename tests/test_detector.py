@@ -5,7 +5,7 @@ import pytest
 from ultralytics import YOLO
 
 from its_faust.backends.torch import TorchBackend
-from its_faust.detector import Detector, UnreadableImage, decode_jpeg
+from its_faust.detector import Detector, UnreadableImage, decode_jpeg, to_blob
 from its_faust.settings import TRAFFIC_CLASSES
 
 
@@ -81,8 +81,41 @@ def test_only_configured_classes_are_kept(detector, clip_frames):
 
 
 def test_undecodable_bytes_raise_a_clear_error():
-    with pytest.raises(UnreadableImage, match="not a decodable image"):
+    with pytest.raises(UnreadableImage, match="not a decodable image: neither a JPEG nor"):
         decode_jpeg(b"\x00" * 100)
+    with pytest.raises(UnreadableImage, match="not a decodable image"):
+        decode_jpeg(b"")
+
+
+def test_jpeg_frames_decode_to_opencvs_pixels(clip_frames):
+    """The detect stage's decoder (libjpeg-turbo's own API) gives exactly what cv2.imdecode gives."""
+    import cv2
+
+    for image in clip_frames[::60]:
+        for params in ([cv2.IMWRITE_JPEG_QUALITY, 85], [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]):
+            data = cv2.imencode(".jpg", image, params)[1]
+            np.testing.assert_array_equal(decode_jpeg(data.tobytes()), cv2.imdecode(data, cv2.IMREAD_COLOR))
+    gray = cv2.imencode(".jpg", cv2.cvtColor(clip_frames[0], cv2.COLOR_BGR2GRAY))[1]
+    np.testing.assert_array_equal(decode_jpeg(gray.tobytes()), cv2.imdecode(gray, cv2.IMREAD_COLOR))
+
+
+def test_other_image_formats_still_decode_and_broken_jpegs_say_why(clip_frames):
+    import cv2
+
+    png = cv2.imencode(".png", clip_frames[0])[1].tobytes()
+    np.testing.assert_array_equal(decode_jpeg(png), clip_frames[0])
+    jpeg = cv2.imencode(".jpg", clip_frames[0])[1].tobytes()
+    with pytest.raises(UnreadableImage, match="Premature end of JPEG"):
+        decode_jpeg(jpeg[: len(jpeg) // 2])
+
+
+def test_blob_is_what_opencvs_blob_from_images_gives(detector, clip_frames):
+    import cv2
+
+    images = [detector.letterbox(image=image) for image in clip_frames[:3]]
+    ours = to_blob(images)
+    assert ours.shape == (3, 3, 384, 640) and ours.dtype == np.float32
+    np.testing.assert_array_equal(ours, cv2.dnn.blobFromImages(images, 1 / 255.0, swapRB=True))
 
 
 def test_nms_gives_ultralytics_boxes(detector, clip_frames):
