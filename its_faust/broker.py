@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -34,18 +35,53 @@ def bootstrap_servers(broker_url: str) -> str:
 
 
 def wait_reachable(broker_url: str, timeout: float = 10.0) -> None:
-    """Block until every broker address accepts a TCP connection, or raise :class:`BrokerError`."""
+    """Block until every broker address answers a Kafka request, or raise :class:`BrokerError`.
+
+    A TCP connection is not enough: a URL that points at another service (an HTTP port, a
+    firewall that accepts and says nothing) would pass, and the Kafka client would then fail
+    deep inside with a traceback. ApiVersions v0 is what every Kafka broker (and Tansu)
+    answers first, before any other request.
+    """
     deadline = time.monotonic() + timeout
     for hostport in bootstrap_servers(broker_url).split(","):
         host, _, port = hostport.rpartition(":")
         while True:
             try:
-                with socket.create_connection((host or "127.0.0.1", int(port)), timeout=1.0):
-                    break
+                with socket.create_connection((host or "127.0.0.1", int(port)), timeout=1.0) as connection:
+                    reply = _api_versions_reply(connection, max(0.5, min(2.0, deadline - time.monotonic())))
             except OSError as exc:
                 if time.monotonic() > deadline:
                     raise BrokerError(f"broker {hostport} is not reachable ({exc.strerror or exc})") from None
                 time.sleep(0.1)
+                continue
+            if reply is None:
+                break
+            # Another protocol's reply is final; silence or a closed connection may be a broker starting.
+            if reply.startswith("it replied") or time.monotonic() > deadline:
+                raise BrokerError(f"{hostport} answers, but not as a Kafka broker ({reply}): is that the broker's address?")
+            time.sleep(0.1)
+
+
+_API_VERSIONS_V0 = struct.pack(">hhih", 18, 0, 0x17F0, 9) + b"its-faust"  # key, version, correlation id, client id
+
+
+def _api_versions_reply(connection: socket.socket, timeout: float) -> str | None:
+    """None when the peer answers ApiVersions like a Kafka broker; otherwise what it did instead."""
+    connection.settimeout(timeout)
+    connection.sendall(struct.pack(">i", len(_API_VERSIONS_V0)) + _API_VERSIONS_V0)
+    head = b""
+    try:
+        while len(head) < 8:
+            chunk = connection.recv(8 - len(head))
+            if not chunk:
+                return f"it closed the connection after {len(head)} bytes" if head else "it closed the connection"
+            head += chunk
+    except TimeoutError:
+        return f"no reply to a Kafka request within {timeout:.1f} s"
+    size, correlation_id = struct.unpack(">ii", head)
+    if correlation_id == 0x17F0 and 4 <= size < 1 << 20:
+        return None
+    return f"it replied {head!r}"
 
 
 class EmbeddedBroker:

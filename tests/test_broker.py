@@ -47,3 +47,39 @@ def test_production_profile_refuses_the_embedded_broker(settings):
     check_embedded_allowed(settings)  # local: fine
     with pytest.raises(BrokerError, match="needs ITS_FAUST_BROKER_URL"):
         check_embedded_allowed(settings.model_copy(update={"profile": Profile.production, "broker_url": None}))
+
+
+def test_a_port_that_is_not_kafka_is_one_clear_error_at_once():
+    """An address that accepts TCP but is another service (here one that answers like an HTTP server,
+    as uvicorn does to bytes it cannot parse) is named as such, not left to the Kafka client's traceback."""
+    import socket
+    import threading
+    import time
+
+    def answer_like_http(listener):
+        with listener:
+            while True:
+                try:
+                    connection, _ = listener.accept()
+                except OSError:
+                    return
+                with connection:
+                    connection.sendall(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    threading.Thread(target=answer_like_http, args=(listener,), daemon=True).start()
+    started = time.monotonic()
+    with pytest.raises(BrokerError, match=r"127.0.0.1:\d+ answers, but not as a Kafka broker \(it replied b'HTTP/1.1'\)"):
+        wait_reachable(f"kafka://127.0.0.1:{port}", timeout=5)
+    assert time.monotonic() - started < 2  # another protocol's reply is final: no waiting out the timeout
+    listener.close()
+
+
+def test_a_port_that_accepts_and_stays_silent_is_one_clear_error():
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # accepted by the kernel's backlog, never answered
+        port = listener.getsockname()[1]
+        with pytest.raises(BrokerError, match=r"answers, but not as a Kafka broker \(no reply to a Kafka request"):
+            wait_reachable(f"kafka://127.0.0.1:{port}", timeout=1)
