@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
 import cv2
@@ -27,7 +29,7 @@ from aiokafka import AIOKafkaProducer
 
 from its_faust.codecs import encode
 from its_faust.frame_quality import FlagReports, FrameQualityChecker, StillSceneSampler
-from its_faust.sources import FrameReader, SourceSpec
+from its_faust.sources import FrameReader, SourceError, SourceSpec
 from its_faust.topic_names import CAMERA_EVENTS, FRAMES
 from schemas import CameraEvent, CameraEventKind, FrameRecord
 from schemas.base import scene_clock
@@ -108,6 +110,41 @@ def make_producer(bootstrap: str) -> AIOKafkaProducer:
     )
 
 
+async def _first_open(open_reader, spec: SourceSpec, s, report, flush_events, stop: asyncio.Event | None) -> FrameReader | None:
+    """The source's reader. A network camera that is down at start (rebooting, not up yet when the
+    service starts) is tried again like one lost later: reported on camera-events, exponential
+    backoff, at most ``reconnect_attempts`` (0: for ever). A file or webcam that does not open is an
+    error at once. None when ``stop`` came first."""
+    delay, attempt = s.reconnect_initial_s, 0
+    while True:
+        try:
+            reader = await asyncio.to_thread(open_reader)
+        except SourceError as exc:
+            if not spec.network:
+                raise
+            attempt += 1
+            if attempt == 1:
+                report("stream_lost", f"{spec.uri} does not open at start ({exc}); trying again with backoff")
+            if s.reconnect_attempts and attempt > s.reconnect_attempts:
+                report("gave_up", f"{spec.uri} unreachable after {attempt} attempts")
+                await flush_events()
+                raise SourceError(f"{exc} (gave up after {attempt} attempts)") from None
+            await flush_events()
+            log.warning("%s does not open (attempt %d); next try in %.1f s", spec.uri, attempt, delay)
+            if stop is None:
+                await asyncio.sleep(delay)
+            else:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                if stop.is_set():
+                    return None
+            delay = min(delay * 2, s.reconnect_max_s)
+            continue
+        if attempt:
+            report("reconnected", f"{spec.uri} open after {attempt + 1} attempts")
+        return reader
+
+
 async def ingest(
     source: str,
     camera_id: str,
@@ -147,7 +184,7 @@ async def ingest(
             await producer.send(events_topic, key=key, value=encode(event))
 
     s = settings.ingest
-    reader = await asyncio.to_thread(
+    open_reader = partial(
         FrameReader,
         spec,
         reconnect_initial_s=s.reconnect_initial_s,
@@ -155,6 +192,13 @@ async def ingest(
         reconnect_attempts=s.reconnect_attempts,
         on_event=lambda kind, reason: loop.call_soon_threadsafe(report, kind, reason),
     )
+    reader = await _first_open(open_reader, spec, s, report, flush_events, stop)
+    if reader is None:  # stopped while the camera was still down
+        report("finished", "stopped: 0 frames sent (the source never opened)")
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(flush_events(), LAST_FLUSH_S)
+        stats.finished_at = time.time()
+        return stats
     quality = FrameQualityChecker.from_settings(s)
     still_scene = StillSceneSampler(s.frozen_keepalive_s)
     flag_reports = FlagReports(s.rejection_report_s)

@@ -30,6 +30,11 @@ class SourceSpec:
     live: bool
     capture_arg: str | int
 
+    @property
+    def network(self) -> bool:
+        """A stream over the network (RTSP, HTTP): one that is down may come up; a file or a webcam index will not."""
+        return self.live and isinstance(self.capture_arg, str)
+
     @classmethod
     def parse(cls, uri: str) -> "SourceSpec":
         """``path/to/file.mp4`` | ``rtsp://...`` | ``http(s)://...`` | ``webcam:0`` or ``0``."""

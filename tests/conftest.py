@@ -65,7 +65,8 @@ class MjpegCamera:
     stopped) at ``fps`` (None: as fast as the socket takes them), then is dropped.
     """
 
-    def __init__(self, jpegs: list[bytes], frames_per_connection: int | None = None, fps: float | None = None):
+    def __init__(self, jpegs: list[bytes], frames_per_connection: int | None = None, fps: float | None = None,
+                 port: int | None = None):
         import http.server
         import itertools
         import threading
@@ -100,7 +101,7 @@ class MjpegCamera:
             def log_message(self, *args):
                 pass
 
-        self.port = free_port()
+        self.port = port or free_port()
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.port}/stream.mjpg"

@@ -182,3 +182,48 @@ def test_a_frozen_picture_is_not_sampled_when_keepalive_is_off(bootstrap, settin
                          camera_id="cam-still-off", fps=500)
     )
     assert stats.frames_sent == 14 and stats.frames_sampled == 0 and stats.rejections == {"frozen": 56}
+
+
+def _camera_settings(settings, **ingest):
+    return settings.model_copy(update={"ingest": settings.ingest.model_copy(update=ingest)})
+
+
+def test_a_network_camera_down_at_start_is_retried_until_it_comes_up(bootstrap, settings, clip_frames, mjpeg_camera):
+    """A camera service started before its camera: reported, tried again with backoff, then it streams."""
+    from its_faust.broker import free_port
+
+    port = free_port()
+    jpegs = [cv2.imencode(".jpg", f)[1].tobytes() for f in clip_frames[:20]]
+
+    async def go():
+        asyncio.get_running_loop().call_later(1.0, lambda: mjpeg_camera(jpegs, port=port))  # up a second later
+        return await _ingest_and_read(bootstrap, _camera_settings(settings, reconnect_initial_s=0.2),
+                                      f"http://127.0.0.1:{port}/stream.mjpg", camera_id="cam-late", max_frames=10)
+
+    stats, frames, events = asyncio.run(go())
+    assert stats.frames_sent == 10 and len([f for f in frames if f.camera_id == "cam-late"]) == 10
+    mine = [e for e in events if e.camera_id == "cam-late"]
+    assert [e.kind.value for e in mine] == ["stream_lost", "reconnected", "started", "finished"]
+    assert "does not open at start" in mine[0].reason and "open after" in mine[1].reason
+
+
+def test_a_network_camera_that_never_comes_up_is_given_up_or_stopped(bootstrap, settings):
+    from its_faust.broker import free_port
+    from its_faust.sources import SourceError
+
+    url = f"http://127.0.0.1:{free_port()}/stream.mjpg"
+    with pytest.raises(SourceError, match="cannot open video .*gave up after 3 attempts"):
+        asyncio.run(_ingest_and_read(bootstrap, _camera_settings(settings, reconnect_initial_s=0.05, reconnect_attempts=2),
+                                     url, camera_id="cam-never"))
+
+    async def stopped_while_down():
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.5, stop.set)
+        return await _ingest_and_read(bootstrap, _camera_settings(settings, reconnect_initial_s=0.2), url,
+                                      camera_id="cam-stopped", stop=stop)
+
+    stats, frames, events = asyncio.run(stopped_while_down())
+    assert stats.frames_sent == 0
+    mine = [e for e in events if e.camera_id == "cam-stopped"]
+    assert [e.kind.value for e in mine] == ["stream_lost", "finished"]
+    assert mine[-1].reason == "stopped: 0 frames sent (the source never opened)"
