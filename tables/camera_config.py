@@ -36,7 +36,8 @@ def apply(config: CameraConfig | None, command: CameraCommand) -> CameraConfig:
         fields = {"name": change.name or command.camera_id, "source": change.source, "removed": False,
                   "lines": [], "zones": [], "calibration": None, "speed_limit_kmh": None}
     elif not exists:
-        raise CommandRejected(f"unknown camera {command.camera_id!r}: add it first")
+        hint = "nothing to remove" if isinstance(change, RemoveCamera) else "add it first"
+        raise CommandRejected(f"unknown camera {command.camera_id!r}: {hint}")
     elif isinstance(change, UpdateCamera):
         fields = {k: v for k, v in (("name", change.name), ("source", change.source)) if v is not None}
     elif isinstance(change, RemoveCamera):

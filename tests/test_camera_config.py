@@ -89,6 +89,8 @@ def test_commands_fold_into_the_configuration():
         ((AddCamera(), AddLine(line=LINE), AddLine(line=LINE)), "already has a line 'north'"),
         ((AddCamera(), RemoveLine(name="south")), "has no line 'south'"),
         ((AddCamera(), RemoveCamera(), SetSpeedLimit(kmh=30)), "unknown camera"),
+        ((RemoveCamera(),), "unknown camera 'cam-a': nothing to remove"),
+        ((AddCamera(), RemoveCamera(), RemoveCamera()), "unknown camera 'cam-a': nothing to remove"),
     ],
 )
 def test_a_command_that_cannot_apply_is_rejected_and_changes_nothing(changes, reason):
