@@ -133,13 +133,11 @@ def test_bad_option_values_are_refused_before_anything_starts():
 
 
 def test_an_api_whose_port_is_taken_says_so_before_it_starts():
-    import socket
+    from its_faust.broker import EmbeddedBroker
 
-    with socket.socket() as taken:  # a listener on the port: the broker check only needs it to accept
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        done = its_faust("api", "--broker", f"kafka://127.0.0.1:{port}", "--port", str(port), timeout=60)
+    with EmbeddedBroker() as broker:  # a real broker passes the broker check; its port is the one taken
+        port = broker.port
+        done = its_faust("api", "--broker", broker.url, "--port", str(port), timeout=60)
     assert done.returncode == 2 and "dashboard:" not in done.stdout, done.stdout
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and f"port {port} on 127.0.0.1 is in use" in lines[0], done.stderr
