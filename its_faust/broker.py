@@ -48,25 +48,26 @@ def wait_reachable(broker_url: str, timeout: float = 10.0) -> None:
         while True:
             try:
                 with socket.create_connection((host or "127.0.0.1", int(port)), timeout=1.0) as connection:
-                    reply = _api_versions_reply(connection, max(0.5, min(2.0, deadline - time.monotonic())))
+                    trouble, final = _api_versions_trouble(connection, max(0.5, min(2.0, deadline - time.monotonic())))
             except OSError as exc:
                 if time.monotonic() > deadline:
                     raise BrokerError(f"broker {hostport} is not reachable ({exc.strerror or exc})") from None
                 time.sleep(0.1)
                 continue
-            if reply is None:
+            if trouble is None:
                 break
-            # Another protocol's reply is final; silence or a closed connection may be a broker starting.
-            if reply.startswith("it replied") or time.monotonic() > deadline:
-                raise BrokerError(f"{hostport} answers, but not as a Kafka broker ({reply}): is that the broker's address?")
+            if final or time.monotonic() > deadline:
+                raise BrokerError(f"{hostport} answers, but not as a Kafka broker ({trouble}): is that the broker's address?")
             time.sleep(0.1)
 
 
 _API_VERSIONS_V0 = struct.pack(">hhih", 18, 0, 0x17F0, 9) + b"its-faust"  # key, version, correlation id, client id
 
 
-def _api_versions_reply(connection: socket.socket, timeout: float) -> str | None:
-    """None when the peer answers ApiVersions like a Kafka broker; otherwise what it did instead."""
+def _api_versions_trouble(connection: socket.socket, timeout: float) -> tuple[str | None, bool]:
+    """(None, _) when the peer answers ApiVersions like a Kafka broker; otherwise what it did instead,
+    and whether that is final: another protocol's reply is; silence or a closed connection may be a
+    broker still starting."""
     connection.settimeout(timeout)
     connection.sendall(struct.pack(">i", len(_API_VERSIONS_V0)) + _API_VERSIONS_V0)
     head = b""
@@ -74,14 +75,14 @@ def _api_versions_reply(connection: socket.socket, timeout: float) -> str | None
         while len(head) < 8:
             chunk = connection.recv(8 - len(head))
             if not chunk:
-                return f"it closed the connection after {len(head)} bytes" if head else "it closed the connection"
+                return (f"it closed the connection after {len(head)} bytes" if head else "it closed the connection"), False
             head += chunk
     except TimeoutError:
-        return f"no reply to a Kafka request within {timeout:.1f} s"
+        return f"no reply to a Kafka request within {timeout:.1f} s", False
     size, correlation_id = struct.unpack(">ii", head)
     if correlation_id == 0x17F0 and 4 <= size < 1 << 20:
-        return None
-    return f"it replied {head!r}"
+        return None, True
+    return f"it replied {head!r}", True
 
 
 class EmbeddedBroker:
