@@ -14,7 +14,6 @@ import json
 import click
 from pydantic import ValidationError
 
-from its_faust.broker import BrokerError, bootstrap_servers, wait_reachable
 from its_faust.cameras import (
     CommandFailed,
     command,
@@ -24,7 +23,7 @@ from its_faust.cameras import (
     send_commands,
     validation_message,
 )
-from its_faust.cli_support import fail, set_env, settings_or_fail
+from its_faust.cli_support import fail, running_broker, settings_or_fail
 from schemas.control import (
     AddCamera,
     AddLine,
@@ -41,15 +40,7 @@ from tables.camera_config import CommandRejected, apply
 
 
 def _bootstrap(broker_url: str | None) -> str:
-    set_env(broker_url=broker_url)  # checked like the setting it stands for
-    url = settings_or_fail().broker_url
-    if not url:
-        fail("cameras needs a running broker and worker: set ITS_FAUST_BROKER_URL or --broker (start them: `its-faust broker`, `its-faust worker`)")
-    try:
-        wait_reachable(url, 5.0)
-    except BrokerError as exc:
-        fail(str(exc))
-    return bootstrap_servers(url)
+    return running_broker(broker_url, "cameras needs a running broker and worker", "`its-faust broker`, `its-faust worker`")
 
 
 def _send(camera_id: str, build, broker_url: str | None, timeout_s: float) -> None:

@@ -37,3 +37,21 @@ def settings_or_fail() -> Settings:
         for variable, option in _options_given.items():
             message = message.replace(f"{variable}:", f"{option} ({variable}):")
         fail(message)
+
+
+def running_broker(broker_url: str | None, needs: str, start: str = "`its-faust broker`") -> str:
+    """The bootstrap servers of the running broker a command works with, checked; else one error line.
+
+    ``needs``: how the error begins, e.g. "cameras needs a running broker and worker"; ``start``: what starts one.
+    """
+    from its_faust.broker import BrokerError, bootstrap_servers, wait_reachable
+
+    set_env(broker_url=broker_url)  # checked like the setting it stands for
+    url = settings_or_fail().broker_url
+    if not url:
+        fail(f"{needs}: set ITS_FAUST_BROKER_URL or --broker (start: {start}; `its-faust demo` prints the URL of its own)")
+    try:
+        wait_reachable(url, 5.0)
+    except BrokerError as exc:
+        fail(str(exc))
+    return bootstrap_servers(url)

@@ -142,6 +142,7 @@ async def run_demo(settings, source: str, *, workers: int = 1, cameras: int = 1,
         try:
             await in_thread_to_the_end(api.start)
             print(f"dashboard: http://127.0.0.1:{port}/  (API docs at /docs)", flush=True)
+            print(f"broker: {stack.broker_url}  (see its topics: its-faust tail tracks --broker {stack.broker_url})", flush=True)
             await _run_cameras(settings, stack, source, names, duration, stop)
         finally:
             await in_thread_to_the_end(api.stop)
