@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaConnectionError
 from its_faust.assets import AssetNotFound, resolve_asset
 from its_faust.cameras import CommandFailed
 from its_faust.cli_cameras import cameras
+from its_faust.cli_tail import tail
 from its_faust.data_dir import DataDirInUse
 from its_faust.broker import BrokerError, EmbeddedBroker, bootstrap_servers, check_embedded_allowed, wait_reachable
 from its_faust.cli_support import fail, set_env, settings_or_fail
@@ -456,6 +457,7 @@ def api(host, port, broker_url) -> None:
 
 
 main.add_command(cameras)
+main.add_command(tail)
 
 if __name__ == "__main__":
     main()

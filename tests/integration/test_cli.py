@@ -60,6 +60,9 @@ def test_run_writes_a_summary(tmp_path):
         (["bench", "--out", "/proc/nope/b.json"], "cannot write /proc/nope/b.json"),
         (["replay", "--source", "dual_carriageway_abhishek.mp4", "--line", "0,0,9,9", "--out", "/"], "cannot write /: it is a folder"),
         (["api"], "api needs a broker: set ITS_FAUST_BROKER_URL or --broker (start one: `its-faust broker`)"),
+        (["tail", "tracks"], "tail needs the broker that holds the topic: set ITS_FAUST_BROKER_URL or --broker"),
+        (["cameras", "list"], "cameras needs a running broker and worker: set ITS_FAUST_BROKER_URL or --broker (start: "
+                              "`its-faust broker`, `its-faust worker`"),
     ],
 )
 def test_user_errors_are_one_line(args, message):
@@ -311,5 +314,5 @@ def _cmdline(process) -> list[str]:
 
 def test_help_lists_the_commands():
     done = its_faust("--help")
-    for command in ("worker", "broker", "ingest", "run", "demo", "bench", "cameras", "replay", "api"):
+    for command in ("worker", "broker", "ingest", "run", "demo", "bench", "cameras", "replay", "api", "tail"):
         assert command in done.stdout

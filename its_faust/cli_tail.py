@@ -1,0 +1,63 @@
+"""``its-faust tail TOPIC``: follow one of the pipeline's topics, a line a record (:mod:`its_faust.topic_tail`)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import click
+
+from its_faust.cli_support import fail, running_broker, settings_or_fail
+from its_faust.topic_names import ALL
+
+
+@click.command()
+@click.argument("topic", type=click.Choice(ALL, case_sensitive=False), metavar="TOPIC")
+@click.option("--camera", "cameras", multiple=True, metavar="ID", help="Only this camera's records (the key); repeatable.")
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest record the broker holds.")
+@click.option("--last", type=click.IntRange(min=0), metavar="N", help="Start with the newest N records.")
+@click.option("--follow/--no-follow", default=True, show_default=True,
+              help="Keep waiting for new records, or stop at the end the topic had at the start.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Stop after N records.")
+@click.option("--json", "as_json", is_flag=True, help="Each record whole, as one JSON object a line (topic, partition, "
+              "offset, timestamp, key, value).")
+@click.option("--broker", "broker_url", help="kafka://host:port (default: ITS_FAUST_BROKER_URL).")
+def tail(topic: str, cameras: tuple[str, ...], from_beginning: bool, last: int | None, follow: bool, limit: int | None,
+         as_json: bool, broker_url: str | None) -> None:
+    """Show the records of one of the pipeline's topics as they arrive, a line each (Ctrl-C stops).
+
+    TOPIC is one of: frames, detections, tracks, camera-events, dead-letters, camera-commands,
+    camera-configs, crossings, counts, zone-events, zone-stats, alerts (without the topic prefix).
+    A record that is not what its topic should hold is shown as it is. Examples:
+
+    \b
+      its-faust tail dead-letters --last 20 --no-follow   why recent input was rejected
+      its-faust tail camera-events --camera cam-1          what a camera reports
+      its-faust tail tracks --json | jq .value.objects     for other tools
+    """
+    from its_faust.topic_tail import human_line, json_line
+    from its_faust.topic_tail import tail as run_tail
+
+    if last is not None and from_beginning:
+        fail("give --from-beginning or --last, not both")
+    name = topic.lower()
+    bootstrap = running_broker(broker_url, "tail needs the broker that holds the topic")
+    settings = settings_or_fail()
+    line = json_line if as_json else (lambda message: human_line(name, message))
+
+    def emit(message) -> None:
+        click.echo(line(message))
+
+    keys = [c.encode() for c in cameras] or None
+    try:
+        shown = asyncio.run(run_tail(bootstrap, settings.topic(name), name, emit, keys=keys, from_beginning=from_beginning,
+                                     last=last, follow=follow, limit=limit))
+    except KeyboardInterrupt:
+        return
+    except BrokenPipeError:  # the reader went away (| head): nothing more to say, and nowhere to say it
+        sys.stderr.close()
+        return
+    except ValueError as exc:  # the topic does not exist yet
+        fail(exc)
+    if not follow and not as_json:
+        click.echo(f"({shown} record{'' if shown == 1 else 's'})", err=True)

@@ -1,0 +1,225 @@
+"""``its-faust tail``: what goes through a topic, one line a record, as it arrives or from the start.
+
+For operators: why a record was dead-lettered, what a camera reported, whether detections and
+tracks are flowing, what the analytics emit. Records are shown as they are on the broker and read
+leniently: a value that is not what its topic should hold (not JSON, another schema, a field
+missing) is shown as it is, never a reason to stop. ``--json`` gives each record whole, with its
+topic, partition, offset, timestamp and key, for other tools.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Collection
+from typing import Any
+
+from its_faust.results import TopicReader
+from its_faust.topic_names import (
+    ALERTS,
+    CAMERA_COMMANDS,
+    CAMERA_CONFIGS,
+    CAMERA_EVENTS,
+    COUNTS,
+    CROSSINGS,
+    DEAD_LETTERS,
+    DETECTIONS,
+    FRAMES,
+    TRACKS,
+    ZONE_EVENTS,
+    ZONE_STATS,
+)
+
+# A follower polls on and on: a fetch of several partitions costs the embedded broker CPU for each
+# partition every time (see results.py), so it waits as long as a worker does between answers.
+FOLLOW_FETCH_WAIT_MS = 500
+LINE_WIDTH = 160
+
+
+def _labels(objects: list[dict]) -> str:
+    counts = Counter(o.get("label", str(o.get("cls", "?"))) for o in objects)
+    return ", ".join(f"{label} {n}" for label, n in counts.most_common())
+
+
+def _bytes_size(b64: str) -> int:
+    """Bytes that base64 text (either alphabet, padded or not) stands for, without decoding it."""
+    return len(b64.rstrip("=")) * 3 // 4
+
+
+def _speed(kmh: float | None) -> str:
+    return f", {kmh:.0f} km/h" if kmh is not None else ""
+
+
+def _frame(v: dict) -> str:
+    return f"seq {v['seq']}  {v['width']}x{v['height']}  JPEG {_bytes_size(v['jpeg']) / 1024:.1f} KiB"
+
+
+def _detections(v: dict) -> str:
+    boxes = v["boxes"]
+    kinds = f" ({_labels(boxes)})" if boxes else ""
+    return (f"seq {v['seq']}  {len(boxes)} boxes{kinds}  {v['inference_ms']:.1f} ms in a batch of {v['batch_size']}, "
+            f"{v['model']['name']} on {v['model']['device']}")
+
+
+def _tracks(v: dict) -> str:
+    objects = v["objects"]
+    ids = ",".join(str(o["track_id"]) for o in objects)
+    kinds = f" ({_labels(objects)}): ids {ids}" if objects else ""
+    latency = f"  {(v['tracked_at'] - v['captured_at']) * 1000:.0f} ms after capture"
+    return f"seq {v['seq']}  {len(objects)} tracks{kinds}{latency}"
+
+
+def _camera_event(v: dict) -> str:
+    text = f"{v['kind']}: {v['reason']}" if v.get("reason") else v["kind"]
+    if v.get("frames_shed"):
+        return f"{text}; {v['frames_shed']} frames shed"
+    # ingest's reasons say how many frames it had sent where that matters; the bare count is for the others
+    return f"{text}; {v['frames_sent']} frames sent" if v.get("frames_sent") and not v.get("reason") else text
+
+
+def _dead_letter(v: dict) -> str:
+    return f"{v['stage']} rejected {v['topic']}[{v['partition']}]@{v['offset']} ({_bytes_size(v['value'])} bytes): {v['reason']}"
+
+
+def _crossing(v: dict) -> str:
+    return f"line {v['line']} {v['direction']}: track {v['track_id']} {v['label']}{_speed(v.get('speed_kmh'))}"
+
+
+def _count(v: dict) -> str:
+    return f"line {v['line']} {v['direction']} {v['label']}: total {v['total']}, {v['minute']['count']} this minute"
+
+
+def _zone_event(v: dict) -> str:
+    dwell = f", {v['dwell_s']:.1f} s inside" if v.get("dwell_s") is not None else ""
+    return f"zone {v['zone']} {v['kind']}: track {v['track_id']} {v['label']}{dwell}{_speed(v.get('mean_speed_kmh'))}; {v['occupancy']} inside"
+
+
+def _zone_stats(v: dict) -> str:
+    return f"zone {v['zone']}: {v['occupancy']} inside, {v['entries']} entries, {v['exits']} exits"
+
+
+def _alert(v: dict) -> str:
+    return f"{v['kind']} {v['state']} ({v['severity']}): {v['message']}"
+
+
+def _command(v: dict) -> str:
+    change = dict(v["change"])
+    op = change.pop("op")
+    detail = json.dumps(change, separators=(",", ":")) if change else ""
+    return f"{op} {detail} by {v.get('issued_by') or '?'} ({v['command_id']})".replace("  ", " ")
+
+
+def _config(v: dict) -> str:
+    if v.get("removed"):
+        return f"v{v['version']} removed"
+    calibrated = ", calibrated" if v.get("calibration") else ""
+    limit = f", limit {v['speed_limit_kmh']:.0f} km/h" if v.get("speed_limit_kmh") else ""
+    return f"v{v['version']} {v.get('name') or ''} lines {len(v['lines'])}, zones {len(v['zones'])}{calibrated}{limit}".replace("  ", " ")
+
+
+SUMMARIES: dict[str, Callable[[dict], str]] = {
+    FRAMES: _frame, DETECTIONS: _detections, TRACKS: _tracks, CAMERA_EVENTS: _camera_event, DEAD_LETTERS: _dead_letter,
+    CROSSINGS: _crossing, COUNTS: _count, ZONE_EVENTS: _zone_event, ZONE_STATS: _zone_stats, ALERTS: _alert,
+    CAMERA_COMMANDS: _command, CAMERA_CONFIGS: _config,
+}
+
+
+def _parse(value: bytes | None) -> tuple[Any, str | None]:
+    """The value as JSON, or None and why not."""
+    if value is None:
+        return None, "no value (a tombstone)"
+    try:
+        return json.loads(value), None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None, f"not JSON: {len(value)} bytes: {value[:40]!r}"
+
+
+def summary(name: str, value: bytes | None) -> str:
+    """One record of topic ``name`` (without the prefix) in a few words; what does not fit its topic, as it is."""
+    parsed, problem = _parse(value)
+    if problem:
+        return f"({problem})"
+    describe = SUMMARIES.get(name)
+    if describe is not None and isinstance(parsed, dict):
+        try:
+            return describe(parsed)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            pass  # not this topic's record, or another version of it: shown as it is
+    text = json.dumps(parsed, separators=(",", ":"))
+    return text if len(text) <= LINE_WIDTH else text[: LINE_WIDTH - 3] + "..."
+
+
+def _clock(timestamp_ms: int) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(timestamp_ms / 1000)) + f".{timestamp_ms % 1000:03d}"
+
+
+def human_line(name: str, message) -> str:
+    key = message.key.decode(errors="replace") if message.key is not None else "-"
+    return f"{_clock(message.timestamp)}  {key}  p{message.partition}@{message.offset}  {summary(name, message.value)}"
+
+
+def json_line(message) -> str:
+    """The record whole: its value as JSON where it is JSON, else as text with the problem beside it."""
+    parsed, problem = _parse(message.value)
+    record = {
+        "topic": message.topic, "partition": message.partition, "offset": message.offset,
+        "timestamp": message.timestamp / 1000, "key": message.key.decode(errors="replace") if message.key is not None else None,
+        "value": parsed if problem is None else (message.value.decode(errors="replace") if message.value is not None else None),
+    }
+    if problem is not None:
+        record["problem"] = problem
+    return json.dumps(record, separators=(",", ":"))
+
+
+async def _seek_back(reader: TopicReader, last: int) -> None:
+    """Each partition to its last ``last`` records (the reader starts at the end)."""
+    consumer = reader.consumer
+    tps = list(consumer.assignment())
+    firsts = await consumer.beginning_offsets(tps)
+    for tp in tps:
+        consumer.seek(tp, max(firsts[tp], await consumer.position(tp) - last))
+
+
+async def tail(bootstrap: str, topic: str, name: str, emit: Callable[[Any], None], *, keys: Collection[bytes] | None = None,
+               from_beginning: bool = False, last: int | None = None, follow: bool = True, limit: int | None = None) -> int:
+    """Hand ``emit`` the topic's records, oldest first; returns how many.
+
+    Starts at the end (only what arrives from now on), at the beginning, or ``last`` records back
+    (the newest ``last`` of the chosen cameras across the partitions that hold them); without
+    ``follow`` it stops at the end the topic had when it started, with ``limit`` after that many records.
+    """
+    reader = TopicReader(bootstrap, topic, from_beginning=from_beginning, keys=keys,
+                         many_partitions_wait_ms=FOLLOW_FETCH_WAIT_MS if follow else 10)
+    await reader.start()
+    wanted = set(keys) if keys is not None else None
+    shown = 0
+
+    def show(messages) -> bool:
+        """Emit in time order; False once the limit is reached."""
+        nonlocal shown
+        for message in sorted(messages, key=lambda m: (m.timestamp, m.partition, m.offset)):
+            if wanted is not None and message.key not in wanted:
+                continue  # another camera in the same partition
+            emit(message)
+            shown += 1
+            if limit is not None and shown >= limit:
+                return False
+        return True
+
+    try:
+        if last is not None and not from_beginning:
+            await _seek_back(reader, last)
+            backlog = [m for m in await reader.read_to_end() if wanted is None or m.key in wanted]
+            backlog.sort(key=lambda m: (m.timestamp, m.partition, m.offset))
+            if not show(backlog[-last:] if last else []) or not follow:
+                return shown
+        elif not follow:
+            show(await reader.read_to_end())
+            return shown
+        while show(await reader.poll(1000)):
+            pass
+        return shown
+    finally:
+        await reader.stop()
+

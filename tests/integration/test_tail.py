@@ -1,0 +1,118 @@
+"""``its-faust tail`` against the real embedded broker, as a user runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from its_faust.broker import EmbeddedBroker, bootstrap_servers
+from its_faust.codecs import encode
+from its_faust.ingest import make_producer
+from its_faust.topic_names import DEAD_LETTERS, TRACKS, ensure_topics
+from schemas import TrackedObject, TrackRecord
+
+CAR = {"x1": 1, "y1": 2, "x2": 30, "y2": 40, "conf": 0.9, "cls": 2, "label": "car"}
+
+
+def _track(camera_id: str, seq: int) -> bytes:
+    return encode(TrackRecord(
+        camera_id=camera_id, seq=seq, captured_at=1.0 + seq, width=640, height=360, detected_at=1.1 + seq,
+        tracked_at=1.2 + seq, tracker_frame=seq, model="yolo11n@abc", detections=1, worker="test:1",
+        objects=[TrackedObject(track_id=seq, **CAR)],
+    ))
+
+
+async def _send(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    producer = make_producer(bootstrap)
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+@pytest.fixture(scope="module")
+def broker(settings):
+    with EmbeddedBroker() as broker:
+        bootstrap = bootstrap_servers(broker.url)
+        asyncio.run(ensure_topics(bootstrap, settings))
+        # Two cameras (partitions of their own or not), one after the other, and one record that is not a track.
+        records = [(b"cam-a" if i % 2 else b"cam-b", _track("cam-a" if i % 2 else "cam-b", i)) for i in range(1, 9)]
+        records.insert(4, (b"cam-a", b"not json"))
+        asyncio.run(_send(bootstrap, settings.topic(TRACKS), records))
+        yield broker
+
+
+def tail(broker, *args, env=None, timeout=60):
+    return subprocess.run([sys.executable, "-m", "its_faust.cli", "tail", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "ITS_FAUST_BROKER_URL": broker.url, **(env or {})})
+
+
+def _seqs(stdout: str) -> list[str]:
+    return [line.split("  ")[3].split()[1] if "seq" in line else "bad" for line in stdout.splitlines()]
+
+
+def test_one_camera_from_the_beginning(broker):
+    done = tail(broker, "tracks", "--from-beginning", "--no-follow", "--camera", "cam-a")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert all("  cam-a  " in line for line in lines), done.stdout
+    assert _seqs(done.stdout) == ["1", "3", "bad", "5", "7"]
+    assert "1 tracks (car 1): ids 1" in lines[0]
+    assert "(not JSON: 8 bytes: b'not json')" in lines[2]
+    assert done.stderr.strip() == "(5 records)"
+
+
+def test_the_last_records_of_every_camera(broker):
+    done = tail(broker, "TRACKS", "--last", "3", "--no-follow")  # topic names are case-insensitive
+    assert done.returncode == 0, done.stderr
+    assert _seqs(done.stdout) == ["6", "7", "8"]
+
+
+def test_json_lines_with_a_limit(broker):
+    done = tail(broker, "tracks", "--from-beginning", "--no-follow", "--json", "--limit", "2", "--camera", "cam-b")
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["value"]["seq"] for r in records] == [2, 4]
+    assert {r["key"] for r in records} == {"cam-b"} and {r["topic"] for r in records} == {"its.tracks"}
+    assert done.stderr == ""  # stdout is for the records; nothing else goes anywhere
+
+
+def test_following_shows_what_arrives_and_stops_on_ctrl_c(broker, settings):
+    follower = subprocess.Popen([sys.executable, "-m", "its_faust.cli", "tail", "dead-letters"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env={**os.environ, "ITS_FAUST_BROKER_URL": broker.url})
+    os.set_blocking(follower.stdout.fileno(), False)
+    bootstrap = bootstrap_servers(broker.url)
+    seen = ""
+    try:
+        # It starts at the end: a record sent before it got there is not shown, so send until one is.
+        deadline = time.monotonic() + 45
+        while "bad input" not in seen and time.monotonic() < deadline:
+            asyncio.run(_send(bootstrap, settings.topic(DEAD_LETTERS), [(b"cam-z", b'{"stage": "detect", "reason": "bad input"}')]))
+            time.sleep(1.0)
+            seen += (follower.stdout.read() or b"").decode()
+    finally:
+        follower.send_signal(signal.SIGINT)
+        out, err = follower.communicate(timeout=30)
+    assert "bad input" in seen and "  cam-z  " in seen, seen + out.decode()
+    assert follower.returncode == 0 and b"Traceback" not in err, err.decode()
+
+
+def test_a_topic_not_on_the_broker_is_one_line(broker):
+    done = tail(broker, "tracks", env={"ITS_FAUST_TOPIC_PREFIX": "elsewhere"})
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("its-faust: error: topic elsewhere.tracks does not exist on the broker "
+                                   "(no worker or producer has created it yet)")
+
+
+def test_from_the_beginning_or_the_last_not_both(broker):
+    done = tail(broker, "tracks", "--from-beginning", "--last", "2")
+    assert done.returncode == 2 and "give --from-beginning or --last, not both" in done.stderr
