@@ -84,16 +84,16 @@ class TopicReader:
         batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=1000)
         return [m for msgs in batches.values() for m in msgs]
 
-    async def read_to_end(self):
-        """Every message up to the topic's end as it is now (then stops, unlike ``poll``)."""
+    async def batches_to_end(self):
+        """Batches of messages up to the topic's end as it is now (then stops, unlike ``poll``)."""
         tps = list(self.consumer.assignment())
         ends = await self.consumer.end_offsets(tps)
-        out = []
-        while True:
-            behind = [tp for tp in tps if await self.consumer.position(tp) < ends[tp]]
-            if not behind:
-                return out
-            out += await self.poll(200)
+        while any([await self.consumer.position(tp) < ends[tp] for tp in tps]):
+            yield await self.poll(200)
+
+    async def read_to_end(self):
+        """Every message up to the topic's end as it is now."""
+        return [m async for batch in self.batches_to_end() for m in batch]
 
     async def stop(self) -> None:
         await self.consumer.stop()

@@ -214,8 +214,10 @@ async def tail(bootstrap: str, topic: str, name: str, emit: Callable[[Any], None
             backlog.sort(key=lambda m: (m.timestamp, m.partition, m.offset))
             if not show(backlog[-last:] if last else []) or not follow:
                 return shown
-        elif not follow:
-            show(await reader.read_to_end())
+        elif not follow:  # batch by batch: from the beginning, a topic of frames does not fit in memory
+            async for batch in reader.batches_to_end():
+                if not show(batch):
+                    break
             return shown
         while show(await reader.poll(1000)):
             pass
