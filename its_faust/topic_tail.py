@@ -172,13 +172,25 @@ def json_line(message) -> str:
     return json.dumps(record, separators=(",", ":"))
 
 
-async def _seek_back(reader: TopicReader, last: int) -> None:
-    """Each partition to its last ``last`` records (the reader starts at the end)."""
+async def _newest(reader: TopicReader, last: int, wanted: set[bytes] | None) -> list:
+    """The newest ``last`` records (of the ``wanted`` keys), oldest first; the reader is left at the end.
+
+    The reader starts at the end; each partition is read back ``last`` records, and further back
+    while the wanted cameras, which share their partitions with others, have fewer than that there.
+    """
     consumer = reader.consumer
     tps = list(consumer.assignment())
     firsts = await consumer.beginning_offsets(tps)
-    for tp in tps:
-        consumer.seek(tp, max(firsts[tp], await consumer.position(tp) - last))
+    ends = {tp: await consumer.position(tp) for tp in tps}
+    back = max(last, 1)
+    while True:
+        for tp in tps:
+            consumer.seek(tp, max(firsts[tp], ends[tp] - back))
+        backlog = [m for m in await reader.read_to_end() if wanted is None or m.key in wanted]
+        if len(backlog) >= last or all(ends[tp] - back <= firsts[tp] for tp in tps):
+            backlog.sort(key=lambda m: (m.timestamp, m.partition, m.offset))
+            return backlog[-last:] if last else []
+        back *= 4
 
 
 async def tail(bootstrap: str, topic: str, name: str, emit: Callable[[Any], None], *, keys: Collection[bytes] | None = None,
@@ -209,10 +221,7 @@ async def tail(bootstrap: str, topic: str, name: str, emit: Callable[[Any], None
 
     try:
         if last is not None and not from_beginning:
-            await _seek_back(reader, last)
-            backlog = [m for m in await reader.read_to_end() if wanted is None or m.key in wanted]
-            backlog.sort(key=lambda m: (m.timestamp, m.partition, m.offset))
-            if not show(backlog[-last:] if last else []) or not follow:
+            if not show(await _newest(reader, last, wanted)) or not follow:
                 return shown
         elif not follow:  # batch by batch: from the beginning, a topic of frames does not fit in memory
             async for batch in reader.batches_to_end():

@@ -15,9 +15,13 @@ import pytest
 from its_faust.broker import EmbeddedBroker, bootstrap_servers
 from its_faust.codecs import encode
 from its_faust.ingest import make_producer
+from its_faust.results import partition_for
+from its_faust.settings import get_settings
 from its_faust.topic_names import DEAD_LETTERS, TRACKS, ensure_topics
 from schemas import TrackedObject, TrackRecord
 
+NEIGHBOUR = next(f"cam-c{i}" for i in range(1000) if partition_for(f"cam-c{i}".encode(), get_settings().partitions)
+                 == partition_for(b"cam-a", get_settings().partitions))
 CAR = {"x1": 1, "y1": 2, "x2": 30, "y2": 40, "conf": 0.9, "cls": 2, "label": "car"}
 
 
@@ -47,6 +51,8 @@ def broker(settings):
         # Two cameras (partitions of their own or not), one after the other, and one record that is not a track.
         records = [(b"cam-a" if i % 2 else b"cam-b", _track("cam-a" if i % 2 else "cam-b", i)) for i in range(1, 9)]
         records.insert(4, (b"cam-a", b"not json"))
+        # Then a camera that shares cam-a's partition: cam-a's newest records are further back there.
+        records += [(NEIGHBOUR.encode(), _track(NEIGHBOUR, seq)) for seq in range(101, 111)]
         asyncio.run(_send(bootstrap, settings.topic(TRACKS), records))
         yield broker
 
@@ -74,7 +80,15 @@ def test_one_camera_from_the_beginning(broker):
 def test_the_last_records_of_every_camera(broker):
     done = tail(broker, "TRACKS", "--last", "3", "--no-follow")  # topic names are case-insensitive
     assert done.returncode == 0, done.stderr
-    assert _seqs(done.stdout) == ["6", "7", "8"]
+    assert _seqs(done.stdout) == ["108", "109", "110"]
+
+
+def test_the_last_records_of_a_camera_behind_another_ones(broker):
+    done = tail(broker, "tracks", "--last", "2", "--no-follow", "--camera", "cam-a")
+    assert done.returncode == 0, done.stderr
+    assert _seqs(done.stdout) == ["5", "7"]
+    done = tail(broker, "tracks", "--last", "50", "--no-follow", "--camera", "cam-a")  # fewer there than asked for
+    assert _seqs(done.stdout) == ["1", "3", "bad", "5", "7"]
 
 
 def test_json_lines_with_a_limit(broker):
