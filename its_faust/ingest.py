@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaProducer
 
 from its_faust.codecs import encode
 from its_faust.frame_quality import FlagReports, FrameQualityChecker, StillSceneSampler
-from its_faust.sources import FrameReader, SourceError, SourceSpec
+from its_faust.sources import Backoff, FrameReader, SourceError, SourceSpec
 from its_faust.topic_names import CAMERA_EVENTS, FRAMES
 from schemas import CameraEvent, CameraEventKind, FrameRecord
 from schemas.base import scene_clock
@@ -110,22 +110,24 @@ def make_producer(bootstrap: str) -> AIOKafkaProducer:
     )
 
 
-async def _first_open(open_reader, spec: SourceSpec, s, report, flush_events, stop: asyncio.Event | None) -> FrameReader | None:
+async def _first_open(open_reader, spec: SourceSpec, backoff: Backoff, report, flush_events,
+                      stop: asyncio.Event | None) -> FrameReader | None:
     """The source's reader. A network camera that is down at start (rebooting, not up yet when the
-    service starts) is tried again like one lost later: reported on camera-events, exponential
-    backoff, at most ``reconnect_attempts`` (0: for ever). A file or webcam that does not open is an
-    error at once. None when ``stop`` came first."""
-    delay, attempt = s.reconnect_initial_s, 0
+    service starts) is tried again like one lost later: reported on camera-events, the same
+    ``backoff``. A file or webcam that does not open is an error at once. None when ``stop`` came first."""
+    waits = backoff.waits()
+    attempt = 0
     while True:
+        attempt += 1
         try:
             reader = await asyncio.to_thread(open_reader)
         except SourceError as exc:
             if not spec.network:
                 raise
-            attempt += 1
             if attempt == 1:
                 report("stream_lost", f"{spec.uri} does not open at start ({exc}); trying again with backoff")
-            if s.reconnect_attempts and attempt > s.reconnect_attempts:
+            delay = next(waits, None)
+            if delay is None:
                 report("gave_up", f"{spec.uri} unreachable after {attempt} attempts")
                 await flush_events()
                 raise SourceError(f"{exc} (gave up after {attempt} attempts)") from None
@@ -138,10 +140,9 @@ async def _first_open(open_reader, spec: SourceSpec, s, report, flush_events, st
                     await asyncio.wait_for(stop.wait(), delay)
                 if stop.is_set():
                     return None
-            delay = min(delay * 2, s.reconnect_max_s)
             continue
-        if attempt:
-            report("reconnected", f"{spec.uri} open after {attempt + 1} attempts")
+        if attempt > 1:
+            report("reconnected", f"{spec.uri} open after {attempt} attempts")
         return reader
 
 
@@ -184,15 +185,9 @@ async def ingest(
             await producer.send(events_topic, key=key, value=encode(event))
 
     s = settings.ingest
-    open_reader = partial(
-        FrameReader,
-        spec,
-        reconnect_initial_s=s.reconnect_initial_s,
-        reconnect_max_s=s.reconnect_max_s,
-        reconnect_attempts=s.reconnect_attempts,
-        on_event=lambda kind, reason: loop.call_soon_threadsafe(report, kind, reason),
-    )
-    reader = await _first_open(open_reader, spec, s, report, flush_events, stop)
+    backoff = Backoff.from_settings(s)
+    open_reader = partial(FrameReader, spec, backoff=backoff, on_event=lambda kind, reason: loop.call_soon_threadsafe(report, kind, reason))
+    reader = await _first_open(open_reader, spec, backoff, report, flush_events, stop)
     if reader is None:  # stopped while the camera was still down
         report("finished", "stopped: 0 frames sent (the source never opened)")
         with contextlib.suppress(asyncio.TimeoutError):

@@ -56,6 +56,30 @@ def open_capture(spec: SourceSpec) -> cv2.VideoCapture:
     return capture
 
 
+@dataclass(frozen=True)
+class Backoff:
+    """How a camera that is down is tried again: waits from ``initial_s``, doubled after each failed
+    try up to ``max_s``, for at most ``attempts`` tries (0: for ever). One policy for a stream lost
+    while reading (:class:`FrameReader`) and a network camera down at start (``ingest``)."""
+
+    initial_s: float = 0.5
+    max_s: float = 30.0
+    attempts: int = 0
+
+    @classmethod
+    def from_settings(cls, ingest_settings) -> "Backoff":
+        s = ingest_settings
+        return cls(s.reconnect_initial_s, s.reconnect_max_s, s.reconnect_attempts)
+
+    def waits(self) -> Iterator[float]:
+        """The wait before each try; ends when the tries are used up."""
+        delay, tries = self.initial_s, 0
+        while not self.attempts or tries < self.attempts:
+            tries += 1
+            yield delay
+            delay = min(delay * 2, self.max_s)
+
+
 class FrameReader:
     """Iterates ``(frame, capture_time)``; reconnects live sources, ends files."""
 
@@ -63,16 +87,12 @@ class FrameReader:
         self,
         spec: SourceSpec,
         *,
-        reconnect_initial_s: float = 0.5,
-        reconnect_max_s: float = 30.0,
-        reconnect_attempts: int = 0,
+        backoff: Backoff = Backoff(),
         on_event: Callable[[str, str], None] = lambda kind, reason: None,
         sleep: Callable[[float], None] | None = None,
     ):
         self.spec = spec
-        self.reconnect_initial_s = reconnect_initial_s
-        self.reconnect_max_s = reconnect_max_s
-        self.reconnect_attempts = reconnect_attempts
+        self.backoff = backoff
         self.on_event = on_event
         self._closing = threading.Event()
         self.sleep = sleep or self._closing.wait  # a reconnect's back-off ends early when the reader is closed
@@ -156,20 +176,15 @@ class FrameReader:
             if usable:
                 self.capture.release()
         self.on_event("stream_lost", f"{self.spec.uri} stopped delivering frames")
-        delay, attempt = self.reconnect_initial_s, 0
-        while not self._closed:
-            attempt += 1
-            if self.reconnect_attempts and attempt > self.reconnect_attempts:
-                self.on_event("gave_up", f"{self.spec.uri} unreachable after {attempt - 1} attempts")
-                return False
+        attempt = 0
+        for attempt, delay in enumerate(self.backoff.waits(), 1):
             self.sleep(delay)
             if self._closed:  # woken by close(): no connect attempt (an unreachable host blocks for its timeout)
                 return False
             try:
                 capture = open_capture(self.spec)
             except SourceError as exc:
-                log.warning("reconnect %d to %s failed: %s; next try in %.1fs", attempt, self.spec.uri, exc, delay)
-                delay = min(delay * 2, self.reconnect_max_s)
+                log.warning("reconnect %d to %s failed: %s", attempt, self.spec.uri, exc)
                 continue
             with self._capture_lock:
                 self.capture = capture
@@ -178,4 +193,6 @@ class FrameReader:
                     return False
             self.on_event("reconnected", f"{self.spec.uri} back after {attempt} attempt(s)")
             return True
+        if not self._closed:
+            self.on_event("gave_up", f"{self.spec.uri} unreachable after {attempt} attempts")
         return False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from its_faust.broker import free_port
-from its_faust.sources import FrameReader, SourceError, SourceSpec
+from its_faust.sources import Backoff, FrameReader, SourceError, SourceSpec
 
 
 def test_source_kinds():
@@ -24,6 +24,17 @@ def test_unreachable_stream_is_a_clear_error():
         FrameReader(SourceSpec.parse(f"http://127.0.0.1:{free_port()}/cam.mp4"))
 
 
+def test_backoff_doubles_up_to_its_ceiling_for_its_tries():
+    assert list(Backoff(initial_s=0.5, max_s=3.0, attempts=5).waits()) == [0.5, 1.0, 2.0, 3.0, 3.0]
+    forever = Backoff(initial_s=1.0, max_s=4.0).waits()  # attempts 0: for ever
+    assert [next(forever) for _ in range(50)][-3:] == [4.0, 4.0, 4.0]
+
+
+def test_backoff_follows_the_settings(settings):
+    s = settings.ingest.model_copy(update={"reconnect_initial_s": 0.2, "reconnect_max_s": 0.8, "reconnect_attempts": 4})
+    assert list(Backoff.from_settings(s).waits()) == [0.2, 0.4, 0.8, 0.8]
+
+
 def test_lost_stream_is_reported_reconnected_then_given_up(clip_frames, mjpeg_camera):
     import cv2
 
@@ -32,8 +43,7 @@ def test_lost_stream_is_reported_reconnected_then_given_up(clip_frames, mjpeg_ca
     events, sleeps = [], []
     reader = FrameReader(
         SourceSpec.parse(camera.url),
-        reconnect_initial_s=0.5,
-        reconnect_attempts=3,
+        backoff=Backoff(initial_s=0.5, attempts=3),
         on_event=lambda kind, reason: events.append(kind),
         sleep=sleeps.append,
     )
@@ -60,7 +70,7 @@ def test_closing_during_a_reconnect_back_off_ends_it(clip_frames, mjpeg_camera, 
 
     camera = mjpeg_camera([cv2.imencode(".jpg", f)[1].tobytes() for f in clip_frames[:5]], frames_per_connection=5)
     events = []
-    reader = FrameReader(SourceSpec.parse(camera.url), reconnect_initial_s=60, on_event=lambda kind, _: events.append(kind))
+    reader = FrameReader(SourceSpec.parse(camera.url), backoff=Backoff(initial_s=60), on_event=lambda kind, _: events.append(kind))
     camera.stop()
     thread = threading.Thread(target=lambda: sum(1 for _ in reader))
     thread.start()
