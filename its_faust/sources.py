@@ -7,6 +7,7 @@ exponential backoff, and each loss and reconnection is reported to the caller.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -49,6 +50,9 @@ class SourceSpec:
 
 
 def open_capture(spec: SourceSpec) -> cv2.VideoCapture:
+    if isinstance(spec.capture_arg, int) and sys.platform == "linux" and not Path(f"/dev/video{spec.capture_arg}").exists():
+        # Said here: OpenCV would try each of its back-ends and print a screenful of warnings first.
+        raise SourceError(f"cannot open video {spec.uri}: no camera at /dev/video{spec.capture_arg}")
     capture = cv2.VideoCapture(spec.capture_arg)
     if not capture.isOpened():
         capture.release()

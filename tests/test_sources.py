@@ -19,6 +19,12 @@ def test_missing_file_is_a_clear_error():
         SourceSpec.parse("/nope.mp4")
 
 
+def test_a_webcam_that_is_not_there_is_one_clear_error(capfd):
+    with pytest.raises(SourceError, match=r"^cannot open video webcam:97: no camera at /dev/video97$"):
+        FrameReader(SourceSpec.parse("webcam:97"))
+    assert capfd.readouterr().err == ""  # not OpenCV's warnings from each of its back-ends first
+
+
 def test_unreachable_stream_is_a_clear_error():
     with pytest.raises(SourceError, match="cannot open video"):
         FrameReader(SourceSpec.parse(f"http://127.0.0.1:{free_port()}/cam.mp4"))
