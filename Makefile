@@ -32,7 +32,7 @@ test-fast: venv
 	$(VENV)/bin/pytest -m "not integration" $(PYTEST_ARGS)
 
 bench: venv
-	$(VENV)/bin/its-faust bench --repeat 3 --out benchmarks/results/bench.json
+	$(VENV)/bin/its-faust bench --repeat 5 --out benchmarks/results/bench.json
 
 clean:
 	rm -rf $(VENV) .its-faust out .pytest_cache

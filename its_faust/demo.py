@@ -158,11 +158,11 @@ async def _run_cameras(settings, stack: Stack, source: str, names: list[str], du
     figures = {name: CameraFigures() for name in names}
     sent: dict[str, int] = {}
     # Like a real camera: frames come at the clip's rate; when the pipeline is behind, new ones are dropped.
-    # The cameras share one pipeline, so they share its max_in_flight frames out equally: its latency
-    # then stays that of about max_in_flight frames (at least one per camera) however many cameras
+    # The cameras share one pipeline, so they share its live_max_in_flight frames out equally: its latency
+    # then stays that of about live_max_in_flight frames (at least one per camera) however many cameras
     # there are (a full window each gave 1.8 s with 3 cameras), and each camera keeps its share (one
     # shared window starved the last one).
-    share = max(1, settings.ingest.max_in_flight // len(names))
+    share = max(1, settings.ingest.live_max_in_flight // len(names))
     windows = {name: FlowWindow(share, expire_s=LIVE_CREDIT_EXPIRE_S) for name in names}
     senders = [
         asyncio.create_task(
