@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 
 import click
@@ -40,6 +41,8 @@ def tail(topic: str, cameras: tuple[str, ...], from_beginning: bool, last: int |
 
     if last is not None and from_beginning:
         fail("give --from-beginning or --last, not both")
+    if not follow and last is None and not from_beginning:
+        fail("--no-follow shows what the topic holds already: give --from-beginning or --last N with it")
     name = topic.lower()
     bootstrap = running_broker(broker_url, "tail needs the broker that holds the topic")
     settings = settings_or_fail()
@@ -50,12 +53,12 @@ def tail(topic: str, cameras: tuple[str, ...], from_beginning: bool, last: int |
 
     keys = [c.encode() for c in cameras] or None
     try:
-        shown = asyncio.run(run_tail(bootstrap, settings.topic(name), name, emit, keys=keys, from_beginning=from_beginning,
+        shown = asyncio.run(run_tail(bootstrap, settings.topic(name), emit, keys=keys, from_beginning=from_beginning,
                                      last=last, follow=follow, limit=limit))
     except KeyboardInterrupt:
         return
     except BrokenPipeError:  # the reader went away (| head): nothing more to say, and nowhere to say it
-        sys.stderr.close()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's last flush of stdout would fail too
         return
     except ValueError as exc:  # the topic does not exist yet
         fail(exc)

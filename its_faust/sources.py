@@ -50,9 +50,10 @@ class SourceSpec:
 
 
 def open_capture(spec: SourceSpec) -> cv2.VideoCapture:
-    if isinstance(spec.capture_arg, int) and sys.platform == "linux" and not Path(f"/dev/video{spec.capture_arg}").exists():
+    index = spec.capture_arg
+    if isinstance(index, int) and index >= 0 and sys.platform == "linux" and not Path(f"/dev/video{index}").exists():
         # Said here: OpenCV would try each of its back-ends and print a screenful of warnings first.
-        raise SourceError(f"cannot open video {spec.uri}: no camera at /dev/video{spec.capture_arg}")
+        raise SourceError(f"cannot open video {spec.uri}: no camera at /dev/video{index}")
     capture = cv2.VideoCapture(spec.capture_arg)
     if not capture.isOpened():
         capture.release()
@@ -63,8 +64,9 @@ def open_capture(spec: SourceSpec) -> cv2.VideoCapture:
 @dataclass(frozen=True)
 class Backoff:
     """How a camera that is down is tried again: waits from ``initial_s``, doubled after each failed
-    try up to ``max_s``, for at most ``attempts`` tries (0: for ever). One policy for a stream lost
-    while reading (:class:`FrameReader`) and a network camera down at start (``ingest``)."""
+    try up to ``max_s``, at most ``attempts`` tries again (0: for ever) after the one that failed
+    (the read that lost the stream, or the first open). One policy for a stream lost while reading
+    (:class:`FrameReader`) and a network camera down at start (``ingest``)."""
 
     initial_s: float = 0.5
     max_s: float = 30.0

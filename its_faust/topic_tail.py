@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -35,6 +35,9 @@ from its_faust.topic_names import (
 # partition every time (see results.py), so it waits as long as a worker does between answers.
 FOLLOW_FETCH_WAIT_MS = 500
 LINE_WIDTH = 160
+# A record stamped this long before tail started is not "from now on" (stamps are the producer's
+# clock, or scene time for tracks, which trails the clock by the pipeline's latency).
+STALE_MARGIN_MS = 2000
 
 
 def _labels(objects: list[dict]) -> str:
@@ -74,7 +77,7 @@ def _camera_event(v: dict) -> str:
     text = f"{v['kind']}: {v['reason']}" if v.get("reason") else v["kind"]
     if v.get("frames_shed"):
         return f"{text}; {v['frames_shed']} frames shed"
-    # ingest's reasons say how many frames it had sent where that matters; the bare count is for the others
+    # The count only where there is no reason: ingest's reasons give it already where it matters ("finished: 40 frames sent")
     return f"{text}; {v['frames_sent']} frames sent" if v.get("frames_sent") and not v.get("reason") else text
 
 
@@ -106,8 +109,8 @@ def _alert(v: dict) -> str:
 def _command(v: dict) -> str:
     change = dict(v["change"])
     op = change.pop("op")
-    detail = json.dumps(change, separators=(",", ":")) if change else ""
-    return f"{op} {detail} by {v.get('issued_by') or '?'} ({v['command_id']})".replace("  ", " ")
+    parts = [op, json.dumps(change, separators=(",", ":")) if change else None, f"by {v.get('issued_by') or '?'}", f"({v['command_id']})"]
+    return " ".join(p for p in parts if p)
 
 
 def _config(v: dict) -> str:
@@ -115,7 +118,8 @@ def _config(v: dict) -> str:
         return f"v{v['version']} removed"
     calibrated = ", calibrated" if v.get("calibration") else ""
     limit = f", limit {v['speed_limit_kmh']:.0f} km/h" if v.get("speed_limit_kmh") else ""
-    return f"v{v['version']} {v.get('name') or ''} lines {len(v['lines'])}, zones {len(v['zones'])}{calibrated}{limit}".replace("  ", " ")
+    name = f" {v['name']}" if v.get("name") else ""
+    return f"v{v['version']}{name} lines {len(v['lines'])}, zones {len(v['zones'])}{calibrated}{limit}"
 
 
 SUMMARIES: dict[str, Callable[[dict], str]] = {
@@ -177,6 +181,7 @@ async def _newest(reader: TopicReader, last: int, wanted: set[bytes] | None) -> 
 
     The reader starts at the end; each partition is read back ``last`` records, and further back
     while the wanted cameras, which share their partitions with others, have fewer than that there.
+    Only the newest ``last`` of each partition are held meanwhile (a partition of frames would not fit).
     """
     consumer = reader.consumer
     tps = list(consumer.assignment())
@@ -186,21 +191,29 @@ async def _newest(reader: TopicReader, last: int, wanted: set[bytes] | None) -> 
     while True:
         for tp in tps:
             consumer.seek(tp, max(firsts[tp], ends[tp] - back))
-        backlog = [m for m in await reader.read_to_end() if wanted is None or m.key in wanted]
-        if len(backlog) >= last or all(ends[tp] - back <= firsts[tp] for tp in tps):
-            backlog.sort(key=lambda m: (m.timestamp, m.partition, m.offset))
-            return backlog[-last:] if last else []
+        newest: dict[int, deque] = {tp.partition: deque(maxlen=last) for tp in tps}
+        async for batch in reader.batches_to_end():
+            for m in batch:
+                if wanted is None or m.key in wanted:
+                    newest[m.partition].append(m)
+        found = [m for kept in newest.values() for m in kept]
+        if len(found) >= last or all(ends[tp] - back <= firsts[tp] for tp in tps):
+            found.sort(key=lambda m: (m.timestamp, m.partition, m.offset))
+            return found[-last:] if last else []
         back *= 4
 
 
-async def tail(bootstrap: str, topic: str, name: str, emit: Callable[[Any], None], *, keys: Collection[bytes] | None = None,
+async def tail(bootstrap: str, topic: str, emit: Callable[[Any], None], *, keys: Collection[bytes] | None = None,
                from_beginning: bool = False, last: int | None = None, follow: bool = True, limit: int | None = None) -> int:
-    """Hand ``emit`` the topic's records, oldest first; returns how many.
+    """Hand ``emit`` the topic's records; returns how many.
 
     Starts at the end (only what arrives from now on), at the beginning, or ``last`` records back
     (the newest ``last`` of the chosen cameras across the partitions that hold them); without
     ``follow`` it stops at the end the topic had when it started, with ``limit`` after that many records.
+    Each partition's records come in their order; what arrives together is put in time order
+    (a whole topic read from the beginning comes a batch of partitions at a time).
     """
+    started_ms = time.time() * 1000
     reader = TopicReader(bootstrap, topic, from_beginning=from_beginning, keys=keys,
                          many_partitions_wait_ms=FOLLOW_FETCH_WAIT_MS if follow else 10)
     await reader.start()
@@ -223,11 +236,19 @@ async def tail(bootstrap: str, topic: str, name: str, emit: Callable[[Any], None
         if last is not None and not from_beginning:
             if not show(await _newest(reader, last, wanted)) or not follow:
                 return shown
-        elif not follow:  # batch by batch: from the beginning, a topic of frames does not fit in memory
+        elif from_beginning:  # batch by batch: a topic of frames does not fit in memory
             async for batch in reader.batches_to_end():
                 if not show(batch):
-                    break
-            return shown
+                    return shown
+            if not follow:
+                return shown
+        else:
+            # From the end: the embedded broker's end offset is one past its last record batch's start
+            # (see TopicReader.batches_to_end), so the first fetch can bring the rest of that batch; its
+            # records from before this started are not "from now on". (Draining to an empty fetch
+            # instead would never end on a busy topic.)
+            if not show([m for m in await reader.poll(600) if m.timestamp >= started_ms - STALE_MARGIN_MS]):
+                return shown
         while show(await reader.poll(1000)):
             pass
         return shown

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from its_faust.broker import free_port
@@ -19,6 +21,7 @@ def test_missing_file_is_a_clear_error():
         SourceSpec.parse("/nope.mp4")
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="cameras are /dev/videoN on Linux")
 def test_a_webcam_that_is_not_there_is_one_clear_error(capfd):
     with pytest.raises(SourceError, match=r"^cannot open video webcam:97: no camera at /dev/video97$"):
         FrameReader(SourceSpec.parse("webcam:97"))

@@ -15,9 +15,9 @@ import pytest
 from its_faust.broker import EmbeddedBroker, bootstrap_servers
 from its_faust.codecs import encode
 from its_faust.ingest import make_producer
-from its_faust.results import partition_for
+from its_faust.results import TopicReader, partition_for
 from its_faust.settings import get_settings
-from its_faust.topic_names import DEAD_LETTERS, TRACKS, ensure_topics
+from its_faust.topic_names import ALERTS, DEAD_LETTERS, TRACKS, ZONE_STATS, ensure_topics
 from schemas import TrackedObject, TrackRecord
 
 NEIGHBOUR = next(f"cam-c{i}" for i in range(1000) if partition_for(f"cam-c{i}".encode(), get_settings().partitions)
@@ -33,11 +33,13 @@ def _track(camera_id: str, seq: int) -> bytes:
     ))
 
 
-async def _send(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+async def _send(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], *, one_batch: bool = False) -> None:
     producer = make_producer(bootstrap)
     await producer.start()
     try:
-        for key, value in records:
+        if one_batch:  # as the pipeline's producers send: many records in one request
+            await asyncio.gather(*[await producer.send(topic, value, key=key) for key, value in records])
+        for key, value in records if not one_batch else []:
             await producer.send_and_wait(topic, value, key=key)
     finally:
         await producer.stop()
@@ -100,11 +102,38 @@ def test_json_lines_with_a_limit(broker):
     assert done.stderr == ""  # stdout is for the records; nothing else goes anywhere
 
 
+def test_records_sent_in_one_batch_are_all_read(broker, settings):
+    """The embedded broker gives a partition's end as its last batch's start: reading to it alone stopped short."""
+    asyncio.run(_send(bootstrap_servers(broker.url), settings.topic(ALERTS),
+                      [(b"cam-q", json.dumps({"n": n}).encode()) for n in range(10)], one_batch=True))
+    done = tail(broker, "alerts", "--from-beginning", "--no-follow", "--camera", "cam-q", "--json")
+    assert [json.loads(line)["value"]["n"] for line in done.stdout.splitlines()] == list(range(10)), done.stderr
+
+
+def test_reading_to_the_end_takes_the_last_batch_whole(broker, settings):
+    """The broker gives as a partition's end its last batch's start + 1, and a reader hands out at most
+    1,000 records a poll: a reader past that offset took it for the end and left the rest of the batch."""
+    bootstrap, topic = bootstrap_servers(broker.url), settings.topic(ZONE_STATS)
+
+    async def go():
+        await _send(bootstrap, topic, [(b"cam-r", b'{"n": %d}' % n) for n in range(1010)], one_batch=True)
+        reader = await TopicReader(bootstrap, topic, from_beginning=True, keys=[b"cam-r"]).start()
+        try:
+            return await reader.read_to_end()
+        finally:
+            await reader.stop()
+
+    assert [json.loads(m.value)["n"] for m in asyncio.run(go())] == list(range(1010))
+
+
 def test_following_shows_what_arrives_and_stops_on_ctrl_c(broker, settings):
+    bootstrap = bootstrap_servers(broker.url)
+    # Records from before it starts are not shown, the rest of a batch at the end included.
+    asyncio.run(_send(bootstrap, settings.topic(DEAD_LETTERS), [(b"cam-z", b'{"reason": "old"}')] * 10, one_batch=True))
+    time.sleep(2.5)
     follower = subprocess.Popen([sys.executable, "-m", "its_faust.cli", "tail", "dead-letters"], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, env={**os.environ, "ITS_FAUST_BROKER_URL": broker.url})
     os.set_blocking(follower.stdout.fileno(), False)
-    bootstrap = bootstrap_servers(broker.url)
     seen = ""
     try:
         # It starts at the end: a record sent before it got there is not shown, so send until one is.
@@ -116,7 +145,7 @@ def test_following_shows_what_arrives_and_stops_on_ctrl_c(broker, settings):
     finally:
         follower.send_signal(signal.SIGINT)
         out, err = follower.communicate(timeout=30)
-    assert "bad input" in seen and "  cam-z  " in seen, seen + out.decode()
+    assert "bad input" in seen and "  cam-z  " in seen and "old" not in seen, seen + out.decode()
     assert follower.returncode == 0 and b"Traceback" not in err, err.decode()
 
 
@@ -130,3 +159,8 @@ def test_a_topic_not_on_the_broker_is_one_line(broker):
 def test_from_the_beginning_or_the_last_not_both(broker):
     done = tail(broker, "tracks", "--from-beginning", "--last", "2")
     assert done.returncode == 2 and "give --from-beginning or --last, not both" in done.stderr
+
+
+def test_not_following_needs_a_place_to_start(broker):
+    done = tail(broker, "tracks", "--no-follow")  # from the end and not following: it would show nothing
+    assert done.returncode == 2 and "give --from-beginning or --last N with it" in done.stderr
