@@ -53,19 +53,40 @@ def decode_jpeg(data: bytes) -> np.ndarray:
     return image
 
 
-def to_blob(images: list[np.ndarray]) -> np.ndarray:
+def to_blob(images: list[np.ndarray], rows: int | None = None) -> np.ndarray:
     """BGR HWC uint8 images of one shape -> RGB NCHW float32 in [0, 1], the network's input.
 
     The same values as ``cv2.dnn.blobFromImages(images, 1 / 255, swapRB=True)``, in half its
     time: each colour plane is copied once into place and the batch scaled in place.
+    ``rows`` (at least the number of images) pads the batch with black images.
     """
     height, width = images[0].shape[:2]
-    blob = np.empty((len(images), 3, height, width), np.float32)
+    blob = np.empty((max(rows or 0, len(images)), 3, height, width), np.float32)
     for n, image in enumerate(images):
         for channel, plane in enumerate(reversed(cv2.split(image))):
             blob[n, channel] = plane
+    blob[len(images):] = 0
     blob *= np.float32(1 / 255)
     return blob
+
+
+def padded_batch_sizes(largest: int) -> tuple[int, ...]:
+    """The batch sizes a GPU is given: powers of two below ``largest``, and ``largest``.
+
+    On a GPU the first call at each new input shape is slow (cuDNN picks and builds its
+    convolution plans per shape; seconds for the whole network), and a detect stage that
+    batches what arrived within a few milliseconds gives every size from 1 to its maximum.
+    Padding each batch up to one of these few sizes bounds the shapes per frame size to
+    log2(largest) + 1, and the worker warms them all up before it takes frames. Measured
+    without it on an H200 (benchmarks/results/gpu-h200.json): the pipeline ran a clip at
+    6 fps that the plain Ultralytics loop ran at 122, its worker busy on one core with a
+    cost that did not scale with the frames; padded batches are not yet measured there.
+    """
+    sizes, size = [], 1
+    while size < largest:
+        sizes.append(size)
+        size *= 2
+    return (*sizes, largest)
 
 
 @dataclass(frozen=True)
@@ -86,6 +107,7 @@ class Detector:
         iou: float = 0.7,
         classes: list[int] | None = None,
         max_det: int = 300,
+        batch_sizes: tuple[int, ...] | None = None,
     ):
         self.backend = backend
         self.model_info = model_info
@@ -94,6 +116,8 @@ class Detector:
         self.iou = iou
         self.classes = classes
         self.max_det = max_det
+        # Fixed batch sizes to pad to (see padded_batch_sizes): for a GPU; None feeds batches as they come.
+        self.batch_sizes = tuple(sorted(batch_sizes)) if batch_sizes else None
         # auto=True pads to the smallest multiple of the stride (rect inference), as YOLO.predict does.
         self.letterbox = LetterBox((imgsz, imgsz), auto=True, stride=backend.stride)
         self.names = backend.class_names
@@ -107,6 +131,7 @@ class Detector:
         backend = load_backend(settings.model, weights, Path(settings.cache_dir) / "models")
         info = ModelInfo(name=weights.stem, version=weights_version(weights), backend=backend.name, device=backend.device)
         log.info("detector %s@%s on %s/%s", info.name, info.version, info.backend, info.device)
+        on_gpu = backend.device != "cpu"
         return cls(
             backend,
             info,
@@ -115,10 +140,17 @@ class Detector:
             iou=settings.model.iou,
             classes=settings.model.classes or None,
             max_det=settings.model.max_det,
+            batch_sizes=padded_batch_sizes(settings.model.frames_per_call(backend.device)) if on_gpu else None,
         )
 
     def warmup(self, shape: tuple[int, int] = (360, 640)) -> None:
-        self.detect([np.zeros((*shape, 3), np.uint8)])
+        """One call at each batch size the backend will be given, for frames of ``shape``."""
+        for size in self.batch_sizes or (1,):
+            self.detect([np.zeros((*shape, 3), np.uint8)] * size)
+
+    def rows_for(self, images: int) -> int:
+        """The batch size a group of ``images`` goes to the backend as: the next fixed size, if any fits."""
+        return next((size for size in self.batch_sizes or () if size >= images), images)
 
     def detect(self, images: list[np.ndarray]) -> list[FrameDetections]:
         """Detect in a list of BGR images; one result per image, in order."""
@@ -128,10 +160,10 @@ class Detector:
             groups[lb.shape[:2]].append(i)
         results: list[FrameDetections | None] = [None] * len(images)
         for shape, indices in groups.items():
-            batch = to_blob([letterboxed[i] for i in indices])
+            batch = to_blob([letterboxed[i] for i in indices], rows=self.rows_for(len(indices)))
             with self._infer_lock:
                 started = time.perf_counter()
-                raw = self.backend.infer(batch)
+                raw = self.backend.infer(batch)[: len(indices)]
                 share_ms = (time.perf_counter() - started) * 1000 / len(indices)
             for i, boxes in zip(indices, self._postprocess(raw, shape, [images[i].shape for i in indices])):
                 results[i] = FrameDetections(boxes, share_ms, len(images))

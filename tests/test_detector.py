@@ -138,3 +138,58 @@ def test_nms_gives_ultralytics_boxes(detector, clip_frames):
         np.testing.assert_allclose(order(ours), order(theirs), atol=1e-3)
         compared += len(ours)
     assert compared > 100
+
+
+class ShapeRecorder:
+    """The real backend, posing as a GPU one, that notes the batch shape of each call."""
+
+    def __init__(self, backend):
+        self.backend, self.shapes = backend, []
+        self.name, self.concurrent, self.device = backend.name, False, "cuda"
+        self.stride, self.class_names = backend.stride, backend.class_names
+
+    def infer(self, batch):
+        self.shapes.append(batch.shape)
+        return self.backend.infer(batch)
+
+
+def test_padded_batch_sizes_are_powers_of_two_up_to_the_largest():
+    from its_faust.detector import padded_batch_sizes
+
+    assert padded_batch_sizes(16) == (1, 2, 4, 8, 16)
+    assert padded_batch_sizes(12) == (1, 2, 4, 8, 12)
+    assert padded_batch_sizes(1) == (1,)
+
+
+def test_a_gpu_backend_gets_padded_batches_and_the_same_boxes(detector, clip_frames):
+    """Three frames go to a GPU backend as a batch of four; the padding changes no frame's boxes."""
+    recorder = ShapeRecorder(detector.backend)
+    padded = Detector(recorder, detector.model_info, classes=list(TRAFFIC_CLASSES), batch_sizes=(1, 2, 4, 8))
+    plain = Detector(detector.backend, detector.model_info, classes=list(TRAFFIC_CLASSES))
+    frames = clip_frames[100:103]
+    ours, theirs = padded.detect(frames), plain.detect(frames)
+    assert [shape[0] for shape in recorder.shapes] == [4]
+    assert len(ours) == 3 and all(r.batch_size == 3 for r in ours)
+    for a, b in zip(ours, theirs):
+        assert len(a.boxes) == len(b.boxes) > 0
+        np.testing.assert_allclose(as_arrays(a.boxes)[0], as_arrays(b.boxes)[0], atol=0.05)
+    recorder.shapes.clear()
+    padded.detect(clip_frames[:9])  # more than the largest fixed size: goes as it is
+    assert [shape[0] for shape in recorder.shapes] == [9]
+
+
+def test_warmup_runs_every_fixed_batch_size(detector):
+    recorder = ShapeRecorder(detector.backend)
+    Detector(recorder, detector.model_info, batch_sizes=(1, 2, 4)).warmup()
+    assert [shape[:2] for shape in recorder.shapes] == [(1, 3), (2, 3), (4, 3)]
+    recorder.shapes.clear()
+    Detector(recorder, detector.model_info).warmup()  # a CPU backend: one frame
+    assert [shape[0] for shape in recorder.shapes] == [1]
+    assert detector.batch_sizes is None  # Detector.from_settings on this CPU machine pads nothing
+
+
+def test_blob_padding_rows_are_black(detector, clip_frames):
+    images = [detector.letterbox(image=image) for image in clip_frames[:2]]
+    blob = to_blob(images, rows=4)
+    assert blob.shape[0] == 4 and not blob[2:].any()
+    np.testing.assert_array_equal(blob[:2], to_blob(images))
