@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
@@ -112,14 +113,38 @@ class TopicReader:
         await self.consumer.stop()
 
 
+async def log_ends(consumer: AIOKafkaConsumer, tps: list[TopicPartition], timeout_s: float = 2.0) -> dict[TopicPartition, int]:
+    """Each partition's end: the offset after its last record, read from the log.
+
+    The embedded broker answers ListOffsets with its last record batch's first offset + 1,
+    short of the end by the rest of that batch (the pipeline's producers send many records
+    per batch). The batch at that offset is fetched, and its last record gives the end. Takes
+    over ``consumer``'s assignment. (Faust checks its tables' local copies against the
+    broker's own figure, so ``tables.local_copies`` keeps that one.)
+    """
+    ends = await consumer.end_offsets(tps) if tps else {}
+    todo = {tp for tp, end in ends.items() if end > 0}
+    consumer.assign(list(ends))
+    for tp in todo:
+        consumer.seek(tp, ends[tp] - 1)
+    deadline = time.monotonic() + timeout_s
+    while todo and time.monotonic() < deadline:
+        for tp, messages in (await consumer.getmany(*todo, timeout_ms=200)).items():
+            if messages:
+                ends[tp] = max(ends[tp], messages[-1].offset + 1)
+                todo.discard(tp)
+    return ends
+
+
 async def group_offsets(bootstrap: str, group_id: str, topics: list[str]) -> dict[tuple[str, int], tuple[int, int]]:
     """Per (topic, partition): (offset the consumer group has committed, end offset)."""
     # A consumer that names the group but never subscribes reads its commits without joining it.
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False,
+                                fetch_max_wait_ms=WHOLE_TOPIC_FETCH_WAIT_MS, max_partition_fetch_bytes=8 * 1024 * 1024)
     await consumer.start()
     try:
         tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
-        ends = await consumer.end_offsets(tps) if tps else {}
+        ends = await log_ends(consumer, tps)
         return {(tp.topic, tp.partition): (await consumer.committed(tp) or 0, end) for tp, end in ends.items()}
     finally:
         await consumer.stop()
