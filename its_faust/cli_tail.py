@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 
@@ -29,14 +30,15 @@ def tail(topic: str, cameras: tuple[str, ...], from_beginning: bool, last: int |
 
     TOPIC is one of: frames, detections, tracks, camera-events, dead-letters, camera-commands,
     camera-configs, crossings, counts, zone-events, zone-stats, alerts (without the topic prefix).
-    A record that is not what its topic should hold is shown as it is. Examples:
+    A record that is not what its topic should hold is shown as it is. A broker that stops
+    answering for 10 s ends the tail with an error. Examples:
 
     \b
       its-faust tail dead-letters --last 20 --no-follow   why recent input was rejected
       its-faust tail camera-events --camera cam-1          what a camera reports
       its-faust tail tracks --json | jq .value.objects     for other tools
     """
-    from its_faust.topic_tail import human_line, json_line
+    from its_faust.topic_tail import BrokerGone, human_line, json_line
     from its_faust.topic_tail import tail as run_tail
 
     if last is not None and from_beginning:
@@ -52,6 +54,9 @@ def tail(topic: str, cameras: tuple[str, ...], from_beginning: bool, last: int |
         click.echo(line(message))
 
     keys = [c.encode() for c in cameras] or None
+    # The Kafka client logs each failed retry of a lost broker (dozens of lines a second); the tail
+    # itself notices a broker gone and says so in one line (topic_tail.BrokerWatch).
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         shown = asyncio.run(run_tail(bootstrap, settings.topic(name), emit, keys=keys, from_beginning=from_beginning,
                                      last=last, follow=follow, limit=limit))
@@ -61,6 +66,8 @@ def tail(topic: str, cameras: tuple[str, ...], from_beginning: bool, last: int |
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's last flush of stdout would fail too
         return
     except ValueError as exc:  # the topic does not exist yet
+        fail(exc)
+    except BrokerGone as exc:
         fail(exc)
     if not follow and not as_json:
         click.echo(f"({shown} record{'' if shown == 1 else 's'})", err=True)

@@ -9,12 +9,14 @@ topic, partition, offset, timestamp and key, for other tools.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Collection
 from typing import Any
 
+from its_faust.broker import BrokerError, wait_reachable
 from its_faust.results import TopicReader
 from its_faust.topic_names import (
     ALERTS,
@@ -38,6 +40,40 @@ LINE_WIDTH = 160
 # A record stamped this long before tail started is not "from now on" (stamps are the producer's
 # clock, or scene time for tracks, which trails the clock by the pipeline's latency).
 STALE_MARGIN_MS = 2000
+# A follower that has had nothing for this long asks whether the broker is still there (a Kafka
+# client retries a lost broker for ever, quietly or with a log line a retry); one that has not
+# answered for BROKER_GONE_S ends the tail with an error.
+QUIET_CHECK_S = 5.0
+BROKER_GONE_S = 10.0
+
+
+class BrokerGone(RuntimeError):
+    """The broker stopped answering while a tail followed it."""
+
+
+class BrokerWatch:
+    """Whether the broker of a quiet topic still answers; raises :class:`BrokerGone` once it has not for a while."""
+
+    def __init__(self, bootstrap: str, *, check_after_s: float = QUIET_CHECK_S, gone_after_s: float = BROKER_GONE_S):
+        self.bootstrap, self.check_after_s, self.gone_after_s = bootstrap, check_after_s, gone_after_s
+        self.heard = time.monotonic()  # last news from the broker: records, or an answer to a check
+        self.unanswered_since: float | None = None
+
+    def records_came(self) -> None:
+        self.heard, self.unanswered_since = time.monotonic(), None
+
+    async def check_when_quiet(self) -> None:
+        now = time.monotonic()
+        if now - self.heard < self.check_after_s:
+            return
+        try:
+            await asyncio.to_thread(wait_reachable, self.bootstrap, 1.0)
+        except BrokerError as exc:
+            self.unanswered_since = self.unanswered_since or now
+            if now - self.unanswered_since >= self.gone_after_s:
+                raise BrokerGone(f"stopped following: {exc}, for {now - self.unanswered_since:.0f}s now") from None
+            return
+        self.records_came()
 
 
 def _labels(objects: list[dict]) -> str:
@@ -249,9 +285,18 @@ async def tail(bootstrap: str, topic: str, emit: Callable[[Any], None], *, keys:
             # instead would never end on a busy topic.)
             if not show([m for m in await reader.poll(600) if m.timestamp >= started_ms - STALE_MARGIN_MS]):
                 return shown
-        while show(await reader.poll(1000)):
-            pass
-        return shown
+        watch = BrokerWatch(bootstrap)
+        while True:
+            messages = await reader.poll(1000)
+            if not show(messages):
+                return shown
+            if messages:
+                watch.records_came()
+            else:
+                await watch.check_when_quiet()
     finally:
-        await reader.stop()
+        try:
+            await asyncio.wait_for(reader.stop(), 5)
+        except (asyncio.CancelledError, asyncio.TimeoutError):
+            pass  # a consumer whose broker is gone stops with its fetch task's cancellation
 

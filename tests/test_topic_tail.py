@@ -124,3 +124,23 @@ def test_json_lines_keep_the_record_whole():
     assert (line["topic"], line["partition"], line["offset"], line["key"], line["timestamp"]) == ("its.frames", 3, 41, "cam-1", AT + 0.005)
     bad = json.loads(json_line(_message(b"not json")))
     assert bad["value"] == "not json" and bad["problem"].startswith("not JSON")
+
+
+def test_a_broker_that_does_not_answer_ends_a_quiet_follow():
+    import asyncio
+    import time
+
+    from its_faust.broker import free_port
+    from its_faust.topic_tail import BrokerGone, BrokerWatch
+
+    watch = BrokerWatch(f"127.0.0.1:{free_port()}", check_after_s=0, gone_after_s=0.3)  # nothing listens there
+
+    async def go():
+        await watch.check_when_quiet()  # the first unanswered check only starts the clock
+        watch.records_came()  # records: the broker is there after all
+        await watch.check_when_quiet()
+        time.sleep(0.35)
+        await watch.check_when_quiet()
+
+    with pytest.raises(BrokerGone, match=r"stopped following: broker 127\.0\.0\.1:\d+ is not reachable"):
+        asyncio.run(go())

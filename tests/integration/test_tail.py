@@ -164,3 +164,18 @@ def test_from_the_beginning_or_the_last_not_both(broker):
 def test_not_following_needs_a_place_to_start(broker):
     done = tail(broker, "tracks", "--no-follow")  # from the end and not following: it would show nothing
     assert done.returncode == 2 and "give --from-beginning or --last N with it" in done.stderr
+
+
+def test_following_ends_with_one_line_when_the_broker_goes(settings):
+    """The Kafka client retries a lost broker for ever, logging each try: the tail says so once and ends."""
+    with EmbeddedBroker() as own:
+        asyncio.run(ensure_topics(bootstrap_servers(own.url), settings))
+        follower = subprocess.Popen([sys.executable, "-m", "its_faust.cli", "tail", "alerts"], text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    env={**os.environ, "ITS_FAUST_BROKER_URL": own.url})
+        time.sleep(4)
+    stopped = time.monotonic()
+    out, err = follower.communicate(timeout=60)
+    assert follower.returncode == 2 and out == ""
+    assert err.splitlines() == [err.strip()] and "stopped following: broker 127.0.0.1:" in err, err
+    assert time.monotonic() - stopped < 30
