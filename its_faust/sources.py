@@ -182,15 +182,19 @@ class FrameReader:
             if usable:
                 self.capture.release()
         self.on_event("stream_lost", f"{self.spec.uri} stopped delivering frames")
-        attempt = 0
-        for attempt, delay in enumerate(self.backoff.waits(), 1):
+        waits = self.backoff.waits()
+        attempt, delay = 0, next(waits, None)
+        while delay is not None:
             self.sleep(delay)
             if self._closed:  # woken by close(): no connect attempt (an unreachable host blocks for its timeout)
                 return False
+            attempt += 1
             try:
                 capture = open_capture(self.spec)
             except SourceError as exc:
-                log.warning("reconnect %d to %s failed: %s", attempt, self.spec.uri, exc)
+                delay = next(waits, None)
+                then = f"next try in {delay:.1f} s" if delay is not None else "no tries left"
+                log.warning("reconnect %d to %s failed: %s; %s", attempt, self.spec.uri, exc, then)
                 continue
             with self._capture_lock:
                 self.capture = capture

@@ -44,7 +44,7 @@ def test_backoff_follows_the_settings(settings):
     assert list(Backoff.from_settings(s).waits()) == [0.2, 0.4, 0.8, 0.8]
 
 
-def test_lost_stream_is_reported_reconnected_then_given_up(clip_frames, mjpeg_camera):
+def test_lost_stream_is_reported_reconnected_then_given_up(clip_frames, mjpeg_camera, caplog):
     import cv2
 
     jpegs = [cv2.imencode(".jpg", f)[1].tobytes() for f in clip_frames[:20]]
@@ -65,6 +65,8 @@ def test_lost_stream_is_reported_reconnected_then_given_up(clip_frames, mjpeg_ca
     assert rest <= 20
     assert events == ["stream_lost", "reconnected", "stream_lost", "gave_up"]
     assert sleeps[-3:] == [0.5, 1.0, 2.0]  # exponential backoff
+    tries = [r.getMessage().split("; ")[-1] for r in caplog.records if r.getMessage().startswith("reconnect ")]
+    assert tries == ["next try in 1.0 s", "next try in 2.0 s", "no tries left"]
 
 
 def test_closing_during_a_reconnect_back_off_ends_it(clip_frames, mjpeg_camera, monkeypatch):
