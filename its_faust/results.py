@@ -42,6 +42,7 @@ class TopicReader:
 
     def __init__(self, bootstrap: str, topic: str, *, from_beginning: bool = False, keys: Collection[bytes] | None = None,
                  many_partitions_wait_ms: int = WHOLE_TOPIC_FETCH_WAIT_MS):
+        self.bootstrap = bootstrap
         self.topic = topic
         self.from_beginning = from_beginning
         self.keys = set(keys) if keys is not None else None
@@ -88,22 +89,25 @@ class TopicReader:
     async def batches_to_end(self):
         """Batches of messages up to the topic's end as it is now (then stops, unlike ``poll``).
 
-        Past the end offsets the broker gives, until a fetch comes back empty: the embedded broker
-        gives as a partition's end one past the start of its last record batch, not one past its last
-        record (1,010 records produced in one batch: end offset 1), and a poll hands out at most 1,000
-        records, so a reader that stopped at that offset left the rest of the batch unread.
+        The end is read from the log (:func:`log_ends`: the broker's own figure can fall short of the
+        last record batch), so a camera that keeps producing elsewhere in the topic does not keep the
+        reader going. A partition that reached its end is paused meanwhile, and resumed at the end.
         """
         tps = list(self.consumer.assignment())
-        ends = await self.consumer.end_offsets(tps)
-        while True:
-            # At the end offsets, wait long enough for a fetch of one partition (answered within half
-            # its 500 ms wait) before taking an empty answer for the end.
-            caught_up = all([await self.consumer.position(tp) >= ends[tp] for tp in tps])
-            batch = await self.poll(600 if caught_up else 200)
-            if batch:
-                yield batch
-            elif caught_up:
-                return
+        ends = await read_log_ends(self.bootstrap, tps)
+        empty_polls = 0
+        try:
+            while True:
+                reached = [tp for tp in tps if await self.consumer.position(tp) >= ends[tp]]
+                self.consumer.pause(*reached)
+                if len(reached) == len(tps) or empty_polls >= 5:  # 5: records below the end are gone (retention)
+                    return
+                batch = await self.poll(600)
+                empty_polls = 0 if batch else empty_polls + 1
+                if batch:
+                    yield batch
+        finally:
+            self.consumer.resume(*tps)
 
     async def read_to_end(self):
         """Every message up to the topic's end as it is now."""
@@ -136,11 +140,22 @@ async def log_ends(consumer: AIOKafkaConsumer, tps: list[TopicPartition], timeou
     return ends
 
 
+async def read_log_ends(bootstrap: str, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    """:func:`log_ends` with a consumer of its own (a reader's positions stay as they are)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                fetch_max_wait_ms=WHOLE_TOPIC_FETCH_WAIT_MS, max_partition_fetch_bytes=8 << 20)
+    await consumer.start()
+    try:
+        return await log_ends(consumer, tps)
+    finally:
+        await consumer.stop()
+
+
 async def group_offsets(bootstrap: str, group_id: str, topics: list[str]) -> dict[tuple[str, int], tuple[int, int]]:
     """Per (topic, partition): (offset the consumer group has committed, end offset)."""
     # A consumer that names the group but never subscribes reads its commits without joining it.
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False,
-                                fetch_max_wait_ms=WHOLE_TOPIC_FETCH_WAIT_MS, max_partition_fetch_bytes=8 * 1024 * 1024)
+                                fetch_max_wait_ms=WHOLE_TOPIC_FETCH_WAIT_MS, max_partition_fetch_bytes=8 << 20)
     await consumer.start()
     try:
         tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]

@@ -1,0 +1,97 @@
+"""Where a topic ends, on the real embedded broker: consumer-group lag (``run``'s wait for analytics,
+the API's readiness) and reading to the end (``replay``, ``cameras``, ``tail --no-follow``)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from its_faust.broker import EmbeddedBroker, bootstrap_servers
+from its_faust.ingest import make_producer
+from its_faust.results import TopicReader, group_lag, group_offsets, partition_for
+from its_faust.topic_names import COUNTS, CROSSINGS, ensure_topics
+
+
+async def _send_one_batch(bootstrap: str, topic: str, key: bytes, count: int) -> None:
+    producer = make_producer(bootstrap)
+    await producer.start()
+    try:  # as the pipeline's producers send: many records in one request
+        await asyncio.gather(*[await producer.send(topic, b'{"n": %d}' % n, key=key) for n in range(count)])
+    finally:
+        await producer.stop()
+
+
+async def _commit(bootstrap: str, group_id: str, tp: TopicPartition, offset: int) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        await consumer.commit({tp: offset})
+    finally:
+        await consumer.stop()
+
+
+def test_lag_counts_every_record_of_the_last_batch(settings):
+    """The broker gives a partition's end as its last batch's start + 1: lag from that alone said 0
+    while 7 records of the batch were still to do, and ``run`` read its counts before they were."""
+    topic = settings.topic(CROSSINGS)
+    tp = TopicPartition(topic, partition_for(b"cam-g", settings.partitions))
+    with EmbeddedBroker() as broker:
+        bootstrap = bootstrap_servers(broker.url)
+
+        async def go():
+            await ensure_topics(bootstrap, settings)
+            await _send_one_batch(bootstrap, topic, b"cam-g", 10)
+            await _commit(bootstrap, "lag-test", tp, 3)
+            offsets = await group_offsets(bootstrap, "lag-test", [topic])
+            lag = await group_lag(bootstrap, "lag-test", [topic])
+            await _commit(bootstrap, "lag-test", tp, 10)
+            return offsets, lag, await group_lag(bootstrap, "lag-test", [topic])
+
+        offsets, lag, lag_when_done = asyncio.run(go())
+    assert offsets[(topic, tp.partition)] == (3, 10)
+    assert lag[topic][tp.partition] == 7 and sum(lag[topic].values()) == 7
+    assert sum(lag_when_done[topic].values()) == 0
+
+
+def test_reading_to_the_end_stops_while_another_camera_keeps_producing(settings):
+    """``replay --camera`` never finished while any camera was live: the reader read on until a fetch came
+    back empty. It stops at the end the topic had when it started, with every record up to there."""
+    topic = settings.topic(COUNTS)
+    with EmbeddedBroker() as broker:
+        bootstrap = bootstrap_servers(broker.url)
+
+        async def go():
+            await ensure_topics(bootstrap, settings)
+            await _send_one_batch(bootstrap, topic, b"cam-quiet", 30)
+            producer = make_producer(bootstrap)
+            await producer.start()
+
+            async def live_camera():
+                n = 0
+                while True:  # a record every 10 ms, as long as the readers read
+                    await producer.send_and_wait(topic, b'{"n": %d}' % n, key=b"cam-live")
+                    n += 1
+                    await asyncio.sleep(0.01)
+
+            live = asyncio.create_task(live_camera())
+            try:
+                await asyncio.sleep(0.5)
+                found = {}
+                for keys in (None, [b"cam-quiet"], [b"cam-live"]):
+                    reader = await TopicReader(bootstrap, topic, from_beginning=True, keys=keys).start()
+                    try:
+                        found[str(keys)] = await asyncio.wait_for(reader.read_to_end(), 20)
+                    finally:
+                        await reader.stop()
+                return found
+            finally:
+                live.cancel()
+                await producer.stop()
+
+        found = asyncio.run(go())
+    quiet = [m for m in found["None"] if m.key == b"cam-quiet"]
+    assert len(quiet) == 30 and len(found["None"]) > 30
+    assert [m.value for m in found["[b'cam-quiet']"] if m.key == b"cam-quiet"] == [m.value for m in quiet]
+    assert len([m for m in found["[b'cam-live']"] if m.key == b"cam-live"]) > 10
