@@ -89,15 +89,8 @@ class _FiguresView:
         self.output_lost = False
 
     def write(self, out: Callable[[], object]) -> None:
-        if self.output_lost:
-            return
-        try:
-            out()
-        except OSError:
-            self.output_lost = True
-            # Python's own last flush of stdout would fail the same way and print a complaint at exit.
-            with contextlib.suppress(OSError, ValueError):
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if not self.output_lost:
+            self.output_lost = not _write(out)
 
     def __enter__(self) -> "_FiguresView":
         if self._live_on:
@@ -116,6 +109,18 @@ class _FiguresView:
         elif time.monotonic() >= self._next_line_at:
             self._next_line_at += self._every_s
             self.write(lambda: print(self._lines(), flush=True))
+
+
+def _write(out: Callable[[], object]) -> bool:
+    """Run ``out`` (a print); False once the reader of stdout has gone (`demo | head`)."""
+    try:
+        out()
+        return True
+    except OSError:
+        # Python's own last flush of stdout would fail the same way and print a complaint at exit.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return False
 
 
 SAMPLE_LINES = {
@@ -141,8 +146,11 @@ async def run_demo(settings, source: str, *, workers: int = 1, cameras: int = 1,
         api = ApiProcess(stack.broker_url, stack.workdir / "api.log", port)
         try:
             await in_thread_to_the_end(api.start)
-            print(f"dashboard: http://127.0.0.1:{port}/  (API docs at /docs)", flush=True)
-            print(f"broker: {stack.broker_url}  (see its topics: its-faust tail tracks --broker {stack.broker_url})", flush=True)
+            header = (f"dashboard: http://127.0.0.1:{port}/  (API docs at /docs)\n"
+                      f"broker: {stack.broker_url}  (see its topics: its-faust tail tracks --broker {stack.broker_url})")
+            if not _write(lambda: print(header, flush=True)):  # `demo | head -1` can close it between the lines
+                log.info("demo: its output was closed; stopping")
+                stop.set()
             await _run_cameras(settings, stack, source, names, duration, stop)
         finally:
             await in_thread_to_the_end(api.stop)
