@@ -1,7 +1,7 @@
 """Cameras over REST: every change is a command on ``its.camera-commands``; reads come from the read models.
 
 A change is checked against the camera's current configuration first (404 for
-an unknown camera, 409 for a conflict, 422 for bad geometry, all with the
+an unknown camera or line or zone, 409 for a conflict, 422 for bad geometry, all with the
 reason), then sent; the response waits until a worker has applied it and
 returns the new configuration (504 if no worker did in time).
 """
@@ -39,7 +39,7 @@ from tables.camera_config import CommandRejected, apply
 router = APIRouter(prefix="/api/v1/cameras", tags=["cameras"])
 CameraId = Annotated[str, Path(pattern=CAMERA_ID_PATTERN, description="The camera's id (its Kafka key)")]
 Name = Annotated[str, Path(pattern=NAME_PATTERN)]
-ERRORS = {404: {"description": "Unknown camera"}, 409: {"description": "Conflicts with the camera's configuration"},
+ERRORS = {404: {"description": "Unknown camera, or no line or zone of that name"}, 409: {"description": "Conflicts with the camera's configuration"},
           504: {"description": "No worker applied the change in time"}}
 
 
@@ -81,7 +81,7 @@ async def _change(request: Request, camera_id: str, change: Change) -> CameraCon
     try:
         apply(hub.cameras.configs.get(camera_id), cmd)
     except CommandRejected as exc:
-        raise HTTPException(status_code=404 if "unknown camera" in str(exc) else 409, detail=str(exc)) from None
+        raise HTTPException(status_code=404 if exc.missing else 409, detail=str(exc)) from None
     try:
         config = await send_commands(hub.bootstrap, hub.settings, [cmd], timeout_s=hub.settings.api.command_timeout_s)
     except CommandFailed as exc:

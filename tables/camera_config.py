@@ -24,7 +24,15 @@ from schemas.control import (
 
 
 class CommandRejected(ValueError):
-    """The command cannot apply to the camera as it is; ``str()`` is the reason."""
+    """The command cannot apply to the camera as it is; ``str()`` is the reason.
+
+    ``missing``: what the command names (the camera, a line or zone of it) does not exist,
+    rather than conflicting with what does (an HTTP API answers 404 for the one, 409 for the other).
+    """
+
+    def __init__(self, reason: str, *, missing: bool = False):
+        super().__init__(reason)
+        self.missing = missing
 
 
 def apply(config: CameraConfig | None, command: CameraCommand) -> CameraConfig:
@@ -37,7 +45,7 @@ def apply(config: CameraConfig | None, command: CameraCommand) -> CameraConfig:
                   "lines": [], "zones": [], "calibration": None, "speed_limit_kmh": None}
     elif not exists:
         hint = "nothing to remove" if isinstance(change, RemoveCamera) else "add it first"
-        raise CommandRejected(f"unknown camera {command.camera_id!r}: {hint}")
+        raise CommandRejected(f"unknown camera {command.camera_id!r}: {hint}", missing=True)
     elif isinstance(change, UpdateCamera):
         fields = {k: v for k, v in (("name", change.name), ("source", change.source)) if v is not None}
     elif isinstance(change, RemoveCamera):
@@ -48,7 +56,7 @@ def apply(config: CameraConfig | None, command: CameraCommand) -> CameraConfig:
         fields = {"lines": [*config.lines, change.line]}
     elif isinstance(change, RemoveLine):
         if not config.line(change.name):
-            raise CommandRejected(f"camera {command.camera_id!r} has no line {change.name!r}")
+            raise CommandRejected(f"camera {command.camera_id!r} has no line {change.name!r}", missing=True)
         fields = {"lines": [line for line in config.lines if line.name != change.name]}
     elif isinstance(change, AddZone):
         if config.zone(change.zone.name):
@@ -56,7 +64,7 @@ def apply(config: CameraConfig | None, command: CameraCommand) -> CameraConfig:
         fields = {"zones": [*config.zones, change.zone]}
     elif isinstance(change, RemoveZone):
         if not config.zone(change.name):
-            raise CommandRejected(f"camera {command.camera_id!r} has no zone {change.name!r}")
+            raise CommandRejected(f"camera {command.camera_id!r} has no zone {change.name!r}", missing=True)
         fields = {"zones": [zone for zone in config.zones if zone.name != change.name]}
     elif isinstance(change, SetCalibration):
         fields = {"calibration": change.calibration}

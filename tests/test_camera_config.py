@@ -97,9 +97,11 @@ def test_a_command_that_cannot_apply_is_rejected_and_changes_nothing(changes, re
     *before, bad = changes
     config = fold(*before) if before else None
     snapshot = config.model_copy() if config else None
-    with pytest.raises(CommandRejected, match=reason):
+    with pytest.raises(CommandRejected, match=reason) as rejected:
         apply(config, cmd(bad))
     assert config == snapshot
+    # What the command names is missing (an API's 404), or it conflicts with what is there (409).
+    assert rejected.value.missing == (not reason.startswith("already"))
 
 
 def test_removed_camera_keeps_no_geometry_and_can_come_back():

@@ -180,7 +180,8 @@ def test_rest_cameras_validate_and_produce_commands(api):
     assert r.status_code == 422 and "three of the four points" in r.text
     assert c.patch("/api/v1/cameras/rest-cam", json={"name": "Bridge Street"}).json()["name"] == "Bridge Street"
     assert c.get("/api/v1/cameras/rest-cam").json()["lines"][0]["name"] == "stop"
-    assert c.delete("/api/v1/cameras/rest-cam/lines/nope").status_code == 409
+    assert c.delete("/api/v1/cameras/rest-cam/lines/nope").status_code == 404
+    assert c.delete("/api/v1/cameras/rest-cam/zones/nope").status_code == 404
     assert c.get("/api/v1/cameras/ghost-cam").status_code == 404
     assert c.post("/api/v1/cameras/ghost-cam/lines", json={"name": "a", "x1": 0, "y1": 0, "x2": 9, "y2": 9}).status_code == 404
     assert c.delete("/api/v1/cameras/rest-cam").status_code == 204
