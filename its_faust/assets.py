@@ -14,6 +14,7 @@ When all fail, :class:`AssetNotFound` names the file and every place looked.
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 
@@ -49,15 +50,29 @@ def resolve_asset(name: str | Path, configured_dir: Path | str | None = None, *,
             if candidate.exists():
                 return candidate.resolve()
             tried.append(candidate)
+    download_note = ""
     if download and given.suffix == ".pt" and not os.environ.get("YOLO_OFFLINE"):
         downloaded = _ultralytics_download(given.name)
         if downloaded is not None:
             return downloaded
+        download_note = " Ultralytics' download of it failed too (no internet, or not one of its assets)."
     where = "models/" if given.suffix in WEIGHT_SUFFIXES else "data/videos/"
     raise AssetNotFound(
-        f"{given.name} not found (looked in: {', '.join(str(p) for p in tried)}). "
-        f"Put it in {root / where} or point ITS_FAUST_ASSET_DIR at a folder that has {where}{given.name}."
+        f"{given.name} not found (looked in: {', '.join(str(p) for p in tried)}).{_near(given.name, root / where)}"
+        f"{download_note} Put it in {root / where} or point ITS_FAUST_ASSET_DIR at a folder that has {where}{given.name}."
     )
+
+
+def _near(name: str, folder: Path) -> str:
+    """" Did you mean ...?" with the closest names in ``folder``, or what it holds; "" when it has nothing."""
+    try:
+        present = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(("README", ".")))
+    except OSError:
+        return ""
+    if not present:
+        return ""
+    close = difflib.get_close_matches(name, present, n=3, cutoff=0.5)
+    return f" Did you mean {' or '.join(close)}?" if close else f" {folder} has: {', '.join(present)}."
 
 
 def _ultralytics_download(name: str) -> Path | None:

@@ -92,6 +92,25 @@ def test_missing_asset_names_file_and_place(tmp_path, monkeypatch):
         resolve_asset("nowhere.mp4", tmp_path)
 
 
+def test_a_misspelt_asset_gets_the_close_names_or_the_list(tmp_path, monkeypatch):
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    videos = tmp_path / "data" / "videos"
+    videos.mkdir(parents=True)
+    for name in ("dual_carriageway_abhishek.mp4", "road_overhead.mp4", "README.md"):
+        (videos / name).write_bytes(b"")
+    with pytest.raises(AssetNotFound, match=r"Did you mean dual_carriageway_abhishek\.mp4\?"):
+        resolve_asset("dual_carriageway.mp4", tmp_path)
+    with pytest.raises(AssetNotFound, match=r"has: dual_carriageway_abhishek\.mp4, road_overhead\.mp4\. Put"):
+        resolve_asset("zzz.mp4", tmp_path)
+
+
+def test_missing_weights_say_the_download_failed_too(tmp_path, monkeypatch):
+    monkeypatch.delenv("YOLO_OFFLINE", raising=False)
+    monkeypatch.setattr("its_faust.assets._ultralytics_download", lambda name: None)  # as with no internet
+    with pytest.raises(AssetNotFound, match="download of it failed too"):
+        resolve_asset("yolo11n.pt", tmp_path)
+
+
 def test_still_scene_samples_too_far_apart_for_tracks_or_alerts_are_refused(monkeypatch):
     assert load_settings().ingest.frozen_keepalive_s == 0.25
     monkeypatch.setenv("ITS_FAUST_INGEST__FROZEN_KEEPALIVE_S", "0.3")  # speeds need 4 positions in 1 s
