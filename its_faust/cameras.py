@@ -168,14 +168,17 @@ class CameraSetup(BaseModel):
         return self
 
 
-def ensure_setup(config: CameraConfig | None, camera_id: str, setup: CameraSetup) -> list[Change]:
-    """The changes that give the camera these lines, zones, calibration and limit (others it has stay)."""
-    from schemas.control import AddCamera, AddZone, RemoveLine, RemoveZone, SetCalibration, SetSpeedLimit
+def ensure_setup(config: CameraConfig | None, camera_id: str, setup: CameraSetup, *, source: str = "") -> list[Change]:
+    """The changes that give the camera these lines, zones, calibration and limit (others it has stay),
+    and ``source`` as where its frames come from, when given."""
+    from schemas.control import AddCamera, AddZone, RemoveLine, RemoveZone, SetCalibration, SetSpeedLimit, UpdateCamera
 
     changes: list[Change] = []
     if config is None or config.removed:
-        changes.append(AddCamera(name=camera_id))
+        changes.append(AddCamera(name=camera_id, source=source))
         config = None
+    elif source and config.source != source:
+        changes.append(UpdateCamera(source=source))
     for line in setup.lines:
         existing = config.line(line.name) if config else None
         if existing != line:

@@ -141,7 +141,7 @@ async def run_demo(settings, source: str, *, workers: int = 1, cameras: int = 1,
         names = [f"demo-cam-{i + 1}" for i in range(cameras)]
         line = SAMPLE_LINES.get(Path(source).name)
         for name in names:
-            await configure_camera(stack, name, CameraSetup(lines=[parse_line(line)] if line else []))
+            await configure_camera(stack, name, CameraSetup(lines=[parse_line(line)] if line else []), source=source)
         # The API as its own process, as in production.
         api = ApiProcess(stack.broker_url, stack.workdir / "api.log", port)
         try:

@@ -191,10 +191,11 @@ async def track_source(
         await feed.stop()
 
 
-async def configure_camera(stack: Stack, camera_id: str, setup: CameraSetup) -> None:
-    """Give the camera these lines, zones, calibration and limit, and wait until a worker has applied them."""
+async def configure_camera(stack: Stack, camera_id: str, setup: CameraSetup, *, source: str = "") -> None:
+    """Give the camera these lines, zones, calibration and limit (and ``source`` as where its frames come
+    from), and wait until a worker has applied them."""
     current = (await read_configs(stack.bootstrap, stack.settings)).get(camera_id)
-    changes = ensure_setup(current, camera_id, setup)
+    changes = ensure_setup(current, camera_id, setup, source=source)
     if changes:
         await send_commands(stack.bootstrap, stack.settings, [command(camera_id, c, issued_by="run") for c in changes])
 
@@ -225,7 +226,7 @@ async def analyze_source(
 ) -> tuple[IngestStats, TrackFeed, AnalyticsResult]:
     """``track_source`` on a configured camera; also gathers what the analytics made of it."""
     settings = stack.settings
-    await configure_camera(stack, camera_id, setup)
+    await configure_camera(stack, camera_id, setup, source=source)
     counts = await CountFeed(stack.bootstrap, settings, camera_id).start()
     zones = await RecordFeed(stack.bootstrap, settings.topic(ZONE_EVENTS), ZoneEvent, camera_id).start()
     alerts = await RecordFeed(stack.bootstrap, settings.topic(ALERTS), Alert, camera_id).start()

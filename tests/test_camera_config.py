@@ -151,6 +151,18 @@ def test_ensure_setup_adds_replaces_and_leaves_equal_things_alone():
     assert [c.op for c in ensure_setup(config, "cam-a", CameraSetup(lines=[moved]))] == ["remove_line", "add_line"]
 
 
+def test_ensure_setup_records_where_the_frames_come_from():
+    """``run`` and ``demo`` name the clip they play, so the API and dashboard show it."""
+    added = ensure_setup(None, "cam-a", CameraSetup(), source="clip.mp4")
+    assert [(c.op, c.source) for c in added] == [("add_camera", "clip.mp4")]
+    config = fold(AddCamera(source="clip.mp4"))
+    assert ensure_setup(config, "cam-a", CameraSetup(), source="clip.mp4") == []
+    assert ensure_setup(config, "cam-a", CameraSetup()) == []  # no source given: what it has stays
+    moved = ensure_setup(config, "cam-a", CameraSetup(), source="other.mp4")
+    assert [(c.op, c.source) for c in moved] == [("update_camera", "other.mp4")]
+    assert apply(config, cmd(moved[0])).source == "other.mp4"
+
+
 def test_camera_config_file_is_checked():
     data = {"lines": [LINE.model_dump()], "zones": [{"name": "z", "points": [[0, 0], [10, 0], [10, 10]]}],
             "calibration": {"image_points": [[0, 0], [10, 0], [10, 10], [0, 10]], "road_points": [[0, 0], [1, 0], [1, 1], [0, 1]]},
