@@ -29,17 +29,34 @@ from api.process import ApiProcess, check_port_free
 from its_faust.cameras import CameraSetup, parse_line
 from its_faust.ingest import LIVE_CREDIT_EXPIRE_S, FlowWindow, ingest, make_producer
 from its_faust.pipeline import Stack, configure_camera, in_thread_to_the_end
-from its_faust.results import TrackFeed
+from its_faust.codecs import SchemaError, decode
+from its_faust.results import TopicReader, TrackFeed
+from its_faust.topic_names import COUNTS
+from schemas.analytics import CountUpdate
 
 log = logging.getLogger(__name__)
 
 
 class CameraFigures:
-    def __init__(self):
+    def __init__(self, lines: list[str] = ()):
         self.tracked = 0
         self.recent = collections.deque(maxlen=300)  # (tracked_at, latency_ms)
         self.ids: set[int] = set()
         self.active = 0
+        self.lines = list(lines)  # shown from the start, at 0
+        self.count_totals: dict[tuple[str, str, str], int] = {}  # (line, direction, class) -> crossings
+
+    def add_count(self, update: CountUpdate) -> None:
+        key = (update.line, update.direction, update.label)
+        self.count_totals[key] = max(self.count_totals.get(key, 0), update.total)  # updates may come twice
+        if update.line not in self.lines:
+            self.lines.append(update.line)
+
+    def counts(self) -> str:
+        """``y120 in 4 out 5`` per line, every class together."""
+        def total(line, direction):
+            return sum(n for (name, way, _), n in self.count_totals.items() if name == line and way == direction)
+        return "; ".join(f"{line} in {total(line, 'in')} out {total(line, 'out')}" for line in self.lines) or "-"
 
     def add(self, record) -> None:
         self.tracked += 1
@@ -57,10 +74,11 @@ class CameraFigures:
 
 def _table(figures: dict[str, CameraFigures], sent: dict[str, int], stack: Stack, started: float) -> Group:
     table = Table(title=f"ITS Faust demo: {len(stack.workers)} worker(s), broker {stack.broker_url}")
-    for column in ("camera", "frames sent", "tracked", "fps", "tracks now", "track ids", "latency p50"):
+    for column in ("camera", "frames sent", "tracked", "fps", "tracks now", "track ids", "latency p50", "line counts"):
         table.add_column(column, justify="right")
     for cam, fig in figures.items():
-        table.add_row(cam, str(sent.get(cam, 0)), str(fig.tracked), f"{fig.fps():.1f}", str(fig.active), str(len(fig.ids)), f"{fig.latency_p50():.0f} ms")
+        table.add_row(cam, str(sent.get(cam, 0)), str(fig.tracked), f"{fig.fps():.1f}", str(fig.active), str(len(fig.ids)),
+                      f"{fig.latency_p50():.0f} ms", fig.counts())
     footer = Text(f"running {time.time() - started:.0f}s; Ctrl-C stops everything", style="dim")
     return Group(table, footer)
 
@@ -69,7 +87,7 @@ def _lines(figures: dict[str, CameraFigures], sent: dict[str, int], started: flo
     """The table's figures as plain lines, for output that is not a terminal (a log file, a pipe)."""
     return "\n".join(
         f"{time.time() - started:.0f}s {cam}: sent {sent.get(cam, 0)} tracked {fig.tracked} fps {fig.fps():.1f} "
-        f"tracks now {fig.active} track ids {len(fig.ids)} latency p50 {fig.latency_p50():.0f} ms"
+        f"tracks now {fig.active} track ids {len(fig.ids)} latency p50 {fig.latency_p50():.0f} ms counts {fig.counts()}"
         for cam, fig in figures.items()
     )
 
@@ -140,8 +158,9 @@ async def run_demo(settings, source: str, *, workers: int = 1, cameras: int = 1,
     async with Stack(settings, workers=workers) as stack:
         names = [f"demo-cam-{i + 1}" for i in range(cameras)]
         line = SAMPLE_LINES.get(Path(source).name)
+        setup = CameraSetup(lines=[parse_line(line)] if line else [])
         for name in names:
-            await configure_camera(stack, name, CameraSetup(lines=[parse_line(line)] if line else []), source=source)
+            await configure_camera(stack, name, setup, source=source)
         # The API as its own process, as in production.
         api = ApiProcess(stack.broker_url, stack.workdir / "api.log", port)
         try:
@@ -151,19 +170,21 @@ async def run_demo(settings, source: str, *, workers: int = 1, cameras: int = 1,
             if not _write(lambda: print(header, flush=True)):  # `demo | head -1` can close it between the lines
                 log.info("demo: its output was closed; stopping")
                 stop.set()
-            await _run_cameras(settings, stack, source, names, duration, stop)
+            await _run_cameras(settings, stack, source, names, [line.name for line in setup.lines], duration, stop)
         finally:
             await in_thread_to_the_end(api.stop)
 
 
-async def _run_cameras(settings, stack: Stack, source: str, names: list[str], duration: float | None,
-                       stop: asyncio.Event) -> None:
-    """The cameras send until ``stop`` (Ctrl-C, --duration, a failed camera); the figures follow the tracks topic."""
+async def _run_cameras(settings, stack: Stack, source: str, names: list[str], line_names: list[str],
+                       duration: float | None, stop: asyncio.Event) -> None:
+    """The cameras send until ``stop`` (Ctrl-C, --duration, a failed camera); the figures follow the tracks and counts topics."""
     started = time.time()  # --duration counts camera time, not broker and worker start-up
     producer = make_producer(stack.bootstrap)
     await producer.start()
     feed = await TrackFeed(stack.bootstrap, settings, cameras=names).start()  # their partitions only
-    figures = {name: CameraFigures() for name in names}
+    count_reader = await TopicReader(stack.bootstrap, settings.topic(COUNTS), keys=[n.encode() for n in names],
+                                     many_partitions_wait_ms=settings.fetch_max_wait_ms).start()
+    figures = {name: CameraFigures(line_names) for name in names}
     sent: dict[str, int] = {}
     # Like a real camera: frames come at the clip's rate; when the pipeline is behind, new ones are dropped.
     # The cameras share one pipeline, so they share its live_max_in_flight frames out equally: its latency
@@ -187,6 +208,11 @@ async def _run_cameras(settings, stack: Stack, source: str, names: list[str], du
                     if record.camera_id in figures:
                         figures[record.camera_id].add(record)
                         windows[record.camera_id].release()
+                for message in await count_reader.poll(0):  # what has come; the track feed set the pace
+                    with contextlib.suppress(SchemaError):
+                        update = decode(CountUpdate, message.value)
+                        if update.camera_id in figures:
+                            figures[update.camera_id].add_count(update)
                 view.update()
                 if view.output_lost:  # `demo | head`: the reader left, as SIGPIPE would stop a C program
                     log.info("demo: its output was closed; stopping")
@@ -200,5 +226,6 @@ async def _run_cameras(settings, stack: Stack, source: str, names: list[str], du
         stop.set()
         await asyncio.gather(*senders, return_exceptions=True)
         await feed.stop()
+        await count_reader.stop()
         await producer.stop()
         view.write(print)  # the live table's last line stays; logs start below it

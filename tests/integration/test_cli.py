@@ -121,6 +121,8 @@ def test_demo_runs_and_stops_by_itself():
     assert len(rows) >= 2, done.stdout[-2000:]
     sent, tracked = map(int, rows[-1])
     assert sent > 30 and tracked > 30  # frames flowed through broker, worker and tracker
+    # The sample clip's counting line, from the counts topic (what crossed it by then varies with the speed).
+    assert re.findall(r"demo-cam-1: .* counts y120 in \d+ out \d+$", done.stdout, re.MULTILINE), done.stdout[-2000:]
 
 
 def test_bad_option_values_are_refused_before_anything_starts():

@@ -1,0 +1,22 @@
+"""The demo's live figures: line counts per camera from the counts topic."""
+
+from its_faust.demo import CameraFigures
+from schemas.analytics import CountUpdate
+
+
+def _update(line: str, direction: str, label: str, total: int) -> CountUpdate:
+    window = {"start": 0.0, "end": 60.0, "count": total}
+    return CountUpdate(camera_id="demo-cam-1", seq=total, captured_at=1.0, line=line, direction=direction, label=label,
+                       total=total, minute=window, quarter={**window, "end": 900.0})
+
+
+def test_counts_show_each_line_in_and_out_over_every_class():
+    figures = CameraFigures(["y120"])
+    assert figures.counts() == "y120 in 0 out 0"  # the demo's line, before anything crossed it
+    for update in (_update("y120", "in", "car", 1), _update("y120", "in", "car", 2), _update("y120", "out", "truck", 1),
+                   _update("y120", "in", "bus", 1), _update("y120", "in", "car", 2)):  # the last: a copy, redelivered
+        figures.add_count(update)
+    assert figures.counts() == "y120 in 3 out 1"
+    figures.add_count(_update("x320", "out", "car", 1))  # a line added while it runs
+    assert figures.counts() == "y120 in 3 out 1; x320 in 0 out 1"
+    assert CameraFigures().counts() == "-"
