@@ -104,6 +104,7 @@ class _FiguresView:
         self._live = Live(table(), refresh_per_second=4)
         self._live_on = self._live.console.is_terminal
         self._next_line_at = time.monotonic() + every_s
+        self._last_lines = None
         self.output_lost = False
 
     def write(self, out: Callable[[], object]) -> None:
@@ -119,14 +120,20 @@ class _FiguresView:
         if self._live_on:
             self.write(lambda: self._live.__exit__(*exc_info))
         else:
-            self.write(lambda: print(self._lines(), flush=True))
+            self._print_lines()  # the final figures, unless the last lines printed were these already
 
     def update(self) -> None:
         if self._live_on:
             self.write(lambda: self._live.update(self._table()))
         elif time.monotonic() >= self._next_line_at:
             self._next_line_at += self._every_s
-            self.write(lambda: print(self._lines(), flush=True))
+            self._print_lines()
+
+    def _print_lines(self) -> None:
+        lines = self._lines()
+        if lines != self._last_lines:
+            self._last_lines = lines
+            self.write(lambda: print(lines, flush=True))
 
 
 def _write(out: Callable[[], object]) -> bool:

@@ -20,3 +20,17 @@ def test_counts_show_each_line_in_and_out_over_every_class():
     figures.add_count(_update("x320", "out", "car", 1))  # a line added while it runs
     assert figures.counts() == "y120 in 3 out 1; x320 in 0 out 1"
     assert CameraFigures().counts() == "-"
+
+
+def test_figures_off_a_terminal_are_printed_once_per_change(capsys):
+    """Under a pipe or a log file a line per interval, and the last figures at the end, not twice."""
+    from its_faust.demo import _FiguresView
+
+    figures = iter(["5s sent 10", "10s sent 20"])
+    current = {"line": next(figures)}
+    view = _FiguresView(lambda: "table", lambda: current["line"], every_s=0.0)
+    with view:
+        view.update()
+        current["line"] = next(figures)
+        view.update()
+    assert capsys.readouterr().out.splitlines() == ["5s sent 10", "10s sent 20"]
