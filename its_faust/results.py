@@ -124,7 +124,7 @@ async def log_ends(consumer: AIOKafkaConsumer, tps: list[TopicPartition], timeou
     short of the end by the rest of that batch (the pipeline's producers send many records
     per batch). The batch at that offset is fetched, and its last record gives the end. Takes
     over ``consumer``'s assignment. (Faust checks its tables' local copies against the
-    broker's own figure, so ``tables.local_copies`` keeps that one.)
+    broker's own figure: ``tables.local_copies`` marks copies back to it.)
     """
     ends = await consumer.end_offsets(tps) if tps else {}
     todo = {tp for tp, end in ends.items() if end > 0}
@@ -142,6 +142,8 @@ async def log_ends(consumer: AIOKafkaConsumer, tps: list[TopicPartition], timeou
 
 async def read_log_ends(bootstrap: str, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
     """:func:`log_ends` with a consumer of its own (a reader's positions stay as they are)."""
+    if not tps:
+        return {}  # (a consumer assigned no partitions is cancelled in its own stop)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 fetch_max_wait_ms=WHOLE_TOPIC_FETCH_WAIT_MS, max_partition_fetch_bytes=8 << 20)
     await consumer.start()

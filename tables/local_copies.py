@@ -14,6 +14,14 @@ copy's offset (another worker wrote more records to it before this one started).
 the changelog record at the copy's last applied offset is fetched: a copy from that log
 holds exactly its value for its key, one from another log (almost always) does not, and is
 dropped the same way.
+
+The embedded broker under-reports a changelog's end: it answers with its last record
+batch's first offset + 1, and Faust's table writes send many records per batch. A copy
+that applied that batch's later records looks ahead of the log to Faust, though the log
+has them. The end is then read from the log itself; a copy the log does reach (and whose
+last record it holds) is kept, its applied offset marked back to the broker's figure - 1.
+Faust then starts from there: the records after it are applied again to the values the
+copy already holds, as a changelog's later records win over its earlier ones.
 """
 
 from __future__ import annotations
@@ -51,6 +59,17 @@ class LocalCopy:
 
     def read(self, key: bytes) -> bytes | None:
         return _read(self.path, key)
+
+    def mark_applied(self, offset: int) -> "LocalCopy":
+        """Record ``offset`` as the last changelog offset this copy applied (as Faust's store writes it)."""
+        import rocksdict
+
+        db = rocksdict.Rdict(str(self.path))
+        try:
+            db[OFFSET_KEY] = str(offset).encode()
+        finally:
+            db.close()
+        return LocalCopy(self.table, self.changelog, self.partition, self.path, offset)
 
 
 def _read(path: Path, key: bytes) -> bytes | None:
@@ -164,16 +183,28 @@ def from_another_log(copies: list[LocalCopy], records: dict) -> list[LocalCopy]:
 
 
 async def drop_stale_copies(copies: list[LocalCopy], bootstrap: str) -> list[LocalCopy]:
-    """Delete the ``copies`` the broker's changelogs do not back (before Faust opens them); returns them."""
+    """Delete the ``copies`` the broker's changelogs do not back (before Faust opens them); returns them.
+
+    A copy the broker's figure calls ahead but the log itself reaches is kept and marked back to that figure."""
     if not copies:
         return []
-    dropped = []
-    for copy, end in stale(copies, await changelog_ends(bootstrap, [c.changelog for c in copies])):
+    from aiokafka import TopicPartition
+
+    from its_faust.results import read_log_ends
+
+    ahead = stale(copies, await changelog_ends(bootstrap, [c.changelog for c in copies]))
+    log_ends = await read_log_ends(bootstrap, [TopicPartition(c.changelog, c.partition) for c, end in ahead if end > 0])
+    dropped, marked_back = [], {}
+    for copy, end in ahead:
+        log_end = log_ends.get(TopicPartition(copy.changelog, copy.partition), end)
+        if copy.applied < log_end:  # the broker's figure fell short: the log has the copy's records
+            marked_back[copy] = end
+            continue
         log.warning(
             "table %s partition %d: the local copy applied changelog offset %d, but %s[%d] ends at %d on the broker "
             "(it lost the log: an in-memory broker restarted, or the topic was recreated); the copy is dropped and "
             "the partition rebuilt from the broker", copy.table, copy.partition, copy.applied, copy.changelog,
-            copy.partition, end,
+            copy.partition, log_end,
         )
         shutil.rmtree(copy.path)
         dropped.append(copy)
@@ -188,6 +219,12 @@ async def drop_stale_copies(copies: list[LocalCopy], bootstrap: str) -> list[Loc
         )
         shutil.rmtree(copy.path)
         dropped.append(copy)
+        marked_back.pop(copy, None)
+    for copy, end in marked_back.items():
+        copy.mark_applied(end - 1)
+        log.info("table %s partition %d: local copy kept (it applied offset %d of %s[%d]; the broker gives the end "
+                 "as %d, short of its last batch); marked as applied to %d, so the records after are applied again",
+                 copy.table, copy.partition, copy.applied, copy.changelog, copy.partition, end, end - 1)
     return dropped
 
 

@@ -88,6 +88,38 @@ def test_a_copy_from_a_lost_log_is_told_by_the_record_it_applied_last_even_when_
     assert from_another_log(copies[:2], {}) == []  # no record fetched: nothing is judged
 
 
+async def _changelog_in_one_batch(bootstrap: str, topic: str, messages: int) -> None:
+    """``messages`` records (key cam-1, state-0 ...) in one record batch, as Faust's table writes come."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=500)
+    await producer.start()
+    try:
+        sent = [await producer.send(topic, value=f"state-{i}".encode(), key=b"cam-1", partition=0) for i in range(messages)]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+
+def test_a_copy_the_broker_calls_ahead_but_the_log_reaches_is_kept_and_marked_back(tmp_path):
+    """The embedded broker gives a partition's end as its last batch's first offset + 1. A worker's copy
+    that applied that batch's later records was dropped and rebuilt on every restart, with a warning that
+    blamed a lost log; Faust's own check (applied offset at most the broker's end - 1) then stopped it."""
+    with EmbeddedBroker() as broker:
+        bootstrap = bootstrap_servers(broker.url)
+        asyncio.run(_changelog_with(bootstrap, "b-changelog", 0))
+        asyncio.run(_changelog_in_one_batch(bootstrap, "b-changelog", 5))  # offsets 0-4, one batch
+        broker_end = asyncio.run(changelog_ends(bootstrap, ["b-changelog"])).end("b-changelog", 0)
+        copies = [
+            _copy(tmp_path / "a.db", "same-log", "b-changelog", 0, applied=4, value=b"state-4"),
+            _copy(tmp_path / "b.db", "lost-log", "b-changelog", 0, applied=4, value=b"tracks of another day"),
+            _copy(tmp_path / "c.db", "past-the-log", "b-changelog", 0, applied=5, value=b"state-5"),
+        ]
+        dropped = asyncio.run(drop_stale_copies(copies, bootstrap))
+    assert broker_end == 1  # what this test is about: the broker's figure falls short of the log's end, 5
+    assert sorted(c.table for c in dropped) == ["lost-log", "past-the-log"]
+    kept = LocalCopy.at("same-log", "b-changelog", 0, copies[0].path)
+    assert kept.applied == broker_end - 1 and kept.read(b"cam-1") == b"state-4"  # Faust's check passes; rows kept
+
+
 def test_a_worker_drops_the_tracker_copy_a_restarted_in_memory_broker_no_longer_has(tmp_path, monkeypatch):
     """What a worker does before Faust starts: before, Faust stopped it with a ConsistencyError."""
     monkeypatch.chdir(tmp_path)  # the data dir (.its-faust) is relative to the working directory
