@@ -7,10 +7,14 @@ a browser to any of them, and an SSE position from one is valid on another.
 
 from __future__ import annotations
 
+import math
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from api import routes_cameras, routes_feeds, routes_status
@@ -36,8 +40,25 @@ def create_app(settings, bootstrap: str) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.metrics = Metrics()
+    app.add_exception_handler(RequestValidationError, validation_failed)
     app.include_router(routes_cameras.router)
     app.include_router(routes_feeds.router)
     app.include_router(routes_status.router)
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="dashboard")
     return app
+
+
+async def validation_failed(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422, with the input it echoes made JSON-safe: a body may hold NaN or 1e999 (Python's
+    JSON reader takes them), which the models refuse but JSON cannot carry back (it was a 500)."""
+    return JSONResponse(status_code=422, content={"detail": _json_safe(jsonable_encoder(exc.errors()))})
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "nan", "inf", "-inf"
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value

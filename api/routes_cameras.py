@@ -3,7 +3,7 @@
 A change is checked against the camera's current configuration first (404 for
 an unknown camera or line or zone, 409 for a conflict, 422 for bad geometry, all with the
 reason), then sent; the response waits until a worker has applied it and
-returns the new configuration (504 if no worker did in time).
+returns the new configuration (504 if no worker did in time, 503 if the broker cannot be reached).
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Literal
 
+from aiokafka.errors import KafkaError
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.live import annotated_jpeg
 from api.sse import format_cursor
-from its_faust.cameras import CommandFailed, command, send_commands
+from its_faust.cameras import CommandFailed, NoWorkerApplied, command, send_commands
 from schemas.analytics import Alert, CountUpdate
 from schemas.base import CAMERA_ID_PATTERN
 from schemas.camera_events import CameraEvent
@@ -40,7 +41,8 @@ router = APIRouter(prefix="/api/v1/cameras", tags=["cameras"])
 CameraId = Annotated[str, Path(pattern=CAMERA_ID_PATTERN, description="The camera's id (its Kafka key)")]
 Name = Annotated[str, Path(pattern=NAME_PATTERN)]
 ERRORS = {404: {"description": "Unknown camera, or no line or zone of that name"}, 409: {"description": "Conflicts with the camera's configuration"},
-          504: {"description": "No worker applied the change in time"}}
+          503: {"description": "The broker cannot be reached; nothing was changed"},
+          504: {"description": "No worker applied the change in time (it stays queued for the next worker)"}}
 
 
 class NewCamera(BaseModel):
@@ -50,8 +52,16 @@ class NewCamera(BaseModel):
 
 
 class CameraChanges(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     name: str | None = Field(None, max_length=200)
     source: str | None = Field(None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> "CameraChanges":
+        if self.name is None and self.source is None:
+            raise ValueError("nothing to change: give a name or a source")
+        return self
 
 
 class SpeedLimit(BaseModel):
@@ -84,9 +94,12 @@ async def _change(request: Request, camera_id: str, change: Change) -> CameraCon
         raise HTTPException(status_code=404 if exc.missing else 409, detail=str(exc)) from None
     try:
         config = await send_commands(hub.bootstrap, hub.settings, [cmd], timeout_s=hub.settings.api.command_timeout_s)
+    except NoWorkerApplied as exc:
+        raise HTTPException(status_code=504, detail=str(exc)) from None
     except CommandFailed as exc:
-        status = 504 if "no worker applied" in str(exc) else 409
-        raise HTTPException(status_code=status, detail=str(exc)) from None
+        raise HTTPException(status_code=409, detail=str(exc)) from None
+    except KafkaError as exc:  # the broker is down or unreachable: nothing was changed
+        raise HTTPException(status_code=503, detail=f"broker not reachable, nothing changed: {exc}") from None
     hub.cameras.put(config)
     return config
 

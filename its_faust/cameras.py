@@ -38,6 +38,11 @@ class CommandFailed(RuntimeError):
     """A command was rejected or did not apply in time; ``str()`` says why."""
 
 
+class NoWorkerApplied(CommandFailed):
+    """No worker applied the commands in time. They stay on the commands topic: a worker that starts later
+    applies them."""
+
+
 def parse_line(spec: str, default_name: str = "line1", count: str = "both") -> CountingLine:
     """``x1,y1,x2,y2[:name]`` -> a counting line (ValueError with the reason otherwise)."""
     coords, _, name = spec.partition(":")
@@ -123,7 +128,8 @@ async def _send_and_wait(settings, producer, configs, rejections, commands: list
                 await check_rejections()  # an earlier command of the batch may have been refused
                 return config
         await asyncio.sleep(0)
-    raise CommandFailed(f"camera {camera_id}: no worker applied the commands within {timeout_s:.0f}s (is one running?)")
+    raise NoWorkerApplied(f"camera {camera_id}: no worker applied the commands within {timeout_s:.0f}s (is one running?); "
+                          "they stay queued, and a worker that starts applies them")
 
 
 def _decode_or_none(record_type, payload):

@@ -99,6 +99,25 @@ def test_sse_resumes_exactly_across_reconnects_and_an_api_restart(stack, setting
 def test_a_bad_last_event_id_is_a_400(api):
     r = httpx.get(f"{api.base}/api/v1/alerts/stream", headers={"Last-Event-ID": "yesterday"})
     assert r.status_code == 400 and "not a position this API gave" in r.json()["detail"]
+    r = httpx.get(f"{api.base}/api/v1/alerts/stream", headers={"Last-Event-ID": "7:3"})  # replayed from 0 before
+    assert r.status_code == 400 and "partition(s) [7]" in r.json()["detail"]
+
+
+def test_a_position_past_the_end_of_the_log_is_told_and_the_feed_goes_on(api):
+    """A Last-Event-ID from a log the broker since lost (an in-memory broker restarted): before, the feed
+    waited at that offset for ever, silently."""
+    async def first_events():
+        seen = []
+        async with httpx.AsyncClient() as client:
+            async for event in sse_events(client, f"{api.base}/api/v1/alerts/stream", "0:999999"):
+                seen.append(event)
+                if len(seen) == 2:
+                    return seen
+
+    hello, dropped = asyncio.run(asyncio.wait_for(first_events(), 30))
+    assert hello["event"] == "hello" and dropped["event"] == "dropped"
+    assert "lost the log" in json.loads(dropped["data"])["reason"]
+    assert not dropped["id"].startswith("0:999999")  # resumed from what the log has
 
 
 def test_idle_feeds_get_heartbeats(api):
@@ -187,6 +206,23 @@ def test_rest_cameras_validate_and_produce_commands(api):
     assert c.delete("/api/v1/cameras/rest-cam").status_code == 204
     assert c.get("/api/v1/cameras/rest-cam").status_code == 404
     assert "rest-cam" not in [x["camera_id"] for x in c.get("/api/v1/cameras").json()]
+
+
+def test_non_finite_numbers_and_empty_changes_are_a_precise_422(api):
+    """Python's JSON reader takes NaN and 1e999; echoing them back in the 422 was a 500."""
+    c = httpx.Client(base_url=api.base, timeout=30)
+    assert c.post("/api/v1/cameras", json={"camera_id": "finite-cam"}).status_code == 201
+    bodies = {"/api/v1/cameras/finite-cam/lines": b'{"name": "a", "x1": 1e999, "y1": 0, "x2": 9, "y2": 9}',
+              "/api/v1/cameras/finite-cam/zones": b'{"name": "z", "points": [[0, 0], [NaN, 1], [9, 9]]}'}
+    for path, body in bodies.items():
+        r = c.post(path, content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 422 and "finite number" in r.text, (path, r.status_code, r.text)
+    r = c.put("/api/v1/cameras/finite-cam/speed-limit", content=b'{"kmh": Infinity}', headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    for body in ({}, {"name": None}, {"colour": "red"}):  # each gave 200 and a new version with nothing changed
+        r = c.patch("/api/v1/cameras/finite-cam", json=body)
+        assert r.status_code == 422, (body, r.text)
+    assert c.get("/api/v1/cameras/finite-cam").json()["version"] == 1
 
 
 def test_live_view_counts_health_and_metrics_on_a_real_clip(stack, settings, api, clip_path):
