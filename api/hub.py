@@ -7,7 +7,10 @@ for new ones. SSE clients pull from the ring with their own cursor, so one slow
 client costs no memory: it just falls behind the ring's start and is told how
 many events it missed. At start the ring is filled from the topic's last
 ``capacity`` messages, so a browser that reconnects to a restarted API process
-still resumes exactly.
+still resumes exactly. A partition whose log ends before what the ring has read
+(an in-memory broker restarted, a topic recreated: the broker then answers that
+offset with nothing, for ever) is read again from its start, and ``resets``
+counts it, so that feeds and read models start over too.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 log = logging.getLogger(__name__)
+RESET_CHECK_S = 5.0  # how often a ring asks whether its partitions' logs still reach what it has read
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +46,7 @@ class TopicRing:
         *,
         from_beginning: bool = False,
         on_message: Callable[[Message], None] | None = None,
+        on_reset: Callable[[int], None] | None = None,
         fetch_max_wait_ms: int = 100,
     ):
         self.bootstrap = bootstrap
@@ -50,6 +55,9 @@ class TopicRing:
         self.capacity = capacity
         self.from_beginning = from_beginning
         self.on_message = on_message
+        self.on_reset = on_reset
+        self.resets: dict[int, int] = {}  # per partition: how often its log was found reset
+        self._next_reset_check = 0.0
         self.partitions: list[int] = []
         self._offsets: dict[int, list[int]] = {}
         self._messages: dict[int, list[Message]] = {}
@@ -83,6 +91,8 @@ class TopicRing:
             consumer.seek(tp, start)
             self.next[tp.partition] = start
             self._offsets[tp.partition], self._messages[tp.partition] = [], []
+            self.resets[tp.partition] = 0
+        self._next_reset_check = time.monotonic() + RESET_CHECK_S
         self.last_fetch_ok = time.monotonic()
         self._task = asyncio.create_task(self._run(), name=f"ring:{self.topic}")
         return self
@@ -108,12 +118,47 @@ class TopicRing:
                 await asyncio.sleep(1.0)
                 continue
             self.last_fetch_ok = time.monotonic()
+            if self.last_fetch_ok >= self._next_reset_check:
+                self._next_reset_check = self.last_fetch_ok + RESET_CHECK_S
+                try:
+                    await self._check_for_reset()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.warning("api: checking %s for a reset log failed; trying again later", self.topic, exc_info=True)
             for tp, records in batches.items():
                 for r in records:
                     self._add(Message(tp.partition, r.offset, r.key or b"", r.value or b"", (r.timestamp or 0) / 1000))
             if batches:
                 self._new.set()
                 self._new = asyncio.Event()
+
+    async def _check_for_reset(self) -> None:
+        """Partitions whose log ends before what this ring has read start over from the log's beginning."""
+        from its_faust.results import read_log_ends
+
+        tps = [TopicPartition(self.topic, p) for p in self.partitions]
+        reported = await self._consumer.end_offsets(tps)
+        # The embedded broker's figure can fall short by the rest of its last batch: the log itself decides.
+        suspects = [tp for tp in tps if reported[tp] < self.next[tp.partition]]
+        ends = await read_log_ends(self.bootstrap, suspects) if suspects else {}
+        for tp in suspects:
+            if ends[tp] < self.next[tp.partition]:
+                self._reset(tp.partition, ends[tp])
+        if suspects:
+            self._new.set()
+            self._new = asyncio.Event()
+
+    def _reset(self, partition: int, end: int) -> None:
+        log.warning("api: %s[%d] ends at %d, before offset %d this API has read: the broker lost that log (an "
+                    "in-memory broker restarted, or the topic was recreated); reading it again from its start",
+                    self.topic, partition, end, self.next[partition])
+        self._offsets[partition], self._messages[partition] = [], []
+        self.next[partition] = 0
+        self.resets[partition] += 1
+        self._consumer.seek(TopicPartition(self.topic, partition), 0)
+        if self.on_reset:
+            self.on_reset(partition)
 
     def _add(self, m: Message) -> None:
         offsets, messages = self._offsets[m.partition], self._messages[m.partition]

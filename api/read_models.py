@@ -21,13 +21,21 @@ HISTORY_WINDOWS = 24 * 60
 class Cameras:
     def __init__(self):
         self.configs: dict[str, CameraConfig] = {}
+        self._partition: dict[str, int] = {}  # the configs partition each camera's configuration came from
 
     def apply(self, m: Message) -> None:
         try:
             config = decode(CameraConfig, m.value)
         except SchemaError:
             return
+        self._partition[config.camera_id] = m.partition
         self.put(config)
+
+    def forget_partition(self, partition: int) -> None:
+        """The configurations of a partition whose log the broker lost: what it has now is all there is."""
+        for camera_id in [c for c, p in self._partition.items() if p == partition]:
+            del self._partition[camera_id]
+            self.configs.pop(camera_id, None)
 
     def put(self, config: CameraConfig) -> None:
         """A configuration the API just saw applied (the topic will bring it too)."""

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
 from sse_starlette import EventSourceResponse
 
-from api.sse import BadCursor, events, parse_cursor
+from api.sse import BadCursor, check_partitions, events, parse_cursor, past_the_log
 from schemas.base import CAMERA_ID_PATTERN
 
 router = APIRouter(prefix="/api/v1", tags=["feeds"])
@@ -34,13 +34,16 @@ DESCRIPTION = (
 )
 
 
-def _stream(request: Request, feed: Feed, camera_id: str | None, last_event_id: str | None) -> EventSourceResponse:
+async def _stream(request: Request, feed: Feed, camera_id: str | None, last_event_id: str | None) -> EventSourceResponse:
     hub, metrics = request.app.state.hub, request.app.state.metrics
+    ring = hub.rings[feed.value]
     try:
         cursor = parse_cursor(last_event_id)
+        if cursor:
+            check_partitions(ring, cursor)
     except BadCursor as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from None
-    ring = hub.rings[feed.value]
+    lost = await past_the_log(ring, cursor) if cursor else set()
     key = camera_id.encode() if camera_id else None
 
     async def counted():
@@ -50,6 +53,7 @@ def _stream(request: Request, feed: Feed, camera_id: str | None, last_event_id: 
                 ring, cursor, (lambda m: m.key == key) if key else (lambda m: True), EVENT_NAMES[feed],
                 hub.settings.api.heartbeat_s,
                 on_sent=metrics.sent.labels(feed.value).inc, on_dropped=metrics.dropped.labels(feed.value).inc,
+                past_the_log=lost,
             ):
                 yield event
         finally:
@@ -68,11 +72,11 @@ SSE_RESPONSE = {200: {"content": {"text/event-stream": {}}, "description": "An e
 @router.get("/{feed}/stream", summary="Feed of all cameras", description=DESCRIPTION, responses=SSE_RESPONSE)
 async def stream_all(request: Request, feed: Feed, last_event_id: LastEventIdQuery = None,
                      last_event_id_header: LastEventIdHeader = None):
-    return _stream(request, feed, None, last_event_id_header or last_event_id)
+    return await _stream(request, feed, None, last_event_id_header or last_event_id)
 
 
 @router.get("/cameras/{camera_id}/{feed}/stream", summary="Feed of one camera", description=DESCRIPTION,
             responses=SSE_RESPONSE)
 async def stream_camera(request: Request, camera_id: CameraId, feed: Feed, last_event_id: LastEventIdQuery = None,
                         last_event_id_header: LastEventIdHeader = None):
-    return _stream(request, feed, camera_id, last_event_id_header or last_event_id)
+    return await _stream(request, feed, camera_id, last_event_id_header or last_event_id)

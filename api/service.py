@@ -28,7 +28,8 @@ class Hub:
             "camera-events": ring(CAMERA_EVENTS, size, on_message=self.camera_events.apply),
             "frames": ring(FRAMES, settings.api.frames_ring),
             # Every configuration since the beginning: the camera list must be complete.
-            "configs": ring(CAMERA_CONFIGS, 100, from_beginning=True, on_message=self.cameras.apply),
+            "configs": ring(CAMERA_CONFIGS, 100, from_beginning=True, on_message=self.cameras.apply,
+                            on_reset=self.cameras.forget_partition),
         }
 
     async def start(self) -> "Hub":

@@ -5,7 +5,8 @@ partition, ``"p:o,p:o,..."``. A browser that reconnects sends it back as
 ``Last-Event-ID`` and continues from exactly there (no gap, no duplicate), on
 this API process or any other, as long as the ring still holds those offsets.
 Older positions get one ``dropped`` event saying how many events are gone, then
-the feed goes on. A client that reads slowly only holds its own cursor: the
+the feed goes on; so does a position the topic's log no longer reaches (the broker
+lost it: an in-memory broker restarted), from the log's new start. A client that reads slowly only holds its own cursor: the
 ring is shared and bounded, and the others are unaffected.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Callable, Collection
 
 from api.hub import Message, TopicRing
 
@@ -47,14 +48,25 @@ async def events(
     heartbeat_s: float,
     on_sent: Callable[[int], None] = lambda n: None,
     on_dropped: Callable[[int], None] = lambda n: None,
+    past_the_log: Collection[int] = (),
 ) -> AsyncIterator[dict]:
-    """SSE event dicts for sse-starlette: the matching messages from ``cursor`` (default: from now) on."""
+    """SSE event dicts for sse-starlette: the matching messages from ``cursor`` (default: from now) on.
+
+    ``past_the_log``: partitions where ``cursor`` is beyond the end of the log (see :func:`past_the_log`)."""
     position = dict(ring.next) if cursor is None else {p: cursor.get(p, ring.held_from(p)) for p in ring.partitions}
+    resets = dict(ring.resets)
     yield {"event": "hello", "id": format_cursor(position), "data": json.dumps({"topic": ring.topic})}
+    for p in past_the_log:
+        position[p] = ring.held_from(p)
+        yield _log_lost(ring, p, position)
     last_yield = time.monotonic()
     while True:
         sent = read = 0
         for p in ring.partitions:
+            if ring.resets[p] != resets[p]:
+                resets[p] = ring.resets[p]
+                position[p] = ring.held_from(p)
+                yield _log_lost(ring, p, position)
             held_from = ring.held_from(p)
             if position[p] < held_from:
                 missed = held_from - position[p]
@@ -77,3 +89,35 @@ async def events(
             last_yield = time.monotonic()
         if not read:
             await ring.wait_new(max(0.05, heartbeat_s - (time.monotonic() - last_yield)))
+
+
+def _log_lost(ring: TopicRing, partition: int, position: dict[int, int]) -> dict:
+    return {"event": "dropped", "id": format_cursor(position),
+            "data": json.dumps({"partition": partition, "events": None,
+                                "reason": "the broker lost the log of this position (an in-memory broker restarted, "
+                                          "or the topic was recreated); resume from the log's new start"})}
+
+
+def check_partitions(ring: TopicRing, cursor: dict[int, int]) -> None:
+    unknown = sorted(set(cursor) - set(ring.partitions))
+    if unknown:
+        raise BadCursor(f"Last-Event-ID names partition(s) {unknown} that {ring.topic} does not have "
+                        f"(it has {len(ring.partitions)})")
+
+
+async def past_the_log(ring: TopicRing, cursor: dict[int, int]) -> set[int]:
+    """Partitions where ``cursor`` is beyond the log's end. A position only ahead of this API process (another
+    one gave it, and reads faster) is fine: it is asked of the broker only then."""
+    from aiokafka import TopicPartition
+    from aiokafka.errors import KafkaError
+
+    from its_faust.results import read_log_ends
+
+    ahead = [TopicPartition(ring.topic, p) for p, o in cursor.items() if o > ring.next.get(p, 0)]
+    if not ahead:
+        return set()
+    try:
+        ends = await read_log_ends(ring.bootstrap, ahead)
+    except KafkaError:  # the broker is away: the feed waits for it, as any feed does
+        return set()
+    return {tp.partition for tp in ahead if cursor[tp.partition] > ends[tp]}
