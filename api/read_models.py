@@ -18,23 +18,38 @@ from schemas.control import CameraConfig
 HISTORY_WINDOWS = 24 * 60
 
 
+class CamerasByPartition:
+    """Which topic partition each camera's records came from: a partition whose log the broker lost (an
+    in-memory broker restarted) takes what the read models built from it along (``TopicRing.on_reset``)."""
+
+    def __init__(self):
+        self._partition: dict[str, int] = {}
+
+    def note(self, camera_id: str, partition: int) -> None:
+        self._partition[camera_id] = partition
+
+    def take(self, partition: int) -> list[str]:
+        cameras = [c for c, p in self._partition.items() if p == partition]
+        for camera_id in cameras:
+            del self._partition[camera_id]
+        return cameras
+
+
 class Cameras:
     def __init__(self):
         self.configs: dict[str, CameraConfig] = {}
-        self._partition: dict[str, int] = {}  # the configs partition each camera's configuration came from
+        self._partitions = CamerasByPartition()
 
     def apply(self, m: Message) -> None:
         try:
             config = decode(CameraConfig, m.value)
         except SchemaError:
             return
-        self._partition[config.camera_id] = m.partition
+        self._partitions.note(config.camera_id, m.partition)
         self.put(config)
 
     def forget_partition(self, partition: int) -> None:
-        """The configurations of a partition whose log the broker lost: what it has now is all there is."""
-        for camera_id in [c for c, p in self._partition.items() if p == partition]:
-            del self._partition[camera_id]
+        for camera_id in self._partitions.take(partition):
             self.configs.pop(camera_id, None)
 
     def put(self, config: CameraConfig) -> None:
@@ -58,12 +73,14 @@ class Counts:
         self.latest: dict[tuple[str, str, str, str], CountUpdate] = {}
         # (camera, window) -> OrderedDict[start -> {(line, direction, label): count}]
         self.history: dict[tuple[str, str], OrderedDict] = {}
+        self._partitions = CamerasByPartition()
 
     def apply(self, m: Message) -> None:
         try:
             u = decode(CountUpdate, m.value)
         except SchemaError:
             return
+        self._partitions.note(u.camera_id, m.partition)
         key = (u.camera_id, u.line, u.direction, u.label)
         if key not in self.latest or u.total >= self.latest[key].total:
             self.latest[key] = u
@@ -73,6 +90,14 @@ class Counts:
             slot[(u.line, u.direction, u.label)] = max(slot.get((u.line, u.direction, u.label), 0), window.count)
             while len(windows) > HISTORY_WINDOWS:
                 windows.popitem(last=False)
+
+    def forget_partition(self, partition: int) -> None:
+        """Totals from a lost log would hide the new ones (they start again from 0) until they passed them."""
+        cameras = set(self._partitions.take(partition))
+        for key in [k for k in self.latest if k[0] in cameras]:
+            del self.latest[key]
+        for key in [k for k in self.history if k[0] in cameras]:
+            del self.history[key]
 
     def current(self, camera_id: str) -> list[CountUpdate]:
         return [u for k, u in sorted(self.latest.items()) if k[0] == camera_id]
@@ -94,12 +119,14 @@ class Alerts:
     def __init__(self, keep: int = 1000):
         self.recent: deque[Alert] = deque(maxlen=keep)
         self.active: dict[str, Alert] = {}
+        self._partitions = CamerasByPartition()
 
     def apply(self, m: Message) -> None:
         try:
             alert = decode(Alert, m.value)
         except SchemaError:
             return
+        self._partitions.note(alert.camera_id, m.partition)
         if alert.state == "raised":
             if alert.alert_id in self.active:
                 return  # a re-emitted copy
@@ -107,6 +134,11 @@ class Alerts:
         elif self.active.pop(alert.alert_id, None) is None and any(a.alert_id == alert.alert_id and a.state == "cleared" for a in self.recent):
             return
         self.recent.append(alert)
+
+    def forget_partition(self, partition: int) -> None:
+        """Alerts raised in a lost log are never cleared there: they are no longer active."""
+        cameras = set(self._partitions.take(partition))
+        self.active = {k: a for k, a in self.active.items() if a.camera_id not in cameras}
 
     def for_camera(self, camera_id: str | None) -> tuple[list[Alert], list[Alert]]:
         recent = [a for a in self.recent if camera_id is None or a.camera_id == camera_id]

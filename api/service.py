@@ -22,8 +22,8 @@ class Hub:
 
         self.rings = {
             "tracks": ring(TRACKS, size),
-            "counts": ring(COUNTS, size, on_message=self.counts.apply),
-            "alerts": ring(ALERTS, size, on_message=self.alerts.apply),
+            "counts": ring(COUNTS, size, on_message=self.counts.apply, on_reset=self.counts.forget_partition),
+            "alerts": ring(ALERTS, size, on_message=self.alerts.apply, on_reset=self.alerts.forget_partition),
             "zone-stats": ring(ZONE_STATS, size),
             "camera-events": ring(CAMERA_EVENTS, size, on_message=self.camera_events.apply),
             "frames": ring(FRAMES, settings.api.frames_ring),

@@ -45,6 +45,13 @@ def test_count_read_model_keeps_totals_and_window_history():
         ), i))
     assert [u.total for u in counts.current("c")] == [3]
     assert [(w["start"], w["counts"][0]["count"]) for w in counts.windows("c", "1m")] == [(60.0, 2), (120.0, 1)]
+    counts.forget_partition(1)  # another partition's log was lost: this camera's figures stay
+    assert [u.total for u in counts.current("c")] == [3]
+    counts.forget_partition(0)  # its own: the new log's totals (from 0 again) are not hidden behind the old ones
+    counts.apply(message(CountUpdate(
+        camera_id="c", seq=0, captured_at=1, line="l", direction="in", label="car", total=1,
+        minute=WindowCount(start=0, end=60, count=1), quarter=WindowCount(start=0, end=900, count=1))))
+    assert [u.total for u in counts.current("c")] == [1] and len(counts.windows("c", "1m")) == 1
 
 
 def test_alert_read_model_tracks_active_alerts_and_ignores_repeats():
@@ -59,6 +66,9 @@ def test_alert_read_model_tracks_active_alerts_and_ignores_repeats():
     alerts.apply(message(alert("cleared")))
     alerts.apply(message(alert("cleared")))
     assert alerts.active == {} and [a.state for a in alerts.recent] == ["raised", "cleared"]
+    alerts.apply(message(alert("raised")))
+    alerts.forget_partition(0)  # its log was lost, so its clearing never comes
+    assert alerts.active == {}
 
 
 def test_camera_events_read_model_is_bounded_per_camera_and_in_cameras():
