@@ -120,6 +120,8 @@ def add(camera_id, name, source, broker_url, timeout_s) -> None:
 @timeout_option
 def update(camera_id, name, source, broker_url, timeout_s) -> None:
     """Change a camera's name or source."""
+    if name is None and source is None:
+        raise click.UsageError("nothing to change: give --name or --source")
     _send(camera_id, lambda: UpdateCamera(name=name, source=source), broker_url, timeout_s)
 
 
