@@ -58,9 +58,14 @@ def _detect(frames: list[FrameRecord]) -> list:
     images: list = []
     for frame in frames:
         try:
-            images.append(decode_jpeg(frame.jpeg))
+            image = decode_jpeg(frame.jpeg)
         except UnreadableImage as exc:
             images.append(exc)
+            continue
+        if image.shape[:2] != (frame.height, frame.width):  # the boxes would be scaled to a size that is not the image's
+            image = UnreadableImage(f"the image is {image.shape[1]}x{image.shape[0]}, the record says "
+                                    f"{frame.width}x{frame.height}")
+        images.append(image)
     good = [i for i, im in enumerate(images) if not isinstance(im, Exception)]
     results = get_detector().detect([images[i] for i in good]) if good else []
     by_index = dict(zip(good, results))

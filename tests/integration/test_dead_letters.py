@@ -26,6 +26,9 @@ async def _dead_letters_after_bad_input(stack, clip_frames):
         b"{broken json": "Invalid JSON",
         b'{"schema": "its.frame", "v": 9}': "v: Input should be 1",
         encode(FrameRecord(camera_id="cam-dlq", seq=2, captured_at=time.time(), width=640, height=360, jpeg=b"not an image")): "not a decodable image",
+        # Boxes are given in the record's size: one that is not the image's would put them elsewhere.
+        encode(FrameRecord(camera_id="cam-dlq", seq=2, captured_at=time.time(), width=100, height=50, jpeg=jpeg.tobytes())):
+            "the image is 640x360, the record says 100x50",
     }
     frames_topic = settings.topic(FRAMES)
     await producer.send_and_wait(frames_topic, encode(good(1)), key=b"cam-dlq")
@@ -36,7 +39,7 @@ async def _dead_letters_after_bad_input(stack, clip_frames):
     await producer.send_and_wait(frames_topic, encode(good(4)), key=b"cam-dlq")
 
     letters, tracked, deadline = [], set(), time.monotonic() + 60
-    while (len(letters) < 5 or tracked != {1, 4}) and time.monotonic() < deadline:
+    while (len(letters) < 6 or tracked != {1, 4}) and time.monotonic() < deadline:
         letters += [decode(DeadLetter, m.value) for m in await dlq.poll(200)]
         tracked |= {r.seq for r in await feed.poll(200) if r.camera_id == "cam-dlq"}
     await producer.stop()
@@ -48,7 +51,7 @@ async def _dead_letters_after_bad_input(stack, clip_frames):
 def test_malformed_messages_are_dead_lettered_and_the_rest_flows(stack, clip_frames):
     bad, letters, tracked = asyncio.run(_dead_letters_after_bad_input(stack, clip_frames))
     assert tracked == {1, 4}  # frames before and after the bad ones are tracked
-    assert len(letters) == 5
+    assert len(letters) == 6
     by_value = {letter.value: letter for letter in letters}
     for payload, reason in bad.items():
         assert reason in by_value[payload].reason
