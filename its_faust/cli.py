@@ -186,13 +186,17 @@ def broker(port: int) -> None:
 @click.option("--fps", type=click.FloatRange(0, min_open=True), help="Target frame rate (default: the file's own fps; live sources as delivered).")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")
 @click.option("--loop", "loop_source", is_flag=True, help="Start a file again when it ends.")
+@click.option("--live", "as_live_source", is_flag=True,
+              help="Send a file's frames as a live camera's: those that reach detection too late are shed.")
 @click.option("--broker", "broker_url", help="kafka://host:port (default: ITS_FAUST_BROKER_URL).")
-def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | None, loop_source: bool, broker_url: str | None) -> None:
+def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | None, loop_source: bool,
+           as_live_source: bool, broker_url: str | None) -> None:
     """Publish a camera's frames to the frames topic (needs a running broker).
 
     Frames of a live source that reach detection more than ITS_FAUST_MODEL__LIVE_FRAME_MAX_AGE_S
     (3 s) old are shed, and reported as frames_shed on the camera-events topic; frames of a
-    file are all processed.
+    file are all processed, however far behind the pipeline falls (a file played as a camera
+    with --loop on too small a machine: add --live to shed them like a camera's).
     """
     set_env(broker_url=broker_url)
     settings = _settings()
@@ -211,7 +215,8 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
         await producer.start()
         try:
             return await run_ingest(
-                _resolve_source(source, settings), camera_id, producer, settings, fps=fps, max_frames=max_frames, loop_source=loop_source
+                _resolve_source(source, settings), camera_id, producer, settings, fps=fps, max_frames=max_frames,
+                loop_source=loop_source, as_live_source=as_live_source,
             )
         finally:
             await producer.stop()

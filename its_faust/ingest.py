@@ -158,12 +158,16 @@ async def ingest(
     loop_source: bool = False,
     stop: asyncio.Event | None = None,
     live_feed: bool = False,
+    as_live_source: bool = False,
     keep_seqs: bool = False,
     on_sent: Callable[[IngestStats], None] | None = None,
 ) -> IngestStats:
     """Send ``source``'s frames as camera ``camera_id`` until it ends, ``max_frames`` or ``stop``.
 
     ``live_feed`` replays a file at its own frame rate like a camera would deliver it.
+    ``as_live_source``: a file's frames go out as a live camera's, without a scene time, so the
+    detection stage sheds those it reaches too late (:mod:`its_faust.stale_frames`) instead of
+    queueing them for as long as the pipeline is slower than the file.
     """
     spec = SourceSpec.parse(source)
     frames_topic, events_topic = settings.topic(FRAMES), settings.topic(CAMERA_EVENTS)
@@ -303,7 +307,7 @@ async def ingest(
                     camera_id=camera_id,
                     seq=frame_seq,
                     captured_at=captured_at,
-                    scene_time=scene_time,
+                    scene_time=None if as_live_source else scene_time,
                     width=image.shape[1],
                     height=image.shape[0],
                     source_fps=reader.fps,

@@ -110,6 +110,15 @@ def test_live_feed_drops_frames_when_the_pipeline_is_behind(bootstrap, settings,
     assert len(encodes) == 3
 
 
+def test_a_file_sent_as_a_live_source_carries_no_scene_time(bootstrap, settings, clip_path):
+    """``ingest --live``: the detection stage then sheds its frames that come too late (a file's are never shed)."""
+    stats, frames, _ = asyncio.run(_ingest_and_read(bootstrap, settings, clip_path, camera_id="cam-as-live",
+                                                    max_frames=5, fps=100.0, as_live_source=True))
+    mine = [f for f in frames if f.camera_id == "cam-as-live"]
+    assert stats.frames_sent == 5 and len(mine) == 5
+    assert all(f.scene_time is None for f in mine)
+
+
 def test_a_file_paced_by_the_pipeline_encodes_each_frame_it_sends_once(bootstrap, settings, clip_with_blank_frames, monkeypatch):
     encodes = _counting_encodes(monkeypatch)
     stats, frames, _ = asyncio.run(
