@@ -48,7 +48,8 @@ async def ready(request: Request, response: Response) -> dict:
         offsets = await group_offsets(hub.bootstrap, hub.settings.app_id, topics)
         lag: dict[str, int] = {}
         for (topic, _), (done, end) in offsets.items():
-            lag[topic] = lag.get(topic, 0) + end - done
+            # A commit past the log's end (a log the broker lost, an end not read in time) is no work waiting.
+            lag[topic] = lag.get(topic, 0) + max(0, end - done)
         body["lag"] = lag
         request.app.state.metrics.lag.clear()
         for t, n in lag.items():
@@ -59,6 +60,8 @@ async def ready(request: Request, response: Response) -> dict:
     except Exception as exc:  # the broker did not answer
         stale.append("lag")
         body["lag"] = f"unknown: {exc!r}"
+        if not stale[:-1]:  # the rings read a moment ago, but the broker does not answer now
+            body["broker"] = f"not answering: {exc!r}"
     body["status"] = "ready" if not stale else "not ready"
     if stale:
         response.status_code = 503
