@@ -1,0 +1,26 @@
+"""Log lines: what a library repeats while a broker is down is held back and counted."""
+
+from __future__ import annotations
+
+import logging
+
+from its_faust import logs
+
+
+def test_a_librarys_repeated_log_lines_are_held_back_and_counted(monkeypatch):
+    """A broker down made aiokafka log thousands of lines a minute; one a template per 30 s is enough."""
+    clock = [100.0]
+    monkeypatch.setattr(logs.time, "monotonic", lambda: clock[0])
+    held = logs.RepeatedLines(every_s=30.0)
+
+    def line(name, msg, *args):
+        record = logging.LogRecord(name, logging.ERROR, __file__, 1, msg, args, None)
+        return record.getMessage() if held.filter(record) else None
+
+    assert line("aiokafka.conn", "Unable connect to node with id %s", 1) == "Unable connect to node with id 1"
+    assert line("aiokafka.conn", "Unable connect to node with id %s", 2) is None  # alike: same template
+    assert line("aiokafka.conn", "Other failure") == "Other failure"
+    assert line("its_faust.worker", "worker ready") == line("its_faust.worker", "worker ready") == "worker ready"
+    clock[0] += 31
+    assert line("aiokafka.conn", "Unable connect to node with id %s", 3) == (
+        "Unable connect to node with id 3 [1 more like this in the last 31 s]")
