@@ -16,6 +16,9 @@ import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+# A worker whose broker lost its tables' changelogs starts again (see run_worker), at most this many times in a row.
+RESTARTS_FOR_LOST_LOGS = 3
+RESTARTS_VARIABLE = "ITS_FAUST_RESTARTS_FOR_LOST_LOGS"
 
 
 def run_worker(ready_file: Path | None = None) -> None:
@@ -44,11 +47,37 @@ def run_worker(ready_file: Path | None = None) -> None:
             await super().on_startup_finished()
             loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]  # uvloop or asyncio
             log.info("worker ready: %s partitions per topic, %s event loop", settings.partitions, loop_kind)
+            os.environ[RESTARTS_VARIABLE] = "0"  # it started: a later loss of logs is a new one
             if ready_file:
                 Path(ready_file).touch()
 
     # override_logging=False keeps the handlers set up by its_faust.logs (JSON lines when configured).
-    Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False).execute_from_commandline()
+    try:
+        Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False).execute_from_commandline()
+    finally:
+        _start_again_if_the_broker_lost_the_changelogs(app.crash_reason, settings)
+
+
+def _start_again_if_the_broker_lost_the_changelogs(crash_reason: BaseException | None, settings) -> None:
+    """A running worker whose broker lost its logs (an in-memory broker restarted under it) crashes in
+    Faust's recovery with a ConsistencyError: its table copies applied offsets the new logs do not have.
+    Such copies are dropped only before Faust starts (:mod:`tables.local_copies`), so the worker starts
+    again, as the same command in this same process; a worker that keeps crashing so stops after a few."""
+    from faust.exceptions import ConsistencyError
+
+    if not isinstance(crash_reason, ConsistencyError) or not settings.broker_url:  # an embedded broker is ours
+        return
+    restarts = int(os.environ.get(RESTARTS_VARIABLE, "0"))
+    if restarts >= RESTARTS_FOR_LOST_LOGS:
+        log.error("worker: the broker's changelogs still do not match this worker's tables after %d restarts; "
+                  "stopping (delete %s to rebuild them from the broker)", restarts, settings.data_dir)
+        return
+    log.warning("worker: the broker lost the tables' changelogs under this worker (%s); starting again, "
+                "to rebuild its tables from what the broker has", crash_reason)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os.environ[RESTARTS_VARIABLE] = str(restarts + 1)
+    os.execv(sys.executable, sys.orig_argv)
 
 
 class WorkerProcess:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 import time
 
 from its_faust.broker import EmbeddedBroker
@@ -56,3 +57,31 @@ def test_a_worker_whose_broker_went_first_still_stops(tmp_path):
     finally:
         worker.kill()
         broker.stop()
+
+
+def _cameras(broker_url: str, *args: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "its_faust.cli", "cameras", *args, "--broker", broker_url, "--timeout", "60"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_worker_whose_in_memory_broker_restarted_under_it_starts_again_and_goes_on(tmp_path):
+    """The broker restarted empty on its address: the running worker's table copies applied offsets the new
+    changelogs do not have, and Faust's recovery stopped the worker with a ConsistencyError (a trial's)."""
+    with EmbeddedBroker(log_path=tmp_path / "broker-1.log") as first:
+        worker = WorkerProcess(first.url, tmp_path, "worker-1").start()
+        worker.wait_ready()
+        for args in (("add", "lost-cam"), ("update", "lost-cam", "--name", "A"), ("update", "lost-cam", "--name", "B")):
+            _cameras(first.url, *args)  # camera-config changelog: offsets 0-2 of one partition
+        time.sleep(3)  # the copy writes its applied offset at the next commit
+    try:
+        worker.ready_file.unlink()
+        with EmbeddedBroker(port=first.port, log_path=tmp_path / "broker-2.log") as second:
+            worker.wait_ready(timeout=180)  # the ready file comes again: the worker started again
+            _cameras(second.url, "add", "new-cam")  # and it applies commands
+            assert worker.proc.poll() is None
+            log = worker.log_path.read_text(errors="replace")
+    finally:
+        worker.stop()
+    assert "ConsistencyError" in log and "starting again" in log, log[-3000:]
+    assert "the copy is dropped" in log
