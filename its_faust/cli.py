@@ -181,7 +181,7 @@ def broker(port: int) -> None:
 
 
 @main.command()
-@click.option("--source", required=True, help="Video file (or sample clip name), rtsp://... URL, or webcam index.")
+@click.option("--source", required=True, help="Video file (or sample clip name), rtsp:// or http:// URL, or webcam:N (a webcam index).")
 @click.option("--camera", "camera_id", default="cam-1", show_default=True, callback=_camera_id, help="Camera id (the Kafka key).")
 @click.option("--fps", type=click.FloatRange(0, min_open=True), help="Target frame rate (default: the file's own fps; live sources as delivered).")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")

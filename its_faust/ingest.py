@@ -185,7 +185,7 @@ async def ingest(
     async def flush_events() -> None:
         while pending_events:
             event = pending_events.pop(0)
-            log.info("camera %s: %s %s", camera_id, event.kind.value, event.reason)  # frame_rejected: rate-limited
+            log.info("camera %s: %s (%s)", camera_id, event.kind.value, event.reason)  # frame_rejected: rate-limited
             await producer.send(events_topic, key=key, value=encode(event))
 
     s = settings.ingest
