@@ -105,7 +105,14 @@ class TopicRing:
             except (asyncio.CancelledError, Exception):
                 pass
         if self._consumer:
-            await self._consumer.stop()
+            try:
+                await self._consumer.stop()
+            except asyncio.CancelledError:
+                # aiokafka's fetcher awaits the fetch it cancels on close: with the broker away that raises
+                # here though nobody cancelled this stop (a real cancel of it goes on).
+                if asyncio.current_task().cancelling():
+                    raise
+                log.info("api: %s reader stopped while its broker was away", self.topic)
 
     async def _run(self) -> None:
         while True:
@@ -153,14 +160,23 @@ class TopicRing:
         log.warning("api: %s[%d] ends at %d, before offset %d this API has read: the broker lost that log (an "
                     "in-memory broker restarted, or the topic was recreated); reading it again from its start",
                     self.topic, partition, end, self.next[partition])
+        self._forget(partition)
+        self._consumer.seek(TopicPartition(self.topic, partition), 0)
+
+    def _forget(self, partition: int) -> None:
         self._offsets[partition], self._messages[partition] = [], []
         self.next[partition] = 0
         self.resets[partition] += 1
-        self._consumer.seek(TopicPartition(self.topic, partition), 0)
         if self.on_reset:
             self.on_reset(partition)
 
     def _add(self, m: Message) -> None:
+        if m.offset < self.next[m.partition] and self._offsets[m.partition]:
+            # Kafka answers an offset past a log's end with OFFSET_OUT_OF_RANGE, and the consumer starts the
+            # partition again from its beginning: the same lost log as above, seen from the other side.
+            log.warning("api: %s[%d] went back from offset %d to %d: the broker lost that log; read again from "
+                        "its start", self.topic, m.partition, self.next[m.partition], m.offset)
+            self._forget(m.partition)
         offsets, messages = self._offsets[m.partition], self._messages[m.partition]
         offsets.append(m.offset)
         messages.append(m)

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from api.hub import Message
+from api.hub import Message, TopicRing
 from api.read_models import Alerts, CameraEvents, Counts
 from api.routes_status import STALLED_AFTER_S, _workers_state
 from api.sse import BadCursor, format_cursor, parse_cursor
@@ -87,3 +87,15 @@ def test_camera_events_read_model_is_bounded_per_camera_and_in_cameras():
     assert set(events.by_camera) == {"cam-a", "cam-c"} and events.recent("cam-b", 5) == []
     events.apply(Message(0, 8, b"cam-a", b"not json", 8))  # not an event: ignored
     assert len(events.recent("cam-a", 10)) == 3
+
+
+def test_a_ring_whose_partition_goes_back_to_an_earlier_offset_starts_it_over():
+    """Kafka resets a consumer past a lost log's end to its beginning: offsets go back, the ring starts over."""
+    forgotten = []
+    ring = TopicRing("127.0.0.1:1", "t", 10, on_reset=forgotten.append)
+    ring.partitions, ring.next, ring.resets = [0], {0: 0}, {0: 0}
+    ring._offsets, ring._messages = {0: []}, {0: []}
+    for offset in (0, 1, 2, 0):
+        ring._add(Message(0, offset, b"k", b"v", 0.0))
+    assert ring.resets == {0: 1} and forgotten == [0]
+    assert [m.offset for m in ring.read(0, 0)] == [0] and ring.next[0] == 1

@@ -41,13 +41,13 @@ def test_a_ring_whose_log_the_broker_lost_reads_it_again_and_its_feeds_and_camer
         await _produce(bootstrap, [_config("old-cam", v) for v in range(1, 6)])  # offsets 0-4
         ring = await TopicRing(bootstrap, "configs", 100, from_beginning=True, on_message=cameras.apply,
                                on_reset=cameras.forget_partition).start()
-        feed = events(ring, None, lambda m: True, "config", heartbeat_s=60)
+        for _ in range(100):
+            if ring.next[0] == 5:
+                break
+            await asyncio.sleep(0.1)
+        feed = events(ring, None, lambda m: True, "config", heartbeat_s=60)  # from now: after offset 4
         try:
             assert (await anext(feed))["event"] == "hello"
-            for _ in range(50):
-                if ring.next[0] == 5:
-                    break
-                await asyncio.sleep(0.1)
             assert [c.camera_id for c in cameras.all()] == ["old-cam"]
             first.stop()
             with EmbeddedBroker(port=first.port):  # the same address, an empty log
@@ -60,7 +60,7 @@ def test_a_ring_whose_log_the_broker_lost_reads_it_again_and_its_feeds_and_camer
 
     with EmbeddedBroker() as broker:
         resets, got = asyncio.run(scenario(broker))
-    assert resets == 1
+    assert resets == 1, got
     assert got[0]["event"] == "dropped" and "lost the log" in json.loads(got[0]["data"])["reason"]
     assert got[1]["event"] == "config" and json.loads(got[1]["data"])["camera_id"] == "new-cam"
     assert [c.camera_id for c in cameras.all()] == ["new-cam"]
