@@ -48,6 +48,8 @@ def apply(config: CameraConfig | None, command: CameraCommand) -> CameraConfig:
         raise CommandRejected(f"unknown camera {command.camera_id!r}: {hint}", missing=True)
     elif isinstance(change, UpdateCamera):
         fields = {k: v for k, v in (("name", change.name), ("source", change.source)) if v is not None}
+        if fields.get("name") == "":  # as when it was added: a camera without a name shows its id
+            fields["name"] = command.camera_id
     elif isinstance(change, RemoveCamera):
         fields = {"removed": True, "lines": [], "zones": [], "calibration": None, "speed_limit_kmh": None}
     elif isinstance(change, AddLine):

@@ -79,6 +79,7 @@ def test_commands_fold_into_the_configuration():
     assert config.lines == [LINE] and config.zones == [zone]
     assert config.calibration == calibration and config.speed_limit_kmh == 50
     assert fold(AddCamera(), AddLine(line=LINE), RemoveLine(name="north")).lines == []
+    assert fold(AddCamera(name="x"), UpdateCamera(name="")).name == "cam-a"  # no name shows the id, as at its add
 
 
 @pytest.mark.parametrize(
