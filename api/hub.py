@@ -24,6 +24,8 @@ from typing import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from its_faust.results import read_log_ends
+
 log = logging.getLogger(__name__)
 RESET_CHECK_S = 5.0  # how often a ring asks whether its partitions' logs still reach what it has read
 
@@ -137,24 +139,25 @@ class TopicRing:
                 for r in records:
                     self._add(Message(tp.partition, r.offset, r.key or b"", r.value or b"", (r.timestamp or 0) / 1000))
             if batches:
-                self._new.set()
-                self._new = asyncio.Event()
+                self._wake()
+
+    def _wake(self) -> None:
+        """Wake whoever waits for new messages (or for a partition that started over)."""
+        self._new.set()
+        self._new = asyncio.Event()
 
     async def _check_for_reset(self) -> None:
         """Partitions whose log ends before what this ring has read start over from the log's beginning."""
-        from its_faust.results import read_log_ends
-
         tps = [TopicPartition(self.topic, p) for p in self.partitions]
         reported = await self._consumer.end_offsets(tps)
         # The embedded broker's figure can fall short by the rest of its last batch: the log itself decides.
         suspects = [tp for tp in tps if reported[tp] < self.next[tp.partition]]
-        ends = await read_log_ends(self.bootstrap, suspects) if suspects else {}
-        for tp in suspects:
-            if ends[tp] < self.next[tp.partition]:
-                self._reset(tp.partition, ends[tp])
-        if suspects:
-            self._new.set()
-            self._new = asyncio.Event()
+        ends = await read_log_ends(self.bootstrap, suspects)
+        lost = [tp for tp in suspects if ends[tp] < self.next[tp.partition]]
+        for tp in lost:
+            self._reset(tp.partition, ends[tp])
+        if lost:
+            self._wake()
 
     def _reset(self, partition: int, end: int) -> None:
         log.warning("api: %s[%d] ends at %d, before offset %d this API has read: the broker lost that log (an "

@@ -16,7 +16,11 @@ import json
 import time
 from typing import AsyncIterator, Callable, Collection
 
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+
 from api.hub import Message, TopicRing
+from its_faust.results import read_log_ends
 
 
 class BadCursor(ValueError):
@@ -108,11 +112,6 @@ def check_partitions(ring: TopicRing, cursor: dict[int, int]) -> None:
 async def past_the_log(ring: TopicRing, cursor: dict[int, int]) -> set[int]:
     """Partitions where ``cursor`` is beyond the log's end. A position only ahead of this API process (another
     one gave it, and reads faster) is fine: it is asked of the broker only then."""
-    from aiokafka import TopicPartition
-    from aiokafka.errors import KafkaError
-
-    from its_faust.results import read_log_ends
-
     ahead = [TopicPartition(ring.topic, p) for p, o in cursor.items() if o > ring.next.get(p, 0)]
     if not ahead:
         return set()

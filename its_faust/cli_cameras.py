@@ -139,10 +139,12 @@ def remove(camera_id, broker_url, timeout_s) -> None:
 # "-h" is not click's help flag here: ignore_unknown_options would otherwise read the h of ":north" in
 # "-5,120,620,120:north" as -h and print the help instead of adding the line. A lone "-h" (no value
 # is that) still shows the help, as it does for every other command.
-NEGATIVE_NUMBERS_ARE_VALUES = {"ignore_unknown_options": True, "help_option_names": ["--help"]}
-
-
 class NegativeNumbersAreValues(click.Command):
+    def __init__(self, *args, **kwargs):
+        kwargs["context_settings"] = {"ignore_unknown_options": True, "help_option_names": ["--help"],
+                                      **(kwargs.get("context_settings") or {})}
+        super().__init__(*args, **kwargs)
+
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if "-h" in args:
             click.echo(self.get_help(ctx), color=ctx.color)
@@ -150,7 +152,7 @@ class NegativeNumbersAreValues(click.Command):
         return super().parse_args(ctx, args)
 
 
-@cameras.command("add-line", cls=NegativeNumbersAreValues, context_settings=NEGATIVE_NUMBERS_ARE_VALUES)
+@cameras.command("add-line", cls=NegativeNumbersAreValues)
 @click.argument("camera_id")
 @click.argument("line", metavar="X1,Y1,X2,Y2[:NAME]")
 @click.option("--count", type=click.Choice(["both", "in", "out"]), default="both", show_default=True,
@@ -172,7 +174,7 @@ def remove_line(camera_id, name, broker_url, timeout_s) -> None:
     _send(camera_id, lambda: RemoveLine(name=name), broker_url, timeout_s)
 
 
-@cameras.command("add-zone", cls=NegativeNumbersAreValues, context_settings=NEGATIVE_NUMBERS_ARE_VALUES)
+@cameras.command("add-zone", cls=NegativeNumbersAreValues)
 @click.argument("camera_id")
 @click.argument("name")
 @click.argument("points", nargs=-1, required=True, metavar="X,Y X,Y X,Y...")
@@ -218,7 +220,7 @@ def calibrate(camera_id, image_points, road_points, clear, broker_url, timeout_s
     _send(camera_id, build, broker_url, timeout_s)
 
 
-@cameras.command("speed-limit", cls=NegativeNumbersAreValues, context_settings=NEGATIVE_NUMBERS_ARE_VALUES)
+@cameras.command("speed-limit", cls=NegativeNumbersAreValues)
 @click.argument("camera_id")
 @click.argument("kmh", metavar="KMH|none")
 @broker_option

@@ -60,7 +60,7 @@ class LocalCopy:
     def read(self, key: bytes) -> bytes | None:
         return _read(self.path, key)
 
-    def mark_applied(self, offset: int) -> "LocalCopy":
+    def mark_applied(self, offset: int) -> None:
         """Record ``offset`` as the last changelog offset this copy applied (as Faust's store writes it)."""
         import rocksdict
 
@@ -69,7 +69,6 @@ class LocalCopy:
             db[OFFSET_KEY] = str(offset).encode()
         finally:
             db.close()
-        return LocalCopy(self.table, self.changelog, self.partition, self.path, offset)
 
 
 def _read(path: Path, key: bytes) -> bytes | None:
