@@ -243,7 +243,8 @@ async def ingest(
             stats.send_errors += 1
             log.error("camera %s: a frame was not delivered: %s", camera_id, delivery.exception())
 
-    report("started", f"{spec.uri} ({reader.width}x{reader.height} @ {reader.fps or '?'} fps)")
+    rate = f"{reader.fps:.3g}" if reader.fps else "?"  # 29.97, not 29.97002997002997
+    report("started", f"{spec.uri} ({reader.width}x{reader.height} @ {rate} fps)")
     next_slot = time.monotonic()
     source_done = False  # False at the end: stopped (Ctrl-C, SIGTERM, the owner's stop) before the source ended
     try:
