@@ -31,7 +31,7 @@ from its_faust.detector import Detector, UnreadableImage, decode_jpeg
 from its_faust.in_order import InOrderJobs
 from its_faust.intake import Intake
 from its_faust.stale_frames import StaleFrames
-from schemas import CameraEvent, DetectionRecord, FrameRecord
+from schemas import CameraEvent, DetectionRecord, FrameRecord, ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,11 @@ def get_detector() -> Detector:
             detector.warmup()
             _detector = detector
     return _detector
+
+
+def loaded_model() -> ModelInfo | None:
+    """The model of the detector, if it is built (for the worker's status reports; never builds it)."""
+    return _detector.model_info if _detector is not None else None
 
 
 def _detect(frames: list[FrameRecord]) -> list:

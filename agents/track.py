@@ -11,21 +11,19 @@ lose it.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 
 from its_faust import topics
 from its_faust.app import app, settings
 from its_faust.codecs import encode
 from its_faust.dead_letters import dead_letter, valid_records
+from its_faust.worker_status import WORKER_ID
 from schemas import DetectionRecord, TrackRecord
 from tables.camera_tracker import CameraTracker
 from tables.checkpoints import Checkpoints
 from tables.tracker_table import tracker_cache
 
 log = logging.getLogger(__name__)
-WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
 @app.agent(topics.detections, name="track")

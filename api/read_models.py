@@ -1,4 +1,4 @@
-"""Read models the API builds from the topics: cameras, counts and their windows, alerts, camera events.
+"""Read models the API builds from the topics: cameras, counts and their windows, alerts, camera events, workers.
 
 They are folds of the topics and nothing more: the API decides nothing. Each
 ``apply`` is called by a :class:`~api.hub.TopicRing` for every message it reads.
@@ -13,6 +13,7 @@ from its_faust.codecs import SchemaError, decode
 from schemas.analytics import Alert, CountUpdate
 from schemas.camera_events import CameraEvent
 from schemas.control import CameraConfig
+from schemas.workers import WorkerStatus
 
 # How many minute (and quarter-hour) windows of history the API keeps per count key.
 HISTORY_WINDOWS = 24 * 60
@@ -176,3 +177,49 @@ class CameraEvents:
         """The camera's last ``limit`` events, newest first."""
         events = self.by_camera.get(camera_id, ())
         return list(reversed(events))[:limit]
+
+
+class Workers:
+    """Each worker's latest report (``its.workers``) and what it means now: running, recovering, stopped
+    (it said so as it stopped) or gone (silent for ``SILENT_INTERVALS`` of its own report intervals:
+    killed, cut off or frozen). Stopped and gone workers are forgotten after ``forget_after_s``."""
+
+    SILENT_INTERVALS = 3
+
+    def __init__(self, forget_after_s: float = 600.0, max_workers: int = 1000):
+        self.forget_after_s = forget_after_s
+        self.max_workers = max_workers  # any producer may write the topic: made-up ids must not grow the API
+        self.latest: OrderedDict[str, WorkerStatus] = OrderedDict()
+
+    def apply(self, m: Message) -> None:
+        try:
+            status = decode(WorkerStatus, m.value)
+        except SchemaError:
+            return
+        known = self.latest.get(status.worker)
+        if known is not None and status.at < known.at:
+            return
+        self.latest[status.worker] = status
+        self.latest.move_to_end(status.worker)
+        if len(self.latest) > self.max_workers:
+            self.latest.popitem(last=False)
+
+    def state(self, status: WorkerStatus, now: float) -> str:
+        if status.state != "stopped" and now - status.at > self.SILENT_INTERVALS * status.interval_s:
+            return "gone"
+        return status.state
+
+    def view(self, now: float) -> list[dict]:
+        """Every worker not long gone or stopped, by id: its last report, its state now, how long ago it spoke."""
+        for worker, status in list(self.latest.items()):
+            if self.state(status, now) in ("stopped", "gone") and now - status.at > self.forget_after_s:
+                del self.latest[worker]
+        return [
+            {**status.model_dump(mode="json", by_alias=False, exclude={"schema_", "v"}),
+             "state": self.state(status, now), "reported_s_ago": round(max(0.0, now - status.at), 1)}
+            for _, status in sorted(self.latest.items())
+        ]
+
+    def serving(self, now: float) -> list[WorkerStatus]:
+        """The workers that report in time and have not stopped (running or recovering)."""
+        return [s for s in self.latest.values() if self.state(s, now) in ("running", "recovering")]

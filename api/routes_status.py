@@ -29,6 +29,8 @@ class Metrics:
                               registry=self.registry)
         self.lag = Gauge("its_faust_worker_lag_messages", "Messages the workers have not committed yet", ["topic"],
                          registry=self.registry)
+        self.workers = Gauge("its_faust_workers", "Workers by state, from their own reports (its.workers)", ["state"],
+                             registry=self.registry)
 
 
 @router.get("/api/v1/health", summary="Liveness: the process answers")
@@ -54,8 +56,9 @@ async def ready(request: Request, response: Response) -> dict:
         request.app.state.metrics.lag.clear()
         for t, n in lag.items():
             request.app.state.metrics.lag.labels(t).set(n)
-        body["workers"] = _workers_state(request.app.state, sum(done for done, _ in offsets.values()), sum(lag.values()), now)
-        if body["workers"].startswith("stalled"):
+        progress = _workers_state(request.app.state, sum(done for done, _ in offsets.values()), sum(lag.values()), now)
+        body["workers"] = f"{_workers_running(hub, time.time())}, {progress}"
+        if progress.startswith("stalled"):
             stale.append("workers")
     except Exception as exc:  # the broker did not answer
         stale.append("lag")
@@ -66,6 +69,27 @@ async def ready(request: Request, response: Response) -> dict:
     if stale:
         response.status_code = 503
     return body
+
+
+def _workers_running(hub, now: float) -> str:
+    """How many workers report themselves (its.workers) in time: the group's membership is the broker's
+    to tell, and the embedded broker does not describe groups reliably."""
+    serving = hub.workers.serving(now)
+    recovering = sum(1 for s in serving if s.state == "recovering")
+    if not serving:
+        return "none running"
+    return f"{len(serving)} running" + (f" ({recovering} recovering tables)" if recovering else "")
+
+
+@router.get("/api/v1/workers", summary="The workers: what each holds, runs and does, from their own reports",
+            description="From `its.workers`: each worker reports every few seconds and once as it stops. `state`: "
+            "running, recovering (restoring tables after a rebalance), stopped (left cleanly), or gone (silent for "
+            "three of its report intervals: killed, cut off or frozen). Stopped and gone workers are listed for 10 "
+            "minutes.")
+async def workers(request: Request) -> dict:
+    hub = request.app.state.hub
+    listed = hub.workers.view(time.time())
+    return {"workers": listed, "running": sum(1 for w in listed if w["state"] in ("running", "recovering"))}
 
 
 def _workers_state(state, committed: int, waiting: int, now: float) -> str:
@@ -87,4 +111,7 @@ async def metrics(request: Request) -> Response:
     for ring in hub.rings.values():
         m.held.labels(ring.topic).set(ring.held())
         m.received.labels(ring.topic).set(ring.received)
+    states = [w["state"] for w in hub.workers.view(time.time())]
+    for state in ("running", "recovering", "stopped", "gone"):
+        m.workers.labels(state).set(states.count(state))
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from api.hub import TopicRing
-from api.read_models import Alerts, CameraEvents, Cameras, Counts
-from its_faust.topic_names import ALERTS, CAMERA_CONFIGS, CAMERA_EVENTS, COUNTS, FRAMES, TRACKS, ZONE_STATS, ensure_topics
+from api.read_models import Alerts, CameraEvents, Cameras, Counts, Workers
+from its_faust.topic_names import (
+    ALERTS, CAMERA_CONFIGS, CAMERA_EVENTS, COUNTS, FRAMES, TRACKS, WORKERS, ZONE_STATS, ensure_topics,
+)
 
 
 class Hub:
@@ -15,6 +17,7 @@ class Hub:
         self.settings = settings
         size = settings.api.ring_size
         self.cameras, self.counts, self.alerts, self.camera_events = Cameras(), Counts(), Alerts(), CameraEvents()
+        self.workers = Workers()
         topic = settings.topic
 
         def ring(name: str, capacity: int, **kwargs) -> TopicRing:
@@ -27,6 +30,8 @@ class Hub:
             "zone-stats": ring(ZONE_STATS, size),
             "camera-events": ring(CAMERA_EVENTS, size, on_message=self.camera_events.apply),
             "frames": ring(FRAMES, settings.api.frames_ring),
+            # Each worker's latest reports (every few seconds each): enough to know every recent worker.
+            "workers": ring(WORKERS, 200, on_message=self.workers.apply),
             # Every configuration since the beginning: the camera list must be complete.
             "configs": ring(CAMERA_CONFIGS, 100, from_beginning=True, on_message=self.cameras.apply,
                             on_reset=self.cameras.forget_partition),

@@ -18,6 +18,7 @@ from its_faust.data_dir import claim as claim_data_dir
 from its_faust.kafka_transport import Transport
 from its_faust.settings import Settings, get_settings
 from its_faust.watchdog import install as install_watchdog
+from its_faust.worker_status import install as install_status_reports
 
 DEFAULT_BROKER = "kafka://127.0.0.1:9092"
 
@@ -116,3 +117,4 @@ def create_app(settings: Settings) -> faust.App:
 settings = get_settings()
 app = create_app(settings)
 stall_watchdog = install_watchdog(app, settings)
+status_reporter = install_status_reports(app, settings)

@@ -29,13 +29,15 @@ def tail(topic: str, cameras: tuple[str, ...], from_beginning: bool, last: int |
     """Show the records of one of the pipeline's topics as they arrive, a line each (Ctrl-C stops).
 
     TOPIC is one of: frames, detections, tracks, camera-events, dead-letters, camera-commands,
-    camera-configs, crossings, counts, zone-events, zone-stats, alerts (without the topic prefix).
+    camera-configs, crossings, counts, zone-events, zone-stats, alerts, workers (without the topic
+    prefix; workers: each worker's reports, keyed by host:pid).
     A record that is not what its topic should hold is shown as it is. A broker that stops
     answering for 10 s ends the tail with an error. Examples:
 
     \b
       its-faust tail dead-letters --last 20 --no-follow   why recent input was rejected
       its-faust tail camera-events --camera cam-1          what a camera reports
+      its-faust tail workers --last 4 --no-follow          which worker holds which partitions
       its-faust tail tracks --json | jq .value.objects     for other tools
     """
     from its_faust.topic_tail import BrokerGone, human_line, json_line

@@ -217,6 +217,11 @@ class Settings(BaseSettings):
         "answers such fetches only when the wait runs out, so this trades latency (about +50 ms at 100) against "
         "the CPU of polling (see kafka_transport); Apache Kafka answers as soon as data arrives: use 500 there",
     )
+    worker_status_interval_s: float = Field(
+        5.0, gt=0,
+        description="How often each worker reports itself on its.workers (its_faust/worker_status.py); the API "
+        "counts one silent for three intervals as gone",
+    )
     state_flush_interval_s: float = Field(
         0.5, ge=0,
         description="How often the tracker and analytics actors write each camera's state to its table and release "

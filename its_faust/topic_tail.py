@@ -29,6 +29,7 @@ from its_faust.topic_names import (
     DETECTIONS,
     FRAMES,
     TRACKS,
+    WORKERS,
     ZONE_EVENTS,
     ZONE_STATS,
 )
@@ -158,10 +159,19 @@ def _config(v: dict) -> str:
     return f"v{v['version']}{name} lines {len(v['lines'])}, zones {len(v['zones'])}{calibrated}{limit}"
 
 
+def _worker(v: dict) -> str:
+    if v["state"] == "stopped":
+        return "stopped"
+    model = f", {v['model']['name']} on {v['model']['device']}" if v.get("model") else ""
+    waiting = f", {v['frames_waiting']} frames waiting" if v.get("frames_waiting") else ""
+    partitions = ",".join(map(str, v["partitions"])) or "none"
+    return f"{v['state']}: partitions {partitions}, {v['fps']:.1f} fps, {v['frames_tracked']} frames tracked{waiting}{model}"
+
+
 SUMMARIES: dict[str, Callable[[dict], str]] = {
     FRAMES: _frame, DETECTIONS: _detections, TRACKS: _tracks, CAMERA_EVENTS: _camera_event, DEAD_LETTERS: _dead_letter,
     CROSSINGS: _crossing, COUNTS: _count, ZONE_EVENTS: _zone_event, ZONE_STATS: _zone_stats, ALERTS: _alert,
-    CAMERA_COMMANDS: _command, CAMERA_CONFIGS: _config,
+    CAMERA_COMMANDS: _command, CAMERA_CONFIGS: _config, WORKERS: _worker,
 }
 
 

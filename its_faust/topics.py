@@ -1,4 +1,4 @@
-"""Every Kafka topic of the pipeline, keyed by camera id so one camera's records stay in order.
+"""Every Kafka topic of the pipeline, keyed by camera id so one camera's records stay in order (its.workers: by worker).
 
 Values are raw bytes (JSON records from :mod:`schemas`); agents decode them
 with :mod:`its_faust.codecs` so that bad input can be dead-lettered with a reason.
@@ -21,6 +21,7 @@ from its_faust.topic_names import (
     DETECTIONS,
     FRAMES,
     TRACKS,
+    WORKERS,
 )
 
 
@@ -47,3 +48,4 @@ counts = _topic(COUNTS)
 zone_events = _topic(ZONE_EVENTS)
 zone_stats = _topic(ZONE_STATS)
 alerts = _topic(ALERTS)
+workers = _topic(WORKERS)  # keyed by worker id, not camera id

@@ -14,6 +14,7 @@ from schemas import Box, CameraEvent, DeadLetter, DetectionRecord, FrameRecord, 
 from schemas.analytics import Alert, CountUpdate, Crossing, FrameRef, WindowCount, ZoneEvent, ZoneStats, ZoneWindow
 from schemas.control import AddLine, CameraCommand, CameraConfig
 from schemas.geometry import CountingLine
+from schemas.workers import WorkerStatus
 
 AT = 1_700_000_000.0
 CAMERA = {"camera_id": "cam-1", "seq": 7, "captured_at": AT}
@@ -66,6 +67,12 @@ RECORDS = {
         CameraConfig(camera_id="cam-1", version=2, last_command_id="c1", updated_at=AT, name="north", lines=[LINE],
                      speed_limit_kmh=50),
         "v2 north lines 1, zones 0, limit 50 km/h",
+    ),
+    "workers": (
+        WorkerStatus(worker="host:1", state="running", at=AT, started_at=AT - 60, interval_s=5, partitions=[0, 2],
+                     model=ModelInfo(name="yolo11n", version="abc", backend="onnxruntime"), frames_tracked=900,
+                     fps=24.56, frames_waiting=3),
+        "running: partitions 0,2, 24.6 fps, 900 frames tracked, 3 frames waiting, yolo11n on cpu",
     ),
 }
 

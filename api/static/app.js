@@ -181,6 +181,35 @@ function onCameraEvent(e) {
   document.body.dataset.lastCameraEvent = e.kind;
 }
 
+// The workers as they report themselves: a gone one (silent: killed, cut off, frozen) stands out.
+async function loadWorkers() {
+  let listed;
+  try {
+    const res = await fetch(`${api}/workers`);
+    if (!res.ok) return;
+    listed = (await res.json()).workers;
+  } catch (e) { return; }
+  const ul = $("workers");
+  ul.innerHTML = "";
+  if (!listed.length) ul.innerHTML = '<li class="muted">none reporting</li>';
+  for (const w of listed) {
+    const li = document.createElement("li");
+    li.className = `worker ${w.state}`;
+    li.dataset.worker = w.worker;
+    const title = document.createElement("strong");
+    title.textContent = w.worker;
+    const doing = w.state === "running" || w.state === "recovering"
+      ? `${w.fps.toFixed(1)} fps · partitions ${w.partitions.join(", ") || "none"}`
+        + (w.frames_waiting ? ` · ${w.frames_waiting} waiting` : "")
+      : `${w.state === "gone" ? "silent" : "stopped"} ${Math.round(w.reported_s_ago)} s ago`;
+    li.append(title, document.createElement("br"), `${w.state} · ${doing}`);
+    ul.appendChild(li);
+  }
+  document.body.dataset.workersRunning = String(listed.filter((w) => w.state === "running").length);
+}
+
 feed(`${api}/alerts/stream`, { alert: onAlert });
 loadCameras();
+loadWorkers();
 setInterval(loadCameras, 5000);
+setInterval(loadWorkers, 5000);

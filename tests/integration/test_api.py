@@ -22,6 +22,7 @@ from its_faust.cameras import CameraSetup, parse_line
 from its_faust.codecs import encode
 from its_faust.pipeline import analyze_source
 from its_faust.topic_names import ALERTS, CAMERA_EVENTS
+from its_faust.worker import WorkerProcess
 from schemas.analytics import Alert, FrameRef
 from schemas.camera_events import CameraEvent
 
@@ -291,3 +292,49 @@ def test_camera_events_feed_streams_one_cameras_events(stack, settings, api):
 
     got = asyncio.run(go())
     assert [(e["camera_id"], e["kind"], e["reason"]) for e in got] == [(camera, "frame_rejected", r) for r in reasons]
+
+
+def test_workers_report_themselves_and_a_stopped_one_says_so(stack, api, tmp_path):
+    """/workers, /ready and /metrics from the workers' own reports (its.workers): a second worker joins,
+    the two split the partitions, and it leaves cleanly with a last report that says it stopped."""
+    c = httpx.Client(base_url=api.base, timeout=30)
+
+    def listed_until(check, timeout=60.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            workers = {w["worker"]: w for w in c.get("/api/v1/workers").json()["workers"]}
+            if check(workers) or time.monotonic() > deadline:
+                return workers
+            time.sleep(0.5)
+
+    def running(workers):
+        return {k: w for k, w in workers.items() if w["state"] == "running"}
+
+    first = listed_until(lambda ws: len(running(ws)) == 1)
+    assert len(running(first)) == 1, first
+    (only,) = running(first).values()
+    assert only["partitions"] == list(range(stack.settings.partitions)), only  # one worker holds every camera
+    assert only["model"]["name"] == "yolo11n" and only["interval_s"] > 0
+    assert c.get("/api/v1/ready").json()["workers"].startswith("1 running")
+
+    second = WorkerProcess(stack.broker_url, tmp_path, "reporting-worker",
+                           extra_env={"ITS_FAUST_WORKER_STATUS_INTERVAL_S": "1"}).start()
+    try:
+        second.wait_ready()
+        everything = list(range(stack.settings.partitions))
+        # Each reports right after the rebalance: soon the two reports split the partitions.
+        two = listed_until(lambda ws: len(running(ws)) == 2
+                           and sorted(p for w in running(ws).values() for p in w["partitions"]) == everything)
+        held = [w["partitions"] for w in running(two).values()]
+        assert len(held) == 2 and all(held), two
+        assert sorted(held[0] + held[1]) == everything, two  # split, none twice
+        assert c.get("/api/v1/ready").json()["workers"].startswith("2 running")
+        assert 'its_faust_workers{state="running"} 2.0' in c.get("/metrics").text
+        new_id = next(k for k, w in running(two).items() if w["interval_s"] == 1.0)
+    finally:
+        second.stop()
+    after = listed_until(lambda ws: ws.get(new_id, {}).get("state") == "stopped")
+    assert after[new_id]["state"] == "stopped" and after[new_id]["partitions"] == [], after
+    back = listed_until(lambda ws: len(running(ws)) == 1 and len(next(iter(running(ws).values()))["partitions"])
+                        == stack.settings.partitions)
+    assert len(running(back)) == 1 and next(iter(running(back).values()))["partitions"] == list(range(stack.settings.partitions))

@@ -99,6 +99,8 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
                 if seen["camera_events"][:1] == ["finished"]:
                     break
                 await asyncio.sleep(0.2)
+            seen["workers"] = await tools.value(  # the module's one worker, as it reports itself
+                "[...document.querySelectorAll('#workers li.worker')].map((li) => li.className + ' ' + li.textContent)")
             shot = await tools.call("Page.captureScreenshot", format="png")
             return seen, base64.b64decode(shot["data"])
 
@@ -113,4 +115,7 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
     assert seen["counts"] >= 1 and seen["rows"] >= 3, seen  # live counts in the table
     assert seen["frames"] >= 20 and seen["live"] == 640, seen  # track updates, and the annotated live view
     assert seen["camera_events"] == ["finished", "started"], seen  # the camera's events, newest first
+    assert len(seen["workers"]) == 1 and seen["workers"][0].startswith("worker running"), seen
+    every = ", ".join(map(str, range(stack.settings.partitions)))
+    assert f"fps · partitions {every}" in seen["workers"][0], seen
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000

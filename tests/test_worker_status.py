@@ -1,0 +1,93 @@
+"""Workers' status reports: what a worker says of itself, and what the API makes of the reports."""
+
+from __future__ import annotations
+
+from collections import Counter
+from types import SimpleNamespace
+
+from aiokafka import TopicPartition
+
+from api.hub import Message
+from api.read_models import Workers
+from its_faust.codecs import decode, encode
+from its_faust.settings import Settings
+from its_faust.worker_status import WORKER_ID, StatusReporter
+from schemas.workers import WorkerStatus
+
+
+class FakeConsumer:
+    def __init__(self, assigned, highwater, committed):
+        self._assigned, self._highwater, self._committed_offset = assigned, highwater, committed
+
+    def assignment(self):
+        return set(self._assigned)
+
+    def highwater(self, tp):
+        return self._highwater.get(tp)
+
+
+def reporter(in_recovery=False):
+    settings = Settings(worker_status_interval_s=2.0)
+    frames, tracks = settings.topic("frames"), settings.topic("tracks")
+    owned = [TopicPartition(frames, 3), TopicPartition(frames, 1), TopicPartition(tracks, 1)]
+    consumer = FakeConsumer(owned, {owned[0]: 50, owned[1]: 9}, {owned[0]: 40, owned[1]: 10})
+    monitor = SimpleNamespace(messages_received_by_topic=Counter({frames: 120}), messages_sent_by_topic=Counter({tracks: 100}))
+    app = SimpleNamespace(consumer=consumer, monitor=monitor, in_recovery=in_recovery)
+    return StatusReporter(app, settings), monitor, tracks
+
+
+def test_a_report_says_what_the_worker_holds_did_and_has_waiting():
+    rep, monitor, tracks = reporter()
+    first = rep.status()
+    assert first.worker == WORKER_ID and first.state == "running" and first.interval_s == 2.0
+    assert first.partitions == [1, 3]  # the frames topic's partitions, in order
+    assert first.frames_waiting == 10  # 50 - 40; a commit past the highwater is no work waiting
+    assert (first.frames_in, first.frames_tracked, first.fps) == (120, 100, 0.0)  # no rate before a second report
+    monitor.messages_sent_by_topic[tracks] += 30
+    second = rep.status()
+    assert second.frames_tracked == 130 and second.fps > 0
+    assert decode(WorkerStatus, encode(second)) == second  # it travels as any record does
+
+
+def test_a_worker_restoring_tables_says_so_and_a_stopped_one_holds_nothing():
+    assert reporter(in_recovery=True)[0].status().state == "recovering"
+    stopped = reporter()[0].status("stopped")
+    assert stopped.state == "stopped" and stopped.partitions == [] and stopped.frames_waiting == 0
+
+
+def message(status: WorkerStatus, offset: int = 0) -> Message:
+    return Message(partition=0, offset=offset, key=status.worker.encode(), value=encode(status), timestamp=status.at)
+
+
+def status(worker: str, at: float, state: str = "running", interval_s: float = 5.0) -> WorkerStatus:
+    return WorkerStatus(worker=worker, state=state, at=at, started_at=0.0, interval_s=interval_s, partitions=[0])
+
+
+def test_the_api_counts_a_silent_worker_as_gone_and_forgets_old_ones():
+    workers = Workers(forget_after_s=100.0)
+    workers.apply(message(status("a:1", at=1000.0)))
+    workers.apply(message(status("b:2", at=1000.0, state="stopped")))
+    workers.apply(message(status("c:3", at=1000.0, state="recovering")))
+    by_id = {w["worker"]: w for w in workers.view(now=1014.0)}
+    assert {k: w["state"] for k, w in by_id.items()} == {"a:1": "running", "b:2": "stopped", "c:3": "recovering"}
+    assert by_id["a:1"]["reported_s_ago"] == 14.0 and "schema" not in by_id["a:1"]
+    assert [s.worker for s in workers.serving(now=1014.0)] == ["a:1", "c:3"]
+    # Silent for more than three of its intervals: gone (killed, cut off or frozen).
+    assert {w["worker"]: w["state"] for w in workers.view(now=1016.0)}["a:1"] == "gone"
+    assert workers.serving(now=1016.0) == []
+    assert workers.view(now=1101.0) == []  # stopped and gone ones are forgotten in time
+
+
+def test_an_older_report_does_not_undo_a_newer_one_and_garbage_is_ignored():
+    workers = Workers()
+    workers.apply(message(status("a:1", at=1000.0, state="stopped")))
+    workers.apply(message(status("a:1", at=990.0)))  # read late (another partition of the topic)
+    workers.apply(Message(partition=0, offset=9, key=b"x", value=b"{not json", timestamp=0.0))
+    assert [(w["worker"], w["state"]) for w in workers.view(now=1001.0)] == [("a:1", "stopped")]
+
+
+def test_made_up_worker_ids_do_not_grow_the_api_without_end():
+    workers = Workers(max_workers=3)
+    for i in range(10):
+        workers.apply(message(status(f"w:{i}", at=1000.0 + i)))
+    assert [w["worker"] for w in workers.view(now=1010.0)] == ["w:7", "w:8", "w:9"]
