@@ -46,3 +46,63 @@ def test_dockerfile_installs_the_package_and_runs_the_cli():
     assert "pip install" in text and 'ENTRYPOINT ["its-faust"]' in text
     for package in ("its_faust", "agents", "tables", "schemas", "api"):
         assert f"COPY {package} " in text
+
+
+def _its_faust_commands():
+    """Every its-faust command line the deployment files run: (where, args)."""
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    for name, service in compose["services"].items():
+        if "build" in service:
+            yield f"compose {name}", service["command"]
+    for f in sorted((DEPLOY / "k8s").glob("*.yaml")):
+        for doc in yaml.safe_load_all(f.read_text()):
+            if doc["kind"] in ("Deployment", "StatefulSet"):
+                for container in doc["spec"]["template"]["spec"]["containers"]:
+                    yield f"{f.name} {container['name']}", container["args"]
+
+
+def test_every_command_the_deployments_run_is_one_the_cli_takes():
+    import click
+
+    from its_faust.cli import main
+
+    commands = list(_its_faust_commands())
+    assert {args[0] for _, args in commands} >= {"worker", "ingest", "api"}
+    for where, args in commands:
+        ctx = main.make_context("its-faust", list(args))
+        command = main.get_command(ctx, args[0])
+        assert command is not None, f"{where}: no command {args[0]!r}"
+        try:
+            command.make_context(args[0], list(args[1:]), parent=ctx)
+        except click.UsageError as exc:
+            raise AssertionError(f"{where}: {args}: {exc}") from None
+
+
+def test_the_api_is_deployed_and_probed_on_routes_it_has():
+    from api.app import create_app
+
+    routes = set(create_app(load_settings(), "127.0.0.1:9").openapi()["paths"])
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    api = compose["services"]["api"]
+    assert "--host" in api["command"] and "0.0.0.0" in api["command"]  # reachable from outside its container
+    assert api["ports"] == ["8000:8000"] and any("/api/v1/health" in part for part in api["healthcheck"]["test"])
+    docs = [d for d in yaml.safe_load_all((DEPLOY / "k8s" / "api.yaml").read_text())]
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    service = next(d for d in docs if d["kind"] == "Service")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["path"] in routes, probe
+    assert service["spec"]["selector"] == deployment["spec"]["template"]["metadata"]["labels"]
+    assert "/api/v1/health" in routes and "/api/v1/workers" in routes
+
+
+def test_workers_are_probed_on_the_file_they_write_when_ready():
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    worker = compose["services"]["worker"]
+    ready_file = worker["command"][worker["command"].index("--ready-file") + 1]
+    assert worker["healthcheck"]["test"] == ["CMD", "test", "-f", ready_file]
+    statefulset = yaml.safe_load((DEPLOY / "k8s" / "worker.yaml").read_text())
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    ready_file = container["args"][container["args"].index("--ready-file") + 1]
+    for probe in ("startupProbe", "readinessProbe"):
+        assert container[probe]["exec"]["command"] == ["test", "-f", ready_file], probe
