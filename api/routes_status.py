@@ -38,7 +38,10 @@ async def health() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/api/v1/ready", summary="Readiness: broker reachable, workers consuming (lag per topic)",
+@router.get("/api/v1/ready", summary="Readiness of the system: broker reachable, workers running and consuming (lag per topic)",
+            description="503 when the broker is not read, when work waits and no worker runs, or when work has waited "
+            "30 s with nothing committed. It judges the whole system: a load balancer's probe of an API process "
+            "should use /api/v1/health, or it would hide the dashboard just when the workers are down.",
             responses={503: {"description": "Not ready: see the reasons"}})
 async def ready(request: Request, response: Response) -> dict:
     hub = request.app.state.hub
@@ -56,9 +59,10 @@ async def ready(request: Request, response: Response) -> dict:
         request.app.state.metrics.lag.clear()
         for t, n in lag.items():
             request.app.state.metrics.lag.labels(t).set(n)
-        progress = _workers_state(request.app.state, sum(done for done, _ in offsets.values()), sum(lag.values()), now)
-        body["workers"] = f"{_workers_running(hub, time.time())}, {progress}"
-        if progress.startswith("stalled"):
+        waiting = sum(lag.values())
+        progress = _workers_state(request.app.state, sum(done for done, _ in offsets.values()), waiting, now)
+        body["workers"], working = _workers_verdict(_workers_running(hub, time.time()), progress, waiting)
+        if not working:
             stale.append("workers")
     except Exception as exc:  # the broker did not answer
         stale.append("lag")
@@ -69,6 +73,14 @@ async def ready(request: Request, response: Response) -> dict:
     if stale:
         response.status_code = 503
     return body
+
+
+def _workers_verdict(running: str, progress: str, waiting: int) -> tuple[str, bool]:
+    """/ready's line on the workers, and whether they do the work."""
+    if running == "none running" and waiting:
+        # Nobody to do it: not "consuming", though the group's commits may have moved a moment ago.
+        return f"{running}, {waiting} messages waiting", False
+    return f"{running}, {progress}", not progress.startswith("stalled")
 
 
 def _workers_running(hub, now: float) -> str:

@@ -8,7 +8,7 @@ import pytest
 
 from api.hub import Message, TopicRing
 from api.read_models import Alerts, CameraEvents, Counts
-from api.routes_status import STALLED_AFTER_S, _workers_state
+from api.routes_status import STALLED_AFTER_S, _workers_state, _workers_verdict
 from api.sse import BadCursor, format_cursor, parse_cursor
 from its_faust.codecs import encode
 from schemas.analytics import Alert, CountUpdate, FrameRef, WindowCount
@@ -30,6 +30,13 @@ def test_workers_are_stalled_only_when_work_waits_and_nothing_is_committed():
     assert _workers_state(state, committed=100, waiting=5, now=STALLED_AFTER_S + 1).startswith("stalled: 5 messages")
     assert _workers_state(state, committed=100, waiting=0, now=STALLED_AFTER_S + 2) == "caught up"
     assert _workers_state(state, committed=130, waiting=5, now=STALLED_AFTER_S + 3) == "consuming"
+
+
+def test_work_waiting_with_no_worker_running_is_not_ready_at_once():
+    assert _workers_verdict("none running", "consuming", waiting=60) == ("none running, 60 messages waiting", False)
+    assert _workers_verdict("none running", "caught up", waiting=0) == ("none running, caught up", True)
+    assert _workers_verdict("2 running", "consuming", waiting=60) == ("2 running, consuming", True)
+    assert _workers_verdict("1 running", "stalled: 60 messages waiting, nothing committed for 31s", 60)[1] is False
 
 
 def message(record, offset=0) -> Message:
