@@ -5,10 +5,11 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
 from sse_starlette import EventSourceResponse
 
-from api.sse import BadCursor, check_partitions, events, parse_cursor, past_the_log
+from api.routes_cameras import AlertsNow
+from api.sse import BadCursor, check_partitions, events, format_cursor, parse_cursor, past_the_log
 from schemas.base import CAMERA_ID_PATTERN
 
 router = APIRouter(prefix="/api/v1", tags=["feeds"])
@@ -67,6 +68,19 @@ LastEventIdHeader = Annotated[str | None, Header(alias="Last-Event-ID", descript
 LastEventIdQuery = Annotated[str | None, Query(description="Same as the Last-Event-ID header, for clients that cannot set headers")]
 CameraId = Annotated[str, Path(pattern=CAMERA_ID_PATTERN)]
 SSE_RESPONSE = {200: {"content": {"text/event-stream": {}}, "description": "An endless stream of events"}}
+
+
+@router.get("/alerts", response_model=AlertsNow, summary="Active and recent alerts of every camera",
+            description="`recent`: the last `limit` alert events (raised and cleared), oldest first; `active`: every "
+            "alert raised and not cleared, as this API process holds them. The `X-Feed-Position` header is the alerts "
+            "feed's position right after them: open `/alerts/stream` with it as `last_event_id` to go on with no "
+            "gap and no repeat (the dashboard does).")
+async def all_alerts(request: Request, response: Response, limit: Annotated[int, Query(ge=1, le=1000)] = 100):
+    hub = request.app.state.hub
+    # The read model and the ring's position move together (TopicRing._add), with no await between them here.
+    response.headers["X-Feed-Position"] = format_cursor(hub.rings["alerts"].next)
+    recent, active = hub.alerts.for_camera(None)
+    return AlertsNow(active=active, recent=recent[-limit:])
 
 
 @router.get("/{feed}/stream", summary="Feed of all cameras", description=DESCRIPTION, responses=SSE_RESPONSE)

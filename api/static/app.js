@@ -3,25 +3,29 @@
 "use strict";
 const api = "/api/v1";
 const $ = (id) => document.getElementById(id);
-const state = { camera: null, counts: new Map(), feeds: [], cameras: new Set(), selection: 0 };
+const state = { camera: null, counts: new Map(), feeds: [], cameras: new Set(), names: new Map(), selection: 0 };
 
 function setStatus(text, cls) { const s = $("status"); s.textContent = text; s.className = "status " + cls; }
 
-function feed(url, handlers) {
+// A feed of the selected camera (closed when another is selected), or, with keep, one for the whole page.
+function feed(url, handlers, keep = false) {
   const source = new EventSource(url);
   source.onopen = () => setStatus("live", "live");
   source.onerror = () => setStatus("reconnecting…", "down");
   for (const [name, fn] of Object.entries(handlers)) {
     source.addEventListener(name, (e) => fn(JSON.parse(e.data), e));
   }
-  state.feeds.push(source);
+  if (!keep) state.feeds.push(source);
   return source;
 }
 
 async function loadCameras() {
   try {
     const res = await fetch(`${api}/cameras`);
-    for (const c of await res.json()) state.cameras.add(c.camera_id);
+    for (const c of await res.json()) {
+      state.cameras.add(c.camera_id);
+      if (c.name && c.name !== c.camera_id) state.names.set(c.camera_id, c.name);
+    }
   } catch (e) { /* the tracks feed still lists cameras */ }
   renderCameras();
 }
@@ -33,6 +37,12 @@ function renderCameras() {
   for (const id of [...state.cameras].sort()) {
     const li = document.createElement("li");
     li.textContent = id;
+    if (state.names.has(id)) {
+      const name = document.createElement("span");
+      name.className = "muted";
+      name.textContent = ` ${state.names.get(id)}`;
+      li.append(name);
+    }
     li.dataset.camera = id;
     if (id === state.camera) li.className = "selected";
     li.onclick = () => select(id);
@@ -48,11 +58,12 @@ function select(id) {
   // must not show A's events twice, nor open a feed for B while A is shown).
   const selection = ++state.selection;
   const current = () => selection === state.selection;
-  for (const s of state.feeds.splice(1)) s.close();  // keep the all-cameras alerts feed
+  for (const s of state.feeds.splice(0)) s.close();
   state.counts.clear();
   renderCounts();
   document.body.dataset.camera = id;
-  $("camera-title").textContent = `Live view: ${id}`;
+  $("camera-title").textContent = `Live view: ${id}` + (state.names.has(id) ? ` (${state.names.get(id)})` : "");
+  $("in-view").textContent = "waiting for this camera's frames…";
   $("live").src = `${api}/cameras/${encodeURIComponent(id)}/live.mjpg`;
   [...$("cameras").children].forEach((li) => li.classList.toggle("selected", li.dataset.camera === id));
   feed(`${api}/cameras/${encodeURIComponent(id)}/tracks/stream`, { track: onTracks });
@@ -101,11 +112,14 @@ function renderCounts() {
   body.innerHTML = "";
   if (!state.counts.size) { body.innerHTML = '<tr><td colspan="6" class="muted">no crossings yet</td></tr>'; }
   let total = 0;
+  // A row's minute is that of its last update: one older than the camera's newest minute had nothing since.
+  const newest = Math.max(...[...state.counts.values()].map((u) => u.minute.start));
   for (const u of [...state.counts.values()].sort((a, b) => (a.line + a.direction + a.label).localeCompare(b.line + b.direction + b.label))) {
     total += u.total;
     const tr = document.createElement("tr");
-    const speed = u.minute.speed ? u.minute.speed.mean_kmh.toFixed(0) : "–";
-    tr.innerHTML = `<td>${u.line}</td><td>${u.direction}</td><td>${u.label}</td><td class="num">${u.total}</td><td class="num">${u.minute.count}</td><td class="num">${speed}</td>`;
+    const current = u.minute.start >= newest;
+    const speed = current && u.minute.speed ? u.minute.speed.mean_kmh.toFixed(0) : "–";
+    tr.innerHTML = `<td>${u.line}</td><td>${u.direction}</td><td>${u.label}</td><td class="num">${u.total}</td><td class="num">${current ? u.minute.count : 0}</td><td class="num">${speed}</td>`;
     body.appendChild(tr);
   }
   document.body.dataset.countTotal = String(total);
@@ -148,7 +162,14 @@ function onAlert(a) {
   li.className = `${a.severity} ${a.state}`;
   const when = new Date(a.captured_at * 1000).toLocaleTimeString();
   const snap = `${api}/cameras/${encodeURIComponent(a.camera_id)}/snapshot.jpg?seq=${a.snapshot.seq}`;
-  li.innerHTML = `<strong>${a.kind.replace("_", " ")}</strong> ${a.state} · ${a.camera_id} · ${when}<br>${a.message} <a href="${snap}" target="_blank">snapshot</a>`;
+  // Text, not HTML: any Kafka client may write the alerts topic.
+  const title = document.createElement("strong");
+  title.textContent = a.kind.replaceAll("_", " ");
+  const link = document.createElement("a");
+  link.href = snap;
+  link.target = "_blank";
+  link.textContent = "snapshot";
+  li.append(title, ` ${a.state} · ${a.camera_id} · ${when}`, document.createElement("br"), `${a.message} `, link);
   ul.prepend(li);
   while (ul.children.length > 100) ul.lastElementChild.remove();
   document.body.dataset.alerts = String(ul.children.length);
@@ -208,7 +229,21 @@ async function loadWorkers() {
   document.body.dataset.workersRunning = String(listed.filter((w) => w.state === "running").length);
 }
 
-feed(`${api}/alerts/stream`, { alert: onAlert });
+// Alerts raised before the page opened, then the feed from exactly there (X-Feed-Position).
+async function loadAlerts() {
+  let position = null;
+  try {
+    const res = await fetch(`${api}/alerts?limit=100`);
+    if (res.ok) {
+      for (const a of (await res.json()).recent) onAlert(a);
+      position = res.headers.get("X-Feed-Position");
+    }
+  } catch (e) { /* the feed alone, from now on */ }
+  const from = position ? `?last_event_id=${encodeURIComponent(position)}` : "";
+  feed(`${api}/alerts/stream${from}`, { alert: onAlert }, true);
+}
+
+loadAlerts();
 loadCameras();
 loadWorkers();
 setInterval(loadCameras, 5000);

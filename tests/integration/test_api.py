@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 from aiokafka import AIOKafkaProducer
 
+from api.sse import parse_cursor
 from api.sse_client import sse_events
 from its_faust.cameras import CameraSetup, parse_line
 from its_faust.codecs import encode
@@ -338,3 +339,19 @@ def test_workers_report_themselves_and_a_stopped_one_says_so(stack, api, tmp_pat
     back = listed_until(lambda ws: len(running(ws)) == 1 and len(next(iter(running(ws).values()))["partitions"])
                         == stack.settings.partitions)
     assert len(running(back)) == 1 and next(iter(running(back).values()))["partitions"] == list(range(stack.settings.partitions))
+
+
+def test_all_cameras_alerts_list_and_where_their_feed_goes_on(stack, settings, api):
+    asyncio.run(produce(stack.bootstrap, settings.topic(ALERTS), [alert("rest-alerts", i) for i in range(3)]))
+    c = httpx.Client(base_url=api.base, timeout=30)
+    deadline = time.monotonic() + 30
+    while True:
+        listed = c.get("/api/v1/alerts", params={"limit": 2})
+        ours = [a["alert_id"] for a in listed.json()["recent"] if a["camera_id"] == "rest-alerts"]
+        if ours == ["rest-alerts:test:1", "rest-alerts:test:2"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert ours == ["rest-alerts:test:1", "rest-alerts:test:2"], listed.json()  # the last two, oldest first
+    assert {a["alert_id"] for a in listed.json()["active"]} >= {f"rest-alerts:test:{i}" for i in range(3)}
+    assert parse_cursor(listed.headers["X-Feed-Position"])  # where /alerts/stream goes on
+    assert c.get("/api/v1/alerts", params={"limit": 0}).status_code == 422

@@ -22,6 +22,8 @@ import pytest
 from its_faust.broker import free_port
 from its_faust.cameras import CameraSetup, parse_line
 from its_faust.pipeline import analyze_source, configure_camera
+from its_faust.topic_names import ALERTS
+from tests.integration.test_api import alert, produce
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -64,6 +66,8 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
 
     async def go():
         await configure_camera(stack, camera, CameraSetup(lines=[parse_line("140,120,620,120:y120")]))
+        # An alert raised before the page opens; the page lists it, then takes the feed from there on.
+        await produce(stack.bootstrap, stack.settings.topic(ALERTS), [alert("zz-alerts-cam", 1)])
         for _ in range(100):
             try:
                 pages = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=2).json()
@@ -99,6 +103,12 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
                 if seen["camera_events"][:1] == ["finished"]:
                     break
                 await asyncio.sleep(0.2)
+            await produce(stack.bootstrap, stack.settings.topic(ALERTS), [alert("zz-alerts-cam", 2)])
+            for _ in range(50):
+                seen["alerts"] = await tools.value("[...document.querySelectorAll('#alerts li')].map((li) => li.textContent)")
+                if len(seen["alerts"]) >= 2:
+                    break
+                await asyncio.sleep(0.2)
             seen["workers"] = await tools.value(  # the module's one worker, as it reports itself
                 "[...document.querySelectorAll('#workers li.worker')].map((li) => li.className + ' ' + li.textContent)")
             shot = await tools.call("Page.captureScreenshot", format="png")
@@ -115,6 +125,9 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
     assert seen["counts"] >= 1 and seen["rows"] >= 3, seen  # live counts in the table
     assert seen["frames"] >= 20 and seen["live"] == 640, seen  # track updates, and the annotated live view
     assert seen["camera_events"] == ["finished", "started"], seen  # the camera's events, newest first
+    # Newest first: the one raised while the page was open, then the one from before; each once.
+    assert [a.split(" · ")[0] for a in seen["alerts"]] == ["congestion raised"] * 2, seen
+    assert "test 2" in seen["alerts"][0] and "test 1" in seen["alerts"][1], seen
     assert len(seen["workers"]) == 1 and seen["workers"][0].startswith("worker running"), seen
     every = ", ".join(map(str, range(stack.settings.partitions)))
     assert f"fps · partitions {every}" in seen["workers"][0], seen
