@@ -1,5 +1,7 @@
 """Deployment files are validated by parsing (no Docker engine or cluster here)."""
 
+import re
+import shlex
 from pathlib import Path
 
 import yaml
@@ -22,7 +24,7 @@ def test_compose_runs_kraft_kafka_and_workers_against_it():
 def test_compose_asks_no_more_replicas_than_it_has_brokers(monkeypatch):
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
     brokers = sum(1 for s in compose["services"].values() if "kafka" in s.get("image", ""))
-    for name in ("worker", "camera-1"):
+    for name in ("worker", "camera-1", "camera-1-setup", "api"):
         environment = compose["services"][name]["environment"]
         monkeypatch.setenv("ITS_FAUST_PROFILE", environment["ITS_FAUST_PROFILE"])
         for key, value in environment.items():
@@ -52,7 +54,14 @@ def _its_faust_commands():
     """Every its-faust command line the deployment files run: (where, args)."""
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
     for name, service in compose["services"].items():
-        if "build" in service:
+        if "build" not in service:
+            continue
+        if service.get("entrypoint") == ["sh", "-c"]:  # a script: each its-faust command in it
+            for part in re.split(r"\|\||&&|;", service["command"][0]):
+                words = shlex.split(part)
+                if words and words[0] == "its-faust":
+                    yield f"compose {name}", words[1:]
+        else:
             yield f"compose {name}", service["command"]
     for f in sorted((DEPLOY / "k8s").glob("*.yaml")):
         for doc in yaml.safe_load_all(f.read_text()):
@@ -67,15 +76,19 @@ def test_every_command_the_deployments_run_is_one_the_cli_takes():
     from its_faust.cli import main
 
     commands = list(_its_faust_commands())
-    assert {args[0] for _, args in commands} >= {"worker", "ingest", "api"}
+    assert {args[0] for _, args in commands} >= {"worker", "ingest", "api", "cameras"}
     for where, args in commands:
-        ctx = main.make_context("its-faust", list(args))
-        command = main.get_command(ctx, args[0])
-        assert command is not None, f"{where}: no command {args[0]!r}"
-        try:
-            command.make_context(args[0], list(args[1:]), parent=ctx)
-        except click.UsageError as exc:
-            raise AssertionError(f"{where}: {args}: {exc}") from None
+        group, ctx, rest = main, main.make_context("its-faust", list(args)), list(args)
+        while True:  # down through groups (cameras add-line ...) to the command, each parsing its own options
+            command = group.get_command(ctx, rest[0])
+            assert command is not None, f"{where}: no command {rest[0]!r} in {args}"
+            try:
+                ctx = command.make_context(rest[0], rest[1:], parent=ctx)
+            except click.UsageError as exc:
+                raise AssertionError(f"{where}: {args}: {exc}") from None
+            if not isinstance(command, click.Group):
+                break
+            group, rest = command, [*ctx.protected_args, *ctx.args]
 
 
 def test_the_api_is_deployed_and_probed_on_routes_it_has():
@@ -101,8 +114,21 @@ def test_workers_are_probed_on_the_file_they_write_when_ready():
     worker = compose["services"]["worker"]
     ready_file = worker["command"][worker["command"].index("--ready-file") + 1]
     assert worker["healthcheck"]["test"] == ["CMD", "test", "-f", ready_file]
-    statefulset = yaml.safe_load((DEPLOY / "k8s" / "worker.yaml").read_text())
+    statefulset = next(d for d in yaml.safe_load_all((DEPLOY / "k8s" / "worker.yaml").read_text()) if d["kind"] == "StatefulSet")
     (container,) = statefulset["spec"]["template"]["spec"]["containers"]
     ready_file = container["args"][container["args"].index("--ready-file") + 1]
     for probe in ("startupProbe", "readinessProbe"):
         assert container[probe]["exec"]["command"] == ["test", "-f", ready_file], probe
+
+
+def test_kubernetes_objects_the_manifests_refer_to_are_defined():
+    docs = [d for f in sorted((DEPLOY / "k8s").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text())]
+    services = {d["metadata"]["name"] for d in docs if d["kind"] == "Service"}
+    claims = {d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"}
+    for d in docs:
+        if d["kind"] == "StatefulSet":
+            assert d["spec"]["serviceName"] in services
+        if d["kind"] in ("StatefulSet", "Deployment"):
+            for volume in d["spec"]["template"]["spec"].get("volumes", []):
+                if "persistentVolumeClaim" in volume:
+                    assert volume["persistentVolumeClaim"]["claimName"] in claims, volume
