@@ -62,7 +62,9 @@ def _start_again_if_the_broker_lost_the_changelogs(crash_reason: BaseException |
     """A running worker whose broker lost its logs (an in-memory broker restarted under it) crashes in
     Faust's recovery with a ConsistencyError: its table copies applied offsets the new logs do not have.
     Such copies are dropped only before Faust starts (:mod:`tables.local_copies`), so the worker starts
-    again, as the same command in this same process; a worker that keeps crashing so stops after a few."""
+    again, as the same command in this same process; a worker that keeps crashing so stops after a few.
+    The embedded broker's way of giving a log's end (its last batch's first offset + 1) can make a
+    rebalance's recovery fail the same way on a log that lost nothing; the start checks which it was."""
     from faust.exceptions import ConsistencyError
 
     if not isinstance(crash_reason, ConsistencyError) or not settings.broker_url:  # an embedded broker is ours
@@ -72,8 +74,9 @@ def _start_again_if_the_broker_lost_the_changelogs(crash_reason: BaseException |
         log.error("worker: the broker's changelogs still do not match this worker's tables after %d restarts; "
                   "stopping (delete %s to rebuild them from the broker)", restarts, settings.data_dir)
         return
-    log.warning("worker: the broker lost the tables' changelogs under this worker (%s); starting again, "
-                "to rebuild its tables from what the broker has", crash_reason)
+    log.warning("worker: this worker's tables have applied changelog records beyond the end the broker gives (%s): "
+                "the broker lost its logs, or gave a log's end short of its last batch; starting again, to check "
+                "the tables against the logs (rebuilt if lost, kept if not)", crash_reason)
     for handler in logging.getLogger().handlers:
         handler.flush()
     os.environ[RESTARTS_VARIABLE] = str(restarts + 1)
