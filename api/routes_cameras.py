@@ -201,9 +201,13 @@ JPEG = {200: {"content": {"image/jpeg": {}}}, 404: {"description": "No frame of 
 
 
 @router.get("/{camera_id}/snapshot.jpg", response_class=Response, responses=JPEG,
-            summary="The latest annotated frame, or frame `seq` (an alert's snapshot) while it is held")
+            summary="The latest annotated frame, or frame `seq`: an alert's snapshot (the last 500 alerts' are "
+                    "kept), or any other frame while it is held")
 async def snapshot(request: Request, camera_id: CameraId, seq: Annotated[int | None, Query(ge=0)] = None):
     hub = request.app.state.hub
+    kept = hub.snapshots.get(camera_id, seq) if seq is not None else None
+    if kept is not None:
+        return Response(kept, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
     image = await asyncio.to_thread(annotated_jpeg, hub.rings["frames"], hub.rings["tracks"], camera_id,
                                     hub.cameras.get(camera_id), seq)
     if image is None:

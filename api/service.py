@@ -6,6 +6,7 @@ import asyncio
 
 from api.hub import TopicRing
 from api.read_models import Alerts, CameraEvents, Cameras, Counts, Workers
+from api.snapshots import AlertSnapshots
 from its_faust.topic_names import (
     ALERTS, CAMERA_CONFIGS, CAMERA_EVENTS, COUNTS, FRAMES, TRACKS, WORKERS, ZONE_STATS, ensure_topics,
 )
@@ -26,7 +27,7 @@ class Hub:
         self.rings = {
             "tracks": ring(TRACKS, size),
             "counts": ring(COUNTS, size, on_message=self.counts.apply, on_reset=self.counts.forget_partition),
-            "alerts": ring(ALERTS, size, on_message=self.alerts.apply, on_reset=self.alerts.forget_partition),
+            "alerts": ring(ALERTS, size, on_message=self._on_alert, on_reset=self.alerts.forget_partition),
             "zone-stats": ring(ZONE_STATS, size),
             "camera-events": ring(CAMERA_EVENTS, size, on_message=self.camera_events.apply),
             "frames": ring(FRAMES, settings.api.frames_ring),
@@ -36,6 +37,12 @@ class Hub:
             "configs": ring(CAMERA_CONFIGS, 100, from_beginning=True, on_message=self.cameras.apply,
                             on_reset=self.cameras.forget_partition),
         }
+
+        self.snapshots = AlertSnapshots(self.rings["frames"], self.rings["tracks"], self.cameras)
+
+    def _on_alert(self, m) -> None:
+        self.alerts.apply(m)
+        self.snapshots.apply(m)
 
     async def start(self) -> "Hub":
         await ensure_topics(self.bootstrap, self.settings)

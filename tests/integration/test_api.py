@@ -22,10 +22,12 @@ from api.sse_client import sse_events
 from its_faust.cameras import CameraSetup, parse_line
 from its_faust.codecs import encode
 from its_faust.pipeline import analyze_source
-from its_faust.topic_names import ALERTS, CAMERA_EVENTS
+from its_faust.topic_names import ALERTS, CAMERA_EVENTS, FRAMES, TRACKS
 from its_faust.worker import WorkerProcess
 from schemas.analytics import Alert, FrameRef
 from schemas.camera_events import CameraEvent
+from schemas.frames import FrameRecord
+from schemas.tracks import TrackRecord
 
 
 def alert(camera: str, i: int, size: int = 0) -> Alert:
@@ -355,3 +357,35 @@ def test_all_cameras_alerts_list_and_where_their_feed_goes_on(stack, settings, a
     assert {a["alert_id"] for a in listed.json()["active"]} >= {f"rest-alerts:test:{i}" for i in range(3)}
     assert parse_cursor(listed.headers["X-Feed-Position"])  # where /alerts/stream goes on
     assert c.get("/api/v1/alerts", params={"limit": 0}).status_code == 422
+
+
+def test_an_alerts_snapshot_outlives_the_frames_the_api_holds(stack, settings, api):
+    """The API holds ~48 frames a partition; the frame an alert points at is kept when the alert arrives."""
+    camera = "snap-cam"
+    jpeg = cv2.imencode(".jpg", np.full((48, 64, 3), 120, np.uint8))[1].tobytes()
+
+    def frame(seq: int) -> FrameRecord:
+        return FrameRecord(camera_id=camera, seq=seq, captured_at=time.time(), width=64, height=48, jpeg=jpeg)
+
+    tracked = TrackRecord(camera_id=camera, seq=5, captured_at=time.time(), width=64, height=48, detected_at=time.time(),
+                          tracked_at=time.time(), tracker_frame=1, model="m@v", detections=0, worker="w:1", objects=[])
+    c = httpx.Client(base_url=api.base, timeout=30)
+
+    def until(check, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while not check() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return check()
+
+    asyncio.run(produce(stack.bootstrap, settings.topic(FRAMES), [frame(i) for i in range(6)]))
+    asyncio.run(produce(stack.bootstrap, settings.topic(TRACKS), [tracked]))
+    assert until(lambda: c.get(f"/api/v1/cameras/{camera}/snapshot.jpg", params={"seq": 5}).status_code == 200)
+    raised = alert(camera, 0).model_copy(update={"seq": 5, "snapshot": FrameRef(camera_id=camera, seq=5)})
+    asyncio.run(produce(stack.bootstrap, settings.topic(ALERTS), [raised]))
+    assert until(lambda: c.get(f"/api/v1/cameras/{camera}/alerts").json()["active"])
+    asyncio.run(produce(stack.bootstrap, settings.topic(FRAMES), [frame(i) for i in range(6, 200)]))
+    # Frame 6 (no alert's) rolls out of the ring; frame 5, the alert's, is still served.
+    assert until(lambda: c.get(f"/api/v1/cameras/{camera}/snapshot.jpg", params={"seq": 6}).status_code == 404)
+    kept = c.get(f"/api/v1/cameras/{camera}/snapshot.jpg", params={"seq": 5})
+    assert kept.status_code == 200 and kept.headers["content-type"] == "image/jpeg"
+    assert cv2.imdecode(np.frombuffer(kept.content, np.uint8), cv2.IMREAD_COLOR).shape == (48, 64, 3)
