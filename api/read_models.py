@@ -7,6 +7,7 @@ They are folds of the topics and nothing more: the API decides nothing. Each
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from typing import Callable
 
 from api.hub import Message
 from its_faust.codecs import SchemaError, decode
@@ -37,9 +38,10 @@ class CamerasByPartition:
 
 
 class Cameras:
-    def __init__(self):
+    def __init__(self, on_removed: Callable[[CameraConfig], None] | None = None):
         self.configs: dict[str, CameraConfig] = {}
         self._partitions = CamerasByPartition()
+        self.on_removed = on_removed  # told of each removal (what other read models hold of the camera goes)
 
     def apply(self, m: Message) -> None:
         try:
@@ -58,6 +60,8 @@ class Cameras:
         known = self.configs.get(config.camera_id)
         if known is None or config.version >= known.version:
             self.configs[config.camera_id] = config
+            if config.removed and self.on_removed is not None:
+                self.on_removed(config)
 
     def get(self, camera_id: str) -> CameraConfig | None:
         config = self.configs.get(camera_id)
@@ -121,6 +125,14 @@ class Alerts:
         self.recent: deque[Alert] = deque(maxlen=keep)
         self.active: dict[str, Alert] = {}
         self._partitions = CamerasByPartition()
+        self._removed_at: dict[str, float] = {}  # camera -> when it was last removed
+
+    def camera_removed(self, config: CameraConfig) -> None:
+        """A removed camera sends no more frames, so its actor never clears what it raised: those alerts
+        are over. (The rings fill side by side at start: an alert read after the removal is judged by time.)"""
+        self._removed_at[config.camera_id] = config.updated_at
+        self.active = {k: a for k, a in self.active.items()
+                       if a.camera_id != config.camera_id or a.captured_at > config.updated_at}
 
     def apply(self, m: Message) -> None:
         try:
@@ -131,7 +143,8 @@ class Alerts:
         if alert.state == "raised":
             if alert.alert_id in self.active:
                 return  # a re-emitted copy
-            self.active[alert.alert_id] = alert
+            if alert.captured_at > self._removed_at.get(alert.camera_id, float("-inf")):
+                self.active[alert.alert_id] = alert
         elif self.active.pop(alert.alert_id, None) is None and any(a.alert_id == alert.alert_id and a.state == "cleared" for a in self.recent):
             return
         self.recent.append(alert)

@@ -17,7 +17,8 @@ class Hub:
         self.bootstrap = bootstrap
         self.settings = settings
         size = settings.api.ring_size
-        self.cameras, self.counts, self.alerts, self.camera_events = Cameras(), Counts(), Alerts(), CameraEvents()
+        self.counts, self.alerts, self.camera_events = Counts(), Alerts(), CameraEvents()
+        self.cameras = Cameras(on_removed=self.alerts.camera_removed)
         self.workers = Workers()
         topic = settings.topic
 

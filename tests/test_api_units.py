@@ -7,12 +7,13 @@ from types import SimpleNamespace
 import pytest
 
 from api.hub import Message, TopicRing
-from api.read_models import Alerts, CameraEvents, Counts
+from api.read_models import Alerts, CameraEvents, Cameras, Counts
 from api.routes_status import STALLED_AFTER_S, _workers_state, _workers_verdict
 from api.sse import BadCursor, format_cursor, parse_cursor
 from its_faust.codecs import encode
 from schemas.analytics import Alert, CountUpdate, FrameRef, WindowCount
 from schemas.camera_events import CameraEvent
+from schemas.control import CameraConfig
 
 
 def test_positions_round_trip_and_bad_ones_are_refused():
@@ -76,6 +77,30 @@ def test_alert_read_model_tracks_active_alerts_and_ignores_repeats():
     alerts.apply(message(alert("raised")))
     alerts.forget_partition(0)  # its log was lost, so its clearing never comes
     assert alerts.active == {}
+
+
+def test_a_removed_cameras_alerts_are_no_longer_active_but_a_re_added_ones_are():
+    alerts = Alerts()
+    cameras = Cameras(on_removed=alerts.camera_removed)
+
+    def raised(camera, at):
+        return Alert(camera_id=camera, seq=int(at), captured_at=at, alert_id=f"{camera}:stopped:{at}", kind="stopped_vehicle",
+                     state="raised", severity="warning", subject="track-1", started_at=at,
+                     snapshot=FrameRef(camera_id=camera, seq=int(at)), message="m")
+
+    def config(version, removed, at):
+        return CameraConfig(camera_id="c", version=version, last_command_id=f"k{version}", updated_at=at, removed=removed)
+
+    alerts.apply(message(raised("c", 100.0)))
+    alerts.apply(message(raised("other", 100.0)))
+    cameras.apply(Message(0, 0, b"c", encode(config(2, True, 200.0)), 200.0))
+    assert [a.camera_id for a in alerts.for_camera(None)[1]] == ["other"]
+    alerts.apply(message(raised("c", 150.0)))  # read after the removal (the rings fill side by side): over too
+    assert [a.camera_id for a in alerts.for_camera(None)[1]] == ["other"]
+    cameras.apply(Message(0, 1, b"c", encode(config(3, False, 300.0)), 300.0))  # added again, and a new alert
+    alerts.apply(message(raised("c", 310.0)))
+    assert sorted(a.alert_id for a in alerts.for_camera("c")[1]) == ["c:stopped:310.0"]
+    assert len(alerts.for_camera("c")[0]) == 3  # the recent list keeps what happened
 
 
 def test_camera_events_read_model_is_bounded_per_camera_and_in_cameras():
