@@ -79,6 +79,7 @@ class Counts:
         # (camera, window) -> OrderedDict[start -> {(line, direction, label): count}]
         self.history: dict[tuple[str, str], OrderedDict] = {}
         self._partitions = CamerasByPartition()
+        self._removed_at: dict[str, float] = {}  # camera -> when it was last removed
 
     def apply(self, m: Message) -> None:
         try:
@@ -87,14 +88,29 @@ class Counts:
             return
         self._partitions.note(u.camera_id, m.partition)
         key = (u.camera_id, u.line, u.direction, u.label)
-        if key not in self.latest or u.total >= self.latest[key].total:
-            self.latest[key] = u
+        if u.captured_at <= self._removed_at.get(u.camera_id, float("-inf")):
+            return  # of a camera removed since (the rings fill side by side at start)
+        known = self.latest.get(key)
+        if known is not None and (u.line_version, u.total) < (known.line_version, known.total):
+            return  # an older update (or one of the line before it was added again)
+        if known is None or u.line_version > known.line_version:
+            # The line was added again: its other directions and classes from before are not its counts now.
+            for k in [k for k, v in self.latest.items() if k[:2] == key[:2] and v.line_version < u.line_version]:
+                del self.latest[k]
+        self.latest[key] = u
         for name, window in (("1m", u.minute), ("15m", u.quarter)):
             windows = self.history.setdefault((u.camera_id, name), OrderedDict())
             slot = windows.setdefault(window.start, {})
-            slot[(u.line, u.direction, u.label)] = max(slot.get((u.line, u.direction, u.label), 0), window.count)
+            # (version, count): a window in which the line was added again shows the new line's count.
+            slot[key[1:]] = max(slot.get(key[1:], (0, 0)), (u.line_version, window.count))
             while len(windows) > HISTORY_WINDOWS:
                 windows.popitem(last=False)
+
+    def camera_removed(self, config: CameraConfig) -> None:
+        """A removed camera's lines went with it: it has no current counts (its history stays)."""
+        self._removed_at[config.camera_id] = config.updated_at
+        for key in [k for k in self.latest if k[0] == config.camera_id]:
+            del self.latest[key]
 
     def forget_partition(self, partition: int) -> None:
         """Totals from a lost log would hide the new ones (they start again from 0) until they passed them."""
@@ -113,7 +129,8 @@ class Counts:
         for start, counts in sorted(self.history.get((camera_id, window), {}).items()):
             out.append({
                 "start": start, "end": start + size,
-                "counts": [{"line": l, "direction": d, "label": c, "count": n} for (l, d, c), n in sorted(counts.items())],
+                "counts": [{"line": l, "direction": d, "label": c, "count": n}
+                           for (l, d, c), (_, n) in sorted(counts.items())],
             })
         return out
 

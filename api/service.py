@@ -18,7 +18,7 @@ class Hub:
         self.settings = settings
         size = settings.api.ring_size
         self.counts, self.alerts, self.camera_events = Counts(), Alerts(), CameraEvents()
-        self.cameras = Cameras(on_removed=self.alerts.camera_removed)
+        self.cameras = Cameras(on_removed=self._camera_removed)
         self.workers = Workers()
         topic = settings.topic
 
@@ -40,6 +40,10 @@ class Hub:
         }
 
         self.snapshots = AlertSnapshots(self.rings["frames"], self.rings["tracks"], self.cameras)
+
+    def _camera_removed(self, config) -> None:
+        self.alerts.camera_removed(config)
+        self.counts.camera_removed(config)
 
     def _on_alert(self, m) -> None:
         self.alerts.apply(m)

@@ -23,6 +23,7 @@ class Crossing(CameraRecord):
     label: str = Field(description="The track's most frequent class so far")
     cls: int
     speed_kmh: float | None = Field(None, description="Only when the camera is calibrated")
+    line_version: int = Field(0, ge=0, description="CameraConfig.line_versions of the line: a line added again counts afresh")
 
 
 class SpeedStats(Record):
@@ -46,6 +47,7 @@ class CountUpdate(CameraRecord):
     line: str
     direction: Direction
     label: str
+    line_version: int = Field(0, ge=0, description="Which adding of the line these counts are of (CameraConfig.line_versions)")
     total: int = Field(ge=0, description="Since the line was added (or the counts were first kept)")
     minute: WindowCount = Field(description="The 1-minute tumbling window the crossing fell in")
     quarter: WindowCount = Field(description="The 15-minute tumbling window the crossing fell in")

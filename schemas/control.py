@@ -98,6 +98,11 @@ class CameraConfig(Record):
     name: str = ""
     source: str = ""
     lines: list[CountingLine] = Field(default_factory=list)
+    line_versions: dict[str, int] = Field(
+        default_factory=dict,
+        description="Per line: the configuration version that added it. A line removed (with its camera or alone) and "
+        "added again is a new line: its counts start afresh (Crossing.line_version, CountUpdate.line_version)",
+    )
     zones: list[Zone] = Field(default_factory=list)
     calibration: Calibration | None = None
     speed_limit_kmh: float | None = None

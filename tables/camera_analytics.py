@@ -179,11 +179,12 @@ class CameraAnalytics:
         """Apply one frame's tracks (the caller has checked ``record.seq > last_seq``)."""
         live = config is not None and not config.removed
         lines = config.lines if live else []
+        line_versions = config.line_versions if live else {}
         zones = config.zones if live else []
         plane = self._road_plane(config.calibration if live else None)
         limit = config.speed_limit_kmh if live and plane else None
         now, out = record.at, FrameOutput()
-        self._sync_geometry(lines, zones)
+        self._sync_geometry(lines, zones, line_versions)
 
         seen = set()
         for obj in sorted(record.objects, key=lambda o: o.track_id):
@@ -193,7 +194,7 @@ class CameraAnalytics:
             track.votes[obj.label] += 1
             track.label_cls[obj.label] = obj.cls
             self._move(track, _ground(obj), now, plane)
-            self._count_lines(track, lines, _centre(obj), record, out)
+            self._count_lines(track, lines, line_versions, _centre(obj), record, out)
             self._zones(track, zones, _ground(obj), record, out)
 
         self._lose_tracks(seen, zones, record, out)
@@ -221,7 +222,7 @@ class CameraAnalytics:
             speed = fitted_speed_kmh([(t, *plane.to_road(x, y)) for t, x, y in track.path])
             track.speed_kmh = round(speed, 2) if speed is not None else None
 
-    def _count_lines(self, track: _Track, lines, centre, record: TrackRecord, out: FrameOutput) -> None:
+    def _count_lines(self, track: _Track, lines, line_versions, centre, record: TrackRecord, out: FrameOutput) -> None:
         for line in lines:
             direction = track.lines.setdefault(line.name, LineSide()).observe(line, centre, self.rules.line_margin_px)
             if direction:
@@ -230,6 +231,7 @@ class CameraAnalytics:
                     camera_id=record.camera_id, seq=record.seq, captured_at=record.captured_at,
                     scene_time=record.scene_time, line=line.name,
                     direction=direction, track_id=track.track_id, label=label, cls=cls, speed_kmh=track.speed_kmh,
+                    line_version=line_versions.get(line.name, 0),
                 ))
 
     def _zones(self, track: _Track, zones, ground, record: TrackRecord, out: FrameOutput) -> None:
@@ -264,9 +266,11 @@ class CameraAnalytics:
                     out.zone_events.append(self._zone_event(record, name, "exit", track, member, track.last_at))
         self.tracks = {tid: t for tid, t in self.tracks.items() if now - t.last_at <= self.rules.forget_after_s}
 
-    def _sync_geometry(self, lines, zones) -> None:
-        """Lines and zones removed, or redefined under the same name, start afresh: their memory goes."""
-        now = {f"line:{l.name}": l.model_dump_json() for l in lines} | {f"zone:{z.name}": z.model_dump_json() for z in zones}
+    def _sync_geometry(self, lines, zones, line_versions) -> None:
+        """Lines and zones removed, or redefined under the same name, start afresh: their memory goes. So does a
+        line added again (a new version), even the same one: no frame may have come while it was away."""
+        now = ({f"line:{l.name}": f"{l.model_dump_json()}@{line_versions.get(l.name, 0)}" for l in lines}
+               | {f"zone:{z.name}": z.model_dump_json() for z in zones})
         if now == self.geometry:
             return
         stale = {k for k in self.geometry if now.get(k) != self.geometry[k]}

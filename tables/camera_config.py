@@ -42,7 +42,7 @@ def apply(config: CameraConfig | None, command: CameraCommand) -> CameraConfig:
         if exists:
             raise CommandRejected(f"camera {command.camera_id!r} already exists")
         fields = {"name": change.name or command.camera_id, "source": change.source, "removed": False,
-                  "lines": [], "zones": [], "calibration": None, "speed_limit_kmh": None}
+                  "lines": [], "line_versions": {}, "zones": [], "calibration": None, "speed_limit_kmh": None}
     elif not exists:
         hint = "nothing to remove" if isinstance(change, RemoveCamera) else "add it first"
         raise CommandRejected(f"unknown camera {command.camera_id!r}: {hint}", missing=True)
@@ -51,15 +51,18 @@ def apply(config: CameraConfig | None, command: CameraCommand) -> CameraConfig:
         if fields.get("name") == "":  # as when it was added: a camera without a name shows its id
             fields["name"] = command.camera_id
     elif isinstance(change, RemoveCamera):
-        fields = {"removed": True, "lines": [], "zones": [], "calibration": None, "speed_limit_kmh": None}
+        fields = {"removed": True, "lines": [], "line_versions": {}, "zones": [], "calibration": None,
+                  "speed_limit_kmh": None}
     elif isinstance(change, AddLine):
         if config.line(change.line.name):
             raise CommandRejected(f"camera {command.camera_id!r} already has a line {change.line.name!r}")
-        fields = {"lines": [*config.lines, change.line]}
+        fields = {"lines": [*config.lines, change.line],
+                  "line_versions": {**config.line_versions, change.line.name: config.version + 1}}
     elif isinstance(change, RemoveLine):
         if not config.line(change.name):
             raise CommandRejected(f"camera {command.camera_id!r} has no line {change.name!r}", missing=True)
-        fields = {"lines": [line for line in config.lines if line.name != change.name]}
+        fields = {"lines": [line for line in config.lines if line.name != change.name],
+                  "line_versions": {k: v for k, v in config.line_versions.items() if k != change.name}}
     elif isinstance(change, AddZone):
         if config.zone(change.zone.name):
             raise CommandRejected(f"camera {command.camera_id!r} already has a zone {change.zone.name!r}")

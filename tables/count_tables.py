@@ -91,7 +91,8 @@ def _count_crossing(crossing: Crossing):
 
 def count_crossing(crossing: Crossing) -> CountUpdate:
     """Count a crossing (at most once) in every line table; call while processing its event."""
-    key = f"{crossing.camera_id}|{crossing.line}|{crossing.direction}|{crossing.label}"
+    # The line's version is part of the key: a line removed and added again counts from zero.
+    key = f"{crossing.camera_id}|{crossing.line}@{crossing.line_version}|{crossing.direction}|{crossing.label}"
     event_id = f"t{crossing.track_id}"
     change = _count_crossing(crossing)
     # Totals keep no speeds: they would grow for ever (speed statistics are per window).
@@ -104,7 +105,8 @@ def count_crossing(crossing: Crossing) -> CountUpdate:
 
     return CountUpdate(
         camera_id=crossing.camera_id, seq=crossing.seq, captured_at=crossing.captured_at, scene_time=crossing.scene_time,
-        line=crossing.line, direction=crossing.direction, label=crossing.label, total=total.get("n", 0),
+        line=crossing.line, line_version=crossing.line_version, direction=crossing.direction, label=crossing.label,
+        total=total.get("n", 0),
         minute=window(line_minute, MINUTE_S), quarter=window(line_quarter, QUARTER_S),
     )
 

@@ -62,6 +62,27 @@ def test_count_read_model_keeps_totals_and_window_history():
     assert [u.total for u in counts.current("c")] == [1] and len(counts.windows("c", "1m")) == 1
 
 
+def test_counts_of_a_line_added_again_replace_those_of_before():
+    counts = Counts()
+
+    def update(i, direction, total, version):
+        return message(CountUpdate(
+            camera_id="c", seq=i, captured_at=100 + i, line="l", line_version=version, direction=direction, label="car",
+            total=total, minute=WindowCount(start=60, end=120, count=total), quarter=WindowCount(start=0, end=900, count=total),
+        ), i)
+
+    counts.apply(update(0, "in", 7, 2))
+    counts.apply(update(1, "out", 5, 2))
+    counts.apply(update(2, "in", 1, 6))  # removed and added again: counts from 1
+    assert [(u.direction, u.total) for u in counts.current("c")] == [("in", 1)]
+    counts.apply(update(3, "in", 7, 2))  # a late copy from before changes nothing
+    assert [(u.direction, u.total) for u in counts.current("c")] == [("in", 1)]
+    assert counts.windows("c", "1m")[0]["counts"] == [
+        {"line": "l", "direction": "in", "label": "car", "count": 1},
+        {"line": "l", "direction": "out", "label": "car", "count": 5},  # this minute's, before the line went
+    ]
+
+
 def test_alert_read_model_tracks_active_alerts_and_ignores_repeats():
     def alert(state):
         return Alert(camera_id="c", seq=1, captured_at=1, alert_id="c:wrong_way:track-1:1", kind="wrong_way", state=state,

@@ -112,6 +112,18 @@ def test_removed_camera_keeps_no_geometry_and_can_come_back():
     assert not again.removed and again.name == "back" and again.version == 4
 
 
+def test_each_adding_of_a_line_has_its_own_version_so_counts_start_afresh():
+    config = fold(AddCamera(), AddLine(line=LINE), AddLine(line=LINE.model_copy(update={"name": "south"})))
+    assert config.line_versions == {"north": 2, "south": 3}
+    config = apply(config, cmd(RemoveLine(name="north")))
+    assert config.line_versions == {"south": 3}
+    config = apply(config, cmd(AddLine(line=LINE)))  # the same line again: a new one
+    assert config.line_versions == {"south": 3, "north": 5}
+    config = apply(apply(config, cmd(RemoveCamera())), cmd(AddCamera()))
+    assert config.line_versions == {}
+    assert apply(config, cmd(AddLine(line=LINE))).line_versions == {"north": 8}
+
+
 def test_replaying_the_commands_rebuilds_the_same_configuration():
     commands = [cmd(c, at=float(i)) for i, c in enumerate([AddCamera(), AddLine(line=LINE), SetSpeedLimit(kmh=80)])]
     wire = [encode(c) for c in commands]  # what the topic holds

@@ -101,7 +101,11 @@ function onTracks(t) {
 function onCount(u) {
   if (u.camera_id !== state.camera) return;
   const key = `${u.line}|${u.direction}|${u.label}`;
-  if (state.counts.has(key) && state.counts.get(key).total > u.total) return;
+  const known = state.counts.get(key);
+  const version = u.line_version || 0;
+  if (known && ((known.line_version || 0) > version || ((known.line_version || 0) === version && known.total > u.total))) return;
+  // The line was added again: what it counted before is not its count now.
+  for (const [k, v] of state.counts) if (v.line === u.line && (v.line_version || 0) < version) state.counts.delete(k);
   state.counts.set(key, u);
   renderCounts();
   scheduleHistory();
