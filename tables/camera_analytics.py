@@ -218,8 +218,8 @@ class CameraAnalytics:
         # Screen heading, clockwise from "right" (y grows downwards).
         track.heading_deg = math.degrees(math.atan2(v[1], v[0])) % 360 if moving else None
         track.speed_kmh = None
-        if plane is not None:
-            speed = fitted_speed_kmh([(t, *plane.to_road(x, y)) for t, x, y in track.path])
+        if plane is not None and plane.covers(*ground):  # measured inside the calibrated area only
+            speed = fitted_speed_kmh([(t, *plane.to_road(x, y)) for t, x, y in track.path if plane.covers(x, y)])
             track.speed_kmh = round(speed, 2) if speed is not None else None
 
     def _count_lines(self, track: _Track, lines, line_versions, centre, record: TrackRecord, out: FrameOutput) -> None:

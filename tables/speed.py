@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from schemas.geometry import Calibration
+from tables.zones import inside
 
 # Fewer samples than this, or a shorter span, gives no speed yet.
 MIN_SAMPLES = 4
@@ -26,6 +27,12 @@ class RoadPlane:
         src = np.asarray(calibration.image_points, dtype=np.float64)
         dst = np.asarray(calibration.road_points, dtype=np.float64)
         self.matrix = cv2.getPerspectiveTransform(src.astype(np.float32), dst.astype(np.float32)).astype(np.float64)
+        self.image_area = [tuple(p) for p in calibration.image_points]
+
+    def covers(self, x: float, y: float) -> bool:
+        """Inside the calibrated quadrilateral. Beyond it the homography extrapolates (the far distance, the other
+        carriageway: a trial saw 200 km/h there), so no speed is measured outside it."""
+        return inside(self.image_area, (x, y))
 
     def to_road(self, x: float, y: float) -> tuple[float, float]:
         u, v, w = self.matrix @ np.array([x, y, 1.0])

@@ -68,6 +68,17 @@ def test_speed_is_smoothed_over_box_jitter():
     assert actor.tracks[1].speed_kmh == pytest.approx(60, rel=0.05)
 
 
+def test_no_speed_is_measured_outside_the_calibrated_area():
+    # The same drive beside the calibrated road (the homography would extrapolate there), then beyond its far end.
+    actor, _ = play(drive(1, 50, 1.2, lane_x=-6.0), config(calibration=CALIBRATION, limit=30))
+    assert actor.tracks[1].speed_kmh is None
+    actor, outs = play(drive(2, 200, 1.2, start_m=38.0), config(calibration=CALIBRATION, limit=30))
+    assert actor.tracks[2].speed_kmh is None and not [a for o in outs for a in o.alerts]
+    # Back inside, from its own samples there only.
+    actor, _ = play(drive(3, 50, 1.2), config(calibration=CALIBRATION))
+    assert actor.tracks[3].speed_kmh == pytest.approx(50, rel=0.02)
+
+
 def test_without_calibration_no_speed_is_claimed():
     actor, outs = play(drive(1, 50, 1.2), config())
     assert actor.tracks[1].speed_kmh is None and actor.tracks[1].px_speed > 0
