@@ -6,49 +6,122 @@ The actor reads its camera's configuration from the ``camera-config`` table
 state is written only once the broker holds the outputs of the frames it covers
 (:mod:`tables.checkpoints`); a crash can repeat a crossing (same seq, same track)
 but never lose one, and the count tables apply each crossing once.
+
+A camera's actor acts only on its frames, so when they stop (a stream that ended or
+was lost, a removed camera) nothing would clear its alerts or empty its zones: a
+task beside the agent closes a camera silent for ``analytics.camera_silent_s``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from dataclasses import dataclass
+
+from faust.types import TP
 
 from its_faust import topics
 from its_faust.app import app, settings
+from its_faust.background import tied_to_current_task
 from its_faust.codecs import encode
 from its_faust.dead_letters import dead_letter, valid_records
 from schemas import TrackRecord
 from tables.analytics_table import analytics_cache
+from tables.camera_analytics import FrameOutput, Moment
 from tables.checkpoints import Checkpoints
 from tables.config_table import current_config
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class _LastFrame:
+    record: TrackRecord
+    partition: int
+    heard: float  # monotonic time it was taken
+
+
 @app.agent(topics.tracks, name="analyze")
 async def analyze(stream):
     async with Checkpoints(app, stream, analytics_cache(), "analyze", interval_s=settings.state_flush_interval_s) as checkpoints:
-        async for event, record in valid_records(stream, TrackRecord, "analyze", ack=False):
-            async with checkpoints.step(event) as step:
-                try:
-                    actor = step.actor(record.camera_id)
-                    if record.seq <= actor.last_seq:
-                        continue  # a redelivered (or re-emitted) frame: already applied
-                    config = current_config(event.key)
-                    if actor.idle_under(config):
-                        continue
-                    out = actor.update(record, config)
-                except Exception as exc:  # a bug (or unreadable stored state) must not stop the other cameras
-                    log.exception("analyze: %s seq %s failed", record.camera_id, record.seq)
-                    checkpoints.restart_camera(event.key, record.camera_id, _apply_again)
-                    await dead_letter("analyze", event, f"internal error: {exc!r}")
+        last_frames: dict[bytes, _LastFrame] = {}  # per camera
+        taken: dict[int, int] = {}  # per partition: the offset after the last frame taken
+        silent_s = settings.analytics.camera_silent_s
+        closer = tied_to_current_task(_close_silent_cameras(checkpoints, last_frames, taken, silent_s),
+                                      "analyze: closing silent cameras") if silent_s > 0 else None
+        try:
+            await _analyze(stream, checkpoints, last_frames, taken)
+        finally:
+            if closer is not None:
+                closer.cancel()
+
+
+async def _analyze(stream, checkpoints, last_frames: dict, taken: dict) -> None:
+    async for event, record in valid_records(stream, TrackRecord, "analyze", ack=False):
+        partition = event.message.partition
+        last_frames[event.key] = _LastFrame(record, partition, time.monotonic())
+        taken[partition] = max(taken.get(partition, 0), event.message.offset + 1)
+        async with checkpoints.step(event) as step:
+            try:
+                actor = step.actor(record.camera_id)
+                if record.seq <= actor.last_seq:
+                    continue  # a redelivered (or re-emitted) frame: already applied
+                config = current_config(event.key)
+                if actor.idle_under(config):
                     continue
-                for topic, items in ((topics.crossings, out.crossings), (topics.zone_events, out.zone_events),
-                                     (topics.alerts, out.alerts)):
-                    for item in items:
-                        await step.send(topic, encode(item), timestamp=item.at)
-                step.changed(actor, (record, config))
-            for alert in out.alerts:
-                log.info("analyze: %s alert %s %s: %s", alert.camera_id, alert.state, alert.alert_id, alert.message)
+                out = actor.update(record, config)
+            except Exception as exc:  # a bug (or unreadable stored state) must not stop the other cameras
+                log.exception("analyze: %s seq %s failed", record.camera_id, record.seq)
+                checkpoints.restart_camera(event.key, record.camera_id, _apply_again)
+                await dead_letter("analyze", event, f"internal error: {exc!r}")
+                continue
+            for topic, item in _records(out):
+                await step.send(topic, encode(item), timestamp=item.at)
+            step.changed(actor, (record, config))
+        _log_alerts(out)
+
+
+async def _close_silent_cameras(checkpoints, last_frames: dict, taken: dict, silent_s: float) -> None:
+    """Every few seconds: a camera this worker holds whose frames stopped ``silent_s`` ago, with none of its
+    partition's waiting (a busy worker is not a silent camera), is closed (CameraAnalytics.close)."""
+    consumer = app.consumer
+    while True:
+        await asyncio.sleep(max(0.5, silent_s / 4))
+        now = time.monotonic()
+        for key, last in list(last_frames.items()):
+            if now - last.heard < silent_s:
+                continue
+            tp = TP(topics.tracks.get_topic_name(), last.partition)
+            if tp not in consumer.assignment():
+                del last_frames[key]  # its partition went to another worker, which judges it now
+                continue
+            if (consumer.highwater(tp) or 0) > taken.get(last.partition, 0):
+                continue  # frames of its partition wait: they may be its own
+            del last_frames[key]
+            record = last.record
+            scene_time = record.scene_time + (now - last.heard) if record.scene_time is not None else None
+            moment = Moment(record.camera_id, record.seq, time.time(), scene_time)
+            async with checkpoints.between_frames():
+                out = checkpoints.cache.get(key, record.camera_id).close(moment, f"no frames for {now - last.heard:.0f} s")
+            for topic, item in _records(out):
+                await topic.send(key=key, value=encode(item), timestamp=item.at)
+            if out.alerts or out.zone_events:
+                log.info("analyze: %s sent no frames for %.0f s: %d alerts cleared, %d zone exits", record.camera_id,
+                         now - last.heard, len(out.alerts), len(out.zone_events))
+            _log_alerts(out)
+
+
+def _records(out: FrameOutput):
+    for topic, items in ((topics.crossings, out.crossings), (topics.zone_events, out.zone_events),
+                         (topics.alerts, out.alerts)):
+        for item in items:
+            yield topic, item
+
+
+def _log_alerts(out: FrameOutput) -> None:
+    for alert in out.alerts:
+        log.info("analyze: %s alert %s %s: %s", alert.camera_id, alert.state, alert.alert_id, alert.message)
 
 
 def _apply_again(actor, applied) -> None:

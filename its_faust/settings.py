@@ -121,6 +121,12 @@ class AnalyticsSettings(BaseModel):
     condition_grace_s: float = Field(1.0, ge=0, description="A condition that lapses for less than this keeps its clock")
     clear_after_s: float = Field(3.0, gt=0, description="A condition must be gone this long before its alert clears")
     cooldown_s: float = Field(60.0, ge=0, description="After a clear, the same alert is not raised again this soon")
+    camera_silent_s: float = Field(
+        30.0, ge=0,
+        description="Wall-clock seconds, unlike the rest: a camera whose frames have stopped (its stream ended or was "
+        "lost, it was removed) for this long, with none waiting, is closed: its alerts clear and its tracks leave "
+        "their zones, as no frame will come to do it. 0: never",
+    )
 
 
 class ApiSettings(BaseModel):

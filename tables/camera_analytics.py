@@ -23,7 +23,7 @@ from pydantic import Field
 
 from its_faust.settings import AnalyticsSettings
 from schemas.analytics import Alert, Crossing, ZoneEvent
-from schemas.base import CAMERA_ID_PATTERN, Record
+from schemas.base import CAMERA_ID_PATTERN, Record, scene_clock
 from schemas.control import CameraConfig
 from schemas.tracks import TrackedObject, TrackRecord
 from tables.incidents import ActiveAlert, AlertBook, Condition
@@ -73,6 +73,20 @@ class AnalyticsState(Record):
     alerts: dict[str, ActiveAlert] = Field(default_factory=dict)
     quiet_until: dict[str, float] = Field(default_factory=dict)
     geometry: dict[str, str] = Field(default_factory=dict, description="line:/zone: name -> its definition, as last seen")
+
+
+@dataclass(frozen=True)
+class Moment:
+    """A point in a camera's time that is not a frame: its last frame's seq, stamped with a later time."""
+
+    camera_id: str
+    seq: int
+    captured_at: float
+    scene_time: float | None = None
+
+    @property
+    def at(self) -> float:
+        return scene_clock(self.captured_at, self.scene_time)
 
 
 @dataclass
@@ -201,6 +215,19 @@ class CameraAnalytics:
         conditions = self._conditions(zones, limit, plane is not None, now)
         out.alerts = self.alert_book.step(self.camera_id, record, conditions)
         self.last_seq = record.seq
+        return out
+
+    def close(self, moment: Moment, why: str) -> FrameOutput:
+        """The camera's frames have stopped (the agent judges when): its alerts clear and its tracks leave
+        their zones now, as no frame will come to do it. Its tracks are forgotten; the tracker's ids go on."""
+        out = FrameOutput()
+        for track in sorted(self.tracks.values(), key=lambda t: t.track_id):
+            for name, member in sorted(track.zones.items()):
+                if member.inside:
+                    member.inside = False
+                    out.zone_events.append(self._zone_event(moment, name, "exit", track, member, track.last_at))
+        self.tracks, self.zone_since = {}, {}
+        out.alerts = self.alert_book.clear_all(moment, why)
         return out
 
     def _road_plane(self, calibration) -> RoadPlane | None:

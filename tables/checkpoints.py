@@ -138,6 +138,14 @@ class Checkpoints(Generic[A]):
         if self._due():
             await self.flush()
 
+    @asynccontextmanager
+    async def between_frames(self):
+        """Work on the actors that no frame brings (closing a silent camera): no frame, and no flush, cuts
+        into it. Not written by the next flush unless a frame of that camera follows: after a restart
+        the work is done again (at least once, as the frames' is)."""
+        async with self._lock:
+            yield
+
     def restart_camera(self, key: bytes, camera_id: str, apply: Callable[[A, Any], Any]) -> None:
         """After a frame failed half-way: the camera's actor again from its table, with the frames
         applied since the last flush applied again (their outputs are out already). If that

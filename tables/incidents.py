@@ -90,13 +90,23 @@ class AlertBook:
         self.quiet_until = {k: t for k, t in self.quiet_until.items() if t > now}
         return out
 
+    def clear_all(self, record, why: str) -> list[Alert]:
+        """Every active alert cleared now, with the reason (``record``: the moment, as in :meth:`step`)."""
+        out = []
+        for key in sorted(self.active):
+            alert = self.active.pop(key)
+            self.quiet_until[key] = record.at + self.cooldown_s
+            out.append(self._event(record, alert, "cleared", why))
+        return out
+
     @staticmethod
-    def _event(record, alert: ActiveAlert, state: str) -> Alert:
+    def _event(record, alert: ActiveAlert, state: str, why: str | None = None) -> Alert:
         camera_id = record.camera_id
         return Alert(
             camera_id=camera_id, seq=record.seq, captured_at=record.captured_at, scene_time=record.scene_time,
             alert_id=alert.alert_id, kind=alert.kind, state=state,
             severity=alert.severity, subject=alert.subject, track_ids=alert.track_ids, zone=alert.zone,
             started_at=alert.started_at, snapshot=FrameRef(camera_id=camera_id, seq=alert.raised_seq),
-            message=alert.message if state == "raised" else f"cleared: {alert.message}", details=alert.details,
+            message=alert.message if state == "raised" else f"cleared{f' ({why})' if why else ''}: {alert.message}",
+            details=alert.details,
         )

@@ -10,7 +10,7 @@ from its_faust.settings import AnalyticsSettings, IngestSettings
 from schemas.control import CameraConfig
 from schemas.geometry import Calibration, Zone
 from schemas.tracks import TrackedObject, TrackRecord
-from tables.camera_analytics import CameraAnalytics
+from tables.camera_analytics import CameraAnalytics, Moment
 from tables.speed import RoadPlane
 
 FPS = 30.0
@@ -184,6 +184,21 @@ def test_overspeed_raises_one_alert_then_one_clear_and_needs_calibration():
     assert raised.severity == "warning" and raised.details["speed_kmh"] == pytest.approx(80, rel=0.05)
     _, uncalibrated = play(fast + slow, config(limit=50))
     assert alerts(uncalibrated) == []
+
+
+def test_a_camera_closed_after_its_frames_stopped_clears_its_alerts_and_empties_its_zones():
+    wrong = [[box(7, 320, 340 - 4 * i), box(8, 200, 300)] for i in range(70)]  # 7 drives the wrong way; 8 waits
+    actor, outs = play(wrong, config(zones=[LANE]))
+    assert alerts(outs) == [("wrong_way", "raised")] and actor.occupancy("lane1") >= 2
+    moment = Moment("cam", 69, captured_at=2000.0, scene_time=None)
+    closed = actor.close(moment, "no frames for 30 s")
+    assert [(a.kind, a.state, a.seq) for a in closed.alerts] == [("wrong_way", "cleared", 69)]
+    assert closed.alerts[0].message.startswith("cleared (no frames for 30 s): ")
+    assert closed.alerts[0].alert_id == next(a for o in outs for a in o.alerts).alert_id
+    assert [(e.kind, e.zone, e.track_id) for e in closed.zone_events] == [("exit", "lane1", 7), ("exit", "lane1", 8)]
+    assert closed.zone_events[-1].occupancy == 0 and actor.occupancy("lane1") == 0 and actor.tracks == {}
+    again = actor.close(moment, "no frames for 60 s")
+    assert again.alerts == [] and again.zone_events == []  # nothing left open
 
 
 def test_an_incident_that_returns_during_the_cool_down_is_not_raised_again():

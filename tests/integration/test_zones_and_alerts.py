@@ -8,9 +8,10 @@ wrong-way driver: each must give exactly one alert, cleared once it has left.
 from __future__ import annotations
 
 import asyncio
+import time
 
 from its_faust.cameras import command, send_commands
-from its_faust.pipeline import track_source, wait_analytics_settled
+from its_faust.pipeline import Stack, track_source, wait_analytics_settled
 from its_faust.results import RecordFeed
 from its_faust.topic_names import ALERTS, ZONE_STATS
 from schemas.analytics import Alert, ZoneStats
@@ -83,3 +84,43 @@ def test_removing_a_camera_while_its_frames_are_in_flight_breaks_nothing(stack, 
     assert config.removed and config.zones == []
     assert len([k for k in feed.seen if k[0] == camera]) == stats.frames_sent == 120
     assert len([k for k in after_feed.seen if k[0] == "after-removal"]) == 30
+
+
+def test_a_camera_whose_frames_stop_is_closed_its_alerts_cleared_and_zones_emptied(settings, clip_path, tmp_path,
+                                                                                   monkeypatch):
+    """A clip cut short leaves wrong-way drivers in the zone: no frame will come to clear their alerts or
+    take them out of the zone. After ANALYTICS__CAMERA_SILENT_S (3 s here) the worker closes the camera."""
+    monkeypatch.setenv("ITS_FAUST_ANALYTICS__CAMERA_SILENT_S", "3")  # the worker's, read from its environment
+    camera = "silent-cam"
+
+    async def go():
+        async with Stack(settings, workers=1, workdir=tmp_path) as stack:
+            await send_commands(stack.bootstrap, settings, [command(camera, AddCamera()), command(camera, AddZone(zone=SOUTHBOUND))])
+            alerts = await RecordFeed(stack.bootstrap, settings.topic(ALERTS), Alert, camera).start()
+            zones = await RecordFeed(stack.bootstrap, settings.topic(ZONE_STATS), ZoneStats, camera).start()
+            try:
+                await track_source(stack, str(clip_path), camera_id=camera, max_frames=100)
+                await wait_analytics_settled(stack)
+                await alerts.drain()
+                open_at_end = {a.alert_id for a in alerts.records if a.state == "raised"} - {
+                    a.alert_id for a in alerts.records if a.state == "cleared"}
+                stopped = time.monotonic()
+                while time.monotonic() - stopped < 30:
+                    await asyncio.sleep(1)
+                    await alerts.drain()
+                    await zones.drain()
+                    cleared = {a.alert_id for a in alerts.records if a.state == "cleared"}
+                    if open_at_end <= cleared and zones.records and zones.records[-1].occupancy == 0:
+                        break
+            finally:
+                await alerts.stop()
+                await zones.stop()
+            return open_at_end, alerts.records, zones.records, time.monotonic() - stopped
+
+    open_at_end, alerts, zone_stats, waited = asyncio.run(go())
+    assert open_at_end, "the cut clip left no alert open: nothing to test"
+    closing = [a for a in alerts if a.state == "cleared" and a.alert_id in open_at_end]
+    assert {a.alert_id for a in closing} == open_at_end, alerts
+    assert all("no frames for" in a.message for a in closing), closing
+    assert zone_stats[-1].occupancy == 0, zone_stats[-3:]
+    assert waited < 20  # 3 s of silence, checked every second or so
