@@ -23,7 +23,7 @@ from its_faust.broker import free_port
 from its_faust.cameras import CameraSetup, parse_line
 from its_faust.pipeline import analyze_source, configure_camera
 from its_faust.topic_names import ALERTS
-from tests.integration.test_api import alert, produce
+from .test_api import alert, produce
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
