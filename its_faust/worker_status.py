@@ -21,6 +21,7 @@ from schemas.workers import WorkerStatus
 log = logging.getLogger(__name__)
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"  # an exec'd restart keeps its pid, and so its id
 STARTED_AT = time.time()
+STOP_REPORT_TIMEOUT_S = 2.0
 
 
 class StatusReporter:
@@ -64,8 +65,17 @@ class StatusReporter:
 
     async def report(self, state: str | None = None) -> None:
         from its_faust import topics
+        from its_faust.app import DEFAULT_BROKER
+        from its_faust.broker import BrokerError, wait_reachable
         from its_faust.codecs import encode
 
+        try:
+            # Only to a broker that answers: a record sent to one that is gone stays in the producer's
+            # buffer, and Faust's flush at shutdown would then wait for it (a worker that never stops).
+            await asyncio.to_thread(wait_reachable, self.settings.broker_url or DEFAULT_BROKER, 0.5)
+        except BrokerError:
+            log.debug("worker status: broker not answering, report skipped")
+            return
         try:
             await topics.workers.send(key=WORKER_ID.encode(), value=encode(self.status(state)))
         except Exception as exc:  # a report is worth less than the work: never let it stop the worker
@@ -98,6 +108,10 @@ def install(app, settings) -> StatusReporter:
 
     @app.on_before_shutdown.connect
     async def _report_stopped(app, **kwargs) -> None:  # the consumer is stopped; the producer still sends
-        await reporter.report("stopped")
+        # Bounded: with the broker gone, a send waits for it for ever, and the worker would not stop.
+        try:
+            await asyncio.wait_for(reporter.report("stopped"), STOP_REPORT_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            log.info("worker status: the stopped report was not sent within %.0f s (broker away?)", STOP_REPORT_TIMEOUT_S)
 
     return reporter
