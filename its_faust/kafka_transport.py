@@ -37,6 +37,13 @@ Faust's compiled stream iterator acknowledges without calling ``Consumer.ack``),
 no read offsets, never fills gaps, and commits only a run that starts exactly at the
 committed offset. A message Faust dropped therefore holds its partition's commits where
 they are until the intake has re-read and the agent processed it.
+
+**Changelog ends.** Faust's recovery takes a changelog partition's end from ListOffsets,
+which the embedded Tansu broker answers with its last record batch's first offset + 1;
+Faust's table writes send many records per batch. A worker whose copy (active or standby)
+had applied that batch's later records then looked ahead of the log, and Faust stopped it
+with a ConsistencyError: one join in three crashed a worker already running. The ends of
+changelog partitions are read from the log itself (:func:`its_faust.results.log_ends`).
 """
 
 from __future__ import annotations
@@ -183,6 +190,31 @@ class _Consumer(faust_aiokafka.Consumer):
                 self._thread.thread_loop.call_soon_threadsafe(self._thread.set_fetching, changelogs, fetching)
             except RuntimeError:  # the consumer thread's loop has just closed: nothing left to fetch
                 pass
+
+    # -- where changelogs end ---------------------------------------------------------------
+
+    async def highwaters(self, *partitions):
+        """The broker's ends, but a changelog's read from the log (see "Changelog ends" above)."""
+        ends = dict(await super().highwaters(*partitions))
+        changelogs = [tp for tp, end in ends.items() if end and self._is_changelog_tp(tp)]
+        if not changelogs:
+            return ends
+        from aiokafka.errors import KafkaError
+
+        from its_faust.results import read_log_ends
+
+        bootstrap = ",".join(f"{url.host}:{url.port or 9092}" for url in self.app.conf.broker)
+        try:
+            from_log = await read_log_ends(bootstrap, [TopicPartition(tp.topic, tp.partition) for tp in changelogs])
+        except (KafkaError, OSError) as exc:  # recovery goes on with the broker's figures, as Faust's own would
+            log.warning("changelog ends: could not read them from the log (%r); using the broker's", exc)
+            return ends
+        for tp in changelogs:
+            end = from_log.get(TopicPartition(tp.topic, tp.partition), 0)
+            if end > ends[tp]:
+                log.debug("changelog %s[%d] ends at %d, not %d as the broker says", tp.topic, tp.partition, end, ends[tp])
+                ends[tp] = end
+        return ends
 
     # -- what counts as done ----------------------------------------------------------------
 

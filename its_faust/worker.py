@@ -63,8 +63,9 @@ def _start_again_if_the_broker_lost_the_changelogs(crash_reason: BaseException |
     Faust's recovery with a ConsistencyError: its table copies applied offsets the new logs do not have.
     Such copies are dropped only before Faust starts (:mod:`tables.local_copies`), so the worker starts
     again, as the same command in this same process; a worker that keeps crashing so stops after a few.
-    The embedded broker's way of giving a log's end (its last batch's first offset + 1) can make a
-    rebalance's recovery fail the same way on a log that lost nothing; the start checks which it was."""
+    (The embedded broker's way of giving a log's end, its last batch's first offset + 1, made a rebalance's
+    recovery fail the same way on a log that lost nothing; Faust's recovery now reads changelog ends from
+    the log, its_faust.kafka_transport, and the start checks the copies in either case.)"""
     from faust.exceptions import ConsistencyError
 
     if not isinstance(crash_reason, ConsistencyError) or not settings.broker_url:  # an embedded broker is ours
@@ -75,7 +76,7 @@ def _start_again_if_the_broker_lost_the_changelogs(crash_reason: BaseException |
                   "stopping (delete %s to rebuild them from the broker)", restarts, settings.data_dir)
         return
     log.warning("worker: this worker's tables have applied changelog records beyond the end the broker gives (%s): "
-                "the broker lost its logs, or gave a log's end short of its last batch; starting again, to check "
+                "the broker lost its logs (an in-memory broker restarted?); starting again, to check "
                 "the tables against the logs (rebuilt if lost, kept if not)", crash_reason)
     for handler in logging.getLogger().handlers:
         handler.flush()

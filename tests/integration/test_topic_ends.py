@@ -95,3 +95,48 @@ def test_reading_to_the_end_stops_while_another_camera_keeps_producing(settings)
     assert len(quiet) == 30 and len(found["None"]) > 30
     assert [m.value for m in found["[b'cam-quiet']"] if m.key == b"cam-quiet"] == [m.value for m in quiet]
     assert len([m for m in found["[b'cam-live']"] if m.key == b"cam-live"]) > 10
+
+
+def test_faust_recovery_gets_a_changelogs_end_from_the_log_and_a_stream_topics_from_the_broker(settings, monkeypatch):
+    """Faust's recovery took a changelog's end from the broker's short figure, and a worker whose table
+    copy had applied the whole last batch stopped with a ConsistencyError when a second worker joined
+    (one join in three, in a trial). The worker's consumer now reads a changelog's end from the log."""
+    from types import SimpleNamespace
+
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+    from faust.types import TP
+    from yarl import URL
+
+    from its_faust.kafka_transport import _Consumer
+
+    changelog, frames = "its-faust-camera-tracker-changelog", settings.topic(CROSSINGS)
+    with EmbeddedBroker() as broker:
+        bootstrap = bootstrap_servers(broker.url)
+
+        async def broker_ends(self, *tps):  # what Faust's own consumer asks the broker (ListOffsets)
+            consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+            await consumer.start()
+            try:
+                return {TP(tp.topic, tp.partition): end for tp, end in (await consumer.end_offsets(
+                    [TopicPartition(tp.topic, tp.partition) for tp in tps])).items()}
+            finally:
+                await consumer.stop()
+
+        async def go():
+            await ensure_topics(bootstrap, settings)
+            for topic in (changelog, frames):
+                await _send_one_batch(bootstrap, topic, b"cam-h", 6)
+            consumer = object.__new__(_Consumer)
+            consumer.app = SimpleNamespace(tables=SimpleNamespace(changelog_topics={changelog}),
+                                           conf=SimpleNamespace(broker=[URL(f"kafka://{bootstrap}")]))
+            part = partition_for(b"cam-h", settings.partitions)
+            tps = [TP(changelog, part), TP(frames, part), TP(changelog, (part + 1) % settings.partitions)]
+            return tps, await broker_ends(None, *tps), await consumer.highwaters(*tps)
+
+        monkeypatch.setattr(faust_aiokafka.Consumer, "highwaters", broker_ends)
+        tps, from_broker, ends = asyncio.run(go())
+    log_tp, stream_tp, empty_tp = tps
+    assert from_broker[log_tp] == 1  # the broker's figure: the last batch's first offset + 1
+    assert ends[log_tp] == 6  # after the batch's last record (offset 5)
+    assert ends[stream_tp] == from_broker[stream_tp] == 1  # stream topics: not Faust's recovery's business
+    assert ends[empty_tp] == 0
