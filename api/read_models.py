@@ -1,4 +1,5 @@
-"""Read models the API builds from the topics: cameras, counts and their windows, alerts, camera events, workers.
+"""Read models the API builds from the topics: cameras, counts and their windows, zone figures, alerts, camera
+events, workers.
 
 They are folds of the topics and nothing more: the API decides nothing. Each
 ``apply`` is called by a :class:`~api.hub.TopicRing` for every message it reads.
@@ -11,7 +12,7 @@ from typing import Callable
 
 from api.hub import Message
 from its_faust.codecs import SchemaError, decode
-from schemas.analytics import Alert, CountUpdate
+from schemas.analytics import Alert, CountUpdate, ZoneStats
 from schemas.camera_events import CameraEvent
 from schemas.control import CameraConfig
 from schemas.workers import WorkerStatus
@@ -71,25 +72,56 @@ class Cameras:
         return sorted((c for c in self.configs.values() if not c.removed), key=lambda c: c.camera_id)
 
 
-class Counts:
-    """Latest totals per (camera, line, direction, class), and per-window counts over time."""
+class CurrentFigures:
+    """The current records of each camera (keyed by camera first), gone when it is removed or its log is lost."""
 
     def __init__(self):
-        self.latest: dict[tuple[str, str, str, str], CountUpdate] = {}
-        # (camera, window) -> OrderedDict[start -> {(line, direction, label): count}]
-        self.history: dict[tuple[str, str], OrderedDict] = {}
+        self.latest: dict[tuple, object] = {}
         self._partitions = CamerasByPartition()
         self._removed_at: dict[str, float] = {}  # camera -> when it was last removed
 
-    def apply(self, m: Message) -> None:
+    def _current(self, m: Message, schema: type):
+        """``m`` decoded, or None: not a ``schema`` record (any producer may write a topic), or one of a camera removed since."""
         try:
-            u = decode(CountUpdate, m.value)
+            record = decode(schema, m.value)
         except SchemaError:
+            return None
+        if record.captured_at <= self._removed_at.get(record.camera_id, float("-inf")):
+            return None  # of a camera removed since (the rings fill side by side at start)
+        self._partitions.note(record.camera_id, m.partition)
+        return record
+
+    def camera_removed(self, config: CameraConfig) -> None:
+        """A removed camera's lines and zones went with it: it has no current figures (a count history stays)."""
+        self._removed_at[config.camera_id] = config.updated_at
+        for key in [k for k in self.latest if k[0] == config.camera_id]:
+            del self.latest[key]
+
+    def forget_partition(self, partition: int) -> set[str]:
+        """Figures from a lost log would hide the new ones (they start again from 0) until they passed them."""
+        cameras = set(self._partitions.take(partition))
+        for key in [k for k in self.latest if k[0] in cameras]:
+            del self.latest[key]
+        return cameras
+
+    def has(self, camera_id: str) -> bool:
+        return any(k[0] == camera_id for k in self.latest)
+
+
+class Counts(CurrentFigures):
+    """Latest totals per (camera, line, direction, class), and per-window counts over time."""
+
+    def __init__(self):
+        super().__init__()
+        self.latest: dict[tuple[str, str, str, str], CountUpdate] = {}
+        # (camera, window) -> OrderedDict[start -> {(line, direction, label): count}]
+        self.history: dict[tuple[str, str], OrderedDict] = {}
+
+    def apply(self, m: Message) -> None:
+        u = self._current(m, CountUpdate)
+        if u is None:
             return
-        self._partitions.note(u.camera_id, m.partition)
         key = (u.camera_id, u.line, u.direction, u.label)
-        if u.captured_at <= self._removed_at.get(u.camera_id, float("-inf")):
-            return  # of a camera removed since (the rings fill side by side at start)
         known = self.latest.get(key)
         if known is not None and (u.line_version, u.total) < (known.line_version, known.total):
             return  # an older update (or one of the line before it was added again)
@@ -106,22 +138,17 @@ class Counts:
             while len(windows) > HISTORY_WINDOWS:
                 windows.popitem(last=False)
 
-    def camera_removed(self, config: CameraConfig) -> None:
-        """A removed camera's lines went with it: it has no current counts (its history stays)."""
-        self._removed_at[config.camera_id] = config.updated_at
-        for key in [k for k in self.latest if k[0] == config.camera_id]:
-            del self.latest[key]
-
-    def forget_partition(self, partition: int) -> None:
-        """Totals from a lost log would hide the new ones (they start again from 0) until they passed them."""
-        cameras = set(self._partitions.take(partition))
-        for key in [k for k in self.latest if k[0] in cameras]:
-            del self.latest[key]
+    def forget_partition(self, partition: int) -> set[str]:
+        cameras = super().forget_partition(partition)
         for key in [k for k in self.history if k[0] in cameras]:
             del self.history[key]
+        return cameras
 
     def current(self, camera_id: str) -> list[CountUpdate]:
         return [u for k, u in sorted(self.latest.items()) if k[0] == camera_id]
+
+    def has(self, camera_id: str) -> bool:
+        return super().has(camera_id) or any(k[0] == camera_id for k in self.history)
 
     def windows(self, camera_id: str, window: str) -> list[dict]:
         size = 60.0 if window == "1m" else 900.0
@@ -133,6 +160,26 @@ class Counts:
                            for (l, d, c), (_, n) in sorted(counts.items())],
             })
         return out
+
+
+class Zones(CurrentFigures):
+    """Each zone's latest figures: occupancy now, entries and exits since it was added, the current windows."""
+
+    def __init__(self):
+        super().__init__()
+        self.latest: dict[tuple[str, str], ZoneStats] = {}
+
+    def apply(self, m: Message) -> None:
+        stats = self._current(m, ZoneStats)
+        if stats is not None:
+            # A camera's records come in order on one partition: the newest is the zone's figure now.
+            self.latest[(stats.camera_id, stats.zone)] = stats
+
+    def current(self, camera_id: str, config: CameraConfig | None) -> list[ZoneStats]:
+        """The camera's zones, by name; with its configuration, only the zones it has now (one removed is not current)."""
+        zones = None if config is None else {z.name for z in config.zones}
+        return [s for (camera, zone), s in sorted(self.latest.items())
+                if camera == camera_id and (zones is None or zone in zones)]
 
 
 class Alerts:

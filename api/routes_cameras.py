@@ -12,13 +12,13 @@ import asyncio
 from typing import Annotated, Literal
 
 from aiokafka.errors import KafkaError
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.live import annotated_jpeg
 from api.sse import format_cursor
 from its_faust.cameras import CommandFailed, NoWorkerApplied, command, send_commands
-from schemas.analytics import Alert, CountUpdate
+from schemas.analytics import Alert, CountUpdate, ZoneStats
 from schemas.base import CAMERA_ID_PATTERN
 from schemas.camera_events import CameraEvent
 from schemas.control import (
@@ -40,6 +40,17 @@ from tables.camera_config import CommandRejected, apply
 router = APIRouter(prefix="/api/v1/cameras", tags=["cameras"])
 CameraId = Annotated[str, Path(pattern=CAMERA_ID_PATTERN, description="The camera's id (its Kafka key)")]
 Name = Annotated[str, Path(pattern=NAME_PATTERN)]
+
+
+def _heard_of(request: Request, camera_id: CameraId) -> str:
+    if not request.app.state.hub.knows(camera_id):
+        raise HTTPException(status_code=404, detail=f"unknown camera {camera_id!r}: not configured, and no record of it is held")
+    return camera_id
+
+
+# A camera the API has heard of: configured, or any of its records held (one that only sends frames counts).
+KnownCameraId = Annotated[str, Depends(_heard_of)]
+UNKNOWN = {404: {"description": "Unknown camera: not configured, and no record of it is held"}}
 ERRORS = {404: {"description": "Unknown camera, or no line or zone of that name"}, 409: {"description": "Conflicts with the camera's configuration"},
           503: {"description": "The broker cannot be reached; nothing was changed"},
           504: {"description": "No worker applied the change in time (it stays queued for the next worker)"}}
@@ -71,6 +82,11 @@ class SpeedLimit(BaseModel):
 class CountsNow(BaseModel):
     camera_id: str
     counts: list[CountUpdate]
+
+
+class ZoneStatsNow(BaseModel):
+    camera_id: str
+    zones: list[ZoneStats]
 
 
 class AlertsNow(BaseModel):
@@ -167,18 +183,29 @@ async def set_speed_limit(request: Request, camera_id: CameraId, body: SpeedLimi
     return await _change(request, camera_id, SetSpeedLimit(kmh=body.kmh))
 
 
-@router.get("/{camera_id}/counts", response_model=CountsNow, summary="Current totals and windows per line")
-async def counts_now(request: Request, camera_id: CameraId):
+@router.get("/{camera_id}/counts", response_model=CountsNow, responses=UNKNOWN, summary="Current totals and windows per line")
+async def counts_now(request: Request, camera_id: KnownCameraId):
     return CountsNow(camera_id=camera_id, counts=request.app.state.hub.counts.current(camera_id))
 
 
-@router.get("/{camera_id}/counts/history", summary="Counts per window, oldest first")
-async def counts_history(request: Request, camera_id: CameraId, window: Literal["1m", "15m"] = "1m") -> list[dict]:
+@router.get("/{camera_id}/counts/history", responses=UNKNOWN, summary="Counts per window, oldest first")
+async def counts_history(request: Request, camera_id: KnownCameraId, window: Literal["1m", "15m"] = "1m") -> list[dict]:
     return request.app.state.hub.counts.windows(camera_id, window)
 
 
-@router.get("/{camera_id}/alerts", response_model=AlertsNow, summary="Active and recent alerts")
-async def camera_alerts(request: Request, camera_id: CameraId):
+@router.get("/{camera_id}/zone-stats", response_model=ZoneStatsNow, responses=UNKNOWN,
+            summary="Each zone now: occupancy, entries and exits since it was added, the current minute and "
+                    "quarter hour (dwell, speeds when calibrated)",
+            description="As of each zone's last event (a zone's figures change when a vehicle enters or leaves "
+                        "it); a window whose `end` has passed had no event since. Zones the camera no longer "
+                        "has are left out.")
+async def zone_stats_now(request: Request, camera_id: KnownCameraId):
+    hub = request.app.state.hub
+    return ZoneStatsNow(camera_id=camera_id, zones=hub.zones.current(camera_id, hub.cameras.get(camera_id)))
+
+
+@router.get("/{camera_id}/alerts", response_model=AlertsNow, responses=UNKNOWN, summary="Active and recent alerts")
+async def camera_alerts(request: Request, camera_id: KnownCameraId):
     recent, active = request.app.state.hub.alerts.for_camera(camera_id)
     return AlertsNow(active=active, recent=recent)
 
@@ -188,7 +215,8 @@ async def camera_alerts(request: Request, camera_id: CameraId):
             description="At most the last 100 per camera, as this API process holds them (after a restart, those "
                         "in the last `ring_size` messages of each partition). The `X-Feed-Position` header is the "
                         "camera-events feed's position right after them: open the SSE feed with it as "
-                        "`last_event_id` to go on with no gap and no repeat.")
+                        "`last_event_id` to go on with no gap and no repeat. A camera not heard of yet has "
+                        "none (not a 404): this is how a client waits for a camera's first events.")
 async def camera_events(request: Request, response: Response, camera_id: CameraId,
                         limit: Annotated[int, Query(ge=1, le=100)] = 20):
     hub = request.app.state.hub
@@ -216,9 +244,9 @@ async def snapshot(request: Request, camera_id: CameraId, seq: Annotated[int | N
 
 
 @router.get("/{camera_id}/live.mjpg", response_class=Response,
-            responses={200: {"content": {"multipart/x-mixed-replace": {}}}},
+            responses={200: {"content": {"multipart/x-mixed-replace": {}}}, **UNKNOWN},
             summary="Live annotated view (MJPEG): boxes, track ids, classes, lines and zones")
-async def live(request: Request, camera_id: CameraId, fps: Annotated[float | None, Query(gt=0, le=30)] = None):
+async def live(request: Request, camera_id: KnownCameraId, fps: Annotated[float | None, Query(gt=0, le=30)] = None):
     from starlette.responses import StreamingResponse
 
     hub = request.app.state.hub

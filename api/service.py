@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from api.hub import TopicRing
-from api.read_models import Alerts, CameraEvents, Cameras, Counts, Workers
+from api.read_models import Alerts, CameraEvents, Cameras, Counts, Workers, Zones
 from api.snapshots import AlertSnapshots
 from its_faust.topic_names import (
     ALERTS, CAMERA_CONFIGS, CAMERA_EVENTS, COUNTS, FRAMES, TRACKS, WORKERS, ZONE_STATS, ensure_topics,
@@ -17,7 +17,7 @@ class Hub:
         self.bootstrap = bootstrap
         self.settings = settings
         size = settings.api.ring_size
-        self.counts, self.alerts, self.camera_events = Counts(), Alerts(), CameraEvents()
+        self.counts, self.zones, self.alerts, self.camera_events = Counts(), Zones(), Alerts(), CameraEvents()
         self.cameras = Cameras(on_removed=self._camera_removed)
         self.workers = Workers()
         topic = settings.topic
@@ -29,7 +29,7 @@ class Hub:
             "tracks": ring(TRACKS, size),
             "counts": ring(COUNTS, size, on_message=self.counts.apply, on_reset=self.counts.forget_partition),
             "alerts": ring(ALERTS, size, on_message=self._on_alert, on_reset=self.alerts.forget_partition),
-            "zone-stats": ring(ZONE_STATS, size),
+            "zone-stats": ring(ZONE_STATS, size, on_message=self.zones.apply, on_reset=self.zones.forget_partition),
             "camera-events": ring(CAMERA_EVENTS, size, on_message=self.camera_events.apply),
             "frames": ring(FRAMES, settings.api.frames_ring),
             # Each worker's latest reports (every few seconds each): enough to know every recent worker.
@@ -44,6 +44,18 @@ class Hub:
     def _camera_removed(self, config) -> None:
         self.alerts.camera_removed(config)
         self.counts.camera_removed(config)
+        self.zones.camera_removed(config)
+
+    def knows(self, camera_id: str) -> bool:
+        """Whether the camera is configured or any record of it is held: a camera's routes answer 404 otherwise
+        (a camera that only sends frames, with no configuration, is known by them)."""
+        if self.cameras.get(camera_id) is not None or camera_id in self.camera_events.by_camera:
+            return True
+        if self.counts.has(camera_id) or self.zones.has(camera_id) or any(self.alerts.for_camera(camera_id)):
+            return True
+        key = camera_id.encode()
+        return any(m.key == key for ring in (self.rings["tracks"], self.rings["frames"])
+                   for partition in ring.partitions for m in ring.latest(partition, ring.capacity))
 
     def _on_alert(self, m) -> None:
         self.alerts.apply(m)

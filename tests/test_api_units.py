@@ -7,13 +7,14 @@ from types import SimpleNamespace
 import pytest
 
 from api.hub import Message, TopicRing
-from api.read_models import Alerts, CameraEvents, Cameras, Counts
+from api.read_models import Alerts, CameraEvents, Cameras, Counts, Zones
 from api.routes_status import STALLED_AFTER_S, _workers_state, _workers_verdict
 from api.sse import BadCursor, format_cursor, parse_cursor
 from its_faust.codecs import encode
-from schemas.analytics import Alert, CountUpdate, FrameRef, WindowCount
+from schemas.analytics import Alert, CountUpdate, FrameRef, WindowCount, ZoneStats, ZoneWindow
 from schemas.camera_events import CameraEvent
 from schemas.control import CameraConfig
+from schemas.geometry import Zone
 
 
 def test_positions_round_trip_and_bad_ones_are_refused():
@@ -152,3 +153,28 @@ def test_a_ring_whose_partition_goes_back_to_an_earlier_offset_starts_it_over():
         ring._add(Message(0, offset, b"k", b"v", 0.0))
     assert ring.resets == {0: 1} and forgotten == [0]
     assert [m.offset for m in ring.read(0, 0)] == [0] and ring.next[0] == 1
+
+
+def test_zone_read_model_keeps_each_zones_latest_figures_and_only_the_zones_a_camera_has():
+    def stats(zone, seq, occupancy, at=100.0):
+        window = ZoneWindow(start=60, end=120, entries=seq, exits=seq - occupancy)
+        return ZoneStats(camera_id="c", seq=seq, captured_at=at + seq, zone=zone, occupancy=occupancy, entries=seq,
+                         exits=seq - occupancy, minute=window, quarter=window)
+
+    zones = Zones()
+    for i, record in enumerate([stats("a", 1, 1), stats("b", 1, 1), stats("a", 2, 0), stats("a", 3, 1)]):
+        zones.apply(message(record, i))
+    zones.apply(Message(0, 9, b"c", b"{not json", 0.0))  # any producer may write the topic: skipped
+    assert [(z.zone, z.entries, z.occupancy) for z in zones.current("c", None)] == [("a", 3, 1), ("b", 1, 1)]
+    square = [(0, 0), (9, 0), (9, 9)]
+    only_a = CameraConfig(camera_id="c", version=3, last_command_id="x", updated_at=50.0, zones=[Zone(name="a", points=square)])
+    assert [z.zone for z in zones.current("c", only_a)] == ["a"]  # b was removed: not current
+    assert zones.has("c") and not zones.has("d") and zones.current("d", None) == []
+    zones.camera_removed(only_a.model_copy(update={"removed": True, "updated_at": 200.0}))
+    assert zones.current("c", None) == [] and not zones.has("c")
+    zones.apply(message(stats("a", 4, 1, at=150.0), 10))  # captured before the removal: late, not current
+    assert zones.current("c", None) == []
+    zones.apply(message(stats("a", 1, 1, at=300.0), 11))
+    assert [z.seq for z in zones.current("c", None)] == [1]
+    zones.forget_partition(0)
+    assert zones.current("c", None) == []

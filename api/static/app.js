@@ -3,7 +3,7 @@
 "use strict";
 const api = "/api/v1";
 const $ = (id) => document.getElementById(id);
-const state = { camera: null, counts: new Map(), feeds: [], cameras: new Set(), names: new Map(), selection: 0 };
+const state = { camera: null, counts: new Map(), zones: new Map(), feeds: [], cameras: new Set(), names: new Map(), selection: 0 };
 
 function setStatus(text, cls) { const s = $("status"); s.textContent = text; s.className = "status " + cls; }
 
@@ -61,6 +61,8 @@ function select(id) {
   for (const s of state.feeds.splice(0)) s.close();
   state.counts.clear();
   renderCounts();
+  state.zones.clear();
+  renderZones();
   document.body.dataset.camera = id;
   $("camera-title").textContent = `Live view: ${id}` + (state.names.has(id) ? ` (${state.names.get(id)})` : "");
   $("in-view").textContent = "waiting for this camera's frames…";
@@ -69,6 +71,9 @@ function select(id) {
   feed(`${api}/cameras/${encodeURIComponent(id)}/tracks/stream`, { track: onTracks });
   loadCounts(id, current).catch(() => {}).then(() => {
     if (current()) feed(`${api}/cameras/${encodeURIComponent(id)}/counts/stream`, { count: onCount });
+  });
+  loadZones(id, current).catch(() => {}).then(() => {
+    if (current()) feed(`${api}/cameras/${encodeURIComponent(id)}/zone-stats/stream`, { "zone-stats": onZoneStats });
   });
   loadHistory();
   $("camera-events").innerHTML = '<li class="muted">no events</li>';
@@ -127,6 +132,45 @@ function renderCounts() {
     body.appendChild(tr);
   }
   document.body.dataset.countTotal = String(total);
+}
+
+async function loadZones(id, current) {
+  const res = await fetch(`${api}/cameras/${encodeURIComponent(id)}/zone-stats`);
+  const zones = res.ok ? (await res.json()).zones : [];
+  if (current()) for (const z of zones) onZoneStats(z);
+}
+
+function onZoneStats(z) {
+  if (z.camera_id !== state.camera) return;
+  const known = state.zones.get(z.zone);
+  if (known && known.captured_at > z.captured_at) return;  // the list and the feed may both bring it
+  state.zones.set(z.zone, z);
+  renderZones();
+}
+
+function renderZones() {
+  const body = $("zones").querySelector("tbody");
+  body.innerHTML = "";
+  if (!state.zones.size) { body.innerHTML = '<tr><td colspan="6" class="muted">no zone events yet</td></tr>'; }
+  let inZones = 0;
+  // A zone's minute is that of its last event (in scene time, for a file): one older than the camera's newest had none since.
+  const newest = Math.max(...[...state.zones.values()].map((z) => z.minute.start));
+  for (const z of [...state.zones.values()].sort((a, b) => a.zone.localeCompare(b.zone))) {
+    inZones += z.occupancy;
+    const current = z.minute.start >= newest;
+    const dwell = current && z.minute.mean_dwell_s != null ? `${z.minute.mean_dwell_s.toFixed(1)} s` : "–";
+    const speed = current && z.minute.speed ? z.minute.speed.mean_kmh.toFixed(0) : "–";
+    const tr = document.createElement("tr");
+    for (const [text, cls] of [[z.zone, ""], [z.occupancy, "num"], [z.entries, "num"], [z.exits, "num"], [dwell, "num"], [speed, "num"]]) {
+      const td = document.createElement("td");
+      td.textContent = String(text);
+      if (cls) td.className = cls;
+      tr.appendChild(td);
+    }
+    body.appendChild(tr);
+  }
+  document.body.dataset.zoneOccupancy = String(inZones);
+  document.body.dataset.zones = String(state.zones.size);
 }
 
 let historyTimer = null;

@@ -27,6 +27,7 @@ from its_faust.worker import WorkerProcess
 from schemas.analytics import Alert, FrameRef
 from schemas.camera_events import CameraEvent
 from schemas.frames import FrameRecord
+from schemas.geometry import Zone
 from schemas.tracks import TrackRecord
 
 
@@ -231,7 +232,8 @@ def test_non_finite_numbers_and_empty_changes_are_a_precise_422(api):
 
 def test_live_view_counts_health_and_metrics_on_a_real_clip(stack, settings, api, clip_path):
     camera = "api-live"
-    setup = CameraSetup(lines=[parse_line("140,120,620,120:y120")])
+    road = Zone(name="near-road", points=[(0, 200), (640, 200), (640, 360), (0, 360)])
+    setup = CameraSetup(lines=[parse_line("140,120,620,120:y120")], zones=[road])
     asyncio.run(analyze_source(stack, str(clip_path), setup, camera_id=camera, max_frames=60))
     c = httpx.Client(base_url=api.base, timeout=30)
     counts = c.get(f"/api/v1/cameras/{camera}/counts").json()["counts"]
@@ -239,6 +241,15 @@ def test_live_view_counts_health_and_metrics_on_a_real_clip(stack, settings, api
     history = c.get(f"/api/v1/cameras/{camera}/counts/history", params={"window": "1m"}).json()
     assert sum(x["count"] for w in history for x in w["counts"]) >= 1
     assert c.get(f"/api/v1/cameras/{camera}/counts/history", params={"window": "2m"}).status_code == 422
+    zones = c.get(f"/api/v1/cameras/{camera}/zone-stats").json()
+    assert zones["camera_id"] == camera and [z["zone"] for z in zones["zones"]] == ["near-road"], zones
+    near = zones["zones"][0]
+    assert near["entries"] >= 2 and near["entries"] - near["exits"] == near["occupancy"] >= 0, near
+    assert near["minute"]["entries"] >= 1 and near["minute"]["start"] < near["minute"]["end"]
+    # A camera nobody configured and no record names: 404, not an empty 200 (a typo showed nothing, for ever).
+    for path in ("counts", "counts/history", "zone-stats", "alerts", "live.mjpg"):
+        r = c.get(f"/api/v1/cameras/no-such-camera/{path}")
+        assert r.status_code == 404 and "unknown camera 'no-such-camera'" in r.text, (path, r.status_code, r.text)
     snap = c.get(f"/api/v1/cameras/{camera}/snapshot.jpg")
     assert snap.status_code == 200 and snap.headers["content-type"] == "image/jpeg"
     image = cv2.imdecode(np.frombuffer(snap.content, np.uint8), cv2.IMREAD_COLOR)

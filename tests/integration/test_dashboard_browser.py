@@ -23,6 +23,7 @@ from its_faust.broker import free_port
 from its_faust.cameras import CameraSetup, parse_line
 from its_faust.pipeline import analyze_source, configure_camera
 from its_faust.topic_names import ALERTS
+from schemas.geometry import Zone
 from .test_api import alert, produce
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
@@ -64,8 +65,11 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
         stdout=subprocess.DEVNULL, stderr=open(tmp_path / "chromium.log", "wb"),
     )
 
+    setup = CameraSetup(lines=[parse_line("140,120,620,120:y120")],
+                        zones=[Zone(name="near-road", points=[(0, 200), (640, 200), (640, 360), (0, 360)])])
+
     async def go():
-        await configure_camera(stack, camera, CameraSetup(lines=[parse_line("140,120,620,120:y120")]))
+        await configure_camera(stack, camera, setup)
         # An alert raised before the page opens; the page lists it, then takes the feed from there on.
         await produce(stack.bootstrap, stack.settings.topic(ALERTS), [alert("zz-alerts-cam", 1)])
         for _ in range(100):
@@ -83,8 +87,7 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
                 if await tools.value("document.body.dataset.camera") == camera:
                     break
                 await asyncio.sleep(0.2)
-            running = asyncio.create_task(analyze_source(stack, str(clip_path), CameraSetup(lines=[parse_line("140,120,620,120:y120")]),
-                                                         camera_id=camera, max_frames=150))
+            running = asyncio.create_task(analyze_source(stack, str(clip_path), setup, camera_id=camera, max_frames=150))
             seen = {}
             for _ in range(300):
                 seen = await tools.value(
@@ -103,6 +106,8 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
                 if seen["camera_events"][:1] == ["finished"]:
                     break
                 await asyncio.sleep(0.2)
+            seen["zones"] = await tools.value(
+                "[...document.querySelectorAll('#zones tbody tr')].map((tr) => [...tr.cells].map((td) => td.textContent))")
             await produce(stack.bootstrap, stack.settings.topic(ALERTS), [alert("zz-alerts-cam", 2)])
             for _ in range(50):
                 seen["alerts"] = await tools.value("[...document.querySelectorAll('#alerts li')].map((li) => li.textContent)")
@@ -125,6 +130,10 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
     assert seen["counts"] >= 1 and seen["rows"] >= 3, seen  # live counts in the table
     assert seen["frames"] >= 20 and seen["live"] == 640, seen  # track updates, and the annotated live view
     assert seen["camera_events"] == ["finished", "started"], seen  # the camera's events, newest first
+    # The zone's row: name, in it now, entries, exits (entries - exits = in it now).
+    assert [row[0] for row in seen["zones"]] == ["near-road"], seen
+    _, now, entries, exits = seen["zones"][0][:4]
+    assert int(entries) >= 2 and int(entries) - int(exits) == int(now), seen
     # Newest first: the one raised while the page was open, then the one from before; each once.
     assert [a.split(" · ")[0] for a in seen["alerts"]] == ["congestion raised"] * 2, seen
     assert "test 2" in seen["alerts"][0] and "test 1" in seen["alerts"][1], seen
