@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from api import routes_cameras, routes_feeds, routes_status
-from api.routes_status import Metrics
+from api.metrics import Metrics
 from api.service import Hub
 
 STATIC = Path(__file__).parent / "static"
@@ -28,6 +28,7 @@ def create_app(settings, bootstrap: str) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.hub = await Hub(bootstrap, settings).start()
+        app.state.metrics.watch(app.state.hub)
         try:
             yield
         finally:

@@ -1,5 +1,5 @@
-"""Read models the API builds from the topics: cameras, counts and their windows, zone figures, alerts, camera
-events, workers.
+"""Read models the API builds from the topics: cameras, what each camera's tracks say (for /metrics), counts and
+their windows, zone figures, alerts, camera events, workers.
 
 They are folds of the topics and nothing more: the API decides nothing. Each
 ``apply`` is called by a :class:`~api.hub.TopicRing` for every message it reads.
@@ -14,6 +14,7 @@ from api.hub import Message
 from its_faust.codecs import SchemaError, decode
 from schemas.analytics import Alert, CountUpdate, ZoneStats
 from schemas.camera_events import CameraEvent
+from schemas.tracks import TrackRecord
 from schemas.control import CameraConfig
 from schemas.workers import WorkerStatus
 
@@ -70,6 +71,39 @@ class Cameras:
 
     def all(self) -> list[CameraConfig]:
         return sorted((c for c in self.configs.values() if not c.removed), key=lambda c: c.camera_id)
+
+
+class TrackedCameras:
+    """Per camera: track records read since the API started, and the newest (decoded only when asked for).
+
+    A track record is counted by its key alone, so a busy feed costs a dict update, not a decode.
+    Bounded like CameraEvents: the ``max_cameras`` heard from most recently (any producer may write).
+    """
+
+    def __init__(self, max_cameras: int = 10_000):
+        self.max_cameras = max_cameras
+        self.frames: OrderedDict[bytes, int] = OrderedDict()
+        self.newest: dict[bytes, Message] = {}
+
+    def apply(self, m: Message) -> None:
+        if not m.key:
+            return
+        self.frames[m.key] = self.frames.get(m.key, 0) + 1
+        self.frames.move_to_end(m.key)
+        self.newest[m.key] = m
+        if len(self.frames) > self.max_cameras:
+            gone, _ = self.frames.popitem(last=False)
+            self.newest.pop(gone, None)
+
+    def latest(self) -> list[tuple[TrackRecord, int]]:
+        """Each camera's newest track record and how many were read, by camera id (records that do not decode left out)."""
+        out = []
+        for key, count in self.frames.items():
+            try:
+                out.append((decode(TrackRecord, self.newest[key].value), count))
+            except SchemaError:
+                continue
+        return sorted(out, key=lambda pair: pair[0].camera_id)
 
 
 class CurrentFigures:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from its_faust.results import group_offsets
 from its_faust.topic_names import DETECTIONS, FRAMES, TRACKS
@@ -15,22 +15,6 @@ router = APIRouter(tags=["status"])
 STALE_FETCH_S = 10.0
 # Work waiting while the workers' committed offsets have not moved for this long: they are not consuming.
 STALLED_AFTER_S = 30.0
-
-
-class Metrics:
-    def __init__(self):
-        self.registry = CollectorRegistry()
-        self.clients = Gauge("its_faust_api_sse_clients", "Connected SSE clients", ["feed"], registry=self.registry)
-        self.sent = Counter("its_faust_api_sse_events_sent_total", "Events sent to SSE clients", ["feed"], registry=self.registry)
-        self.dropped = Counter("its_faust_api_sse_events_dropped_total",
-                               "Events a client missed because it was too far behind", ["feed"], registry=self.registry)
-        self.held = Gauge("its_faust_api_ring_messages", "Messages held in memory", ["topic"], registry=self.registry)
-        self.received = Gauge("its_faust_api_ring_received", "Messages read from the broker since start", ["topic"],
-                              registry=self.registry)
-        self.lag = Gauge("its_faust_worker_lag_messages", "Messages the workers have not committed yet", ["topic"],
-                         registry=self.registry)
-        self.workers = Gauge("its_faust_workers", "Workers by state, from their own reports (its.workers)", ["state"],
-                             registry=self.registry)
 
 
 @router.get("/api/v1/health", summary="Liveness: the process answers")
@@ -119,11 +103,4 @@ def _workers_state(state, committed: int, waiting: int, now: float) -> str:
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response,
             responses={200: {"content": {"text/plain": {}}}})
 async def metrics(request: Request) -> Response:
-    m, hub = request.app.state.metrics, request.app.state.hub
-    for ring in hub.rings.values():
-        m.held.labels(ring.topic).set(ring.held())
-        m.received.labels(ring.topic).set(ring.received)
-    states = [w["state"] for w in hub.workers.view(time.time())]
-    for state in ("running", "recovering", "stopped", "gone"):
-        m.workers.labels(state).set(states.count(state))
-    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from api.hub import TopicRing
-from api.read_models import Alerts, CameraEvents, Cameras, Counts, Workers, Zones
+from api.read_models import Alerts, CameraEvents, Cameras, Counts, TrackedCameras, Workers, Zones
 from api.snapshots import AlertSnapshots
 from its_faust.topic_names import (
     ALERTS, CAMERA_CONFIGS, CAMERA_EVENTS, COUNTS, FRAMES, TRACKS, WORKERS, ZONE_STATS, ensure_topics,
@@ -20,13 +20,14 @@ class Hub:
         self.counts, self.zones, self.alerts, self.camera_events = Counts(), Zones(), Alerts(), CameraEvents()
         self.cameras = Cameras(on_removed=self._camera_removed)
         self.workers = Workers()
+        self.tracked = TrackedCameras()
         topic = settings.topic
 
         def ring(name: str, capacity: int, **kwargs) -> TopicRing:
             return TopicRing(bootstrap, topic(name), capacity, fetch_max_wait_ms=settings.fetch_max_wait_ms, **kwargs)
 
         self.rings = {
-            "tracks": ring(TRACKS, size),
+            "tracks": ring(TRACKS, size, on_message=self.tracked.apply),
             "counts": ring(COUNTS, size, on_message=self.counts.apply, on_reset=self.counts.forget_partition),
             "alerts": ring(ALERTS, size, on_message=self._on_alert, on_reset=self.alerts.forget_partition),
             "zone-stats": ring(ZONE_STATS, size, on_message=self.zones.apply, on_reset=self.zones.forget_partition),
@@ -54,8 +55,10 @@ class Hub:
         if self.counts.has(camera_id) or self.zones.has(camera_id) or any(self.alerts.for_camera(camera_id)):
             return True
         key = camera_id.encode()
-        return any(m.key == key for ring in (self.rings["tracks"], self.rings["frames"])
-                   for partition in ring.partitions for m in ring.latest(partition, ring.capacity))
+        if key in self.tracked.frames:
+            return True
+        frames = self.rings["frames"]  # a camera whose frames are not tracked yet (no worker, say)
+        return any(m.key == key for partition in frames.partitions for m in frames.latest(partition, frames.capacity))
 
     def _on_alert(self, m) -> None:
         self.alerts.apply(m)

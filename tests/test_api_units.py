@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from api.hub import Message, TopicRing
-from api.read_models import Alerts, CameraEvents, Cameras, Counts, Zones
+from api.read_models import Alerts, CameraEvents, Cameras, Counts, TrackedCameras, Zones
 from api.routes_status import STALLED_AFTER_S, _workers_state, _workers_verdict
 from api.sse import BadCursor, format_cursor, parse_cursor
 from its_faust.codecs import encode
@@ -178,3 +178,22 @@ def test_zone_read_model_keeps_each_zones_latest_figures_and_only_the_zones_a_ca
     assert [z.seq for z in zones.current("c", None)] == [1]
     zones.forget_partition(0)
     assert zones.current("c", None) == []
+
+
+def test_tracked_cameras_count_each_cameras_records_and_forget_the_least_recent_beyond_the_bound():
+    from schemas.tracks import TrackRecord
+
+    def tracked(camera, seq):
+        return TrackRecord(camera_id=camera, seq=seq, captured_at=10.0, width=64, height=48, detected_at=10.1,
+                           tracked_at=10.2, tracker_frame=seq, model="m@v", detections=0, worker="w:1", objects=[])
+
+    cameras = TrackedCameras(max_cameras=2)
+    for i, record in enumerate([tracked("a", 1), tracked("b", 1), tracked("a", 2)]):
+        cameras.apply(message(record, i))
+    assert [(r.camera_id, r.seq, n) for r, n in cameras.latest()] == [("a", 2, 2), ("b", 1, 1)]
+    cameras.apply(Message(0, 5, b"b", b"{not json", 0.0))  # counted; its newest does not decode: left out
+    cameras.apply(message(tracked("c", 1), 6))  # a third camera: a, heard from least recently, goes
+    assert [(r.camera_id, n) for r, n in cameras.latest()] == [("c", 1)]
+    assert cameras.frames == {b"b": 2, b"c": 1}
+    cameras.apply(Message(0, 7, b"", b"{}", 0.0))  # no key: no camera
+    assert len(cameras.frames) == 2

@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import httpx
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 from aiokafka import AIOKafkaProducer
 
 from api.sse import parse_cursor
@@ -269,6 +270,15 @@ def test_live_view_counts_health_and_metrics_on_a_real_clip(stack, settings, api
     assert ready.status_code == 200 and ready.json()["broker"] == "reachable" and "its.frames" in ready.json()["lag"]
     metrics = c.get("/metrics").text
     assert "its_faust_api_sse_events_sent_total" in metrics and "its_faust_api_ring_messages" in metrics
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(metrics) for s in family.samples}
+    of_camera = (("camera", camera),)
+    assert samples[("its_faust_camera_frames_tracked_total", of_camera)] >= 60  # (at least once: a redelivery counts)
+    assert samples[("its_faust_camera_latency_seconds", of_camera)] > 0
+    assert 0 <= samples[("its_faust_camera_last_frame_age_seconds", of_camera)] < 120
+    assert samples[("its_faust_line_crossings", (("camera", camera), ("direction", "in"), ("label", "car"), ("line", "y120")))] == 1
+    assert samples[("its_faust_zone_occupancy", (("camera", camera), ("zone", "near-road")))] == near["occupancy"]
+    assert samples[("its_faust_api_ring_received_total", (("topic", settings.topic(TRACKS)),))] >= 60
     assert c.get("/api/v1/cameras/no-frames/snapshot.jpg").status_code == 404
     # The camera's own events: what ingest reported about its stream, newest first.
     events = c.get(f"/api/v1/cameras/{camera}/events").json()
