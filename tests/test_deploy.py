@@ -48,6 +48,9 @@ def test_dockerfile_installs_the_package_and_runs_the_cli():
     assert "pip install" in text and 'ENTRYPOINT ["its-faust"]' in text
     for package in ("its_faust", "agents", "tables", "schemas", "api"):
         assert f"COPY {package} " in text
+    # CPU torch unless asked otherwise: PyPI's CUDA build made the image about 6 GB larger.
+    assert "ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu" in text
+    assert text.index('--index-url "$TORCH_INDEX" torch torchvision') < text.index("pip install --no-cache-dir .")
 
 
 def _its_faust_commands():
