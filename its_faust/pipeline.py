@@ -21,7 +21,7 @@ from its_faust.cameras import CameraSetup, command, ensure_setup, read_configs, 
 from its_faust.broker import EmbeddedBroker, bootstrap_servers, check_embedded_allowed, wait_reachable
 from its_faust.cpu_use import CpuMeter
 from its_faust.ingest import LIVE_CREDIT_EXPIRE_S, FlowWindow, IngestStats, ingest, make_producer
-from its_faust.results import CountFeed, RecordFeed, RunSummary, TrackFeed, group_lag
+from its_faust.results import CountFeed, RecordFeed, RunSummary, TrackFeed, group_lag, zone_summary
 from its_faust.sources import SourceSpec
 from its_faust.topic_names import ALERTS, CROSSINGS, DETECTIONS, FRAMES, TRACKS, ZONE_EVENTS, ensure_topics
 from its_faust.worker import WorkerProcess
@@ -258,20 +258,6 @@ def _first_copies(records: list) -> list:
             seen.add(key)
             out.append(r)
     return out
-
-
-def zone_summary(events: list[ZoneEvent]) -> dict:
-    """One zone over a run: entries, exits, occupancy at the end, mean dwell and speed of those that left."""
-    exits = [e for e in events if e.kind == "exit"]
-    dwell = [e.dwell_s for e in exits if e.dwell_s is not None]
-    speeds = [e.mean_speed_kmh for e in exits if e.mean_speed_kmh is not None]
-    return {
-        "entries": sum(1 for e in events if e.kind == "enter"),
-        "exits": len(exits),
-        "occupancy_at_end": events[-1].occupancy if events else 0,
-        "mean_dwell_s": round(sum(dwell) / len(dwell), 2) if dwell else None,
-        "mean_speed_kmh": round(sum(speeds) / len(speeds), 2) if speeds else None,
-    }
 
 
 async def count_source(

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 from its_faust.cameras import CameraSetup, read_configs
 from its_faust.codecs import SchemaError, decode
-from its_faust.results import TopicReader
+from its_faust.results import TopicReader, zone_summary
 from its_faust.topic_names import TRACKS
 from schemas import TrackRecord
 from schemas.control import CameraConfig
@@ -30,7 +30,7 @@ class ReplaySummary:
     last_seq: int | None = None
     config_version: int | None = None
     counts: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
-    zones: dict[str, dict[str, int]] = field(default_factory=dict)
+    zones: dict[str, dict] = field(default_factory=dict)  # as in run's summary: results.zone_summary
     alerts: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -59,7 +59,7 @@ async def stored_tracks(bootstrap: str, settings, camera_id: str) -> list[TrackR
 def replay(records: list[TrackRecord], config: CameraConfig, rules) -> ReplaySummary:
     summary = ReplaySummary(camera_id=config.camera_id, config_version=config.version)
     summary.counts = {line.name: {} for line in config.lines}
-    summary.zones = {zone.name: {"entries": 0, "exits": 0} for zone in config.zones}
+    zone_events: dict[str, list] = {zone.name: [] for zone in config.zones}
     actor = CameraAnalytics(config.camera_id, rules=rules)
     for record in records:
         out = actor.update(record, config)
@@ -67,11 +67,12 @@ def replay(records: list[TrackRecord], config: CameraConfig, rules) -> ReplaySum
             by_class = summary.counts[c.line].setdefault(c.direction, {})
             by_class[c.label] = by_class.get(c.label, 0) + 1
         for e in out.zone_events:
-            summary.zones[e.zone]["entries" if e.kind == "enter" else "exits"] += 1
+            zone_events[e.zone].append(e)
         summary.alerts += [
             {"alert_id": a.alert_id, "kind": a.kind, "state": a.state, "seq": a.seq, "message": a.message}
             for a in out.alerts
         ]
+    summary.zones = {name: zone_summary(events) for name, events in zone_events.items()}
     summary.frames = len(records)
     if records:
         summary.first_seq, summary.last_seq = records[0].seq, records[-1].seq

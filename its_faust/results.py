@@ -13,7 +13,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from its_faust.codecs import SchemaError, decode
 from its_faust.topic_names import COUNTS, TRACKS
 from schemas import TrackRecord
-from schemas.analytics import CountUpdate
+from schemas.analytics import CountUpdate, ZoneEvent
 
 
 # A fetch of several partitions is answered by the embedded broker only when its wait runs out
@@ -353,3 +353,17 @@ def _throughput(records: list[TrackRecord]) -> float:
     if len(times) < 2 or times[-1] <= times[0]:
         return 0.0
     return round((len(times) - 1) / (times[-1] - times[0]), 2)
+
+
+def zone_summary(events: list[ZoneEvent]) -> dict:
+    """One zone over a run: entries, exits, occupancy at the end, mean dwell and speed of those that left."""
+    exits = [e for e in events if e.kind == "exit"]
+    dwell = [e.dwell_s for e in exits if e.dwell_s is not None]
+    speeds = [e.mean_speed_kmh for e in exits if e.mean_speed_kmh is not None]
+    return {
+        "entries": sum(1 for e in events if e.kind == "enter"),
+        "exits": len(exits),
+        "occupancy_at_end": events[-1].occupancy if events else 0,
+        "mean_dwell_s": round(sum(dwell) / len(dwell), 2) if dwell else None,
+        "mean_speed_kmh": round(sum(speeds) / len(speeds), 2) if speeds else None,
+    }
