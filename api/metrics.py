@@ -4,9 +4,12 @@ figures as the read models hold them (per camera, line, zone and worker)."""
 from __future__ import annotations
 
 import time
+from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from schemas.analytics import AlertKind
 
 
 class Metrics:
@@ -53,30 +56,49 @@ class HubFigures:
         hub = self.hub
         frames = CounterMetricFamily("its_faust_camera_frames_tracked",
                                      "The camera's tracked frames the API has read since it started", labels=["camera"])
-        objects = GaugeMetricFamily("its_faust_camera_objects", "Objects tracked in the camera's newest frame",
+        objects = GaugeMetricFamily("its_faust_camera_objects", "Objects tracked in the camera's newest frame; 0 once the camera has "
+                                    "been silent for analytics.camera_silent_s",
                                     labels=["camera"])
         age = GaugeMetricFamily("its_faust_camera_last_frame_age_seconds",
                                 "Since the camera's newest frame was tracked (a stopped camera's grows)", labels=["camera"])
         latency = GaugeMetricFamily("its_faust_camera_latency_seconds",
                                     "From capture to tracked, for the camera's newest frame", labels=["camera"])
+        silent_s = hub.settings.analytics.camera_silent_s
         for record, count in hub.tracked.latest():
-            camera = [record.camera_id]
+            camera, since = [record.camera_id], max(0.0, now - record.tracked_at)
             frames.add_metric(camera, count)
-            objects.add_metric(camera, len(record.objects))
-            age.add_metric(camera, max(0.0, now - record.tracked_at))
+            # Workers close a camera silent this long: its tracks end, though no frame says so.
+            objects.add_metric(camera, 0 if 0 < silent_s < since else len(record.objects))
+            age.add_metric(camera, since)
             latency.add_metric(camera, max(0.0, record.tracked_at - record.captured_at))
+        yield from (frames, objects, age, latency)
+        yield from self._lines_and_zones()
+        yield self._alerts()
+
+    def _lines_and_zones(self):
+        """As the API's routes give them: only the lines and zones each camera has now."""
+        hub = self.hub
         crossings = GaugeMetricFamily("its_faust_line_crossings", "Vehicles counted on the line since it was added",
                                       labels=["camera", "line", "direction", "label"])
-        for (camera, line, direction, label), update in sorted(hub.counts.latest.items()):
-            crossings.add_metric([camera, line, direction, label], update.total)
-        occupancy = GaugeMetricFamily("its_faust_zone_occupancy", "Vehicles in the zone, as of its last event",
+        for camera in sorted({key[0] for key in hub.counts.latest}):
+            for u in hub.counts.current(camera, hub.cameras.get(camera)):
+                crossings.add_metric([camera, u.line, u.direction, u.label], u.total)
+        occupancy = GaugeMetricFamily("its_faust_zone_occupancy", "Vehicles in the zone, as of its last event (0 before any)",
                                       labels=["camera", "zone"])
-        for (camera, zone), stats in sorted(hub.zones.latest.items()):
-            occupancy.add_metric([camera, zone], stats.occupancy)
+        for camera in sorted({key[0] for key in hub.zones.latest} | {c.camera_id for c in hub.cameras.all()}):
+            config = hub.cameras.get(camera)
+            figures = [(s.zone, s.occupancy) for s in hub.zones.current(camera, config)]
+            for zone, n in sorted(figures + [(zone, 0) for zone in hub.zones.idle(camera, config)]):
+                occupancy.add_metric([camera, zone], n)
+        return crossings, occupancy
+
+    def _alerts(self):
+        """Every kind for every configured camera, 0 when none is active (a series that vanishes reads as no data)."""
+        hub = self.hub
         alerts = GaugeMetricFamily("its_faust_alerts_active", "Alerts raised and not cleared", labels=["camera", "kind"])
-        active: dict[tuple[str, str], int] = {}
+        active = {(c.camera_id, kind): 0 for c in hub.cameras.all() for kind in get_args(AlertKind)}
         for alert in hub.alerts.active.values():
             active[(alert.camera_id, alert.kind)] = active.get((alert.camera_id, alert.kind), 0) + 1
         for (camera, kind), n in sorted(active.items()):
             alerts.add_metric([camera, kind], n)
-        yield from (frames, objects, age, latency, crossings, occupancy, alerts)
+        return alerts

@@ -178,8 +178,10 @@ class Counts(CurrentFigures):
             del self.history[key]
         return cameras
 
-    def current(self, camera_id: str) -> list[CountUpdate]:
-        return [u for k, u in sorted(self.latest.items()) if k[0] == camera_id]
+    def current(self, camera_id: str, config: CameraConfig | None = None) -> list[CountUpdate]:
+        """The camera's totals by line, direction and class; with its configuration, only those of the lines it has
+        now, as added now (a line removed, or removed and added again since, is not counting them)."""
+        return [u for k, u in sorted(self.latest.items()) if k[0] == camera_id and _counts_line_now(u, config)]
 
     def has(self, camera_id: str) -> bool:
         return super().has(camera_id) or any(k[0] == camera_id for k in self.history)
@@ -194,6 +196,13 @@ class Counts(CurrentFigures):
                            for (l, d, c), (_, n) in sorted(counts.items())],
             })
         return out
+
+
+def _counts_line_now(u: CountUpdate, config: CameraConfig | None) -> bool:
+    if config is None:
+        return True  # not configured (or not read yet): nothing to judge by
+    return (any(line.name == u.line for line in config.lines)
+            and u.line_version >= config.line_versions.get(u.line, 0))
 
 
 class Zones(CurrentFigures):
@@ -214,6 +223,12 @@ class Zones(CurrentFigures):
         zones = None if config is None else {z.name for z in config.zones}
         return [s for (camera, zone), s in sorted(self.latest.items())
                 if camera == camera_id and (zones is None or zone in zones)]
+
+    def idle(self, camera_id: str, config: CameraConfig | None) -> list[str]:
+        """The camera's zones with no figures held: none entered since it was added (or not in what the API has read)."""
+        if config is None:
+            return []
+        return sorted(z.name for z in config.zones if (camera_id, z.name) not in self.latest)
 
 
 class Alerts:

@@ -87,6 +87,8 @@ class CountsNow(BaseModel):
 class ZoneStatsNow(BaseModel):
     camera_id: str
     zones: list[ZoneStats]
+    idle: list[str] = Field(description="The camera's zones with no figures yet: no vehicle has entered since they "
+                                        "were added (or none in what this API process has read)")
 
 
 class AlertsNow(BaseModel):
@@ -183,9 +185,12 @@ async def set_speed_limit(request: Request, camera_id: CameraId, body: SpeedLimi
     return await _change(request, camera_id, SetSpeedLimit(kmh=body.kmh))
 
 
-@router.get("/{camera_id}/counts", response_model=CountsNow, responses=UNKNOWN, summary="Current totals and windows per line")
+@router.get("/{camera_id}/counts", response_model=CountsNow, responses=UNKNOWN, summary="Current totals and windows per line",
+            description="Of the lines the camera has now: a removed line's totals are left out (its windows stay in "
+                        "the history), and a line added again counts afresh.")
 async def counts_now(request: Request, camera_id: KnownCameraId):
-    return CountsNow(camera_id=camera_id, counts=request.app.state.hub.counts.current(camera_id))
+    hub = request.app.state.hub
+    return CountsNow(camera_id=camera_id, counts=hub.counts.current(camera_id, hub.cameras.get(camera_id)))
 
 
 @router.get("/{camera_id}/counts/history", responses=UNKNOWN, summary="Counts per window, oldest first")
@@ -198,10 +203,12 @@ async def counts_history(request: Request, camera_id: KnownCameraId, window: Lit
                     "quarter hour (dwell, speeds when calibrated)",
             description="As of each zone's last event (a zone's figures change when a vehicle enters or leaves "
                         "it); a window whose `end` has passed had no event since. Zones the camera no longer "
-                        "has are left out.")
+                        "has are left out; those it has with no event yet are listed in `idle`.")
 async def zone_stats_now(request: Request, camera_id: KnownCameraId):
     hub = request.app.state.hub
-    return ZoneStatsNow(camera_id=camera_id, zones=hub.zones.current(camera_id, hub.cameras.get(camera_id)))
+    config = hub.cameras.get(camera_id)
+    return ZoneStatsNow(camera_id=camera_id, zones=hub.zones.current(camera_id, config),
+                        idle=hub.zones.idle(camera_id, config))
 
 
 @router.get("/{camera_id}/alerts", response_model=AlertsNow, responses=UNKNOWN, summary="Active and recent alerts")

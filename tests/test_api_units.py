@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -14,7 +15,7 @@ from its_faust.codecs import encode
 from schemas.analytics import Alert, CountUpdate, FrameRef, WindowCount, ZoneStats, ZoneWindow
 from schemas.camera_events import CameraEvent
 from schemas.control import CameraConfig
-from schemas.geometry import Zone
+from schemas.geometry import CountingLine, Zone
 
 
 def test_positions_round_trip_and_bad_ones_are_refused():
@@ -82,6 +83,21 @@ def test_counts_of_a_line_added_again_replace_those_of_before():
         {"line": "l", "direction": "in", "label": "car", "count": 1},
         {"line": "l", "direction": "out", "label": "car", "count": 5},  # this minute's, before the line went
     ]
+
+
+def test_counts_are_those_of_the_lines_the_camera_has_now():
+    counts = Counts()
+    for i, (line, version, total) in enumerate([("gone", 1, 4), ("kept", 2, 3), ("again", 3, 9)]):
+        counts.apply(message(CountUpdate(
+            camera_id="c", seq=i, captured_at=100 + i, line=line, line_version=version, direction="in", label="car",
+            total=total, minute=WindowCount(start=60, end=120, count=1), quarter=WindowCount(start=0, end=900, count=1)), i))
+    lines = [CountingLine(name=name, x1=0, y1=0, x2=9, y2=0) for name in ("kept", "again")]
+    # "gone" was removed; "again" removed and added again at version 5: its 9 are of the line before.
+    config = CameraConfig(camera_id="c", version=5, last_command_id="x", updated_at=50.0, lines=lines,
+                          line_versions={"kept": 2, "again": 5})
+    assert [u.line for u in counts.current("c", config)] == ["kept"]
+    assert [u.line for u in counts.current("c")] == ["again", "gone", "kept"]  # no configuration: nothing to judge by
+    assert "gone" in {x["line"] for w in counts.windows("c", "1m") for x in w["counts"]}  # its history stays
 
 
 def test_alert_read_model_tracks_active_alerts_and_ignores_repeats():
@@ -169,6 +185,8 @@ def test_zone_read_model_keeps_each_zones_latest_figures_and_only_the_zones_a_ca
     square = [(0, 0), (9, 0), (9, 9)]
     only_a = CameraConfig(camera_id="c", version=3, last_command_id="x", updated_at=50.0, zones=[Zone(name="a", points=square)])
     assert [z.zone for z in zones.current("c", only_a)] == ["a"]  # b was removed: not current
+    with_new = only_a.model_copy(update={"zones": [*only_a.zones, Zone(name="new", points=square)]})
+    assert zones.idle("c", with_new) == ["new"] and zones.idle("c", only_a) == [] and zones.idle("c", None) == []
     assert zones.has("c") and not zones.has("d") and zones.current("d", None) == []
     zones.camera_removed(only_a.model_copy(update={"removed": True, "updated_at": 200.0}))
     assert zones.current("c", None) == [] and not zones.has("c")
@@ -197,3 +215,39 @@ def test_tracked_cameras_count_each_cameras_records_and_forget_the_least_recent_
     assert cameras.frames == {b"b": 2, b"c": 1}
     cameras.apply(Message(0, 7, b"", b"{}", 0.0))  # no key: no camera
     assert len(cameras.frames) == 2
+
+
+def test_metrics_give_the_lines_and_zones_a_camera_has_now_and_zeros_where_nothing_is():
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from api.metrics import HubFigures
+    from api.read_models import Workers
+    from schemas.tracks import TrackRecord, TrackedObject
+
+    window = ZoneWindow(start=60, end=120, entries=1, exits=0)
+    square = [(0, 0), (9, 0), (9, 9)]
+    hub = SimpleNamespace(rings={}, workers=Workers(), tracked=TrackedCameras(), counts=Counts(), zones=Zones(),
+                          alerts=Alerts(), cameras=Cameras(),
+                          settings=SimpleNamespace(analytics=SimpleNamespace(camera_silent_s=30.0)))
+    hub.cameras.put(CameraConfig(camera_id="c", version=4, last_command_id="x", updated_at=50.0,
+                                 zones=[Zone(name="kept", points=square), Zone(name="quiet", points=square)]))
+    for i, zone in enumerate(("kept", "removed")):
+        hub.zones.apply(message(ZoneStats(camera_id="c", seq=i, captured_at=100.0, zone=zone, occupancy=1, entries=1,
+                                          exits=0, minute=window, quarter=window), i))
+    box = TrackedObject(track_id=1, cls=2, label="car", conf=0.9, x1=0, y1=0, x2=5, y2=5)
+    now = time.time()
+    for camera, tracked_at in (("c", now), ("stopped", now - 60)):
+        hub.tracked.apply(message(TrackRecord(
+            camera_id=camera, seq=1, captured_at=tracked_at - 0.1, width=64, height=48, detected_at=tracked_at,
+            tracked_at=tracked_at, tracker_frame=1, model="m@v", detections=1, worker="w:1", objects=[box])))
+    registry = CollectorRegistry()
+    registry.register(HubFigures(hub))
+    samples = {(s.name, tuple(sorted(s.labels.values()))): s.value
+               for family in text_string_to_metric_families(generate_latest(registry).decode()) for s in family.samples}
+    occupancy = {labels: v for (name, labels), v in samples.items() if name == "its_faust_zone_occupancy"}
+    assert occupancy == {("c", "kept"): 1, ("c", "quiet"): 0}  # the removed zone is gone, the quiet one is 0
+    assert samples[("its_faust_camera_objects", ("c",))] == 1
+    assert samples[("its_faust_camera_objects", ("stopped",))] == 0  # silent past camera_silent_s: closed
+    alerts = {labels: v for (name, labels), v in samples.items() if name == "its_faust_alerts_active"}
+    assert alerts == {("c", kind): 0 for kind in ("congestion", "overspeed", "stopped_vehicle", "wrong_way")}

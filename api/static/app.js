@@ -136,8 +136,14 @@ function renderCounts() {
 
 async function loadZones(id, current) {
   const res = await fetch(`${api}/cameras/${encodeURIComponent(id)}/zone-stats`);
-  const zones = res.ok ? (await res.json()).zones : [];
-  if (current()) for (const z of zones) onZoneStats(z);
+  const { zones, idle } = res.ok ? await res.json() : { zones: [], idle: [] };
+  if (!current()) return;
+  // A zone no vehicle has entered yet is shown too, empty (its first event replaces this).
+  for (const zone of idle) {
+    if (!state.zones.has(zone)) state.zones.set(zone, { zone, camera_id: id, occupancy: 0, entries: 0, exits: 0, minute: null, captured_at: -Infinity });
+  }
+  for (const z of zones) onZoneStats(z);
+  renderZones();
 }
 
 function onZoneStats(z) {
@@ -151,13 +157,13 @@ function onZoneStats(z) {
 function renderZones() {
   const body = $("zones").querySelector("tbody");
   body.innerHTML = "";
-  if (!state.zones.size) { body.innerHTML = '<tr><td colspan="6" class="muted">no zone events yet</td></tr>'; }
+  if (!state.zones.size) { body.innerHTML = '<tr><td colspan="6" class="muted">no zones</td></tr>'; }
   let inZones = 0;
   // A zone's minute is that of its last event (in scene time, for a file): one older than the camera's newest had none since.
-  const newest = Math.max(...[...state.zones.values()].map((z) => z.minute.start));
+  const newest = Math.max(...[...state.zones.values()].filter((z) => z.minute).map((z) => z.minute.start));
   for (const z of [...state.zones.values()].sort((a, b) => a.zone.localeCompare(b.zone))) {
     inZones += z.occupancy;
-    const current = z.minute.start >= newest;
+    const current = z.minute != null && z.minute.start >= newest;
     const dwell = current && z.minute.mean_dwell_s != null ? `${z.minute.mean_dwell_s.toFixed(1)} s` : "–";
     const speed = current && z.minute.speed ? z.minute.speed.mean_kmh.toFixed(0) : "–";
     const tr = document.createElement("tr");

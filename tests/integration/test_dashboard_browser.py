@@ -87,6 +87,12 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
                 if await tools.value("document.body.dataset.camera") == camera:
                     break
                 await asyncio.sleep(0.2)
+            for _ in range(50):  # its zone, before any traffic: listed, empty
+                idle_zones = await tools.value(
+                    "[...document.querySelectorAll('#zones tbody tr')].map((tr) => [...tr.cells].map((td) => td.textContent))")
+                if idle_zones[0][0] == "near-road":
+                    break
+                await asyncio.sleep(0.2)
             running = asyncio.create_task(analyze_source(stack, str(clip_path), setup, camera_id=camera, max_frames=150))
             seen = {}
             for _ in range(300):
@@ -116,6 +122,7 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
                 await asyncio.sleep(0.2)
             seen["workers"] = await tools.value(  # the module's one worker, as it reports itself
                 "[...document.querySelectorAll('#workers li.worker')].map((li) => li.className + ' ' + li.textContent)")
+            seen["idle zones"] = idle_zones
             shot = await tools.call("Page.captureScreenshot", format="png")
             return seen, base64.b64decode(shot["data"])
 
@@ -130,6 +137,7 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
     assert seen["counts"] >= 1 and seen["rows"] >= 3, seen  # live counts in the table
     assert seen["frames"] >= 20 and seen["live"] == 640, seen  # track updates, and the annotated live view
     assert seen["camera_events"] == ["finished", "started"], seen  # the camera's events, newest first
+    assert seen["idle zones"] == [["near-road", "0", "0", "0", "–", "–"]], seen
     # The zone's row: name, in it now, entries, exits (entries - exits = in it now).
     assert [row[0] for row in seen["zones"]] == ["near-road"], seen
     _, now, entries, exits = seen["zones"][0][:4]
