@@ -28,7 +28,8 @@ class ReplaySummary:
     frames: int = 0
     first_seq: int | None = None
     last_seq: int | None = None
-    config_version: int | None = None
+    config_version: int | None = None  # of the camera's stored configuration replayed with (None: it has none)
+    replaced: list[str] = field(default_factory=list)  # what --line/--config gave in place of the stored one's
     counts: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     zones: dict[str, dict] = field(default_factory=dict)  # as in run's summary: results.zone_summary
     alerts: list[dict] = field(default_factory=list)
@@ -81,15 +82,22 @@ def replay(records: list[TrackRecord], config: CameraConfig, rules) -> ReplaySum
 
 async def replay_camera(bootstrap: str, settings, camera_id: str, setup: CameraSetup | None = None) -> ReplaySummary:
     """Replay with the camera's current configuration; what ``setup`` gives replaces the camera's own."""
-    config = (await read_configs(bootstrap, settings)).get(camera_id)
+    stored = (await read_configs(bootstrap, settings)).get(camera_id)
+    if stored is not None and stored.removed:
+        stored = None
+    config, replaced = stored, {}
     if setup:
-        base = config or CameraConfig(camera_id=camera_id, version=1, last_command_id="-", updated_at=0)
+        base = stored or CameraConfig(camera_id=camera_id, version=1, last_command_id="-", updated_at=0)
         given = {"lines": setup.lines, "zones": setup.zones, "calibration": setup.calibration,
                  "speed_limit_kmh": setup.speed_limit_kmh}
-        config = base.model_copy(update={k: v for k, v in given.items() if v} | {"removed": False})
-    if config is None or config.removed:
+        replaced = {k: v for k, v in given.items() if v}
+        config = base.model_copy(update=replaced | {"removed": False})
+    if config is None:
         raise ValueError(f"camera {camera_id!r} has no configuration to replay with: give --line, or add it first")
     records = await stored_tracks(bootstrap, settings, camera_id)
     if not records:
         raise ValueError(f"no stored tracks for camera {camera_id!r} on {settings.topic(TRACKS)}")
-    return replay(records, config, settings.analytics)
+    summary = replay(records, config, settings.analytics)
+    summary.config_version = None if stored is None else stored.version
+    summary.replaced = sorted(replaced)
+    return summary

@@ -106,7 +106,7 @@ def test_replay_from_stored_tracks_gives_the_live_counts(stack, settings, clip_p
         return json.loads(done.stdout)
 
     again = replay()
-    assert again["frames"] == hand["frames"] and again["config_version"] >= 2
+    assert again["frames"] == hand["frames"] and again["config_version"] >= 2 and again["replaced"] == []
     assert again["counts"] == live and total(live[line.name], "in") >= 3
     # A line the camera never had, over the same history: counts what crossed it.
     other = replay("--line", "380,300,640,300:lower")["counts"]["lower"]
@@ -114,7 +114,9 @@ def test_replay_from_stored_tracks_gives_the_live_counts(stack, settings, clip_p
     # A zone over the same history: the traffic figures run's summary gives (dwell, occupancy), not two counters.
     zone = {"zones": [{"name": "near-road", "points": [[0, 200], [640, 200], [640, 360], [0, 360]]}]}
     (tmp_path / "zone.json").write_text(json.dumps(zone))
-    near = replay("--config", str(tmp_path / "zone.json"))["zones"]["near-road"]
+    with_zone = replay("--config", str(tmp_path / "zone.json"))
+    assert with_zone["config_version"] == again["config_version"] and with_zone["replaced"] == ["zones"]
+    near = with_zone["zones"]["near-road"]
     assert near["entries"] >= 5 and near["entries"] - near["exits"] == near["occupancy_at_end"], near
     assert near["mean_dwell_s"] > 0 and near["mean_speed_kmh"] is None, near  # no calibration: no speeds
 
