@@ -173,13 +173,19 @@ async def run_demo(settings, source: str, *, workers: int = 1, cameras: int = 1,
         try:
             await in_thread_to_the_end(api.start)
             header = (f"dashboard: http://127.0.0.1:{port}/  (API docs at /docs)\n"
-                      f"broker: {stack.broker_url}  (see its topics: its-faust tail tracks --broker {stack.broker_url})")
+                      f"broker: {stack.broker_url}  (see its topics: its-faust tail tracks --broker {stack.broker_url})\n"
+                      f"logs: {stack.workdir}  ({', '.join(_log_names(stack, api))}; removed when the demo stops)")
             if not _write(lambda: print(header, flush=True)):  # `demo | head -1` can close it between the lines
                 log.info("demo: its output was closed; stopping")
                 stop.set()
             await _run_cameras(settings, stack, source, names, [line.name for line in setup.lines], duration, stop)
         finally:
             await in_thread_to_the_end(api.stop)
+
+
+def _log_names(stack: Stack, api: ApiProcess) -> list[str]:
+    broker = [stack.broker.log_path] if stack.broker else []  # none of its own with an external broker
+    return [path.name for path in [*broker, *(w.log_path for w in stack.workers), api.log_path]]
 
 
 async def _run_cameras(settings, stack: Stack, source: str, names: list[str], line_names: list[str],

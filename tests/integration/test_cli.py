@@ -116,6 +116,7 @@ def test_demo_runs_and_stops_by_itself():
                           capture_output=True, text=True, timeout=150, env=env)
     assert done.returncode == 0, done.stderr
     assert f"dashboard: http://127.0.0.1:{port}/" in done.stdout
+    assert re.search(r"^logs: \S+its-faust-\S+  \(broker.log, worker-1.log, api.log; ", done.stdout, re.MULTILINE), done.stdout
     # Not a terminal: the figures come as lines (every 5 s and at the end) instead of a live table.
     rows = re.findall(r"demo-cam-1: sent (\d+) tracked (\d+) fps", done.stdout)
     assert len(rows) >= 2, done.stdout[-2000:]
