@@ -105,6 +105,11 @@ class AnalyticsSettings(BaseModel):
     line_margin_px: float = Field(2.0, ge=0, description="Dead band around counting lines")
     speed_window_s: float = Field(1.0, gt=0, description="Speeds are fitted over this much of a track's path")
     zone_frames: int = Field(3, ge=1, description="Frames in a row inside (or outside) to enter (or leave) a zone")
+    zone_min_track_frames: int = Field(
+        10, ge=1,
+        description="Frames a track must have been seen in before it can enter a zone: a track the tracker follows for "
+        "a few frames only is mostly a second one on a vehicle already tracked (a truck's cab and trailer)",
+    )
     zone_lost_s: float = Field(1.0, gt=0, description="A track unseen this long has left its zones")
     moving_px_s: float = Field(15.0, gt=0, description="Below this image speed a track has no direction")
     stopped_kmh: float = Field(5.0, gt=0, description="Stopped when slower (calibrated cameras)")
