@@ -80,16 +80,14 @@ class HubFigures:
         hub = self.hub
         crossings = GaugeMetricFamily("its_faust_line_crossings", "Vehicles counted on the line since it was added",
                                       labels=["camera", "line", "direction", "label"])
-        for camera in sorted({key[0] for key in hub.counts.latest}):
-            for u in hub.counts.current(camera, hub.cameras.get(camera)):
-                crossings.add_metric([camera, u.line, u.direction, u.label], u.total)
+        for u in hub.counts.all_current(hub.cameras.get):
+            crossings.add_metric([u.camera_id, u.line, u.direction, u.label], u.total)
         occupancy = GaugeMetricFamily("its_faust_zone_occupancy", "Vehicles in the zone, as of its last event (0 before any)",
                                       labels=["camera", "zone"])
-        for camera in sorted({key[0] for key in hub.zones.latest} | {c.camera_id for c in hub.cameras.all()}):
-            config = hub.cameras.get(camera)
-            figures = [(s.zone, s.occupancy) for s in hub.zones.current(camera, config)]
-            for zone, n in sorted(figures + [(zone, 0) for zone in hub.zones.idle(camera, config)]):
-                occupancy.add_metric([camera, zone], n)
+        figures = [(s.camera_id, s.zone, s.occupancy) for s in hub.zones.all_current(hub.cameras.get)]
+        idle = [(c.camera_id, zone, 0) for c in hub.cameras.all() for zone in hub.zones.idle(c.camera_id, c)]
+        for camera, zone, n in sorted(figures + idle):
+            occupancy.add_metric([camera, zone], n)
         return crossings, occupancy
 
     def _alerts(self):

@@ -183,6 +183,10 @@ class Counts(CurrentFigures):
         now, as added now (a line removed, or removed and added again since, is not counting them)."""
         return [u for k, u in sorted(self.latest.items()) if k[0] == camera_id and _counts_line_now(u, config)]
 
+    def all_current(self, config_of: Callable[[str], CameraConfig | None]) -> list[CountUpdate]:
+        """``current`` of every camera in one pass (``config_of``: a camera's configuration, or None)."""
+        return [u for k, u in sorted(self.latest.items()) if _counts_line_now(u, config_of(k[0]))]
+
     def has(self, camera_id: str) -> bool:
         return super().has(camera_id) or any(k[0] == camera_id for k in self.history)
 
@@ -220,15 +224,21 @@ class Zones(CurrentFigures):
 
     def current(self, camera_id: str, config: CameraConfig | None) -> list[ZoneStats]:
         """The camera's zones, by name; with its configuration, only the zones it has now (one removed is not current)."""
-        zones = None if config is None else {z.name for z in config.zones}
-        return [s for (camera, zone), s in sorted(self.latest.items())
-                if camera == camera_id and (zones is None or zone in zones)]
+        return [s for (camera, zone), s in sorted(self.latest.items()) if camera == camera_id and _zone_now(zone, config)]
+
+    def all_current(self, config_of: Callable[[str], CameraConfig | None]) -> list[ZoneStats]:
+        """``current`` of every camera in one pass (``config_of``: a camera's configuration, or None)."""
+        return [s for (camera, zone), s in sorted(self.latest.items()) if _zone_now(zone, config_of(camera))]
 
     def idle(self, camera_id: str, config: CameraConfig | None) -> list[str]:
         """The camera's zones with no figures held: none entered since it was added (or not in what the API has read)."""
         if config is None:
             return []
         return sorted(z.name for z in config.zones if (camera_id, z.name) not in self.latest)
+
+
+def _zone_now(zone: str, config: CameraConfig | None) -> bool:
+    return config is None or any(z.name == zone for z in config.zones)
 
 
 class Alerts:

@@ -262,7 +262,7 @@ class CameraAnalytics:
                 ))
 
     def _zones(self, track: _Track, zones, ground, record: TrackRecord, out: FrameOutput) -> None:
-        if sum(track.votes.values()) < self.rules.zone_min_track_frames:
+        if not zones or sum(track.votes.values()) < self.rules.zone_min_track_frames:
             return  # too young to tell from a brief second track (on the demo clip those lived 3 to 8 frames)
         for zone in zones:
             member = track.zones.setdefault(zone.name, Membership())
