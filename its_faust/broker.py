@@ -15,6 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
+
 log = logging.getLogger(__name__)
 
 
@@ -123,9 +125,27 @@ class EmbeddedBroker:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
-    def wait(self) -> int:
-        """Block until the broker process ends; its exit code."""
-        return self._proc.wait() if self._proc else 0
+    def memory_bytes(self) -> int | None:
+        """The broker's resident memory; None when it is not running.
+
+        Tansu's memory store keeps every record it is sent: this build ignores ``retention.ms``,
+        closes the connection on DeleteRecords and has no other storage engine compiled in, so
+        what it holds only grows (docs/architecture.md, "Known limits of the embedded broker")."""
+        if not self._proc or self._proc.poll() is not None:
+            return None
+        try:
+            return psutil.Process(self._proc.pid).memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return None
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Block until the broker process ends (or ``timeout`` passes: None); its exit code."""
+        if not self._proc:
+            return 0
+        try:
+            return self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
     def stop(self) -> None:
         if self._proc and self._proc.poll() is None:
@@ -142,6 +162,36 @@ class EmbeddedBroker:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class BrokerMemoryNote:
+    """How much the embedded broker holds, for figures people watch; once past ``warn_bytes``, a warning.
+
+    The embedded broker drops no record (``EmbeddedBroker.memory_bytes``), and its CPU for each
+    frame grows with what the frames' partition holds (about 1 ms per frame empty, 10 ms at 1 GB),
+    so a long run slows down; Apache Kafka's retention keeps neither from growing."""
+
+    def __init__(self, broker, warn_bytes: int, every_s: float = 1.0):
+        self._broker, self._warn_bytes, self._every_s = broker, warn_bytes, every_s
+        self._read_at = float("-inf")
+        self._text = ""
+        self.warned = False
+
+    def text(self) -> str:
+        """``embedded broker holds 812 MB``; empty with an external broker."""
+        if self._broker is None or time.monotonic() - self._read_at < self._every_s:
+            return self._text
+        self._read_at = time.monotonic()
+        held = self._broker.memory_bytes()
+        if held is None:
+            return self._text
+        if held >= self._warn_bytes and not self.warned:
+            self.warned = True
+            log.warning("the embedded broker holds %.1f GB: it keeps every frame in memory and spends more CPU on each "
+                        "one as it grows, so the pipeline slows down; for runs longer than about 10 minutes point "
+                        "ITS_FAUST_BROKER_URL at a Kafka broker, whose retention drops old frames", held / 1e9)
+        self._text = f"embedded broker holds {held / 1e6:.0f} MB"
+        return self._text
 
 
 def check_embedded_allowed(settings) -> None:

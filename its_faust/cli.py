@@ -24,7 +24,7 @@ from its_faust.cameras import CommandFailed
 from its_faust.cli_cameras import cameras
 from its_faust.cli_tail import tail
 from its_faust.data_dir import DataDirInUse
-from its_faust.broker import BrokerError, EmbeddedBroker, bootstrap_servers, check_embedded_allowed, wait_reachable
+from its_faust.broker import BrokerMemoryNote, BrokerError, EmbeddedBroker, bootstrap_servers, check_embedded_allowed, wait_reachable
 from its_faust.cli_support import fail, set_env, settings_or_fail
 from its_faust.sources import SourceError
 
@@ -166,13 +166,23 @@ def worker(ready_file: Path | None, broker_url: str | None) -> None:
 @click.option("--port", type=click.IntRange(0, 65535), default=9092, show_default=True,
               help="Loopback port to listen on (0: any free one).")
 def broker(port: int) -> None:
-    """Run the embedded Kafka-compatible broker (Tansu, in memory) until Ctrl-C."""
-    _settings()
+    """Run the embedded Kafka-compatible broker (Tansu, in memory) until Ctrl-C.
+
+    It keeps every record in memory (no retention) and slows as it fills: for trying things out,
+    not for a long-running system (point ITS_FAUST_BROKER_URL at Apache Kafka for that).
+    """
+    settings = _settings()
     _stop_on_terminate()  # the broker child runs in a session of its own: stop it on the way out
     try:
         with EmbeddedBroker(port=port) as b:
             click.echo(f"broker listening: ITS_FAUST_BROKER_URL={b.url}")
-            code = b.wait()
+            click.echo(f"it keeps every record in memory and slows as it fills; past {settings.embedded_broker_warn_mb} MB "
+                       "(ITS_FAUST_EMBEDDED_BROKER_WARN_MB) it says so once: long-running systems want Kafka")
+            note = BrokerMemoryNote(b, settings.embedded_broker_warn_mb * 1_000_000)
+            code = None
+            while code is None:
+                note.text()  # logs its warning once, past the limit
+                code = b.wait(timeout=10)
             fail(BrokerError(f"broker exited with code {code}"))
     except USER_ERRORS as exc:
         fail(exc)

@@ -194,7 +194,19 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(
         None, description="kafka://host:port[;host:port]; empty starts the embedded Tansu broker"
     )
+    embedded_broker_warn_mb: int = Field(
+        1024, ge=1,
+        description="The embedded broker keeps every record in memory and slows as it fills: past this the demo "
+        "and `its-faust broker` say once that a long run wants Kafka",
+    )
     topic_prefix: str = "its"
+    frames_retention_s: float = Field(
+        3600, gt=0,
+        description="retention.ms of the frames and detections topics when the project creates them: the bulk of "
+        "the traffic (a camera's JPEG frames, ~2.1 MB/s at 27 fps) and read only by the next stage, so an hour covers "
+        "a worker outage; the other topics keep the broker's default (tracks, counts and alerts are what replay and "
+        "the API read back)",
+    )
     partitions: int = Field(8, ge=1, description="Partitions of every keyed topic; the most workers that share work")
     replication_factor: int = Field(
         1, ge=1,

@@ -24,12 +24,24 @@ ALL = (
     CAMERA_COMMANDS, CAMERA_CONFIGS, CROSSINGS, COUNTS, ZONE_EVENTS, ZONE_STATS, ALERTS, WORKERS,
 )
 
+# Frames and what was detected on them: bulky, and read only by the next stage.
+SHORT_LIVED = (FRAMES, DETECTIONS)
+
+
+def topic_configs(name: str, settings) -> dict[str, str]:
+    """Configs a topic is created with (names without the prefix): a short retention for the bulky
+    transient ones, the broker's defaults (Kafka: 7 days) for the rest."""
+    if name in SHORT_LIVED:
+        return {"retention.ms": str(int(settings.frames_retention_s * 1000))}
+    return {}
+
 
 async def ensure_topics(bootstrap: str, settings) -> None:
     """Create the pipeline's topics with the configured partitions and replicas, if they do not exist yet.
 
     Producers may start before any worker has declared the topics; a topic
     auto-created by the broker would get the broker's default partition count.
+    Topics that exist already keep their configs (change them with Kafka's tools).
     """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
@@ -38,8 +50,11 @@ async def ensure_topics(bootstrap: str, settings) -> None:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [settings.topic(name) for name in ALL]
-        new = [NewTopic(t, settings.partitions, settings.replication_factor) for t in wanted if t not in existing]
+        new = [
+            NewTopic(settings.topic(name), settings.partitions, settings.replication_factor,
+                     topic_configs=topic_configs(name, settings))
+            for name in ALL if settings.topic(name) not in existing
+        ]
         if new:
             try:
                 await admin.create_topics(new)

@@ -22,10 +22,12 @@ from its_faust.topic_names import (
     FRAMES,
     TRACKS,
     WORKERS,
+    topic_configs,
 )
 
 
 def _topic(name: str):
+    retention_ms = topic_configs(name, settings).get("retention.ms")  # as ensure_topics creates it
     return app.topic(
         settings.topic(name),
         key_type=bytes,
@@ -33,6 +35,7 @@ def _topic(name: str):
         key_serializer="raw",
         value_serializer="raw",
         partitions=settings.partitions,
+        retention=int(retention_ms) / 1000 if retention_ms else None,
     )
 
 

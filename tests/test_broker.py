@@ -28,10 +28,12 @@ def test_embedded_broker_round_trip_and_clean_stop():
     broker = EmbeddedBroker().start()
     try:
         assert asyncio.run(round_trip(bootstrap_servers(broker.url))) == b"hello"
+        assert broker.memory_bytes() > 1_000_000  # the demo shows it: the broker never drops a record
         process = broker._proc
     finally:
         broker.stop()
     assert process.poll() is not None  # the child is gone
+    assert broker.memory_bytes() is None
     with pytest.raises(BrokerError):
         wait_reachable(broker.url, timeout=0.5)
 

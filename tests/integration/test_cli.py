@@ -306,6 +306,23 @@ def test_sigterm_while_the_broker_command_starts_its_broker():
             broker.kill()
 
 
+def test_the_broker_command_warns_once_it_holds_more_than_the_limit():
+    """It keeps every record and slows as it fills: people running it are told, once, before it hurts."""
+    import os
+
+    env = {**os.environ, "ITS_FAUST_EMBEDDED_BROKER_WARN_MB": "1"}  # a broker holds more than 1 MB from its start
+    broker = subprocess.Popen([sys.executable, "-m", "its_faust.cli", "broker", "--port", "0"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = broker.communicate(timeout=8)
+    except subprocess.TimeoutExpired:  # it runs until stopped: stop it and read what it said
+        broker.terminate()
+        out, err = broker.communicate(timeout=30)
+    assert "broker listening: ITS_FAUST_BROKER_URL=kafka://127.0.0.1:" in out
+    assert "past 1 MB (ITS_FAUST_EMBEDDED_BROKER_WARN_MB)" in out
+    assert err.count("the embedded broker holds") == 1 and "ITS_FAUST_BROKER_URL" in err
+
+
 def _cmdline(process) -> list[str]:
     import psutil
 
