@@ -26,13 +26,15 @@ from rich.table import Table
 from rich.text import Text
 
 from api.process import ApiProcess, check_port_free
+from its_faust.broker import BrokerMemoryNote
 from its_faust.cameras import CameraSetup, parse_line
 from its_faust.ingest import LIVE_CREDIT_EXPIRE_S, FlowWindow, ingest, make_producer
 from its_faust.pipeline import Stack, configure_camera, in_thread_to_the_end
 from its_faust.codecs import SchemaError, decode
 from its_faust.results import TopicReader, TrackFeed
-from its_faust.topic_names import COUNTS
+from its_faust.topic_names import CAMERA_CONFIGS, COUNTS
 from schemas.analytics import CountUpdate
+from schemas.control import CameraConfig
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +46,37 @@ class CameraFigures:
         self.ids: set[int] = set()
         self.active = 0
         self.lines = list(lines)  # shown from the start, at 0
-        self.count_totals: dict[tuple[str, str, str], int] = {}  # (line, direction, class) -> crossings
+        self.line_versions: dict[str, int] = {}  # line -> the adding of it that is counted now
+        self.configured = False  # once a configuration is known, it alone says which lines there are
+        self.count_totals: dict[tuple[str, int, str, str], int] = {}  # (line, version, direction, class) -> crossings
+
+    def configure(self, config: CameraConfig) -> None:
+        """The camera's lines changed (the API, ``its-faust cameras``): show the lines it has now, each
+        counted from its latest adding (a line removed and added again starts at 0, as its counts do)."""
+        self.configured = True
+        self.lines = [line.name for line in config.lines]
+        self.line_versions = {name: config.line_versions.get(name, 0) for name in self.lines}
+        self.count_totals = {key: n for key, n in self.count_totals.items() if self.line_versions.get(key[0]) == key[1]}
 
     def add_count(self, update: CountUpdate) -> None:
-        key = (update.line, update.direction, update.label)
-        self.count_totals[key] = max(self.count_totals.get(key, 0), update.total)  # updates may come twice
         if update.line not in self.lines:
+            if self.configured:
+                return  # a removed line's last counts, still on their way
             self.lines.append(update.line)
+        version = self.line_versions.setdefault(update.line, update.line_version)
+        if update.line_version != version:
+            if update.line_version < version:
+                return
+            # added again before this camera's configuration reached us: its counts start afresh
+            self.line_versions[update.line] = update.line_version
+            self.count_totals = {key: n for key, n in self.count_totals.items() if key[0] != update.line}
+        key = (update.line, update.line_version, update.direction, update.label)
+        self.count_totals[key] = max(self.count_totals.get(key, 0), update.total)  # updates may come twice
 
     def counts(self) -> str:
         """``y120 in 4 out 5`` per line, every class together."""
         def total(line, direction):
-            return sum(n for (name, way, _), n in self.count_totals.items() if name == line and way == direction)
+            return sum(n for (name, _, way, _), n in self.count_totals.items() if name == line and way == direction)
         return "; ".join(f"{line} in {total(line, 'in')} out {total(line, 'out')}" for line in self.lines) or "-"
 
     def add(self, record) -> None:
@@ -72,24 +93,29 @@ class CameraFigures:
         return float(np.median([lat for _, lat in self.recent])) if self.recent else 0.0
 
 
-def _table(figures: dict[str, CameraFigures], sent: dict[str, int], stack: Stack, started: float) -> Group:
+def _table(figures: dict[str, CameraFigures], sent: dict[str, int], stack: Stack, started: float,
+           broker_note: str = "") -> Group:
     table = Table(title=f"ITS Faust demo: {len(stack.workers)} worker(s), broker {stack.broker_url}")
     for column in ("camera", "frames sent", "tracked", "fps", "tracks now", "track ids", "latency p50", "line counts"):
         table.add_column(column, justify="right")
     for cam, fig in figures.items():
         table.add_row(cam, str(sent.get(cam, 0)), str(fig.tracked), f"{fig.fps():.1f}", str(fig.active), str(len(fig.ids)),
                       f"{fig.latency_p50():.0f} ms", fig.counts())
-    footer = Text(f"running {time.time() - started:.0f}s; Ctrl-C stops everything", style="dim")
+    held = f"; {broker_note}" if broker_note else ""
+    footer = Text(f"running {time.time() - started:.0f}s{held}; Ctrl-C stops everything", style="dim")
     return Group(table, footer)
 
 
-def _lines(figures: dict[str, CameraFigures], sent: dict[str, int], started: float) -> str:
+def _lines(figures: dict[str, CameraFigures], sent: dict[str, int], started: float, broker_note: str = "") -> str:
     """The table's figures as plain lines, for output that is not a terminal (a log file, a pipe)."""
-    return "\n".join(
+    lines = [
         f"{time.time() - started:.0f}s {cam}: sent {sent.get(cam, 0)} tracked {fig.tracked} fps {fig.fps():.1f} "
         f"tracks now {fig.active} track ids {len(fig.ids)} latency p50 {fig.latency_p50():.0f} ms counts {fig.counts()}"
         for cam, fig in figures.items()
-    )
+    ]
+    if broker_note:
+        lines.append(f"{time.time() - started:.0f}s {broker_note}")
+    return "\n".join(lines)
 
 
 class _FiguresView:
@@ -188,6 +214,15 @@ def _log_names(stack: Stack, api: ApiProcess) -> list[str]:
     return [path.name for path in [*broker, *(w.log_path for w in stack.workers), api.log_path]]
 
 
+async def _decoded(reader: TopicReader, schema) -> list:
+    """The records ``reader`` has now (no wait), decoded; a malformed one is the workers' to dead-letter."""
+    records = []
+    for message in await reader.poll(0):
+        with contextlib.suppress(SchemaError):
+            records.append(decode(schema, message.value))
+    return records
+
+
 async def _run_cameras(settings, stack: Stack, source: str, names: list[str], line_names: list[str],
                        duration: float | None, stop: asyncio.Event) -> None:
     """The cameras send until ``stop`` (Ctrl-C, --duration, a failed camera); the figures follow the tracks and counts topics."""
@@ -197,6 +232,9 @@ async def _run_cameras(settings, stack: Stack, source: str, names: list[str], li
     feed = await TrackFeed(stack.bootstrap, settings, cameras=names).start()  # their partitions only
     count_reader = await TopicReader(stack.bootstrap, settings.topic(COUNTS), keys=[n.encode() for n in names],
                                      many_partitions_wait_ms=settings.fetch_max_wait_ms).start()
+    # Lines changed while the demo runs (the dashboard, `its-faust cameras`): the figures follow them.
+    config_reader = await TopicReader(stack.bootstrap, settings.topic(CAMERA_CONFIGS), keys=[n.encode() for n in names],
+                                      from_beginning=True, many_partitions_wait_ms=settings.fetch_max_wait_ms).start()
     figures = {name: CameraFigures(line_names) for name in names}
     sent: dict[str, int] = {}
     # Like a real camera: frames come at the clip's rate; when the pipeline is behind, new ones are dropped.
@@ -213,7 +251,9 @@ async def _run_cameras(settings, stack: Stack, source: str, names: list[str], li
         )
         for name in names
     ]
-    view = _FiguresView(lambda: _table(figures, sent, stack, started), lambda: _lines(figures, sent, started))
+    broker_memory = BrokerMemoryNote(stack.broker, settings.embedded_broker_warn_mb * 1_000_000)
+    view = _FiguresView(lambda: _table(figures, sent, stack, started, broker_memory.text()),
+                        lambda: _lines(figures, sent, started, broker_memory.text()))
     try:
         with view:
             while not stop.is_set():
@@ -221,11 +261,13 @@ async def _run_cameras(settings, stack: Stack, source: str, names: list[str], li
                     if record.camera_id in figures:
                         figures[record.camera_id].add(record)
                         windows[record.camera_id].release()
-                for message in await count_reader.poll(0):  # what has come; the track feed set the pace
-                    with contextlib.suppress(SchemaError):
-                        update = decode(CountUpdate, message.value)
-                        if update.camera_id in figures:
-                            figures[update.camera_id].add_count(update)
+                # what has come; the track feed set the pace
+                for config in await _decoded(config_reader, CameraConfig):
+                    if config.camera_id in figures:
+                        figures[config.camera_id].configure(config)
+                for update in await _decoded(count_reader, CountUpdate):
+                    if update.camera_id in figures:
+                        figures[update.camera_id].add_count(update)
                 view.update()
                 if view.output_lost:  # `demo | head`: the reader left, as SIGPIPE would stop a C program
                     log.info("demo: its output was closed; stopping")
@@ -240,5 +282,6 @@ async def _run_cameras(settings, stack: Stack, source: str, names: list[str], li
         await asyncio.gather(*senders, return_exceptions=True)
         await feed.stop()
         await count_reader.stop()
+        await config_reader.stop()
         await producer.stop()
         view.write(print)  # the live table's last line stays; logs start below it
