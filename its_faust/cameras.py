@@ -174,6 +174,26 @@ class CameraSetup(BaseModel):
         return self
 
 
+def with_kept(setup: CameraSetup, config: CameraConfig | None) -> tuple[CameraSetup, list[str]]:
+    """``setup`` and what the camera has already and ``setup`` does not replace (``ensure_setup`` leaves
+    those as they are, so the workers go on counting them): the whole of what it will run with, and the
+    kept parts by name (``line y120``, ``zone lanes``, ``calibration``, ``speed limit``)."""
+    if config is None or config.removed:
+        return setup, []
+    line_names, zone_names = {line.name for line in setup.lines}, {zone.name for zone in setup.zones}
+    lines = [line for line in config.lines if line.name not in line_names]
+    zones = [zone for zone in config.zones if zone.name not in zone_names]
+    kept = [f"line {line.name}" for line in lines] + [f"zone {zone.name}" for zone in zones]
+    whole = setup.model_copy(update={"lines": setup.lines + lines, "zones": setup.zones + zones})
+    if setup.calibration is None and config.calibration is not None:
+        whole.calibration = config.calibration
+        kept.append("calibration")
+    if setup.speed_limit_kmh is None and config.speed_limit_kmh is not None:
+        whole.speed_limit_kmh = config.speed_limit_kmh
+        kept.append("speed limit")
+    return whole, kept
+
+
 def ensure_setup(config: CameraConfig | None, camera_id: str, setup: CameraSetup, *, source: str = "") -> list[Change]:
     """The changes that give the camera these lines, zones, calibration and limit (others it has stay),
     and ``source`` as where its frames come from, when given."""

@@ -407,14 +407,20 @@ def bench(source: str, out_path: Path | None, skip_baseline: bool, batch_sweep: 
               help="Count with these lines instead of the camera's own (repeatable).")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Camera config JSON as for `run`: what it gives replaces the camera's own.")
+@click.option("--latest", is_flag=True,
+              help="Only the camera's latest stretch of tracks (its latest run: the result lists every stretch).")
+@click.option("--from-seq", type=click.IntRange(min=0), help="Only tracks from this seq on (inclusive).")
+@click.option("--to-seq", type=click.IntRange(min=0), help="Only tracks up to this seq (inclusive).")
 @click.option("--out", "out_path", type=click.Path(path_type=Path), help="Write the result JSON here.")
 @click.option("--broker", "broker_url", help="kafka://host:port (default: ITS_FAUST_BROKER_URL).")
-def replay(camera_id, source, line_specs, config_path, out_path, broker_url) -> None:
+def replay(camera_id, source, line_specs, config_path, latest, from_seq, to_seq, out_path, broker_url) -> None:
     """Rebuild a camera's analytics (counts, zone traffic, alerts) from its stored tracks.
 
     Uses the camera's current configuration unless --line/--config is given, and changes nothing
-    on the broker. With --source instead, a recorded video goes through the whole pipeline again
-    as camera "replay" (as `run` does: on a broker of its own unless ITS_FAUST_BROKER_URL is set).
+    on the broker. Every stored track of the camera by default, across its runs (a gap of over
+    30 s starts a new stretch; the result lists them); --latest or --from-seq/--to-seq pick a part.
+    With --source instead, a recorded video goes through the whole pipeline again as camera
+    "replay" (as `run` does: on a broker of its own unless ITS_FAUST_BROKER_URL is set).
     """
     set_env(broker_url=broker_url)
     settings = _settings()
@@ -424,9 +430,13 @@ def replay(camera_id, source, line_specs, config_path, out_path, broker_url) -> 
     try:
         setup = _setup_from(line_specs, config_path)
         _check_writable(out_path)
+        if from_seq is not None and to_seq is not None and from_seq > to_seq:
+            raise ValueError(f"--from-seq {from_seq} is after --to-seq {to_seq}")
         if source:
             if not setup:
                 raise ValueError("replaying a video file needs a configuration: --line or --config")
+            if latest or from_seq is not None or to_seq is not None:
+                raise ValueError("--latest, --from-seq and --to-seq pick stored tracks: they go with --camera")
             summary = asyncio.run(_run_with_progress(settings, _resolve_source(source, settings), "replay", 1, None, None, setup))
             result = {"source": summary.source, "frames": summary.frames_tracked, "counts": summary.counts,
                       "zones": summary.zones, "alerts": summary.alerts}
@@ -436,7 +446,8 @@ def replay(camera_id, source, line_specs, config_path, out_path, broker_url) -> 
             from its_faust.replay import replay_camera
 
             wait_reachable(settings.broker_url, 5.0)
-            result = asyncio.run(replay_camera(bootstrap_servers(settings.broker_url), settings, camera_id, setup)).as_dict()
+            result = asyncio.run(replay_camera(bootstrap_servers(settings.broker_url), settings, camera_id, setup,
+                                               from_seq=from_seq, to_seq=to_seq, latest=latest)).as_dict()
     except USER_ERRORS as exc:
         fail(exc)
     payload = json.dumps(result, indent=2)

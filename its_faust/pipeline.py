@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from its_faust.cameras import CameraSetup, command, ensure_setup, read_configs, send_commands
+from its_faust.cameras import CameraSetup, command, ensure_setup, read_configs, send_commands, with_kept
 from its_faust.broker import EmbeddedBroker, bootstrap_servers, check_embedded_allowed, wait_reachable
 from its_faust.cpu_use import CpuMeter
 from its_faust.ingest import LIVE_CREDIT_EXPIRE_S, FlowWindow, IngestStats, ingest, make_producer
@@ -200,6 +200,20 @@ async def configure_camera(stack: Stack, camera_id: str, setup: CameraSetup, *, 
         await send_commands(stack.bootstrap, stack.settings, [command(camera_id, c, issued_by="run") for c in changes])
 
 
+async def setup_for_run(stack: Stack, camera_id: str, setup: CameraSetup) -> tuple[CameraSetup, list[str]]:
+    """What a run of ``camera_id`` will be analysed with, and what of it the camera had from before.
+
+    On a broker that has seen the camera, it keeps the lines and zones it had (``ensure_setup``
+    leaves them): the workers count them, so the summary reports them too, and says so."""
+    current = (await read_configs(stack.bootstrap, stack.settings)).get(camera_id)
+    whole, kept = with_kept(setup, current)
+    if kept:
+        log.warning("%s keeps %s from before this run: counted and in the summary (`its-faust cameras "
+                    "remove-line/remove-zone %s NAME` drops one; another --camera starts bare)",
+                    camera_id, ", ".join(kept), camera_id)
+    return whole, kept
+
+
 async def wait_analytics_settled(stack: Stack, timeout_s: float = 30.0) -> None:
     """Until every track and crossing on the broker has been processed and committed (outputs flushed)."""
     topics = [stack.settings.topic(t) for t in (TRACKS, CROSSINGS, ZONE_EVENTS)]
@@ -279,12 +293,14 @@ async def run_source(
     setup: CameraSetup | None = None,
     on_progress: Callable | None = None,
 ) -> RunSummary:
-    """A whole source through the pipeline; with a ``setup``, the summary has counts, zones and alerts too."""
+    """A whole source through the pipeline; with a ``setup`` (or one the camera has on the broker already),
+    the summary has counts, zones and alerts too."""
     kwargs = dict(camera_id=camera_id, fps=fps, max_frames=max_frames, on_progress=on_progress)
     result = None
     async with Stack(settings, workers=workers) as stack:
         cpu = CpuMeter.of_stack(stack)
-        if setup:
+        setup, kept = await setup_for_run(stack, camera_id, setup or CameraSetup())
+        if setup != CameraSetup():
             stats, feed, result = await analyze_source(stack, source, setup, **kwargs)
         else:
             stats, feed = await track_source(stack, source, **kwargs)
@@ -295,4 +311,5 @@ async def run_source(
     summary.cores_busy_elsewhere, summary.cores_stolen = cpu.cores_busy_elsewhere, cpu.cores_stolen
     if result:
         summary.counts, summary.zones, summary.alerts = result.counts, result.zones, result.alerts
+    summary.kept_from_before = kept
     return summary

@@ -11,7 +11,9 @@ configuration is what the live run gave.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 
 from its_faust.cameras import CameraSetup, read_configs
 from its_faust.codecs import SchemaError, decode
@@ -20,6 +22,12 @@ from its_faust.topic_names import TRACKS
 from schemas import TrackRecord
 from schemas.control import CameraConfig
 from tables.camera_analytics import CameraAnalytics
+
+log = logging.getLogger(__name__)
+
+# Tracks of one camera more than this far apart in capture time are separate stretches: runs of a
+# file, or a live camera that was off. A camera that sends keeps its frames well under a second apart.
+STRETCH_GAP_S = 30.0
 
 
 @dataclass
@@ -33,6 +41,9 @@ class ReplaySummary:
     counts: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     zones: dict[str, dict] = field(default_factory=dict)  # as in run's summary: results.zone_summary
     alerts: list[dict] = field(default_factory=list)
+    # Every stretch of the camera's stored tracks (first_seq, last_seq, frames, started): pick one with
+    # --from-seq/--to-seq, or --latest.
+    stretches: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -55,6 +66,21 @@ async def stored_tracks(bootstrap: str, settings, camera_id: str) -> list[TrackR
             continue
         records.setdefault(record.seq, record)
     return [records[s] for s in sorted(records)]
+
+
+def stretches(records: list[TrackRecord], gap_s: float = STRETCH_GAP_S) -> list[list[TrackRecord]]:
+    """Records in seq order, cut where capture times are more than ``gap_s`` apart."""
+    out: list[list[TrackRecord]] = []
+    for record in records:
+        if not out or record.captured_at - out[-1][-1].captured_at > gap_s:
+            out.append([])
+        out[-1].append(record)
+    return out
+
+
+def _described(stretch: list[TrackRecord]) -> dict:
+    started = datetime.fromtimestamp(stretch[0].captured_at, timezone.utc).isoformat(timespec="seconds")
+    return {"first_seq": stretch[0].seq, "last_seq": stretch[-1].seq, "frames": len(stretch), "started": started}
 
 
 def replay(records: list[TrackRecord], config: CameraConfig, rules) -> ReplaySummary:
@@ -80,8 +106,12 @@ def replay(records: list[TrackRecord], config: CameraConfig, rules) -> ReplaySum
     return summary
 
 
-async def replay_camera(bootstrap: str, settings, camera_id: str, setup: CameraSetup | None = None) -> ReplaySummary:
-    """Replay with the camera's current configuration; what ``setup`` gives replaces the camera's own."""
+async def replay_camera(bootstrap: str, settings, camera_id: str, setup: CameraSetup | None = None, *,
+                        from_seq: int | None = None, to_seq: int | None = None, latest: bool = False) -> ReplaySummary:
+    """Replay with the camera's current configuration; what ``setup`` gives replaces the camera's own.
+
+    Every stored track of the camera by default (what the workers' totals count, across its runs);
+    ``from_seq``/``to_seq`` (inclusive) or ``latest`` (its last stretch) pick a part."""
     stored = (await read_configs(bootstrap, settings)).get(camera_id)
     if stored is not None and stored.removed:
         stored = None
@@ -97,7 +127,20 @@ async def replay_camera(bootstrap: str, settings, camera_id: str, setup: CameraS
     records = await stored_tracks(bootstrap, settings, camera_id)
     if not records:
         raise ValueError(f"no stored tracks for camera {camera_id!r} on {settings.topic(TRACKS)}")
+    parts = stretches(records)
+    if latest:
+        records = parts[-1]
+    records = [r for r in records if (from_seq is None or r.seq >= from_seq) and (to_seq is None or r.seq <= to_seq)]
+    if not records:
+        raise ValueError(f"camera {camera_id!r} has no stored tracks from seq {from_seq} to {to_seq}; it has "
+                         + ", ".join(f"{p[0].seq}-{p[-1].seq}" for p in parts))
+    chosen = stretches(records)
+    if len(chosen) > 1:
+        log.warning("%s: replaying %d stretches of tracks (runs, or the camera off for over %.0f s) as one; "
+                    "--latest or --from-seq/--to-seq picks one (\"stretches\" in the result)",
+                    camera_id, len(chosen), STRETCH_GAP_S)
     summary = replay(records, config, settings.analytics)
+    summary.stretches = [_described(p) for p in parts]
     summary.config_version = None if stored is None else stored.version
     summary.replaced = sorted(replaced)
     return summary

@@ -303,9 +303,12 @@ class RunSummary:
     cores_busy_elsewhere: float | None = 0.0  # None: a process of the run died, so its CPU cannot be told apart
     cores_stolen: float = 0.0
     missing_seqs: list[int] = field(default_factory=list)
-    # line -> direction -> class -> vehicles that crossed (only when lines were given)
+    # What the camera had on the broker before this run and kept (``line y120``, ``zone lanes``,
+    # ``calibration``, ``speed limit``): counted and reported like what the run was given.
+    kept_from_before: list[str] = field(default_factory=list)
+    # line -> direction -> class -> vehicles that crossed (the lines given, and any kept)
     counts: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
-    # zone -> entries, exits, occupancy at the end, mean dwell and speed (only when zones were given)
+    # zone -> entries, exits, occupancy at the end, mean dwell and speed (the zones given, and any kept)
     zones: dict[str, dict] = field(default_factory=dict)
     alerts: list[dict] = field(default_factory=list)
 

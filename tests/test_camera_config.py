@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from its_faust.cameras import CameraSetup, ensure_setup, parse_line, parse_points
+from its_faust.cameras import CameraSetup, ensure_setup, parse_line, parse_points, with_kept
 from its_faust.codecs import SchemaError, decode, encode
 from schemas.control import (
     AddCamera,
@@ -174,6 +174,25 @@ def test_ensure_setup_records_where_the_frames_come_from():
     moved = ensure_setup(config, "cam-a", CameraSetup(), source="other.mp4")
     assert [(c.op, c.source) for c in moved] == [("update_camera", "other.mp4")]
     assert apply(config, cmd(moved[0])).source == "other.mp4"
+
+
+def test_a_run_reports_what_the_camera_kept_from_before():
+    """``run`` on a camera the broker knows: the lines, zones, calibration and limit it had stay (the
+    workers count them), so they are analysed and named; what the run gives replaces its namesake."""
+    zone = Zone(name="z", points=[(0, 0), (10, 0), (10, 10)])
+    calibration = Calibration(image_points=[(100, 350), (540, 350), (400, 100), (240, 100)],
+                              road_points=[(0, 0), (7, 0), (7, 40), (0, 40)])
+    other = CountingLine(name="south", x1=0, y1=300, x2=640, y2=300)
+    config = fold(AddCamera(), AddLine(line=LINE), AddLine(line=other), AddZone(zone=zone),
+                  SetCalibration(calibration=calibration), SetSpeedLimit(kmh=50))
+    moved = LINE.model_copy(update={"y1": 120, "y2": 120})
+    whole, kept = with_kept(CameraSetup(lines=[moved]), config)
+    assert [line for line in whole.lines] == [moved, other] and whole.zones == [zone]
+    assert whole.calibration == calibration and whole.speed_limit_kmh == 50
+    assert kept == ["line south", "zone z", "calibration", "speed limit"]
+    assert ensure_setup(config, "cam-a", whole) == ensure_setup(config, "cam-a", CameraSetup(lines=[moved]))
+    assert with_kept(CameraSetup(lines=[moved]), None) == (CameraSetup(lines=[moved]), [])
+    assert with_kept(CameraSetup(), fold(AddCamera(), AddLine(line=LINE), RemoveCamera())) == (CameraSetup(), [])
 
 
 def test_camera_config_file_is_checked():

@@ -132,3 +132,20 @@ def test_a_crossing_against_a_one_way_line_does_not_use_up_the_count():
     ys = list(range(250, 150, -10)) + list(range(150, 260, 10))
     crossings, _ = run([[obj(1, 300, y)] for y in ys], config(LINE, count="in"))
     assert [c.direction for c in crossings] == ["in"]
+
+
+def test_replay_tells_a_cameras_runs_apart_by_the_gaps_between_them():
+    """Seqs start at the Unix time in ms, so a camera's runs follow each other in one seq order; a gap
+    of over 30 s in capture time starts a new stretch, which `replay --latest` or --from-seq picks."""
+    from its_faust.replay import _described, stretches
+
+    first = [frame(seq) for seq in range(0, 90)]  # 3 s at 30 fps
+    second = [frame(seq).model_copy(update={"seq": 5_000_000 + seq, "captured_at": 4_000 + seq / 30})
+              for seq in range(0, 60)]
+    parts = stretches(first + second)
+    assert [len(p) for p in parts] == [90, 60]
+    assert _described(parts[1]) == {"first_seq": 5_000_000, "last_seq": 5_000_059, "frames": 60,
+                                    "started": "1970-01-01T01:06:40+00:00"}
+    paused = first[:30] + [r.model_copy(update={"captured_at": r.captured_at + 29}) for r in first[30:]]
+    assert len(stretches(paused)) == 1  # a camera off for under 30 s: one stretch
+    assert stretches([]) == []

@@ -108,6 +108,12 @@ def test_replay_from_stored_tracks_gives_the_live_counts(stack, settings, clip_p
     again = replay()
     assert again["frames"] == hand["frames"] and again["config_version"] >= 2 and again["replaced"] == []
     assert again["counts"] == live and total(live[line.name], "in") >= 3
+    # One run: one stretch of tracks; --latest is all of it, --from-seq a part.
+    assert [(p["first_seq"], p["last_seq"], p["frames"]) for p in again["stretches"]] == [
+        (again["first_seq"], again["last_seq"], hand["frames"])]
+    assert replay("--latest")["counts"] == live
+    tail = replay("--from-seq", str(again["last_seq"] - 49))
+    assert tail["frames"] == 50 and tail["first_seq"] == again["last_seq"] - 49 and tail["stretches"] == again["stretches"]
     # A line the camera never had, over the same history: counts what crossed it.
     other = replay("--line", "380,300,640,300:lower")["counts"]["lower"]
     assert total(other, "in") >= 1 and "y120" not in replay("--line", "380,300,640,300:lower")["counts"]
@@ -149,3 +155,23 @@ def test_a_camera_removed_and_added_again_counts_afresh(stack, settings, clip_pa
     assert {(l, d, c): u.total for (l, d, c), u in latest.items()} == {
         ("y120", d, c): n for d, by_class in second["y120"].items() for c, n in by_class.items()}, latest
     assert all(u.line_version > 1 for u in latest.values())
+
+
+def test_a_run_on_a_camera_the_broker_knows_reports_what_it_kept(stack, settings, clip_path):
+    """`run` without --config on a camera that had a line: the workers count it, so the summary has its
+    counts and names it as kept from before (it said `counts: {}` while the line was being counted)."""
+    from its_faust.cameras import CameraSetup
+    from its_faust.pipeline import analyze_source, configure_camera, setup_for_run
+
+    line = CountingLine(name="y120", x1=140, y1=120, x2=620, y2=120)
+    camera = "kept-cam"
+
+    async def go():
+        await configure_camera(stack, camera, CameraSetup(lines=[line]))  # an earlier run or the API
+        setup, kept = await setup_for_run(stack, camera, CameraSetup())
+        _, _, result = await analyze_source(stack, str(clip_path), setup, camera_id=camera, max_frames=150)
+        return setup, kept, result
+
+    setup, kept, result = asyncio.run(go())
+    assert setup.lines == [line] and kept == ["line y120"]
+    assert total(result.counts["y120"], "in") + total(result.counts["y120"], "out") >= 2, result.counts
