@@ -95,6 +95,15 @@ class TrackedCameras:
             gone, _ = self.frames.popitem(last=False)
             self.newest.pop(gone, None)
 
+    def frame_size(self, camera_id: str) -> tuple[int, int] | None:
+        """(width, height) of the camera's newest tracked frame; None when none is held (or it does not decode)."""
+        message = self.newest.get(camera_id.encode())
+        try:
+            record = decode(TrackRecord, message.value) if message else None
+        except SchemaError:
+            return None
+        return (record.width, record.height) if record else None
+
     def latest(self) -> list[tuple[TrackRecord, int]]:
         """Each camera's newest track record and how many were read, by camera id (records that do not decode left out)."""
         out = []

@@ -1,8 +1,8 @@
 """Cameras over REST: every change is a command on ``its.camera-commands``; reads come from the read models.
 
 A change is checked against the camera's current configuration first (404 for
-an unknown camera or line or zone, 409 for a conflict, 422 for bad geometry, all with the
-reason), then sent; the response waits until a worker has applied it and
+an unknown camera or line or zone, 409 for a conflict, 422 for bad geometry or a line or zone
+wholly outside the camera's frame, all with the reason), then sent; the response waits until a worker has applied it and
 returns the new configuration (504 if no worker did in time, 503 if the broker cannot be reached).
 """
 
@@ -34,7 +34,7 @@ from schemas.control import (
     SetSpeedLimit,
     UpdateCamera,
 )
-from schemas.geometry import NAME_PATTERN, Calibration, CountingLine, Zone
+from schemas.geometry import NAME_PATTERN, Calibration, CountingLine, Zone, out_of_view
 from tables.camera_config import CommandRejected, apply
 
 router = APIRouter(prefix="/api/v1/cameras", tags=["cameras"])
@@ -103,6 +103,15 @@ def _known(request: Request, camera_id: str) -> CameraConfig:
     return config
 
 
+def _in_view(request: Request, camera_id: str, shape: CountingLine | Zone) -> None:
+    """422 for a line or zone wholly outside the camera's frame, when a frame of it has been tracked (the
+    size is known only then; a command from the CLI is not checked)."""
+    size = request.app.state.hub.tracked.frame_size(camera_id)
+    reason = out_of_view(shape, *size) if size else None
+    if reason:
+        raise HTTPException(status_code=422, detail=reason)
+
+
 async def _change(request: Request, camera_id: str, change: Change) -> CameraConfig:
     hub = request.app.state.hub
     cmd = command(camera_id, change, issued_by=f"api:{request.client.host if request.client else '-'}")
@@ -151,6 +160,7 @@ async def remove_camera(request: Request, camera_id: CameraId):
 @router.post("/{camera_id}/lines", response_model=CameraConfig, status_code=201, responses=ERRORS,
              summary="Add a counting line")
 async def add_line(request: Request, camera_id: CameraId, line: CountingLine):
+    _in_view(request, camera_id, line)
     return await _change(request, camera_id, AddLine(line=line))
 
 
@@ -161,6 +171,7 @@ async def remove_line(request: Request, camera_id: CameraId, name: Name):
 
 @router.post("/{camera_id}/zones", response_model=CameraConfig, status_code=201, responses=ERRORS, summary="Add a zone")
 async def add_zone(request: Request, camera_id: CameraId, zone: Zone):
+    _in_view(request, camera_id, zone)
     return await _change(request, camera_id, AddZone(zone=zone))
 
 

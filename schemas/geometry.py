@@ -125,3 +125,19 @@ def segments_cross(p: Point, q: Point, a: Point, b: Point, slack: float = 0.0) -
     d1, d2 = orient(a, b, p), orient(a, b, q)
     d3, d4 = orient(p, q, a), orient(p, q, b)
     return (d1 * d2 <= 0) and (d3 * d4 <= 0)
+
+
+def out_of_view(shape: CountingLine | Zone, width: int, height: int) -> str | None:
+    """Why nothing in a ``width`` x ``height`` frame can cross the line or enter the zone; None when
+    something can. Shapes that reach past the frame's edges are fine: only one wholly outside is not."""
+    from shapely.geometry import LineString, Polygon, box
+
+    if isinstance(shape, CountingLine):
+        kind, geometry = "line", LineString([shape.a, shape.b])
+    else:
+        kind, geometry = "zone", Polygon(shape.points)
+    if geometry.intersects(box(0, 0, width, height)):
+        return None
+    x0, y0, x1, y1 = geometry.bounds
+    return (f"{kind} {shape.name!r} lies wholly outside the camera's {width}x{height} frame (x {x0:g} to {x1:g}, "
+            f"y {y0:g} to {y1:g}): nothing in view can {'cross' if kind == 'line' else 'enter'} it")

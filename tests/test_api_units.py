@@ -215,6 +215,24 @@ def test_tracked_cameras_count_each_cameras_records_and_forget_the_least_recent_
     assert cameras.frames == {b"b": 2, b"c": 1}
     cameras.apply(Message(0, 7, b"", b"{}", 0.0))  # no key: no camera
     assert len(cameras.frames) == 2
+    assert cameras.frame_size("c") == (64, 48) and cameras.frame_size("a") is None
+    assert cameras.frame_size("b") is None  # its newest does not decode
+
+
+def test_a_line_or_zone_wholly_outside_the_frame_is_refused_with_where_it_lies():
+    from schemas.geometry import CountingLine, Zone, out_of_view
+
+    beside = Zone(name="beside", points=[(700, 50), (900, 50), (900, 100)])
+    assert out_of_view(beside, 640, 360) == (
+        "zone 'beside' lies wholly outside the camera's 640x360 frame (x 700 to 900, y 50 to 100): "
+        "nothing in view can enter it")
+    assert out_of_view(Zone(name="past-the-edge", points=[(600, 300), (900, 300), (900, 500)]), 640, 360) is None
+    around = Zone(name="around", points=[(-10, -10), (700, -10), (700, 400), (-10, 400)])
+    assert out_of_view(around, 640, 360) is None  # the whole frame inside it
+    below = CountingLine(name="below", x1=0, y1=400, x2=640, y2=400)
+    assert "line 'below' lies wholly outside" in out_of_view(below, 640, 360)
+    assert "nothing in view can cross it" in out_of_view(below, 640, 360)
+    assert out_of_view(below, 640, 480) is None
 
 
 def test_metrics_give_the_lines_and_zones_a_camera_has_now_and_zeros_where_nothing_is():

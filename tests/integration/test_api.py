@@ -410,3 +410,28 @@ def test_an_alerts_snapshot_outlives_the_frames_the_api_holds(stack, settings, a
     kept = c.get(f"/api/v1/cameras/{camera}/snapshot.jpg", params={"seq": 5})
     assert kept.status_code == 200 and kept.headers["content-type"] == "image/jpeg"
     assert cv2.imdecode(np.frombuffer(kept.content, np.uint8), cv2.IMREAD_COLOR).shape == (48, 64, 3)
+
+
+def test_a_line_or_zone_wholly_outside_a_tracked_cameras_frame_is_a_precise_422(stack, settings, api):
+    """Once a frame of the camera has been tracked, its size is known: geometry nothing in view can reach is refused."""
+    camera = "view-cam"
+    c = httpx.Client(base_url=api.base, timeout=30)
+    assert c.post("/api/v1/cameras", json={"camera_id": camera}).status_code == 201
+    # Before any frame: the size is not known, so nothing is refused for lying outside it.
+    r = c.post(f"/api/v1/cameras/{camera}/lines", json={"name": "far", "x1": 0, "y1": 900, "x2": 640, "y2": 900})
+    assert r.status_code == 201, r.text
+    tracked = TrackRecord(camera_id=camera, seq=1, captured_at=time.time(), width=640, height=360, detected_at=time.time(),
+                          tracked_at=time.time(), tracker_frame=1, model="m@v", detections=0, worker="w:1", objects=[])
+    asyncio.run(produce(stack.bootstrap, settings.topic(TRACKS), [tracked]))
+    beside = {"name": "beside", "points": [[700, 50], [900, 50], [900, 100]]}
+    deadline = time.monotonic() + 30
+    while (r := c.post(f"/api/v1/cameras/{camera}/zones", json=beside)).status_code != 422 and time.monotonic() < deadline:
+        assert r.status_code == 201, r.text  # the API had not read the track yet: take it back and try again
+        c.delete(f"/api/v1/cameras/{camera}/zones/beside")
+        time.sleep(0.2)
+    assert r.status_code == 422 and "zone 'beside' lies wholly outside the camera's 640x360 frame" in r.text, r.text
+    r = c.post(f"/api/v1/cameras/{camera}/lines", json={"name": "below", "x1": 0, "y1": 400, "x2": 640, "y2": 400})
+    assert r.status_code == 422 and "nothing in view can cross it" in r.text
+    edge = {"name": "edge", "points": [[600, 300], [900, 300], [900, 500]]}  # reaching past the edge is fine
+    assert c.post(f"/api/v1/cameras/{camera}/zones", json=edge).status_code == 201
+    assert [z["name"] for z in c.get(f"/api/v1/cameras/{camera}").json()["zones"]] == ["edge"]
