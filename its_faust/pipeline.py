@@ -297,6 +297,10 @@ async def run_source(
     the summary has counts, zones and alerts too."""
     kwargs = dict(camera_id=camera_id, fps=fps, max_frames=max_frames, on_progress=on_progress)
     result = None
+    if settings.broker_url and workers:
+        log.info("adding %d worker(s) to the workers of %s for this run: their group rebalances as they join and "
+                 "leave, pausing its cameras a few seconds (--workers 0 uses the running workers only)",
+                 workers, settings.broker_url)
     async with Stack(settings, workers=workers) as stack:
         cpu = CpuMeter.of_stack(stack)
         setup, kept = await setup_for_run(stack, camera_id, setup or CameraSetup())

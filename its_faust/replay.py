@@ -112,6 +112,9 @@ async def replay_camera(bootstrap: str, settings, camera_id: str, setup: CameraS
 
     Every stored track of the camera by default (what the workers' totals count, across its runs);
     ``from_seq``/``to_seq`` (inclusive) or ``latest`` (its last stretch) pick a part."""
+    records = await stored_tracks(bootstrap, settings, camera_id)
+    if not records:
+        raise ValueError(f"no stored tracks for camera {camera_id!r} on {settings.topic(TRACKS)}")
     stored = (await read_configs(bootstrap, settings)).get(camera_id)
     if stored is not None and stored.removed:
         stored = None
@@ -124,15 +127,14 @@ async def replay_camera(bootstrap: str, settings, camera_id: str, setup: CameraS
         config = base.model_copy(update=replaced | {"removed": False})
     if config is None:
         raise ValueError(f"camera {camera_id!r} has no configuration to replay with: give --line, or add it first")
-    records = await stored_tracks(bootstrap, settings, camera_id)
-    if not records:
-        raise ValueError(f"no stored tracks for camera {camera_id!r} on {settings.topic(TRACKS)}")
     parts = stretches(records)
     if latest:
         records = parts[-1]
     records = [r for r in records if (from_seq is None or r.seq >= from_seq) and (to_seq is None or r.seq <= to_seq)]
     if not records:
-        raise ValueError(f"camera {camera_id!r} has no stored tracks from seq {from_seq} to {to_seq}; it has "
+        wanted = " ".join(part for part in (f"from seq {from_seq}" if from_seq is not None else "",
+                                             f"up to seq {to_seq}" if to_seq is not None else "") if part)
+        raise ValueError(f"camera {camera_id!r} has no stored tracks {wanted}; it has seqs "
                          + ", ".join(f"{p[0].seq}-{p[-1].seq}" for p in parts))
     chosen = stretches(records)
     if len(chosen) > 1:

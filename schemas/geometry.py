@@ -136,7 +136,8 @@ def out_of_view(shape: CountingLine | Zone, width: int, height: int) -> str | No
         kind, geometry = "line", LineString([shape.a, shape.b])
     else:
         kind, geometry = "zone", Polygon(shape.points)
-    if geometry.intersects(box(0, 0, width, height)):
+    # The frame's inside: a shape that only touches its edge holds no pixel of it.
+    if geometry.intersects(box(0, 0, width, height).buffer(-0.5, join_style="mitre")):
         return None
     x0, y0, x1, y1 = geometry.bounds
     return (f"{kind} {shape.name!r} lies wholly outside the camera's {width}x{height} frame (x {x0:g} to {x1:g}, "

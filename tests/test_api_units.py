@@ -227,6 +227,8 @@ def test_a_line_or_zone_wholly_outside_the_frame_is_refused_with_where_it_lies()
         "zone 'beside' lies wholly outside the camera's 640x360 frame (x 700 to 900, y 50 to 100): "
         "nothing in view can enter it")
     assert out_of_view(Zone(name="past-the-edge", points=[(600, 300), (900, 300), (900, 500)]), 640, 360) is None
+    touching = Zone(name="touching", points=[(640, 50), (900, 50), (900, 100)])  # the last column is 639.x
+    assert "zone 'touching' lies wholly outside" in out_of_view(touching, 640, 360)
     around = Zone(name="around", points=[(-10, -10), (700, -10), (700, 400), (-10, 400)])
     assert out_of_view(around, 640, 360) is None  # the whole frame inside it
     below = CountingLine(name="below", x1=0, y1=400, x2=640, y2=400)

@@ -38,6 +38,13 @@ def test_embedded_broker_round_trip_and_clean_stop():
         wait_reachable(broker.url, timeout=0.5)
 
 
+def test_a_port_in_use_is_one_clear_error_not_a_broker_that_seems_to_start():
+    """Another broker on the port answered the readiness check, so ours said it listened, then exited."""
+    with EmbeddedBroker() as first:
+        with pytest.raises(BrokerError, match=rf"cannot start the embedded broker on 127.0.0.1:{first.port}: .*in use"):
+            EmbeddedBroker(port=first.port).start()
+
+
 def test_unreachable_external_broker_is_one_clear_error():
     with pytest.raises(BrokerError, match=r"broker 127.0.0.1:\d+ is not reachable"):
         wait_reachable(f"kafka://127.0.0.1:{free_port()}", timeout=1)

@@ -96,6 +96,10 @@ def test_user_errors_are_one_line(args, message):
          "--broker (ITS_FAUST_BROKER_URL): 'http://127.0.0.1:9092': a Kafka broker is kafka://host:port, not http://"),
         ({}, ["run", "--source", "dual_carriageway_abhishek.mp4", "--broker", "http://127.0.0.1:9092"],
          "--broker (ITS_FAUST_BROKER_URL): 'http://127.0.0.1:9092'"),
+        ({}, ["run", "--source", "dual_carriageway_abhishek.mp4", "--workers", "0"],
+         "--workers 0 uses the workers already running on ITS_FAUST_BROKER_URL (or --broker); an embedded broker has none"),
+        ({}, ["replay", "--camera", "cam-1", "--from-seq", "9", "--to-seq", "3", "--broker", "kafka://127.0.0.1:1"],
+         "--from-seq 9 is after --to-seq 3"),
     ],
 )
 def test_invalid_settings_are_one_line(env, args, message):
@@ -127,7 +131,7 @@ def test_demo_runs_and_stops_by_itself():
 
 
 def test_bad_option_values_are_refused_before_anything_starts():
-    for args, option in ((["run", "--source", "dual_carriageway_abhishek.mp4", "--workers", "0"], "--workers"),
+    for args, option in ((["run", "--source", "dual_carriageway_abhishek.mp4", "--workers", "-1"], "--workers"),
                          (["run", "--source", "dual_carriageway_abhishek.mp4", "--fps", "-3"], "--fps"),
                          (["demo", "--cameras", "0"], "--cameras"),
                          (["demo", "--port", "70000"], "--port"),

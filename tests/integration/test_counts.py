@@ -97,11 +97,14 @@ def test_replay_from_stored_tracks_gives_the_live_counts(stack, settings, clip_p
     camera = "replay-cam"
     _, _, live = asyncio.run(count_source(stack, str(clip_path), [line], camera_id=camera, idle_timeout_s=90))
 
-    def replay(*args):
+    def replay(*args, camera=camera, ok=True):
         done = subprocess.run(
             [sys.executable, "-m", "its_faust.cli", "replay", "--camera", camera, *args], capture_output=True, text=True,
             timeout=120, env={**os.environ, "ITS_FAUST_BROKER_URL": stack.broker_url},
         )
+        if not ok:
+            assert done.returncode != 0 and not done.stdout
+            return done.stderr
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 
@@ -114,6 +117,9 @@ def test_replay_from_stored_tracks_gives_the_live_counts(stack, settings, clip_p
     assert replay("--latest")["counts"] == live
     tail = replay("--from-seq", str(again["last_seq"] - 49))
     assert tail["frames"] == 50 and tail["first_seq"] == again["last_seq"] - 49 and tail["stretches"] == again["stretches"]
+    beyond = replay("--from-seq", str(again["last_seq"] + 1), ok=False)
+    assert f"no stored tracks from seq {again['last_seq'] + 1}; it has seqs {again['first_seq']}-{again['last_seq']}" in beyond
+    assert "no stored tracks for camera 'nosuch-cam'" in replay(camera="nosuch-cam", ok=False)  # not "add it first"
     # A line the camera never had, over the same history: counts what crossed it.
     other = replay("--line", "380,300,640,300:lower")["counts"]["lower"]
     assert total(other, "in") >= 1 and "y120" not in replay("--line", "380,300,640,300:lower")["counts"]
@@ -175,3 +181,13 @@ def test_a_run_on_a_camera_the_broker_knows_reports_what_it_kept(stack, settings
     setup, kept, result = asyncio.run(go())
     assert setup.lines == [line] and kept == ["line y120"]
     assert total(result.counts["y120"], "in") + total(result.counts["y120"], "out") >= 2, result.counts
+
+
+def test_a_run_with_no_workers_of_its_own_is_tracked_by_the_running_ones(stack, settings, clip_path):
+    """`run --workers 0` on a broker with workers: nobody joins their group (no rebalance), they track it all."""
+    from its_faust.pipeline import run_source
+
+    shared = settings.model_copy(update={"broker_url": stack.broker_url})
+    summary = asyncio.run(run_source(shared, str(clip_path), camera_id="guest-cam", workers=0, max_frames=60))
+    assert summary.workers == 0 and summary.frames_tracked == summary.frames_in == 60
+    assert summary.detections > 0 and not any(name.startswith("worker") for name in summary.cpu_ms_per_frame)
