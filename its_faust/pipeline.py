@@ -303,7 +303,9 @@ async def run_source(
                  workers, settings.broker_url)
     async with Stack(settings, workers=workers) as stack:
         cpu = CpuMeter.of_stack(stack)
-        setup, kept = await setup_for_run(stack, camera_id, setup or CameraSetup())
+        setup, kept = setup or CameraSetup(), []
+        if not stack.broker:  # a broker this run started holds no camera yet: nothing to read
+            setup, kept = await setup_for_run(stack, camera_id, setup)
         if setup != CameraSetup():
             stats, feed, result = await analyze_source(stack, source, setup, **kwargs)
         else:

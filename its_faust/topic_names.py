@@ -28,12 +28,16 @@ ALL = (
 SHORT_LIVED = (FRAMES, DETECTIONS)
 
 
+def retention_s(name: str, settings) -> float | None:
+    """How long a topic (name without the prefix) keeps records: short for the bulky transient ones,
+    None (the broker's default; Kafka: 7 days) for the rest."""
+    return settings.frames_retention_s if name in SHORT_LIVED else None
+
+
 def topic_configs(name: str, settings) -> dict[str, str]:
-    """Configs a topic is created with (names without the prefix): a short retention for the bulky
-    transient ones, the broker's defaults (Kafka: 7 days) for the rest."""
-    if name in SHORT_LIVED:
-        return {"retention.ms": str(int(settings.frames_retention_s * 1000))}
-    return {}
+    """Configs a topic is created with."""
+    retention = retention_s(name, settings)
+    return {"retention.ms": str(int(retention * 1000))} if retention is not None else {}
 
 
 async def ensure_topics(bootstrap: str, settings) -> None:

@@ -22,12 +22,11 @@ from its_faust.topic_names import (
     FRAMES,
     TRACKS,
     WORKERS,
-    topic_configs,
+    retention_s,
 )
 
 
 def _topic(name: str):
-    retention_ms = topic_configs(name, settings).get("retention.ms")  # as ensure_topics creates it
     return app.topic(
         settings.topic(name),
         key_type=bytes,
@@ -35,7 +34,7 @@ def _topic(name: str):
         key_serializer="raw",
         value_serializer="raw",
         partitions=settings.partitions,
-        retention=int(retention_ms) / 1000 if retention_ms else None,
+        retention=retention_s(name, settings),  # as ensure_topics creates it
     )
 
 

@@ -137,7 +137,7 @@ def out_of_view(shape: CountingLine | Zone, width: int, height: int) -> str | No
     else:
         kind, geometry = "zone", Polygon(shape.points)
     # The frame's inside: a shape that only touches its edge holds no pixel of it.
-    if geometry.intersects(box(0, 0, width, height).buffer(-0.5, join_style="mitre")):
+    if geometry.intersects(box(0.5, 0.5, width - 0.5, height - 0.5)):
         return None
     x0, y0, x1, y1 = geometry.bounds
     return (f"{kind} {shape.name!r} lies wholly outside the camera's {width}x{height} frame (x {x0:g} to {x1:g}, "
