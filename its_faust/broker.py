@@ -187,6 +187,11 @@ class BrokerMemoryNote:
         self._text = ""
         self.warned = False
 
+    @classmethod
+    def for_settings(cls, broker, settings) -> "BrokerMemoryNote":
+        """The note with the warning limit the settings give (``embedded_broker_warn_mb``)."""
+        return cls(broker, settings.embedded_broker_warn_mb * 1_000_000)
+
     def text(self) -> str:
         """``embedded broker holds 812 MB``; empty with an external broker."""
         if self._broker is None or time.monotonic() - self._read_at < self._every_s:

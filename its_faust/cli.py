@@ -178,7 +178,7 @@ def broker(port: int) -> None:
             click.echo(f"broker listening: ITS_FAUST_BROKER_URL={b.url}")
             click.echo(f"it keeps every record in memory and slows as it fills; past {settings.embedded_broker_warn_mb} MB "
                        "(ITS_FAUST_EMBEDDED_BROKER_WARN_MB) it says so once: long-running systems want Kafka")
-            note = BrokerMemoryNote(b, settings.embedded_broker_warn_mb * 1_000_000)
+            note = BrokerMemoryNote.for_settings(b, settings)
             code = None
             while code is None:
                 note.text()  # logs its warning once, past the limit

@@ -251,7 +251,7 @@ async def _run_cameras(settings, stack: Stack, source: str, names: list[str], li
         )
         for name in names
     ]
-    broker_memory = BrokerMemoryNote(stack.broker, settings.embedded_broker_warn_mb * 1_000_000)
+    broker_memory = BrokerMemoryNote.for_settings(stack.broker, settings)
     view = _FiguresView(lambda: _table(figures, sent, stack, started, broker_memory.text()),
                         lambda: _lines(figures, sent, started, broker_memory.text()))
     try:

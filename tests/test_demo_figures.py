@@ -94,4 +94,7 @@ def test_broker_memory_is_shown_and_warned_about_once_past_the_limit(caplog):
     broker.held = None  # stopped: the last figure stays
     assert note.text() == "embedded broker holds 1500 MB"
     assert BrokerMemoryNote(None, warn_bytes=1).text() == ""  # an external broker: nothing to say
+    from its_faust.settings import Settings
+    limit = Settings(embedded_broker_warn_mb=5)
+    assert BrokerMemoryNote.for_settings(broker, limit)._warn_bytes == 5_000_000
     assert _lines({}, {}, 0.0, note.text()).endswith("s embedded broker holds 1500 MB")
