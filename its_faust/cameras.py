@@ -18,10 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from its_faust.codecs import SchemaError, decode, encode
 from its_faust.results import TopicReader
-from its_faust.topic_names import CAMERA_COMMANDS, CAMERA_CONFIGS, DEAD_LETTERS, ensure_topics
-from schemas import DeadLetter
+from its_faust.topic_names import CAMERA_COMMANDS, CAMERA_CONFIGS, DEAD_LETTERS, TRACKS, ensure_topics
+from schemas import DeadLetter, TrackRecord
 from schemas.control import AddLine, CameraCommand, CameraConfig, Change
-from schemas.geometry import Calibration, CountingLine, Zone
+from schemas.geometry import Calibration, CountingLine, Zone, out_of_view
 
 
 def validation_message(exc) -> str:
@@ -87,6 +87,26 @@ async def read_configs(bootstrap: str, settings) -> dict[str, CameraConfig]:
     finally:
         await reader.stop()
     return configs
+
+
+async def newest_frame_size(bootstrap: str, settings, camera_id: str, look_back: int = 500) -> tuple[int, int] | None:
+    """(width, height) of the camera's newest tracked frame among the last ``look_back`` records of its
+    partition of ``its.tracks``; None when none is there (nothing tracked yet, or not lately)."""
+    try:
+        reader = await TopicReader(bootstrap, settings.topic(TRACKS), keys=[camera_id.encode()]).start()
+    except ValueError:  # no tracks topic yet: nothing tracked
+        return None
+    try:
+        for tp in reader.consumer.assignment():
+            reader.consumer.seek(tp, max(await reader.consumer.position(tp) - look_back, 0))
+        newest = None
+        for message in await reader.read_to_end():
+            if message.key == camera_id.encode():
+                newest = message
+    finally:
+        await reader.stop()
+    record = _decode_or_none(TrackRecord, newest.value) if newest else None
+    return (record.width, record.height) if record else None
 
 
 async def send_commands(bootstrap: str, settings, commands: list[CameraCommand], timeout_s: float = 30.0) -> CameraConfig:
@@ -171,6 +191,14 @@ class CameraSetup(BaseModel):
                 raise ValueError(f"{kind} names must differ: {names}")
         if self.speed_limit_kmh is not None and self.calibration is None:
             raise ValueError("a speed limit needs a calibration (speeds come from it)")
+        return self
+
+    def check_in_view(self, width: int, height: int, source: str = "the source") -> "CameraSetup":
+        """ValueError naming the first line or zone wholly outside ``source``'s ``width`` x ``height`` frames."""
+        for shape in [*self.lines, *self.zones]:
+            reason = out_of_view(shape, width, height)
+            if reason:
+                raise ValueError(f"{source}: {reason}")
         return self
 
 

@@ -318,6 +318,8 @@ async def _run_with_progress(settings, source, camera_id, workers, fps, max_fram
     reader = FrameReader(SourceSpec.parse(source))
     total = min(x for x in (reader.frame_count, max_frames) if x) if (reader.frame_count or max_frames) else None
     reader.close()
+    if setup and reader.width and reader.height:  # a line nothing in view can cross is a mistake: say so now
+        setup.check_in_view(reader.width, reader.height, Path(source).name)
     # On stderr: stdout is the summary's JSON (`its-faust run ... | jq` must get JSON only).
     with Progress(
         # On a narrow terminal the description is cut, not the figures.

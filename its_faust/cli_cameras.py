@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from its_faust.cameras import (
     CommandFailed,
     command,
+    newest_frame_size,
     parse_line,
     parse_points,
     read_configs,
@@ -35,7 +36,7 @@ from schemas.control import (
     SetSpeedLimit,
     UpdateCamera,
 )
-from schemas.geometry import Calibration, Zone
+from schemas.geometry import Calibration, Zone, out_of_view
 from tables.camera_config import CommandRejected, apply
 
 
@@ -61,6 +62,7 @@ def _send(camera_id: str, build, broker_url: str | None, timeout_s: float) -> No
     async def go():
         current = (await read_configs(bootstrap, settings)).get(camera_id)
         apply(current, cmd)  # precise error now, before anything is sent
+        await _check_in_view(bootstrap, settings, camera_id, change)
         return await send_commands(bootstrap, settings, [cmd], timeout_s=timeout_s)
 
     try:
@@ -68,6 +70,15 @@ def _send(camera_id: str, build, broker_url: str | None, timeout_s: float) -> No
     except (CommandRejected, CommandFailed) as exc:
         fail(str(exc))
     click.echo(f"{camera_id}: {change.op} applied (config v{config.version})")
+
+
+async def _check_in_view(bootstrap: str, settings, camera_id: str, change) -> None:
+    """A line or zone wholly outside the camera's frame is refused, as the API does, once a frame has been tracked."""
+    shape = change.line if isinstance(change, AddLine) else change.zone if isinstance(change, AddZone) else None
+    size = await newest_frame_size(bootstrap, settings, camera_id) if shape else None
+    reason = out_of_view(shape, *size) if size else None
+    if reason:
+        raise CommandRejected(f"{camera_id}: {reason}")
 
 
 broker_option = click.option("--broker", "broker_url", help="kafka://host:port (default: ITS_FAUST_BROKER_URL).")

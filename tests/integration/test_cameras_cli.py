@@ -131,3 +131,34 @@ def test_on_a_fresh_broker_without_workers_list_is_empty_and_a_command_says_no_w
         listed = run("list")
         assert listed.returncode == 0 and "no cameras" in listed.stdout, listed.stderr
         assert "no worker applied the commands within 2s" in error_line(run("add", "lonely-cam", "--timeout", "2"))
+
+
+def test_a_line_or_zone_wholly_outside_the_tracked_frame_is_refused(cameras, stack, settings):
+    """As the API does: once a frame of the camera has been tracked, its size is known (read from its.tracks)."""
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    from its_faust.codecs import encode
+    from its_faust.topic_names import TRACKS
+    from schemas import TrackRecord
+
+    assert cameras("add", "cli-view").returncode == 0
+    assert cameras("add-line", "cli-view", "700,10,900,10:beyond").returncode == 0  # nothing tracked yet: no size to check
+
+    async def tracked_frame():
+        record = TrackRecord(camera_id="cli-view", seq=0, captured_at=1.0, width=640, height=360, detected_at=1.1,
+                             tracked_at=1.2, tracker_frame=1, model="yolo11n@test", detections=0, worker="w", objects=[])
+        producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap)
+        await producer.start()
+        await producer.send_and_wait(settings.topic(TRACKS), key=b"cli-view", value=encode(record))
+        await producer.stop()
+
+    asyncio.run(tracked_frame())
+    before = cameras("list", "--json").stdout
+    line = error_line(cameras("add-line", "cli-view", "700,10,900,10:far"))
+    assert "line 'far' lies wholly outside the camera's 640x360 frame (x 700 to 900" in line, line
+    assert "zone 'sky' lies wholly outside" in error_line(cameras("add-zone", "cli-view", "sky", "0,-50", "100,-50", "100,-10"))
+    assert cameras("list", "--json").stdout == before
+    # Reaching past the edge is fine: part of it is in view.
+    assert cameras("add-line", "cli-view", "600,10,900,10:edge").returncode == 0

@@ -54,6 +54,9 @@ def test_run_writes_a_summary(tmp_path):
         (["run", "--source", "dual_carriageway_abhishek.mp4", "--line", "5,5,5,5"], "two distinct ends"),
         (["run", "--source", "dual_carriageway_abhishek.mp4", "--line", "1,2,3:a"], "expected x1,y1,x2,y2[:name]"),
         (["run", "--source", "dual_carriageway_abhishek.mp4", "--line", "0,0,9,9:a", "--line", "1,1,8,8:a"], "line names must differ"),
+        (["run", "--source", "dual_carriageway_abhishek.mp4", "--line", "700,10,900,10:far"],
+         "dual_carriageway_abhishek.mp4: line 'far' lies wholly outside the camera's 640x360 frame (x 700 to 900"),
+        (["replay", "--source", "dual_carriageway_abhishek.mp4", "--line", "0,-9,99,-9:sky"], "line 'sky' lies wholly outside"),
         (["ingest", "--source", "dual_carriageway_abhishek.mp4", "--broker", "kafka://127.0.0.1:PORT"], "is not reachable"),
         # Checked before the clip is processed: this used to end a whole run with two tracebacks.
         (["run", "--source", "dual_carriageway_abhishek.mp4", "--summary", "/proc/nope/s.json"], "cannot write /proc/nope/s.json"),
