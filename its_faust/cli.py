@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import re
-import signal
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from its_faust.cli_cameras import cameras
 from its_faust.cli_tail import tail
 from its_faust.data_dir import DataDirInUse
 from its_faust.broker import BrokerMemoryNote, BrokerError, EmbeddedBroker, bootstrap_servers, check_embedded_allowed, wait_reachable
-from its_faust.cli_support import fail, set_env, settings_or_fail
+from its_faust.cli_support import fail, set_env, settings_or_fail, stop_on_terminate
 from its_faust.sources import SourceError
 
 # Errors a user can fix; they get one line, not a traceback.
@@ -49,28 +48,6 @@ def _settings():
     except ValueError as exc:
         fail(exc)
     return settings
-
-
-def _stop_on_terminate() -> None:
-    """SIGTERM (kill, timeout, systemd) and SIGHUP (the terminal closed) stop a command the way Ctrl-C
-    does, so it stops what it started (broker and workers run in sessions of their own, out of reach
-    of a signal sent to this one; the API is stopped in turn) instead of leaving them running."""
-    forwarded = False
-
-    def forward_once(*_) -> None:
-        # Only the first: a second TERM (systemd, a supervisor repeating itself) must not cut that stop short.
-        nonlocal forwarded
-        if not forwarded:
-            forwarded = True
-            os.kill(os.getpid(), signal.SIGINT)
-
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(sig) is not signal.SIG_IGN:  # nohup ignores SIGHUP: it keeps running then
-            signal.signal(sig, forward_once)
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        # Started in the background by a shell, which ignores SIGINT for it; the forwarded SIGINT must
-        # still land, so a stray Ctrl-C to that shell's process group now stops it the same clean way.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _check_model(settings) -> None:
@@ -172,7 +149,7 @@ def broker(port: int) -> None:
     not for a long-running system (point ITS_FAUST_BROKER_URL at Apache Kafka for that).
     """
     settings = _settings()
-    _stop_on_terminate()  # the broker child runs in a session of its own: stop it on the way out
+    stop_on_terminate()  # the broker child runs in a session of its own: stop it on the way out
     try:
         with EmbeddedBroker(port=port) as b:
             click.echo(f"broker listening: ITS_FAUST_BROKER_URL={b.url}")
@@ -210,7 +187,7 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
     """
     set_env(broker_url=broker_url)
     settings = _settings()
-    _stop_on_terminate()
+    stop_on_terminate()
     if not settings.broker_url:
         fail(BrokerError("ingest needs a broker: set ITS_FAUST_BROKER_URL or --broker (see `its-faust broker`)"))
     from its_faust.ingest import ingest as run_ingest
@@ -267,7 +244,7 @@ def run(source, summary_path, camera_id, workers, fps, max_frames, line_specs, c
     """
     set_env(broker_url=broker_url, model__backend=backend)
     settings = _settings()
-    _stop_on_terminate()
+    stop_on_terminate()
     try:
         if workers == 0 and not settings.broker_url:
             raise ValueError("--workers 0 uses the workers already running on ITS_FAUST_BROKER_URL (or --broker); "
@@ -360,7 +337,7 @@ async def _run_with_progress(settings, source, camera_id, workers, fps, max_fram
 def demo(source: str, workers: int, cameras: int, duration: float | None, port: int | None) -> None:
     """Run broker, workers, camera(s) on a sample clip and the API; prints the dashboard's URL."""
     settings = _settings()
-    _stop_on_terminate()
+    stop_on_terminate()
     from its_faust.demo import run_demo
 
     try:
@@ -388,7 +365,7 @@ def demo(source: str, workers: int, cameras: int, duration: float | None, port: 
 def bench(source: str, out_path: Path | None, skip_baseline: bool, batch_sweep: bool, sizes: str, repeat: int) -> None:
     """Pipeline vs the plain Ultralytics loop vs raw ONNX Runtime, on one clip, in one run (JSON to --out)."""
     settings = _settings()
-    _stop_on_terminate()
+    stop_on_terminate()
     out_path = out_path or Path("benchmarks/results") / ("batch-sweep.json" if batch_sweep else "bench.json")
     from its_faust import bench as benchmarks
 
@@ -434,7 +411,7 @@ def replay(camera_id, source, line_specs, config_path, latest, from_seq, to_seq,
     """
     set_env(broker_url=broker_url)
     settings = _settings()
-    _stop_on_terminate()
+    stop_on_terminate()
     if bool(camera_id) == bool(source):
         fail(ValueError("give either --camera (replay stored tracks) or --source (replay a video file)"))
     try:

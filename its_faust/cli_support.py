@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import NoReturn
 
@@ -55,3 +56,25 @@ def running_broker(broker_url: str | None, needs: str, start: str = "`its-faust 
     except BrokerError as exc:
         fail(str(exc))
     return bootstrap_servers(url)
+
+
+def stop_on_terminate() -> None:
+    """SIGTERM (kill, timeout, systemd) and SIGHUP (the terminal closed) stop a command the way Ctrl-C
+    does, so it stops what it started (broker and workers run in sessions of their own, out of reach
+    of a signal sent to this one; the API is stopped in turn) instead of leaving them running."""
+    forwarded = False
+
+    def forward_once(*_) -> None:
+        # Only the first: a second TERM (systemd, a supervisor repeating itself) must not cut that stop short.
+        nonlocal forwarded
+        if not forwarded:
+            forwarded = True
+            os.kill(os.getpid(), signal.SIGINT)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is not signal.SIG_IGN:  # nohup ignores SIGHUP: it keeps running then
+            signal.signal(sig, forward_once)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # Started in the background by a shell, which ignores SIGINT for it; the forwarded SIGINT must
+        # still land, so a stray Ctrl-C to that shell's process group now stops it the same clean way.
+        signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from its_faust.cli_support import fail, running_broker, settings_or_fail
+from its_faust.cli_support import fail, running_broker, settings_or_fail, stop_on_terminate
 from its_faust.topic_names import ALL
 
 
@@ -56,6 +56,7 @@ def tail(topic: str, cameras: tuple[str, ...], from_beginning: bool, last: int |
         click.echo(line(message))
 
     keys = [c.encode() for c in cameras] or None
+    stop_on_terminate()  # started with & from a script, it still stops on that script's Ctrl-C
     # The Kafka client logs each failed retry of a lost broker (dozens of lines a second); the tail
     # itself notices a broker gone and says so in one line (topic_tail.BrokerWatch).
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)

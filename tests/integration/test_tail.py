@@ -149,6 +149,22 @@ def test_following_shows_what_arrives_and_stops_on_ctrl_c(broker, settings):
     assert follower.returncode == 0 and b"Traceback" not in err, err.decode()
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_started_in_the_background_it_still_stops_on_ctrl_c_and_sigterm(broker, sig):
+    """A script's ``its-faust tail ... &`` has SIGINT ignored by the shell; like run or demo it takes it back."""
+    follower = subprocess.Popen([sys.executable, "-m", "its_faust.cli", "tail", "tracks"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env={**os.environ, "ITS_FAUST_BROKER_URL": broker.url},
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        time.sleep(4)  # following by now
+        assert follower.poll() is None
+        follower.send_signal(sig)
+        _, err = follower.communicate(timeout=15)
+    finally:
+        follower.kill()
+    assert follower.returncode == 0 and b"Traceback" not in err, err.decode()
+
+
 def test_a_topic_not_on_the_broker_is_one_line(broker):
     done = tail(broker, "tracks", env={"ITS_FAUST_TOPIC_PREFIX": "elsewhere"})
     assert done.returncode == 2
