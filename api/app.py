@@ -20,6 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from api import routes_cameras, routes_feeds, routes_status
 from api.metrics import Metrics
 from api.service import Hub
+from schemas.base import error_text
 
 STATIC = Path(__file__).parent / "static"
 
@@ -52,7 +53,8 @@ def create_app(settings, bootstrap: str) -> FastAPI:
 async def validation_failed(request: Request, exc: RequestValidationError) -> JSONResponse:
     """FastAPI's 422, with the input it echoes made JSON-safe: a body may hold NaN or 1e999 (Python's
     JSON reader takes them), which the models refuse but JSON cannot carry back (it was a 500)."""
-    return JSONResponse(status_code=422, content={"detail": _json_safe(jsonable_encoder(exc.errors()))})
+    errors = [{**e, "msg": error_text(e)} for e in exc.errors()]  # the reason in plain words, as the CLI gives it
+    return JSONResponse(status_code=422, content={"detail": _json_safe(jsonable_encoder(errors))})
 
 
 def _json_safe(value):

@@ -20,6 +20,7 @@ from its_faust.codecs import SchemaError, decode, encode
 from its_faust.results import TopicReader
 from its_faust.topic_names import CAMERA_COMMANDS, CAMERA_CONFIGS, DEAD_LETTERS, TRACKS, ensure_topics
 from schemas import DeadLetter, TrackRecord
+from schemas.base import error_text
 from schemas.control import AddLine, CameraCommand, CameraConfig, Change
 from schemas.geometry import Calibration, CountingLine, Zone, out_of_view
 
@@ -29,7 +30,7 @@ def validation_message(exc) -> str:
     parts = []
     for e in exc.errors():
         where = ".".join(str(p) for p in e["loc"])
-        msg = e["msg"].removeprefix("Value error, ")
+        msg = error_text(e)
         parts.append(f"{where}: {msg}" if where else msg)
     return "; ".join(parts)
 

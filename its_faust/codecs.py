@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
-from schemas.base import Record
+from schemas.base import Record, error_text
 
 R = TypeVar("R", bound=Record)
 
@@ -38,6 +38,6 @@ def _reason(record_type: type[Record], exc: ValidationError) -> str:
     parts = []
     for err in errors[:5]:
         where = ".".join(str(p) for p in err["loc"]) or "payload"
-        parts.append(f"{where}: {err['msg']}")
+        parts.append(f"{where}: {error_text(err)}")
     more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
     return f"invalid {record_type.__name__}: " + "; ".join(parts) + more

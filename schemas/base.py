@@ -39,3 +39,15 @@ class CameraRecord(Record):
     def at(self) -> float:
         """The scene's time: analytics use this, so a file gives the same results at any processing speed."""
         return scene_clock(self.captured_at, self.scene_time)
+
+
+def error_text(error: dict) -> str:
+    """One pydantic error's message in plain words, for people: "Value error, " dropped (the reason our
+    validators give is the message), a list's length as a count of what it holds."""
+    kind, ctx = error.get("type"), error.get("ctx") or {}
+    if kind in ("too_short", "too_long") and "actual_length" in ctx:
+        field = str(error["loc"][-1]) if error.get("loc") else ""
+        noun = "points" if field.endswith("points") else "items"
+        bound = f"at least {ctx['min_length']}" if kind == "too_short" else f"at most {ctx['max_length']}"
+        return f"needs {bound} {noun}, {ctx['actual_length']} given"
+    return error["msg"].removeprefix("Value error, ")

@@ -8,6 +8,7 @@ with a precise reason before it can change any camera.
 from __future__ import annotations
 
 import math
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -75,8 +76,14 @@ class Zone(Record):
         if hull_area < 1.0:
             raise ValueError("zone polygon has no area (are its points collinear or repeated?)")
         if not valid:
-            raise ValueError(f"zone polygon is not simple: {explain_validity(polygon)} (edges cross)")
+            raise ValueError(f"zone polygon is not simple: {_validity_in_words(explain_validity(polygon))}")
         return points
+
+
+def _validity_in_words(validity: str) -> str:
+    """Shapely's ``Self-intersection[5 5]`` as ``its edges cross at (5, 5)``; other findings as shapely gives them."""
+    found = re.fullmatch(r"(Ring )?Self-intersection\[(\S+) (\S+)\]", validity)
+    return f"its edges cross at ({float(found[2]):g}, {float(found[3]):g})" if found else f"{validity} (edges cross)"
 
 
 class Calibration(Record):

@@ -199,7 +199,9 @@ def test_rest_cameras_validate_and_produce_commands(api):
     r = c.post("/api/v1/cameras/rest-cam/lines", json={"name": "stop", "x1": 0, "y1": 100, "x2": 640, "y2": 100})
     assert r.status_code == 201 and r.json()["lines"][0]["name"] == "stop"
     r = c.post("/api/v1/cameras/rest-cam/zones", json={"name": "bowtie", "points": [[0, 0], [100, 100], [100, 0], [0, 100]]})
-    assert r.status_code == 422 and "not simple" in r.text
+    assert r.status_code == 422 and r.json()["detail"][0]["msg"] == "zone polygon is not simple: its edges cross at (50, 50)"
+    r = c.post("/api/v1/cameras/rest-cam/zones", json={"name": "two", "points": [[0, 0], [100, 100]]})
+    assert r.status_code == 422 and r.json()["detail"][0]["msg"] == "needs at least 3 points, 2 given", r.text
     r = c.put("/api/v1/cameras/rest-cam/calibration", json={"image_points": [[0, 0], [1, 1], [2, 2], [0, 9]],
                                                             "road_points": [[0, 0], [1, 0], [1, 1], [0, 1]]})
     assert r.status_code == 422 and "three of the four points" in r.text
