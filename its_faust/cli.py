@@ -395,7 +395,8 @@ def bench(source: str, out_path: Path | None, skip_baseline: bool, batch_sweep: 
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Camera config JSON as for `run`: what it gives replaces the camera's own.")
 @click.option("--latest", is_flag=True,
-              help="Only the camera's latest stretch of tracks (its latest run: the result lists every stretch).")
+              help="Only the camera's latest stretch of tracks: its latest run, or since it was last off for over "
+                   "30 s (the result lists every stretch).")
 @click.option("--from-seq", type=click.IntRange(min=0), help="Only tracks from this seq on (inclusive).")
 @click.option("--to-seq", type=click.IntRange(min=0), help="Only tracks up to this seq (inclusive).")
 @click.option("--out", "out_path", type=click.Path(path_type=Path), help="Write the result JSON here.")

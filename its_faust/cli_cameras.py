@@ -156,6 +156,14 @@ class NegativeNumbersAreValues(click.Command):
                                       **(kwargs.get("context_settings") or {})}
         super().__init__(*args, **kwargs)
 
+    def get_help_option(self, ctx: click.Context):
+        # Click parses only --help here: as an option it would take the h of "-20,0,300,0:shoulder". -h alone
+        # is caught in parse_args; the help says so.
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.help = "Show this message and exit (-h too)."
+        return option
+
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if "-h" in args:
             click.echo(self.get_help(ctx), color=ctx.color)

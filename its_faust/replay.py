@@ -25,9 +25,14 @@ from tables.camera_analytics import CameraAnalytics
 
 log = logging.getLogger(__name__)
 
-# Tracks of one camera more than this far apart in capture time are separate stretches: runs of a
-# file, or a live camera that was off. A camera that sends keeps its frames well under a second apart.
+# Tracks of one camera more than this far apart in capture time are separate stretches: a live camera
+# that was off. A camera that sends keeps its frames well under a second apart.
 STRETCH_GAP_S = 30.0
+# A new run of a camera's ingest starts its seqs at the clock's milliseconds (its_faust.ingest), so from one
+# run to the next they jump ahead by ~1,000 a second passed; within a run they grow by one a frame read,
+# well under 500 a second. A jump past this rate (and this many frames) starts a new stretch too.
+RUN_SEQS_PER_S = 500
+RUN_SEQ_SLACK = 1000
 
 
 @dataclass
@@ -69,13 +74,19 @@ async def stored_tracks(bootstrap: str, settings, camera_id: str) -> list[TrackR
 
 
 def stretches(records: list[TrackRecord], gap_s: float = STRETCH_GAP_S) -> list[list[TrackRecord]]:
-    """Records in seq order, cut where capture times are more than ``gap_s`` apart."""
+    """Records in seq order, cut where a new run of the camera starts (its seqs jump ahead with the clock)
+    or capture times are more than ``gap_s`` apart."""
     out: list[list[TrackRecord]] = []
     for record in records:
-        if not out or record.captured_at - out[-1][-1].captured_at > gap_s:
+        if not out or _apart(out[-1][-1], record, gap_s):
             out.append([])
         out[-1].append(record)
     return out
+
+
+def _apart(before: TrackRecord, after: TrackRecord, gap_s: float) -> bool:
+    passed_s = after.captured_at - before.captured_at
+    return passed_s > gap_s or after.seq - before.seq > RUN_SEQS_PER_S * max(passed_s, 0.0) + RUN_SEQ_SLACK
 
 
 def _described(stretch: list[TrackRecord]) -> dict:

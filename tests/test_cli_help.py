@@ -21,3 +21,10 @@ def test_dash_h_shows_the_help(path):
     done = CliRunner().invoke(main, [*path, "-h"])
     assert done.exit_code == 0 and done.output.startswith("Usage: "), done.output
 
+
+
+@pytest.mark.parametrize("path", [p for p in _commands(main) if "-h, --help" not in CliRunner().invoke(main, [*p, "-h"]).output],
+                         ids=" ".join)
+def test_a_help_without_the_short_option_listed_says_that_h_works_too(path):
+    """Commands whose arguments may start with a dash parse -h themselves; their help must still say so."""
+    assert "(-h too)" in CliRunner().invoke(main, [*path, "-h"]).output

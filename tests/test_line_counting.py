@@ -149,3 +149,21 @@ def test_replay_tells_a_cameras_runs_apart_by_the_gaps_between_them():
     paused = first[:30] + [r.model_copy(update={"captured_at": r.captured_at + 29}) for r in first[30:]]
     assert len(stretches(paused)) == 1  # a camera off for under 30 s: one stretch
     assert stretches([]) == []
+
+
+def test_replay_tells_runs_apart_by_their_seqs_even_when_they_follow_closely():
+    """Each run's seqs start at the clock's ms: a run started 5 s after the last one ended is a stretch of its own."""
+    from its_faust.replay import stretches
+
+    def run_of(started_s: float, frames: int, fps: float = 30.0):
+        return [frame(0).model_copy(update={"seq": int(started_s * 1000) + i, "captured_at": started_s + 0.05 + i / fps})
+                for i in range(frames)]
+
+    first, second = run_of(1_000.0, 340), run_of(1_016.4, 340)  # the first ends at 1,011.4 s
+    assert [len(p) for p in stretches(first + second)] == [340, 340]
+    # Within a run seqs grow by the frames read, not with the clock: frames read fast (a file at 800 fps),
+    # or read and not sent (a frozen stretch of 600 frames) stay one stretch.
+    assert len(stretches(run_of(1_000.0, 2000, fps=800))) == 1
+    skipped = run_of(1_000.0, 100)
+    assert len(stretches(skipped[:50] + [r.model_copy(update={"seq": r.seq + 600, "captured_at": r.captured_at + 20})
+                                         for r in skipped[50:]])) == 1
