@@ -19,7 +19,7 @@ import cv2
 import pytest
 
 from its_faust.assets import resolve_asset
-from its_faust.pipeline import count_source
+from its_faust.pipeline import count_source, track_source
 from schemas.geometry import CountingLine
 
 HAND_COUNTS = sorted((Path(__file__).parent.parent / "data" / "counts").glob("*.json"))
@@ -131,6 +131,13 @@ def test_replay_from_stored_tracks_gives_the_live_counts(stack, settings, clip_p
     near = with_zone["zones"]["near-road"]
     assert near["entries"] >= 5 and near["entries"] - near["exits"] == near["occupancy_at_end"], near
     assert near["mean_dwell_s"] > 0 and near["mean_speed_kmh"] is None, near  # no calibration: no speeds
+    # A second run of the camera straight after: a stretch of its own (its seqs start at the clock's ms),
+    # which --latest replays alone.
+    asyncio.run(track_source(stack, str(clip_path), camera_id=camera, max_frames=30))
+    both = replay()
+    assert [p["frames"] for p in both["stretches"]] == [hand["frames"], 30] and both["frames"] == hand["frames"] + 30
+    latest = replay("--latest")
+    assert latest["frames"] == 30 and latest["first_seq"] == both["stretches"][1]["first_seq"]
 
 
 def test_a_camera_removed_and_added_again_counts_afresh(stack, settings, clip_path):
