@@ -14,6 +14,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import click
 from aiokafka.errors import KafkaConnectionError
@@ -24,7 +25,7 @@ from its_faust.cli_cameras import cameras
 from its_faust.cli_tail import tail
 from its_faust.data_dir import DataDirInUse
 from its_faust.broker import BrokerMemoryNote, BrokerError, EmbeddedBroker, bootstrap_servers, check_embedded_allowed, wait_reachable
-from its_faust.cli_support import fail, set_env, settings_or_fail, stop_on_terminate
+from its_faust.cli_support import StopSoftly, fail, set_env, settings_or_fail, stop_on_terminate
 from its_faust.sources import SourceError
 
 # Errors a user can fix; they get one line, not a traceback.
@@ -257,6 +258,8 @@ def run(source, summary_path, camera_id, workers, fps, max_frames, line_specs, c
         )
     except USER_ERRORS as exc:
         fail(exc)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        _aborted()
     payload = json.dumps(summary.__dict__, indent=2)
     click.echo(payload)
     _write_output(summary_path, payload)
@@ -264,6 +267,20 @@ def run(source, summary_path, camera_id, workers, fps, max_frames, line_specs, c
         click.echo(f"its-faust: error: {summary.frames_in - summary.frames_tracked} frames were not tracked "
                    f"(see missing_seqs and its.dead-letters)", err=True)
         sys.exit(1)
+    if summary.stopped_early:
+        _stopped_early(summary.frames_in)
+
+
+def _aborted() -> NoReturn:
+    """A second Ctrl-C, or one before the camera sent a frame: everything started is stopped, nothing summed up."""
+    click.echo("its-faust: aborted", err=True)
+    sys.exit(130)
+
+
+def _stopped_early(frames_sent: int) -> NoReturn:
+    click.echo(f"its-faust: stopped before the source's end: the result covers the {frames_sent} frames sent",
+               err=True)
+    sys.exit(130)  # as for Ctrl-C: a script can tell a cut-short result from a whole one
 
 
 def _setup_from(line_specs, config_path):
@@ -315,17 +332,22 @@ async def _run_with_progress(settings, source, camera_id, workers, fps, max_fram
             starting = f"connecting to {settings.broker_url}, whose running workers track it"
         task = progress.add_task(starting, total=total, fps=0.0, tracks=0)
         started = [None]
+        stopping = "stopping: tracking the frames sent (Ctrl-C again aborts)"
+        stop = StopSoftly(on_first=lambda: progress.update(task, description=stopping))
 
         def on_progress(stats, tracked):
+            stop.ready = True  # the camera sends: a Ctrl-C from now on stops it and sums up what was tracked
             started[0] = started[0] or stats.started_at
             elapsed = max(time.time() - started[0], 1e-6)
             ids = len({o.track_id for r in tracked[-30:] for o in r.objects})  # seen in the last 30 frames
-            progress.update(task, description=f"tracking {Path(source).name}", completed=len(tracked), fps=len(tracked) / elapsed, tracks=ids)
+            doing = stopping if stop.event.is_set() else f"tracking {Path(source).name}"
+            progress.update(task, description=doing, completed=len(tracked), fps=len(tracked) / elapsed, tracks=ids)
 
-        return await run_source(
-            settings, source, camera_id=camera_id, workers=workers, fps=fps, max_frames=max_frames, setup=setup,
-            on_progress=on_progress,
-        )
+        with stop:
+            return await run_source(
+                settings, source, camera_id=camera_id, workers=workers, fps=fps, max_frames=max_frames, setup=setup,
+                on_progress=on_progress, stop=stop.event,
+            )
 
 
 @main.command()
@@ -405,8 +427,8 @@ def replay(camera_id, source, line_specs, config_path, latest, from_seq, to_seq,
     """Rebuild a camera's analytics (counts, zone traffic, alerts) from its stored tracks.
 
     Uses the camera's current configuration unless --line/--config is given, and changes nothing
-    on the broker. Every stored track of the camera by default, across its runs (a gap of over
-    30 s starts a new stretch; the result lists them); --latest or --from-seq/--to-seq pick a part.
+    on the broker. Every stored track of the camera by default, across its runs (each run, or a gap
+    of over 30 s, starts a new stretch; the result lists them); --latest or --from-seq/--to-seq pick a part.
     With --source instead, a recorded video goes through the whole pipeline again as camera
     "replay" (as `run` does: on a broker of its own unless ITS_FAUST_BROKER_URL is set).
     """
@@ -427,7 +449,7 @@ def replay(camera_id, source, line_specs, config_path, latest, from_seq, to_seq,
                 raise ValueError("--latest, --from-seq and --to-seq pick stored tracks: they go with --camera")
             summary = asyncio.run(_run_with_progress(settings, _resolve_source(source, settings), "replay", 1, None, None, setup))
             result = {"source": summary.source, "frames": summary.frames_tracked, "counts": summary.counts,
-                      "zones": summary.zones, "alerts": summary.alerts}
+                      "zones": summary.zones, "alerts": summary.alerts, "stopped_early": summary.stopped_early}
         else:
             if not settings.broker_url:
                 raise BrokerError("replay --camera needs the broker that holds the tracks: set ITS_FAUST_BROKER_URL or --broker")
@@ -438,9 +460,13 @@ def replay(camera_id, source, line_specs, config_path, latest, from_seq, to_seq,
                                                from_seq=from_seq, to_seq=to_seq, latest=latest)).as_dict()
     except USER_ERRORS as exc:
         fail(exc)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        _aborted()
     payload = json.dumps(result, indent=2)
     click.echo(payload)
     _write_output(out_path, payload)
+    if result.get("stopped_early"):
+        _stopped_early(result["frames"])
 
 
 @main.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
@@ -78,3 +79,33 @@ def stop_on_terminate() -> None:
         # Started in the background by a shell, which ignores SIGINT for it; the forwarded SIGINT must
         # still land, so a stray Ctrl-C to that shell's process group now stops it the same clean way.
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+class StopSoftly:
+    """For commands that can end early with a result: while installed in the running loop, the first Ctrl-C
+    (or SIGTERM, forwarded as one by ``stop_on_terminate``) sets ``event`` once ``ready`` (there is work to
+    finish: the command stops its source and sums up what it did), calling ``on_first``; a second one, or
+    one before that, cancels the command's task, as Ctrl-C does everywhere else. Any after that are let
+    be: the task is stopping what it started, and cut short it would leave those running."""
+
+    def __init__(self, on_first=lambda: None):
+        self.event = asyncio.Event()
+        self.ready = False
+        self._on_first = on_first
+        self._cancelled = False
+
+    def __enter__(self) -> "StopSoftly":
+        self._loop, self._task = asyncio.get_running_loop(), asyncio.current_task()
+        self._loop.add_signal_handler(signal.SIGINT, self._interrupted)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._loop.remove_signal_handler(signal.SIGINT)
+
+    def _interrupted(self) -> None:
+        if self.ready and not self.event.is_set():
+            self.event.set()
+            self._on_first()
+        elif not self._cancelled:
+            self._cancelled = True
+            self._task.cancel()

@@ -97,6 +97,7 @@ class IngestStats:
     send_errors: int = 0
     started_at: float = field(default_factory=time.time)
     finished_at: float | None = None
+    stopped_early: bool = False  # stopped (Ctrl-C, SIGTERM, the owner's stop) before the source ended
     rejections: dict[str, int] = field(default_factory=dict)
 
 
@@ -328,6 +329,7 @@ async def ingest(
         sampled = f" ({stats.frames_sampled} of a frozen picture)" if stats.frames_sampled else ""
         kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(stats.rejections.items()))
         rejected = f"{stats.frames_rejected} rejected" + (f" ({kinds})" if kinds else "")
+        stats.stopped_early = not source_done
         stopped = "" if source_done else "stopped: "
         report("finished", f"{stopped}{stats.frames_sent} frames sent{sampled}, {rejected}", stats.last_seq)
 

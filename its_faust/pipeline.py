@@ -127,6 +127,7 @@ async def track_source(
     idle_timeout_s: float = 60.0,
     on_progress: Callable[[IngestStats, list[TrackRecord]], None] | None = None,
     during: Callable[[IngestStats, int], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> tuple[IngestStats, TrackFeed]:
     """Send ``source`` as ``camera_id`` through ``stack`` and wait until every frame sent is tracked.
 
@@ -148,7 +149,7 @@ async def track_source(
         sender = asyncio.create_task(
             ingest(
                 source, camera_id, producer, settings, fps=fps, window=flow, max_frames=max_frames, keep_seqs=True,
-                on_sent=lambda s: live or live.append(s),
+                on_sent=lambda s: live or live.append(s), stop=stop,
             )
         )
         last_progress = time.monotonic()
@@ -292,10 +293,12 @@ async def run_source(
     max_frames: int | None = None,
     setup: CameraSetup | None = None,
     on_progress: Callable | None = None,
+    stop: asyncio.Event | None = None,
 ) -> RunSummary:
     """A whole source through the pipeline; with a ``setup`` (or one the camera has on the broker already),
-    the summary has counts, zones and alerts too."""
-    kwargs = dict(camera_id=camera_id, fps=fps, max_frames=max_frames, on_progress=on_progress)
+    the summary has counts, zones and alerts too. ``stop`` ends the source early: the frames sent by
+    then are tracked and summed up (``stopped_early``)."""
+    kwargs = dict(camera_id=camera_id, fps=fps, max_frames=max_frames, on_progress=on_progress, stop=stop)
     result = None
     if settings.broker_url and workers:
         log.info("adding %d worker(s) to the workers of %s for this run: their group rebalances as they join and "

@@ -277,6 +277,8 @@ class TrackFeed:
 class RunSummary:
     source: str
     camera_id: str
+    # Stopped (Ctrl-C, SIGTERM) before the source's end: the figures cover the frames sent until then.
+    stopped_early: bool = False
     frames_read: int = 0
     frames_in: int = 0
     frames_rejected: int = 0
@@ -321,6 +323,7 @@ class RunSummary:
         return cls(
             source=source,
             camera_id=stats.camera_id,
+            stopped_early=stats.stopped_early,
             frames_read=stats.frames_read,
             frames_in=stats.frames_sent,
             frames_rejected=stats.frames_rejected,

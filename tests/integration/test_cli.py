@@ -173,27 +173,62 @@ def _outliving(processes, timeout: float = 10.0) -> list[str]:
     return left
 
 
-def test_sigterm_stops_a_run_and_everything_it_started(tmp_path):
-    """kill, timeout and systemd send SIGTERM: the broker and workers (in sessions of their own) used to
-    outlive the run, and its work folder stayed."""
-    import signal
+def _run_until_the_camera_sends(*args):
+    """``its-faust run`` on the short clip, returned once its camera has sent frames for a few seconds, with
+    the processes it started."""
+    import time
 
     import psutil
 
     run = subprocess.Popen([sys.executable, "-m", "its_faust.cli", "run", "--source", "dual_carriageway_abhishek.mp4",
-                            "--fps", "10"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            "--fps", "10", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in run.stderr:  # logs: the camera starts once the broker and the worker are up
+        if "camera cam-1: started" in line:
+            break
+    time.sleep(3)
+    started = psutil.Process(run.pid).children(recursive=True)
+    assert any("tansu" in p.name() for p in started) and any("worker" in " ".join(p.cmdline()) for p in started)
+    return run, started
+
+
+def test_sigterm_stops_a_run_and_everything_it_started_and_sums_up_what_it_tracked(tmp_path):
+    """kill, timeout and systemd send SIGTERM: the broker and workers (in sessions of their own) used to
+    outlive the run, and its work folder stayed. Like Ctrl-C, it stops the camera, tracks the frames sent,
+    and writes the summary of those (it used to end with nothing)."""
+    import signal
+
+    run, started = _run_until_the_camera_sends("--summary", str(tmp_path / "s.json"))
     try:
-        for line in run.stderr:  # logs: the camera starts once the broker and the worker are up
-            if "camera cam-1: started" in line:
-                break
-        started = psutil.Process(run.pid).children(recursive=True)
-        assert any("tansu" in p.name() for p in started) and any("worker" in " ".join(p.cmdline()) for p in started)
         workdirs = {arg.split("/worker-")[0] for p in started for arg in p.cmdline() if "/worker-" in arg}
         run.send_signal(signal.SIGTERM)
-        run.wait(timeout=60)
+        out, err = run.communicate(timeout=60)
         assert _outliving(started) == []
         assert workdirs and not any(os.path.exists(d) for d in workdirs), workdirs
-        assert "Traceback" not in run.stderr.read()
+        assert "Traceback" not in err and run.returncode == 130, err
+        summary = json.loads(out)
+        assert summary == json.loads((tmp_path / "s.json").read_text()) and summary["stopped_early"]
+        assert 0 < summary["frames_tracked"] == summary["frames_in"] < 341 and summary["missing_seqs"] == []
+        assert f"stopped before the source's end: the result covers the {summary['frames_in']} frames sent" in err
+    finally:
+        if run.poll() is None:
+            run.kill()
+
+
+def test_a_second_ctrl_c_aborts_and_still_stops_everything():
+    import signal
+    import time
+
+    run, started = _run_until_the_camera_sends()
+    try:
+        run.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        run.send_signal(signal.SIGINT)
+        for _ in range(3):  # more are let be: the run is stopping what it started
+            run.send_signal(signal.SIGINT)
+        out, err = run.communicate(timeout=60)
+        assert _outliving(started) == []
+        assert run.returncode == 130 and out == "" and err.strip().endswith("its-faust: aborted"), err
+        assert "Traceback" not in err
     finally:
         if run.poll() is None:
             run.kill()
