@@ -1,7 +1,8 @@
 """Stage 2: detections -> tracks, one ByteTrack actor per camera.
 
 Idempotent by frame seq: a detection whose seq is not above the camera's
-``last_seq`` is a redelivery and is skipped. Track records leave with every frame;
+``last_seq`` is a redelivery and is skipped (a camera whose frames are all skipped for
+a while is reported: its producer went back, :mod:`its_faust.seqs_behind`). Track records leave with every frame;
 the camera's state is written to its table, and the frames acknowledged, at each
 flush (:mod:`tables.checkpoints`), once the broker holds the records of those
 frames, so a crash can repeat a frame's output (same seq, same content) but never
@@ -17,6 +18,7 @@ from its_faust import topics
 from its_faust.app import app, settings
 from its_faust.codecs import encode
 from its_faust.dead_letters import dead_letter, valid_records
+from its_faust.seqs_behind import SeqsBehind
 from its_faust.worker_status import WORKER_ID
 from schemas import DetectionRecord, TrackRecord
 from tables.camera_tracker import CameraTracker
@@ -24,6 +26,7 @@ from tables.checkpoints import Checkpoints
 from tables.tracker_table import tracker_cache
 
 log = logging.getLogger(__name__)
+_behind = SeqsBehind()  # this worker's cameras whose frames keep coming with seqs already passed
 
 
 @app.agent(topics.detections, name="track")
@@ -35,7 +38,11 @@ async def track(stream):
                     tracker = step.actor(det.camera_id)
                     if det.seq <= tracker.last_seq:
                         log.debug("track: %s seq %s already applied (last %s), skipped", det.camera_id, det.seq, tracker.last_seq)
+                        report = _behind.skipped(det.camera_id, det.seq, tracker.last_seq, time.time())
+                        if report is not None:
+                            await topics.camera_events.send(key=event.key, value=encode(report))
                         continue
+                    _behind.applied(det.camera_id)
                     record = _track_one(tracker, det)
                 except Exception as exc:  # a bug (or unreadable stored state) must not stop the other cameras
                     log.exception("track: %s seq %s failed", det.camera_id, det.seq)

@@ -82,7 +82,7 @@ class StaleFrames:
     def _report(self, camera_id: str, camera: _Shedding, now: float, *, still_shedding: bool) -> CameraEvent:
         reason = (
             f"{camera.count} live frame(s) shed, up to {camera.oldest_s:.1f} s old, over the {self.max_age_s:g} s limit "
-            "(detection is behind, or the camera's clock is ahead of the worker's)"
+            "(detection is behind, or the camera's clock is behind the worker's)"
             + ("" if still_shedding else "; frames are fresh again")
         )
         log.warning("detect: camera %s: %s", camera_id, reason)

@@ -17,6 +17,7 @@ class CameraEventKind(str, Enum):
     reconnected = "reconnected"
     gave_up = "gave_up"
     frames_shed = "frames_shed"  # live frames too old when detection reached them (its_faust.stale_frames)
+    seqs_behind = "seqs_behind"  # frames not tracked, their seqs at or below the last tracked (its_faust.seqs_behind)
     finished = "finished"  # the source ended or ingest stopped; ``seq`` is the last seq sent
 
 
