@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # Camera ids become Kafka keys, table keys and URL path segments.
 CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+# Times are Unix seconds; one past this (the year 5138) is milliseconds or nanoseconds sent by mistake.
+LATEST_UNIX_S = 1e11
 
 
 class Record(BaseModel):
@@ -35,6 +39,13 @@ class CameraRecord(Record):
         "frame's position in it (its read time if the file has no frame rate); for live sources absent (= captured_at). Speeds, timers and windows run on it.",
     )
 
+    @field_validator("captured_at", "scene_time")
+    @classmethod
+    def _seconds(cls, value: float | None) -> float | None:
+        if value is not None and abs(value) > LATEST_UNIX_S:
+            raise ValueError(f"{value!r} is not Unix seconds (milliseconds?)")
+        return value
+
     @property
     def at(self) -> float:
         """The scene's time: analytics use this, so a file gives the same results at any processing speed."""
@@ -50,4 +61,8 @@ def error_text(error: dict) -> str:
         noun = "points" if field.endswith("points") else "items"
         bound = f"at least {ctx['min_length']}" if kind == "too_short" else f"at most {ctx['max_length']}"
         return f"needs {bound} {noun}, {ctx['actual_length']} given"
+    if kind == "bytes_invalid_encoding":  # "Invalid symbol 33, offset 0.": the character, not its code
+        found = re.search(r"Invalid symbol (\d+), offset (\d+)", str(ctx.get("encoding_error", "")))
+        if found:
+            return f"not base64: {chr(int(found[1]))!r} at offset {found[2]} (standard or URL-safe alphabet)"
     return error["msg"].removeprefix("Value error, ")

@@ -61,6 +61,22 @@ def test_unknown_fields_and_wrong_schema_are_rejected():
         decode(TrackRecord, encode(frame()))
 
 
+def test_bytes_that_are_not_base64_name_the_character():
+    wire = json.loads(encode(frame()))
+    with pytest.raises(SchemaError, match=r"jpeg: not base64: '!' at offset 0 \(standard or URL-safe alphabet\)"):
+        decode(FrameRecord, json.dumps({**wire, "jpeg": "!!AA"}).encode())
+
+
+def test_times_in_milliseconds_are_refused():
+    """Unix seconds everywhere: a producer sending ms would make live frames look years ahead, never shed."""
+    wire = json.loads(encode(frame()))
+    with pytest.raises(SchemaError, match=r"captured_at: 1796500489158.4 is not Unix seconds \(milliseconds\?\)"):
+        decode(FrameRecord, json.dumps({**wire, "captured_at": 1796500489158.4}).encode())
+    with pytest.raises(SchemaError, match="scene_time: .* is not Unix seconds"):
+        decode(FrameRecord, json.dumps({**wire, "scene_time": 1.7e15}).encode())
+    assert decode(FrameRecord, json.dumps({**wire, "captured_at": 1796500489.158}).encode()).captured_at == 1796500489.158
+
+
 def test_standard_base64_is_accepted_too():
     import base64
 
