@@ -105,7 +105,7 @@ def _known(request: Request, camera_id: str) -> CameraConfig:
 
 def _in_view(request: Request, camera_id: str, shape: CountingLine | Zone) -> None:
     """422 for a line or zone wholly outside the camera's frame, when a frame of it has been tracked (the
-    size is known only then; a command from the CLI is not checked)."""
+    size is known only then; the CLI checks the same, a raw command on its.camera-commands is not checked)."""
     size = request.app.state.hub.tracked.frame_size(camera_id)
     reason = out_of_view(shape, *size) if size else None
     if reason:

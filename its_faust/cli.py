@@ -277,9 +277,8 @@ def _aborted() -> NoReturn:
     sys.exit(130)
 
 
-def _stopped_early(frames_sent: int) -> NoReturn:
-    click.echo(f"its-faust: stopped before the source's end: the result covers the {frames_sent} frames sent",
-               err=True)
+def _stopped_early(frames: int) -> NoReturn:
+    click.echo(f"its-faust: stopped before the source's end: the result covers its first {frames} frames", err=True)
     sys.exit(130)  # as for Ctrl-C: a script can tell a cut-short result from a whole one
 
 

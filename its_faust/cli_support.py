@@ -82,25 +82,33 @@ def stop_on_terminate() -> None:
 
 
 class StopSoftly:
-    """For commands that can end early with a result: while installed in the running loop, the first Ctrl-C
-    (or SIGTERM, forwarded as one by ``stop_on_terminate``) sets ``event`` once ``ready`` (there is work to
-    finish: the command stops its source and sums up what it did), calling ``on_first``; a second one, or
-    one before that, cancels the command's task, as Ctrl-C does everywhere else. Any after that are let
-    be: the task is stopping what it started, and cut short it would leave those running."""
+    """For commands that can end early with a result: while installed in the running loop, the first Ctrl-C,
+    SIGTERM or SIGHUP sets ``event`` once ``ready`` (there is work to finish: the command stops its source
+    and sums up what it did), calling ``on_first``; a second one, or one before that, cancels the command's
+    task, as Ctrl-C does everywhere else. Any after that are let be: the task is stopping what it started,
+    and cut short it would leave those running. On leaving, the handlers from before are back."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self, on_first=lambda: None):
         self.event = asyncio.Event()
         self.ready = False
         self._on_first = on_first
         self._cancelled = False
+        self._before: dict[int, object] = {}
 
     def __enter__(self) -> "StopSoftly":
         self._loop, self._task = asyncio.get_running_loop(), asyncio.current_task()
-        self._loop.add_signal_handler(signal.SIGINT, self._interrupted)
+        for sig in self.SIGNALS:
+            if signal.getsignal(sig) is not signal.SIG_IGN:  # nohup's SIGHUP stays ignored
+                self._before[sig] = signal.getsignal(sig)
+                self._loop.add_signal_handler(sig, self._interrupted)
         return self
 
     def __exit__(self, *exc) -> None:
-        self._loop.remove_signal_handler(signal.SIGINT)
+        for sig, handler in self._before.items():
+            self._loop.remove_signal_handler(sig)
+            signal.signal(sig, handler)
 
     def _interrupted(self) -> None:
         if self.ready and not self.event.is_set():

@@ -245,7 +245,7 @@ async def ingest(
             log.error("camera %s: a frame was not delivered: %s", camera_id, delivery.exception())
 
     rate = f"{reader.fps:.3g}" if reader.fps else "?"  # 29.97, not 29.97002997002997
-    report("started", f"{spec.uri} ({reader.width}x{reader.height} @ {rate} fps)")
+    report("started", f"{spec.uri} ({reader.width}x{reader.height} @ {rate} fps)", seq)  # seq: the run's first
     next_slot = time.monotonic()
     source_done = False  # False at the end: stopped (Ctrl-C, SIGTERM, the owner's stop) before the source ended
     try:

@@ -11,28 +11,27 @@ configuration is what the live run gave.
 
 from __future__ import annotations
 
+import bisect
 import logging
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 from its_faust.cameras import CameraSetup, read_configs
 from its_faust.codecs import SchemaError, decode
 from its_faust.results import TopicReader, zone_summary
-from its_faust.topic_names import TRACKS
-from schemas import TrackRecord
+from its_faust.topic_names import CAMERA_EVENTS, TRACKS
+from schemas import CameraEvent, CameraEventKind, TrackRecord
 from schemas.control import CameraConfig
 from tables.camera_analytics import CameraAnalytics
 
 log = logging.getLogger(__name__)
 
 # Tracks of one camera more than this far apart in capture time are separate stretches: a live camera
-# that was off. A camera that sends keeps its frames well under a second apart.
+# that was off, or runs of a producer that does not say where its runs start. A camera that sends keeps
+# its frames well under a second apart. Each run of ``its-faust ingest`` starts a stretch: its
+# ``started`` camera event gives the run's first seq.
 STRETCH_GAP_S = 30.0
-# A new run of a camera's ingest starts its seqs at the clock's milliseconds (its_faust.ingest), so from one
-# run to the next they jump ahead by ~1,000 a second passed; within a run they grow by one a frame read,
-# well under 500 a second. A jump past this rate (and this many frames) starts a new stretch too.
-RUN_SEQS_PER_S = 500
-RUN_SEQ_SLACK = 1000
 
 
 @dataclass
@@ -73,20 +72,43 @@ async def stored_tracks(bootstrap: str, settings, camera_id: str) -> list[TrackR
     return [records[s] for s in sorted(records)]
 
 
-def stretches(records: list[TrackRecord], gap_s: float = STRETCH_GAP_S) -> list[list[TrackRecord]]:
-    """Records in seq order, cut where a new run of the camera starts (its seqs jump ahead with the clock)
-    or capture times are more than ``gap_s`` apart."""
+def stretches(records: list[TrackRecord], run_starts: Collection[int] = (),
+              gap_s: float = STRETCH_GAP_S) -> list[list[TrackRecord]]:
+    """Records in seq order, cut where a run of the camera starts (``run_starts``: the first seqs of its
+    runs) or capture times are more than ``gap_s`` apart."""
+    starts = sorted(run_starts)
     out: list[list[TrackRecord]] = []
     for record in records:
-        if not out or _apart(out[-1][-1], record, gap_s):
+        if not out or _apart(out[-1][-1], record, starts, gap_s):
             out.append([])
         out[-1].append(record)
     return out
 
 
-def _apart(before: TrackRecord, after: TrackRecord, gap_s: float) -> bool:
-    passed_s = after.captured_at - before.captured_at
-    return passed_s > gap_s or after.seq - before.seq > RUN_SEQS_PER_S * max(passed_s, 0.0) + RUN_SEQ_SLACK
+def _apart(before: TrackRecord, after: TrackRecord, starts: list[int], gap_s: float) -> bool:
+    if after.captured_at - before.captured_at > gap_s:
+        return True
+    i = bisect.bisect_right(starts, before.seq)  # the first run start above ``before``
+    return i < len(starts) and starts[i] <= after.seq
+
+
+async def run_starts(bootstrap: str, settings, camera_id: str) -> set[int]:
+    """The first seq of each run of the camera, from the ``started`` events of its ingest on ``its.camera-events``."""
+    reader = await TopicReader(bootstrap, settings.topic(CAMERA_EVENTS), keys=[camera_id.encode()],
+                               from_beginning=True).start()
+    try:
+        messages = await reader.read_to_end()
+    finally:
+        await reader.stop()
+    starts = set()
+    for message in messages:
+        try:
+            event = decode(CameraEvent, message.value)
+        except SchemaError:
+            continue
+        if event.camera_id == camera_id and event.kind is CameraEventKind.started and event.seq is not None:
+            starts.add(event.seq)
+    return starts
 
 
 def _described(stretch: list[TrackRecord]) -> dict:
@@ -138,7 +160,8 @@ async def replay_camera(bootstrap: str, settings, camera_id: str, setup: CameraS
         config = base.model_copy(update=replaced | {"removed": False})
     if config is None:
         raise ValueError(f"camera {camera_id!r} has no configuration to replay with: give --line, or add it first")
-    parts = stretches(records)
+    starts = await run_starts(bootstrap, settings, camera_id)
+    parts = stretches(records, starts)
     if latest:
         records = parts[-1]
     records = [r for r in records if (from_seq is None or r.seq >= from_seq) and (to_seq is None or r.seq <= to_seq)]
@@ -147,7 +170,7 @@ async def replay_camera(bootstrap: str, settings, camera_id: str, setup: CameraS
                                              f"up to seq {to_seq}" if to_seq is not None else "") if part)
         raise ValueError(f"camera {camera_id!r} has no stored tracks {wanted}; it has seqs "
                          + ", ".join(f"{p[0].seq}-{p[-1].seq}" for p in parts))
-    chosen = stretches(records)
+    chosen = stretches(records, starts)
     if len(chosen) > 1:
         log.warning("%s: replaying %d stretches of tracks (runs, or the camera off for over %.0f s) as one; "
                     "--latest or --from-seq/--to-seq picks one (\"stretches\" in the result)",

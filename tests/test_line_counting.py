@@ -151,8 +151,9 @@ def test_replay_tells_a_cameras_runs_apart_by_the_gaps_between_them():
     assert stretches([]) == []
 
 
-def test_replay_tells_runs_apart_by_their_seqs_even_when_they_follow_closely():
-    """Each run's seqs start at the clock's ms: a run started 5 s after the last one ended is a stretch of its own."""
+def test_replay_tells_runs_apart_by_where_they_started_even_when_they_follow_closely():
+    """Each run of ingest says its first seq (its ``started`` event): a run started 5 s after the last one
+    ended is a stretch of its own; without those starts, only a gap of over 30 s cuts."""
     from its_faust.replay import stretches
 
     def run_of(started_s: float, frames: int, fps: float = 30.0):
@@ -160,10 +161,7 @@ def test_replay_tells_runs_apart_by_their_seqs_even_when_they_follow_closely():
                 for i in range(frames)]
 
     first, second = run_of(1_000.0, 340), run_of(1_016.4, 340)  # the first ends at 1,011.4 s
-    assert [len(p) for p in stretches(first + second)] == [340, 340]
-    # Within a run seqs grow by the frames read, not with the clock: frames read fast (a file at 800 fps),
-    # or read and not sent (a frozen stretch of 600 frames) stay one stretch.
-    assert len(stretches(run_of(1_000.0, 2000, fps=800))) == 1
-    skipped = run_of(1_000.0, 100)
-    assert len(stretches(skipped[:50] + [r.model_copy(update={"seq": r.seq + 600, "captured_at": r.captured_at + 20})
-                                         for r in skipped[50:]])) == 1
+    assert [len(p) for p in stretches(first + second, run_starts={1_000_000, 1_016_400})] == [340, 340]
+    assert [len(p) for p in stretches(first + second)] == [680]  # a producer that does not say: by time alone
+    # A start whose frames were never tracked (a run stopped at once) cuts nothing on its own.
+    assert [len(p) for p in stretches(first + second, run_starts={1_000_000, 1_012_000, 1_016_400})] == [340, 340]
