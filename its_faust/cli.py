@@ -308,11 +308,15 @@ async def _run_with_progress(settings, source, camera_id, workers, fps, max_fram
     from its_faust.pipeline import run_source
     from its_faust.sources import FrameReader, SourceSpec
 
-    reader = FrameReader(SourceSpec.parse(source))
+    spec = SourceSpec.parse(source)
+    reader = FrameReader(spec)
     total = min(x for x in (reader.frame_count, max_frames) if x) if (reader.frame_count or max_frames) else None
+    # The size of a decoded frame, as the tracks will have it (a file's container may say another, rotated one).
+    first = None if spec.live or not setup else next(iter(reader), None)
+    width, height = (first[0].shape[1], first[0].shape[0]) if first else (reader.width, reader.height)
     reader.close()
-    if setup and reader.width and reader.height:  # a line nothing in view can cross is a mistake: say so now
-        setup.check_in_view(reader.width, reader.height, Path(source).name)
+    if setup and width and height:  # a line nothing in view can cross is a mistake: say so now
+        setup.check_in_view(width, height, Path(source).name)
     # On stderr: stdout is the summary's JSON (`its-faust run ... | jq` must get JSON only).
     with Progress(
         # On a narrow terminal the description is cut, not the figures.
