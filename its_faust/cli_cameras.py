@@ -44,14 +44,16 @@ def _bootstrap(broker_url: str | None) -> str:
     return running_broker(broker_url, "cameras needs a running broker and worker", "`its-faust broker`, `its-faust worker`")
 
 
-def _send(camera_id: str, build, broker_url: str | None, timeout_s: float) -> None:
-    """Build the change (errors are the user's), check it against the current config, send it, wait."""
+def _send(camera_id: str, build, broker_url: str | None, timeout_s: float, subject: str = "") -> None:
+    """Build the change (errors are the user's), check it against the current config, send it, wait.
+    ``subject`` (``zone 'lanes'``) names what a refused change is about, after the camera."""
+    about = f"{camera_id}: {subject}: " if subject else f"{camera_id}: "
     try:
         change = build()
     except ValidationError as exc:
-        fail(validation_message(exc))
+        fail(about + validation_message(exc))
     except ValueError as exc:
-        fail(str(exc))
+        fail(about + str(exc))
     settings = settings_or_fail()
     bootstrap = _bootstrap(broker_url)
     try:
@@ -207,7 +209,7 @@ def add_zone(camera_id, name, points, lane, heading, broker_url, timeout_s) -> N
     _send(
         camera_id,
         lambda: AddZone(zone=Zone(name=name, points=parse_points(points), kind="lane" if lane else "area", heading_deg=heading)),
-        broker_url, timeout_s,
+        broker_url, timeout_s, subject=f"zone {name!r}",
     )
 
 

@@ -112,6 +112,8 @@ def _tracks(v: dict) -> str:
 
 def _camera_event(v: dict) -> str:
     text = f"{v['kind']}: {v['reason']}" if v.get("reason") else v["kind"]
+    if v["kind"] == "started" and v.get("seq") is not None:
+        text += f"; first seq {v['seq']}"  # where replay's stretches of this run begin
     if v.get("frames_shed"):
         return f"{text}; {v['frames_shed']} frames shed"
     # The count only where there is no reason: ingest's reasons give it already where it matters ("finished: 40 frames sent")

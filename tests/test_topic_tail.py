@@ -92,6 +92,8 @@ def test_camera_events_give_the_count_the_reason_does_not():
     started = CameraEvent(camera_id="cam-1", kind="started", at=AT, frames_sent=40)
     assert summary("camera-events", encode(shed)) == "frames_shed: older than 3 s; 12 frames shed"
     assert summary("camera-events", encode(started)) == "started; 40 frames sent"
+    run_start = CameraEvent(camera_id="cam-1", kind="started", at=AT, seq=1_796_503_067_962, reason="clip.mp4 (640x360 @ 30 fps)")
+    assert summary("camera-events", encode(run_start)) == "started: clip.mp4 (640x360 @ 30 fps); first seq 1796503067962"
 
 
 @pytest.mark.parametrize(

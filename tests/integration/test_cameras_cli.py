@@ -57,7 +57,7 @@ def test_configure_a_camera_end_to_end(cameras):
     [
         (["add-line", "cli-bad", "10,10,10,10"], "two distinct ends"),
         (["add-zone", "cli-bad", "bowtie", "0,0", "100,100", "100,0", "0,100"], "zone polygon is not simple: its edges cross at (50, 50)"),
-        (["add-zone", "cli-bad", "two", "0,0", "1,1"], "points: needs at least 3 points, 2 given"),
+        (["add-zone", "cli-bad", "two", "0,0", "1,1"], "cli-bad: zone 'two': points: needs at least 3 points, 2 given"),
         (["calibrate", "cli-bad", "--image", "0,0", "--image", "1,1", "--image", "2,2", "--image", "0,5",
           "--road", "0,0", "--road", "1,0", "--road", "1,1", "--road", "0,1"], "three of the four points"),
         (["speed-limit", "cli-bad", "fast"], "a number of km/h"),
