@@ -1,8 +1,8 @@
 """Stage 2: detections -> tracks, one ByteTrack actor per camera.
 
 Idempotent by frame seq: a detection whose seq is not above the camera's
-``last_seq`` is a redelivery and is skipped (a camera whose frames are all skipped for
-a while is reported: its producer went back, :mod:`its_faust.seqs_behind`). Track records leave with every frame;
+``last_seq`` is a redelivery and is skipped (a camera whose frames keep coming far below
+it is reported: its producer went back, :mod:`its_faust.seqs_behind`). Track records leave with every frame;
 the camera's state is written to its table, and the frames acknowledged, at each
 flush (:mod:`tables.checkpoints`), once the broker holds the records of those
 frames, so a crash can repeat a frame's output (same seq, same content) but never

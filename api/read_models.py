@@ -11,7 +11,7 @@ from collections import OrderedDict, deque
 from typing import Callable
 
 from api.hub import Message
-from its_faust.codecs import SchemaError, decode
+from its_faust.codecs import SchemaError, decode, decode_or_none
 from schemas.analytics import Alert, CountUpdate, ZoneStats
 from schemas.camera_events import CameraEvent
 from schemas.tracks import TrackRecord
@@ -98,10 +98,7 @@ class TrackedCameras:
     def frame_size(self, camera_id: str) -> tuple[int, int] | None:
         """(width, height) of the camera's newest tracked frame; None when none is held (or it does not decode)."""
         message = self.newest.get(camera_id.encode())
-        try:
-            record = decode(TrackRecord, message.value) if message else None
-        except SchemaError:
-            return None
+        record = decode_or_none(TrackRecord, message.value) if message else None
         return (record.width, record.height) if record else None
 
     def latest(self) -> list[tuple[TrackRecord, int]]:

@@ -16,7 +16,7 @@ import time
 from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel, ConfigDict, Field
 
-from its_faust.codecs import SchemaError, decode, encode
+from its_faust.codecs import decode_or_none, encode
 from its_faust.results import TopicReader
 from its_faust.topic_names import CAMERA_COMMANDS, CAMERA_CONFIGS, DEAD_LETTERS, TRACKS, ensure_topics
 from schemas import DeadLetter, TrackRecord
@@ -82,7 +82,7 @@ async def read_configs(bootstrap: str, settings) -> dict[str, CameraConfig]:
     configs: dict[str, CameraConfig] = {}
     try:
         for message in await reader.read_to_end():
-            config = _decode_or_none(CameraConfig, message.value)
+            config = decode_or_none(CameraConfig, message.value)
             if config and (config.camera_id not in configs or config.version >= configs[config.camera_id].version):
                 configs[config.camera_id] = config
     finally:
@@ -106,7 +106,7 @@ async def newest_frame_size(bootstrap: str, settings, camera_id: str, look_back:
                 newest = message
     finally:
         await reader.stop()
-    record = _decode_or_none(TrackRecord, newest.value) if newest else None
+    record = decode_or_none(TrackRecord, newest.value) if newest else None
     return (record.width, record.height) if record else None
 
 
@@ -133,7 +133,7 @@ async def _send_and_wait(settings, producer, configs, rejections, commands: list
 
     async def check_rejections() -> None:
         for message in await rejections.poll(50):
-            letter = _decode_or_none(DeadLetter, message.value)
+            letter = decode_or_none(DeadLetter, message.value)
             if letter and letter.stage == "configure":
                 # By the raw bytes: a command the worker could not even decode is still ours.
                 ours = [c for c in commands if c.command_id.encode() in letter.value]
@@ -144,20 +144,13 @@ async def _send_and_wait(settings, producer, configs, rejections, commands: list
     while time.monotonic() < deadline:
         await check_rejections()
         for message in await configs.poll(50):
-            config = _decode_or_none(CameraConfig, message.value)
+            config = decode_or_none(CameraConfig, message.value)
             if config and config.camera_id == camera_id and config.last_command_id == commands[-1].command_id:
                 await check_rejections()  # an earlier command of the batch may have been refused
                 return config
         await asyncio.sleep(0)
     raise NoWorkerApplied(f"camera {camera_id}: no worker applied the commands within {timeout_s:.0f}s (is one running?); "
                           "they stay queued, and a worker that starts applies them")
-
-
-def _decode_or_none(record_type, payload):
-    try:
-        return decode(record_type, payload)
-    except SchemaError:
-        return None
 
 
 class CameraSetup(BaseModel):

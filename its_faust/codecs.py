@@ -33,6 +33,15 @@ def decode(record_type: type[R], payload: bytes | None) -> R:
         raise SchemaError(_reason(record_type, exc)) from None
 
 
+def decode_or_none(record_type: type[R], payload: bytes | None) -> R | None:
+    """``decode``, or None for what does not decode: for readers beside the pipeline, which skip such a
+    record (the stage that reads it dead-letters it)."""
+    try:
+        return decode(record_type, payload)
+    except SchemaError:
+        return None
+
+
 def _reason(record_type: type[Record], exc: ValidationError) -> str:
     errors = exc.errors(include_url=False)
     parts = []

@@ -30,7 +30,7 @@ from its_faust.broker import BrokerMemoryNote
 from its_faust.cameras import CameraSetup, parse_line
 from its_faust.ingest import LIVE_CREDIT_EXPIRE_S, FlowWindow, ingest, make_producer
 from its_faust.pipeline import Stack, configure_camera, in_thread_to_the_end
-from its_faust.codecs import SchemaError, decode
+from its_faust.codecs import decode_or_none
 from its_faust.results import TopicReader, TrackFeed
 from its_faust.topic_names import CAMERA_CONFIGS, COUNTS
 from schemas.analytics import CountUpdate
@@ -216,11 +216,8 @@ def _log_names(stack: Stack, api: ApiProcess) -> list[str]:
 
 async def _decoded(reader: TopicReader, schema) -> list:
     """The records ``reader`` has now (no wait), decoded; a malformed one is the workers' to dead-letter."""
-    records = []
-    for message in await reader.poll(0):
-        with contextlib.suppress(SchemaError):
-            records.append(decode(schema, message.value))
-    return records
+    records = (decode_or_none(schema, message.value) for message in await reader.poll(0))
+    return [r for r in records if r is not None]
 
 
 async def _run_cameras(settings, stack: Stack, source: str, names: list[str], line_names: list[str],

@@ -247,7 +247,7 @@ async def ingest(
     rate = f"{reader.fps:.3g}" if reader.fps else "?"  # 29.97, not 29.97002997002997
     report("started", f"{spec.uri} ({reader.width}x{reader.height} @ {rate} fps)", seq)  # seq: the run's first
     next_slot = time.monotonic()
-    source_done = False  # False at the end: stopped (Ctrl-C, SIGTERM, the owner's stop) before the source ended
+    stats.stopped_early = True  # until the loop below ends by itself (Ctrl-C, SIGTERM, the owner's stop end it early)
     try:
         while not (stop and stop.is_set()):
             await flush_events()  # first: the drop paths below skip the rest of the loop
@@ -323,14 +323,13 @@ async def ingest(
                     stats.sent_seqs.append(frame_seq)
                 if on_sent:
                     on_sent(stats)
-        source_done = not (stop and stop.is_set())
+        stats.stopped_early = bool(stop and stop.is_set())
     finally:
         reader.close()
         sampled = f" ({stats.frames_sampled} of a frozen picture)" if stats.frames_sampled else ""
         kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(stats.rejections.items()))
         rejected = f"{stats.frames_rejected} rejected" + (f" ({kinds})" if kinds else "")
-        stats.stopped_early = not source_done
-        stopped = "" if source_done else "stopped: "
+        stopped = "stopped: " if stats.stopped_early else ""
         report("finished", f"{stopped}{stats.frames_sent} frames sent{sampled}, {rejected}", stats.last_seq)
 
         async def last_words() -> None:

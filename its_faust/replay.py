@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 from its_faust.cameras import CameraSetup, read_configs
-from its_faust.codecs import SchemaError, decode
+from its_faust.codecs import decode_or_none
 from its_faust.results import TopicReader, zone_summary
 from its_faust.topic_names import CAMERA_EVENTS, TRACKS
 from schemas import CameraEvent, CameraEventKind, TrackRecord
@@ -62,13 +62,9 @@ async def stored_tracks(bootstrap: str, settings, camera_id: str) -> list[TrackR
         await reader.stop()
     records: dict[int, TrackRecord] = {}
     for message in messages:
-        if message.key != camera_id.encode():
-            continue
-        try:
-            record = decode(TrackRecord, message.value)
-        except SchemaError:
-            continue
-        records.setdefault(record.seq, record)
+        record = decode_or_none(TrackRecord, message.value) if message.key == camera_id.encode() else None
+        if record is not None:
+            records.setdefault(record.seq, record)
     return [records[s] for s in sorted(records)]
 
 
@@ -100,15 +96,9 @@ async def run_starts(bootstrap: str, settings, camera_id: str) -> set[int]:
         messages = await reader.read_to_end()
     finally:
         await reader.stop()
-    starts = set()
-    for message in messages:
-        try:
-            event = decode(CameraEvent, message.value)
-        except SchemaError:
-            continue
-        if event.camera_id == camera_id and event.kind is CameraEventKind.started and event.seq is not None:
-            starts.add(event.seq)
-    return starts
+    events = (decode_or_none(CameraEvent, message.value) for message in messages)
+    return {e.seq for e in events
+            if e is not None and e.camera_id == camera_id and e.kind is CameraEventKind.started and e.seq is not None}
 
 
 def _described(stretch: list[TrackRecord]) -> dict:
