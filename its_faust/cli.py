@@ -253,8 +253,10 @@ def run(source, summary_path, camera_id, workers, fps, max_frames, line_specs, c
         setup = _setup_from(line_specs, config_path)
         _check_model(settings)
         _check_writable(summary_path)
+        stop = StopSoftly()
         summary = asyncio.run(
-            _run_with_progress(settings, _resolve_source(source, settings), camera_id, workers, fps, max_frames, setup)
+            _run_with_progress(settings, _resolve_source(source, settings), camera_id, workers, fps, max_frames, setup,
+                               stop)
         )
     except USER_ERRORS as exc:
         fail(exc)
@@ -263,6 +265,7 @@ def run(source, summary_path, camera_id, workers, fps, max_frames, line_specs, c
     payload = json.dumps(summary.__dict__, indent=2)
     click.echo(payload)
     _write_output(summary_path, payload)
+    stop.release()
     if summary.frames_tracked < summary.frames_in:
         click.echo(f"its-faust: error: {summary.frames_in - summary.frames_tracked} frames were not tracked "
                    f"(see missing_seqs and its.dead-letters)", err=True)
@@ -300,7 +303,8 @@ def _setup_from(line_specs, config_path):
     return setup.check()
 
 
-async def _run_with_progress(settings, source, camera_id, workers, fps, max_frames, setup=None):
+async def _run_with_progress(settings, source, camera_id, workers, fps, max_frames, setup, stop: StopSoftly):
+    """``stop``: installed while the stack runs; the caller releases it once the summary is out."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Column
@@ -336,7 +340,7 @@ async def _run_with_progress(settings, source, camera_id, workers, fps, max_fram
         task = progress.add_task(starting, total=total, fps=0.0, tracks=0)
         started = [None]
         stopping = "stopping: tracking the frames sent (Ctrl-C again aborts)"
-        stop = StopSoftly(on_first=lambda: progress.update(task, description=stopping))
+        stop.on_first = lambda: progress.update(task, description=stopping)
 
         def on_progress(stats, tracked):
             stop.ready = True  # the camera sends: a Ctrl-C from now on stops it and sums up what was tracked
@@ -450,7 +454,9 @@ def replay(camera_id, source, line_specs, config_path, latest, from_seq, to_seq,
                 raise ValueError("replaying a video file needs a configuration: --line or --config")
             if latest or from_seq is not None or to_seq is not None:
                 raise ValueError("--latest, --from-seq and --to-seq pick stored tracks: they go with --camera")
-            summary = asyncio.run(_run_with_progress(settings, _resolve_source(source, settings), "replay", 1, None, None, setup))
+            stop = StopSoftly()
+            summary = asyncio.run(_run_with_progress(settings, _resolve_source(source, settings), "replay", 1, None,
+                                                     None, setup, stop))
             result = {"source": summary.source, "frames": summary.frames_tracked, "counts": summary.counts,
                       "zones": summary.zones, "alerts": summary.alerts, "stopped_early": summary.stopped_early}
         else:
@@ -468,6 +474,8 @@ def replay(camera_id, source, line_specs, config_path, latest, from_seq, to_seq,
     payload = json.dumps(result, indent=2)
     click.echo(payload)
     _write_output(out_path, payload)
+    if source:
+        stop.release()
     if result.get("stopped_early"):
         _stopped_early(result["frames"])
 

@@ -86,15 +86,21 @@ class StopSoftly:
     SIGTERM or SIGHUP sets ``event`` once ``ready`` (there is work to finish: the command stops its source
     and sums up what it did), calling ``on_first``; a second one, or one before that, cancels the command's
     task, as Ctrl-C does everywhere else. Any after that are let be: the task is stopping what it started,
-    and cut short it would leave those running. On leaving, the handlers from before are back."""
+    and cut short it would leave those running.
+
+    Leaving it with the result in hand (no exception), signals stay held until ``release``: the loop's
+    shutdown and the printing of the summary take a moment, and one Ctrl-C then must not throw away a
+    result that is already whole; a second one aborts, should that shutdown hang. Leaving it with an
+    exception, or on ``release``, the handlers from before are back."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self, on_first=lambda: None):
         self.event = asyncio.Event()
         self.ready = False
-        self._on_first = on_first
+        self.on_first = on_first
         self._cancelled = False
+        self._held_once = False
         self._before: dict[int, object] = {}
 
     def __enter__(self) -> "StopSoftly":
@@ -105,15 +111,31 @@ class StopSoftly:
                 self._loop.add_signal_handler(sig, self._interrupted)
         return self
 
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._before.items():
+    def __exit__(self, exc_type, *exc) -> None:
+        for sig in self._before:
             self._loop.remove_signal_handler(sig)
+            signal.signal(sig, self._held)
+        if exc_type is not None:
+            self.release()
+
+    def release(self) -> None:
+        """The result is out (or there is none): signals act as they did before."""
+        for sig, handler in self._before.items():
+            if getattr(getattr(handler, "func", None), "__name__", "") == "_on_sigint":
+                # asyncio.run's own, for its run alone (it puts Python's back after, unless replaced, as here)
+                handler = signal.default_int_handler
             signal.signal(sig, handler)
+        self._before = {}
+
+    def _held(self, *_) -> None:
+        if self._held_once:
+            raise KeyboardInterrupt
+        self._held_once = True
 
     def _interrupted(self) -> None:
         if self.ready and not self.event.is_set():
             self.event.set()
-            self._on_first()
+            self.on_first()
         elif not self._cancelled:
             self._cancelled = True
             self._task.cancel()
