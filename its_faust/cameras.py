@@ -90,24 +90,45 @@ async def read_configs(bootstrap: str, settings) -> dict[str, CameraConfig]:
     return configs
 
 
-async def newest_frame_size(bootstrap: str, settings, camera_id: str, look_back: int = 500) -> tuple[int, int] | None:
-    """(width, height) of the camera's newest tracked frame among the last ``look_back`` records of its
-    partition of ``its.tracks``; None when none is there (nothing tracked yet, or not lately)."""
+async def newest_frame_size(bootstrap: str, settings, camera_id: str,
+                            look_back: tuple[int, ...] = (500, 5_000, 50_000)) -> tuple[int, int] | None:
+    """(width, height) of the camera's newest tracked frame on its partition of ``its.tracks``; None when
+    none is there (nothing tracked yet, or not lately). It looks back from the partition's end over the
+    last ``look_back[0]`` records, then as far as each next figure while none is found: a camera idle on
+    a partition that other cameras keep busy is further back, and most changes are to a running one."""
+    key = camera_id.encode()
     try:
-        reader = await TopicReader(bootstrap, settings.topic(TRACKS), keys=[camera_id.encode()]).start()
+        reader = await TopicReader(bootstrap, settings.topic(TRACKS), keys=[key]).start()
     except ValueError:  # no tracks topic yet: nothing tracked
         return None
     try:
-        for tp in reader.consumer.assignment():
-            reader.consumer.seek(tp, max(await reader.consumer.position(tp) - look_back, 0))
-        newest = None
-        for message in await reader.read_to_end():
-            if message.key == camera_id.encode():
-                newest = message
+        (tp,) = reader.consumer.assignment()
+        end = await reader.consumer.position(tp)
+        seen_from = None  # the records from here on were looked at already
+        for depth in look_back:
+            start = max(end - depth, 0)
+            reader.consumer.seek(tp, start)
+            newest = await _newest_of(reader, key, before=seen_from)
+            if newest is not None or start == 0:
+                break
+            seen_from = start
     finally:
         await reader.stop()
     record = decode_or_none(TrackRecord, newest.value) if newest else None
     return (record.width, record.height) if record else None
+
+
+async def _newest_of(reader: TopicReader, key: bytes, before: int | None):
+    """The newest message with ``key`` from the reader's position on, up to offset ``before`` (the end if None)."""
+    newest = None
+    async with contextlib.aclosing(reader.batches_to_end()) as batches:
+        async for batch in batches:
+            for message in batch:
+                if before is not None and message.offset >= before:
+                    return newest
+                if message.key == key:
+                    newest = message
+    return newest
 
 
 async def send_commands(bootstrap: str, settings, commands: list[CameraCommand], timeout_s: float = 30.0) -> CameraConfig:

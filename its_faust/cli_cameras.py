@@ -69,7 +69,10 @@ def _send(camera_id: str, build, broker_url: str | None, timeout_s: float, subje
 
     try:
         config = asyncio.run(go())
-    except (CommandRejected, CommandFailed) as exc:
+    except CommandRejected as exc:
+        unknown_camera = exc.missing and str(exc).startswith("unknown camera") and change.op != "remove_camera"
+        fail(f"{exc} (`its-faust cameras add {camera_id}`)" if unknown_camera else str(exc))
+    except CommandFailed as exc:
         fail(str(exc))
     click.echo(f"{camera_id}: {change.op} applied (config v{config.version})")
 

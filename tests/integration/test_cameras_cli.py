@@ -62,7 +62,8 @@ def test_configure_a_camera_end_to_end(cameras):
           "--road", "0,0", "--road", "1,0", "--road", "1,1", "--road", "0,1"], "three of the four points"),
         (["speed-limit", "cli-bad", "fast"], "a number of km/h"),
         (["speed-limit", "cli-bad", "-5"], "kmh: Input should be greater than 0"),  # a value (refused), not "no such option -5"
-        (["add-line", "no-such-cam", "0,0,10,10"], "unknown camera 'no-such-cam': add it first"),
+        (["add-line", "no-such-cam", "0,0,10,10"], "unknown camera 'no-such-cam': add it first (`its-faust cameras add no-such-cam`)"),
+        (["remove", "no-such-cam"], "unknown camera 'no-such-cam': nothing to remove"),
         (["remove-line", "cli-cam", "nope"], "has no line 'nope'"),
     ],
 )
@@ -140,21 +141,30 @@ def test_a_line_or_zone_wholly_outside_the_tracked_frame_is_refused(cameras, sta
     from aiokafka import AIOKafkaProducer
 
     from its_faust.codecs import encode
+    from its_faust.results import partition_for
     from its_faust.topic_names import TRACKS
     from schemas import TrackRecord
 
     assert cameras("add", "cli-view").returncode == 0
     assert cameras("add-line", "cli-view", "700,10,900,10:beyond").returncode == 0  # nothing tracked yet: no size to check
 
-    async def tracked_frame():
-        record = TrackRecord(camera_id="cli-view", seq=0, captured_at=1.0, width=640, height=360, detected_at=1.1,
-                             tracked_at=1.2, tracker_frame=1, model="yolo11n@test", detections=0, worker="w", objects=[])
-        producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap)
+    def track_record(camera_id, seq):
+        return TrackRecord(camera_id=camera_id, seq=seq, captured_at=1.0, width=640, height=360, detected_at=1.1,
+                           tracked_at=1.2, tracker_frame=1, model="yolo11n@test", detections=0, worker="w", objects=[])
+
+    async def tracked_frame(then_others: int):
+        """One frame of cli-view, then ``then_others`` of another camera on the same partition (a busy neighbour)."""
+        topic = settings.topic(TRACKS)
+        producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, linger_ms=20)
         await producer.start()
-        await producer.send_and_wait(settings.topic(TRACKS), key=b"cli-view", value=encode(record))
+        partition = partition_for(b"cli-view", len(await producer.partitions_for(topic)))
+        await producer.send_and_wait(topic, key=b"cli-view", value=encode(track_record("cli-view", 0)))
+        sent = [await producer.send(topic, key=b"neighbour", value=encode(track_record("neighbour", i)), partition=partition)
+                for i in range(then_others)]
+        await asyncio.gather(*sent)
         await producer.stop()
 
-    asyncio.run(tracked_frame())
+    asyncio.run(tracked_frame(then_others=1200))  # more than the first look back
     before = cameras("list", "--json").stdout
     line = error_line(cameras("add-line", "cli-view", "700,10,900,10:far"))
     assert "line 'far' lies wholly outside the camera's 640x360 frame (x 700 to 900" in line, line
