@@ -295,7 +295,9 @@ class RunSummary:
     latency_ms: dict[str, float] = field(default_factory=dict)
     # Where the time goes: capture -> detection emitted, and detection -> track emitted (p50).
     stage_p50_ms: dict[str, float] = field(default_factory=dict)
-    workers: int = 1
+    workers: int = 1  # the workers this run started (0: it used those already running on the broker)
+    # host:pid of each worker that tracked the frames (more than one: the camera moved, as when one stopped)
+    tracked_by: list[str] = field(default_factory=list)
     model: str = ""
     # CPU milliseconds per frame tracked, by process (broker, each worker, camera and reader), and in all;
     # cores_busy is their CPU time over the run's wall time; cores_busy_elsewhere and cores_stolen are
@@ -348,6 +350,7 @@ class RunSummary:
             if records
             else {},
             workers=workers,
+            tracked_by=sorted({r.worker for r in records}),
             model=records[0].model if records else "",
             missing_seqs=[s for s in stats.sent_seqs if s not in tracked][:100],
         )

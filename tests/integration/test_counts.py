@@ -197,4 +197,6 @@ def test_a_run_with_no_workers_of_its_own_is_tracked_by_the_running_ones(stack, 
     shared = settings.model_copy(update={"broker_url": stack.broker_url})
     summary = asyncio.run(run_source(shared, str(clip_path), camera_id="guest-cam", workers=0, max_frames=60))
     assert summary.workers == 0 and summary.frames_tracked == summary.frames_in == 60
+    running = {f":{w.proc.pid}" for w in stack.workers}
+    assert len(summary.tracked_by) == 1 and summary.tracked_by[0][summary.tracked_by[0].rindex(":"):] in running
     assert summary.detections > 0 and not any(name.startswith("worker") for name in summary.cpu_ms_per_frame)
