@@ -229,22 +229,26 @@ class Zones(CurrentFigures):
             self.latest[(stats.camera_id, stats.zone)] = stats
 
     def current(self, camera_id: str, config: CameraConfig | None) -> list[ZoneStats]:
-        """The camera's zones, by name; with its configuration, only the zones it has now (one removed is not current)."""
-        return [s for (camera, zone), s in sorted(self.latest.items()) if camera == camera_id and _zone_now(zone, config)]
+        """The camera's zones, by name; with its configuration, only the zones it has now, as added now (one removed,
+        or removed and added again since, has no figures yet)."""
+        return [s for (camera, _), s in sorted(self.latest.items()) if camera == camera_id and _zone_now(s, config)]
 
     def all_current(self, config_of: Callable[[str], CameraConfig | None]) -> list[ZoneStats]:
         """``current`` of every camera in one pass (``config_of``: a camera's configuration, or None)."""
-        return [s for (camera, zone), s in sorted(self.latest.items()) if _zone_now(zone, config_of(camera))]
+        return [s for (camera, _), s in sorted(self.latest.items()) if _zone_now(s, config_of(camera))]
 
     def idle(self, camera_id: str, config: CameraConfig | None) -> list[str]:
-        """The camera's zones with no figures held: none entered since it was added (or not in what the API has read)."""
+        """The camera's zones with no current figures held: none entered since it was added (or not in what the API has read)."""
         if config is None:
             return []
-        return sorted(z.name for z in config.zones if (camera_id, z.name) not in self.latest)
+        held = {s.zone for s in self.current(camera_id, config)}
+        return sorted(z.name for z in config.zones if z.name not in held)
 
 
-def _zone_now(zone: str, config: CameraConfig | None) -> bool:
-    return config is None or any(z.name == zone for z in config.zones)
+def _zone_now(s: ZoneStats, config: CameraConfig | None) -> bool:
+    if config is None:
+        return True  # not configured (or not read yet): nothing to judge by
+    return config.zone(s.zone) is not None and s.zone_version >= config.zone_versions.get(s.zone, 0)
 
 
 class Alerts:

@@ -65,6 +65,7 @@ class ZoneEvent(CameraRecord):
     occupancy: int = Field(ge=0)
     dwell_s: float | None = Field(None, description="On exit: seconds inside (scene time)")
     mean_speed_kmh: float | None = Field(None, description="On exit, when calibrated: mean speed inside")
+    zone_version: int = Field(0, ge=0, description="CameraConfig.zone_versions of the zone: a zone added again counts afresh")
 
 
 AlertKind = Literal["stopped_vehicle", "wrong_way", "congestion", "overspeed"]
@@ -110,6 +111,7 @@ class ZoneStats(CameraRecord):
     schema_: Literal["its.zone-stats"] = Field("its.zone-stats", alias="schema")
     v: Literal[1] = 1
     zone: str
+    zone_version: int = Field(0, ge=0, description="Which adding of the zone these figures are of (CameraConfig.zone_versions)")
     occupancy: int = Field(ge=0)
     entries: int = Field(ge=0, description="Since the zone was added")
     exits: int = Field(ge=0)

@@ -104,6 +104,11 @@ class CameraConfig(Record):
         "added again is a new line: its counts start afresh (Crossing.line_version, CountUpdate.line_version)",
     )
     zones: list[Zone] = Field(default_factory=list)
+    zone_versions: dict[str, int] = Field(
+        default_factory=dict,
+        description="Per zone, as line_versions: a zone removed and added again starts its totals afresh "
+        "(ZoneEvent.zone_version, ZoneStats.zone_version). Zones added before this field have none (0)",
+    )
     calibration: Calibration | None = None
     speed_limit_kmh: float | None = None
 

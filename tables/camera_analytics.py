@@ -195,10 +195,11 @@ class CameraAnalytics:
         lines = config.lines if live else []
         line_versions = config.line_versions if live else {}
         zones = config.zones if live else []
+        zone_versions = config.zone_versions if live else {}
         plane = self._road_plane(config.calibration if live else None)
         limit = config.speed_limit_kmh if live and plane else None
         now, out = record.at, FrameOutput()
-        self._sync_geometry(lines, zones, line_versions)
+        self._sync_geometry(lines, zones, line_versions, zone_versions)
 
         seen = set()
         for obj in sorted(record.objects, key=lambda o: o.track_id):
@@ -274,7 +275,7 @@ class CameraAnalytics:
     def _zone_event(self, record, zone: str, kind: str, track: _Track, member: Membership, at: float) -> ZoneEvent:
         return ZoneEvent(
             camera_id=record.camera_id, seq=record.seq, captured_at=record.captured_at, scene_time=record.scene_time,
-            zone=zone, kind=kind,
+            zone=zone, kind=kind, zone_version=self._zone_version(zone),
             track_id=track.track_id, label=track.label()[0], occupancy=self.occupancy(zone),
             dwell_s=round(at - member.entered_at, 3) if kind == "exit" else None,
             mean_speed_kmh=member.mean_speed() if kind == "exit" else None,
@@ -295,11 +296,11 @@ class CameraAnalytics:
                     out.zone_events.append(self._zone_event(record, name, "exit", track, member, track.last_at))
         self.tracks = {tid: t for tid, t in self.tracks.items() if now - t.last_at <= self.rules.forget_after_s}
 
-    def _sync_geometry(self, lines, zones, line_versions) -> None:
-        """Lines and zones removed, or redefined under the same name, start afresh: their memory goes. So does a
-        line added again (a new version), even the same one: no frame may have come while it was away."""
+    def _sync_geometry(self, lines, zones, line_versions, zone_versions) -> None:
+        """Lines and zones removed, or redefined under the same name, start afresh: their memory goes. So does one
+        added again (a new version), even the same one: no frame may have come while it was away."""
         now = ({f"line:{l.name}": f"{l.model_dump_json()}@{line_versions.get(l.name, 0)}" for l in lines}
-               | {f"zone:{z.name}": z.model_dump_json() for z in zones})
+               | {f"zone:{z.name}": _versioned(z.model_dump_json(), zone_versions.get(z.name, 0)) for z in zones})
         if now == self.geometry:
             return
         stale = {k for k in self.geometry if now.get(k) != self.geometry[k]}
@@ -310,6 +311,11 @@ class CameraAnalytics:
                 del track.zones[name]
         self.zone_since = {z: t for z, t in self.zone_since.items() if f"zone:{z}" in now and f"zone:{z}" not in stale}
         self.geometry = now
+
+    def _zone_version(self, zone: str) -> int:
+        """The adding of ``zone`` its events are of, as last synced (0: a zone from before versions, or none)."""
+        _, at, version = self.geometry.get(f"zone:{zone}", "").rpartition("@")  # names have no "@"
+        return int(version) if at else 0
 
     def occupancy(self, zone: str) -> int:
         return sum(1 for t in self.tracks.values() if t.zones.get(zone) and t.zones[zone].inside)
@@ -393,3 +399,9 @@ class CameraAnalytics:
             alerts=self.alert_book.active,
             quiet_until=self.alert_book.quiet_until,
         )
+
+
+def _versioned(definition: str, version: int) -> str:
+    """A zone's definition with the adding it is of; version 0 (zones from before versions) keeps the memory
+    that actors of before kept under the bare definition, so an upgrade does not re-enter every track."""
+    return f"{definition}@{version}" if version else definition

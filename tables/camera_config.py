@@ -42,7 +42,8 @@ def apply(config: CameraConfig | None, command: CameraCommand) -> CameraConfig:
         if exists:
             raise CommandRejected(f"camera {command.camera_id!r} already exists")
         fields = {"name": change.name or command.camera_id, "source": change.source, "removed": False,
-                  "lines": [], "line_versions": {}, "zones": [], "calibration": None, "speed_limit_kmh": None}
+                  "lines": [], "line_versions": {}, "zones": [], "zone_versions": {}, "calibration": None,
+                  "speed_limit_kmh": None}
     elif not exists:
         hint = "nothing to remove" if isinstance(change, RemoveCamera) else "add it first"
         raise CommandRejected(f"unknown camera {command.camera_id!r}: {hint}", missing=True)
@@ -51,8 +52,8 @@ def apply(config: CameraConfig | None, command: CameraCommand) -> CameraConfig:
         if fields.get("name") == "":  # as when it was added: a camera without a name shows its id
             fields["name"] = command.camera_id
     elif isinstance(change, RemoveCamera):
-        fields = {"removed": True, "lines": [], "line_versions": {}, "zones": [], "calibration": None,
-                  "speed_limit_kmh": None}
+        fields = {"removed": True, "lines": [], "line_versions": {}, "zones": [], "zone_versions": {},
+                  "calibration": None, "speed_limit_kmh": None}
     elif isinstance(change, AddLine):
         if config.line(change.line.name):
             raise CommandRejected(f"camera {command.camera_id!r} already has a line {change.line.name!r}")
@@ -66,11 +67,13 @@ def apply(config: CameraConfig | None, command: CameraCommand) -> CameraConfig:
     elif isinstance(change, AddZone):
         if config.zone(change.zone.name):
             raise CommandRejected(f"camera {command.camera_id!r} already has a zone {change.zone.name!r}")
-        fields = {"zones": [*config.zones, change.zone]}
+        fields = {"zones": [*config.zones, change.zone],
+                  "zone_versions": {**config.zone_versions, change.zone.name: config.version + 1}}
     elif isinstance(change, RemoveZone):
         if not config.zone(change.name):
             raise CommandRejected(f"camera {command.camera_id!r} has no zone {change.name!r}", missing=True)
-        fields = {"zones": [zone for zone in config.zones if zone.name != change.name]}
+        fields = {"zones": [zone for zone in config.zones if zone.name != change.name],
+                  "zone_versions": {k: v for k, v in config.zone_versions.items() if k != change.name}}
     elif isinstance(change, SetCalibration):
         fields = {"calibration": change.calibration}
     elif isinstance(change, SetSpeedLimit):

@@ -139,7 +139,8 @@ def _zone_window(value: dict, start: float, size: float) -> ZoneWindow:
 
 def zone_stats(event: ZoneEvent) -> ZoneStats:
     """Add a zone event (at most once) to every zone table; call while processing its event."""
-    key = f"{event.camera_id}|{event.zone}"
+    # Each adding of a zone has figures of its own; zones from before versions (0) keep their bare key.
+    key = f"{event.camera_id}|{event.zone}" + (f"@{event.zone_version}" if event.zone_version else "")
     event_id = f"{event.kind}:t{event.track_id}"
     change = _zone_change(event)
     total = _apply(zone_total, key, event.seq, event_id, lambda v: {k: x for k, x in change(v).items() if k != "speeds"})
@@ -149,7 +150,7 @@ def zone_stats(event: ZoneEvent) -> ZoneStats:
 
     return ZoneStats(
         camera_id=event.camera_id, seq=event.seq, captured_at=event.captured_at, scene_time=event.scene_time,
-        zone=event.zone,
+        zone=event.zone, zone_version=event.zone_version,
         occupancy=event.occupancy, entries=total.get("entries", 0), exits=total.get("exits", 0),
         minute=window(zone_minute, MINUTE_S), quarter=window(zone_quarter, QUARTER_S),
     )

@@ -14,6 +14,7 @@ from schemas.control import (
     CameraCommand,
     RemoveCamera,
     RemoveLine,
+    RemoveZone,
     SetCalibration,
     SetSpeedLimit,
     UpdateCamera,
@@ -212,3 +213,13 @@ def test_camera_config_file_is_checked():
         CameraSetup(speed_limit_kmh=50).check()
     with pytest.raises(ValueError, match="line names must differ"):
         CameraSetup(lines=[LINE, LINE]).check()
+
+
+def test_each_adding_of_a_zone_has_its_own_version_so_its_figures_start_afresh():
+    zone = Zone(name="lanes", points=[(0, 0), (100, 0), (100, 50)])
+    config = fold(AddCamera(), AddZone(zone=zone))
+    assert config.zone_versions == {"lanes": 2}
+    config = apply(apply(config, cmd(RemoveZone(name="lanes"))), cmd(AddZone(zone=zone)))
+    assert config.zone_versions == {"lanes": 4}
+    config = apply(config, cmd(RemoveCamera()))
+    assert config.zone_versions == {} and config.zones == []

@@ -99,6 +99,21 @@ def test_zone_entry_exit_dwell_and_occupancy():
     assert exit1.dwell_s == pytest.approx((53 - 13) / FPS, abs=1e-3)
 
 
+def test_a_zone_added_again_is_entered_afresh_and_its_events_say_which_adding_they_are_of():
+    """Removed and added again between two frames (the same polygon): its memberships from before are not
+    its own, so a track still inside enters it again, under the new version."""
+    first = config(zones=[ZONE]).model_copy(update={"zone_versions": {ZONE.name: 2}})
+    again = first.model_copy(update={"version": 4, "zone_versions": {ZONE.name: 4}})
+    parked = [[box(1, 250, 200)]] * 20
+    actor, outs = play(parked, first)
+    _, outs_again = play(parked, again, actor=actor, start=20)
+    events = [e for o in outs + outs_again for e in o.zone_events]
+    assert [(e.kind, e.zone_version) for e in events] == [("enter", 2), ("enter", 4)]
+    # A zone from before versions (none in the configuration) stays what it was: no re-entry.
+    actor, outs = play(parked * 2, config(zones=[ZONE]))
+    assert [(e.kind, e.zone_version) for o in outs for e in o.zone_events] == [("enter", 0)]
+
+
 def test_zone_edge_flicker_does_not_enter():
     frames = [[box(1, 300, 99 if i % 2 else 101)] for i in range(30)]
     _, outs = play(frames, config(zones=[ZONE]))

@@ -141,33 +141,46 @@ def test_replay_from_stored_tracks_gives_the_live_counts(stack, settings, clip_p
 
 
 def test_a_camera_removed_and_added_again_counts_afresh(stack, settings, clip_path):
-    """Totals run since a line was added: removing the camera (its lines go with it) and adding it again
-    with the same line starts them at zero (they carried on before: the table key had no line version)."""
-    from its_faust.cameras import command, send_commands
-    from its_faust.results import CountFeed
+    """Totals run since a line or zone was added: removing the camera (its lines and zones go with it) and
+    adding it again with the same ones starts them at zero (they carried on before: the table keys had no
+    version)."""
+    from its_faust.cameras import CameraSetup, command, send_commands
+    from its_faust.pipeline import analyze_source
+    from its_faust.results import CountFeed, RecordFeed
+    from its_faust.topic_names import ZONE_STATS
+    from schemas.analytics import ZoneStats
     from schemas.control import RemoveCamera
+    from schemas.geometry import Zone
 
     line = CountingLine(name="y120", x1=140, y1=120, x2=620, y2=120)
+    zone = Zone(name="near-road", points=[(0, 200), (640, 200), (640, 360), (0, 360)])
+    setup = CameraSetup(lines=[line], zones=[zone])
     camera = "again-cam"
 
     async def go():
-        _, _, first = await count_source(stack, str(clip_path), [line], camera_id=camera, max_frames=150)
+        _, _, first = await analyze_source(stack, str(clip_path), setup, camera_id=camera, max_frames=150)
         await send_commands(stack.bootstrap, settings, [command(camera, RemoveCamera(), issued_by="test")])
         feed = await CountFeed(stack.bootstrap, settings, camera).start()
+        zone_stats = await RecordFeed(stack.bootstrap, settings.topic(ZONE_STATS), ZoneStats, camera).start()
         try:
-            _, _, second = await count_source(stack, str(clip_path), [line], camera_id=camera, max_frames=150)
+            _, _, second = await analyze_source(stack, str(clip_path), setup, camera_id=camera, max_frames=150)
             await feed.drain()
+            await zone_stats.drain()
         finally:
             await feed.stop()
-        return first, second, feed.latest
+            await zone_stats.stop()
+        return first, second, feed.latest, zone_stats.records
 
-    first, second, latest = asyncio.run(go())
-    assert total(first["y120"], "in") + total(first["y120"], "out") >= 2, first
-    assert second == first  # the same frames, counted the same
+    first, second, latest, zone_stats = asyncio.run(go())
+    assert total(first.counts["y120"], "in") + total(first.counts["y120"], "out") >= 2, first.counts
+    assert second.counts == first.counts and second.zones == first.zones  # the same frames, counted the same
     # And the tables' totals are this second run's alone.
     assert {(l, d, c): u.total for (l, d, c), u in latest.items()} == {
-        ("y120", d, c): n for d, by_class in second["y120"].items() for c, n in by_class.items()}, latest
+        ("y120", d, c): n for d, by_class in second.counts["y120"].items() for c, n in by_class.items()}, latest
     assert all(u.line_version > 1 for u in latest.values())
+    newest = max(zone_stats, key=lambda s: s.seq)
+    assert newest.entries == second.zones["near-road"]["entries"] >= 2, (newest, second.zones)
+    assert newest.zone_version > 1
 
 
 def test_a_run_on_a_camera_the_broker_knows_reports_what_it_kept(stack, settings, clip_path):
