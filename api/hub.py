@@ -7,7 +7,8 @@ for new ones. SSE clients pull from the ring with their own cursor, so one slow
 client costs no memory: it just falls behind the ring's start and is told how
 many events it missed. At start the ring is filled from the topic's last
 ``capacity`` messages, so a browser that reconnects to a restarted API process
-still resumes exactly. A partition whose log ends before what the ring has read
+still resumes exactly. A ring with ``keep_s`` (the frames, for the live view) holds
+what arrived in the last ``keep_s`` seconds instead, ``capacity`` at most. A partition whose log ends before what the ring has read
 (an in-memory broker restarted, a topic recreated: the broker then answers that
 offset with nothing, for ever) is read again from its start, and ``resets``
 counts it, so that feeds and read models start over too.
@@ -28,6 +29,7 @@ from its_faust.results import read_log_ends
 
 log = logging.getLogger(__name__)
 RESET_CHECK_S = 5.0  # how often a ring asks whether its partitions' logs still reach what it has read
+FILL_AT_LEAST = 48  # messages a keep_s ring reads at start, however old (a stopped camera's last frames)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +52,13 @@ class TopicRing:
         on_message: Callable[[Message], None] | None = None,
         on_reset: Callable[[int], None] | None = None,
         fetch_max_wait_ms: int = 100,
+        keep_s: float | None = None,
     ):
         self.bootstrap = bootstrap
         self.fetch_max_wait_ms = fetch_max_wait_ms  # see Settings.fetch_max_wait_ms
         self.topic = topic
         self.capacity = capacity
+        self.keep_s = keep_s
         self.from_beginning = from_beginning
         self.on_message = on_message
         self.on_reset = on_reset
@@ -63,6 +67,7 @@ class TopicRing:
         self.partitions: list[int] = []
         self._offsets: dict[int, list[int]] = {}
         self._messages: dict[int, list[Message]] = {}
+        self._arrivals: dict[int, list[float]] = {}  # with keep_s: when each held message arrived (monotonic)
         self.next: dict[int, int] = {}  # offset after the newest seen, per partition
         self._new = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
@@ -88,16 +93,28 @@ class TopicRing:
         consumer.assign(tps)
         begins = await consumer.beginning_offsets(tps)
         ends = await consumer.end_offsets(tps)
+        fill = await self._fill_from(consumer, ends) if self.keep_s is not None else {}
         for tp in tps:
-            start = begins[tp] if self.from_beginning else max(begins[tp], ends[tp] - self.capacity)
+            start = begins[tp] if self.from_beginning else max(begins[tp], fill.get(tp, ends[tp] - self.capacity))
             consumer.seek(tp, start)
             self.next[tp.partition] = start
-            self._offsets[tp.partition], self._messages[tp.partition] = [], []
+            self._offsets[tp.partition], self._messages[tp.partition], self._arrivals[tp.partition] = [], [], []
             self.resets[tp.partition] = 0
         self._next_reset_check = time.monotonic() + RESET_CHECK_S
         self.last_fetch_ok = time.monotonic()
         self._task = asyncio.create_task(self._run(), name=f"ring:{self.topic}")
         return self
+
+    async def _fill_from(self, consumer: AIOKafkaConsumer, ends: dict) -> dict:
+        """Where a ``keep_s`` ring starts: the last ``keep_s`` seconds of each partition (by the records' time), and
+        at least its last FILL_AT_LEAST messages, so a camera that stopped still has its last frames to show."""
+        since = await consumer.offsets_for_times({tp: int((time.time() - self.keep_s) * 1000) for tp in ends})
+        out = {}
+        for tp, end in ends.items():
+            found = since.get(tp)
+            recent = found.offset if found is not None and found.timestamp >= 0 else end  # none that recent: the end
+            out[tp] = max(min(recent, end - FILL_AT_LEAST), end - self.capacity)
+        return out
 
     async def stop(self) -> None:
         if self._task:
@@ -167,7 +184,7 @@ class TopicRing:
         self._consumer.seek(TopicPartition(self.topic, partition), 0)
 
     def _forget(self, partition: int) -> None:
-        self._offsets[partition], self._messages[partition] = [], []
+        self._offsets[partition], self._messages[partition], self._arrivals[partition] = [], [], []
         self.next[partition] = 0
         self.resets[partition] += 1
         if self.on_reset:
@@ -185,13 +202,24 @@ class TopicRing:
         messages.append(m)
         self.next[m.partition] = m.offset + 1
         self.received += 1
-        if len(messages) > 2 * self.capacity:  # trim in bulk: amortised O(1) per message
+        if self.keep_s is not None:
+            self._trim_by_age(m.partition)
+        elif len(messages) > 2 * self.capacity:  # trim in bulk: amortised O(1) per message
             del offsets[: -self.capacity], messages[: -self.capacity]
         if self.on_message:
             try:
                 self.on_message(m)
             except Exception:  # a read model must not stop the feed
                 log.exception("api: read model failed on %s[%d]@%d", self.topic, m.partition, m.offset)
+
+    def _trim_by_age(self, partition: int) -> None:
+        """Drop what arrived over ``keep_s`` ago (and any beyond ``capacity``): in bulk, once the oldest held is half
+        as old again (or half as many again are held), so a message costs amortised O(1)."""
+        arrivals, now = self._arrivals[partition], time.monotonic()
+        arrivals.append(now)
+        if now - arrivals[0] > 1.5 * self.keep_s or len(arrivals) > 1.5 * self.capacity:
+            cut = max(bisect.bisect_left(arrivals, now - self.keep_s), len(arrivals) - self.capacity)
+            del self._offsets[partition][:cut], self._messages[partition][:cut], arrivals[:cut]
 
     def read(self, partition: int, from_offset: int, limit: int = 200) -> list[Message]:
         """Messages of a partition from ``from_offset`` on (held ones only; see ``first``)."""

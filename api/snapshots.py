@@ -1,7 +1,7 @@
 """Alert snapshots: the frame each alert points at, drawn as the alert arrives and kept.
 
-The API holds only the last ``frames_ring`` frames of each partition (about two seconds
-of one camera), so an alert's frame would be gone within seconds of the alert, and
+The API holds only the last ``frames_keep_s`` seconds of frames (6 s), so an alert's frame
+would be gone within seconds of the alert, and
 its ``snapshot`` link dead. When a raised alert arrives its frame is still held (the
 frame was produced before the detections, tracks and analytics that led to the alert):
 it is drawn then, with its tracks, lines and zones, and kept for the last ``keep`` alerts.

@@ -164,11 +164,29 @@ def test_a_ring_whose_partition_goes_back_to_an_earlier_offset_starts_it_over():
     forgotten = []
     ring = TopicRing("127.0.0.1:1", "t", 10, on_reset=forgotten.append)
     ring.partitions, ring.next, ring.resets = [0], {0: 0}, {0: 0}
-    ring._offsets, ring._messages = {0: []}, {0: []}
+    ring._offsets, ring._messages, ring._arrivals = {0: []}, {0: []}, {0: []}
     for offset in (0, 1, 2, 0):
         ring._add(Message(0, offset, b"k", b"v", 0.0))
     assert ring.resets == {0: 1} and forgotten == [0]
     assert [m.offset for m in ring.read(0, 0)] == [0] and ring.next[0] == 1
+
+
+def test_a_frames_ring_holds_what_arrived_in_the_last_keep_s_seconds_and_never_more_than_about_its_capacity(monkeypatch):
+    """The live view draws a frame when its track record arrives, seconds later on a busy machine: the frames
+    must be held that long, whatever the frame rate (a count of 48 was 1.6 s of a 30-fps camera)."""
+    clock = [1000.0]
+    monkeypatch.setattr("api.hub.time.monotonic", lambda: clock[0])
+    ring = TopicRing("127.0.0.1:1", "frames", 400, keep_s=6.0)
+    ring.partitions, ring.next, ring.resets = [0], {0: 0}, {0: 0}
+    ring._offsets, ring._messages, ring._arrivals = {0: []}, {0: []}, {0: []}
+    for offset in range(300):  # 30 fps for 10 s
+        ring._add(Message(0, offset, b"cam", b"{}", 0.0))
+        clock[0] += 1 / 30
+    held = ring.latest(0, ring.capacity)
+    assert 6 * 30 <= len(held) <= 9 * 30 + 1 and held[-1].offset == 299, len(held)
+    for offset in range(300, 1000):  # a burst: 700 at once
+        ring._add(Message(0, offset, b"cam", b"{}", 0.0))
+    assert len(ring.latest(0, 10_000)) <= 1.5 * 400 and ring.latest(0, 1)[0].offset == 999
 
 
 def test_zone_read_model_keeps_each_zones_latest_figures_and_only_the_zones_a_camera_has():
@@ -196,6 +214,23 @@ def test_zone_read_model_keeps_each_zones_latest_figures_and_only_the_zones_a_ca
     assert [z.seq for z in zones.current("c", None)] == [1]
     zones.forget_partition(0)
     assert zones.current("c", None) == []
+
+
+def test_a_zone_removed_and_added_again_has_no_figures_until_its_own_first_event():
+    def stats(seq, entries, version):
+        window = ZoneWindow(start=60, end=120, entries=entries, exits=0)
+        return ZoneStats(camera_id="c", seq=seq, captured_at=100.0 + seq, zone="a", zone_version=version, occupancy=1,
+                         entries=entries, exits=0, minute=window, quarter=window)
+
+    square = [(0, 0), (9, 0), (9, 9)]
+    again = CameraConfig(camera_id="c", version=6, last_command_id="x", updated_at=50.0,
+                         zones=[Zone(name="a", points=square)], zone_versions={"a": 6})
+    zones = Zones()
+    zones.apply(message(stats(1, 40, version=2), 0))  # the zone as first added: 40 entries
+    assert zones.current("c", again) == [] and zones.idle("c", again) == ["a"]
+    assert [z.entries for z in zones.current("c", None)] == [40]  # no configuration to judge by
+    zones.apply(message(stats(2, 1, version=6), 1))
+    assert [(z.entries, z.zone_version) for z in zones.current("c", again)] == [(1, 6)] and zones.idle("c", again) == []
 
 
 def test_tracked_cameras_count_each_cameras_records_and_forget_the_least_recent_beyond_the_bound():
