@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaConnectionError
 from its_faust.assets import AssetNotFound, resolve_asset
 from its_faust.cameras import CommandFailed
 from its_faust.cli_cameras import cameras
+from its_faust.cli_settings import settings_command
 from its_faust.cli_tail import tail
 from its_faust.data_dir import DataDirInUse
 from its_faust.broker import BrokerMemoryNote, BrokerError, EmbeddedBroker, bootstrap_servers, check_embedded_allowed, wait_reachable
@@ -166,6 +167,7 @@ def broker(port: int) -> None:
         fail(exc)
     except KeyboardInterrupt:
         pass
+    click.echo("broker stopped (its records are gone with it)")
 
 
 @main.command()
@@ -505,9 +507,11 @@ def api(host, port, broker_url) -> None:
     click.echo(f"dashboard: http://{settings.api.host}:{settings.api.port}/   API docs: /docs")
     # loop="none": the loop ITS_FAUST_EVENT_LOOP installed (uvicorn's "auto" would pick uvloop regardless)
     uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_level="warning", loop="none")
+    click.echo("api stopped")
 
 
 main.add_command(cameras)
+main.add_command(settings_command)
 main.add_command(tail)
 
 if __name__ == "__main__":

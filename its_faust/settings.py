@@ -47,8 +47,9 @@ class ModelSettings(BaseModel):
     imgsz: int = Field(640, ge=32, description="Long side of the network input; frames are letterboxed to a multiple of 32")
     conf: float = Field(0.1, ge=0.0, le=1.0, description="Minimum score kept (ByteTrack uses low scores too)")
     iou: float = Field(0.7, gt=0.0, le=1.0, description="NMS IoU threshold")
-    classes: list[int] = Field(default_factory=lambda: list(TRAFFIC_CLASSES))
-    max_det: int = 300
+    classes: list[int] = Field(default_factory=lambda: list(TRAFFIC_CLASSES),
+                               description="COCO class ids kept (JSON list): person, bicycle, car, motorcycle, bus, truck")
+    max_det: int = Field(300, ge=1, description="Most boxes kept per frame after NMS")
     batch_size: int = Field(
         0, ge=0, le=256,
         description="Most frames in one inference call, across cameras; 0 = auto: 1 on a CPU (single-threaded "
@@ -84,12 +85,12 @@ class ModelSettings(BaseModel):
 
 class TrackerSettings(BaseModel):
     # ByteTrack parameters, same meaning and defaults as Ultralytics' bytetrack.yaml.
-    track_high_thresh: float = 0.25
-    track_low_thresh: float = 0.1
-    new_track_thresh: float = 0.25
-    track_buffer: int = 30
-    match_thresh: float = 0.8
-    fuse_score: bool = True
+    track_high_thresh: float = Field(0.25, description="ByteTrack: boxes scoring above this are matched first")
+    track_low_thresh: float = Field(0.1, description="ByteTrack: boxes between this and the high threshold are matched second")
+    new_track_thresh: float = Field(0.25, description="ByteTrack: an unmatched box above this starts a track")
+    track_buffer: int = Field(30, description="ByteTrack: frames a lost track is kept for (at 30 fps)")
+    match_thresh: float = Field(0.8, description="ByteTrack: matching cost above this is no match")
+    fuse_score: bool = Field(True, description="ByteTrack: weigh the matching by the boxes' scores")
     # Not ByteTrack's: ours (tables/camera_tracker.py).
     max_gap_s: float = Field(
         2.0, gt=0,
@@ -116,13 +117,13 @@ class AnalyticsSettings(BaseModel):
     stopped_px_s: float = Field(6.0, gt=0, description="Stopped when slower, uncalibrated cameras (pixels per second)")
     stopped_after_s: float = Field(10.0, gt=0, description="Stopped in a lane zone this long: an alert")
     wrong_way_deg: float = Field(120.0, gt=90, le=180, description="Heading this far from a zone's: wrong way")
-    wrong_way_after_s: float = Field(1.0, gt=0)
+    wrong_way_after_s: float = Field(1.0, gt=0, description="Driving the wrong way this long: an alert")
     congestion_vehicles: int = Field(4, ge=1, description="Occupancy of a zone that can be a queue")
     congestion_kmh: float = Field(10.0, gt=0, description="Mean speed below this (calibrated) is queueing")
     congestion_px_s: float = Field(10.0, gt=0, description="Mean image speed below this (uncalibrated) is queueing")
-    congestion_after_s: float = Field(20.0, gt=0)
+    congestion_after_s: float = Field(20.0, gt=0, description="Queueing this long: an alert")
     overspeed_margin: float = Field(0.1, ge=0, description="Above limit x (1 + margin) is overspeed")
-    overspeed_after_s: float = Field(0.5, gt=0)
+    overspeed_after_s: float = Field(0.5, gt=0, description="Over the limit this long: an alert")
     condition_grace_s: float = Field(1.0, ge=0, description="A condition that lapses for less than this keeps its clock")
     clear_after_s: float = Field(3.0, gt=0, description="A condition must be gone this long before its alert clears")
     cooldown_s: float = Field(60.0, ge=0, description="After a clear, the same alert is not raised again this soon")
@@ -135,17 +136,23 @@ class AnalyticsSettings(BaseModel):
 
 
 class ApiSettings(BaseModel):
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
+    host: str = Field("127.0.0.1", description="Interface `its-faust api` listens on (0.0.0.0: every one)")
+    port: int = Field(8000, ge=0, le=65535, description="Port of `its-faust api` (the demo's too)")
     ring_size: int = Field(10000, ge=10, description="Messages per partition each API process holds per topic")
-    frames_ring: int = Field(48, ge=2, description="Frames per partition held for the live view")
+    frames_keep_s: float = Field(
+        6.0, gt=0,
+        description="Seconds of frames each API process holds for the live view and alert snapshots: a frame is drawn "
+        "when its track record arrives, so this must outlast the pipeline's latency (live frames reach detection at "
+        "most model.live_frame_max_age_s, 3 s, old; older ones are shed)",
+    )
+    frames_ring: int = Field(1000, ge=2, description="At most this many frames per partition held, whatever their age")
     heartbeat_s: float = Field(15.0, gt=0, description="SSE comment sent on idle connections this often")
     command_timeout_s: float = Field(15.0, gt=0, description="How long a REST change waits for a worker to apply it")
-    live_fps: float = Field(4.0, gt=0, le=30)
+    live_fps: float = Field(4.0, gt=0, le=30, description="Frames per second of the live view (live.mjpg), unless ?fps= asks otherwise")
 
 
 class IngestSettings(BaseModel):
-    jpeg_quality: int = Field(85, ge=10, le=100)
+    jpeg_quality: int = Field(85, ge=10, le=100, description="JPEG quality of the frames a camera sends")
     max_in_flight: int = Field(
         24, ge=1,
         description="Frames a file paced by the pipeline (`run`, `replay --source`) may have sent and not yet tracked. "
@@ -157,8 +164,8 @@ class IngestSettings(BaseModel):
         description="Frames live feeds (demo's cameras, shared out between them) may have untracked at once; a "
         "frame beyond it is dropped at the camera, so this bounds what a live view lags behind",
     )
-    reconnect_initial_s: float = 0.5
-    reconnect_max_s: float = 30.0
+    reconnect_initial_s: float = Field(0.5, gt=0, description="First wait before reconnecting a lost stream; it doubles")
+    reconnect_max_s: float = Field(30.0, gt=0, description="Longest wait between reconnection attempts")
     reconnect_attempts: int = Field(0, ge=0, description="0 = retry forever")
     blank_std: float = Field(4.0, description="A frame whose grey-level std dev is below this is blank")
     frozen_delta: int = Field(
@@ -189,8 +196,9 @@ class Settings(BaseSettings):
         extra="ignore",
     )
 
-    profile: Profile = Profile.local
-    app_id: str = "its-faust"
+    profile: Profile = Field(Profile.local, description="local | development | staging | production: its file in "
+                             "its_faust/profiles/ sets the values below it differs in")
+    app_id: str = Field("its-faust", description="The workers' consumer group and the prefix of their tables' changelog topics")
     broker_url: str | None = Field(
         None, description="kafka://host:port[;host:port]; empty starts the embedded Tansu broker"
     )
@@ -199,7 +207,7 @@ class Settings(BaseSettings):
         description="The embedded broker keeps every record in memory and slows as it fills: past this the demo "
         "and `its-faust broker` say once that a long run wants Kafka",
     )
-    topic_prefix: str = "its"
+    topic_prefix: str = Field("its", description="Topic names are <prefix>.frames, <prefix>.tracks, ... (empty: no prefix)")
     frames_retention_s: float = Field(
         3600, gt=0,
         description="retention.ms of the frames and detections topics when the project creates them: the bulk of "
@@ -216,18 +224,20 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".its-faust"), description="Worker state (RocksDB tables)")
     asset_dir: Path | None = Field(None, description="Where weights and sample videos lie (see its_faust.assets)")
     cache_dir: Path = Field(Path.home() / ".cache" / "its-faust", description="Exported models (shared by workers)")
-    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
-    log_json: bool = False
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = Field("info", description="debug | info | warning | error | critical")
+    log_json: bool = Field(False, description="One JSON object per log line (for a log pipeline)")
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "auto", description="auto: uvloop where installed (less CPU per frame), else asyncio's own loop"
     )
 
     # Group-membership timing. Faust's defaults (60 s rebalance) make a worker
     # join slowly; these values let a worker take over a dead one in ~10 s.
-    rebalance_timeout_s: float = 3.0
-    session_timeout_s: float = 10.0
-    heartbeat_interval_s: float = 1.0
-    commit_interval_s: float = 1.0
+    rebalance_timeout_s: float = Field(3.0, gt=0, description="How long a rebalance waits for the group's workers to rejoin")
+    session_timeout_s: float = Field(
+        10.0, gt=0, description="A worker silent this long (killed, cut off, frozen) leaves the group and its partitions "
+        "go to the others")
+    heartbeat_interval_s: float = Field(1.0, gt=0, description="How often a worker tells the group it is alive")
+    commit_interval_s: float = Field(1.0, gt=0, description="How often a worker commits the offsets it has processed")
     stall_after_s: float = Field(15.0, gt=0, description="A partition with backlog that has not moved this long is re-sought")
     slow_processing_report_s: float = Field(
         300.0, gt=0,
@@ -325,6 +335,28 @@ def load_settings(**overrides) -> Settings:
         raise ValueError(f"unknown profile {profile!r}; choose one of: {names}") from None
     env_files = [PROFILES_DIR / f"{profile}.env", Path(".env")]
     return Settings(_env_file=[str(p) for p in env_files if p.exists()], **overrides)
+
+
+def describe(settings: Settings) -> list[dict]:
+    """Every setting: its environment variable, the value in ``settings``, its default, and its description
+    (what `its-faust settings` prints). ``changed``: the value is not the default (a profile, .env or the
+    environment set it)."""
+    rows = []
+
+    def walk(model: BaseModel, prefix: str) -> None:
+        for name, field in type(model).model_fields.items():
+            value = getattr(model, name)
+            variable = f"{prefix}{name.upper()}"
+            if isinstance(value, BaseModel):
+                walk(value, variable + "__")
+                continue
+            default = field.get_default(call_default_factory=True)
+            plain = lambda v: v.value if isinstance(v, Enum) else v  # noqa: E731
+            rows.append({"variable": variable, "value": plain(value), "default": plain(default),
+                         "changed": plain(value) != plain(default), "description": field.description or ""})
+
+    walk(settings, "ITS_FAUST_")
+    return rows
 
 
 @lru_cache(maxsize=1)

@@ -129,3 +129,32 @@ def test_log_level_takes_any_case_and_the_logging_aliases(monkeypatch):
     for given, level in (("DEBUG", "debug"), ("Warn", "warning"), ("fatal", "critical")):
         monkeypatch.setenv("ITS_FAUST_LOG_LEVEL", given)
         assert load_settings().log_level == level
+
+
+def test_the_settings_command_lists_every_setting_with_its_value_default_and_variable(monkeypatch, tmp_path):
+    """`its-faust settings`: what a command started here would use, and what differs from the defaults."""
+    import json
+
+    from click.testing import CliRunner
+
+    from its_faust.cli import main
+    from its_faust.settings import get_settings
+
+    monkeypatch.chdir(tmp_path)  # no .env of the working folder
+    monkeypatch.setenv("ITS_FAUST_PROFILE", "staging")
+    monkeypatch.setenv("ITS_FAUST_API__PORT", "9123")
+    get_settings.cache_clear()
+    try:
+        listed = json.loads(CliRunner().invoke(main, ["settings", "--json"]).output)
+        changed = CliRunner().invoke(main, ["settings", "--changed"]).output
+        api_only = CliRunner().invoke(main, ["settings", "frames_keep"]).output
+    finally:
+        get_settings.cache_clear()
+    rows = {r["variable"]: r for r in listed}
+    assert rows["ITS_FAUST_API__PORT"] == {**rows["ITS_FAUST_API__PORT"], "value": 9123, "default": 8000, "changed": True}
+    assert rows["ITS_FAUST_PARTITIONS"]["value"] == 16 and rows["ITS_FAUST_MODEL__CLASSES"]["value"] == [0, 1, 2, 3, 5, 7]
+    assert "ITS_FAUST_TRACKER__MAX_GAP_S" in rows and all(r["description"] for r in listed)  # nested ones too, each said
+    assert "ITS_FAUST_API__PORT=9123   (default: 8000)" in changed and "ITS_FAUST_LOG_JSON=true" in changed
+    assert "ITS_FAUST_MODEL__IMGSZ" not in changed
+    assert api_only.startswith("ITS_FAUST_API__FRAMES_KEEP_S=6.0\n")
+    assert [line for line in api_only.splitlines() if not line.startswith(" ")] == ["ITS_FAUST_API__FRAMES_KEEP_S=6.0"]
