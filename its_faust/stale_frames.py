@@ -18,9 +18,10 @@ limit would shed every frame; the report says so.
 
 Shedding is reported per camera as a ``frames_shed`` camera event and a warning, at
 most one per ``report_every_s``: the first shed frame at once, then the count since the
-last report while shedding goes on, and what is left once the camera's frames are fresh
-again (when that period has passed), so that a camera hovering around the limit does not
-flood the topic or the log. The counts are this worker's: a shed frame that is redelivered
+last report while shedding goes on (frames detected in between or not), and what is left
+once the camera's frames have been fresh for a whole period, so that a camera hovering
+around the limit does not flood the topic or the log, nor is called fresh again between
+two reports of shedding. The counts are this worker's: a shed frame that is redelivered
 (a crash before its offset was committed) is counted again, and a count not yet reported
 when the camera's partition moves to another worker is not reported.
 """
@@ -38,7 +39,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class _Shedding:
     reported_at: float  # when the camera's last report went out
-    count: int = 0  # shed since then
+    shed_at: float  # when its last frame was shed
+    count: int = 0  # shed since the last report
     oldest_s: float = 0.0
     last_seq: int | None = None
 
@@ -61,7 +63,8 @@ class StaleFrames:
         camera = self._cameras.get(frame.camera_id)
         first = camera is None
         if first:
-            camera = self._cameras[frame.camera_id] = _Shedding(reported_at=now)
+            camera = self._cameras[frame.camera_id] = _Shedding(reported_at=now, shed_at=now)
+        camera.shed_at = now
         camera.count += 1
         camera.oldest_s = max(camera.oldest_s, now - frame.captured_at)
         camera.last_seq = frame.seq
@@ -70,14 +73,15 @@ class StaleFrames:
         return None
 
     def fresh(self, frame: FrameRecord, now: float) -> CameraEvent | None:
-        """A frame of the camera is detected: reports what is not reported yet, once the period has passed."""
+        """A frame of the camera is detected: reports what is not reported yet, once the period has passed; once no
+        frame has been shed for a whole period, the camera's frames are fresh again."""
         camera = self._cameras.get(frame.camera_id)
         if camera is None or now - camera.reported_at < self.report_every_s:
             return None
-        del self._cameras[frame.camera_id]  # the next shed frame is reported at once
-        if camera.count == 0:
-            return None
-        return self._report(frame.camera_id, camera, now, still_shedding=False)
+        if now - camera.shed_at >= self.report_every_s:
+            del self._cameras[frame.camera_id]  # the next shed frame is reported at once
+            return self._report(frame.camera_id, camera, now, still_shedding=False) if camera.count else None
+        return self._report(frame.camera_id, camera, now, still_shedding=True) if camera.count else None
 
     def _report(self, camera_id: str, camera: _Shedding, now: float, *, still_shedding: bool) -> CameraEvent:
         reason = (

@@ -114,10 +114,13 @@ def _camera_event(v: dict) -> str:
     text = f"{v['kind']}: {v['reason']}" if v.get("reason") else v["kind"]
     if v["kind"] == "started" and v.get("seq") is not None:
         text += f"; first seq {v['seq']}"  # where replay's stretches of this run begin
+    # Counts only where there is no reason: the workers' and ingest's reasons give them already
+    # ("12 live frame(s) shed, ...", "finished: 40 frames sent").
+    if v.get("reason"):
+        return text
     if v.get("frames_shed"):
         return f"{text}; {v['frames_shed']} frames shed"
-    # The count only where there is no reason: ingest's reasons give it already where it matters ("finished: 40 frames sent")
-    return f"{text}; {v['frames_sent']} frames sent" if v.get("frames_sent") and not v.get("reason") else text
+    return f"{text}; {v['frames_sent']} frames sent" if v.get("frames_sent") else text
 
 
 def _dead_letter(v: dict) -> str:

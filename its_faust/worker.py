@@ -56,6 +56,10 @@ def run_worker(ready_file: Path | None = None) -> None:
         Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False).execute_from_commandline()
     finally:
         _start_again_if_the_broker_lost_the_changelogs(app.crash_reason, settings)
+        if app.crash_reason:
+            log.error("worker stopped: it crashed (%s)", app.crash_reason)
+        else:
+            log.info("worker stopped")
 
 
 def _start_again_if_the_broker_lost_the_changelogs(crash_reason: BaseException | None, settings) -> None:

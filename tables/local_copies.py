@@ -170,7 +170,8 @@ def from_another_log(copies: list[LocalCopy], records: dict) -> list[LocalCopy]:
     """Copies that hold a different value for the key of the changelog record they say they applied last.
 
     A copy from the same log holds exactly that record's value for its key (nothing after it was applied);
-    one built from a log that was lost, whose new log has grown past the copy's offset, does not. A record
+    one built from a log that was lost, whose new log has grown past the copy's offset, does not, nor does
+    one whose worker was killed after writing the key again but before that write reached the broker. A record
     compaction removed (the broker gave a later one) tells nothing, and the copy is kept.
     """
     found = []
@@ -212,8 +213,9 @@ async def drop_stale_copies(copies: list[LocalCopy], bootstrap: str) -> list[Loc
     for copy in from_another_log(rest, records):
         log.warning(
             "table %s partition %d: the local copy does not hold what %s[%d] has at offset %d, the last record it "
-            "applied (it was built from a log the broker lost, and the new one has grown past it); the copy is "
-            "dropped and the partition rebuilt from the broker", copy.table, copy.partition, copy.changelog,
+            "applied: it holds writes the log does not (a worker killed before they reached the broker, or a copy "
+            "built from a log the broker lost, whose new one has grown past it); the copy is dropped and the "
+            "partition rebuilt from the broker", copy.table, copy.partition, copy.changelog,
             copy.partition, copy.applied,
         )
         shutil.rmtree(copy.path)

@@ -30,7 +30,7 @@ def test_reports_add_up_to_every_frame_shed_at_most_one_per_period():
     assert periodic.frames_shed == 5 and periodic.seq == 6
     assert stale.shed(frame(7, 4.0), NOW + 11.0) is None
     assert stale.fresh(frame(8, 0.1), NOW + 12.0) is None  # fresh again, but the period has not passed
-    last = stale.fresh(frame(9, 0.1), NOW + 20.0)
+    last = stale.fresh(frame(9, 0.1), NOW + 21.0)  # none shed for a whole period, and the period passed
     assert last.frames_shed == 1 and last.seq == 7 and "fresh again" in last.reason
     assert first.frames_shed + periodic.frames_shed + last.frames_shed == stale.shed_total == 7
     assert stale.fresh(frame(10, 0.1), NOW + 31.0) is None  # nothing left to report
@@ -48,6 +48,19 @@ def test_a_camera_hovering_at_the_limit_is_reported_once_per_period():
     sent = [r for r in reports if r is not None]
     assert len(sent) == 2  # at 0.1 s (the first) and 10.1 s: not one per switch
     assert [r.frames_shed for r in sent] == [1, 50] and stale.shed_total == 100  # 49 still to report
+
+
+def test_a_camera_still_shedding_now_and_then_is_not_called_fresh_again_between_its_reports():
+    """The report a detected frame brings while frames are still being shed is a periodic one: frames are fresh
+    again only after a whole period without a shed one (it said "fresh again" every 10 s, then shed again at once)."""
+    stale = StaleFrames(max_age_s=3.0, report_every_s=10.0)
+    assert stale.shed(frame(1, 3.5), NOW) is not None
+    assert stale.shed(frame(2, 3.5), NOW + 5.0) is None
+    periodic = stale.fresh(frame(3, 1.0), NOW + 10.5)
+    assert periodic.frames_shed == 1 and "fresh again" not in periodic.reason
+    assert stale.shed(frame(4, 3.5), NOW + 11.0) is None  # not "at once": it is the same shedding going on
+    last = stale.fresh(frame(5, 1.0), NOW + 21.0)
+    assert last.frames_shed == 1 and "fresh again" in last.reason
 
 
 def test_cameras_are_reported_apart():

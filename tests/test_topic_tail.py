@@ -88,9 +88,11 @@ def test_a_record_of_each_topic_in_a_few_words(topic):
 
 
 def test_camera_events_give_the_count_the_reason_does_not():
-    shed = CameraEvent(camera_id="cam-1", kind="frames_shed", at=AT, reason="older than 3 s", frames_shed=12)
+    shed = CameraEvent(camera_id="cam-1", kind="frames_shed", at=AT, frames_shed=12)
+    said = CameraEvent(camera_id="cam-1", kind="frames_shed", at=AT, reason="12 live frame(s) shed, up to 3.4 s old", frames_shed=12)
     started = CameraEvent(camera_id="cam-1", kind="started", at=AT, frames_sent=40)
-    assert summary("camera-events", encode(shed)) == "frames_shed: older than 3 s; 12 frames shed"
+    assert summary("camera-events", encode(shed)) == "frames_shed; 12 frames shed"
+    assert summary("camera-events", encode(said)) == "frames_shed: 12 live frame(s) shed, up to 3.4 s old"  # not twice
     assert summary("camera-events", encode(started)) == "started; 40 frames sent"
     run_start = CameraEvent(camera_id="cam-1", kind="started", at=AT, seq=1_796_503_067_962, reason="clip.mp4 (640x360 @ 30 fps)")
     assert summary("camera-events", encode(run_start)) == "started: clip.mp4 (640x360 @ 30 fps); first seq 1796503067962"
