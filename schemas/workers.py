@@ -3,7 +3,7 @@
 Consumer-group membership is the broker's business and not every broker describes
 groups reliably (the embedded one does not); a worker that says what it holds and
 does is something any reader can judge: the API's ``/workers`` and ``/ready``, the
-dashboard, operators with ``its-faust tail its.workers``.
+dashboard, operators with ``its-faust tail workers``.
 """
 
 from __future__ import annotations
