@@ -7,11 +7,14 @@ for new ones. SSE clients pull from the ring with their own cursor, so one slow
 client costs no memory: it just falls behind the ring's start and is told how
 many events it missed. At start the ring is filled from the topic's last
 ``capacity`` messages, so a browser that reconnects to a restarted API process
-still resumes exactly. A ring with ``keep_s`` (the frames, for the live view) holds
-what arrived in the last ``keep_s`` seconds instead, ``capacity`` at most. A partition whose log ends before what the ring has read
+still resumes exactly. A partition whose log ends before what the ring has read
 (an in-memory broker restarted, a topic recreated: the broker then answers that
 offset with nothing, for ever) is read again from its start, and ``resets``
 counts it, so that feeds and read models start over too.
+
+A ring with ``keep_s`` (the frames, for the live view) holds what arrived in the
+last ``keep_s`` seconds instead, within ``capacity`` messages and ``max_bytes`` of
+values (shared out between its partitions).
 """
 
 from __future__ import annotations
@@ -53,12 +56,15 @@ class TopicRing:
         on_reset: Callable[[int], None] | None = None,
         fetch_max_wait_ms: int = 100,
         keep_s: float | None = None,
+        max_bytes: int | None = None,
     ):
         self.bootstrap = bootstrap
         self.fetch_max_wait_ms = fetch_max_wait_ms  # see Settings.fetch_max_wait_ms
         self.topic = topic
         self.capacity = capacity
         self.keep_s = keep_s
+        self.max_bytes = max_bytes
+        self._partition_bytes = 0  # max_bytes shared out between the partitions (at start)
         self.from_beginning = from_beginning
         self.on_message = on_message
         self.on_reset = on_reset
@@ -68,6 +74,7 @@ class TopicRing:
         self._offsets: dict[int, list[int]] = {}
         self._messages: dict[int, list[Message]] = {}
         self._arrivals: dict[int, list[float]] = {}  # with keep_s: when each held message arrived (monotonic)
+        self._bytes: dict[int, int] = {}  # with keep_s: the held values' bytes
         self.next: dict[int, int] = {}  # offset after the newest seen, per partition
         self._new = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
@@ -94,11 +101,14 @@ class TopicRing:
         begins = await consumer.beginning_offsets(tps)
         ends = await consumer.end_offsets(tps)
         fill = await self._fill_from(consumer, ends) if self.keep_s is not None else {}
+        if self.max_bytes:
+            self._partition_bytes = self.max_bytes // max(1, len(tps))
         for tp in tps:
             start = begins[tp] if self.from_beginning else max(begins[tp], fill.get(tp, ends[tp] - self.capacity))
             consumer.seek(tp, start)
             self.next[tp.partition] = start
             self._offsets[tp.partition], self._messages[tp.partition], self._arrivals[tp.partition] = [], [], []
+            self._bytes[tp.partition] = 0
             self.resets[tp.partition] = 0
         self._next_reset_check = time.monotonic() + RESET_CHECK_S
         self.last_fetch_ok = time.monotonic()
@@ -108,7 +118,12 @@ class TopicRing:
     async def _fill_from(self, consumer: AIOKafkaConsumer, ends: dict) -> dict:
         """Where a ``keep_s`` ring starts: the last ``keep_s`` seconds of each partition (by the records' time), and
         at least its last FILL_AT_LEAST messages, so a camera that stopped still has its last frames to show."""
-        since = await consumer.offsets_for_times({tp: int((time.time() - self.keep_s) * 1000) for tp in ends})
+        try:
+            since = await consumer.offsets_for_times({tp: int((time.time() - self.keep_s) * 1000) for tp in ends})
+        except Exception as exc:  # a broker that cannot look records up by time: the last few, then
+            log.warning("api: %s: no offsets by time from the broker (%r); starting with the last %d records",
+                        self.topic, exc, FILL_AT_LEAST)
+            since = {}
         out = {}
         for tp, end in ends.items():
             found = since.get(tp)
@@ -185,6 +200,7 @@ class TopicRing:
 
     def _forget(self, partition: int) -> None:
         self._offsets[partition], self._messages[partition], self._arrivals[partition] = [], [], []
+        self._bytes[partition] = 0
         self.next[partition] = 0
         self.resets[partition] += 1
         if self.on_reset:
@@ -213,13 +229,23 @@ class TopicRing:
                 log.exception("api: read model failed on %s[%d]@%d", self.topic, m.partition, m.offset)
 
     def _trim_by_age(self, partition: int) -> None:
-        """Drop what arrived over ``keep_s`` ago (and any beyond ``capacity``): in bulk, once the oldest held is half
-        as old again (or half as many again are held), so a message costs amortised O(1)."""
-        arrivals, now = self._arrivals[partition], time.monotonic()
+        """Drop what arrived over ``keep_s`` ago, and the oldest beyond ``capacity`` messages or the partition's share
+        of ``max_bytes``: in bulk, once the oldest held is half as old again (or a quarter too many are held), so a
+        message costs amortised O(1)."""
+        arrivals, messages, now = self._arrivals[partition], self._messages[partition], time.monotonic()
         arrivals.append(now)
-        if now - arrivals[0] > 1.5 * self.keep_s or len(arrivals) > 1.5 * self.capacity:
-            cut = max(bisect.bisect_left(arrivals, now - self.keep_s), len(arrivals) - self.capacity)
-            del self._offsets[partition][:cut], self._messages[partition][:cut], arrivals[:cut]
+        self._bytes[partition] += len(messages[-1].value)
+        budget = self._partition_bytes or None
+        if not (now - arrivals[0] > 1.5 * self.keep_s or len(arrivals) > 1.25 * self.capacity
+                or (budget and self._bytes[partition] > 1.25 * budget)):
+            return
+        cut = max(bisect.bisect_left(arrivals, now - self.keep_s), len(arrivals) - self.capacity)
+        dropped = sum(len(m.value) for m in messages[:cut])
+        while budget and cut < len(messages) - 1 and self._bytes[partition] - dropped > budget:
+            dropped += len(messages[cut].value)
+            cut += 1
+        del self._offsets[partition][:cut], messages[:cut], arrivals[:cut]
+        self._bytes[partition] -= dropped
 
     def read(self, partition: int, from_offset: int, limit: int = 200) -> list[Message]:
         """Messages of a partition from ``from_offset`` on (held ones only; see ``first``)."""

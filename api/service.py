@@ -32,7 +32,8 @@ class Hub:
             "alerts": ring(ALERTS, size, on_message=self._on_alert, on_reset=self.alerts.forget_partition),
             "zone-stats": ring(ZONE_STATS, size, on_message=self.zones.apply, on_reset=self.zones.forget_partition),
             "camera-events": ring(CAMERA_EVENTS, size, on_message=self.camera_events.apply),
-            "frames": ring(FRAMES, settings.api.frames_ring, keep_s=settings.api.frames_keep_s),
+            "frames": ring(FRAMES, settings.api.frames_ring, keep_s=settings.api.frames_keep_s,
+                           max_bytes=settings.api.frames_memory_mb << 20),
             # Each worker's latest reports (every few seconds each): enough to know every recent worker.
             "workers": ring(WORKERS, 200, on_message=self.workers.apply),
             # Every configuration since the beginning: the camera list must be complete.

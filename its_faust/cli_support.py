@@ -88,10 +88,11 @@ class StopSoftly:
     task, as Ctrl-C does everywhere else. Any after that are let be: the task is stopping what it started,
     and cut short it would leave those running.
 
-    Leaving it with the result in hand (no exception), signals stay held until ``release``: the loop's
+    Leaving it with the result in hand (no exception), Ctrl-C stays held until ``release``: the loop's
     shutdown and the printing of the summary take a moment, and one Ctrl-C then must not throw away a
-    result that is already whole; a second one aborts, should that shutdown hang. Leaving it with an
-    exception, or on ``release``, the handlers from before are back."""
+    result that is already whole; a second one aborts, should that shutdown hang. SIGTERM and SIGHUP
+    abort at once then (a supervisor sends one, and waits). Leaving it with an exception, or on
+    ``release``, the handlers from before are back."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -114,7 +115,7 @@ class StopSoftly:
     def __exit__(self, exc_type, *exc) -> None:
         for sig in self._before:
             self._loop.remove_signal_handler(sig)
-            signal.signal(sig, self._held)
+            signal.signal(sig, self._held if sig == signal.SIGINT else self._abort)
         if exc_type is not None:
             self.release()
 
@@ -131,6 +132,10 @@ class StopSoftly:
         if self._held_once:
             raise KeyboardInterrupt
         self._held_once = True
+
+    @staticmethod
+    def _abort(*_) -> None:
+        raise KeyboardInterrupt
 
     def _interrupted(self) -> None:
         if self.ready and not self.event.is_set():

@@ -146,6 +146,11 @@ class ApiSettings(BaseModel):
         "most model.live_frame_max_age_s, 3 s, old; older ones are shed)",
     )
     frames_ring: int = Field(1000, ge=2, description="At most this many frames per partition held, whatever their age")
+    frames_memory_mb: int = Field(
+        512, ge=1,
+        description="At most this much memory of frames held (JPEG in JSON), shared out between the partitions: the "
+        "oldest go first. Many or large cameras per partition may need more to hold frames_keep_s of them",
+    )
     heartbeat_s: float = Field(15.0, gt=0, description="SSE comment sent on idle connections this often")
     command_timeout_s: float = Field(15.0, gt=0, description="How long a REST change waits for a worker to apply it")
     live_fps: float = Field(4.0, gt=0, le=30, description="Frames per second of the live view (live.mjpg), unless ?fps= asks otherwise")

@@ -18,8 +18,8 @@ limit would shed every frame; the report says so.
 
 Shedding is reported per camera as a ``frames_shed`` camera event and a warning, at
 most one per ``report_every_s``: the first shed frame at once, then the count since the
-last report while shedding goes on (frames detected in between or not), and what is left
-once the camera's frames have been fresh for a whole period, so that a camera hovering
+last report while shedding goes on (frames detected in between or not), and, once the
+camera's frames have been fresh for a whole period, that they are, with what is left, so that a camera hovering
 around the limit does not flood the topic or the log, nor is called fresh again between
 two reports of shedding. The counts are this worker's: a shed frame that is redelivered
 (a crash before its offset was committed) is counted again, and a count not yet reported
@@ -73,22 +73,24 @@ class StaleFrames:
         return None
 
     def fresh(self, frame: FrameRecord, now: float) -> CameraEvent | None:
-        """A frame of the camera is detected: reports what is not reported yet, once the period has passed; once no
-        frame has been shed for a whole period, the camera's frames are fresh again."""
+        """A frame of the camera is detected. Once none has been shed for a whole period (and a period has passed
+        since the last report), its frames are fresh again: the last report says so, with what is left to count.
+        Before that, shedding goes on now and then, and ``shed`` reports it."""
         camera = self._cameras.get(frame.camera_id)
-        if camera is None or now - camera.reported_at < self.report_every_s:
+        if camera is None or now - max(camera.reported_at, camera.shed_at) < self.report_every_s:
             return None
-        if now - camera.shed_at >= self.report_every_s:
-            del self._cameras[frame.camera_id]  # the next shed frame is reported at once
-            return self._report(frame.camera_id, camera, now, still_shedding=False) if camera.count else None
-        return self._report(frame.camera_id, camera, now, still_shedding=True) if camera.count else None
+        del self._cameras[frame.camera_id]  # the next shed frame is reported at once
+        return self._report(frame.camera_id, camera, now, still_shedding=False)
 
     def _report(self, camera_id: str, camera: _Shedding, now: float, *, still_shedding: bool) -> CameraEvent:
-        reason = (
-            f"{camera.count} live frame(s) shed, up to {camera.oldest_s:.1f} s old, over the {self.max_age_s:g} s limit "
-            "(detection is behind, or the camera's clock is behind the worker's)"
-            + ("" if still_shedding else "; frames are fresh again")
-        )
+        if camera.count:
+            reason = (
+                f"{camera.count} live frame(s) shed, up to {camera.oldest_s:.1f} s old, over the {self.max_age_s:g} s "
+                "limit (detection is behind, or the camera's clock is behind the worker's)"
+                + ("" if still_shedding else "; frames are fresh again")
+            )
+        else:  # every shed frame was in an earlier report
+            reason = f"frames are fresh again: none shed for {self.report_every_s:g} s"
         log.warning("detect: camera %s: %s", camera_id, reason)
         event = CameraEvent(
             camera_id=camera_id, kind=CameraEventKind.frames_shed, at=now, seq=camera.last_seq, reason=reason,

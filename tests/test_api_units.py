@@ -178,7 +178,7 @@ def test_a_frames_ring_holds_what_arrived_in_the_last_keep_s_seconds_and_never_m
     monkeypatch.setattr("api.hub.time.monotonic", lambda: clock[0])
     ring = TopicRing("127.0.0.1:1", "frames", 400, keep_s=6.0)
     ring.partitions, ring.next, ring.resets = [0], {0: 0}, {0: 0}
-    ring._offsets, ring._messages, ring._arrivals = {0: []}, {0: []}, {0: []}
+    ring._offsets, ring._messages, ring._arrivals, ring._bytes = {0: []}, {0: []}, {0: []}, {0: 0}
     for offset in range(300):  # 30 fps for 10 s
         ring._add(Message(0, offset, b"cam", b"{}", 0.0))
         clock[0] += 1 / 30
@@ -186,7 +186,14 @@ def test_a_frames_ring_holds_what_arrived_in_the_last_keep_s_seconds_and_never_m
     assert 6 * 30 <= len(held) <= 9 * 30 + 1 and held[-1].offset == 299, len(held)
     for offset in range(300, 1000):  # a burst: 700 at once
         ring._add(Message(0, offset, b"cam", b"{}", 0.0))
-    assert len(ring.latest(0, 10_000)) <= 1.5 * 400 and ring.latest(0, 1)[0].offset == 999
+    assert len(ring.latest(0, 10_000)) <= 1.25 * 400 and ring.latest(0, 1)[0].offset == 999
+    # And within its share of the memory: large frames go sooner.
+    ring._partition_bytes = 50_000
+    for offset in range(1000, 1100):
+        ring._add(Message(0, offset, b"cam", b"x" * 1000, 0.0))
+    held = ring.latest(0, 10_000)
+    assert sum(len(m.value) for m in held) == ring._bytes[0] <= 1.25 * 50_000 and held[-1].offset == 1099
+    assert len(held) >= 40
 
 
 def test_zone_read_model_keeps_each_zones_latest_figures_and_only_the_zones_a_camera_has():

@@ -147,7 +147,7 @@ def test_the_settings_command_lists_every_setting_with_its_value_default_and_var
     try:
         listed = json.loads(CliRunner().invoke(main, ["settings", "--json"]).output)
         changed = CliRunner().invoke(main, ["settings", "--changed"]).output
-        api_only = CliRunner().invoke(main, ["settings", "frames_keep"]).output
+        api_only = CliRunner().invoke(main, ["settings", "live_fps"]).output
     finally:
         get_settings.cache_clear()
     rows = {r["variable"]: r for r in listed}
@@ -156,5 +156,5 @@ def test_the_settings_command_lists_every_setting_with_its_value_default_and_var
     assert "ITS_FAUST_TRACKER__MAX_GAP_S" in rows and all(r["description"] for r in listed)  # nested ones too, each said
     assert "ITS_FAUST_API__PORT=9123   (default: 8000)" in changed and "ITS_FAUST_LOG_JSON=true" in changed
     assert "ITS_FAUST_MODEL__IMGSZ" not in changed
-    assert api_only.startswith("ITS_FAUST_API__FRAMES_KEEP_S=6.0\n")
-    assert [line for line in api_only.splitlines() if not line.startswith(" ")] == ["ITS_FAUST_API__FRAMES_KEEP_S=6.0"]
+    assert api_only.startswith("ITS_FAUST_API__LIVE_FPS=4.0\n")
+    assert [line for line in api_only.splitlines() if not line.startswith(" ")] == ["ITS_FAUST_API__LIVE_FPS=4.0"]

@@ -10,10 +10,12 @@ from its_faust.cli_support import StopSoftly
 
 
 @pytest.fixture(autouse=True)
-def default_sigint():
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+def default_handlers():
+    before = {sig: signal.getsignal(sig) for sig in StopSoftly.SIGNALS}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
-    signal.signal(signal.SIGINT, before)
+    for sig, handler in before.items():
+        signal.signal(sig, handler)
 
 
 async def _interrupt_and_wait(stop: StopSoftly, times: int = 1):
@@ -65,5 +67,7 @@ def test_one_ctrl_c_after_the_result_is_in_does_not_lose_it_a_second_aborts_and_
     os.kill(os.getpid(), signal.SIGINT)  # while the summary is printed: held
     with pytest.raises(KeyboardInterrupt):  # a second one: the user means it (a hung shutdown)
         os.kill(os.getpid(), signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):  # SIGTERM: a supervisor sends one and waits, so it aborts at once
+        os.kill(os.getpid(), signal.SIGTERM)
     stop.release()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

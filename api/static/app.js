@@ -149,7 +149,10 @@ async function loadZones(id, current) {
 function onZoneStats(z) {
   if (z.camera_id !== state.camera) return;
   const known = state.zones.get(z.zone);
-  if (known && known.captured_at > z.captured_at) return;  // the list and the feed may both bring it
+  // The list and the feed may both bring it; and a zone added again (a higher zone_version) starts afresh:
+  // the figures of its earlier adding (its last exits, late) do not replace the new ones.
+  const version = z.zone_version || 0, knownVersion = known ? known.zone_version || 0 : -1;
+  if (known && (knownVersion > version || (knownVersion === version && known.captured_at > z.captured_at))) return;
   state.zones.set(z.zone, z);
   renderZones();
 }

@@ -31,9 +31,10 @@ def stack(settings, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def api(stack, tmp_path_factory):
-    """An API process on the module's stack (small rings and quick heartbeats, to test their limits)."""
+    """An API process on the module's stack (small rings, frames held 3 s and quick heartbeats, to test their limits)."""
     from api.process import ApiProcess
 
-    process = ApiProcess(stack.broker_url, tmp_path_factory.mktemp("api") / "api.log", ring_size=3000, heartbeat_s=1).start()
+    process = ApiProcess(stack.broker_url, tmp_path_factory.mktemp("api") / "api.log", ring_size=3000, heartbeat_s=1,
+                         frames_keep_s=3).start()
     yield process
     process.stop()
