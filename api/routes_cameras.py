@@ -57,6 +57,8 @@ ERRORS = {404: {"description": "Unknown camera, or no line or zone of that name"
 
 
 class NewCamera(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is a 422, as on every other body
+
     camera_id: str = Field(pattern=CAMERA_ID_PATTERN)
     name: str = Field("", max_length=200)
     source: str = Field("", max_length=2000)
@@ -76,7 +78,9 @@ class CameraChanges(BaseModel):
 
 
 class SpeedLimit(BaseModel):
-    kmh: float | None = Field(gt=0, le=400)
+    model_config = ConfigDict(extra="forbid")
+
+    kmh: float | None = Field(gt=0, le=400, description="km/h; null removes the limit (no overspeed alerts)")
 
 
 class CountsNow(BaseModel):
@@ -109,7 +113,9 @@ def _in_view(request: Request, camera_id: str, shape: CountingLine | Zone) -> No
     size = request.app.state.hub.tracked.frame_size(camera_id)
     reason = out_of_view(shape, *size) if size else None
     if reason:
-        raise HTTPException(status_code=422, detail=reason)
+        # The shape of every other 422 (FastAPI's validation errors), so a client reads them all one way.
+        raise HTTPException(status_code=422, detail=[{"type": "value_error", "loc": ["body"], "msg": reason,
+                                                      "input": shape.model_dump(mode="json")}])
 
 
 async def _change(request: Request, camera_id: str, change: Change) -> CameraConfig:
@@ -141,7 +147,7 @@ async def add_camera(request: Request, body: NewCamera):
     return await _change(request, body.camera_id, AddCamera(name=body.name, source=body.source))
 
 
-@router.get("/{camera_id}", response_model=CameraConfig, responses={404: ERRORS[404]})
+@router.get("/{camera_id}", response_model=CameraConfig, responses={404: ERRORS[404]}, summary="One camera's configuration")
 async def get_camera(request: Request, camera_id: CameraId):
     return _known(request, camera_id)
 
@@ -164,7 +170,8 @@ async def add_line(request: Request, camera_id: CameraId, line: CountingLine):
     return await _change(request, camera_id, AddLine(line=line))
 
 
-@router.delete("/{camera_id}/lines/{name}", response_model=CameraConfig, responses=ERRORS)
+@router.delete("/{camera_id}/lines/{name}", response_model=CameraConfig, responses=ERRORS,
+               summary="Remove a counting line (its counts stop; one added again under the name counts afresh)")
 async def remove_line(request: Request, camera_id: CameraId, name: Name):
     return await _change(request, camera_id, RemoveLine(name=name))
 
@@ -175,7 +182,8 @@ async def add_zone(request: Request, camera_id: CameraId, zone: Zone):
     return await _change(request, camera_id, AddZone(zone=zone))
 
 
-@router.delete("/{camera_id}/zones/{name}", response_model=CameraConfig, responses=ERRORS)
+@router.delete("/{camera_id}/zones/{name}", response_model=CameraConfig, responses=ERRORS,
+               summary="Remove a zone (one added again under the name starts its figures afresh)")
 async def remove_zone(request: Request, camera_id: CameraId, name: Name):
     return await _change(request, camera_id, RemoveZone(name=name))
 
@@ -186,12 +194,14 @@ async def set_calibration(request: Request, camera_id: CameraId, calibration: Ca
     return await _change(request, camera_id, SetCalibration(calibration=calibration))
 
 
-@router.delete("/{camera_id}/calibration", response_model=CameraConfig, responses=ERRORS)
+@router.delete("/{camera_id}/calibration", response_model=CameraConfig, responses=ERRORS,
+               summary="Remove the calibration (no speeds, no overspeed alerts)")
 async def clear_calibration(request: Request, camera_id: CameraId):
     return await _change(request, camera_id, SetCalibration(calibration=None))
 
 
-@router.put("/{camera_id}/speed-limit", response_model=CameraConfig, responses=ERRORS)
+@router.put("/{camera_id}/speed-limit", response_model=CameraConfig, responses=ERRORS,
+            summary="Set the speed limit for overspeed alerts (calibrated cameras); null removes it")
 async def set_speed_limit(request: Request, camera_id: CameraId, body: SpeedLimit):
     return await _change(request, camera_id, SetSpeedLimit(kmh=body.kmh))
 

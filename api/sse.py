@@ -62,7 +62,7 @@ async def events(
     yield {"event": "hello", "id": format_cursor(position), "data": json.dumps({"topic": ring.topic})}
     for p in past_the_log:
         position[p] = ring.held_from(p)
-        yield _log_lost(ring, p, position)
+        yield _log_lost(ring, p, position, given=True)
     last_yield = time.monotonic()
     while True:
         sent = read = 0
@@ -95,11 +95,14 @@ async def events(
             await ring.wait_new(max(0.05, heartbeat_s - (time.monotonic() - last_yield)))
 
 
-def _log_lost(ring: TopicRing, partition: int, position: dict[int, int]) -> dict:
+def _log_lost(ring: TopicRing, partition: int, position: dict[int, int], given: bool = False) -> dict:
+    """``given``: the position the client gave is past the log's end (else: the log was seen to start over)."""
+    reason = ("the position given is past the end of the broker's log: the broker lost the log (an in-memory broker "
+              "restarted, or the topic was recreated), or no API gave this position; resume from the log's start"
+              if given else "the broker lost the log of this position (an in-memory broker restarted, or the topic "
+              "was recreated); resume from the log's new start")
     return {"event": "dropped", "id": format_cursor(position),
-            "data": json.dumps({"partition": partition, "events": None,
-                                "reason": "the broker lost the log of this position (an in-memory broker restarted, "
-                                          "or the topic was recreated); resume from the log's new start"})}
+            "data": json.dumps({"partition": partition, "events": None, "reason": reason})}
 
 
 def check_partitions(ring: TopicRing, cursor: dict[int, int]) -> None:

@@ -423,6 +423,8 @@ def test_a_line_or_zone_wholly_outside_a_tracked_cameras_frame_is_a_precise_422(
     """Once a frame of the camera has been tracked, its size is known: geometry nothing in view can reach is refused."""
     camera = "view-cam"
     c = httpx.Client(base_url=api.base, timeout=30)
+    typo = c.post("/api/v1/cameras", json={"camera_id": camera, "nmae": "typo"})  # not a camera without a name
+    assert typo.status_code == 422 and typo.json()["detail"][0]["type"] == "extra_forbidden", typo.text
     assert c.post("/api/v1/cameras", json={"camera_id": camera}).status_code == 201
     # Before any frame: the size is not known, so nothing is refused for lying outside it.
     r = c.post(f"/api/v1/cameras/{camera}/lines", json={"name": "far", "x1": 0, "y1": 900, "x2": 640, "y2": 900})
@@ -437,6 +439,8 @@ def test_a_line_or_zone_wholly_outside_a_tracked_cameras_frame_is_a_precise_422(
         c.delete(f"/api/v1/cameras/{camera}/zones/beside")
         time.sleep(0.2)
     assert r.status_code == 422 and "zone 'beside' lies wholly outside the camera's 640x360 frame" in r.text, r.text
+    (error,) = r.json()["detail"]  # FastAPI's shape, as for every other 422
+    assert error["loc"] == ["body"] and error["msg"].startswith("zone 'beside'") and error["input"]["name"] == "beside"
     r = c.post(f"/api/v1/cameras/{camera}/lines", json={"name": "below", "x1": 0, "y1": 400, "x2": 640, "y2": 400})
     assert r.status_code == 422 and "nothing in view can cross it" in r.text
     edge = {"name": "edge", "points": [[600, 300], [900, 300], [900, 500]]}  # reaching past the edge is fine
