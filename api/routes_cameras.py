@@ -35,7 +35,7 @@ from schemas.control import (
     UpdateCamera,
 )
 from schemas.geometry import NAME_PATTERN, Calibration, CountingLine, Zone, out_of_view
-from tables.camera_config import CommandRejected, apply
+from tables.camera_config import CommandRejected, changes_nothing
 
 router = APIRouter(prefix="/api/v1/cameras", tags=["cameras"])
 CameraId = Annotated[str, Path(pattern=CAMERA_ID_PATTERN, description="The camera's id (its Kafka key)")]
@@ -121,8 +121,10 @@ def _in_view(request: Request, camera_id: str, shape: CountingLine | Zone) -> No
 async def _change(request: Request, camera_id: str, change: Change) -> CameraConfig:
     hub = request.app.state.hub
     cmd = command(camera_id, change, issued_by=f"api:{request.client.host if request.client else '-'}")
+    current = hub.cameras.configs.get(camera_id)
     try:
-        apply(hub.cameras.configs.get(camera_id), cmd)
+        if changes_nothing(current, cmd):
+            return current  # as it is already: nothing sent, no new version (a repeated PUT, the same name again)
     except CommandRejected as exc:
         raise HTTPException(status_code=404 if exc.missing else 409, detail=str(exc)) from None
     try:

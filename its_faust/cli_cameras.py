@@ -37,7 +37,7 @@ from schemas.control import (
     UpdateCamera,
 )
 from schemas.geometry import Calibration, Zone, out_of_view
-from tables.camera_config import CommandRejected, apply
+from tables.camera_config import CommandRejected, changes_nothing
 
 
 def _bootstrap(broker_url: str | None) -> str:
@@ -63,17 +63,21 @@ def _send(camera_id: str, build, broker_url: str | None, timeout_s: float, subje
 
     async def go():
         current = (await read_configs(bootstrap, settings)).get(camera_id)
-        apply(current, cmd)  # precise error now, before anything is sent
+        if changes_nothing(current, cmd):  # and a precise error now, before anything is sent
+            return current, False
         await _check_in_view(bootstrap, settings, camera_id, change)
-        return await send_commands(bootstrap, settings, [cmd], timeout_s=timeout_s)
+        return await send_commands(bootstrap, settings, [cmd], timeout_s=timeout_s), True
 
     try:
-        config = asyncio.run(go())
+        config, sent = asyncio.run(go())
     except CommandRejected as exc:
         unknown_camera = exc.missing and str(exc).startswith("unknown camera") and change.op != "remove_camera"
         fail(f"{exc} (`its-faust cameras add {camera_id}`)" if unknown_camera else str(exc))
     except CommandFailed as exc:
         fail(str(exc))
+    if not sent:
+        click.echo(f"{camera_id}: {change.op}: nothing to change, it is so already (config v{config.version})")
+        return
     click.echo(f"{camera_id}: {change.op} applied (config v{config.version})")
 
 

@@ -88,3 +88,18 @@ def apply(config: CameraConfig | None, command: CameraCommand) -> CameraConfig:
         updated_at=command.issued_at,
     )
     return CameraConfig.model_validate(base)
+
+
+# What every applied command changes, whatever it is: left out when asking whether a command changes anything.
+_BOOKKEEPING = {"version", "last_command_id", "updated_at", "applied_offset"}
+
+
+def changes_nothing(config: CameraConfig | None, command: CameraCommand) -> bool:
+    """Whether ``command`` would leave ``config`` as it is, but for its version (the same name, the same speed
+    limit again, a calibration removed where there is none): sending it would only count a version up.
+    Raises CommandRejected as ``apply`` does."""
+    if config is None:
+        apply(config, command)
+        return False
+    after = apply(config, command)
+    return after.model_dump(exclude=_BOOKKEEPING) == config.model_dump(exclude=_BOOKKEEPING)

@@ -20,7 +20,7 @@ from schemas.control import (
     UpdateCamera,
 )
 from schemas.geometry import Calibration, CountingLine, Zone
-from tables.camera_config import CommandRejected, apply
+from tables.camera_config import CommandRejected, apply, changes_nothing
 
 LINE = CountingLine(name="north", x1=0, y1=100, x2=640, y2=100)
 
@@ -223,3 +223,16 @@ def test_each_adding_of_a_zone_has_its_own_version_so_its_figures_start_afresh()
     assert config.zone_versions == {"lanes": 4}
     config = apply(config, cmd(RemoveCamera()))
     assert config.zone_versions == {} and config.zones == []
+
+
+def test_a_change_to_what_is_so_already_changes_nothing():
+    """The same name again, the same speed limit, no calibration removed: nothing to send (no new version)."""
+    config = fold(AddCamera(name="Dual carriageway"), SetSpeedLimit(kmh=50))
+    assert changes_nothing(config, cmd(UpdateCamera(name="Dual carriageway")))
+    assert changes_nothing(config, cmd(SetSpeedLimit(kmh=50)))
+    assert changes_nothing(config, cmd(SetCalibration(calibration=None)))
+    assert not changes_nothing(config, cmd(SetSpeedLimit(kmh=60)))
+    assert not changes_nothing(config, cmd(AddLine(line=LINE)))
+    assert not changes_nothing(None, cmd(AddCamera()))
+    with pytest.raises(CommandRejected, match="already has a line"):
+        changes_nothing(apply(config, cmd(AddLine(line=LINE))), cmd(AddLine(line=LINE)))

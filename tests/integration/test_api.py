@@ -231,6 +231,12 @@ def test_non_finite_numbers_and_empty_changes_are_a_precise_422(api):
         r = c.patch("/api/v1/cameras/finite-cam", json=body)
         assert r.status_code == 422, (body, r.text)
     assert c.get("/api/v1/cameras/finite-cam").json()["version"] == 1
+    # A change to what is so already: answered with the configuration as it is, nothing sent, no new version.
+    assert c.put("/api/v1/cameras/finite-cam/speed-limit", json={"kmh": 50}).json()["version"] == 2
+    for path, body in (("/speed-limit", {"kmh": 50}), ("", {"name": "finite-cam"})):
+        r = c.put(f"/api/v1/cameras/finite-cam{path}", json=body) if path else c.patch("/api/v1/cameras/finite-cam", json=body)
+        assert r.status_code == 200 and r.json()["version"] == 2, (path, r.text)
+    assert c.delete("/api/v1/cameras/finite-cam/calibration").json()["version"] == 2
 
 
 def test_live_view_counts_health_and_metrics_on_a_real_clip(stack, settings, api, clip_path):

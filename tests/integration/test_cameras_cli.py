@@ -37,6 +37,8 @@ def test_configure_a_camera_end_to_end(cameras):
                  "--road", "0,0", "--road", "7,0", "--road", "7,40", "--road", "0,40"]
     assert cameras("calibrate", "cli-cam", *calibrate).returncode == 0
     assert cameras("speed-limit", "cli-cam", "80").returncode == 0
+    again = cameras("speed-limit", "cli-cam", "80")  # so already: nothing sent, no new version
+    assert again.returncode == 0 and "nothing to change, it is so already (config v5)" in again.stdout, again.stderr
     listed = cameras("list", "--json")
     (config,) = [c for c in json.loads(listed.stdout) if c["camera_id"] == "cli-cam"]
     assert config["version"] == 5 and config["name"] == "A1 north" and config["speed_limit_kmh"] == 80
