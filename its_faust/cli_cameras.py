@@ -71,8 +71,7 @@ def _send(camera_id: str, build, broker_url: str | None, timeout_s: float, subje
     try:
         config, sent = asyncio.run(go())
     except CommandRejected as exc:
-        unknown_camera = exc.missing and str(exc).startswith("unknown camera") and change.op != "remove_camera"
-        fail(f"{exc} (`its-faust cameras add {camera_id}`)" if unknown_camera else str(exc))
+        fail(f"{exc} (`its-faust cameras add {camera_id}`)" if exc.add_first else str(exc))
     except CommandFailed as exc:
         fail(str(exc))
     if not sent:

@@ -356,12 +356,17 @@ def describe(settings: Settings) -> list[dict]:
                 walk(value, variable + "__")
                 continue
             default = field.get_default(call_default_factory=True)
-            plain = lambda v: v.value if isinstance(v, Enum) else v  # noqa: E731
-            rows.append({"variable": variable, "value": plain(value), "default": plain(default),
-                         "changed": plain(value) != plain(default), "description": field.description or ""})
+            value, default = _plain(value), _plain(default)
+            rows.append({"variable": variable, "value": value, "default": default, "changed": value != default,
+                         "description": field.description or ""})
 
     walk(settings, "ITS_FAUST_")
     return rows
+
+
+def _plain(value):
+    """An enum's value (a profile), anything else as it is."""
+    return value.value if isinstance(value, Enum) else value
 
 
 @lru_cache(maxsize=1)

@@ -28,11 +28,13 @@ class CommandRejected(ValueError):
 
     ``missing``: what the command names (the camera, a line or zone of it) does not exist,
     rather than conflicting with what does (an HTTP API answers 404 for the one, 409 for the other).
+    ``add_first``: the camera is unknown and the change needs it added first (a CLI can say how).
     """
 
-    def __init__(self, reason: str, *, missing: bool = False):
+    def __init__(self, reason: str, *, missing: bool = False, add_first: bool = False):
         super().__init__(reason)
         self.missing = missing
+        self.add_first = add_first
 
 
 def apply(config: CameraConfig | None, command: CameraCommand) -> CameraConfig:
@@ -45,8 +47,9 @@ def apply(config: CameraConfig | None, command: CameraCommand) -> CameraConfig:
                   "lines": [], "line_versions": {}, "zones": [], "zone_versions": {}, "calibration": None,
                   "speed_limit_kmh": None}
     elif not exists:
-        hint = "nothing to remove" if isinstance(change, RemoveCamera) else "add it first"
-        raise CommandRejected(f"unknown camera {command.camera_id!r}: {hint}", missing=True)
+        removing = isinstance(change, RemoveCamera)
+        hint = "nothing to remove" if removing else "add it first"
+        raise CommandRejected(f"unknown camera {command.camera_id!r}: {hint}", missing=True, add_first=not removing)
     elif isinstance(change, UpdateCamera):
         fields = {k: v for k, v in (("name", change.name), ("source", change.source)) if v is not None}
         if fields.get("name") == "":  # as when it was added: a camera without a name shows its id
