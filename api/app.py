@@ -54,7 +54,19 @@ async def validation_failed(request: Request, exc: RequestValidationError) -> JS
     """FastAPI's 422, with the input it echoes made JSON-safe: a body may hold NaN or 1e999 (Python's
     JSON reader takes them), which the models refuse but JSON cannot carry back (it was a 500)."""
     errors = [{**e, "msg": error_text(e)} for e in exc.errors()]  # the reason in plain words, as the CLI gives it
+    if _body_not_sent_as_json(request, errors):
+        # `curl -d '{...}'` sends a form's Content-Type; the body is then text, not an object, and
+        # FastAPI's "Input should be a valid dictionary" does not say why
+        sent = request.headers.get("content-type") or "none"
+        return JSONResponse(status_code=415, content={
+            "detail": f"send the body as JSON, with the header Content-Type: application/json (this request's: {sent})"})
     return JSONResponse(status_code=422, content={"detail": _json_safe(jsonable_encoder(errors))})
+
+
+def _body_not_sent_as_json(request: Request, errors: list[dict]) -> bool:
+    body_refused_whole = any(tuple(e.get("loc", ())) == ("body",) and e.get("type") != "missing" for e in errors)
+    media_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    return body_refused_whole and not (media_type == "application/json" or media_type.endswith("+json"))
 
 
 def _json_safe(value):

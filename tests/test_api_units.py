@@ -6,6 +6,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
+from pydantic import BaseModel
 
 from api.hub import Message, TopicRing
 from api.read_models import Alerts, CameraEvents, Cameras, Counts, TrackedCameras, Zones
@@ -313,3 +314,42 @@ def test_metrics_give_the_lines_and_zones_a_camera_has_now_and_zeros_where_nothi
     assert samples[("its_faust_camera_objects", ("stopped",))] == 0  # silent past camera_silent_s: closed
     alerts = {labels: v for (name, labels), v in samples.items() if name == "its_faust_alerts_active"}
     assert alerts == {("c", kind): 0 for kind in ("congestion", "overspeed", "stopped_vehicle", "wrong_way")}
+
+
+class _NamedBody(BaseModel):
+    name: str
+
+
+def test_a_json_body_sent_without_the_json_content_type_is_a_415_that_names_the_header():
+    import asyncio
+
+    import httpx
+    from fastapi import FastAPI
+    from fastapi.exceptions import RequestValidationError
+
+    from api.app import validation_failed
+
+    app = FastAPI()
+    app.add_exception_handler(RequestValidationError, validation_failed)
+
+    @app.post("/named")
+    def named(body: _NamedBody) -> _NamedBody:
+        return body
+
+    async def post(**request):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
+            return await client.post("/named", **request)
+
+    def answer(**request):
+        return asyncio.run(post(**request))
+
+    as_form = answer(content=b'{"name": "a"}', headers={"content-type": "application/x-www-form-urlencoded"})
+    assert as_form.status_code == 415
+    assert "Content-Type: application/json" in as_form.json()["detail"] and "x-www-form-urlencoded" in as_form.json()["detail"]
+    assert answer(content=b'{"name": "a"}').status_code == 415  # no Content-Type at all
+    assert answer(json={"name": "a"}).json() == {"name": "a"}
+    assert answer(content=b'{"name": "a"}', headers={"content-type": "application/merge-patch+json"}).status_code == 200
+    # JSON that is not an object, or a field wrong, stays FastAPI's 422: the header was right
+    assert answer(json=[1]).status_code == 422
+    assert answer(json={"name": 3}).status_code == 422
+    assert answer(headers={"content-type": "text/plain"}).status_code == 422  # no body: "Field required"

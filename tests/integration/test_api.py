@@ -227,6 +227,9 @@ def test_non_finite_numbers_and_empty_changes_are_a_precise_422(api):
         assert r.status_code == 422 and "finite number" in r.text, (path, r.status_code, r.text)
     r = c.put("/api/v1/cameras/finite-cam/speed-limit", content=b'{"kmh": Infinity}', headers={"content-type": "application/json"})
     assert r.status_code == 422, r.text
+    # `curl -d` without -H: a form's Content-Type, so the body is text; the answer names the header
+    r = c.put("/api/v1/cameras/finite-cam/speed-limit", content=b'{"kmh": 50}', headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 415 and "Content-Type: application/json" in r.json()["detail"], r.text
     for body in ({}, {"name": None}, {"colour": "red"}):  # each gave 200 and a new version with nothing changed
         r = c.patch("/api/v1/cameras/finite-cam", json=body)
         assert r.status_code == 422, (body, r.text)
