@@ -23,12 +23,36 @@ PROFILES_DIR = Path(__file__).parent / "profiles"
 TRAFFIC_CLASSES = (0, 1, 2, 3, 5, 7)
 
 
-def usable_cores() -> int:
-    """CPU cores this process may run on (a container's CPU set, where ``os.cpu_count`` gives the host's)."""
+def usable_cores(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPU cores this process may use: its CPU set (a container's, where ``os.cpu_count`` gives the
+    host's), and no more than its CPU quota (``docker run --cpus=2``, a Kubernetes CPU limit), which
+    would otherwise throttle a pool of inference threads sized for the whole host."""
     try:
-        return len(os.sched_getaffinity(0)) or 1
+        cores = len(os.sched_getaffinity(0)) or 1
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+    quota = cpu_quota(cgroup_root)
+    return max(1, min(cores, int(quota))) if quota else cores
+
+
+def cpu_quota(cgroup_root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The cgroup's CPU quota in cores (cgroup v2's ``cpu.max``, else v1's CFS quota), None when unlimited."""
+    try:
+        quota, period = (cgroup_root / "cpu.max").read_text().split()[:2]  # "max 100000" or "200000 100000"
+    except (OSError, ValueError):
+        quota = period = None
+        for v1 in ("cpu", "cpu,cpuacct"):
+            try:
+                quota = (cgroup_root / v1 / "cpu.cfs_quota_us").read_text().strip()  # -1: none
+                period = (cgroup_root / v1 / "cpu.cfs_period_us").read_text().strip()
+                break
+            except OSError:
+                continue
+    try:
+        quota_us, period_us = int(quota), int(period)
+    except (TypeError, ValueError):  # "max", or no cgroup files
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
 
 
 class Profile(str, Enum):

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from its_faust.assets import AssetNotFound, resolve_asset
-from its_faust.settings import load_settings
+from its_faust.settings import cpu_quota, load_settings, usable_cores
 
 
 def test_environment_overrides_nested_settings(monkeypatch):
@@ -158,3 +158,24 @@ def test_the_settings_command_lists_every_setting_with_its_value_default_and_var
     assert "ITS_FAUST_MODEL__IMGSZ" not in changed
     assert api_only.startswith("ITS_FAUST_API__LIVE_FPS=4.0\n")
     assert [line for line in api_only.splitlines() if not line.startswith(" ")] == ["ITS_FAUST_API__LIVE_FPS=4.0"]
+
+
+def test_usable_cores_keep_within_a_containers_cpu_quota(tmp_path, monkeypatch):
+    """`docker run --cpus=2` or a Kubernetes CPU limit on a 32-core host: threads sized for 32 are throttled."""
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(32)))
+    assert cpu_quota(tmp_path) is None and usable_cores(tmp_path) == 32  # no cgroup files: the CPU set
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cpu_quota(tmp_path) is None and usable_cores(tmp_path) == 32
+    (tmp_path / "cpu.max").write_text("250000 100000\n")  # cgroup v2: 2.5 cores
+    assert cpu_quota(tmp_path) == 2.5 and usable_cores(tmp_path) == 2
+    (tmp_path / "cpu.max").write_text("50000 100000\n")
+    assert usable_cores(tmp_path) == 1  # half a core is still one thread
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu,cpuacct").mkdir()  # cgroup v1
+    (tmp_path / "cpu,cpuacct" / "cpu.cfs_quota_us").write_text("-1\n")
+    (tmp_path / "cpu,cpuacct" / "cpu.cfs_period_us").write_text("100000\n")
+    assert usable_cores(tmp_path) == 32
+    (tmp_path / "cpu,cpuacct" / "cpu.cfs_quota_us").write_text("400000\n")
+    assert usable_cores(tmp_path) == 4
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    assert usable_cores(tmp_path) == 2  # a CPU set smaller than the quota
