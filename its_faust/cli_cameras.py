@@ -37,16 +37,18 @@ from schemas.control import (
     UpdateCamera,
 )
 from schemas.geometry import Calibration, Zone, out_of_view
-from tables.camera_config import CommandRejected, changes_nothing
+from tables.camera_config import CommandRejected, already_added, changes_nothing
 
 
 def _bootstrap(broker_url: str | None) -> str:
     return running_broker(broker_url, "cameras needs a running broker and worker", "`its-faust broker`, `its-faust worker`")
 
 
-def _send(camera_id: str, build, broker_url: str | None, timeout_s: float, subject: str = "") -> None:
+def _send(camera_id: str, build, broker_url: str | None, timeout_s: float, subject: str = "",
+          exist_ok: bool = False) -> None:
     """Build the change (errors are the user's), check it against the current config, send it, wait.
-    ``subject`` (``zone 'lanes'``) names what a refused change is about, after the camera."""
+    ``subject`` (``zone 'lanes'``) names what a refused change is about, after the camera;
+    ``exist_ok``: an add of what the camera has already, the same, is nothing to change."""
     about = f"{camera_id}: {subject}: " if subject else f"{camera_id}: "
     try:
         change = build()
@@ -63,7 +65,7 @@ def _send(camera_id: str, build, broker_url: str | None, timeout_s: float, subje
 
     async def go():
         current = (await read_configs(bootstrap, settings)).get(camera_id)
-        if changes_nothing(current, cmd):  # and a precise error now, before anything is sent
+        if (exist_ok and already_added(current, cmd)) or changes_nothing(current, cmd):  # or a precise error now
             return current, False
         await _check_in_view(bootstrap, settings, camera_id, change)
         return await send_commands(bootstrap, settings, [cmd], timeout_s=timeout_s), True
@@ -92,6 +94,8 @@ async def _check_in_view(bootstrap: str, settings, camera_id: str, change) -> No
 broker_option = click.option("--broker", "broker_url", help="kafka://host:port (default: ITS_FAUST_BROKER_URL).")
 timeout_option = click.option("--timeout", "timeout_s", type=float, default=30.0, show_default=True,
                               help="Seconds to wait for a worker to apply the command.")
+exist_ok_option = click.option("--exist-ok", is_flag=True,
+                               help="One of that name that is already so (the same) is not an error: for set-up scripts run again.")
 
 
 @click.group()
@@ -124,11 +128,12 @@ def list_cameras(broker_url, as_json) -> None:
 @click.argument("camera_id")
 @click.option("--name", default="", help="Display name (default: the id).")
 @click.option("--source", default="", help="Where its frames come from, for operators (file, rtsp://...).")
+@exist_ok_option
 @broker_option
 @timeout_option
-def add(camera_id, name, source, broker_url, timeout_s) -> None:
+def add(camera_id, name, source, exist_ok, broker_url, timeout_s) -> None:
     """Add a camera."""
-    _send(camera_id, lambda: AddCamera(name=name, source=source), broker_url, timeout_s)
+    _send(camera_id, lambda: AddCamera(name=name, source=source), broker_url, timeout_s, exist_ok=exist_ok)
 
 
 @cameras.command("update")
@@ -184,11 +189,12 @@ class NegativeNumbersAreValues(click.Command):
 @click.argument("line", metavar="X1,Y1,X2,Y2[:NAME]")
 @click.option("--count", type=click.Choice(["both", "in", "out"]), default="both", show_default=True,
               help="Directions to count. Standing at the first end facing the second, left-to-right is 'in'.")
+@exist_ok_option
 @broker_option
 @timeout_option
-def add_line(camera_id, line, count, broker_url, timeout_s) -> None:
+def add_line(camera_id, line, count, exist_ok, broker_url, timeout_s) -> None:
     """Add a counting line (pixel coordinates of the camera's frames)."""
-    _send(camera_id, lambda: AddLine(line=parse_line(line, count=count)), broker_url, timeout_s)
+    _send(camera_id, lambda: AddLine(line=parse_line(line, count=count)), broker_url, timeout_s, exist_ok=exist_ok)
 
 
 @cameras.command("remove-line")
@@ -208,14 +214,15 @@ def remove_line(camera_id, name, broker_url, timeout_s) -> None:
 @click.option("--lane", is_flag=True, help="A traffic lane: a vehicle stopped in it raises a stopped-vehicle alert.")
 @click.option("--heading", type=float,
               help="Allowed direction of travel, degrees clockwise from 'right' on screen; traffic against it raises wrong-way alerts.")
+@exist_ok_option
 @broker_option
 @timeout_option
-def add_zone(camera_id, name, points, lane, heading, broker_url, timeout_s) -> None:
+def add_zone(camera_id, name, points, lane, heading, exist_ok, broker_url, timeout_s) -> None:
     """Add a polygon zone (at least three points, edges must not cross)."""
     _send(
         camera_id,
         lambda: AddZone(zone=Zone(name=name, points=parse_points(points), kind="lane" if lane else "area", heading_deg=heading)),
-        broker_url, timeout_s, subject=f"zone {name!r}",
+        broker_url, timeout_s, subject=f"zone {name!r}", exist_ok=exist_ok,
     )
 
 

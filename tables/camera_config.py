@@ -106,3 +106,19 @@ def changes_nothing(config: CameraConfig | None, command: CameraCommand) -> bool
         return False
     after = apply(config, command)
     return after.model_dump(exclude=_BOOKKEEPING) == config.model_dump(exclude=_BOOKKEEPING)
+
+
+def already_added(config: CameraConfig | None, command: CameraCommand) -> bool:
+    """Whether an add command asks for what the camera has already: itself with the same name and
+    source, or a line or zone of that name with the same geometry and settings. A set-up script run a
+    second time (``cameras add --exist-ok``) finds it so; anything else of that name is still a conflict."""
+    if config is None or config.removed:
+        return False
+    change = command.change
+    if isinstance(change, AddCamera):
+        return config.name == (change.name or command.camera_id) and (config.source or "") == change.source
+    if isinstance(change, AddLine):
+        return config.line(change.line.name) == change.line
+    if isinstance(change, AddZone):
+        return config.zone(change.zone.name) == change.zone
+    return False

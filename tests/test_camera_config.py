@@ -20,7 +20,7 @@ from schemas.control import (
     UpdateCamera,
 )
 from schemas.geometry import Calibration, CountingLine, Zone
-from tables.camera_config import CommandRejected, apply, changes_nothing
+from tables.camera_config import CommandRejected, already_added, apply, changes_nothing
 
 LINE = CountingLine(name="north", x1=0, y1=100, x2=640, y2=100)
 
@@ -236,3 +236,16 @@ def test_a_change_to_what_is_so_already_changes_nothing():
     assert not changes_nothing(None, cmd(AddCamera()))
     with pytest.raises(CommandRejected, match="already has a line"):
         changes_nothing(apply(config, cmd(AddLine(line=LINE))), cmd(AddLine(line=LINE)))
+
+
+def test_an_add_of_what_the_camera_has_already_is_found_so_and_anything_else_of_that_name_is_not():
+    zone = Zone(name="bay", points=[(0, 0), (100, 0), (100, 50)])
+    config = fold(AddCamera(name="Gate", source="rtsp://cam"), AddLine(line=LINE), AddZone(zone=zone))
+    assert already_added(config, cmd(AddCamera(name="Gate", source="rtsp://cam")))
+    assert already_added(config, cmd(AddLine(line=LINE))) and already_added(config, cmd(AddZone(zone=zone)))
+    assert not already_added(config, cmd(AddCamera(name="Gate")))  # another source
+    assert not already_added(config, cmd(AddLine(line=LINE.model_copy(update={"count": "in"}))))
+    assert not already_added(config, cmd(AddZone(zone=zone.model_copy(update={"kind": "lane"}))))
+    assert not already_added(None, cmd(AddCamera())) and not already_added(config, cmd(SetSpeedLimit(kmh=50)))
+    assert already_added(fold(AddCamera()), cmd(AddCamera()))  # no name given either time: the id
+    assert not already_added(fold(AddCamera(), RemoveCamera()), cmd(AddCamera()))

@@ -54,6 +54,21 @@ def test_configure_a_camera_end_to_end(cameras):
     assert config["lines"][0]["name"] == "shoulder" and config["lines"][0]["x1"] == -20 and config["zones"][0]["points"][0] == [-10, 0]
 
 
+def test_a_set_up_script_run_again_with_exist_ok_finds_it_so_and_still_fails_on_a_conflict(cameras):
+    """deploy/docker-compose.yml adds its camera and line on every `up`: the second time is not an error,
+    but a line of that name that differs still is (it used to be `|| true`, which hid timeouts too)."""
+    setup = [["add", "cli-setup", "--name", "Gate", "--exist-ok"], ["add-line", "cli-setup", "140,120,620,120:y120", "--exist-ok"],
+             ["add-zone", "cli-setup", "bay", "0,0", "100,0", "100,50", "--exist-ok"]]
+    for args in setup:
+        assert cameras(*args).returncode == 0, args
+    for args in setup:
+        again = cameras(*args)
+        assert again.returncode == 0 and "nothing to change, it is so already (config v3)" in again.stdout, (args, again.stderr)
+    assert "already has a line 'y120'" in error_line(cameras("add-line", "cli-setup", "140,130,620,130:y120", "--exist-ok"))
+    assert "already exists" in error_line(cameras("add", "cli-setup", "--name", "Another", "--exist-ok"))
+    assert "already exists" in error_line(cameras("add", "cli-setup", "--name", "Gate"))  # without the flag: as before
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
