@@ -87,7 +87,12 @@ def draw(frame: FrameRecord, tracks: TrackRecord | None, config: CameraConfig | 
 
 def annotated_jpeg(frames: TopicRing, tracks: TopicRing, camera_id: str, config: CameraConfig | None,
                    seq: int | None = None, quality: int = 80) -> bytes | None:
-    frame_msg, track_msg = latest_pair(frames, tracks, camera_id, seq)
+    return render_jpeg(*latest_pair(frames, tracks, camera_id, seq), config, quality)
+
+
+def render_jpeg(frame_msg: Message | None, track_msg: Message | None, config: CameraConfig | None,
+                quality: int = 80) -> bytes | None:
+    """A frame drawn with its track record (or "not tracked yet" without one), as JPEG."""
     if frame_msg is None:
         return None
     try:

@@ -27,7 +27,7 @@ class Hub:
             return TopicRing(bootstrap, topic(name), capacity, fetch_max_wait_ms=settings.fetch_max_wait_ms, **kwargs)
 
         self.rings = {
-            "tracks": ring(TRACKS, size, on_message=self.tracked.apply),
+            "tracks": ring(TRACKS, size, on_message=self._on_track),
             "counts": ring(COUNTS, size, on_message=self.counts.apply, on_reset=self.counts.forget_partition),
             "alerts": ring(ALERTS, size, on_message=self._on_alert, on_reset=self.alerts.forget_partition),
             "zone-stats": ring(ZONE_STATS, size, on_message=self.zones.apply, on_reset=self.zones.forget_partition),
@@ -60,6 +60,10 @@ class Hub:
             return True
         frames = self.rings["frames"]  # a camera whose frames are not tracked yet (no worker, say)
         return any(m.key == key for partition in frames.partitions for m in frames.latest(partition, frames.capacity))
+
+    def _on_track(self, m) -> None:
+        self.tracked.apply(m)
+        self.snapshots.track_arrived(m)
 
     def _on_alert(self, m) -> None:
         self.alerts.apply(m)

@@ -5,6 +5,10 @@ would be gone within seconds of the alert, and
 its ``snapshot`` link dead. When a raised alert arrives its frame is still held (the
 frame was produced before the detections, tracks and analytics that led to the alert):
 it is drawn then, with its tracks, lines and zones, and kept for the last ``keep`` alerts.
+
+The API reads each topic on its own, so an alert can arrive before the track record of its
+frame (the record was written first, but fetched later): it is drawn at once, untracked, and
+again with its boxes when that record arrives (within ``WAIT_FOR_TRACKS_S``).
 """
 
 from __future__ import annotations
@@ -13,19 +17,22 @@ import time
 from collections import OrderedDict
 
 from api.hub import Message, TopicRing
-from api.live import annotated_jpeg
+from api.live import latest_pair, render_jpeg, seq_of
 from its_faust.codecs import SchemaError, decode
 from schemas.analytics import Alert
 
 # An alert older than this when it is read (an API process filling its rings at start) is not drawn:
 # its frame is long gone from the rings, and looking for it costs time for nothing.
 FRESH_S = 60.0
+# How long an alert drawn before its frame's track record arrived waits for it.
+WAIT_FOR_TRACKS_S = 30.0
 
 
 class AlertSnapshots:
     def __init__(self, frames: TopicRing, tracks: TopicRing, cameras, keep: int = 500):
         self.frames, self.tracks, self.cameras, self.keep = frames, tracks, cameras, keep
         self._jpegs: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._untracked: OrderedDict[tuple[str, int], float] = OrderedDict()  # drawn without boxes: since when
 
     def apply(self, m: Message) -> None:
         try:
@@ -35,12 +42,31 @@ class AlertSnapshots:
         ref = (alert.snapshot.camera_id, alert.snapshot.seq)
         if alert.state != "raised" or ref in self._jpegs or time.time() - alert.captured_at > FRESH_S:
             return
-        jpeg = annotated_jpeg(self.frames, self.tracks, ref[0], self.cameras.get(ref[0]), ref[1])
+        self._draw(ref)
+
+    def track_arrived(self, m: Message) -> None:
+        """A track record: if an alert's frame was drawn before it came, draw that frame again, with it."""
+        if not self._untracked:
+            return
+        now = time.monotonic()
+        while self._untracked and now - next(iter(self._untracked.values())) > WAIT_FOR_TRACKS_S:
+            self._untracked.popitem(last=False)
+        ref = (m.key.decode(errors="replace"), seq_of(m)) if m.key else None
+        if ref in self._untracked:
+            self._draw(ref)
+
+    def _draw(self, ref: tuple[str, int]) -> None:
+        frame_msg, track_msg = latest_pair(self.frames, self.tracks, *ref)
+        jpeg = render_jpeg(frame_msg, track_msg, self.cameras.get(ref[0]))
         if jpeg is None:
             return  # the frame is not held (a camera far ahead of this process's rings): no snapshot
         self._jpegs[ref] = jpeg
+        if track_msg is None:
+            self._untracked.setdefault(ref, time.monotonic())
+        else:
+            self._untracked.pop(ref, None)
         while len(self._jpegs) > self.keep:
-            self._jpegs.popitem(last=False)
+            self._untracked.pop(self._jpegs.popitem(last=False)[0], None)
 
     def get(self, camera_id: str, seq: int) -> bytes | None:
         return self._jpegs.get((camera_id, seq))

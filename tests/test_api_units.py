@@ -353,3 +353,45 @@ def test_a_json_body_sent_without_the_json_content_type_is_a_415_that_names_the_
     assert answer(json=[1]).status_code == 422
     assert answer(json={"name": 3}).status_code == 422
     assert answer(headers={"content-type": "text/plain"}).status_code == 422  # no body: "Field required"
+
+
+def _ring(topic: str, capacity: int = 100) -> TopicRing:
+    ring = TopicRing("127.0.0.1:1", topic, capacity)
+    ring.partitions, ring.next, ring.resets = [0], {0: 0}, {0: 0}
+    ring._offsets, ring._messages, ring._arrivals, ring._bytes = {0: []}, {0: []}, {0: []}, {0: 0}
+    return ring
+
+
+def test_an_alert_read_before_its_frames_track_record_gets_its_boxes_when_the_record_arrives():
+    """The API reads each topic on its own: a stopped-vehicle alert came before its frame's tracks, and its
+    snapshot was kept for good without a box ("not tracked yet")."""
+    import cv2
+    import numpy as np
+
+    from api.snapshots import AlertSnapshots
+    from schemas import FrameRecord, TrackedObject, TrackRecord
+
+    now = time.time()
+    frames, tracks = _ring("frames"), _ring("tracks")
+    jpeg = cv2.imencode(".jpg", np.full((120, 160, 3), 120, np.uint8))[1].tobytes()
+    frames._add(Message(0, 0, b"cam-a", encode(FrameRecord(camera_id="cam-a", seq=7, captured_at=now, width=160, height=120, jpeg=jpeg)), now))
+    snapshots = AlertSnapshots(frames, tracks, {})
+    alert = Alert(alert_id="cam-a:stopped_vehicle:3", camera_id="cam-a", seq=7, captured_at=now, kind="stopped_vehicle",
+                  state="raised", severity="warning", started_at=now, subject="track-3", track_ids=[3],
+                  snapshot=FrameRef(camera_id="cam-a", seq=7), message="car 3 stopped in lane")
+    snapshots.apply(Message(0, 0, b"cam-a", encode(alert), now))
+
+    def box_pixels() -> int:
+        image = cv2.imdecode(np.frombuffer(snapshots.get("cam-a", 7), np.uint8), cv2.IMREAD_COLOR)
+        return int((np.abs(image[25:95, 35:125].astype(int) - 120).max(axis=2) > 60).sum())
+
+    untracked = box_pixels()
+    record = TrackRecord(camera_id="cam-a", seq=7, captured_at=now, width=160, height=120, detected_at=now, tracked_at=now,
+                         tracker_frame=1, model="m@v", detections=1, worker="w:1",
+                         objects=[TrackedObject(track_id=3, x1=40, y1=30, x2=120, y2=100, conf=0.9, cls=2, label="car")])
+    other = record.model_copy(update={"seq": 6})
+    for offset, r in enumerate((other, record)):
+        tracks._add(Message(0, offset, b"cam-a", encode(r), now))
+        snapshots.track_arrived(tracks.latest(0, 1)[0])
+    assert untracked == 0 and box_pixels() > 200  # the car's box, drawn once its record came
+    assert not snapshots._untracked
