@@ -95,7 +95,7 @@ class HubFigures:
         hub = self.hub
         alerts = GaugeMetricFamily("its_faust_alerts_active", "Alerts raised and not cleared", labels=["camera", "kind"])
         active = {(c.camera_id, kind): 0 for c in hub.cameras.all() for kind in get_args(AlertKind)}
-        for alert in hub.alerts.active.values():
+        for alert in hub.alerts_of(None)[1]:
             active[(alert.camera_id, alert.kind)] = active.get((alert.camera_id, alert.kind), 0) + 1
         for (camera, kind), n in sorted(active.items()):
             alerts.add_metric([camera, kind], n)

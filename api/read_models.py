@@ -101,6 +101,13 @@ class TrackedCameras:
         record = decode_or_none(TrackRecord, message.value) if message else None
         return (record.width, record.height) if record else None
 
+    def silent_for(self, camera_id: str, seconds: float, now: float) -> bool:
+        """Whether the camera's newest track record held was tracked over ``seconds`` before ``now`` (wall
+        clock). A camera none of whose records is held is not judged: False."""
+        message = self.newest.get(camera_id.encode())
+        record = decode_or_none(TrackRecord, message.value) if message else None
+        return record is not None and now - record.tracked_at > seconds
+
     def latest(self) -> list[tuple[TrackRecord, int]]:
         """Each camera's newest track record and how many were read, by camera id (records that do not decode left out)."""
         out = []

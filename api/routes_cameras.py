@@ -236,7 +236,7 @@ async def zone_stats_now(request: Request, camera_id: KnownCameraId):
 
 @router.get("/{camera_id}/alerts", response_model=AlertsNow, responses=UNKNOWN, summary="Active and recent alerts")
 async def camera_alerts(request: Request, camera_id: KnownCameraId):
-    recent, active = request.app.state.hub.alerts.for_camera(camera_id)
+    recent, active = request.app.state.hub.alerts_of(camera_id)
     return AlertsNow(active=active, recent=recent)
 
 

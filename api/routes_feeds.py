@@ -79,7 +79,7 @@ async def all_alerts(request: Request, response: Response, limit: Annotated[int,
     hub = request.app.state.hub
     # The read model and the ring's position move together (TopicRing._add), with no await between them here.
     response.headers["X-Feed-Position"] = format_cursor(hub.rings["alerts"].next)
-    recent, active = hub.alerts.for_camera(None)
+    recent, active = hub.alerts_of(None)
     return AlertsNow(active=active, recent=recent[-limit:])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from api.hub import TopicRing
 from api.read_models import Alerts, CameraEvents, Cameras, Counts, TrackedCameras, Workers, Zones
@@ -10,6 +11,7 @@ from api.snapshots import AlertSnapshots
 from its_faust.topic_names import (
     ALERTS, CAMERA_CONFIGS, CAMERA_EVENTS, COUNTS, FRAMES, TRACKS, WORKERS, ZONE_STATS, ensure_topics,
 )
+from schemas.analytics import Alert
 
 
 class Hub:
@@ -60,6 +62,18 @@ class Hub:
             return True
         frames = self.rings["frames"]  # a camera whose frames are not tracked yet (no worker, say)
         return any(m.key == key for partition in frames.partitions for m in frames.latest(partition, frames.capacity))
+
+    def alerts_of(self, camera_id: str | None) -> tuple[list[Alert], list[Alert]]:
+        """(recent, active) alerts of the camera (None: of all). An active one of a camera silent for
+        ``analytics.camera_silent_s`` is over: a worker closes such a camera, clearing it, but none may be
+        left to do so (``run`` stops its own with the clip; every worker is down); the stream says
+        "cleared" once one does, or once the camera is back."""
+        recent, active = self.alerts.for_camera(camera_id)
+        silent_s = self.settings.analytics.camera_silent_s
+        if silent_s > 0 and active:
+            now = time.time()
+            active = [a for a in active if not self.tracked.silent_for(a.camera_id, silent_s, now)]
+        return recent, active
 
     def _on_track(self, m) -> None:
         self.tracked.apply(m)

@@ -293,6 +293,7 @@ def test_metrics_give_the_lines_and_zones_a_camera_has_now_and_zeros_where_nothi
     hub = SimpleNamespace(rings={}, workers=Workers(), tracked=TrackedCameras(), counts=Counts(), zones=Zones(),
                           alerts=Alerts(), cameras=Cameras(),
                           settings=SimpleNamespace(analytics=SimpleNamespace(camera_silent_s=30.0)))
+    hub.alerts_of = lambda camera_id: hub.alerts.for_camera(camera_id)
     hub.cameras.put(CameraConfig(camera_id="c", version=4, last_command_id="x", updated_at=50.0,
                                  zones=[Zone(name="kept", points=square), Zone(name="quiet", points=square)]))
     for i, zone in enumerate(("kept", "removed")):
@@ -395,3 +396,34 @@ def test_an_alert_read_before_its_frames_track_record_gets_its_boxes_when_the_re
         snapshots.track_arrived(tracks.latest(0, 1)[0])
     assert untracked == 0 and box_pixels() > 200  # the car's box, drawn once its record came
     assert not snapshots._untracked
+
+
+def test_an_active_alert_of_a_camera_silent_for_camera_silent_s_is_over_though_no_worker_cleared_it(monkeypatch):
+    """`run` on a kept broker stops its own worker with the clip: nothing closed the camera, and its alerts
+    stayed active for minutes (GET /alerts, the active-alerts metric)."""
+    from api.service import Hub
+    from its_faust.settings import load_settings
+    from schemas import TrackRecord
+
+    hub = Hub("127.0.0.1:1", load_settings())
+    assert hub.settings.analytics.camera_silent_s == 30
+    now = time.time()
+
+    def tracked(camera: str, at: float) -> Message:
+        return Message(0, 0, camera.encode(), encode(TrackRecord(
+            camera_id=camera, seq=1, captured_at=at, width=64, height=48, detected_at=at, tracked_at=at,
+            tracker_frame=1, model="m@v", detections=0, worker="w:1", objects=[])), at)
+
+    for camera, last_tracked in (("gone-cam", now - 45), ("live-cam", now - 2)):
+        hub.tracked.apply(tracked(camera, last_tracked))
+        raised = Alert(alert_id=f"{camera}:wrong_way:track-1:1", camera_id=camera, seq=1, captured_at=last_tracked,
+                       kind="wrong_way", state="raised", severity="critical", subject="track-1", started_at=last_tracked,
+                       snapshot=FrameRef(camera_id=camera, seq=1), message="wrong way")
+        hub.alerts.apply(Message(0, 0, camera.encode(), encode(raised), last_tracked))
+    hub.alerts.apply(Message(0, 1, b"unseen-cam", encode(raised.model_copy(update={"camera_id": "unseen-cam", "alert_id": "u"})), now))
+    recent, active = hub.alerts_of(None)
+    assert len(recent) == 3 and sorted(a.camera_id for a in active) == ["live-cam", "unseen-cam"]  # no track held: not judged
+    assert hub.alerts_of("gone-cam")[1] == [] and len(hub.alerts_of("gone-cam")[0]) == 1
+    monkeypatch.setenv("ITS_FAUST_ANALYTICS__CAMERA_SILENT_S", "0")  # 0: never closed
+    hub.settings = load_settings()
+    assert len(hub.alerts_of(None)[1]) == 3
