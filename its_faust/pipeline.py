@@ -254,22 +254,25 @@ async def analyze_source(
     finally:
         for f in feeds:
             await f.stop()
+    first_seq = min(stats.sent_seqs, default=None)
+    zone_events, alert_events = _of_this_run(zones.records, first_seq), _of_this_run(alerts.records, first_seq)
     result = AnalyticsResult(
         counts={line.name: {} for line in setup.lines} | counts.counts(),
-        zones={zone.name: zone_summary([e for e in _first_copies(zones.records) if e.zone == zone.name])
-               for zone in setup.zones},
+        zones={zone.name: zone_summary([e for e in zone_events if e.zone == zone.name]) for zone in setup.zones},
         alerts=[{"alert_id": a.alert_id, "kind": a.kind, "state": a.state, "seq": a.seq, "severity": a.severity,
-                 "message": a.message} for a in _first_copies(alerts.records)],
+                 "message": a.message} for a in alert_events],
     )
     return stats, feed, result
 
 
-def _first_copies(records: list) -> list:
-    """A crash can make the actor emit a frame's events again (identical): keep the first of each."""
+def _of_this_run(records: list, first_seq: int | None) -> list:
+    """The records of this run's frames, the first copy of each: a crash can make the actor emit a frame's
+    events again (identical), and a camera a run before this one left open is closed at this run's first
+    frame, with events of the last run's last frame (CameraAnalytics._close_if_silent_since)."""
     seen, out = set(), []
     for r in records:
         key = r.model_dump_json()
-        if key not in seen:
+        if key not in seen and (first_seq is None or r.seq >= first_seq):
             seen.add(key)
             out.append(r)
     return out

@@ -155,7 +155,8 @@ class AnalyticsSettings(BaseModel):
         30.0, ge=0,
         description="Wall-clock seconds, unlike the rest: a camera whose frames have stopped (its stream ended or was "
         "lost, it was removed) for this long, with none waiting, is closed: its alerts clear and its tracks leave "
-        "their zones, as no frame will come to do it. 0: never",
+        "their zones, as no frame will come to do it (or, with no worker left to, by its next frame, as of then; "
+        "the API counts its alerts over meanwhile). 0: never",
     )
 
 

@@ -68,6 +68,7 @@ class AnalyticsState(Record):
     v: Literal[1] = 1
     camera_id: str = Field(pattern=CAMERA_ID_PATTERN)
     last_seq: int = -1
+    last_at: float | None = Field(None, description="the last frame's time (scene clock): a frame long after it closes the camera first")
     tracks: list[TrackMemory] = Field(default_factory=list)
     zone_since: dict[str, float] = Field(default_factory=dict, description="zone -> congestion began")
     alerts: dict[str, ActiveAlert] = Field(default_factory=dict)
@@ -156,12 +157,14 @@ class CameraAnalytics:
         self.camera_id = camera_id
         self.rules = rules or AnalyticsSettings()
         self.last_seq = -1
+        self.last_at: float | None = None
         self.tracks: dict[int, _Track] = {}
         self.zone_since: dict[str, float] = {}
         self.geometry: dict[str, str] = {}
         active, quiet = {}, {}
         if state is not None:
             self.last_seq = state.last_seq
+            self.last_at = state.last_at
             self.zone_since = dict(state.zone_since)
             self.geometry = dict(state.geometry)
             active, quiet = state.alerts, state.quiet_until
@@ -198,7 +201,8 @@ class CameraAnalytics:
         zone_versions = config.zone_versions if live else {}
         plane = self._road_plane(config.calibration if live else None)
         limit = config.speed_limit_kmh if live and plane else None
-        now, out = record.at, FrameOutput()
+        now = record.at
+        out = self._close_if_silent_since(now)
         self._sync_geometry(lines, zones, line_versions, zone_versions)
 
         seen = set()
@@ -214,9 +218,18 @@ class CameraAnalytics:
 
         self._lose_tracks(seen, zones, record, out)
         conditions = self._conditions(zones, limit, plane is not None, now)
-        out.alerts = self.alert_book.step(self.camera_id, record, conditions)
-        self.last_seq = record.seq
+        out.alerts.extend(self.alert_book.step(self.camera_id, record, conditions))
+        self.last_seq, self.last_at = record.seq, now
         return out
+
+    def _close_if_silent_since(self, now: float) -> FrameOutput:
+        """A frame after the camera was silent ``camera_silent_s`` that nothing closed it for (``run`` stops
+        its own worker; every worker was down): it is closed first, as of then, so this stretch starts bare.
+        Otherwise the last stretch's tracks left their zones, and its alerts cleared, in this one."""
+        silent_s = self.rules.camera_silent_s
+        if self.last_at is None or not 0 < silent_s < now - self.last_at:
+            return FrameOutput()
+        return self.close(Moment(self.camera_id, self.last_seq, self.last_at + silent_s), f"no frames for {now - self.last_at:.0f} s")
 
     def close(self, moment: Moment, why: str) -> FrameOutput:
         """The camera's frames have stopped (the agent judges when): its alerts clear and its tracks leave
@@ -383,6 +396,7 @@ class CameraAnalytics:
         return AnalyticsState(
             camera_id=self.camera_id,
             last_seq=self.last_seq,
+            last_at=self.last_at,
             tracks=[
                 TrackMemory(
                     track_id=t.track_id, last_seq=t.last_seq, last_at=t.last_at, votes=dict(t.votes),

@@ -226,6 +226,31 @@ def test_a_camera_closed_after_its_frames_stopped_clears_its_alerts_and_empties_
     assert again.alerts == [] and again.zone_events == []  # nothing left open
 
 
+def test_a_camera_back_after_a_silence_nothing_closed_is_closed_first_as_of_then():
+    """`run` stops its own worker, so nothing closed the camera when its clip ended: at the next run's first
+    frame its last tracks left their zones (counted in that run, their exits stamped then) and its alerts
+    stayed active until then. Now that frame closes the camera first, as of 30 s after its last frame."""
+    from its_faust.codecs import decode, encode
+    from tables.camera_analytics import AnalyticsState
+
+    wrong = [[box(7, 320, 340 - 4 * i), box(8, 200, 300)] for i in range(70)]
+    actor, outs = play(wrong, config(zones=[LANE]))
+    assert alerts(outs) == [("wrong_way", "raised")] and actor.occupancy("lane1") >= 2
+    actor = CameraAnalytics("cam", decode(AnalyticsState, encode(actor.state())), AnalyticsSettings())  # as stored
+    last_at = frame(69, []).at
+    later = frame(70, [box(1, 100, 100)]).model_copy(update={"captured_at": last_at + 300})
+    out = actor.update(later, config(zones=[LANE]))
+    assert [(a.kind, a.state, a.seq, a.captured_at) for a in out.alerts] == [("wrong_way", "cleared", 69, last_at + 30)]
+    assert out.alerts[0].message.startswith("cleared (no frames for 300 s): ")
+    assert [(e.kind, e.track_id, e.seq, e.captured_at) for e in out.zone_events] == [
+        ("exit", 7, 69, last_at + 30), ("exit", 8, 69, last_at + 30)]
+    assert out.zone_events[-1].occupancy == 0 and set(actor.tracks) == {1}
+    # A shorter gap is a camera's stream hiccup, not a silence: nothing is closed.
+    actor, outs = play(wrong, config(zones=[LANE]))
+    out = actor.update(later.model_copy(update={"captured_at": last_at + 20}), config(zones=[LANE]))
+    assert out.alerts == [] and all(e.seq == 70 for e in out.zone_events)  # lost tracks leave, as on any frame
+
+
 def test_an_incident_that_returns_during_the_cool_down_is_not_raised_again():
     wrong = [[box(7, 320, 340 - 4 * i)] for i in range(70)]
     pause = [[]] * int(5 * FPS)  # cleared after 3 s, cool-down 60 s

@@ -124,3 +124,39 @@ def test_a_camera_whose_frames_stop_is_closed_its_alerts_cleared_and_zones_empti
     assert all("no frames for" in a.message for a in closing), closing
     assert zone_stats[-1].occupancy == 0, zone_stats[-3:]
     assert waited < 20  # 3 s of silence, checked every second or so
+
+
+def test_a_camera_left_open_by_a_stopped_worker_is_closed_by_its_next_frame_before_the_next_run(settings, clip_path,
+                                                                                                 tmp_path, monkeypatch):
+    """`run` on a kept broker stops its worker with the clip, so nothing closed the camera: the next run's first
+    frame made the last run's tracks leave the zone, and that run's summary counted those exits (4 exits for 4
+    entries with 3 still inside). Now that frame closes the camera first, with the last run's seq and time."""
+    from its_faust.cameras import CameraSetup
+    from its_faust.pipeline import analyze_source
+
+    monkeypatch.setenv("ITS_FAUST_ANALYTICS__CAMERA_SILENT_S", "3")  # the workers', read from their environment
+    camera = "reopened-cam"
+    setup = CameraSetup(zones=[SOUTHBOUND])
+
+    async def go():
+        async with Stack(settings, workers=1, workdir=tmp_path) as stack:
+            _, _, first = await analyze_source(stack, str(clip_path), setup, camera_id=camera, max_frames=100)
+            stack.workers[0].stop()  # as `run`'s own worker does once the clip is tracked
+            await asyncio.sleep(4)
+            await asyncio.to_thread(stack.add_worker().wait_ready)
+            alerts = await RecordFeed(stack.bootstrap, settings.topic(ALERTS), Alert, camera).start()
+            try:
+                _, feed, second = await analyze_source(stack, str(clip_path), setup, camera_id=camera, max_frames=100)
+                await alerts.drain()
+            finally:
+                await alerts.stop()
+            return first, second, alerts.records, min(seq for cam, seq in feed.seen if cam == camera)
+
+    first, second, alerts_since, second_first_seq = asyncio.run(go())
+    assert first.zones["southbound"]["occupancy_at_end"] > 0, "the cut clip left no one in the zone: nothing to test"
+    assert second.zones == first.zones  # the same frames, the same figures: nothing of the first run in them
+    left_open = {a["alert_id"] for a in first.alerts if a["state"] == "raised"} - {
+        a["alert_id"] for a in first.alerts if a["state"] == "cleared"}
+    closing = [a for a in alerts_since if a.state == "cleared" and a.alert_id in left_open]
+    assert left_open and {a.alert_id for a in closing} == left_open, alerts_since
+    assert all("no frames for" in a.message and a.seq < second_first_seq for a in closing), closing
