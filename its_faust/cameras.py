@@ -46,7 +46,9 @@ class NoWorkerApplied(CommandFailed):
 
 def parse_line(spec: str, default_name: str = "line1", count: str = "both") -> CountingLine:
     """``x1,y1,x2,y2[:name]`` -> a counting line (ValueError with the reason otherwise)."""
-    coords, _, name = spec.partition(":")
+    coords, colon, name = spec.partition(":")
+    if colon and not name:
+        raise ValueError(f"line {spec!r}: a name after ':', or no ':'")
     parts = coords.split(",")
     if len(parts) != 4:
         raise ValueError(f"line {spec!r}: expected x1,y1,x2,y2[:name]")

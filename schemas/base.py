@@ -6,8 +6,10 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-# Camera ids become Kafka keys, table keys and URL path segments.
-CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+# Camera ids become Kafka keys, table keys and URL path segments; line and zone names, table keys and
+# URL path segments too.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+CAMERA_ID_PATTERN = NAME_PATTERN
 # Times are Unix seconds; one past this (the year 5138) is milliseconds or nanoseconds sent by mistake.
 LATEST_UNIX_S = 1e11
 
@@ -61,6 +63,9 @@ def error_text(error: dict) -> str:
         noun = "points" if field.endswith("points") else "items"
         bound = f"at least {ctx['min_length']}" if kind == "too_short" else f"at most {ctx['max_length']}"
         return f"needs {bound} {noun}, {ctx['actual_length']} given"
+    if kind == "string_pattern_mismatch" and ctx.get("pattern") == NAME_PATTERN:
+        return (f"{error.get('input')!r} is not a name: 1-64 letters, digits, '_', '.' or '-', "
+                "beginning with a letter or digit")
     if kind == "bytes_invalid_encoding":  # "Invalid symbol 33, offset 0.": the character, not its code
         found = re.search(r"Invalid symbol (\d+), offset (\d+)", str(ctx.get("encoding_error", "")))
         if found:

@@ -13,9 +13,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from schemas.base import Record
+from schemas.base import NAME_PATTERN, Record
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 Point = tuple[float, float]
 
 

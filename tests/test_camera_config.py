@@ -147,9 +147,17 @@ def test_malformed_command_payload_has_a_reason():
 def test_cli_syntax_for_lines_and_points():
     assert parse_line("140,120,620,120:y120") == CountingLine(name="y120", x1=140, y1=120, x2=620, y2=120)
     assert parse_line("0,0,10,10").name == "line1"
-    for bad, reason in (("1,2,3", "expected x1,y1,x2,y2"), ("a,b,c,d", "numbers"), ("5,5,5,5", "distinct ends")):
+    for bad, reason in (("1,2,3", "expected x1,y1,x2,y2"), ("a,b,c,d", "numbers"), ("5,5,5,5", "distinct ends"),
+                        ("1,2,3,4:", "a name after ':'")):  # a trailing ':' named the line "line1"
         with pytest.raises(ValueError, match=reason):
             parse_line(bad)
+    # A name that cannot be one says what a name is, not the regular expression it failed
+    from its_faust.cameras import validation_message
+
+    with pytest.raises(ValidationError) as refused:
+        parse_line("1,2,3,4:a:b")
+    assert validation_message(refused.value) == (
+        "name: 'a:b' is not a name: 1-64 letters, digits, '_', '.' or '-', beginning with a letter or digit")
     assert parse_points(["1,2", "3.5,4"]) == [(1, 2), (3.5, 4)]
     with pytest.raises(ValueError, match="expected x,y"):
         parse_points(["1"])
