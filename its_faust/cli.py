@@ -233,10 +233,12 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")
 @click.option("--line", "line_specs", multiple=True, metavar="X1,Y1,X2,Y2[:NAME]",
               help="Count vehicles crossing this line (repeatable). Standing at the first end facing the second, "
-                   "crossings from left to right are 'in'.")
+                   "crossings from left to right are 'in' (the summary's line_travel says which way that is on screen).")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help='Camera config JSON: {"lines": [{"name", "x1", "y1", "x2", "y2"}], "zones": [{"name", "points", '
-                   '"kind", "heading_deg"}], "calibration": {"image_points", "road_points"}, "speed_limit_kmh"}.')
+              help='Camera config JSON, every key optional: {"lines": [{"name", "x1", "y1", "x2", "y2", "count": '
+                   'both|in|out}], "zones": [{"name", "points": [[x, y], ...] (3 or more), "kind": area|lane, '
+                   '"heading_deg"}], "calibration": {"image_points": four [x, y], "road_points": four [metres, metres]}, '
+                   '"speed_limit_kmh"}.')
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "torch"]), help="Detector backend.")
 @click.option("--broker", "broker_url", help="kafka://host:port (default: ITS_FAUST_BROKER_URL, else an embedded broker).")
 def run(source, summary_path, camera_id, workers, fps, max_frames, line_specs, config_path, backend, broker_url) -> None:
@@ -460,7 +462,8 @@ def replay(camera_id, source, line_specs, config_path, latest, from_seq, to_seq,
             summary = asyncio.run(_run_with_progress(settings, _resolve_source(source, settings), "replay", 1, None,
                                                      None, setup, stop))
             result = {"source": summary.source, "frames": summary.frames_tracked, "counts": summary.counts,
-                      "zones": summary.zones, "alerts": summary.alerts, "stopped_early": summary.stopped_early}
+                      "line_travel": summary.line_travel, "line_speeds": summary.line_speeds, "zones": summary.zones,
+                      "alerts": summary.alerts, "stopped_early": summary.stopped_early}
         else:
             if not settings.broker_url:
                 raise BrokerError("replay --camera needs the broker that holds the tracks: set ITS_FAUST_BROKER_URL or --broker")

@@ -21,12 +21,12 @@ from its_faust.cameras import CameraSetup, command, ensure_setup, read_configs, 
 from its_faust.broker import EmbeddedBroker, bootstrap_servers, check_embedded_allowed, wait_reachable
 from its_faust.cpu_use import CpuMeter
 from its_faust.ingest import LIVE_CREDIT_EXPIRE_S, FlowWindow, IngestStats, ingest, make_producer
-from its_faust.results import CountFeed, RecordFeed, RunSummary, TrackFeed, group_lag, zone_summary
+from its_faust.results import CountFeed, RecordFeed, RunSummary, TrackFeed, group_lag, line_speeds, zone_summary
 from its_faust.sources import SourceSpec
 from its_faust.topic_names import ALERTS, CROSSINGS, DETECTIONS, FRAMES, TRACKS, ZONE_EVENTS, ensure_topics
 from its_faust.worker import WorkerProcess
 from schemas import TrackRecord
-from schemas.analytics import Alert, ZoneEvent
+from schemas.analytics import Alert, Crossing, ZoneEvent
 from schemas.geometry import CountingLine
 
 log = logging.getLogger(__name__)
@@ -232,6 +232,7 @@ async def wait_analytics_settled(stack: Stack, timeout_s: float = 30.0) -> None:
 @dataclass
 class AnalyticsResult:
     counts: dict[str, dict[str, dict[str, int]]]  # line -> direction -> class -> vehicles
+    line_speeds: dict[str, dict[str, dict]]  # line -> direction -> n, mean_kmh, p85_kmh
     zones: dict[str, dict]  # zone -> entries, exits, mean dwell, speed (this run)
     alerts: list[dict]  # raised and cleared, in order
 
@@ -243,9 +244,10 @@ async def analyze_source(
     settings = stack.settings
     await configure_camera(stack, camera_id, setup, source=source)
     counts = await CountFeed(stack.bootstrap, settings, camera_id).start()
+    crossings = await RecordFeed(stack.bootstrap, settings.topic(CROSSINGS), Crossing, camera_id).start()
     zones = await RecordFeed(stack.bootstrap, settings.topic(ZONE_EVENTS), ZoneEvent, camera_id).start()
     alerts = await RecordFeed(stack.bootstrap, settings.topic(ALERTS), Alert, camera_id).start()
-    feeds = (counts, zones, alerts)
+    feeds = (counts, crossings, zones, alerts)
     try:
         stats, feed = await track_source(stack, source, camera_id=camera_id, **track_kwargs)
         await wait_analytics_settled(stack)
@@ -258,6 +260,7 @@ async def analyze_source(
     zone_events, alert_events = _of_this_run(zones.records, first_seq), _of_this_run(alerts.records, first_seq)
     result = AnalyticsResult(
         counts={line.name: {} for line in setup.lines} | counts.counts(),
+        line_speeds=line_speeds(_of_this_run(crossings.records, first_seq)),
         zones={zone.name: zone_summary([e for e in zone_events if e.zone == zone.name]) for zone in setup.zones},
         alerts=[{"alert_id": a.alert_id, "kind": a.kind, "state": a.state, "seq": a.seq, "severity": a.severity,
                  "message": a.message} for a in alert_events],
@@ -323,5 +326,7 @@ async def run_source(
     summary.cores_busy_elsewhere, summary.cores_stolen = cpu.cores_busy_elsewhere, cpu.cores_stolen
     if result:
         summary.counts, summary.zones, summary.alerts = result.counts, result.zones, result.alerts
+        summary.line_speeds = result.line_speeds
+        summary.line_travel = {line.name: line.travel() for line in setup.lines}
     summary.kept_from_before = kept
     return summary

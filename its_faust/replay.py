@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 
 from its_faust.cameras import CameraSetup, read_configs
 from its_faust.codecs import decode_or_none
-from its_faust.results import TopicReader, zone_summary
+from its_faust.results import TopicReader, line_speeds, zone_summary
 from its_faust.topic_names import CAMERA_EVENTS, TRACKS
 from schemas import CameraEvent, CameraEventKind, TrackRecord
 from schemas.control import CameraConfig
@@ -43,6 +43,8 @@ class ReplaySummary:
     config_version: int | None = None  # of the camera's stored configuration replayed with (None: it has none)
     replaced: list[str] = field(default_factory=list)  # what --line/--config gave in place of the stored one's
     counts: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    line_travel: dict[str, dict[str, str]] = field(default_factory=dict)  # as in run's summary
+    line_speeds: dict[str, dict[str, dict]] = field(default_factory=dict)  # as in run's summary: results.line_speeds
     zones: dict[str, dict] = field(default_factory=dict)  # as in run's summary: results.zone_summary
     alerts: list[dict] = field(default_factory=list)
     # Every stretch of the camera's stored tracks (first_seq, last_seq, frames, started): pick one with
@@ -109,10 +111,13 @@ def _described(stretch: list[TrackRecord]) -> dict:
 def replay(records: list[TrackRecord], config: CameraConfig, rules) -> ReplaySummary:
     summary = ReplaySummary(camera_id=config.camera_id, config_version=config.version)
     summary.counts = {line.name: {} for line in config.lines}
+    summary.line_travel = {line.name: line.travel() for line in config.lines}
+    crossings = []
     zone_events: dict[str, list] = {zone.name: [] for zone in config.zones}
     actor = CameraAnalytics(config.camera_id, rules=rules)
     for record in records:
         out = actor.update(record, config)
+        crossings += out.crossings
         for c in out.crossings:
             by_class = summary.counts[c.line].setdefault(c.direction, {})
             by_class[c.label] = by_class.get(c.label, 0) + 1
@@ -122,6 +127,7 @@ def replay(records: list[TrackRecord], config: CameraConfig, rules) -> ReplaySum
             {"alert_id": a.alert_id, "kind": a.kind, "state": a.state, "seq": a.seq, "message": a.message}
             for a in out.alerts
         ]
+    summary.line_speeds = line_speeds(crossings)
     summary.zones = {name: zone_summary(events) for name, events in zone_events.items()}
     summary.frames = len(records)
     if records:
@@ -142,7 +148,8 @@ async def replay_camera(bootstrap: str, settings, camera_id: str, setup: CameraS
     if stored is not None and stored.removed:
         stored = None
     config, replaced = stored, {}
-    if setup:
+    if setup:  # a line or zone nothing in view can reach would count nothing, silently (run refuses it too)
+        setup.check_in_view(records[-1].width, records[-1].height, f"camera {camera_id!r}")
         base = stored or CameraConfig(camera_id=camera_id, version=1, last_command_id="-", updated_at=0)
         given = {"lines": setup.lines, "zones": setup.zones, "calibration": setup.calibration,
                  "speed_limit_kmh": setup.speed_limit_kmh}

@@ -13,7 +13,8 @@ from aiokafka.partitioner import DefaultPartitioner
 from its_faust.codecs import SchemaError, decode
 from its_faust.topic_names import COUNTS, TRACKS
 from schemas import TrackRecord
-from schemas.analytics import CountUpdate, ZoneEvent
+from schemas.analytics import CountUpdate, Crossing, ZoneEvent
+from tables.speed import speed_stats
 
 
 # A fetch of several partitions is answered by the embedded broker only when its wait runs out
@@ -312,6 +313,10 @@ class RunSummary:
     kept_from_before: list[str] = field(default_factory=list)
     # line -> direction -> class -> vehicles that crossed (the lines given, and any kept)
     counts: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    # line -> which way on screen the traffic counted "in" and "out" moves ({"in": "down", "out": "up"})
+    line_travel: dict[str, dict[str, str]] = field(default_factory=dict)
+    # line -> direction -> n, mean_kmh, p85_kmh of the speeds vehicles crossed at (calibrated cameras)
+    line_speeds: dict[str, dict[str, dict]] = field(default_factory=dict)
     # zone -> entries, exits, occupancy at the end, mean dwell and speed (the zones given, and any kept)
     zones: dict[str, dict] = field(default_factory=dict)
     alerts: list[dict] = field(default_factory=list)
@@ -362,6 +367,17 @@ def _throughput(records: list[TrackRecord]) -> float:
     if len(times) < 2 or times[-1] <= times[0]:
         return 0.0
     return round((len(times) - 1) / (times[-1] - times[0]), 2)
+
+
+def line_speeds(crossings: list[Crossing]) -> dict[str, dict[str, dict]]:
+    """line -> direction -> n, mean_kmh, p85_kmh of the speeds vehicles crossed it at (only crossings with a
+    speed: a calibrated camera, the line within its calibrated area)."""
+    speeds: dict[str, dict[str, list[float]]] = {}
+    for c in crossings:
+        if c.speed_kmh is not None:
+            speeds.setdefault(c.line, {}).setdefault(c.direction, []).append(c.speed_kmh)
+    return {line: {d: speed_stats(v).model_dump() for d, v in sorted(by_direction.items())}
+            for line, by_direction in sorted(speeds.items())}
 
 
 def zone_summary(events: list[ZoneEvent]) -> dict:

@@ -18,6 +18,9 @@ from schemas.base import NAME_PATTERN, Record
 Point = tuple[float, float]
 
 
+_SCREEN_DIRECTIONS = ("right", "down-right", "down", "down-left", "left", "up-left", "up", "up-right")
+
+
 class CountingLine(Record):
     """A segment from A to B. Stand at A facing B: traffic crossing from your left to your right is ``in``.
 
@@ -42,6 +45,13 @@ class CountingLine(Record):
     @property
     def a(self) -> Point:
         return (self.x1, self.y1)
+
+    def travel(self) -> dict[str, str]:
+        """Which way on screen the traffic counted ``in`` and ``out`` moves: {"in": "down", "out": "up"}."""
+        # The in side's normal is A->B turned a quarter clockwise on screen (y grows downwards).
+        clockwise_from_right = math.degrees(math.atan2(self.x2 - self.x1, -(self.y2 - self.y1)))
+        step = round(clockwise_from_right / 45) % 8
+        return {"in": _SCREEN_DIRECTIONS[step], "out": _SCREEN_DIRECTIONS[(step + 4) % 8]}
 
     @property
     def b(self) -> Point:

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import numpy as np
-
 from its_faust.app import app, settings
-from schemas.analytics import CountUpdate, Crossing, SpeedStats, WindowCount, ZoneEvent, ZoneStats, ZoneWindow
+from schemas.analytics import CountUpdate, Crossing, WindowCount, ZoneEvent, ZoneStats, ZoneWindow
+from tables.speed import speed_stats
 
 MINUTE_S = 60.0
 QUARTER_S = 900.0
@@ -48,13 +47,6 @@ def once(value: dict, seq: int, event_id: str) -> dict | None:
     if seq < last or event_id in done:
         return None
     return {**value, "seq": seq, "done": [*done, event_id]}
-
-
-def _speed_stats(speeds: list[float]) -> SpeedStats | None:
-    if not speeds:
-        return None
-    return SpeedStats(n=len(speeds), mean_kmh=round(float(np.mean(speeds)), 2),
-                      p85_kmh=round(float(np.percentile(speeds, 85)), 2))
 
 
 def _with_speed(value: dict, kmh: float | None) -> dict:
@@ -101,7 +93,7 @@ def count_crossing(crossing: Crossing) -> CountUpdate:
     def window(table, size: float) -> WindowCount:
         value = _apply(table, key, crossing.seq, event_id, change)
         start = _window_start(crossing.at, size)
-        return WindowCount(start=start, end=start + size, count=value.get("n", 0), speed=_speed_stats(value.get("speeds", [])))
+        return WindowCount(start=start, end=start + size, count=value.get("n", 0), speed=speed_stats(value.get("speeds", [])))
 
     return CountUpdate(
         camera_id=crossing.camera_id, seq=crossing.seq, captured_at=crossing.captured_at, scene_time=crossing.scene_time,
@@ -133,7 +125,7 @@ def _zone_window(value: dict, start: float, size: float) -> ZoneWindow:
     return ZoneWindow(
         start=start, end=start + size, entries=value.get("entries", 0), exits=value.get("exits", 0),
         mean_dwell_s=round(value["dwell_sum"] / dwell_n, 3) if dwell_n else None,
-        speed=_speed_stats(value.get("speeds", [])),
+        speed=speed_stats(value.get("speeds", [])),
     )
 
 

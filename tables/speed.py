@@ -12,12 +12,21 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from schemas.analytics import SpeedStats
 from schemas.geometry import Calibration
 from tables.zones import inside
 
 # Fewer samples than this, or a shorter span, gives no speed yet.
 MIN_SAMPLES = 4
 MIN_SPAN_S = 0.25
+
+
+def speed_stats(speeds: list[float]) -> SpeedStats | None:
+    """Mean and 85th percentile of vehicles' speeds (None for none)."""
+    if not speeds:
+        return None
+    return SpeedStats(n=len(speeds), mean_kmh=round(float(np.mean(speeds)), 2),
+                      p85_kmh=round(float(np.percentile(speeds, 85)), 2))
 
 
 class RoadPlane:

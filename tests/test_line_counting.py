@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from its_faust.codecs import decode, encode
 from schemas.analytics import Crossing
 from schemas.control import CameraConfig
@@ -165,3 +167,32 @@ def test_replay_tells_runs_apart_by_where_they_started_even_when_they_follow_clo
     assert [len(p) for p in stretches(first + second)] == [680]  # a producer that does not say: by time alone
     # A start whose frames were never tracked (a run stopped at once) cuts nothing on its own.
     assert [len(p) for p in stretches(first + second, run_starts={1_000_000, 1_012_000, 1_016_400})] == [340, 340]
+
+
+@pytest.mark.parametrize("ends", [(0, 200, 640, 200), (640, 200, 0, 200), (320, 0, 320, 360), (320, 360, 320, 0),
+                                  (100, 50, 500, 350), (500, 350, 100, 50), (100, 350, 500, 50)])
+def test_a_lines_travel_names_the_screen_direction_the_counter_counts_as_in_and_out(ends):
+    """`run`'s summary says which way "in" moves: a vertical line drawn top to bottom counts leftward traffic
+    as in, which was easy to get backwards."""
+    line = CountingLine(name="l", x1=ends[0], y1=ends[1], x2=ends[2], y2=ends[3])
+    step = {"right": (1, 0), "down-right": (1, 1), "down": (0, 1), "down-left": (-1, 1), "left": (-1, 0),
+            "up-left": (-1, -1), "up": (0, -1), "up-right": (1, -1)}
+    middle = ((ends[0] + ends[2]) / 2, (ends[1] + ends[3]) / 2)
+    for direction, way in line.travel().items():
+        dx, dy = step[way]
+        path = [[obj(1, middle[0] + dx * d, middle[1] + dy * d)] for d in range(-60, 61, 10)]
+        crossed, _ = run(path, config(line))
+        assert [c.direction for c in crossed] == [direction], (ends, direction, way)
+
+
+def test_line_speeds_give_each_direction_its_vehicles_mean_and_85th_percentile():
+    from its_faust.results import line_speeds
+
+    def crossing(line, direction, kmh):
+        return Crossing(camera_id="cam", seq=1, captured_at=0, line=line, direction=direction, track_id=1, label="car",
+                        cls=2, speed_kmh=kmh)
+
+    speeds = line_speeds([crossing("a", "in", 40), crossing("a", "in", 60), crossing("a", "out", None),
+                          crossing("b", "out", 50)] + [crossing("a", "in", 50)] * 2)
+    assert speeds == {"a": {"in": {"n": 4, "mean_kmh": 50.0, "p85_kmh": 55.5}}, "b": {"out": {"n": 1, "mean_kmh": 50.0, "p85_kmh": 50.0}}}
+    assert line_speeds([crossing("a", "in", None)]) == {}  # uncalibrated: no figures, not zeros

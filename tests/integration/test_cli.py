@@ -41,6 +41,8 @@ def test_run_writes_a_summary(tmp_path):
     assert 0 < result["cores_busy"] <= os.cpu_count()
     # One car comes down the right-hand carriageway over y=120 by frame 60 (hand count: frame 18).
     assert result["counts"] == {"y120": {"in": {"car": 1}}, "line2": {}}
+    assert result["line_travel"] == {"y120": {"in": "down", "out": "up"}, "line2": {"in": "left", "out": "right"}}
+    assert result["line_speeds"] == {}  # the car crosses y120 left of the calibrated area: no speed is claimed there
     zone = result["zones"]["southbound"]
     assert zone["entries"] >= 2 and zone["exits"] >= 1 and zone["mean_speed_kmh"] is not None  # calibrated: speeds
     assert [a["kind"] for a in result["alerts"] if a["state"] == "raised"][:1] == ["wrong_way"]

@@ -123,6 +123,8 @@ def test_replay_from_stored_tracks_gives_the_live_counts(stack, settings, clip_p
     # A line the camera never had, over the same history: counts what crossed it.
     other = replay("--line", "380,300,640,300:lower")["counts"]["lower"]
     assert total(other, "in") >= 1 and "y120" not in replay("--line", "380,300,640,300:lower")["counts"]
+    assert ("camera 'replay-cam': line 'far' lies wholly outside the camera's 640x360 frame"
+            in replay("--line", "0,2500,640,2500:far", ok=False))  # it gave "out": {} and nothing said
     # A zone over the same history: the traffic figures run's summary gives (dwell, occupancy), not two counters.
     zone = {"zones": [{"name": "near-road", "points": [[0, 200], [640, 200], [640, 360], [0, 360]]}]}
     (tmp_path / "zone.json").write_text(json.dumps(zone))
@@ -131,6 +133,14 @@ def test_replay_from_stored_tracks_gives_the_live_counts(stack, settings, clip_p
     near = with_zone["zones"]["near-road"]
     assert near["entries"] >= 5 and near["entries"] - near["exits"] == near["occupancy_at_end"], near
     assert near["mean_dwell_s"] > 0 and near["mean_speed_kmh"] is None, near  # no calibration: no speeds
+    assert with_zone["line_speeds"] == {} and with_zone["line_travel"] == {"y120": {"in": "down", "out": "up"}}
+    # Calibrated over the whole road below y=100: each crossing of y120 has a speed, and the line its figures.
+    calibrated = {"calibration": {"image_points": [[0, 100], [640, 100], [640, 360], [0, 360]],
+                                  "road_points": [[0, 40], [20, 40], [20, 0], [0, 0]]}}
+    (tmp_path / "calibrated.json").write_text(json.dumps(calibrated))
+    speeds = replay("--config", str(tmp_path / "calibrated.json"))["line_speeds"]["y120"]
+    assert {d: s["n"] for d, s in speeds.items()} == {d: sum(n.values()) for d, n in live["y120"].items()}, speeds
+    assert all(5 < s["mean_kmh"] < 200 and s["p85_kmh"] > 0 for s in speeds.values()), speeds
     # A second run of the camera straight after: a stretch of its own (its seqs start at the clock's ms),
     # which --latest replays alone.
     asyncio.run(track_source(stack, str(clip_path), camera_id=camera, max_frames=30))
