@@ -71,8 +71,9 @@ class Hub:
         recent, active = self.alerts.for_camera(camera_id)
         silent_s = self.settings.analytics.camera_silent_s
         if silent_s > 0 and active:
-            now = time.time()
-            active = [a for a in active if not self.tracked.silent_for(a.camera_id, silent_s, now)]
+            now = time.time()  # one look per camera: a camera may have many alerts, each look decodes a record
+            silent = {c for c in {a.camera_id for a in active} if self.tracked.silent_for(c, silent_s, now)}
+            active = [a for a in active if a.camera_id not in silent]
         return recent, active
 
     def _on_track(self, m) -> None:
