@@ -257,7 +257,10 @@ def test_live_view_counts_health_and_metrics_on_a_real_clip(stack, settings, api
     assert zones["camera_id"] == camera and [z["zone"] for z in zones["zones"]] == ["near-road"] and zones["idle"] == [], zones
     near = zones["zones"][0]
     assert near["entries"] >= 2 and near["entries"] - near["exits"] == near["occupancy"] >= 0, near
-    assert near["minute"]["entries"] >= 1 and near["minute"]["start"] < near["minute"]["end"]
+    # The minute is that of the zone's last event, which may be an exit in a minute with no entry (the clip's
+    # two seconds of scene time can straddle a minute's end): the event itself is all it must hold.
+    minute = near["minute"]
+    assert minute["entries"] + minute["exits"] >= 1 and minute["end"] - minute["start"] == 60, minute
     # A camera nobody configured and no record names: 404, not an empty 200 (a typo showed nothing, for ever).
     for path in ("counts", "counts/history", "zone-stats", "alerts", "live.mjpg"):
         r = c.get(f"/api/v1/cameras/no-such-camera/{path}")
