@@ -9,6 +9,7 @@ Drawn with OpenCV's own Hershey font: nothing is downloaded.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -16,12 +17,32 @@ import numpy as np
 from api.hub import Message, TopicRing
 from its_faust.codecs import SchemaError, decode
 from schemas import FrameRecord, TrackRecord
+from schemas.analytics import Alert
 from schemas.control import CameraConfig
 
 _SEQ = re.compile(rb'"seq":\s*(\d+)')
 # One colour per class (BGR).
 COLOURS = {"car": (80, 200, 255), "truck": (60, 120, 255), "bus": (200, 120, 40), "motorcycle": (200, 60, 200),
            "bicycle": (60, 200, 60), "person": (230, 230, 230)}
+# What an alert points at, drawn over everything else (BGR red).
+ALERT_COLOUR = (40, 40, 230)
+
+
+@dataclass(frozen=True)
+class AlertMarks:
+    """What the alerts raised on one frame point at: their vehicles and zones, and what each alert says."""
+
+    tracks: dict[int, str] = field(default_factory=dict)  # track id -> the alert's kind, as words
+    zones: dict[str, str] = field(default_factory=dict)
+    messages: tuple[str, ...] = ()
+
+    def with_alert(self, alert: Alert) -> AlertMarks:
+        kind = alert.kind.replace("_", " ")
+        return AlertMarks(
+            tracks={**self.tracks, **{t: kind for t in alert.track_ids}},
+            zones={**self.zones, **({alert.zone: kind} if alert.zone else {})},
+            messages=self.messages if alert.message in self.messages else (*self.messages, alert.message),
+        )
 
 
 def seq_of(m: Message) -> int | None:
@@ -53,7 +74,15 @@ def latest_pair(frames: TopicRing, tracks: TopicRing, camera_id: str, seq: int |
     return None, None
 
 
-def draw(frame: FrameRecord, tracks: TrackRecord | None, config: CameraConfig | None) -> np.ndarray | None:
+def _label(image: np.ndarray, text: str, at: tuple[int, int], background, foreground=(0, 0, 0)) -> None:
+    """Text on a filled box whose bottom-left corner is ``at``."""
+    (w, h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+    cv2.rectangle(image, (at[0], at[1] - h - 6), (at[0] + w + 4, at[1]), background, -1)
+    cv2.putText(image, text, (at[0] + 2, at[1] - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.45, foreground, 1, cv2.LINE_AA)
+
+
+def draw(frame: FrameRecord, tracks: TrackRecord | None, config: CameraConfig | None,
+         marks: AlertMarks | None = None) -> np.ndarray | None:
     # cv2 directly: the API process does not load the detector's libraries (torch, Ultralytics).
     image = cv2.imdecode(np.frombuffer(frame.jpeg, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
@@ -71,15 +100,27 @@ def draw(frame: FrameRecord, tracks: TrackRecord | None, config: CameraConfig | 
             a, b = (int(line.x1), int(line.y1)), (int(line.x2), int(line.y2))
             cv2.line(image, a, b, (0, 255, 255), 2, cv2.LINE_AA)
             cv2.putText(image, line.name, (a[0] + 4, a[1] - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 255), 1, cv2.LINE_AA)
+    marks = marks or AlertMarks()
+    if config:
+        for zone in config.zones:
+            if zone.name in marks.zones:
+                pts = np.array(zone.points, dtype=np.int32)
+                cv2.polylines(image, [pts], True, ALERT_COLOUR, 3, cv2.LINE_AA)
+                _label(image, f"{zone.name}: {marks.zones[zone.name]}", tuple(int(v) for v in zone.points[0]),
+                       ALERT_COLOUR, (255, 255, 255))
     if tracks:
-        for o in tracks.objects:
-            colour = COLOURS.get(o.label, (0, 255, 0))
+        # The alert's vehicles last, so that their boxes are on top.
+        for o in sorted(tracks.objects, key=lambda o: o.track_id in marks.tracks):
             p1, p2 = (int(o.x1), int(o.y1)), (int(o.x2), int(o.y2))
-            cv2.rectangle(image, p1, p2, colour, 2)
-            label = f"#{o.track_id} {o.label}"
-            (w, h), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
-            cv2.rectangle(image, (p1[0], p1[1] - h - 6), (p1[0] + w + 4, p1[1]), colour, -1)
-            cv2.putText(image, label, (p1[0] + 2, p1[1] - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+            if o.track_id in marks.tracks:
+                cv2.rectangle(image, p1, p2, ALERT_COLOUR, 3)
+                _label(image, f"#{o.track_id} {o.label}: {marks.tracks[o.track_id]}", p1, ALERT_COLOUR, (255, 255, 255))
+            else:
+                colour = COLOURS.get(o.label, (0, 255, 0))
+                cv2.rectangle(image, p1, p2, colour, 2)
+                _label(image, f"#{o.track_id} {o.label}", p1, colour)
+    for i, message in enumerate(marks.messages[:3]):
+        _label(image, message, (6, 24 + 20 * i), ALERT_COLOUR, (255, 255, 255))
     stamp = f"{frame.camera_id}  seq {frame.seq}" + (f"  {len(tracks.objects)} tracks" if tracks else "  (not tracked yet)")
     cv2.putText(image, stamp, (8, image.shape[0] - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
     return image
@@ -91,14 +132,14 @@ def annotated_jpeg(frames: TopicRing, tracks: TopicRing, camera_id: str, config:
 
 
 def render_jpeg(frame_msg: Message | None, track_msg: Message | None, config: CameraConfig | None,
-                quality: int = 80) -> bytes | None:
-    """A frame drawn with its track record (or "not tracked yet" without one), as JPEG."""
+                quality: int = 80, marks: AlertMarks | None = None) -> bytes | None:
+    """A frame drawn with its track record (or "not tracked yet" without one) and alerts' marks, as JPEG."""
     if frame_msg is None:
         return None
     try:
         frame = decode(FrameRecord, frame_msg.value)
         record = decode(TrackRecord, track_msg.value) if track_msg else None
-        image = draw(frame, record, config)
+        image = draw(frame, record, config, marks)
     except SchemaError:
         return None
     if image is None:

@@ -5,6 +5,8 @@ would be gone within seconds of the alert, and
 its ``snapshot`` link dead. When a raised alert arrives its frame is still held (the
 frame was produced before the detections, tracks and analytics that led to the alert):
 it is drawn then, with its tracks, lines and zones, and kept for the last ``keep`` alerts.
+The alert's vehicles and zone are marked in red with what it is, and its message is written
+at the top; the alerts raised on the same frame share its snapshot, each marked.
 
 The API reads each topic on its own, so an alert can arrive before the track record of its
 frame (the record was written first, but fetched later): it is drawn at once, untracked, and
@@ -17,7 +19,7 @@ import time
 from collections import OrderedDict
 
 from api.hub import Message, TopicRing
-from api.live import latest_pair, render_jpeg, seq_of
+from api.live import AlertMarks, latest_pair, render_jpeg, seq_of
 from its_faust.codecs import SchemaError, decode
 from schemas.analytics import Alert
 
@@ -32,6 +34,7 @@ class AlertSnapshots:
     def __init__(self, frames: TopicRing, tracks: TopicRing, cameras, keep: int = 500):
         self.frames, self.tracks, self.cameras, self.keep = frames, tracks, cameras, keep
         self._jpegs: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._marks: dict[tuple[str, int], AlertMarks] = {}
         self._untracked: OrderedDict[tuple[str, int], float] = OrderedDict()  # drawn without boxes: since when
 
     def apply(self, m: Message) -> None:
@@ -40,8 +43,12 @@ class AlertSnapshots:
         except SchemaError:
             return
         ref = (alert.snapshot.camera_id, alert.snapshot.seq)
-        if alert.state != "raised" or ref in self._jpegs or time.time() - alert.captured_at > FRESH_S:
+        if alert.state != "raised" or time.time() - alert.captured_at > FRESH_S:
             return
+        marks = self._marks.get(ref, AlertMarks()).with_alert(alert)
+        if ref in self._jpegs and marks == self._marks.get(ref):
+            return  # this alert again (a redelivery): drawn already
+        self._marks[ref] = marks
         self._draw(ref)
 
     def track_arrived(self, m: Message) -> None:
@@ -57,8 +64,10 @@ class AlertSnapshots:
 
     def _draw(self, ref: tuple[str, int]) -> None:
         frame_msg, track_msg = latest_pair(self.frames, self.tracks, *ref)
-        jpeg = render_jpeg(frame_msg, track_msg, self.cameras.get(ref[0]))
+        jpeg = render_jpeg(frame_msg, track_msg, self.cameras.get(ref[0]), marks=self._marks.get(ref))
         if jpeg is None:
+            if ref not in self._jpegs:
+                self._marks.pop(ref, None)
             return  # the frame is not held (a camera far ahead of this process's rings): no snapshot
         self._jpegs[ref] = jpeg
         if track_msg is None:
@@ -66,7 +75,9 @@ class AlertSnapshots:
         else:
             self._untracked.pop(ref, None)
         while len(self._jpegs) > self.keep:
-            self._untracked.pop(self._jpegs.popitem(last=False)[0], None)
+            gone = self._jpegs.popitem(last=False)[0]
+            self._untracked.pop(gone, None)
+            self._marks.pop(gone, None)
 
     def get(self, camera_id: str, seq: int) -> bytes | None:
         return self._jpegs.get((camera_id, seq))

@@ -384,7 +384,7 @@ def test_an_alert_read_before_its_frames_track_record_gets_its_boxes_when_the_re
 
     def box_pixels() -> int:
         image = cv2.imdecode(np.frombuffer(snapshots.get("cam-a", 7), np.uint8), cv2.IMREAD_COLOR)
-        return int((np.abs(image[25:95, 35:125].astype(int) - 120).max(axis=2) > 60).sum())
+        return int((np.abs(image[28:95, 35:125].astype(int) - 120).max(axis=2) > 60).sum())
 
     untracked = box_pixels()
     record = TrackRecord(camera_id="cam-a", seq=7, captured_at=now, width=160, height=120, detected_at=now, tracked_at=now,
@@ -396,6 +396,47 @@ def test_an_alert_read_before_its_frames_track_record_gets_its_boxes_when_the_re
         snapshots.track_arrived(tracks.latest(0, 1)[0])
     assert untracked == 0 and box_pixels() > 200  # the car's box, drawn once its record came
     assert not snapshots._untracked
+
+
+def test_an_alert_snapshot_marks_the_vehicles_and_zone_the_alerts_of_its_frame_are_about():
+    """Snapshots drew every vehicle alike: which of them was stopped or speeding, the picture did not say."""
+    import cv2
+    import numpy as np
+
+    from api.snapshots import AlertSnapshots
+    from schemas import FrameRecord, TrackedObject, TrackRecord
+    from schemas.control import CameraConfig, Zone
+
+    now = time.time()
+    frames, tracks = _ring("frames"), _ring("tracks")
+    jpeg = cv2.imencode(".jpg", np.full((240, 320, 3), 120, np.uint8))[1].tobytes()
+    frames._add(Message(0, 0, b"cam-a", encode(FrameRecord(camera_id="cam-a", seq=7, captured_at=now, width=320, height=240, jpeg=jpeg)), now))
+    tracks._add(Message(0, 0, b"cam-a", encode(TrackRecord(
+        camera_id="cam-a", seq=7, captured_at=now, width=320, height=240, detected_at=now, tracked_at=now,
+        tracker_frame=1, model="m@v", detections=2, worker="w:1",
+        objects=[TrackedObject(track_id=3, x1=40, y1=100, x2=120, y2=180, conf=0.9, cls=2, label="car"),
+                 TrackedObject(track_id=4, x1=200, y1=100, x2=280, y2=180, conf=0.9, cls=2, label="car")])), now))
+    lane = Zone(name="lane", points=[(10, 60), (310, 60), (310, 230), (10, 230)])
+    config = CameraConfig(camera_id="cam-a", version=1, last_command_id="c1", updated_at=now, zones=[lane])
+    snapshots = AlertSnapshots(frames, tracks, {"cam-a": config})
+
+    def raise_alert(kind: str, track_ids: list[int], zone: str | None, message: str) -> None:
+        alert = Alert(alert_id=f"cam-a:{kind}:7", camera_id="cam-a", seq=7, captured_at=now, kind=kind, state="raised",
+                      severity="warning", started_at=now, subject="x", track_ids=track_ids, zone=zone,
+                      snapshot=FrameRef(camera_id="cam-a", seq=7), message=message)
+        snapshots.apply(Message(0, 0, b"cam-a", encode(alert), now))
+
+    def red(y1: int, y2: int, x1: int, x2: int) -> int:
+        image = cv2.imdecode(np.frombuffer(snapshots.get("cam-a", 7), np.uint8), cv2.IMREAD_COLOR)[y1:y2, x1:x2].astype(int)
+        return int(((image[..., 2] > 180) & (image[..., 1] < 100) & (image[..., 0] < 100)).sum())
+
+    raise_alert("stopped_vehicle", [3], None, "car 3 stopped")
+    stopped_box, other_box, zone_edge = (red(95, 185, 35, 125), red(95, 185, 195, 285), red(225, 235, 100, 300))
+    assert stopped_box > 300 and other_box == 0 and zone_edge == 0, (stopped_box, other_box, zone_edge)
+    assert red(5, 30, 4, 120) > 300  # the alert's message on a red band at the top
+    raise_alert("congestion", [3, 4], "lane", "queue in lane: 2 vehicles")  # a second alert on the same frame
+    assert red(95, 185, 195, 285) > 300 and red(225, 235, 100, 300) > 200  # both queued cars and the lane marked
+    assert red(35, 50, 4, 120) > 300  # its message under the first one
 
 
 def test_an_active_alert_of_a_camera_silent_for_camera_silent_s_is_over_though_no_worker_cleared_it(monkeypatch):
