@@ -115,7 +115,8 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--ready-file", type=click.Path(path_type=Path), help="Created when the worker has joined and is consuming.")
+@click.option("--ready-file", type=click.Path(path_type=Path), help="Created when the worker has joined and is consuming, touched every 10 s while it is well, removed "
+                   "when a partition is stuck or the worker stops: a liveness probe checks it changed in the last minute.")
 @click.option("--broker", "broker_url", help="kafka://host:port (default: ITS_FAUST_BROKER_URL, else start an embedded broker).")
 def worker(ready_file: Path | None, broker_url: str | None) -> None:
     """Run one Faust worker (all agents). Start several to share the cameras."""

@@ -11,8 +11,10 @@ actors are idempotent by seq). The stalls seen before were messages Faust droppe
 around a rebalance, which the agents' intake (:mod:`its_faust.intake`) now re-reads
 at once; this is the last resort. The one earlier re-seek that did not restore the
 flow used ``Consumer.seek``, which touches aiokafka from the wrong thread; the
-re-seek now runs in the consumer's thread. A repeated stall is still logged as an
-error: restart that worker (kill and replacement is tested to lose nothing).
+re-seek now runs in the consumer's thread. A partition that stalls again after a
+re-seek is logged as an error and makes the worker ``stuck``: its liveness file goes
+(:mod:`its_faust.worker`), so an orchestrator restarts it (kill and replacement is
+tested to lose nothing). A rebalance gives every partition a new chance.
 """
 
 from __future__ import annotations
@@ -36,12 +38,19 @@ class StallWatchdog:
         self.topics = set(topics) if topics is not None else None
         self.stall_s = stall_s
         self._last: dict = {}  # tp -> (committed offset, since when unchanged)
+        self._reseeks: dict = {}  # tp -> re-seeks since its committed offset last moved
         self.recoveries = 0
+
+    @property
+    def stuck(self) -> list:
+        """Partitions a re-seek did not start again (each has stalled twice since it last moved)."""
+        return sorted(tp for tp, n in self._reseeks.items() if n >= 2)
 
     async def check(self) -> None:
         app, consumer = self.app, self.app.consumer
         if app.in_recovery or app.rebalancing or not consumer.flow_active:
             self._last.clear()
+            self._reseeks.clear()
             return
         now = time.monotonic()
         watched = self.topics if self.topics is not None else agent_source_topics(app)
@@ -49,6 +58,7 @@ class StallWatchdog:
         for tp in list(self._last):
             if tp not in owned:
                 del self._last[tp]
+                self._reseeks.pop(tp, None)
         for tp in owned:
             # Faust's own bookkeeping of what it committed (no public accessor).
             committed = consumer._committed_offset.get(tp)
@@ -57,14 +67,17 @@ class StallWatchdog:
                 continue
             previous, since = self._last.get(tp, (None, now))
             if committed != previous or highwater <= committed:
+                if committed != previous:
+                    self._reseeks.pop(tp, None)
                 self._last[tp] = (committed, now)
                 continue
             if now - since >= self.stall_s:
                 self.recoveries += 1
-                # After a first re-seek the stall is an error worth paging on: restart the worker
-                # (kill + replacement is the path tested to lose nothing).
+                self._reseeks[tp] = self._reseeks.get(tp, 0) + 1
+                # A stall after a re-seek is an error worth paging on: the worker is stuck, and restarted
+                # where an orchestrator watches its liveness (kill + replacement is tested to lose nothing).
                 log.log(
-                    logging.WARNING if self.recoveries == 1 else logging.ERROR,
+                    logging.WARNING if self._reseeks[tp] == 1 else logging.ERROR,
                     "partition %s[%s] stalled for %.0fs at offset %s (%s behind): resuming and seeking back",
                     tp.topic, tp.partition, now - since, committed, highwater - committed,
                 )

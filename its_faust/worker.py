@@ -2,7 +2,10 @@
 
 A worker loads the detector before it joins the consumer group, so the first
 frames it takes are not held up by a model load; ``ready_file`` (if given) is
-created once the worker has joined and restored its tables.
+created once the worker has joined and restored its tables, and is its liveness
+as well: touched every ``LIVENESS_TOUCH_S`` while the event loop runs and no partition
+is stuck (:mod:`its_faust.watchdog`), removed when one is and when the worker
+stops. A probe checks that it was touched within the last minute.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ log = logging.getLogger(__name__)
 # A worker whose broker lost its tables' changelogs starts again (see run_worker), at most this many times in a row.
 RESTARTS_FOR_LOST_LOGS = 3
 RESTARTS_VARIABLE = "ITS_FAUST_RESTARTS_FOR_LOST_LOGS"
+# How often a live worker touches its ready file (probes allow a minute: a loop blocked that long is wedged).
+LIVENESS_TOUCH_S = 10.0
 
 
 def run_worker(ready_file: Path | None = None) -> None:
@@ -27,12 +32,16 @@ def run_worker(ready_file: Path | None = None) -> None:
 
     import agents.track  # noqa: F401  (imported here so a broken agent fails loudly, not as a discovery warning)
     from agents.detect import get_detector
-    from its_faust.app import DEFAULT_BROKER, app, settings
+    from its_faust.app import DEFAULT_BROKER, app, settings, stall_watchdog
     from its_faust.broker import wait_reachable
     from its_faust.data_dir import claim
 
     claim(settings.data_dir)  # before anything slow: a second worker on the same folder stops with one line
     wait_reachable(settings.broker_url or DEFAULT_BROKER)  # one clear line, not a traceback from inside Faust
+    if ready_file:
+        # A container restarted in place keeps its /tmp: not ready again until it is.
+        Path(ready_file).unlink(missing_ok=True)
+        install_liveness(app, Path(ready_file), stall_watchdog)
     started = time.monotonic()
     get_detector()
     log.info("detector ready in %.1fs", time.monotonic() - started)
@@ -55,11 +64,29 @@ def run_worker(ready_file: Path | None = None) -> None:
     try:
         Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False).execute_from_commandline()
     finally:
+        if ready_file:
+            Path(ready_file).unlink(missing_ok=True)
         _start_again_if_the_broker_lost_the_changelogs(app.crash_reason, settings)
         if app.crash_reason:
             log.error("worker stopped: it crashed (%s)", app.crash_reason)
         else:
             log.info("worker stopped")
+
+
+def install_liveness(app, ready_file: Path, watchdog) -> None:
+    """Keep ``ready_file`` fresh while this worker is well; once it exists (it is created when the worker is
+    ready), a stuck partition removes it."""
+
+    @app.timer(interval=LIVENESS_TOUCH_S, name="liveness")
+    async def _touch() -> None:
+        if not ready_file.exists():
+            return  # not ready yet (or no longer)
+        if watchdog.stuck:
+            log.error("worker stuck: %s did not move after a re-seek; removing %s so that it is restarted",
+                      ", ".join(f"{tp.topic}[{tp.partition}]" for tp in watchdog.stuck), ready_file)
+            ready_file.unlink(missing_ok=True)
+        else:
+            ready_file.touch()
 
 
 def _start_again_if_the_broker_lost_the_changelogs(crash_reason: BaseException | None, settings) -> None:

@@ -1,7 +1,10 @@
 """Deployment files are validated by parsing (no Docker engine or cluster here)."""
 
+import os
 import re
 import shlex
+import subprocess
+import time
 from pathlib import Path
 
 import yaml
@@ -112,16 +115,33 @@ def test_the_api_is_deployed_and_probed_on_routes_it_has():
     assert "/api/v1/health" in routes and "/api/v1/workers" in routes
 
 
-def test_workers_are_probed_on_the_file_they_write_when_ready():
+def test_workers_are_probed_on_the_file_they_write_when_ready_and_keep_fresh_while_well(tmp_path):
+    from its_faust.worker import LIVENESS_TOUCH_S
+
+    def alive(shell: str, ready_file: str, age_s: float | None) -> bool:
+        """Run the probe's shell command against a stand-in for the ready file touched ``age_s`` ago."""
+        stand_in = tmp_path / "worker.ready"
+        stand_in.unlink(missing_ok=True)
+        if age_s is not None:
+            stand_in.touch()
+            os.utime(stand_in, (time.time() - age_s,) * 2)
+        return subprocess.run(["sh", "-c", shell.replace(ready_file, str(stand_in))]).returncode == 0
+
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
     worker = compose["services"]["worker"]
     ready_file = worker["command"][worker["command"].index("--ready-file") + 1]
-    assert worker["healthcheck"]["test"] == ["CMD", "test", "-f", ready_file]
+    kind, shell = worker["healthcheck"]["test"]
     statefulset = next(d for d in yaml.safe_load_all((DEPLOY / "k8s" / "worker.yaml").read_text()) if d["kind"] == "StatefulSet")
     (container,) = statefulset["spec"]["template"]["spec"]["containers"]
-    ready_file = container["args"][container["args"].index("--ready-file") + 1]
+    assert container["args"][container["args"].index("--ready-file") + 1] == ready_file
     for probe in ("startupProbe", "readinessProbe"):
         assert container[probe]["exec"]["command"] == ["test", "-f", ready_file], probe
+    sh, dash_c, liveness = container["livenessProbe"]["exec"]["command"]
+    assert kind == "CMD-SHELL" and (sh, dash_c) == ("sh", "-c")
+    for check in (shell, liveness):
+        # Touched every LIVENESS_TOUCH_S: fresh between touches; a minute without one (a wedged loop), or gone: dead.
+        assert alive(check, ready_file, 3 * LIVENESS_TOUCH_S) and not alive(check, ready_file, 65)
+        assert not alive(check, ready_file, None)
 
 
 def test_kubernetes_objects_the_manifests_refer_to_are_defined():

@@ -1,6 +1,7 @@
 """The stalled-partition watchdog, against a small stand-in for Faust's consumer."""
 
 import asyncio
+import os
 from types import SimpleNamespace
 
 from faust.types import TP
@@ -30,13 +31,19 @@ class FakeConsumer:
         self.sought += list(partitions.items())
 
 
+def _watched(monkeypatch, tps, topics=("its.frames",), stall_s=15.0, rebalancing=False):
+    """A watchdog on a stand-in consumer owning ``tps``, and the clock it reads (set it to move time)."""
+    consumer = FakeConsumer(tps)
+    app = SimpleNamespace(consumer=consumer, in_recovery=False, rebalancing=rebalancing)
+    dog = wd.StallWatchdog(app, list(topics), stall_s=stall_s)
+    clock = [0.0]
+    monkeypatch.setattr(wd.time, "monotonic", lambda: clock[0])
+    return consumer, app, dog, clock
+
+
 def test_stalled_partition_is_sought_back_and_moving_ones_are_left(monkeypatch):
     stuck, moving, other = TP("its.frames", 2), TP("its.frames", 3), TP("elsewhere", 0)
-    consumer = FakeConsumer([stuck, moving, other])
-    app = SimpleNamespace(consumer=consumer, in_recovery=False, rebalancing=False)
-    dog = wd.StallWatchdog(app, ["its.frames"], stall_s=15)
-    clock = [100.0]
-    monkeypatch.setattr(wd.time, "monotonic", lambda: clock[0])
+    consumer, app, dog, clock = _watched(monkeypatch, [stuck, moving, other])
 
     for step in range(5):  # 0, 5, ..., 20 s
         consumer._committed_offset[moving] += 3  # this one makes progress
@@ -48,11 +55,7 @@ def test_stalled_partition_is_sought_back_and_moving_ones_are_left(monkeypatch):
 
 def test_no_action_while_rebalancing_or_caught_up(monkeypatch):
     tp = TP("its.frames", 0)
-    consumer = FakeConsumer([tp])
-    app = SimpleNamespace(consumer=consumer, in_recovery=False, rebalancing=True)
-    dog = wd.StallWatchdog(app, ["its.frames"], stall_s=1)
-    clock = [0.0]
-    monkeypatch.setattr(wd.time, "monotonic", lambda: clock[0])
+    consumer, app, dog, clock = _watched(monkeypatch, [tp], stall_s=1, rebalancing=True)
     for _ in range(5):
         asyncio.run(dog.check())
         clock[0] += 1
@@ -89,3 +92,45 @@ def test_the_workers_agents_source_topics_are_all_watched():
     app.discover()
     expected = {settings.topic(t) for t in (FRAMES, DETECTIONS, TRACKS, CROSSINGS, ZONE_EVENTS, CAMERA_COMMANDS)}
     assert wd.agent_source_topics(app) == expected
+
+
+def test_a_partition_that_stalls_again_after_a_reseek_makes_the_worker_stuck_until_it_moves_or_a_rebalance(monkeypatch):
+    """A repeated stall was only logged: the worker went on owning a partition nobody read, with no restart."""
+    tp = TP("its.frames", 0)
+    consumer, app, dog, clock = _watched(monkeypatch, [tp])
+
+    def run(seconds: int) -> None:
+        for _ in range(seconds // 5):
+            asyncio.run(dog.check())
+            clock[0] += 5
+
+    run(20)
+    assert len(consumer.sought) == 1 and dog.stuck == []  # a first re-seek: it may well start again
+    consumer._committed_offset[tp] = 12  # it did
+    run(20)
+    assert len(consumer.sought) == 2 and dog.stuck == []  # a new stall, a first re-seek again
+    run(20)
+    assert len(consumer.sought) == 3 and dog.stuck == [tp]  # the re-seek did not help
+    app.rebalancing = True
+    run(5)
+    assert dog.stuck == []  # a rebalance gives it a new chance
+
+
+def test_the_ready_file_is_kept_fresh_while_the_worker_is_well_and_removed_when_it_is_stuck(tmp_path):
+    from its_faust.worker import install_liveness
+
+    timers = []
+    app = SimpleNamespace(timer=lambda interval, name: lambda fn: timers.append(fn) or fn)
+    dog = SimpleNamespace(stuck=[])
+    ready = tmp_path / "worker.ready"
+    install_liveness(app, ready, dog)
+    (touch,) = timers
+    asyncio.run(touch())
+    assert not ready.exists()  # not ready yet: the timer does not make it so
+    ready.touch()
+    os.utime(ready, (1.0, 1.0))
+    asyncio.run(touch())
+    assert ready.stat().st_mtime > 1e9  # touched: a probe sees it fresh
+    dog.stuck = [TP("its.frames", 0)]
+    asyncio.run(touch())
+    assert not ready.exists()

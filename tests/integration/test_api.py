@@ -24,7 +24,7 @@ from its_faust.cameras import CameraSetup, parse_line
 from its_faust.codecs import encode
 from its_faust.pipeline import analyze_source
 from its_faust.topic_names import ALERTS, CAMERA_EVENTS, FRAMES, TRACKS
-from its_faust.worker import WorkerProcess
+from its_faust.worker import LIVENESS_TOUCH_S, WorkerProcess
 from schemas.analytics import Alert, FrameRef
 from schemas.camera_events import CameraEvent
 from schemas.frames import FrameRecord
@@ -359,6 +359,7 @@ def test_workers_report_themselves_and_a_stopped_one_says_so(stack, api, tmp_pat
                            extra_env={"ITS_FAUST_WORKER_STATUS_INTERVAL_S": "1"}).start()
     try:
         second.wait_ready()
+        ready_at = second.ready_file.stat().st_mtime
         everything = list(range(stack.settings.partitions))
         # Each reports right after the rebalance: soon the two reports split the partitions.
         two = listed_until(lambda ws: len(running(ws)) == 2
@@ -369,8 +370,14 @@ def test_workers_report_themselves_and_a_stopped_one_says_so(stack, api, tmp_pat
         assert c.get("/api/v1/ready").json()["workers"].startswith("2 running")
         assert 'its_faust_workers{state="running"} 2.0' in c.get("/metrics").text
         new_id = next(k for k, w in running(two).items() if w["interval_s"] == 1.0)
+        # Its liveness: the ready file is touched every LIVENESS_TOUCH_S while it is well...
+        deadline = time.monotonic() + 3 * LIVENESS_TOUCH_S
+        while second.ready_file.stat().st_mtime == ready_at and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert second.ready_file.stat().st_mtime > ready_at
     finally:
         second.stop()
+    assert not second.ready_file.exists()  # ...and goes with it: a restart in place is not ready until it is
     after = listed_until(lambda ws: ws.get(new_id, {}).get("state") == "stopped")
     assert after[new_id]["state"] == "stopped" and after[new_id]["partitions"] == [], after
     back = listed_until(lambda ws: len(running(ws)) == 1 and len(next(iter(running(ws).values()))["partitions"])
