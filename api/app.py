@@ -16,6 +16,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from api import routes_cameras, routes_feeds, routes_status
 from api.metrics import Metrics
@@ -35,7 +36,9 @@ def create_app(settings, bootstrap: str) -> FastAPI:
         finally:
             await app.state.hub.stop()
 
-    app = FastAPI(
+    # FastAPI's /docs and /redoc load their scripts from a CDN: blank pages on a network without the internet.
+    app = FastAPIOffline(
+        static_url="/api/docs-assets",
         title="ITS Faust API",
         version="1",
         summary="Live traffic analytics: cameras, counts, alerts and tracks, as REST and server-sent events.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from typing import Annotated
 
@@ -9,7 +10,8 @@ from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Resp
 from sse_starlette import EventSourceResponse
 
 from api.routes_cameras import AlertsNow
-from api.sse import BadCursor, check_partitions, events, format_cursor, parse_cursor, past_the_log
+from api.sse import (BadCursor, check_partitions, events, format_cursor, merged, parse_cursor, parse_positions,
+                     past_the_log)
 from schemas.base import CAMERA_ID_PATTERN
 
 router = APIRouter(prefix="/api/v1", tags=["feeds"])
@@ -35,15 +37,12 @@ DESCRIPTION = (
 )
 
 
-async def _stream(request: Request, feed: Feed, camera_id: str | None, last_event_id: str | None) -> EventSourceResponse:
+async def _feed_events(request: Request, feed: Feed, camera_id: str | None, cursor: dict[int, int] | None):
+    """One feed's events (of one camera, or of all), counted in the metrics; BadCursor for a cursor not of it."""
     hub, metrics = request.app.state.hub, request.app.state.metrics
     ring = hub.rings[feed.value]
-    try:
-        cursor = parse_cursor(last_event_id)
-        if cursor:
-            check_partitions(ring, cursor)
-    except BadCursor as exc:
-        raise HTTPException(status_code=400, detail=str(exc)) from None
+    if cursor:
+        check_partitions(ring, cursor)
     lost = await past_the_log(ring, cursor) if cursor else set()
     key = camera_id.encode() if camera_id else None
 
@@ -60,8 +59,19 @@ async def _stream(request: Request, feed: Feed, camera_id: str | None, last_even
         finally:
             metrics.clients.labels(feed.value).dec()
 
+    return counted()
+
+
+def _respond(stream) -> EventSourceResponse:
     # Heartbeats come from the generator (so they follow the feed's own idle time); sse-starlette's ping is off.
-    return EventSourceResponse(counted(), ping=3600, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return EventSourceResponse(stream, ping=3600, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+async def _stream(request: Request, feed: Feed, camera_id: str | None, last_event_id: str | None) -> EventSourceResponse:
+    try:
+        return _respond(await _feed_events(request, feed, camera_id, parse_cursor(last_event_id)))
+    except BadCursor as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from None
 
 
 LastEventIdHeader = Annotated[str | None, Header(alias="Last-Event-ID", description="Resume after this event id")]
@@ -81,6 +91,45 @@ async def all_alerts(request: Request, response: Response, limit: Annotated[int,
     response.headers["X-Feed-Position"] = format_cursor(hub.rings["alerts"].next)
     recent, active = hub.alerts_of(None)
     return AlertsNow(active=active, recent=recent[-limit:])
+
+
+FEED_ITEM = re.compile(rf"^(?P<feed>{'|'.join(f.value for f in Feed)})(?::(?P<camera>{CAMERA_ID_PATTERN[1:-1]}))?$")
+
+
+def _feed_items(feeds: str) -> list[tuple[str, Feed, str | None]]:
+    items = []
+    for item in feeds.split(","):
+        found = FEED_ITEM.match(item.strip())
+        if not found:
+            raise HTTPException(status_code=422, detail=(
+                f"feeds: {item.strip()!r} is not a feed: give FEED or FEED:CAMERA_ID, comma-separated, FEED one of "
+                f"{', '.join(f.value for f in Feed)}"))
+        items.append((found.group(0), Feed(found.group("feed")), found.group("camera")))
+    names = [name for name, _, _ in items]
+    if len(set(names)) != len(names):
+        raise HTTPException(status_code=422, detail=f"feeds: {feeds!r} names a feed twice")
+    return items
+
+
+@router.get("/stream", summary="Several feeds in one stream (what the dashboard opens)", responses=SSE_RESPONSE,
+            description="`feeds`: comma-separated, each a feed of every camera (`alerts`) or of one (`tracks:cam-1`). "
+            "A browser opens at most six connections to a host: one stream for a page's feeds leaves it room. "
+            "Events as in each feed; `hello` and `dropped` name their feed in `data`. An event's `id` is every "
+            "feed's position, `name=p:o,...;name=p:o,...` (a feed's part as its own stream gives it, so the "
+            "`X-Feed-Position` of a listing can start one: `alerts=0:12,1:9`); a feed the id does not name "
+            "starts from now.")
+async def stream_several(
+    request: Request,
+    feeds: Annotated[str, Query(max_length=2000, examples=["alerts,tracks:cam-1,counts:cam-1"])],
+    last_event_id: LastEventIdQuery = None, last_event_id_header: LastEventIdHeader = None,
+):
+    items = _feed_items(feeds)
+    try:
+        cursors = parse_positions(last_event_id_header or last_event_id, [name for name, _, _ in items])
+        streams = {name: await _feed_events(request, feed, camera, cursors.get(name)) for name, feed, camera in items}
+    except BadCursor as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from None
+    return _respond(merged(streams))
 
 
 @router.get("/{feed}/stream", summary="Feed of all cameras", description=DESCRIPTION, responses=SSE_RESPONSE)

@@ -8,13 +8,18 @@ Older positions get one ``dropped`` event saying how many events are gone, then
 the feed goes on; so does a position the topic's log no longer reaches (the broker
 lost it: an in-memory broker restarted), from the log's new start. A client that reads slowly only holds its own cursor: the
 ring is shared and bounded, and the others are unaffected.
+
+Several feeds in one stream (:func:`merged`): a browser opens at most six connections to
+one host, and a page holding one per feed had none left for anything else. Its ``id`` is
+every feed's position, ``"name=p:o,...;name=p:o,..."``, and resumes each of them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from typing import AsyncIterator, Callable, Collection
+from typing import AsyncIterator, Callable, Collection, Mapping
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
@@ -123,3 +128,65 @@ async def past_the_log(ring: TopicRing, cursor: dict[int, int]) -> set[int]:
     except KafkaError:  # the broker is away: the feed waits for it, as any feed does
         return set()
     return {tp.partition for tp in ahead if cursor[tp.partition] > ends[tp]}
+
+
+def format_positions(positions: Mapping[str, str]) -> str:
+    """Several feeds' positions as one event id: ``name=p:o,...;name=p:o,...``."""
+    return ";".join(f"{name}={cursor}" for name, cursor in positions.items())
+
+
+def parse_positions(text: str | None, names: Collection[str]) -> dict[str, dict[int, int]]:
+    """The feeds' cursors in an id :func:`format_positions` gave; a feed it does not name starts from now."""
+    if not text:
+        return {}
+    cursors: dict[str, dict[int, int]] = {}
+    for part in text.split(";"):
+        name, sep, cursor = part.partition("=")
+        if not sep or name not in names:
+            raise BadCursor(f"Last-Event-ID part {part!r} names no feed of this stream (its feeds: {', '.join(names)})")
+        cursors[name] = parse_cursor(cursor) or {}
+    return cursors
+
+
+async def merged(streams: Mapping[str, AsyncIterator[dict]], queue_size: int = 64) -> AsyncIterator[dict]:
+    """The events of several :func:`events` streams as they come, each id the position of all of them.
+
+    Each stream is read by a task of its own into a bounded queue: a slow client holds them all back,
+    as it would hold back one feed. A stream that fails ends this one with its error."""
+    queue: asyncio.Queue = asyncio.Queue(queue_size)
+
+    def labelled(name: str, event: dict) -> dict:
+        if event["event"] in ("hello", "dropped"):  # say which feed it is about
+            return {**event, "data": json.dumps({"feed": name, **json.loads(event["data"])})}
+        return event
+
+    async def pump(name: str, stream: AsyncIterator[dict]) -> None:
+        try:
+            async for event in stream:
+                await queue.put((name, event, None))
+        except Exception as exc:  # handed on: raised where the client reads
+            await queue.put((name, None, exc))
+
+    tasks: list[asyncio.Task] = []
+    try:
+        # Every stream's hello (its first event) first: from then on each id holds every feed's position.
+        hellos = {name: await anext(stream) for name, stream in streams.items()}
+        positions = {name: hello["id"] for name, hello in hellos.items()}
+        for name, hello in hellos.items():
+            yield {**labelled(name, hello), "id": format_positions(positions)}
+        tasks = [asyncio.create_task(pump(name, stream)) for name, stream in streams.items()]
+        while True:
+            name, event, error = await queue.get()
+            if error is not None:
+                raise error
+            if "id" not in event:
+                yield event  # a heartbeat
+                continue
+            positions[name] = event["id"]
+            yield {**labelled(name, event), "id": format_positions(positions)}
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for stream in streams.values():
+            await stream.aclose()

@@ -468,3 +468,27 @@ def test_an_active_alert_of_a_camera_silent_for_camera_silent_s_is_over_though_n
     monkeypatch.setenv("ITS_FAUST_ANALYTICS__CAMERA_SILENT_S", "0")  # 0: never closed
     hub.settings = load_settings()
     assert len(hub.alerts_of(None)[1]) == 3
+
+
+def test_the_api_docs_pages_load_nothing_from_outside():
+    """/docs was blank on a network without the internet: FastAPI's pages take Swagger UI from a CDN."""
+    import asyncio
+    import re
+
+    import httpx
+
+    from api.app import create_app
+    from its_faust.settings import load_settings
+
+    app = create_app(load_settings(), "127.0.0.1:1")
+
+    async def fetch():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
+            pages = {page: (await client.get(page)).text for page in ("/docs", "/redoc")}
+            assets = {url: await client.get(url) for text in pages.values() for url in re.findall(r'(?:src|href)="([^"]+)"', text)}
+            return pages, assets
+
+    pages, assets = asyncio.run(fetch())
+    assert not [url for text in pages.values() for url in re.findall(r"https?://[^\s'\"]+", text)]
+    assert {url.rsplit("/", 1)[-1] for url in assets} >= {"swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"}
+    assert all(r.status_code == 200 and len(r.content) > 1000 for r in assets.values()), assets

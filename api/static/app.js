@@ -3,20 +3,56 @@
 "use strict";
 const api = "/api/v1";
 const $ = (id) => document.getElementById(id);
-const state = { camera: null, counts: new Map(), zones: new Map(), feeds: [], cameras: new Set(), names: new Map(), selection: 0 };
+const state = { camera: null, counts: new Map(), zones: new Map(), stream: null, alertsPosition: null, cameras: new Set(), names: new Map(), selection: 0 };
 
-function setStatus(text, cls) { const s = $("status"); s.textContent = text; s.className = "status " + cls; }
+// The badge: "live" only when the page's feeds are connected and the system is ready (/api/v1/ready:
+// a worker doing the work); a page whose feeds are up but whose workers are gone shows nothing new.
+const health = { feeds: null, ready: null };
+function renderStatus() {
+  const s = $("status");
+  let text = "connecting…", cls = "";
+  if (health.feeds === false) [text, cls] = ["reconnecting…", "down"];
+  else if (health.ready && !health.ready.ok) [text, cls] = [`not ready: ${health.ready.why}`, "warn"];
+  else if (health.feeds) [text, cls] = ["live", "live"];
+  s.textContent = text;
+  s.className = "status " + cls;
+  s.title = health.ready ? health.ready.detail : "";
+}
 
-// A feed of the selected camera (closed when another is selected), or, with keep, one for the whole page.
-function feed(url, handlers, keep = false) {
-  const source = new EventSource(url);
-  source.onopen = () => setStatus("live", "live");
-  source.onerror = () => setStatus("reconnecting…", "down");
-  for (const [name, fn] of Object.entries(handlers)) {
-    source.addEventListener(name, (e) => fn(JSON.parse(e.data), e));
+async function loadReady() {
+  try {
+    const res = await fetch(`${api}/ready`);
+    const body = await res.json();
+    const why = res.ok ? "" : (String(body.broker).startsWith("reachable") ? `workers ${body.workers}` : `broker ${body.broker}`);
+    health.ready = { ok: res.ok, why, detail: JSON.stringify(body) };
+  } catch (e) { health.ready = null; }  // the API itself is down: the feeds say so
+  renderStatus();
+}
+
+// One stream for every feed the page shows (/api/v1/stream): a browser opens at most six connections to
+// a host, and a stream per feed, with the live view, left none for the page's requests. Every camera's
+// alerts, and the selected camera's tracks, counts, zone figures and events. Its event ids hold each
+// feed's position, so EventSource's reconnects resume them all; the alerts' is kept across selections.
+const HANDLERS = { alert: (a) => onAlert(a), track: (t) => onTracks(t), count: (u) => onCount(u),
+                   "zone-stats": (z) => onZoneStats(z), "camera-event": (e) => onCameraEvent(e) };
+
+function openStream(id, positions) {
+  if (state.stream) state.stream.close();
+  const feeds = ["alerts", ...(id ? ["tracks", "counts", "zone-stats", "camera-events"].map((f) => `${f}:${id}`) : [])];
+  const from = Object.entries(positions).filter(([, p]) => p).map(([name, p]) => `${name}=${p}`).join(";");
+  const source = new EventSource(`${api}/stream?feeds=${encodeURIComponent(feeds.join(","))}`
+    + (from ? `&last_event_id=${encodeURIComponent(from)}` : ""));
+  source.onopen = () => { health.feeds = true; renderStatus(); };
+  source.onerror = () => { health.feeds = false; renderStatus(); };
+  const remember = (e) => {
+    const part = e.lastEventId.split(";").find((p) => p.startsWith("alerts="));
+    if (part) state.alertsPosition = part.slice("alerts=".length);
+  };
+  for (const name of ["hello", "dropped"]) source.addEventListener(name, remember);
+  for (const [name, fn] of Object.entries(HANDLERS)) {
+    source.addEventListener(name, (e) => { remember(e); fn(JSON.parse(e.data)); });
   }
-  if (!keep) state.feeds.push(source);
-  return source;
+  state.stream = source;
 }
 
 async function loadCameras() {
@@ -58,7 +94,7 @@ function select(id) {
   // must not show A's events twice, nor open a feed for B while A is shown).
   const selection = ++state.selection;
   const current = () => selection === state.selection;
-  for (const s of state.feeds.splice(0)) s.close();
+  if (state.stream) state.stream.close();  // the last camera's feeds; the alerts go on from their position
   state.counts.clear();
   renderCounts();
   state.zones.clear();
@@ -68,21 +104,17 @@ function select(id) {
   $("in-view").textContent = "waiting for this camera's frames…";
   $("live").src = `${api}/cameras/${encodeURIComponent(id)}/live.mjpg`;
   [...$("cameras").children].forEach((li) => li.classList.toggle("selected", li.dataset.camera === id));
-  feed(`${api}/cameras/${encodeURIComponent(id)}/tracks/stream`, { track: onTracks });
-  loadCounts(id, current).catch(() => {}).then(() => {
-    if (current()) feed(`${api}/cameras/${encodeURIComponent(id)}/counts/stream`, { count: onCount });
-  });
-  loadZones(id, current).catch(() => {}).then(() => {
-    if (current()) feed(`${api}/cameras/${encodeURIComponent(id)}/zone-stats/stream`, { "zone-stats": onZoneStats });
-  });
   loadHistory();
   $("camera-events").innerHTML = '<li class="muted">no events</li>';
+  $("camera-events-title").textContent = `Camera events: ${id}`;
   document.body.dataset.cameraEvents = "0";
-  // The feed goes on exactly where the list ended (X-Feed-Position): no event lost or shown twice between them.
-  loadCameraEvents(id, current).catch(() => null).then((position) => {
+  Promise.all([loadCounts(id, current).catch(() => {}), loadZones(id, current).catch(() => {}),
+               loadCameraEvents(id, current).catch(() => null)]).then(([, , eventsPosition]) => {
     if (!current()) return;
-    const from = position ? `?last_event_id=${encodeURIComponent(position)}` : "";
-    feed(`${api}/cameras/${encodeURIComponent(id)}/camera-events/stream${from}`, { "camera-event": onCameraEvent });
+    state.zonesLoaded = id;  // from now on, no zone listed is "no zones", not "loading…"
+    renderZones();
+    // The camera's events go on exactly where the list ended (X-Feed-Position): none lost or shown twice.
+    openStream(id, { alerts: state.alertsPosition, [`camera-events:${id}`]: eventsPosition });
   });
 }
 
@@ -98,7 +130,8 @@ function onTracks(t) {
   const labels = {};
   for (const o of t.objects) labels[o.label] = (labels[o.label] || 0) + 1;
   const text = Object.entries(labels).map(([k, v]) => `${v} ${k}`).join(", ") || "nothing";
-  $("in-view").textContent = `in view: ${text}  (frame ${t.seq}, ${t.objects.length} tracks)`;
+  const at = new Date((t.scene_time ?? t.captured_at) * 1000).toLocaleTimeString();
+  $("in-view").textContent = `in view: ${text}  (${at}, ${t.objects.length} tracks)`;
   document.body.dataset.tracks = String(t.objects.length);
   document.body.dataset.trackFrames = String(framesSeen);
 }
@@ -143,7 +176,6 @@ async function loadZones(id, current) {
     if (!state.zones.has(zone)) state.zones.set(zone, { zone, camera_id: id, occupancy: 0, entries: 0, exits: 0, minute: null, captured_at: -Infinity });
   }
   for (const z of zones) onZoneStats(z);
-  renderZones();
 }
 
 function onZoneStats(z) {
@@ -160,7 +192,10 @@ function onZoneStats(z) {
 function renderZones() {
   const body = $("zones").querySelector("tbody");
   body.innerHTML = "";
-  if (!state.zones.size) { body.innerHTML = '<tr><td colspan="6" class="muted">no zones</td></tr>'; }
+  if (!state.zones.size) {
+    const text = state.zonesLoaded === state.camera ? "no zones" : "loading…";
+    body.innerHTML = `<tr><td colspan="6" class="muted">${text}</td></tr>`;
+  }
   let inZones = 0;
   // A zone's minute is that of its last event (in scene time, for a file): one older than the camera's newest had none since.
   const newest = Math.max(...[...state.zones.values()].filter((z) => z.minute).map((z) => z.minute.start));
@@ -199,7 +234,7 @@ function drawFlow(windows) {
   const max = Math.max(1, ...totals);
   const barW = canvas.width / 30;
   g.font = "11px system-ui"; g.fillStyle = "#9aa4b2";
-  g.fillText(`vehicles per minute (max ${max})`, 6, 14);
+  g.fillText(`${state.camera}: vehicles per minute, all lines (max ${max})`, 6, 14);
   totals.forEach((n, i) => {
     const h = (canvas.height - 30) * n / max;
     g.fillStyle = "#3e8ed0";
@@ -286,22 +321,20 @@ async function loadWorkers() {
   document.body.dataset.workersRunning = String(listed.filter((w) => w.state === "running").length);
 }
 
-// Alerts raised before the page opened, then the feed from exactly there (X-Feed-Position).
+// Alerts raised before the page opened; the stream goes on from exactly there (X-Feed-Position).
 async function loadAlerts() {
-  let position = null;
   try {
     const res = await fetch(`${api}/alerts?limit=100`);
     if (res.ok) {
       for (const a of (await res.json()).recent) onAlert(a);
-      position = res.headers.get("X-Feed-Position");
+      state.alertsPosition = res.headers.get("X-Feed-Position");
     }
-  } catch (e) { /* the feed alone, from now on */ }
-  const from = position ? `?last_event_id=${encodeURIComponent(position)}` : "";
-  feed(`${api}/alerts/stream${from}`, { alert: onAlert }, true);
+  } catch (e) { /* the stream alone, from now on */ }
 }
 
-loadAlerts();
-loadCameras();
+loadAlerts().then(loadCameras).then(() => { if (!state.camera) openStream(null, { alerts: state.alertsPosition }); });
 loadWorkers();
+loadReady();
 setInterval(loadCameras, 5000);
 setInterval(loadWorkers, 5000);
+setInterval(loadReady, 5000);

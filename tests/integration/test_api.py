@@ -332,6 +332,64 @@ def test_camera_events_feed_streams_one_cameras_events(stack, settings, api):
     assert [(e["camera_id"], e["kind"], e["reason"]) for e in got] == [(camera, "frame_rejected", r) for r in reasons]
 
 
+def test_several_feeds_in_one_stream_filter_per_camera_and_resume_each_exactly(stack, settings, api):
+    """The dashboard held one connection per feed, six with its live view: a browser's limit for one host, and
+    nothing was left for the page's requests or for opening /docs (the click hung)."""
+    camera = "merged-cam"
+    url = f"{api.base}/api/v1/stream?feeds=alerts,camera-events:{camera}"
+    events_of = [CameraEvent(camera_id=camera, kind="frame_rejected", at=time.time(), seq=i, reason=f"blank {i}") for i in range(4)]
+    elsewhere = CameraEvent(camera_id="other-cam", kind="stream_lost", at=time.time(), reason="gone")
+
+    async def read(last_event_id: str | None, n: int) -> tuple[list, list, str]:
+        records, others, last = [], [], last_event_id
+        async with httpx.AsyncClient() as client:
+            async def go():
+                nonlocal last
+                async for event in sse_events(client, url, last_event_id):
+                    last = event["id"]
+                    if event["event"] in ("alert", "camera-event"):
+                        data = json.loads(event["data"])
+                        records.append((event["event"], data.get("alert_id") or data["reason"]))
+                        if len(records) == n:
+                            return
+                    else:
+                        others.append((event["event"], json.loads(event["data"])))
+
+            await asyncio.wait_for(go(), 30)
+        return records, others, last
+
+    async def go():
+        hellos, start = [], None
+        async with httpx.AsyncClient() as client:
+            async for event in sse_events(client, url):
+                hellos.append(json.loads(event["data"]))
+                start = event["id"]
+                if len(hellos) == 2:
+                    break
+        await produce(stack.bootstrap, settings.topic(ALERTS), [alert("cam-x", 1), alert("cam-y", 2)])
+        await produce(stack.bootstrap, settings.topic(CAMERA_EVENTS), [events_of[0], elsewhere, events_of[1]])
+        first, _, last = await read(start, 2)
+        rest, _, last = await read(last, 2)  # reconnect: each feed goes on from where it was
+        await produce(stack.bootstrap, settings.topic(CAMERA_EVENTS), events_of[2:])
+        await produce(stack.bootstrap, settings.topic(ALERTS), [alert("cam-x", 3)])
+        more, _, _ = await read(last, 3)
+        return hellos, start, first + rest + more
+
+    hellos, start, got = asyncio.run(go())
+    assert sorted(h["feed"] for h in hellos) == ["alerts", f"camera-events:{camera}"], hellos
+    assert start.startswith("alerts=") or start.startswith("camera-events:")
+    alerts = [x for kind, x in got if kind == "alert"]
+    camera_events = [x for kind, x in got if kind == "camera-event"]
+    assert alerts == ["cam-x:test:1", "cam-y:test:2", "cam-x:test:3"]  # every camera's alerts, each once, in order
+    assert camera_events == ["blank 0", "blank 1", "blank 2", "blank 3"]  # this camera's events only
+    c = httpx.Client(base_url=api.base, timeout=30)
+    for feeds in ("alerts,nonsense", "tracks:bad/cam", "alerts,alerts"):
+        r = c.get("/api/v1/stream", params={"feeds": feeds})
+        assert r.status_code == 422 and "feeds:" in r.json()["detail"], (feeds, r.text)
+    r = c.get("/api/v1/stream", params={"feeds": "alerts"}, headers={"Last-Event-ID": "tracks=0:1"})
+    assert r.status_code == 400 and "names no feed of this stream" in r.json()["detail"], r.text
+
+
 def test_workers_report_themselves_and_a_stopped_one_says_so(stack, api, tmp_path):
     """/workers, /ready and /metrics from the workers' own reports (its.workers): a second worker joins,
     the two split the partitions, and it leaves cleanly with a last report that says it stopped."""

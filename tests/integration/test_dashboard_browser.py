@@ -41,7 +41,10 @@ class DevTools:
         self.next_id += 1
         await self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
         while True:
-            reply = json.loads(await self.ws.recv())
+            try:  # a browser that stopped answering fails the test, rather than hanging it
+                reply = json.loads(await asyncio.wait_for(self.ws.recv(), 60))
+            except asyncio.TimeoutError:
+                raise TimeoutError(f"{method}: no reply from Chromium in 60 s") from None
             if reply.get("id") == self.next_id:
                 if "error" in reply:
                     raise RuntimeError(f"{method}: {reply['error']}")
@@ -124,6 +127,13 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
                 "[...document.querySelectorAll('#workers li.worker')].map((li) => li.className + ' ' + li.textContent)")
             seen["idle zones"] = idle_zones
             shot = await tools.call("Page.captureScreenshot", format="png")
+            # The API's own docs render with nothing from the internet (Swagger UI served by the API).
+            await tools.call("Page.navigate", url=f"{api.base}/docs")
+            for _ in range(100):
+                seen["docs operations"] = await tools.value("document.querySelectorAll('.opblock').length")
+                if seen["docs operations"] >= 20:
+                    break
+                await asyncio.sleep(0.2)
             return seen, base64.b64decode(shot["data"])
 
     try:
@@ -134,6 +144,7 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "dashboard.png").write_bytes(png)
     assert seen["status"] == "live", seen
+    assert seen["docs operations"] >= 20, seen
     assert seen["counts"] >= 1 and seen["rows"] >= 3, seen  # live counts in the table
     assert seen["frames"] >= 20 and seen["live"] == 640, seen  # track updates, and the annotated live view
     assert seen["camera_events"] == ["finished", "started"], seen  # the camera's events, newest first
