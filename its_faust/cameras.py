@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 
 from aiokafka import AIOKafkaProducer
@@ -23,6 +24,8 @@ from schemas import DeadLetter, TrackRecord
 from schemas.base import error_text
 from schemas.control import AddLine, CameraCommand, CameraConfig, Change
 from schemas.geometry import Calibration, CountingLine, Zone, out_of_view
+
+log = logging.getLogger(__name__)
 
 
 def validation_message(exc) -> str:
@@ -90,6 +93,62 @@ async def read_configs(bootstrap: str, settings) -> dict[str, CameraConfig]:
     finally:
         await reader.stop()
     return configs
+
+
+class CameraRemoved(Exception):
+    """The camera a source would send frames as was removed: nothing would count them."""
+
+
+class RemovalWatch:
+    """Checks camera ``camera_id`` before its source sends frames, then watches for its removal.
+
+    A camera that is not configured is warned about (a misspelt id: its frames would be tracked, with
+    nothing to count them, under a name nobody reads); one removed already is CameraRemoved. Once it is
+    removed, ``removed`` is set: its source would go on taking a worker's time for nothing."""
+
+    def __init__(self, bootstrap: str, settings, camera_id: str):
+        self.bootstrap, self.settings, self.camera_id = bootstrap, settings, camera_id
+        self.removed = asyncio.Event()
+        self._follower: TopicReader | None = None
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> "RemovalWatch":
+        # Following from the end first, then the whole topic: a removal in between is seen by one or the other.
+        self._follower = await TopicReader(self.bootstrap, self.settings.topic(CAMERA_CONFIGS),
+                                           keys=[self.camera_id.encode()]).start()
+        try:
+            configs = await read_configs(self.bootstrap, self.settings)
+        except BaseException:
+            await self._follower.stop()
+            raise
+        config = configs.get(self.camera_id)
+        if config is not None and config.removed:
+            await self._follower.stop()
+            raise CameraRemoved(f"camera {self.camera_id!r} was removed (`its-faust cameras add {self.camera_id}` "
+                                "adds it again)")
+        if config is None:
+            known = sorted(c.camera_id for c in configs.values() if not c.removed)
+            log.warning("camera %r is not configured: its frames are tracked, but it has no lines or zones and is "
+                        "listed nowhere (`its-faust cameras add %s`); configured: %s",
+                        self.camera_id, self.camera_id, ", ".join(known) or "none")
+        self._task = asyncio.create_task(self._follow())
+        return self
+
+    async def _follow(self) -> None:
+        while True:
+            for message in await self._follower.poll(1000):
+                config = decode_or_none(CameraConfig, message.value)
+                if config is not None and config.camera_id == self.camera_id and config.removed:
+                    log.warning("camera %r was removed: its source stops", self.camera_id)
+                    self.removed.set()
+                    return
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._follower:
+            await self._follower.stop()
 
 
 async def newest_frame_size(bootstrap: str, settings, camera_id: str,

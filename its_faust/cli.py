@@ -188,12 +188,16 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
     (3 s) old are shed, and reported as frames_shed on the camera-events topic; frames of a
     file are all processed, however far behind the pipeline falls (a file played as a camera
     with --loop on too small a machine: add --live to shed them like a camera's).
+
+    A camera that is not configured is warned about (`its-faust cameras add` it); removing the
+    camera stops this, and a removed camera's frames are not sent.
     """
     set_env(broker_url=broker_url)
     settings = _settings()
     stop_on_terminate()
     if not settings.broker_url:
         fail(BrokerError("ingest needs a broker: set ITS_FAUST_BROKER_URL or --broker (see `its-faust broker`)"))
+    from its_faust.cameras import CameraRemoved, RemovalWatch
     from its_faust.ingest import ingest as run_ingest
     from its_faust.ingest import make_producer
     from its_faust.topic_names import ensure_topics
@@ -202,24 +206,28 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
         bootstrap = bootstrap_servers(settings.broker_url)
         await asyncio.to_thread(wait_reachable, settings.broker_url, 5.0)
         await ensure_topics(bootstrap, settings)
+        watch = await RemovalWatch(bootstrap, settings, camera_id).start()
         producer = make_producer(bootstrap)
         await producer.start()
         try:
-            return await run_ingest(
+            stats = await run_ingest(
                 _resolve_source(source, settings), camera_id, producer, settings, fps=fps, max_frames=max_frames,
-                loop_source=loop_source, as_live_source=as_live_source,
+                loop_source=loop_source, as_live_source=as_live_source, stop=watch.removed,
             )
+            return stats, watch.removed.is_set()
         finally:
             await producer.stop()
+            await watch.stop()
 
     try:
-        stats = asyncio.run(go())
-    except USER_ERRORS as exc:
+        stats, removed = asyncio.run(go())
+    except (*USER_ERRORS, CameraRemoved) as exc:
         fail(exc)
     except KeyboardInterrupt:
         return
     sampled = f" ({stats.frames_sampled} of a frozen picture)" if stats.frames_sampled else ""
-    click.echo(f"{camera_id}: {stats.frames_sent} frames sent{sampled}, {stats.frames_rejected} rejected")
+    why = "the camera was removed: " if removed else ""
+    click.echo(f"{camera_id}: {why}{stats.frames_sent} frames sent{sampled}, {stats.frames_rejected} rejected")
 
 
 @main.command()

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -189,3 +190,29 @@ def test_a_line_or_zone_wholly_outside_the_tracked_frame_is_refused(cameras, sta
     assert cameras("list", "--json").stdout == before
     # Reaching past the edge is fine: part of it is in view.
     assert cameras("add-line", "cli-view", "600,10,900,10:edge").returncode == 0
+
+
+def test_a_cameras_source_warns_when_it_is_not_configured_stops_when_it_is_removed_and_will_not_start_again(cameras, stack):
+    """A source sending under a misspelt id was accepted silently; one whose camera was removed went on
+    taking a worker's time, with nothing to show for it."""
+    env = {**os.environ, "ITS_FAUST_BROKER_URL": stack.broker_url}
+    ingest = [sys.executable, "-m", "its_faust.cli", "ingest", "--source", "dual_carriageway_abhishek.mp4"]
+    assert cameras("add", "source-cam").returncode == 0
+    typo = subprocess.run([*ingest, "--camera", "sorce-cam", "--max-frames", "3"], capture_output=True, text=True,
+                          timeout=90, env=env)
+    assert typo.returncode == 0 and "camera 'sorce-cam' is not configured" in typo.stderr, typo.stderr
+    assert "source-cam" in typo.stderr.split("configured:")[-1]  # what the operator may have meant
+    source = subprocess.Popen([*ingest, "--camera", "source-cam", "--loop", "--live", "--fps", "10"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        time.sleep(5)  # sending
+        assert source.poll() is None
+        assert cameras("remove", "source-cam").returncode == 0
+        out, err = source.communicate(timeout=30)
+    finally:
+        source.kill()
+    assert source.returncode == 0 and "source-cam: the camera was removed:" in out, (out, err)
+    assert "camera 'source-cam' was removed: its source stops" in err
+    again = subprocess.run([*ingest, "--camera", "source-cam", "--max-frames", "3"], capture_output=True, text=True,
+                           timeout=90, env=env)
+    assert again.returncode == 2 and "camera 'source-cam' was removed (`its-faust cameras add source-cam`" in again.stderr
