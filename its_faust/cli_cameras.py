@@ -77,9 +77,20 @@ def _send(camera_id: str, build, broker_url: str | None, timeout_s: float, subje
     except CommandFailed as exc:
         fail(str(exc))
     if not sent:
-        click.echo(f"{camera_id}: {change.op}: nothing to change, it is so already (config v{config.version})")
+        click.echo(f"{camera_id}: {change.op}{_named(change)}: nothing to change, it is so already (config v{config.version})")
         return
-    click.echo(f"{camera_id}: {change.op} applied (config v{config.version})")
+    click.echo(f"{camera_id}: {change.op}{_named(change)} applied (config v{config.version})")
+    if isinstance(change, SetSpeedLimit) and change.kmh is not None and config.calibration is None:
+        click.echo(f"{camera_id}: note: no calibration, so no speeds and no overspeed alerts yet "
+                   f"(`its-faust cameras calibrate {camera_id} ...`)")
+
+
+def _named(change) -> str:
+    """The line or zone a change is about, by name: an unnamed --line is named for the user (line1, ...)."""
+    item = getattr(change, "line", None) or getattr(change, "zone", None)
+    name = item.name if item is not None else getattr(change, "name", None)
+    kind = "line" if isinstance(change, (AddLine, RemoveLine)) else "zone" if isinstance(change, (AddZone, RemoveZone)) else ""
+    return f" {kind} {name!r}" if kind and name else ""
 
 
 async def _check_in_view(bootstrap: str, settings, camera_id: str, change) -> None:

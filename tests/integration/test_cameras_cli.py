@@ -32,7 +32,7 @@ def error_line(done) -> str:
 def test_configure_a_camera_end_to_end(cameras):
     assert cameras("add", "cli-cam", "--name", "A1 north", "--source", "rtsp://10.0.0.7/a").returncode == 0
     done = cameras("add-line", "cli-cam", "140,120,620,120:north", "--count", "in")
-    assert done.returncode == 0 and "add_line applied (config v2)" in done.stdout, done.stderr
+    assert done.returncode == 0 and "add_line line 'north' applied (config v2)" in done.stdout, done.stderr
     assert cameras("add-zone", "cli-cam", "lane1", "0,0", "100,0", "100,50", "--lane", "--heading", "90").returncode == 0
     calibrate = ["--image", "100,300", "--image", "540,300", "--image", "400,100", "--image", "240,100",
                  "--road", "0,0", "--road", "7,0", "--road", "7,40", "--road", "0,40"]
@@ -53,6 +53,10 @@ def test_configure_a_camera_end_to_end(cameras):
     assert cameras("add-zone", "cli-edge", "verge", "-10,0", "50,0", "50,40").returncode == 0
     (config,) = [c for c in json.loads(cameras("list", "--json").stdout) if c["camera_id"] == "cli-edge"]
     assert config["lines"][0]["name"] == "shoulder" and config["lines"][0]["x1"] == -20 and config["zones"][0]["points"][0] == [-10, 0]
+    unnamed = cameras("add-line", "cli-edge", "0,100,300,100")  # the name it gets is told
+    assert unnamed.returncode == 0 and "add_line line 'line1' applied" in unnamed.stdout, unnamed.stdout
+    limit = cameras("speed-limit", "cli-edge", "50")  # with no calibration, no speeds: said so
+    assert limit.returncode == 0 and "note: no calibration, so no speeds and no overspeed alerts" in limit.stdout, limit.stdout
 
 
 def test_a_set_up_script_run_again_with_exist_ok_finds_it_so_and_still_fails_on_a_conflict(cameras):
