@@ -20,6 +20,7 @@ from schemas.workers import WorkerStatus
 
 # How many minute (and quarter-hour) windows of history the API keeps per count key.
 HISTORY_WINDOWS = 24 * 60
+WINDOW_S = {"1m": 60.0, "15m": 900.0}
 
 
 class CamerasByPartition:
@@ -203,14 +204,22 @@ class Counts(CurrentFigures):
     def has(self, camera_id: str) -> bool:
         return super().has(camera_id) or any(k[0] == camera_id for k in self.history)
 
-    def windows(self, camera_id: str, window: str) -> list[dict]:
-        size = 60.0 if window == "1m" else 900.0
+    def windows(self, camera_id: str, window: str, shed: CameraEvents | None = None) -> list[dict]:
+        """The windows with crossings, oldest first; with ``shed``, also those in which live frames were shed,
+        and in each how many (``frames_shed``: its counts miss what those frames showed)."""
+        size = WINDOW_S[window]
+        history = self.history.get((camera_id, window), {})
+        starts = set(history)
+        if shed is not None:
+            starts |= {minute // size * size for minute in shed.shed_minutes.get(camera_id, {})}
         out = []
-        for start, counts in sorted(self.history.get((camera_id, window), {}).items()):
+        for start in sorted(starts):
+            counts = history.get(start, {})
             out.append({
                 "start": start, "end": start + size,
                 "counts": [{"line": l, "direction": d, "label": c, "count": n}
                            for (l, d, c), (_, n) in sorted(counts.items())],
+                **({"frames_shed": shed.shed_in(camera_id, start, size)} if shed is not None else {}),
             })
         return out
 
@@ -312,6 +321,8 @@ class CameraEvents:
         self.keep = keep_per_camera
         self.max_cameras = max_cameras
         self.by_camera: OrderedDict[str, deque[CameraEvent]] = OrderedDict()
+        # camera -> OrderedDict[minute start -> live frames shed, by the reports made in that minute]
+        self.shed_minutes: dict[str, OrderedDict[float, int]] = {}
 
     def apply(self, m: Message) -> None:
         try:
@@ -325,6 +336,18 @@ class CameraEvents:
                 self.by_camera.popitem(last=False)
         self.by_camera.move_to_end(event.camera_id)
         events.append(event)
+        if event.frames_shed:
+            minutes = self.shed_minutes.setdefault(event.camera_id, OrderedDict())
+            minute = event.at // 60 * 60
+            minutes[minute] = minutes.get(minute, 0) + event.frames_shed
+            while len(minutes) > HISTORY_WINDOWS:
+                minutes.popitem(last=False)
+            if len(self.shed_minutes) > self.max_cameras:
+                self.shed_minutes.pop(next(iter(self.shed_minutes)))
+
+    def shed_in(self, camera_id: str, start: float, size: float) -> int:
+        """Live frames of the camera shed (so not counted) in [start, start + size), as reported."""
+        return sum(n for minute, n in self.shed_minutes.get(camera_id, {}).items() if start <= minute < start + size)
 
     def recent(self, camera_id: str, limit: int) -> list[CameraEvent]:
         """The camera's last ``limit`` events, newest first."""

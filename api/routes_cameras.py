@@ -216,9 +216,13 @@ async def counts_now(request: Request, camera_id: KnownCameraId):
     return CountsNow(camera_id=camera_id, counts=hub.counts.current(camera_id, hub.cameras.get(camera_id)))
 
 
-@router.get("/{camera_id}/counts/history", responses=UNKNOWN, summary="Counts per window, oldest first")
+@router.get("/{camera_id}/counts/history", responses=UNKNOWN, summary="Counts per window, oldest first",
+            description="The windows with crossings, and those in which the workers shed live frames they reached too "
+                        "late: `frames_shed` says how many, as reported (a window with some counts less than "
+                        "passed).")
 async def counts_history(request: Request, camera_id: KnownCameraId, window: Literal["1m", "15m"] = "1m") -> list[dict]:
-    return request.app.state.hub.counts.windows(camera_id, window)
+    hub = request.app.state.hub
+    return hub.counts.windows(camera_id, window, shed=hub.camera_events)
 
 
 @router.get("/{camera_id}/zone-stats", response_model=ZoneStatsNow, responses=UNKNOWN,

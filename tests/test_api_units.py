@@ -65,6 +65,21 @@ def test_count_read_model_keeps_totals_and_window_history():
     assert [u.total for u in counts.current("c")] == [1] and len(counts.windows("c", "1m")) == 1
 
 
+def test_count_history_says_in_which_windows_live_frames_were_shed():
+    """Counts fell when a worker shed frames it reached too late, and the flow chart read as traffic falling."""
+    counts, events = Counts(), CameraEvents()
+    counts.apply(message(CountUpdate(
+        camera_id="c", seq=1, captured_at=61, line="l", direction="in", label="car", total=1,
+        minute=WindowCount(start=60, end=120, count=1), quarter=WindowCount(start=0, end=900, count=1))))
+    for i, (at, n) in enumerate([(70.0, 4), (100.0, 30), (190.0, 12)]):  # the last in a minute with no crossing
+        events.apply(Message(0, i, b"c", encode(CameraEvent(camera_id="c", kind="frames_shed", at=at, reason="r", frames_shed=n)), at))
+    events.apply(Message(0, 9, b"other", encode(CameraEvent(camera_id="other", kind="frames_shed", at=65, reason="r", frames_shed=5)), 65))
+    assert [(w["start"], sum(x["count"] for x in w["counts"]), w["frames_shed"]) for w in counts.windows("c", "1m", shed=events)] \
+        == [(60.0, 1, 34), (180.0, 0, 12)]
+    assert [(w["start"], w["frames_shed"]) for w in counts.windows("c", "15m", shed=events)] == [(0.0, 46)]
+    assert "frames_shed" not in counts.windows("c", "1m")[0]
+
+
 def test_counts_of_a_line_added_again_replace_those_of_before():
     counts = Counts()
 

@@ -226,24 +226,38 @@ async function loadHistory() {
   drawFlow(await res.json());
 }
 
+const FLOW_MINUTES = 30;
 function drawFlow(windows) {
   const canvas = $("flow"), g = canvas.getContext("2d");
   g.clearRect(0, 0, canvas.width, canvas.height);
-  const last = windows.slice(-30);
-  const totals = last.map((w) => w.counts.reduce((s, c) => s + c.count, 0));
-  const max = Math.max(1, ...totals);
-  const barW = canvas.width / 30;
+  // The last 30 minutes by the clock, to the newest window: a minute with no crossing is a 0 bar, not left out.
+  const newest = windows.length ? windows[windows.length - 1].start : 0;
+  const minutes = Array.from({ length: FLOW_MINUTES }, (_, i) => ({ start: newest - (FLOW_MINUTES - 1 - i) * 60, n: 0, shed: 0 }));
+  for (const w of windows) {
+    const i = FLOW_MINUTES - 1 - Math.round((newest - w.start) / 60);
+    if (i < 0) continue;
+    minutes[i].n = w.counts.reduce((s, c) => s + c.count, 0);
+    minutes[i].shed = w.frames_shed || 0;
+  }
+  const max = Math.max(1, ...minutes.map((m) => m.n));
+  const barW = canvas.width / FLOW_MINUTES;
   g.font = "11px system-ui"; g.fillStyle = "#9aa4b2";
   g.fillText(`${state.camera}: vehicles per minute, all lines (max ${max})`, 6, 14);
-  totals.forEach((n, i) => {
-    const h = (canvas.height - 30) * n / max;
-    g.fillStyle = "#3e8ed0";
-    g.fillRect(i * barW + 2, canvas.height - 12 - h, barW - 4, h);
+  if (!windows.length) g.fillText("no crossings yet", 6, 30);
+  minutes.forEach((m, i) => {
+    const h = (canvas.height - 30) * m.n / max;
+    g.fillStyle = m.shed ? "#f5a524" : "#3e8ed0";  // amber: frames were shed, the count is short
+    g.fillRect(i * barW + 2, canvas.height - 12 - h, barW - 4, Math.max(h, m.shed ? 2 : 0));
     g.fillStyle = "#9aa4b2";
-    const t = new Date(last[i].start * 1000);
-    if (i % 5 === 0) g.fillText(`${t.getHours()}:${String(t.getMinutes()).padStart(2, "0")}`, i * barW + 2, canvas.height - 1);
+    const t = new Date(m.start * 1000);
+    if (windows.length && i % 5 === 0) g.fillText(`${t.getHours()}:${String(t.getMinutes()).padStart(2, "0")}`, i * barW + 2, canvas.height - 1);
   });
-  document.body.dataset.flowWindows = String(last.length);
+  const shed = minutes.filter((m) => m.shed);
+  $("flow-note").textContent = shed.length
+    ? `amber: in ${shed.length} of these minutes the workers shed ${shed.reduce((s, m) => s + m.shed, 0)} live frames they `
+      + "reached too late (the machine fell behind): those minutes' counts are short" : "";
+  document.body.dataset.flowWindows = String(windows.length);
+  document.body.dataset.shedMinutes = String(shed.length);
 }
 
 function onAlert(a) {
@@ -292,6 +306,7 @@ function onCameraEvent(e) {
   while (ul.children.length > 50) ul.lastElementChild.remove();
   document.body.dataset.cameraEvents = String(ul.children.length);
   document.body.dataset.lastCameraEvent = e.kind;
+  if (e.frames_shed) scheduleHistory();  // the flow chart marks the minute
 }
 
 // The workers as they report themselves: a gone one (silent: killed, cut off, frozen) stands out.

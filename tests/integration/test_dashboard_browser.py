@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -22,7 +23,8 @@ import pytest
 from its_faust.broker import free_port
 from its_faust.cameras import CameraSetup, parse_line
 from its_faust.pipeline import analyze_source, configure_camera
-from its_faust.topic_names import ALERTS
+from its_faust.topic_names import ALERTS, CAMERA_EVENTS
+from schemas.camera_events import CameraEvent
 from schemas.geometry import Zone
 from .test_api import alert, produce
 
@@ -63,7 +65,7 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
     port = free_port()
     browser = subprocess.Popen(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         f"--remote-debugging-port={port}", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1000",
+         f"--remote-debugging-port={port}", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1250",
          "about:blank"],
         stdout=subprocess.DEVNULL, stderr=open(tmp_path / "chromium.log", "wb"),
     )
@@ -115,6 +117,15 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
                 if seen["camera_events"][:1] == ["finished"]:
                     break
                 await asyncio.sleep(0.2)
+            # A worker fell behind and shed live frames: the flow chart marks that minute's count as short.
+            shed = CameraEvent(camera_id=camera, kind="frames_shed", at=time.time(), reason="40 live frame(s) shed",
+                               frames_shed=40)
+            await produce(stack.bootstrap, stack.settings.topic(CAMERA_EVENTS), [shed])
+            for _ in range(50):
+                seen["flow note"] = await tools.value("document.getElementById('flow-note').textContent")
+                if seen["flow note"]:
+                    break
+                await asyncio.sleep(0.2)
             seen["zones"] = await tools.value(
                 "[...document.querySelectorAll('#zones tbody tr')].map((tr) => [...tr.cells].map((td) => td.textContent))")
             await produce(stack.bootstrap, stack.settings.topic(ALERTS), [alert("zz-alerts-cam", 2)])
@@ -145,6 +156,7 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
     (ARTIFACTS / "dashboard.png").write_bytes(png)
     assert seen["status"] == "live", seen
     assert seen["docs operations"] >= 20, seen
+    assert "the workers shed 40 live frames" in seen["flow note"], seen
     assert seen["counts"] >= 1 and seen["rows"] >= 3, seen  # live counts in the table
     assert seen["frames"] >= 20 and seen["live"] == 640, seen  # track updates, and the annotated live view
     assert seen["camera_events"] == ["finished", "started"], seen  # the camera's events, newest first
