@@ -3,7 +3,7 @@
 "use strict";
 const api = "/api/v1";
 const $ = (id) => document.getElementById(id);
-const state = { camera: null, counts: new Map(), zones: new Map(), stream: null, alertsPosition: null, cameras: new Set(), names: new Map(), selection: 0 };
+const state = { camera: null, counts: new Map(), zones: new Map(), zonesLoaded: null, stream: null, alertsPosition: null, cameras: new Set(), names: new Map(), selection: 0 };
 
 // The badge: "live" only when the page's feeds are connected and the system is ready (/api/v1/ready:
 // a worker doing the work); a page whose feeds are up but whose workers are gone shows nothing new.
@@ -33,8 +33,7 @@ async function loadReady() {
 // a host, and a stream per feed, with the live view, left none for the page's requests. Every camera's
 // alerts, and the selected camera's tracks, counts, zone figures and events. Its event ids hold each
 // feed's position, so EventSource's reconnects resume them all; the alerts' is kept across selections.
-const HANDLERS = { alert: (a) => onAlert(a), track: (t) => onTracks(t), count: (u) => onCount(u),
-                   "zone-stats": (z) => onZoneStats(z), "camera-event": (e) => onCameraEvent(e) };
+const HANDLERS = { alert: onAlert, track: onTracks, count: onCount, "zone-stats": onZoneStats, "camera-event": onCameraEvent };
 
 function openStream(id, positions) {
   if (state.stream) state.stream.close();
