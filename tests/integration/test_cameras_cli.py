@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -208,13 +209,25 @@ def test_a_cameras_source_warns_when_it_is_not_configured_stops_when_it_is_remov
     assert "source-cam" in typo.stderr.split("configured:")[-1]  # what the operator may have meant
     source = subprocess.Popen([*ingest, "--camera", "source-cam", "--loop", "--live", "--fps", "10"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    out_lines: list[str] = []
+    err_lines: list[str] = []
+    readers = [threading.Thread(target=lambda: out_lines.extend(source.stdout), daemon=True),
+               threading.Thread(target=lambda: err_lines.extend(source.stderr), daemon=True)]
+    for reader in readers:
+        reader.start()
     try:
-        time.sleep(5)  # sending
-        assert source.poll() is None
+        deadline = time.monotonic() + 90
+        while not any("started" in line for line in err_lines) and time.monotonic() < deadline:
+            assert source.poll() is None, err_lines
+            time.sleep(0.2)
+        assert any("started" in line for line in err_lines), err_lines  # sending frames
         assert cameras("remove", "source-cam").returncode == 0
-        out, err = source.communicate(timeout=30)
+        source.wait(timeout=30)
     finally:
         source.kill()
+    for reader in readers:
+        reader.join(10)
+    out, err = "".join(out_lines), "".join(err_lines)
     assert source.returncode == 0 and "source-cam: the camera was removed:" in out, (out, err)
     assert "camera 'source-cam' was removed: its source stops" in err
     again = subprocess.run([*ingest, "--camera", "source-cam", "--max-frames", "3"], capture_output=True, text=True,
