@@ -12,6 +12,7 @@ endif
 .PHONY: venv demo run test test-fast bench clean
 
 $(VENV)/.installed: pyproject.toml
+	@echo "setting up $(VENV): the project and its test tools (PyTorch, Ultralytics, Faust, ONNX Runtime; minutes the first time)"
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'

@@ -9,6 +9,7 @@ Drawn with OpenCV's own Hershey font: nothing is downloaded.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 
 import cv2
@@ -121,7 +122,9 @@ def draw(frame: FrameRecord, tracks: TrackRecord | None, config: CameraConfig | 
                 _label(image, f"#{o.track_id} {o.label}", p1, colour)
     for i, message in enumerate(marks.messages[:3]):
         _label(image, message, (6, 24 + 20 * i), ALERT_COLOUR, (255, 255, 255))
-    stamp = f"{frame.camera_id}  seq {frame.seq}" + (f"  {len(tracks.objects)} tracks" if tracks else "  (not tracked yet)")
+    # The frame's time on its camera's clock, as this process's local time (a seq means nothing to a person).
+    when = time.strftime("%H:%M:%S", time.localtime(frame.at))
+    stamp = f"{frame.camera_id}  {when}" + (f"  {len(tracks.objects)} tracks" if tracks else "  (not tracked yet)")
     cv2.putText(image, stamp, (8, image.shape[0] - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
     return image
 

@@ -7,6 +7,7 @@ Each command reads the same settings (``ITS_FAUST_*`` environment variables,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -390,6 +391,8 @@ def demo(source: str, workers: int, cameras: int, duration: float | None, port: 
         fail(exc)
     except KeyboardInterrupt:
         pass
+    with contextlib.suppress(OSError):  # `demo | head`: nobody reads any more
+        click.echo("demo stopped: cameras, workers, the API and the broker")
 
 
 @main.command()

@@ -44,6 +44,10 @@ def _bootstrap(broker_url: str | None) -> str:
     return running_broker(broker_url, "cameras needs a running broker and worker", "`its-faust broker`, `its-faust worker`")
 
 
+# A command not applied by then gets a line saying that it waits for a worker.
+WAIT_NOTE_AFTER_S = 3.0
+
+
 def _send(camera_id: str, build, broker_url: str | None, timeout_s: float, subject: str = "",
           exist_ok: bool = False) -> None:
     """Build the change (errors are the user's), check it against the current config, send it, wait.
@@ -68,7 +72,13 @@ def _send(camera_id: str, build, broker_url: str | None, timeout_s: float, subje
         if (exist_ok and already_added(current, cmd)) or changes_nothing(current, cmd):  # or a precise error now
             return current, False
         await _check_in_view(bootstrap, settings, camera_id, change)
-        return await send_commands(bootstrap, settings, [cmd], timeout_s=timeout_s), True
+        # A worker starting (loading its model, joining) takes a while to apply it: say what the wait is.
+        waiting = asyncio.get_running_loop().call_later(WAIT_NOTE_AFTER_S, lambda: click.echo(
+            f"{camera_id}: sent; waiting for a worker to apply it (up to {timeout_s:g} s)", err=True))
+        try:
+            return await send_commands(bootstrap, settings, [cmd], timeout_s=timeout_s), True
+        finally:
+            waiting.cancel()
 
     try:
         config, sent = asyncio.run(go())

@@ -24,7 +24,7 @@ def _text(value) -> str:
 @click.command("settings")
 @click.argument("search", required=False)
 @click.option("--changed", is_flag=True, help="Only the settings whose value is not the default.")
-@click.option("--json", "as_json", is_flag=True, help="A JSON list: variable, value, default, changed, description.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON list: variable, value, default, changed, set_by, description.")
 def settings_command(search: str | None, changed: bool, as_json: bool) -> None:
     """List every setting: its variable, the value this environment gives it, its default and what it does.
 
@@ -50,7 +50,8 @@ def settings_command(search: str | None, changed: bool, as_json: bool) -> None:
         click.echo("no setting matches" if search or changed else "no settings")
         return
     for r in rows:
-        default = f"   (default: {_text(r['default']) or 'empty'})" if r["changed"] else ""
+        by = f"; set by {r['set_by']}" if r["set_by"] else ""
+        default = f"   (default: {_text(r['default']) or 'empty'}{by})" if r["changed"] else ""
         click.echo(f"{r['variable']}={_text(r['value'])}{default}")
         if r["description"]:
             click.echo(textwrap.fill(r["description"], width=100, initial_indent="    ", subsequent_indent="    "))

@@ -200,7 +200,9 @@ async def run_demo(settings, source: str, *, workers: int = 1, cameras: int = 1,
             await in_thread_to_the_end(api.start)
             header = (f"dashboard: http://127.0.0.1:{port}/  (API docs at /docs)\n"
                       f"broker: {stack.broker_url}  (see its topics: its-faust tail tracks --broker {stack.broker_url})\n"
-                      f"logs: {stack.workdir}  ({', '.join(_log_names(stack, api))}; removed when the demo stops)")
+                      f"logs: {stack.workdir}  ({', '.join(_log_names(stack, api))}; removed when the demo stops)\n"
+                      f"cameras: {', '.join(names)} play {Path(source).name} in a loop, at its own rate, as live cameras "
+                      f"(frames the workers reach too late are shed): counts grow with every pass")
             if not _write(lambda: print(header, flush=True)):  # `demo | head -1` can close it between the lines
                 log.info("demo: its output was closed; stopping")
                 stop.set()

@@ -252,7 +252,8 @@ class Settings(BaseSettings):
         "node); 3 in the production profile, so that a lost broker loses no frames and no table state",
     )
     data_dir: Path = Field(Path(".its-faust"), description="Worker state (RocksDB tables)")
-    asset_dir: Path | None = Field(None, description="Where weights and sample videos lie (see its_faust.assets)")
+    asset_dir: Path | None = Field(None, description="Where weights and sample videos lie (see its_faust.assets); "
+                                   "empty: ~/.cache/its-faust/assets")
     cache_dir: Path = Field(Path.home() / ".cache" / "its-faust", description="Exported models (shared by workers)")
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field("info", description="debug | info | warning | error | critical")
     log_json: bool = Field(False, description="One JSON object per log line (for a log pipeline)")
@@ -369,8 +370,16 @@ def load_settings(**overrides) -> Settings:
 
 def describe(settings: Settings) -> list[dict]:
     """Every setting: its environment variable, the value in ``settings``, its default, and its description
-    (what `its-faust settings` prints). ``changed``: the value is not the default (a profile, .env or the
-    environment set it)."""
+    (what `its-faust settings` prints). ``changed``: the value is not the default; ``set_by``: what sets it
+    here (the environment, .env, the profile; empty for none), as load_settings reads them, the last first."""
+    from dotenv import dotenv_values
+
+    profile = os.environ.get("ITS_FAUST_PROFILE", Profile.local.value)
+    sources = [("the environment", os.environ)] + [
+        (name, {k.upper(): v for k, v in dotenv_values(path).items()})
+        for name, path in ((".env", Path(".env")), (f"the {profile} profile", PROFILES_DIR / f"{profile}.env"))
+        if path.exists()
+    ]
     rows = []
 
     def walk(model: BaseModel, prefix: str) -> None:
@@ -382,8 +391,9 @@ def describe(settings: Settings) -> list[dict]:
                 continue
             default = field.get_default(call_default_factory=True)
             value, default = _plain(value), _plain(default)
+            set_by = next((name for name, values in sources if variable in values), "")
             rows.append({"variable": variable, "value": value, "default": default, "changed": value != default,
-                         "description": field.description or ""})
+                         "set_by": set_by, "description": field.description or ""})
 
     walk(settings, "ITS_FAUST_")
     return rows

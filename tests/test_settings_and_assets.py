@@ -140,7 +140,8 @@ def test_the_settings_command_lists_every_setting_with_its_value_default_and_var
     from its_faust.cli import main
     from its_faust.settings import get_settings
 
-    monkeypatch.chdir(tmp_path)  # no .env of the working folder
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("ITS_FAUST_API__LIVE_FPS=6\n")
     monkeypatch.setenv("ITS_FAUST_PROFILE", "staging")
     monkeypatch.setenv("ITS_FAUST_API__PORT", "9123")
     get_settings.cache_clear()
@@ -154,10 +155,13 @@ def test_the_settings_command_lists_every_setting_with_its_value_default_and_var
     assert rows["ITS_FAUST_API__PORT"] == {**rows["ITS_FAUST_API__PORT"], "value": 9123, "default": 8000, "changed": True}
     assert rows["ITS_FAUST_PARTITIONS"]["value"] == 16 and rows["ITS_FAUST_MODEL__CLASSES"]["value"] == [0, 1, 2, 3, 5, 7]
     assert "ITS_FAUST_TRACKER__MAX_GAP_S" in rows and all(r["description"] for r in listed)  # nested ones too, each said
-    assert "ITS_FAUST_API__PORT=9123   (default: 8000)" in changed and "ITS_FAUST_LOG_JSON=true" in changed
-    assert "ITS_FAUST_MODEL__IMGSZ" not in changed
-    assert api_only.startswith("ITS_FAUST_API__LIVE_FPS=4.0\n")
-    assert [line for line in api_only.splitlines() if not line.startswith(" ")] == ["ITS_FAUST_API__LIVE_FPS=4.0"]
+    # Each change says what made it (a value from a profile looked like a default gone wrong).
+    assert "ITS_FAUST_API__PORT=9123   (default: 8000; set by the environment)" in changed
+    assert "ITS_FAUST_LOG_JSON=true   (default: false; set by the staging profile)" in changed
+    assert "ITS_FAUST_API__LIVE_FPS=6.0   (default: 4.0; set by .env)" in changed
+    assert "ITS_FAUST_MODEL__IMGSZ" not in changed and rows["ITS_FAUST_MODEL__IMGSZ"]["set_by"] == ""
+    assert api_only.startswith("ITS_FAUST_API__LIVE_FPS=6.0")
+    assert [line for line in api_only.splitlines() if not line.startswith(" ")] == ["ITS_FAUST_API__LIVE_FPS=6.0   (default: 4.0; set by .env)"]
 
 
 def test_usable_cores_keep_within_a_containers_cpu_quota(tmp_path, monkeypatch):

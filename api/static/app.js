@@ -327,7 +327,7 @@ async function loadWorkers() {
     title.textContent = w.worker;
     const doing = w.state === "running" || w.state === "recovering"
       ? `${w.fps.toFixed(1)} fps · partitions ${w.partitions.join(", ") || "none"}`
-        + (w.frames_waiting ? ` · ${w.frames_waiting} waiting` : "")
+        + (w.frames_waiting ? ` · ${w.frames_waiting} frames waiting` : "")
       : `${w.state === "gone" ? "silent" : "stopped"} ${Math.round(w.reported_s_ago)} s ago`;
     li.append(title, document.createElement("br"), `${w.state} · ${doing}`);
     ul.appendChild(li);

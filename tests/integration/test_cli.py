@@ -133,6 +133,8 @@ def test_demo_runs_and_stops_by_itself():
     assert sent > 30 and tracked > 30  # frames flowed through broker, worker and tracker
     # The sample clip's counting line, from the counts topic (what crossed it by then varies with the speed).
     assert re.findall(r"demo-cam-1: .* counts y120 in \d+ out \d+$", done.stdout, re.MULTILINE), done.stdout[-2000:]
+    assert "demo-cam-1 play dual_carriageway_abhishek.mp4 in a loop" in done.stdout  # why counts pass one clip's
+    assert done.stdout.rstrip().endswith("demo stopped: cameras, workers, the API and the broker"), done.stdout[-500:]
 
 
 def test_bad_option_values_are_refused_before_anything_starts():
