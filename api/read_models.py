@@ -209,17 +209,15 @@ class Counts(CurrentFigures):
         and in each how many (``frames_shed``: its counts miss what those frames showed)."""
         size = WINDOW_S[window]
         history = self.history.get((camera_id, window), {})
-        starts = set(history)
-        if shed is not None:
-            starts |= {minute // size * size for minute in shed.shed_minutes.get(camera_id, {})}
+        shed_by_window = shed.shed_by_window(camera_id, size) if shed is not None else {}
         out = []
-        for start in sorted(starts):
+        for start in sorted(set(history) | set(shed_by_window)):
             counts = history.get(start, {})
             out.append({
                 "start": start, "end": start + size,
                 "counts": [{"line": l, "direction": d, "label": c, "count": n}
                            for (l, d, c), (_, n) in sorted(counts.items())],
-                **({"frames_shed": shed.shed_in(camera_id, start, size)} if shed is not None else {}),
+                **({"frames_shed": shed_by_window.get(start, 0)} if shed is not None else {}),
             })
         return out
 
@@ -345,9 +343,13 @@ class CameraEvents:
             if len(self.shed_minutes) > self.max_cameras:
                 self.shed_minutes.pop(next(iter(self.shed_minutes)))
 
-    def shed_in(self, camera_id: str, start: float, size: float) -> int:
-        """Live frames of the camera shed (so not counted) in [start, start + size), as reported."""
-        return sum(n for minute, n in self.shed_minutes.get(camera_id, {}).items() if start <= minute < start + size)
+    def shed_by_window(self, camera_id: str, size: float) -> dict[float, int]:
+        """Live frames of the camera shed (so not counted), as reported, by the start of each ``size``-second window."""
+        windows: dict[float, int] = {}
+        for minute, n in self.shed_minutes.get(camera_id, {}).items():
+            start = minute // size * size
+            windows[start] = windows.get(start, 0) + n
+        return windows
 
     def recent(self, camera_id: str, limit: int) -> list[CameraEvent]:
         """The camera's last ``limit`` events, newest first."""

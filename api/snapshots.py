@@ -48,8 +48,7 @@ class AlertSnapshots:
         marks = self._marks.get(ref, AlertMarks()).with_alert(alert)
         if ref in self._jpegs and marks == self._marks.get(ref):
             return  # this alert again (a redelivery): drawn already
-        self._marks[ref] = marks
-        self._draw(ref)
+        self._draw(ref, marks)
 
     def track_arrived(self, m: Message) -> None:
         """A track record: if an alert's frame was drawn before it came, draw that frame again, with it."""
@@ -62,14 +61,16 @@ class AlertSnapshots:
         if ref in self._untracked:
             self._draw(ref)
 
-    def _draw(self, ref: tuple[str, int]) -> None:
+    def _draw(self, ref: tuple[str, int], marks: AlertMarks | None = None) -> None:
+        """Draw the frame with ``marks`` (default: those it was drawn with); kept only if it could be drawn."""
+        marks = marks or self._marks.get(ref)
         frame_msg, track_msg = latest_pair(self.frames, self.tracks, *ref)
-        jpeg = render_jpeg(frame_msg, track_msg, self.cameras.get(ref[0]), marks=self._marks.get(ref))
+        jpeg = render_jpeg(frame_msg, track_msg, self.cameras.get(ref[0]), marks=marks)
         if jpeg is None:
-            if ref not in self._jpegs:
-                self._marks.pop(ref, None)
             return  # the frame is not held (a camera far ahead of this process's rings): no snapshot
         self._jpegs[ref] = jpeg
+        if marks is not None:
+            self._marks[ref] = marks
         if track_msg is None:
             self._untracked.setdefault(ref, time.monotonic())
         else:

@@ -21,6 +21,7 @@ import json
 import time
 from typing import AsyncIterator, Callable, Collection, Mapping
 
+import anyio
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
@@ -135,16 +136,17 @@ def format_positions(positions: Mapping[str, str]) -> str:
     return ";".join(f"{name}={cursor}" for name, cursor in positions.items())
 
 
-def parse_positions(text: str | None, names: Collection[str]) -> dict[str, dict[int, int]]:
-    """The feeds' cursors in an id :func:`format_positions` gave; a feed it does not name starts from now."""
+def parse_positions(text: str | None, names: Collection[str]) -> dict[str, dict[int, int] | None]:
+    """The feeds' cursors in an id :func:`format_positions` gave; a feed it does not name (or names with no
+    position) starts from now."""
     if not text:
         return {}
-    cursors: dict[str, dict[int, int]] = {}
+    cursors: dict[str, dict[int, int] | None] = {}
     for part in text.split(";"):
         name, sep, cursor = part.partition("=")
         if not sep or name not in names:
             raise BadCursor(f"Last-Event-ID part {part!r} names no feed of this stream (its feeds: {', '.join(names)})")
-        cursors[name] = parse_cursor(cursor) or {}
+        cursors[name] = parse_cursor(cursor)
     return cursors
 
 
@@ -185,8 +187,11 @@ async def merged(streams: Mapping[str, AsyncIterator[dict]], queue_size: int = 6
             positions[name] = event["id"]
             yield {**labelled(name, event), "id": format_positions(positions)}
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for stream in streams.values():
-            await stream.aclose()
+        # Shielded: a client that left cancels this generator's scope, and every await here would be
+        # cancelled again, leaving feeds open (and counted as clients) until garbage collection.
+        with anyio.CancelScope(shield=True):
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for stream in streams.values():  # each stops where it is (a pump held it at a yield)
+                await stream.aclose()

@@ -15,6 +15,7 @@ import logging
 import time
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ConfigDict, Field
 
 from its_faust.codecs import decode_or_none, encode
@@ -136,7 +137,13 @@ class RemovalWatch:
 
     async def _follow(self) -> None:
         while True:
-            for message in await self._follower.poll(1000):
+            try:
+                messages = await self._follower.poll(1000)
+            except KafkaError as exc:  # the broker away for a while: go on following once it is back
+                log.warning("camera %r: cannot read its configuration (%r); trying again", self.camera_id, exc)
+                await asyncio.sleep(5)
+                continue
+            for message in messages:
                 config = decode_or_none(CameraConfig, message.value)
                 if config is not None and config.camera_id == self.camera_id and config.removed:
                     log.warning("camera %r was removed: its source stops", self.camera_id)

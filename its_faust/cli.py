@@ -209,8 +209,8 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
         await ensure_topics(bootstrap, settings)
         watch = await RemovalWatch(bootstrap, settings, camera_id).start()
         producer = make_producer(bootstrap)
-        await producer.start()
         try:
+            await producer.start()
             stats = await run_ingest(
                 _resolve_source(source, settings), camera_id, producer, settings, fps=fps, max_frames=max_frames,
                 loop_source=loop_source, as_live_source=as_live_source, stop=watch.removed,

@@ -13,8 +13,8 @@ at once; this is the last resort. The one earlier re-seek that did not restore t
 flow used ``Consumer.seek``, which touches aiokafka from the wrong thread; the
 re-seek now runs in the consumer's thread. A partition that stalls again after a
 re-seek is logged as an error and makes the worker ``stuck``: its liveness file goes
-(:mod:`its_faust.worker`), so an orchestrator restarts it (kill and replacement is
-tested to lose nothing). A rebalance gives every partition a new chance.
+(:mod:`its_faust.worker`), so Kubernetes' liveness probe restarts it (kill and
+replacement is tested to lose nothing). A rebalance gives every partition a new chance.
 """
 
 from __future__ import annotations

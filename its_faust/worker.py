@@ -4,7 +4,7 @@ A worker loads the detector before it joins the consumer group, so the first
 frames it takes are not held up by a model load; ``ready_file`` (if given) is
 created once the worker has joined and restored its tables, and is its liveness
 as well: touched every ``LIVENESS_TOUCH_S`` while the event loop runs and no partition
-is stuck (:mod:`its_faust.watchdog`), removed when one is and when the worker
+is stuck (:mod:`its_faust.watchdog`), removed while one is and when the worker
 stops. A probe checks that it was touched within the last minute.
 """
 
@@ -74,16 +74,22 @@ def run_worker(ready_file: Path | None = None) -> None:
 
 
 def install_liveness(app, ready_file: Path, watchdog) -> None:
-    """Keep ``ready_file`` fresh while this worker is well; once it exists (it is created when the worker is
-    ready), a stuck partition removes it."""
+    """Keep ``ready_file`` fresh while this worker is well, once it is ready (the file is created then); while
+    a partition is stuck, the file is gone: Kubernetes' liveness probe restarts the worker (compose marks it
+    unhealthy). A rebalance that starts the partition again brings the file back."""
+    ready = False
 
     @app.timer(interval=LIVENESS_TOUCH_S, name="liveness")
     async def _touch() -> None:
-        if not ready_file.exists():
-            return  # not ready yet (or no longer)
+        nonlocal ready
+        ready = ready or ready_file.exists()
+        if not ready:
+            return
         if watchdog.stuck:
-            log.error("worker stuck: %s did not move after a re-seek; removing %s so that it is restarted",
-                      ", ".join(f"{tp.topic}[{tp.partition}]" for tp in watchdog.stuck), ready_file)
+            if ready_file.exists():
+                log.error("worker stuck: %s did not move after a re-seek; removed %s (its liveness: an orchestrator "
+                          "watching it restarts this worker)",
+                          ", ".join(f"{tp.topic}[{tp.partition}]" for tp in watchdog.stuck), ready_file)
             ready_file.unlink(missing_ok=True)
         else:
             ready_file.touch()

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from api.hub import Message, TopicRing
 from api.read_models import Alerts, CameraEvents, Cameras, Counts, TrackedCameras, Zones
 from api.routes_status import STALLED_AFTER_S, _workers_state, _workers_verdict
-from api.sse import BadCursor, format_cursor, parse_cursor
+from api.sse import BadCursor, format_cursor, merged, parse_cursor, parse_positions
 from its_faust.codecs import encode
 from schemas.analytics import Alert, CountUpdate, FrameRef, WindowCount, ZoneStats, ZoneWindow
 from schemas.camera_events import CameraEvent
@@ -25,6 +25,48 @@ def test_positions_round_trip_and_bad_ones_are_refused():
     for bad in ("yesterday", "0:5,1", "0:-1", "a:b"):
         with pytest.raises(BadCursor):
             parse_cursor(bad)
+
+
+def test_several_feeds_positions_round_trip_and_a_feed_not_named_starts_from_now():
+    names = ["alerts", "tracks:cam-1"]
+    assert parse_positions("alerts=0:5,1:2;tracks:cam-1=3:9", names) == {"alerts": {0: 5, 1: 2}, "tracks:cam-1": {3: 9}}
+    assert parse_positions("alerts=", names) == {"alerts": None} and parse_positions(None, names) == {}
+    for bad in ("counts:cam-1=0:1", "alerts", "alerts=0:x"):
+        with pytest.raises(BadCursor):
+            parse_positions(bad, names)
+
+
+def test_merged_feeds_carry_every_position_and_close_every_feed_when_the_client_leaves():
+    import asyncio
+
+    import anyio
+
+    closed = []
+
+    async def feed(name: str, n: int):
+        try:
+            yield {"event": "hello", "id": "0:0", "data": "{}"}
+            for i in range(n):
+                yield {"event": name, "id": f"0:{i + 1}", "data": "{}"}
+            await asyncio.sleep(3600)
+        finally:
+            closed.append(name)
+
+    async def go():
+        # A queue of one: the busy feed's pump waits at a full queue, its feed held at a yield.
+        stream = merged({"a": feed("a", 2), "b": feed("b", 100)}, queue_size=1)
+        events = []
+        with anyio.CancelScope() as scope:  # as sse-starlette ends a response whose client left
+            async for event in stream:
+                events.append(event)
+                if len(events) == 6:
+                    scope.cancel()
+        return events
+
+    events = asyncio.run(go())
+    assert [e["event"] for e in events[:2]] == ["hello", "hello"]
+    assert all(e["id"].startswith("a=0:") and ";b=0:" in e["id"] for e in events)  # every id holds both positions
+    assert sorted(closed) == ["a", "b"]  # neither feed left open (they count SSE clients until closed)
 
 
 def test_workers_are_stalled_only_when_work_waits_and_nothing_is_committed():

@@ -134,3 +134,6 @@ def test_the_ready_file_is_kept_fresh_while_the_worker_is_well_and_removed_when_
     dog.stuck = [TP("its.frames", 0)]
     asyncio.run(touch())
     assert not ready.exists()
+    dog.stuck = []  # a rebalance gave the partition a new chance, and it moves
+    asyncio.run(touch())
+    assert ready.exists()

@@ -220,9 +220,11 @@ let historyTimer = null;
 function scheduleHistory() { if (!historyTimer) historyTimer = setTimeout(() => { historyTimer = null; loadHistory(); }, 1000); }
 
 async function loadHistory() {
-  if (!state.camera) return;
-  const res = await fetch(`${api}/cameras/${encodeURIComponent(state.camera)}/counts/history?window=1m`);
-  drawFlow(await res.json());
+  const id = state.camera;
+  if (!id) return;
+  const res = await fetch(`${api}/cameras/${encodeURIComponent(id)}/counts/history?window=1m`);
+  const windows = await res.json();
+  if (id === state.camera) drawFlow(windows);  // another camera selected meanwhile: its own load draws it
 }
 
 const FLOW_MINUTES = 30;
@@ -346,9 +348,12 @@ async function loadAlerts() {
   } catch (e) { /* the stream alone, from now on */ }
 }
 
-loadAlerts().then(loadCameras).then(() => { if (!state.camera) openStream(null, { alerts: state.alertsPosition }); });
+// The alerts listed first, then the cameras: the stream the first selection opens goes on from the list.
+loadAlerts().then(loadCameras).then(() => {
+  if (!state.camera) openStream(null, { alerts: state.alertsPosition });
+  setInterval(loadCameras, 5000);
+});
 loadWorkers();
 loadReady();
-setInterval(loadCameras, 5000);
 setInterval(loadWorkers, 5000);
 setInterval(loadReady, 5000);

@@ -106,7 +106,7 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
                     " tracks: +(document.body.dataset.tracks || 0), rows: document.querySelectorAll('#counts tbody td.num').length,"
                     " live: document.getElementById('live').naturalWidth, status: document.getElementById('status').textContent})"
                 )
-                if seen["counts"] >= 1 and seen["frames"] >= 20 and seen["live"] > 0:
+                if seen["counts"] >= 1 and seen["frames"] >= 20 and seen["live"] > 0 and seen["status"] == "live":
                     break
                 await asyncio.sleep(0.2)
             await running
