@@ -88,27 +88,24 @@ def draw(frame: FrameRecord, tracks: TrackRecord | None, config: CameraConfig | 
     image = cv2.imdecode(np.frombuffer(frame.jpeg, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         return None
+    marks = marks or AlertMarks()
     if config:
         for zone in config.zones:
             pts = np.array(zone.points, dtype=np.int32)
+            corner = tuple(int(v) for v in zone.points[0])
             overlay = image.copy()
             cv2.fillPoly(overlay, [pts], (255, 200, 0))
             image = cv2.addWeighted(overlay, 0.18, image, 0.82, 0)
-            cv2.polylines(image, [pts], True, (255, 200, 0), 1, cv2.LINE_AA)
-            cv2.putText(image, zone.name, tuple(int(v) for v in zone.points[0]), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                        (255, 200, 0), 1, cv2.LINE_AA)
+            if zone.name in marks.zones:  # an alert's zone: outlined and named in red, with what the alert is
+                cv2.polylines(image, [pts], True, ALERT_COLOUR, 3, cv2.LINE_AA)
+                _label(image, f"{zone.name}: {marks.zones[zone.name]}", corner, ALERT_COLOUR, (255, 255, 255))
+            else:
+                cv2.polylines(image, [pts], True, (255, 200, 0), 1, cv2.LINE_AA)
+                cv2.putText(image, zone.name, corner, cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 200, 0), 1, cv2.LINE_AA)
         for line in config.lines:
             a, b = (int(line.x1), int(line.y1)), (int(line.x2), int(line.y2))
             cv2.line(image, a, b, (0, 255, 255), 2, cv2.LINE_AA)
             cv2.putText(image, line.name, (a[0] + 4, a[1] - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 255), 1, cv2.LINE_AA)
-    marks = marks or AlertMarks()
-    if config:
-        for zone in config.zones:
-            if zone.name in marks.zones:
-                pts = np.array(zone.points, dtype=np.int32)
-                cv2.polylines(image, [pts], True, ALERT_COLOUR, 3, cv2.LINE_AA)
-                _label(image, f"{zone.name}: {marks.zones[zone.name]}", tuple(int(v) for v in zone.points[0]),
-                       ALERT_COLOUR, (255, 255, 255))
     if tracks:
         # The alert's vehicles last, so that their boxes are on top.
         for o in sorted(tracks.objects, key=lambda o: o.track_id in marks.tracks):

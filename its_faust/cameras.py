@@ -119,14 +119,13 @@ class RemovalWatch:
                                            keys=[self.camera_id.encode()]).start()
         try:
             configs = await read_configs(self.bootstrap, self.settings)
+            config = configs.get(self.camera_id)
+            if config is not None and config.removed:
+                raise CameraRemoved(f"camera {self.camera_id!r} was removed (`its-faust cameras add {self.camera_id}` "
+                                    "adds it again)")
         except BaseException:
             await self._follower.stop()
             raise
-        config = configs.get(self.camera_id)
-        if config is not None and config.removed:
-            await self._follower.stop()
-            raise CameraRemoved(f"camera {self.camera_id!r} was removed (`its-faust cameras add {self.camera_id}` "
-                                "adds it again)")
         if config is None:
             known = sorted(c.camera_id for c in configs.values() if not c.removed)
             log.warning("camera %r is not configured: its frames are tracked, but it has no lines or zones and is "
