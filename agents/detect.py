@@ -9,6 +9,9 @@ the next batch is being decoded). Results leave in the order the frames came, so
 camera's frames never overtake each other, and a frame's offset is acknowledged only
 after its detection record has been handed to the producer. A live frame that arrives
 too old to matter is shed before decoding and reported (:mod:`its_faust.stale_frames`).
+A removed camera's frames are dead-lettered (its configuration, in the ``camera-config`` table,
+is on this worker with the camera's frames): nothing of it should be counted or kept any more,
+and the dead letter tells a producer that still sends them why.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from its_faust.in_order import InOrderJobs
 from its_faust.intake import Intake
 from its_faust.stale_frames import StaleFrames
 from schemas import CameraEvent, DetectionRecord, FrameRecord, ModelInfo
+from tables.config_table import current_config
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +88,8 @@ async def _load_detector() -> None:
 
 
 async def _frame_of(stream, intake: Intake, event: EventT) -> FrameRecord | None:
-    """The event's frame; None for what is not one (dead-lettered and acknowledged), a stale live frame
-    (shed and acknowledged) or a frame whose turn it is not."""
+    """The event's frame; None for what is not one or is a removed camera's (dead-lettered and acknowledged),
+    a stale live frame (shed and acknowledged) or a frame whose turn it is not."""
     if not await intake.admit(event):
         return None  # out of order or a copy: released, it comes again (or came already)
     try:
@@ -94,6 +98,12 @@ async def _frame_of(stream, intake: Intake, event: EventT) -> FrameRecord | None
             raise SchemaError(f"key {event.key!r} is not the record's camera_id {frame.camera_id!r}")
     except SchemaError as exc:
         await dead_letter("detect", event, str(exc))
+        await stream.ack(event)
+        return None
+    config = current_config(event.key)
+    if config is not None and config.removed:
+        await dead_letter("detect", event, f"camera {frame.camera_id!r} was removed: its frames are not processed "
+                                           f"(`its-faust cameras add {frame.camera_id}` takes them again)")
         await stream.ack(event)
         return None
     now = time.time()

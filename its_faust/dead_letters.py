@@ -2,6 +2,10 @@
 
 ``valid_records`` is how every agent but detect reads its stream: in log order through the
 intake, decoded, and what does not decode (or whose camera_id is not its key) dead-lettered.
+
+Every dead letter is on the topic; the log warns of the first of each stage and key at once and then
+of one every ``QUIET_S`` with how many came since, since a producer with a fault in its records
+sends every one of them with it (30 warnings a second from one camera).
 """
 
 from __future__ import annotations
@@ -21,13 +25,39 @@ from schemas.base import Record
 R = TypeVar("R", bound=Record)
 
 log = logging.getLogger(__name__)
+QUIET_S = 10.0
+
+
+class QuietLog:
+    """When to warn of a dead letter: the first of a stage and key at once, then one every ``every_s``,
+    saying how many were left unsaid since."""
+
+    def __init__(self, every_s: float = QUIET_S, keep: int = 1000):
+        self.every_s, self.keep = every_s, keep
+        self._said: dict[tuple[str, bytes | None], tuple[float, int]] = {}  # (stage, key) -> (said at, unsaid since)
+
+    def due(self, stage: str, key: bytes | None, now: float) -> int | None:
+        """None: stay quiet about this one; otherwise say it, and how many went unsaid before it."""
+        said_at, unsaid = self._said.get((stage, key), (float("-inf"), 0))
+        if now - said_at < self.every_s:
+            self._said[(stage, key)] = (said_at, unsaid + 1)
+            return None
+        if len(self._said) >= self.keep:  # keys as many as a broken producer invents: forget the quiet ones
+            self._said = {k: v for k, v in self._said.items() if now - v[0] < self.every_s}
+        self._said[(stage, key)] = (now, 0)
+        return unsaid
+
+
+_quiet = QuietLog()
 
 
 async def dead_letter(stage: str, event: EventT, reason: str) -> None:
     message = event.message
-    log.warning(
-        "%s: dead-lettered %s[%s]@%s: %s", stage, message.topic, message.partition, message.offset, reason
-    )
+    unsaid = _quiet.due(stage, message.key, time.monotonic())
+    if unsaid is not None:
+        more = f" ({unsaid} more from key {message.key!r} since the last warning, all on the topic)" if unsaid else ""
+        log.warning("%s: dead-lettered %s[%s]@%s: %s%s", stage, message.topic, message.partition, message.offset,
+                    reason, more)
     record = DeadLetter(
         stage=stage,
         topic=message.topic,

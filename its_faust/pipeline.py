@@ -202,11 +202,15 @@ async def configure_camera(stack: Stack, camera_id: str, setup: CameraSetup, *, 
 
 
 async def setup_for_run(stack: Stack, camera_id: str, setup: CameraSetup) -> tuple[CameraSetup, list[str]]:
-    """What a run of ``camera_id`` will be analysed with, and what of it the camera had from before.
+    """What a run of ``camera_id`` will be analysed with, and what of it the camera had from before
+    (a camera removed is added again).
 
     On a broker that has seen the camera, it keeps the lines and zones it had (``ensure_setup``
     leaves them): the workers count them, so the summary reports them too, and says so."""
     current = (await read_configs(stack.bootstrap, stack.settings)).get(camera_id)
+    if current is not None and current.removed:  # the workers would dead-letter its frames
+        log.warning("camera %s was removed: this run adds it again", camera_id)
+        await configure_camera(stack, camera_id, CameraSetup())
     whole, kept = with_kept(setup, current)
     if kept:
         log.warning("%s keeps %s from before this run: counted and in the summary (`its-faust cameras "

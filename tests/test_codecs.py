@@ -83,3 +83,18 @@ def test_standard_base64_is_accepted_too():
     wire = json.loads(encode(frame(jpeg=b"\xff\xd8\xff\xfe?>")))
     wire["jpeg"] = base64.b64encode(b"\xff\xd8\xff\xfe?>").decode()  # '+' and '/' alphabet
     assert decode(FrameRecord, json.dumps(wire).encode()).jpeg == b"\xff\xd8\xff\xfe?>"
+
+
+def test_dead_letters_of_one_key_are_warned_of_once_per_period_with_how_many_went_unsaid():
+    from its_faust.dead_letters import QuietLog
+
+    quiet = QuietLog(every_s=10.0, keep=3)
+    assert quiet.due("detect", b"cam-1", 0.0) == 0  # the first at once
+    assert [quiet.due("detect", b"cam-1", t) for t in (1.0, 2.0, 9.9)] == [None, None, None]
+    assert quiet.due("track", b"cam-1", 3.0) == 0  # another stage, another fault: said at once
+    assert quiet.due("detect", b"cam-2", 3.0) == 0
+    assert quiet.due("detect", b"cam-1", 10.0) == 3  # the next period: said, with the three unsaid
+    assert quiet.due("detect", b"cam-1", 10.5) is None
+    # A producer inventing keys: the table keeps only the ones said within the period.
+    assert quiet.due("detect", b"x", 30.0) == 0 and quiet.due("detect", b"y", 30.0) == 0
+    assert len(quiet._said) <= 3

@@ -214,11 +214,16 @@ def test_a_run_on_a_camera_the_broker_knows_reports_what_it_kept(stack, settings
 
 
 def test_a_run_with_no_workers_of_its_own_is_tracked_by_the_running_ones(stack, settings, clip_path):
-    """`run --workers 0` on a broker with workers: nobody joins their group (no rebalance), they track it all."""
+    """`run --workers 0` on a broker with workers: nobody joins their group (no rebalance), they track it all.
+    The camera was removed before: the run adds it again (the workers dead-letter a removed camera's frames)."""
+    from its_faust.cameras import command, read_configs, send_commands
     from its_faust.pipeline import run_source
+    from schemas.control import AddCamera, RemoveCamera
 
     shared = settings.model_copy(update={"broker_url": stack.broker_url})
+    asyncio.run(send_commands(stack.bootstrap, settings, [command("guest-cam", AddCamera()), command("guest-cam", RemoveCamera())]))
     summary = asyncio.run(run_source(shared, str(clip_path), camera_id="guest-cam", workers=0, max_frames=60))
+    assert not asyncio.run(read_configs(stack.bootstrap, settings))["guest-cam"].removed
     assert summary.workers == 0 and summary.frames_tracked == summary.frames_in == 60
     running = {f":{w.proc.pid}" for w in stack.workers}
     assert len(summary.tracked_by) == 1 and summary.tracked_by[0][summary.tracked_by[0].rindex(":"):] in running

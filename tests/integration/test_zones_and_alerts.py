@@ -11,9 +11,11 @@ import asyncio
 import time
 
 from its_faust.cameras import command, send_commands
+from its_faust.codecs import decode
 from its_faust.pipeline import Stack, track_source, wait_analytics_settled
-from its_faust.results import RecordFeed
-from its_faust.topic_names import ALERTS, ZONE_STATS
+from its_faust.results import RecordFeed, TopicReader
+from its_faust.topic_names import ALERTS, DEAD_LETTERS, ZONE_STATS
+from schemas import DeadLetter, FrameRecord
 from schemas.analytics import Alert, ZoneStats
 from schemas.control import AddCamera, AddZone, RemoveCamera
 from schemas.geometry import Zone
@@ -63,27 +65,43 @@ def test_wrong_way_alerts_and_zone_stats_from_a_real_clip(stack, settings, clip_
     assert sum(per_minute.values()) == sum(per_quarter.values()) == last.entries
 
 
-def test_removing_a_camera_while_its_frames_are_in_flight_breaks_nothing(stack, settings, clip_path):
+def test_a_camera_removed_while_its_frames_are_in_flight_has_the_rest_dead_lettered_and_breaks_nothing(
+        stack, settings, clip_path):
     camera = "removed-cam"
 
     async def go():
         await send_commands(stack.bootstrap, settings, [command(camera, AddCamera()), command(camera, AddZone(zone=SOUTHBOUND))])
+        letters = await TopicReader(stack.bootstrap, settings.topic(DEAD_LETTERS), keys=[camera.encode()]).start()
         removed = []
 
         def remove_midway(stats, tracked):
             if tracked >= 40 and not removed:
                 removed.append(asyncio.ensure_future(send_commands(stack.bootstrap, settings, [command(camera, RemoveCamera())])))
 
-        stats, feed = await track_source(stack, str(clip_path), camera_id=camera, max_frames=120, during=remove_midway)
+        # The frames after the removal are not tracked: once the source is done, the run waits 10 s for them.
+        # Paced (no window of frames in flight, whose credits only tracked frames give back).
+        stats, feed = await track_source(stack, str(clip_path), camera_id=camera, fps=30, max_frames=120,
+                                         during=remove_midway, idle_timeout_s=10)
         config = await removed[0]
-        # The pipeline is still healthy for everyone: another camera goes through right after.
+        refused = [decode(DeadLetter, m.value) for m in await letters.read_to_end()]
+        await letters.stop()
+        # The pipeline is still healthy for everyone: another camera goes through right after, and the camera
+        # added again is tracked again.
         after, after_feed = await track_source(stack, str(clip_path), camera_id="after-removal", max_frames=30)
-        return stats, feed, config, after, after_feed
+        await send_commands(stack.bootstrap, settings, [command(camera, AddCamera())])
+        again, again_feed = await track_source(stack, str(clip_path), camera_id=camera, max_frames=10)
+        return stats, feed, config, [r for r in refused if r.key == camera.encode()], after_feed, again_feed
 
-    stats, feed, config, after, after_feed = asyncio.run(go())
+    stats, feed, config, refused, after_feed, again_feed = asyncio.run(go())
     assert config.removed and config.zones == []
-    assert len([k for k in feed.seen if k[0] == camera]) == stats.frames_sent == 120
+    tracked = [seq for cam, seq in feed.seen if cam == camera]
+    assert stats.frames_sent == 120 and 40 <= len(tracked) < 120
+    assert refused and all("was removed" in r.reason and r.stage == "detect" for r in refused)
+    # Every frame was tracked or dead-lettered, once.
+    refused_seqs = [decode(FrameRecord, r.value).seq for r in refused]
+    assert sorted(tracked + refused_seqs) == sorted(stats.sent_seqs)
     assert len([k for k in after_feed.seen if k[0] == "after-removal"]) == 30
+    assert len([k for k in again_feed.seen if k[0] == camera]) == 10
 
 
 def test_a_camera_whose_frames_stop_is_closed_its_alerts_cleared_and_zones_emptied(settings, clip_path, tmp_path,
