@@ -49,7 +49,12 @@ class HubFigures:
         states = [w["state"] for w in hub.workers.view(now)]
         for state in ("running", "recovering", "stopped", "gone"):
             workers.add_metric([state], states.count(state))
-        yield from (held, received, workers)
+        letters = CounterMetricFamily("its_faust_dead_letters", "Records the stages dead-lettered, as the API has read "
+                                      "them (its.dead-letters)", labels=["key", "stage"])
+        for key, stages in hub.dead_letters.counts.items():
+            for stage, n in stages.items():
+                letters.add_metric([key, stage], n)
+        yield from (held, received, workers, letters)
         yield from self._cameras(now)
 
     def _cameras(self, now: float):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from its_faust.results import group_offsets
@@ -87,6 +87,15 @@ async def workers(request: Request) -> dict:
     hub = request.app.state.hub
     listed = hub.workers.view(time.time())
     return {"workers": listed, "running": sum(1 for w in listed if w["state"] in ("running", "recovering"))}
+
+
+@router.get("/api/v1/dead-letters", summary="What the stages refused, and why: counts by key (camera) and stage, "
+            "and the newest letters", description="From `its.dead-letters`, as this API process has read it (since it "
+            "started, and the topic's last few before). `counts`: key -> stage -> records; `recent`: the newest first, "
+            "without the records themselves (`its-faust tail dead-letters` shows those).")
+async def dead_letters(request: Request, camera: str | None = Query(None, description="Only this key (camera id)"),
+                       limit: int = Query(20, ge=1, le=500)) -> dict:
+    return request.app.state.hub.dead_letters.view(camera, limit)
 
 
 def _workers_state(state, committed: int, waiting: int, now: float) -> str:

@@ -6,10 +6,10 @@ import asyncio
 import time
 
 from api.hub import TopicRing
-from api.read_models import Alerts, CameraEvents, Cameras, Counts, TrackedCameras, Workers, Zones
+from api.read_models import Alerts, CameraEvents, Cameras, Counts, DeadLetters, TrackedCameras, Workers, Zones
 from api.snapshots import AlertSnapshots
 from its_faust.topic_names import (
-    ALERTS, CAMERA_CONFIGS, CAMERA_EVENTS, COUNTS, FRAMES, TRACKS, WORKERS, ZONE_STATS, ensure_topics,
+    ALERTS, CAMERA_CONFIGS, CAMERA_EVENTS, COUNTS, DEAD_LETTERS, FRAMES, TRACKS, WORKERS, ZONE_STATS, ensure_topics,
 )
 from schemas.analytics import Alert
 
@@ -22,6 +22,7 @@ class Hub:
         self.counts, self.zones, self.alerts, self.camera_events = Counts(), Zones(), Alerts(), CameraEvents()
         self.cameras = Cameras(on_removed=self._camera_removed)
         self.workers = Workers()
+        self.dead_letters = DeadLetters()
         self.tracked = TrackedCameras()
         topic = settings.topic
 
@@ -38,6 +39,8 @@ class Hub:
                            max_bytes=settings.api.frames_memory_mb << 20),
             # Each worker's latest reports (every few seconds each): enough to know every recent worker.
             "workers": ring(WORKERS, 200, on_message=self.workers.apply),
+            # Counted as they come; few held, as a dead frame is a whole JPEG (the read model keeps the reasons).
+            "dead-letters": ring(DEAD_LETTERS, 50, on_message=self.dead_letters.apply),
             # Every configuration since the beginning: the camera list must be complete.
             "configs": ring(CAMERA_CONFIGS, 100, from_beginning=True, on_message=self.cameras.apply,
                             on_reset=self.cameras.forget_partition),

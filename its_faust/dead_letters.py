@@ -5,12 +5,15 @@ intake, decoded, and what does not decode (or whose camera_id is not its key) de
 
 Every dead letter is on the topic; the log warns of the first of each stage and key at once and then
 of one every ``QUIET_S`` with how many came since, since a producer with a fault in its records
-sends every one of them with it (30 warnings a second from one camera).
+sends every one of them with it (30 warnings a second from one camera). Each such warning about
+a camera's records is also a ``records_rejected`` event on its camera-events, so that whoever
+watches the camera (the API, the dashboard) sees why its frames go nowhere.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import AsyncIterator, TypeVar
 
@@ -19,13 +22,14 @@ from faust.types import EventT
 from its_faust import topics
 from its_faust.codecs import SchemaError, decode, encode
 from its_faust.intake import Intake
-from schemas import DeadLetter
-from schemas.base import Record
+from schemas import CameraEvent, CameraEventKind, DeadLetter
+from schemas.base import CAMERA_ID_PATTERN, Record
 
 R = TypeVar("R", bound=Record)
 
 log = logging.getLogger(__name__)
 QUIET_S = 10.0
+_CAMERA_ID = re.compile(CAMERA_ID_PATTERN)
 
 
 class QuietLog:
@@ -58,6 +62,7 @@ async def dead_letter(stage: str, event: EventT, reason: str) -> None:
         more = f" ({unsaid} more from key {message.key!r} since the last warning, all on the topic)" if unsaid else ""
         log.warning("%s: dead-lettered %s[%s]@%s: %s%s", stage, message.topic, message.partition, message.offset,
                     reason, more)
+        await _tell_the_camera(stage, message.key, reason, unsaid)
     record = DeadLetter(
         stage=stage,
         topic=message.topic,
@@ -69,6 +74,20 @@ async def dead_letter(stage: str, event: EventT, reason: str) -> None:
         failed_at=time.time(),
     )
     await topics.dead_letters.send(key=message.key, value=encode(record))
+
+
+async def _tell_the_camera(stage: str, key: bytes | None, reason: str, unsaid: int) -> None:
+    """A ``records_rejected`` event for the camera whose records these are; none for a key that is no camera id."""
+    try:
+        camera_id = key.decode() if key else ""
+    except UnicodeDecodeError:
+        return
+    if not _CAMERA_ID.fullmatch(camera_id):
+        return
+    more = f"; {unsaid} more rejected by {stage} since the last report" if unsaid else ""
+    event = CameraEvent(camera_id=camera_id, kind=CameraEventKind.records_rejected, at=time.time(),
+                        reason=f"{stage} dead-lettered a record: {reason}{more}")
+    await topics.camera_events.send(key=key, value=encode(event))
 
 
 async def valid_records(

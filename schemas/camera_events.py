@@ -19,6 +19,8 @@ class CameraEventKind(str, Enum):
     frames_shed = "frames_shed"  # live frames too old when detection reached them (its_faust.stale_frames)
     seqs_behind = "seqs_behind"  # frames not tracked, their seqs at or below the last tracked (its_faust.seqs_behind)
     finished = "finished"  # the source ended or ingest stopped; ``seq`` is the last seq sent
+    # Records of the camera a stage dead-lettered (its_faust.dead_letters): the first at once, then with counts.
+    records_rejected = "records_rejected"
 
 
 class CameraEvent(Record):

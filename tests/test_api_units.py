@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel
 
 from api.hub import Message, TopicRing
-from api.read_models import Alerts, CameraEvents, Cameras, Counts, TrackedCameras, Zones
+from api.read_models import Alerts, CameraEvents, Cameras, Counts, DeadLetters, TrackedCameras, Zones
 from api.routes_status import STALLED_AFTER_S, _workers_state, _workers_verdict
 from api.sse import BadCursor, format_cursor, merged, parse_cursor, parse_positions
 from its_faust.codecs import encode
@@ -348,9 +348,11 @@ def test_metrics_give_the_lines_and_zones_a_camera_has_now_and_zeros_where_nothi
     window = ZoneWindow(start=60, end=120, entries=1, exits=0)
     square = [(0, 0), (9, 0), (9, 9)]
     hub = SimpleNamespace(rings={}, workers=Workers(), tracked=TrackedCameras(), counts=Counts(), zones=Zones(),
-                          alerts=Alerts(), cameras=Cameras(),
+                          alerts=Alerts(), cameras=Cameras(), dead_letters=DeadLetters(),
                           settings=SimpleNamespace(analytics=SimpleNamespace(camera_silent_s=30.0)))
     hub.alerts_of = lambda camera_id: hub.alerts.for_camera(camera_id)
+    for offset in range(3):
+        hub.dead_letters.apply(_letter(_dead_letter(b"c", offset)))
     hub.cameras.put(CameraConfig(camera_id="c", version=4, last_command_id="x", updated_at=50.0,
                                  zones=[Zone(name="kept", points=square), Zone(name="quiet", points=square)]))
     for i, zone in enumerate(("kept", "removed")):
@@ -372,6 +374,39 @@ def test_metrics_give_the_lines_and_zones_a_camera_has_now_and_zeros_where_nothi
     assert samples[("its_faust_camera_objects", ("stopped",))] == 0  # silent past camera_silent_s: closed
     alerts = {labels: v for (name, labels), v in samples.items() if name == "its_faust_alerts_active"}
     assert alerts == {("c", kind): 0 for kind in ("congestion", "overspeed", "stopped_vehicle", "wrong_way")}
+    assert samples[("its_faust_dead_letters_total", ("c", "detect"))] == 3
+
+
+def _dead_letter(key: bytes | None, offset: int, stage: str = "detect"):
+    from schemas import DeadLetter
+
+    return DeadLetter(stage=stage, topic="its.frames", partition=1, offset=offset, key=key, value=b"x" * 10,
+                      reason=f"bad {offset}", failed_at=100.0 + offset)
+
+
+def _letter(letter) -> Message:
+    return Message(0, letter.offset, letter.key, encode(letter), letter.failed_at)
+
+
+def test_dead_letters_are_counted_by_key_and_stage_and_the_newest_listed_first_without_their_payloads():
+    letters = DeadLetters(keep_per_key=2, max_keys=2)
+    for offset, (key, stage) in enumerate([(b"cam-1", "detect"), (b"cam-1", "detect"), (b"cam-1", "track"),
+                                           (None, "detect"), (b"\xff", "detect")]):
+        letters.apply(_letter(_dead_letter(key, offset, stage)))
+    letters.apply(Message(0, 9, b"cam-1", b"not a dead letter", 0.0))  # skipped
+    view = letters.view(None, 10)
+    # Two keys kept (the newest heard from): the camera's counts were dropped with it.
+    assert view["counts"] == {"": {"detect": 1}, "\ufffd": {"detect": 1}}
+    assert [d["offset"] for d in view["recent"]] == [4, 3]
+    letters.apply(_letter(_dead_letter(b"cam-1", 10)))
+    letters.apply(_letter(_dead_letter(b"cam-1", 11, "track")))
+    letters.apply(_letter(_dead_letter(b"cam-1", 12)))
+    one = letters.view("cam-1", 10)
+    assert one["counts"] == {"cam-1": {"detect": 2, "track": 1}}
+    assert [d["offset"] for d in one["recent"]] == [12, 11]  # two kept per key
+    assert one["recent"][0] == {"stage": "detect", "topic": "its.frames", "partition": 1, "offset": 12, "key": "cam-1",
+                                "reason": "bad 12", "failed_at": 112.0, "bytes": 10}
+    assert letters.view("cam-1", 1)["recent"][0]["offset"] == 12 and letters.view("nobody", 5) == {"counts": {}, "recent": []}
 
 
 class _NamedBody(BaseModel):

@@ -333,6 +333,40 @@ def test_camera_events_feed_streams_one_cameras_events(stack, settings, api):
     assert [(e["camera_id"], e["kind"], e["reason"]) for e in got] == [(camera, "frame_rejected", r) for r in reasons]
 
 
+def test_a_cameras_refused_frames_are_listed_counted_and_told_as_a_camera_event(stack, settings, api):
+    """A producer whose frames all go to the dead letters: its camera says why, over HTTP and in /metrics."""
+    camera = "refused-cam"
+
+    async def go():
+        producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap)
+        await producer.start()
+        for seq in (1, 2, 3):
+            await producer.send(settings.topic(FRAMES), key=camera.encode(),
+                                value=json.dumps({"schema": "its.frame", "camera_id": camera, "seq": seq}).encode())
+        await producer.stop()
+        async with httpx.AsyncClient() as client:
+            async def refused() -> dict:
+                return (await client.get(f"{api.base}/api/v1/dead-letters", params={"camera": camera})).json()
+
+            deadline = time.monotonic() + 60
+            while (await refused())["counts"] != {camera: {"detect": 3}} and time.monotonic() < deadline:
+                await asyncio.sleep(0.3)
+            events = (await client.get(f"{api.base}/api/v1/cameras/{camera}/events")).json()
+            metrics = (await client.get(f"{api.base}/metrics")).text
+            bad_limit = await client.get(f"{api.base}/api/v1/dead-letters", params={"limit": 0})
+            return await refused(), events, metrics, bad_limit
+
+    listed, events, metrics, bad_limit = asyncio.run(go())
+    assert listed["counts"] == {camera: {"detect": 3}}
+    assert [d["offset"] for d in listed["recent"]] == sorted((d["offset"] for d in listed["recent"]), reverse=True)
+    assert all("Field required" in d["reason"] and d["stage"] == "detect" for d in listed["recent"])
+    assert [e["kind"] for e in events] == ["records_rejected"] and "Field required" in events[0]["reason"]
+    samples = {(s.name, s.labels.get("key"), s.labels.get("stage")): s.value
+               for family in text_string_to_metric_families(metrics) for s in family.samples}
+    assert samples[("its_faust_dead_letters_total", camera, "detect")] == 3
+    assert bad_limit.status_code == 422
+
+
 def test_several_feeds_in_one_stream_filter_per_camera_and_resume_each_exactly(stack, settings, api):
     """The dashboard held one connection per feed, six with its live view: a browser's limit for one host, and
     nothing was left for the page's requests or for opening /docs (the click hung)."""

@@ -10,13 +10,14 @@ import cv2
 from its_faust.codecs import decode, encode
 from its_faust.ingest import make_producer
 from its_faust.results import TopicReader, TrackFeed
-from its_faust.topic_names import DEAD_LETTERS, DETECTIONS, FRAMES
-from schemas import DeadLetter, FrameRecord
+from its_faust.topic_names import CAMERA_EVENTS, DEAD_LETTERS, DETECTIONS, FRAMES
+from schemas import CameraEvent, CameraEventKind, DeadLetter, FrameRecord
 
 
 async def _dead_letters_after_bad_input(stack, clip_frames):
     settings = stack.settings
     dlq = await TopicReader(stack.bootstrap, settings.topic(DEAD_LETTERS)).start()
+    camera_events = await TopicReader(stack.bootstrap, settings.topic(CAMERA_EVENTS), keys=[b"cam-dlq"]).start()
     feed = await TrackFeed(stack.bootstrap, settings).start()
     producer = make_producer(stack.bootstrap)
     await producer.start()
@@ -42,14 +43,15 @@ async def _dead_letters_after_bad_input(stack, clip_frames):
     while (len(letters) < 6 or tracked != {1, 4}) and time.monotonic() < deadline:
         letters += [decode(DeadLetter, m.value) for m in await dlq.poll(200)]
         tracked |= {r.seq for r in await feed.poll(200) if r.camera_id == "cam-dlq"}
+    events = [e for e in (decode(CameraEvent, m.value) for m in await camera_events.read_to_end()) if e.camera_id == "cam-dlq"]
     await producer.stop()
-    await dlq.stop()
-    await feed.stop()
-    return bad, letters, tracked
+    for reader in (dlq, feed, camera_events):
+        await reader.stop()
+    return bad, letters, tracked, events
 
 
 def test_malformed_messages_are_dead_lettered_and_the_rest_flows(stack, clip_frames):
-    bad, letters, tracked = asyncio.run(_dead_letters_after_bad_input(stack, clip_frames))
+    bad, letters, tracked, events = asyncio.run(_dead_letters_after_bad_input(stack, clip_frames))
     assert tracked == {1, 4}  # frames before and after the bad ones are tracked
     assert len(letters) == 6
     by_value = {letter.value: letter for letter in letters}
@@ -59,3 +61,8 @@ def test_malformed_messages_are_dead_lettered_and_the_rest_flows(stack, clip_fra
     assert any("not the record's camera_id" in l.reason for l in letters)
     track_letters = [l for l in letters if l.stage == "track"]
     assert len(track_letters) == 1 and "DetectionRecord" in track_letters[0].reason
+    # Whoever watches the camera is told: the first dead letter of each stage at once, the rest of the burst later.
+    rejected = sorted(e.reason for e in events if e.kind == CameraEventKind.records_rejected)
+    assert len(rejected) == 2, rejected
+    assert rejected[0].startswith("detect dead-lettered a record:") and "Invalid JSON" in rejected[0]
+    assert rejected[1].startswith("track dead-lettered a record:")
