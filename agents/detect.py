@@ -115,6 +115,13 @@ async def _frame_of(stream, intake: Intake, event: EventT) -> FrameRecord | None
     return frame
 
 
+@app.timer(interval=2.0, name="shed-frames-reports")
+async def _report_overdue() -> None:
+    """What is left to report of cameras that stopped shedding and sent no frame since (:mod:`its_faust.stale_frames`)."""
+    for camera_event in _stale.overdue(time.time()):
+        await _report(camera_event, camera_event.camera_id.encode())
+
+
 async def _report(camera_event: CameraEvent | None, key: bytes) -> None:
     if camera_event is not None:
         await topics.camera_events.send(key=key, value=encode(camera_event))

@@ -4,8 +4,9 @@
 intake, decoded, and what does not decode (or whose camera_id is not its key) dead-lettered.
 
 Every dead letter is on the topic; the log warns of the first of each stage and key at once and then
-of one every ``QUIET_S`` with how many came since, since a producer with a fault in its records
-sends every one of them with it (30 warnings a second from one camera). Each such warning about
+of one every ``QUIET_S`` with how many came since (what is left unsaid after that, a timer says),
+since a producer with a fault in its records sends every one of them with it (30 warnings a
+second from one camera). Each such warning about
 a camera's records is also a ``records_rejected`` event on its camera-events, so that whoever
 watches the camera (the API, the dashboard) sees why its frames go nowhere.
 """
@@ -20,6 +21,7 @@ from typing import AsyncIterator, TypeVar
 from faust.types import EventT
 
 from its_faust import topics
+from its_faust.app import app
 from its_faust.codecs import SchemaError, decode, encode
 from its_faust.intake import Intake
 from schemas import CameraEvent, CameraEventKind, DeadLetter
@@ -34,22 +36,33 @@ _CAMERA_ID = re.compile(CAMERA_ID_PATTERN)
 
 class QuietLog:
     """When to warn of a dead letter: the first of a stage and key at once, then one every ``every_s``,
-    saying how many were left unsaid since."""
+    saying how many were left unsaid since; ``overdue`` gives what was left unsaid once a period is over
+    (the producer may have stopped: no dead letter would come to say it)."""
 
     def __init__(self, every_s: float = QUIET_S, keep: int = 1000):
         self.every_s, self.keep = every_s, keep
-        self._said: dict[tuple[str, bytes | None], tuple[float, int]] = {}  # (stage, key) -> (said at, unsaid since)
+        # (stage, key) -> [said at, unsaid since, the last unsaid one's reason]
+        self._said: dict[tuple[str, bytes | None], list] = {}
 
-    def due(self, stage: str, key: bytes | None, now: float) -> int | None:
+    def due(self, stage: str, key: bytes | None, now: float, reason: str = "") -> int | None:
         """None: stay quiet about this one; otherwise say it, and how many went unsaid before it."""
-        said_at, unsaid = self._said.get((stage, key), (float("-inf"), 0))
-        if now - said_at < self.every_s:
-            self._said[(stage, key)] = (said_at, unsaid + 1)
+        said = self._said.get((stage, key))
+        if said is not None and now - said[0] < self.every_s:
+            said[1:] = [said[1] + 1, reason]
             return None
         if len(self._said) >= self.keep:  # keys as many as a broken producer invents: forget the quiet ones
             self._said = {k: v for k, v in self._said.items() if now - v[0] < self.every_s}
-        self._said[(stage, key)] = (now, 0)
-        return unsaid
+        self._said[(stage, key)] = [now, 0, ""]
+        return said[1] if said is not None else 0
+
+    def overdue(self, now: float) -> list[tuple[str, bytes | None, int, str]]:
+        """(stage, key, how many, the last one's reason) left unsaid for a whole period: said now."""
+        due = []
+        for (stage, key), said in self._said.items():
+            if said[1] and now - said[0] >= self.every_s:
+                due.append((stage, key, said[1], said[2]))
+                said[:] = [now, 0, ""]
+        return due
 
 
 _quiet = QuietLog()
@@ -57,12 +70,13 @@ _quiet = QuietLog()
 
 async def dead_letter(stage: str, event: EventT, reason: str) -> None:
     message = event.message
-    unsaid = _quiet.due(stage, message.key, time.monotonic())
+    unsaid = _quiet.due(stage, message.key, time.monotonic(), reason)
     if unsaid is not None:
         more = f" ({unsaid} more from key {message.key!r} since the last warning, all on the topic)" if unsaid else ""
         log.warning("%s: dead-lettered %s[%s]@%s: %s%s", stage, message.topic, message.partition, message.offset,
                     reason, more)
-        await _tell_the_camera(stage, message.key, reason, unsaid)
+        more = f"; {unsaid} more since the last report" if unsaid else ""
+        await _tell_the_camera(message.key, f"{stage} dead-lettered a record: {reason}{more}")
     record = DeadLetter(
         stage=stage,
         topic=message.topic,
@@ -76,18 +90,23 @@ async def dead_letter(stage: str, event: EventT, reason: str) -> None:
     await topics.dead_letters.send(key=message.key, value=encode(record))
 
 
-async def _tell_the_camera(stage: str, key: bytes | None, reason: str, unsaid: int) -> None:
+@app.timer(interval=2.0, name="dead-letter-warnings")
+async def _say_the_unsaid() -> None:
+    for stage, key, unsaid, reason in _quiet.overdue(time.monotonic()):
+        log.warning("%s: %d more dead-lettered from key %r since the last warning (the last: %s)", stage, unsaid, key,
+                    reason)
+        await _tell_the_camera(key, f"{stage} dead-lettered {unsaid} more record(s) since the last report; the last: {reason}")
+
+
+async def _tell_the_camera(key: bytes | None, reason: str) -> None:
     """A ``records_rejected`` event for the camera whose records these are; none for a key that is no camera id."""
     try:
         camera_id = key.decode() if key else ""
     except UnicodeDecodeError:
         return
-    if not _CAMERA_ID.fullmatch(camera_id):
-        return
-    more = f"; {unsaid} more rejected by {stage} since the last report" if unsaid else ""
-    event = CameraEvent(camera_id=camera_id, kind=CameraEventKind.records_rejected, at=time.time(),
-                        reason=f"{stage} dead-lettered a record: {reason}{more}")
-    await topics.camera_events.send(key=key, value=encode(event))
+    if _CAMERA_ID.fullmatch(camera_id):
+        event = CameraEvent(camera_id=camera_id, kind=CameraEventKind.records_rejected, at=time.time(), reason=reason)
+        await topics.camera_events.send(key=key, value=encode(event))
 
 
 async def valid_records(

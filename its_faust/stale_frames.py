@@ -21,7 +21,10 @@ most one per ``report_every_s``: the first shed frame at once, then the count si
 last report while shedding goes on (frames detected in between or not), and, once the
 camera's frames have been fresh for a whole period, that they are, with what is left, so that a camera hovering
 around the limit does not flood the topic or the log, nor is called fresh again between
-two reports of shedding. The counts are this worker's: a shed frame that is redelivered
+two reports of shedding. What is left of a camera that sends no frame after its last shed one (it
+stopped) is reported by the detect stage's timer (``overdue``) once a period has passed. A report
+is dated by the last frame it counts, so that the minute it falls in is the minute they were shed
+(the API's count history gives each minute its shed frames). The counts are this worker's: a shed frame that is redelivered
 (a crash before its offset was committed) is counted again, and a count not yet reported
 when the camera's partition moves to another worker is not reported.
 """
@@ -82,19 +85,27 @@ class StaleFrames:
         del self._cameras[frame.camera_id]  # the next shed frame is reported at once
         return self._report(frame.camera_id, camera, now, still_shedding=False)
 
-    def _report(self, camera_id: str, camera: _Shedding, now: float, *, still_shedding: bool) -> CameraEvent:
+    def overdue(self, now: float) -> list[CameraEvent]:
+        """The last reports of cameras with shed frames not reported and none shed for a whole period, whether
+        or not a frame of theirs came since (one that stopped sends none to bring ``fresh``'s report)."""
+        due = [c for c, camera in self._cameras.items()
+               if camera.count and now - max(camera.reported_at, camera.shed_at) >= self.report_every_s]
+        return [self._report(c, self._cameras.pop(c), now, still_shedding=False, tail="none shed since") for c in due]
+
+    def _report(self, camera_id: str, camera: _Shedding, now: float, *, still_shedding: bool,
+                tail: str = "frames are fresh again") -> CameraEvent:
         if camera.count:
             reason = (
                 f"{camera.count} live frame(s) shed, up to {camera.oldest_s:.1f} s old, over the {self.max_age_s:g} s "
                 "limit (detection is behind, or the camera's clock is behind the worker's)"
-                + ("" if still_shedding else "; frames are fresh again")
+                + ("" if still_shedding else f"; {tail}")
             )
         else:  # every shed frame was in an earlier report
             reason = f"frames are fresh again: none shed for {self.report_every_s:g} s"
         log.warning("detect: camera %s: %s", camera_id, reason)
         event = CameraEvent(
-            camera_id=camera_id, kind=CameraEventKind.frames_shed, at=now, seq=camera.last_seq, reason=reason,
-            frames_shed=camera.count,
+            camera_id=camera_id, kind=CameraEventKind.frames_shed, at=camera.shed_at if camera.count else now,
+            seq=camera.last_seq, reason=reason, frames_shed=camera.count,
         )
         camera.reported_at, camera.count, camera.oldest_s = now, 0, 0.0
         return event

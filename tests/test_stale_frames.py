@@ -72,3 +72,18 @@ def test_cameras_are_reported_apart():
     assert stale.fresh(frame(2, 0.0, camera="a"), NOW + 11).frames_shed == 0  # a's one frame was reported already
     assert stale.shed(frame(2, 2.0, camera="b"), NOW) is None
     assert stale.fresh(frame(3, 0.0, camera="b"), NOW + 11).frames_shed == 1
+
+
+def test_what_is_left_of_a_camera_that_stopped_is_reported_once_a_period_passed_dated_by_its_last_shed_frame():
+    """A camera whose frames stop while being shed sends no frame to bring the last report: the timer's look does."""
+    stale = StaleFrames(max_age_s=3.0, report_every_s=10.0)
+    assert stale.shed(frame(1, 5.0), NOW) is not None  # the first at once
+    for s in range(2, 41):
+        assert stale.shed(frame(s, 5.0), NOW + s / 10) is None
+    assert stale.overdue(NOW + 10.0) == []  # the last was shed 6 s ago
+    stale.shed(frame(99, 5.0, camera="other"), NOW + 10.0)  # reported at once: nothing left
+    [last] = stale.overdue(NOW + 14.5)
+    assert last.camera_id == "cam-1" and last.frames_shed == 39 and last.seq == 40
+    assert last.at == NOW + 4.0 and "none shed since" in last.reason  # the minute they were shed in
+    assert stale.overdue(NOW + 60.0) == []
+    assert stale.shed(frame(41, 5.0), NOW + 61.0).frames_shed == 1  # a new burst is reported at once
