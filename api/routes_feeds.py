@@ -77,7 +77,7 @@ async def _stream(request: Request, feed: Feed, camera_id: str | None, last_even
 LastEventIdHeader = Annotated[str | None, Header(alias="Last-Event-ID", description="Resume after this event id")]
 LastEventIdQuery = Annotated[str | None, Query(description="Same as the Last-Event-ID header, for clients that cannot set headers")]
 CameraId = Annotated[str, Path(pattern=CAMERA_ID_PATTERN)]
-SSE_RESPONSE = {200: {"content": {"text/event-stream": {}}, "description": "An endless stream of events"}}
+SSE_RESPONSE = {200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description": "An endless stream of events"}}
 
 
 @router.get("/alerts", response_model=AlertsNow, summary="Active and recent alerts of every camera",
@@ -112,6 +112,7 @@ def _feed_items(feeds: str) -> list[tuple[str, Feed, str | None]]:
 
 
 @router.get("/stream", summary="Several feeds in one stream (what the dashboard opens)", responses=SSE_RESPONSE,
+            response_class=EventSourceResponse,
             description="`feeds`: comma-separated, each a feed of every camera (`alerts`) or of one (`tracks:cam-1`). "
             "A browser opens at most six connections to a host: one stream for a page's feeds leaves it room. "
             "Events as in each feed; `hello` and `dropped` name their feed in `data`. An event's `id` is every "
@@ -132,14 +133,15 @@ async def stream_several(
     return _respond(merged(streams))
 
 
-@router.get("/{feed}/stream", summary="Feed of all cameras", description=DESCRIPTION, responses=SSE_RESPONSE)
+@router.get("/{feed}/stream", summary="Feed of all cameras", description=DESCRIPTION, responses=SSE_RESPONSE,
+            response_class=EventSourceResponse)
 async def stream_all(request: Request, feed: Feed, last_event_id: LastEventIdQuery = None,
                      last_event_id_header: LastEventIdHeader = None):
     return await _stream(request, feed, None, last_event_id_header or last_event_id)
 
 
 @router.get("/cameras/{camera_id}/{feed}/stream", summary="Feed of one camera", description=DESCRIPTION,
-            responses=SSE_RESPONSE)
+            responses=SSE_RESPONSE, response_class=EventSourceResponse)
 async def stream_camera(request: Request, camera_id: CameraId, feed: Feed, last_event_id: LastEventIdQuery = None,
                         last_event_id_header: LastEventIdHeader = None):
     return await _stream(request, feed, camera_id, last_event_id_header or last_event_id)

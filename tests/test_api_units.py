@@ -584,3 +584,15 @@ def test_the_api_docs_pages_load_nothing_from_outside():
     assert not [url for text in pages.values() for url in re.findall(r"https?://[^\s'\"]+", text)]
     assert {url.rsplit("/", 1)[-1] for url in assets} >= {"swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"}
     assert all(r.status_code == 200 and len(r.content) > 1000 for r in assets.values()), assets
+
+
+def test_the_openapi_describes_every_feed_as_an_event_stream_not_json():
+    from api.app import create_app
+    from its_faust.settings import load_settings
+
+    paths = create_app(load_settings(), "127.0.0.1:9").openapi()["paths"]
+    streams = [p for p in paths if p.endswith("/stream")]
+    assert len(streams) == 3
+    for path in streams:
+        assert set(paths[path]["get"]["responses"]["200"]["content"]) == {"text/event-stream"}, path
+    assert set(paths["/api/v1/dead-letters"]["get"]["responses"]["200"]["content"]) == {"application/json"}

@@ -102,3 +102,21 @@ def test_dead_letters_of_one_key_are_warned_of_once_per_period_with_how_many_wen
     # A producer inventing keys: the table keeps only the ones said within the period.
     assert quiet.due("detect", b"x", 60.0) == 0 and quiet.due("detect", b"y", 60.0) == 0
     assert len(quiet._said) <= 3
+
+
+def test_the_readmes_sample_frame_record_decodes_as_it_says():
+    import base64
+    import re
+    from pathlib import Path
+
+    import cv2
+    import numpy as np
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    sample = json.loads(re.search(r"```json\n(\{\"schema\": \"its.frame\".*?)```", readme, re.S).group(1))
+    assert base64.urlsafe_b64decode(sample["jpeg"].rstrip(".") + "==")[:3] == b"\xff\xd8\xff"  # a JPEG's start, URL-safe
+    jpeg = cv2.imencode(".jpg", np.zeros((sample["height"], sample["width"], 3), np.uint8))[1].tobytes()
+    frame = decode(FrameRecord, json.dumps({**sample, "jpeg": base64.urlsafe_b64encode(jpeg).decode()}).encode())
+    assert (frame.camera_id, frame.seq, frame.scene_time, frame.jpeg) == (sample["camera_id"], sample["seq"], None, jpeg)
+    bare = {k: v for k, v in sample.items() if k not in ("schema", "v")} | {"jpeg": base64.b64encode(jpeg).decode()}
+    assert decode(FrameRecord, json.dumps(bare).encode()).jpeg == jpeg  # schema and v may be left out
