@@ -3,12 +3,12 @@
 ``valid_records`` is how every agent but detect reads its stream: in log order through the
 intake, decoded, and what does not decode (or whose camera_id is not its key) dead-lettered.
 
-Every dead letter is on the topic; the log warns of the first of each stage and key at once and then
-of one every ``QUIET_S`` with how many came since (what is left unsaid after that, a timer says),
-since a producer with a fault in its records sends every one of them with it (30 warnings a
-second from one camera). Each such warning about
-a camera's records is also a ``records_rejected`` event on its camera-events, so that whoever
-watches the camera (the API, the dashboard) sees why its frames go nowhere.
+Every dead letter is on the topic; the log warns of the first of each stage and key at once and
+then of one every ``QUIET_S`` with how many came since (what is left unsaid after that, a timer
+says), since a producer with a fault in its records sends every one of them with it (30 warnings a
+second from one camera). Each such warning about a camera's records is also a ``records_rejected``
+event on its camera-events, so that whoever watches the camera (the API, the dashboard) sees why
+its frames go nowhere.
 """
 
 from __future__ import annotations
@@ -72,11 +72,10 @@ async def dead_letter(stage: str, event: EventT, reason: str) -> None:
     message = event.message
     unsaid = _quiet.due(stage, message.key, time.monotonic(), reason)
     if unsaid is not None:
-        more = f" ({unsaid} more from key {message.key!r} since the last warning, all on the topic)" if unsaid else ""
-        log.warning("%s: dead-lettered %s[%s]@%s: %s%s", stage, message.topic, message.partition, message.offset,
-                    reason, more)
-        more = f"; {unsaid} more since the last report" if unsaid else ""
-        await _tell_the_camera(message.key, f"{stage} dead-lettered a record: {reason}{more}")
+        log.warning("%s: dead-lettered %s[%s]@%s: %s%s", stage, message.topic, message.partition, message.offset, reason,
+                    f" ({unsaid} more from key {message.key!r} since the last warning, all on the topic)" if unsaid else "")
+        await _tell_the_camera(message.key, f"{stage} dead-lettered a record: {reason}"
+                                            + (f"; {unsaid} more since the last report" if unsaid else ""))
     record = DeadLetter(
         stage=stage,
         topic=message.topic,
