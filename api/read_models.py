@@ -393,11 +393,14 @@ class Workers:
         for worker, status in list(self.latest.items()):
             if self.state(status, now) in ("stopped", "gone") and now - status.at > self.forget_after_s:
                 del self.latest[worker]
-        return [
-            {**status.model_dump(mode="json", by_alias=False, exclude={"schema_", "v"}),
-             "state": self.state(status, now), "reported_s_ago": round(max(0.0, now - status.at), 1)}
-            for _, status in sorted(self.latest.items())
-        ]
+        return [self._view(status, now) for _, status in sorted(self.latest.items())]
+
+    def _view(self, status: WorkerStatus, now: float) -> dict:
+        view = {**status.model_dump(mode="json", by_alias=False, exclude={"schema_", "v"}),
+                "state": self.state(status, now), "reported_s_ago": round(max(0.0, now - status.at), 1)}
+        if view["state"] == "gone":  # its partitions went to the others (or wait for one): it holds none
+            view["last_partitions"], view["partitions"] = view["partitions"], []
+        return view
 
     def serving(self, now: float) -> list[WorkerStatus]:
         """The workers that report in time and have not stopped (running or recovering)."""

@@ -81,8 +81,8 @@ def _workers_running(hub, now: float) -> str:
             description="From `its.workers`: each worker reports every few seconds and once as it stops. `state`: "
             "running, recovering (restoring tables after a rebalance), stopped (left cleanly), or gone (silent for "
             "three of its report intervals: killed, cut off or frozen). Stopped and gone workers are listed for 10 "
-            "minutes, with the figures of their last report (`reported_s_ago`): a gone worker's partitions have "
-            "gone to the others since.")
+            "minutes, with the figures of their last report (`reported_s_ago`); a gone worker holds no partitions "
+            "(they went to the others), `last_partitions` says which it had.")
 async def workers(request: Request) -> dict:
     hub = request.app.state.hub
     listed = hub.workers.view(time.time())

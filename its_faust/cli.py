@@ -214,6 +214,7 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
             stats = await run_ingest(
                 _resolve_source(source, settings), camera_id, producer, settings, fps=fps, max_frames=max_frames,
                 loop_source=loop_source, as_live_source=as_live_source, stop=watch.removed,
+                stop_reason="the camera was removed",
             )
             return stats, watch.removed.is_set()
         finally:

@@ -158,12 +158,14 @@ async def ingest(
     max_frames: int | None = None,
     loop_source: bool = False,
     stop: asyncio.Event | None = None,
+    stop_reason: str = "stopped",  # what ``stop`` means; Ctrl-C and cancelling are "stopped"
     live_feed: bool = False,
     as_live_source: bool = False,
     keep_seqs: bool = False,
     on_sent: Callable[[IngestStats], None] | None = None,
 ) -> IngestStats:
-    """Send ``source``'s frames as camera ``camera_id`` until it ends, ``max_frames`` or ``stop``.
+    """Send ``source``'s frames as camera ``camera_id`` until it ends, ``max_frames`` or ``stop``
+    (``stop_reason`` says why in the camera's ``finished`` event).
 
     ``live_feed`` replays a file at its own frame rate like a camera would deliver it.
     ``as_live_source``: a file's frames go out as a live camera's, without a scene time, so the
@@ -245,7 +247,8 @@ async def ingest(
             log.error("camera %s: a frame was not delivered: %s", camera_id, delivery.exception())
 
     rate = f"{reader.fps:.3g}" if reader.fps else "?"  # 29.97, not 29.97002997002997
-    report("started", f"{spec.uri} ({reader.width}x{reader.height} @ {rate} fps)", seq)  # seq: the run's first
+    sending = f", sent at {target_fps:.3g} fps" if target_fps and f"{target_fps:.3g}" != rate else ""
+    report("started", f"{spec.uri} ({reader.width}x{reader.height} @ {rate} fps{sending})", seq)  # seq: the run's first
     next_slot = time.monotonic()
     stats.stopped_early = True  # until the loop below ends by itself (Ctrl-C, SIGTERM, the owner's stop end it early)
     try:
@@ -329,7 +332,7 @@ async def ingest(
         sampled = f" ({stats.frames_sampled} of a frozen picture)" if stats.frames_sampled else ""
         kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(stats.rejections.items()))
         rejected = f"{stats.frames_rejected} rejected" + (f" ({kinds})" if kinds else "")
-        stopped = "stopped: " if stats.stopped_early else ""
+        stopped = f"{stop_reason}: " if stop and stop.is_set() else "stopped: " if stats.stopped_early else ""
         report("finished", f"{stopped}{stats.frames_sent} frames sent{sampled}, {rejected}", stats.last_seq)
 
         async def last_words() -> None:

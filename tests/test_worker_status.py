@@ -73,7 +73,10 @@ def test_the_api_counts_a_silent_worker_as_gone_and_forgets_old_ones():
     assert by_id["a:1"]["reported_s_ago"] == 14.0 and "schema" not in by_id["a:1"]
     assert [s.worker for s in workers.serving(now=1014.0)] == ["a:1", "c:3"]
     # Silent for more than three of its intervals: gone (killed, cut off or frozen).
-    assert {w["worker"]: w["state"] for w in workers.view(now=1016.0)}["a:1"] == "gone"
+    gone = {w["worker"]: w for w in workers.view(now=1016.0)}["a:1"]
+    assert gone["state"] == "gone"
+    assert gone["partitions"] == [] and gone["last_partitions"] == [0]  # not held: they went to the others
+    assert "last_partitions" not in by_id["a:1"]
     assert workers.serving(now=1016.0) == []
     assert workers.view(now=1101.0) == []  # stopped and gone ones are forgotten in time
 

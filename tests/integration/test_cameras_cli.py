@@ -232,6 +232,8 @@ def test_a_cameras_source_warns_when_it_is_not_configured_stops_when_it_is_remov
     out, err = "".join(out_lines), "".join(err_lines)
     assert source.returncode == 0 and "source-cam: the camera was removed:" in out, (out, err)
     assert "camera 'source-cam' was removed: its source stops" in err
+    assert "@ 30 fps, sent at 10 fps)" in err  # the started event: the rate it sends at, not only the file's
+    assert "finished (the camera was removed: " in err  # the finished event says why
     again = subprocess.run([*ingest, "--camera", "source-cam", "--max-frames", "3"], capture_output=True, text=True,
                            timeout=90, env=env)
     assert again.returncode == 2 and "camera 'source-cam' was removed (`its-faust cameras add source-cam`" in again.stderr
