@@ -2,7 +2,8 @@
 
 Idempotent by frame seq: a detection whose seq is not above the camera's
 ``last_seq`` is a redelivery and is skipped (a camera whose frames keep coming far below
-it is reported: its producer went back, :mod:`its_faust.seqs_behind`). Track records leave with every frame;
+it is reported: its producer went back, :mod:`its_faust.seqs_behind`). A camera whose tracks a gap
+in its frames restarted is reported too (:mod:`its_faust.track_restarts`). Track records leave with every frame;
 the camera's state is written to its table, and the frames acknowledged, at each
 flush (:mod:`tables.checkpoints`), once the broker holds the records of those
 frames, so a crash can repeat a frame's output (same seq, same content) but never
@@ -19,6 +20,7 @@ from its_faust.app import app, settings
 from its_faust.codecs import encode
 from its_faust.dead_letters import dead_letter, valid_records
 from its_faust.seqs_behind import SeqsBehind
+from its_faust.track_restarts import TrackRestarts
 from its_faust.worker_status import WORKER_ID
 from schemas import DetectionRecord, TrackRecord
 from tables.camera_tracker import CameraTracker
@@ -27,6 +29,7 @@ from tables.tracker_table import tracker_cache
 
 log = logging.getLogger(__name__)
 _behind = SeqsBehind()  # this worker's cameras whose frames keep coming with seqs already passed
+_restarts = TrackRestarts()  # this worker's cameras whose tracks a gap restarted
 
 
 @app.agent(topics.detections, name="track")
@@ -52,6 +55,9 @@ async def track(stream):
                 # The message time is the scene's, so windows downstream follow the camera, not the worker clock.
                 await step.send(topics.tracks, encode(record), timestamp=det.at)
                 step.changed(tracker, det)
+                restarted = _restarts.report(tracker, time.monotonic())
+                if restarted is not None:
+                    await topics.camera_events.send(key=event.key, value=encode(restarted))
 
 
 def _track_one(tracker: CameraTracker, det: DetectionRecord) -> TrackRecord:

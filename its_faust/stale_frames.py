@@ -97,7 +97,8 @@ class StaleFrames:
         if camera.count:
             reason = (
                 f"{camera.count} live frame(s) shed, up to {camera.oldest_s:.1f} s old, over the {self.max_age_s:g} s "
-                "limit (detection is behind, or the camera's clock is behind the worker's)"
+                "limit (detection is behind: a worker lost or joining, too few workers for the cameras; or the camera's clock "
+                "is behind the worker's)"
                 + ("" if still_shedding else f"; {tail}")
             )
         else:  # every shed frame was in an earlier report

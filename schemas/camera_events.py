@@ -19,6 +19,9 @@ class CameraEventKind(str, Enum):
     frames_shed = "frames_shed"  # live frames too old when detection reached them (its_faust.stale_frames)
     seqs_behind = "seqs_behind"  # frames not tracked, their seqs at or below the last tracked (its_faust.seqs_behind)
     finished = "finished"  # the source ended or ingest stopped; ``seq`` is the last seq sent
+    # Its tracks were dropped after a gap over tracker.max_gap_s (shed frames, a stream loss, a rebalance):
+    # the vehicles in view get new ids (tables/camera_tracker.py); at most one per camera a minute.
+    tracks_restarted = "tracks_restarted"
     # Records of the camera a stage dead-lettered (its_faust.dead_letters): the first at once, then with counts.
     records_rejected = "records_rejected"
 

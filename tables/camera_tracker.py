@@ -114,6 +114,7 @@ class CameraTracker:
         args = IterableSimpleNamespace(tracker_type="bytetrack", **tracker_settings.model_dump(exclude={"max_gap_s"}))
         self.tracker = BYTETracker(args)
         self.max_gap_s = tracker_settings.max_gap_s
+        self.afresh: tuple[float, int] | None = None  # after the last update: (gap s, tracks dropped) if it started afresh
         state = state or TrackerState(camera_id=camera_id)
         self.last_seq = state.last_seq
         self.last_at = state.last_at
@@ -136,6 +137,7 @@ class CameraTracker:
 
     def update(self, seq: int, boxes: list[Box], shape: tuple[int, int], at: float | None = None) -> list[TrackedObject]:
         """Apply one frame's detections (``at``: its scene time); returns the confirmed tracks after it."""
+        self.afresh = None
         if at is not None:
             if self.last_at is not None and at - self.last_at > self.max_gap_s:
                 self._start_afresh(at - self.last_at)
@@ -159,6 +161,7 @@ class CameraTracker:
         The frame counter and the id counter go on, so no id is handed out twice.
         """
         dropped = len(self.tracker.tracked_stracks) + len(self.tracker.lost_stracks)
+        self.afresh = (gap_s, dropped)
         self.tracker.tracked_stracks, self.tracker.lost_stracks, self.tracker.removed_stracks = [], [], []
         log.info("track: camera %s: %.1f s since its last frame, %d tracks dropped; ids go on from %d",
                  self.camera_id, gap_s, dropped, self.tracker._ids.next_value)

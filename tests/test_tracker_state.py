@@ -4,6 +4,7 @@ import pytest
 
 from its_faust.codecs import decode, encode
 from tables.camera_tracker import CameraTracker, TrackerState
+from schemas import CameraEventKind
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +71,24 @@ def test_a_gap_in_time_starts_the_tracks_afresh_and_ids_count_on(settings, clip_
     assert later and min(later) >= next_id  # new ids, above every id handed out before the gap
     restored = CameraTracker("cam-1", settings.tracker, decode(TrackerState, encode(gapped.state())))
     assert restored.last_at == gapped.last_at  # the clock survives a move too
+
+
+def test_a_camera_whose_tracks_a_gap_restarted_is_told_at_most_once_a_minute(settings, clip_detections):
+    from its_faust.track_restarts import TrackRestarts
+
+    tracker, restarts = CameraTracker("cam-1", settings.tracker), TrackRestarts(every_s=60.0)
+    for seq in range(30):
+        tracker.update(seq, clip_detections[seq], (360, 640), seq / 30)
+        assert tracker.afresh is None and restarts.report(tracker, seq) is None
+    tracker.update(30, clip_detections[30], (360, 640), 14.0)  # 13 s later: a worker was lost, frames shed
+    gap_s, dropped = tracker.afresh
+    assert round(gap_s, 1) == 13.0 and dropped > 0
+    event = restarts.report(tracker, 100.0)
+    assert event.kind == CameraEventKind.tracks_restarted and event.camera_id == "cam-1" and event.seq == 30
+    assert f"{dropped} tracks dropped" in event.reason and "13.0 s since its last frame" in event.reason
+    tracker.update(31, clip_detections[31], (360, 640), 14.03)
+    assert tracker.afresh is None  # the frame after: nothing new
+    tracker.update(32, clip_detections[32], (360, 640), 20.0)
+    assert tracker.afresh and restarts.report(tracker, 130.0) is None  # within the minute: not again
+    tracker.update(33, clip_detections[33], (360, 640), 30.0)
+    assert restarts.report(tracker, 161.0) is not None

@@ -283,7 +283,8 @@ function onAlert(a) {
 }
 
 // What happened to the selected camera's stream: a problem (frames rejected, stream lost) stands out.
-const CAMERA_PROBLEMS = new Set(["frame_rejected", "records_rejected", "stream_lost", "gave_up", "frames_shed", "seqs_behind"]);
+const CAMERA_PROBLEMS = new Set(["frame_rejected", "records_rejected", "stream_lost", "gave_up", "frames_shed", "seqs_behind",
+  "tracks_restarted"]);
 
 async function loadCameraEvents(id, current) {
   const res = await fetch(`${api}/cameras/${encodeURIComponent(id)}/events?limit=20`);

@@ -76,15 +76,14 @@ async def _live_camera_through_a_stall(stack, url: str, stall_s: float):
     events = await TopicReader(stack.bootstrap, settings.topic(CAMERA_EVENTS), keys=[key]).start()
     producer = make_producer(stack.bootstrap)
     await producer.start()
-    stop, shed_events = asyncio.Event(), []
+    stop, camera_events_seen = asyncio.Event(), []
     sender = asyncio.create_task(ingest(url, camera, producer, settings, stop=stop, keep_seqs=True))
 
     async def poll_for(seconds: float) -> None:
         until = time.monotonic() + seconds
         while time.monotonic() < until:
             await feed.poll(100)
-            shed_events.extend(e for e in (decode(CameraEvent, m.value) for m in await events.poll(50))
-                               if e.kind == CameraEventKind.frames_shed)
+            camera_events_seen.extend(decode(CameraEvent, m.value) for m in await events.poll(50))
 
     while len(feed.seen) < 30:  # running live, tracks coming
         await poll_for(0.5)
@@ -104,15 +103,16 @@ async def _live_camera_through_a_stall(stack, url: str, stall_s: float):
     await producer.stop()
     await events.stop()
     await feed.stop()
-    return stats, feed.seen, shed_events, stalled_at, resumed_at, caught_up
+    return stats, feed.seen, camera_events_seen, stalled_at, resumed_at, caught_up
 
 
 def test_a_stalled_worker_sheds_a_live_backlog_and_catches_up(stack, clip_frames, mjpeg_camera):
     live = mjpeg_camera([cv2.imencode(".jpg", f)[1].tobytes() for f in clip_frames[:150]], fps=15)
     stall_s = 7.0
-    stats, seen, shed_events, stalled_at, resumed_at, caught_up = asyncio.run(
+    stats, seen, camera_events_seen, stalled_at, resumed_at, caught_up = asyncio.run(
         _live_camera_through_a_stall(stack, live.url, stall_s))
-    shed = sum(e.frames_shed for e in shed_events)
+    shed = sum(e.frames_shed for e in camera_events_seen if e.kind == CameraEventKind.frames_shed)
+    restarted = [e for e in camera_events_seen if e.kind == CameraEventKind.tracks_restarted]
     limit = stack.settings.model.live_frame_max_age_s
     # Frames that waited longer than the limit were shed: about (stall - limit) s of the camera's 15 fps.
     assert shed >= (stall_s - limit - 1.5) * 15
@@ -124,6 +124,7 @@ def test_a_stalled_worker_sheds_a_live_backlog_and_catches_up(stack, clip_frames
     before = {o.track_id for r in seen.values() if r.captured_at < stalled_at for o in r.objects}
     after = {o.track_id for r in seen.values() if r.captured_at > resumed_at - limit + 1 for o in r.objects}
     assert before and after and min(after) > max(before)
+    assert len(restarted) == 1 and "tracks dropped, the vehicles in view get new ids" in restarted[0].reason  # and why
 
 
 async def _seqs_gone_back(stack, image):

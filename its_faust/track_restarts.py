@@ -1,0 +1,37 @@
+"""A camera whose tracks a gap in its frames restarted is told: its vehicles got new ids.
+
+After a gap in scene time over ``tracker.max_gap_s`` the camera's tracker drops its tracks
+(:mod:`tables.camera_tracker`): a live camera's frames shed while a worker was lost or joined,
+a stream that was down. The ids counting on from there would otherwise look like a fault in
+the tracking; the ``tracks_restarted`` camera event says why, at most one per camera every
+``every_s``, since a camera sampled slower than the gap limit restarts at every frame.
+"""
+
+from __future__ import annotations
+
+import time
+
+from schemas import CameraEvent, CameraEventKind
+from tables.camera_tracker import CameraTracker
+
+
+class TrackRestarts:
+    """A ``tracks_restarted`` camera event when a camera's tracker dropped its tracks after a gap, at most one per
+    camera every ``every_s`` (a camera sampled slower than the gap limit restarts at every frame)."""
+
+    def __init__(self, every_s: float = 60.0):
+        self.every_s = every_s
+        self._reported: dict[str, float] = {}
+
+    def report(self, tracker: CameraTracker, now: float) -> CameraEvent | None:
+        if not tracker.afresh or not tracker.afresh[1]:
+            return None
+        if now - self._reported.get(tracker.camera_id, float("-inf")) < self.every_s:
+            return None
+        self._reported[tracker.camera_id] = now
+        gap_s, dropped = tracker.afresh
+        return CameraEvent(
+            camera_id=tracker.camera_id, kind=CameraEventKind.tracks_restarted, at=time.time(), seq=tracker.last_seq,
+            reason=f"{gap_s:.1f} s since its last frame (frames shed, the stream lost, or a worker lost or joining), over "
+                   f"the {tracker.max_gap_s:g} s limit: {dropped} tracks dropped, the vehicles in view get new ids",
+        )
