@@ -6,7 +6,9 @@ through a fresh :class:`~tables.camera_analytics.CameraAnalytics` with the
 camera's configuration (or lines given on the command line), and reports the
 counts, zone traffic and alerts. It changes nothing on the broker: it answers
 "what do these tracks give with this configuration", which for the live
-configuration is what the live run gave.
+configuration is what the live run gave: each of the camera's own lines and zones counts
+from when it was added (``CameraConfig.line_added_at``), as the workers' did; lines and
+zones given in their place count throughout.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class ReplaySummary:
     last_seq: int | None = None
     config_version: int | None = None  # of the camera's stored configuration replayed with (None: it has none)
     replaced: list[str] = field(default_factory=list)  # what --line/--config gave in place of the stored one's
+    # The camera's own lines and zones added after the first track replayed, and when: counted from then on.
+    added_later: dict[str, str] = field(default_factory=dict)
     counts: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     line_travel: dict[str, dict[str, str]] = field(default_factory=dict)  # as in run's summary
     line_speeds: dict[str, dict[str, dict]] = field(default_factory=dict)  # as in run's summary: results.line_speeds
@@ -115,8 +119,10 @@ def replay(records: list[TrackRecord], config: CameraConfig, rules) -> ReplaySum
     crossings = []
     zone_events: dict[str, list] = {zone.name: [] for zone in config.zones}
     actor = CameraAnalytics(config.camera_id, rules=rules)
+    as_of = _AsOf(config)
+    summary.added_later = as_of.added_after(records[0].tracked_at) if records else {}
     for record in records:
-        out = actor.update(record, config)
+        out = actor.update(record, as_of.at(record.tracked_at))
         crossings += out.crossings
         for c in out.crossings:
             by_class = summary.counts[c.line].setdefault(c.direction, {})
@@ -133,6 +139,33 @@ def replay(records: list[TrackRecord], config: CameraConfig, rules) -> ReplaySum
     if records:
         summary.first_seq, summary.last_seq = records[0].seq, records[-1].seq
     return summary
+
+
+class _AsOf:
+    """The configuration as the workers had it at a time: only the lines and zones added by then."""
+
+    def __init__(self, config: CameraConfig):
+        self.config = config
+        self._cache: dict[tuple, CameraConfig] = {}
+
+    def _added(self) -> list[tuple[str, str, float]]:
+        c = self.config
+        return ([("line", line.name, c.line_added_at.get(line.name, 0.0)) for line in c.lines]
+                + [("zone", zone.name, c.zone_added_at.get(zone.name, 0.0)) for zone in c.zones])
+
+    def added_after(self, at: float) -> dict[str, str]:
+        return {f"{kind} {name}": datetime.fromtimestamp(added, timezone.utc).isoformat(timespec="seconds")
+                for kind, name, added in self._added() if added > at}
+
+    def at(self, at: float) -> CameraConfig:
+        later = tuple((kind, name) for kind, name, added in self._added() if added > at)
+        if not later:
+            return self.config
+        if later not in self._cache:
+            self._cache[later] = self.config.model_copy(update={
+                "lines": [line for line in self.config.lines if ("line", line.name) not in later],
+                "zones": [zone for zone in self.config.zones if ("zone", zone.name) not in later]})
+        return self._cache[later]
 
 
 async def replay_camera(bootstrap: str, settings, camera_id: str, setup: CameraSetup | None = None, *,
@@ -154,7 +187,10 @@ async def replay_camera(bootstrap: str, settings, camera_id: str, setup: CameraS
         given = {"lines": setup.lines, "zones": setup.zones, "calibration": setup.calibration,
                  "speed_limit_kmh": setup.speed_limit_kmh}
         replaced = {k: v for k, v in given.items() if v}
-        config = base.model_copy(update=replaced | {"removed": False})
+        # What is given counts throughout (a given line named as a stored one is not the stored one).
+        added_at = {"line_added_at": {} if setup.lines else base.line_added_at,
+                    "zone_added_at": {} if setup.zones else base.zone_added_at}
+        config = base.model_copy(update=replaced | added_at | {"removed": False})
     if config is None:
         raise ValueError(f"camera {camera_id!r} has no configuration to replay with: give --line, or add it first")
     starts = await run_starts(bootstrap, settings, camera_id)

@@ -109,6 +109,12 @@ class CameraConfig(Record):
         description="Per zone, as line_versions: a zone removed and added again starts its totals afresh "
         "(ZoneEvent.zone_version, ZoneStats.zone_version). Zones added before this field have none (0)",
     )
+    line_added_at: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per line: when the command that added it was issued, Unix seconds. The workers count a line from "
+        "about then; replay counts it from then too (lines added before this field have none: counted throughout)",
+    )
+    zone_added_at: dict[str, float] = Field(default_factory=dict, description="Per zone, as line_added_at")
     calibration: Calibration | None = None
     speed_limit_kmh: float | None = None
 

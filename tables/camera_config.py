@@ -37,6 +37,11 @@ class CommandRejected(ValueError):
         self.add_first = add_first
 
 
+# What a camera added or removed has of lines, zones and their settings: nothing.
+_NO_GEOMETRY = {"lines": [], "line_versions": {}, "line_added_at": {}, "zones": [], "zone_versions": {},
+                "zone_added_at": {}, "calibration": None, "speed_limit_kmh": None}
+
+
 def apply(config: CameraConfig | None, command: CameraCommand) -> CameraConfig:
     change = command.change
     exists = config is not None and not config.removed
@@ -44,8 +49,7 @@ def apply(config: CameraConfig | None, command: CameraCommand) -> CameraConfig:
         if exists:
             raise CommandRejected(f"camera {command.camera_id!r} already exists")
         fields = {"name": change.name or command.camera_id, "source": change.source, "removed": False,
-                  "lines": [], "line_versions": {}, "zones": [], "zone_versions": {}, "calibration": None,
-                  "speed_limit_kmh": None}
+                  **_NO_GEOMETRY}
     elif not exists:
         removing = isinstance(change, RemoveCamera)
         hint = "nothing to remove" if removing else "add it first"
@@ -55,28 +59,31 @@ def apply(config: CameraConfig | None, command: CameraCommand) -> CameraConfig:
         if fields.get("name") == "":  # as when it was added: a camera without a name shows its id
             fields["name"] = command.camera_id
     elif isinstance(change, RemoveCamera):
-        fields = {"removed": True, "lines": [], "line_versions": {}, "zones": [], "zone_versions": {},
-                  "calibration": None, "speed_limit_kmh": None}
+        fields = {"removed": True, **_NO_GEOMETRY}
     elif isinstance(change, AddLine):
         if config.line(change.line.name):
             raise CommandRejected(f"camera {command.camera_id!r} already has a line {change.line.name!r}")
         fields = {"lines": [*config.lines, change.line],
-                  "line_versions": {**config.line_versions, change.line.name: config.version + 1}}
+                  "line_versions": {**config.line_versions, change.line.name: config.version + 1},
+                  "line_added_at": {**config.line_added_at, change.line.name: command.issued_at}}
     elif isinstance(change, RemoveLine):
         if not config.line(change.name):
             raise CommandRejected(f"camera {command.camera_id!r} has no line {change.name!r}", missing=True)
         fields = {"lines": [line for line in config.lines if line.name != change.name],
-                  "line_versions": {k: v for k, v in config.line_versions.items() if k != change.name}}
+                  "line_versions": {k: v for k, v in config.line_versions.items() if k != change.name},
+                  "line_added_at": {k: v for k, v in config.line_added_at.items() if k != change.name}}
     elif isinstance(change, AddZone):
         if config.zone(change.zone.name):
             raise CommandRejected(f"camera {command.camera_id!r} already has a zone {change.zone.name!r}")
         fields = {"zones": [*config.zones, change.zone],
-                  "zone_versions": {**config.zone_versions, change.zone.name: config.version + 1}}
+                  "zone_versions": {**config.zone_versions, change.zone.name: config.version + 1},
+                  "zone_added_at": {**config.zone_added_at, change.zone.name: command.issued_at}}
     elif isinstance(change, RemoveZone):
         if not config.zone(change.name):
             raise CommandRejected(f"camera {command.camera_id!r} has no zone {change.name!r}", missing=True)
         fields = {"zones": [zone for zone in config.zones if zone.name != change.name],
-                  "zone_versions": {k: v for k, v in config.zone_versions.items() if k != change.name}}
+                  "zone_versions": {k: v for k, v in config.zone_versions.items() if k != change.name},
+                  "zone_added_at": {k: v for k, v in config.zone_added_at.items() if k != change.name}}
     elif isinstance(change, SetCalibration):
         fields = {"calibration": change.calibration}
     elif isinstance(change, SetSpeedLimit):

@@ -125,6 +125,17 @@ def test_each_adding_of_a_line_has_its_own_version_so_counts_start_afresh():
     assert apply(config, cmd(AddLine(line=LINE))).line_versions == {"north": 8}
 
 
+def test_each_line_and_zone_remembers_when_it_was_added_for_replay_to_count_it_from_then():
+    zone = Zone(name="box", points=[(0, 0), (9, 0), (9, 9)])
+    config = apply(apply(apply(None, cmd(AddCamera(), at=10.0)), cmd(AddLine(line=LINE), at=20.0)),
+                   cmd(AddZone(zone=zone), at=30.0))
+    assert config.line_added_at == {"north": 20.0} and config.zone_added_at == {"box": 30.0}
+    config = apply(apply(config, cmd(RemoveLine(name="north"), at=40.0)), cmd(AddLine(line=LINE), at=50.0))
+    assert config.line_added_at == {"north": 50.0}  # added again: counted from the second adding
+    config = apply(apply(config, cmd(RemoveZone(name="box"), at=60.0)), cmd(RemoveCamera(), at=70.0))
+    assert config.zone_added_at == {} and config.line_added_at == {}
+
+
 def test_replaying_the_commands_rebuilds_the_same_configuration():
     commands = [cmd(c, at=float(i)) for i, c in enumerate([AddCamera(), AddLine(line=LINE), SetSpeedLimit(kmh=80)])]
     wire = [encode(c) for c in commands]  # what the topic holds

@@ -148,6 +148,17 @@ def test_replay_from_stored_tracks_gives_the_live_counts(stack, settings, clip_p
     assert [p["frames"] for p in both["stretches"]] == [hand["frames"], 30] and both["frames"] == hand["frames"] + 30
     latest = replay("--latest")
     assert latest["frames"] == 30 and latest["first_seq"] == both["stretches"][1]["first_seq"]
+    # A line the camera gets now, after its tracks: the workers count it from now on, and so does replay (it
+    # counted every stored track across it, as if it had been there all along); given with --line, it counts them.
+    from its_faust.cameras import command, send_commands
+    from schemas.control import AddLine
+
+    lower = CountingLine(name="lower", x1=380, y1=300, x2=640, y2=300)
+    asyncio.run(send_commands(stack.bootstrap, settings, [command(camera, AddLine(line=lower))]))
+    later = replay()
+    assert later["counts"]["lower"] == {} and later["counts"]["y120"] == both["counts"]["y120"]
+    assert list(later["added_later"]) == ["line lower"]
+    assert total(replay("--line", "380,300,640,300:lower")["counts"]["lower"], "in") >= total(other, "in") >= 1
 
 
 def test_a_camera_removed_and_added_again_counts_afresh(stack, settings, clip_path):
