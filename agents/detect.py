@@ -100,8 +100,7 @@ async def _frame_of(stream, intake: Intake, event: EventT) -> FrameRecord | None
         await dead_letter("detect", event, str(exc))
         await stream.ack(event)
         return None
-    config = current_config(event.key)
-    if config is not None and config.removed:
+    if _removed(event.key):
         await dead_letter("detect", event, f"camera {frame.camera_id!r} was removed: its frames are not processed "
                                            f"(`its-faust cameras add {frame.camera_id}` takes them again)")
         await stream.ack(event)
@@ -115,11 +114,23 @@ async def _frame_of(stream, intake: Intake, event: EventT) -> FrameRecord | None
     return frame
 
 
+def _removed(key: bytes) -> bool:
+    try:
+        config = current_config(key)
+    except SchemaError as exc:  # a configuration this worker cannot read (a newer version's): not its to judge
+        log.debug("detect: camera %r: configuration not readable (%s)", key, exc)
+        return False
+    return config is not None and config.removed
+
+
 @app.timer(interval=2.0, name="shed-frames-reports")
 async def _report_overdue() -> None:
     """What is left to report of cameras that stopped shedding and sent no frame since (:mod:`its_faust.stale_frames`)."""
     for camera_event in _stale.overdue(time.time()):
-        await _report(camera_event, camera_event.camera_id.encode())
+        try:
+            await _report(camera_event, camera_event.camera_id.encode())
+        except Exception as exc:  # a timer that raises stops the worker: a report is worth less than the work
+            log.warning("detect: camera %s: the frames_shed report was not sent (%r)", camera_event.camera_id, exc)
 
 
 async def _report(camera_event: CameraEvent | None, key: bytes) -> None:

@@ -49,13 +49,25 @@ class HubFigures:
         states = [w["state"] for w in hub.workers.view(now)]
         for state in ("running", "recovering", "stopped", "gone"):
             workers.add_metric([state], states.count(state))
-        letters = CounterMetricFamily("its_faust_dead_letters", "Records the stages dead-lettered, as the API has read "
-                                      "them (its.dead-letters)", labels=["key", "stage"])
-        for key, stages in hub.dead_letters.counts.items():
-            for stage, n in stages.items():
-                letters.add_metric([key, stage], n)
-        yield from (held, received, workers, letters)
+        yield from (held, received, workers, self._dead_letters())
         yield from self._cameras(now)
+
+    def _dead_letters(self):
+        """By camera and stage; keys that are no camera configured or tracked (any producer may invent them) are
+        summed as "other", so that they cannot flood Prometheus with series."""
+        hub = self.hub
+        letters = CounterMetricFamily("its_faust_dead_letters", "Records the stages dead-lettered, as the API has read "
+                                      "them (its.dead-letters), by camera (other: keys that are no known camera)",
+                                      labels=["key", "stage"])
+        summed: dict[tuple[str, str], int] = {}
+        for key, stages in hub.dead_letters.counts.items():
+            known = hub.cameras.get(key) is not None or key.encode() in hub.tracked.frames
+            for stage, n in stages.items():
+                label = (key if known else "other", stage)
+                summed[label] = summed.get(label, 0) + n
+        for labels, n in summed.items():
+            letters.add_metric(list(labels), n)
+        return letters
 
     def _cameras(self, now: float):
         hub = self.hub

@@ -436,7 +436,8 @@ class DeadLetters:
         })
 
     def view(self, key: str | None, limit: int) -> dict:
-        """The counts (of one key, or all) and the newest ``limit`` letters, newest first."""
-        keys = [key] if key is not None else list(self.counts)
+        """The counts of one key (or of the ``limit`` keys heard from most recently) and the newest ``limit``
+        letters of those, newest first."""
+        keys = [key] if key is not None else list(self.counts)[-limit:]
         recent = sorted((d for k in keys for d in self._recent.get(k, ())), key=lambda d: d["failed_at"], reverse=True)
         return {"counts": {k: dict(self.counts[k]) for k in keys if k in self.counts}, "recent": recent[:limit]}

@@ -81,8 +81,9 @@ def _workers_running(hub, now: float) -> str:
             description="From `its.workers`: each worker reports every few seconds and once as it stops. `state`: "
             "running, recovering (restoring tables after a rebalance), stopped (left cleanly), or gone (silent for "
             "three of its report intervals: killed, cut off or frozen). Stopped and gone workers are listed for 10 "
-            "minutes, with the figures of their last report (`reported_s_ago`); a gone worker holds no partitions "
-            "(they went to the others), `last_partitions` says which it had.")
+            "minutes, with the figures of their last report (`reported_s_ago`); a gone worker is shown holding no "
+            "partitions (the group hands them to the others once its session times out, "
+            "`ITS_FAUST_SESSION_TIMEOUT_S`), `last_partitions` says which it had.")
 async def workers(request: Request) -> dict:
     hub = request.app.state.hub
     listed = hub.workers.view(time.time())
@@ -91,8 +92,9 @@ async def workers(request: Request) -> dict:
 
 @router.get("/api/v1/dead-letters", summary="What the stages refused, and why: counts by key (camera) and stage, "
             "and the newest letters", description="From `its.dead-letters`, as this API process has read it (since it "
-            "started, and the topic's last few before). `counts`: key -> stage -> records; `recent`: the newest first, "
-            "without the records themselves (`its-faust tail dead-letters` shows those).")
+            "started, and the topic's last few before). `counts`: key -> stage -> records, of the `limit` keys heard "
+            "from most recently (or of `camera`); `recent`: their newest letters first, without the records "
+            "themselves (`its-faust tail dead-letters` shows those).")
 async def dead_letters(request: Request, camera: str | None = Query(None, description="Only this key (camera id)"),
                        limit: int = Query(20, ge=1, le=500)) -> dict:
     return request.app.state.hub.dead_letters.view(camera, limit)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections import OrderedDict
 from typing import AsyncIterator, TypeVar
 
 from faust.types import EventT
@@ -37,22 +38,25 @@ _CAMERA_ID = re.compile(CAMERA_ID_PATTERN)
 class QuietLog:
     """When to warn of a dead letter: the first of a stage and key at once, then one every ``every_s``,
     saying how many were left unsaid since; ``overdue`` gives what was left unsaid once a period is over
-    (the producer may have stopped: no dead letter would come to say it)."""
+    (the producer may have stopped: no dead letter would come to say it). The ``keep`` keys heard from
+    most recently are remembered (a broken producer may invent a key a record)."""
 
     def __init__(self, every_s: float = QUIET_S, keep: int = 1000):
         self.every_s, self.keep = every_s, keep
-        # (stage, key) -> [said at, unsaid since, the last unsaid one's reason]
-        self._said: dict[tuple[str, bytes | None], list] = {}
+        # (stage, key) -> [said at, unsaid since, the last unsaid one's reason], least recently heard first
+        self._said: OrderedDict[tuple[str, bytes | None], list] = OrderedDict()
 
     def due(self, stage: str, key: bytes | None, now: float, reason: str = "") -> int | None:
         """None: stay quiet about this one; otherwise say it, and how many went unsaid before it."""
         said = self._said.get((stage, key))
-        if said is not None and now - said[0] < self.every_s:
-            said[1:] = [said[1] + 1, reason]
-            return None
-        if len(self._said) >= self.keep:  # keys as many as a broken producer invents: forget the quiet ones
-            self._said = {k: v for k, v in self._said.items() if now - v[0] < self.every_s}
+        if said is not None:
+            self._said.move_to_end((stage, key))
+            if now - said[0] < self.every_s:
+                said[1:] = [said[1] + 1, reason]
+                return None
         self._said[(stage, key)] = [now, 0, ""]
+        if len(self._said) > self.keep:
+            self._said.popitem(last=False)
         return said[1] if said is not None else 0
 
     def overdue(self, now: float) -> list[tuple[str, bytes | None, int, str]]:
@@ -94,7 +98,11 @@ async def _say_the_unsaid() -> None:
     for stage, key, unsaid, reason in _quiet.overdue(time.monotonic()):
         log.warning("%s: %d more dead-lettered from key %r since the last warning (the last: %s)", stage, unsaid, key,
                     reason)
-        await _tell_the_camera(key, f"{stage} dead-lettered {unsaid} more record(s) since the last report; the last: {reason}")
+        try:
+            await _tell_the_camera(key, f"{stage} dead-lettered {unsaid} more record(s) since the last report; "
+                                        f"the last: {reason}")
+        except Exception as exc:  # a timer that raises stops the worker: a report is worth less than the work
+            log.warning("dead letters: the camera's records_rejected event was not sent (%r)", exc)
 
 
 async def _tell_the_camera(key: bytes | None, reason: str) -> None:

@@ -28,6 +28,7 @@ from its_faust.worker import WorkerProcess
 from schemas import TrackRecord
 from schemas.analytics import Alert, Crossing, ZoneEvent
 from schemas.geometry import CountingLine
+from schemas.control import AddCamera
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -210,7 +211,7 @@ async def setup_for_run(stack: Stack, camera_id: str, setup: CameraSetup) -> tup
     current = (await read_configs(stack.bootstrap, stack.settings)).get(camera_id)
     if current is not None and current.removed:  # the workers would dead-letter its frames
         log.warning("camera %s was removed: this run adds it again", camera_id)
-        await configure_camera(stack, camera_id, CameraSetup())
+        await send_commands(stack.bootstrap, stack.settings, [command(camera_id, AddCamera(name=camera_id), issued_by="run")])
     whole, kept = with_kept(setup, current)
     if kept:
         log.warning("%s keeps %s from before this run: counted and in the summary (`its-faust cameras "

@@ -353,6 +353,8 @@ def test_metrics_give_the_lines_and_zones_a_camera_has_now_and_zeros_where_nothi
     hub.alerts_of = lambda camera_id: hub.alerts.for_camera(camera_id)
     for offset in range(3):
         hub.dead_letters.apply(_letter(_dead_letter(b"c", offset)))
+    for junk in (b"junk-1", b"junk-2"):  # keys of no camera: summed, not a series each
+        hub.dead_letters.apply(_letter(_dead_letter(junk, 9)))
     hub.cameras.put(CameraConfig(camera_id="c", version=4, last_command_id="x", updated_at=50.0,
                                  zones=[Zone(name="kept", points=square), Zone(name="quiet", points=square)]))
     for i, zone in enumerate(("kept", "removed")):
@@ -375,6 +377,7 @@ def test_metrics_give_the_lines_and_zones_a_camera_has_now_and_zeros_where_nothi
     alerts = {labels: v for (name, labels), v in samples.items() if name == "its_faust_alerts_active"}
     assert alerts == {("c", kind): 0 for kind in ("congestion", "overspeed", "stopped_vehicle", "wrong_way")}
     assert samples[("its_faust_dead_letters_total", ("c", "detect"))] == 3
+    assert samples[("its_faust_dead_letters_total", ("detect", "other"))] == 2
 
 
 def _dead_letter(key: bytes | None, offset: int, stage: str = "detect"):
@@ -407,6 +410,7 @@ def test_dead_letters_are_counted_by_key_and_stage_and_the_newest_listed_first_w
     assert one["recent"][0] == {"stage": "detect", "topic": "its.frames", "partition": 1, "offset": 12, "key": "cam-1",
                                 "reason": "bad 12", "failed_at": 112.0, "bytes": 10}
     assert letters.view("cam-1", 1)["recent"][0]["offset"] == 12 and letters.view("nobody", 5) == {"counts": {}, "recent": []}
+    assert list(letters.view(None, 1)["counts"]) == ["cam-1"]  # of all keys: the ones heard from most recently
 
 
 class _NamedBody(BaseModel):
