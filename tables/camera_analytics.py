@@ -204,6 +204,11 @@ class CameraAnalytics:
         now = record.at
         out = self._close_if_silent_since(now)
         self._sync_geometry(lines, zones, line_versions, zone_versions)
+        if self.last_at is not None and now - self.last_at > self.rules.zone_lost_s:
+            # Tracks not in this frame after a gap in the camera's frames left their zones during it: as of its
+            # start (the last frame's seq), not as events of this frame, which may be a new run's first.
+            gap = Moment(self.camera_id, self.last_seq, self.last_at + self.rules.zone_lost_s)
+            self._lose_tracks({o.track_id for o in record.objects}, gap, now, out)
 
         seen = set()
         for obj in sorted(record.objects, key=lambda o: o.track_id):
@@ -216,7 +221,7 @@ class CameraAnalytics:
             self._count_lines(track, lines, line_versions, _centre(obj), record, out)
             self._zones(track, zones, _ground(obj), record, out)
 
-        self._lose_tracks(seen, zones, record, out)
+        self._lose_tracks(seen, record, now, out)
         conditions = self._conditions(zones, limit, plane is not None, now)
         out.alerts.extend(self.alert_book.step(self.camera_id, record, conditions))
         self.last_seq, self.last_at = record.seq, now
@@ -294,9 +299,9 @@ class CameraAnalytics:
             mean_speed_kmh=member.mean_speed() if kind == "exit" else None,
         )
 
-    def _lose_tracks(self, seen: set[int], zones, record: TrackRecord, out: FrameOutput) -> None:
-        """Tracks gone ``zone_lost_s`` leave their zones (at their last sighting); gone longer, they are forgotten."""
-        now = record.at
+    def _lose_tracks(self, seen: set[int], moment: TrackRecord | Moment, now: float, out: FrameOutput) -> None:
+        """Tracks gone ``zone_lost_s`` by ``now`` leave their zones (their dwell ends at their last sighting; the
+        event is ``moment``'s); gone longer, they are forgotten."""
         for track in sorted(self.tracks.values(), key=lambda t: t.track_id):
             if track.track_id in seen or now - track.last_at < self.rules.zone_lost_s:
                 continue
@@ -306,7 +311,7 @@ class CameraAnalytics:
                 member.streak = 0  # back in view, it must be inside again for zone_frames to re-enter
                 if member.inside:
                     member.inside = False
-                    out.zone_events.append(self._zone_event(record, name, "exit", track, member, track.last_at))
+                    out.zone_events.append(self._zone_event(moment, name, "exit", track, member, track.last_at))
         self.tracks = {tid: t for tid, t in self.tracks.items() if now - t.last_at <= self.rules.forget_after_s}
 
     def _sync_geometry(self, lines, zones, line_versions, zone_versions) -> None:
