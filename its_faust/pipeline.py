@@ -21,7 +21,9 @@ from its_faust.cameras import CameraSetup, command, ensure_setup, read_configs, 
 from its_faust.broker import EmbeddedBroker, bootstrap_servers, check_embedded_allowed, wait_reachable
 from its_faust.cpu_use import CpuMeter
 from its_faust.ingest import LIVE_CREDIT_EXPIRE_S, FlowWindow, IngestStats, ingest, make_producer
-from its_faust.results import CountFeed, RecordFeed, RunSummary, TrackFeed, group_lag, line_speeds, zone_summary
+from its_faust.results import (
+    CountFeed, RecordFeed, RunSummary, TrackFeed, alert_summary, group_lag, line_speeds, zone_summary,
+)
 from its_faust.sources import SourceSpec
 from its_faust.topic_names import ALERTS, CROSSINGS, DETECTIONS, FRAMES, TRACKS, ZONE_EVENTS, ensure_topics
 from its_faust.worker import WorkerProcess
@@ -262,13 +264,14 @@ async def analyze_source(
         for f in feeds:
             await f.stop()
     first_seq = min(stats.sent_seqs, default=None)
+    first = feed.seen.get((camera_id, first_seq))
+    start_at = first.at if first is not None else None
     zone_events, alert_events = _of_this_run(zones.records, first_seq), _of_this_run(alerts.records, first_seq)
     result = AnalyticsResult(
         counts={line.name: {} for line in setup.lines} | counts.counts(),
         line_speeds=line_speeds(_of_this_run(crossings.records, first_seq)),
         zones={zone.name: zone_summary([e for e in zone_events if e.zone == zone.name]) for zone in setup.zones},
-        alerts=[{"alert_id": a.alert_id, "kind": a.kind, "state": a.state, "seq": a.seq, "severity": a.severity,
-                 "message": a.message} for a in alert_events],
+        alerts=[alert_summary(a, start_at) for a in alert_events],
     )
     return stats, feed, result
 

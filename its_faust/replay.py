@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 
 from its_faust.cameras import CameraSetup, read_configs
 from its_faust.codecs import decode_or_none
-from its_faust.results import TopicReader, line_speeds, zone_summary
+from its_faust.results import TopicReader, alert_summary, line_speeds, zone_summary
 from its_faust.topic_names import CAMERA_EVENTS, TRACKS
 from schemas import CameraEvent, CameraEventKind, TrackRecord
 from schemas.control import CameraConfig
@@ -59,14 +59,17 @@ class ReplaySummary:
         return asdict(self)
 
 
-async def stored_tracks(bootstrap: str, settings, camera_id: str) -> list[TrackRecord]:
-    """The camera's track records on the broker, first copy of each seq, in seq order."""
+async def stored_tracks(bootstrap: str, settings, camera_id: str, others: set[str] | None = None) -> list[TrackRecord]:
+    """The camera's track records on the broker, first copy of each seq, in seq order; ``others`` gets the
+    other cameras' ids (for a camera with none: a typo?)."""
     reader = await TopicReader(bootstrap, settings.topic(TRACKS), from_beginning=True).start()
     try:
         messages = await reader.read_to_end()
     finally:
         await reader.stop()
     records: dict[int, TrackRecord] = {}
+    if others is not None:
+        others.update(m.key.decode(errors="replace") for m in messages if m.key and m.key != camera_id.encode())
     for message in messages:
         record = decode_or_none(TrackRecord, message.value) if message.key == camera_id.encode() else None
         if record is not None:
@@ -129,10 +132,7 @@ def replay(records: list[TrackRecord], config: CameraConfig, rules) -> ReplaySum
             by_class[c.label] = by_class.get(c.label, 0) + 1
         for e in out.zone_events:
             zone_events[e.zone].append(e)
-        summary.alerts += [
-            {"alert_id": a.alert_id, "kind": a.kind, "state": a.state, "seq": a.seq, "message": a.message}
-            for a in out.alerts
-        ]
+        summary.alerts += [alert_summary(a, records[0].at) for a in out.alerts]
     summary.line_speeds = line_speeds(crossings)
     summary.zones = {name: zone_summary(events) for name, events in zone_events.items()}
     summary.frames = len(records)
@@ -174,9 +174,12 @@ async def replay_camera(bootstrap: str, settings, camera_id: str, setup: CameraS
 
     Every stored track of the camera by default (what the workers' totals count, across its runs);
     ``from_seq``/``to_seq`` (inclusive) or ``latest`` (its last stretch) pick a part."""
-    records = await stored_tracks(bootstrap, settings, camera_id)
+    others: set[str] = set()
+    records = await stored_tracks(bootstrap, settings, camera_id, others)
     if not records:
-        raise ValueError(f"no stored tracks for camera {camera_id!r} on {settings.topic(TRACKS)}")
+        listed = ", ".join(sorted(others)[:20]) + (", ..." if len(others) > 20 else "")
+        raise ValueError(f"no stored tracks for camera {camera_id!r} on {settings.topic(TRACKS)}"
+                         + (f"; cameras with tracks: {listed}" if others else "; no camera has any"))
     stored = (await read_configs(bootstrap, settings)).get(camera_id)
     if stored is not None and stored.removed:
         stored = None

@@ -13,7 +13,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from its_faust.codecs import SchemaError, decode
 from its_faust.topic_names import COUNTS, TRACKS
 from schemas import TrackRecord
-from schemas.analytics import CountUpdate, Crossing, ZoneEvent
+from schemas.analytics import Alert, CountUpdate, Crossing, ZoneEvent
 from tables.speed import speed_stats
 
 
@@ -392,3 +392,11 @@ def zone_summary(events: list[ZoneEvent]) -> dict:
         "mean_dwell_s": round(sum(dwell) / len(dwell), 2) if dwell else None,
         "mean_speed_kmh": round(sum(speeds) / len(speeds), 2) if speeds else None,
     }
+
+
+def alert_summary(alert: Alert, start_at: float | None) -> dict:
+    """An alert as run's and replay's summaries give it; ``since_start_s``: seconds from the first frame
+    (``start_at``, on the scene clock) to the frame it was raised or cleared on, so for a clip its place in it."""
+    return {"alert_id": alert.alert_id, "kind": alert.kind, "state": alert.state, "seq": alert.seq,
+            "since_start_s": round(alert.at - start_at, 2) if start_at is not None else None,
+            "severity": alert.severity, "message": alert.message}

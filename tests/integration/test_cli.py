@@ -46,6 +46,8 @@ def test_run_writes_a_summary(tmp_path):
     zone = result["zones"]["southbound"]
     assert zone["entries"] >= 2 and zone["exits"] >= 1 and zone["mean_speed_kmh"] is not None  # calibrated: speeds
     assert [a["kind"] for a in result["alerts"] if a["state"] == "raised"][:1] == ["wrong_way"]
+    # Each alert is placed in the clip: 60 frames at 30 fps are 2 s, and it needs 1 s of wrong-way driving.
+    assert all(1.0 <= a["since_start_s"] < 2.0 and a["severity"] for a in result["alerts"]), result["alerts"]
 
 
 @pytest.mark.parametrize(

@@ -119,7 +119,9 @@ def test_replay_from_stored_tracks_gives_the_live_counts(stack, settings, clip_p
     assert tail["frames"] == 50 and tail["first_seq"] == again["last_seq"] - 49 and tail["stretches"] == again["stretches"]
     beyond = replay("--from-seq", str(again["last_seq"] + 1), ok=False)
     assert f"no stored tracks from seq {again['last_seq'] + 1}; it has seqs {again['first_seq']}-{again['last_seq']}" in beyond
-    assert "no stored tracks for camera 'nosuch-cam'" in replay(camera="nosuch-cam", ok=False)  # not "add it first"
+    missing = replay(camera="nosuch-cam", ok=False)
+    assert "no stored tracks for camera 'nosuch-cam'" in missing  # not "add it first"
+    assert "cameras with tracks: " in missing and camera in missing.split("cameras with tracks: ")[1]  # a typo?
     # A line the camera never had, over the same history: counts what crossed it.
     other = replay("--line", "380,300,640,300:lower")["counts"]["lower"]
     assert total(other, "in") >= 1 and "y120" not in replay("--line", "380,300,640,300:lower")["counts"]
