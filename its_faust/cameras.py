@@ -276,11 +276,18 @@ class CameraSetup(BaseModel):
         return self
 
     def check_in_view(self, width: int, height: int, source: str = "the source") -> "CameraSetup":
-        """ValueError naming the first line or zone wholly outside ``source``'s ``width`` x ``height`` frames."""
+        """ValueError naming the first line or zone wholly outside ``source``'s ``width`` x ``height`` frames;
+        a warning for a line reaching far past them (x and y swapped, a line drawn for another frame size)."""
         for shape in [*self.lines, *self.zones]:
             reason = out_of_view(shape, width, height)
             if reason:
                 raise ValueError(f"{source}: {reason}")
+        for line in self.lines:
+            xs, ys = (line.x1, line.x2), (line.y1, line.y2)
+            if min(xs) < -0.1 * width or max(xs) > 1.1 * width or min(ys) < -0.1 * height or max(ys) > 1.1 * height:
+                log.warning("%s: line %r reaches far past the %dx%d frame (x %g to %g, y %g to %g): x runs across "
+                            "and y down; were they swapped?", source, line.name, width, height, min(xs), max(xs),
+                            min(ys), max(ys))
         return self
 
 

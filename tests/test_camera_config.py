@@ -268,3 +268,15 @@ def test_an_add_of_what_the_camera_has_already_is_found_so_and_anything_else_of_
     assert not already_added(None, cmd(AddCamera())) and not already_added(config, cmd(SetSpeedLimit(kmh=50)))
     assert already_added(fold(AddCamera()), cmd(AddCamera()))  # no name given either time: the id
     assert not already_added(fold(AddCamera(), RemoveCamera()), cmd(AddCamera()))
+
+
+def test_a_line_reaching_far_past_the_frame_is_accepted_with_a_warning_that_x_and_y_may_be_swapped(caplog):
+    swapped = CameraSetup(lines=[parse_line("200,0,200,640:cut")])  # meant 0,200,640,200 on a 640x360 frame
+    with caplog.at_level("WARNING"):
+        swapped.check_in_view(640, 360, "clip.mp4")
+    assert "line 'cut' reaches far past the 640x360 frame (x 200 to 200, y 0 to 640)" in caplog.text
+    assert "swapped" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # edge to edge and a little past, as lines across a road are drawn
+        CameraSetup(lines=[parse_line("-20,200,660,200:road")]).check_in_view(640, 360, "clip.mp4")
+    assert caplog.text == ""
