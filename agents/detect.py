@@ -34,7 +34,7 @@ from its_faust.detector import Detector, UnreadableImage, decode_jpeg
 from its_faust.in_order import InOrderJobs
 from its_faust.intake import Intake
 from its_faust.stale_frames import StaleFrames
-from schemas import CameraEvent, DetectionRecord, FrameRecord, ModelInfo
+from schemas import DetectionRecord, FrameRecord, ModelInfo
 from tables.config_table import current_config
 
 log = logging.getLogger(__name__)
@@ -107,10 +107,10 @@ async def _frame_of(stream, intake: Intake, event: EventT) -> FrameRecord | None
         return None
     now = time.time()
     if _stale.is_stale(frame, now):
-        await _report(_stale.shed(frame, now), event.key)
+        await topics.send_camera_event(_stale.shed(frame, now))
         await stream.ack(event)
         return None
-    await _report(_stale.fresh(frame, now), event.key)
+    await topics.send_camera_event(_stale.fresh(frame, now))
     return frame
 
 
@@ -128,14 +128,9 @@ async def _report_overdue() -> None:
     """What is left to report of cameras that stopped shedding and sent no frame since (:mod:`its_faust.stale_frames`)."""
     for camera_event in _stale.overdue(time.time()):
         try:
-            await _report(camera_event, camera_event.camera_id.encode())
+            await topics.send_camera_event(camera_event)
         except Exception as exc:  # a timer that raises stops the worker: a report is worth less than the work
             log.warning("detect: camera %s: the frames_shed report was not sent (%r)", camera_event.camera_id, exc)
-
-
-async def _report(camera_event: CameraEvent | None, key: bytes) -> None:
-    if camera_event is not None:
-        await topics.camera_events.send(key=key, value=encode(camera_event))
 
 
 async def _emit_in_order(stream, jobs: InOrderJobs) -> None:

@@ -41,9 +41,7 @@ async def track(stream):
                     tracker = step.actor(det.camera_id)
                     if det.seq <= tracker.last_seq:
                         log.debug("track: %s seq %s already applied (last %s), skipped", det.camera_id, det.seq, tracker.last_seq)
-                        report = _behind.skipped(det.camera_id, det.seq, tracker.last_seq, time.time())
-                        if report is not None:
-                            await topics.camera_events.send(key=event.key, value=encode(report))
+                        await topics.send_camera_event(_behind.skipped(det.camera_id, det.seq, tracker.last_seq, time.time()))
                         continue
                     _behind.applied(det.camera_id)
                     record = _track_one(tracker, det)
@@ -55,9 +53,7 @@ async def track(stream):
                 # The message time is the scene's, so windows downstream follow the camera, not the worker clock.
                 await step.send(topics.tracks, encode(record), timestamp=det.at)
                 step.changed(tracker, det)
-                restarted = _restarts.report(tracker, time.monotonic())
-                if restarted is not None:
-                    await topics.camera_events.send(key=event.key, value=encode(restarted))
+                await topics.send_camera_event(_restarts.report(tracker, time.monotonic()))
 
 
 def _track_one(tracker: CameraTracker, det: DetectionRecord) -> TrackRecord:

@@ -112,8 +112,8 @@ async def _tell_the_camera(key: bytes | None, reason: str) -> None:
     except UnicodeDecodeError:
         return
     if _CAMERA_ID.fullmatch(camera_id):
-        event = CameraEvent(camera_id=camera_id, kind=CameraEventKind.records_rejected, at=time.time(), reason=reason)
-        await topics.camera_events.send(key=key, value=encode(event))
+        await topics.send_camera_event(
+            CameraEvent(camera_id=camera_id, kind=CameraEventKind.records_rejected, at=time.time(), reason=reason))
 
 
 async def valid_records(

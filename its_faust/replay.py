@@ -147,18 +147,15 @@ class _AsOf:
     def __init__(self, config: CameraConfig):
         self.config = config
         self._cache: dict[tuple, CameraConfig] = {}
-
-    def _added(self) -> list[tuple[str, str, float]]:
-        c = self.config
-        return ([("line", line.name, c.line_added_at.get(line.name, 0.0)) for line in c.lines]
-                + [("zone", zone.name, c.zone_added_at.get(zone.name, 0.0)) for zone in c.zones])
+        self._added = ([("line", line.name, config.line_added_at.get(line.name, 0.0)) for line in config.lines]
+                       + [("zone", zone.name, config.zone_added_at.get(zone.name, 0.0)) for zone in config.zones])
 
     def added_after(self, at: float) -> dict[str, str]:
         return {f"{kind} {name}": datetime.fromtimestamp(added, timezone.utc).isoformat(timespec="seconds")
-                for kind, name, added in self._added() if added > at}
+                for kind, name, added in self._added if added > at}
 
     def at(self, at: float) -> CameraConfig:
-        later = tuple((kind, name) for kind, name, added in self._added() if added > at)
+        later = tuple((kind, name) for kind, name, added in self._added if added > at)
         if not later:
             return self.config
         if later not in self._cache:

@@ -8,6 +8,7 @@ The names and schemas are the integrator interface; see docs/architecture.md.
 from __future__ import annotations
 
 from its_faust.app import app, settings
+from its_faust.codecs import encode
 from its_faust.topic_names import (
     CAMERA_COMMANDS,
     CAMERA_EVENTS,
@@ -51,3 +52,10 @@ zone_events = _topic(ZONE_EVENTS)
 zone_stats = _topic(ZONE_STATS)
 alerts = _topic(ALERTS)
 workers = _topic(WORKERS)  # keyed by worker id, not camera id
+
+
+async def send_camera_event(event) -> None:
+    """A :class:`schemas.CameraEvent` on its camera's key; None sends nothing (reporters return None when
+    nothing is due)."""
+    if event is not None:
+        await camera_events.send(key=event.camera_id.encode(), value=encode(event))
