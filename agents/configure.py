@@ -25,14 +25,18 @@ log = logging.getLogger(__name__)
 async def configure(stream):
     async for event, command in valid_records(stream, CameraCommand, "configure"):
         offset = event.message.offset
-        config = current_config(event.key)
-        if config is not None and offset <= config.applied_offset:
-            log.debug("configure: %s command at offset %s already applied", command.camera_id, offset)
-            continue
         try:
+            config = current_config(event.key)
+            if config is not None and offset <= config.applied_offset:
+                log.debug("configure: %s command at offset %s already applied", command.camera_id, offset)
+                continue
             new = apply(config, command).model_copy(update={"applied_offset": offset})
         except CommandRejected as exc:
             await dead_letter("configure", event, f"rejected: {exc}")
+            continue
+        except Exception as exc:  # a bug, or a stored configuration this version cannot read: not a poison pill
+            log.exception("configure: %s command at offset %s failed", command.camera_id, offset)
+            await dead_letter("configure", event, f"internal error: {exc!r}")
             continue
         value = encode(new)
         ack = await topics.camera_configs.send(key=event.key, value=value)

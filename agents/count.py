@@ -10,7 +10,7 @@ from __future__ import annotations
 from its_faust import topics
 from its_faust.app import app
 from its_faust.codecs import encode
-from its_faust.dead_letters import valid_records
+from its_faust.dead_letters import dead_lettered_if_it_fails, valid_records
 from schemas.analytics import Crossing, ZoneEvent
 from tables.count_tables import count_crossing, zone_stats
 
@@ -18,12 +18,14 @@ from tables.count_tables import count_crossing, zone_stats
 @app.agent(topics.crossings, name="count")
 async def count_crossings(stream):
     async for event, crossing in valid_records(stream, Crossing, "count"):
-        update = count_crossing(crossing)
-        await topics.counts.send(key=event.key, value=encode(update), timestamp=crossing.at)
+        async with dead_lettered_if_it_fails("count", event):
+            update = count_crossing(crossing)
+            await topics.counts.send(key=event.key, value=encode(update), timestamp=crossing.at)
 
 
 @app.agent(topics.zone_events, name="zone-stats")
 async def zone_traffic(stream):
     async for event, zone_event in valid_records(stream, ZoneEvent, "zone-stats"):
-        stats = zone_stats(zone_event)
-        await topics.zone_stats.send(key=event.key, value=encode(stats), timestamp=zone_event.at)
+        async with dead_lettered_if_it_fails("zone-stats", event):
+            stats = zone_stats(zone_event)
+            await topics.zone_stats.send(key=event.key, value=encode(stats), timestamp=zone_event.at)

@@ -127,10 +127,7 @@ def _removed(key: bytes) -> bool:
 async def _report_overdue() -> None:
     """What is left to report of cameras that stopped shedding and sent no frame since (:mod:`its_faust.stale_frames`)."""
     for camera_event in _stale.overdue(time.time()):
-        try:
-            await topics.send_camera_event(camera_event)
-        except Exception as exc:  # a timer that raises stops the worker: a report is worth less than the work
-            log.warning("detect: camera %s: the frames_shed report was not sent (%r)", camera_event.camera_id, exc)
+        await topics.send_camera_event(camera_event)
 
 
 async def _emit_in_order(stream, jobs: InOrderJobs) -> None:
@@ -159,8 +156,9 @@ async def _emit_in_order(stream, jobs: InOrderJobs) -> None:
                     batch_size=result.batch_size,
                     boxes=result.boxes,
                 )
-                # Not awaited: Faust flushes the producer before it commits the frames' offsets,
-                # so a crash before delivery means the frames are redelivered, never lost.
+                # Delivery is not awaited (send only buffers the record): Faust flushes the producer before
+                # it commits the frames' offsets, so a crash before delivery means the frames are redelivered,
+                # never lost.
                 await topics.detections.send(key=event.key, value=encode(record))
             await stream.ack(event)
 

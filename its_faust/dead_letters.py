@@ -17,6 +17,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
+from contextlib import asynccontextmanager
 from typing import AsyncIterator, TypeVar
 
 from faust.types import EventT
@@ -73,13 +74,9 @@ _quiet = QuietLog()
 
 
 async def dead_letter(stage: str, event: EventT, reason: str) -> None:
+    """The event's record, whole, on the dead-letter topic with the stage and the reason; then, if due, a
+    warning and the camera's ``records_rejected`` event (after: the record matters more than its report)."""
     message = event.message
-    unsaid = _quiet.due(stage, message.key, time.monotonic(), reason)
-    if unsaid is not None:
-        log.warning("%s: dead-lettered %s[%s]@%s: %s%s", stage, message.topic, message.partition, message.offset, reason,
-                    f" ({unsaid} more from key {message.key!r} since the last warning, all on the topic)" if unsaid else "")
-        await _tell_the_camera(message.key, f"{stage} dead-lettered a record: {reason}"
-                                            + (f"; {unsaid} more since the last report" if unsaid else ""))
     record = DeadLetter(
         stage=stage,
         topic=message.topic,
@@ -91,6 +88,25 @@ async def dead_letter(stage: str, event: EventT, reason: str) -> None:
         failed_at=time.time(),
     )
     await topics.dead_letters.send(key=message.key, value=encode(record))
+    unsaid = _quiet.due(stage, message.key, time.monotonic(), reason)
+    if unsaid is not None:
+        log.warning("%s: dead-lettered %s[%s]@%s: %s%s", stage, message.topic, message.partition, message.offset, reason,
+                    f" ({unsaid} more from key {message.key!r} since the last warning, all on the topic)" if unsaid else "")
+        await _tell_the_camera(message.key, f"{stage} dead-lettered a record: {reason}"
+                                            + (f"; {unsaid} more since the last report" if unsaid else ""))
+
+
+@asynccontextmanager
+async def dead_lettered_if_it_fails(stage: str, event: EventT) -> AsyncIterator[None]:
+    """Around the work on one record: an exception (a bug, a stored value this version cannot read)
+    dead-letters the record with it, and the agent goes on with the next. Raised, it would stop the
+    agent, and the record, never acknowledged, would stop it again each time it came back."""
+    try:
+        yield
+    except Exception as exc:
+        log.exception("%s: the record at %s[%s]@%s failed", stage, event.message.topic, event.message.partition,
+                      event.message.offset)
+        await dead_letter(stage, event, f"internal error: {exc!r}")
 
 
 @app.timer(interval=2.0, name="dead-letter-warnings")
@@ -98,11 +114,8 @@ async def _say_the_unsaid() -> None:
     for stage, key, unsaid, reason in _quiet.overdue(time.monotonic()):
         log.warning("%s: %d more dead-lettered from key %r since the last warning (the last: %s)", stage, unsaid, key,
                     reason)
-        try:
-            await _tell_the_camera(key, f"{stage} dead-lettered {unsaid} more record(s) since the last report; "
-                                        f"the last: {reason}")
-        except Exception as exc:  # a timer that raises stops the worker: a report is worth less than the work
-            log.warning("dead letters: the camera's records_rejected event was not sent (%r)", exc)
+        await _tell_the_camera(key, f"{stage} dead-lettered {unsaid} more record(s) since the last report; "
+                                    f"the last: {reason}")
 
 
 async def _tell_the_camera(key: bytes | None, reason: str) -> None:

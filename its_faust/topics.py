@@ -7,6 +7,8 @@ The names and schemas are the integrator interface; see docs/architecture.md.
 
 from __future__ import annotations
 
+import logging
+
 from its_faust.app import app, settings
 from its_faust.codecs import encode
 from its_faust.topic_names import (
@@ -53,9 +55,18 @@ zone_stats = _topic(ZONE_STATS)
 alerts = _topic(ALERTS)
 workers = _topic(WORKERS)  # keyed by worker id, not camera id
 
+log = logging.getLogger(__name__)
+
 
 async def send_camera_event(event) -> None:
     """A :class:`schemas.CameraEvent` on its camera's key; None sends nothing (reporters return None when
-    nothing is due)."""
-    if event is not None:
+    nothing is due).
+
+    A send that fails is logged, not raised: a report is worth less than the work it reports on (a frame's
+    detections, a dead letter), and a timer that raises stops the whole worker."""
+    if event is None:
+        return
+    try:
         await camera_events.send(key=event.camera_id.encode(), value=encode(event))
+    except Exception as exc:
+        log.warning("camera %s: its %s event was not sent (%r)", event.camera_id, event.kind.value, exc)
