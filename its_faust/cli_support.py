@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import sys
@@ -10,7 +11,7 @@ from typing import NoReturn
 
 import click
 
-from its_faust.settings import Settings, get_settings, invalid_settings
+from its_faust.settings import Settings, get_settings, invalid_settings, unknown_variables
 
 # ITS_FAUST_... variable -> the option that set it in this process, so an error names what the user typed.
 _options_given: dict[str, str] = {}
@@ -33,12 +34,22 @@ def set_env(**values) -> None:
 
 def settings_or_fail() -> Settings:
     try:
-        return get_settings()
+        settings = get_settings()
     except ValueError as exc:  # a bad value, an unknown profile, a value that is not JSON where JSON is needed
         message = invalid_settings(exc)
         for variable, option in _options_given.items():
             message = message.replace(f"{variable}:", f"{option} ({variable}):")
         fail(message)
+    _warn_of_unknown_variables()
+    return settings
+
+
+@functools.cache
+def _warn_of_unknown_variables() -> None:
+    """Once a process: ITS_FAUST_ variables that are no setting (a typo would otherwise change nothing, silently)."""
+    for name, like in unknown_variables():
+        hint = f"did you mean {like}?" if like else "`its-faust settings` lists them"
+        click.echo(f"its-faust: warning: {name} is not a setting and changes nothing ({hint})", err=True)
 
 
 def running_broker(broker_url: str | None, needs: str, start: str = "`its-faust broker`") -> str:

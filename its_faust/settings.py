@@ -8,14 +8,16 @@ fields use ``__``, e.g. ``ITS_FAUST_MODEL__BACKEND=torch``).
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from enum import Enum
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
@@ -71,8 +73,10 @@ class ModelSettings(BaseModel):
     imgsz: int = Field(640, ge=32, description="Long side of the network input; frames are letterboxed to a multiple of 32")
     conf: float = Field(0.1, ge=0.0, le=1.0, description="Minimum score kept (ByteTrack uses low scores too)")
     iou: float = Field(0.7, gt=0.0, le=1.0, description="NMS IoU threshold")
-    classes: list[int] = Field(default_factory=lambda: list(TRAFFIC_CLASSES),
-                               description="COCO class ids kept (JSON list): person, bicycle, car, motorcycle, bus, truck")
+    # NoDecode: the validator below takes "2,3,5,7" as well as the JSON list pydantic-settings wants.
+    classes: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: list(TRAFFIC_CLASSES), min_length=1,
+        description="COCO class ids kept, as 2,3,5,7 or a JSON list: person, bicycle, car, motorcycle, bus, truck")
     max_det: int = Field(300, ge=1, description="Most boxes kept per frame after NMS")
     batch_size: int = Field(
         0, ge=0, le=256,
@@ -91,6 +95,19 @@ class ModelSettings(BaseModel):
         description="A live frame (one without scene_time) older than this when detection reaches it is shed, not "
         "detected, so a pipeline that fell behind catches up with the present (its_faust.stale_frames); 0 = never",
     )
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _classes_as_json_or_commas(cls, value):
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{value!r} is not a JSON list ({exc})") from None
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
 
     def frames_per_call(self, device: str) -> int:
         return self.batch_size or (16 if device.startswith("cuda") else 1)
@@ -232,6 +249,12 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(
         None, description="kafka://host:port[;host:port]; empty starts the embedded Tansu broker"
     )
+    broker_wait_s: float = Field(
+        10.0, gt=0,
+        description="How long a worker and the API wait at start for ITS_FAUST_BROKER_URL to answer before they "
+        "stop with one error line (a container may start before its Kafka: the staging and production profiles "
+        "wait 300)",
+    )
     embedded_broker_warn_mb: int = Field(
         1024, ge=1,
         description="The embedded broker keeps every record in memory and slows as it fills: past this the demo "
@@ -356,9 +379,20 @@ class Settings(BaseSettings):
         return f"{self.topic_prefix}.{name}" if self.topic_prefix else name
 
 
+def _profile_name() -> str:
+    """``ITS_FAUST_PROFILE`` from the environment, else from ``.env`` (where the ``profile`` field reads it
+    too: a profile named there and not applied would run one profile's values under another's name), else local."""
+    from dotenv import dotenv_values
+
+    if "ITS_FAUST_PROFILE" in os.environ:
+        return os.environ["ITS_FAUST_PROFILE"]
+    from_file = {k.upper(): v for k, v in dotenv_values(".env").items()} if Path(".env").exists() else {}
+    return from_file.get("ITS_FAUST_PROFILE") or Profile.local.value
+
+
 def load_settings(**overrides) -> Settings:
     """Build settings for the profile named by ``ITS_FAUST_PROFILE`` (default ``local``)."""
-    profile = os.environ.get("ITS_FAUST_PROFILE", Profile.local.value)
+    profile = _profile_name()
     try:
         Profile(profile)
     except ValueError:
@@ -368,13 +402,46 @@ def load_settings(**overrides) -> Settings:
     return Settings(_env_file=[str(p) for p in env_files if p.exists()], **overrides)
 
 
+# Set by the project for processes it starts (its_faust/worker.py), not by people: no setting, and no typo.
+INTERNAL_VARIABLES = frozenset({"ITS_FAUST_RESTARTS_FOR_LOST_LOGS"})
+
+
+def _variables(model: type[BaseModel], prefix: str = "ITS_FAUST_") -> set[str]:
+    """Every variable that sets something: each field's, and a nested group's own (it takes JSON)."""
+    names = set()
+    for name, field in model.model_fields.items():
+        names.add(f"{prefix}{name.upper()}")
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            names |= _variables(field.annotation, f"{prefix}{name.upper()}__")
+    return names
+
+
+def unknown_variables() -> list[tuple[str, str | None]]:
+    """``ITS_FAUST_*`` variables of the environment and .env that are no setting, each with the setting it
+    looks most like (or None): pydantic-settings ignores them, so a typo (one underscore for two) would change
+    nothing without a word."""
+    import difflib
+
+    from dotenv import dotenv_values
+
+    given = {k.upper() for k in os.environ if k.upper().startswith("ITS_FAUST_")}
+    if Path(".env").exists():
+        given |= {k.upper() for k in dotenv_values(".env") if k.upper().startswith("ITS_FAUST_")}
+    known = _variables(Settings)
+    unknown = []
+    for name in sorted(given - known - INTERNAL_VARIABLES):
+        like = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+        unknown.append((name, like[0] if like else None))
+    return unknown
+
+
 def describe(settings: Settings) -> list[dict]:
     """Every setting: its environment variable, the value in ``settings``, its default, and its description
     (what `its-faust settings` prints). ``changed``: the value is not the default; ``set_by``: what sets it
     here (the environment, .env, the profile; empty for none), as load_settings reads them, the last first."""
     from dotenv import dotenv_values
 
-    profile = os.environ.get("ITS_FAUST_PROFILE", Profile.local.value)
+    profile = _profile_name()
     sources = [("the environment", os.environ)] + [
         (name, {k.upper(): v for k, v in dotenv_values(path).items()})
         for name, path in ((".env", Path(".env")), (f"the {profile} profile", PROFILES_DIR / f"{profile}.env"))
@@ -414,10 +481,20 @@ def invalid_settings(exc: ValueError) -> str:
     """One line for settings that do not load: each bad value with its environment variable, an unknown
     profile, a value that is not the JSON it must be (with the parser's reason)."""
     if not isinstance(exc, ValidationError):
+        # pydantic-settings' own: 'error parsing value for field "model" from source "EnvSettingsSource"'
+        group = re.match(r'error parsing value for field "(\w+)" from source "(\w+)"', str(exc))
+        if group:
+            name, source = f"ITS_FAUST_{group[1].upper()}", group[2].removesuffix("SettingsSource")
+            where = {"Env": "the environment", "DotEnv": ".env or the profile"}.get(source, source)
+            return (f"invalid settings: {name} (in {where}) is not the JSON object it must be"
+                    f" ({exc.__cause__}); or set its fields one by one, as {name}__<FIELD>")
         return f"invalid settings: {exc}" + (f" ({exc.__cause__})" if exc.__cause__ else "")
     parts = []
     for err in exc.errors(include_url=False):
         message = err["msg"].removeprefix("Value error, ")
-        where = "ITS_FAUST_" + "__".join(str(p) for p in err["loc"]).upper() if err["loc"] else ""
+        names = [str(p) for p in err["loc"] if not isinstance(p, int)]
+        items = [str(p) for p in err["loc"] if isinstance(p, int)]  # a list's item: the variable is the list's
+        where = "ITS_FAUST_" + "__".join(names).upper() if names else ""
+        where += f" (its item {int(items[0]) + 1})" if items else ""
         parts.append(f"{where}: {message}" if where else message)
     return "invalid settings: " + "; ".join(parts)

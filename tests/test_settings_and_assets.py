@@ -58,11 +58,69 @@ def test_the_pipeline_topics_are_created_with_the_configured_replicas(monkeypatc
         async def close(self): ...
         async def list_topics(self): return ["its.frames"]
         async def create_topics(self, topics): created.extend(topics)
+        async def describe_topics(self, topics): return [{"topic": t, "error_code": 0, "partitions": [{}] * 6} for t in topics]
 
     monkeypatch.setattr(aiokafka.admin, "AIOKafkaAdminClient", Admin)
     asyncio.run(topic_names.ensure_topics("127.0.0.1:1", load_settings(replication_factor=3, partitions=6)))
     assert len(created) == len(topic_names.ALL) - 1 and "its.frames" not in {t.name for t in created}
     assert {(t.num_partitions, t.replication_factor) for t in created} == {(6, 3)}
+
+
+def test_a_profile_named_in_dot_env_is_the_one_applied(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ITS_FAUST_PROFILE", raising=False)
+    (tmp_path / ".env").write_text("ITS_FAUST_PROFILE=production\n")
+    settings = load_settings()
+    assert settings.profile.value == "production" and settings.partitions == 32  # not production by name, local by values
+    monkeypatch.setenv("ITS_FAUST_PROFILE", "staging")  # the environment wins, as for every setting
+    assert load_settings().partitions == 16
+
+
+def test_variables_that_are_no_setting_are_found_with_the_setting_they_look_like(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from its_faust.cli import main
+    from its_faust.settings import get_settings, unknown_variables
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("ITS_FAUST_API__PROT=9000\n")
+    monkeypatch.setenv("ITS_FAUST_MODEL_BACKEND", "torch")  # one underscore for two
+    monkeypatch.setenv("ITS_FAUST_RESTARTS_FOR_LOST_LOGS", "1")  # the project's own, for processes it starts
+    monkeypatch.setenv("ITS_FAUST_MODEL__IMGSZ", "320")
+    assert unknown_variables() == [("ITS_FAUST_API__PROT", "ITS_FAUST_API__PORT"),
+                                   ("ITS_FAUST_MODEL_BACKEND", "ITS_FAUST_MODEL__BACKEND")]
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(main, ["settings", "imgsz"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0
+    assert ("its-faust: warning: ITS_FAUST_MODEL_BACKEND is not a setting and changes nothing "
+            "(did you mean ITS_FAUST_MODEL__BACKEND?)") in result.output
+
+
+def test_classes_take_commas_or_json_and_a_bad_one_is_named(monkeypatch):
+    from its_faust.settings import invalid_settings
+
+    monkeypatch.setenv("ITS_FAUST_MODEL__CLASSES", "2, 7")
+    assert load_settings().model.classes == [2, 7]
+    for value, said in (("2,car", "ITS_FAUST_MODEL__CLASSES (its item 2): Input should be a valid integer"),
+                        ("", "ITS_FAUST_MODEL__CLASSES: List should have at least 1 item"),
+                        ("[2,", "ITS_FAUST_MODEL__CLASSES: '[2,' is not a JSON list")):
+        monkeypatch.setenv("ITS_FAUST_MODEL__CLASSES", value)
+        with pytest.raises(ValueError) as error:
+            load_settings()
+        assert said in invalid_settings(error.value)
+
+
+def test_a_group_given_as_json_that_is_not_names_its_variable(monkeypatch):
+    from its_faust.settings import invalid_settings
+
+    monkeypatch.setenv("ITS_FAUST_API", "{port: 9}")
+    with pytest.raises(ValueError) as error:
+        load_settings()
+    assert invalid_settings(error.value).startswith(
+        "invalid settings: ITS_FAUST_API (in the environment) is not the JSON object it must be (")
 
 
 def test_unknown_profile_is_a_clear_error(monkeypatch):
