@@ -88,7 +88,13 @@ class HubFigures:
             objects.add_metric(camera, 0 if 0 < silent_s < since else len(record.objects))
             age.add_metric(camera, since)
             latency.add_metric(camera, max(0.0, record.tracked_at - record.captured_at))
-        yield from (frames, objects, age, latency)
+        # A camera whose frames are shed needs more workers (or fewer cameras): the signal to scale on.
+        shed = CounterMetricFamily("its_faust_camera_frames_shed",
+                                   "The camera's live frames the workers shed, too old when detection reached them "
+                                   "(the pipeline was behind), as reported since the API started", labels=["camera"])
+        for camera_id, n in hub.camera_events.shed_total.items():
+            shed.add_metric([camera_id], n)
+        yield from (frames, objects, age, latency, shed)
         yield from self._lines_and_zones()
         yield self._alerts()
 

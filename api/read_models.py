@@ -322,6 +322,7 @@ class CameraEvents:
         self.by_camera: OrderedDict[str, deque[CameraEvent]] = OrderedDict()
         # camera -> OrderedDict[minute start -> live frames shed, by the reports made in that minute]
         self.shed_minutes: dict[str, OrderedDict[float, int]] = {}
+        self.shed_total: dict[str, int] = {}  # camera -> live frames shed, as reported since the API started
 
     def apply(self, m: Message) -> None:
         try:
@@ -341,8 +342,10 @@ class CameraEvents:
             minutes[minute] = minutes.get(minute, 0) + event.frames_shed
             while len(minutes) > HISTORY_WINDOWS:
                 minutes.popitem(last=False)
-            if len(self.shed_minutes) > self.max_cameras:
-                self.shed_minutes.pop(next(iter(self.shed_minutes)))
+            self.shed_total[event.camera_id] = self.shed_total.get(event.camera_id, 0) + event.frames_shed
+            for by_camera in (self.shed_minutes, self.shed_total):
+                if len(by_camera) > self.max_cameras:
+                    by_camera.pop(next(iter(by_camera)))
 
     def shed_by_window(self, camera_id: str, size: float) -> dict[float, int]:
         """Live frames of the camera shed (so not counted), as reported, by the start of each ``size``-second window."""

@@ -17,6 +17,7 @@ import faust
 from its_faust.data_dir import claim as claim_data_dir
 from its_faust.kafka_transport import Transport
 from its_faust.settings import Settings, get_settings
+from its_faust.topic_names import MAX_RECORD_BYTES
 from its_faust.watchdog import install as install_watchdog
 from its_faust.worker_status import install as install_status_reports
 
@@ -61,7 +62,11 @@ async def prepare_broker_and_tables(app: faust.App, settings: Settings, retry_ma
     while True:
         try:
             await asyncio.to_thread(wait_reachable, url, 5.0)
-            await ensure_topics(bootstrap, settings)
+            other_partitions = await ensure_topics(bootstrap, settings)
+            if other_partitions:
+                log.warning("topics made with another partition count than ITS_FAUST_PARTITIONS (%d) keep it: %s; "
+                            "at most that many workers share their work", settings.partitions,
+                            ", ".join(f"{topic} has {n}" for topic, n in sorted(other_partitions.items())))
             await drop_stale_copies(local_copies(app, settings.partitions), bootstrap)
             return
         except (BrokerError, KafkaError, OSError) as exc:
@@ -104,9 +109,9 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         broker_commit_interval=settings.commit_interval_s,
         stream_processing_timeout=settings.slow_processing_report_s,
-        producer_max_request_size=8 * 1024 * 1024,  # frames are ~50-150 KB; leave room for 4K cameras
+        producer_max_request_size=MAX_RECORD_BYTES,
         producer_linger=settings.producer_linger_ms / 1000,
-        consumer_max_fetch_size=8 * 1024 * 1024,
+        consumer_max_fetch_size=MAX_RECORD_BYTES,
         web_enabled=False,
         table_cleanup_interval=60.0,
     )

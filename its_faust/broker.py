@@ -24,6 +24,10 @@ class BrokerError(RuntimeError):
     """The broker could not be started or reached."""
 
 
+class BrokerUnreachable(BrokerError):
+    """Nothing answered at the broker's address (yet: it may be starting)."""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -53,7 +57,7 @@ def wait_reachable(broker_url: str, timeout: float = 10.0) -> None:
                     trouble, final = _api_versions_trouble(connection, max(0.5, min(2.0, deadline - time.monotonic())))
             except OSError as exc:
                 if time.monotonic() > deadline:
-                    raise BrokerError(f"broker {hostport} is not reachable ({exc.strerror or exc})") from None
+                    raise BrokerUnreachable(f"broker {hostport} is not reachable ({exc.strerror or exc})") from None
                 time.sleep(0.1)
                 continue
             if trouble is None:
@@ -61,6 +65,21 @@ def wait_reachable(broker_url: str, timeout: float = 10.0) -> None:
             if final or time.monotonic() > deadline:
                 raise BrokerError(f"{hostport} answers, but not as a Kafka broker ({trouble}): is that the broker's address?")
             time.sleep(0.1)
+
+
+def wait_for_broker(broker_url: str, timeout: float, say_every_s: float = 10.0) -> None:
+    """:func:`wait_reachable`, up to ``timeout`` (``ITS_FAUST_BROKER_WAIT_S``) for a worker or the API that may
+    start before its Kafka does (compose, Kubernetes), logging every ``say_every_s`` what it waits for; an
+    address that answers as something other than Kafka fails at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return wait_reachable(broker_url, max(0.1, min(say_every_s, deadline - time.monotonic())))
+        except BrokerUnreachable as exc:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("%s; waiting for it, %.0f s more at most (ITS_FAUST_BROKER_WAIT_S)", exc,
+                        deadline - time.monotonic())
 
 
 _API_VERSIONS_V0 = struct.pack(">hhih", 18, 0, 0x17F0, 9) + b"its-faust"  # key, version, correlation id, client id

@@ -26,7 +26,8 @@ from its_faust.cli_cameras import cameras
 from its_faust.cli_settings import settings_command
 from its_faust.cli_tail import tail
 from its_faust.data_dir import DataDirInUse
-from its_faust.broker import BrokerMemoryNote, BrokerError, EmbeddedBroker, bootstrap_servers, check_embedded_allowed, wait_reachable
+from its_faust.broker import (BrokerMemoryNote, BrokerError, EmbeddedBroker, bootstrap_servers, check_embedded_allowed,
+                              wait_for_broker, wait_reachable)
 from its_faust.cli_support import StopSoftly, fail, set_env, settings_or_fail, stop_on_terminate
 from its_faust.sources import SourceError
 
@@ -509,7 +510,7 @@ def api(host, port, broker_url) -> None:
     if not settings.broker_url:
         fail(BrokerError("api needs a broker: set ITS_FAUST_BROKER_URL or --broker (start one: `its-faust broker`)"))
     try:
-        wait_reachable(settings.broker_url, 5.0)
+        wait_for_broker(settings.broker_url, settings.broker_wait_s)
         from api.process import check_port_free
 
         check_port_free(settings.api.host, settings.api.port)

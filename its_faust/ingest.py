@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaProducer
 from its_faust.codecs import encode
 from its_faust.frame_quality import FlagReports, FrameQualityChecker, StillSceneSampler
 from its_faust.sources import Backoff, FrameReader, SourceError, SourceSpec
-from its_faust.topic_names import CAMERA_EVENTS, FRAMES
+from its_faust.topic_names import CAMERA_EVENTS, FRAMES, MAX_RECORD_BYTES
 from schemas import CameraEvent, CameraEventKind, FrameRecord
 from schemas.base import scene_clock
 
@@ -106,7 +106,7 @@ def make_producer(bootstrap: str) -> AIOKafkaProducer:
         bootstrap_servers=bootstrap,
         acks="all",
         linger_ms=2,
-        max_request_size=8 * 1024 * 1024,
+        max_request_size=MAX_RECORD_BYTES,
         client_id="its-faust-ingest",
     )
 

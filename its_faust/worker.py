@@ -33,11 +33,12 @@ def run_worker(ready_file: Path | None = None) -> None:
     import agents.track  # noqa: F401  (imported here so a broken agent fails loudly, not as a discovery warning)
     from agents.detect import get_detector
     from its_faust.app import DEFAULT_BROKER, app, settings, stall_watchdog
-    from its_faust.broker import wait_reachable
+    from its_faust.broker import wait_for_broker
     from its_faust.data_dir import claim
 
     claim(settings.data_dir)  # before anything slow: a second worker on the same folder stops with one line
-    wait_reachable(settings.broker_url or DEFAULT_BROKER)  # one clear line, not a traceback from inside Faust
+    # One clear line if it never answers, not a traceback from inside Faust.
+    wait_for_broker(settings.broker_url or DEFAULT_BROKER, settings.broker_wait_s)
     if ready_file:
         # A container restarted in place keeps its /tmp: not ready again until it is.
         Path(ready_file).unlink(missing_ok=True)

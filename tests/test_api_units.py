@@ -348,8 +348,11 @@ def test_metrics_give_the_lines_and_zones_a_camera_has_now_and_zeros_where_nothi
     window = ZoneWindow(start=60, end=120, entries=1, exits=0)
     square = [(0, 0), (9, 0), (9, 9)]
     hub = SimpleNamespace(rings={}, workers=Workers(), tracked=TrackedCameras(), counts=Counts(), zones=Zones(),
-                          alerts=Alerts(), cameras=Cameras(), dead_letters=DeadLetters(),
+                          alerts=Alerts(), cameras=Cameras(), dead_letters=DeadLetters(), camera_events=CameraEvents(),
                           settings=SimpleNamespace(analytics=SimpleNamespace(camera_silent_s=30.0)))
+    for i, (at, n) in enumerate(((10.0, 4), (70.0, 6))):
+        hub.camera_events.apply(Message(0, i, b"c", encode(CameraEvent(camera_id="c", kind="frames_shed", at=at, reason="r",
+                                                                       frames_shed=n)), at))
     hub.alerts_of = lambda camera_id: hub.alerts.for_camera(camera_id)
     for offset in range(3):
         hub.dead_letters.apply(_letter(_dead_letter(b"c", offset)))
@@ -378,6 +381,7 @@ def test_metrics_give_the_lines_and_zones_a_camera_has_now_and_zeros_where_nothi
     assert alerts == {("c", kind): 0 for kind in ("congestion", "overspeed", "stopped_vehicle", "wrong_way")}
     assert samples[("its_faust_dead_letters_total", ("c", "detect"))] == 3
     assert samples[("its_faust_dead_letters_total", ("detect", "other"))] == 2
+    assert samples[("its_faust_camera_frames_shed_total", ("c",))] == 10
 
 
 def _dead_letter(key: bytes | None, offset: int, stage: str = "detect"):

@@ -92,3 +92,27 @@ def test_a_port_that_accepts_and_stays_silent_is_one_clear_error():
         port = listener.getsockname()[1]
         with pytest.raises(BrokerError, match=r"answers, but not as a Kafka broker \(no reply to a Kafka request"):
             wait_reachable(f"kafka://127.0.0.1:{port}", timeout=1)
+
+
+def test_a_worker_that_starts_before_its_broker_waits_for_it_and_says_so(caplog):
+    """Compose and Kubernetes may start a worker or the API before Kafka: it waits ITS_FAUST_BROKER_WAIT_S."""
+    import threading
+    import time
+
+    from its_faust.broker import BrokerUnreachable, wait_for_broker
+
+    port = free_port()
+    started = []
+    late = threading.Timer(1.5, lambda: started.append(EmbeddedBroker(port=port).start()))
+    late.start()
+    try:
+        t0 = time.monotonic()
+        wait_for_broker(f"kafka://127.0.0.1:{port}", timeout=60, say_every_s=0.5)
+        assert time.monotonic() - t0 >= 1.4  # until the broker answered
+    finally:
+        late.join()
+        for broker in started:
+            broker.stop()
+    assert "is not reachable (Connection refused); waiting for it" in caplog.text
+    with pytest.raises(BrokerUnreachable):  # and within its time, if it never comes
+        wait_for_broker(f"kafka://127.0.0.1:{free_port()}", timeout=0.5, say_every_s=0.2)

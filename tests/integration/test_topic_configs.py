@@ -10,7 +10,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from its_faust.broker import EmbeddedBroker, bootstrap_servers
-from its_faust.topic_names import ALL, DETECTIONS, FRAMES, ensure_topics
+from its_faust.topic_names import ALL, DEAD_LETTERS, DETECTIONS, FRAMES, MAX_RECORD_BYTES, ensure_topics
 
 
 async def _configs(bootstrap: str, topics: list[str]) -> dict[str, dict[str, str]]:
@@ -38,3 +38,21 @@ def test_frames_and_detections_are_created_with_the_configured_retention(setting
     for name in ALL:
         retention = configs[settings.topic(name)].get("retention.ms")
         assert retention == ("1800000" if name in (FRAMES, DETECTIONS) else None), (name, retention)
+        # Topics that hold whole frames take a record as large as the producers send (Kafka's default: 1 MB).
+        largest = configs[settings.topic(name)].get("max.message.bytes")
+        assert largest == (str(MAX_RECORD_BYTES) if name in (FRAMES, DEAD_LETTERS) else None), (name, largest)
+
+
+def test_topics_that_exist_with_another_partition_count_are_named(settings):
+    with EmbeddedBroker() as broker:
+        bootstrap = bootstrap_servers(broker.url)
+
+        async def go():
+            first = await ensure_topics(bootstrap, settings.model_copy(update={"partitions": 2}))
+            again = await ensure_topics(bootstrap, settings.model_copy(update={"partitions": 2}))
+            other = await ensure_topics(bootstrap, settings.model_copy(update={"partitions": 6}))
+            return first, again, other
+
+        first, again, other = asyncio.run(go())
+    assert first == {} and again == {}
+    assert other == {settings.topic(name): 2 for name in ALL}
