@@ -16,7 +16,7 @@ from its_faust.codecs import encode
 from its_faust.dead_letters import dead_letter, valid_records
 from schemas.control import CameraCommand
 from tables.camera_config import CommandRejected, apply
-from tables.config_table import camera_configs, current_config
+from tables.config_table import config_table, current_config
 
 log = logging.getLogger(__name__)
 
@@ -41,5 +41,5 @@ async def configure(stream):
         value = encode(new)
         ack = await topics.camera_configs.send(key=event.key, value=value)
         await ack  # published before the table says the command is done
-        camera_configs[event.key] = value
+        config_table[event.key] = value
         log.info("configure: %s v%d after %s", command.camera_id, new.version, command.change.op)

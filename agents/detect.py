@@ -28,7 +28,7 @@ from faust.types import EventT
 from its_faust import topics
 from its_faust.app import app, settings
 from its_faust.background import tied_to_current_task
-from its_faust.codecs import SchemaError, decode, encode
+from its_faust.codecs import SchemaError, decode_keyed, encode
 from its_faust.dead_letters import dead_letter
 from its_faust.detector import Detector, UnreadableImage, decode_jpeg
 from its_faust.in_order import InOrderJobs
@@ -93,9 +93,7 @@ async def _frame_of(stream, intake: Intake, event: EventT) -> FrameRecord | None
     if not await intake.admit(event):
         return None  # out of order or a copy: released, it comes again (or came already)
     try:
-        frame = decode(FrameRecord, event.value)
-        if event.key != frame.camera_id.encode():
-            raise SchemaError(f"key {event.key!r} is not the record's camera_id {frame.camera_id!r}")
+        frame = decode_keyed(FrameRecord, event.key, event.value)
     except SchemaError as exc:
         await dead_letter("detect", event, str(exc))
         await stream.ack(event)

@@ -33,6 +33,15 @@ def decode(record_type: type[R], payload: bytes | None) -> R:
         raise SchemaError(_reason(record_type, exc)) from None
 
 
+def decode_keyed(record_type: type[R], key: bytes | None, payload: bytes | None) -> R:
+    """``decode``, for a record of a per-camera topic: its key must be its camera_id, since actors keep each
+    camera's state under the key (a record under another camera's key would change that camera's state)."""
+    record = decode(record_type, payload)
+    if key != record.camera_id.encode():
+        raise SchemaError(f"key {key!r} is not the record's camera_id {record.camera_id!r}")
+    return record
+
+
 def decode_or_none(record_type: type[R], payload: bytes | None) -> R | None:
     """``decode``, or None for what does not decode: for readers beside the pipeline, which skip such a
     record (the stage that reads it dead-letters it)."""

@@ -4,8 +4,8 @@
 intake, decoded, and what does not decode (or whose camera_id is not its key) dead-lettered.
 
 Every dead letter is on the topic; the log warns of the first of each stage and key at once and
-then of one every ``QUIET_S`` with how many came since (what is left unsaid after that, a timer
-says), since a producer with a fault in its records sends every one of them with it (30 warnings a
+then of one every ``QUIET_S`` with how many came since (:mod:`its_faust.throttle`; what is left
+unsaid after that, a timer says), since a producer with a fault in its records sends every one of them with it (30 warnings a
 second from one camera). Each such warning about a camera's records is also a ``records_rejected``
 event on its camera-events, so that whoever watches the camera (the API, the dashboard) sees why
 its frames go nowhere.
@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections import OrderedDict
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, TypeVar
 
@@ -24,8 +23,9 @@ from faust.types import EventT
 
 from its_faust import topics
 from its_faust.app import app
-from its_faust.codecs import SchemaError, decode, encode
+from its_faust.codecs import SchemaError, decode_keyed, encode
 from its_faust.intake import Intake
+from its_faust.throttle import Throttle
 from schemas import CameraEvent, CameraEventKind, DeadLetter
 from schemas.base import CAMERA_ID_PATTERN, Record
 
@@ -34,43 +34,8 @@ R = TypeVar("R", bound=Record)
 log = logging.getLogger(__name__)
 QUIET_S = 10.0
 _CAMERA_ID = re.compile(CAMERA_ID_PATTERN)
-
-
-class QuietLog:
-    """When to warn of a dead letter: the first of a stage and key at once, then one every ``every_s``,
-    saying how many were left unsaid since; ``overdue`` gives what was left unsaid once a period is over
-    (the producer may have stopped: no dead letter would come to say it). The ``keep`` keys heard from
-    most recently are remembered (a broken producer may invent a key a record)."""
-
-    def __init__(self, every_s: float = QUIET_S, keep: int = 1000):
-        self.every_s, self.keep = every_s, keep
-        # (stage, key) -> [said at, unsaid since, the last unsaid one's reason], least recently heard first
-        self._said: OrderedDict[tuple[str, bytes | None], list] = OrderedDict()
-
-    def due(self, stage: str, key: bytes | None, now: float, reason: str = "") -> int | None:
-        """None: stay quiet about this one; otherwise say it, and how many went unsaid before it."""
-        said = self._said.get((stage, key))
-        if said is not None:
-            self._said.move_to_end((stage, key))
-            if now - said[0] < self.every_s:
-                said[1:] = [said[1] + 1, reason]
-                return None
-        self._said[(stage, key)] = [now, 0, ""]
-        if len(self._said) > self.keep:
-            self._said.popitem(last=False)
-        return said[1] if said is not None else 0
-
-    def overdue(self, now: float) -> list[tuple[str, bytes | None, int, str]]:
-        """(stage, key, how many, the last one's reason) left unsaid for a whole period: said now."""
-        due = []
-        for (stage, key), said in self._said.items():
-            if said[1] and now - said[0] >= self.every_s:
-                due.append((stage, key, said[1], said[2]))
-                said[:] = [now, 0, ""]
-        return due
-
-
-_quiet = QuietLog()
+# (stage, key) -> when to warn; a broken producer may invent a key a record: the 1000 heard last are kept.
+_quiet: Throttle[tuple[str, bytes | None]] = Throttle(QUIET_S, keep=1000)
 
 
 async def dead_letter(stage: str, event: EventT, reason: str) -> None:
@@ -88,8 +53,9 @@ async def dead_letter(stage: str, event: EventT, reason: str) -> None:
         failed_at=time.time(),
     )
     await topics.dead_letters.send(key=message.key, value=encode(record))
-    unsaid = _quiet.due(stage, message.key, time.monotonic(), reason)
-    if unsaid is not None:
+    told = _quiet.hit((stage, message.key), time.monotonic(), reason)
+    if told is not None:
+        unsaid = told - 1
         log.warning("%s: dead-lettered %s[%s]@%s: %s%s", stage, message.topic, message.partition, message.offset, reason,
                     f" ({unsaid} more from key {message.key!r} since the last warning, all on the topic)" if unsaid else "")
         await _tell_the_camera(message.key, f"{stage} dead-lettered a record: {reason}"
@@ -111,7 +77,7 @@ async def dead_lettered_if_it_fails(stage: str, event: EventT) -> AsyncIterator[
 
 @app.timer(interval=2.0, name="dead-letter-warnings")
 async def _say_the_unsaid() -> None:
-    for stage, key, unsaid, reason in _quiet.overdue(time.monotonic()):
+    for (stage, key), unsaid, reason in _quiet.overdue(time.monotonic()):
         log.warning("%s: %d more dead-lettered from key %r since the last warning (the last: %s)", stage, unsaid, key,
                     reason)
         await _tell_the_camera(key, f"{stage} dead-lettered {unsaid} more record(s) since the last report; "
@@ -135,8 +101,7 @@ async def valid_records(
     """The stream's events, in log order (:mod:`its_faust.intake`), with their decoded records;
     the rest go to the dead-letter topic.
 
-    Every per-camera topic is keyed by camera id, and actors keep state under the
-    key, so a record whose camera_id is not its key is bad input too.
+    A record whose camera_id is not its key is bad input too (:func:`its_faust.codecs.decode_keyed`).
 
     An event is acknowledged once the agent's body is done with it (when it asks for the
     next one), as Faust would; a body that raises leaves it unacknowledged, to come again.
@@ -151,9 +116,7 @@ async def valid_records(
         if not await intake.admit(event):
             continue  # out of order or a copy: released, it comes again (or came already)
         try:
-            record = decode(record_type, event.value)
-            if event.key != record.camera_id.encode():
-                raise SchemaError(f"key {event.key!r} is not the record's camera_id {record.camera_id!r}")
+            record = decode_keyed(record_type, event.key, event.value)
         except SchemaError as exc:
             await dead_letter(stage, event, str(exc))
             await events.ack(event)

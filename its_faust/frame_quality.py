@@ -17,7 +17,7 @@ per-frame CPU beside video decoding and JPEG encoding):
 * blurred (opt-in): low Laplacian variance.
 
 Flagged frames are reported at the first of a kind and then at most once every
-``rejection_report_s`` per kind, with a count (:class:`FlagReports`), not once per frame.
+``rejection_report_s`` per kind, with a count (:class:`its_faust.throttle.Throttle`), not once per frame.
 """
 
 from __future__ import annotations
@@ -103,42 +103,3 @@ class StillSceneSampler:
         """A frame (checked or sampled) went to the detector at scene time ``at``."""
         on_grid = self._next_at is not None and self._next_at - _EPSILON_S <= at < self._next_at + self.every_s
         self._next_at = self._next_at + self.every_s if on_grid else at + self.every_s
-
-
-class FlagReports:
-    """Which flagged frames (blank, frozen, ...) to report: the first of a kind, then at most one report per
-    ``every_s`` per kind, each with how many frames of the kind were flagged since the previous one.
-
-    A stuck or covered camera can stay flagged for hours; one event per frame would bury the
-    rest of the camera-events topic. Kept per kind and not reset by a good frame: a camera
-    flipping between blank and fine, or a quiet road frozen between passing cars, is reported
-    once per interval, not once per flip. Frames flagged after a kind's last report are told
-    by :meth:`pending` once the interval has passed (ingest asks on every frame), so the end of
-    a run is not lost, and ingest's ``finished`` event has the totals per kind.
-    """
-
-    def __init__(self, every_s: float):
-        self.every_s = every_s
-        self._reported_at: dict[str, float] = {}
-        self._since: dict[str, int] = {}  # flagged since the kind's last report
-
-    def flagged(self, kind: str, at: float) -> int | None:
-        """Count a frame of ``kind`` flagged at scene time ``at``. When it is to be reported: how many
-        were flagged since the kind's last report, this one included; else None."""
-        self._since[kind] = self._since.get(kind, 0) + 1
-        if not self._interval_passed(kind, at):
-            return None
-        self._reported_at[kind] = at
-        return self._since.pop(kind)
-
-    def pending(self, at: float) -> dict[str, int]:
-        """Kinds with frames flagged since their last report, whose interval has passed: their counts (now told)."""
-        told = {kind: n for kind, n in self._since.items() if self._interval_passed(kind, at)}
-        for kind in told:
-            self._reported_at[kind] = at
-            del self._since[kind]
-        return told
-
-    def _interval_passed(self, kind: str, at: float) -> bool:
-        last = self._reported_at.get(kind)
-        return last is None or at - last >= self.every_s - _EPSILON_S

@@ -28,8 +28,9 @@ import cv2
 from aiokafka import AIOKafkaProducer
 
 from its_faust.codecs import encode
-from its_faust.frame_quality import FlagReports, FrameQualityChecker, StillSceneSampler
+from its_faust.frame_quality import FrameQualityChecker, StillSceneSampler
 from its_faust.sources import Backoff, FrameReader, SourceError, SourceSpec
+from its_faust.throttle import Throttle
 from its_faust.topic_names import CAMERA_EVENTS, FRAMES, MAX_RECORD_BYTES
 from schemas import CameraEvent, CameraEventKind, FrameRecord
 from schemas.base import scene_clock
@@ -203,7 +204,9 @@ async def ingest(
         return stats
     quality = FrameQualityChecker.from_settings(s)
     still_scene = StillSceneSampler(s.frozen_keepalive_s)
-    flag_reports = FlagReports(s.rejection_report_s)
+    # Per kind, in scene time, and not reset by a good frame: a camera flipping between blank and fine, or a
+    # quiet road frozen between passing cars, is reported once per interval, not once per flip.
+    flag_reports: Throttle[str] = Throttle(s.rejection_report_s)
     # Files are paced at their own fps unless a window (alone) or a target fps says otherwise.
     target_fps = fps or (None if ((window and not live_feed) or spec.live) else reader.fps)
     drop_when_busy = window is not None and (live_feed or spec.live)
@@ -290,7 +293,7 @@ async def ingest(
             at = scene_clock(captured_at, scene_time)
             if problem:
                 kind = problem.split(":", 1)[0]
-                flagged = flag_reports.flagged(kind, at)  # sampled or not, a frozen frame is flagged
+                flagged = flag_reports.hit(kind, at)  # sampled or not, a frozen frame is flagged
                 if flagged is not None:
                     if kind == "frozen" and s.frozen_keepalive_s:
                         problem += f" (one frame per {s.frozen_keepalive_s:g} s still goes to the detector)"
@@ -299,7 +302,7 @@ async def ingest(
                 if kind == "frozen" and to_detector:
                     problem = None  # a still scene is sampled, not left unwatched (frame_quality.StillSceneSampler)
                     stats.frames_sampled += 1
-            for other_kind, count in flag_reports.pending(at).items():  # the end of a run, once its interval passed
+            for other_kind, count, _ in flag_reports.overdue(at):  # the end of a run, once its interval passed
                 report("frame_rejected", f"{other_kind}: {count} more frames flagged since the last report")
             if problem:
                 stats.frames_rejected += 1

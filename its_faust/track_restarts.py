@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+from its_faust.throttle import Throttle
 from schemas import CameraEvent, CameraEventKind
 from tables.camera_tracker import CameraTracker
 
@@ -20,15 +21,13 @@ class TrackRestarts:
     camera every ``every_s`` (a camera sampled slower than the gap limit restarts at every frame)."""
 
     def __init__(self, every_s: float = 60.0):
-        self.every_s = every_s
-        self._reported: dict[str, float] = {}
+        self._throttle: Throttle[str] = Throttle(every_s)
 
     def report(self, tracker: CameraTracker, now: float) -> CameraEvent | None:
         if not tracker.afresh or not tracker.afresh[1]:
             return None
-        if now - self._reported.get(tracker.camera_id, float("-inf")) < self.every_s:
+        if self._throttle.hit(tracker.camera_id, now) is None:
             return None
-        self._reported[tracker.camera_id] = now
         gap_s, dropped = tracker.afresh
         return CameraEvent(
             camera_id=tracker.camera_id, kind=CameraEventKind.tracks_restarted, at=time.time(), seq=tracker.last_seq,

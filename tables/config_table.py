@@ -11,7 +11,7 @@ from its_faust.app import app, settings
 from its_faust.codecs import decode
 from schemas.control import CameraConfig
 
-camera_configs = app.Table("camera-config", key_type=bytes, value_type=bytes, partitions=settings.partitions)
+config_table = app.Table("camera-config", key_type=bytes, value_type=bytes, partitions=settings.partitions)
 
 
 _decoded: dict[bytes, tuple[bytes, CameraConfig]] = {}
@@ -19,7 +19,7 @@ _decoded: dict[bytes, tuple[bytes, CameraConfig]] = {}
 
 def current_config(key: bytes) -> CameraConfig | None:
     """The camera's configuration; decoded again only when the stored bytes change (it is read every frame)."""
-    stored = camera_configs.get(key)
+    stored = config_table.get(key)
     if not stored:
         return None
     cached = _decoded.get(key)

@@ -85,25 +85,6 @@ def test_standard_base64_is_accepted_too():
     assert decode(FrameRecord, json.dumps(wire).encode()).jpeg == b"\xff\xd8\xff\xfe?>"
 
 
-def test_dead_letters_of_one_key_are_warned_of_once_per_period_with_how_many_went_unsaid():
-    from its_faust.dead_letters import QuietLog
-
-    quiet = QuietLog(every_s=10.0, keep=3)
-    assert quiet.due("detect", b"cam-1", 0.0, "a") == 0  # the first at once
-    assert [quiet.due("detect", b"cam-1", t, f"r{t}") for t in (1.0, 2.0, 9.9)] == [None, None, None]
-    assert quiet.due("track", b"cam-1", 3.0) == 0  # another stage, another fault: said at once
-    assert quiet.due("detect", b"cam-2", 3.0) == 0
-    assert quiet.due("detect", b"cam-1", 10.0) == 3  # the next period: said, with the three unsaid
-    assert quiet.due("detect", b"cam-1", 10.5, "late") is None
-    # The producer stopped: what went unsaid is said once its period is over, with the last reason.
-    assert quiet.overdue(19.9) == []
-    assert quiet.overdue(20.0) == [("detect", b"cam-1", 1, "late")]
-    assert quiet.overdue(40.0) == []
-    # A producer inventing keys: the table keeps only the ones said within the period.
-    assert quiet.due("detect", b"x", 60.0) == 0 and quiet.due("detect", b"y", 60.0) == 0
-    assert len(quiet._said) <= 3
-
-
 def test_the_readmes_sample_frame_record_decodes_as_it_says():
     import base64
     import re

@@ -10,6 +10,7 @@ import pytest
 
 from its_faust import dead_letters, topics
 from its_faust.codecs import decode
+from its_faust.throttle import Throttle
 from schemas import CameraEvent, CameraEventKind, DeadLetter
 
 
@@ -28,7 +29,7 @@ def sent(monkeypatch):
 
     monkeypatch.setattr(topics.dead_letters, "send", sender("dead-letters"))
     monkeypatch.setattr(topics.camera_events, "send", sender("camera-events"))
-    monkeypatch.setattr(dead_letters, "_quiet", dead_letters.QuietLog())
+    monkeypatch.setattr(dead_letters, "_quiet", Throttle(dead_letters.QUIET_S))
     sent["failing"] = failing
     return sent
 

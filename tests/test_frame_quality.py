@@ -1,6 +1,6 @@
 import numpy as np
 
-from its_faust.frame_quality import FlagReports, FrameQualityChecker, StillSceneSampler
+from its_faust.frame_quality import FrameQualityChecker, StillSceneSampler
 
 
 def test_good_frames_pass(clip_frames):
@@ -110,16 +110,3 @@ def test_still_scene_samples_keep_a_grid_so_a_late_one_does_not_delay_the_next()
     # Steps at 0.25, 0.5, 0.75, 1.0, ...: each gets the first frame at or after it (0.4 s, then 0.2 s apart),
     # not "0.25 s after the last sample" (which would be every 0.4 s: 3 a second).
     assert sent == [0.0, 0.4, 0.6, 0.8, 1.0, 1.4, 1.6, 1.8, 2.0]
-
-
-def test_flag_reports_come_once_per_interval_per_kind_with_what_was_flagged_between():
-    reports = FlagReports(60.0)
-    verdicts = [reports.flagged("blank", t) for t in (0.0, 0.04, 59.9, 60.0, 60.04)]
-    assert verdicts == [1, None, None, 3, None]  # the report at 60 s tells of the 2 frames since the first
-    assert reports.flagged("frozen", 60.08) == 1  # another kind: reported at once
-    # A good frame between flagged ones does not restart the clock (no report per flip) ...
-    assert reports.flagged("blank", 100.0) is None and reports.flagged("blank", 110.0) is None
-    assert reports.pending(119.9) == {}
-    # ... and what was flagged after a report is told once its interval has passed, then forgotten.
-    assert reports.pending(120.0) == {"blank": 3} and reports.pending(200.0) == {}  # 60.04, 100, 110
-    assert reports.flagged("blank", 200.0) == 1
