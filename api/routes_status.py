@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, Field
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from its_faust.results import group_offsets
@@ -88,6 +89,24 @@ async def workers(request: Request) -> dict:
     hub = request.app.state.hub
     listed = hub.workers.view(time.time())
     return {"workers": listed, "running": sum(1 for w in listed if w["state"] in ("running", "recovering"))}
+
+
+class CameraActivity(BaseModel):
+    camera_id: str
+    name: str | None = Field(description="From its configuration; none for a camera that sends frames unconfigured")
+    configured: bool
+    live: bool = Field(description="A frame of it was tracked in the last 10 s")
+    last_frame_age_s: float | None = Field(description="Since its newest frame was tracked; none: no frame held")
+    frames_tracked: int = Field(description="Its frames this API process has read tracked since it started")
+    objects: int = Field(description="Tracked in its newest frame; 0 once the workers closed it as silent")
+    alerts_active: int
+
+
+@router.get("/api/v1/camera-activity", response_model=list[CameraActivity],
+            summary="Every camera at a glance: live or not, its newest frame's age, what is in view, active alerts",
+            description="Configured cameras and cameras with tracks, by id; what the dashboard's camera list shows.")
+async def camera_activity(request: Request):
+    return request.app.state.hub.camera_activity(time.time())
 
 
 @router.get("/api/v1/dead-letters", summary="What the stages refused, and why: counts by key (camera) and stage, "

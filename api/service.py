@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 
 from api.hub import TopicRing
 from api.read_models import Alerts, CameraEvents, Cameras, Counts, DeadLetters, TrackedCameras, Workers, Zones
@@ -12,6 +13,9 @@ from its_faust.topic_names import (
     ALERTS, CAMERA_CONFIGS, CAMERA_EVENTS, COUNTS, DEAD_LETTERS, FRAMES, TRACKS, WORKERS, ZONE_STATS, ensure_topics,
 )
 from schemas.analytics import Alert
+
+# A camera with a frame tracked this recently is live (a live camera's frames take well under a second).
+LIVE_WITHIN_S = 10.0
 
 
 class Hub:
@@ -78,6 +82,28 @@ class Hub:
             silent = {c for c in {a.camera_id for a in active} if self.tracked.silent_for(c, silent_s, now)}
             active = [a for a in active if a.camera_id not in silent]
         return recent, active
+
+    def camera_activity(self, now: float) -> list[dict]:
+        """Each camera at a glance, configured or with tracks or active alerts held (by id): whether it is live (a frame of it
+        tracked within ``LIVE_WITHIN_S``), its newest frame's age, what is in view, frames tracked since the API
+        started and its active alerts; what a control room scans for a camera that stopped or needs a look."""
+        latest = {record.camera_id: (record, count) for record, count in self.tracked.latest()}
+        _, active = self.alerts_of(None)
+        alerts = Counter(a.camera_id for a in active)
+        silent_s = self.settings.analytics.camera_silent_s
+        listed = []
+        for camera_id in sorted({c.camera_id for c in self.cameras.all()} | set(latest) | set(alerts)):
+            config = self.cameras.get(camera_id)
+            record, count = latest.get(camera_id, (None, 0))
+            age = max(0.0, now - record.tracked_at) if record else None
+            listed.append({
+                "camera_id": camera_id, "name": config.name if config else None, "configured": config is not None,
+                "live": age is not None and age <= LIVE_WITHIN_S, "last_frame_age_s": age, "frames_tracked": count,
+                # A camera silent past camera_silent_s is closed by the workers: nothing is in view any more.
+                "objects": len(record.objects) if record and not (0 < silent_s < age) else 0,
+                "alerts_active": alerts.get(camera_id, 0),
+            })
+        return listed
 
     def _on_track(self, m) -> None:
         self.tracked.apply(m)

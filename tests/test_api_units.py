@@ -604,3 +604,35 @@ def test_the_openapi_describes_every_feed_as_an_event_stream_not_json():
     for path in streams:
         assert set(paths[path]["get"]["responses"]["200"]["content"]) == {"text/event-stream"}, path
     assert set(paths["/api/v1/dead-letters"]["get"]["responses"]["200"]["content"]) == {"application/json"}
+
+
+def test_camera_activity_says_which_cameras_are_live_what_is_in_view_and_their_active_alerts():
+    """The dashboard's camera list gave ids only: a stopped or never-started camera looked like a live one."""
+    from api.service import Hub
+    from its_faust.settings import load_settings
+    from schemas import TrackRecord
+    from schemas.tracks import TrackedObject
+
+    hub = Hub("127.0.0.1:1", load_settings())
+    now = time.time()
+    car = TrackedObject(track_id=1, cls=2, label="car", conf=0.9, x1=0, y1=0, x2=5, y2=5)
+    for camera, tracked_at, frames in (("live-cam", now - 1, 3), ("stopped-cam", now - 20, 1), ("closed-cam", now - 60, 1)):
+        for seq in range(frames):
+            hub.tracked.apply(Message(0, seq, camera.encode(), encode(TrackRecord(
+                camera_id=camera, seq=seq, captured_at=tracked_at, width=64, height=48, detected_at=tracked_at,
+                tracked_at=tracked_at, tracker_frame=seq + 1, model="m@v", detections=2, worker="w:1", objects=[car, car])),
+                tracked_at))
+    hub.cameras.put(CameraConfig(camera_id="idle-cam", version=1, last_command_id="x", updated_at=now, name="Bridge"))
+    for i, camera in enumerate(("live-cam", "closed-cam")):
+        hub.alerts.apply(Message(0, i, camera.encode(), encode(Alert(
+            alert_id=f"{camera}:wrong_way:track-1:1", camera_id=camera, seq=1, captured_at=now, kind="wrong_way",
+            state="raised", severity="critical", subject="track-1", started_at=now,
+            snapshot=FrameRef(camera_id=camera, seq=1), message="wrong way")), now))
+    listed = {c["camera_id"]: c for c in hub.camera_activity(now)}
+    assert list(listed) == ["closed-cam", "idle-cam", "live-cam", "stopped-cam"]
+    live, stopped, closed, idle = (listed[c] for c in ("live-cam", "stopped-cam", "closed-cam", "idle-cam"))
+    assert live["live"] and live["objects"] == 2 and live["frames_tracked"] == 3 and live["alerts_active"] == 1
+    assert not stopped["live"] and round(stopped["last_frame_age_s"]) == 20 and stopped["objects"] == 2
+    assert closed["objects"] == 0 and closed["alerts_active"] == 0  # silent past camera_silent_s: closed
+    assert idle == {"camera_id": "idle-cam", "name": "Bridge", "configured": True, "live": False,
+                    "last_frame_age_s": None, "frames_tracked": 0, "objects": 0, "alerts_active": 0}

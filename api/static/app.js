@@ -3,7 +3,8 @@
 "use strict";
 const api = "/api/v1";
 const $ = (id) => document.getElementById(id);
-const state = { camera: null, counts: new Map(), zones: new Map(), zonesLoaded: null, stream: null, alertsPosition: null, cameras: new Set(), names: new Map(), selection: 0 };
+const state = { camera: null, counts: new Map(), zones: new Map(), zonesLoaded: null, stream: null, alertsPosition: null, cameras: new Set(), names: new Map(), selection: 0,
+  activity: new Map(), versions: new Map(), activeAlerts: new Set(), lastFrame: null, startedAt: new Map() };
 
 // The badge: "live" only when the page's feeds are connected and the system is ready (/api/v1/ready:
 // a worker doing the work); a page whose feeds are up but whose workers are gone shows nothing new.
@@ -16,6 +17,8 @@ function renderStatus() {
   else if (health.feeds) [text, cls] = ["live", "live"];
   s.textContent = text;
   s.className = "status " + cls;
+  // Feeds down (the API stopped, the network): what the page shows is as of then, not now.
+  document.body.classList.toggle("offline", health.feeds === false);
   s.title = health.ready ? health.ready.detail : "";
 }
 
@@ -56,13 +59,40 @@ function openStream(id, positions) {
 
 async function loadCameras() {
   try {
-    const res = await fetch(`${api}/cameras`);
-    for (const c of await res.json()) {
+    const [configs, activity] = await Promise.all([fetch(`${api}/cameras`), fetch(`${api}/camera-activity`)]
+      .map((p) => p.then((res) => (res.ok ? res.json() : []))));
+    for (const c of configs) {
       state.cameras.add(c.camera_id);
       if (c.name && c.name !== c.camera_id) state.names.set(c.camera_id, c.name);
+      // A line or zone removed (or added) changes the configuration: the selected camera's tables start again
+      // from the API's figures, which hold only what the camera has now (the feeds only ever add rows).
+      const before = state.versions.get(c.camera_id);
+      state.versions.set(c.camera_id, c.version);
+      if (c.camera_id === state.camera && before !== undefined && before !== c.version) reloadFigures(c.camera_id);
     }
+    state.activity = new Map(activity.map((a) => [a.camera_id, a]));
+    for (const a of activity) state.cameras.add(a.camera_id);
   } catch (e) { /* the tracks feed still lists cameras */ }
   renderCameras();
+}
+
+function reloadFigures(id) {
+  const current = () => id === state.camera;
+  Promise.all([loadCounts(id, current, true), loadZones(id, current, true)]).catch(() => {});
+}
+
+// What each camera is doing, at a glance: live (a frame tracked in the last 10 s), stopped, or no frames yet.
+function cameraLine(a) {
+  if (!a || a.last_frame_age_s === null) return ["idle", "no frames yet"];
+  const alerts = a.alerts_active ? ` · ${a.alerts_active} alert${a.alerts_active > 1 ? "s" : ""}` : "";
+  if (a.live) return ["live", `${a.objects} in view${alerts}`];
+  return ["stopped", `no frames for ${ago(a.last_frame_age_s)}${alerts}`];
+}
+
+function ago(seconds) {
+  if (seconds < 90) return `${Math.round(seconds)} s`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
+  return `${Math.round(seconds / 3600)} h`;
 }
 
 function renderCameras() {
@@ -71,6 +101,7 @@ function renderCameras() {
   if (!state.cameras.size) { ul.innerHTML = '<li class="muted">none yet</li>'; return; }
   for (const id of [...state.cameras].sort()) {
     const li = document.createElement("li");
+    const [kind, doing] = cameraLine(state.activity.get(id));
     li.textContent = id;
     if (state.names.has(id)) {
       const name = document.createElement("span");
@@ -78,8 +109,12 @@ function renderCameras() {
       name.textContent = ` ${state.names.get(id)}`;
       li.append(name);
     }
+    const line = document.createElement("small");
+    line.textContent = doing;
+    li.append(document.createElement("br"), line);
     li.dataset.camera = id;
-    if (id === state.camera) li.className = "selected";
+    li.className = `camera ${kind}` + (id === state.camera ? " selected" : "")
+      + ((state.activity.get(id) || {}).alerts_active ? " alerting" : "");
     li.onclick = () => select(id);
     ul.appendChild(li);
   }
@@ -100,7 +135,15 @@ function select(id) {
   renderZones();
   document.body.dataset.camera = id;
   $("camera-title").textContent = `Live view: ${id}` + (state.names.has(id) ? ` (${state.names.get(id)})` : "");
-  $("in-view").textContent = "waiting for this camera's frames…";
+  const activity = state.activity.get(id);
+  $("in-view").textContent = activity && activity.last_frame_age_s !== null && !activity.live
+    ? `no frames for ${ago(activity.last_frame_age_s)}: the camera stopped, or the pipeline is behind`
+    : "waiting for this camera's frames…";
+  // The last camera's picture stays in the <img> until this one's first frame comes (a camera with none
+  // would show another's): hidden until then.
+  state.lastFrame = null;
+  $("view").classList.add("waiting");
+  $("view").classList.remove("stale");
   $("live").src = `${api}/cameras/${encodeURIComponent(id)}/live.mjpg`;
   [...$("cameras").children].forEach((li) => li.classList.toggle("selected", li.dataset.camera === id));
   loadHistory();
@@ -117,15 +160,21 @@ function select(id) {
   });
 }
 
-async function loadCounts(id, current) {
+async function loadCounts(id, current, afresh = false) {
   const res = await fetch(`${api}/cameras/${encodeURIComponent(id)}/counts`);
   const counts = res.ok ? (await res.json()).counts : [];
-  if (current()) for (const u of counts) onCount(u);
+  if (!current()) return;
+  if (afresh) { state.counts.clear(); renderCounts(); }
+  for (const u of counts) onCount(u);
 }
 
 let framesSeen = 0;
 function onTracks(t) {
   framesSeen += 1;
+  if (t.camera_id !== state.camera) return;
+  // The camera's scene clock (a file's own time), as of now: what "this minute" means for its figures.
+  state.lastFrame = { scene: t.scene_time ?? t.captured_at, wall: Date.now() / 1000 };
+  $("view").classList.remove("waiting", "stale");
   const labels = {};
   for (const o of t.objects) labels[o.label] = (labels[o.label] || 0) + 1;
   const text = Object.entries(labels).map(([k, v]) => `${v} ${k}`).join(", ") || "nothing";
@@ -153,8 +202,8 @@ function renderCounts() {
   body.innerHTML = "";
   if (!state.counts.size) { body.innerHTML = '<tr><td colspan="6" class="muted">no crossings yet</td></tr>'; }
   let total = 0;
-  // A row's minute is that of its last update: one older than the camera's newest minute had nothing since.
-  const newest = Math.max(...[...state.counts.values()].map((u) => u.minute.start));
+  // A row's minute is that of its last update: one before the camera's current minute had nothing since.
+  const newest = currentMinute();
   for (const u of [...state.counts.values()].sort((a, b) => (a.line + a.direction + a.label).localeCompare(b.line + b.direction + b.label))) {
     total += u.total;
     const tr = document.createElement("tr");
@@ -166,10 +215,19 @@ function renderCounts() {
   document.body.dataset.countTotal = String(total);
 }
 
-async function loadZones(id, current) {
+// The start of the selected camera's current minute, by its scene clock: a file's own time advanced by the
+// wall clock since its last frame (a stopped camera's minute moves on); before any frame, the wall clock.
+function currentMinute() {
+  const f = state.lastFrame;
+  const now = f ? f.scene + (Date.now() / 1000 - f.wall) : Date.now() / 1000;
+  return Math.floor(now / 60) * 60;
+}
+
+async function loadZones(id, current, afresh = false) {
   const res = await fetch(`${api}/cameras/${encodeURIComponent(id)}/zone-stats`);
   const { zones, idle } = res.ok ? await res.json() : { zones: [], idle: [] };
   if (!current()) return;
+  if (afresh) state.zones.clear();
   // A zone no vehicle has entered yet is shown too, empty (its first event replaces this).
   for (const zone of idle) {
     if (!state.zones.has(zone)) state.zones.set(zone, { zone, camera_id: id, occupancy: 0, entries: 0, exits: 0, minute: null, captured_at: -Infinity });
@@ -196,8 +254,8 @@ function renderZones() {
     body.innerHTML = `<tr><td colspan="6" class="muted">${text}</td></tr>`;
   }
   let inZones = 0;
-  // A zone's minute is that of its last event (in scene time, for a file): one older than the camera's newest had none since.
-  const newest = Math.max(...[...state.zones.values()].filter((z) => z.minute).map((z) => z.minute.start));
+  // A zone's minute is that of its last event (in scene time, for a file): one before the current minute had none since.
+  const newest = currentMinute();
   for (const z of [...state.zones.values()].sort((a, b) => a.zone.localeCompare(b.zone))) {
     inZones += z.occupancy;
     const current = z.minute != null && z.minute.start >= newest;
@@ -243,7 +301,7 @@ function drawFlow(windows) {
   const max = Math.max(1, ...minutes.map((m) => m.n));
   const barW = canvas.width / FLOW_MINUTES;
   g.font = "11px system-ui"; g.fillStyle = "#9aa4b2";
-  g.fillText(`${state.camera}: vehicles per minute, all lines (max ${max})`, 6, 14);
+  g.fillText(`${state.camera}: vehicles per minute, all lines` + (windows.length ? ` (max ${max})` : ""), 6, 14);
   if (!windows.length) g.fillText("no crossings yet", 6, 30);
   minutes.forEach((m, i) => {
     const h = (canvas.height - 30) * m.n / max;
@@ -251,7 +309,12 @@ function drawFlow(windows) {
     g.fillRect(i * barW + 2, canvas.height - 12 - h, barW - 4, Math.max(h, m.shed ? 2 : 0));
     g.fillStyle = "#9aa4b2";
     const t = new Date(m.start * 1000);
-    if (windows.length && i % 5 === 0) g.fillText(`${t.getHours()}:${String(t.getMinutes()).padStart(2, "0")}`, i * barW + 2, canvas.height - 1);
+    if (windows.length && (FLOW_MINUTES - 1 - i) % 5 === 0) {
+      const last = i === FLOW_MINUTES - 1;  // the current minute's label ends at the edge, not past it
+      g.textAlign = last ? "right" : "left";
+      g.fillText(`${t.getHours()}:${String(t.getMinutes()).padStart(2, "0")}`, last ? canvas.width - 2 : i * barW + 2, canvas.height - 1);
+      g.textAlign = "left";
+    }
   });
   const shed = minutes.filter((m) => m.shed);
   $("flow-note").textContent = shed.length
@@ -267,7 +330,11 @@ function onAlert(a) {
   state.cameras.add(a.camera_id);
   const li = document.createElement("li");
   li.className = `${a.severity} ${a.state}`;
+  li.dataset.alert = a.alert_id;
   const when = new Date(a.captured_at * 1000).toLocaleTimeString();
+  // A raised alert stays bright while it is active; its entry dims once it has cleared.
+  if (a.state === "raised") state.activeAlerts.add(a.alert_id);
+  else state.activeAlerts.delete(a.alert_id);
   const snap = `${api}/cameras/${encodeURIComponent(a.camera_id)}/snapshot.jpg?seq=${a.snapshot.seq}`;
   // Text, not HTML: any Kafka client may write the alerts topic.
   const title = document.createElement("strong");
@@ -280,6 +347,14 @@ function onAlert(a) {
   ul.prepend(li);
   while (ul.children.length > 100) ul.lastElementChild.remove();
   document.body.dataset.alerts = String(ul.children.length);
+  renderActiveAlerts();
+}
+
+function renderActiveAlerts() {
+  for (const li of $("alerts").querySelectorAll("li.raised")) li.classList.toggle("over", !state.activeAlerts.has(li.dataset.alert));
+  const n = state.activeAlerts.size;
+  $("alerts-title").textContent = n ? `Alerts · ${n} active` : "Alerts · none active";
+  document.body.dataset.activeAlerts = String(n);
 }
 
 // What happened to the selected camera's stream: a problem (frames rejected, stream lost) stands out.
@@ -299,10 +374,14 @@ function onCameraEvent(e) {
   const ul = $("camera-events");
   if (ul.firstElementChild && ul.firstElementChild.classList.contains("muted")) ul.innerHTML = "";
   const li = document.createElement("li");
-  li.className = CAMERA_PROBLEMS.has(e.kind) ? "warning" : "info";
+  if (e.kind === "started") state.startedAt.set(e.camera_id, e.at);
+  // A camera that starts again restarts its tracks (the gap since its last run): expected, not a fault.
+  const restarted = e.kind === "tracks_restarted" && e.at - (state.startedAt.get(e.camera_id) ?? -Infinity) < 60;
+  li.className = CAMERA_PROBLEMS.has(e.kind) && !restarted ? "warning" : "info";
   const title = document.createElement("strong");
   title.textContent = e.kind.replaceAll("_", " ");
   li.append(title, ` · ${new Date(e.at * 1000).toLocaleTimeString()}`);
+  if (restarted) li.append(" (the camera started again)");
   if (e.reason) li.append(document.createElement("br"), e.reason);  // text, not HTML: reasons carry source URLs
   ul.prepend(li);
   while (ul.children.length > 50) ul.lastElementChild.remove();
@@ -314,12 +393,21 @@ function onCameraEvent(e) {
 // The workers as they report themselves: a gone one (silent: killed, cut off, frozen) stands out.
 async function loadWorkers() {
   let listed;
+  const ul = $("workers");
   try {
     const res = await fetch(`${api}/workers`);
-    if (!res.ok) return;
+    if (!res.ok) throw new Error(res.status);
     listed = (await res.json()).workers;
-  } catch (e) { return; }
-  const ul = $("workers");
+  } catch (e) {
+    // The last list stays, marked as of when it was read: a worker shown running may have stopped since.
+    if (!ul.querySelector(".stale-note")) {
+      const note = document.createElement("li");
+      note.className = "muted stale-note";
+      note.textContent = `as of ${new Date().toLocaleTimeString()}: the API does not answer`;
+      ul.prepend(note);
+    }
+    return;
+  }
   ul.innerHTML = "";
   if (!listed.length) ul.innerHTML = '<li class="muted">none reporting</li>';
   for (const w of listed) {
@@ -343,7 +431,10 @@ async function loadAlerts() {
   try {
     const res = await fetch(`${api}/alerts?limit=100`);
     if (res.ok) {
-      for (const a of (await res.json()).recent) onAlert(a);
+      const { recent, active } = await res.json();
+      for (const a of recent) onAlert(a);
+      state.activeAlerts = new Set(active.map((a) => a.alert_id));  // the API's word (a silent camera's are over)
+      renderActiveAlerts();
       state.alertsPosition = res.headers.get("X-Feed-Position");
     }
   } catch (e) { /* the stream alone, from now on */ }
@@ -358,3 +449,16 @@ loadWorkers();
 loadReady();
 setInterval(loadWorkers, 5000);
 setInterval(loadReady, 5000);
+setInterval(watchTheClock, 1000);
+
+// The selected camera's picture and figures as time passes without its frames.
+let ticks = 0;
+function watchTheClock() {
+  const f = state.lastFrame;
+  if (f && Date.now() / 1000 - f.wall > 10 && !$("view").classList.contains("stale")) {
+    $("view").classList.add("stale");
+    $("in-view").textContent = `no frames since ${new Date(f.wall * 1000).toLocaleTimeString()}: the camera stopped, `
+      + "or the pipeline is behind (see the camera's events)";
+  }
+  if (++ticks % 5 === 0) { renderCounts(); renderZones(); }  // "this minute" moves on
+}

@@ -21,10 +21,11 @@ import httpx
 import pytest
 
 from its_faust.broker import free_port
-from its_faust.cameras import CameraSetup, parse_line
+from its_faust.cameras import CameraSetup, command, parse_line, send_commands
 from its_faust.pipeline import analyze_source, configure_camera
 from its_faust.topic_names import ALERTS, CAMERA_EVENTS
 from schemas.camera_events import CameraEvent
+from schemas.control import RemoveLine
 from schemas.geometry import Zone
 from .test_api import alert, produce
 
@@ -104,9 +105,12 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
                 seen = await tools.value(
                     "({counts: +(document.body.dataset.countTotal || 0), frames: +(document.body.dataset.trackFrames || 0),"
                     " tracks: +(document.body.dataset.tracks || 0), rows: document.querySelectorAll('#counts tbody td.num').length,"
-                    " live: document.getElementById('live').naturalWidth, status: document.getElementById('status').textContent})"
+                    " live: document.getElementById('live').naturalWidth, status: document.getElementById('status').textContent,"
+                    f" listed: document.querySelector('#cameras li[data-camera=\"{camera}\"]').className,"
+                    " shown: getComputedStyle(document.getElementById('live')).visibility})"
                 )
-                if seen["counts"] >= 1 and seen["frames"] >= 20 and seen["live"] > 0 and seen["status"] == "live":
+                if (seen["counts"] >= 1 and seen["frames"] >= 20 and seen["live"] > 0 and seen["status"] == "live"
+                        and "live" in seen["listed"].split()):
                     break
                 await asyncio.sleep(0.2)
             await running
@@ -132,6 +136,24 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
             for _ in range(50):
                 seen["alerts"] = await tools.value("[...document.querySelectorAll('#alerts li')].map((li) => li.textContent)")
                 if len(seen["alerts"]) >= 2:
+                    break
+                await asyncio.sleep(0.2)
+            seen["alerts title"] = await tools.value("document.getElementById('alerts-title').textContent")
+            # The first alert clears: its raised entry is over (dimmed), the count of active ones goes down.
+            cleared = alert("zz-alerts-cam", 1).model_copy(update={"state": "cleared"})
+            await produce(stack.bootstrap, stack.settings.topic(ALERTS), [cleared])
+            for _ in range(50):
+                seen["alerts over"] = await tools.value(
+                    "[...document.querySelectorAll('#alerts li.raised.over')].map((li) => li.dataset.alert)")
+                if seen["alerts over"]:
+                    break
+                await asyncio.sleep(0.2)
+            seen["alerts title after"] = await tools.value("document.getElementById('alerts-title').textContent")
+            # The camera's line is removed: its rows leave the counts table (the feeds only ever add rows).
+            await send_commands(stack.bootstrap, stack.settings, [command(camera, RemoveLine(name="y120"))])
+            for _ in range(75):
+                seen["rows after removal"] = await tools.value("document.querySelectorAll('#counts tbody td.num').length")
+                if seen["rows after removal"] == 0:
                     break
                 await asyncio.sleep(0.2)
             seen["workers"] = await tools.value(  # the module's one worker, as it reports itself
@@ -168,6 +190,10 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
     # Newest first: the one raised while the page was open, then the one from before; each once.
     assert [a.split(" · ")[0] for a in seen["alerts"]] == ["congestion raised"] * 2, seen
     assert "test 2" in seen["alerts"][0] and "test 1" in seen["alerts"][1], seen
+    assert seen["alerts title"] == "Alerts · 2 active" and seen["alerts title after"] == "Alerts · 1 active", seen
+    assert seen["alerts over"] == ["zz-alerts-cam:test:1"], seen
+    assert seen["rows after removal"] == 0, seen
+    assert seen["shown"] == "visible", seen  # the picture, once the camera's frames came
     assert len(seen["workers"]) == 1 and seen["workers"][0].startswith("worker running"), seen
     every = ", ".join(map(str, range(stack.settings.partitions)))
     assert f"fps · partitions {every}" in seen["workers"][0], seen
