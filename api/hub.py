@@ -28,7 +28,7 @@ from typing import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from its_faust.results import read_log_ends
+from its_faust.topic_reader import read_log_ends
 
 log = logging.getLogger(__name__)
 RESET_CHECK_S = 5.0  # how often a ring asks whether its partitions' logs still reach what it has read

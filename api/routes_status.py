@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from its_faust.results import group_offsets
+from its_faust.topic_reader import group_offsets
 from its_faust.topic_names import DETECTIONS, FRAMES, TRACKS
 
 router = APIRouter(tags=["status"])

@@ -26,7 +26,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from api.hub import Message, TopicRing
-from its_faust.results import read_log_ends
+from its_faust.topic_reader import read_log_ends
 
 
 class BadCursor(ValueError):

@@ -19,7 +19,7 @@ from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ConfigDict, Field
 
 from its_faust.codecs import decode_or_none, encode
-from its_faust.results import TopicReader
+from its_faust.topic_reader import TopicReader
 from its_faust.topic_names import CAMERA_COMMANDS, CAMERA_CONFIGS, DEAD_LETTERS, TRACKS, ensure_topics
 from schemas import DeadLetter, TrackRecord
 from schemas.base import error_text

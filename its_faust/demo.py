@@ -31,7 +31,8 @@ from its_faust.cameras import CameraSetup, parse_line
 from its_faust.ingest import LIVE_CREDIT_EXPIRE_S, FlowWindow, ingest, make_producer
 from its_faust.pipeline import Stack, configure_camera, in_thread_to_the_end
 from its_faust.codecs import decode_or_none
-from its_faust.results import TopicReader, TrackFeed
+from its_faust.results import TrackFeed
+from its_faust.topic_reader import TopicReader
 from its_faust.topic_names import CAMERA_CONFIGS, COUNTS
 from schemas.analytics import CountUpdate
 from schemas.control import CameraConfig

@@ -43,7 +43,7 @@ which the embedded Tansu broker answers with its last record batch's first offse
 Faust's table writes send many records per batch. A worker whose copy (active or standby)
 had applied that batch's later records then looked ahead of the log, and Faust stopped it
 with a ConsistencyError: one join in three crashed a worker already running. The ends of
-changelog partitions are read from the log itself (:func:`its_faust.results.log_ends`).
+changelog partitions are read from the log itself (:func:`its_faust.topic_reader.log_ends`).
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ class _Consumer(faust_aiokafka.Consumer):
             return ends
         from aiokafka.errors import KafkaError
 
-        from its_faust.results import read_log_ends
+        from its_faust.topic_reader import read_log_ends
 
         bootstrap = ",".join(f"{url.host}:{url.port or 9092}" for url in self.app.conf.broker)
         try:

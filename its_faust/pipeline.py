@@ -21,9 +21,8 @@ from its_faust.cameras import CameraSetup, command, ensure_setup, read_configs, 
 from its_faust.broker import EmbeddedBroker, bootstrap_servers, check_embedded_allowed, wait_reachable
 from its_faust.cpu_use import CpuMeter
 from its_faust.ingest import LIVE_CREDIT_EXPIRE_S, FlowWindow, IngestStats, ingest, make_producer
-from its_faust.results import (
-    CountFeed, RecordFeed, RunSummary, TrackFeed, alert_summary, group_lag, line_speeds, zone_summary,
-)
+from its_faust.results import CountFeed, RecordFeed, RunSummary, TrackFeed, alert_summary, line_speeds, zone_summary
+from its_faust.topic_reader import group_lag
 from its_faust.sources import SourceSpec
 from its_faust.topic_names import ALERTS, CROSSINGS, DETECTIONS, FRAMES, TRACKS, ZONE_EVENTS, ensure_topics
 from its_faust.worker import WorkerProcess

@@ -21,7 +21,8 @@ from datetime import datetime, timezone
 
 from its_faust.cameras import CameraSetup, read_configs
 from its_faust.codecs import decode_or_none
-from its_faust.results import TopicReader, alert_summary, line_speeds, zone_summary
+from its_faust.results import alert_summary, line_speeds, zone_summary
+from its_faust.topic_reader import TopicReader
 from its_faust.topic_names import CAMERA_EVENTS, TRACKS
 from schemas import CameraEvent, CameraEventKind, TrackRecord
 from schemas.control import CameraConfig

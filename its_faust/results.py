@@ -1,179 +1,18 @@
-"""Reading the pipeline's output topics from outside a worker, and summarising a run."""
+"""The pipeline's results read from outside a worker (tracks, counts, any record of a camera), and a run's summary."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.partitioner import DefaultPartitioner
 
 from its_faust.codecs import SchemaError, decode
 from its_faust.topic_names import COUNTS, TRACKS
+from its_faust.topic_reader import TopicReader
 from schemas import TrackRecord
 from schemas.analytics import Alert, CountUpdate, Crossing, ZoneEvent
 from tables.speed import speed_stats
-
-
-# A fetch of several partitions is answered by the embedded broker only when its wait runs out
-# (see its_faust.kafka_transport), so short-lived readers of a whole topic wait briefly; long-lived
-# ones wait as workers do, since polling every 10 ms costs the broker CPU for every partition of
-# every fetch. A fetch of one partition it answers sooner, but not at once: measured with one
-# record every 33 ms, within half the wait (delivery p50 131 ms, at most 252 ms at 500; p50 26 ms,
-# at most 53 ms at 100). Readers of one camera keep 500: ``run`` returns a frame's credit when its
-# track arrives, and returning them sooner put more frames in the queue before detection (p50
-# latency 250 -> 380 ms) with no gain in frames per second (3 paired runs on 2 cores: 2 slower, 1 faster).
-WHOLE_TOPIC_FETCH_WAIT_MS = 10
-ONE_PARTITION_FETCH_WAIT_MS = 500
-
-
-def partition_for(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default (murmur2) partitioner gives ``key``: every producer here uses it."""
-    return DefaultPartitioner()(key, list(range(partitions)), list(range(partitions)))
-
-
-class TopicReader:
-    """Reads one topic from the offsets it had when started (or from the beginning).
-
-    With ``keys``, only the partitions that hold those keys' records are read (one camera's
-    records are all in one partition): cheaper, and for one key prompt on the embedded broker.
-    """
-
-    def __init__(self, bootstrap: str, topic: str, *, from_beginning: bool = False, keys: Collection[bytes] | None = None,
-                 many_partitions_wait_ms: int = WHOLE_TOPIC_FETCH_WAIT_MS):
-        self.bootstrap = bootstrap
-        self.topic = topic
-        self.from_beginning = from_beginning
-        self.keys = set(keys) if keys is not None else None
-        fetch_max_wait_ms = ONE_PARTITION_FETCH_WAIT_MS if self.keys and len(self.keys) == 1 else many_partitions_wait_ms
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            max_partition_fetch_bytes=8 << 20,
-            fetch_max_bytes=64 << 20,
-            fetch_max_wait_ms=fetch_max_wait_ms,
-            # If the broker ever answers "offset out of range", re-read rather than jump to the end:
-            # a reader that skips records would report frames as lost; readers here dedup by (camera, seq).
-            auto_offset_reset="earliest",
-        )
-
-    async def start(self) -> "TopicReader":
-        await self.consumer.start()
-        partitions = self.consumer.partitions_for_topic(self.topic)
-        for _ in range(50):
-            if partitions:
-                break
-            await self.consumer._client.force_metadata_update()
-            partitions = self.consumer.partitions_for_topic(self.topic)
-        if not partitions:
-            await self.consumer.stop()
-            raise ValueError(f"topic {self.topic} does not exist on the broker (no worker or producer has created it yet)")
-        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-        if self.keys is not None and tps:
-            tps = [TopicPartition(self.topic, p) for p in sorted({partition_for(k, len(tps)) for k in self.keys})]
-        self.consumer.assign(tps)
-        if self.from_beginning:
-            await self.consumer.seek_to_beginning(*tps)
-        else:
-            await self.consumer.seek_to_end(*tps)
-            for tp in tps:  # resolve the positions now, before anything new is produced
-                await self.consumer.position(tp)
-        return self
-
-    async def poll(self, timeout_ms: int = 200):
-        batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=1000)
-        return [m for msgs in batches.values() for m in msgs]
-
-    async def batches_to_end(self):
-        """Batches of messages up to the topic's end as it is now (then stops, unlike ``poll``).
-
-        The end is read from the log (:func:`log_ends`: the broker's own figure can fall short of the
-        last record batch), so a camera that keeps producing elsewhere in the topic does not keep the
-        reader going. A partition that reached its end is paused meanwhile, and resumed at the end.
-        """
-        tps = list(self.consumer.assignment())
-        ends = await read_log_ends(self.bootstrap, tps)
-        empty_polls = 0
-        try:
-            while True:
-                reached = [tp for tp in tps if await self.consumer.position(tp) >= ends[tp]]
-                self.consumer.pause(*reached)
-                if len(reached) == len(tps) or empty_polls >= 5:  # 5: records below the end are gone (retention)
-                    return
-                batch = await self.poll(600)
-                empty_polls = 0 if batch else empty_polls + 1
-                if batch:
-                    yield batch
-        finally:
-            self.consumer.resume(*tps)
-
-    async def read_to_end(self):
-        """Every message up to the topic's end as it is now."""
-        return [m async for batch in self.batches_to_end() for m in batch]
-
-    async def stop(self) -> None:
-        await self.consumer.stop()
-
-
-async def log_ends(consumer: AIOKafkaConsumer, tps: list[TopicPartition], timeout_s: float = 2.0) -> dict[TopicPartition, int]:
-    """Each partition's end: the offset after its last record, read from the log.
-
-    The embedded broker answers ListOffsets with its last record batch's first offset + 1,
-    short of the end by the rest of that batch (the pipeline's producers send many records
-    per batch). The batch at that offset is fetched, and its last record gives the end. Takes
-    over ``consumer``'s assignment. (Faust checks its tables' local copies against the
-    broker's own figure: ``tables.local_copies`` marks copies back to it.)
-    """
-    ends = await consumer.end_offsets(tps) if tps else {}
-    todo = {tp for tp, end in ends.items() if end > 0}
-    consumer.assign(list(ends))
-    for tp in todo:
-        consumer.seek(tp, ends[tp] - 1)
-    deadline = time.monotonic() + timeout_s
-    while todo and time.monotonic() < deadline:
-        for tp, messages in (await consumer.getmany(*todo, timeout_ms=200)).items():
-            if messages:
-                ends[tp] = max(ends[tp], messages[-1].offset + 1)
-                todo.discard(tp)
-    return ends
-
-
-async def read_log_ends(bootstrap: str, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-    """:func:`log_ends` with a consumer of its own (a reader's positions stay as they are)."""
-    if not tps:
-        return {}  # (a consumer assigned no partitions is cancelled in its own stop)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                fetch_max_wait_ms=WHOLE_TOPIC_FETCH_WAIT_MS, max_partition_fetch_bytes=8 << 20)
-    await consumer.start()
-    try:
-        return await log_ends(consumer, tps)
-    finally:
-        await consumer.stop()
-
-
-async def group_offsets(bootstrap: str, group_id: str, topics: list[str]) -> dict[tuple[str, int], tuple[int, int]]:
-    """Per (topic, partition): (offset the consumer group has committed, end offset)."""
-    # A consumer that names the group but never subscribes reads its commits without joining it.
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False,
-                                fetch_max_wait_ms=WHOLE_TOPIC_FETCH_WAIT_MS, max_partition_fetch_bytes=8 << 20)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
-        ends = await log_ends(consumer, tps)
-        return {(tp.topic, tp.partition): (await consumer.committed(tp) or 0, end) for tp, end in ends.items()}
-    finally:
-        await consumer.stop()
-
-
-async def group_lag(bootstrap: str, group_id: str, topics: list[str]) -> dict[str, dict[int, int]]:
-    """Per topic and partition: messages the consumer group has not committed yet."""
-    lag: dict[str, dict[int, int]] = {}
-    for (topic, partition), (done, end) in (await group_offsets(bootstrap, group_id, topics)).items():
-        lag.setdefault(topic, {})[partition] = end - done
-    return lag
 
 
 class RecordFeed:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from its_faust.broker import BrokerError, wait_reachable
-from its_faust.results import TopicReader
+from its_faust.topic_reader import TopicReader
 from its_faust.topic_names import (
     ALERTS,
     CAMERA_COMMANDS,

@@ -190,7 +190,7 @@ async def drop_stale_copies(copies: list[LocalCopy], bootstrap: str) -> list[Loc
         return []
     from aiokafka import TopicPartition
 
-    from its_faust.results import read_log_ends
+    from its_faust.topic_reader import read_log_ends
 
     ahead = stale(copies, await changelog_ends(bootstrap, [c.changelog for c in copies]))
     log_ends = await read_log_ends(bootstrap, [TopicPartition(c.changelog, c.partition) for c, end in ahead if end > 0])

@@ -111,7 +111,7 @@ def test_the_worker_rejects_what_the_cli_would_have_caught(stack, settings):
 
     from its_faust.cameras import CommandFailed, command, read_configs, send_commands
     from its_faust.codecs import decode
-    from its_faust.results import TopicReader
+    from its_faust.topic_reader import TopicReader
     from its_faust.topic_names import CAMERA_COMMANDS, DEAD_LETTERS
     from schemas import DeadLetter
     from schemas.control import AddLine, RemoveZone
@@ -166,7 +166,7 @@ def test_a_line_or_zone_wholly_outside_the_tracked_frame_is_refused(cameras, sta
     from aiokafka import AIOKafkaProducer
 
     from its_faust.codecs import encode
-    from its_faust.results import partition_for
+    from its_faust.topic_reader import partition_for
     from its_faust.topic_names import TRACKS
     from schemas import TrackRecord
 

@@ -11,7 +11,7 @@ import pytest
 from its_faust.broker import EmbeddedBroker, bootstrap_servers
 from its_faust.codecs import decode
 from its_faust.ingest import FlowWindow, ingest, make_producer
-from its_faust.results import TopicReader
+from its_faust.topic_reader import TopicReader
 from its_faust.topic_names import CAMERA_EVENTS, FRAMES, ensure_topics
 from schemas import CameraEvent, FrameRecord
 

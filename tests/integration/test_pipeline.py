@@ -63,7 +63,7 @@ def test_camera_state_is_written_behind_and_its_frames_committed(stack, settings
     """tables/checkpoints.py: the tracker's state goes to its table a couple of times a second, not per
     frame, the last write covers the clip's last frame, and every detection is then committed."""
     from its_faust.codecs import decode
-    from its_faust.results import TopicReader, group_offsets, partition_for
+    from its_faust.topic_reader import TopicReader, group_offsets, partition_for
     from its_faust.topic_names import DETECTIONS
     from tables.camera_tracker import TrackerState
 
@@ -119,7 +119,7 @@ def test_batched_detection_tracks_every_frame_once_in_order(settings, clip_path,
     """Several frames per inference call (the GPU default), here on the CPU: the stage's batching path."""
     from its_faust.codecs import decode
     from its_faust.pipeline import Stack
-    from its_faust.results import TopicReader
+    from its_faust.topic_reader import TopicReader
     from its_faust.topic_names import DETECTIONS
     from its_faust.worker import WorkerProcess
     from schemas import DetectionRecord

@@ -11,7 +11,8 @@ import cv2
 
 from its_faust.codecs import decode, encode
 from its_faust.ingest import ingest, make_producer
-from its_faust.results import TopicReader, TrackFeed
+from its_faust.results import TrackFeed
+from its_faust.topic_reader import TopicReader
 from its_faust.topic_names import CAMERA_EVENTS, DEAD_LETTERS, DETECTIONS, FRAMES
 from schemas import CameraEvent, CameraEventKind, DetectionRecord, FrameRecord
 

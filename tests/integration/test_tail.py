@@ -15,7 +15,7 @@ import pytest
 from its_faust.broker import EmbeddedBroker, bootstrap_servers
 from its_faust.codecs import encode
 from its_faust.ingest import make_producer
-from its_faust.results import TopicReader, partition_for
+from its_faust.topic_reader import TopicReader, partition_for
 from its_faust.settings import get_settings
 from its_faust.topic_names import ALERTS, DEAD_LETTERS, TRACKS, ZONE_STATS, ensure_topics
 from schemas import TrackedObject, TrackRecord

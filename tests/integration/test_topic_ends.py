@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from its_faust.broker import EmbeddedBroker, bootstrap_servers
 from its_faust.ingest import make_producer
-from its_faust.results import TopicReader, group_lag, group_offsets, partition_for
+from its_faust.topic_reader import TopicReader, group_lag, group_offsets, partition_for
 from its_faust.topic_names import COUNTS, CROSSINGS, ensure_topics
 
 

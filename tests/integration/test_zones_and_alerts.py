@@ -13,7 +13,8 @@ import time
 from its_faust.cameras import command, send_commands
 from its_faust.codecs import decode
 from its_faust.pipeline import Stack, track_source, wait_analytics_settled
-from its_faust.results import RecordFeed, TopicReader
+from its_faust.results import RecordFeed
+from its_faust.topic_reader import TopicReader
 from its_faust.topic_names import ALERTS, DEAD_LETTERS, ZONE_STATS
 from schemas import DeadLetter, FrameRecord
 from schemas.analytics import Alert, ZoneStats
