@@ -112,7 +112,26 @@ def make_producer(bootstrap: str) -> AIOKafkaProducer:
     )
 
 
-async def _first_open(open_reader, spec: SourceSpec, backoff: Backoff, report, flush_events,
+class _CameraEvents:
+    """The camera's events, sent in order between frames: the source's reader reports from its thread
+    through the event loop, and nothing waits on a send in the middle of a frame."""
+
+    def __init__(self, camera_id: str, producer: AIOKafkaProducer, topic: str, stats: IngestStats):
+        self.camera_id, self.producer, self.topic, self.stats = camera_id, producer, topic, stats
+        self._pending: list[CameraEvent] = []
+
+    def report(self, kind: str, reason: str, seq: int | None = None) -> None:
+        self._pending.append(CameraEvent(camera_id=self.camera_id, kind=CameraEventKind(kind), at=time.time(), seq=seq,
+                                         reason=reason, frames_sent=self.stats.frames_sent))
+
+    async def flush(self) -> None:
+        while self._pending:
+            event = self._pending.pop(0)
+            log.info("camera %s: %s (%s)", self.camera_id, event.kind.value, event.reason)  # frame_rejected: rate-limited
+            await self.producer.send(self.topic, key=self.camera_id.encode(), value=encode(event))
+
+
+async def _first_open(open_reader, spec: SourceSpec, backoff: Backoff, events: _CameraEvents,
                       stop: asyncio.Event | None) -> FrameReader | None:
     """The source's reader. A network camera that is down at start (rebooting, not up yet when the
     service starts) is tried again like one lost later: reported on camera-events, the same
@@ -127,13 +146,13 @@ async def _first_open(open_reader, spec: SourceSpec, backoff: Backoff, report, f
             if not spec.network:
                 raise
             if attempt == 1:
-                report("stream_lost", f"{spec.uri} does not open at start ({exc}); trying again with backoff")
+                events.report("stream_lost", f"{spec.uri} does not open at start ({exc}); trying again with backoff")
             delay = next(waits, None)
             if delay is None:
-                report("gave_up", f"{spec.uri} unreachable after {attempt} attempts")
-                await flush_events()
+                events.report("gave_up", f"{spec.uri} unreachable after {attempt} attempts")
+                await events.flush()
                 raise SourceError(f"{exc} (gave up after {attempt} attempts)") from None
-            await flush_events()
+            await events.flush()
             log.warning("%s does not open (attempt %d); next try in %.1f s", spec.uri, attempt, delay)
             if stop is None:
                 await asyncio.sleep(delay)
@@ -144,8 +163,103 @@ async def _first_open(open_reader, spec: SourceSpec, backoff: Backoff, report, f
                     return None
             continue
         if attempt > 1:
-            report("reconnected", f"{spec.uri} open after {attempt} attempts")
+            events.report("reconnected", f"{spec.uri} open after {attempt} attempts")
         return reader
+
+
+@dataclass
+class _Frame:
+    captured_at: float
+    scene_time: float | None
+    image: object  # BGR pixels
+    jpeg: bytes | None  # None until encoded (or when the encode failed)
+    problem: str | None  # "kind: detail" of a flagged frame (frame_quality)
+    to_detector: bool  # unflagged, or the still scene's sample of a frozen picture
+
+    @property
+    def at(self) -> float:
+        return scene_clock(self.captured_at, self.scene_time)
+
+
+class _CheckedFrames:
+    """The source's frames, each read and checked in one trip to a thread (OpenCV releases the GIL), and
+    JPEG-encoded there when asked; a looped file starts again at its end."""
+
+    def __init__(self, reader: FrameReader, settings, loop_source: bool):
+        self.reader, self.loop_source = reader, loop_source
+        self.quality = FrameQualityChecker.from_settings(settings)
+        self.still_scene = StillSceneSampler(settings.frozen_keepalive_s)
+        self._encode_params = [cv2.IMWRITE_JPEG_QUALITY, settings.jpeg_quality]
+        self._frames = iter(reader)
+
+    def next(self, encode_now: bool) -> _Frame | None:
+        """The next frame, checked (None at the end); its JPEG too when ``encode_now``."""
+        item = next(self._frames, None)
+        if item is None and self.loop_source and not self.reader.spec.live:
+            self.reader.rewind()
+            self._frames = iter(self.reader)
+            item = next(self._frames, None)
+        if item is None:
+            return None
+        image, captured_at, scene_time = item
+        problem = self.quality.check(image)
+        # A frozen frame due as the still scene's sample goes to the detector too; the loop counts it.
+        to_detector = not problem or (problem.startswith("frozen")
+                                      and self.still_scene.due(scene_clock(captured_at, scene_time)))
+        jpeg = self.encode(image) if to_detector and encode_now else None
+        return _Frame(captured_at, scene_time, image, jpeg, problem, to_detector)
+
+    def encode(self, image) -> bytes | None:
+        ok, jpeg = cv2.imencode(".jpg", image, self._encode_params)
+        return jpeg.tobytes() if ok else None
+
+
+class _Pacer:
+    """At most one frame per ``interval`` seconds (0: no pacing): a live source's early frames are dropped,
+    a file's waited for."""
+
+    def __init__(self, interval: float, live: bool):
+        self.interval, self.live = interval, live
+        self._next_slot = time.monotonic()
+
+    async def keep(self) -> bool:
+        """False: drop the frame just read (it came early); True once its slot has come."""
+        if not self.interval:
+            return True
+        now = time.monotonic()
+        if self.live and now < self._next_slot:
+            return False
+        if now < self._next_slot:
+            await asyncio.sleep(self._next_slot - now)
+        self._next_slot = max(self._next_slot + self.interval, time.monotonic() - self.interval)
+        return True
+
+
+class _FlagReports:
+    """Flagged frames reported as ``frame_rejected`` events: per kind, in scene time, the first at once and then
+    one per ``rejection_report_s`` with a count (:mod:`its_faust.throttle`), not reset by a good frame: a camera
+    flipping between blank and fine, or a quiet road frozen between passing cars, is told once per interval,
+    not once per flip."""
+
+    def __init__(self, events: _CameraEvents, settings):
+        self.events, self.keepalive_s = events, settings.frozen_keepalive_s
+        self._throttle: Throttle[str] = Throttle(settings.rejection_report_s)
+
+    def flagged(self, frame: _Frame, seq: int) -> None:
+        kind = frame.problem.split(":", 1)[0]
+        told = self._throttle.hit(kind, frame.at)  # sampled or not, a frozen frame is flagged
+        if told is None:
+            return
+        problem = frame.problem
+        if kind == "frozen" and self.keepalive_s:
+            problem += f" (one frame per {self.keepalive_s:g} s still goes to the detector)"
+        since = f"; {told} frames flagged {kind} since the last report" if told > 1 else ""
+        self.events.report("frame_rejected", problem + since, seq)
+
+    def overdue(self, at: float) -> None:
+        """The counts of kinds no longer flagged once their interval has passed: the end of a run is told too."""
+        for kind, count, _ in self._throttle.overdue(at):
+            self.events.report("frame_rejected", f"{kind}: {count} more frames flagged since the last report")
 
 
 async def ingest(
@@ -174,75 +288,33 @@ async def ingest(
     queueing them for as long as the pipeline is slower than the file.
     """
     spec = SourceSpec.parse(source)
-    frames_topic, events_topic = settings.topic(FRAMES), settings.topic(CAMERA_EVENTS)
-    key = camera_id.encode()
+    frames_topic, key = settings.topic(FRAMES), camera_id.encode()
     seq = int(time.time() * 1000)  # see the module docstring
     stats = IngestStats(camera_id)
-    loop = asyncio.get_running_loop()
-    pending_events: list[CameraEvent] = []
-
-    def report(kind: str, reason: str, event_seq: int | None = None) -> None:
-        pending_events.append(
-            CameraEvent(camera_id=camera_id, kind=CameraEventKind(kind), at=time.time(), seq=event_seq, reason=reason, frames_sent=stats.frames_sent)
-        )
-
-    async def flush_events() -> None:
-        while pending_events:
-            event = pending_events.pop(0)
-            log.info("camera %s: %s (%s)", camera_id, event.kind.value, event.reason)  # frame_rejected: rate-limited
-            await producer.send(events_topic, key=key, value=encode(event))
-
+    events = _CameraEvents(camera_id, producer, settings.topic(CAMERA_EVENTS), stats)
     s = settings.ingest
     backoff = Backoff.from_settings(s)
-    open_reader = partial(FrameReader, spec, backoff=backoff, on_event=lambda kind, reason: loop.call_soon_threadsafe(report, kind, reason))
-    reader = await _first_open(open_reader, spec, backoff, report, flush_events, stop)
+    loop = asyncio.get_running_loop()
+    open_reader = partial(FrameReader, spec, backoff=backoff,
+                          on_event=lambda kind, reason: loop.call_soon_threadsafe(events.report, kind, reason))
+    reader = await _first_open(open_reader, spec, backoff, events, stop)
     if reader is None:  # stopped while the camera was still down
-        report("finished", "stopped: 0 frames sent (the source never opened)")
+        events.report("finished", "stopped: 0 frames sent (the source never opened)")
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(flush_events(), LAST_FLUSH_S)
+            await asyncio.wait_for(events.flush(), LAST_FLUSH_S)
         stats.finished_at = time.time()
         return stats
-    quality = FrameQualityChecker.from_settings(s)
-    still_scene = StillSceneSampler(s.frozen_keepalive_s)
-    # Per kind, in scene time, and not reset by a good frame: a camera flipping between blank and fine, or a
-    # quiet road frozen between passing cars, is reported once per interval, not once per flip.
-    flag_reports: Throttle[str] = Throttle(s.rejection_report_s)
+    frames = _CheckedFrames(reader, s, loop_source)
+    flags = _FlagReports(events, s)
     # Files are paced at their own fps unless a window (alone) or a target fps says otherwise.
     target_fps = fps or (None if ((window and not live_feed) or spec.live) else reader.fps)
     drop_when_busy = window is not None and (live_feed or spec.live)
     interval = 1.0 / target_fps if target_fps else 0.0
-    encode_params = [cv2.IMWRITE_JPEG_QUALITY, s.jpeg_quality]
-    frames = iter(reader)
-
     # A frame the loop may still drop (a live camera faster than the target rate, a live feed while the
     # pipeline is behind) is JPEG-encoded only once it is kept: an encode is 0.7 ms of a core at 640x360
     # and ~10 at 1080p, so a 30 fps camera paced to 10 fps wasted two encodes in three. A file paced by
     # the pipeline (or at its own rate) drops nothing: read, check and encode in one trip to the thread.
     may_drop = drop_when_busy or bool(spec.live and interval)
-
-    def next_frame(encode_now: bool):
-        """Read and check one frame, and encode it when ``encode_now`` (in a thread: OpenCV releases the GIL).
-
-        Returns (captured_at, scene_time, image, JPEG or None, problem, for the detector); None at the end.
-        """
-        nonlocal frames
-        item = next(frames, None)
-        if item is None and loop_source and not spec.live:
-            reader.rewind()
-            frames = iter(reader)
-            item = next(frames, None)
-        if item is None:
-            return None
-        image, captured_at, scene_time = item
-        problem = quality.check(image)
-        # A frozen frame due as the still scene's sample goes to the detector too; the loop counts it.
-        to_detector = not problem or (problem.startswith("frozen") and still_scene.due(scene_clock(captured_at, scene_time)))
-        jpeg = encode_jpeg(image) if to_detector and encode_now else None
-        return captured_at, scene_time, image, jpeg, problem, to_detector
-
-    def encode_jpeg(image) -> bytes | None:
-        ok, jpeg = cv2.imencode(".jpg", image, encode_params)
-        return jpeg.tobytes() if ok else None
 
     def on_delivery(delivery: asyncio.Future) -> None:
         if not delivery.cancelled() and delivery.exception() is not None:
@@ -251,101 +323,96 @@ async def ingest(
 
     rate = f"{reader.fps:.3g}" if reader.fps else "?"  # 29.97, not 29.97002997002997
     sending = f", sent at {target_fps:.3g} fps" if target_fps and f"{target_fps:.3g}" != rate else ""
-    report("started", f"{spec.uri} ({reader.width}x{reader.height} @ {rate} fps{sending})", seq)  # seq: the run's first
-    next_slot = time.monotonic()
+    events.report("started", f"{spec.uri} ({reader.width}x{reader.height} @ {rate} fps{sending})", seq)  # the run's first seq
+    pacer = _Pacer(interval, spec.live)
     stats.stopped_early = True  # until the loop below ends by itself (Ctrl-C, SIGTERM, the owner's stop end it early)
     try:
         while not (stop and stop.is_set()):
-            await flush_events()  # first: the drop paths below skip the rest of the loop
+            await events.flush()  # first: the drop paths below skip the rest of the loop
             if max_frames is not None and stats.frames_sent >= max_frames:
                 break
             holds_credit = False
             if window and not drop_when_busy:
                 await window.acquire()  # paced by the pipeline: wait for room before reading
                 holds_credit = True
-            item = await asyncio.to_thread(next_frame, not may_drop)
-            if item is None:
+            frame = await asyncio.to_thread(frames.next, not may_drop)
+            if frame is None:
                 if holds_credit:
                     window.release()
                 break
-            captured_at, scene_time, image, jpeg, problem, to_detector = item
             stats.frames_read += 1
             frame_seq, seq = seq, seq + 1
-            if interval:
-                now = time.monotonic()
-                if spec.live and now < next_slot:  # frame-rate control: drop what comes early
-                    stats.frames_skipped += 1
-                    if holds_credit:
-                        window.release()
-                    continue
-                if now < next_slot:
-                    await asyncio.sleep(next_slot - now)
-                next_slot = max(next_slot + interval, time.monotonic() - interval)
+            if not await pacer.keep():  # frame-rate control: a live source's early frame
+                stats.frames_skipped += 1
+                if holds_credit:
+                    window.release()
+                continue
             if drop_when_busy:
                 if not window.try_acquire():  # the pipeline is behind: drop this frame, not queue it
                     stats.frames_skipped += 1
                     continue
                 holds_credit = True
-            if to_detector and may_drop:  # kept: now it is worth encoding
-                jpeg = await asyncio.to_thread(encode_jpeg, image)
-            if to_detector and jpeg is None:
-                problem, to_detector = "unreadable: JPEG encode failed", False
-            at = scene_clock(captured_at, scene_time)
+            if frame.to_detector and may_drop:  # kept: now it is worth encoding
+                frame.jpeg = await asyncio.to_thread(frames.encode, frame.image)
+            if frame.to_detector and frame.jpeg is None:
+                frame.problem, frame.to_detector = "unreadable: JPEG encode failed", False
+            problem = frame.problem
             if problem:
-                kind = problem.split(":", 1)[0]
-                flagged = flag_reports.hit(kind, at)  # sampled or not, a frozen frame is flagged
-                if flagged is not None:
-                    if kind == "frozen" and s.frozen_keepalive_s:
-                        problem += f" (one frame per {s.frozen_keepalive_s:g} s still goes to the detector)"
-                    since = f"; {flagged} frames flagged {kind} since the last report" if flagged > 1 else ""
-                    report("frame_rejected", problem + since, frame_seq)
-                if kind == "frozen" and to_detector:
+                flags.flagged(frame, frame_seq)
+                if problem.startswith("frozen") and frame.to_detector:
                     problem = None  # a still scene is sampled, not left unwatched (frame_quality.StillSceneSampler)
                     stats.frames_sampled += 1
-            for other_kind, count, _ in flag_reports.overdue(at):  # the end of a run, once its interval passed
-                report("frame_rejected", f"{other_kind}: {count} more frames flagged since the last report")
+            flags.overdue(frame.at)
             if problem:
+                kind = problem.split(":", 1)[0]
                 stats.frames_rejected += 1
                 stats.rejections[kind] = stats.rejections.get(kind, 0) + 1
                 if holds_credit:
                     window.release()
-            else:
-                still_scene.sent(at)
-                record = FrameRecord(
-                    camera_id=camera_id,
-                    seq=frame_seq,
-                    captured_at=captured_at,
-                    scene_time=None if as_live_source else scene_time,
-                    width=image.shape[1],
-                    height=image.shape[0],
-                    source_fps=reader.fps,
-                    jpeg=jpeg,
-                )
-                delivery = await producer.send(frames_topic, key=key, value=encode(record))
-                delivery.add_done_callback(on_delivery)
-                stats.frames_sent += 1
-                stats.last_seq = frame_seq
-                if keep_seqs:
-                    stats.sent_seqs.append(frame_seq)
-                if on_sent:
-                    on_sent(stats)
+                continue
+            frames.still_scene.sent(frame.at)
+            record = FrameRecord(
+                camera_id=camera_id,
+                seq=frame_seq,
+                captured_at=frame.captured_at,
+                scene_time=None if as_live_source else frame.scene_time,
+                width=frame.image.shape[1],
+                height=frame.image.shape[0],
+                source_fps=reader.fps,
+                jpeg=frame.jpeg,
+            )
+            delivery = await producer.send(frames_topic, key=key, value=encode(record))
+            delivery.add_done_callback(on_delivery)
+            stats.frames_sent += 1
+            stats.last_seq = frame_seq
+            if keep_seqs:
+                stats.sent_seqs.append(frame_seq)
+            if on_sent:
+                on_sent(stats)
         stats.stopped_early = bool(stop and stop.is_set())
     finally:
         reader.close()
-        sampled = f" ({stats.frames_sampled} of a frozen picture)" if stats.frames_sampled else ""
-        kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(stats.rejections.items()))
-        rejected = f"{stats.frames_rejected} rejected" + (f" ({kinds})" if kinds else "")
-        stopped = f"{stop_reason}: " if stop and stop.is_set() else "stopped: " if stats.stopped_early else ""
-        report("finished", f"{stopped}{stats.frames_sent} frames sent{sampled}, {rejected}", stats.last_seq)
-
-        async def last_words() -> None:
-            await flush_events()
-            await producer.flush()
-
-        try:  # bounded: against a broker that is gone (stopped under us) these would wait forever
-            await asyncio.wait_for(last_words(), LAST_FLUSH_S)
-        except asyncio.TimeoutError:
-            log.warning("camera %s: the broker took no record for %.0f s; its last frames and events may be lost",
-                        camera_id, LAST_FLUSH_S)
-        stats.finished_at = time.time()
+        await _finish(events, producer, stats, stop, stop_reason)
     return stats
+
+
+async def _finish(events: _CameraEvents, producer: AIOKafkaProducer, stats: IngestStats, stop: asyncio.Event | None,
+                  stop_reason: str) -> None:
+    """The camera's ``finished`` event, with its totals and why it stopped; then what it sent, delivered (bounded:
+    against a broker that is gone, stopped under us, this would wait for ever)."""
+    sampled = f" ({stats.frames_sampled} of a frozen picture)" if stats.frames_sampled else ""
+    kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(stats.rejections.items()))
+    rejected = f"{stats.frames_rejected} rejected" + (f" ({kinds})" if kinds else "")
+    stopped = f"{stop_reason}: " if stop and stop.is_set() else "stopped: " if stats.stopped_early else ""
+    events.report("finished", f"{stopped}{stats.frames_sent} frames sent{sampled}, {rejected}", stats.last_seq)
+
+    async def last_words() -> None:
+        await events.flush()
+        await producer.flush()
+
+    try:
+        await asyncio.wait_for(last_words(), LAST_FLUSH_S)
+    except asyncio.TimeoutError:
+        log.warning("camera %s: the broker took no record for %.0f s; its last frames and events may be lost",
+                    stats.camera_id, LAST_FLUSH_S)
+    stats.finished_at = time.time()

@@ -55,14 +55,12 @@ class StaleFrames:
         self.max_age_s = max_age_s
         self.report_every_s = report_every_s
         self._cameras: dict[str, _Shedding] = {}
-        self.shed_total = 0
 
     def is_stale(self, frame: FrameRecord, now: float) -> bool:
         return self.max_age_s > 0 and frame.scene_time is None and now - frame.captured_at > self.max_age_s
 
     def shed(self, frame: FrameRecord, now: float) -> CameraEvent | None:
         """Count a frame as shed; returns the camera's report when one is due."""
-        self.shed_total += 1
         camera = self._cameras.get(frame.camera_id)
         first = camera is None
         if first:
