@@ -12,20 +12,20 @@ from its_faust.app import app
 from its_faust.codecs import encode
 from its_faust.dead_letters import dead_lettered_if_it_fails, valid_records
 from schemas.analytics import Crossing, ZoneEvent
-from tables.count_tables import count_crossing, zone_stats
+from tables import count_tables
 
 
 @app.agent(topics.crossings, name="count")
-async def count_crossings(stream):
+async def count(stream):
     async for event, crossing in valid_records(stream, Crossing, "count"):
         async with dead_lettered_if_it_fails("count", event):
-            update = count_crossing(crossing)
+            update = count_tables.count_crossing(crossing)
             await topics.counts.send(key=event.key, value=encode(update), timestamp=crossing.at)
 
 
 @app.agent(topics.zone_events, name="zone-stats")
-async def zone_traffic(stream):
+async def zone_stats(stream):
     async for event, zone_event in valid_records(stream, ZoneEvent, "zone-stats"):
         async with dead_lettered_if_it_fails("zone-stats", event):
-            stats = zone_stats(zone_event)
+            stats = count_tables.zone_stats(zone_event)
             await topics.zone_stats.send(key=event.key, value=encode(stats), timestamp=zone_event.at)
