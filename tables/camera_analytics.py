@@ -237,14 +237,20 @@ class CameraAnalytics:
         return self.close(Moment(self.camera_id, self.last_seq, self.last_at + silent_s), f"no frames for {now - self.last_at:.0f} s")
 
     def close(self, moment: Moment, why: str) -> FrameOutput:
-        """The camera's frames have stopped (the agent judges when): its alerts clear and its tracks leave
-        their zones now, as no frame will come to do it. Its tracks are forgotten; the tracker's ids go on."""
+        """The camera's frames have stopped (the agent judges when): its alerts clear now and its tracks leave
+        their zones, as no frame will come to do it. Its tracks are forgotten; the tracker's ids go on.
+
+        The exits are as of the last frame (``zone_lost_s`` after it, when a track out of sight leaves), like
+        those of tracks lost in a gap: stamped ``moment``, tens of seconds later, they counted in a minute of
+        the zone's statistics with no frame in it."""
         out = FrameOutput()
+        left = Moment(self.camera_id, self.last_seq, self.last_at + self.rules.zone_lost_s) \
+            if self.last_at is not None else moment
         for track in sorted(self.tracks.values(), key=lambda t: t.track_id):
             for name, member in sorted(track.zones.items()):
                 if member.inside:
                     member.inside = False
-                    out.zone_events.append(self._zone_event(moment, name, "exit", track, member, track.last_at))
+                    out.zone_events.append(self._zone_event(left, name, "exit", track, member, track.last_at))
         self.tracks, self.zone_since = {}, {}
         out.alerts = self.alert_book.clear_all(moment, why)
         return out

@@ -222,6 +222,9 @@ def test_a_camera_closed_after_its_frames_stopped_clears_its_alerts_and_empties_
     assert closed.alerts[0].alert_id == next(a for o in outs for a in o.alerts).alert_id
     assert [(e.kind, e.zone, e.track_id) for e in closed.zone_events] == [("exit", "lane1", 7), ("exit", "lane1", 8)]
     assert closed.zone_events[-1].occupancy == 0 and actor.occupancy("lane1") == 0 and actor.tracks == {}
+    # They left as of the last frame (when a track out of sight leaves), not at 2000: the zone's minute of then.
+    assert {(e.seq, e.at) for e in closed.zone_events} == {(69, actor.last_at + actor.rules.zone_lost_s)}
+    assert actor.last_at + actor.rules.zone_lost_s < 2000.0
     again = actor.close(moment, "no frames for 60 s")
     assert again.alerts == [] and again.zone_events == []  # nothing left open
 
@@ -229,7 +232,8 @@ def test_a_camera_closed_after_its_frames_stopped_clears_its_alerts_and_empties_
 def test_a_camera_back_after_a_silence_nothing_closed_is_closed_first_as_of_then():
     """`run` stops its own worker, so nothing closed the camera when its clip ended: at the next run's first
     frame its last tracks left their zones (counted in that run, their exits stamped then) and its alerts
-    stayed active until then. Now that frame closes the camera first, as of 30 s after its last frame."""
+    stayed active until then. Now that frame closes the camera first: its alerts clear as of 30 s after its last
+    frame, its tracks leave their zones as of that frame."""
     from its_faust.codecs import decode, encode
     from tables.camera_analytics import AnalyticsState
 
@@ -243,7 +247,7 @@ def test_a_camera_back_after_a_silence_nothing_closed_is_closed_first_as_of_then
     assert [(a.kind, a.state, a.seq, a.captured_at) for a in out.alerts] == [("wrong_way", "cleared", 69, last_at + 30)]
     assert out.alerts[0].message.startswith("cleared (no frames for 300 s): ")
     assert [(e.kind, e.track_id, e.seq, e.captured_at) for e in out.zone_events] == [
-        ("exit", 7, 69, last_at + 30), ("exit", 8, 69, last_at + 30)]
+        ("exit", 7, 69, last_at + 1.0), ("exit", 8, 69, last_at + 1.0)]  # as of the last frame, zone_lost_s on
     assert out.zone_events[-1].occupancy == 0 and set(actor.tracks) == {1}
     # A shorter gap is a camera's stream hiccup (or the next run, 20 s on), not a silence: nothing is closed,
     # but the tracks not back after it left their zones during it, as of its start: not events of this frame.

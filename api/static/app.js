@@ -4,7 +4,9 @@
 const api = "/api/v1";
 const $ = (id) => document.getElementById(id);
 const state = { camera: null, counts: new Map(), zones: new Map(), zonesLoaded: null, stream: null, alertsPosition: null, cameras: new Set(), names: new Map(), selection: 0,
-  activity: new Map(), versions: new Map(), activeAlerts: new Set(), lastFrame: null, startedAt: new Map() };
+  activity: new Map(), configs: new Map(), activeAlerts: new Set(), lastFrame: null, silentSince: null, startedAt: new Map(),
+  runs: new Map(), camerasReadAt: null, camerasStale: false, workersReadAt: null };
+const clock = (seconds) => new Date(seconds * 1000).toLocaleTimeString();
 
 // The badge: "live" only when the page's feeds are connected and the system is ready (/api/v1/ready:
 // a worker doing the work); a page whose feeds are up but whose workers are gone shows nothing new.
@@ -66,14 +68,23 @@ async function loadCameras() {
       if (c.name && c.name !== c.camera_id) state.names.set(c.camera_id, c.name);
       // A line or zone removed (or added) changes the configuration: the selected camera's tables start again
       // from the API's figures, which hold only what the camera has now (the feeds only ever add rows).
-      const before = state.versions.get(c.camera_id);
-      state.versions.set(c.camera_id, c.version);
-      if (c.camera_id === state.camera && before !== undefined && before !== c.version) reloadFigures(c.camera_id);
+      const before = state.configs.get(c.camera_id);
+      state.configs.set(c.camera_id, c);
+      if (c.camera_id === state.camera && before !== undefined && before.version !== c.version) reloadFigures(c.camera_id);
     }
     state.activity = new Map(activity.map((a) => [a.camera_id, a]));
     for (const a of activity) state.cameras.add(a.camera_id);
-  } catch (e) { /* the tracks feed still lists cameras */ }
+    [state.camerasReadAt, state.camerasStale] = [Date.now() / 1000, false];
+  } catch (e) { state.camerasStale = true; }  // the last list stays, marked as of when it was read
   renderCameras();
+}
+
+// A list the API no longer answers for: as of when it was last read.
+function staleNote(readAt) {
+  const note = document.createElement("li");
+  note.className = "muted stale-note";
+  note.textContent = `as of ${clock(readAt)}: the API does not answer`;
+  return note;
 }
 
 function reloadFigures(id) {
@@ -83,8 +94,8 @@ function reloadFigures(id) {
 
 // What each camera is doing, at a glance: live (a frame tracked in the last 10 s), stopped, or no frames yet.
 function cameraLine(a) {
-  if (!a || a.last_frame_age_s === null) return ["idle", "no frames yet"];
-  const alerts = a.alerts_active ? ` · ${a.alerts_active} alert${a.alerts_active > 1 ? "s" : ""}` : "";
+  const alerts = a && a.alerts_active ? ` · ${a.alerts_active} alert${a.alerts_active > 1 ? "s" : ""}` : "";
+  if (!a || a.last_frame_age_s === null) return ["idle", `no frames yet${alerts}`];
   if (a.live) return ["live", `${a.objects} in view${alerts}`];
   return ["stopped", `no frames for ${ago(a.last_frame_age_s)}${alerts}`];
 }
@@ -98,7 +109,8 @@ function ago(seconds) {
 function renderCameras() {
   const ul = $("cameras");
   ul.innerHTML = "";
-  if (!state.cameras.size) { ul.innerHTML = '<li class="muted">none yet</li>'; return; }
+  if (state.camerasStale && state.camerasReadAt) ul.append(staleNote(state.camerasReadAt));
+  if (!state.cameras.size) { ul.innerHTML += '<li class="muted">none yet</li>'; return; }
   for (const id of [...state.cameras].sort()) {
     const li = document.createElement("li");
     const [kind, doing] = cameraLine(state.activity.get(id));
@@ -136,9 +148,9 @@ function select(id) {
   document.body.dataset.camera = id;
   $("camera-title").textContent = `Live view: ${id}` + (state.names.has(id) ? ` (${state.names.get(id)})` : "");
   const activity = state.activity.get(id);
-  $("in-view").textContent = activity && activity.last_frame_age_s !== null && !activity.live
-    ? `no frames for ${ago(activity.last_frame_age_s)}: the camera stopped, or the pipeline is behind`
-    : "waiting for this camera's frames…";
+  state.silentSince = activity && activity.last_frame_age_s !== null && !activity.live
+    ? Date.now() / 1000 - activity.last_frame_age_s : null;
+  $("in-view").textContent = state.silentSince ? silence() : "waiting for this camera's frames…";
   // The last camera's picture stays in the <img> until this one's first frame comes (a camera with none
   // would show another's): hidden until then.
   state.lastFrame = null;
@@ -174,14 +186,26 @@ function onTracks(t) {
   if (t.camera_id !== state.camera) return;
   // The camera's scene clock (a file's own time), as of now: what "this minute" means for its figures.
   state.lastFrame = { scene: t.scene_time ?? t.captured_at, wall: Date.now() / 1000 };
+  state.silentSince = null;
   $("view").classList.remove("waiting", "stale");
   const labels = {};
   for (const o of t.objects) labels[o.label] = (labels[o.label] || 0) + 1;
-  const text = Object.entries(labels).map(([k, v]) => `${v} ${k}`).join(", ") || "nothing";
+  const text = Object.entries(labels).map(([k, v]) => `${v} ${v > 1 ? plural(k) : k}`).join(", ") || "nothing";
   const at = new Date((t.scene_time ?? t.captured_at) * 1000).toLocaleTimeString();
   $("in-view").textContent = `in view: ${text}  (${at}, ${t.objects.length} tracks)`;
   document.body.dataset.tracks = String(t.objects.length);
   document.body.dataset.trackFrames = String(framesSeen);
+}
+
+const PLURALS = { person: "people", bus: "buses" };
+const plural = (label) => PLURALS[label] || `${label}s`;
+
+// Why the selected camera sends no frames, as far as the page knows: its camera said it finished, or not.
+function silence() {
+  const run = state.runs.get(state.camera);
+  const why = run && run.kind === "finished" ? `the camera stopped at ${clock(run.at)}`
+    : "the camera stopped, or the pipeline is behind (see its events)";
+  return `no frames since ${clock(state.silentSince)}: ${why}`;
 }
 
 function onCount(u) {
@@ -200,7 +224,6 @@ function onCount(u) {
 function renderCounts() {
   const body = $("counts").querySelector("tbody");
   body.innerHTML = "";
-  if (!state.counts.size) { body.innerHTML = '<tr><td colspan="6" class="muted">no crossings yet</td></tr>'; }
   let total = 0;
   // A row's minute is that of its last update: one before the camera's current minute had nothing since.
   const newest = currentMinute();
@@ -211,6 +234,25 @@ function renderCounts() {
     const speed = current && u.minute.speed ? u.minute.speed.mean_kmh.toFixed(0) : "–";
     tr.innerHTML = `<td>${u.line}</td><td>${u.direction}</td><td>${u.label}</td><td class="num">${u.total}</td><td class="num">${current ? u.minute.count : 0}</td><td class="num">${speed}</td>`;
     body.appendChild(tr);
+  }
+  // The camera's lines that have counted nothing yet are listed too, at 0 (none at all: say how to add one).
+  const config = state.configs.get(state.camera);
+  const counting = new Set([...state.counts.values()].map((u) => u.line));
+  for (const line of config ? config.lines : []) {
+    if (counting.has(line.name)) continue;
+    const tr = document.createElement("tr");
+    for (const [text, cls] of [[line.name, ""], ["no crossings yet", "muted"], ["", ""], ["0", "num"], ["0", "num"], ["–", "num"]]) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      if (cls) td.className = cls;
+      tr.appendChild(td);
+    }
+    body.appendChild(tr);
+  }
+  if (!body.children.length) {
+    body.innerHTML = config && !config.lines.length
+      ? '<tr><td colspan="6" class="muted">no counting lines: <code>its-faust cameras add-line</code> adds one</td></tr>'
+      : '<tr><td colspan="6" class="muted">no crossings yet</td></tr>';
   }
   document.body.dataset.countTotal = String(total);
 }
@@ -375,6 +417,10 @@ function onCameraEvent(e) {
   if (ul.firstElementChild && ul.firstElementChild.classList.contains("muted")) ul.innerHTML = "";
   const li = document.createElement("li");
   if (e.kind === "started") state.startedAt.set(e.camera_id, e.at);
+  if (e.kind === "started" || e.kind === "finished") {
+    state.runs.set(e.camera_id, e);
+    if (state.silentSince) $("in-view").textContent = silence();
+  }
   // A camera that starts again restarts its tracks (the gap since its last run): expected, not a fault.
   const restarted = e.kind === "tracks_restarted" && e.at - (state.startedAt.get(e.camera_id) ?? -Infinity) < 60;
   li.className = CAMERA_PROBLEMS.has(e.kind) && !restarted ? "warning" : "info";
@@ -400,14 +446,10 @@ async function loadWorkers() {
     listed = (await res.json()).workers;
   } catch (e) {
     // The last list stays, marked as of when it was read: a worker shown running may have stopped since.
-    if (!ul.querySelector(".stale-note")) {
-      const note = document.createElement("li");
-      note.className = "muted stale-note";
-      note.textContent = `as of ${new Date().toLocaleTimeString()}: the API does not answer`;
-      ul.prepend(note);
-    }
+    if (!ul.querySelector(".stale-note") && state.workersReadAt) ul.prepend(staleNote(state.workersReadAt));
     return;
   }
+  state.workersReadAt = Date.now() / 1000;
   ul.innerHTML = "";
   if (!listed.length) ul.innerHTML = '<li class="muted">none reporting</li>';
   for (const w of listed) {
@@ -457,8 +499,8 @@ function watchTheClock() {
   const f = state.lastFrame;
   if (f && Date.now() / 1000 - f.wall > 10 && !$("view").classList.contains("stale")) {
     $("view").classList.add("stale");
-    $("in-view").textContent = `no frames since ${new Date(f.wall * 1000).toLocaleTimeString()}: the camera stopped, `
-      + "or the pipeline is behind (see the camera's events)";
+    state.silentSince = f.wall;
+    $("in-view").textContent = silence();
   }
   if (++ticks % 5 === 0) { renderCounts(); renderZones(); }  // "this minute" moves on
 }
