@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
@@ -95,8 +96,11 @@ class CameraActivity(BaseModel):
     camera_id: str
     name: str | None = Field(description="From its configuration; none for a camera that sends frames unconfigured")
     configured: bool
+    state: Literal["live", "stopped", "no_frames"] = Field(
+        description="live: a frame of it tracked in the last 10 s; stopped: none since; no_frames: none held")
     live: bool = Field(description="A frame of it was tracked in the last 10 s")
-    last_frame_age_s: float | None = Field(description="Since its newest frame was tracked; none: no frame held")
+    last_tracked_at: float | None = Field(description="When its newest frame was tracked (Unix seconds); none: no frame held")
+    last_frame_age_s: float | None = Field(description="Since its newest frame was tracked")
     frames_tracked: int = Field(description="Its frames this API process has read tracked since it started")
     objects: int = Field(description="Tracked in its newest frame; 0 once the workers closed it as silent")
     alerts_active: int

@@ -96,9 +96,12 @@ class Hub:
             config = self.cameras.get(camera_id)
             record, count = latest.get(camera_id, (None, 0))
             age = max(0.0, now - record.tracked_at) if record else None
+            live = age is not None and age <= LIVE_WITHIN_S
             listed.append({
                 "camera_id": camera_id, "name": config.name if config else None, "configured": config is not None,
-                "live": age is not None and age <= LIVE_WITHIN_S, "last_frame_age_s": age, "frames_tracked": count,
+                "state": "live" if live else "stopped" if record else "no_frames", "live": live,
+                "last_tracked_at": record.tracked_at if record else None, "last_frame_age_s": age,
+                "frames_tracked": count,
                 # A camera silent past camera_silent_s is closed by the workers: nothing is in view any more.
                 "objects": len(record.objects) if record and not (0 < silent_s < age) else 0,
                 "alerts_active": alerts.get(camera_id, 0),

@@ -632,7 +632,9 @@ def test_camera_activity_says_which_cameras_are_live_what_is_in_view_and_their_a
     assert list(listed) == ["closed-cam", "idle-cam", "live-cam", "stopped-cam"]
     live, stopped, closed, idle = (listed[c] for c in ("live-cam", "stopped-cam", "closed-cam", "idle-cam"))
     assert live["live"] and live["objects"] == 2 and live["frames_tracked"] == 3 and live["alerts_active"] == 1
+    assert live["state"] == "live" and stopped["state"] == "stopped" and idle["state"] == "no_frames"
     assert not stopped["live"] and round(stopped["last_frame_age_s"]) == 20 and stopped["objects"] == 2
+    assert stopped["last_tracked_at"] == pytest.approx(now - 20)
     assert closed["objects"] == 0 and closed["alerts_active"] == 0  # silent past camera_silent_s: closed
-    assert idle == {"camera_id": "idle-cam", "name": "Bridge", "configured": True, "live": False,
-                    "last_frame_age_s": None, "frames_tracked": 0, "objects": 0, "alerts_active": 0}
+    assert idle == {"camera_id": "idle-cam", "name": "Bridge", "configured": True, "state": "no_frames", "live": False,
+                    "last_tracked_at": None, "last_frame_age_s": None, "frames_tracked": 0, "objects": 0, "alerts_active": 0}
