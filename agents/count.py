@@ -18,14 +18,18 @@ from tables import count_tables
 @app.agent(topics.crossings, name="count")
 async def count(stream):
     async for event, crossing in valid_records(stream, Crossing, "count"):
-        async with dead_lettered_if_it_fails("count", event):
-            update = count_tables.count_crossing(crossing)
+        update = None
+        async with dead_lettered_if_it_fails("count", event):  # the counting, not the sending: a failed send is
+            update = count_tables.count_crossing(crossing)      # no fault of the record's (it is counted by then)
+        if update is not None:
             await topics.counts.send(key=event.key, value=encode(update), timestamp=crossing.at)
 
 
 @app.agent(topics.zone_events, name="zone-stats")
 async def zone_stats(stream):
     async for event, zone_event in valid_records(stream, ZoneEvent, "zone-stats"):
+        stats = None
         async with dead_lettered_if_it_fails("zone-stats", event):
             stats = count_tables.zone_stats(zone_event)
+        if stats is not None:
             await topics.zone_stats.send(key=event.key, value=encode(stats), timestamp=zone_event.at)

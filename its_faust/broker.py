@@ -25,7 +25,8 @@ class BrokerError(RuntimeError):
 
 
 class BrokerUnreachable(BrokerError):
-    """Nothing answered at the broker's address (yet: it may be starting)."""
+    """No Kafka broker answers at the address yet: nothing listens, or what does is silent or hangs up (a
+    broker still starting; a proxy in front of one not up)."""
 
 
 def free_port() -> int:
@@ -62,8 +63,11 @@ def wait_reachable(broker_url: str, timeout: float = 10.0) -> None:
                 continue
             if trouble is None:
                 break
-            if final or time.monotonic() > deadline:
+            if final:
                 raise BrokerError(f"{hostport} answers, but not as a Kafka broker ({trouble}): is that the broker's address?")
+            if time.monotonic() > deadline:
+                raise BrokerUnreachable(f"{hostport} answers, but not as a Kafka broker ({trouble}): is that the "
+                                        "broker's address, and is the broker up?")
             time.sleep(0.1)
 
 

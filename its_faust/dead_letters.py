@@ -26,6 +26,7 @@ from its_faust.app import app
 from its_faust.codecs import SchemaError, decode_keyed, encode
 from its_faust.intake import Intake
 from its_faust.throttle import Throttle
+from its_faust.topic_names import MAX_RECORD_BYTES
 from schemas import CameraEvent, CameraEventKind, DeadLetter
 from schemas.base import CAMERA_ID_PATTERN, Record
 
@@ -33,6 +34,9 @@ R = TypeVar("R", bound=Record)
 
 log = logging.getLogger(__name__)
 QUIET_S = 10.0
+# A dead letter carries the record in base64 (4/3 of its size) with room for the rest: a record that would make
+# it larger than the topic takes (a frame of a very large camera) is named, not copied.
+LARGEST_KEPT_VALUE = MAX_RECORD_BYTES * 2 // 3
 _CAMERA_ID = re.compile(CAMERA_ID_PATTERN)
 # (stage, key) -> when to warn; a broken producer may invent a key a record: the 1000 heard last are kept.
 _quiet: Throttle[tuple[str, bytes | None]] = Throttle(QUIET_S, keep=1000)
@@ -42,13 +46,18 @@ async def dead_letter(stage: str, event: EventT, reason: str) -> None:
     """The event's record, whole, on the dead-letter topic with the stage and the reason; then, if due, a
     warning and the camera's ``records_rejected`` event (after: the record matters more than its report)."""
     message = event.message
+    value = message.value or b""
+    if len(value) > LARGEST_KEPT_VALUE:  # base64 in JSON: it would not fit the topic's largest record
+        reason += (f" (the record, {len(value)} bytes, is left out: too large for the dead-letter topic; it is at "
+                   f"{message.topic}[{message.partition}]@{message.offset} while the topic keeps it)")
+        value = b""
     record = DeadLetter(
         stage=stage,
         topic=message.topic,
         partition=message.partition,
         offset=message.offset,
         key=message.key,
-        value=message.value or b"",
+        value=value,
         reason=reason,
         failed_at=time.time(),
     )

@@ -35,7 +35,7 @@ from its_faust.topic_names import (
 )
 
 # A follower polls on and on: a fetch of several partitions costs the embedded broker CPU for each
-# partition every time (see results.py), so it waits as long as a worker does between answers.
+# partition every time (see topic_reader.py), so it waits as long as a worker does between answers.
 FOLLOW_FETCH_WAIT_MS = 500
 LINE_WIDTH = 160
 # A record stamped this long before tail started is not "from now on" (stamps are the producer's

@@ -37,11 +37,13 @@ def run_worker(ready_file: Path | None = None) -> None:
     from its_faust.data_dir import claim
 
     claim(settings.data_dir)  # before anything slow: a second worker on the same folder stops with one line
+    if ready_file:
+        # A container restarted in place keeps its /tmp: not ready again until it is (first: the wait below
+        # may be long, and a probe must not take the old file for this start's).
+        Path(ready_file).unlink(missing_ok=True)
     # One clear line if it never answers, not a traceback from inside Faust.
     wait_for_broker(settings.broker_url or DEFAULT_BROKER, settings.broker_wait_s)
     if ready_file:
-        # A container restarted in place keeps its /tmp: not ready again until it is.
-        Path(ready_file).unlink(missing_ok=True)
         install_liveness(app, Path(ready_file), stall_watchdog)
     started = time.monotonic()
     get_detector()

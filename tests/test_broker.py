@@ -92,6 +92,15 @@ def test_a_port_that_accepts_and_stays_silent_is_one_clear_error():
         port = listener.getsockname()[1]
         with pytest.raises(BrokerError, match=r"answers, but not as a Kafka broker \(no reply to a Kafka request"):
             wait_reachable(f"kafka://127.0.0.1:{port}", timeout=1)
+        # A broker still starting (or a proxy before one) may be so too: a worker waiting for it goes on waiting.
+        from its_faust.broker import BrokerUnreachable, wait_for_broker
+
+        import time
+
+        t0 = time.monotonic()
+        with pytest.raises(BrokerUnreachable):
+            wait_for_broker(f"kafka://127.0.0.1:{port}", timeout=3, say_every_s=1)
+        assert time.monotonic() - t0 >= 2.5  # its whole time, not one slice of it
 
 
 def test_a_worker_that_starts_before_its_broker_waits_for_it_and_says_so(caplog):

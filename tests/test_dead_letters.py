@@ -17,11 +17,12 @@ from schemas import CameraEvent, CameraEventKind, DeadLetter
 @pytest.fixture
 def sent(monkeypatch):
     """What the agents send, by topic; camera events fail to send while ``failing["camera-events"]``."""
-    sent = {"dead-letters": [], "camera-events": []}
+    sent = {"dead-letters": [], "camera-events": [], "order": []}
     failing = {"camera-events": False}
 
     def sender(name):
         async def send(key=None, value=None, **_):
+            sent["order"].append(name)
             if failing.get(name):
                 raise RuntimeError("producer closed")
             sent[name].append((key, value))
@@ -59,11 +60,27 @@ def test_a_record_whose_work_fails_is_dead_lettered_with_the_error_and_the_next_
     assert told.kind == CameraEventKind.records_rejected and "internal error" in told.reason
 
 
-def test_the_dead_letter_is_sent_even_when_the_cameras_report_of_it_cannot_be(sent):
+def test_the_dead_letter_is_sent_before_its_report_and_even_when_the_report_cannot_be(sent):
+    asyncio.run(dead_letters.dead_letter("detect", _event(b"cam-1", 6, b"junk"), "Invalid JSON"))
+    assert sent["order"] == ["dead-letters", "camera-events"]  # the record first: it matters more
     sent["failing"]["camera-events"] = True
-    asyncio.run(dead_letters.dead_letter("detect", _event(b"cam-1", 7, b"junk"), "Invalid JSON"))
+    asyncio.run(dead_letters.dead_letter("track", _event(b"cam-1", 7, b"junk"), "Invalid JSON"))
+    assert [decode(DeadLetter, value).offset for _, value in sent["dead-letters"]] == [6, 7]  # the failed report raised nothing
+
+
+def test_a_record_too_large_to_copy_into_a_dead_letter_is_named_not_copied(sent):
+    from its_faust.topic_names import MAX_RECORD_BYTES
+
+    huge = b"x" * (dead_letters.LARGEST_KEPT_VALUE + 1)
+    asyncio.run(dead_letters.dead_letter("detect", _event(b"cam-1", 8, huge), "not a decodable image"))
     [(_, value)] = sent["dead-letters"]
-    assert decode(DeadLetter, value).value == b"junk"  # and the failed report raised nothing
+    letter = decode(DeadLetter, value)
+    assert letter.value == b"" and letter.offset == 8
+    assert "not a decodable image (the record, " in letter.reason and "its.crossings[0]@8" in letter.reason
+    assert len(value) < MAX_RECORD_BYTES
+    kept = b"y" * dead_letters.LARGEST_KEPT_VALUE  # the largest copied still fits the topic
+    asyncio.run(dead_letters.dead_letter("detect", _event(b"cam-1", 9, kept), "not a decodable image"))
+    assert len(sent["dead-letters"][-1][1]) < MAX_RECORD_BYTES
 
 
 def test_a_camera_event_that_cannot_be_sent_is_logged_not_raised(sent, caplog):

@@ -97,7 +97,7 @@ def test_every_command_the_deployments_run_is_one_the_cli_takes():
             group, rest = command, [*ctx.protected_args, *ctx.args]
 
 
-def test_the_api_is_deployed_and_probed_on_routes_it_has():
+def test_the_api_is_deployed_and_probed_on_routes_it_has(monkeypatch):
     from api.app import create_app
 
     routes = set(create_app(load_settings(), "127.0.0.1:9").openapi()["paths"])
@@ -109,8 +109,14 @@ def test_the_api_is_deployed_and_probed_on_routes_it_has():
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     service = next(d for d in docs if d["kind"] == "Service")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    for probe in ("readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"]["path"] in routes, probe
+    # The API serves only once its broker answers; it waits for it as long as the profile says (a cluster's cold
+    # start): the startup probe must allow that, or the liveness probe restarts it while it waits.
+    startup = container["startupProbe"]
+    profile = {e["name"]: e.get("value") for e in container.get("env", [])}["ITS_FAUST_PROFILE"]
+    monkeypatch.setenv("ITS_FAUST_PROFILE", profile)
+    assert startup["periodSeconds"] * startup["failureThreshold"] > load_settings().broker_wait_s == 300, profile
     assert service["spec"]["selector"] == deployment["spec"]["template"]["metadata"]["labels"]
     assert "/api/v1/health" in routes and "/api/v1/workers" in routes
 

@@ -5,7 +5,7 @@ const api = "/api/v1";
 const $ = (id) => document.getElementById(id);
 const state = { camera: null, counts: new Map(), zones: new Map(), zonesLoaded: null, stream: null, alertsPosition: null, cameras: new Set(), names: new Map(), selection: 0,
   activity: new Map(), configs: new Map(), activeAlerts: new Set(), lastFrame: null, silentSince: null, startedAt: new Map(),
-  runs: new Map(), camerasReadAt: null, camerasStale: false, workersReadAt: null };
+  runs: new Map(), camerasReadAt: null, camerasStale: false, workersReadAt: null, reloadDue: null };
 const clock = (seconds) => new Date(seconds * 1000).toLocaleTimeString();
 
 // The badge: "live" only when the page's feeds are connected and the system is ready (/api/v1/ready:
@@ -70,7 +70,8 @@ async function loadCameras() {
       // from the API's figures, which hold only what the camera has now (the feeds only ever add rows).
       const before = state.configs.get(c.camera_id);
       state.configs.set(c.camera_id, c);
-      if (c.camera_id === state.camera && before !== undefined && before.version !== c.version) reloadFigures(c.camera_id);
+      const changed = before !== undefined && (before.version !== c.version || state.reloadDue === c.camera_id);
+      if (c.camera_id === state.camera && changed) reloadFigures(c.camera_id);
     }
     state.activity = new Map(activity.map((a) => [a.camera_id, a]));
     for (const a of activity) state.cameras.add(a.camera_id);
@@ -89,7 +90,10 @@ function staleNote(readAt) {
 
 function reloadFigures(id) {
   const current = () => id === state.camera;
-  Promise.all([loadCounts(id, current, true), loadZones(id, current, true)]).catch(() => {});
+  const again = () => { state.reloadDue = id; };  // at the next look at the cameras
+  state.reloadDue = null;
+  Promise.all([loadCounts(id, current, true), loadZones(id, current, true)])
+    .then((loaded) => { if (loaded.includes(false)) again(); }, again);
 }
 
 // What each camera is doing, at a glance: live (a frame tracked in the last 10 s), stopped, or no frames yet.
@@ -174,6 +178,7 @@ function select(id) {
 
 async function loadCounts(id, current, afresh = false) {
   const res = await fetch(`${api}/cameras/${encodeURIComponent(id)}/counts`);
+  if (afresh && !res.ok) return false;  // the figures shown stay until the API answers (reloadFigures tries again)
   const counts = res.ok ? (await res.json()).counts : [];
   if (!current()) return;
   if (afresh) { state.counts.clear(); renderCounts(); }
@@ -221,6 +226,18 @@ function onCount(u) {
   scheduleHistory();
 }
 
+// A table row of [text, class] cells. Text, not HTML: any Kafka client may write the topics the page shows.
+function row(cells) {
+  const tr = document.createElement("tr");
+  for (const [text, cls] of cells) {
+    const td = document.createElement("td");
+    td.textContent = String(text);
+    if (cls) td.className = cls;
+    tr.appendChild(td);
+  }
+  return tr;
+}
+
 function renderCounts() {
   const body = $("counts").querySelector("tbody");
   body.innerHTML = "";
@@ -232,22 +249,13 @@ function renderCounts() {
     const tr = document.createElement("tr");
     const current = u.minute.start >= newest;
     const speed = current && u.minute.speed ? u.minute.speed.mean_kmh.toFixed(0) : "–";
-    tr.innerHTML = `<td>${u.line}</td><td>${u.direction}</td><td>${u.label}</td><td class="num">${u.total}</td><td class="num">${current ? u.minute.count : 0}</td><td class="num">${speed}</td>`;
-    body.appendChild(tr);
+    body.appendChild(row([[u.line, ""], [u.direction, ""], [u.label, ""], [u.total, "num"], [current ? u.minute.count : 0, "num"], [speed, "num"]]));
   }
   // The camera's lines that have counted nothing yet are listed too, at 0 (none at all: say how to add one).
   const config = state.configs.get(state.camera);
   const counting = new Set([...state.counts.values()].map((u) => u.line));
   for (const line of config ? config.lines : []) {
-    if (counting.has(line.name)) continue;
-    const tr = document.createElement("tr");
-    for (const [text, cls] of [[line.name, ""], ["no crossings yet", "muted"], ["", ""], ["0", "num"], ["0", "num"], ["–", "num"]]) {
-      const td = document.createElement("td");
-      td.textContent = text;
-      if (cls) td.className = cls;
-      tr.appendChild(td);
-    }
-    body.appendChild(tr);
+    if (!counting.has(line.name)) body.appendChild(row([[line.name, ""], ["no crossings yet", "muted"], ["", ""], [0, "num"], [0, "num"], ["–", "num"]]));
   }
   if (!body.children.length) {
     body.innerHTML = config && !config.lines.length
@@ -267,9 +275,10 @@ function currentMinute() {
 
 async function loadZones(id, current, afresh = false) {
   const res = await fetch(`${api}/cameras/${encodeURIComponent(id)}/zone-stats`);
+  if (afresh && !res.ok) return false;
   const { zones, idle } = res.ok ? await res.json() : { zones: [], idle: [] };
   if (!current()) return;
-  if (afresh) state.zones.clear();
+  if (afresh) { state.zones.clear(); renderZones(); }
   // A zone no vehicle has entered yet is shown too, empty (its first event replaces this).
   for (const zone of idle) {
     if (!state.zones.has(zone)) state.zones.set(zone, { zone, camera_id: id, occupancy: 0, entries: 0, exits: 0, minute: null, captured_at: -Infinity });
@@ -303,14 +312,7 @@ function renderZones() {
     const current = z.minute != null && z.minute.start >= newest;
     const dwell = current && z.minute.mean_dwell_s != null ? `${z.minute.mean_dwell_s.toFixed(1)} s` : "–";
     const speed = current && z.minute.speed ? z.minute.speed.mean_kmh.toFixed(0) : "–";
-    const tr = document.createElement("tr");
-    for (const [text, cls] of [[z.zone, ""], [z.occupancy, "num"], [z.entries, "num"], [z.exits, "num"], [dwell, "num"], [speed, "num"]]) {
-      const td = document.createElement("td");
-      td.textContent = String(text);
-      if (cls) td.className = cls;
-      tr.appendChild(td);
-    }
-    body.appendChild(tr);
+    body.appendChild(row([[z.zone, ""], [z.occupancy, "num"], [z.entries, "num"], [z.exits, "num"], [dwell, "num"], [speed, "num"]]));
   }
   document.body.dataset.zoneOccupancy = String(inZones);
   document.body.dataset.zones = String(state.zones.size);

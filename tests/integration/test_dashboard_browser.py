@@ -151,7 +151,7 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
             seen["alerts title after"] = await tools.value("document.getElementById('alerts-title').textContent")
             # The camera's line is removed: its rows leave the counts table (the feeds only ever add rows).
             await send_commands(stack.bootstrap, stack.settings, [command(camera, RemoveLine(name="y120"))])
-            for _ in range(75):
+            for _ in range(150):  # the page looks at the cameras' configurations every 5 s
                 seen["rows after removal"] = await tools.value("document.querySelectorAll('#counts tbody td.num').length")
                 if seen["rows after removal"] == 0:
                     break
