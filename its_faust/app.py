@@ -121,5 +121,5 @@ def create_app(settings: Settings) -> faust.App:
 
 settings = get_settings()
 app = create_app(settings)
-stall_watchdog = install_watchdog(app, settings)
+stall_watchdog = install_watchdog(app, settings, settings.broker_url or DEFAULT_BROKER)
 status_reporter = install_status_reports(app, settings)

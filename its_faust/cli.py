@@ -201,12 +201,13 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
         fail(BrokerError("ingest needs a broker: set ITS_FAUST_BROKER_URL or --broker (see `its-faust broker`)"))
     from its_faust.cameras import CameraRemoved, RemovalWatch
     from its_faust.ingest import ingest as run_ingest
-    from its_faust.ingest import make_producer
+    from its_faust.ingest import make_producer, undelivered
     from its_faust.topic_names import ensure_topics
 
     async def go():
         bootstrap = bootstrap_servers(settings.broker_url)
-        await asyncio.to_thread(wait_reachable, settings.broker_url, 5.0)
+        # A camera service may start before its Kafka (a machine's boot): it waits, as workers do.
+        await asyncio.to_thread(wait_for_broker, settings.broker_url, settings.broker_wait_s)
         await ensure_topics(bootstrap, settings)
         watch = await RemovalWatch(bootstrap, settings, camera_id).start()
         producer = make_producer(bootstrap)
@@ -230,7 +231,8 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
         return
     sampled = f" ({stats.frames_sampled} of a frozen picture)" if stats.frames_sampled else ""
     why = "the camera was removed: " if removed else ""
-    click.echo(f"{camera_id}: {why}{stats.frames_sent} frames sent{sampled}, {stats.frames_rejected} rejected")
+    click.echo(f"{camera_id}: {why}{stats.frames_sent} frames sent{sampled}{undelivered(stats)}, "
+               f"{stats.frames_rejected} rejected")
 
 
 @main.command()

@@ -23,7 +23,7 @@ _claimed: dict[Path, IO | None] = {}  # held open for the life of the process: c
 
 
 class DataDirInUse(RuntimeError):
-    """Another worker holds this data folder."""
+    """Another worker holds this data folder (or it cannot be one: not a folder, not writable)."""
 
 
 def claim(data_dir: Path) -> None:
@@ -31,8 +31,14 @@ def claim(data_dir: Path) -> None:
     data_dir = Path(data_dir).resolve()
     if data_dir in _claimed:
         return
-    data_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(data_dir / LOCK_NAME, "a+")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(data_dir / LOCK_NAME, "a+")
+    except OSError as exc:  # a file of that name, a read-only mount, a folder of another user's
+        raise DataDirInUse(
+            f"data folder {data_dir} cannot hold this worker's tables ({exc.strerror or exc}); "
+            "ITS_FAUST_DATA_DIR=<a folder this user can write> its-faust worker"
+        ) from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -113,22 +113,39 @@ def make_producer(bootstrap: str) -> AIOKafkaProducer:
 
 
 class _CameraEvents:
-    """The camera's events, sent in order between frames: the source's reader reports from its thread
-    through the event loop, and nothing waits on a send in the middle of a frame."""
+    """The camera's events, in order: the send loop's sent between frames (nothing waits on a send in the middle
+    of one); the source's reader's (stream lost, reconnected, gave up) at once, since while the reader tries to
+    reconnect the send loop waits on it, and the camera would look fine for as long as it is down."""
 
     def __init__(self, camera_id: str, producer: AIOKafkaProducer, topic: str, stats: IngestStats):
         self.camera_id, self.producer, self.topic, self.stats = camera_id, producer, topic, stats
         self._pending: list[CameraEvent] = []
+        self._sending = asyncio.Lock()  # one flush at a time: events leave in the order they were reported
+        self._background: asyncio.Task | None = None
 
     def report(self, kind: str, reason: str, seq: int | None = None) -> None:
         self._pending.append(CameraEvent(camera_id=self.camera_id, kind=CameraEventKind(kind), at=time.time(), seq=seq,
                                          reason=reason, frames_sent=self.stats.frames_sent))
 
+    def report_now(self, kind: str, reason: str) -> None:
+        """A report of the reader's (called in the event loop), sent without waiting for the send loop."""
+        self.report(kind, reason)
+        if self._background is None or self._background.done():
+            self._background = asyncio.ensure_future(self._flush_in_background())
+
+    async def _flush_in_background(self) -> None:
+        try:
+            await self.flush()
+        except Exception as exc:  # the send loop's next flush tries again; nothing awaits this task
+            log.warning("camera %s: its events were not sent yet (%r)", self.camera_id, exc)
+
     async def flush(self) -> None:
-        while self._pending:
-            event = self._pending.pop(0)
-            log.info("camera %s: %s (%s)", self.camera_id, event.kind.value, event.reason)  # frame_rejected: rate-limited
-            await self.producer.send(self.topic, key=self.camera_id.encode(), value=encode(event))
+        async with self._sending:
+            while self._pending:
+                event = self._pending[0]
+                log.info("camera %s: %s (%s)", self.camera_id, event.kind.value, event.reason)  # frame_rejected: rate-limited
+                await self.producer.send(self.topic, key=self.camera_id.encode(), value=encode(event))
+                self._pending.pop(0)
 
 
 async def _first_open(open_reader, spec: SourceSpec, backoff: Backoff, events: _CameraEvents,
@@ -296,7 +313,7 @@ async def ingest(
     backoff = Backoff.from_settings(s)
     loop = asyncio.get_running_loop()
     open_reader = partial(FrameReader, spec, backoff=backoff,
-                          on_event=lambda kind, reason: loop.call_soon_threadsafe(events.report, kind, reason))
+                          on_event=lambda kind, reason: loop.call_soon_threadsafe(events.report_now, kind, reason))
     reader = await _first_open(open_reader, spec, backoff, events, stop)
     if reader is None:  # stopped while the camera was still down
         events.report("finished", "stopped: 0 frames sent (the source never opened)")
@@ -325,6 +342,9 @@ async def ingest(
     sending = f", sent at {target_fps:.3g} fps" if target_fps and f"{target_fps:.3g}" != rate else ""
     events.report("started", f"{spec.uri} ({reader.width}x{reader.height} @ {rate} fps{sending})", seq)  # the run's first seq
     pacer = _Pacer(interval, spec.live)
+    # ``stop`` while a network camera is down: its reader, retrying in its thread, would keep the loop below
+    # waiting on it until its tries ran out (minutes); closed, it stops retrying at once.
+    closer = asyncio.ensure_future(_close_when(stop, reader)) if stop is not None else None
     stats.stopped_early = True  # until the loop below ends by itself (Ctrl-C, SIGTERM, the owner's stop end it early)
     try:
         while not (stop and stop.is_set()):
@@ -391,9 +411,23 @@ async def ingest(
                 on_sent(stats)
         stats.stopped_early = bool(stop and stop.is_set())
     finally:
+        if closer is not None:
+            closer.cancel()
         reader.close()
         await _finish(events, producer, stats, stop, stop_reason)
     return stats
+
+
+async def _close_when(stop: asyncio.Event, reader: FrameReader) -> None:
+    await stop.wait()
+    reader.close()
+
+
+def undelivered(stats: IngestStats) -> str:
+    """`` (12 of them not delivered: ...)`` when the broker did not take some of the frames sent; else empty."""
+    if not stats.send_errors:
+        return ""
+    return f" ({stats.send_errors} of them not delivered: the broker did not take them, see the log)"
 
 
 async def _finish(events: _CameraEvents, producer: AIOKafkaProducer, stats: IngestStats, stop: asyncio.Event | None,
@@ -404,7 +438,8 @@ async def _finish(events: _CameraEvents, producer: AIOKafkaProducer, stats: Inge
     kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(stats.rejections.items()))
     rejected = f"{stats.frames_rejected} rejected" + (f" ({kinds})" if kinds else "")
     stopped = f"{stop_reason}: " if stop and stop.is_set() else "stopped: " if stats.stopped_early else ""
-    events.report("finished", f"{stopped}{stats.frames_sent} frames sent{sampled}, {rejected}", stats.last_seq)
+    events.report("finished", f"{stopped}{stats.frames_sent} frames sent{sampled}{undelivered(stats)}, {rejected}",
+                  stats.last_seq)
 
     async def last_words() -> None:
         await events.flush()

@@ -15,6 +15,10 @@ re-seek now runs in the consumer's thread. A partition that stalls again after a
 re-seek is logged as an error and makes the worker ``stuck``: its liveness file goes
 (:mod:`its_faust.worker`), so Kubernetes' liveness probe restarts it (kill and
 replacement is tested to lose nothing). A rebalance gives every partition a new chance.
+
+Partitions also stop moving when the broker is down. That is said as such (once, and once it is back), and
+such stalls are neither re-sought nor counted towards ``stuck``: restarting workers would not bring a broker
+back, and a worker waits for it by itself.
 """
 
 from __future__ import annotations
@@ -32,14 +36,35 @@ def agent_source_topics(app) -> set[str]:
 
 
 class StallWatchdog:
-    def __init__(self, app, topics: list[str] | None = None, stall_s: float = 15.0):
-        """Watch ``topics``; by default every topic one of the app's agents reads."""
+    def __init__(self, app, topics: list[str] | None = None, stall_s: float = 15.0, broker_url: str | None = None):
+        """Watch ``topics``; by default every topic one of the app's agents reads. With ``broker_url``, a stall is
+        first checked against the broker: one that does not answer is the cause."""
         self.app = app
         self.topics = set(topics) if topics is not None else None
         self.stall_s = stall_s
+        self.broker_url = broker_url
+        self.broker_down: str | None = None  # why the broker did not answer at the last stall; None: it did
         self._last: dict = {}  # tp -> (committed offset, since when unchanged)
         self._reseeks: dict = {}  # tp -> re-seeks since its committed offset last moved
         self.recoveries = 0
+
+    async def _broker_answers(self) -> bool:
+        """Whether the broker answers a Kafka request; said once when it stops answering and once when it is back."""
+        if self.broker_url is None:
+            return True
+        from its_faust.broker import BrokerError, wait_reachable
+
+        try:
+            await asyncio.to_thread(wait_reachable, self.broker_url, 2.0)
+        except BrokerError as exc:
+            if self.broker_down is None:
+                log.warning("partitions stopped moving: %s; the worker goes on once it is back", exc)
+            self.broker_down = str(exc)
+            return False
+        if self.broker_down is not None:
+            log.warning("the broker %s answers again", self.broker_url)
+            self.broker_down = None
+        return True
 
     @property
     def stuck(self) -> list:
@@ -72,6 +97,9 @@ class StallWatchdog:
                 self._last[tp] = (committed, now)
                 continue
             if now - since >= self.stall_s:
+                if not await self._broker_answers():
+                    self._last[tp] = (committed, now)  # not the partition's doing: it waits for the broker
+                    continue
                 self.recoveries += 1
                 self._reseeks[tp] = self._reseeks.get(tp, 0) + 1
                 # A stall after a re-seek is an error worth paging on: the worker is stuck, and restarted
@@ -92,8 +120,8 @@ class StallWatchdog:
                 self._last[tp] = (committed, now)
 
 
-def install(app, settings) -> StallWatchdog:
-    watchdog = StallWatchdog(app, stall_s=settings.stall_after_s)
+def install(app, settings, broker_url: str) -> StallWatchdog:
+    watchdog = StallWatchdog(app, stall_s=settings.stall_after_s, broker_url=broker_url)
 
     @app.timer(interval=max(1.0, settings.stall_after_s / 3), name="stall-watchdog")
     async def _check() -> None:

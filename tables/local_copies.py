@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 
 # Where Faust's RocksDB store keeps a partition's last applied changelog offset (faust.stores.rocksdb.Store).
 OFFSET_KEY = b"__faust\0offset__"
+# What a table's rebuilt partition no longer has, when the broker lost its log (said with the warning).
+_WHAT_IS_LOST = {
+    "camera-config": ": the configurations of its cameras (lines, zones, calibration) are gone with the broker's "
+                     "records; add them again (`its-faust cameras add`, `add-line`, ...)",
+}
 
 
 @dataclass(frozen=True)
@@ -203,8 +208,8 @@ async def drop_stale_copies(copies: list[LocalCopy], bootstrap: str) -> list[Loc
         log.warning(
             "table %s partition %d: the local copy applied changelog offset %d, but %s[%d] ends at %d on the broker "
             "(it lost the log: an in-memory broker restarted, or the topic was recreated); the copy is dropped and "
-            "the partition rebuilt from the broker", copy.table, copy.partition, copy.applied, copy.changelog,
-            copy.partition, log_end,
+            "the partition rebuilt from the broker%s", copy.table, copy.partition, copy.applied, copy.changelog,
+            copy.partition, log_end, _WHAT_IS_LOST.get(copy.table, ""),
         )
         shutil.rmtree(copy.path)
         dropped.append(copy)

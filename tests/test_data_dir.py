@@ -77,3 +77,16 @@ def test_a_file_system_without_locks_is_warned_about_not_refused(tmp_path, monke
     assert [r.getMessage() for r in caplog.records] == [
         f"cannot lock data folder {(tmp_path / 'nfs').resolve()} (No locks available): a second worker on it is not refused"
     ]
+
+
+def test_a_data_folder_that_cannot_be_one_is_a_clear_error_not_a_traceback(tmp_path):
+    """A path that is a file, or a folder this user cannot write, ended in a Python traceback."""
+    a_file = tmp_path / "notadir"
+    a_file.write_text("")
+    with pytest.raises(DataDirInUse, match=r"data folder .*notadir cannot hold this worker's tables \(.*\); ITS_FAUST_DATA_DIR"):
+        claim(a_file)
+    env = {**os.environ, "ITS_FAUST_DATA_DIR": str(a_file)}
+    done = subprocess.run([sys.executable, "-m", "its_faust.cli", "worker", "--broker", "kafka://127.0.0.1:9"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().startswith("its-faust: error: data folder"), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -137,3 +137,33 @@ def test_the_ready_file_is_kept_fresh_while_the_worker_is_well_and_removed_when_
     dog.stuck = []  # a rebalance gave the partition a new chance, and it moves
     asyncio.run(touch())
     assert ready.exists()
+
+
+def test_partitions_stopped_by_a_broker_that_does_not_answer_wait_for_it_and_it_is_said_once(monkeypatch, caplog):
+    """A broker outage read as a stuck partition (re-seeks, then an error, then a restart by the liveness probe)."""
+    from its_faust import broker
+
+    tp = TP("its.frames", 0)
+    consumer = FakeConsumer([tp])
+    app = SimpleNamespace(consumer=consumer, in_recovery=False, rebalancing=False)
+    dog = wd.StallWatchdog(app, ["its.frames"], stall_s=15, broker_url="kafka://127.0.0.1:9")
+    clock = [0.0]
+    monkeypatch.setattr(wd.time, "monotonic", lambda: clock[0])
+    down = [True]
+
+    def reachable(url, timeout):
+        if down[0]:
+            raise broker.BrokerUnreachable("broker 127.0.0.1:9 is not reachable (Connection refused)")
+
+    monkeypatch.setattr(broker, "wait_reachable", reachable)
+    for _ in range(12):  # 60 s of a broker that does not answer
+        asyncio.run(dog.check())
+        clock[0] += 5
+    assert consumer.sought == [] and dog.recoveries == 0 and dog.stuck == []
+    assert caplog.text.count("partitions stopped moving: broker 127.0.0.1:9 is not reachable") == 1
+    down[0] = False  # back, and the partition still does not move: that is the partition's
+    for _ in range(4):
+        asyncio.run(dog.check())
+        clock[0] += 5
+    assert "the broker kafka://127.0.0.1:9 answers again" in caplog.text
+    assert consumer.sought[0] == (tp, 10) and dog.recoveries >= 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import cv2
 import numpy as np
@@ -214,6 +215,50 @@ def test_a_network_camera_down_at_start_is_retried_until_it_comes_up(bootstrap, 
     mine = [e for e in events if e.camera_id == "cam-late"]
     assert [e.kind.value for e in mine] == ["stream_lost", "reconnected", "started", "finished"]
     assert "does not open at start" in mine[0].reason and "open after" in mine[1].reason
+
+
+def test_a_network_camera_lost_mid_stream_is_reported_while_it_is_down(bootstrap, settings, clip_frames, mjpeg_camera):
+    """The reader reported the loss from its thread, but the send loop, waiting on that reader while it tried to
+    reconnect, sent the event only once the camera was back: an outage was invisible for as long as it lasted."""
+    jpegs = [cv2.imencode(".jpg", f)[1].tobytes() for f in clip_frames[:20]]
+    camera = mjpeg_camera(jpegs, fps=20)
+
+    async def go():
+        await ensure_topics(bootstrap, settings)
+        events = await TopicReader(bootstrap, settings.topic(CAMERA_EVENTS)).start()
+        producer = make_producer(bootstrap)
+        await producer.start()
+        stop = asyncio.Event()
+        running = asyncio.create_task(ingest(
+            f"http://127.0.0.1:{camera.port}/stream.mjpg", "cam-lost", producer,
+            _camera_settings(settings, reconnect_initial_s=0.5, reconnect_attempts=50), stop=stop))
+        seen: list[CameraEvent] = []
+        try:
+            for _ in range(100):  # streaming
+                seen += [e for e in (decode(CameraEvent, m.value) for m in await events.poll(100)) if e.camera_id == "cam-lost"]
+                if any(e.kind.value == "started" for e in seen):
+                    break
+            await asyncio.sleep(1.0)
+            camera.stop()  # and it stays down
+            for _ in range(100):
+                seen += [e for e in (decode(CameraEvent, m.value) for m in await events.poll(100)) if e.camera_id == "cam-lost"]
+                if any(e.kind.value == "stream_lost" for e in seen):
+                    break
+            still_running = not running.done()
+        finally:
+            stop.set()  # while the reader retries: it stops at once, not when its tries run out
+            stopped_at = time.monotonic()
+            stats = await running
+            stopping_s = time.monotonic() - stopped_at
+            await producer.stop()
+            await events.stop()
+        return seen, still_running, stats, stopping_s
+
+    seen, still_running, stats, stopping_s = asyncio.run(go())
+    kinds = [e.kind.value for e in seen]
+    assert "stream_lost" in kinds and still_running, kinds  # told while the camera was down, not once it was back
+    assert "reconnected" not in kinds
+    assert stats.stopped_early and stats.frames_sent > 0 and stopping_s < 5, (stats, stopping_s)
 
 
 def test_a_network_camera_that_never_comes_up_is_given_up_or_stopped(bootstrap, settings):
