@@ -246,7 +246,6 @@ function renderCounts() {
   const newest = currentMinute();
   for (const u of [...state.counts.values()].sort((a, b) => (a.line + a.direction + a.label).localeCompare(b.line + b.direction + b.label))) {
     total += u.total;
-    const tr = document.createElement("tr");
     const current = u.minute.start >= newest;
     const speed = current && u.minute.speed ? u.minute.speed.mean_kmh.toFixed(0) : "–";
     body.appendChild(row([[u.line, ""], [u.direction, ""], [u.label, ""], [u.total, "num"], [current ? u.minute.count : 0, "num"], [speed, "num"]]));
