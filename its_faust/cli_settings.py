@@ -47,7 +47,7 @@ def settings_command(search: str | None, changed: bool, as_json: bool) -> None:
         click.echo(json.dumps([{**r, "value": _json(r["value"]), "default": _json(r["default"])} for r in rows], indent=2))
         return
     if not rows:
-        click.echo("no setting matches" if search or changed else "no settings")
+        click.echo("no setting matches" if search else "every setting has its default here" if changed else "no settings")
         return
     for r in rows:
         by = f"; set by {r['set_by']}" if r["set_by"] else ""

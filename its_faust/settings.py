@@ -268,7 +268,7 @@ class Settings(BaseSettings):
         "a worker outage; the other topics keep the broker's default (tracks, counts and alerts are what replay and "
         "the API read back)",
     )
-    partitions: int = Field(8, ge=1, description="Partitions of every keyed topic; the most workers that share work")
+    partitions: int = Field(4, ge=1, description="Partitions of every keyed topic; the most workers that share work")
     replication_factor: int = Field(
         1, ge=1,
         description="Copies of every topic and table changelog the project creates: 1 on the embedded broker (one "
