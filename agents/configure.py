@@ -13,7 +13,7 @@ import logging
 from its_faust import topics
 from its_faust.app import app
 from its_faust.codecs import encode
-from its_faust.dead_letters import dead_letter, valid_records
+from its_faust.dead_letters import dead_letter, dead_lettered_if_it_fails, valid_records
 from schemas.control import CameraCommand
 from tables.camera_config import CommandRejected, apply
 from tables.config_table import config_table, current_config
@@ -25,18 +25,18 @@ log = logging.getLogger(__name__)
 async def configure(stream):
     async for event, command in valid_records(stream, CameraCommand, "configure"):
         offset = event.message.offset
-        try:
+        new = None
+        # A bug, or a stored configuration this version cannot read: dead-lettered, not a poison pill.
+        async with dead_lettered_if_it_fails("configure", event):
             config = current_config(event.key)
             if config is not None and offset <= config.applied_offset:
                 log.debug("configure: %s command at offset %s already applied", command.camera_id, offset)
                 continue
-            new = apply(config, command).model_copy(update={"applied_offset": offset})
-        except CommandRejected as exc:
-            await dead_letter("configure", event, f"rejected: {exc}")
-            continue
-        except Exception as exc:  # a bug, or a stored configuration this version cannot read: not a poison pill
-            log.exception("configure: %s command at offset %s failed", command.camera_id, offset)
-            await dead_letter("configure", event, f"internal error: {exc!r}")
+            try:
+                new = apply(config, command).model_copy(update={"applied_offset": offset})
+            except CommandRejected as exc:
+                await dead_letter("configure", event, f"rejected: {exc}")
+        if new is None:
             continue
         value = encode(new)
         ack = await topics.camera_configs.send(key=event.key, value=value)

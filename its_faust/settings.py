@@ -379,15 +379,19 @@ class Settings(BaseSettings):
         return f"{self.topic_prefix}.{name}" if self.topic_prefix else name
 
 
+def _env_file(path: Path = Path(".env")) -> dict[str, str | None]:
+    """A .env-style file's variables, names upper-cased (the settings read them in any case); none if it is absent."""
+    from dotenv import dotenv_values
+
+    return {k.upper(): v for k, v in dotenv_values(path).items()} if path.exists() else {}
+
+
 def _profile_name() -> str:
     """``ITS_FAUST_PROFILE`` from the environment, else from ``.env`` (where the ``profile`` field reads it
     too: a profile named there and not applied would run one profile's values under another's name), else local."""
-    from dotenv import dotenv_values
-
     if "ITS_FAUST_PROFILE" in os.environ:
         return os.environ["ITS_FAUST_PROFILE"]
-    from_file = {k.upper(): v for k, v in dotenv_values(".env").items()} if Path(".env").exists() else {}
-    return from_file.get("ITS_FAUST_PROFILE") or Profile.local.value
+    return _env_file().get("ITS_FAUST_PROFILE") or Profile.local.value
 
 
 def load_settings(**overrides) -> Settings:
@@ -422,11 +426,7 @@ def unknown_variables() -> list[tuple[str, str | None]]:
     nothing without a word."""
     import difflib
 
-    from dotenv import dotenv_values
-
-    given = {k.upper() for k in os.environ if k.upper().startswith("ITS_FAUST_")}
-    if Path(".env").exists():
-        given |= {k.upper() for k in dotenv_values(".env") if k.upper().startswith("ITS_FAUST_")}
+    given = {k for k in [*map(str.upper, os.environ), *_env_file()] if k.startswith("ITS_FAUST_")}
     known = _variables(Settings)
     unknown = []
     for name in sorted(given - known - INTERNAL_VARIABLES):
@@ -439,14 +439,9 @@ def describe(settings: Settings) -> list[dict]:
     """Every setting: its environment variable, the value in ``settings``, its default, and its description
     (what `its-faust settings` prints). ``changed``: the value is not the default; ``set_by``: what sets it
     here (the environment, .env, the profile; empty for none), as load_settings reads them, the last first."""
-    from dotenv import dotenv_values
-
     profile = _profile_name()
-    sources = [("the environment", os.environ)] + [
-        (name, {k.upper(): v for k, v in dotenv_values(path).items()})
-        for name, path in ((".env", Path(".env")), (f"the {profile} profile", PROFILES_DIR / f"{profile}.env"))
-        if path.exists()
-    ]
+    sources = [("the environment", os.environ), (".env", _env_file()),
+               (f"the {profile} profile", _env_file(PROFILES_DIR / f"{profile}.env"))]
     rows = []
 
     def walk(model: BaseModel, prefix: str) -> None:

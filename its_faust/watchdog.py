@@ -52,11 +52,11 @@ class StallWatchdog:
         """Whether the broker answers a Kafka request; said once when it stops answering and once when it is back."""
         if self.broker_url is None:
             return True
-        from its_faust.broker import BrokerError, wait_reachable
+        from its_faust import broker  # looked up when asked (tests stand in for the broker there)
 
         try:
-            await asyncio.to_thread(wait_reachable, self.broker_url, 2.0)
-        except BrokerError as exc:
+            await asyncio.to_thread(broker.wait_reachable, self.broker_url, 2.0)
+        except broker.BrokerError as exc:
             if self.broker_down is None:
                 log.warning("partitions stopped moving: %s; the worker goes on once it is back", exc)
             self.broker_down = str(exc)
@@ -84,6 +84,7 @@ class StallWatchdog:
             if tp not in owned:
                 del self._last[tp]
                 self._reseeks.pop(tp, None)
+        broker_answers = None  # asked at the first stall of this check only: each ask may take 2 s
         for tp in owned:
             # Faust's own bookkeeping of what it committed (no public accessor).
             committed = consumer._committed_offset.get(tp)
@@ -97,7 +98,9 @@ class StallWatchdog:
                 self._last[tp] = (committed, now)
                 continue
             if now - since >= self.stall_s:
-                if not await self._broker_answers():
+                if broker_answers is None:
+                    broker_answers = await self._broker_answers()
+                if not broker_answers:
                     self._last[tp] = (committed, now)  # not the partition's doing: it waits for the broker
                     continue
                 self.recoveries += 1
