@@ -58,10 +58,12 @@ async def analyze(stream):
 
 
 async def _analyze(stream, checkpoints, last_frames: dict, taken: dict) -> None:
-    async for event, record in valid_records(stream, TrackRecord, "analyze", ack=False):
+    def took(event) -> None:  # a dead-lettered record is taken too: the closer waits for none after it
         partition = event.message.partition
-        last_frames[event.key] = _LastFrame(record, partition, time.monotonic())
         taken[partition] = max(taken.get(partition, 0), event.message.offset + 1)
+
+    async for event, record in valid_records(stream, TrackRecord, "analyze", ack=False, admitted=took):
+        last_frames[event.key] = _LastFrame(record, event.message.partition, time.monotonic())
         async with checkpoints.step(event) as step:
             try:
                 actor = step.actor(record.camera_id)
@@ -98,11 +100,15 @@ async def _close_silent_cameras(checkpoints, last_frames: dict, taken: dict, sil
                 continue
             if (consumer.highwater(tp) or 0) > taken.get(last.partition, 0):
                 continue  # frames of its partition wait: they may be its own
-            del last_frames[key]
-            record = last.record
-            scene_time = record.scene_time + (now - last.heard) if record.scene_time is not None else None
-            moment = Moment(record.camera_id, record.seq, time.time(), scene_time)
             async with checkpoints.between_frames():
+                # This loop awaits (the lock, the sends) between cameras: a frame of this one that
+                # came meanwhile replaced its entry, and the camera is not silent after all.
+                if last_frames.get(key) is not last:
+                    continue
+                del last_frames[key]
+                record = last.record
+                scene_time = record.scene_time + (now - last.heard) if record.scene_time is not None else None
+                moment = Moment(record.camera_id, record.seq, time.time(), scene_time)
                 out = checkpoints.cache.get(key, record.camera_id).close(moment, f"no frames for {now - last.heard:.0f} s")
             for topic, item in _records(out):
                 await topic.send(key=key, value=encode(item), timestamp=item.at)

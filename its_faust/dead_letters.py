@@ -17,7 +17,7 @@ import logging
 import re
 import time
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, TypeVar
+from typing import AsyncIterator, Callable, TypeVar
 
 from faust.types import EventT
 
@@ -105,7 +105,7 @@ async def _tell_the_camera(key: bytes | None, reason: str) -> None:
 
 
 async def valid_records(
-    stream, record_type: type[R], stage: str, *, ack: bool = True
+    stream, record_type: type[R], stage: str, *, ack: bool = True, admitted: Callable[[EventT], None] | None = None
 ) -> AsyncIterator[tuple[EventT, R]]:
     """The stream's events, in log order (:mod:`its_faust.intake`), with their decoded records;
     the rest go to the dead-letter topic.
@@ -117,13 +117,16 @@ async def valid_records(
     Acknowledging by hand (``noack``) is what keeps the events the intake refused from
     counting as done: Faust's own acknowledgement would count them. With ``ack=False`` the
     caller acknowledges the events yielded (:mod:`tables.checkpoints` does, once their state
-    is written); dead-lettered ones are acknowledged here.
+    is written); dead-lettered ones are acknowledged here. ``admitted`` is called with every event
+    the intake admits, dead-lettered or not, before it is decoded.
     """
     intake = Intake.for_stream(stream.app, stage, stream)
     events = stream.noack()
     async for event in events.events():
         if not await intake.admit(event):
             continue  # out of order or a copy: released, it comes again (or came already)
+        if admitted is not None:
+            admitted(event)
         try:
             record = decode_keyed(record_type, event.key, event.value)
         except SchemaError as exc:

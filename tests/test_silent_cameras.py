@@ -1,0 +1,82 @@
+"""The analytics stage's closer of silent cameras (agents/analyze.py), on small fakes of the consumer and checkpoints."""
+
+import asyncio
+import time
+from contextlib import asynccontextmanager
+from types import SimpleNamespace
+
+from faust.types import TP
+
+import agents.analyze as analyze
+from its_faust import topics
+from schemas import TrackRecord
+from tables.camera_analytics import FrameOutput
+
+
+def _track(camera: str, seq: int) -> TrackRecord:
+    return TrackRecord(camera_id=camera, seq=seq, captured_at=10.0, width=64, height=48, detected_at=10.1,
+                       tracked_at=10.2, tracker_frame=seq, model="m@v", detections=0, worker="w:1", objects=[])
+
+
+class _Actor:
+    def __init__(self, closed: list, camera: str):
+        self.closed, self.camera = closed, camera
+
+    def close(self, moment, why: str) -> FrameOutput:
+        self.closed.append(self.camera)
+        return FrameOutput()
+
+
+class _Checkpoints:
+    """Its lock is where a frame of cam-b comes in while cam-a is being closed."""
+
+    def __init__(self, last_frames: dict, taken: dict, closed: list):
+        self.last_frames, self.taken, self.closed = last_frames, taken, closed
+        self.cache = SimpleNamespace(get=lambda key, camera: _Actor(closed, camera))
+        self.fresh = None
+
+    @asynccontextmanager
+    async def between_frames(self):
+        if self.fresh is None:  # the first close: cam-b's frame arrives meanwhile (what _analyze does)
+            self.fresh = analyze._LastFrame(_track("cam-b", 2), 0, time.monotonic())
+            self.last_frames[b"cam-b"] = self.fresh
+            self.taken[0] = 11
+        yield
+
+
+class _Consumer:
+    def __init__(self, taken: dict):
+        self.taken = taken
+
+    def assignment(self):
+        return {TP(topics.tracks.get_topic_name(), 0)}
+
+    def highwater(self, tp):
+        return self.taken[0]  # every frame of the partition taken
+
+
+def test_a_camera_whose_frame_came_while_another_was_closed_is_not_closed(monkeypatch):
+    long_ago = time.monotonic() - 100
+    last_frames = {b"cam-a": analyze._LastFrame(_track("cam-a", 1), 0, long_ago),
+                   b"cam-b": analyze._LastFrame(_track("cam-b", 1), 0, long_ago)}
+    taken = {0: 10}
+    monkeypatch.setattr(analyze, "app", SimpleNamespace(consumer=_Consumer(taken)))
+    closed: list[str] = []
+    checkpoints = _Checkpoints(last_frames, taken, closed)
+
+    async def one_round():
+        closer = asyncio.ensure_future(analyze._close_silent_cameras(checkpoints, last_frames, taken, silent_s=1.0))
+        try:
+            for _ in range(40):
+                await asyncio.sleep(0.05)
+                if closed:
+                    break
+            await asyncio.sleep(0.1)  # the rest of that round
+        finally:
+            if closer.done():
+                closer.result()  # raises what stopped it
+            closer.cancel()
+
+    asyncio.run(one_round())
+    assert closed == ["cam-a"]
+    assert last_frames == {b"cam-b": checkpoints.fresh}  # the frame that came is kept, to be judged later
