@@ -28,10 +28,12 @@ from typing import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from its_faust.throttle import Throttle
 from its_faust.topic_reader import read_log_ends
 
 log = logging.getLogger(__name__)
 RESET_CHECK_S = 5.0  # how often a ring asks whether its partitions' logs still reach what it has read
+REFUSAL_LOG_S = 60.0  # refused records are told at most once a minute per partition, with how many
 FILL_AT_LEAST = 48  # messages a keep_s ring reads at start, however old (a stopped camera's last frames)
 
 
@@ -57,8 +59,14 @@ class TopicRing:
         fetch_max_wait_ms: int = 100,
         keep_s: float | None = None,
         max_bytes: int | None = None,
+        accept: Callable[[Message], str | None] | None = None,
     ):
         self.bootstrap = bootstrap
+        # A record's problem (None: none). Refused records are neither held nor read models' to see: the
+        # feeds pass a record on as it is, and a client that parses it must not get a stranger's garbage.
+        self.accept = accept
+        self.refused = 0
+        self._refusals: Throttle[int] = Throttle(REFUSAL_LOG_S)
         self.fetch_max_wait_ms = fetch_max_wait_ms  # see Settings.fetch_max_wait_ms
         self.topic = topic
         self.capacity = capacity
@@ -213,6 +221,9 @@ class TopicRing:
             log.warning("api: %s[%d] went back from offset %d to %d: the broker lost that log; read again from "
                         "its start", self.topic, m.partition, self.next[m.partition], m.offset)
             self._forget(m.partition)
+        if self.accept is not None and self._refuse(m):
+            self.next[m.partition] = m.offset + 1
+            return
         offsets, messages = self._offsets[m.partition], self._messages[m.partition]
         offsets.append(m.offset)
         messages.append(m)
@@ -227,6 +238,17 @@ class TopicRing:
                 self.on_message(m)
             except Exception:  # a read model must not stop the feed
                 log.exception("api: read model failed on %s[%d]@%d", self.topic, m.partition, m.offset)
+
+    def _refuse(self, m: Message) -> bool:
+        problem = self.accept(m)
+        if problem is None:
+            return False
+        self.refused += 1
+        told = self._refusals.hit(m.partition, time.monotonic())
+        if told is not None:
+            log.warning("api: %s[%d]@%d left out of its feed (%s)%s", self.topic, m.partition, m.offset, problem,
+                        f"; {told - 1} more since the last told" if told > 1 else "")
+        return True
 
     def _trim_by_age(self, partition: int) -> None:
         """Drop what arrived over ``keep_s`` ago, and the oldest beyond ``capacity`` messages or the partition's share

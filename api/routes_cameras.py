@@ -1,7 +1,7 @@
 """Cameras over REST: every change is a command on ``its.camera-commands``; reads come from the read models.
 
 A change is checked against the camera's current configuration first (404 for
-an unknown camera or line or zone, 409 for a conflict, 422 for bad geometry or a line or zone
+an unknown camera or line or zone, 409 for a conflict, 422 for bad geometry or a line, zone or calibration
 wholly outside the camera's frame, all with the reason), then sent; the response waits until a worker has applied it and
 returns the new configuration (504 if no worker did in time, 503 if the broker cannot be reached).
 """
@@ -107,8 +107,8 @@ def _known(request: Request, camera_id: str) -> CameraConfig:
     return config
 
 
-def _in_view(request: Request, camera_id: str, shape: CountingLine | Zone) -> None:
-    """422 for a line or zone wholly outside the camera's frame, when a frame of it has been tracked (the
+def _in_view(request: Request, camera_id: str, shape: CountingLine | Zone | Calibration) -> None:
+    """422 for a line, zone or calibration wholly outside the camera's frame, when a frame of it has been tracked (the
     size is known only then; the CLI checks the same, a raw command on its.camera-commands is not checked)."""
     size = request.app.state.hub.tracked.frame_size(camera_id)
     reason = out_of_view(shape, *size) if size else None
@@ -193,6 +193,7 @@ async def remove_zone(request: Request, camera_id: CameraId, name: Name):
 @router.put("/{camera_id}/calibration", response_model=CameraConfig, responses=ERRORS,
             summary="Set the image-to-road calibration")
 async def set_calibration(request: Request, camera_id: CameraId, calibration: Calibration):
+    _in_view(request, camera_id, calibration)
     return await _change(request, camera_id, SetCalibration(calibration=calibration))
 
 

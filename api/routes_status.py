@@ -35,16 +35,8 @@ async def ready(request: Request, response: Response) -> dict:
     stale = [name for name, ring in hub.rings.items() if now - ring.last_fetch_ok > STALE_FETCH_S]
     body: dict = {"broker": "reachable" if not stale else f"not read for {STALE_FETCH_S:.0f}s: {stale}"}
     try:
-        topics = [hub.settings.topic(t) for t in (FRAMES, DETECTIONS, TRACKS)]
-        offsets = await group_offsets(hub.bootstrap, hub.settings.app_id, topics)
-        lag: dict[str, int] = {}
-        for (topic, _), (done, end) in offsets.items():
-            # A commit past the log's end (a log the broker lost, an end not read in time) is no work waiting.
-            lag[topic] = lag.get(topic, 0) + max(0, end - done)
+        offsets, lag = await _worker_lag(request.app.state)
         body["lag"] = lag
-        request.app.state.metrics.lag.clear()
-        for t, n in lag.items():
-            request.app.state.metrics.lag.labels(t).set(n)
         waiting = sum(lag.values())
         progress = _workers_state(request.app.state, sum(done for done, _ in offsets.values()), waiting, now)
         body["workers"], working = _workers_verdict(_workers_running(hub, time.time()), progress, waiting)
@@ -59,6 +51,22 @@ async def ready(request: Request, response: Response) -> dict:
     if stale:
         response.status_code = 503
     return body
+
+
+async def _worker_lag(state) -> tuple[dict, dict[str, int]]:
+    """The workers' group offsets and the messages waiting per topic, also set as the lag metric.
+    Raises when the broker does not answer, with the metric cleared (no figure rather than an old one)."""
+    hub = state.hub
+    state.metrics.lag.clear()
+    topics = [hub.settings.topic(t) for t in (FRAMES, DETECTIONS, TRACKS)]
+    offsets = await group_offsets(hub.bootstrap, hub.settings.app_id, topics)
+    lag: dict[str, int] = {}
+    for (topic, _), (done, end) in offsets.items():
+        # A commit past the log's end (a log the broker lost, an end not read in time) is no work waiting.
+        lag[topic] = lag.get(topic, 0) + max(0, end - done)
+    for t, n in lag.items():
+        state.metrics.lag.labels(t).set(n)
+    return offsets, lag
 
 
 def _workers_verdict(running: str, progress: str, waiting: int) -> tuple[str, bool]:
@@ -138,4 +146,8 @@ def _workers_state(state, committed: int, waiting: int, now: float) -> str:
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response,
             responses={200: {"content": {"text/plain": {}}}})
 async def metrics(request: Request) -> Response:
+    try:
+        await _worker_lag(request.app.state)  # read at each scrape: the figure is the broker's, not a cache
+    except Exception:
+        pass  # the broker does not answer: the lag metric is left out, the API's own figures still count
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -6,16 +6,30 @@ import asyncio
 import time
 from collections import Counter
 
-from api.hub import TopicRing
+from api.hub import Message, TopicRing
 from api.read_models import Alerts, CameraEvents, Cameras, Counts, DeadLetters, TrackedCameras, Workers, Zones
 from api.snapshots import AlertSnapshots
+from its_faust.codecs import SchemaError, decode_keyed
 from its_faust.topic_names import (
     ALERTS, CAMERA_CONFIGS, CAMERA_EVENTS, COUNTS, DEAD_LETTERS, FRAMES, TRACKS, WORKERS, ZONE_STATS, ensure_topics,
 )
-from schemas.analytics import Alert
+from schemas import CameraEvent, TrackRecord
+from schemas.analytics import Alert, CountUpdate, ZoneStats
 
 # A camera with a frame tracked this recently is live (a live camera's frames take well under a second).
 LIVE_WITHIN_S = 10.0
+
+
+def record_problem(record_type):
+    """A ring's check of its records: why one is not a ``record_type`` of its key's camera, or None."""
+    def problem(m: Message) -> str | None:
+        try:
+            decode_keyed(record_type, m.key, m.value)
+        except SchemaError as exc:
+            return str(exc)
+        return None
+
+    return problem
 
 
 class Hub:
@@ -33,12 +47,16 @@ class Hub:
         def ring(name: str, capacity: int, **kwargs) -> TopicRing:
             return TopicRing(bootstrap, topic(name), capacity, fetch_max_wait_ms=settings.fetch_max_wait_ms, **kwargs)
 
-        self.rings = {
-            "tracks": ring(TRACKS, size, on_message=self._on_track),
-            "counts": ring(COUNTS, size, on_message=self.counts.apply, on_reset=self.counts.forget_partition),
-            "alerts": ring(ALERTS, size, on_message=self._on_alert, on_reset=self.alerts.forget_partition),
-            "zone-stats": ring(ZONE_STATS, size, on_message=self.zones.apply, on_reset=self.zones.forget_partition),
-            "camera-events": ring(CAMERA_EVENTS, size, on_message=self.camera_events.apply),
+        self.rings = {  # the first five are the SSE feeds: their records must be what the feed says
+            "tracks": ring(TRACKS, size, on_message=self._on_track, accept=record_problem(TrackRecord)),
+            "counts": ring(COUNTS, size, on_message=self.counts.apply, on_reset=self.counts.forget_partition,
+                           accept=record_problem(CountUpdate)),
+            "alerts": ring(ALERTS, size, on_message=self._on_alert, on_reset=self.alerts.forget_partition,
+                           accept=record_problem(Alert)),
+            "zone-stats": ring(ZONE_STATS, size, on_message=self.zones.apply, on_reset=self.zones.forget_partition,
+                               accept=record_problem(ZoneStats)),
+            "camera-events": ring(CAMERA_EVENTS, size, on_message=self.camera_events.apply,
+                                  accept=record_problem(CameraEvent)),
             "frames": ring(FRAMES, settings.api.frames_ring, keep_s=settings.api.frames_keep_s,
                            max_bytes=settings.api.frames_memory_mb << 20),
             # Each worker's latest reports (every few seconds each): enough to know every recent worker.

@@ -276,9 +276,9 @@ class CameraSetup(BaseModel):
         return self
 
     def check_in_view(self, width: int, height: int, source: str = "the source") -> "CameraSetup":
-        """ValueError naming the first line or zone wholly outside ``source``'s ``width`` x ``height`` frames;
-        a warning for a line reaching far past them (x and y swapped, a line drawn for another frame size)."""
-        for shape in [*self.lines, *self.zones]:
+        """ValueError naming the first line, zone or calibration wholly outside ``source``'s ``width`` x ``height``
+        frames; a warning for a line reaching far past them (x and y swapped, a line drawn for another frame size)."""
+        for shape in [*self.lines, *self.zones, *([self.calibration] if self.calibration else [])]:
             reason = out_of_view(shape, width, height)
             if reason:
                 raise ValueError(f"{source}: {reason}")

@@ -104,8 +104,10 @@ def _named(change) -> str:
 
 
 async def _check_in_view(bootstrap: str, settings, camera_id: str, change) -> None:
-    """A line or zone wholly outside the camera's frame is refused, as the API does, once a frame has been tracked."""
-    shape = change.line if isinstance(change, AddLine) else change.zone if isinstance(change, AddZone) else None
+    """A line, zone or calibration wholly outside the camera's frame is refused, as the API does, once a frame has
+    been tracked."""
+    shape = (change.line if isinstance(change, AddLine) else change.zone if isinstance(change, AddZone)
+             else change.calibration if isinstance(change, SetCalibration) else None)
     size = await newest_frame_size(bootstrap, settings, camera_id) if shape else None
     reason = out_of_view(shape, *size) if size else None
     if reason:

@@ -143,18 +143,21 @@ def segments_cross(p: Point, q: Point, a: Point, b: Point, slack: float = 0.0) -
     return (d1 * d2 <= 0) and (d3 * d4 <= 0)
 
 
-def out_of_view(shape: CountingLine | Zone, width: int, height: int) -> str | None:
-    """Why nothing in a ``width`` x ``height`` frame can cross the line or enter the zone; None when
-    something can. Shapes that reach past the frame's edges are fine: only one wholly outside is not."""
+def out_of_view(shape: CountingLine | Zone | Calibration, width: int, height: int) -> str | None:
+    """Why nothing in a ``width`` x ``height`` frame can cross the line, enter the zone or be measured in the
+    calibrated area; None when something can. Shapes that reach past the frame's edges are fine: only one
+    wholly outside is not."""
     from shapely.geometry import LineString, Polygon, box
 
     if isinstance(shape, CountingLine):
-        kind, geometry = "line", LineString([shape.a, shape.b])
-    else:
-        kind, geometry = "zone", Polygon(shape.points)
+        what, geometry, then = f"line {shape.name!r} lies", LineString([shape.a, shape.b]), "cross it"
+    elif isinstance(shape, Zone):
+        what, geometry, then = f"zone {shape.name!r} lies", Polygon(shape.points), "enter it"
+    else:  # speeds are measured inside the image points' quadrilateral only (tables/speed.py)
+        what, geometry, then = "the calibration's image points lie", Polygon(shape.image_points), "have its speed measured"
     # The frame's inside: a shape that only touches its edge holds no pixel of it.
     if geometry.intersects(box(0.5, 0.5, width - 0.5, height - 0.5)):
         return None
     x0, y0, x1, y1 = geometry.bounds
-    return (f"{kind} {shape.name!r} lies wholly outside the camera's {width}x{height} frame (x {x0:g} to {x1:g}, "
-            f"y {y0:g} to {y1:g}): nothing in view can {'cross' if kind == 'line' else 'enter'} it")
+    return (f"{what} wholly outside the camera's {width}x{height} frame (x {x0:g} to {x1:g}, y {y0:g} to {y1:g}): "
+            f"nothing in view can {then}")

@@ -17,6 +17,7 @@ from schemas.analytics import Alert, CountUpdate, FrameRef, WindowCount, ZoneSta
 from schemas.camera_events import CameraEvent
 from schemas.control import CameraConfig
 from schemas.geometry import CountingLine, Zone
+from schemas.tracks import TrackRecord
 
 
 def test_positions_round_trip_and_bad_ones_are_refused():
@@ -229,6 +230,25 @@ def test_a_ring_whose_partition_goes_back_to_an_earlier_offset_starts_it_over():
     assert [m.offset for m in ring.read(0, 0)] == [0] and ring.next[0] == 1
 
 
+def test_a_feeds_ring_leaves_out_records_that_are_not_its_schema_or_not_their_keys_camera(caplog):
+    """Any producer can write a result topic; the feeds passed its garbage on as a record (`data: garbage`)."""
+    from api.service import record_problem
+
+    seen = []
+    ring = TopicRing("127.0.0.1:1", "its.tracks", 10, on_message=seen.append, accept=record_problem(TrackRecord))
+    ring.partitions, ring.next, ring.resets = [0], {0: 0}, {0: 0}
+    ring._offsets, ring._messages, ring._arrivals = {0: []}, {0: []}, {0: []}
+    good = TrackRecord(camera_id="cam-a", seq=1, captured_at=10.0, width=64, height=48, detected_at=10.1, tracked_at=10.2,
+                       tracker_frame=1, model="m@v", detections=0, worker="w:1", objects=[])
+    for offset, key, value in [(0, b"cam-a", b"garbage"), (1, b"cam-a", encode(good)), (2, b"cam-b", encode(good)),
+                               (3, b"cam-a", b"{}")]:
+        ring._add(Message(0, offset, key, value, 0.0))
+    assert [m.offset for m in ring.read(0, 0)] == [1] and [m.offset for m in seen] == [1]
+    assert ring.next[0] == 4 and ring.refused == 3
+    told = [r.getMessage() for r in caplog.records if "left out of its feed" in r.getMessage()]
+    assert len(told) == 1 and "its.tracks[0]@0" in told[0] and "Invalid JSON" in told[0]  # then once a minute
+
+
 def test_a_frames_ring_holds_what_arrived_in_the_last_keep_s_seconds_and_never_more_than_about_its_capacity(monkeypatch):
     """The live view draws a frame when its track record arrives, seconds later on a busy machine: the frames
     must be held that long, whatever the frame rate (a count of 48 was 1.6 s of a 30-fps camera)."""
@@ -319,8 +339,8 @@ def test_tracked_cameras_count_each_cameras_records_and_forget_the_least_recent_
     assert cameras.frame_size("b") is None  # its newest does not decode
 
 
-def test_a_line_or_zone_wholly_outside_the_frame_is_refused_with_where_it_lies():
-    from schemas.geometry import CountingLine, Zone, out_of_view
+def test_a_line_zone_or_calibration_wholly_outside_the_frame_is_refused_with_where_it_lies():
+    from schemas.geometry import Calibration, CountingLine, Zone, out_of_view
 
     beside = Zone(name="beside", points=[(700, 50), (900, 50), (900, 100)])
     assert out_of_view(beside, 640, 360) == (
@@ -335,6 +355,14 @@ def test_a_line_or_zone_wholly_outside_the_frame_is_refused_with_where_it_lies()
     assert "line 'below' lies wholly outside" in out_of_view(below, 640, 360)
     assert "nothing in view can cross it" in out_of_view(below, 640, 360)
     assert out_of_view(below, 640, 480) is None
+    # A calibration there was accepted, and no speed was ever measured (only inside its image points' area).
+    road = [(0, 0), (7, 0), (7, 40), (0, 40)]
+    far = Calibration(image_points=[(5000, 5000), (5400, 5000), (5400, 5100), (5000, 5100)], road_points=road)
+    assert out_of_view(far, 640, 360) == (
+        "the calibration's image points lie wholly outside the camera's 640x360 frame (x 5000 to 5400, y 5000 to "
+        "5100): nothing in view can have its speed measured")
+    part = Calibration(image_points=[(100, 350), (540, 350), (700, 100), (-100, 100)], road_points=road)
+    assert out_of_view(part, 640, 360) is None
 
 
 def test_metrics_give_the_lines_and_zones_a_camera_has_now_and_zeros_where_nothing_is():

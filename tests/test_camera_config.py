@@ -270,6 +270,15 @@ def test_an_add_of_what_the_camera_has_already_is_found_so_and_anything_else_of_
     assert not already_added(fold(AddCamera(), RemoveCamera()), cmd(AddCamera()))
 
 
+def test_a_setup_whose_calibration_lies_outside_the_frame_is_refused():
+    from schemas.geometry import Calibration
+
+    far = Calibration(image_points=[(5000, 5000), (5400, 5000), (5400, 5100), (5000, 5100)],
+                      road_points=[(0, 0), (7, 0), (7, 40), (0, 40)])
+    with pytest.raises(ValueError, match="clip.mp4: the calibration's image points lie wholly outside"):
+        CameraSetup(calibration=far).check_in_view(640, 360, "clip.mp4")
+
+
 def test_a_line_reaching_far_past_the_frame_is_accepted_with_a_warning_that_x_and_y_may_be_swapped(caplog):
     swapped = CameraSetup(lines=[parse_line("200,0,200,640:cut")])  # meant 0,200,640,200 on a 640x360 frame
     with caplog.at_level("WARNING"):

@@ -281,9 +281,9 @@ def test_live_view_counts_health_and_metrics_on_a_real_clip(stack, settings, api
             if first.count(b"--frame") >= 1 and b"\xff\xd9" in first:
                 break
     assert b"Content-Type: image/jpeg" in first
+    metrics = c.get("/metrics").text  # before any /ready: the lag metric was set by /ready alone
     ready = c.get("/api/v1/ready")
     assert ready.status_code == 200 and ready.json()["broker"] == "reachable" and "its.frames" in ready.json()["lag"]
-    metrics = c.get("/metrics").text
     assert "its_faust_api_sse_events_sent_total" in metrics and "its_faust_api_ring_messages" in metrics
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for family in text_string_to_metric_families(metrics) for s in family.samples}
@@ -294,6 +294,7 @@ def test_live_view_counts_health_and_metrics_on_a_real_clip(stack, settings, api
     assert samples[("its_faust_line_crossings", (("camera", camera), ("direction", "in"), ("label", "car"), ("line", "y120")))] == 1
     assert samples[("its_faust_zone_occupancy", (("camera", camera), ("zone", "near-road")))] == near["occupancy"]
     assert samples[("its_faust_api_ring_received_total", (("topic", settings.topic(TRACKS)),))] >= 60
+    assert samples[("its_faust_worker_lag_messages", (("topic", settings.topic(FRAMES)),))] >= 0
     assert c.get("/api/v1/cameras/no-frames/snapshot.jpg").status_code == 404
     # The camera's own events: what ingest reported about its stream, newest first.
     events = c.get(f"/api/v1/cameras/{camera}/events").json()
@@ -559,6 +560,10 @@ def test_a_line_or_zone_wholly_outside_a_tracked_cameras_frame_is_a_precise_422(
     assert error["loc"] == ["body"] and error["msg"].startswith("zone 'beside'") and error["input"]["name"] == "beside"
     r = c.post(f"/api/v1/cameras/{camera}/lines", json={"name": "below", "x1": 0, "y1": 400, "x2": 640, "y2": 400})
     assert r.status_code == 422 and "nothing in view can cross it" in r.text
+    far = {"image_points": [[5000, 5000], [5400, 5000], [5400, 5100], [5000, 5100]],
+           "road_points": [[0, 0], [7, 0], [7, 40], [0, 40]]}
+    r = c.put(f"/api/v1/cameras/{camera}/calibration", json=far)
+    assert r.status_code == 422 and "the calibration's image points lie wholly outside" in r.text, r.text
     edge = {"name": "edge", "points": [[600, 300], [900, 300], [900, 500]]}  # reaching past the edge is fine
     assert c.post(f"/api/v1/cameras/{camera}/zones", json=edge).status_code == 201
     assert [z["name"] for z in c.get(f"/api/v1/cameras/{camera}").json()["zones"]] == ["edge"]

@@ -194,6 +194,9 @@ def test_a_line_or_zone_wholly_outside_the_tracked_frame_is_refused(cameras, sta
     line = error_line(cameras("add-line", "cli-view", "700,10,900,10:far"))
     assert "line 'far' lies wholly outside the camera's 640x360 frame (x 700 to 900" in line, line
     assert "zone 'sky' lies wholly outside" in error_line(cameras("add-zone", "cli-view", "sky", "0,-50", "100,-50", "100,-10"))
+    far = [a for x, y in ((5000, 5000), (5400, 5000), (5400, 5100), (5000, 5100)) for a in ("--image", f"{x},{y}")]
+    road = [a for p in ("0,0", "7,0", "7,40", "0,40") for a in ("--road", p)]
+    assert "the calibration's image points lie wholly outside" in error_line(cameras("calibrate", "cli-view", *far, *road))
     assert cameras("list", "--json").stdout == before
     # Reaching past the edge is fine: part of it is in view.
     assert cameras("add-line", "cli-view", "600,10,900,10:edge").returncode == 0
