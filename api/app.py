@@ -14,6 +14,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -45,6 +46,9 @@ def create_app(settings, bootstrap: str) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.metrics = Metrics()
+    if settings.api.cors_origins:  # a city's own web app on another origin calling this API from a browser
+        app.add_middleware(CORSMiddleware, allow_origins=settings.api.cors_origins, allow_methods=["*"],
+                           allow_headers=["*"])
     app.add_exception_handler(RequestValidationError, validation_failed)
     app.include_router(routes_cameras.router)
     app.include_router(routes_feeds.router)

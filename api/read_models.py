@@ -202,6 +202,13 @@ class Counts(CurrentFigures):
         """``current`` of every camera in one pass (``config_of``: a camera's configuration, or None)."""
         return [u for k, u in sorted(self.latest.items()) if _counts_line_now(u, config_of(k[0]))]
 
+    def idle(self, camera_id: str, config: CameraConfig | None) -> list[str]:
+        """The camera's lines with no current count held: none crossed since it was added (or not in what the API has read)."""
+        if config is None:
+            return []
+        held = {u.line for u in self.current(camera_id, config)}
+        return sorted(line.name for line in config.lines if line.name not in held)
+
     def has(self, camera_id: str) -> bool:
         return super().has(camera_id) or any(k[0] == camera_id for k in self.history)
 

@@ -86,6 +86,8 @@ class SpeedLimit(BaseModel):
 class CountsNow(BaseModel):
     camera_id: str
     counts: list[CountUpdate]
+    idle: list[str] = Field(description="The camera's lines with no crossing yet: none counted since they were added "
+                                        "(or none in what this API process has read)")
 
 
 class ZoneStatsNow(BaseModel):
@@ -211,10 +213,13 @@ async def set_speed_limit(request: Request, camera_id: CameraId, body: SpeedLimi
 
 @router.get("/{camera_id}/counts", response_model=CountsNow, responses=UNKNOWN, summary="Current totals and windows per line",
             description="Of the lines the camera has now: a removed line's totals are left out (its windows stay in "
-                        "the history), and a line added again counts afresh.")
+                        "the history), and a line added again counts afresh; its lines with no crossing yet are "
+                        "listed in `idle`.")
 async def counts_now(request: Request, camera_id: KnownCameraId):
     hub = request.app.state.hub
-    return CountsNow(camera_id=camera_id, counts=hub.counts.current(camera_id, hub.cameras.get(camera_id)))
+    config = hub.cameras.get(camera_id)
+    return CountsNow(camera_id=camera_id, counts=hub.counts.current(camera_id, config),
+                     idle=hub.counts.idle(camera_id, config))
 
 
 @router.get("/{camera_id}/counts/history", responses=UNKNOWN, summary="Counts per window, oldest first",

@@ -64,6 +64,19 @@ class Profile(str, Enum):
     production = "production"
 
 
+def json_list_or_commas(value):
+    """A list setting from the environment: a JSON list, or items separated by commas (``2,3,5,7``)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{value!r} is not a JSON list ({exc})") from None
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
 class ModelSettings(BaseModel):
     weights: str = Field("yolo11n.pt", description="Weights file name or path, resolved through the asset directory")
     backend: Literal["auto", "onnxruntime", "onnx", "torch", "pytorch"] = Field(
@@ -99,15 +112,7 @@ class ModelSettings(BaseModel):
     @field_validator("classes", mode="before")
     @classmethod
     def _classes_as_json_or_commas(cls, value):
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                try:
-                    return json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{value!r} is not a JSON list ({exc})") from None
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
+        return json_list_or_commas(value)
 
     def frames_per_call(self, device: str) -> int:
         return self.batch_size or (16 if device.startswith("cuda") else 1)
@@ -196,6 +201,14 @@ class ApiSettings(BaseModel):
     heartbeat_s: float = Field(15.0, gt=0, description="SSE comment sent on idle connections this often")
     command_timeout_s: float = Field(15.0, gt=0, description="How long a REST change waits for a worker to apply it")
     live_fps: float = Field(4.0, gt=0, le=30, description="Frames per second of the live view (live.mjpg), unless ?fps= asks otherwise")
+    cors_origins: Annotated[list[str], NoDecode] = Field(  # NoDecode: see ModelSettings.classes
+        [], description="Origins whose web pages may call the API from a browser (CORS), e.g. https://ops.example.org; "
+        "* for any. Empty: only pages the API serves itself (the dashboard). Comma-separated or a JSON list")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins_as_json_or_commas(cls, value):
+        return json_list_or_commas(value)
 
 
 class IngestSettings(BaseModel):

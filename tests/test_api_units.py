@@ -155,6 +155,7 @@ def test_counts_are_those_of_the_lines_the_camera_has_now():
     config = CameraConfig(camera_id="c", version=5, last_command_id="x", updated_at=50.0, lines=lines,
                           line_versions={"kept": 2, "again": 5})
     assert [u.line for u in counts.current("c", config)] == ["kept"]
+    assert counts.idle("c", config) == ["again"] and counts.idle("c", None) == []  # no crossing since added again
     assert [u.line for u in counts.current("c")] == ["again", "gone", "kept"]  # no configuration: nothing to judge by
     assert "gone" in {x["line"] for w in counts.windows("c", "1m") for x in w["counts"]}  # its history stays
 
@@ -620,6 +621,34 @@ def test_the_api_docs_pages_load_nothing_from_outside():
     assert not [url for text in pages.values() for url in re.findall(r"https?://[^\s'\"]+", text)]
     assert {url.rsplit("/", 1)[-1] for url in assets} >= {"swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"}
     assert all(r.status_code == 200 and len(r.content) > 1000 for r in assets.values()), assets
+
+
+def test_pages_of_the_origins_allowed_may_call_the_api_from_a_browser_and_others_may_not(monkeypatch):
+    """A city's web app on another origin could not call the API: no CORS headers, and no setting for them."""
+    import asyncio
+
+    import httpx
+
+    from api.app import create_app
+    from its_faust.settings import load_settings
+
+    def preflight(app, origin: str) -> httpx.Response:
+        async def ask():
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
+                return await client.options("/api/v1/cameras", headers={
+                    "Origin": origin, "Access-Control-Request-Method": "POST",
+                    "Access-Control-Request-Headers": "content-type"})
+        return asyncio.run(ask())
+
+    monkeypatch.setenv("ITS_FAUST_API__CORS_ORIGINS", "https://ops.example.org, https://maps.example.org")
+    app = create_app(load_settings(), "127.0.0.1:1")
+    allowed = preflight(app, "https://maps.example.org")
+    assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "https://maps.example.org"
+    assert "POST" in allowed.headers["access-control-allow-methods"]
+    assert "access-control-allow-origin" not in preflight(app, "https://evil.example.com").headers
+    monkeypatch.delenv("ITS_FAUST_API__CORS_ORIGINS")
+    assert "access-control-allow-origin" not in preflight(create_app(load_settings(), "127.0.0.1:1"),
+                                                           "https://maps.example.org").headers
 
 
 def test_the_openapi_describes_every_feed_as_an_event_stream_not_json():
