@@ -101,3 +101,38 @@ def test_the_readmes_sample_frame_record_decodes_as_it_says():
     assert (frame.camera_id, frame.seq, frame.scene_time, frame.jpeg) == (sample["camera_id"], sample["seq"], None, jpeg)
     bare = {k: v for k, v in sample.items() if k not in ("schema", "v")} | {"jpeg": base64.b64encode(jpeg).decode()}
     assert decode(FrameRecord, json.dumps(bare).encode()).jpeg == jpeg  # schema and v may be left out
+
+
+def test_the_committed_json_schemas_are_current():
+    from schemas.json_schema import HERE, json_schemas
+
+    committed = {p.name: p.read_text() for p in HERE.glob("*.json")}
+    assert committed == json_schemas(), "a record changed: write them again with `python -m schemas.json_schema`"
+
+
+def test_records_as_the_stages_write_them_pass_their_json_schema_and_bad_ones_fail_it():
+    """What an integrator in another language validates against: it must accept what the stages write."""
+    import json
+
+    import jsonschema_rs
+
+    from schemas.analytics import CountUpdate, WindowCount
+    from schemas.control import AddLine, CameraCommand
+    from schemas.geometry import CountingLine
+    from schemas.json_schema import HERE, file_name
+
+    records = [
+        FrameRecord(camera_id="cam-8", seq=1796551274802, captured_at=1796551274.8, width=640, height=360,
+                    jpeg=b"\xff\xd8 not a real jpeg \xff\xd9"),
+        CameraCommand(camera_id="cam-8", issued_at=1796551274.8, issued_by="ops",
+                      change=AddLine(line=CountingLine(name="x320", x1=320, y1=300, x2=320, y2=100))),
+        CountUpdate(camera_id="cam-8", seq=5, captured_at=1.0, line="x320", line_version=1, direction="in",
+                    label="car", total=3, minute=WindowCount(start=0, end=60, count=1),
+                    quarter=WindowCount(start=0, end=900, count=3)),
+    ]
+    for record in records:
+        validator = jsonschema_rs.validator_for(json.loads((HERE / file_name(type(record))).read_text()))
+        written = json.loads(encode(record))
+        assert validator.is_valid(written), list(validator.iter_errors(written))
+        assert not validator.is_valid({**written, "colour": "red"})  # unknown fields are refused, as by the stages
+        assert not validator.is_valid({k: v for k, v in written.items() if k != "camera_id"})
