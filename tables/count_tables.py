@@ -1,17 +1,23 @@
 """Windowed statistics: line counts and zone traffic, in 1-minute and 15-minute tumbling windows plus totals.
 
-Faust windowed tables, windowed on scene time (the Kafka message time the
-analytics actor sets), so a replayed clip lands in the same windows as the live
-run. Every value carries a watermark: the seq of the last event it took and
-which events of that frame it has taken. One camera's events arrive in seq
-order, so an event at or behind the watermark is a redelivery and changes
-nothing. That makes every table exact under redelivery on its own, whatever
-else a crash left half-done.
+Windows are on scene time (the event's ``at``), so a replayed clip lands in the
+same windows as the live run. Every value carries a watermark: the seq of the
+last event it took and which events of that frame it has taken. One camera's
+events arrive in seq order, so an event at or behind the watermark is a
+redelivery and changes nothing. That makes every table exact under redelivery on
+its own, whatever else a crash left half-done.
+
+A window table keeps, per key, the window its newest event fell in and the one
+before (a camera's events come in scene-time order, and a redelivery reaches back
+seconds): only the current window is ever added to, and every window's figures
+went out on ``its.counts`` / ``its.zone-stats`` as they changed. Faust's own
+windowed tables kept a key per window for ever: their expiry deleted a window
+from the worker's local store but not from its changelog, never expired a window
+restored from the changelog, and held an in-memory entry per write for the whole
+retention.
 """
 
 from __future__ import annotations
-
-from datetime import timedelta
 
 from its_faust.app import app, settings
 from schemas.analytics import CountUpdate, Crossing, WindowCount, ZoneEvent, ZoneStats, ZoneWindow
@@ -19,25 +25,21 @@ from tables.speed import speed_stats
 
 MINUTE_S = 60.0
 QUARTER_S = 900.0
+KEPT_WINDOWS = 2  # per key: the newest event's window and the one before
 # Speeds kept per window value for the percentile; a 15-minute window on one line rarely sees more.
 MAX_SPEEDS = 5000
 
 
-def _windowed(name: str, size: float, expires: timedelta):
-    table = app.Table(name, key_type=str, default=dict, partitions=settings.partitions)
-    return table.tumbling(size, expires=expires).relative_to_stream()
-
-
-def _total(name: str):
+def _table(name: str):
     return app.Table(name, key_type=str, default=dict, partitions=settings.partitions)
 
 
-line_minute = _windowed("line-counts-1m", MINUTE_S, timedelta(hours=6))
-line_quarter = _windowed("line-counts-15m", QUARTER_S, timedelta(days=2))
-line_total = _total("line-counts-total")
-zone_minute = _windowed("zone-stats-1m", MINUTE_S, timedelta(hours=6))
-zone_quarter = _windowed("zone-stats-15m", QUARTER_S, timedelta(days=2))
-zone_total = _total("zone-stats-total")
+line_minute = _table("line-counts-minute")  # key -> {window start: value}
+line_quarter = _table("line-counts-quarter")
+line_total = _table("line-counts-total")
+zone_minute = _table("zone-stats-minute")
+zone_quarter = _table("zone-stats-quarter")
+zone_total = _table("zone-stats-total")
 
 
 def once(value: dict, seq: int, event_id: str) -> dict | None:
@@ -56,15 +58,28 @@ def _with_speed(value: dict, kmh: float | None) -> dict:
 
 
 def _apply(table, key: str, seq: int, event_id: str, change) -> dict:
-    """Apply ``change`` to the key's value (in the current event's window) once; returns the value now."""
+    """Apply ``change`` to the key's value once; returns the value now."""
     value = table[key]
-    if hasattr(value, "current"):  # a windowed table: the value in the current event's window
-        value = value.current()
     new = once(value, seq, event_id)
     if new is not None:
         value = change(new)
         table[key] = value
     return value
+
+
+def _apply_in_window(table, size: float, key: str, at: float, seq: int, event_id: str, change) -> tuple[float, dict]:
+    """Apply ``change`` once to the key's value in the ``size``-second window that ``at`` falls in; returns the
+    window's start and its value now. The key keeps its KEPT_WINDOWS newest windows."""
+    start = _window_start(at, size)
+    windows = table[key]
+    slot = f"{start:.0f}"  # a JSON object's keys are strings
+    value = windows.get(slot, {})
+    new = once(value, seq, event_id)
+    if new is not None:
+        value = change(new)
+        newest = sorted({**windows, slot: value}.items(), key=lambda item: float(item[0]))[-KEPT_WINDOWS:]
+        table[key] = dict(newest)
+    return start, value
 
 
 def _window_start(at: float, size: float) -> float:
@@ -91,8 +106,7 @@ def count_crossing(crossing: Crossing) -> CountUpdate:
     total = _apply(line_total, key, crossing.seq, event_id, lambda v: {**v, "n": v.get("n", 0) + 1})
 
     def window(table, size: float) -> WindowCount:
-        value = _apply(table, key, crossing.seq, event_id, change)
-        start = _window_start(crossing.at, size)
+        start, value = _apply_in_window(table, size, key, crossing.at, crossing.seq, event_id, change)
         return WindowCount(start=start, end=start + size, count=value.get("n", 0), speed=speed_stats(value.get("speeds", [])))
 
     return CountUpdate(
@@ -138,7 +152,8 @@ def zone_stats(event: ZoneEvent) -> ZoneStats:
     total = _apply(zone_total, key, event.seq, event_id, lambda v: {k: x for k, x in change(v).items() if k != "speeds"})
 
     def window(table, size: float) -> ZoneWindow:
-        return _zone_window(_apply(table, key, event.seq, event_id, change), _window_start(event.at, size), size)
+        start, value = _apply_in_window(table, size, key, event.at, event.seq, event_id, change)
+        return _zone_window(value, start, size)
 
     return ZoneStats(
         camera_id=event.camera_id, seq=event.seq, captured_at=event.captured_at, scene_time=event.scene_time,

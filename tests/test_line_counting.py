@@ -119,6 +119,30 @@ def test_count_tables_apply_each_crossing_once_in_order():
     assert counted == [(10, 3), (10, 5), (12, 1)] and value == {"seq": 12, "done": ["t1"]}
 
 
+def test_a_window_table_counts_each_crossing_once_per_window_and_keeps_only_the_newest_two_windows():
+    """Faust's windowed tables kept a key per window for ever (their expiry missed the changelog); a key now
+    holds its newest two windows, and a redelivery into either is still caught by its watermark."""
+    from collections import defaultdict
+
+    from tables.count_tables import _apply_in_window
+
+    table = defaultdict(dict)
+
+    def count(at: float, seq: int, track_id: int) -> tuple[float, int]:
+        start, value = _apply_in_window(table, 60.0, "cam|stop@1|in|car", at, seq, f"t{track_id}",
+                                        lambda v: {**v, "n": v.get("n", 0) + 1})
+        return start, value["n"]
+
+    assert count(10.0, 1, 1) == (0.0, 1) and count(50.0, 2, 2) == (0.0, 2)
+    assert count(70.0, 3, 3) == (60.0, 1)
+    assert count(50.0, 2, 2) == (0.0, 2)  # redelivered into the window before: counted already
+    assert count(130.0, 4, 4) == (120.0, 1)
+    assert sorted(table["cam|stop@1|in|car"]) == ["120", "60"]  # the first window is gone from the table
+    for minute in range(3, 1000):
+        count(minute * 60.0 + 1, 10 + minute, minute)
+    assert sorted(table["cam|stop@1|in|car"]) == ["59880", "59940"]
+
+
 def test_a_line_redefined_under_the_same_name_starts_afresh():
     actor = CameraAnalytics("cam")
     moved = LINE.model_copy(update={"y1": 300, "y2": 300})
