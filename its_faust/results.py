@@ -132,6 +132,9 @@ class RunSummary:
     # Between the first and the last frame tracked, as the plain Ultralytics loop is timed (bench).
     throughput_fps: float = 0.0
     wall_s: float = 0.0
+    # The scene time the tracked frames span (a file's video time, first to last frame tracked): the
+    # denominator of a rate per hour, where wall_s is how long the processing took.
+    scene_s: float = 0.0
     latency_ms: dict[str, float] = field(default_factory=dict)
     # Where the time goes: capture -> detection emitted, and detection -> track emitted (p50).
     stage_p50_ms: dict[str, float] = field(default_factory=dict)
@@ -182,6 +185,7 @@ class RunSummary:
             fps=round(len(tracked) / wall, 2) if wall > 0 else 0.0,
             throughput_fps=_throughput(records),
             wall_s=round(wall, 3),
+            scene_s=round(records[-1].at - records[0].at, 3) if records else 0.0,
             latency_ms={
                 f"p{q}": round(float(np.percentile(latencies, q)), 1) for q in (50, 95, 99)
             }

@@ -31,6 +31,7 @@ def test_run_writes_a_summary(tmp_path):
     assert done.returncode == 0, done.stderr
     result = json.loads(summary.read_text())
     assert result["frames_in"] == result["frames_tracked"] == 60
+    assert result["scene_s"] == pytest.approx(59 / 30, abs=0.01)  # the clip's video time, at its 30 fps
     assert result["detections"] > 300 and result["distinct_track_ids"] > 5
     assert result["fps"] > 0 and result["throughput_fps"] > 0 and set(result["latency_ms"]) == {"p50", "p95", "p99"}
     assert result["missing_seqs"] == [] and result["duplicate_track_records"] == 0
