@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from faust.types import TP
 
 from its_faust import topics
-from its_faust.app import app, settings
+from its_faust.app import app, settings, stall_watchdog
 from its_faust.background import tied_to_current_task
 from its_faust.codecs import encode
 from its_faust.dead_letters import dead_letter, valid_records
@@ -86,11 +86,25 @@ async def _analyze(stream, checkpoints, last_frames: dict, taken: dict) -> None:
 
 async def _close_silent_cameras(checkpoints, last_frames: dict, taken: dict, silent_s: float) -> None:
     """Every few seconds: a camera this worker holds whose frames stopped ``silent_s`` ago, with none of its
-    partition's waiting (a busy worker is not a silent camera), is closed (CameraAnalytics.close)."""
+    partition's waiting (a busy worker is not a silent camera), is closed (CameraAnalytics.close).
+
+    While the broker does not answer no frame can come, and what the consumer knows of its partitions'
+    ends is old: that silence is not the cameras'. Their clocks start again once it answers."""
     consumer = app.consumer
+    broker_was_away = False
     while True:
         await asyncio.sleep(max(0.5, silent_s / 4))
         now = time.monotonic()
+        if not any(now - last.heard >= silent_s for last in last_frames.values()):
+            continue
+        if not await stall_watchdog.broker_answers():
+            broker_was_away = True
+            continue
+        if broker_was_away:
+            broker_was_away = False
+            for last in last_frames.values():
+                last.heard = max(last.heard, now)
+            continue
         for key, last in list(last_frames.items()):
             if now - last.heard < silent_s:
                 continue

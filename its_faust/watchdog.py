@@ -48,7 +48,7 @@ class StallWatchdog:
         self._reseeks: dict = {}  # tp -> re-seeks since its committed offset last moved
         self.recoveries = 0
 
-    async def _broker_answers(self) -> bool:
+    async def broker_answers(self) -> bool:
         """Whether the broker answers a Kafka request; said once when it stops answering and once when it is back."""
         if self.broker_url is None:
             return True
@@ -99,7 +99,7 @@ class StallWatchdog:
                 continue
             if now - since >= self.stall_s:
                 if broker_answers is None:
-                    broker_answers = await self._broker_answers()
+                    broker_answers = await self.broker_answers()
                 if not broker_answers:
                     self._last[tp] = (committed, now)  # not the partition's doing: it waits for the broker
                     continue

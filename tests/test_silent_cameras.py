@@ -55,19 +55,19 @@ class _Consumer:
         return self.taken[0]  # every frame of the partition taken
 
 
-def test_a_camera_whose_frame_came_while_another_was_closed_is_not_closed(monkeypatch):
-    long_ago = time.monotonic() - 100
-    last_frames = {b"cam-a": analyze._LastFrame(_track("cam-a", 1), 0, long_ago),
-                   b"cam-b": analyze._LastFrame(_track("cam-b", 1), 0, long_ago)}
-    taken = {0: 10}
-    monkeypatch.setattr(analyze, "app", SimpleNamespace(consumer=_Consumer(taken)))
-    closed: list[str] = []
-    checkpoints = _Checkpoints(last_frames, taken, closed)
+class _Watchdog:
+    def __init__(self, answers: list[bool]):
+        self.answers = answers  # one per question; the last one for every question after
 
-    async def one_round():
+    async def broker_answers(self) -> bool:
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+def _run_closer(checkpoints, last_frames: dict, taken: dict, closed: list, rounds_s: float = 2.0) -> None:
+    async def go():
         closer = asyncio.ensure_future(analyze._close_silent_cameras(checkpoints, last_frames, taken, silent_s=1.0))
         try:
-            for _ in range(40):
+            for _ in range(int(rounds_s / 0.05)):
                 await asyncio.sleep(0.05)
                 if closed:
                     break
@@ -77,6 +77,38 @@ def test_a_camera_whose_frame_came_while_another_was_closed_is_not_closed(monkey
                 closer.result()  # raises what stopped it
             closer.cancel()
 
-    asyncio.run(one_round())
+    asyncio.run(go())
+
+
+def test_a_camera_whose_frame_came_while_another_was_closed_is_not_closed(monkeypatch):
+    long_ago = time.monotonic() - 100
+    last_frames = {b"cam-a": analyze._LastFrame(_track("cam-a", 1), 0, long_ago),
+                   b"cam-b": analyze._LastFrame(_track("cam-b", 1), 0, long_ago)}
+    taken = {0: 10}
+    monkeypatch.setattr(analyze, "app", SimpleNamespace(consumer=_Consumer(taken)))
+    monkeypatch.setattr(analyze, "stall_watchdog", _Watchdog([True]))
+    closed: list[str] = []
+    checkpoints = _Checkpoints(last_frames, taken, closed)
+    _run_closer(checkpoints, last_frames, taken, closed)
     assert closed == ["cam-a"]
     assert last_frames == {b"cam-b": checkpoints.fresh}  # the frame that came is kept, to be judged later
+
+
+def test_no_camera_is_closed_while_the_broker_is_away_and_their_silence_counts_from_its_return(monkeypatch):
+    """A broker away for over camera_silent_s closed every camera: zones emptied and alerts cleared with
+    vehicles in view, which entered again (counted twice) once frames came back."""
+    long_ago = time.monotonic() - 100
+    last_frames = {b"cam-a": analyze._LastFrame(_track("cam-a", 1), 0, long_ago)}
+    taken = {0: 10}
+    monkeypatch.setattr(analyze, "app", SimpleNamespace(consumer=_Consumer(taken)))
+    watchdog = _Watchdog([False, False, True])
+    monkeypatch.setattr(analyze, "stall_watchdog", watchdog)
+    closed: list[str] = []
+    checkpoints = _Checkpoints({}, {}, closed)
+    checkpoints.fresh = "no frame comes"
+    back = time.monotonic()
+    _run_closer(checkpoints, last_frames, taken, closed, rounds_s=1.8)  # three rounds: away, away, back
+    assert closed == [] and watchdog.answers == [True]
+    assert last_frames[b"cam-a"].heard >= back  # silent from the broker's return on
+    _run_closer(checkpoints, last_frames, taken, closed, rounds_s=3.0)  # still no frame: closed, a second on
+    assert closed == ["cam-a"]
