@@ -35,11 +35,14 @@ from schemas.control import (
     UpdateCamera,
 )
 from schemas.geometry import NAME_PATTERN, Calibration, CountingLine, Zone, out_of_view
-from tables.camera_config import CommandRejected, changes_nothing
+from tables.camera_config import CommandRejected, already_added, changes_nothing
 
 router = APIRouter(prefix="/api/v1/cameras", tags=["cameras"])
 CameraId = Annotated[str, Path(pattern=CAMERA_ID_PATTERN, description="The camera's id (its Kafka key)")]
 Name = Annotated[str, Path(pattern=NAME_PATTERN)]
+ExistOk = Annotated[bool, Query(description="One of that name that is already the same is no conflict: answered 200 "
+                                            "with the configuration, nothing sent (a client's retry, a set-up script "
+                                            "run again); one that differs is still a 409")]
 
 
 def _heard_of(request: Request, camera_id: CameraId) -> str:
@@ -120,10 +123,15 @@ def _in_view(request: Request, camera_id: str, shape: CountingLine | Zone | Cali
                                                       "input": shape.model_dump(mode="json")}])
 
 
-async def _change(request: Request, camera_id: str, change: Change) -> CameraConfig:
+async def _change(request: Request, camera_id: str, change: Change, response: Response | None = None,
+                  exist_ok: bool = False) -> CameraConfig:
     hub = request.app.state.hub
     cmd = command(camera_id, change, issued_by=f"api:{request.client.host if request.client else '-'}")
     current = hub.cameras.configs.get(camera_id)
+    if exist_ok and already_added(current, cmd):
+        if response is not None:
+            response.status_code = 200  # nothing added: it was there, the same
+        return current
     try:
         if changes_nothing(current, cmd):
             return current  # as it is already: nothing sent, no new version (a repeated PUT, the same name again)
@@ -147,8 +155,8 @@ async def list_cameras(request: Request):
 
 
 @router.post("", response_model=CameraConfig, status_code=201, responses=ERRORS, summary="Add a camera")
-async def add_camera(request: Request, body: NewCamera):
-    return await _change(request, body.camera_id, AddCamera(name=body.name, source=body.source))
+async def add_camera(request: Request, response: Response, body: NewCamera, exist_ok: ExistOk = False):
+    return await _change(request, body.camera_id, AddCamera(name=body.name, source=body.source), response, exist_ok)
 
 
 @router.get("/{camera_id}", response_model=CameraConfig, responses={404: ERRORS[404]}, summary="One camera's configuration")
@@ -169,9 +177,9 @@ async def remove_camera(request: Request, camera_id: CameraId):
 
 @router.post("/{camera_id}/lines", response_model=CameraConfig, status_code=201, responses=ERRORS,
              summary="Add a counting line")
-async def add_line(request: Request, camera_id: CameraId, line: CountingLine):
+async def add_line(request: Request, response: Response, camera_id: CameraId, line: CountingLine, exist_ok: ExistOk = False):
     _in_view(request, camera_id, line)
-    return await _change(request, camera_id, AddLine(line=line))
+    return await _change(request, camera_id, AddLine(line=line), response, exist_ok)
 
 
 @router.delete("/{camera_id}/lines/{name}", response_model=CameraConfig, responses=ERRORS,
@@ -181,9 +189,9 @@ async def remove_line(request: Request, camera_id: CameraId, name: Name):
 
 
 @router.post("/{camera_id}/zones", response_model=CameraConfig, status_code=201, responses=ERRORS, summary="Add a zone")
-async def add_zone(request: Request, camera_id: CameraId, zone: Zone):
+async def add_zone(request: Request, response: Response, camera_id: CameraId, zone: Zone, exist_ok: ExistOk = False):
     _in_view(request, camera_id, zone)
-    return await _change(request, camera_id, AddZone(zone=zone))
+    return await _change(request, camera_id, AddZone(zone=zone), response, exist_ok)
 
 
 @router.delete("/{camera_id}/zones/{name}", response_model=CameraConfig, responses=ERRORS,

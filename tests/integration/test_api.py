@@ -197,8 +197,16 @@ def test_rest_cameras_validate_and_produce_commands(api):
     assert r.status_code == 201 and r.json()["version"] == 1
     assert c.post("/api/v1/cameras", json={"camera_id": "rest-cam"}).status_code == 409
     assert c.post("/api/v1/cameras", json={"camera_id": "bad id!"}).status_code == 422
-    r = c.post("/api/v1/cameras/rest-cam/lines", json={"name": "stop", "x1": 0, "y1": 100, "x2": 640, "y2": 100})
+    stop = {"name": "stop", "x1": 0, "y1": 100, "x2": 640, "y2": 100}
+    r = c.post("/api/v1/cameras/rest-cam/lines", json=stop)
     assert r.status_code == 201 and r.json()["lines"][0]["name"] == "stop"
+    # A client's retry: the same again is no conflict with exist_ok (nothing sent, no new version); another one is.
+    version = r.json()["version"]
+    again = c.post("/api/v1/cameras/rest-cam/lines", params={"exist_ok": "true"}, json=stop)
+    assert again.status_code == 200 and again.json()["version"] == version, again.text
+    assert c.post("/api/v1/cameras", params={"exist_ok": "true"}, json={"camera_id": "rest-cam", "name": "Bridge St"}).status_code == 200
+    assert c.post("/api/v1/cameras/rest-cam/lines", json=stop).status_code == 409
+    assert c.post("/api/v1/cameras/rest-cam/lines", params={"exist_ok": "true"}, json={**stop, "y1": 120}).status_code == 409
     r = c.post("/api/v1/cameras/rest-cam/zones", json={"name": "bowtie", "points": [[0, 0], [100, 100], [100, 0], [0, 100]]})
     assert r.status_code == 422 and r.json()["detail"][0]["msg"] == "zone polygon is not simple: its edges cross at (50, 50)"
     r = c.post("/api/v1/cameras/rest-cam/zones", json={"name": "two", "points": [[0, 0], [100, 100]]})
