@@ -240,7 +240,10 @@ class TopicRing:
                 log.exception("api: read model failed on %s[%d]@%d", self.topic, m.partition, m.offset)
 
     def _refuse(self, m: Message) -> bool:
-        problem = self.accept(m)
+        try:
+            problem = self.accept(m)
+        except Exception as exc:  # a check that fails must not stop the ring's reader
+            problem = f"not checked: {exc!r}"
         if problem is None:
             return False
         self.refused += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Literal
 
@@ -17,6 +18,7 @@ router = APIRouter(tags=["status"])
 STALE_FETCH_S = 10.0
 # Work waiting while the workers' committed offsets have not moved for this long: they are not consuming.
 STALLED_AFTER_S = 30.0
+METRICS_LAG_TIMEOUT_S = 3.0
 
 
 @router.get("/api/v1/health", summary="Liveness: the process answers")
@@ -147,7 +149,9 @@ def _workers_state(state, committed: int, waiting: int, now: float) -> str:
             responses={200: {"content": {"text/plain": {}}}})
 async def metrics(request: Request) -> Response:
     try:
-        await _worker_lag(request.app.state)  # read at each scrape: the figure is the broker's, not a cache
+        # Read at each scrape: the figure is the broker's, not a cache. Within 3 s, or Prometheus (10 s) would
+        # lose the API's own figures too while the broker hangs.
+        await asyncio.wait_for(_worker_lag(request.app.state), METRICS_LAG_TIMEOUT_S)
     except Exception:
-        pass  # the broker does not answer: the lag metric is left out, the API's own figures still count
+        request.app.state.metrics.lag.clear()  # no figure rather than an old one; the API's own figures still count
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -7,10 +7,9 @@ events arrive in seq order, so an event at or behind the watermark is a
 redelivery and changes nothing. That makes every table exact under redelivery on
 its own, whatever else a crash left half-done.
 
-A window table keeps, per key, the window its newest event fell in and the one
-before (a camera's events come in scene-time order, and a redelivery reaches back
-seconds): only the current window is ever added to, and every window's figures
-went out on ``its.counts`` / ``its.zone-stats`` as they changed. Faust's own
+A window table keeps, per key, one watermark and the two windows it added to
+last: every window's figures went out on ``its.counts`` / ``its.zone-stats`` as
+they changed, so older ones are not needed again. Faust's own
 windowed tables kept a key per window for ever: their expiry deleted a window
 from the worker's local store but not from its changelog, never expired a window
 restored from the changelog, and held an in-memory entry per write for the whole
@@ -25,7 +24,7 @@ from tables.speed import speed_stats
 
 MINUTE_S = 60.0
 QUARTER_S = 900.0
-KEPT_WINDOWS = 2  # per key: the newest event's window and the one before
+KEPT_WINDOWS = 2  # per key: the two windows it added to last
 # Speeds kept per window value for the percentile; a 15-minute window on one line rarely sees more.
 MAX_SPEEDS = 5000
 
@@ -67,18 +66,23 @@ def _apply(table, key: str, seq: int, event_id: str, change) -> dict:
     return value
 
 
-def _apply_in_window(table, size: float, key: str, at: float, seq: int, event_id: str, change) -> tuple[float, dict]:
+def _apply_in_window(table, size: float, key: str, at: float, seq: int, event_id: str, change) -> tuple[float, dict | None]:
     """Apply ``change`` once to the key's value in the ``size``-second window that ``at`` falls in; returns the
-    window's start and its value now. The key keeps its KEPT_WINDOWS newest windows."""
+    window's start and its value now (None: a redelivered event whose window the key no longer holds).
+
+    The watermark is the key's, not a window's, so a redelivery is caught whichever window it falls in. The key
+    keeps the KEPT_WINDOWS windows it added to last (a camera whose scene clock went back counts on in the
+    older window, which is then the current one)."""
     start = _window_start(at, size)
-    windows = table[key]
     slot = f"{start:.0f}"  # a JSON object's keys are strings
-    value = windows.get(slot, {})
-    new = once(value, seq, event_id)
-    if new is not None:
-        value = change(new)
-        newest = sorted({**windows, slot: value}.items(), key=lambda item: float(item[0]))[-KEPT_WINDOWS:]
-        table[key] = dict(newest)
+    held = table[key]
+    windows = held.get("windows", {})
+    marked = once(held, seq, event_id)
+    if marked is None:
+        return start, windows.get(slot)
+    value = change(dict(windows.get(slot, {})))
+    touched = {s: v for s, v in windows.items() if s != slot} | {slot: value}  # the one added to last, last
+    table[key] = {**marked, "windows": dict(list(touched.items())[-KEPT_WINDOWS:])}
     return start, value
 
 
@@ -96,7 +100,7 @@ def _count_crossing(crossing: Crossing):
     return change
 
 
-def count_crossing(crossing: Crossing) -> CountUpdate:
+def count_crossing(crossing: Crossing) -> CountUpdate | None:
     """Count a crossing (at most once) in every line table; call while processing its event."""
     # The line's version is part of the key: a line removed and added again counts from zero.
     key = f"{crossing.camera_id}|{crossing.line}@{crossing.line_version}|{crossing.direction}|{crossing.label}"
@@ -105,15 +109,19 @@ def count_crossing(crossing: Crossing) -> CountUpdate:
     # Totals keep no speeds: they would grow for ever (speed statistics are per window).
     total = _apply(line_total, key, crossing.seq, event_id, lambda v: {**v, "n": v.get("n", 0) + 1})
 
-    def window(table, size: float) -> WindowCount:
+    def window(table, size: float) -> WindowCount | None:
         start, value = _apply_in_window(table, size, key, crossing.at, crossing.seq, event_id, change)
+        if value is None:
+            return None
         return WindowCount(start=start, end=start + size, count=value.get("n", 0), speed=speed_stats(value.get("speeds", [])))
 
+    minute, quarter = window(line_minute, MINUTE_S), window(line_quarter, QUARTER_S)
+    if minute is None or quarter is None:
+        return None  # a redelivery into a window no longer held: its figures went out when it was counted
     return CountUpdate(
         camera_id=crossing.camera_id, seq=crossing.seq, captured_at=crossing.captured_at, scene_time=crossing.scene_time,
         line=crossing.line, line_version=crossing.line_version, direction=crossing.direction, label=crossing.label,
-        total=total.get("n", 0),
-        minute=window(line_minute, MINUTE_S), quarter=window(line_quarter, QUARTER_S),
+        total=total.get("n", 0), minute=minute, quarter=quarter,
     )
 
 
@@ -143,7 +151,7 @@ def _zone_window(value: dict, start: float, size: float) -> ZoneWindow:
     )
 
 
-def zone_stats(event: ZoneEvent) -> ZoneStats:
+def zone_stats(event: ZoneEvent) -> ZoneStats | None:
     """Add a zone event (at most once) to every zone table; call while processing its event."""
     # Each adding of a zone has figures of its own; zones from before versions (0) keep their bare key.
     key = f"{event.camera_id}|{event.zone}" + (f"@{event.zone_version}" if event.zone_version else "")
@@ -151,13 +159,16 @@ def zone_stats(event: ZoneEvent) -> ZoneStats:
     change = _zone_change(event)
     total = _apply(zone_total, key, event.seq, event_id, lambda v: {k: x for k, x in change(v).items() if k != "speeds"})
 
-    def window(table, size: float) -> ZoneWindow:
+    def window(table, size: float) -> ZoneWindow | None:
         start, value = _apply_in_window(table, size, key, event.at, event.seq, event_id, change)
-        return _zone_window(value, start, size)
+        return None if value is None else _zone_window(value, start, size)
 
+    minute, quarter = window(zone_minute, MINUTE_S), window(zone_quarter, QUARTER_S)
+    if minute is None or quarter is None:
+        return None  # a redelivery into a window no longer held: its figures went out when it was counted
     return ZoneStats(
         camera_id=event.camera_id, seq=event.seq, captured_at=event.captured_at, scene_time=event.scene_time,
         zone=event.zone, zone_version=event.zone_version,
         occupancy=event.occupancy, entries=total.get("entries", 0), exits=total.get("exits", 0),
-        minute=window(zone_minute, MINUTE_S), quarter=window(zone_quarter, QUARTER_S),
+        minute=minute, quarter=quarter,
     )
