@@ -57,15 +57,15 @@ async def ready(request: Request, response: Response) -> dict:
 
 async def _worker_lag(state) -> tuple[dict, dict[str, int]]:
     """The workers' group offsets and the messages waiting per topic, also set as the lag metric.
-    Raises when the broker does not answer, with the metric cleared (no figure rather than an old one)."""
+    Raises when the broker does not answer (the metric as it was)."""
     hub = state.hub
-    state.metrics.lag.clear()
     topics = [hub.settings.topic(t) for t in (FRAMES, DETECTIONS, TRACKS)]
     offsets = await group_offsets(hub.bootstrap, hub.settings.app_id, topics)
     lag: dict[str, int] = {}
     for (topic, _), (done, end) in offsets.items():
         # A commit past the log's end (a log the broker lost, an end not read in time) is no work waiting.
         lag[topic] = lag.get(topic, 0) + max(0, end - done)
+    state.metrics.lag.clear()  # set whole, after the read: a read that fails leaves no half-cleared figure
     for t, n in lag.items():
         state.metrics.lag.labels(t).set(n)
     return offsets, lag
