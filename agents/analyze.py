@@ -25,7 +25,8 @@ from its_faust import topics
 from its_faust.app import app, settings, stall_watchdog
 from its_faust.background import tied_to_current_task
 from its_faust.codecs import encode
-from its_faust.dead_letters import dead_letter, valid_records
+from its_faust.dead_letters import valid_records
+from its_faust.delivery import Acknowledger
 from schemas import TrackRecord
 from tables.analytics_table import analytics_cache
 from tables.camera_analytics import FrameOutput, Moment
@@ -51,18 +52,19 @@ async def analyze(stream):
         closer = tied_to_current_task(_close_silent_cameras(checkpoints, last_frames, taken, silent_s),
                                       "analyze: closing silent cameras") if silent_s > 0 else None
         try:
-            await _analyze(stream, checkpoints, last_frames, taken)
+            async with Acknowledger(stream, "analyze") as acks:  # (acknowledges the frames dead-lettered for what they are)
+                await _analyze(stream, acks, checkpoints, last_frames, taken)
         finally:
             if closer is not None:
                 closer.cancel()
 
 
-async def _analyze(stream, checkpoints, last_frames: dict, taken: dict) -> None:
+async def _analyze(stream, acks: Acknowledger, checkpoints, last_frames: dict, taken: dict) -> None:
     def took(event) -> None:  # a dead-lettered record is taken too: the closer waits for none after it
         partition = event.message.partition
         taken[partition] = max(taken.get(partition, 0), event.message.offset + 1)
 
-    async for event, record in valid_records(stream, TrackRecord, "analyze", ack=False, admitted=took):
+    async for event, record in valid_records(stream, TrackRecord, acks, ack=False, admitted=took):
         last_frames[event.key] = _LastFrame(record, event.message.partition, time.monotonic())
         async with checkpoints.step(event) as step:
             try:
@@ -76,7 +78,7 @@ async def _analyze(stream, checkpoints, last_frames: dict, taken: dict) -> None:
             except Exception as exc:  # a bug (or unreadable stored state) must not stop the other cameras
                 log.exception("analyze: %s seq %s failed", record.camera_id, record.seq)
                 checkpoints.restart_camera(event.key, record.camera_id, _apply_again)
-                await dead_letter("analyze", event, f"internal error: {exc!r}")
+                await step.dead_letter(f"internal error: {exc!r}")
                 continue
             for topic, item in _records(out):
                 await step.send(topic, encode(item), timestamp=item.at)

@@ -13,7 +13,8 @@ import logging
 from its_faust import topics
 from its_faust.app import app
 from its_faust.codecs import encode
-from its_faust.dead_letters import dead_letter, dead_lettered_if_it_fails, valid_records
+from its_faust.dead_letters import valid_records
+from its_faust.delivery import Acknowledger, refusal, send
 from schemas.control import CameraCommand
 from tables.camera_config import CommandRejected, apply
 from tables.config_table import config_table, current_config
@@ -23,23 +24,28 @@ log = logging.getLogger(__name__)
 
 @app.agent(topics.camera_commands, name="configure")
 async def configure(stream):
-    async for event, command in valid_records(stream, CameraCommand, "configure"):
-        offset = event.message.offset
-        new = None
-        # A bug, or a stored configuration this version cannot read: dead-lettered, not a poison pill.
-        async with dead_lettered_if_it_fails("configure", event):
-            config = current_config(event.key)
-            if config is not None and offset <= config.applied_offset:
-                log.debug("configure: %s command at offset %s already applied", command.camera_id, offset)
+    async with Acknowledger(stream, "configure") as acks:
+        async for event, command in valid_records(stream, CameraCommand, acks):
+            offset = event.message.offset
+            new = None
+            # A bug, or a stored configuration this version cannot read: dead-lettered, not a poison pill.
+            async with acks.dead_lettered_if_it_fails(event):
+                config = current_config(event.key)
+                if config is not None and offset <= config.applied_offset:
+                    log.debug("configure: %s command at offset %s already applied", command.camera_id, offset)
+                    continue
+                try:
+                    new = apply(config, command).model_copy(update={"applied_offset": offset})
+                except CommandRejected as exc:
+                    await acks.dead_letter(event, f"rejected: {exc}")
+            if new is None:
                 continue
-            try:
-                new = apply(config, command).model_copy(update={"applied_offset": offset})
-            except CommandRejected as exc:
-                await dead_letter("configure", event, f"rejected: {exc}")
-        if new is None:
-            continue
-        value = encode(new)
-        ack = await topics.camera_configs.send(key=event.key, value=value)
-        await ack  # published before the table says the command is done
-        config_table[event.key] = value
-        log.info("configure: %s v%d after %s", command.camera_id, new.version, command.change.op)
+            value = encode(new)
+            # Published before the table says the command is done; a configuration the broker refuses (too large)
+            # refuses the command.
+            refused = await refusal("configure", event, [await send(event, topics.camera_configs, value)])
+            if refused is not None:
+                await acks.dead_letter(event, refused)
+                continue
+            config_table[event.key] = value
+            log.info("configure: %s v%d after %s", command.camera_id, new.version, command.change.op)

@@ -7,7 +7,7 @@ decoded and inferred while earlier ones finish (on a CPU each call is one
 single-threaded ONNX Runtime run; on a GPU the device runs one call at a time while
 the next batch is being decoded). Results leave in the order the frames came, so a
 camera's frames never overtake each other, and a frame's offset is acknowledged only
-after its detection record has been handed to the producer. A live frame that arrives
+after the broker holds its detection record (:mod:`its_faust.delivery`). A live frame that arrives
 too old to matter is shed before decoding and reported (:mod:`its_faust.stale_frames`).
 A removed camera's frames are dead-lettered (its configuration, in the ``camera-config`` table,
 is on this worker with the camera's frames): nothing of it should be counted or kept any more,
@@ -29,7 +29,7 @@ from its_faust import topics
 from its_faust.app import app, settings
 from its_faust.background import tied_to_current_task
 from its_faust.codecs import SchemaError, decode_keyed, encode
-from its_faust.dead_letters import dead_letter
+from its_faust.delivery import Acknowledger
 from its_faust.detector import Detector, UnreadableImage, decode_jpeg
 from its_faust.in_order import InOrderJobs
 from its_faust.intake import Intake
@@ -87,7 +87,7 @@ async def _load_detector() -> None:
     await asyncio.get_running_loop().run_in_executor(_executor, get_detector)
 
 
-async def _frame_of(stream, intake: Intake, event: EventT) -> FrameRecord | None:
+async def _frame_of(acks: Acknowledger, intake: Intake, event: EventT) -> FrameRecord | None:
     """The event's frame; None for what is not one or is a removed camera's (dead-lettered and acknowledged),
     a stale live frame (shed and acknowledged) or a frame whose turn it is not."""
     if not await intake.admit(event):
@@ -95,18 +95,18 @@ async def _frame_of(stream, intake: Intake, event: EventT) -> FrameRecord | None
     try:
         frame = decode_keyed(FrameRecord, event.key, event.value)
     except SchemaError as exc:
-        await dead_letter("detect", event, str(exc))
-        await stream.ack(event)
+        await acks.dead_letter(event, str(exc))
+        acks.done(event)
         return None
     if _removed(event.key):
-        await dead_letter("detect", event, f"camera {frame.camera_id!r} was removed: its frames are not processed "
-                                           f"(`its-faust cameras add {frame.camera_id}` takes them again)")
-        await stream.ack(event)
+        await acks.dead_letter(event, f"camera {frame.camera_id!r} was removed: its frames are not processed "
+                                      f"(`its-faust cameras add {frame.camera_id}` takes them again)")
+        acks.done(event)
         return None
     now = time.time()
     if _stale.is_stale(frame, now):
         await topics.send_camera_event(_stale.shed(frame, now))
-        await stream.ack(event)
+        acks.done(event)
         return None
     await topics.send_camera_event(_stale.fresh(frame, now))
     return frame
@@ -128,8 +128,8 @@ async def _report_overdue() -> None:
         await topics.send_camera_event(camera_event)
 
 
-async def _emit_in_order(stream, jobs: InOrderJobs) -> None:
-    """Send each batch's detections as its turn comes, then acknowledge its frames."""
+async def _emit_in_order(acks: Acknowledger, jobs: InOrderJobs) -> None:
+    """Send each batch's detections as its turn comes; its frames are acknowledged once they are delivered."""
     async for (frames, events), results in jobs.results():
         detector = get_detector()
         now = time.time()
@@ -139,7 +139,7 @@ async def _emit_in_order(stream, jobs: InOrderJobs) -> None:
         for frame, event, result in zip(frames, events, results):
             if isinstance(result, Exception):
                 reason = str(result) if isinstance(result, UnreadableImage) else f"internal error: {result!r}"
-                await dead_letter("detect", event, reason)
+                await acks.dead_letter(event, reason)
             else:
                 record = DetectionRecord(
                     camera_id=frame.camera_id,
@@ -154,11 +154,8 @@ async def _emit_in_order(stream, jobs: InOrderJobs) -> None:
                     batch_size=result.batch_size,
                     boxes=result.boxes,
                 )
-                # Delivery is not awaited (send only buffers the record): Faust flushes the producer before
-                # it commits the frames' offsets, so a crash before delivery means the frames are redelivered,
-                # never lost.
-                await topics.detections.send(key=event.key, value=encode(record))
-            await stream.ack(event)
+                await acks.send(event, topics.detections, encode(record))
+            acks.done(event)
 
 
 @app.agent(topics.frames, name="detect")
@@ -168,8 +165,8 @@ async def detect(stream):
     detector = await loop.run_in_executor(_executor, get_detector)
     batch_size = settings.model.frames_per_call(detector.backend.device)
     intake = Intake.for_stream(app, "detect", stream)
-    # Frames are acknowledged by hand: by the emitter once their detections are sent (or where they
-    # are dead-lettered or shed). One frame per call (a CPU): the stream is iterated directly, without
+    # Frames are acknowledged by hand, once their detections (or dead letters) are delivered, or where
+    # they are shed (:mod:`its_faust.delivery`). One frame per call (a CPU): the stream is iterated directly, without
     # the timers and background tasks of a batching take (0.3 ms less event-loop CPU per frame,
     # about +2% fps in 4 paired runs on 2 cores); more frames per call: a take that gathers them.
     stream = stream.noack() if batch_size == 1 else stream
@@ -177,21 +174,22 @@ async def detect(stream):
     # starts the next frame at once instead of waiting for the event loop to hand it one (on 2 busy
     # cores that wait left them idle: +2.5% fps, median of 6 paired runs, for one frame of latency).
     jobs: InOrderJobs = InOrderJobs(limit=_PARALLEL + 1)
-    # If the emitter fails (the producer refused a record), the agent must fail with it: its frames
-    # stay unacknowledged, Faust restarts the agent, and the new intake re-reads them in order.
-    emitter = tied_to_current_task(_emit_in_order(stream, jobs), "detect: sending detections")
-    try:
-        async for events in _unacked_batches(stream, batch_size):
-            frames, kept = [], []
-            for event in events:
-                frame = await _frame_of(stream, intake, event)
-                if frame is not None:
-                    frames.append(frame)
-                    kept.append(event)
-            if frames:
-                await jobs.submit(partial(loop.run_in_executor, _executor, _detect, frames), (frames, kept))
-    finally:
-        emitter.cancel()
+    async with Acknowledger(stream, "detect") as acks:
+        # If the emitter fails (the producer refused a record), the agent must fail with it: its frames
+        # stay unacknowledged, Faust restarts the agent, and the new intake re-reads them in order.
+        emitter = tied_to_current_task(_emit_in_order(acks, jobs), "detect: sending detections")
+        try:
+            async for events in _unacked_batches(stream, batch_size):
+                frames, kept = [], []
+                for event in events:
+                    frame = await _frame_of(acks, intake, event)
+                    if frame is not None:
+                        frames.append(frame)
+                        kept.append(event)
+                if frames:
+                    await jobs.submit(partial(loop.run_in_executor, _executor, _detect, frames), (frames, kept))
+        finally:
+            emitter.cancel()
 
 
 async def _unacked_batches(stream, batch_size: int):

@@ -18,7 +18,8 @@ import time
 from its_faust import topics
 from its_faust.app import app, settings
 from its_faust.codecs import encode
-from its_faust.dead_letters import dead_letter, valid_records
+from its_faust.dead_letters import valid_records
+from its_faust.delivery import Acknowledger
 from its_faust.seqs_behind import SeqsBehind
 from its_faust.track_restarts import TrackRestarts
 from its_faust.worker_status import WORKER_ID
@@ -34,8 +35,9 @@ _restarts = TrackRestarts()  # this worker's cameras whose tracks a gap restarte
 
 @app.agent(topics.detections, name="track")
 async def track(stream):
-    async with Checkpoints(app, stream, tracker_cache(), "track", interval_s=settings.state_flush_interval_s) as checkpoints:
-        async for event, det in valid_records(stream, DetectionRecord, "track", ack=False):
+    async with (Checkpoints(app, stream, tracker_cache(), "track", interval_s=settings.state_flush_interval_s) as checkpoints,
+                Acknowledger(stream, "track") as acks):  # (acknowledges the frames dead-lettered for what they are)
+        async for event, det in valid_records(stream, DetectionRecord, acks, ack=False):
             async with checkpoints.step(event) as step:
                 try:
                     tracker = step.actor(det.camera_id)
@@ -48,7 +50,7 @@ async def track(stream):
                 except Exception as exc:  # a bug (or unreadable stored state) must not stop the other cameras
                     log.exception("track: %s seq %s failed", det.camera_id, det.seq)
                     checkpoints.restart_camera(event.key, det.camera_id, _track_one)
-                    await dead_letter("track", event, f"internal error: {exc!r}")
+                    await step.dead_letter(f"internal error: {exc!r}")
                     continue
                 # The message time is the scene's, so windows downstream follow the camera, not the worker clock.
                 await step.send(topics.tracks, encode(record), timestamp=det.at)

@@ -16,8 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable, TypeVar
+from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, TypeVar
 
 from faust.types import EventT
 
@@ -29,6 +28,9 @@ from its_faust.throttle import Throttle
 from its_faust.topic_names import MAX_RECORD_BYTES
 from schemas import CameraEvent, CameraEventKind, DeadLetter
 from schemas.base import CAMERA_ID_PATTERN, Record
+
+if TYPE_CHECKING:
+    from its_faust.delivery import Acknowledger
 
 R = TypeVar("R", bound=Record)
 
@@ -42,9 +44,10 @@ _CAMERA_ID = re.compile(CAMERA_ID_PATTERN)
 _quiet: Throttle[tuple[str, bytes | None]] = Throttle(QUIET_S, keep=1000)
 
 
-async def dead_letter(stage: str, event: EventT, reason: str) -> None:
+async def dead_letter(stage: str, event: EventT, reason: str) -> Awaitable:
     """The event's record, whole, on the dead-letter topic with the stage and the reason; then, if due, a
-    warning and the camera's ``records_rejected`` event (after: the record matters more than its report)."""
+    warning and the camera's ``records_rejected`` event (after: the record matters more than its report).
+    Returns the dead letter's delivery: the event is acknowledged only after it (:mod:`its_faust.delivery`)."""
     message = event.message
     value = message.value or b""
     if len(value) > LARGEST_KEPT_VALUE:  # base64 in JSON: it would not fit the topic's largest record
@@ -61,7 +64,7 @@ async def dead_letter(stage: str, event: EventT, reason: str) -> None:
         reason=reason,
         failed_at=time.time(),
     )
-    await topics.dead_letters.send(key=message.key, value=encode(record))
+    delivery = await topics.dead_letters.send(key=message.key, value=encode(record))
     told = _quiet.hit((stage, message.key), time.monotonic(), reason)
     if told is not None:
         unsaid = told - 1
@@ -69,19 +72,7 @@ async def dead_letter(stage: str, event: EventT, reason: str) -> None:
                     f" ({unsaid} more from key {message.key!r} since the last warning, all on the topic)" if unsaid else "")
         await _tell_the_camera(message.key, f"{stage} dead-lettered a record: {reason}"
                                             + (f"; {unsaid} more since the last report" if unsaid else ""))
-
-
-@asynccontextmanager
-async def dead_lettered_if_it_fails(stage: str, event: EventT) -> AsyncIterator[None]:
-    """Around the work on one record: an exception (a bug, a stored value this version cannot read)
-    dead-letters the record with it, and the agent goes on with the next. Raised, it would stop the
-    agent, and the record, never acknowledged, would stop it again each time it came back."""
-    try:
-        yield
-    except Exception as exc:
-        log.exception("%s: the record at %s[%s]@%s failed", stage, event.message.topic, event.message.partition,
-                      event.message.offset)
-        await dead_letter(stage, event, f"internal error: {exc!r}")
+    return delivery
 
 
 @app.timer(interval=2.0, name="dead-letter-warnings")
@@ -105,24 +96,25 @@ async def _tell_the_camera(key: bytes | None, reason: str) -> None:
 
 
 async def valid_records(
-    stream, record_type: type[R], stage: str, *, ack: bool = True, admitted: Callable[[EventT], None] | None = None
+    stream, record_type: type[R], acks: Acknowledger, *, ack: bool = True,
+    admitted: Callable[[EventT], None] | None = None,
 ) -> AsyncIterator[tuple[EventT, R]]:
     """The stream's events, in log order (:mod:`its_faust.intake`), with their decoded records;
     the rest go to the dead-letter topic.
 
     A record whose camera_id is not its key is bad input too (:func:`its_faust.codecs.decode_keyed`).
 
-    An event is acknowledged once the agent's body is done with it (when it asks for the
-    next one), as Faust would; a body that raises leaves it unacknowledged, to come again.
+    An event is done once the agent's body is done with it (when it asks for the next one), as
+    Faust would have it, and ``acks`` acknowledges it once what the body sent for it through
+    ``acks`` is delivered; a body that raises leaves it unacknowledged, to come again.
     Acknowledging by hand (``noack``) is what keeps the events the intake refused from
     counting as done: Faust's own acknowledgement would count them. With ``ack=False`` the
     caller acknowledges the events yielded (:mod:`tables.checkpoints` does, once their state
     is written); dead-lettered ones are acknowledged here. ``admitted`` is called with every event
     the intake admits, dead-lettered or not, before it is decoded.
     """
-    intake = Intake.for_stream(stream.app, stage, stream)
-    events = stream.noack()
-    async for event in events.events():
+    intake = Intake.for_stream(stream.app, acks.stage, stream)
+    async for event in stream.noack().events():
         if not await intake.admit(event):
             continue  # out of order or a copy: released, it comes again (or came already)
         if admitted is not None:
@@ -130,9 +122,9 @@ async def valid_records(
         try:
             record = decode_keyed(record_type, event.key, event.value)
         except SchemaError as exc:
-            await dead_letter(stage, event, str(exc))
-            await events.ack(event)
+            await acks.dead_letter(event, str(exc))
+            acks.done(event)
             continue
         yield event, record
         if ack:
-            await events.ack(event)
+            acks.done(event)

@@ -7,7 +7,9 @@ before taking the next frame, which also capped a worker at about 1000 / (linger
 frames per second in each stage. As Kafka Streams does with its state-store caches, the
 actors now keep their state live and a flush, every ``interval_s`` (or ``max_frames``):
 
-1. waits until the broker holds every output of the frames since the last flush,
+1. waits until the broker holds every output of the frames since the last flush (a frame whose
+   output the broker refused for what it is, such as a timestamp out of the topic's range, is
+   dead-lettered with why: :mod:`its_faust.delivery`),
 2. writes each changed camera's state to its table once (in the partition of its latest frame),
 3. acknowledges those frames, so that the next offset commit takes them.
 
@@ -32,6 +34,7 @@ from typing import Any, Callable, Generic, TypeVar
 from faust import streams as faust_streams
 
 from its_faust.background import tied_to_current_task
+from its_faust.delivery import Sent, dead_letter_if_refused, refusal, send, sent_to_dead_letters
 from tables.actor_cache import ActorCache
 
 log = logging.getLogger(__name__)
@@ -51,7 +54,7 @@ class _Batch:
     generation: int | None = None
     started: float = 0.0
     events: list = field(default_factory=list)
-    sent: list = field(default_factory=list)  # the outputs' acknowledgements (futures)
+    sent: list = field(default_factory=list)  # (event, [Sent]): each frame's outputs on their way
     changed: dict = field(default_factory=dict)  # key -> _Changed
 
 
@@ -61,7 +64,7 @@ class Step:
     def __init__(self, checkpoints: "Checkpoints", event):
         self._checkpoints = checkpoints
         self.event = event
-        self.sent: list = []  # the records' acknowledgements (futures)
+        self.sent: list[Sent] = []  # the frame's records on their way
         self.change: tuple | None = None
 
     def actor(self, camera_id: str):
@@ -73,10 +76,15 @@ class Step:
         The first waits until the camera's records of its previous frame are on the broker
         (at a camera's pace they are, long since): were one of them lost while a later one
         landed, readers that keep the highest seq they applied would never take it when it
-        comes again. A lost one fails this frame, and the agent."""
+        comes again. A lost one fails this frame, and the agent (one the broker refused is dead-lettered with
+        its frame at the next flush: sent again it would be refused again)."""
         if not self.sent:
             await self._checkpoints._previous_records_delivered(self.event.key)
-        self.sent.append(await topic.send(key=self.event.key, value=value, timestamp=timestamp))
+        self.sent.append(await send(self.event, topic, value, timestamp))
+
+    async def dead_letter(self, reason: str) -> None:
+        """The frame to the dead-letter topic: it is acknowledged once the dead letter is delivered."""
+        self.sent.append(await sent_to_dead_letters(self._checkpoints.stage, self.event, reason))
 
     def changed(self, actor, applied) -> None:
         """The frame moved ``actor`` on by applying ``applied`` (kept to apply again after a failure)."""
@@ -93,7 +101,7 @@ class Checkpoints(Generic[A]):
         self.max_frames = max_frames
         self._lock = asyncio.Lock()
         self._open = _Batch()
-        self._latest_records: dict[bytes, list] = {}  # per camera: its latest frame's records' acknowledgements
+        self._latest_records: dict[bytes, tuple] = {}  # per camera: its latest frame and its records on their way
         self._timer: asyncio.Future | None = None
         self._broken = False
 
@@ -168,8 +176,9 @@ class Checkpoints(Generic[A]):
             await self._flush_open()
 
     async def _previous_records_delivered(self, key: bytes) -> None:
-        for ack in self._latest_records.pop(key, ()):
-            await asyncio.shield(ack)  # shielded: a cancelled wait must not cancel the producer's send
+        latest = self._latest_records.pop(key, None)
+        if latest is not None:
+            await refusal(self.stage, *latest)  # (a refused one is the flush's to dead-letter)
 
     def _add(self, step: Step) -> None:
         batch = self._open
@@ -178,8 +187,8 @@ class Checkpoints(Generic[A]):
         batch.events.append(step.event)
         key = step.event.key
         if step.sent:
-            batch.sent.extend(step.sent)
-            self._latest_records[key] = step.sent
+            batch.sent.append((step.event, step.sent))
+            self._latest_records[key] = (step.event, step.sent)
         if step.change is not None:
             actor, applied = step.change
             changed = batch.changed.get(key)
@@ -211,8 +220,12 @@ class Checkpoints(Generic[A]):
         batch = self._open
         if self._broken or not batch.events:
             return
-        for ack in batch.sent:
-            await asyncio.shield(ack)  # every output is on the broker before a state that follows it is written
+        try:
+            for event, sent in batch.sent:  # every output is on the broker before a state that follows it is written
+                await dead_letter_if_refused(self.stage, event, sent)
+        except BaseException:
+            self._broken = True  # its frames come again, from the last state written: no flush may take them now
+            raise
         self._drop_if_rebalanced()  # (Faust waits for this flush before it revokes partitions; in case it did not)
         if self._open is not batch:
             return

@@ -10,11 +10,15 @@ import asyncio
 import functools
 import json
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import faust
 import pytest
+from aiokafka.errors import InvalidTimestampError
 
 from tables.actor_cache import ActorCache
+from its_faust import delivery
+from its_faust.delivery import DeliveryFailed
 from tables.checkpoints import Checkpoints
 
 
@@ -46,6 +50,7 @@ class Message:
     partition: int
     offset: int
     generation_id: int = 1
+    topic: str = "its.detections"
 
 
 @dataclass
@@ -85,6 +90,9 @@ class Topic:
     async def send(self, key, value, timestamp=None):
         self.sent.append(value)
         return self.acks.pop(0)
+
+    def get_topic_name(self) -> str:
+        return "its.tracks"
 
 
 async def frame(checkpoints, key: bytes, partition: int, offset: int, seq: int, acks=()):
@@ -136,9 +144,65 @@ async def test_a_flush_waits_for_the_outputs_and_writes_nothing_when_one_is_lost
     await asyncio.sleep(0.01)
     assert not flush.done() and table.writes == []  # the state waits for its frame's output
     pending.set_exception(ConnectionError("broker gone"))
-    with pytest.raises(ConnectionError):
+    with pytest.raises(DeliveryFailed):
         await flush
     assert table.writes == [] and stream.acked == []  # the frame comes again, from the old state
+
+
+@pytest.fixture
+def dead_letters(monkeypatch) -> list:
+    """The dead letters sent, as (stage, offset, reason); each delivered at once."""
+    letters = []
+
+    async def dead_letter(stage, event, reason):
+        letters.append((stage, event.message.offset, reason))
+        return done_future(asyncio.get_running_loop())
+
+    async def refused_again(record):
+        raise InvalidTimestampError()
+
+    monkeypatch.setattr(delivery, "dead_letter", dead_letter)
+    monkeypatch.setattr(delivery, "alone", SimpleNamespace(send=refused_again))
+    return letters
+
+
+def test_a_flush_that_failed_is_not_tried_again_as_the_agent_stops(dead_letters):
+    """Its frames come again from the last state written: a second try would dead-letter the refused ones twice."""
+    async def run():
+        checkpoints, table, stream, _ = make()
+        loop = asyncio.get_running_loop()
+        refused, lost = loop.create_future(), loop.create_future()
+        refused.set_exception(InvalidTimestampError())
+        lost.set_exception(ConnectionError("broker gone"))
+        await frame(checkpoints, b"a", 0, 10, 1, [refused])
+        await frame(checkpoints, b"b", 1, 20, 1, [lost])
+        with pytest.raises(DeliveryFailed):
+            await checkpoints.flush()
+        await checkpoints.close()
+        return table, stream
+
+    table, stream = asyncio.run(run())
+    assert table.writes == [] and stream.acked == [] and len(dead_letters) == 1
+
+
+def test_a_frame_whose_output_the_broker_refuses_is_dead_lettered_and_the_stage_goes_on(dead_letters):
+    """Sent again it would be refused again (a timestamp out of the topic's range): the agent would fail on it
+    for ever."""
+    async def run():
+        checkpoints, table, stream, _ = make()
+        loop = asyncio.get_running_loop()
+        refused = loop.create_future()
+        refused.set_exception(InvalidTimestampError())
+        await frame(checkpoints, b"a", 0, 10, 1, [refused])
+        await frame(checkpoints, b"a", 0, 11, 2, [done_future(loop)])  # (its camera's previous record is settled)
+        await checkpoints.flush()
+        return table, stream
+
+    table, stream = asyncio.run(run())
+    assert table.writes == [(b"a", 0, [1, 2])] and stream.acked == [10, 11]
+    [(stage, offset, reason)] = dead_letters
+    assert (stage, offset) == ("test", 10) and "refused the record it made on its.tracks" in reason
+    assert "timestamp" in reason
 
 
 @in_event_loop
@@ -286,7 +350,7 @@ async def test_a_lost_record_fails_the_next_frame_of_its_camera_before_it_sends(
     await frame(checkpoints, b"a", 0, 10, 1, [lost])
     lost.set_exception(ConnectionError("batch expired"))
     topic = Topic([done_future(loop)])
-    with pytest.raises(ConnectionError):
+    with pytest.raises(DeliveryFailed):
         async with checkpoints.step(Event(b"a", Message(0, 11))) as step:
             step.actor("a").apply(2)
             await step.send(topic, b"a:2")

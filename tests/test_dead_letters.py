@@ -1,4 +1,5 @@
-"""Dead-lettering inside an agent: the record first, its report after, and a failing record is no poison pill."""
+"""Dead-lettering inside an agent: the record first, its report after, and a failing record is no poison pill;
+an event is acknowledged only once what it sent is delivered (:mod:`its_faust.delivery`)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from its_faust import dead_letters, topics
+from aiokafka.errors import InvalidTimestampError, KafkaTimeoutError, MessageSizeTooLargeError
+from faust.exceptions import ProducerSendError
+
+from its_faust import dead_letters, delivery, topics
 from its_faust.codecs import decode
+from its_faust.delivery import Acknowledger
 from its_faust.throttle import Throttle
 from schemas import CameraEvent, CameraEventKind, DeadLetter
 
@@ -26,6 +31,9 @@ def sent(monkeypatch):
             if failing.get(name):
                 raise RuntimeError("producer closed")
             sent[name].append((key, value))
+            delivered = asyncio.get_running_loop().create_future()
+            delivered.set_result(None)
+            return delivered
         return send
 
     monkeypatch.setattr(topics.dead_letters, "send", sender("dead-letters"))
@@ -36,28 +44,8 @@ def sent(monkeypatch):
 
 
 def _event(key: bytes, offset: int, value: bytes = b"{}"):
-    return SimpleNamespace(message=SimpleNamespace(topic="its.crossings", partition=0, offset=offset, key=key, value=value))
-
-
-def test_a_record_whose_work_fails_is_dead_lettered_with_the_error_and_the_next_is_worked_on(sent):
-    done = []
-
-    async def agent(records):
-        for event, value in records:
-            async with dead_letters.dead_lettered_if_it_fails("count", event):
-                if value == "bad":
-                    raise KeyError("line")
-                done.append(value)
-
-    asyncio.run(agent([(_event(b"cam-1", 1), "a"), (_event(b"cam-1", 2), "bad"), (_event(b"cam-1", 3), "c")]))
-    assert done == ["a", "c"]
-    [(key, value)] = sent["dead-letters"]
-    letter = decode(DeadLetter, value)
-    assert key == b"cam-1" and letter.stage == "count" and letter.offset == 2
-    assert letter.reason == "internal error: KeyError('line')"
-    [(_, value)] = sent["camera-events"]
-    told = decode(CameraEvent, value)
-    assert told.kind == CameraEventKind.records_rejected and "internal error" in told.reason
+    return SimpleNamespace(key=key, message=SimpleNamespace(topic="its.crossings", partition=0, offset=offset, key=key,
+                                                            value=value))
 
 
 def test_the_dead_letter_is_sent_before_its_report_and_even_when_the_report_cannot_be(sent):
@@ -88,3 +76,150 @@ def test_a_camera_event_that_cannot_be_sent_is_logged_not_raised(sent, caplog):
     event = CameraEvent(camera_id="cam-1", kind=CameraEventKind.frames_shed, at=time.time(), reason="behind")
     asyncio.run(topics.send_camera_event(event))
     assert "cam-1: its frames_shed event was not sent" in caplog.text
+
+
+class _Stream:
+    """What the acknowledger needs of a stream: the offsets acknowledged, in order."""
+
+    def __init__(self):
+        self.acked: list[int] = []
+
+    async def ack(self, event) -> None:
+        self.acked.append(event.message.offset)
+
+
+class _Topic:
+    """A topic whose records are delivered when the test says, or fail as it says."""
+
+    def __init__(self, name: str = "its.counts", refuse_at_send: Exception | None = None):
+        self.name = name
+        self.refuse_at_send = refuse_at_send
+        self.deliveries: list[asyncio.Future] = []
+
+    def get_topic_name(self) -> str:
+        return self.name
+
+    async def send(self, key=None, value=None, timestamp=None):
+        if self.refuse_at_send is not None:
+            raise self.refuse_at_send
+        self.deliveries.append(asyncio.get_running_loop().create_future())
+        return self.deliveries[-1]
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_a_record_whose_work_fails_is_dead_lettered_with_the_error_and_the_next_is_worked_on(sent):
+    done, stream = [], _Stream()
+
+    async def agent(records):
+        async with Acknowledger(stream, "count") as acks:
+            for event, value in records:
+                async with acks.dead_lettered_if_it_fails(event):
+                    if value == "bad":
+                        raise KeyError("line")
+                    done.append(value)
+                acks.done(event)
+            await _settle()
+
+    asyncio.run(agent([(_event(b"cam-1", 1), "a"), (_event(b"cam-1", 2), "bad"), (_event(b"cam-1", 3), "c")]))
+    assert done == ["a", "c"] and stream.acked == [1, 2, 3]
+    [(key, value)] = sent["dead-letters"]
+    letter = decode(DeadLetter, value)
+    assert key == b"cam-1" and letter.stage == "count" and letter.offset == 2
+    assert letter.reason == "internal error: KeyError('line')"
+    [(_, value)] = sent["camera-events"]
+    told = decode(CameraEvent, value)
+    assert told.kind == CameraEventKind.records_rejected and "internal error" in told.reason
+
+
+def test_events_are_acknowledged_in_order_each_once_what_it_sent_is_delivered(sent):
+    stream, counts = _Stream(), _Topic()
+
+    async def agent():
+        async with Acknowledger(stream, "count") as acks:
+            for offset in (1, 2, 3):
+                event = _event(b"cam-1", offset)
+                if offset != 2:  # the second sends nothing (a crossing already counted)
+                    await acks.send(event, counts, b"{}")
+                acks.done(event)
+            await _settle()
+            nothing_yet = list(stream.acked)
+            counts.deliveries[1].set_result(None)  # the third's record is delivered before the first's
+            await _settle()
+            still_waiting = list(stream.acked)
+            counts.deliveries[0].set_result(None)
+            await _settle()
+            return nothing_yet, still_waiting
+
+    nothing_yet, still_waiting = asyncio.run(agent())
+    assert nothing_yet == [] and still_waiting == []  # (Faust would commit past the first otherwise)
+    assert stream.acked == [1, 2, 3]
+
+
+class _LoneSender:
+    """Sends a record again on its own: the broker refuses those whose value is ``b"bad"``."""
+
+    def __init__(self):
+        self.sent: list[bytes] = []
+
+    async def send(self, record) -> None:
+        self.sent.append(record.value)
+        if record.value == b"bad":
+            raise InvalidTimestampError()
+
+
+def test_a_record_the_broker_refuses_dead_letters_its_event_with_the_brokers_reason_and_the_stage_goes_on(
+        sent, monkeypatch):
+    """The broker refuses a whole batch for one record in it: each is sent again on its own, and only the one
+    refused again is at fault."""
+    stream, counts, lone = _Stream(), _Topic(), _LoneSender()
+    monkeypatch.setattr(delivery, "alone", lone)
+    # As Faust's producer raises it: aiokafka's own size check, wrapped.
+    too_large = MessageSizeTooLargeError("The message is 9000000 bytes when serialized")
+    try:
+        raise ProducerSendError(f"Error while sending: {too_large!r}") from too_large
+    except ProducerSendError as wrapped:
+        huge = _Topic("its.detections", refuse_at_send=wrapped)
+
+    async def agent():
+        async with Acknowledger(stream, "count") as acks:
+            first, second, third = (_event(b"cam-1", offset) for offset in (1, 2, 3))
+            await acks.send(first, counts, b"bad")
+            acks.done(first)
+            await acks.send(second, huge, b"{}")  # refused by the producer: before it is sent
+            acks.done(second)
+            await acks.send(third, counts, b"good")  # in the first's batch
+            acks.done(third)
+            counts.deliveries[0].set_exception(InvalidTimestampError())
+            counts.deliveries[1].set_exception(InvalidTimestampError())
+            await _settle()
+
+    asyncio.run(agent())
+    assert stream.acked == [1, 2, 3]
+    assert lone.sent == [b"bad", b"good"]  # (the one the producer refused was in no batch)
+    letters = [decode(DeadLetter, value) for _, value in sent["dead-letters"]]
+    assert [(d.offset, d.stage) for d in letters] == [(1, "count"), (2, "count")]
+    assert "refused the record it made on its.counts" in letters[0].reason and "out of acceptable range" in letters[0].reason
+    assert "its.detections" in letters[1].reason and "9000000 bytes" in letters[1].reason
+
+
+def test_a_record_not_delivered_for_another_reason_fails_the_agent_and_leaves_its_event_unacknowledged(sent):
+    stream, counts = _Stream(), _Topic()
+
+    async def agent():
+        async with Acknowledger(stream, "count") as acks:
+            for offset in (1, 2, 3):
+                event = _event(b"cam-1", offset)
+                await acks.send(event, counts, b"{}")
+                acks.done(event)
+            counts.deliveries[0].set_result(None)
+            counts.deliveries[1].set_exception(KafkaTimeoutError())  # the broker away past the request timeout
+            counts.deliveries[2].set_result(None)
+            await asyncio.sleep(1)  # cancelled long before: Faust restarts the agent, which reads 2 and 3 again
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(agent())
+    assert stream.acked == [1] and sent["dead-letters"] == []
