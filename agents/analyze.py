@@ -90,31 +90,35 @@ async def _close_silent_cameras(checkpoints, last_frames: dict, taken: dict, sil
     """Every few seconds: a camera this worker holds whose frames stopped ``silent_s`` ago, with none of its
     partition's waiting (a busy worker is not a silent camera), is closed (CameraAnalytics.close).
 
-    While the broker does not answer no frame can come, and what the consumer knows of its partitions'
-    ends is old: that silence is not the cameras'. Their clocks start again once it answers."""
+    While the worker does not read (the broker does not answer, a rebalance, a table recovery) no frame
+    can come: that silence is not the cameras'. Their clocks start again once it reads. Whether frames
+    wait is asked of the broker each time (its partitions' ends now), not taken from the consumer's
+    last fetch, which a worker that has not fetched since an outage or a rebalance still holds."""
     consumer = app.consumer
-    broker_was_away = False
+    worker_was_away = False
     while True:
         await asyncio.sleep(max(0.5, silent_s / 4))
         now = time.monotonic()
         if not any(now - last.heard >= silent_s for last in last_frames.values()):
             continue
-        if not await stall_watchdog.broker_answers():
-            broker_was_away = True
+        ends = None
+        if not (app.rebalancing or app.in_recovery) and await stall_watchdog.broker_answers():
+            ends = await _log_ends(consumer, {last.partition for last in last_frames.values()})
+        if ends is None:
+            worker_was_away = True
             continue
-        if broker_was_away:
-            broker_was_away = False
+        if worker_was_away:
+            worker_was_away = False
             for last in last_frames.values():
                 last.heard = max(last.heard, now)
             continue
         for key, last in list(last_frames.items()):
             if now - last.heard < silent_s:
                 continue
-            tp = TP(topics.tracks.get_topic_name(), last.partition)
-            if tp not in consumer.assignment():
+            if last.partition not in ends:
                 del last_frames[key]  # its partition went to another worker, which judges it now
                 continue
-            if (consumer.highwater(tp) or 0) > taken.get(last.partition, 0):
+            if ends[last.partition] > taken.get(last.partition, 0):
                 continue  # frames of its partition wait: they may be its own
             async with checkpoints.between_frames():
                 # This loop awaits (the lock, the sends) between cameras: a frame of this one that
@@ -132,6 +136,19 @@ async def _close_silent_cameras(checkpoints, last_frames: dict, taken: dict, sil
                 log.info("analyze: %s sent no frames for %.0f s: %d alerts cleared, %d zone exits", record.camera_id,
                          now - last.heard, len(out.alerts), len(out.zone_events))
             _log_alerts(out)
+
+
+async def _log_ends(consumer, partitions: set[int]) -> dict[int, int] | None:
+    """The broker's log end of each of these tracks partitions this worker holds now (the others left
+    out); None if it could not be asked."""
+    topic = topics.tracks.get_topic_name()
+    held = [TP(topic, partition) for partition in partitions if TP(topic, partition) in consumer.assignment()]
+    try:
+        ends = await asyncio.wait_for(consumer.highwaters(*held), 5.0) if held else {}
+    except Exception as exc:
+        log.debug("analyze: the tracks partitions' ends could not be asked (%r)", exc)
+        return None
+    return {tp.partition: end for tp, end in ends.items()}
 
 
 def _records(out: FrameOutput):

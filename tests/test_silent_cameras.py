@@ -45,14 +45,19 @@ class _Checkpoints:
 
 
 class _Consumer:
-    def __init__(self, taken: dict):
+    def __init__(self, taken: dict, waiting: int = 0):
         self.taken = taken
+        self.waiting = waiting  # frames on the broker past those taken
 
     def assignment(self):
         return {TP(topics.tracks.get_topic_name(), 0)}
 
-    def highwater(self, tp):
-        return self.taken[0]  # every frame of the partition taken
+    async def highwaters(self, *tps):
+        return {tp: self.taken[0] + self.waiting for tp in tps}
+
+
+def _app(consumer, rebalancing: bool = False) -> SimpleNamespace:
+    return SimpleNamespace(consumer=consumer, rebalancing=rebalancing, in_recovery=False)
 
 
 class _Watchdog:
@@ -85,7 +90,7 @@ def test_a_camera_whose_frame_came_while_another_was_closed_is_not_closed(monkey
     last_frames = {b"cam-a": analyze._LastFrame(_track("cam-a", 1), 0, long_ago),
                    b"cam-b": analyze._LastFrame(_track("cam-b", 1), 0, long_ago)}
     taken = {0: 10}
-    monkeypatch.setattr(analyze, "app", SimpleNamespace(consumer=_Consumer(taken)))
+    monkeypatch.setattr(analyze, "app", _app(_Consumer(taken)))
     monkeypatch.setattr(analyze, "stall_watchdog", _Watchdog([True]))
     closed: list[str] = []
     checkpoints = _Checkpoints(last_frames, taken, closed)
@@ -100,7 +105,7 @@ def test_no_camera_is_closed_while_the_broker_is_away_and_their_silence_counts_f
     long_ago = time.monotonic() - 100
     last_frames = {b"cam-a": analyze._LastFrame(_track("cam-a", 1), 0, long_ago)}
     taken = {0: 10}
-    monkeypatch.setattr(analyze, "app", SimpleNamespace(consumer=_Consumer(taken)))
+    monkeypatch.setattr(analyze, "app", _app(_Consumer(taken)))
     watchdog = _Watchdog([False, False, True])
     monkeypatch.setattr(analyze, "stall_watchdog", watchdog)
     closed: list[str] = []
@@ -111,4 +116,51 @@ def test_no_camera_is_closed_while_the_broker_is_away_and_their_silence_counts_f
     assert closed == [] and watchdog.answers == [True]
     assert last_frames[b"cam-a"].heard >= back  # silent from the broker's return on
     _run_closer(checkpoints, last_frames, taken, closed, rounds_s=3.0)  # still no frame: closed, a second on
+    assert closed == ["cam-a"]
+
+
+def test_a_camera_is_not_closed_while_the_broker_holds_frames_of_its_partition_not_taken_yet(monkeypatch):
+    """Asked of the broker, not of the consumer's last fetch: a worker that has not fetched since an outage
+    or a rebalance holds an old end, and would close cameras whose frames are waiting."""
+    long_ago = time.monotonic() - 100
+    last_frames = {b"cam-a": analyze._LastFrame(_track("cam-a", 1), 0, long_ago)}
+    taken = {0: 10}
+    consumer = _Consumer(taken, waiting=3)
+    monkeypatch.setattr(analyze, "app", _app(consumer))
+    monkeypatch.setattr(analyze, "stall_watchdog", _Watchdog([True]))
+    closed: list[str] = []
+    checkpoints = _Checkpoints({}, {}, closed)
+    checkpoints.fresh = "no frame comes"
+    _run_closer(checkpoints, last_frames, taken, closed, rounds_s=1.5)
+    assert closed == []
+    consumer.waiting = 0  # all taken, and still nothing of cam-a: silent
+    _run_closer(checkpoints, last_frames, taken, closed, rounds_s=1.5)
+    assert closed == ["cam-a"]
+
+
+class _RebalancingApp:
+    def __init__(self, consumer, rebalancing: list[bool]):
+        self.consumer, self.in_recovery = consumer, False
+        self.answers = rebalancing  # one per question; the last one for every question after
+
+    @property
+    def rebalancing(self) -> bool:
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+def test_no_camera_is_closed_during_a_rebalance_and_their_silence_counts_from_its_end(monkeypatch):
+    long_ago = time.monotonic() - 100
+    last_frames = {b"cam-a": analyze._LastFrame(_track("cam-a", 1), 0, long_ago)}
+    taken = {0: 10}
+    worker = _RebalancingApp(_Consumer(taken), [True, True, False])
+    monkeypatch.setattr(analyze, "app", worker)
+    monkeypatch.setattr(analyze, "stall_watchdog", _Watchdog([True]))
+    closed: list[str] = []
+    checkpoints = _Checkpoints({}, {}, closed)
+    checkpoints.fresh = "no frame comes"
+    done = time.monotonic()
+    _run_closer(checkpoints, last_frames, taken, closed, rounds_s=1.8)  # three rounds: rebalancing twice, then not
+    assert closed == [] and worker.answers == [False]
+    assert last_frames[b"cam-a"].heard >= done  # silent from the rebalance's end on
+    _run_closer(checkpoints, last_frames, taken, closed, rounds_s=3.0)
     assert closed == ["cam-a"]
