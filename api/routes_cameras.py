@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from api.live import annotated_jpeg
 from api.sse import format_cursor
 from its_faust.cameras import CommandFailed, NoWorkerApplied, command, send_commands
-from schemas.analytics import Alert, CountUpdate, ZoneStats
+from schemas.analytics import Alert, CountUpdate, Direction, ZoneStats
 from schemas.base import CAMERA_ID_PATTERN
 from schemas.camera_events import CameraEvent
 from schemas.control import (
@@ -91,6 +91,21 @@ class CountsNow(BaseModel):
     counts: list[CountUpdate]
     idle: list[str] = Field(description="The camera's lines with no crossing yet: none counted since they were added "
                                         "(or none in what this API process has read)")
+
+
+class CountInWindow(BaseModel):
+    line: str
+    direction: Direction
+    label: str = Field(description="The vehicle class")
+    count: int
+
+
+class CountsWindow(BaseModel):
+    start: float = Field(description="Scene time, Unix seconds")
+    end: float
+    counts: list[CountInWindow] = Field(description="Per line, direction and class; empty: none counted")
+    frames_shed: int = Field(description="Live frames the workers reached too late in it: its counts miss what they "
+                                         "showed")
 
 
 class ZoneStatsNow(BaseModel):
@@ -230,7 +245,7 @@ async def counts_now(request: Request, camera_id: KnownCameraId):
                      idle=hub.counts.idle(camera_id, config))
 
 
-@router.get("/{camera_id}/counts/history", responses=UNKNOWN, summary="Counts per window, oldest first",
+@router.get("/{camera_id}/counts/history", response_model=list[CountsWindow], responses=UNKNOWN, summary="Counts per window, oldest first",
             description="The windows with crossings, and those in which the workers shed live frames they reached too "
                         "late: `frames_shed` says how many, as reported (a window with some counts less than "
                         "passed).")

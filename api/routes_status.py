@@ -7,11 +7,12 @@ import time
 from typing import Literal
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from its_faust.topic_reader import group_offsets
 from its_faust.topic_names import DETECTIONS, FRAMES, TRACKS
+from schemas.workers import WorkerStatus
 
 router = APIRouter(tags=["status"])
 # A ring whose consumer has not fetched for this long means the broker is unreachable.
@@ -26,11 +27,54 @@ async def health() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/api/v1/ready", summary="Readiness of the system: broker reachable, workers running and consuming (lag per topic)",
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    broker: str = Field(description="`reachable`, or why not: the feeds not read for 10 s, or the broker not answering")
+    lag: dict[str, int] | str = Field(
+        description="Messages the workers have not committed, per topic (frames, detections, tracks); or, when the "
+                    "broker did not answer, `unknown: ` and why")
+    workers: str | None = Field(None, description="How many run and whether they consume: `consuming`, `caught up` "
+                                                  "or `stalled: ...`; none when the lag is unknown")
+
+
+# A worker's last report as it made it (its.workers), and what the API makes of it now.
+WorkerView = create_model(
+    "WorkerView",
+    **{name: (field.annotation, field) for name, field in WorkerStatus.model_fields.items()
+       if name not in ("schema_", "v", "state")},
+    state=(Literal["recovering", "running", "stopped", "gone"], Field(
+        description="As it reported, or gone: silent for three of its report intervals (killed, cut off, frozen)")),
+    reported_s_ago=(float, Field(description="Since its last report")),
+    last_partitions=(list[int] | None, Field(None, description="Gone: the partitions it held (it holds none now)")),
+)
+
+
+class Workers(BaseModel):
+    workers: list[WorkerView]  # type: ignore[valid-type]
+    running: int = Field(description="Of them, running or recovering")
+
+
+class DeadLetterSummary(BaseModel):
+    stage: str
+    topic: str
+    partition: int
+    offset: int = Field(description="Where the refused record is on its topic (`its-faust tail` shows it)")
+    key: str
+    reason: str
+    failed_at: float = Field(description="Unix seconds")
+    bytes: int = Field(description="The record's size as kept in the letter (0: too large to copy, named only)")
+
+
+class DeadLettersView(BaseModel):
+    counts: dict[str, dict[str, int]] = Field(description="key (camera id) -> stage -> letters")
+    recent: list[DeadLetterSummary] = Field(description="Newest first")
+
+
+@router.get("/api/v1/ready", response_model=Readiness, summary="Readiness of the system: broker reachable, workers running and consuming (lag per topic)",
             description="503 when the broker is not read, when work waits and no worker runs, or when work has waited "
             "30 s with nothing committed. It judges the whole system: a load balancer's probe of an API process "
             "should use /api/v1/health, or it would hide the dashboard just when the workers are down.",
-            responses={503: {"description": "Not ready: see the reasons"}})
+            responses={503: {"description": "Not ready: see the reasons", "model": Readiness}})
 async def ready(request: Request, response: Response) -> dict:
     hub = request.app.state.hub
     now = time.monotonic()
@@ -89,7 +133,7 @@ def _workers_running(hub, now: float) -> str:
     return f"{len(serving)} running" + (f" ({recovering} recovering tables)" if recovering else "")
 
 
-@router.get("/api/v1/workers", summary="The workers: what each holds, runs and does, from their own reports",
+@router.get("/api/v1/workers", response_model=Workers, summary="The workers: what each holds, runs and does, from their own reports",
             description="From `its.workers`: each worker reports every few seconds and once as it stops. `state`: "
             "running, recovering (restoring tables after a rebalance), stopped (left cleanly), or gone (silent for "
             "three of its report intervals: killed, cut off or frozen). Stopped and gone workers are listed for 10 "
@@ -123,7 +167,7 @@ async def camera_activity(request: Request):
     return request.app.state.hub.camera_activity(time.time())
 
 
-@router.get("/api/v1/dead-letters", summary="What the stages refused, and why: counts by key (camera) and stage, "
+@router.get("/api/v1/dead-letters", response_model=DeadLettersView, summary="What the stages refused, and why: counts by key (camera) and stage, "
             "and the newest letters", description="From `its.dead-letters`, as this API process has read it (since it "
             "started, and the topic's last few before). `counts`: key -> stage -> records, of the `limit` keys heard "
             "from most recently (or of `camera`); `recent`: their newest letters first, without the records "
