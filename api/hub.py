@@ -84,6 +84,9 @@ class TopicRing:
         self._arrivals: dict[int, list[float]] = {}  # with keep_s: when each held message arrived (monotonic)
         self._bytes: dict[int, int] = {}  # with keep_s: the held values' bytes
         self.next: dict[int, int] = {}  # offset after the newest seen, per partition
+        # Per partition: from this offset on every message is held or was refused (where reading began, or
+        # after the last one trimmed): a reader there has missed nothing, refused records between or not.
+        self._seen_from: dict[int, int] = {}
         self._new = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task | None = None
@@ -114,7 +117,7 @@ class TopicRing:
         for tp in tps:
             start = begins[tp] if self.from_beginning else max(begins[tp], fill.get(tp, ends[tp] - self.capacity))
             consumer.seek(tp, start)
-            self.next[tp.partition] = start
+            self.next[tp.partition] = self._seen_from[tp.partition] = start
             self._offsets[tp.partition], self._messages[tp.partition], self._arrivals[tp.partition] = [], [], []
             self._bytes[tp.partition] = 0
             self.resets[tp.partition] = 0
@@ -209,7 +212,7 @@ class TopicRing:
     def _forget(self, partition: int) -> None:
         self._offsets[partition], self._messages[partition], self._arrivals[partition] = [], [], []
         self._bytes[partition] = 0
-        self.next[partition] = 0
+        self.next[partition] = self._seen_from[partition] = 0
         self.resets[partition] += 1
         if self.on_reset:
             self.on_reset(partition)
@@ -232,6 +235,7 @@ class TopicRing:
         if self.keep_s is not None:
             self._trim_by_age(m.partition)
         elif len(messages) > 2 * self.capacity:  # trim in bulk: amortised O(1) per message
+            self._seen_from[m.partition] = offsets[-self.capacity - 1] + 1
             del offsets[: -self.capacity], messages[: -self.capacity]
         if self.on_message:
             try:
@@ -269,6 +273,8 @@ class TopicRing:
         while budget and cut < len(messages) - 1 and self._bytes[partition] - dropped > budget:
             dropped += len(messages[cut].value)
             cut += 1
+        if cut:
+            self._seen_from[partition] = messages[cut - 1].offset + 1
         del self._offsets[partition][:cut], messages[:cut], arrivals[:cut]
         self._bytes[partition] -= dropped
 
@@ -279,11 +285,13 @@ class TopicRing:
         return self._messages[partition][start : start + limit]
 
     def held_from(self, partition: int) -> int:
-        """The oldest offset a reader can still get from memory (everything before it is only on the broker)."""
+        """The oldest offset a reader can still get from memory (everything before it is only on the broker):
+        after the newest message not held, records refused since being no loss."""
         offsets = self._offsets.get(partition, [])
-        if offsets:
-            return offsets[max(0, len(offsets) - self.capacity)]
-        return self.next.get(partition, 0)
+        beyond = len(offsets) - self.capacity  # held in bulk beyond capacity: as good as trimmed
+        if beyond > 0:
+            return offsets[beyond - 1] + 1
+        return self._seen_from.get(partition, self.next.get(partition, 0))
 
     def latest(self, partition: int, n: int) -> list[Message]:
         return self._messages.get(partition, [])[-n:]

@@ -41,15 +41,18 @@ class HubFigures:
         held = GaugeMetricFamily("its_faust_api_ring_messages", "Messages held in memory", labels=["topic"])
         received = CounterMetricFamily("its_faust_api_ring_received", "Messages read from the broker since the API started",
                                        labels=["topic"])
+        refused = CounterMetricFamily("its_faust_api_ring_refused", "Messages left out of their feed since the API "
+                                      "started: not their topic's record, or not their key's camera", labels=["topic"])
         for ring in hub.rings.values():
             held.add_metric([ring.topic], ring.held())
             received.add_metric([ring.topic], ring.received)
+            refused.add_metric([ring.topic], ring.refused)
         workers = GaugeMetricFamily("its_faust_workers", "Workers by state, from their own reports (its.workers)",
                                     labels=["state"])
         states = [w["state"] for w in hub.workers.view(now)]
         for state in ("running", "recovering", "stopped", "gone"):
             workers.add_metric([state], states.count(state))
-        yield from (held, received, workers, self._dead_letters())
+        yield from (held, received, refused, workers, self._dead_letters())
         yield from self._cameras(now)
 
     def _dead_letters(self):

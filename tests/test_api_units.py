@@ -376,7 +376,8 @@ def test_metrics_give_the_lines_and_zones_a_camera_has_now_and_zeros_where_nothi
 
     window = ZoneWindow(start=60, end=120, entries=1, exits=0)
     square = [(0, 0), (9, 0), (9, 9)]
-    hub = SimpleNamespace(rings={}, workers=Workers(), tracked=TrackedCameras(), counts=Counts(), zones=Zones(),
+    ring = SimpleNamespace(topic="its.tracks", held=lambda: 2, received=5, refused=3)
+    hub = SimpleNamespace(rings={"tracks": ring}, workers=Workers(), tracked=TrackedCameras(), counts=Counts(), zones=Zones(),
                           alerts=Alerts(), cameras=Cameras(), dead_letters=DeadLetters(), camera_events=CameraEvents(),
                           settings=SimpleNamespace(analytics=SimpleNamespace(camera_silent_s=30.0)))
     for i, (at, n) in enumerate(((10.0, 4), (70.0, 6))):
@@ -411,6 +412,7 @@ def test_metrics_give_the_lines_and_zones_a_camera_has_now_and_zeros_where_nothi
     assert samples[("its_faust_dead_letters_total", ("c", "detect"))] == 3
     assert samples[("its_faust_dead_letters_total", ("detect", "other"))] == 2
     assert samples[("its_faust_camera_frames_shed_total", ("c",))] == 10
+    assert samples[("its_faust_api_ring_refused_total", ("its.tracks",))] == 3  # left out of the feed: counted
 
 
 def _dead_letter(key: bytes | None, offset: int, stage: str = "detect"):
@@ -695,3 +697,35 @@ def test_camera_activity_says_which_cameras_are_live_what_is_in_view_and_their_a
     assert closed["objects"] == 0 and closed["alerts_active"] == 0  # silent past camera_silent_s: closed
     assert idle == {"camera_id": "idle-cam", "name": "Bridge", "configured": True, "state": "no_frames", "live": False,
                     "last_tracked_at": None, "last_frame_age_s": None, "frames_tracked": 0, "objects": 0, "alerts_active": 0}
+
+
+def test_records_left_out_of_a_feed_are_no_events_a_resuming_client_missed():
+    """A partition that held only refused records told a client resuming before them that events were dropped."""
+    import asyncio
+
+    from api.service import record_problem
+    from api.sse import events
+
+    ring = TopicRing("127.0.0.1:1", "its.tracks", 3, accept=record_problem(TrackRecord))
+    ring.partitions, ring.resets = [0, 1], {0: 0, 1: 0}
+    for p in (0, 1):
+        ring.next[p] = ring._seen_from[p] = 0
+        ring._offsets[p], ring._messages[p], ring._arrivals[p] = [], [], []
+    good = lambda seq: encode(TrackRecord(camera_id="cam-a", seq=seq, captured_at=10.0, width=64, height=48, detected_at=10.1,
+                                          tracked_at=10.2, tracker_frame=seq + 1, model="m@v", detections=0, worker="w:1", objects=[]))
+    for offset in range(3):
+        ring._add(Message(0, offset, b"cam-a", b"garbage", 0.0))  # partition 0: only refused records
+    for offset in range(10):  # partition 1: refused records between held ones, then trimmed past capacity
+        ring._add(Message(1, offset, b"cam-a", good(offset) if offset in (0, 5, 6, 8, 9) else b"junk", 0.0))
+    assert ring.held_from(0) == 0
+    assert ring.held_from(1) == 6  # 5 is beyond the 3 held (6, 8, 9): a reader after it misses nothing
+
+    async def first_events(cursor: dict[int, int], n: int) -> list[dict]:
+        stream = events(ring, cursor, lambda m: True, "tracks", heartbeat_s=0.05)
+        return [await stream.__anext__() for _ in range(n)]
+
+    got = asyncio.run(first_events({0: 1, 1: 6}, 4))
+    assert [e.get("event") for e in got] == ["hello", "tracks", "tracks", "tracks"]
+    got = asyncio.run(first_events({0: 0, 1: 1}, 3))
+    assert [e.get("event") for e in got] == ["hello", "dropped", "tracks"]  # 1-5 are gone: 5 was a record
+    assert '"events": 5' in got[1]["data"]
