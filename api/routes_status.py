@@ -10,8 +10,6 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field, create_model
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from its_faust.topic_reader import group_offsets
-from its_faust.topic_names import DETECTIONS, FRAMES, TRACKS
 from schemas.workers import WorkerStatus
 
 router = APIRouter(tags=["status"])
@@ -102,9 +100,7 @@ async def ready(request: Request, response: Response) -> dict:
 async def _worker_lag(state) -> tuple[dict, dict[str, int]]:
     """The workers' group offsets and the messages waiting per topic, also set as the lag metric.
     Raises when the broker does not answer (the metric as it was)."""
-    hub = state.hub
-    topics = [hub.settings.topic(t) for t in (FRAMES, DETECTIONS, TRACKS)]
-    offsets = await group_offsets(hub.bootstrap, hub.settings.app_id, topics)
+    offsets = await state.hub.group_offsets.read()
     lag: dict[str, int] = {}
     for (topic, _), (done, end) in offsets.items():
         # A commit past the log's end (a log the broker lost, an end not read in time) is no work waiting.

@@ -10,8 +10,10 @@ from api.hub import Message, TopicRing
 from api.read_models import Alerts, CameraEvents, Cameras, Counts, DeadLetters, TrackedCameras, Workers, Zones
 from api.snapshots import AlertSnapshots
 from its_faust.codecs import SchemaError, decode_keyed
+from its_faust.topic_reader import GroupOffsetsReader
 from its_faust.topic_names import (
-    ALERTS, CAMERA_CONFIGS, CAMERA_EVENTS, COUNTS, DEAD_LETTERS, FRAMES, TRACKS, WORKERS, ZONE_STATS, ensure_topics,
+    ALERTS, CAMERA_CONFIGS, CAMERA_EVENTS, COUNTS, DEAD_LETTERS, DETECTIONS, FRAMES, TRACKS, WORKERS, ZONE_STATS,
+    ensure_topics,
 )
 from schemas import CameraEvent, TrackRecord
 from schemas.analytics import Alert, CountUpdate, ZoneStats
@@ -69,6 +71,8 @@ class Hub:
         }
 
         self.snapshots = AlertSnapshots(self.rings["frames"], self.rings["tracks"], self.cameras)
+        # The workers' commits and the logs' ends, for /ready and /metrics (the lag).
+        self.group_offsets = GroupOffsetsReader(bootstrap, settings.app_id, [topic(t) for t in (FRAMES, DETECTIONS, TRACKS)])
 
     def _camera_removed(self, config) -> None:
         self.alerts.camera_removed(config)
@@ -140,4 +144,4 @@ class Hub:
         return self
 
     async def stop(self) -> None:
-        await asyncio.gather(*(ring.stop() for ring in self.rings.values()))
+        await asyncio.gather(*(ring.stop() for ring in self.rings.values()), self.group_offsets.close())

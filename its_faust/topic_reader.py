@@ -7,6 +7,7 @@ own start-up checks (a table's changelog ends).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Collection
 
@@ -151,18 +152,69 @@ async def read_log_ends(bootstrap: str, tps: list[TopicPartition]) -> dict[Topic
         await consumer.stop()
 
 
+def _group_reader(bootstrap: str, group_id: str) -> AIOKafkaConsumer:
+    # A consumer that names the group but never subscribes reads its commits without joining it.
+    return AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False,
+                            fetch_max_wait_ms=WHOLE_TOPIC_FETCH_WAIT_MS, max_partition_fetch_bytes=8 << 20)
+
+
+async def _group_offsets_on(consumer: AIOKafkaConsumer, topics: list[str]) -> dict[tuple[str, int], tuple[int, int]]:
+    tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
+    ends = await log_ends(consumer, tps)
+    return {(tp.topic, tp.partition): (await consumer.committed(tp) or 0, end) for tp, end in ends.items()}
+
+
 async def group_offsets(bootstrap: str, group_id: str, topics: list[str]) -> dict[tuple[str, int], tuple[int, int]]:
     """Per (topic, partition): (offset the consumer group has committed, end offset)."""
-    # A consumer that names the group but never subscribes reads its commits without joining it.
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False,
-                                fetch_max_wait_ms=WHOLE_TOPIC_FETCH_WAIT_MS, max_partition_fetch_bytes=8 << 20)
+    consumer = _group_reader(bootstrap, group_id)
     await consumer.start()
     try:
-        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
-        ends = await log_ends(consumer, tps)
-        return {(tp.topic, tp.partition): (await consumer.committed(tp) or 0, end) for tp, end in ends.items()}
+        return await _group_offsets_on(consumer, topics)
     finally:
         await consumer.stop()
+
+
+class GroupOffsetsReader:
+    """:func:`group_offsets` for a process that asks often (the API's /ready and /metrics): one consumer kept
+    open instead of one per call, and one answer shared by the calls within ``fresh_s`` of it."""
+
+    def __init__(self, bootstrap: str, group_id: str, topics: list[str], fresh_s: float = 1.0):
+        self.bootstrap, self.group_id, self.topics, self.fresh_s = bootstrap, group_id, topics, fresh_s
+        self._consumer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
+        self._last: tuple[float, dict] | None = None  # (monotonic time, answer)
+        self.consumers_opened = 0
+
+    async def read(self) -> dict[tuple[str, int], tuple[int, int]]:
+        async with self._lock:
+            if self._last is not None and time.monotonic() - self._last[0] < self.fresh_s:
+                return self._last[1]
+            try:
+                if self._consumer is None:
+                    self._consumer = _group_reader(self.bootstrap, self.group_id)
+                    self.consumers_opened += 1
+                    await self._consumer.start()
+                elif not all(self._consumer.partitions_for_topic(t) for t in self.topics):
+                    # A topic created since? Its assignment narrowed the metadata to the topics it had: all
+                    # of them again (asking for the missing one by name could create it on the broker).
+                    await self._consumer._client.set_topics([])
+                answer = await _group_offsets_on(self._consumer, self.topics)
+            except BaseException:  # (a timeout's cancel too) the consumer may be mid-request: a new one next time
+                self._drop()
+                raise
+            self._last = (time.monotonic(), answer)
+            return answer
+
+    def _drop(self) -> None:
+        consumer, self._consumer, self._last = self._consumer, None, None
+        if consumer is not None:
+            asyncio.ensure_future(consumer.stop())  # not awaited: a broker that hangs must not hang the caller
+
+    async def close(self) -> None:
+        async with self._lock:
+            consumer, self._consumer = self._consumer, None
+            if consumer is not None:
+                await consumer.stop()
 
 
 async def group_lag(bootstrap: str, group_id: str, topics: list[str]) -> dict[str, dict[int, int]]:

@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from its_faust.broker import EmbeddedBroker, bootstrap_servers
 from its_faust.ingest import make_producer
-from its_faust.topic_reader import TopicReader, group_lag, group_offsets, partition_for
+from its_faust.topic_reader import GroupOffsetsReader, TopicReader, group_lag, group_offsets, partition_for
 from its_faust.topic_names import COUNTS, CROSSINGS, ensure_topics
 
 
@@ -53,6 +53,42 @@ def test_lag_counts_every_record_of_the_last_batch(settings):
     assert offsets[(topic, tp.partition)] == (3, 10)
     assert lag[topic][tp.partition] == 7 and sum(lag[topic].values()) == 7
     assert sum(lag_when_done[topic].values()) == 0
+
+
+def test_the_apis_offsets_reader_keeps_one_consumer_and_sees_new_commits_and_new_topics(settings):
+    """/ready and /metrics opened a consumer per call (a connection, metadata and a coordinator lookup each)."""
+    topic, later = settings.topic(CROSSINGS), "its.created-later"
+    tp = TopicPartition(topic, partition_for(b"cam-g", settings.partitions))
+    with EmbeddedBroker() as broker:
+        bootstrap = bootstrap_servers(broker.url)
+
+        async def go():
+            await ensure_topics(bootstrap, settings)
+            await _send_one_batch(bootstrap, topic, b"cam-g", 10)
+            await _commit(bootstrap, "lag-test", tp, 3)
+            reader = GroupOffsetsReader(bootstrap, "lag-test", [topic, later], fresh_s=0.3)
+            try:
+                first, again = await reader.read(), await reader.read()  # the second: the first's answer
+                await _commit(bootstrap, "lag-test", tp, 10)
+                await _send_one_batch(bootstrap, later, b"cam-g", 2)  # (the broker creates it)
+                await asyncio.sleep(0.4)
+                moved = await reader.read()
+                opened_before_timeout = reader.consumers_opened
+                await asyncio.sleep(0.4)
+                try:
+                    await asyncio.wait_for(reader.read(), 0.001)  # cut off mid-read: its consumer is not trusted again
+                except asyncio.TimeoutError:
+                    pass
+                after_timeout = await reader.read()
+                return first, again, moved, opened_before_timeout, after_timeout, reader.consumers_opened
+            finally:
+                await reader.close()
+
+        first, again, moved, opened_before_timeout, after_timeout, opened = asyncio.run(go())
+    assert first[(topic, tp.partition)] == (3, 10) and again is first
+    assert moved[(topic, tp.partition)] == (10, 10)
+    assert sum(end for (t, _), (_, end) in moved.items() if t == later) == 2  # a topic created since: in
+    assert opened_before_timeout == 1 and opened == 2 and after_timeout == moved
 
 
 def test_reading_to_the_end_stops_while_another_camera_keeps_producing(settings):
