@@ -236,6 +236,11 @@ class CameraAnalytics:
             return FrameOutput()
         return self.close(Moment(self.camera_id, self.last_seq, self.last_at + silent_s), f"no frames for {now - self.last_at:.0f} s")
 
+    def is_open(self) -> bool:
+        """Whether closing the camera would change anything: tracks it still holds (in zones, maybe), or alerts
+        active."""
+        return bool(self.tracks or self.alert_book.active)
+
     def close(self, moment: Moment, why: str) -> FrameOutput:
         """The camera's frames have stopped (the agent judges when): its alerts clear now and its tracks leave
         their zones, as no frame will come to do it. Its tracks are forgotten; the tracker's ids go on.

@@ -149,10 +149,25 @@ class Checkpoints(Generic[A]):
     @asynccontextmanager
     async def between_frames(self):
         """Work on the actors that no frame brings (closing a silent camera): no frame, and no flush, cuts
-        into it. Not written by the next flush unless a frame of that camera follows: after a restart
-        the work is done again (at least once, as the frames' is)."""
+        into it. Its state is written with :meth:`write_between_frames`."""
         async with self._lock:
             yield
+
+    async def write_between_frames(self, key: bytes, actor, event, sent: list[Sent], generation: int | None) -> None:
+        """Inside ``between_frames``: ``actor``'s state after work no frame brought, written once the broker holds
+        what it sent (``sent``), in the partition of ``event`` (its camera's last frame). Not written if the
+        partition may have moved since ``generation`` (its next owner does the work again), nor if the
+        flushes have stopped; a camera with frames since the last flush is written by the next one, with
+        them. A record the broker refused is logged: no input of this work can be dead-lettered."""
+        refused = await refusal(self.stage, event, sent)
+        if refused is not None:
+            log.error("%s: camera %r: %s", self.stage, key, refused)
+        if self._broken or generation != self.app.consumer_generation_id or self.app.rebalancing:
+            return
+        if key in self._open.changed:
+            return  # (the same live actor: the next flush writes it)
+        with _in_partition_of(event):
+            self.cache.save(key, actor)
 
     def restart_camera(self, key: bytes, camera_id: str, apply: Callable[[A, Any], Any]) -> None:
         """After a frame failed half-way: the camera's actor again from its table, with the frames

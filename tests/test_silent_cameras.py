@@ -1,4 +1,5 @@
-"""The analytics stage's closer of silent cameras (agents/analyze.py), on small fakes of the consumer and checkpoints."""
+"""The analytics stage's closer of silent cameras (agents/silent_cameras.py), on small fakes of the consumer and
+checkpoints."""
 
 import asyncio
 import time
@@ -7,57 +8,92 @@ from types import SimpleNamespace
 
 from faust.types import TP
 
-import agents.analyze as analyze
+import agents.silent_cameras as silent_cameras
+from agents.silent_cameras import LastFrame, SilentCameras
 from its_faust import topics
+from its_faust.delivery import Sent
+from its_faust.topic_reader import partition_for
 from schemas import TrackRecord
-from tables.camera_analytics import FrameOutput
+from schemas.tracks import TrackedObject
+from tables.camera_analytics import CameraAnalytics, FrameOutput
+
+TRACKS = topics.tracks.get_topic_name()
 
 
-def _track(camera: str, seq: int) -> TrackRecord:
-    return TrackRecord(camera_id=camera, seq=seq, captured_at=10.0, width=64, height=48, detected_at=10.1,
-                       tracked_at=10.2, tracker_frame=seq, model="m@v", detections=0, worker="w:1", objects=[])
+def _last(camera: str, seq: int, heard: float, partition: int = 0) -> LastFrame:
+    return LastFrame(camera, seq, None, partition, heard, SimpleNamespace(key=camera.encode()))
 
 
 class _Actor:
-    def __init__(self, closed: list, camera: str):
-        self.closed, self.camera = closed, camera
+    def __init__(self, closed: list, camera: str, open_: bool = True):
+        self.closed, self.camera_id, self.open = closed, camera, open_
+        self.last_seq, self.last_at = 7, 1000.0
+
+    def is_open(self) -> bool:
+        return self.open
 
     def close(self, moment, why: str) -> FrameOutput:
-        self.closed.append(self.camera)
+        self.closed.append(self.camera_id)
+        self.open = False
         return FrameOutput()
 
 
 class _Checkpoints:
-    """Its lock is where a frame of cam-b comes in while cam-a is being closed."""
+    """Its lock is where a frame of cam-b comes in while cam-a is being closed (``fresh`` None: it comes)."""
 
-    def __init__(self, last_frames: dict, taken: dict, closed: list):
-        self.last_frames, self.taken, self.closed = last_frames, taken, closed
-        self.cache = SimpleNamespace(get=lambda key, camera: _Actor(closed, camera))
-        self.fresh = None
+    def __init__(self, closer: SilentCameras | None, closed: list, table: dict | None = None):
+        self.closer, self.closed = closer, closed
+        self.actors: dict[bytes, _Actor] = {}
+        self.cache = SimpleNamespace(get=self._actor, table=table if table is not None else {})
+        self.fresh = "no frame comes"
+        self.written: list[tuple[bytes, object]] = []
+
+    def _actor(self, key: bytes, camera: str) -> _Actor:
+        if key not in self.actors:
+            self.actors[key] = _Actor(self.closed, camera, open_=self.cache.table.get(key, True))
+        return self.actors[key]
 
     @asynccontextmanager
     async def between_frames(self):
-        if self.fresh is None:  # the first close: cam-b's frame arrives meanwhile (what _analyze does)
-            self.fresh = analyze._LastFrame(_track("cam-b", 2), 0, time.monotonic())
-            self.last_frames[b"cam-b"] = self.fresh
-            self.taken[0] = 11
+        if self.fresh is None:  # the first close: cam-b's frame arrives meanwhile (what the agent does)
+            self.fresh = _last("cam-b", 2, time.monotonic())
+            self.closer.last_frames[b"cam-b"] = self.fresh
+            self.closer.taken[0] = 11
         yield
+
+    async def write_between_frames(self, key, actor, event, sent, generation) -> None:
+        self.written.append((key, event))
 
 
 class _Consumer:
-    def __init__(self, taken: dict, waiting: int = 0):
+    def __init__(self, taken: dict, waiting: int = 0, partitions: tuple[int, ...] = (0,)):
         self.taken = taken
         self.waiting = waiting  # frames on the broker past those taken
+        self.partitions = partitions
+        self.committed: dict[int, int] = {}  # the group's commits
+        self.ends: dict[int, int] = {}  # the logs' ends, where not right after the frames taken
 
     def assignment(self):
-        return {TP(topics.tracks.get_topic_name(), 0)}
+        return {TP(TRACKS, p) for p in self.partitions}
+
+    def topic_partitions(self, topic):
+        return 4
+
+    def next_to_commit(self, tp):
+        return self.committed.get(tp.partition)
 
     async def highwaters(self, *tps):
-        return {tp: self.taken[0] + self.waiting for tp in tps}
+        return {tp: self.ends.get(tp.partition, self.taken.get(tp.partition, 0)) + self.waiting for tp in tps}
 
 
-def _app(consumer, rebalancing: bool = False) -> SimpleNamespace:
-    return SimpleNamespace(consumer=consumer, rebalancing=rebalancing, in_recovery=False)
+class _App:
+    def __init__(self, consumer, rebalancing: list[bool] | None = None):
+        self.consumer, self.in_recovery, self.consumer_generation_id = consumer, False, 1
+        self.answers = rebalancing or [False]  # one per question; the last one for every question after
+
+    @property
+    def rebalancing(self) -> bool:
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
 
 
 class _Watchdog:
@@ -68,9 +104,19 @@ class _Watchdog:
         return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
 
 
-def _run_closer(checkpoints, last_frames: dict, taken: dict, closed: list, rounds_s: float = 2.0) -> None:
+def _closer(monkeypatch, consumer, watchdog=(True,), rebalancing=None, table=None):
+    monkeypatch.setattr(silent_cameras, "app", _App(consumer, rebalancing))
+    monkeypatch.setattr(silent_cameras, "stall_watchdog", _Watchdog(list(watchdog)))
+    closed: list[str] = []
+    closer = SilentCameras(None, silent_s=1.0)
+    closer.checkpoints = _Checkpoints(closer, closed, table)
+    closer.taken = consumer.taken
+    return closer, closed
+
+
+def _run(closer: SilentCameras, closed: list, rounds_s: float = 2.0) -> None:
     async def go():
-        closer = asyncio.ensure_future(analyze._close_silent_cameras(checkpoints, last_frames, taken, silent_s=1.0))
+        task = asyncio.ensure_future(closer.run())
         try:
             for _ in range(int(rounds_s / 0.05)):
                 await asyncio.sleep(0.05)
@@ -78,89 +124,115 @@ def _run_closer(checkpoints, last_frames: dict, taken: dict, closed: list, round
                     break
             await asyncio.sleep(0.1)  # the rest of that round
         finally:
-            if closer.done():
-                closer.result()  # raises what stopped it
-            closer.cancel()
+            if task.done():
+                task.result()  # raises what stopped it
+            task.cancel()
 
     asyncio.run(go())
 
 
 def test_a_camera_whose_frame_came_while_another_was_closed_is_not_closed(monkeypatch):
     long_ago = time.monotonic() - 100
-    last_frames = {b"cam-a": analyze._LastFrame(_track("cam-a", 1), 0, long_ago),
-                   b"cam-b": analyze._LastFrame(_track("cam-b", 1), 0, long_ago)}
-    taken = {0: 10}
-    monkeypatch.setattr(analyze, "app", _app(_Consumer(taken)))
-    monkeypatch.setattr(analyze, "stall_watchdog", _Watchdog([True]))
-    closed: list[str] = []
-    checkpoints = _Checkpoints(last_frames, taken, closed)
-    _run_closer(checkpoints, last_frames, taken, closed)
+    closer, closed = _closer(monkeypatch, _Consumer({0: 10}))
+    closer.last_frames.update({b"cam-a": _last("cam-a", 1, long_ago), b"cam-b": _last("cam-b", 1, long_ago)})
+    closer.checkpoints.fresh = None
+    _run(closer, closed)
     assert closed == ["cam-a"]
-    assert last_frames == {b"cam-b": checkpoints.fresh}  # the frame that came is kept, to be judged later
+    assert closer.last_frames == {b"cam-b": closer.checkpoints.fresh}  # the frame that came is kept, to be judged later
+    assert [key for key, _ in closer.checkpoints.written] == [b"cam-a"]  # the closed state is written, not undone
 
 
 def test_no_camera_is_closed_while_the_broker_is_away_and_their_silence_counts_from_its_return(monkeypatch):
     """A broker away for over camera_silent_s closed every camera: zones emptied and alerts cleared with
     vehicles in view, which entered again (counted twice) once frames came back."""
-    long_ago = time.monotonic() - 100
-    last_frames = {b"cam-a": analyze._LastFrame(_track("cam-a", 1), 0, long_ago)}
-    taken = {0: 10}
-    monkeypatch.setattr(analyze, "app", _app(_Consumer(taken)))
-    watchdog = _Watchdog([False, False, True])
-    monkeypatch.setattr(analyze, "stall_watchdog", watchdog)
-    closed: list[str] = []
-    checkpoints = _Checkpoints({}, {}, closed)
-    checkpoints.fresh = "no frame comes"
+    closer, closed = _closer(monkeypatch, _Consumer({0: 10}), watchdog=(False, False, True))
+    closer.last_frames[b"cam-a"] = _last("cam-a", 1, time.monotonic() - 100)
     back = time.monotonic()
-    _run_closer(checkpoints, last_frames, taken, closed, rounds_s=1.8)  # three rounds: away, away, back
-    assert closed == [] and watchdog.answers == [True]
-    assert last_frames[b"cam-a"].heard >= back  # silent from the broker's return on
-    _run_closer(checkpoints, last_frames, taken, closed, rounds_s=3.0)  # still no frame: closed, a second on
+    _run(closer, closed, rounds_s=1.8)  # three rounds: away, away, back
+    assert closed == [] and silent_cameras.stall_watchdog.answers == [True]
+    assert closer.last_frames[b"cam-a"].heard >= back  # silent from the broker's return on
+    _run(closer, closed, rounds_s=3.0)  # still no frame: closed, a second on
     assert closed == ["cam-a"]
 
 
 def test_a_camera_is_not_closed_while_the_broker_holds_frames_of_its_partition_not_taken_yet(monkeypatch):
     """Asked of the broker, not of the consumer's last fetch: a worker that has not fetched since an outage
     or a rebalance holds an old end, and would close cameras whose frames are waiting."""
-    long_ago = time.monotonic() - 100
-    last_frames = {b"cam-a": analyze._LastFrame(_track("cam-a", 1), 0, long_ago)}
-    taken = {0: 10}
-    consumer = _Consumer(taken, waiting=3)
-    monkeypatch.setattr(analyze, "app", _app(consumer))
-    monkeypatch.setattr(analyze, "stall_watchdog", _Watchdog([True]))
-    closed: list[str] = []
-    checkpoints = _Checkpoints({}, {}, closed)
-    checkpoints.fresh = "no frame comes"
-    _run_closer(checkpoints, last_frames, taken, closed, rounds_s=1.5)
+    consumer = _Consumer({0: 10}, waiting=3)
+    closer, closed = _closer(monkeypatch, consumer)
+    closer.last_frames[b"cam-a"] = _last("cam-a", 1, time.monotonic() - 100)
+    _run(closer, closed, rounds_s=1.5)
     assert closed == []
     consumer.waiting = 0  # all taken, and still nothing of cam-a: silent
-    _run_closer(checkpoints, last_frames, taken, closed, rounds_s=1.5)
+    _run(closer, closed, rounds_s=1.5)
     assert closed == ["cam-a"]
-
-
-class _RebalancingApp:
-    def __init__(self, consumer, rebalancing: list[bool]):
-        self.consumer, self.in_recovery = consumer, False
-        self.answers = rebalancing  # one per question; the last one for every question after
-
-    @property
-    def rebalancing(self) -> bool:
-        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
 
 
 def test_no_camera_is_closed_during_a_rebalance_and_their_silence_counts_from_its_end(monkeypatch):
-    long_ago = time.monotonic() - 100
-    last_frames = {b"cam-a": analyze._LastFrame(_track("cam-a", 1), 0, long_ago)}
-    taken = {0: 10}
-    worker = _RebalancingApp(_Consumer(taken), [True, True, False])
-    monkeypatch.setattr(analyze, "app", worker)
-    monkeypatch.setattr(analyze, "stall_watchdog", _Watchdog([True]))
-    closed: list[str] = []
-    checkpoints = _Checkpoints({}, {}, closed)
-    checkpoints.fresh = "no frame comes"
+    closer, closed = _closer(monkeypatch, _Consumer({0: 10}), rebalancing=[True, True, False])
+    closer.last_frames[b"cam-a"] = _last("cam-a", 1, time.monotonic() - 100)
     done = time.monotonic()
-    _run_closer(checkpoints, last_frames, taken, closed, rounds_s=1.8)  # three rounds: rebalancing twice, then not
-    assert closed == [] and worker.answers == [False]
-    assert last_frames[b"cam-a"].heard >= done  # silent from the rebalance's end on
-    _run_closer(checkpoints, last_frames, taken, closed, rounds_s=3.0)
+    _run(closer, closed, rounds_s=1.8)  # three rounds: rebalancing twice, then not
+    assert closed == [] and silent_cameras.app.answers == [False]
+    assert closer.last_frames[b"cam-a"].heard >= done  # silent from the rebalance's end on
+    _run(closer, closed, rounds_s=3.0)
     assert closed == ["cam-a"]
+
+
+def test_a_camera_left_open_by_the_worker_before_is_closed_by_the_one_that_took_it_over(monkeypatch):
+    """A worker killed after a camera stopped, before it was closed: its replacement never heard of the camera
+    (no frame of it came), so its alerts stayed active and its zones occupied for good."""
+    partition_of = {key: partition_for(key, 4) for key in (b"cam-open", b"cam-closed")}
+    held = partition_of[b"cam-open"]
+    elsewhere = next(p for p in range(4) if p not in partition_of.values())  # a partition another worker holds
+    table = {b"cam-open": True, b"cam-closed": False}  # key -> left open
+    table.update({key: True for key in (b"cam-%d" % n for n in range(40)) if partition_for(key, 4) == elsewhere})
+    consumer = _Consumer({}, partitions=(held, partition_of[b"cam-closed"]))
+    consumer.committed[held] = consumer.ends[held] = 10  # none taken by this worker: what the group committed is done
+    closer, closed = _closer(monkeypatch, consumer, table=table)
+    took_over = time.monotonic()
+    _run(closer, closed, rounds_s=0.7)
+    watched = dict(closer.last_frames)
+    _run(closer, closed, rounds_s=3.0)
+    assert b"cam-open" in watched and b"cam-closed" not in watched
+    assert all(partition_for(key, 4) in consumer.partitions for key in watched)  # none of another worker's
+    assert watched[b"cam-open"].heard >= took_over and watched[b"cam-open"].seq == 7  # silent from the takeover
+    assert closed[:1] == ["cam-open"]
+    [(key, stand_in)] = [(k, e) for k, e in closer.checkpoints.written if k == b"cam-open"]
+    assert (stand_in.message.topic, stand_in.message.partition) == (TRACKS, held)  # written where its frames go
+
+
+def test_a_camera_analytics_actor_is_open_while_it_holds_tracks_and_not_once_closed():
+    from tables.camera_analytics import Moment
+
+    actor = CameraAnalytics("cam")
+    assert not actor.is_open()
+    box = TrackedObject(track_id=1, cls=2, label="car", conf=0.9, x1=0, y1=0, x2=5, y2=5)
+    actor.update(TrackRecord(camera_id="cam", seq=1, captured_at=10.0, width=64, height=48, detected_at=10.1,
+                             tracked_at=10.2, tracker_frame=1, model="m@v", detections=1, worker="w:1", objects=[box]),
+                 None)
+    assert actor.is_open()
+    actor.close(Moment("cam", 1, 20.0), "no frames for 10 s")
+    assert not actor.is_open()
+
+
+def test_the_closer_sends_what_the_close_made_under_the_cameras_key(monkeypatch):
+    sent = []
+
+    async def send(event, topic, value, timestamp=None):
+        sent.append((event.key, topic.get_topic_name()))
+        return Sent(topic.get_topic_name(), asyncio.get_running_loop().create_future())
+
+    from schemas.analytics import Alert, FrameRef
+
+    out = FrameOutput(alerts=[Alert(camera_id="cam-a", seq=1, captured_at=10.0, alert_id="a1", kind="wrong_way",
+                                    state="cleared", severity="critical", subject="track-1", started_at=1,
+                                    snapshot=FrameRef(camera_id="cam-a", seq=1), message="cleared (no frames for 30 s)")])
+    monkeypatch.setattr(silent_cameras, "send", send)
+    closer, closed = _closer(monkeypatch, _Consumer({0: 10}))
+    closer.checkpoints.actors[b"cam-a"] = SimpleNamespace(close=lambda moment, why: out, is_open=lambda: True)
+    last = _last("cam-a", 1, time.monotonic() - 100)
+    closer.last_frames[b"cam-a"] = last
+    asyncio.run(closer._close(b"cam-a", last, time.monotonic()))
+    assert sent == [(b"cam-a", topics.alerts.get_topic_name())]
+    assert closer.checkpoints.written == [(b"cam-a", last.event)]
