@@ -23,11 +23,12 @@ import asyncio
 import bisect
 import logging
 import time
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Callable, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from its_faust.codecs import SchemaError, decode
 from its_faust.throttle import Throttle
 from its_faust.topic_reader import read_log_ends
 
@@ -37,6 +38,9 @@ REFUSAL_LOG_S = 60.0  # refused records are told at most once a minute per parti
 FILL_AT_LEAST = 48  # messages a keep_s ring reads at start, however old (a stopped camera's last frames)
 
 
+R = TypeVar("R")
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     partition: int
@@ -44,6 +48,11 @@ class Message:
     key: bytes
     value: bytes
     timestamp: float  # seconds
+    record: Any = None  # the value decoded, as a ring that checks its records hands it to its read models
+
+    def decoded(self, schema: type[R]) -> R:
+        """The record: as the ring decoded it when it checked it, or decoded now (SchemaError: not one)."""
+        return self.record if isinstance(self.record, schema) else decode(schema, self.value)
 
 
 class TopicRing:
@@ -59,12 +68,13 @@ class TopicRing:
         fetch_max_wait_ms: int = 100,
         keep_s: float | None = None,
         max_bytes: int | None = None,
-        accept: Callable[[Message], str | None] | None = None,
+        check: Callable[[Message], Any] | None = None,
     ):
         self.bootstrap = bootstrap
-        # A record's problem (None: none). Refused records are neither held nor read models' to see: the
-        # feeds pass a record on as it is, and a client that parses it must not get a stranger's garbage.
-        self.accept = accept
+        # Decodes a message's record, raising SchemaError for one that is not its topic's. Refused records are
+        # neither held nor read models' to see: the feeds pass a record on as it is, and a client that parses it
+        # must not get a stranger's garbage.
+        self.check = check
         self.refused = 0
         self._refusals: Throttle[int] = Throttle(REFUSAL_LOG_S)
         self.fetch_max_wait_ms = fetch_max_wait_ms  # see Settings.fetch_max_wait_ms
@@ -224,7 +234,8 @@ class TopicRing:
             log.warning("api: %s[%d] went back from offset %d to %d: the broker lost that log; read again from "
                         "its start", self.topic, m.partition, self.next[m.partition], m.offset)
             self._forget(m.partition)
-        if self.accept is not None and self._refuse(m):
+        checked = self._checked(m) if self.check is not None else m
+        if checked is None:
             self.next[m.partition] = m.offset + 1
             return
         offsets, messages = self._offsets[m.partition], self._messages[m.partition]
@@ -239,23 +250,24 @@ class TopicRing:
             del offsets[: -self.capacity], messages[: -self.capacity]
         if self.on_message:
             try:
-                self.on_message(m)
+                self.on_message(checked)  # (decoded for the read models; the ring holds the bytes only: memory)
             except Exception:  # a read model must not stop the feed
                 log.exception("api: read model failed on %s[%d]@%d", self.topic, m.partition, m.offset)
 
-    def _refuse(self, m: Message) -> bool:
+    def _checked(self, m: Message) -> Message | None:
+        """``m`` with its record decoded, or None: refused, and told (at most once a minute per partition)."""
         try:
-            problem = self.accept(m)
+            return replace(m, record=self.check(m))
+        except SchemaError as exc:
+            problem = str(exc)
         except Exception as exc:  # a check that fails must not stop the ring's reader
             problem = f"not checked: {exc!r}"
-        if problem is None:
-            return False
         self.refused += 1
         told = self._refusals.hit(m.partition, time.monotonic())
         if told is not None:
             log.warning("api: %s[%d]@%d left out of its feed (%s)%s", self.topic, m.partition, m.offset, problem,
                         f"; {told - 1} more since the last told" if told > 1 else "")
-        return True
+        return None
 
     def _trim_by_age(self, partition: int) -> None:
         """Drop what arrived over ``keep_s`` ago, and the oldest beyond ``capacity`` messages or the partition's share

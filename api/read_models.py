@@ -49,7 +49,7 @@ class Cameras:
 
     def apply(self, m: Message) -> None:
         try:
-            config = decode(CameraConfig, m.value)
+            config = m.decoded(CameraConfig)
         except SchemaError:
             return
         self._partitions.note(config.camera_id, m.partition)
@@ -76,26 +76,38 @@ class Cameras:
 
 
 class TrackedCameras:
-    """Per camera: track records read since the API started, and the newest (decoded only when asked for).
+    """Per camera: frames tracked since the API started, and the newest track record.
 
-    A track record is counted by its key alone, so a busy feed costs a dict update, not a decode.
+    A frame's record that comes again (a worker replaced before it committed tracks it again: same seq)
+    is not counted again: a seq not above the camera's last is a repeat, unless it is over
+    ``RESTARTED_BELOW`` below it (a producer that started its seqs again).
     Bounded like CameraEvents: the ``max_cameras`` heard from most recently (any producer may write).
     """
+
+    RESTARTED_BELOW = 1_000  # (as the tracker judges it: its_faust/seqs_behind.py)
 
     def __init__(self, max_cameras: int = 10_000):
         self.max_cameras = max_cameras
         self.frames: OrderedDict[bytes, int] = OrderedDict()
         self.newest: dict[bytes, Message] = {}
+        self._last_seq: dict[bytes, int] = {}
 
     def apply(self, m: Message) -> None:
         if not m.key:
             return
+        seq = m.record.seq if isinstance(m.record, TrackRecord) else None
+        last = self._last_seq.get(m.key)
+        if seq is not None and last is not None and last - self.RESTARTED_BELOW <= seq <= last:
+            return  # a frame tracked again
+        if seq is not None:
+            self._last_seq[m.key] = seq
         self.frames[m.key] = self.frames.get(m.key, 0) + 1
         self.frames.move_to_end(m.key)
         self.newest[m.key] = m
         if len(self.frames) > self.max_cameras:
             gone, _ = self.frames.popitem(last=False)
             self.newest.pop(gone, None)
+            self._last_seq.pop(gone, None)
 
     def frame_size(self, camera_id: str) -> tuple[int, int] | None:
         """(width, height) of the camera's newest tracked frame; None when none is held (or it does not decode)."""
@@ -132,7 +144,7 @@ class CurrentFigures:
     def _current(self, m: Message, schema: type):
         """``m`` decoded, or None: not a ``schema`` record (any producer may write a topic), or one of a camera removed since."""
         try:
-            record = decode(schema, m.value)
+            record = m.decoded(schema)
         except SchemaError:
             return None
         if record.captured_at <= self._removed_at.get(record.camera_id, float("-inf")):
@@ -291,7 +303,7 @@ class Alerts:
 
     def apply(self, m: Message) -> None:
         try:
-            alert = decode(Alert, m.value)
+            alert = m.decoded(Alert)
         except SchemaError:
             return
         self._partitions.note(alert.camera_id, m.partition)
@@ -333,7 +345,7 @@ class CameraEvents:
 
     def apply(self, m: Message) -> None:
         try:
-            event = decode(CameraEvent, m.value)
+            event = m.decoded(CameraEvent)
         except SchemaError:
             return
         events = self.by_camera.get(event.camera_id)
@@ -382,7 +394,7 @@ class Workers:
 
     def apply(self, m: Message) -> None:
         try:
-            status = decode(WorkerStatus, m.value)
+            status = m.decoded(WorkerStatus)
         except SchemaError:
             return
         known = self.latest.get(status.worker)
@@ -431,7 +443,7 @@ class DeadLetters:
 
     def apply(self, m: Message) -> None:
         try:
-            letter = decode(DeadLetter, m.value)
+            letter = m.decoded(DeadLetter)
         except SchemaError:
             return
         key = letter.key.decode("utf-8", "replace") if letter.key is not None else ""

@@ -9,7 +9,7 @@ from collections import Counter
 from api.hub import Message, TopicRing
 from api.read_models import Alerts, CameraEvents, Cameras, Counts, DeadLetters, TrackedCameras, Workers, Zones
 from api.snapshots import AlertSnapshots
-from its_faust.codecs import SchemaError, decode_keyed
+from its_faust.codecs import decode_keyed
 from its_faust.topic_reader import GroupOffsetsReader
 from its_faust.topic_names import (
     ALERTS, CAMERA_CONFIGS, CAMERA_EVENTS, COUNTS, DEAD_LETTERS, DETECTIONS, FRAMES, TRACKS, WORKERS, ZONE_STATS,
@@ -22,16 +22,13 @@ from schemas.analytics import Alert, CountUpdate, ZoneStats
 LIVE_WITHIN_S = 10.0
 
 
-def record_problem(record_type):
-    """A ring's check of its records: why one is not a ``record_type`` of its key's camera, or None."""
-    def problem(m: Message) -> str | None:
-        try:
-            decode_keyed(record_type, m.key, m.value)
-        except SchemaError as exc:
-            return str(exc)
-        return None
+def keyed_record(record_type):
+    """A ring's check of its records: the record decoded, if it is a ``record_type`` of its key's camera
+    (:class:`SchemaError` otherwise)."""
+    def check(m: Message):
+        return decode_keyed(record_type, m.key, m.value)
 
-    return problem
+    return check
 
 
 class Hub:
@@ -50,15 +47,15 @@ class Hub:
             return TopicRing(bootstrap, topic(name), capacity, fetch_max_wait_ms=settings.fetch_max_wait_ms, **kwargs)
 
         self.rings = {  # the first five are the SSE feeds: their records must be what the feed says
-            "tracks": ring(TRACKS, size, on_message=self._on_track, accept=record_problem(TrackRecord)),
+            "tracks": ring(TRACKS, size, on_message=self._on_track, check=keyed_record(TrackRecord)),
             "counts": ring(COUNTS, size, on_message=self.counts.apply, on_reset=self.counts.forget_partition,
-                           accept=record_problem(CountUpdate)),
+                           check=keyed_record(CountUpdate)),
             "alerts": ring(ALERTS, size, on_message=self._on_alert, on_reset=self.alerts.forget_partition,
-                           accept=record_problem(Alert)),
+                           check=keyed_record(Alert)),
             "zone-stats": ring(ZONE_STATS, size, on_message=self.zones.apply, on_reset=self.zones.forget_partition,
-                               accept=record_problem(ZoneStats)),
+                               check=keyed_record(ZoneStats)),
             "camera-events": ring(CAMERA_EVENTS, size, on_message=self.camera_events.apply,
-                                  accept=record_problem(CameraEvent)),
+                                  check=keyed_record(CameraEvent)),
             "frames": ring(FRAMES, settings.api.frames_ring, keep_s=settings.api.frames_keep_s,
                            max_bytes=settings.api.frames_memory_mb << 20),
             # Each worker's latest reports (every few seconds each): enough to know every recent worker.

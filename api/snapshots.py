@@ -20,7 +20,7 @@ from collections import OrderedDict
 
 from api.hub import Message, TopicRing
 from api.live import AlertMarks, latest_pair, render_jpeg, seq_of
-from its_faust.codecs import SchemaError, decode
+from its_faust.codecs import SchemaError
 from schemas.analytics import Alert
 
 # An alert older than this when it is read (an API process filling its rings at start) is not drawn:
@@ -39,7 +39,7 @@ class AlertSnapshots:
 
     def apply(self, m: Message) -> None:
         try:
-            alert = decode(Alert, m.value)
+            alert = m.decoded(Alert)
         except SchemaError:
             return
         ref = (alert.snapshot.camera_id, alert.snapshot.seq)

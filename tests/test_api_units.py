@@ -233,10 +233,10 @@ def test_a_ring_whose_partition_goes_back_to_an_earlier_offset_starts_it_over():
 
 def test_a_feeds_ring_leaves_out_records_that_are_not_its_schema_or_not_their_keys_camera(caplog):
     """Any producer can write a result topic; the feeds passed its garbage on as a record (`data: garbage`)."""
-    from api.service import record_problem
+    from api.service import keyed_record
 
     seen = []
-    ring = TopicRing("127.0.0.1:1", "its.tracks", 10, on_message=seen.append, accept=record_problem(TrackRecord))
+    ring = TopicRing("127.0.0.1:1", "its.tracks", 10, on_message=seen.append, check=keyed_record(TrackRecord))
     ring.partitions, ring.next, ring.resets = [0], {0: 0}, {0: 0}
     ring._offsets, ring._messages, ring._arrivals = {0: []}, {0: []}, {0: []}
     good = TrackRecord(camera_id="cam-a", seq=1, captured_at=10.0, width=64, height=48, detected_at=10.1, tracked_at=10.2,
@@ -703,10 +703,10 @@ def test_records_left_out_of_a_feed_are_no_events_a_resuming_client_missed():
     """A partition that held only refused records told a client resuming before them that events were dropped."""
     import asyncio
 
-    from api.service import record_problem
+    from api.service import keyed_record
     from api.sse import events
 
-    ring = TopicRing("127.0.0.1:1", "its.tracks", 3, accept=record_problem(TrackRecord))
+    ring = TopicRing("127.0.0.1:1", "its.tracks", 3, check=keyed_record(TrackRecord))
     ring.partitions, ring.resets = [0, 1], {0: 0, 1: 0}
     for p in (0, 1):
         ring.next[p] = ring._seen_from[p] = 0
@@ -729,3 +729,21 @@ def test_records_left_out_of_a_feed_are_no_events_a_resuming_client_missed():
     got = asyncio.run(first_events({0: 0, 1: 1}, 3))
     assert [e.get("event") for e in got] == ["hello", "dropped", "tracks"]  # 1-5 are gone: 5 was a record
     assert '"events": 5' in got[1]["data"]
+
+
+def test_a_frame_tracked_again_is_not_counted_again_and_the_ring_hands_on_its_record_decoded():
+    """A worker replaced before it committed tracks its last frames again: the API counted 920 frames of 909."""
+    from api.service import keyed_record
+
+    tracked = TrackedCameras()
+    ring = TopicRing("127.0.0.1:1", "its.tracks", 100, on_message=tracked.apply, check=keyed_record(TrackRecord))
+    ring.partitions, ring.next, ring.resets = [0], {0: 0}, {0: 0}
+    ring._offsets, ring._messages, ring._arrivals = {0: []}, {0: []}, {0: []}
+    record = lambda seq: encode(TrackRecord(camera_id="cam-a", seq=seq, captured_at=10.0, width=64, height=48, detected_at=10.1,
+                                            tracked_at=10.2, tracker_frame=seq, model="m@v", detections=0, worker="w:1",
+                                            objects=[]))
+    for offset, seq in enumerate([1, 2, 3, 2, 3, 4, 5000, 1, 2]):  # again 2 and 3; then its seqs started again
+        ring._add(Message(0, offset, b"cam-a", record(seq), 0.0))
+    assert tracked.frames[b"cam-a"] == 7
+    assert isinstance(tracked.newest[b"cam-a"].record, TrackRecord)  # decoded once, by the check
+    assert ring.read(0, 0)[0].record is None  # the ring holds 10,000 a partition: as bytes
