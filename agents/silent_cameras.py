@@ -81,6 +81,7 @@ class SilentCameras:
         self.last_frames: dict[bytes, LastFrame] = {}  # per camera
         self.taken: dict[int, int] = {}  # per partition: the offset after the last frame taken
         self._held: set[int] = set()  # the tracks partitions whose cameras left open in the table are known
+        self._held_in: int | None = None  # the consumer generation they were held in
 
     def heard(self, event, record: TrackRecord) -> None:
         """A frame of the camera was taken."""
@@ -107,7 +108,7 @@ class SilentCameras:
                 self._note_cameras_taken_over(now)
             if not any(now - last.heard >= self.silent_s for last in self.last_frames.values()):
                 continue
-            ends = None
+            ends, generation = None, app.consumer_generation_id
             if settled and await stall_watchdog.broker_answers():
                 ends = await _log_ends(app.consumer, {last.partition for last in self.last_frames.values()})
             if ends is None:
@@ -126,17 +127,17 @@ class SilentCameras:
                     continue
                 if ends[last.partition] > self.taken.get(last.partition, 0):
                     continue  # frames of its partition wait: they may be its own
-                await self._close(key, last, now)
+                await self._close(key, last, now, generation)
 
-    async def _close(self, key: bytes, last: LastFrame, now: float) -> None:
+    async def _close(self, key: bytes, last: LastFrame, now: float, generation: int | None) -> None:
         checkpoints = self.checkpoints
         async with checkpoints.between_frames():
             # This loop awaits (the lock, the sends) between cameras: a frame of this one that
-            # came meanwhile replaced its entry, and the camera is not silent after all.
-            if self.last_frames.get(key) is not last:
+            # came meanwhile replaced its entry, and the camera is not silent after all; or a
+            # rebalance began, and the camera may be another worker's now (it judges it then).
+            if self.last_frames.get(key) is not last or not self._still_held(last.partition, generation):
                 return
             del self.last_frames[key]
-            generation = app.consumer_generation_id
             scene_time = last.scene_time + (now - last.heard) if last.scene_time is not None else None
             actor = checkpoints.cache.get(key, last.camera_id)
             out = actor.close(Moment(last.camera_id, last.seq, time.time(), scene_time),
@@ -148,12 +149,19 @@ class SilentCameras:
                      now - last.heard, len(out.alerts), len(out.zone_events))
         log_alerts(out)
 
+    @staticmethod
+    def _still_held(partition: int, generation: int | None) -> bool:
+        return (not app.rebalancing and app.consumer_generation_id == generation
+                and TP(topics.tracks.get_topic_name(), partition) in app.consumer.assignment())
+
     def _note_cameras_taken_over(self, now: float) -> None:
-        """The cameras of the tracks partitions this worker holds since the last look that the table says were
-        left open (another worker's, or this one's before a restart), with no frame of theirs taken since."""
+        """The cameras of the tracks partitions this worker got since the last look (in a rebalance since, every
+        partition it holds: one may have been another's in between) that the table says were left open
+        (another worker's, or this one's before a restart), with no frame of theirs taken since."""
         topic = topics.tracks.get_topic_name()
         held = {tp.partition for tp in app.consumer.assignment() if tp.topic == topic}
-        new, self._held = held - self._held, held
+        known = self._held if self._held_in == app.consumer_generation_id else set()
+        new, self._held, self._held_in = held - known, held, app.consumer_generation_id
         if not new:
             return
         for partition in new:  # what the group had committed there is taken: a frame waiting is one after it

@@ -161,6 +161,8 @@ def _group_reader(bootstrap: str, group_id: str) -> AIOKafkaConsumer:
 async def _group_offsets_on(consumer: AIOKafkaConsumer, topics: list[str]) -> dict[tuple[str, int], tuple[int, int]]:
     tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
     ends = await log_ends(consumer, tps)
+    # Paused: a consumer kept open would go on fetching every partition it was assigned (the frames too).
+    consumer.pause(*consumer.assignment())
     return {(tp.topic, tp.partition): (await consumer.committed(tp) or 0, end) for tp, end in ends.items()}
 
 

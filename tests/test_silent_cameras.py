@@ -233,6 +233,31 @@ def test_the_closer_sends_what_the_close_made_under_the_cameras_key(monkeypatch)
     closer.checkpoints.actors[b"cam-a"] = SimpleNamespace(close=lambda moment, why: out, is_open=lambda: True)
     last = _last("cam-a", 1, time.monotonic() - 100)
     closer.last_frames[b"cam-a"] = last
-    asyncio.run(closer._close(b"cam-a", last, time.monotonic()))
+    asyncio.run(closer._close(b"cam-a", last, time.monotonic(), generation=1))
     assert sent == [(b"cam-a", topics.alerts.get_topic_name())]
     assert closer.checkpoints.written == [(b"cam-a", last.event)]
+
+
+def test_a_camera_is_not_closed_once_a_rebalance_began_after_its_silence_was_judged(monkeypatch):
+    """The close waits for the lock (a flush) and for the cameras closed before it: its partition may be
+    another worker's by then, which would close it again (zone exits and alert clears twice)."""
+    closer, closed = _closer(monkeypatch, _Consumer({0: 10}))
+    last = _last("cam-a", 1, time.monotonic() - 100)
+    closer.last_frames[b"cam-a"] = last
+    silent_cameras.app.consumer_generation_id = 2  # judged in generation 1
+    asyncio.run(closer._close(b"cam-a", last, time.monotonic(), generation=1))
+    assert closed == [] and closer.last_frames == {b"cam-a": last}
+
+
+def test_after_a_rebalance_every_partition_held_is_looked_at_again(monkeypatch):
+    """One may have been another worker's in between, which left a camera open there."""
+    closer, closed = _closer(monkeypatch, _Consumer({0: 10}), table={})
+    closer._note_cameras_taken_over(time.monotonic())
+    assert closer.last_frames == {}
+    key = next(b"cam-%d" % n for n in range(100) if partition_for(b"cam-%d" % n, 4) == 0)
+    closer.checkpoints.cache.table[key] = True  # left open there by a worker that held it meanwhile
+    closer._note_cameras_taken_over(time.monotonic())
+    assert closer.last_frames == {}  # the same generation: known
+    silent_cameras.app.consumer_generation_id = 2
+    closer._note_cameras_taken_over(time.monotonic())
+    assert list(closer.last_frames) == [key]

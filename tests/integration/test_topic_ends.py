@@ -69,6 +69,8 @@ def test_the_apis_offsets_reader_keeps_one_consumer_and_sees_new_commits_and_new
             reader = GroupOffsetsReader(bootstrap, "lag-test", [topic, later], fresh_s=0.3)
             try:
                 first, again = await reader.read(), await reader.read()  # the second: the first's answer
+                # Kept open, it must not go on fetching what it was assigned (the frames, in the API).
+                idle = reader._consumer.assignment() and set(reader._consumer.paused()) == reader._consumer.assignment()
                 await _commit(bootstrap, "lag-test", tp, 10)
                 await _send_one_batch(bootstrap, later, b"cam-g", 2)  # (the broker creates it)
                 await asyncio.sleep(0.4)
@@ -80,12 +82,12 @@ def test_the_apis_offsets_reader_keeps_one_consumer_and_sees_new_commits_and_new
                 except asyncio.TimeoutError:
                     pass
                 after_timeout = await reader.read()
-                return first, again, moved, opened_before_timeout, after_timeout, reader.consumers_opened
+                return first, again, moved, opened_before_timeout, after_timeout, reader.consumers_opened, idle
             finally:
                 await reader.close()
 
-        first, again, moved, opened_before_timeout, after_timeout, opened = asyncio.run(go())
-    assert first[(topic, tp.partition)] == (3, 10) and again is first
+        first, again, moved, opened_before_timeout, after_timeout, opened, idle = asyncio.run(go())
+    assert first[(topic, tp.partition)] == (3, 10) and again is first and idle
     assert moved[(topic, tp.partition)] == (10, 10)
     assert sum(end for (t, _), (_, end) in moved.items() if t == later) == 2  # a topic created since: in
     assert opened_before_timeout == 1 and opened == 2 and after_timeout == moved
