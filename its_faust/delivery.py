@@ -27,7 +27,8 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka.errors import (
     CorruptRecordException,
@@ -57,7 +58,10 @@ class DeliveryFailed(RuntimeError):
     """A record was not delivered for a reason that is not the record's: its event must come again."""
 
 
-@dataclass(frozen=True)
+_UNSETTLED = object()
+
+
+@dataclass
 class Sent:
     """A record sent for an event, on its way to the broker (and what it was, to send it again alone)."""
 
@@ -67,6 +71,7 @@ class Sent:
     value: bytes = b""
     timestamp: float | None = None
     in_batch: bool = True  # False: the producer refused it before it joined a batch
+    refused: Any = field(default=_UNSETTLED, repr=False)  # once settled: None (delivered) or why it was refused
 
 
 async def send(event: EventT, topic, value: bytes, timestamp: float | None = None) -> Sent:
@@ -93,31 +98,43 @@ async def refusal(stage: str, event: EventT, sent: Iterable[Sent]) -> str | None
     refused one (the event is then to be dead-lettered with it); :class:`DeliveryFailed` if one failed for
     another reason. A dead letter refused too is logged: nothing more can keep that record."""
     refused = None
-    message = event.message
     for record in sent:
+        why = await _settled(stage, event, record)
+        refused = refused or why
+    return refused
+
+
+async def _settled(stage: str, event: EventT, record: Sent) -> str | None:
+    """:func:`refusal` of one record, settled once: a camera's next frame waits for it and the flush after
+    it again, and a refused record sent again on its own twice would land twice."""
+    if record.refused is not _UNSETTLED:
+        return record.refused
+    message = event.message
+    why = None
+    try:
         try:
-            try:
-                await asyncio.shield(record.delivery)  # shielded: a cancelled wait must not cancel the producer's send
-            except REFUSED_RECORD as exc:
-                if record.topic == topics.dead_letters.get_topic_name():
-                    log.error("%s: the dead letter of %s[%s]@%s was refused (%r): the record is acknowledged without one",
-                              stage, message.topic, message.partition, message.offset, exc)
-                    continue
-                if not record.in_batch:
-                    raise
+            await asyncio.shield(record.delivery)  # shielded: a cancelled wait must not cancel the producer's send
+        except REFUSED_RECORD as exc:
+            if record.topic == topics.dead_letters.get_topic_name():
+                log.error("%s: the dead letter of %s[%s]@%s was refused (%r): the record is acknowledged without one",
+                          stage, message.topic, message.partition, message.offset, exc)
+            elif not record.in_batch:
+                raise
+            else:
                 # The broker refuses a whole batch for one record in it (and the producer fails every record of
                 # that batch with it): only the record refused again on its own is at fault.
                 log.warning("%s: a batch with the record made from %s[%s]@%s on %s was refused (%r): sending it "
-                            "again on its own", stage, message.topic, message.partition, message.offset, record.topic, exc)
+                            "again on its own", stage, message.topic, message.partition, message.offset, record.topic,
+                            exc)
                 await alone.send(record)
-        except REFUSED_RECORD as exc:
-            if refused is None:
-                refused = f"the broker refused the record it made on {record.topic}: {_why(exc)}"
-        except Exception as exc:
-            raise DeliveryFailed(
-                f"{stage}: a record made from {message.topic}[{message.partition}]@{message.offset} was not "
-                f"delivered to {record.topic} ({exc!r}); it and the records after it are read again") from exc
-    return refused
+    except REFUSED_RECORD as exc:
+        why = f"the broker refused the record it made on {record.topic}: {_why(exc)}"
+    except Exception as exc:
+        raise DeliveryFailed(
+            f"{stage}: a record made from {message.topic}[{message.partition}]@{message.offset} was not "
+            f"delivered to {record.topic} ({exc!r}); it and the records after it are read again") from exc
+    record.refused = why
+    return why
 
 
 async def dead_letter_if_refused(stage: str, event: EventT, sent: Iterable[Sent]) -> None:

@@ -166,6 +166,30 @@ def dead_letters(monkeypatch) -> list:
     return letters
 
 
+def test_a_refused_record_is_sent_again_on_its_own_once_though_its_next_frame_and_the_flush_both_wait_for_it(
+        dead_letters, monkeypatch):
+    """Sent again twice, a batch-mate the broker takes on its own would land twice."""
+    alone = []
+
+    async def delivered_alone(record):
+        alone.append(record.value)
+
+    monkeypatch.setattr(delivery, "alone", SimpleNamespace(send=delivered_alone))
+
+    async def run():
+        checkpoints, table, stream, _ = make()
+        loop = asyncio.get_running_loop()
+        refused = loop.create_future()
+        refused.set_exception(InvalidTimestampError())  # its batch was refused, for another record in it
+        await frame(checkpoints, b"a", 0, 10, 1, [refused])
+        await frame(checkpoints, b"a", 0, 11, 2, [done_future(loop)])  # waits for frame 1's record
+        await checkpoints.flush()  # and so does the flush
+        return stream
+
+    stream = asyncio.run(run())
+    assert alone == [b"a:1"] and dead_letters == [] and stream.acked == [10, 11]
+
+
 def test_a_flush_that_failed_is_not_tried_again_as_the_agent_stops(dead_letters):
     """Its frames come again from the last state written: a second try would dead-letter the refused ones twice."""
     async def run():
