@@ -3,11 +3,13 @@
 Commands of one camera arrive in order on one partition. A command that cannot
 apply is dead-lettered with the reason and changes nothing. A redelivered
 command (its offset is not past the one last applied) is skipped, so each
-command applies exactly once however often it is delivered.
+command applies exactly once however often it is delivered; but on a commands log
+started again (`tables.camera_config.applied_before`) new commands apply.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from its_faust import topics
@@ -16,7 +18,7 @@ from its_faust.codecs import encode
 from its_faust.dead_letters import valid_records
 from its_faust.delivery import Acknowledger, refusal, send
 from schemas.control import CameraCommand
-from tables.camera_config import CommandRejected, apply
+from tables.camera_config import CommandRejected, applied_before, apply
 from tables.config_table import config_table, current_config
 
 log = logging.getLogger(__name__)
@@ -32,8 +34,13 @@ async def configure(stream):
             async with acks.dead_lettered_if_it_fails(event):
                 config = current_config(event.key)
                 if config is not None and offset <= config.applied_offset:
-                    log.debug("configure: %s command at offset %s already applied", command.camera_id, offset)
-                    continue
+                    log_end = await _log_end(event)
+                    if applied_before(config, command, offset, log_end):
+                        log.debug("configure: %s command at offset %s already applied", command.camera_id, offset)
+                        continue
+                    log.warning("configure: %s: its commands log was started again (a command at offset %d, the log "
+                                "ending at %s, %d applied before); applying it", command.camera_id, offset, log_end,
+                                config.applied_offset)
                 try:
                     new = apply(config, command).model_copy(update={"applied_offset": offset})
                 except CommandRejected as exc:
@@ -49,3 +56,14 @@ async def configure(stream):
                 continue
             config_table[event.key] = value
             log.info("configure: %s v%d after %s", command.camera_id, new.version, command.change.op)
+
+
+async def _log_end(event) -> int | None:
+    """Where the event's partition ends now, as the broker says; None if it could not be asked."""
+    tp = event.message.tp
+    try:
+        ends = await asyncio.wait_for(app.consumer.highwaters(tp), 5.0)
+    except Exception as exc:  # skipped as a redelivery, as before this was asked
+        log.warning("configure: the end of %s[%d] could not be asked (%r)", tp.topic, tp.partition, exc)
+        return None
+    return ends.get(tp)

@@ -100,6 +100,20 @@ def apply(config: CameraConfig | None, command: CameraCommand) -> CameraConfig:
     return CameraConfig.model_validate(base)
 
 
+def applied_before(config: CameraConfig | None, command: CameraCommand, offset: int, log_end: int | None) -> bool:
+    """Whether the command at ``offset`` of its camera's commands partition is one ``config`` applied already
+    (delivered again after a worker's restart), so is skipped. An offset past the last one applied is new.
+    One not past it is a redelivery, unless the log is no longer the one ``config`` was built from: another
+    command stands at the very offset last applied, or the partition now ends at or before that offset
+    (``log_end``; the commands topic was deleted and created again, or an in-memory broker restarted).
+    Skipping those, as this once did, ignored every new command silently until the offsets grew past the old ones."""
+    if config is None or offset > config.applied_offset:
+        return False
+    if offset == config.applied_offset and command.command_id != config.last_command_id:
+        return False
+    return log_end is None or log_end > config.applied_offset
+
+
 # What every applied command changes, whatever it is: left out when asking whether a command changes anything.
 _BOOKKEEPING = {"version", "last_command_id", "updated_at", "applied_offset"}
 

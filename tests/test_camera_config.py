@@ -20,7 +20,7 @@ from schemas.control import (
     UpdateCamera,
 )
 from schemas.geometry import Calibration, CountingLine, Zone
-from tables.camera_config import CommandRejected, already_added, apply, changes_nothing
+from tables.camera_config import CommandRejected, already_added, applied_before, apply, changes_nothing
 
 LINE = CountingLine(name="north", x1=0, y1=100, x2=640, y2=100)
 
@@ -289,3 +289,19 @@ def test_a_line_reaching_far_past_the_frame_is_accepted_with_a_warning_that_x_an
     with caplog.at_level("WARNING"):  # edge to edge and a little past, as lines across a road are drawn
         CameraSetup(lines=[parse_line("-20,200,660,200:road")]).check_in_view(640, 360, "clip.mp4")
     assert caplog.text == ""
+
+
+def test_a_command_delivered_again_is_skipped_but_one_on_a_commands_log_started_again_applies():
+    first = cmd(AddCamera(name="Bridge"))
+    config = apply(None, first).model_copy(update={"applied_offset": 7})
+    # Delivered again after a worker's restart: the log still holds offset 7 and beyond.
+    assert applied_before(config, first, 7, log_end=8)
+    assert applied_before(config, cmd(AddCamera()), 3, log_end=8)  # an older one, the same log
+    assert not applied_before(config, cmd(AddLine(line=LINE)), 8, log_end=9)  # past the last applied: new
+    assert not applied_before(None, first, 0, log_end=1)
+    # The topic deleted and created again, or an in-memory broker restarted: offsets begin at 0 again.
+    assert not applied_before(config, cmd(AddLine(line=LINE)), 0, log_end=1)
+    # Another command at the very offset last applied: not the log it was applied from, whatever its end.
+    assert not applied_before(config, cmd(AddLine(line=LINE)), 7, log_end=20)
+    # The broker could not be asked: skipped, as a redelivery (the safe side: nothing applies twice).
+    assert applied_before(config, cmd(AddLine(line=LINE)), 3, log_end=None)
