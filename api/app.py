@@ -16,6 +16,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from starlette.routing import Match, Mount
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
@@ -25,6 +26,7 @@ from api.service import Hub
 from schemas.base import error_text
 
 STATIC = Path(__file__).parent / "static"
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
 def create_app(settings, bootstrap: str) -> FastAPI:
@@ -53,8 +55,52 @@ def create_app(settings, bootstrap: str) -> FastAPI:
     app.include_router(routes_cameras.router)
     app.include_router(routes_feeds.router)
     app.include_router(routes_status.router)
-    app.mount("/", StaticFiles(directory=STATIC, html=True), name="dashboard")
+    app.mount("/", Dashboard(directory=STATIC, html=True), name="dashboard")
     return app
+
+
+class Dashboard(StaticFiles):
+    """The dashboard's files at ``/``; but a request under ``/api/`` that no API route took gets the API's
+    answer, not the file server's: a HEAD is answered as its GET would be, headers only (uptime checks
+    send HEAD /api/v1/health); otherwise 404 for a path no route has, 405 with the methods the path takes.
+    The file server, which every request no route took fell through to, answered HEAD with 404, a POST to
+    a GET-only path with 405 "Allow: GET, HEAD", and a POST to no endpoint at all with 405."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (path == "/api" or path.startswith("/api/")):
+            return await super().__call__(scope, receive, send)
+        takes = [method for method in _METHODS if any(
+            route.matches({**scope, "method": method})[0] == Match.FULL
+            for route in scope["app"].routes if not (isinstance(route, Mount) and route.app is self))]
+        if scope["method"] == "HEAD" and "GET" in takes:
+            return await _headers_of_get(scope, receive, send)
+        if takes:
+            response = JSONResponse(status_code=405, headers={"Allow": ", ".join(takes)}, content={
+                "detail": f"{scope['method']} {path}: not allowed; it takes {', '.join(takes)}"})
+        else:
+            response = JSONResponse(status_code=404, content={"detail": f"no API endpoint {path} (the endpoints: /docs)"})
+        await response(scope, receive, send)
+
+
+class _HeadersSent(Exception):
+    """Raised out of a GET answered for a HEAD once its headers are sent: a feed would stream on for ever."""
+
+
+async def _headers_of_get(scope, receive, send) -> None:
+    async def headers_only(message) -> None:
+        if message["type"] == "http.response.start":
+            return await send(message)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        raise _HeadersSent
+
+    try:
+        await scope["app"]({**scope, "method": "GET"}, receive, headers_only)
+    except _HeadersSent:
+        pass
+    except BaseExceptionGroup as group:  # a streaming response sends from a task group
+        if group.split(_HeadersSent)[1] is not None:
+            raise
 
 
 async def validation_failed(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -747,3 +747,47 @@ def test_a_frame_tracked_again_is_not_counted_again_and_the_ring_hands_on_its_re
     assert tracked.frames[b"cam-a"] == 7
     assert isinstance(tracked.newest[b"cam-a"].record, TrackRecord)  # decoded once, by the check
     assert ring.read(0, 0)[0].record is None  # the ring holds 10,000 a partition: as bytes
+
+
+def test_a_request_under_api_that_no_route_takes_gets_the_apis_answer_and_head_is_answered_as_get():
+    """The dashboard's file server, which takes what no route took, answered HEAD /api/v1/health with 404 and
+    a POST to a GET-only path with 405 "Allow: GET, HEAD"."""
+    import asyncio
+
+    import httpx
+    from fastapi import FastAPI
+    from fastapi.responses import StreamingResponse
+
+    from api.app import STATIC, Dashboard, create_app
+    from its_faust.settings import load_settings
+
+    feed = FastAPI()  # a feed streams for ever: HEAD must not wait for its end
+
+    @feed.get("/api/v1/feed")
+    async def stream():
+        async def forever():
+            while True:
+                yield b"data: x\n\n"
+                await asyncio.sleep(0.05)
+        return StreamingResponse(forever(), media_type="text/event-stream")
+
+    feed.mount("/", Dashboard(directory=STATIC, html=True))
+
+    async def ask(app, method, path):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
+            return await asyncio.wait_for(client.request(method, path), 10)
+
+    app = create_app(load_settings(), "127.0.0.1:1")
+    head, get = (asyncio.run(ask(app, method, "/api/v1/health")) for method in ("HEAD", "GET"))
+    assert head.status_code == get.status_code == 200 and head.content == b"" and get.json()
+    assert head.headers["content-length"] == get.headers["content-length"]
+    streamed = asyncio.run(ask(feed, "HEAD", "/api/v1/feed"))
+    assert streamed.status_code == 200 and streamed.headers["content-type"].startswith("text/event-stream")
+    wrong = asyncio.run(ask(app, "POST", "/api/v1/workers"))
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "GET" and "takes GET" in wrong.json()["detail"]
+    assert asyncio.run(ask(app, "OPTIONS", "/api/v1/cameras")).headers["allow"] == "GET, POST"
+    for method in ("GET", "POST", "HEAD"):
+        assert asyncio.run(ask(app, method, "/api/v1/nope")).status_code == 404
+    assert "no API endpoint /api/v1/nope" in asyncio.run(ask(app, "GET", "/api/v1/nope")).json()["detail"]
+    page = asyncio.run(ask(app, "HEAD", "/"))  # the dashboard as before
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")

@@ -138,6 +138,16 @@ def test_idle_feeds_get_heartbeats(api):
     assert b": heartbeat" in data
 
 
+def test_head_is_answered_headers_only_even_on_a_feed(api):
+    """Uptime checks send HEAD; the dashboard's file server answered 404 to it under /api/."""
+    with httpx.Client(base_url=api.base, timeout=10) as client:
+        health = client.head("/api/v1/health")
+        assert health.status_code == 200 and health.content == b"" and int(health.headers["content-length"]) > 0
+        feed = client.head("/api/v1/cameras/quiet-cam/alerts/stream")  # a stream: not waited on to its end
+        assert feed.status_code == 200 and feed.headers["content-type"].startswith("text/event-stream")
+        assert client.post("/api/v1/health").headers["allow"] == "GET"
+
+
 def test_a_client_that_never_reads_costs_no_memory_and_holds_nobody_up(stack, settings, api):
     camera = "slow-cam"
     n = 12000  # about 12 MB of alerts: four times what the API's rings hold
