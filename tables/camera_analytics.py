@@ -70,7 +70,8 @@ class AnalyticsState(Record):
     last_seq: int = -1
     last_at: float | None = Field(None, description="the last frame's time (scene clock): a frame long after it closes the camera first")
     tracks: list[TrackMemory] = Field(default_factory=list)
-    zone_since: dict[str, float] = Field(default_factory=dict, description="zone -> congestion began")
+    zone_since: dict[str, float] = Field(default_factory=dict, description="zone -> congestion began; "
+                                        "'<zone>:off' -> when it last lapsed, within the grace")
     alerts: dict[str, ActiveAlert] = Field(default_factory=dict)
     quiet_until: dict[str, float] = Field(default_factory=dict)
     geometry: dict[str, str] = Field(default_factory=dict, description="line:/zone: name -> its definition, as last seen")
@@ -121,21 +122,27 @@ class _Track:
         return best, self.label_cls[best]
 
     def hold(self, condition: str, holds: bool, now: float, grace_s: float) -> float | None:
-        """How long ``condition`` has held: since when, or None when it does not hold.
+        """How long ``condition`` has held: since when, or None when it does not hold (see ``held_since``)."""
+        return held_since(self.since, condition, holds, now, grace_s)
 
-        A lapse shorter than ``grace_s`` (one fast frame, a box that jumps) does not restart the clock.
-        """
-        off_key = f"{condition}:off"
-        if holds:
-            self.since.pop(off_key, None)
-            return self.since.setdefault(condition, now)
-        if condition in self.since:
-            off = self.since.setdefault(off_key, now)
-            if now - off < grace_s:
-                return None  # a short lapse: the clock keeps running, but it does not hold now
-            self.since.pop(condition, None)
-            self.since.pop(off_key, None)
-        return None
+
+def held_since(since: dict[str, float], condition: str, holds: bool, now: float, grace_s: float) -> float | None:
+    """How long ``condition`` has held, by the clocks in ``since``: since when, or None when it does not hold.
+
+    A lapse shorter than ``grace_s`` (one fast frame, a box that jumps, a frame the detector saw nothing
+    on) does not restart the clock; ``since`` keeps when the lapse began under ``"<condition>:off"``.
+    """
+    off_key = f"{condition}:off"
+    if holds:
+        since.pop(off_key, None)
+        return since.setdefault(condition, now)
+    if condition in since:
+        off = since.setdefault(off_key, now)
+        if now - off < grace_s:
+            return None  # a short lapse: the clock keeps running, but it does not hold now
+        since.pop(condition, None)
+        since.pop(off_key, None)
+    return None
 
 
 def _centre(o: TrackedObject) -> tuple[float, float]:
@@ -338,7 +345,8 @@ class CameraAnalytics:
                 del track.lines[name]
             for name in [n for n in track.zones if f"zone:{n}" in stale or f"zone:{n}" not in now]:
                 del track.zones[name]
-        self.zone_since = {z: t for z, t in self.zone_since.items() if f"zone:{z}" in now and f"zone:{z}" not in stale}
+        self.zone_since = {z: t for z, t in self.zone_since.items()
+                           if f"zone:{z.removesuffix(':off')}" in now and f"zone:{z.removesuffix(':off')}" not in stale}
         self.geometry = now
 
     def _zone_version(self, zone: str) -> int:
@@ -389,16 +397,18 @@ class CameraAnalytics:
                 ))
         for zone in zones:
             inside_now = [t for t in self.tracks.values() if t.zones.get(zone.name, Membership()).inside]
-            # Speeds of the tracks seen on this frame only: the others' speeds are not known now.
-            speeds = [t.speed_kmh if calibrated else t.px_speed for t in inside_now if t.last_at == now]
-            speeds = [s for s in speeds if s is not None]
-            threshold = r.congestion_kmh if calibrated else r.congestion_px_s
+            # Speeds of the tracks seen on this frame only: the others' speeds are not known now. In km/h where
+            # they have them; a zone outside the calibrated area has none, and is judged in pixels as if uncalibrated.
+            seen = [t for t in inside_now if t.last_at == now]
+            speeds = [t.speed_kmh for t in seen if calibrated and t.speed_kmh is not None]
+            threshold = r.congestion_kmh
+            if not speeds:
+                speeds = [t.px_speed for t in seen if t.px_speed is not None]
+                threshold = r.congestion_px_s
             queued = len(inside_now) >= r.congestion_vehicles and bool(speeds) and sum(speeds) / len(speeds) < threshold
-            if not queued:
-                self.zone_since.pop(zone.name, None)
-                continue
-            since = self.zone_since.setdefault(zone.name, now)
-            if now - since >= r.congestion_after_s:
+            # A frame with no speeds (the detector saw nothing on it) lapses the queue, within the grace.
+            since = held_since(self.zone_since, zone.name, queued, now, r.condition_grace_s)
+            if since is not None and now - since >= r.congestion_after_s:
                 held.append(Condition(
                     "congestion", f"zone-{zone.name}", since, "warning",
                     f"queue in {zone.name}: {len(inside_now)} vehicles", sorted(t.track_id for t in inside_now),

@@ -200,6 +200,23 @@ def test_congestion_raises_one_alert_then_one_clear():
     assert raised.subject == "zone-approach" and raised.track_ids == [1, 2, 3, 4, 5]
 
 
+def test_a_frame_the_detector_saw_nothing_on_does_not_end_a_queue():
+    """One empty frame cleared the congestion alert; the same queue was raised again as a new incident later."""
+    standing = [box(t, 100 + 90 * t, 200) for t in range(1, 6)]
+    blank_at = int(22 * FPS)  # the alert raised at ~20 s
+    frames = [[] if i == blank_at else standing for i in range(int(90 * FPS))]
+    _, outs = play(frames, config(zones=[Zone(name="approach", points=[(0, 100), (640, 100), (640, 300), (0, 300)])]))
+    assert alerts(outs) == [("congestion", "raised")]
+
+
+def test_a_queue_outside_the_calibrated_road_is_judged_in_pixels():
+    """Calibrating a camera turned queue alerts off in every zone outside its four points: no km/h there."""
+    far = Zone(name="far", points=[(0, 0), (640, 0), (640, 90), (0, 90)])  # above the calibrated road (y 100-350)
+    standing = [[box(t, 60 + 110 * t, 60) for t in range(1, 6)] for _ in range(int(25 * FPS))]
+    _, outs = play(standing, config(zones=[far], calibration=CALIBRATION, limit=50))
+    assert alerts(outs) == [("congestion", "raised")]
+
+
 def test_overspeed_raises_one_alert_then_one_clear_and_needs_calibration():
     fast = drive(3, 80, 1.5, start_m=1)
     slow = [[box(3, *image_of((3.5, 1 + 80 / 3.6 * 1.5 + i * 40 / 3.6 / FPS)))] for i in range(1, int(5 * FPS))]
