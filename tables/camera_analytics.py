@@ -27,7 +27,7 @@ from schemas.base import CAMERA_ID_PATTERN, Record, scene_clock
 from schemas.control import CameraConfig
 from schemas.tracks import TrackedObject, TrackRecord
 from tables.incidents import ActiveAlert, AlertBook, Condition
-from tables.line_counting import LineSide
+from tables.line_counting import LineSide, clearance
 from tables.speed import RoadPlane, fitted_speed_kmh, fitted_velocity, trim
 from tables.zones import Membership, inside
 
@@ -225,7 +225,7 @@ class CameraAnalytics:
             track.votes[obj.label] += 1
             track.label_cls[obj.label] = obj.cls
             self._move(track, _ground(obj), now, plane)
-            self._count_lines(track, lines, line_versions, _centre(obj), record, out)
+            self._count_lines(track, lines, line_versions, obj, record, out)
             self._zones(track, zones, _ground(obj), record, out)
 
         self._lose_tracks(seen, record, now, out)
@@ -286,9 +286,12 @@ class CameraAnalytics:
             speed = fitted_speed_kmh([(t, *plane.to_road(x, y)) for t, x, y in track.path if plane.covers(x, y)])
             track.speed_kmh = round(speed, 2) if speed is not None else None
 
-    def _count_lines(self, track: _Track, lines, line_versions, centre, record: TrackRecord, out: FrameOutput) -> None:
+    def _count_lines(self, track: _Track, lines, line_versions, obj: TrackedObject, record: TrackRecord,
+                     out: FrameOutput) -> None:
         for line in lines:
-            direction = track.lines.setdefault(line.name, LineSide()).observe(line, centre, self.rules.line_margin_px)
+            past = clearance(line, obj.x2 - obj.x1, obj.y2 - obj.y1) if line.count != "both" else 0.0
+            direction = track.lines.setdefault(line.name, LineSide()).observe(line, _centre(obj), self.rules.line_margin_px,
+                                                                              past)
             if direction:
                 label, cls = track.label()
                 out.crossings.append(Crossing(

@@ -6,6 +6,12 @@ it had, so a box that jitters on the line never flips. A crossing is a change
 of confirmed side whose path (from the last confirmed point to the new one)
 passes through the segment itself, not just its extension. Each track counts
 at most once per line, whatever it does afterwards.
+
+On a line that counts one direction only, a crossing the other way is confirmed
+only once the track is clearly past the line (``clearance``: a quarter of its box
+across the line), since it is not counted: a box whose centre wobbles back over
+the line just after it would otherwise count, the counted way, a vehicle that
+drove the other way.
 """
 
 from __future__ import annotations
@@ -23,6 +29,19 @@ def signed_distance(line: CountingLine, p: Point) -> float:
     return cross / math.hypot(bx - ax, by - ay)
 
 
+# The part of a box's extent across a line that its centre must be past the line for a crossing the line
+# does not count to be confirmed: boxes' centres wobble by a few percent of their size from frame to frame.
+CLEARANCE_OF_BOX = 0.25
+
+
+def clearance(line: CountingLine, width: float, height: float) -> float:
+    """Pixels past ``line`` that a box of this size must be for a crossing it does not count."""
+    (ax, ay), (bx, by) = line.a, line.b
+    length = math.hypot(bx - ax, by - ay)
+    across = (width * abs(by - ay) + height * abs(bx - ax)) / length  # the box's extent along the line's normal
+    return CLEARANCE_OF_BOX * across
+
+
 @dataclass
 class LineSide:
     """One track's memory of one line: the side it is confirmed on and where it last was confirmed."""
@@ -32,21 +51,25 @@ class LineSide:
     y: float = 0.0
     counted: bool = False
 
-    def observe(self, line: CountingLine, p: Point, margin: float) -> str | None:
+    def observe(self, line: CountingLine, p: Point, margin: float, clearance: float = 0.0) -> str | None:
         """Feed the track's new point; returns ``"in"``/``"out"`` the one time it crosses, else None.
 
         A crossing in a direction the line does not count is not a count and does not use up
         the track's one count: a vehicle that backs over an ``in``-only line and then drives
-        over it is counted once, as ``in``.
+        over it is counted once, as ``in``. Such a crossing is confirmed only ``clearance``
+        pixels past the line (see the module's notes).
         """
         d = signed_distance(line, p)
         side = 1 if d > margin else -1 if d < -margin else 0
         if side == 0:
             return None  # in the dead band: keep the confirmed side
         crossed = None
-        if self.side and side != self.side and not self.counted:
+        if self.side and side != self.side:
             direction = "in" if side > 0 else "out"
-            if line.count in ("both", direction) and segments_cross((self.x, self.y), p, line.a, line.b, slack=margin):
+            if line.count not in ("both", direction) and abs(d) < clearance:
+                return None  # not clearly past yet: keep the confirmed side
+            if not self.counted and line.count in ("both", direction) and segments_cross(
+                    (self.x, self.y), p, line.a, line.b, slack=margin):
                 crossed = direction
                 self.counted = True
         self.side, self.x, self.y = side, p[0], p[1]

@@ -165,6 +165,18 @@ def test_a_crossing_against_a_one_way_line_does_not_use_up_the_count():
     assert [c.direction for c in crossings] == ["in"]
 
 
+def test_a_box_wobbling_back_over_a_one_way_line_after_crossing_it_the_other_way_is_not_counted():
+    """A car driving out over an in-only line, its box's centre 3 px past the line and then back 3 px: counted in."""
+    ys = [230, 222, 214, 206, 197, 203, 190, 180, 170]
+    wobbling, _ = run([[obj(1, 300, y)] for y in ys], config(LINE, count="in"))
+    assert wobbling == []
+    # Clearly past (a quarter of the box across the line: 5 px here), then driving in: counted, as before.
+    backed = [230, 210, 190, 180, 190, 210, 230]
+    assert [c.direction for c in run([[obj(2, 300, y)] for y in backed], config(LINE, count="in"))[0]] == ["in"]
+    # A line counting both ways confirms each crossing at the dead band, as before.
+    assert [c.direction for c in run([[obj(3, 300, y)] for y in ys])[0]] == ["out"]
+
+
 def test_replay_tells_a_cameras_runs_apart_by_the_gaps_between_them():
     """Seqs start at the Unix time in ms, so a camera's runs follow each other in one seq order; a gap
     of over 30 s in capture time starts a new stretch, which `replay --latest` or --from-seq picks."""
