@@ -12,7 +12,7 @@ from api.snapshots import AlertSnapshots
 from its_faust.codecs import decode_keyed
 from its_faust.topic_reader import GroupOffsetsReader
 from its_faust.topic_names import (
-    ALERTS, CAMERA_CONFIGS, CAMERA_EVENTS, COUNTS, DEAD_LETTERS, DETECTIONS, FRAMES, TRACKS, WORKERS, ZONE_STATS,
+    ALERTS, CAMERA_COMMANDS, CAMERA_CONFIGS, CAMERA_EVENTS, COUNTS, DEAD_LETTERS, DETECTIONS, FRAMES, TRACKS, WORKERS, ZONE_STATS,
     ensure_topics,
 )
 from schemas import CameraEvent, TrackRecord
@@ -68,8 +68,10 @@ class Hub:
         }
 
         self.snapshots = AlertSnapshots(self.rings["frames"], self.rings["tracks"], self.cameras)
-        # The workers' commits and the logs' ends, for /ready and /metrics (the lag).
-        self.group_offsets = GroupOffsetsReader(bootstrap, settings.app_id, [topic(t) for t in (FRAMES, DETECTIONS, TRACKS)])
+        # The workers' commits and the logs' ends, for /ready and /metrics (the lag). Camera commands too:
+        # queued with no worker to apply them, they are work waiting.
+        self.group_offsets = GroupOffsetsReader(bootstrap, settings.app_id,
+                                                [topic(t) for t in (FRAMES, DETECTIONS, TRACKS, CAMERA_COMMANDS)])
 
     def _camera_removed(self, config) -> None:
         self.alerts.camera_removed(config)
