@@ -116,8 +116,8 @@ class ZoneStatsNow(BaseModel):
 
 
 class AlertsNow(BaseModel):
-    active: list[Alert]
-    recent: list[Alert]
+    active: list[Alert] = Field(description="Raised and not cleared")
+    recent: list[Alert] = Field(description="The last alert events (raised and cleared), oldest first")
 
 
 def _known(request: Request, camera_id: str) -> CameraConfig:

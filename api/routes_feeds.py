@@ -67,11 +67,17 @@ def _respond(stream) -> EventSourceResponse:
     return EventSourceResponse(stream, ping=3600, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
-async def _stream(request: Request, feed: Feed, camera_id: str | None, last_event_id: str | None) -> EventSourceResponse:
+async def _stream(request: Request, feed: Feed, camera_id: str | None, header: str | None,
+                  query: str | None) -> EventSourceResponse:
     try:
-        return _respond(await _feed_events(request, feed, camera_id, parse_cursor(last_event_id)))
+        return _respond(await _feed_events(request, feed, camera_id, parse_cursor(header or query)))
     except BadCursor as exc:
-        raise HTTPException(status_code=400, detail=str(exc)) from None
+        raise _bad_position(exc, header) from None
+
+
+def _bad_position(exc: BadCursor, header: str | None) -> HTTPException:
+    """A 400 that names what gave the position: the header, or the query parameter (it said the header always)."""
+    return HTTPException(status_code=400, detail=f"{'Last-Event-ID' if header else 'last_event_id'} {exc}")
 
 
 LastEventIdHeader = Annotated[str | None, Header(alias="Last-Event-ID", description="Resume after this event id")]
@@ -101,14 +107,20 @@ def _feed_items(feeds: str) -> list[tuple[str, Feed, str | None]]:
     for item in feeds.split(","):
         found = FEED_ITEM.match(item.strip())
         if not found:
-            raise HTTPException(status_code=422, detail=(
-                f"feeds: {item.strip()!r} is not a feed: give FEED or FEED:CAMERA_ID, comma-separated, FEED one of "
+            raise _bad_feeds(feeds, (
+                f"{item.strip()!r} is not a feed: give FEED or FEED:CAMERA_ID, comma-separated, FEED one of "
                 f"{', '.join(f.value for f in Feed)}"))
         items.append((found.group(0), Feed(found.group("feed")), found.group("camera")))
     names = [name for name, _, _ in items]
     if len(set(names)) != len(names):
-        raise HTTPException(status_code=422, detail=f"feeds: {feeds!r} names a feed twice")
+        raise _bad_feeds(feeds, f"{feeds!r} names a feed twice")
     return items
+
+
+def _bad_feeds(feeds: str, reason: str) -> HTTPException:
+    """A 422 in FastAPI's list of errors, as every other 422 of the API."""
+    return HTTPException(status_code=422, detail=[{"type": "value_error", "loc": ["query", "feeds"],
+                                                   "msg": f"feeds: {reason}", "input": feeds}])
 
 
 @router.get("/stream", summary="Several feeds in one stream (what the dashboard opens)", responses=SSE_RESPONSE,
@@ -129,7 +141,7 @@ async def stream_several(
         cursors = parse_positions(last_event_id_header or last_event_id, [name for name, _, _ in items])
         streams = {name: await _feed_events(request, feed, camera, cursors.get(name)) for name, feed, camera in items}
     except BadCursor as exc:
-        raise HTTPException(status_code=400, detail=str(exc)) from None
+        raise _bad_position(exc, last_event_id_header) from None
     return _respond(merged(streams))
 
 
@@ -137,11 +149,11 @@ async def stream_several(
             response_class=EventSourceResponse)
 async def stream_all(request: Request, feed: Feed, last_event_id: LastEventIdQuery = None,
                      last_event_id_header: LastEventIdHeader = None):
-    return await _stream(request, feed, None, last_event_id_header or last_event_id)
+    return await _stream(request, feed, None, last_event_id_header, last_event_id)
 
 
 @router.get("/cameras/{camera_id}/{feed}/stream", summary="Feed of one camera", description=DESCRIPTION,
             responses=SSE_RESPONSE, response_class=EventSourceResponse)
 async def stream_camera(request: Request, camera_id: CameraId, feed: Feed, last_event_id: LastEventIdQuery = None,
                         last_event_id_header: LastEventIdHeader = None):
-    return await _stream(request, feed, camera_id, last_event_id_header or last_event_id)
+    return await _stream(request, feed, camera_id, last_event_id_header, last_event_id)

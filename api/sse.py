@@ -30,7 +30,8 @@ from its_faust.topic_reader import read_log_ends
 
 
 class BadCursor(ValueError):
-    """A Last-Event-ID that is not one of ours."""
+    """A position to resume after (Last-Event-ID, or the last_event_id parameter) that is not one of ours; its
+    message follows the name of what gave it."""
 
 
 def format_cursor(cursor: dict[int, int]) -> str:
@@ -44,9 +45,9 @@ def parse_cursor(text: str | None) -> dict[int, int] | None:
         pairs = [part.split(":") for part in text.split(",")]
         cursor = {int(p): int(o) for p, o in pairs}
     except ValueError:
-        raise BadCursor(f"Last-Event-ID {text!r} is not a position this API gave (partition:offset,...)") from None
+        raise BadCursor(f"{text!r} is not a position this API gave (partition:offset,...)") from None
     if any(p < 0 or o < 0 for p, o in cursor.items()):
-        raise BadCursor(f"Last-Event-ID {text!r} has a negative partition or offset")
+        raise BadCursor(f"{text!r} has a negative partition or offset")
     return cursor
 
 
@@ -114,7 +115,7 @@ def _log_lost(ring: TopicRing, partition: int, position: dict[int, int], given: 
 def check_partitions(ring: TopicRing, cursor: dict[int, int]) -> None:
     unknown = sorted(set(cursor) - set(ring.partitions))
     if unknown:
-        raise BadCursor(f"Last-Event-ID names partition(s) {unknown} that {ring.topic} does not have "
+        raise BadCursor(f"names partition(s) {unknown} that {ring.topic} does not have "
                         f"(it has {len(ring.partitions)})")
 
 
@@ -145,7 +146,7 @@ def parse_positions(text: str | None, names: Collection[str]) -> dict[str, dict[
     for part in text.split(";"):
         name, sep, cursor = part.partition("=")
         if not sep or name not in names:
-            raise BadCursor(f"Last-Event-ID part {part!r} names no feed of this stream (its feeds: {', '.join(names)})")
+            raise BadCursor(f"part {part!r} names no feed of this stream (its feeds: {', '.join(names)})")
         cursors[name] = parse_cursor(cursor)
     return cursors
 
