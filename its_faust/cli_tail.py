@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import sys
 
 import click
 
 from its_faust.cli_support import fail, running_broker, settings_or_fail, stop_on_terminate
-from its_faust.topic_names import ALL
+from its_faust.topic_names import ALL, WORKERS
 
 
 @click.command()
@@ -55,6 +56,7 @@ def tail(topic: str, cameras: tuple[str, ...], from_beginning: bool, last: int |
     def emit(message) -> None:
         click.echo(line(message))
 
+    _note_keys_no_camera_has(name, cameras)
     keys = [c.encode() for c in cameras] or None
     stop_on_terminate()  # started with & from a script, it still stops on that script's Ctrl-C
     # The Kafka client logs each failed retry of a lost broker (dozens of lines a second); the tail
@@ -74,3 +76,17 @@ def tail(topic: str, cameras: tuple[str, ...], from_beginning: bool, last: int |
         fail(exc)
     if not follow and not as_json:
         click.echo(f"({shown} record{'' if shown == 1 else 's'})", err=True)
+
+
+def _note_keys_no_camera_has(topic: str, cameras: tuple[str, ...]) -> None:
+    """A key that is no camera id matches only what a producer keyed wrongly (the dead letters of such, or
+    the records before they were refused); said, not refused, since that may be what is sought. Without
+    the note, a typo waited for ever with nothing shown."""
+    from schemas.base import CAMERA_ID_PATTERN
+
+    if topic == WORKERS:  # keyed by worker, host:pid
+        return
+    for camera in cameras:
+        if not re.fullmatch(CAMERA_ID_PATTERN, camera):
+            click.echo(f"its-faust: note: {camera!r} is not a camera id (1-64 letters, digits, '_', '.' or '-'): "
+                       "only records a producer keyed so wrongly match it", err=True)

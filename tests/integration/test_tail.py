@@ -79,6 +79,12 @@ def test_one_camera_from_the_beginning(broker):
     assert done.stderr.strip() == "(5 records)"
 
 
+def test_a_key_that_is_no_camera_id_is_noted_and_still_sought(broker):
+    done = tail(broker, "tracks", "--from-beginning", "--no-follow", "--camera", "cam a")
+    assert done.returncode == 0 and done.stdout == "", done.stderr
+    assert "note: 'cam a' is not a camera id" in done.stderr and "(0 records)" in done.stderr
+
+
 def test_the_last_records_of_every_camera(broker):
     done = tail(broker, "TRACKS", "--last", "3", "--no-follow")  # topic names are case-insensitive
     assert done.returncode == 0, done.stderr
