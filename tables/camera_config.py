@@ -21,6 +21,7 @@ from schemas.control import (
     SetSpeedLimit,
     UpdateCamera,
 )
+from schemas.geometry import CountingLine, Zone
 
 
 class CommandRejected(ValueError):
@@ -47,7 +48,8 @@ def apply(config: CameraConfig | None, command: CameraCommand) -> CameraConfig:
     exists = config is not None and not config.removed
     if isinstance(change, AddCamera):
         if exists:
-            raise CommandRejected(f"camera {command.camera_id!r} already exists")
+            raise CommandRejected(f"camera {command.camera_id!r} already exists (name {config.name!r}, source "
+                                  f"{config.source or ''!r}): update it, or remove it first")
         fields = {"name": change.name or command.camera_id, "source": change.source, "removed": False,
                   **_NO_GEOMETRY}
     elif not exists:
@@ -62,7 +64,8 @@ def apply(config: CameraConfig | None, command: CameraCommand) -> CameraConfig:
         fields = {"removed": True, **_NO_GEOMETRY}
     elif isinstance(change, AddLine):
         if config.line(change.line.name):
-            raise CommandRejected(f"camera {command.camera_id!r} already has a line {change.line.name!r}")
+            raise CommandRejected(f"camera {command.camera_id!r} already has a line {change.line.name!r} "
+                                  f"({_described(config.line(change.line.name))}): remove it first")
         fields = {"lines": [*config.lines, change.line],
                   "line_versions": {**config.line_versions, change.line.name: config.version + 1},
                   "line_added_at": {**config.line_added_at, change.line.name: command.issued_at}}
@@ -74,7 +77,8 @@ def apply(config: CameraConfig | None, command: CameraCommand) -> CameraConfig:
                   "line_added_at": {k: v for k, v in config.line_added_at.items() if k != change.name}}
     elif isinstance(change, AddZone):
         if config.zone(change.zone.name):
-            raise CommandRejected(f"camera {command.camera_id!r} already has a zone {change.zone.name!r}")
+            raise CommandRejected(f"camera {command.camera_id!r} already has a zone {change.zone.name!r} "
+                                  f"({_described(config.zone(change.zone.name))}): remove it first")
         fields = {"zones": [*config.zones, change.zone],
                   "zone_versions": {**config.zone_versions, change.zone.name: config.version + 1},
                   "zone_added_at": {**config.zone_added_at, change.zone.name: command.issued_at}}
@@ -98,6 +102,15 @@ def apply(config: CameraConfig | None, command: CameraCommand) -> CameraConfig:
         updated_at=command.issued_at,
     )
     return CameraConfig.model_validate(base)
+
+
+def _described(item: CountingLine | Zone) -> str:
+    """A line's or zone's settings as the CLI takes them, for a conflict's message: what is there, so that it
+    says what differs."""
+    if isinstance(item, CountingLine):
+        return f"{item.x1:g},{item.y1:g},{item.x2:g},{item.y2:g}, count {item.count}"
+    heading = f", heading {item.heading_deg:g}" if item.heading_deg is not None else ""
+    return f"{' '.join(f'{x:g},{y:g}' for x, y in item.points)}, {item.kind}{heading}"
 
 
 def applied_before(config: CameraConfig | None, command: CameraCommand, offset: int, log_end: int | None) -> bool:

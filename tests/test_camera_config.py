@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from pydantic import ValidationError
 
@@ -305,3 +307,15 @@ def test_a_command_delivered_again_is_skipped_but_one_on_a_commands_log_started_
     assert not applied_before(config, cmd(AddLine(line=LINE)), 7, log_end=20)
     # The broker could not be asked: skipped, as a redelivery (the safe side: nothing applies twice).
     assert applied_before(config, cmd(AddLine(line=LINE)), 3, log_end=None)
+
+
+def test_an_add_that_conflicts_says_what_is_there_so_what_differs():
+    config = fold(AddCamera(name="Main St", source="rtsp://cam/1"), AddLine(line=LINE.model_copy(update={"count": "in"})),
+                  AddZone(zone=Zone(name="bay", points=[(0, 0), (100, 0), (100, 50)], kind="lane", heading_deg=90)))
+    conflicts = [(AddCamera(name="Other"), "already exists (name 'Main St', source 'rtsp://cam/1')"),
+                 (AddLine(line=LINE), "already has a line 'north' (0,100,640,100, count in)"),
+                 (AddZone(zone=Zone(name="bay", points=[(0, 0), (100, 0), (100, 60)])),
+                  "already has a zone 'bay' (0,0 100,0 100,50, lane, heading 90)")]
+    for change, told in conflicts:
+        with pytest.raises(CommandRejected, match=re.escape(told)):
+            apply(config, cmd(change))
