@@ -254,7 +254,9 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
                    '"heading_deg"}], "calibration": {"image_points": four [x, y], "road_points": four [metres, metres]}, '
                    '"speed_limit_kmh"}.')
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "torch"]), help="Detector backend.")
-@click.option("--broker", "broker_url", help="kafka://host:port (default: ITS_FAUST_BROKER_URL, else an embedded broker).")
+@click.option("--broker", "broker_url", help="kafka://host:port (default: ITS_FAUST_BROKER_URL, else an embedded broker "
+              "on a free loopback port, stopped at the end; for one on a port of your choosing that stays, start "
+              "`its-faust broker --port N` and give --broker kafka://127.0.0.1:N).")
 def run(source, summary_path, camera_id, workers, fps, max_frames, line_specs, config_path, backend, broker_url) -> None:
     """Process a whole video file through the pipeline and print (and save) a summary.
 
