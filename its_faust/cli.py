@@ -315,11 +315,14 @@ def _setup_from(line_specs, config_path):
         return None
     try:
         setup = CameraSetup.from_json(json.loads(config_path.read_text())) if config_path else CameraSetup()
+    except ValidationError as exc:  # named: the file is where to look
+        raise ValueError(f"{config_path}: {validation_message(exc)}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{config_path}: not JSON ({exc})") from None
+    try:
         setup.lines = [parse_line(spec, default_name=f"line{i}") for i, spec in enumerate(line_specs, 1)] + setup.lines
     except ValidationError as exc:
         raise ValueError(validation_message(exc)) from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{config_path}: not JSON ({exc})") from None
     return setup.check()
 
 

@@ -319,3 +319,15 @@ def test_an_add_that_conflicts_says_what_is_there_so_what_differs():
     for change, told in conflicts:
         with pytest.raises(CommandRejected, match=re.escape(told)):
             apply(config, cmd(change))
+
+
+def test_a_config_file_that_does_not_validate_is_named_in_the_error(tmp_path):
+    from its_faust.cli import _setup_from
+
+    path = tmp_path / "camera.json"
+    path.write_text('{"lines": [{"name": "a", "x1": 0, "x2": 10, "y2": 5}]}')
+    with pytest.raises(ValueError, match=re.escape(f"{path}: lines.0.y1: Field required")):
+        _setup_from((), path)
+    with pytest.raises(ValueError, match="two distinct ends") as refused:  # a --line's own error stays as it was
+        _setup_from(("5,5,5,5",), None)
+    assert "camera.json" not in str(refused.value)
