@@ -40,6 +40,29 @@ class CamerasByPartition:
             del self._partition[camera_id]
         return cameras
 
+    def forget(self, cameras: set[str]) -> None:
+        for camera_id in cameras:
+            self._partition.pop(camera_id, None)
+
+
+class HeardCameras:
+    """The ``max_cameras`` cameras heard from most recently. Any producer may write a topic: a flood of
+    made-up camera ids must not grow the API without end. Past the limit, the least recently heard tenth
+    goes at once (``note`` returns them), so that what a read model holds of them goes in one pass."""
+
+    def __init__(self, max_cameras: int):
+        self.max_cameras = max_cameras
+        self._order: OrderedDict[str, None] = OrderedDict()
+
+    def note(self, camera_id: str) -> set[str]:
+        self._order[camera_id] = None
+        self._order.move_to_end(camera_id)
+        gone: set[str] = set()
+        if len(self._order) > self.max_cameras:
+            while len(self._order) > self.max_cameras * 0.9:
+                gone.add(self._order.popitem(last=False)[0])
+        return gone
+
 
 class Cameras:
     def __init__(self, on_removed: Callable[[CameraConfig], None] | None = None):
@@ -134,12 +157,14 @@ class TrackedCameras:
 
 
 class CurrentFigures:
-    """The current records of each camera (keyed by camera first), gone when it is removed or its log is lost."""
+    """The current records of each camera (keyed by camera first), gone when it is removed or its log is lost.
+    Bounded: the ``max_cameras`` cameras heard from most recently (:class:`HeardCameras`)."""
 
-    def __init__(self):
+    def __init__(self, max_cameras: int = 10_000):
         self.latest: dict[tuple, object] = {}
         self._partitions = CamerasByPartition()
         self._removed_at: dict[str, float] = {}  # camera -> when it was last removed
+        self._heard = HeardCameras(max_cameras)
 
     def _current(self, m: Message, schema: type):
         """``m`` decoded, or None: not a ``schema`` record (any producer may write a topic), or one of a camera removed since."""
@@ -150,6 +175,10 @@ class CurrentFigures:
         if record.captured_at <= self._removed_at.get(record.camera_id, float("-inf")):
             return None  # of a camera removed since (the rings fill side by side at start)
         self._partitions.note(record.camera_id, m.partition)
+        gone = self._heard.note(record.camera_id)
+        if gone:
+            self._forget(gone)
+            self._partitions.forget(gone)
         return record
 
     def camera_removed(self, config: CameraConfig) -> None:
@@ -158,12 +187,14 @@ class CurrentFigures:
         for key in [k for k in self.latest if k[0] == config.camera_id]:
             del self.latest[key]
 
-    def forget_partition(self, partition: int) -> set[str]:
+    def forget_partition(self, partition: int) -> None:
         """Figures from a lost log would hide the new ones (they start again from 0) until they passed them."""
-        cameras = set(self._partitions.take(partition))
+        self._forget(set(self._partitions.take(partition)))
+
+    def _forget(self, cameras: set[str]) -> None:
+        """Everything held of these cameras."""
         for key in [k for k in self.latest if k[0] in cameras]:
             del self.latest[key]
-        return cameras
 
     def has(self, camera_id: str) -> bool:
         return any(k[0] == camera_id for k in self.latest)
@@ -172,8 +203,8 @@ class CurrentFigures:
 class Counts(CurrentFigures):
     """Latest totals per (camera, line, direction, class), and per-window counts over time."""
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, max_cameras: int = 10_000):
+        super().__init__(max_cameras)
         self.latest: dict[tuple[str, str, str, str], CountUpdate] = {}
         # (camera, window) -> OrderedDict[start -> {(line, direction, label): count}]
         self.history: dict[tuple[str, str], OrderedDict] = {}
@@ -199,11 +230,10 @@ class Counts(CurrentFigures):
             while len(windows) > HISTORY_WINDOWS:
                 windows.popitem(last=False)
 
-    def forget_partition(self, partition: int) -> set[str]:
-        cameras = super().forget_partition(partition)
+    def _forget(self, cameras: set[str]) -> None:
+        super()._forget(cameras)
         for key in [k for k in self.history if k[0] in cameras]:
             del self.history[key]
-        return cameras
 
     def current(self, camera_id: str, config: CameraConfig | None = None) -> list[CountUpdate]:
         """The camera's totals by line, direction and class; with its configuration, only those of the lines it has
@@ -252,8 +282,8 @@ def _counts_line_now(u: CountUpdate, config: CameraConfig | None) -> bool:
 class Zones(CurrentFigures):
     """Each zone's latest figures: occupancy now, entries and exits since it was added, the current windows."""
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, max_cameras: int = 10_000):
+        super().__init__(max_cameras)
         self.latest: dict[tuple[str, str], ZoneStats] = {}
 
     def apply(self, m: Message) -> None:
@@ -286,13 +316,15 @@ def _zone_now(s: ZoneStats, config: CameraConfig | None) -> bool:
 
 
 class Alerts:
-    """Recent alerts, and those raised and not yet cleared."""
+    """Recent alerts, and those raised and not yet cleared (of the ``max_cameras`` cameras heard from most
+    recently: a producer's made-up cameras' alerts, never cleared, must not grow the API without end)."""
 
-    def __init__(self, keep: int = 1000):
+    def __init__(self, keep: int = 1000, max_cameras: int = 10_000):
         self.recent: deque[Alert] = deque(maxlen=keep)
         self.active: dict[str, Alert] = {}
         self._partitions = CamerasByPartition()
         self._removed_at: dict[str, float] = {}  # camera -> when it was last removed
+        self._heard = HeardCameras(max_cameras)
 
     def camera_removed(self, config: CameraConfig) -> None:
         """A removed camera sends no more frames, so its actor never clears what it raised: those alerts
@@ -307,6 +339,10 @@ class Alerts:
         except SchemaError:
             return
         self._partitions.note(alert.camera_id, m.partition)
+        gone = self._heard.note(alert.camera_id)
+        if gone:
+            self._partitions.forget(gone)
+            self.active = {k: a for k, a in self.active.items() if a.camera_id not in gone}
         if alert.state == "raised":
             if alert.alert_id in self.active:
                 return  # a re-emitted copy

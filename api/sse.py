@@ -7,7 +7,10 @@ this API process or any other, as long as the ring still holds those offsets.
 Older positions get one ``dropped`` event saying how many events are gone, then
 the feed goes on; so does a position the topic's log no longer reaches (the broker
 lost it: an in-memory broker restarted), from the log's new start. A client that reads slowly only holds its own cursor: the
-ring is shared and bounded, and the others are unaffected.
+ring is shared and bounded, and the others are unaffected. A feed of one camera reads past the
+other cameras' records: its heartbeats carry the position then (an SSE event without data sets
+the browser's last id all the same), or a quiet camera's client would resume from far back, and
+be told of the other cameras' records it never wanted as ``dropped``.
 
 Several feeds in one stream (:func:`merged`): a browser opens at most six connections to
 one host, and a page holding one per feed had none left for anything else. Its ``id`` is
@@ -66,7 +69,8 @@ async def events(
     ``past_the_log``: partitions where ``cursor`` is beyond the end of the log (see :func:`past_the_log`)."""
     position = dict(ring.next) if cursor is None else {p: cursor.get(p, ring.held_from(p)) for p in ring.partitions}
     resets = dict(ring.resets)
-    yield {"event": "hello", "id": format_cursor(position), "data": json.dumps({"topic": ring.topic})}
+    given = format_cursor(position)  # the id the client has last been given
+    yield {"event": "hello", "id": given, "data": json.dumps({"topic": ring.topic})}
     for p in past_the_log:
         position[p] = ring.held_from(p)
         yield _log_lost(ring, p, position, given=True)
@@ -91,12 +95,16 @@ async def events(
                 position[p] = m.offset + 1
                 if match(m):
                     sent += 1
-                    yield {"event": event_name, "id": format_cursor(position), "data": m.value.decode()}
+                    given = format_cursor(position)
+                    yield {"event": event_name, "id": given, "data": m.value.decode()}
         if sent:
             on_sent(sent)
             last_yield = time.monotonic()
         elif time.monotonic() - last_yield >= heartbeat_s:
-            yield {"comment": "heartbeat"}  # keeps idle connections (and proxies) alive
+            heartbeat = {"comment": "heartbeat"}  # keeps idle connections (and proxies) alive
+            if format_cursor(position) != given:  # read past records this feed does not send
+                given = heartbeat["id"] = format_cursor(position)
+            yield heartbeat
             last_yield = time.monotonic()
         if not read:
             await ring.wait_new(max(0.05, heartbeat_s - (time.monotonic() - last_yield)))
@@ -159,7 +167,7 @@ async def merged(streams: Mapping[str, AsyncIterator[dict]], queue_size: int = 6
     queue: asyncio.Queue = asyncio.Queue(queue_size)
 
     def labelled(name: str, event: dict) -> dict:
-        if event["event"] in ("hello", "dropped"):  # say which feed it is about
+        if event.get("event") in ("hello", "dropped"):  # say which feed it is about
             return {**event, "data": json.dumps({"feed": name, **json.loads(event["data"])})}
         return event
 
@@ -183,7 +191,7 @@ async def merged(streams: Mapping[str, AsyncIterator[dict]], queue_size: int = 6
             if error is not None:
                 raise error
             if "id" not in event:
-                yield event  # a heartbeat
+                yield event  # a heartbeat (one with an id moves its feed's position, as an event does)
                 continue
             positions[name] = event["id"]
             yield {**labelled(name, event), "id": format_positions(positions)}

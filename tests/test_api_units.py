@@ -231,6 +231,22 @@ def test_a_ring_whose_partition_goes_back_to_an_earlier_offset_starts_it_over():
     assert [m.offset for m in ring.read(0, 0)] == [0] and ring.next[0] == 1
 
 
+def test_a_ring_holding_nothing_of_a_partition_still_starts_it_over_when_its_offsets_go_back():
+    """Every record refused (or trimmed by age): the lost log went unnoticed, and a client resuming after the old
+    offsets skipped the new log's first records with no word."""
+    from api.service import keyed_record
+
+    forgotten = []
+    ring = TopicRing("127.0.0.1:1", "its.tracks", 10, on_reset=forgotten.append, check=keyed_record(TrackRecord))
+    ring.partitions, ring.next, ring.resets = [0], {0: 0}, {0: 0}
+    ring._offsets, ring._messages, ring._arrivals = {0: []}, {0: []}, {0: []}
+    for offset in range(50):
+        ring._add(Message(0, offset, b"cam-a", b"junk", 0.0))
+    assert ring.next[0] == 50
+    ring._add(Message(0, 0, b"cam-a", b"junk", 0.0))  # the new log's first record
+    assert ring.resets == {0: 1} and forgotten == [0] and ring.next[0] == 1
+
+
 def test_a_feeds_ring_leaves_out_records_that_are_not_its_schema_or_not_their_keys_camera(caplog):
     """Any producer can write a result topic; the feeds passed its garbage on as a record (`data: garbage`)."""
     from api.service import keyed_record
@@ -729,6 +745,73 @@ def test_records_left_out_of_a_feed_are_no_events_a_resuming_client_missed():
     got = asyncio.run(first_events({0: 0, 1: 1}, 3))
     assert [e.get("event") for e in got] == ["hello", "dropped", "tracks"]  # 1-5 are gone: 5 was a record
     assert '"events": 5' in got[1]["data"]
+
+
+def test_a_feed_of_one_camera_moves_its_position_on_with_its_heartbeats():
+    """A quiet camera's client kept the position of its last event while other cameras filled the ring: on
+    reconnecting it was told of their records, which it never wanted, as dropped."""
+    import asyncio
+
+    from api.service import keyed_record
+    from api.sse import events, parse_cursor
+
+    ring = TopicRing("127.0.0.1:1", "its.tracks", 3, check=keyed_record(TrackRecord))
+    ring.partitions, ring.next, ring.resets = [0], {0: 0}, {0: 0}
+    ring._offsets, ring._messages, ring._arrivals, ring._seen_from = {0: []}, {0: []}, {0: []}, {0: 0}
+    track = lambda camera, seq: encode(TrackRecord(camera_id=camera, seq=seq, captured_at=10.0, width=64, height=48,
+                                                   detected_at=10.1, tracked_at=10.2, tracker_frame=seq + 1, model="m@v",
+                                                   detections=0, worker="w:1", objects=[]))
+
+    async def quiet_client() -> list[dict]:
+        stream = events(ring, None, lambda m: m.key == b"cam-b", "track", heartbeat_s=0.3)
+        got = [await anext(stream)]  # hello, at 0:0
+
+        async def other_camera():  # its records only, read as they come (the ring trims them past 3)
+            for offset in range(10):
+                ring._add(Message(0, offset, b"cam-a", track("cam-a", offset), 0.0))
+                ring._wake()
+                await asyncio.sleep(0.005)
+
+        adding = asyncio.create_task(other_camera())
+        got.append(await anext(stream))
+        await adding
+        await stream.aclose()
+        return got
+
+    async def resumed(position: str) -> list[str]:
+        stream = events(ring, parse_cursor(position), lambda m: m.key == b"cam-b", "track", heartbeat_s=0.05)
+        got = [await anext(stream), await anext(stream)]
+        await stream.aclose()
+        return [e.get("event", "heartbeat") for e in got]
+
+    async def scenario():  # one event loop: the ring's wake-up event belongs to it
+        hello, heartbeat = await quiet_client()
+        return hello, heartbeat, await resumed(heartbeat["id"]), await resumed(hello["id"])
+
+    hello, heartbeat, from_heartbeat, from_hello = asyncio.run(scenario())
+    assert hello["id"] == "0:0" and heartbeat["comment"] == "heartbeat" and heartbeat["id"] == "0:10"
+    assert from_heartbeat == ["hello", "heartbeat"]  # nothing dropped
+    assert from_hello == ["hello", "dropped"]  # what the client had before
+
+
+def test_counts_zones_and_alerts_hold_only_the_cameras_heard_from_most_recently():
+    """A producer that invents camera ids grew them without end (30,000 cameras: 60,000 histories)."""
+    counts, zones, alerts = Counts(max_cameras=100), Zones(max_cameras=100), Alerts(max_cameras=100)
+    window = WindowCount(start=60, end=120, count=1)
+    for i in range(1000):
+        camera = f"made-up-{i}"
+        counts.apply(message(CountUpdate(camera_id=camera, seq=1, captured_at=1e9, line="l", direction="in", label="car",
+                                         total=1, minute=window, quarter=window)))
+        zones.apply(message(ZoneStats(camera_id=camera, seq=1, captured_at=1e9, zone="z", occupancy=1, entries=1, exits=0,
+                                      minute=ZoneWindow(start=60, end=120, entries=1, exits=0),
+                                      quarter=ZoneWindow(start=0, end=900, entries=1, exits=0))))
+        alerts.apply(message(Alert(camera_id=camera, seq=1, captured_at=1e9, alert_id=f"{camera}:x", kind="wrong_way",
+                                   state="raised", severity="critical", subject="t", started_at=1,
+                                   snapshot=FrameRef(camera_id=camera, seq=1), message="m")))
+    assert len(counts.latest) <= 100 and len(counts.history) <= 200 and len(zones.latest) <= 100
+    assert len(alerts.active) <= 100 and len(counts._partitions._partition) <= 100
+    newest = "made-up-999"
+    assert counts.current(newest) and zones.current(newest, None) and alerts.for_camera(newest)[1]
 
 
 def test_a_frame_tracked_again_is_not_counted_again_and_the_ring_hands_on_its_record_decoded():
