@@ -200,9 +200,11 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
     if not settings.broker_url:
         fail(BrokerError("ingest needs a broker: set ITS_FAUST_BROKER_URL or --broker (see `its-faust broker`)"))
     from its_faust.cameras import CameraRemoved, RemovalWatch
+    from its_faust.ingest import IngestStats, make_producer, undelivered
     from its_faust.ingest import ingest as run_ingest
-    from its_faust.ingest import make_producer, undelivered
     from its_faust.topic_names import ensure_topics
+
+    stats = IngestStats(camera_id)  # kept here: a Ctrl-C still has the totals to tell
 
     async def go():
         bootstrap = bootstrap_servers(settings.broker_url)
@@ -213,26 +215,32 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
         producer = make_producer(bootstrap)
         try:
             await producer.start()
-            stats = await run_ingest(
+            await run_ingest(
                 _resolve_source(source, settings), camera_id, producer, settings, fps=fps, max_frames=max_frames,
                 loop_source=loop_source, as_live_source=as_live_source, stop=watch.removed,
-                stop_reason="the camera was removed",
+                stop_reason="the camera was removed", stats=stats,
             )
-            return stats, watch.removed.is_set()
+            return watch.removed.is_set()
         finally:
             await producer.stop()
             await watch.stop()
 
+    interrupted = removed = False
     try:
-        stats, removed = asyncio.run(go())
+        removed = asyncio.run(go())
     except (*USER_ERRORS, CameraRemoved) as exc:
         fail(exc)
     except KeyboardInterrupt:
-        return
+        interrupted = True
     sampled = f" ({stats.frames_sampled} of a frozen picture)" if stats.frames_sampled else ""
-    why = "the camera was removed: " if removed else ""
+    why = ("the camera was removed: " if removed else "stopped: " if interrupted
+           else f"{stats.ended_short}: " if stats.ended_short else "")
     click.echo(f"{camera_id}: {why}{stats.frames_sent} frames sent{sampled}{undelivered(stats)}, "
                f"{stats.frames_rejected} rejected")
+    if stats.gave_up:  # a supervisor restarts a camera service that failed, not one that ended
+        fail(f"camera {camera_id}: gave up on its source ({stats.gave_up})")
+    if interrupted:
+        sys.exit(130)
 
 
 @main.command()

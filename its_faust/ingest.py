@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaProducer
 
 from its_faust.codecs import encode
 from its_faust.frame_quality import FrameQualityChecker, StillSceneSampler
+from its_faust.source_thread import SourceThread
 from its_faust.sources import Backoff, FrameReader, SourceError, SourceSpec
 from its_faust.throttle import Throttle
 from its_faust.topic_names import CAMERA_EVENTS, FRAMES, MAX_RECORD_BYTES
@@ -99,6 +100,8 @@ class IngestStats:
     started_at: float = field(default_factory=time.time)
     finished_at: float | None = None
     stopped_early: bool = False  # stopped (Ctrl-C, SIGTERM, the owner's stop) before the source ended
+    gave_up: str | None = None  # a live source lost and given up on (its reconnects all failed): why
+    ended_short: str | None = None  # a file that ended before the frames it says it has (truncated, damaged)
     rejections: dict[str, int] = field(default_factory=dict)
 
 
@@ -148,7 +151,7 @@ class _CameraEvents:
                 self._pending.pop(0)
 
 
-async def _first_open(open_reader, spec: SourceSpec, backoff: Backoff, events: _CameraEvents,
+async def _first_open(calls: SourceThread, open_reader, spec: SourceSpec, backoff: Backoff, events: _CameraEvents,
                       stop: asyncio.Event | None) -> FrameReader | None:
     """The source's reader. A network camera that is down at start (rebooting, not up yet when the
     service starts) is tried again like one lost later: reported on camera-events, the same
@@ -158,7 +161,7 @@ async def _first_open(open_reader, spec: SourceSpec, backoff: Backoff, events: _
     while True:
         attempt += 1
         try:
-            reader = await asyncio.to_thread(open_reader)
+            reader = await calls.run(open_reader)
         except SourceError as exc:
             if not spec.network:
                 raise
@@ -166,9 +169,9 @@ async def _first_open(open_reader, spec: SourceSpec, backoff: Backoff, events: _
                 events.report("stream_lost", f"{spec.uri} does not open at start ({exc}); trying again with backoff")
             delay = next(waits, None)
             if delay is None:
-                events.report("gave_up", f"{spec.uri} unreachable after {attempt} attempts")
+                events.report("gave_up", f"{spec.uri} unreachable: {attempt} attempts to open it failed")
                 await events.flush()
-                raise SourceError(f"{exc} (gave up after {attempt} attempts)") from None
+                raise SourceError(f"{exc} (gave up: {attempt} attempts to open it failed)") from None
             await events.flush()
             log.warning("%s does not open (attempt %d); next try in %.1f s", spec.uri, attempt, delay)
             if stop is None:
@@ -229,6 +232,15 @@ class _CheckedFrames:
     def encode(self, image) -> bytes | None:
         ok, jpeg = cv2.imencode(".jpg", image, self._encode_params)
         return jpeg.tobytes() if ok else None
+
+    def ended_short(self) -> str | None:
+        """Said of a file that ended before the frame count its header gives (truncated, damaged): it read as
+        a whole one, ending early with no word. (A header's count can be off by a frame or two.)"""
+        reader = self.reader
+        if (reader.spec.live or self.loop_source or not reader.frame_count
+                or reader.frames_read >= reader.frame_count - 2):
+            return None
+        return f"the file ended after {reader.frames_read} of the {reader.frame_count} frames it says it has"
 
 
 class _Pacer:
@@ -295,9 +307,11 @@ async def ingest(
     as_live_source: bool = False,
     keep_seqs: bool = False,
     on_sent: Callable[[IngestStats], None] | None = None,
+    stats: IngestStats | None = None,
 ) -> IngestStats:
     """Send ``source``'s frames as camera ``camera_id`` until it ends, ``max_frames`` or ``stop``
-    (``stop_reason`` says why in the camera's ``finished`` event).
+    (``stop_reason`` says why in the camera's ``finished`` event). ``stats``: the totals to keep, given
+    by a caller that wants them though this is cancelled (Ctrl-C).
 
     ``live_feed`` replays a file at its own frame rate like a camera would deliver it.
     ``as_live_source``: a file's frames go out as a live camera's, without a scene time, so the
@@ -307,19 +321,24 @@ async def ingest(
     spec = SourceSpec.parse(source)
     frames_topic, key = settings.topic(FRAMES), camera_id.encode()
     seq = int(time.time() * 1000)  # see the module docstring
-    stats = IngestStats(camera_id)
+    stats = stats or IngestStats(camera_id)
     events = _CameraEvents(camera_id, producer, settings.topic(CAMERA_EVENTS), stats)
     s = settings.ingest
     backoff = Backoff.from_settings(s)
     loop = asyncio.get_running_loop()
     open_reader = partial(FrameReader, spec, backoff=backoff,
                           on_event=lambda kind, reason: loop.call_soon_threadsafe(events.report_now, kind, reason))
-    reader = await _first_open(open_reader, spec, backoff, events, stop)
+    calls = SourceThread(f"camera {camera_id}")
+    try:
+        reader = await _first_open(calls, open_reader, spec, backoff, events, stop)
+    except asyncio.CancelledError:  # Ctrl-C or SIGTERM while the camera was still down: said, as a stop is
+        await _never_opened(events, stats, calls)
+        raise
+    except BaseException:
+        calls.close()
+        raise
     if reader is None:  # stopped while the camera was still down
-        events.report("finished", "stopped: 0 frames sent (the source never opened)")
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(events.flush(), LAST_FLUSH_S)
-        stats.finished_at = time.time()
+        await _never_opened(events, stats, calls)
         return stats
     frames = _CheckedFrames(reader, s, loop_source)
     flags = _FlagReports(events, s)
@@ -355,10 +374,11 @@ async def ingest(
             if window and not drop_when_busy:
                 await window.acquire()  # paced by the pipeline: wait for room before reading
                 holds_credit = True
-            frame = await asyncio.to_thread(frames.next, not may_drop)
+            frame = await calls.run(frames.next, not may_drop)
             if frame is None:
                 if holds_credit:
                     window.release()
+                stats.gave_up, stats.ended_short = reader.gave_up, frames.ended_short()
                 break
             stats.frames_read += 1
             frame_seq, seq = seq, seq + 1
@@ -373,7 +393,7 @@ async def ingest(
                     continue
                 holds_credit = True
             if frame.to_detector and may_drop:  # kept: now it is worth encoding
-                frame.jpeg = await asyncio.to_thread(frames.encode, frame.image)
+                frame.jpeg = await calls.run(frames.encode, frame.image)
             if frame.to_detector and frame.jpeg is None:
                 frame.problem, frame.to_detector = "unreadable: JPEG encode failed", False
             problem = frame.problem
@@ -414,8 +434,17 @@ async def ingest(
         if closer is not None:
             closer.cancel()
         reader.close()
+        calls.close()
         await _finish(events, producer, stats, stop, stop_reason)
     return stats
+
+
+async def _never_opened(events: _CameraEvents, stats: IngestStats, calls: SourceThread) -> None:
+    calls.close()
+    events.report("finished", "stopped: 0 frames sent (the source never opened)")
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(events.flush(), LAST_FLUSH_S)
+    stats.finished_at = time.time()
 
 
 async def _close_when(stop: asyncio.Event, reader: FrameReader) -> None:
@@ -438,8 +467,9 @@ async def _finish(events: _CameraEvents, producer: AIOKafkaProducer, stats: Inge
     kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(stats.rejections.items()))
     rejected = f"{stats.frames_rejected} rejected" + (f" ({kinds})" if kinds else "")
     stopped = f"{stop_reason}: " if stop and stop.is_set() else "stopped: " if stats.stopped_early else ""
-    events.report("finished", f"{stopped}{stats.frames_sent} frames sent{sampled}{undelivered(stats)}, {rejected}",
-                  stats.last_seq)
+    ended = f"gave up ({stats.gave_up}): " if stats.gave_up else f"{stats.ended_short}: " if stats.ended_short else ""
+    events.report("finished", f"{stopped}{ended}{stats.frames_sent} frames sent{sampled}{undelivered(stats)}, "
+                  f"{rejected}", stats.last_seq)
 
     async def last_words() -> None:
         await events.flush()

@@ -227,6 +227,8 @@ class IngestSettings(BaseModel):
     reconnect_initial_s: float = Field(0.5, gt=0, description="First wait before reconnecting a lost stream; it doubles")
     reconnect_max_s: float = Field(30.0, gt=0, description="Longest wait between reconnection attempts")
     reconnect_attempts: int = Field(0, ge=0, description="0 = retry forever")
+    stream_timeout_s: float = Field(10.0, gt=0, description="A network stream that takes longer than this to open, "
+                                    "or to deliver a frame, is down (reported, then reconnected)")
     blank_std: float = Field(4.0, description="A frame whose grey-level std dev is below this is blank")
     frozen_delta: int = Field(
         12, ge=0, le=255,

@@ -7,6 +7,7 @@ exponential backoff, and each loss and reconnection is reported to the caller.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -44,17 +45,28 @@ class SourceSpec:
         if "://" in uri and not uri.startswith("file://"):
             return cls(uri, True, uri)
         path = Path(uri.removeprefix("file://")).expanduser()
+        if path.is_dir():
+            raise SourceError(f"cannot open video {uri}: it is a directory")
         if not path.is_file():
             raise SourceError(f"cannot open video {uri}: no such file")
+        if not os.access(path, os.R_OK):
+            raise SourceError(f"cannot open video {uri}: permission denied")
         return cls(uri, False, str(path))
 
 
-def open_capture(spec: SourceSpec) -> cv2.VideoCapture:
+def open_capture(spec: SourceSpec, timeout_s: float | None = None) -> cv2.VideoCapture:
+    """``timeout_s``: how long a network stream may take to open, and then to deliver each frame, before it
+    counts as down (FFmpeg's own default is 30 s)."""
     index = spec.capture_arg
     if isinstance(index, int) and index >= 0 and sys.platform == "linux" and not Path(f"/dev/video{index}").exists():
         # Said here: OpenCV would try each of its back-ends and print a screenful of warnings first.
         raise SourceError(f"cannot open video {spec.uri}: no camera at /dev/video{index}")
-    capture = cv2.VideoCapture(spec.capture_arg)
+    if spec.network and timeout_s:
+        ms = int(timeout_s * 1000)
+        capture = cv2.VideoCapture(spec.capture_arg, cv2.CAP_FFMPEG,
+                                   [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+    else:
+        capture = cv2.VideoCapture(spec.capture_arg)
     if not capture.isOpened():
         capture.release()
         raise SourceError(f"cannot open video {spec.uri}")
@@ -71,11 +83,12 @@ class Backoff:
     initial_s: float = 0.5
     max_s: float = 30.0
     attempts: int = 0
+    timeout_s: float | None = None  # a network stream's open and read timeout (open_capture)
 
     @classmethod
     def from_settings(cls, ingest_settings) -> "Backoff":
         s = ingest_settings
-        return cls(s.reconnect_initial_s, s.reconnect_max_s, s.reconnect_attempts)
+        return cls(s.reconnect_initial_s, s.reconnect_max_s, s.reconnect_attempts, s.stream_timeout_s)
 
     def waits(self) -> Iterator[float]:
         """The wait before each try; ends when the tries are used up."""
@@ -102,7 +115,8 @@ class FrameReader:
         self.on_event = on_event
         self._closing = threading.Event()
         self.sleep = sleep or self._closing.wait  # a reconnect's back-off ends early when the reader is closed
-        self.capture = open_capture(spec)
+        self.gave_up: str | None = None  # why a live source was given up: its reconnects all failed
+        self.capture = open_capture(spec, backoff.timeout_s)
         fps = self.capture.get(cv2.CAP_PROP_FPS)
         self.fps = fps if fps and 0 < fps < 1000 else None
         count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
@@ -118,6 +132,11 @@ class FrameReader:
         self._scene_t0 = time.time()
         self._index = 0
         self._last_scene: float | None = None
+
+    @property
+    def frames_read(self) -> int:
+        """Frames of a file read since it started (or was last rewound)."""
+        return self._index
 
     def close(self) -> None:
         """Stop reading; a read in flight in another thread releases the capture when it returns."""
@@ -190,7 +209,7 @@ class FrameReader:
                 return False
             attempt += 1
             try:
-                capture = open_capture(self.spec)
+                capture = open_capture(self.spec, self.backoff.timeout_s)
             except SourceError as exc:
                 delay = next(waits, None)
                 then = f"next try in {delay:.1f} s" if delay is not None else "no tries left"
@@ -204,5 +223,6 @@ class FrameReader:
             self.on_event("reconnected", f"{self.spec.uri} back after {attempt} attempt(s)")
             return True
         if not self._closed:
-            self.on_event("gave_up", f"{self.spec.uri} unreachable after {attempt} attempts")
+            self.gave_up = f"{self.spec.uri} lost: {attempt} attempts to reconnect failed"
+            self.on_event("gave_up", self.gave_up)
         return False

@@ -18,9 +18,14 @@ from schemas import CameraEvent, FrameRecord
 
 
 @pytest.fixture(scope="module")
-def bootstrap():
+def broker():
     with EmbeddedBroker() as broker:
-        yield bootstrap_servers(broker.url)
+        yield broker
+
+
+@pytest.fixture(scope="module")
+def bootstrap(broker):
+    return bootstrap_servers(broker.url)
 
 
 @pytest.fixture
@@ -266,7 +271,7 @@ def test_a_network_camera_that_never_comes_up_is_given_up_or_stopped(bootstrap, 
     from its_faust.sources import SourceError
 
     url = f"http://127.0.0.1:{free_port()}/stream.mjpg"
-    with pytest.raises(SourceError, match="cannot open video .*gave up after 3 attempts"):
+    with pytest.raises(SourceError, match="cannot open video .*gave up: 3 attempts to open it failed"):
         asyncio.run(_ingest_and_read(bootstrap, _camera_settings(settings, reconnect_initial_s=0.05, reconnect_attempts=2),
                                      url, camera_id="cam-never"))
 
@@ -280,4 +285,79 @@ def test_a_network_camera_that_never_comes_up_is_given_up_or_stopped(bootstrap, 
     assert stats.frames_sent == 0
     mine = [e for e in events if e.camera_id == "cam-stopped"]
     assert [e.kind.value for e in mine] == ["stream_lost", "finished"]
+    assert mine[-1].reason == "stopped: 0 frames sent (the source never opened)"
+
+
+def test_a_network_camera_given_up_mid_stream_says_so_and_is_not_a_normal_end(bootstrap, settings, clip_frames,
+                                                                              mjpeg_camera):
+    """It ended with `finished: 110 frames sent, 0 rejected` and exit code 0, as a file that played to its end."""
+    jpegs = [cv2.imencode(".jpg", f)[1].tobytes() for f in clip_frames[:20]]
+    camera = mjpeg_camera(jpegs, fps=20)
+
+    async def go():
+        asyncio.get_running_loop().call_later(1.5, camera.stop)  # down for good
+        return await _ingest_and_read(bootstrap, _camera_settings(settings, reconnect_initial_s=0.1, reconnect_attempts=2),
+                                      f"http://127.0.0.1:{camera.port}/stream.mjpg", camera_id="cam-gone")
+
+    stats, _, events = asyncio.run(go())
+    mine = [e for e in events if e.camera_id == "cam-gone"]
+    assert stats.frames_sent > 0 and stats.gave_up == f"http://127.0.0.1:{camera.port}/stream.mjpg lost: 2 attempts to reconnect failed"
+    assert [e.kind.value for e in mine][-2:] == ["gave_up", "finished"]
+    assert mine[-1].reason.startswith(f"gave up ({stats.gave_up}): {stats.frames_sent} frames sent")
+
+
+def test_a_file_that_ends_before_the_frames_it_says_it_has_is_told(bootstrap, settings, tmp_path, clip_frames):
+    whole = tmp_path / "whole.avi"
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), 25, (640, 360))
+    for frame in clip_frames[:40]:
+        writer.write(frame)
+    writer.release()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])  # its header still says 40 frames
+
+    stats, frames, events = asyncio.run(_ingest_and_read(bootstrap, settings, cut, camera_id="cam-cut"))
+    assert 10 < stats.frames_sent < 35 and stats.ended_short == (
+        f"the file ended after {stats.frames_read} of the 40 frames it says it has")
+    finished = [e for e in events if e.camera_id == "cam-cut"][-1]
+    assert finished.kind.value == "finished" and finished.reason.startswith(stats.ended_short)
+    whole_stats, _, _ = asyncio.run(_ingest_and_read(bootstrap, settings, whole, camera_id="cam-whole"))
+    assert whole_stats.frames_sent == 40 and whole_stats.ended_short is None
+
+
+def test_ingest_stopped_while_its_camera_does_not_answer_ends_at_once_and_says_so(broker, bootstrap, settings):
+    """A camera host that takes the connection and says nothing: SIGTERM ended `ingest` only when FFmpeg's
+    30 s timeout did (its thread held the exit), with no `finished` event and exit code 0."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel takes connections; nothing ever answers them
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/stream.mjpg"
+    env = {**os.environ, "ITS_FAUST_BROKER_URL": broker.url, "ITS_FAUST_INGEST__STREAM_TIMEOUT_S": "60"}
+    try:
+        camera = subprocess.Popen([sys.executable, "-m", "its_faust.cli", "ingest", "--source", url, "--camera", "cam-mute"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        time.sleep(4)  # started, and blocked opening the stream
+        camera.send_signal(signal.SIGTERM)
+        stopped_at = time.monotonic()
+        out, err = camera.communicate(timeout=60)
+        stopping_s = time.monotonic() - stopped_at
+    finally:
+        silent.close()
+    assert camera.returncode == 130 and stopping_s < 8, (camera.returncode, stopping_s, err)
+    assert out.strip() == "cam-mute: stopped: 0 frames sent, 0 rejected", (out, err)
+
+    async def events():
+        reader = await TopicReader(bootstrap, settings.topic(CAMERA_EVENTS), from_beginning=True).start()
+        try:
+            return [e for m in await reader.poll(2000) if (e := decode(CameraEvent, m.value)).camera_id == "cam-mute"]
+        finally:
+            await reader.stop()
+
+    mine = asyncio.run(events())
+    assert mine and mine[-1].kind.value == "finished"
     assert mine[-1].reason == "stopped: 0 frames sent (the source never opened)"
