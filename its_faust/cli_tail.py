@@ -33,7 +33,8 @@ def tail(topic: str, cameras: tuple[str, ...], from_beginning: bool, last: int |
     camera-configs, crossings, counts, zone-events, zone-stats, alerts, workers (without the topic
     prefix; workers: each worker's reports, keyed by host:pid).
     A record that is not what its topic should hold is shown as it is. A broker that stops
-    answering for 10 s ends the tail with an error. Examples:
+    answering for 10 s ends the tail with an error; a topic not created yet is waited for
+    (following) or an error (--no-follow). Examples:
 
     \b
       its-faust tail dead-letters --last 20 --no-follow   why recent input was rejected
@@ -63,14 +64,15 @@ def tail(topic: str, cameras: tuple[str, ...], from_beginning: bool, last: int |
     # itself notices a broker gone and says so in one line (topic_tail.BrokerWatch).
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
-        shown = asyncio.run(run_tail(bootstrap, settings.topic(name), emit, keys=keys, from_beginning=from_beginning,
-                                     last=last, follow=follow, limit=limit))
+        shown = asyncio.run(_tail_once_it_exists(
+            lambda: run_tail(bootstrap, settings.topic(name), emit, keys=keys, from_beginning=from_beginning,
+                             last=last, follow=follow, limit=limit), follow))
     except KeyboardInterrupt:
         return
     except BrokenPipeError:  # the reader went away (| head): nothing more to say, and nowhere to say it
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's last flush of stdout would fail too
         return
-    except ValueError as exc:  # the topic does not exist yet
+    except ValueError as exc:  # the topic does not exist yet (and not following: nothing to wait for)
         fail(exc)
     except BrokerGone as exc:
         fail(exc)
@@ -90,3 +92,21 @@ def _note_keys_no_camera_has(topic: str, cameras: tuple[str, ...]) -> None:
         if not re.fullmatch(CAMERA_ID_PATTERN, camera):
             click.echo(f"its-faust: note: {camera!r} is not a camera id (1-64 letters, digits, '_', '.' or '-'): "
                        "only records a producer keyed so wrongly match it", err=True)
+
+
+async def _tail_once_it_exists(tail, follow: bool) -> int:
+    """Following a topic not created yet (tail started before the worker that creates it) waits for it,
+    as it would wait for records, instead of ending in an error; said once."""
+    from its_faust.topic_reader import TopicMissing
+
+    told = False
+    while True:
+        try:
+            return await tail()
+        except TopicMissing as exc:
+            if not follow:
+                raise
+            if not told:
+                click.echo(f"its-faust: {exc}: waiting for it (Ctrl-C stops)", err=True)
+                told = True
+            await asyncio.sleep(2.0)

@@ -32,6 +32,10 @@ def partition_for(key: bytes, partitions: int) -> int:
     return DefaultPartitioner()(key, list(range(partitions)), list(range(partitions)))
 
 
+class TopicMissing(ValueError):
+    """The topic is not on the broker (yet)."""
+
+
 class TopicReader:
     """Reads one topic from the offsets it had when started (or from the beginning).
 
@@ -68,7 +72,7 @@ class TopicReader:
             partitions = self.consumer.partitions_for_topic(self.topic)
         if not partitions:
             await self.consumer.stop()
-            raise ValueError(f"topic {self.topic} does not exist on the broker (no worker or producer has created it yet)")
+            raise TopicMissing(f"topic {self.topic} does not exist on the broker (no worker or producer has created it yet)")
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         if self.keys is not None and tps:
             tps = [TopicPartition(self.topic, p) for p in sorted({partition_for(k, len(tps)) for k in self.keys})]

@@ -171,11 +171,26 @@ def test_started_in_the_background_it_still_stops_on_ctrl_c_and_sigterm(broker, 
     assert follower.returncode == 0 and b"Traceback" not in err, err.decode()
 
 
-def test_a_topic_not_on_the_broker_is_one_line(broker):
-    done = tail(broker, "tracks", env={"ITS_FAUST_TOPIC_PREFIX": "elsewhere"})
+def test_a_topic_not_on_the_broker_is_one_line_or_waited_for_when_following(broker):
+    done = tail(broker, "tracks", "--from-beginning", "--no-follow", env={"ITS_FAUST_TOPIC_PREFIX": "elsewhere"})
     assert done.returncode == 2
     assert done.stderr.strip() == ("its-faust: error: topic elsewhere.tracks does not exist on the broker "
                                    "(no worker or producer has created it yet)")
+    # Following (tail started before the worker that creates the topic): it waits, then shows what comes.
+    env = {**os.environ, "ITS_FAUST_BROKER_URL": broker.url, "ITS_FAUST_TOPIC_PREFIX": "later"}
+    follower = subprocess.Popen([sys.executable, "-m", "its_faust.cli", "tail", "tracks", "--from-beginning",
+                                 "--limit", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        time.sleep(6)
+        assert follower.poll() is None, follower.communicate()
+        asyncio.run(_send(bootstrap_servers(broker.url), "later.tracks", [(b"cam-a", _track("cam-a", 1))]))
+        out, err = follower.communicate(timeout=60)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode == 0 and "  cam-a  " in out, (out, err)
+    assert err.strip().splitlines()[0] == ("its-faust: topic later.tracks does not exist on the broker (no worker or "
+                                           "producer has created it yet): waiting for it (Ctrl-C stops)"), err
 
 
 def test_from_the_beginning_or_the_last_not_both(broker):
