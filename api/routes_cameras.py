@@ -121,9 +121,12 @@ class AlertsNow(BaseModel):
 
 
 def _known(request: Request, camera_id: str) -> CameraConfig:
-    config = request.app.state.hub.cameras.get(camera_id)
+    cameras = request.app.state.hub.cameras
+    config = cameras.get(camera_id)
     if config is None:
-        raise HTTPException(status_code=404, detail=f"unknown camera {camera_id!r}")
+        removed = camera_id in cameras.configs  # held, as removed
+        raise HTTPException(status_code=404, detail=f"camera {camera_id!r} was removed" if removed
+                            else f"unknown camera {camera_id!r}")
     return config
 
 

@@ -54,6 +54,10 @@ def apply(config: CameraConfig | None, command: CameraCommand) -> CameraConfig:
                   **_NO_GEOMETRY}
     elif not exists:
         removing = isinstance(change, RemoveCamera)
+        if config is not None:  # removed: said so, not "unknown" (a second DELETE looked like a typo)
+            hint = "nothing to remove" if removing else "add it again first"
+            raise CommandRejected(f"camera {command.camera_id!r} was removed: {hint}", missing=True,
+                                  add_first=not removing)
         hint = "nothing to remove" if removing else "add it first"
         raise CommandRejected(f"unknown camera {command.camera_id!r}: {hint}", missing=True, add_first=not removing)
     elif isinstance(change, UpdateCamera):

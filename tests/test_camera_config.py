@@ -92,9 +92,9 @@ def test_commands_fold_into_the_configuration():
         ((AddCamera(), AddCamera()), "already exists"),
         ((AddCamera(), AddLine(line=LINE), AddLine(line=LINE)), "already has a line 'north'"),
         ((AddCamera(), RemoveLine(name="south")), "has no line 'south'"),
-        ((AddCamera(), RemoveCamera(), SetSpeedLimit(kmh=30)), "unknown camera"),
+        ((AddCamera(), RemoveCamera(), SetSpeedLimit(kmh=30)), "camera 'cam-a' was removed: add it again first"),
         ((RemoveCamera(),), "unknown camera 'cam-a': nothing to remove"),
-        ((AddCamera(), RemoveCamera(), RemoveCamera()), "unknown camera 'cam-a': nothing to remove"),
+        ((AddCamera(), RemoveCamera(), RemoveCamera()), "camera 'cam-a' was removed: nothing to remove"),
     ],
 )
 def test_a_command_that_cannot_apply_is_rejected_and_changes_nothing(changes, reason):

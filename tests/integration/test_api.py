@@ -233,7 +233,10 @@ def test_rest_cameras_validate_and_produce_commands(api):
     assert c.get("/api/v1/cameras/ghost-cam").status_code == 404
     assert c.post("/api/v1/cameras/ghost-cam/lines", json={"name": "a", "x1": 0, "y1": 0, "x2": 9, "y2": 9}).status_code == 404
     assert c.delete("/api/v1/cameras/rest-cam").status_code == 204
-    assert c.get("/api/v1/cameras/rest-cam").status_code == 404
+    gone = c.get("/api/v1/cameras/rest-cam")
+    assert gone.status_code == 404 and gone.json()["detail"] == "camera 'rest-cam' was removed", gone.text
+    again = c.delete("/api/v1/cameras/rest-cam")  # said as removed, not as a camera never heard of
+    assert again.status_code == 404 and again.json()["detail"] == "camera 'rest-cam' was removed: nothing to remove"
     assert "rest-cam" not in [x["camera_id"] for x in c.get("/api/v1/cameras").json()]
 
 
