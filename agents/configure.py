@@ -34,9 +34,18 @@ async def configure(stream):
             async with acks.dead_lettered_if_it_fails(event):
                 config = current_config(event.key)
                 if config is not None and offset <= config.applied_offset:
-                    log_end = await _log_end(event)
+                    # Delivered again (a worker replaced before it committed), or a commands log started again?
+                    # One issued after the configuration's last change is asked about (a broker round trip).
+                    later = command.issued_at > config.updated_at
+                    log_end = await _log_end(event) if later else None
                     if applied_before(config, command, offset, log_end):
-                        log.debug("configure: %s command at offset %s already applied", command.camera_id, offset)
+                        if later:  # (a log created anew, and grown past the old offsets before it was read)
+                            log.warning("configure: %s: a command at offset %d, not past the last one applied (%d), "
+                                        "skipped as delivered again, though issued after the configuration's last "
+                                        "change; if the commands topic was created anew, send it again",
+                                        command.camera_id, offset, config.applied_offset)
+                        else:
+                            log.debug("configure: %s command at offset %s already applied", command.camera_id, offset)
                         continue
                     log.warning("configure: %s: its commands log was started again (a command at offset %d, the log "
                                 "ending at %s, %d applied before); applying it", command.camera_id, offset, log_end,

@@ -94,8 +94,8 @@ async def _headers_of_get(scope, receive, send) -> None:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         raise _HeadersSent
 
-    try:
-        await scope["app"]({**scope, "method": "GET"}, receive, headers_only)
+    try:  # the router, not the app: its middleware has this request already (CORS doubled its Vary header)
+        await scope["app"].router({**scope, "method": "GET"}, receive, headers_only)
     except _HeadersSent:
         pass
     except BaseExceptionGroup as group:  # a streaming response sends from a task group

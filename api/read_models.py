@@ -46,22 +46,28 @@ class CamerasByPartition:
 
 
 class HeardCameras:
-    """The ``max_cameras`` cameras heard from most recently. Any producer may write a topic: a flood of
-    made-up camera ids must not grow the API without end. Past the limit, the least recently heard tenth
-    goes at once (``note`` returns them), so that what a read model holds of them goes in one pass."""
+    """Which unconfigured cameras a read model holds figures of: the ``max_cameras`` heard from most recently.
+    Any producer may write a topic: a flood of made-up camera ids must not grow the API without end, nor push
+    out a configured camera's figures (``configured``: whether a camera is one; those are never counted here).
+    Past the limit, the least recently heard tenth goes at once (``note`` returns them), so that what a read
+    model holds of them goes in one pass."""
 
-    def __init__(self, max_cameras: int):
+    def __init__(self, max_cameras: int, configured: Callable[[str], bool] = lambda camera_id: False):
         self.max_cameras = max_cameras
+        self.configured = configured
         self._order: OrderedDict[str, None] = OrderedDict()
 
     def note(self, camera_id: str) -> set[str]:
+        if self.configured(camera_id):
+            self._order.pop(camera_id, None)
+            return set()
         self._order[camera_id] = None
         self._order.move_to_end(camera_id)
         gone: set[str] = set()
         if len(self._order) > self.max_cameras:
             while len(self._order) > self.max_cameras * 0.9:
                 gone.add(self._order.popitem(last=False)[0])
-        return gone
+        return {camera_id for camera_id in gone if not self.configured(camera_id)}  # (configured since)
 
 
 class Cameras:
@@ -93,6 +99,9 @@ class Cameras:
     def get(self, camera_id: str) -> CameraConfig | None:
         config = self.configs.get(camera_id)
         return None if config is None or config.removed else config
+
+    def is_configured(self, camera_id: str) -> bool:
+        return self.get(camera_id) is not None
 
     def all(self) -> list[CameraConfig]:
         return sorted((c for c in self.configs.values() if not c.removed), key=lambda c: c.camera_id)
@@ -158,13 +167,13 @@ class TrackedCameras:
 
 class CurrentFigures:
     """The current records of each camera (keyed by camera first), gone when it is removed or its log is lost.
-    Bounded: the ``max_cameras`` cameras heard from most recently (:class:`HeardCameras`)."""
+    Bounded: the configured cameras, and the ``max_cameras`` others heard from most recently (:class:`HeardCameras`)."""
 
-    def __init__(self, max_cameras: int = 10_000):
+    def __init__(self, max_cameras: int = 10_000, configured: Callable[[str], bool] = lambda camera_id: False):
         self.latest: dict[tuple, object] = {}
         self._partitions = CamerasByPartition()
         self._removed_at: dict[str, float] = {}  # camera -> when it was last removed
-        self._heard = HeardCameras(max_cameras)
+        self._heard = HeardCameras(max_cameras, configured)
 
     def _current(self, m: Message, schema: type):
         """``m`` decoded, or None: not a ``schema`` record (any producer may write a topic), or one of a camera removed since."""
@@ -203,8 +212,8 @@ class CurrentFigures:
 class Counts(CurrentFigures):
     """Latest totals per (camera, line, direction, class), and per-window counts over time."""
 
-    def __init__(self, max_cameras: int = 10_000):
-        super().__init__(max_cameras)
+    def __init__(self, max_cameras: int = 10_000, configured: Callable[[str], bool] = lambda camera_id: False):
+        super().__init__(max_cameras, configured)
         self.latest: dict[tuple[str, str, str, str], CountUpdate] = {}
         # (camera, window) -> OrderedDict[start -> {(line, direction, label): count}]
         self.history: dict[tuple[str, str], OrderedDict] = {}
@@ -282,8 +291,8 @@ def _counts_line_now(u: CountUpdate, config: CameraConfig | None) -> bool:
 class Zones(CurrentFigures):
     """Each zone's latest figures: occupancy now, entries and exits since it was added, the current windows."""
 
-    def __init__(self, max_cameras: int = 10_000):
-        super().__init__(max_cameras)
+    def __init__(self, max_cameras: int = 10_000, configured: Callable[[str], bool] = lambda camera_id: False):
+        super().__init__(max_cameras, configured)
         self.latest: dict[tuple[str, str], ZoneStats] = {}
 
     def apply(self, m: Message) -> None:
@@ -316,15 +325,17 @@ def _zone_now(s: ZoneStats, config: CameraConfig | None) -> bool:
 
 
 class Alerts:
-    """Recent alerts, and those raised and not yet cleared (of the ``max_cameras`` cameras heard from most
-    recently: a producer's made-up cameras' alerts, never cleared, must not grow the API without end)."""
+    """Recent alerts, and those raised and not yet cleared (of the configured cameras, and the ``max_cameras``
+    others heard from most recently: a producer's made-up cameras' alerts, never cleared, must not grow the
+    API without end)."""
 
-    def __init__(self, keep: int = 1000, max_cameras: int = 10_000):
+    def __init__(self, keep: int = 1000, max_cameras: int = 10_000,
+                 configured: Callable[[str], bool] = lambda camera_id: False):
         self.recent: deque[Alert] = deque(maxlen=keep)
         self.active: dict[str, Alert] = {}
         self._partitions = CamerasByPartition()
         self._removed_at: dict[str, float] = {}  # camera -> when it was last removed
-        self._heard = HeardCameras(max_cameras)
+        self._heard = HeardCameras(max_cameras, configured)
 
     def camera_removed(self, config: CameraConfig) -> None:
         """A removed camera sends no more frames, so its actor never clears what it raised: those alerts

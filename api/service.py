@@ -36,8 +36,11 @@ class Hub:
         self.bootstrap = bootstrap
         self.settings = settings
         size = settings.api.ring_size
-        self.counts, self.zones, self.alerts, self.camera_events = Counts(), Zones(), Alerts(), CameraEvents()
         self.cameras = Cameras(on_removed=self._camera_removed)
+        # Bounded in the cameras no configuration names (any producer may invent them): see HeardCameras.
+        configured = self.cameras.is_configured
+        self.counts, self.zones = Counts(configured=configured), Zones(configured=configured)
+        self.alerts, self.camera_events = Alerts(configured=configured), CameraEvents()
         self.workers = Workers()
         self.dead_letters = DeadLetters()
         self.tracked = TrackedCameras()

@@ -200,6 +200,7 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
     if not settings.broker_url:
         fail(BrokerError("ingest needs a broker: set ITS_FAUST_BROKER_URL or --broker (see `its-faust broker`)"))
     from its_faust.cameras import CameraRemoved, RemovalWatch
+    from its_faust.daemon_thread import DaemonThread
     from its_faust.ingest import IngestStats, make_producer, undelivered
     from its_faust.ingest import ingest as run_ingest
     from its_faust.topic_names import ensure_topics
@@ -209,7 +210,11 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
     async def go():
         bootstrap = bootstrap_servers(settings.broker_url)
         # A camera service may start before its Kafka (a machine's boot): it waits, as workers do.
-        await asyncio.to_thread(wait_for_broker, settings.broker_url, settings.broker_wait_s)
+        waiting = DaemonThread("broker wait")  # not to_thread: a Ctrl-C meanwhile would wait for it to end
+        try:
+            await waiting.run(wait_for_broker, settings.broker_url, settings.broker_wait_s)
+        finally:
+            waiting.close()
         await ensure_topics(bootstrap, settings)
         watch = await RemovalWatch(bootstrap, settings, camera_id).start()
         producer = make_producer(bootstrap)

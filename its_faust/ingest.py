@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaProducer
 
 from its_faust.codecs import encode
 from its_faust.frame_quality import FrameQualityChecker, StillSceneSampler
-from its_faust.source_thread import SourceThread
+from its_faust.daemon_thread import DaemonThread
 from its_faust.sources import Backoff, FrameReader, SourceError, SourceSpec
 from its_faust.throttle import Throttle
 from its_faust.topic_names import CAMERA_EVENTS, FRAMES, MAX_RECORD_BYTES
@@ -151,7 +151,7 @@ class _CameraEvents:
                 self._pending.pop(0)
 
 
-async def _first_open(calls: SourceThread, open_reader, spec: SourceSpec, backoff: Backoff, events: _CameraEvents,
+async def _first_open(calls: DaemonThread, open_reader, spec: SourceSpec, backoff: Backoff, events: _CameraEvents,
                       stop: asyncio.Event | None) -> FrameReader | None:
     """The source's reader. A network camera that is down at start (rebooting, not up yet when the
     service starts) is tried again like one lost later: reported on camera-events, the same
@@ -161,7 +161,7 @@ async def _first_open(calls: SourceThread, open_reader, spec: SourceSpec, backof
     while True:
         attempt += 1
         try:
-            reader = await calls.run(open_reader)
+            reader = await calls.run(open_reader, orphan=FrameReader.close)
         except SourceError as exc:
             if not spec.network:
                 raise
@@ -234,11 +234,12 @@ class _CheckedFrames:
         return jpeg.tobytes() if ok else None
 
     def ended_short(self) -> str | None:
-        """Said of a file that ended before the frame count its header gives (truncated, damaged): it read as
-        a whole one, ending early with no word. (A header's count can be off by a frame or two.)"""
+        """Said of a file that ended well before the frame count its header gives (truncated, damaged): it
+        read as a whole one, ending early with no word."""
         reader = self.reader
+        # 10% short at least: a count estimated from duration x fps (webm, variable frame rates) is that far off
         if (reader.spec.live or self.loop_source or not reader.frame_count
-                or reader.frames_read >= reader.frame_count - 2):
+                or reader.frames_read >= min(reader.frame_count - 2, 0.9 * reader.frame_count)):
             return None
         return f"the file ended after {reader.frames_read} of the {reader.frame_count} frames it says it has"
 
@@ -328,7 +329,7 @@ async def ingest(
     loop = asyncio.get_running_loop()
     open_reader = partial(FrameReader, spec, backoff=backoff,
                           on_event=lambda kind, reason: loop.call_soon_threadsafe(events.report_now, kind, reason))
-    calls = SourceThread(f"camera {camera_id}")
+    calls = DaemonThread(f"camera {camera_id}")
     try:
         reader = await _first_open(calls, open_reader, spec, backoff, events, stop)
     except asyncio.CancelledError:  # Ctrl-C or SIGTERM while the camera was still down: said, as a stop is
@@ -439,7 +440,7 @@ async def ingest(
     return stats
 
 
-async def _never_opened(events: _CameraEvents, stats: IngestStats, calls: SourceThread) -> None:
+async def _never_opened(events: _CameraEvents, stats: IngestStats, calls: DaemonThread) -> None:
     calls.close()
     events.report("finished", "stopped: 0 frames sent (the source never opened)")
     with contextlib.suppress(asyncio.TimeoutError):

@@ -145,6 +145,10 @@ def held_since(since: dict[str, float], condition: str, holds: bool, now: float,
     return None
 
 
+def _middle(points) -> tuple[float, float]:
+    return sum(x for x, _ in points) / len(points), sum(y for _, y in points) / len(points)
+
+
 def _centre(o: TrackedObject) -> tuple[float, float]:
     return ((o.x1 + o.x2) / 2, (o.y1 + o.y2) / 2)
 
@@ -229,7 +233,7 @@ class CameraAnalytics:
             self._zones(track, zones, _ground(obj), record, out)
 
         self._lose_tracks(seen, record, now, out)
-        conditions = self._conditions(zones, limit, plane is not None, now)
+        conditions = self._conditions(zones, limit, plane, now)
         out.alerts.extend(self.alert_book.step(self.camera_id, record, conditions))
         self.last_seq, self.last_at = record.seq, now
         return out
@@ -362,7 +366,7 @@ class CameraAnalytics:
 
     # -- incident rules ---------------------------------------------------------------------------
 
-    def _conditions(self, zones, limit: float | None, calibrated: bool, now: float) -> list[Condition]:
+    def _conditions(self, zones, limit: float | None, plane: RoadPlane | None, now: float) -> list[Condition]:
         r = self.rules
         held: list[Condition] = []
         for track in sorted(self.tracks.values(), key=lambda t: t.track_id):
@@ -400,12 +404,13 @@ class CameraAnalytics:
                 ))
         for zone in zones:
             inside_now = [t for t in self.tracks.values() if t.zones.get(zone.name, Membership()).inside]
-            # Speeds of the tracks seen on this frame only: the others' speeds are not known now. In km/h where
-            # they have them; a zone outside the calibrated area has none, and is judged in pixels as if uncalibrated.
+            # Speeds of the tracks seen on this frame only: the others' speeds are not known now. In km/h on the
+            # calibrated road; a zone whose middle lies outside it has none, and is judged in pixels/s.
             seen = [t for t in inside_now if t.last_at == now]
-            speeds = [t.speed_kmh for t in seen if calibrated and t.speed_kmh is not None]
-            threshold = r.congestion_kmh
-            if not speeds:
+            if plane is not None and plane.covers(*_middle(zone.points)):
+                speeds = [t.speed_kmh for t in seen if t.speed_kmh is not None]
+                threshold = r.congestion_kmh
+            else:
                 speeds = [t.px_speed for t in seen if t.px_speed is not None]
                 threshold = r.congestion_px_s
             queued = len(inside_now) >= r.congestion_vehicles and bool(speeds) and sum(speeds) / len(speeds) < threshold

@@ -122,7 +122,8 @@ def applied_before(config: CameraConfig | None, command: CameraCommand, offset: 
     (delivered again after a worker's restart), so is skipped. An offset past the last one applied is new.
     One not past it is a redelivery, unless the log is no longer the one ``config`` was built from: another
     command stands at the very offset last applied, or the partition now ends at or before that offset
-    (``log_end``; the commands topic was deleted and created again, or an in-memory broker restarted).
+    (``log_end``, None where it is not known; the commands topic was deleted and created again, or an
+    in-memory broker restarted).
     Skipping those, as this once did, ignored every new command silently until the offsets grew past the old ones."""
     if config is None or offset > config.applied_offset:
         return False

@@ -795,8 +795,11 @@ def test_a_feed_of_one_camera_moves_its_position_on_with_its_heartbeats():
 
 
 def test_counts_zones_and_alerts_hold_only_the_cameras_heard_from_most_recently():
-    """A producer that invents camera ids grew them without end (30,000 cameras: 60,000 histories)."""
-    counts, zones, alerts = Counts(max_cameras=100), Zones(max_cameras=100), Alerts(max_cameras=100)
+    """A producer that invents camera ids grew them without end (30,000 cameras: 60,000 histories); a configured
+    camera's figures stay, however many are invented."""
+    configured = {"made-up-0"}.__contains__  # configured, and heard from first
+    counts, zones = Counts(max_cameras=100, configured=configured), Zones(max_cameras=100, configured=configured)
+    alerts = Alerts(max_cameras=100, configured=configured)
     window = WindowCount(start=60, end=120, count=1)
     for i in range(1000):
         camera = f"made-up-{i}"
@@ -808,10 +811,11 @@ def test_counts_zones_and_alerts_hold_only_the_cameras_heard_from_most_recently(
         alerts.apply(message(Alert(camera_id=camera, seq=1, captured_at=1e9, alert_id=f"{camera}:x", kind="wrong_way",
                                    state="raised", severity="critical", subject="t", started_at=1,
                                    snapshot=FrameRef(camera_id=camera, seq=1), message="m")))
-    assert len(counts.latest) <= 100 and len(counts.history) <= 200 and len(zones.latest) <= 100
-    assert len(alerts.active) <= 100 and len(counts._partitions._partition) <= 100
-    newest = "made-up-999"
-    assert counts.current(newest) and zones.current(newest, None) and alerts.for_camera(newest)[1]
+    assert len(counts.latest) <= 101 and len(counts.history) <= 202 and len(zones.latest) <= 101
+    assert len(alerts.active) <= 101 and len(counts._partitions._partition) <= 101
+    for camera in ("made-up-999", "made-up-0"):  # the newest, and the configured one
+        assert counts.current(camera) and zones.current(camera, None) and alerts.for_camera(camera)[1]
+    assert not counts.current("made-up-1")
 
 
 def test_a_frame_tracked_again_is_not_counted_again_and_the_ring_hands_on_its_record_decoded():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import pytest
 
@@ -178,3 +179,29 @@ def test_closing_during_a_read_leaves_the_release_to_that_read(settings):
     thread.join(5)
     assert released == ["reader"] and not thread.is_alive()
     reader.close()  # a second close releases the released capture again, which OpenCV takes as a no-op
+
+
+def test_a_daemon_thread_hands_back_results_and_errors_and_closes_a_reader_opened_for_nobody():
+    import asyncio
+
+    from its_faust.daemon_thread import DaemonThread
+
+    closed = []
+
+    async def scenario():
+        thread = DaemonThread("camera test")
+        assert await thread.run(lambda a, b: a + b, 2, 3) == 5
+        with pytest.raises(ZeroDivisionError):
+            await thread.run(lambda: 1 / 0)
+        with pytest.raises(RuntimeError, match="raised StopIteration"):  # a future cannot carry it: it hung
+            await asyncio.wait_for(thread.run(lambda: next(iter(()))), 5)
+        slow_open = thread.run(lambda: (time.sleep(0.3), "reader")[1], orphan=closed.append)
+        with pytest.raises(asyncio.TimeoutError):  # cancelled while it opens (Ctrl-C)
+            await asyncio.wait_for(slow_open, 0.05)
+        await asyncio.sleep(0.5)
+        thread.close()
+        with pytest.raises(RuntimeError, match="closed"):
+            await thread.run(lambda: 1)
+
+    asyncio.run(scenario())
+    assert closed == ["reader"]
