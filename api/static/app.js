@@ -5,8 +5,9 @@ const api = "/api/v1";
 const $ = (id) => document.getElementById(id);
 const state = { camera: null, counts: new Map(), zones: new Map(), zonesLoaded: null, stream: null, alertsPosition: null, cameras: new Set(), names: new Map(), selection: 0,
   activity: new Map(), configs: new Map(), activeAlerts: new Set(), lastFrame: null, silentSince: null, startedAt: new Map(),
-  runs: new Map(), camerasReadAt: null, camerasStale: false, workersReadAt: null, reloadDue: null };
-const clock = (seconds) => new Date(seconds * 1000).toLocaleTimeString();
+  runs: new Map(), camerasReadAt: null, camerasStale: false, workersReadAt: null, reloadDue: null, figuresUnknown: null };
+// One time format on the whole page (24 h, as the video's overlay and the flow chart's axis).
+const clock = (seconds) => new Date(seconds * 1000).toLocaleTimeString([], { hourCycle: "h23" });
 
 // The badge: "live" only when the page's feeds are connected and the system is ready (/api/v1/ready:
 // a worker doing the work); a page whose feeds are up but whose workers are gone shows nothing new.
@@ -46,7 +47,11 @@ function openStream(id, positions) {
   const from = Object.entries(positions).filter(([, p]) => p).map(([name, p]) => `${name}=${p}`).join(";");
   const source = new EventSource(`${api}/stream?feeds=${encodeURIComponent(feeds.join(","))}`
     + (from ? `&last_event_id=${encodeURIComponent(from)}` : ""));
-  source.onopen = () => { health.feeds = true; renderStatus(); };
+  source.onopen = () => {
+    health.feeds = true;
+    renderStatus();
+    if (state.figuresUnknown && state.camera) reloadFigures(state.camera);  // the API is back: its figures now
+  };
   source.onerror = () => { health.feeds = false; renderStatus(); };
   const remember = (e) => {
     const part = e.lastEventId.split(";").find((p) => p.startsWith("alerts="));
@@ -92,8 +97,14 @@ function reloadFigures(id) {
   const current = () => id === state.camera;
   const again = () => { state.reloadDue = id; };  // at the next look at the cameras
   state.reloadDue = null;
-  Promise.all([loadCounts(id, current, true), loadZones(id, current, true)])
-    .then((loaded) => { if (loaded.includes(false)) again(); }, again);
+  Promise.all([loadCounts(id, current, true), loadZones(id, current, true)]).then((loaded) => {
+    if (loaded.includes(false)) return again();
+    if (!current()) return;
+    state.figuresUnknown = null;
+    state.zonesLoaded = id;
+    renderCounts();
+    renderZones();
+  }, again);
 }
 
 // What each camera is doing, at a glance: live (a frame tracked in the last 10 s), stopped, or no frames yet.
@@ -134,12 +145,24 @@ function renderCameras() {
     li.onclick = () => select(id);
     ul.appendChild(li);
   }
-  if (!state.camera) select([...state.cameras].sort()[0]);
+  if (!state.camera) select(firstCamera());
+}
+
+// The camera the page opens on: the one in its address (?camera=, kept as the operator chooses: a reload or a
+// bookmark comes back to it), else a live one, else the first.
+function firstCamera() {
+  const asked = new URLSearchParams(location.search).get("camera");
+  const ids = [...state.cameras].sort();
+  if (asked && state.cameras.has(asked)) return asked;
+  return ids.find((id) => (state.activity.get(id) || {}).live) || ids[0];
 }
 
 function select(id) {
   if (id === state.camera) return;
   state.camera = id;
+  const url = new URL(location.href);
+  url.searchParams.set("camera", id);
+  history.replaceState(null, "", url);
   // What a load started for an earlier selection brings back is dropped (clicking A, B, A quickly
   // must not show A's events twice, nor open a feed for B while A is shown).
   const selection = ++state.selection;
@@ -166,10 +189,13 @@ function select(id) {
   $("camera-events").innerHTML = '<li class="muted">no events</li>';
   $("camera-events-title").textContent = `Camera events: ${id}`;
   document.body.dataset.cameraEvents = "0";
-  Promise.all([loadCounts(id, current).catch(() => {}), loadZones(id, current).catch(() => {}),
+  state.figuresUnknown = null;
+  const unknown = () => { if (current()) state.figuresUnknown = Date.now() / 1000; };
+  Promise.all([loadCounts(id, current).catch(unknown), loadZones(id, current).catch(unknown),
                loadCameraEvents(id, current).catch(() => null)]).then(([, , eventsPosition]) => {
     if (!current()) return;
     state.zonesLoaded = id;  // from now on, no zone listed is "no zones", not "loading…"
+    renderCounts();
     renderZones();
     // The camera's events go on exactly where the list ended (X-Feed-Position): none lost or shown twice.
     openStream(id, { alerts: state.alertsPosition, [`camera-events:${id}`]: eventsPosition });
@@ -196,7 +222,7 @@ function onTracks(t) {
   const labels = {};
   for (const o of t.objects) labels[o.label] = (labels[o.label] || 0) + 1;
   const text = Object.entries(labels).map(([k, v]) => `${v} ${v > 1 ? plural(k) : k}`).join(", ") || "nothing";
-  const at = new Date((t.scene_time ?? t.captured_at) * 1000).toLocaleTimeString();
+  const at = clock(t.scene_time ?? t.captured_at);
   $("in-view").textContent = `in view: ${text}  (${at}, ${t.objects.length} tracks)`;
   document.body.dataset.tracks = String(t.objects.length);
   document.body.dataset.trackFrames = String(framesSeen);
@@ -238,8 +264,18 @@ function row(cells) {
   return tr;
 }
 
+// The API did not answer when the camera was chosen: its figures are unknown, not 0 (nor "no zones").
+function unknownFigures(body) {
+  if (!state.figuresUnknown) return false;
+  body.innerHTML = "";
+  body.appendChild(row([[`unknown: the API did not answer at ${clock(state.figuresUnknown)}`, "muted"]]));
+  body.firstChild.firstChild.colSpan = 6;
+  return true;
+}
+
 function renderCounts() {
   const body = $("counts").querySelector("tbody");
+  if (unknownFigures(body)) return;
   body.innerHTML = "";
   let total = 0;
   // A row's minute is that of its last update: one before the camera's current minute had nothing since.
@@ -248,7 +284,8 @@ function renderCounts() {
     total += u.total;
     const current = u.minute.start >= newest;
     const speed = current && u.minute.speed ? u.minute.speed.mean_kmh.toFixed(0) : "–";
-    body.appendChild(row([[u.line, ""], [u.direction, ""], [u.label, ""], [u.total, "num"], [current ? u.minute.count : 0, "num"], [speed, "num"]]));
+    body.appendChild(row([[u.line, ""], [`${u.direction} ${travel(u.line, u.direction)}`, ""], [u.label, ""], [u.total, "num"],
+                          [current ? u.minute.count : 0, "num"], [speed, "num"]]));
   }
   // The camera's lines that have counted nothing yet are listed too, at 0 (none at all: say how to add one).
   const config = state.configs.get(state.camera);
@@ -260,8 +297,24 @@ function renderCounts() {
     body.innerHTML = config && !config.lines.length
       ? '<tr><td colspan="6" class="muted">no counting lines: <code>its-faust cameras add-line</code> adds one</td></tr>'
       : '<tr><td colspan="6" class="muted">no crossings yet</td></tr>';
+  } else if (config && !config.calibration) {
+    body.appendChild(row([["no calibration, so no speeds: its-faust cameras calibrate sets one", "muted"]]));
+    body.lastChild.firstChild.colSpan = 6;
   }
   document.body.dataset.countTotal = String(total);
+}
+
+// Which way on screen a line's "in" (or "out") is: "in" crosses from the left of the line, as drawn from its
+// first end to its second, to its right (y grows downwards): a line drawn left to right counts downward motion.
+const ARROWS = ["→", "↘", "↓", "↙", "←", "↖", "↑", "↗"];
+function travel(name, direction) {
+  const config = state.configs.get(state.camera);
+  const line = config && config.lines.find((l) => l.name === name);
+  if (!line) return "";
+  const [dx, dy] = [line.x2 - line.x1, line.y2 - line.y1];
+  const [nx, ny] = direction === "in" ? [-dy, dx] : [dy, -dx];
+  const octant = Math.round(Math.atan2(ny, nx) / (Math.PI / 4));
+  return ARROWS[(octant + 8) % 8];
 }
 
 // The start of the selected camera's current minute, by its scene clock: a file's own time advanced by the
@@ -298,6 +351,7 @@ function onZoneStats(z) {
 
 function renderZones() {
   const body = $("zones").querySelector("tbody");
+  if (unknownFigures(body)) return;
   body.innerHTML = "";
   if (!state.zones.size) {
     const text = state.zonesLoaded === state.camera ? "no zones" : "loading…";
@@ -323,8 +377,15 @@ function scheduleHistory() { if (!historyTimer) historyTimer = setTimeout(() => 
 async function loadHistory() {
   const id = state.camera;
   if (!id) return;
-  const res = await fetch(`${api}/cameras/${encodeURIComponent(id)}/counts/history?window=1m`);
-  const windows = await res.json();
+  let windows;
+  try {
+    const res = await fetch(`${api}/cameras/${encodeURIComponent(id)}/counts/history?window=1m`);
+    if (!res.ok) throw new Error(res.status);
+    windows = await res.json();
+  } catch (e) {
+    if (id === state.camera) drawFlow(null);  // the API does not answer: unknown, not an empty chart
+    return;
+  }
   if (id === state.camera) drawFlow(windows);  // another camera selected meanwhile: its own load draws it
 }
 
@@ -332,6 +393,11 @@ const FLOW_MINUTES = 30;
 function drawFlow(windows) {
   const canvas = $("flow"), g = canvas.getContext("2d");
   g.clearRect(0, 0, canvas.width, canvas.height);
+  if (windows === null) {
+    g.font = "11px system-ui"; g.fillStyle = "#9aa4b2";
+    g.fillText(`${state.camera}: crossings per minute unknown: the API does not answer`, 6, 14);
+    return;
+  }
   // The last 30 minutes by the clock, to the newest window: a minute with no crossing is a 0 bar, not left out.
   const newest = windows.length ? windows[windows.length - 1].start : 0;
   const minutes = Array.from({ length: FLOW_MINUTES }, (_, i) => ({ start: newest - (FLOW_MINUTES - 1 - i) * 60, n: 0, shed: 0 }));
@@ -344,7 +410,8 @@ function drawFlow(windows) {
   const max = Math.max(1, ...minutes.map((m) => m.n));
   const barW = canvas.width / FLOW_MINUTES;
   g.font = "11px system-ui"; g.fillStyle = "#9aa4b2";
-  g.fillText(`${state.camera}: vehicles per minute, all lines` + (windows.length ? ` (max ${max})` : ""), 6, 14);
+  // Crossings, not vehicles: one that crosses two lines is in both.
+  g.fillText(`${state.camera}: crossings per minute, all lines` + (windows.length ? ` (max ${max})` : ""), 6, 14);
   if (!windows.length) g.fillText("no crossings yet", 6, 30);
   minutes.forEach((m, i) => {
     const h = (canvas.height - 30) * m.n / max;
@@ -374,7 +441,7 @@ function onAlert(a) {
   const li = document.createElement("li");
   li.className = `${a.severity} ${a.state}`;
   li.dataset.alert = a.alert_id;
-  const when = new Date(a.captured_at * 1000).toLocaleTimeString();
+  const when = clock(a.captured_at);
   // A raised alert stays bright while it is active; its entry dims once it has cleared.
   if (a.state === "raised") state.activeAlerts.add(a.alert_id);
   else state.activeAlerts.delete(a.alert_id);
@@ -427,7 +494,7 @@ function onCameraEvent(e) {
   li.className = CAMERA_PROBLEMS.has(e.kind) && !restarted ? "warning" : "info";
   const title = document.createElement("strong");
   title.textContent = e.kind.replaceAll("_", " ");
-  li.append(title, ` · ${new Date(e.at * 1000).toLocaleTimeString()}`);
+  li.append(title, ` · ${clock(e.at)}`);
   if (restarted) li.append(" (the camera started again)");
   if (e.reason) li.append(document.createElement("br"), e.reason);  // text, not HTML: reasons carry source URLs
   ul.prepend(li);
