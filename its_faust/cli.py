@@ -39,6 +39,7 @@ USER_ERRORS = (
 log = logging.getLogger("its_faust")
 
 PORT = click.IntRange(1, 65535)
+API_STOP_S = 3  # how long the API waits, when told to stop, for the requests still open (live views) to end
 
 
 def _settings():
@@ -542,8 +543,11 @@ def api(host, port, broker_url) -> None:
 
     app = create_app(settings, bootstrap_servers(settings.broker_url))
     click.echo(f"dashboard: http://{settings.api.host}:{settings.api.port}/   API docs: /docs")
-    # loop="none": the loop ITS_FAUST_EVENT_LOOP installed (uvicorn's "auto" would pick uvloop regardless)
-    uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_level="warning", loop="none")
+    # loop="none": the loop ITS_FAUST_EVENT_LOOP installed (uvicorn's "auto" would pick uvloop regardless).
+    # A live view (MJPEG) streams until its viewer leaves: on SIGTERM, uvicorn waited for it for ever (a
+    # rollout waited out its grace period, then killed the API); it is cut after API_STOP_S.
+    uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_level="warning", loop="none",
+                timeout_graceful_shutdown=API_STOP_S)
     click.echo("api stopped")
 
 

@@ -150,6 +150,25 @@ def test_head_is_answered_headers_only_even_on_a_feed(api):
         assert client.post("/api/v1/health").headers["allow"] == "GET"
 
 
+def test_an_api_told_to_stop_does_not_wait_for_an_open_live_view(stack, tmp_path):
+    """The dashboard's MJPEG view streams until its viewer leaves: SIGTERM left the API running until killed."""
+    from api.process import ApiProcess
+
+    process = ApiProcess(stack.broker_url, tmp_path / "api.log").start()
+    try:
+        with httpx.Client(base_url=process.base, timeout=30) as c:
+            assert c.post("/api/v1/cameras?exist_ok=true", json={"camera_id": "view-cam"}).status_code in (200, 201)
+            with c.stream("GET", "/api/v1/cameras/view-cam/live.mjpg") as viewer:
+                assert viewer.status_code == 200
+                process.process.terminate()
+                stopped_at = time.monotonic()
+                process.process.wait(20)
+                stopping_s = time.monotonic() - stopped_at
+    finally:
+        process.stop()
+    assert stopping_s < 8, stopping_s
+
+
 def test_a_client_that_never_reads_costs_no_memory_and_holds_nobody_up(stack, settings, api):
     camera = "slow-cam"
     n = 12000  # about 12 MB of alerts: four times what the API's rings hold
