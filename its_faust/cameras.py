@@ -271,8 +271,6 @@ class CameraSetup(BaseModel):
         for kind, names in (("line", [l.name for l in self.lines]), ("zone", [z.name for z in self.zones])):
             if len(set(names)) != len(names):
                 raise ValueError(f"{kind} names must differ: {names}")
-        if self.speed_limit_kmh is not None and self.calibration is None:
-            raise ValueError("a speed limit needs a calibration (speeds come from it)")
         return self
 
     def check_in_view(self, width: int, height: int, source: str = "the source") -> "CameraSetup":
@@ -289,6 +287,13 @@ class CameraSetup(BaseModel):
                             "and y down; were they swapped?", source, line.name, width, height, min(xs), max(xs),
                             min(ys), max(ys))
         return self
+
+
+def check_speed_limit(whole: CameraSetup | CameraConfig) -> None:
+    """A speed limit needs a calibration: judged on what the camera will run with, the camera's own and what
+    was given together (a --config with a limit alone, for a calibrated camera, was refused)."""
+    if whole.speed_limit_kmh is not None and whole.calibration is None:
+        raise ValueError("a speed limit needs a calibration (speeds come from it)")
 
 
 def with_kept(setup: CameraSetup, config: CameraConfig | None) -> tuple[CameraSetup, list[str]]:

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from its_faust.cameras import CameraSetup, command, ensure_setup, read_configs, send_commands, with_kept
+from its_faust.cameras import (
+    CameraSetup, check_speed_limit, command, ensure_setup, read_configs, send_commands, with_kept,
+)
 from its_faust.broker import EmbeddedBroker, bootstrap_servers, check_embedded_allowed, wait_reachable
 from its_faust.cpu_use import CpuMeter
 from its_faust.ingest import LIVE_CREDIT_EXPIRE_S, FlowWindow, IngestStats, ingest, make_producer
@@ -214,6 +216,7 @@ async def setup_for_run(stack: Stack, camera_id: str, setup: CameraSetup) -> tup
         log.warning("camera %s was removed: this run adds it again", camera_id)
         await send_commands(stack.bootstrap, stack.settings, [command(camera_id, AddCamera(name=camera_id), issued_by="run")])
     whole, kept = with_kept(setup, current)
+    check_speed_limit(whole)
     if kept:
         log.warning("%s keeps %s from before this run: counted and in the summary (`its-faust cameras "
                     "remove-line/remove-zone %s NAME` drops one; another --camera starts bare)",

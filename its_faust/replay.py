@@ -19,7 +19,7 @@ from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
-from its_faust.cameras import CameraSetup, read_configs
+from its_faust.cameras import CameraSetup, check_speed_limit, read_configs
 from its_faust.codecs import decode_or_none
 from its_faust.results import alert_summary, line_speeds, zone_summary
 from its_faust.topic_reader import TopicReader
@@ -192,6 +192,7 @@ async def replay_camera(bootstrap: str, settings, camera_id: str, setup: CameraS
         added_at = {"line_added_at": {} if setup.lines else base.line_added_at,
                     "zone_added_at": {} if setup.zones else base.zone_added_at}
         config = base.model_copy(update=replaced | added_at | {"removed": False})
+        check_speed_limit(config)
     if config is None:
         raise ValueError(f"camera {camera_id!r} has no configuration to replay with: give --line, or add it first")
     starts = await run_starts(bootstrap, settings, camera_id)

@@ -7,7 +7,7 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from its_faust.cameras import CameraSetup, ensure_setup, parse_line, parse_points, with_kept
+from its_faust.cameras import CameraSetup, check_speed_limit, ensure_setup, parse_line, parse_points, with_kept
 from its_faust.codecs import SchemaError, decode, encode
 from schemas.control import (
     AddCamera,
@@ -231,7 +231,10 @@ def test_camera_config_file_is_checked():
     with pytest.raises(ValueError, match="finite number"):
         CameraSetup.from_json({"lines": [{"name": "a", "x1": float("nan"), "y1": 0, "x2": 100, "y2": 0}]})
     with pytest.raises(ValueError, match="a speed limit needs a calibration"):
-        CameraSetup(speed_limit_kmh=50).check()
+        check_speed_limit(CameraSetup(speed_limit_kmh=50).check())
+    # Judged with the camera's own: a limit given alone, for a camera calibrated already, was refused.
+    calibrated = fold(AddCamera(), SetCalibration(calibration=Calibration(**data["calibration"])))
+    check_speed_limit(calibrated.model_copy(update={"speed_limit_kmh": 50}))
     with pytest.raises(ValueError, match="line names must differ"):
         CameraSetup(lines=[LINE, LINE]).check()
 
