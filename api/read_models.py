@@ -368,6 +368,12 @@ class Alerts:
         cameras = set(self._partitions.take(partition))
         self.active = {k: a for k, a in self.active.items() if a.camera_id not in cameras}
 
+    def raised_on(self, camera_id: str, seq: int) -> list[Alert]:
+        """The alerts held that were raised with frame ``seq`` of the camera as their snapshot."""
+        alerts = {a.alert_id: a for a in [*self.recent, *self.active.values()]
+                  if a.state == "raised" and a.snapshot.camera_id == camera_id and a.snapshot.seq == seq}
+        return list(alerts.values())
+
     def for_camera(self, camera_id: str | None) -> tuple[list[Alert], list[Alert]]:
         recent = [a for a in self.recent if camera_id is None or a.camera_id == camera_id]
         active = [a for a in self.active.values() if camera_id is None or a.camera_id == camera_id]

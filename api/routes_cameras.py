@@ -304,6 +304,9 @@ async def snapshot(request: Request, camera_id: CameraId, seq: Annotated[int | N
         return Response(kept, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
     image = await asyncio.to_thread(annotated_jpeg, hub.rings["frames"], hub.rings["tracks"], camera_id,
                                     hub.cameras.get(camera_id), seq)
+    alerts = hub.alerts.raised_on(camera_id, seq) if image is None and seq is not None else []
+    if alerts:  # an alert's frame, gone from the rings before the alert came: from the topics
+        image = await hub.snapshots.fetch(alerts)
     if image is None:
         raise HTTPException(status_code=404, detail=f"no frame of {camera_id!r}{f' with seq {seq}' if seq is not None else ''} is held")
     return Response(image, media_type="image/jpeg", headers={"Cache-Control": "no-store"})

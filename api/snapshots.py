@@ -8,6 +8,9 @@ it is drawn then, with its tracks, lines and zones, and kept for the last ``keep
 The alert's vehicles and zone are marked in red with what it is, and its message is written
 at the top; the alerts raised on the same frame share its snapshot, each marked.
 
+An alert that comes after its frame left the rings (the pipeline behind its camera by more than
+``frames_keep_s``) has its snapshot read from the topics when it is asked for (:meth:`AlertSnapshots.fetch`).
+
 The API reads each topic on its own, so an alert can arrive before the track record of its
 frame (the record was written first, but fetched later): it is drawn at once, untracked, and
 again with its boxes when that record arrives (within ``WAIT_FOR_TRACKS_S``).
@@ -15,13 +18,16 @@ again with its boxes when that record arrives (within ``WAIT_FOR_TRACKS_S``).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 
 from api.hub import Message, TopicRing
 from api.live import AlertMarks, latest_pair, render_jpeg, seq_of
 from its_faust.codecs import SchemaError
+from its_faust.topic_reader import find_near
 from schemas.analytics import Alert
+from schemas.base import scene_clock
 
 # An alert older than this when it is read (an API process filling its rings at start) is not drawn:
 # its frame is long gone from the rings, and looking for it costs time for nothing.
@@ -82,3 +88,36 @@ class AlertSnapshots:
 
     def get(self, camera_id: str, seq: int) -> bytes | None:
         return self._jpegs.get((camera_id, seq))
+
+    async def fetch(self, alerts: list[Alert]) -> bytes | None:
+        """The snapshot of ``alerts`` (those raised on one frame), read from the topics: its frame had left this
+        process's rings when they came (the pipeline behind its camera by more than ``frames_keep_s``: half the
+        snapshots of a file sent at its own pace were 404). Drawn, and kept as if drawn on arrival; None when
+        the topics no longer hold the frame either."""
+        first = alerts[0]
+        ref = (first.snapshot.camera_id, first.snapshot.seq)
+        key, seq = ref[0].encode(), ref[1]
+
+        def of_seq(record) -> bool:
+            return seq_of(Message(record.partition, record.offset, record.key or b"", record.value or b"", 0.0)) == seq
+
+        # The frames' Kafka time is when the camera sent them; the tracks', the frame's scene time.
+        frame, track = await asyncio.gather(
+            find_near(self.frames.bootstrap, self.frames.topic, len(self.frames.partitions), key, first.captured_at,
+                      of_seq),
+            find_near(self.tracks.bootstrap, self.tracks.topic, len(self.tracks.partitions), key,
+                      scene_clock(first.captured_at, first.scene_time), of_seq))
+        if frame is None:
+            return None
+        marks = AlertMarks()
+        for alert in alerts:
+            marks = marks.with_alert(alert)
+        as_message = [None if r is None else Message(r.partition, r.offset, r.key or b"", r.value or b"", r.timestamp / 1000)
+                      for r in (frame, track)]
+        jpeg = await asyncio.to_thread(render_jpeg, *as_message, self.cameras.get(ref[0]), marks=marks)
+        if jpeg is not None:
+            self._jpegs[ref] = jpeg
+            self._marks[ref] = marks
+            while len(self._jpegs) > self.keep:
+                self._marks.pop(self._jpegs.popitem(last=False)[0], None)
+        return jpeg
