@@ -19,8 +19,11 @@ again with its boxes when that record arrives (within ``WAIT_FOR_TRACKS_S``).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
+
+from aiokafka.errors import KafkaError
 
 from api.hub import Message, TopicRing
 from api.live import AlertMarks, latest_pair, render_jpeg, seq_of
@@ -29,11 +32,16 @@ from its_faust.topic_reader import find_near
 from schemas.analytics import Alert
 from schemas.base import scene_clock
 
+log = logging.getLogger(__name__)
+
 # An alert older than this when it is read (an API process filling its rings at start) is not drawn:
 # its frame is long gone from the rings, and looking for it costs time for nothing.
 FRESH_S = 60.0
 # How long an alert drawn before its frame's track record arrived waits for it.
 WAIT_FOR_TRACKS_S = 30.0
+# How long a snapshot that the topics did not hold either is not looked for again.
+MISSING_S = 60.0
+READ_WITHIN_S = 30.0  # a snapshot's reading from the topics, at most
 
 
 class AlertSnapshots:
@@ -42,6 +50,9 @@ class AlertSnapshots:
         self._jpegs: OrderedDict[tuple[str, int], bytes] = OrderedDict()
         self._marks: dict[tuple[str, int], AlertMarks] = {}
         self._untracked: OrderedDict[tuple[str, int], float] = OrderedDict()  # drawn without boxes: since when
+        self._fetching: dict[tuple[str, int], asyncio.Future] = {}  # snapshots being read from the topics
+        self._missing: OrderedDict[tuple[str, int], float] = OrderedDict()  # not in the topics either: since when
+        self._reading = asyncio.Semaphore(1)
 
     def apply(self, m: Message) -> None:
         try:
@@ -93,21 +104,42 @@ class AlertSnapshots:
         """The snapshot of ``alerts`` (those raised on one frame), read from the topics: its frame had left this
         process's rings when they came (the pipeline behind its camera by more than ``frames_keep_s``: half the
         snapshots of a file sent at its own pace were 404). Drawn, and kept as if drawn on arrival; None when
-        the topics no longer hold the frame either."""
-        first = alerts[0]
-        ref = (first.snapshot.camera_id, first.snapshot.seq)
-        key, seq = ref[0].encode(), ref[1]
+        the topics no longer hold the frame either (not asked again for ``MISSING_S``). One read at a time,
+        and one per snapshot however many ask: each reads a partition of large records."""
+        ref = (alerts[0].snapshot.camera_id, alerts[0].snapshot.seq)
+        if ref in self._jpegs:
+            return self._jpegs[ref]
+        missing_since = self._missing.get(ref)
+        if missing_since is not None and time.monotonic() - missing_since < MISSING_S:
+            return None
+        if ref not in self._fetching:
+            self._fetching[ref] = asyncio.ensure_future(self._read_and_draw(ref, alerts))
+        try:
+            return await asyncio.shield(self._fetching[ref])
+        finally:
+            if self._fetching.get(ref) is not None and self._fetching[ref].done():
+                self._fetching.pop(ref, None)
+
+    async def _read_and_draw(self, ref: tuple[str, int], alerts: list[Alert]) -> bytes | None:
+        first, (key, seq) = alerts[0], (ref[0].encode(), ref[1])
 
         def of_seq(record) -> bool:
             return seq_of(Message(record.partition, record.offset, record.key or b"", record.value or b"", 0.0)) == seq
 
-        # The frames' Kafka time is when the camera sent them; the tracks', the frame's scene time.
-        frame, track = await asyncio.gather(
-            find_near(self.frames.bootstrap, self.frames.topic, len(self.frames.partitions), key, first.captured_at,
-                      of_seq),
-            find_near(self.tracks.bootstrap, self.tracks.topic, len(self.tracks.partitions), key,
-                      scene_clock(first.captured_at, first.scene_time), of_seq))
+        async with self._reading:
+            try:  # the frames' Kafka time is when the camera sent them; the tracks', the frame's scene time
+                frame, track = await asyncio.wait_for(asyncio.gather(
+                    find_near(self.frames.bootstrap, self.frames.topic, len(self.frames.partitions), key,
+                              first.captured_at, of_seq),
+                    find_near(self.tracks.bootstrap, self.tracks.topic, len(self.tracks.partitions), key,
+                              scene_clock(first.captured_at, first.scene_time), of_seq)), READ_WITHIN_S)
+            except (KafkaError, OSError, asyncio.TimeoutError) as exc:  # asked again, read again
+                log.warning("api: the snapshot of %s seq %d could not be read from the topics (%r)", *ref, exc)
+                return None
         if frame is None:
+            self._missing[ref] = time.monotonic()
+            while len(self._missing) > self.keep:
+                self._missing.pop(next(iter(self._missing)))
             return None
         marks = AlertMarks()
         for alert in alerts:
@@ -115,7 +147,7 @@ class AlertSnapshots:
         as_message = [None if r is None else Message(r.partition, r.offset, r.key or b"", r.value or b"", r.timestamp / 1000)
                       for r in (frame, track)]
         jpeg = await asyncio.to_thread(render_jpeg, *as_message, self.cameras.get(ref[0]), marks=marks)
-        if jpeg is not None:
+        if jpeg is not None and track is not None:  # (without its boxes it is not kept: asked again, read again)
             self._jpegs[ref] = jpeg
             self._marks[ref] = marks
             while len(self._jpegs) > self.keep:

@@ -316,6 +316,8 @@ async def run_source(
     then are tracked and summed up (``stopped_early``)."""
     kwargs = dict(camera_id=camera_id, fps=fps, max_frames=max_frames, on_progress=on_progress, stop=stop)
     result = None
+    if not settings.broker_url:  # a broker of its own: what is given is all the camera has (else setup_for_run)
+        check_speed_limit(setup or CameraSetup())
     if settings.broker_url and workers:
         log.info("adding %d worker(s) to the workers of %s for this run: their group rebalances as they join and "
                  "leave, pausing its cameras a few seconds (--workers 0 uses the running workers only)",

@@ -157,11 +157,13 @@ async def read_log_ends(bootstrap: str, tps: list[TopicPartition]) -> dict[Topic
 
 
 async def find_near(bootstrap: str, topic: str, partitions: int, key: bytes, at_s: float, matches,
-                    before_s: float = 10.0, after_s: float = 60.0):
-    """The first record of ``key`` that ``matches`` among those stamped from ``at_s - before_s`` to ``at_s +
-    after_s`` (the records' Kafka timestamps), in the partition the key goes to; None if none. For one record
-    long gone from a reader's memory (an alert's frame): the place is found by time (a binary search over
-    offsets, since the embedded broker does not look offsets up by time), then read from there."""
+                    before_s: float = 10.0, after_s: float = 60.0, scan: int = 20_000):
+    """The first record of ``key`` that ``matches`` among its records stamped from ``at_s - before_s`` to
+    ``at_s + after_s`` (Kafka timestamps), in the partition the key goes to; None if none within ``scan``
+    records. For one record long gone from a reader's memory (an alert's frame): the place is found by time,
+    by a binary search over offsets (the embedded broker does not look offsets up by time) that compares
+    only the key's own records, whose times grow with their offsets (cameras sharing a partition may each
+    run on a clock of their own: a file's scene time), then read from there."""
     tp = TopicPartition(topic, partition_for(key, partitions))
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 fetch_max_wait_ms=WHOLE_TOPIC_FETCH_WAIT_MS, max_partition_fetch_bytes=1 << 20)
@@ -170,36 +172,51 @@ async def find_near(bootstrap: str, topic: str, partitions: int, key: bytes, at_
         end = (await log_ends(consumer, [tp]))[tp]
         begin = (await consumer.beginning_offsets([tp]))[tp]
         since_ms, until_ms = int((at_s - before_s) * 1000), int((at_s + after_s) * 1000)
-        lo, hi = begin, end  # the first offset stamped since_ms or later (timestamps grow with offsets, near enough)
+        lo, hi = begin, end  # the first offset of the key's records stamped since_ms or later
         while lo < hi:
             mid = (lo + hi) // 2
-            record = await _record_from(consumer, tp, mid)
-            if record is None:
+            record = await _keyed_record_from(consumer, tp, mid, hi, key)
+            if record is None:  # none of the key's in [mid, hi): the place is before mid, or the scan finds it
                 hi = mid
             elif record.timestamp < since_ms:
                 lo = record.offset + 1
             else:
                 hi = mid
         consumer.seek(tp, lo)
-        while await consumer.position(tp) < end:
+        read = 0
+        while read < scan and await consumer.position(tp) < end:
             records = (await consumer.getmany(tp, timeout_ms=1000, max_records=200)).get(tp, [])
             if not records:
                 return None
+            read += len(records)
             for record in records:
+                if record.key != key:
+                    continue
                 if record.timestamp > until_ms:
                     return None
-                if record.key == key and matches(record):
+                if matches(record):
                     return record
         return None
     finally:
         await consumer.stop()
 
 
-async def _record_from(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int):
-    """The first record at ``offset`` or after it; None if none comes."""
+async def _keyed_record_from(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int, end: int, key: bytes,
+                             scan: int = 2000):
+    """The key's first record at ``offset`` or after it, before ``end``, within ``scan`` records; None if none."""
     consumer.seek(tp, offset)
-    records = (await consumer.getmany(tp, timeout_ms=1000, max_records=1)).get(tp, [])
-    return records[0] if records else None
+    read = 0
+    while read < scan and await consumer.position(tp) < end:
+        records = (await consumer.getmany(tp, timeout_ms=1000, max_records=200)).get(tp, [])
+        if not records:
+            return None
+        read += len(records)
+        for record in records:
+            if record.offset >= end:
+                return None
+            if record.key == key:
+                return record
+    return None
 
 
 def _group_reader(bootstrap: str, group_id: str) -> AIOKafkaConsumer:

@@ -334,3 +334,16 @@ def test_a_config_file_that_does_not_validate_is_named_in_the_error(tmp_path):
     with pytest.raises(ValueError, match="two distinct ends") as refused:  # a --line's own error stays as it was
         _setup_from(("5,5,5,5",), None)
     assert "camera.json" not in str(refused.value)
+
+
+def test_a_run_on_a_broker_of_its_own_refuses_a_speed_limit_without_a_calibration_before_it_starts(monkeypatch):
+    import asyncio
+
+    from its_faust.pipeline import run_source
+    from its_faust.settings import load_settings
+
+    monkeypatch.delenv("ITS_FAUST_BROKER_URL", raising=False)
+    settings = load_settings()
+    assert not settings.broker_url
+    with pytest.raises(ValueError, match="a speed limit needs a calibration"):
+        asyncio.run(run_source(settings, "no-such-clip.mp4", setup=CameraSetup(lines=[LINE], speed_limit_kmh=50)))

@@ -104,6 +104,7 @@ function reloadFigures(id) {
     state.zonesLoaded = id;
     renderCounts();
     renderZones();
+    loadHistory();
   }, again);
 }
 
@@ -168,6 +169,7 @@ function select(id) {
   const selection = ++state.selection;
   const current = () => selection === state.selection;
   if (state.stream) state.stream.close();  // the last camera's feeds; the alerts go on from their position
+  state.figuresUnknown = null;  // (the last camera's)
   state.counts.clear();
   renderCounts();
   state.zones.clear();
@@ -189,7 +191,6 @@ function select(id) {
   $("camera-events").innerHTML = '<li class="muted">no events</li>';
   $("camera-events-title").textContent = `Camera events: ${id}`;
   document.body.dataset.cameraEvents = "0";
-  state.figuresUnknown = null;
   const unknown = () => { if (current()) state.figuresUnknown = Date.now() / 1000; };
   Promise.all([loadCounts(id, current).catch(unknown), loadZones(id, current).catch(unknown),
                loadCameraEvents(id, current).catch(() => null)]).then(([, , eventsPosition]) => {

@@ -178,3 +178,46 @@ def test_faust_recovery_gets_a_changelogs_end_from_the_log_and_a_stream_topics_f
     assert ends[log_tp] == 6  # after the batch's last record (offset 5)
     assert ends[stream_tp] == from_broker[stream_tp] == 1  # stream topics: not Faust's recovery's business
     assert ends[empty_tp] == 0
+
+
+def test_a_record_is_found_by_time_among_cameras_whose_clocks_differ():
+    """An alert's frame gone from the API's memory is looked up by time; cameras sharing a partition each stamp
+    their tracks with their own clock (a file's scene time), so the offsets' times do not grow across them."""
+    import json
+    import time
+
+    from its_faust.topic_reader import find_near
+
+    partitions = 4
+    # Two keys of one partition: the test needs them to share it.
+    keys = next([a, b] for a in (b"cam-live-%d" % i for i in range(50)) for b in (b"cam-file-%d" % j for j in range(50))
+                if partition_for(a, partitions) == partition_for(b, partitions))
+    live, file = keys
+    topic = "clocks"
+
+    async def scenario(bootstrap: str):
+        producer = make_producer(bootstrap)
+        await producer.start()
+        now = time.time()
+        try:
+            sent = []
+            for seq in range(400):  # the live camera on the wall clock; the file's clock 40 minutes ahead
+                sent.append(await producer.send(topic, json.dumps({"seq": seq}).encode(), key=live,
+                                                timestamp_ms=int((now + seq * 0.2) * 1000)))
+                sent.append(await producer.send(topic, json.dumps({"seq": seq}).encode(), key=file,
+                                                timestamp_ms=int((now + 2400 + seq) * 1000)))
+            await asyncio.gather(*sent)
+        finally:
+            await producer.stop()
+
+        def seq_is(n):
+            return lambda record: json.loads(record.value)["seq"] == n
+
+        return [await find_near(bootstrap, topic, partitions, key, at, seq_is(n)) for key, n, at in
+                [(live, 100, now + 20), (file, 100, now + 2500), (live, 399, now + 79.8), (file, 0, now + 2400),
+                 (live, 5, now + 500)]]
+
+    with EmbeddedBroker() as broker:
+        found = asyncio.run(scenario(bootstrap_servers(broker.url)))
+    assert [json.loads(r.value)["seq"] if r else None for r in found] == [100, 100, 399, 0, None]
+    assert [r.key for r in found[:4]] == [live, file, live, file]
