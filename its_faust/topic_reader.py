@@ -182,41 +182,37 @@ async def find_near(bootstrap: str, topic: str, partitions: int, key: bytes, at_
                 lo = record.offset + 1
             else:
                 hi = mid
-        consumer.seek(tp, lo)
-        read = 0
-        while read < scan and await consumer.position(tp) < end:
-            records = (await consumer.getmany(tp, timeout_ms=1000, max_records=200)).get(tp, [])
-            if not records:
+        async for record in _keyed_records(consumer, tp, lo, end, key, scan):
+            if record.timestamp > until_ms:
                 return None
-            read += len(records)
-            for record in records:
-                if record.key != key:
-                    continue
-                if record.timestamp > until_ms:
-                    return None
-                if matches(record):
-                    return record
+            if matches(record):
+                return record
         return None
     finally:
         await consumer.stop()
 
 
-async def _keyed_record_from(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int, end: int, key: bytes,
-                             scan: int = 2000):
-    """The key's first record at ``offset`` or after it, before ``end``, within ``scan`` records; None if none."""
+async def _keyed_record_from(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int, end: int, key: bytes):
+    """The key's first record at ``offset`` or after it, before ``end``, within 2,000 records; None if none."""
+    async for record in _keyed_records(consumer, tp, offset, end, key, 2000):
+        return record
+    return None
+
+
+async def _keyed_records(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int, end: int, key: bytes, scan: int):
+    """The key's records from ``offset`` to ``end``, among the next ``scan`` records of the partition."""
     consumer.seek(tp, offset)
     read = 0
     while read < scan and await consumer.position(tp) < end:
         records = (await consumer.getmany(tp, timeout_ms=1000, max_records=200)).get(tp, [])
         if not records:
-            return None
+            return
         read += len(records)
         for record in records:
             if record.offset >= end:
-                return None
+                return
             if record.key == key:
-                return record
-    return None
+                yield record
 
 
 def _group_reader(bootstrap: str, group_id: str) -> AIOKafkaConsumer:
