@@ -157,8 +157,8 @@ def test_an_api_told_to_stop_does_not_wait_for_an_open_live_view(stack, tmp_path
     process = ApiProcess(stack.broker_url, tmp_path / "api.log").start()
     try:
         with httpx.Client(base_url=process.base, timeout=30) as c:
-            assert c.post("/api/v1/cameras?exist_ok=true", json={"camera_id": "view-cam"}).status_code in (200, 201)
-            with c.stream("GET", "/api/v1/cameras/view-cam/live.mjpg") as viewer:
+            assert c.post("/api/v1/cameras?exist_ok=true", json={"camera_id": "stopping-view-cam"}).status_code in (200, 201)
+            with c.stream("GET", "/api/v1/cameras/stopping-view-cam/live.mjpg") as viewer:
                 assert viewer.status_code == 200
                 process.process.terminate()
                 stopped_at = time.monotonic()
