@@ -28,8 +28,8 @@ import cv2
 from aiokafka import AIOKafkaProducer
 
 from its_faust.codecs import encode
-from its_faust.frame_quality import FrameQualityChecker, StillSceneSampler
 from its_faust.daemon_thread import DaemonThread
+from its_faust.frame_quality import FrameQualityChecker, StillSceneSampler
 from its_faust.sources import Backoff, FrameReader, SourceError, SourceSpec
 from its_faust.throttle import Throttle
 from its_faust.topic_names import CAMERA_EVENTS, FRAMES, MAX_RECORD_BYTES
