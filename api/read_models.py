@@ -353,7 +353,7 @@ class Alerts:
         gone = self._heard.note(alert.camera_id)
         if gone:
             self._partitions.forget(gone)
-            self.active = {k: a for k, a in self.active.items() if a.camera_id not in gone}
+            self._end_active(gone)
         if alert.state == "raised":
             if alert.alert_id in self.active:
                 return  # a re-emitted copy
@@ -365,7 +365,9 @@ class Alerts:
 
     def forget_partition(self, partition: int) -> None:
         """Alerts raised in a lost log are never cleared there: they are no longer active."""
-        cameras = set(self._partitions.take(partition))
+        self._end_active(set(self._partitions.take(partition)))
+
+    def _end_active(self, cameras: set[str]) -> None:
         self.active = {k: a for k, a in self.active.items() if a.camera_id not in cameras}
 
     def raised_on(self, camera_id: str, seq: int) -> list[Alert]:

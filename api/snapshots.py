@@ -85,13 +85,17 @@ class AlertSnapshots:
         jpeg = render_jpeg(frame_msg, track_msg, self.cameras.get(ref[0]), marks=marks)
         if jpeg is None:
             return  # the frame is not held (a camera far ahead of this process's rings): no snapshot
-        self._jpegs[ref] = jpeg
-        if marks is not None:
-            self._marks[ref] = marks
         if track_msg is None:
             self._untracked.setdefault(ref, time.monotonic())
         else:
             self._untracked.pop(ref, None)
+        self._keep(ref, jpeg, marks)
+
+    def _keep(self, ref: tuple[str, int], jpeg: bytes, marks: AlertMarks | None) -> None:
+        """A snapshot drawn, kept among the last ``keep``."""
+        self._jpegs[ref] = jpeg
+        if marks is not None:
+            self._marks[ref] = marks
         while len(self._jpegs) > self.keep:
             gone = self._jpegs.popitem(last=False)[0]
             self._untracked.pop(gone, None)
@@ -114,11 +118,8 @@ class AlertSnapshots:
             return None
         if ref not in self._fetching:
             self._fetching[ref] = asyncio.ensure_future(self._read_and_draw(ref, alerts))
-        try:
-            return await asyncio.shield(self._fetching[ref])
-        finally:
-            if self._fetching.get(ref) is not None and self._fetching[ref].done():
-                self._fetching.pop(ref, None)
+            self._fetching[ref].add_done_callback(lambda _: self._fetching.pop(ref, None))
+        return await asyncio.shield(self._fetching[ref])
 
     async def _read_and_draw(self, ref: tuple[str, int], alerts: list[Alert]) -> bytes | None:
         first, (key, seq) = alerts[0], (ref[0].encode(), ref[1])
@@ -148,8 +149,5 @@ class AlertSnapshots:
                       for r in (frame, track)]
         jpeg = await asyncio.to_thread(render_jpeg, *as_message, self.cameras.get(ref[0]), marks=marks)
         if jpeg is not None and track is not None:  # (without its boxes it is not kept: asked again, read again)
-            self._jpegs[ref] = jpeg
-            self._marks[ref] = marks
-            while len(self._jpegs) > self.keep:
-                self._marks.pop(self._jpegs.popitem(last=False)[0], None)
+            self._keep(ref, jpeg, marks)
         return jpeg

@@ -352,8 +352,8 @@ class CameraAnalytics:
                 del track.lines[name]
             for name in [n for n in track.zones if f"zone:{n}" in stale or f"zone:{n}" not in now]:
                 del track.zones[name]
-        self.zone_since = {z: t for z, t in self.zone_since.items()
-                           if f"zone:{z.removesuffix(':off')}" in now and f"zone:{z.removesuffix(':off')}" not in stale}
+        kept = now.keys() - stale
+        self.zone_since = {z: t for z, t in self.zone_since.items() if f"zone:{z.removesuffix(':off')}" in kept}
         self.geometry = now
 
     def _zone_version(self, zone: str) -> int:
