@@ -151,6 +151,12 @@ class AnalyticsSettings(BaseModel):
     forget_after_s: float = Field(10.0, gt=0, description="A track unseen this long is forgotten")
     line_margin_px: float = Field(2.0, ge=0, description="Dead band around counting lines")
     speed_window_s: float = Field(1.0, gt=0, description="Speeds are fitted over this much of a track's path")
+    line_min_track_frames: int = Field(
+        10, ge=1,
+        description="Frames a track must have been seen in for its crossing of a line to count (a crossing before that "
+        "counts when it has, on that frame): a track followed for a few frames only is mostly a second one on a "
+        "vehicle already tracked (a truck's trailer) or one that jumped between vehicles",
+    )
     zone_frames: int = Field(3, ge=1, description="Frames in a row inside (or outside) to enter (or leave) a zone")
     zone_min_track_frames: int = Field(
         10, ge=1,

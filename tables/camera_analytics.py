@@ -40,6 +40,7 @@ class LineMemory(Record):
     x: float
     y: float
     counted: bool
+    pending: Literal["in", "out"] | None = Field(None, description="crossed while the track was too young to count")
 
 
 class ZoneMemory(Record):
@@ -182,7 +183,7 @@ class CameraAnalytics:
             for m in state.tracks:
                 self.tracks[m.track_id] = _Track(
                     m.track_id, m.last_seq, m.last_at, Counter(m.votes), dict(m.label_cls),
-                    {l.line: LineSide(l.side, l.x, l.y, l.counted) for l in m.lines},
+                    {l.line: LineSide(l.side, l.x, l.y, l.counted, l.pending) for l in m.lines},
                     {z.zone: Membership(z.inside, z.streak, z.entered_at, z.speed_sum, z.speed_n) for z in m.zones},
                     [tuple(p) for p in m.path], dict(m.since),
                 )
@@ -292,10 +293,15 @@ class CameraAnalytics:
 
     def _count_lines(self, track: _Track, lines, line_versions, obj: TrackedObject, record: TrackRecord,
                      out: FrameOutput) -> None:
+        young = sum(track.votes.values()) < self.rules.line_min_track_frames
         for line in lines:
             past = clearance(line, obj.x2 - obj.x1, obj.y2 - obj.y1) if line.count != "both" else 0.0
-            direction = track.lines.setdefault(line.name, LineSide()).observe(line, _centre(obj), self.rules.line_margin_px,
-                                                                              past)
+            side = track.lines.setdefault(line.name, LineSide())
+            direction = side.observe(line, _centre(obj), self.rules.line_margin_px, past)
+            if young:
+                side.pending = direction or side.pending  # counted once the track is old enough (module notes)
+                continue
+            direction, side.pending = direction or side.pending, None
             if direction:
                 label, cls = track.label()
                 out.crossings.append(Crossing(
@@ -435,7 +441,8 @@ class CameraAnalytics:
                 TrackMemory(
                     track_id=t.track_id, last_seq=t.last_seq, last_at=t.last_at, votes=dict(t.votes),
                     label_cls=t.label_cls,
-                    lines=[LineMemory(line=n, side=s.side, x=s.x, y=s.y, counted=s.counted) for n, s in t.lines.items()],
+                    lines=[LineMemory(line=n, side=s.side, x=s.x, y=s.y, counted=s.counted, pending=s.pending)
+                           for n, s in t.lines.items()],
                     zones=[ZoneMemory(zone=n, inside=m.inside, streak=m.streak, entered_at=m.entered_at,
                                       speed_sum=m.speed_sum, speed_n=m.speed_n) for n, m in t.zones.items()],
                     path=t.path, since=t.since,

@@ -7,6 +7,11 @@ of confirmed side whose path (from the last confirmed point to the new one)
 passes through the segment itself, not just its extension. Each track counts
 at most once per line, whatever it does afterwards.
 
+A crossing by a track the tracker has followed for a few frames only is held
+(``pending``) until the track has been seen long enough, and dropped with it
+if it never is: such tracks are mostly a second one on a vehicle already
+tracked (a truck's trailer) or a box the tracker jumped to another vehicle.
+
 On a line that counts one direction only, a crossing the other way is confirmed
 only once the track is clearly past the line (``clearance``: a quarter of its box
 across the line), since it is not counted: a box whose centre wobbles back over
@@ -50,6 +55,7 @@ class LineSide:
     x: float = 0.0
     y: float = 0.0
     counted: bool = False
+    pending: str | None = None  # a crossing by a track too young to count yet: "in"/"out", counted once it is not
 
     def observe(self, line: CountingLine, p: Point, margin: float, clearance: float = 0.0) -> str | None:
         """Feed the track's new point; returns ``"in"``/``"out"`` the one time it crosses, else None.

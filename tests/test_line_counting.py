@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from its_faust.codecs import decode, encode
+from its_faust.settings import AnalyticsSettings
 from schemas.analytics import Crossing
 from schemas.control import CameraConfig
 from schemas.geometry import CountingLine
@@ -14,6 +15,8 @@ from tables.count_tables import once
 
 # Horizontal line drawn left to right: moving down the frame is "in".
 LINE = CountingLine(name="stop", x1=100, y1=200, x2=500, y2=200)
+# The tests of a line's geometry follow tracks of a few frames: they count from a track's first frame.
+EVERY_TRACK = AnalyticsSettings(line_min_track_frames=1)
 
 
 def config(*lines, count="both"):
@@ -33,7 +36,7 @@ def frame(seq, *objects):
 
 def run(path_by_frame, cfg=None, actor=None):
     """``path_by_frame``: one list of objects per frame (None = the track is not seen)."""
-    actor = actor or CameraAnalytics("cam")
+    actor = actor or CameraAnalytics("cam", rules=EVERY_TRACK)
     out = []
     for seq, objects in enumerate(path_by_frame):
         out += actor.update(frame(seq, *[o for o in objects if o is not None]), cfg or config(LINE)).crossings
@@ -83,7 +86,7 @@ def test_memory_round_trips_and_a_restored_actor_continues_identically():
     path = [[obj(1, 300, y), obj(2, 200, 400 - y)] for y in range(150, 260, 10)]
     whole, _ = run(path)
     first, actor = run(path[:5])
-    restored = CameraAnalytics("cam", decode(AnalyticsState, encode(actor.state())))
+    restored = CameraAnalytics("cam", decode(AnalyticsState, encode(actor.state())), rules=EVERY_TRACK)
     assert restored.state() == actor.state()
     rest = []
     for seq in range(5, len(path)):
@@ -92,14 +95,14 @@ def test_memory_round_trips_and_a_restored_actor_continues_identically():
 
 
 def test_no_configuration_or_removed_camera_counts_nothing_and_does_not_fail():
-    actor = CameraAnalytics("cam")
+    actor = CameraAnalytics("cam", rules=EVERY_TRACK)
     removed = config(LINE).model_copy(update={"removed": True, "lines": []})
     assert actor.update(frame(0, obj(1, 300, 150)), None).crossings == []
     assert actor.update(frame(1, obj(1, 300, 250)), removed).crossings == []
 
 
 def test_forgotten_tracks_are_dropped_from_memory():
-    actor = CameraAnalytics("cam")
+    actor = CameraAnalytics("cam", rules=EVERY_TRACK)
     actor.update(frame(0, obj(1, 300, 150)), config(LINE))
     actor.update(frame(30 * 11, obj(2, 300, 150)), config(LINE))  # 11 s later
     assert set(actor.tracks) == {2}
@@ -149,7 +152,7 @@ def test_a_window_table_counts_each_crossing_once_and_keeps_only_the_two_windows
 
 
 def test_a_line_redefined_under_the_same_name_starts_afresh():
-    actor = CameraAnalytics("cam")
+    actor = CameraAnalytics("cam", rules=EVERY_TRACK)
     moved = LINE.model_copy(update={"y1": 300, "y2": 300})
     crossings = []
     for seq, y in enumerate(range(150, 360, 10)):
@@ -175,6 +178,36 @@ def test_a_box_wobbling_back_over_a_one_way_line_after_crossing_it_the_other_way
     assert [c.direction for c in run([[obj(2, 300, y)] for y in backed], config(LINE, count="in"))[0]] == ["in"]
     # A line counting both ways confirms each crossing at the dead band, as before.
     assert [c.direction for c in run([[obj(3, 300, y)] for y in ys])[0]] == ["out"]
+
+
+def test_a_young_tracks_crossing_counts_once_it_has_been_seen_long_enough_and_a_short_track_never():
+    """A truck's trailer tracked on its own for 9 frames crossed the line on the dual-carriageway clip: counted
+    twice. A crossing counts once its track has been seen in ``line_min_track_frames`` frames, on that frame."""
+    rules = AnalyticsSettings(line_min_track_frames=10)
+    # Crosses on its 4th frame (seq 3) and is seen 6 more: the track's 10th frame is seq 9.
+    short = [[obj(1, 300, y)] for y in (170, 180, 190, 210, 220, 230, 240, 250, 260)]
+    crossings, actor = run(short, actor=CameraAnalytics("cam", rules=rules))
+    assert crossings == []
+    crossings, _ = run(short + [[obj(1, 300, 270)]], actor=CameraAnalytics("cam", rules=rules))
+    assert [(c.direction, c.seq, c.track_id) for c in crossings] == [("in", 9, 1)]
+    # Lost for a few frames and found again, it still confirms, once; the count is not made twice.
+    gapped = short[:5] + [[None]] * 3 + short[5:] + [[obj(1, 300, y)] for y in (270, 280, 290)]
+    assert [(c.direction, c.seq) for c in run(gapped, actor=CameraAnalytics("cam", rules=rules))[0]] == [("in", 12)]
+    # A track already old enough when it crosses counts on the crossing's frame, as before.
+    old = [[obj(2, 300, y)] for y in range(100, 300, 10)]
+    assert [c.seq for c in run(old, actor=CameraAnalytics("cam", rules=rules))[0]] == [11]  # y 210: past the dead band
+
+
+def test_a_crossing_waiting_for_its_track_to_age_survives_a_move_to_another_worker():
+    rules = AnalyticsSettings(line_min_track_frames=10)
+    path = [[obj(1, 300, y)] for y in range(170, 270, 10)]
+    first, actor = run(path[:5], actor=CameraAnalytics("cam", rules=rules))
+    assert first == [] and actor.state().tracks[0].lines[0].pending == "in"
+    restored = CameraAnalytics("cam", decode(AnalyticsState, encode(actor.state())), rules=rules)
+    rest = []
+    for seq, objects in enumerate(path[5:], start=5):
+        rest += restored.update(frame(seq, *objects), config(LINE)).crossings
+    assert [(c.direction, c.seq) for c in rest] == [("in", 9)]
 
 
 def test_replay_tells_a_cameras_runs_apart_by_the_gaps_between_them():
