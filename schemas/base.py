@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 # Camera ids become Kafka keys, table keys and URL path segments; line and zone names, table keys and
 # URL path segments too.
@@ -12,6 +13,16 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 CAMERA_ID_PATTERN = NAME_PATTERN
 # Times are Unix seconds; one past this (the year 5138) is milliseconds or nanoseconds sent by mistake.
 LATEST_UNIX_S = 1e11
+
+
+def unix_seconds(value: float | None) -> float | None:
+    """A time sent to the pipeline, checked to be Unix seconds, not milliseconds by mistake."""
+    if value is not None and abs(value) > LATEST_UNIX_S:
+        raise ValueError(f"{value!r} is not Unix seconds (milliseconds?)")
+    return value
+
+
+UnixSeconds = Annotated[float, AfterValidator(unix_seconds)]
 
 
 class Record(BaseModel):
@@ -41,12 +52,7 @@ class CameraRecord(Record):
         "frame's position in it (its read time if the file has no frame rate); for live sources absent (= captured_at). Speeds, timers and windows run on it.",
     )
 
-    @field_validator("captured_at", "scene_time")
-    @classmethod
-    def _seconds(cls, value: float | None) -> float | None:
-        if value is not None and abs(value) > LATEST_UNIX_S:
-            raise ValueError(f"{value!r} is not Unix seconds (milliseconds?)")
-        return value
+    _seconds = field_validator("captured_at", "scene_time")(unix_seconds)
 
     @property
     def at(self) -> float:

@@ -14,7 +14,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field
 
-from schemas.base import CAMERA_ID_PATTERN, Record
+from schemas.base import CAMERA_ID_PATTERN, Record, UnixSeconds
 from schemas.geometry import NAME_PATTERN, Calibration, CountingLine, Zone
 
 
@@ -79,7 +79,7 @@ class CameraCommand(Record):
     v: Literal[1] = 1
     camera_id: str = Field(pattern=CAMERA_ID_PATTERN)
     command_id: str = Field(default_factory=new_command_id, min_length=1, max_length=64)
-    issued_at: float
+    issued_at: UnixSeconds
     issued_by: str = Field("", description="Who asked for it (CLI user, API client), for the record")
     change: Change
 

@@ -77,6 +77,17 @@ def test_times_in_milliseconds_are_refused():
     assert decode(FrameRecord, json.dumps({**wire, "captured_at": 1796500489.158}).encode()).captured_at == 1796500489.158
 
 
+def test_a_command_issued_in_milliseconds_is_refused():
+    """Its time became the config's ``updated_at`` and ``line_added_at`` (replay then failed on the year 58901)."""
+    from schemas.control import CameraCommand
+
+    command = {"schema": "its.camera-command", "v": 1, "camera_id": "cam-1", "command_id": "c1",
+               "change": {"op": "add_camera"}}
+    with pytest.raises(SchemaError, match=r"issued_at: 1796595636909.03 is not Unix seconds \(milliseconds\?\)"):
+        decode(CameraCommand, json.dumps({**command, "issued_at": 1796595636909.03}).encode())
+    assert decode(CameraCommand, json.dumps({**command, "issued_at": 1796595636.9}).encode()).issued_at == 1796595636.9
+
+
 def test_standard_base64_is_accepted_too():
     import base64
 
