@@ -26,7 +26,7 @@ class AddCamera(Record):
 
 class UpdateCamera(Record):
     op: Literal["update_camera"] = "update_camera"
-    name: str | None = None
+    name: str | None = Field(None, description="A display name; None leaves it, \"\" clears it (the camera id is shown)")
     source: str | None = None
 
 
