@@ -63,22 +63,36 @@ def loaded_model() -> ModelInfo | None:
 
 
 def _detect(frames: list[FrameRecord]) -> list:
-    """One inference call on a batch; per frame its detections, or the error for a frame that does not decode."""
+    """One inference call on a batch; per frame its detections, or the error for a frame that does not decode
+    (or that the model failed on alone)."""
     images: list = []
     for frame in frames:
         try:
-            image = decode_jpeg(frame.jpeg)
+            images.append(decode_jpeg(frame.jpeg, (frame.width, frame.height)))
         except UnreadableImage as exc:
             images.append(exc)
-            continue
-        if image.shape[:2] != (frame.height, frame.width):  # the boxes would be scaled to a size that is not the image's
-            image = UnreadableImage(f"the image is {image.shape[1]}x{image.shape[0]}, the record says "
-                                    f"{frame.width}x{frame.height}")
-        images.append(image)
     good = [i for i, im in enumerate(images) if not isinstance(im, Exception)]
-    results = get_detector().detect([images[i] for i in good]) if good else []
-    by_index = dict(zip(good, results))
+    by_index = dict(zip(good, _infer([images[i] for i in good]))) if good else {}
     return [by_index.get(i, images[i]) for i in range(len(frames))]
+
+
+def _infer(images: list) -> list:
+    """The detections of each image; when the batch's call fails, each image's alone, or its error: the
+    frames of the other cameras in a batch are not lost with one that the model cannot take."""
+    detector = get_detector()
+    try:
+        return detector.detect(images)
+    except Exception as exc:
+        if len(images) == 1:
+            raise
+        log.warning("detect: a batch of %d failed (%r): detecting its frames one at a time", len(images), exc)
+    results: list = []
+    for image in images:
+        try:
+            results.append(detector.detect([image])[0])
+        except Exception as exc:
+            results.append(exc)
+    return results
 
 
 @app.task

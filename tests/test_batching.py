@@ -40,6 +40,31 @@ def test_one_call_per_batch_keeps_frame_order_and_flags_undecodable_frames(clip_
     assert [b.model_dump() for b in results[2].boxes] == [b.model_dump() for b in alone.boxes]
 
 
+def test_a_batch_the_model_fails_on_is_detected_frame_by_frame_so_only_the_bad_frame_is_lost(monkeypatch, clip_frames):
+    """A backend error on one frame (or a passing one, a GPU out of memory) failed the whole batch: every
+    camera's frames in it were dead-lettered as "internal error". Now each frame is tried alone."""
+    import agents.detect as detect
+    from its_faust.detector import FrameDetections
+
+    class Model:
+        calls: list[int] = []
+
+        def detect(self, images):
+            self.calls.append(len(images))
+            if any(im[0, 0, 0] == 255 for im in images):  # the model cannot take this one
+                raise RuntimeError("CUDA out of memory")
+            return [FrameDetections([], 1.0, len(images)) for _ in images]
+
+    monkeypatch.setattr(detect, "get_detector", lambda: Model())
+    images = [clip_frames[0].copy() for _ in range(3)]
+    images[1][0, 0] = 255
+    frames = [FrameRecord(camera_id=f"cam-{i}", seq=i, captured_at=0, width=640, height=360,
+                          jpeg=cv2.imencode(".png", im)[1].tobytes()) for i, im in enumerate(images)]
+    results = detect._detect(frames)
+    assert Model.calls == [3, 1, 1, 1]
+    assert [type(r).__name__ for r in results] == ["FrameDetections", "RuntimeError", "FrameDetections"]
+
+
 def test_jobs_overlap_but_results_keep_submission_order():
     from its_faust.in_order import InOrderJobs
 

@@ -87,6 +87,25 @@ def test_undecodable_bytes_raise_a_clear_error():
         decode_jpeg(b"")
 
 
+def test_a_jpeg_whose_header_claims_a_huge_size_is_unreadable_not_an_error_of_its_batch():
+    """One flipped bit in a JPEG's size field: OpenCV raised its own error (or the decoder ran out of memory),
+    and every frame of the batch the frame was in was dead-lettered with it."""
+    import struct
+
+    import cv2
+
+    jpeg = cv2.imencode(".jpg", np.zeros((16, 16, 3), np.uint8))[1].tobytes()
+    at = jpeg.find(b"\xff\xc0")
+    huge = jpeg[:at + 5] + struct.pack(">HH", 60000, 60000) + jpeg[at + 9:]
+    with pytest.raises(UnreadableImage, match="not a decodable image"):
+        decode_jpeg(huge)
+    with pytest.raises(UnreadableImage, match="the image is 60000x60000, the record says 16x16"):
+        decode_jpeg(huge, (16, 16))  # the record's size is checked against the header, before decoding
+    assert decode_jpeg(jpeg, (16, 16)).shape == (16, 16, 3)
+    with pytest.raises(UnreadableImage, match="the image is 8x8, the record says 16x16"):
+        decode_jpeg(cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes(), (16, 16))
+
+
 def test_jpeg_frames_decode_to_opencvs_pixels(clip_frames):
     """The detect stage's decoder (libjpeg-turbo's own API) gives exactly what cv2.imdecode gives."""
     import cv2
