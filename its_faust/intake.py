@@ -17,6 +17,10 @@ offsets, but retention (the log now starts above the expected offset: moved on a
 or a transactional producer (its commit markers) can: when three re-reads from an
 offset, 2 s apart, still never deliver it, there is no message there and the intake
 moves on. So a transactional producer on these topics costs ~6 s per transaction.
+A re-read counts as failed only once it is seen to have come (a copy of a message
+from before it was asked for): messages the agent's buffer already held keep coming
+first, and a backlog of more than 6 s of them had made a message still on its way
+look missing, and be committed unprocessed.
 """
 
 from __future__ import annotations
@@ -35,8 +39,11 @@ REWINDS_BEFORE_HOLE = 3  # re-reads from one offset that never deliver it: the l
 class _Rewind:
     expected: int
     asked_at: float
-    attempts: int
+    attempts: int  # re-reads that came, from above ``expected``
     lowest_seen: int  # lowest offset above ``expected`` delivered since
+    highest_seen: int  # highest offset delivered since
+    asked_up_to: int = -1  # ``highest_seen`` at the last ask: a copy at or below it is of the re-read
+    came: bool = False  # a message of the last re-read has come
 
 
 class Intake:
@@ -96,13 +103,19 @@ class Intake:
             start = await self._log_start(tp)
             if start is not None and start > expected:  # retention removed them: nothing to wait for
                 return await self._skip(tp, expected, start, offset, "removed by retention")
-            rewind = self._rewinds[tp] = _Rewind(expected, asked_at=-1e9, attempts=0, lowest_seen=offset)
+            rewind = self._rewinds[tp] = _Rewind(expected, asked_at=-1e9, attempts=0, lowest_seen=offset,
+                                                 highest_seen=offset)
         rewind.lowest_seen = min(rewind.lowest_seen, offset)
+        rewind.highest_seen = max(rewind.highest_seen, offset)
+        rewind.came = rewind.came or offset <= rewind.asked_up_to
         if now - rewind.asked_at < REWIND_AGAIN_AFTER_S:
             return False  # already asked: the messages in between are on their way
-        if rewind.attempts >= REWINDS_BEFORE_HOLE:
-            return await self._skip(tp, expected, rewind.lowest_seen, offset, "never delivered: transaction markers?")
-        rewind.asked_at, rewind.attempts = now, rewind.attempts + 1
+        if rewind.came:  # the last re-read came, and started above ``expected``
+            rewind.attempts += 1
+            if rewind.attempts >= REWINDS_BEFORE_HOLE:
+                return await self._skip(tp, expected, rewind.lowest_seen, offset, "never delivered: transaction markers?")
+        # Not come yet (messages buffered before it still coming first): asked again, not counted as failed.
+        rewind.asked_at, rewind.asked_up_to, rewind.came = now, rewind.highest_seen, False
         self.rewinds += 1
         log.warning(
             "%s: %s[%s] offset %s arrived while %s was expected (the consumer dropped messages): re-reading from %s",

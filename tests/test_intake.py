@@ -104,6 +104,21 @@ def test_offsets_the_log_does_not_have_are_skipped_not_waited_for(monkeypatch):
     assert consumer.done_without_message == [(tp, 30, 31)]
 
 
+def test_a_re_read_held_up_behind_a_long_backlog_is_waited_for_not_taken_for_a_hole(monkeypatch):
+    """101 dropped; 102-141 were in the agent's buffer already and keep coming, 0.2 s apart, for 8 s before
+    the re-read does. Counting each 2 s as a failed re-read had committed 101 unprocessed."""
+    tp = TP(FRAMES, 0)
+    app, consumer, intake = make({tp: 100})
+    clock = [1000.0]
+    monkeypatch.setattr(intake_module.time, "monotonic", lambda: clock[0])
+    assert admit_all(intake, [Message(tp, 100)]) == [100]
+    for offset in range(102, 142):
+        assert admit_all(intake, [Message(tp, offset)]) == []
+        clock[0] += 0.2
+    assert consumer.done_without_message == [] and len(consumer.sought) > 1 and set(consumer.sought) == {(tp, 101)}
+    assert admit_all(intake, [Message(tp, o) for o in range(101, 145)]) == list(range(101, 145))
+
+
 def test_a_new_generation_starts_at_the_committed_offset_and_old_messages_are_dropped():
     tp = TP(FRAMES, 3)
     app, consumer, intake = make({tp: 5})
