@@ -151,6 +151,11 @@ async def _emit_in_order(acks: Acknowledger, jobs: InOrderJobs) -> None:
             log.error("detect: batch of %d failed: %r", len(frames), results)
             results = [results] * len(frames)
         for frame, event, result in zip(frames, events, results):
+            if event.message.generation_id != app.consumer_generation_id:
+                # Read before a rebalance this worker was left out of (stalled past the session timeout): the
+                # frame's new owner detects it, and a late copy from here could land after its later frames.
+                acks.done(event)  # (an old generation's acknowledgement does not count)
+                continue
             if isinstance(result, Exception):
                 reason = str(result) if isinstance(result, UnreadableImage) else f"internal error: {result!r}"
                 await acks.dead_letter(event, reason)

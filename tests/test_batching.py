@@ -1,12 +1,13 @@
 """Batching across cameras: one call takes frames of any sizes and gives each frame its own boxes, in order."""
 
 import asyncio
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
 
 from its_faust.codecs import decode, encode
-from schemas import FrameRecord
+from schemas import FrameRecord, ModelInfo
 
 
 def test_mixed_sizes_are_grouped_and_keep_order(detector, clip_frames):
@@ -63,6 +64,35 @@ def test_a_batch_the_model_fails_on_is_detected_frame_by_frame_so_only_the_bad_f
     results = detect._detect(frames)
     assert Model.calls == [3, 1, 1, 1]
     assert [type(r).__name__ for r in results] == ["FrameDetections", "RuntimeError", "FrameDetections"]
+
+
+def test_detections_of_frames_read_before_a_rebalance_are_not_sent(monkeypatch):
+    """A worker stalled out of the group finishes a batch after its partitions moved: those frames are the new
+    owner's to detect, and a late copy from here could land after the new owner's later frames."""
+    import agents.detect as detect
+    from its_faust.detector import FrameDetections
+
+    sent, done = [], []
+
+    class Acks:
+        async def send(self, event, topic, value):
+            sent.append(event.message.offset)
+
+        def done(self, event):
+            done.append(event.message.offset)
+
+    class Jobs:
+        async def results(self):
+            frames = [FrameRecord(camera_id="cam-1", seq=i, captured_at=0, width=640, height=360, jpeg=b"x")
+                      for i in range(2)]
+            events = [SimpleNamespace(message=SimpleNamespace(offset=i, generation_id=i + 1)) for i in range(2)]
+            yield (frames, events), [FrameDetections([], 1.0, 2)] * 2
+
+    monkeypatch.setattr(detect, "app", SimpleNamespace(consumer_generation_id=2))
+    model = ModelInfo(name="m", version="1", backend="onnxruntime")
+    monkeypatch.setattr(detect, "get_detector", lambda: SimpleNamespace(model_info=model))
+    asyncio.run(detect._emit_in_order(Acks(), Jobs()))
+    assert sent == [1] and done == [0, 1]  # the old generation's frame: released, not sent
 
 
 def test_jobs_overlap_but_results_keep_submission_order():
