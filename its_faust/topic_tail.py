@@ -145,7 +145,8 @@ def _zone_stats(v: dict) -> str:
 
 
 def _alert(v: dict) -> str:
-    return f"{v['kind']} {v['state']} ({v['severity']}): {v['message']}"
+    state, message = v["state"], v["message"]  # a clear's message says so, with its reason: "cleared (...): ..."
+    return f"{v['kind']} ({v['severity']}) {message if message.startswith(state) else f'{state}: {message}'}"
 
 
 def _command(v: dict) -> str:

@@ -46,6 +46,7 @@ class ActiveAlert(Record):
     zone: str | None = None
     details: dict[str, float] = Field(default_factory=dict)
     gone_since: float | None = None
+    gone_from_view: bool = False  # its one vehicle's track was not in the frame its condition lapsed on
 
 
 class AlertBook:
@@ -56,8 +57,13 @@ class AlertBook:
         self.active: dict[str, ActiveAlert] = dict(active or {})
         self.quiet_until: dict[str, float] = dict(quiet_until or {})
 
-    def step(self, camera_id: str, record, conditions: list[Condition]) -> list[Alert]:
-        """``record``: the frame (camera record) the conditions were judged on."""
+    def step(self, camera_id: str, record, conditions: list[Condition], seen: set[int] = frozenset()) -> list[Alert]:
+        """``record``: the frame (camera record) the conditions were judged on; ``seen``: the tracks in it.
+
+        An alert about one vehicle whose track was not in the frame its condition ended on says so when it
+        clears: the vehicle left, or the tracker lost it (after a pause in the camera's frames, a rebalance
+        say, it tracks every vehicle afresh, under new ids, so the same incident may be raised again under
+        a new alert)."""
         seq, now = record.seq, record.at
         out: list[Alert] = []
         holding = {c.key: c for c in conditions}
@@ -65,9 +71,10 @@ class AlertBook:
             c = holding[key]
             if key in self.active:
                 alert = self.active[key]
-                self.active[key] = alert.model_copy(
-                    update={"gone_since": None, "details": c.details or alert.details, "track_ids": c.track_ids}
-                )
+                self.active[key] = alert.model_copy(update={
+                    "gone_since": None, "gone_from_view": False, "details": c.details or alert.details,
+                    "track_ids": c.track_ids,
+                })
                 continue
             if now < self.quiet_until.get(key, float("-inf")):
                 continue  # cooling down after the last one
@@ -80,13 +87,16 @@ class AlertBook:
             out.append(self._event(record, alert, "raised"))
         for key in sorted(set(self.active) - set(holding)):
             alert = self.active[key]
-            gone = alert.gone_since if alert.gone_since is not None else now
-            if now - gone >= self.clear_after_s:
+            if alert.gone_since is None:
+                alert = alert.model_copy(update={
+                    "gone_since": now, "gone_from_view": len(alert.track_ids) == 1 and alert.track_ids[0] not in seen,
+                })
+            if now - alert.gone_since >= self.clear_after_s:
                 del self.active[key]
                 self.quiet_until[key] = now + self.cooldown_s
-                out.append(self._event(record, alert, "cleared"))
+                out.append(self._event(record, alert, "cleared", "no longer tracked" if alert.gone_from_view else None))
             else:
-                self.active[key] = alert.model_copy(update={"gone_since": gone})
+                self.active[key] = alert
         self.quiet_until = {k: t for k, t in self.quiet_until.items() if t > now}
         return out
 

@@ -154,6 +154,8 @@ def test_stopped_vehicle_raises_one_alert_then_one_clear():
     raised = next(a for o in outs for a in o.alerts if a.state == "raised")
     assert raised.track_ids == [1] and raised.zone == "lane1" and raised.severity == "warning"
     assert raised.captured_at - raised.started_at >= 10.0 and raised.snapshot.seq == raised.seq
+    cleared = next(a for o in outs for a in o.alerts if a.state == "cleared")
+    assert cleared.message.startswith("cleared: car 1")  # it drove on, in view
 
 
 @pytest.mark.parametrize("fps", [5, 10, 25, 30])
@@ -181,8 +183,10 @@ def test_wrong_way_raises_one_alert_then_one_clear():
     upwards = [[box(7, 320, 340 - 4 * i)] for i in range(70)]  # heading 270 in a lane whose heading is 90
     _, outs = play(upwards + [[]] * int(6 * FPS), config(zones=[LANE]))
     assert alerts(outs) == [("wrong_way", "raised"), ("wrong_way", "cleared")]
-    raised = next(a for o in outs for a in o.alerts)
+    raised, cleared = [a for o in outs for a in o.alerts]
     assert raised.severity == "critical" and raised.details["heading_deg"] == pytest.approx(270, abs=1)
+    # It went out of view: the clear says why (after a rebalance's pause it is tracked afresh, under a new id).
+    assert cleared.message == f"cleared (no longer tracked): {raised.message}"
 
 
 def test_right_way_raises_nothing():

@@ -57,7 +57,7 @@ RECORDS = {
     "alerts": (
         Alert(**CAMERA, alert_id="cam-1:wrong_way:track-4:7", kind="wrong_way", state="raised", severity="critical",
               subject="track-4", started_at=AT, snapshot=FrameRef(camera_id="cam-1", seq=7), message="car 4 drives the wrong way"),
-        "wrong_way raised (critical): car 4 drives the wrong way",
+        "wrong_way (critical) raised: car 4 drives the wrong way",
     ),
     "camera-commands": (
         CameraCommand(camera_id="cam-1", command_id="c1", issued_at=AT, issued_by="ana", change=AddLine(line=LINE)),
@@ -85,6 +85,13 @@ def test_every_topic_has_a_summary_and_an_example():
 def test_a_record_of_each_topic_in_a_few_words(topic):
     record, expected = RECORDS[topic]
     assert summary(topic, encode(record)) == expected
+
+
+def test_a_clear_is_said_once_with_its_reason():
+    cleared = Alert(**CAMERA, alert_id="cam-1:wrong_way:track-4:7", kind="wrong_way", state="cleared", severity="critical",
+                    subject="track-4", started_at=AT, snapshot=FrameRef(camera_id="cam-1", seq=7),
+                    message="cleared (no longer tracked): car 4 drives the wrong way")
+    assert summary("alerts", encode(cleared)) == "wrong_way (critical) cleared (no longer tracked): car 4 drives the wrong way"
 
 
 def test_camera_events_give_the_count_the_reason_does_not():
