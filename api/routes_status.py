@@ -131,7 +131,7 @@ def _workers_running(hub, now: float) -> str:
 
 @router.get("/api/v1/workers", response_model=Workers, summary="The workers: what each holds, runs and does, from their own reports",
             description="From `its.workers`: each worker reports every few seconds and once as it stops. `state`: "
-            "running, recovering (restoring tables after a rebalance), stopped (left cleanly), or gone (silent for "
+            "running, recovering (in a rebalance or restoring tables after one: taking no frames), stopped (left cleanly), or gone (silent for "
             "three of its report intervals: killed, cut off or frozen). Stopped and gone workers are listed for 10 "
             "minutes, with the figures of their last report (`reported_s_ago`); a gone worker is shown holding no "
             "partitions (the group hands them to the others once its session times out, "

@@ -51,7 +51,7 @@ class StatusReporter:
         self._last_tracked = (tracked, now)
         return WorkerStatus(
             worker=WORKER_ID,
-            state=state or ("recovering" if app.in_recovery else "running"),
+            state=state or ("recovering" if app.in_recovery or getattr(app, "rebalancing", False) else "running"),
             at=time.time(),
             started_at=STARTED_AT,
             interval_s=self.interval_s,
@@ -97,14 +97,23 @@ def install(app, settings) -> StatusReporter:
     async def _report() -> None:
         await reporter.report()
 
-    @app.on_rebalance_complete.connect
-    async def _report_new_partitions(app, **kwargs) -> None:
-        # At once, not at the next tick: readers then see the partitions move within a moment. Sent from a
-        # task of its own (the signal comes from Faust's recovery, which must not wait on the broker); the
-        # worker takes frames from here on, though Faust's recovery flag may not be down yet.
-        task = asyncio.ensure_future(reporter.report("running"))
+    def report_soon(state: str) -> None:
+        # From a task of its own: the signals come from Faust's rebalance and recovery, which must not wait on
+        # the broker.
+        task = asyncio.ensure_future(reporter.report(state))
         reporter.pending.add(task)
         task.add_done_callback(reporter.pending.discard)
+
+    @app.on_partitions_revoked.connect
+    async def _report_rebalancing(app, revoked, **kwargs) -> None:
+        # A rebalance stops every camera of the worker until it is done: readers see that at once too.
+        report_soon("recovering")
+
+    @app.on_rebalance_complete.connect
+    async def _report_new_partitions(app, **kwargs) -> None:
+        # At once, not at the next tick: readers then see the partitions move within a moment. The worker
+        # takes frames from here on, though Faust's recovery flag may not be down yet.
+        report_soon("running")
 
     @app.on_before_shutdown.connect
     async def _report_stopped(app, **kwargs) -> None:  # the consumer is stopped; the producer still sends

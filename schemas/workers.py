@@ -21,7 +21,7 @@ class WorkerStatus(Record):
     v: Literal[1] = 1
     worker: str = Field(min_length=1, description="host:pid, as in TrackRecord.worker; the record's key")
     state: Literal["recovering", "running", "stopped"] = Field(
-        description="recovering: restoring its tables after a rebalance (it takes no frames meanwhile); running; "
+        description="recovering: in a rebalance, or restoring its tables after one (it takes no frames meanwhile); running; "
         "stopped: its last report, sent as it stops")
     at: float = Field(description="When the report was made, Unix seconds on the worker's clock")
     started_at: float = Field(description="When the worker process started")

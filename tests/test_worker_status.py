@@ -26,13 +26,13 @@ class FakeConsumer:
         return self._highwater.get(tp)
 
 
-def reporter(in_recovery=False):
+def reporter(in_recovery=False, rebalancing=False):
     settings = Settings(worker_status_interval_s=2.0)
     frames, tracks = settings.topic("frames"), settings.topic("tracks")
     owned = [TopicPartition(frames, 3), TopicPartition(frames, 1), TopicPartition(tracks, 1)]
     consumer = FakeConsumer(owned, {owned[0]: 50, owned[1]: 9}, {owned[0]: 40, owned[1]: 10})
     monitor = SimpleNamespace(messages_received_by_topic=Counter({frames: 120}), messages_sent_by_topic=Counter({tracks: 100}))
-    app = SimpleNamespace(consumer=consumer, monitor=monitor, in_recovery=in_recovery)
+    app = SimpleNamespace(consumer=consumer, monitor=monitor, in_recovery=in_recovery, rebalancing=rebalancing)
     return StatusReporter(app, settings), monitor, tracks
 
 
@@ -51,6 +51,7 @@ def test_a_report_says_what_the_worker_holds_did_and_has_waiting():
 
 def test_a_worker_restoring_tables_says_so_and_a_stopped_one_holds_nothing():
     assert reporter(in_recovery=True)[0].status().state == "recovering"
+    assert reporter(rebalancing=True)[0].status().state == "recovering"  # a rebalance stops its cameras too
     stopped = reporter()[0].status("stopped")
     assert stopped.state == "stopped" and stopped.partitions == [] and stopped.frames_waiting == 0
 
