@@ -69,9 +69,12 @@ def records_of(out: FrameOutput):
             yield topic, item
 
 
+_alerts_log = logging.getLogger("agents.analyze")  # whoever ends them, alerts are the analyze stage's
+
+
 def log_alerts(out: FrameOutput) -> None:
     for alert in out.alerts:
-        log.info("analyze: %s alert %s %s: %s", alert.camera_id, alert.state, alert.alert_id, alert.message)
+        _alerts_log.info("analyze: %s alert %s %s: %s", alert.camera_id, alert.state, alert.alert_id, alert.message)
 
 
 class SilentCameras:

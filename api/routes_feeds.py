@@ -87,16 +87,17 @@ SSE_RESPONSE = {200: {"content": {"text/event-stream": {"schema": {"type": "stri
 
 
 @router.get("/alerts", response_model=AlertsNow, summary="Active and recent alerts of every camera",
-            description="`recent`: the last `limit` alert events (raised and cleared), oldest first; `active`: every "
+            description="`recent`: the last `limit` alert events (raised and cleared), oldest first (`limit=0`: none, "
+            "for the active alerts alone); `active`: every "
             "alert raised and not cleared, as this API process holds them. The `X-Feed-Position` header is the alerts "
             "feed's position right after them: open `/alerts/stream` with it as `last_event_id` to go on with no "
             "gap and no repeat (the dashboard does).")
-async def all_alerts(request: Request, response: Response, limit: Annotated[int, Query(ge=1, le=1000)] = 100):
+async def all_alerts(request: Request, response: Response, limit: Annotated[int, Query(ge=0, le=1000)] = 100):
     hub = request.app.state.hub
     # The read model and the ring's position move together (TopicRing._add), with no await between them here.
     response.headers["X-Feed-Position"] = format_cursor(hub.rings["alerts"].next)
     recent, active = hub.alerts_of(None)
-    return AlertsNow(active=active, recent=recent[-limit:])
+    return AlertsNow(active=active, recent=recent[-limit:] if limit else [])
 
 
 FEED_ITEM = re.compile(rf"^(?P<feed>{'|'.join(f.value for f in Feed)})(?::(?P<camera>{CAMERA_ID_PATTERN[1:-1]}))?$")
