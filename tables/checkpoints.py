@@ -102,6 +102,8 @@ class Checkpoints(Generic[A]):
         self._lock = asyncio.Lock()
         self._open = _Batch()
         self._latest_records: dict[bytes, tuple] = {}  # per camera: its latest frame and its records on their way
+        self._partition_of: dict[bytes, int] = {}  # per camera seen: its partition
+        self._cameras_in: int | None = None  # the consumer generation those are checked against
         self._timer: asyncio.Future | None = None
         self._broken = False
 
@@ -136,6 +138,7 @@ class Checkpoints(Generic[A]):
         """Process one frame inside this block: no flush cuts into it."""
         async with self._lock:
             self._drop_if_rebalanced()
+            self._forget_cameras_moved_away(event)
             step = Step(self, event)
             try:
                 yield step
@@ -195,7 +198,25 @@ class Checkpoints(Generic[A]):
         if latest is not None:
             await refusal(self.stage, *latest)  # (a refused one is the flush's to dead-letter)
 
+    def _forget_cameras_moved_away(self, event) -> None:
+        """After a rebalance, the live actors and records of the cameras whose partitions went elsewhere are
+        dropped: kept, a worker would end up holding every camera it ever owned (should one come back, its
+        actor is built from the table again)."""
+        generation, first = self.app.consumer_generation_id, self._cameras_in is None
+        if generation == self._cameras_in:
+            return
+        self._cameras_in = generation
+        if first:
+            return
+        topic = event.message.topic
+        held = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == topic}
+        for key in [k for k, partition in self._partition_of.items() if partition not in held]:
+            del self._partition_of[key]
+            self._latest_records.pop(key, None)
+            self.cache.forget(key)
+
     def _add(self, step: Step) -> None:
+        self._partition_of[step.event.key] = step.event.message.partition
         batch = self._open
         if not batch.events:
             batch.generation, batch.started = step.event.message.generation_id, time.monotonic()

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import faust
 import pytest
+from faust.types import TP
 from aiokafka.errors import InvalidTimestampError
 
 from tables.actor_cache import ActorCache
@@ -70,6 +71,11 @@ class Stream:
 @dataclass
 class App:
     consumer_generation_id: int = 1
+    held: tuple = (0, 1, 2, 3)  # the partitions of its.detections the consumer is assigned
+
+    @property
+    def consumer(self):
+        return SimpleNamespace(assignment=lambda: {TP("its.detections", p) for p in self.held} | {TP("its.other", 9)})
 
 
 def make(interval_s=10.0, max_frames=256):
@@ -255,6 +261,22 @@ async def test_after_a_rebalance_the_frames_since_the_last_flush_are_dropped_unw
     assert actor.applied == [1, 2]  # rebuilt from the table, not [1, 2, 2]
     await checkpoints.flush()
     assert table.writes[-1] == (b"a", 0, [1, 2]) and stream.acked == [10, 11]
+
+
+@in_event_loop
+async def test_after_a_rebalance_the_cameras_that_moved_away_are_forgotten():
+    """Kept, a worker would end up holding the live actor and last records of every camera it ever owned."""
+    checkpoints, table, _, app = make()
+    loop = asyncio.get_running_loop()
+    await frame(checkpoints, b"a", 0, 10, 1, acks=[done_future(loop)])
+    await frame(checkpoints, b"b", 1, 20, 1, acks=[done_future(loop)])
+    await checkpoints.flush()
+    assert set(checkpoints.cache._live) == set(checkpoints._latest_records) == {b"a", b"b"}
+    app.consumer_generation_id, app.held = 2, (1, 3)  # partition 0 went to another worker
+    await frame(checkpoints, b"b", 1, 21, 2)
+    assert set(checkpoints.cache._live) == {b"b"} and set(checkpoints._latest_records) <= {b"b"}
+    app.consumer_generation_id, app.held = 3, (0, 1, 3)  # and came back: its actor is the table's
+    assert (await frame(checkpoints, b"a", 0, 11, 2)).applied == [1, 2]
 
 
 @in_event_loop
