@@ -88,6 +88,12 @@ class StaleFrames:
         or not a frame of theirs came since (one that stopped sends none to bring ``fresh``'s report)."""
         due = [c for c, camera in self._cameras.items()
                if camera.count and now - max(camera.reported_at, camera.shed_at) >= self.report_every_s]
+        # One with nothing left to report and no frame for three periods (a running one's next frame would have
+        # said it is fresh again) stopped after its last report: dropped unsaid, or the worker would hold every
+        # camera that ever shed a frame.
+        for c in [c for c, camera in self._cameras.items()
+                  if not camera.count and now - max(camera.reported_at, camera.shed_at) >= 3 * self.report_every_s]:
+            del self._cameras[c]
         return [self._report(c, self._cameras.pop(c), now, still_shedding=False, tail="none shed since") for c in due]
 
     def _report(self, camera_id: str, camera: _Shedding, now: float, *, still_shedding: bool,
