@@ -316,6 +316,22 @@ def with_kept(setup: CameraSetup, config: CameraConfig | None) -> tuple[CameraSe
     return whole, kept
 
 
+def beyond_setup(config: CameraConfig | None, setup: CameraSetup) -> list[Change]:
+    """The changes that drop what the camera has and ``setup`` does not give (what ``with_kept`` keeps)."""
+    from schemas.control import RemoveLine, RemoveZone, SetCalibration, SetSpeedLimit
+
+    if config is None or config.removed:
+        return []
+    line_names, zone_names = {line.name for line in setup.lines}, {zone.name for zone in setup.zones}
+    changes: list[Change] = [RemoveLine(name=line.name) for line in config.lines if line.name not in line_names]
+    changes += [RemoveZone(name=zone.name) for zone in config.zones if zone.name not in zone_names]
+    if setup.calibration is None and config.calibration is not None:
+        changes.append(SetCalibration(calibration=None))
+    if setup.speed_limit_kmh is None and config.speed_limit_kmh is not None:
+        changes.append(SetSpeedLimit(kmh=None))
+    return changes
+
+
 def ensure_setup(config: CameraConfig | None, camera_id: str, setup: CameraSetup, *, source: str = "") -> list[Change]:
     """The changes that give the camera these lines, zones, calibration and limit (others it has stay),
     and ``source`` as where its frames come from, when given."""

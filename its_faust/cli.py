@@ -340,8 +340,10 @@ def _setup_from(line_specs, config_path):
     return setup.check()
 
 
-async def _run_with_progress(settings, source, camera_id, workers, fps, max_frames, setup, stop: StopSoftly):
-    """``stop``: installed while the stack runs; the caller releases it once the summary is out."""
+async def _run_with_progress(settings, source, camera_id, workers, fps, max_frames, setup, stop: StopSoftly, *,
+                             bare: bool = False):
+    """``stop``: installed while the stack runs; the caller releases it once the summary is out. ``bare``: see
+    ``pipeline.setup_for_run``."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Column
@@ -390,7 +392,7 @@ async def _run_with_progress(settings, source, camera_id, workers, fps, max_fram
         with stop:
             return await run_source(
                 settings, source, camera_id=camera_id, workers=workers, fps=fps, max_frames=max_frames, setup=setup,
-                on_progress=on_progress, stop=stop.event,
+                bare=bare, on_progress=on_progress, stop=stop.event,
             )
 
 
@@ -476,7 +478,8 @@ def replay(camera_id, source, line_specs, config_path, latest, from_seq, to_seq,
     on the broker. Every stored track of the camera by default, across its runs (each run, or a gap
     of over 30 s, starts a new stretch; the result lists them); --latest or --from-seq/--to-seq pick a part.
     With --source instead, a recorded video goes through the whole pipeline again as camera
-    "replay" (as `run` does: on a broker of its own unless ITS_FAUST_BROKER_URL is set).
+    "replay" (as `run` does: on a broker of its own unless ITS_FAUST_BROKER_URL is set), with
+    the --line/--config given and nothing of an earlier replay.
     """
     set_env(broker_url=broker_url)
     settings = _settings()
@@ -494,8 +497,9 @@ def replay(camera_id, source, line_specs, config_path, latest, from_seq, to_seq,
             if latest or from_seq is not None or to_seq is not None:
                 raise ValueError("--latest, --from-seq and --to-seq pick stored tracks: they go with --camera")
             stop = StopSoftly()
+            # Camera "replay" is the tool's own: it has the lines and zones given here, none left from before.
             summary = asyncio.run(_run_with_progress(settings, _resolve_source(source, settings), "replay", 1, None,
-                                                     None, setup, stop))
+                                                     None, setup, stop, bare=True))
             result = {"source": summary.source, "frames": summary.frames_tracked, "counts": summary.counts,
                       "line_travel": summary.line_travel, "line_speeds": summary.line_speeds, "zones": summary.zones,
                       "alerts": summary.alerts, "stopped_early": summary.stopped_early}

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from its_faust.cameras import (
-    CameraSetup, check_speed_limit, command, ensure_setup, read_configs, send_commands, with_kept,
+    CameraSetup, beyond_setup, check_speed_limit, command, ensure_setup, read_configs, send_commands, with_kept,
 )
 from its_faust.broker import EmbeddedBroker, bootstrap_servers, check_embedded_allowed, wait_reachable
 from its_faust.cpu_use import CpuMeter
@@ -205,16 +205,21 @@ async def configure_camera(stack: Stack, camera_id: str, setup: CameraSetup, *, 
         await send_commands(stack.bootstrap, stack.settings, [command(camera_id, c, issued_by="run") for c in changes])
 
 
-async def setup_for_run(stack: Stack, camera_id: str, setup: CameraSetup) -> tuple[CameraSetup, list[str]]:
+async def setup_for_run(stack: Stack, camera_id: str, setup: CameraSetup, *, bare: bool = False) -> tuple[CameraSetup, list[str]]:
     """What a run of ``camera_id`` will be analysed with, and what of it the camera had from before
     (a camera removed is added again).
 
     On a broker that has seen the camera, it keeps the lines and zones it had (``ensure_setup``
-    leaves them): the workers count them, so the summary reports them too, and says so."""
+    leaves them): the workers count them, so the summary reports them too, and says so. ``bare``:
+    those are dropped first instead (``replay --source``'s camera of its own has what it is given)."""
     current = (await read_configs(stack.bootstrap, stack.settings)).get(camera_id)
     if current is not None and current.removed:  # the workers would dead-letter its frames
         log.warning("camera %s was removed: this run adds it again", camera_id)
         await send_commands(stack.bootstrap, stack.settings, [command(camera_id, AddCamera(name=camera_id), issued_by="run")])
+    if bare and (dropped := beyond_setup(current, setup)):
+        log.info("%s: %d change(s) from before dropped: it has what this run gives, no more", camera_id, len(dropped))
+        await send_commands(stack.bootstrap, stack.settings, [command(camera_id, c, issued_by="run") for c in dropped])
+        current = None
     whole, kept = with_kept(setup, current)
     check_speed_limit(whole)
     if kept:
@@ -308,12 +313,13 @@ async def run_source(
     fps: float | None = None,
     max_frames: int | None = None,
     setup: CameraSetup | None = None,
+    bare: bool = False,
     on_progress: Callable | None = None,
     stop: asyncio.Event | None = None,
 ) -> RunSummary:
-    """A whole source through the pipeline; with a ``setup`` (or one the camera has on the broker already),
-    the summary has counts, zones and alerts too. ``stop`` ends the source early: the frames sent by
-    then are tracked and summed up (``stopped_early``)."""
+    """A whole source through the pipeline; with a ``setup`` (or one the camera has on the broker already,
+    unless ``bare``: see ``setup_for_run``), the summary has counts, zones and alerts too. ``stop`` ends the
+    source early: the frames sent by then are tracked and summed up (``stopped_early``)."""
     kwargs = dict(camera_id=camera_id, fps=fps, max_frames=max_frames, on_progress=on_progress, stop=stop)
     result = None
     if not settings.broker_url:  # a broker of its own: what is given is all the camera has (else setup_for_run)
@@ -326,7 +332,7 @@ async def run_source(
         cpu = CpuMeter.of_stack(stack)
         setup, kept = setup or CameraSetup(), []
         if not stack.broker:  # a broker this run started holds no camera yet: nothing to read
-            setup, kept = await setup_for_run(stack, camera_id, setup)
+            setup, kept = await setup_for_run(stack, camera_id, setup, bare=bare)
         if setup != CameraSetup():
             stats, feed, result = await analyze_source(stack, source, setup, **kwargs)
         else:

@@ -226,6 +226,28 @@ def test_a_run_on_a_camera_the_broker_knows_reports_what_it_kept(stack, settings
     assert total(result.counts["y120"], "in") + total(result.counts["y120"], "out") >= 2, result.counts
 
 
+def test_replay_of_a_video_has_the_lines_given_and_none_of_an_earlier_replay(stack, settings):
+    """`replay --source` runs as camera "replay" (bare=True): a second replay with another line counted both."""
+    from its_faust.cameras import CameraSetup, read_configs
+    from its_faust.pipeline import configure_camera, setup_for_run
+    from schemas.geometry import Zone
+
+    first = CameraSetup(lines=[CountingLine(name="y120", x1=140, y1=120, x2=620, y2=120)],
+                        zones=[Zone(name="near", points=[(0, 200), (640, 200), (640, 360), (0, 360)])])
+    second = CameraSetup(lines=[CountingLine(name="y200", x1=140, y1=200, x2=620, y2=200)])
+
+    async def go():
+        await configure_camera(stack, "replay-bare", first)  # the earlier replay
+        setup, kept = await setup_for_run(stack, "replay-bare", second, bare=True)
+        emptied = (await read_configs(stack.bootstrap, settings))["replay-bare"]
+        await configure_camera(stack, "replay-bare", setup)
+        return setup, kept, emptied, (await read_configs(stack.bootstrap, settings))["replay-bare"]
+
+    setup, kept, emptied, config = asyncio.run(go())
+    assert setup == second and kept == [] and emptied.lines == emptied.zones == []
+    assert [line.name for line in config.lines] == ["y200"] and config.zones == []
+
+
 def test_a_run_with_no_workers_of_its_own_is_tracked_by_the_running_ones(stack, settings, clip_path):
     """`run --workers 0` on a broker with workers: nobody joins their group (no rebalance), they track it all.
     The camera was removed before: the run adds it again (the workers dead-letter a removed camera's frames)."""
