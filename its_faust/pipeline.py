@@ -181,9 +181,14 @@ async def track_source(
             if not sender.done() and idle > idle_timeout_s:
                 sender.cancel()
                 lag = await group_lag(stack.bootstrap, settings.app_id, [settings.topic(FRAMES), settings.topic(DETECTIONS)])
+                # (The stack's work folder goes as the run ends: what its workers said is put here instead.)
+                said = stack.worker_warnings(10)
                 raise TimeoutError(
                     f"no frame tracked for {idle_timeout_s:.0f}s ({len(tracked)} tracked so far); "
-                    f"uncommitted messages by partition: {lag}; worker logs in {stack.workdir}"
+                    f"uncommitted messages by partition: {lag}; "
+                    + (f"the workers' last warnings:\n{said}" if said else "its workers logged no warning" if stack.workers
+                       else "this run started no worker (--workers 0): are the broker's own running? "
+                            "(`its-faust tail workers`)")
                 )
         if on_progress:
             on_progress(stats, tracked)
