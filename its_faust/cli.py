@@ -447,7 +447,9 @@ def bench(source: str, out_path: Path | None, skip_baseline: bool, batch_sweep: 
             try:
                 batch_sizes = [int(s) for s in sizes.split(",") if s.strip()]
             except ValueError:
-                raise click.BadParameter(f"{sizes!r} is not a comma-separated list of batch sizes", param_hint="--sizes")
+                raise ValueError(f"--sizes {sizes!r} is not a comma-separated list of batch sizes")
+            if not batch_sizes or min(batch_sizes) < 1:
+                raise ValueError(f"--sizes {sizes!r}: batch sizes are 1 or more")
             result = benchmarks.batch_sweep(settings, clip, batch_sizes)
             benchmarks.write_result(out_path, result)
         else:

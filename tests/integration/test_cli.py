@@ -66,6 +66,7 @@ def test_run_writes_a_summary(tmp_path):
         # Checked before the clip is processed: this used to end a whole run with two tracebacks.
         (["run", "--source", "dual_carriageway_abhishek.mp4", "--summary", "/proc/nope/s.json"], "cannot write /proc/nope/s.json"),
         (["bench", "--out", "/proc/nope/b.json"], "cannot write /proc/nope/b.json"),
+        (["bench", "--batch-sweep", "--sizes", "2,0"], "'2,0': batch sizes are 1 or more"),  # said "no frames could be read"
         (["replay", "--source", "dual_carriageway_abhishek.mp4", "--line", "0,0,9,9", "--out", "/"], "cannot write /: it is a folder"),
         (["api"], "api needs a broker: set ITS_FAUST_BROKER_URL or --broker (start one: `its-faust broker`)"),
         (["tail", "tracks"], "tail needs the broker that holds the topic: set ITS_FAUST_BROKER_URL or --broker"),
