@@ -172,7 +172,7 @@ def _bench_round(settings, clip: str, weights: Path, onnx_path: Path, console, s
 
     with console.status("raw ONNX Runtime at the same input size"):
         raw_before = raw_onnxruntime(onnx_path)
-    console.print(f"raw ONNX Runtime: {raw_before['images_per_s']}")
+    console.print(f"raw ONNX Runtime (before): {raw_before['images_per_s']}")
     with console.status("pipeline: broker + worker + camera on the clip"):
         summary = asyncio.run(run_source(settings, clip, camera_id="bench"))
     measured: dict = {"pipeline": {k: getattr(summary, k) for k in
@@ -185,11 +185,12 @@ def _bench_round(settings, clip: str, weights: Path, onnx_path: Path, console, s
     # The ceiling is measured before and after the pipeline: a shared machine's speed drifts.
     with console.status("raw ONNX Runtime again"):
         raw_after = raw_onnxruntime(onnx_path)
-    console.print(f"raw ONNX Runtime: {raw_after['images_per_s']}")
+    console.print(f"raw ONNX Runtime (after): {raw_after['images_per_s']}")
     measured["raw_onnxruntime"] = {
         "input": raw_before["input"], "before": raw_before["images_per_s"], "after": raw_after["images_per_s"],
         "ceiling_fps": round((raw_before["ceiling_fps"] + raw_after["ceiling_fps"]) / 2, 2),
     }
+    console.print(f"raw ONNX Runtime ceiling: {measured['raw_onnxruntime']['ceiling_fps']} fps (the mean of before and after)")
     measured["cpu_budget_ms_per_frame"] = cpu_budget(summary.cpu_ms_per_frame, measured["raw_onnxruntime"]["ceiling_fps"])
     console.print(f"CPU budget per frame: {measured['cpu_budget_ms_per_frame']}")
     fps = summary.throughput_fps
@@ -209,8 +210,28 @@ def _bench_round(settings, clip: str, weights: Path, onnx_path: Path, console, s
         }
     ratios["pipeline_vs_raw_onnxruntime"] = round(fps / measured["raw_onnxruntime"]["ceiling_fps"], 2)
     measured["ratios"] = ratios
-    console.print(f"pipeline / raw ONNX Runtime ceiling: {ratios['pipeline_vs_raw_onnxruntime']}")
+    measured["disturbed"] = disturbances(measured, before=raw_before["ceiling_fps"], after=raw_after["ceiling_fps"])
+    for why in measured["disturbed"]:
+        console.print(f"[yellow]warning: this round was disturbed: {why}; its figures are not the machine's (run it on a "
+                      "quiet machine, or with --repeat)[/yellow]")
     return measured
+
+
+def disturbances(measured: dict, *, before: float, after: float) -> list[str]:
+    """What says a round's figures were taken while something else used the machine's cores."""
+    found = []
+    if min(before, after) > 0 and max(before, after) / min(before, after) > 1.25:
+        found.append(f"the raw ceiling was {before:g} images/s before the pipeline and {after:g} after")
+    pipeline = measured["pipeline"]
+    if pipeline["throughput_fps"] > measured["raw_onnxruntime"]["ceiling_fps"]:
+        found.append(f"the pipeline ({pipeline['throughput_fps']} fps) beat the raw ceiling "
+                     f"({measured['raw_onnxruntime']['ceiling_fps']} fps) it cannot beat")
+    if measured["cpu_budget_ms_per_frame"].get("not_inference", 0) < 0:
+        found.append("the pipeline's CPU per frame was below inference's alone at the ceiling")
+    if (pipeline.get("cores_busy_elsewhere") or 0) + (pipeline.get("cores_stolen") or 0) > 0.25:
+        found.append(f"other processes and the hypervisor took {pipeline.get('cores_busy_elsewhere')} and "
+                     f"{pipeline.get('cores_stolen')} cores during the pipeline's run")
+    return found
 
 
 def _lower_middle(items: list, key=None):
