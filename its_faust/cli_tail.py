@@ -14,8 +14,17 @@ from its_faust.cli_support import fail, running_broker, settings_or_fail, stop_o
 from its_faust.topic_names import ALL, WORKERS
 
 
+class TopicName(click.Choice):
+    """One of the pipeline's topics, by its name without the prefix; the whole name (``its.tracks``) works too."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and "." in value and value.split(".", 1)[1].lower() in self.choices:
+            value = value.split(".", 1)[1]
+        return super().convert(value, param, ctx)
+
+
 @click.command()
-@click.argument("topic", type=click.Choice(ALL, case_sensitive=False), metavar="TOPIC")
+@click.argument("topic", type=TopicName(ALL, case_sensitive=False), metavar="TOPIC")
 @click.option("--camera", "cameras", multiple=True, metavar="ID", help="Only this camera's records (the key); repeatable.")
 @click.option("--from-beginning", is_flag=True, help="Start at the oldest record the broker holds.")
 @click.option("--last", type=click.IntRange(min=0), metavar="N", help="Start with the newest N records.")
@@ -30,9 +39,11 @@ def tail(topic: str, cameras: tuple[str, ...], from_beginning: bool, last: int |
     """Show the records of one of the pipeline's topics as they arrive, a line each (Ctrl-C stops).
 
     TOPIC is one of: frames, detections, tracks, camera-events, dead-letters, camera-commands,
-    camera-configs, crossings, counts, zone-events, zone-stats, alerts, workers (without the topic
-    prefix; workers: each worker's reports, keyed by host:pid).
-    A record that is not what its topic should hold is shown as it is. A broker that stops
+    camera-configs, crossings, counts, zone-events, zone-stats, alerts, workers (the topic's name
+    without its prefix, or with it: its.tracks; workers: each worker's reports, keyed by host:pid).
+    Each line starts with the record's Kafka time, local: for tracks, crossings, counts, zone
+    events and stats and alerts the frame's scene time (a video file's own clock, which can be
+    ahead of or behind the wall clock), for the others when the record was sent. A record that is not what its topic should hold is shown as it is. A broker that stops
     answering for 10 s ends the tail with an error; a topic not created yet is waited for
     (following) or an error (--no-follow). Examples:
 

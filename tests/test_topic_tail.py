@@ -162,3 +162,16 @@ def test_a_broker_that_does_not_answer_ends_a_quiet_follow():
 
     with pytest.raises(BrokerGone, match=r"stopped following: broker 127\.0\.0\.1:\d+ is not reachable"):
         asyncio.run(go())
+
+
+def test_a_topic_is_named_with_or_without_its_prefix():
+    import click
+
+    from its_faust.cli_tail import TopicName
+    from its_faust.topic_names import ALL
+
+    name = TopicName(ALL, case_sensitive=False)
+    assert name.convert("its.tracks", None, None) == name.convert("tracks", None, None) == "tracks"
+    assert name.convert("acme.Zone-Stats", None, None) == "zone-stats"  # another ITS_FAUST_TOPIC_PREFIX
+    with pytest.raises(click.BadParameter):
+        name.convert("its.nope", None, None)
