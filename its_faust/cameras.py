@@ -284,7 +284,7 @@ class CameraSetup(BaseModel):
             xs, ys = (line.x1, line.x2), (line.y1, line.y2)
             if min(xs) < -0.1 * width or max(xs) > 1.1 * width or min(ys) < -0.1 * height or max(ys) > 1.1 * height:
                 log.warning("%s: line %r reaches far past the %dx%d frame (x %g to %g, y %g to %g): x runs across "
-                            "and y down; were they swapped?", source, line.name, width, height, min(xs), max(xs),
+                            "and y down: were they swapped, or the line drawn for another frame size?", source, line.name, width, height, min(xs), max(xs),
                             min(ys), max(ys))
         return self
 

@@ -31,6 +31,6 @@ class TrackRestarts:
         gap_s, dropped = tracker.afresh
         return CameraEvent(
             camera_id=tracker.camera_id, kind=CameraEventKind.tracks_restarted, at=time.time(), seq=tracker.last_seq,
-            reason=f"{gap_s:.1f} s since its last frame (frames shed, the stream lost, or a worker lost or joining), over "
+            reason=f"{gap_s:.1f} s since its last frame (the camera stopped and started again, frames shed, the stream lost, or a worker lost or joining), over "
                    f"the {tracker.max_gap_s:g} s limit: {dropped} tracks dropped, the vehicles in view get new ids",
         )
