@@ -84,7 +84,7 @@ def _infer(images: list) -> list:
         return detector.detect(images)
     except Exception as exc:
         if len(images) == 1:
-            raise
+            return [exc]  # (the batch's frames that did not decode keep their own reasons)
         log.warning("detect: a batch of %d failed (%r): detecting its frames one at a time", len(images), exc)
     results: list = []
     for image in images:
@@ -152,8 +152,9 @@ async def _emit_in_order(acks: Acknowledger, jobs: InOrderJobs) -> None:
             results = [results] * len(frames)
         for frame, event, result in zip(frames, events, results):
             if event.message.generation_id != app.consumer_generation_id:
-                # Read before a rebalance this worker was left out of (stalled past the session timeout): the
-                # frame's new owner detects it, and a late copy from here could land after its later frames.
+                # Read before a rebalance: the new generation reads it again from the committed offset (here or on
+                # the partition's new owner), and a late copy from here (a worker that stalled past its session
+                # timeout) could land after the new owner's later frames.
                 acks.done(event)  # (an old generation's acknowledgement does not count)
                 continue
             if isinstance(result, Exception):

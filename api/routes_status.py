@@ -126,7 +126,7 @@ def _workers_running(hub, now: float) -> str:
     recovering = sum(1 for s in serving if s.state == "recovering")
     if not serving:
         return "none running"
-    return f"{len(serving)} running" + (f" ({recovering} recovering tables)" if recovering else "")
+    return f"{len(serving)} running" + (f" ({recovering} in a rebalance or restoring tables)" if recovering else "")
 
 
 @router.get("/api/v1/workers", response_model=Workers, summary="The workers: what each holds, runs and does, from their own reports",

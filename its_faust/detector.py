@@ -27,6 +27,7 @@ from its_faust.assets import resolve_asset
 from its_faust.backends import DetectorBackend, load_backend
 from its_faust.backends.base import weights_version
 from schemas import Box, ModelInfo
+from schemas.frames import MAX_SIDE_PX
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +46,17 @@ def decode_jpeg(data: bytes, size: tuple[int, int] | None = None) -> np.ndarray:
     OpenCV raise its own error (or the decoder run out of memory), which failed the frames
     of every camera in the frame's batch.
     """
-    if size is not None and data[:2] == b"\xff\xd8":
+    if data[:2] == b"\xff\xd8":
         try:
             height, width = simplejpeg.decode_jpeg_header(data)[:2]
         except ValueError:
             pass  # a broken header: the decoders below say what is wrong with it
         else:
-            _check_size((width, height), size)
+            if max(width, height) > MAX_SIDE_PX:  # decoding would take gigabytes and tens of seconds, then fail
+                raise UnreadableImage(f"frame bytes are not a decodable image: the JPEG says {width}x{height}, "
+                                      f"over {MAX_SIDE_PX} a side")
+            if size is not None:
+                _check_size((width, height), size)
     try:
         image = simplejpeg.decode_jpeg(data, colorspace="BGR")
     except (ValueError, MemoryError) as exc:  # not a JPEG, or a broken one

@@ -69,6 +69,9 @@ class StatusReporter:
         from its_faust.broker import BrokerError, wait_reachable
         from its_faust.codecs import encode
 
+        # Made first, so that its time is when its state held: of two reports sent from tasks side by side
+        # (a rebalance's start and end), readers keep the later-made one whichever lands last.
+        status = self.status(state)
         try:
             # Only to a broker that answers: a record sent to one that is gone stays in the producer's
             # buffer, and Faust's flush at shutdown would then wait for it (a worker that never stops).
@@ -77,7 +80,7 @@ class StatusReporter:
             log.debug("worker status: broker not answering, report skipped")
             return
         try:
-            await topics.workers.send(key=WORKER_ID.encode(), value=encode(self.status(state)))
+            await topics.workers.send(key=WORKER_ID.encode(), value=encode(status))
         except Exception as exc:  # a report is worth less than the work: never let it stop the worker
             log.warning("worker status: not sent (%r)", exc)
 

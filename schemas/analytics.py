@@ -13,7 +13,8 @@ Direction = Literal["in", "out"]
 
 
 class Crossing(CameraRecord):
-    """One track crossed one counting line, on frame ``seq`` (once per track and line)."""
+    """One track crossed one counting line (once per track and line), on frame ``seq``: the crossing's, or, for a
+    track too young to count when it crossed, the frame it had been seen long enough on (label and speed too)."""
 
     schema_: Literal["its.crossing"] = Field("its.crossing", alias="schema")
     v: Literal[1] = 1

@@ -64,6 +64,9 @@ def test_a_batch_the_model_fails_on_is_detected_frame_by_frame_so_only_the_bad_f
     results = detect._detect(frames)
     assert Model.calls == [3, 1, 1, 1]
     assert [type(r).__name__ for r in results] == ["FrameDetections", "RuntimeError", "FrameDetections"]
+    # A frame that does not decode keeps its own reason beside one the model fails on alone.
+    broken = frames[0].model_copy(update={"jpeg": b"not an image"})
+    assert [type(r).__name__ for r in detect._detect([broken, frames[1]])] == ["UnreadableImage", "RuntimeError"]
 
 
 def test_detections_of_frames_read_before_a_rebalance_are_not_sent(monkeypatch):

@@ -77,6 +77,12 @@ def test_times_in_milliseconds_are_refused():
     assert decode(FrameRecord, json.dumps({**wire, "captured_at": 1796500489.158}).encode()).captured_at == 1796500489.158
 
 
+def test_a_frame_over_8k_a_side_is_refused():
+    wire = json.loads(encode(frame()))
+    with pytest.raises(SchemaError, match="width: .*less than or equal to 8192"):
+        decode(FrameRecord, json.dumps({**wire, "width": 60000}).encode())
+
+
 def test_a_command_issued_in_milliseconds_is_refused():
     """Its time became the config's ``updated_at`` and ``line_added_at`` (replay then failed on the year 58901)."""
     from schemas.control import CameraCommand
