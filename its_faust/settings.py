@@ -131,11 +131,12 @@ class ModelSettings(BaseModel):
 
 class TrackerSettings(BaseModel):
     # ByteTrack parameters, same meaning and defaults as Ultralytics' bytetrack.yaml.
-    track_high_thresh: float = Field(0.25, description="ByteTrack: boxes scoring above this are matched first")
-    track_low_thresh: float = Field(0.1, description="ByteTrack: boxes between this and the high threshold are matched second")
-    new_track_thresh: float = Field(0.25, description="ByteTrack: an unmatched box above this starts a track")
-    track_buffer: int = Field(30, description="ByteTrack: frames a lost track is kept for (at 30 fps)")
-    match_thresh: float = Field(0.8, description="ByteTrack: matching cost above this is no match")
+    track_high_thresh: float = Field(0.25, ge=0, le=1, description="ByteTrack: boxes scoring above this are matched first")
+    track_low_thresh: float = Field(0.1, ge=0, le=1,
+                                    description="ByteTrack: boxes between this and the high threshold are matched second")
+    new_track_thresh: float = Field(0.25, ge=0, le=1, description="ByteTrack: an unmatched box above this starts a track")
+    track_buffer: int = Field(30, ge=1, description="ByteTrack: frames a lost track is kept for (at 30 fps)")
+    match_thresh: float = Field(0.8, gt=0, le=1, description="ByteTrack: matching cost above this is no match")
     fuse_score: bool = Field(True, description="ByteTrack: weigh the matching by the boxes' scores")
     # Not ByteTrack's: ours (tables/camera_tracker.py).
     max_gap_s: float = Field(
@@ -143,6 +144,13 @@ class TrackerSettings(BaseModel):
         description="Frames further apart than this (scene time) start the camera's tracks afresh, ids counting on: "
         "after a stream loss or shed frames, the old tracks would be matched to whatever is there now",
     )
+
+    @model_validator(mode="after")
+    def _low_under_high(self) -> "TrackerSettings":
+        if self.track_low_thresh > self.track_high_thresh:
+            raise ValueError(f"ITS_FAUST_TRACKER__TRACK_LOW_THRESH ({self.track_low_thresh:g}) must be at most "
+                             f"ITS_FAUST_TRACKER__TRACK_HIGH_THRESH ({self.track_high_thresh:g})")
+        return self
 
 
 class AnalyticsSettings(BaseModel):
@@ -190,7 +198,7 @@ class AnalyticsSettings(BaseModel):
 
 class ApiSettings(BaseModel):
     host: str = Field("127.0.0.1", description="Interface `its-faust api` listens on (0.0.0.0: every one)")
-    port: int = Field(8000, ge=0, le=65535, description="Port of `its-faust api` (the demo's too)")
+    port: int = Field(8000, ge=1, le=65535, description="Port of `its-faust api` (the demo's too)")
     ring_size: int = Field(10000, ge=10, description="Messages per partition each API process holds per topic")
     frames_keep_s: float = Field(
         6.0, gt=0,
@@ -235,7 +243,7 @@ class IngestSettings(BaseModel):
     reconnect_attempts: int = Field(0, ge=0, description="0 = retry forever")
     stream_timeout_s: float = Field(10.0, gt=0, description="A network stream that takes longer than this to open, "
                                     "or to deliver a frame, is down (reported, then reconnected)")
-    blank_std: float = Field(4.0, description="A frame whose grey-level std dev is below this is blank")
+    blank_std: float = Field(4.0, ge=0, description="A frame whose grey-level std dev is below this is blank")
     frozen_delta: int = Field(
         12, ge=0, le=255,
         description="Grey levels a thumbnail pixel must change by to count as changed; a frame with almost none "
@@ -266,7 +274,7 @@ class Settings(BaseSettings):
 
     profile: Profile = Field(Profile.local, description="local | development | staging | production: its file in "
                              "its_faust/profiles/ sets the values below it differs in")
-    app_id: str = Field("its-faust", description="The workers' consumer group and the prefix of their tables' changelog topics")
+    app_id: str = Field("its-faust", min_length=1, description="The workers' consumer group and the prefix of their tables' changelog topics")
     broker_url: str | None = Field(
         None, description="kafka://host:port[;host:port]; empty starts the embedded Tansu broker"
     )
@@ -369,6 +377,18 @@ class Settings(BaseSettings):
                 raise ValueError(f"{value!r}: {hostport.strip() or 'an empty address'} is not host:port (kafka://host:port[;host:port])")
         return f"{scheme}://{hosts}"
 
+    @field_validator("profile", mode="before")
+    @classmethod
+    def _profile_any_case(cls, value):
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("data_dir", "cache_dir", mode="before")
+    @classmethod
+    def _empty_folder_is_the_default(cls, value, info):
+        """Empty (``ITS_FAUST_DATA_DIR=``): the default, as for the asset folder and the broker; it was the current
+        folder, which a worker then filled with its tables."""
+        return cls.model_fields[info.field_name].get_default() if value == "" else value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _log_level_any_case(cls, value):
@@ -407,12 +427,19 @@ def _env_file(path: Path = Path(".env")) -> dict[str, str | None]:
     return {k.upper(): v for k, v in dotenv_values(path).items()} if path.exists() else {}
 
 
+def _environment() -> dict[str, str]:
+    """The environment's variables, names upper-cased: the settings read them in any case (its_faust_profile)."""
+    return {k.upper(): v for k, v in os.environ.items()}
+
+
 def _profile_name() -> str:
     """``ITS_FAUST_PROFILE`` from the environment, else from ``.env`` (where the ``profile`` field reads it
-    too: a profile named there and not applied would run one profile's values under another's name), else local."""
-    if "ITS_FAUST_PROFILE" in os.environ:
-        return os.environ["ITS_FAUST_PROFILE"]
-    return _env_file().get("ITS_FAUST_PROFILE") or Profile.local.value
+    too: a profile named there and not applied would run one profile's values under another's name), else local;
+    in any case of letters, as the setting reads it."""
+    environment = _environment()
+    if "ITS_FAUST_PROFILE" in environment:
+        return environment["ITS_FAUST_PROFILE"].lower()
+    return (_env_file().get("ITS_FAUST_PROFILE") or Profile.local.value).lower()
 
 
 def load_settings(**overrides) -> Settings:
@@ -447,7 +474,7 @@ def unknown_variables() -> list[tuple[str, str | None]]:
     nothing without a word."""
     import difflib
 
-    given = {k for k in [*map(str.upper, os.environ), *_env_file()] if k.startswith("ITS_FAUST_")}
+    given = {k for k in [*_environment(), *_env_file()] if k.startswith("ITS_FAUST_")}
     known = _variables(Settings)
     unknown = []
     for name in sorted(given - known - INTERNAL_VARIABLES):
@@ -461,7 +488,7 @@ def describe(settings: Settings) -> list[dict]:
     (what `its-faust settings` prints). ``changed``: the value is not the default; ``set_by``: what sets it
     here (the environment, .env, the profile; empty for none), as load_settings reads them, the last first."""
     profile = _profile_name()
-    sources = [("the environment", os.environ), (".env", _env_file()),
+    sources = [("the environment", _environment()), (".env", _env_file()),
                (f"the {profile} profile", _env_file(PROFILES_DIR / f"{profile}.env"))]
     rows = []
 
@@ -474,12 +501,20 @@ def describe(settings: Settings) -> list[dict]:
                 continue
             default = field.get_default(call_default_factory=True)
             value, default = _plain(value), _plain(default)
-            set_by = next((name for name, values in sources if variable in values), "")
+            set_by = next((name for name, values in sources if variable in values), "") or next(
+                (f"{name} ({group})" for name, values in sources for group in _groups_of(variable) if group in values), "")
             rows.append({"variable": variable, "value": value, "default": default, "changed": value != default,
                          "set_by": set_by, "description": field.description or ""})
 
     walk(settings, "ITS_FAUST_")
     return rows
+
+
+def _groups_of(variable: str) -> list[str]:
+    """The variables of the groups a setting is in, innermost first: ITS_FAUST_MODEL for ITS_FAUST_MODEL__IMGSZ
+    (a group's variable takes JSON)."""
+    parts = variable.split("__")
+    return ["__".join(parts[:n]) for n in range(len(parts) - 1, 0, -1)]
 
 
 def _plain(value):

@@ -24,6 +24,36 @@ def test_profile_file_applies_and_environment_wins(monkeypatch):
     assert load_settings().partitions == 12
 
 
+def test_a_profile_named_in_lower_case_letters_is_applied_whole_and_settings_name_their_source(monkeypatch):
+    """its_faust_profile=production set the profile field but not its file: one profile's values under another's
+    name. And `settings` said a lower-case variable's value came from the profile."""
+    from its_faust.settings import describe
+
+    monkeypatch.setenv("its_faust_profile", "Production")
+    settings = load_settings()
+    assert settings.profile.value == "production" and settings.partitions == 32 and settings.replication_factor == 3
+    monkeypatch.setenv("its_faust_partitions", "7")
+    monkeypatch.setenv("ITS_FAUST_MODEL", '{"imgsz": 320}')
+    rows = {row["variable"]: row for row in describe(load_settings())}
+    assert rows["ITS_FAUST_PARTITIONS"]["value"] == 7 and rows["ITS_FAUST_PARTITIONS"]["set_by"] == "the environment"
+    assert rows["ITS_FAUST_MODEL__IMGSZ"]["set_by"] == "the environment (ITS_FAUST_MODEL)"
+    assert rows["ITS_FAUST_REPLICATION_FACTOR"]["set_by"] == "the production profile"
+
+
+def test_an_empty_folder_setting_is_its_default_and_tracker_thresholds_are_checked(monkeypatch):
+    monkeypatch.setenv("ITS_FAUST_DATA_DIR", "")  # was the current folder, filled with a worker's tables
+    monkeypatch.setenv("ITS_FAUST_CACHE_DIR", "")
+    settings = load_settings()
+    assert settings.data_dir == Path(".its-faust") and settings.cache_dir == Path.home() / ".cache" / "its-faust"
+    for variable, value, reason in (("ITS_FAUST_TRACKER__TRACK_BUFFER", "-5", "greater than or equal to 1"),
+                                    ("ITS_FAUST_TRACKER__TRACK_LOW_THRESH", "0.9", "must be at most"),
+                                    ("ITS_FAUST_API__PORT", "0", "greater than or equal to 1")):
+        monkeypatch.setenv(variable, value)
+        with pytest.raises(ValueError, match=reason):
+            load_settings()
+        monkeypatch.delenv(variable)
+
+
 def test_the_worker_app_takes_its_producer_linger_from_settings(monkeypatch):
     from its_faust.app import create_app
 
