@@ -14,15 +14,14 @@ import httpx
 from its_faust.broker import free_port
 
 
-def check_port_free(host: str, port: int) -> None:
-    """One line before the API starts (uvicorn would print the dashboard's address, then fail on it).
-
-    Only a port in use is reported here; any other trouble binding (a host name that does not resolve,
-    an address not on this machine) is left to uvicorn, which names it itself."""
+def check_can_listen(host: str, port: int) -> None:
+    """One line before the API starts, for whatever would stop it listening: uvicorn printed the dashboard's
+    address, then its own error, and exited 3."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    except socket.gaierror:
-        return
+    except socket.gaierror as exc:
+        raise ValueError(f"cannot listen on {host}: the host name does not resolve ({exc.strerror}); give "
+                         "--host an address of this machine (127.0.0.1, 0.0.0.0 for every interface)") from None
     with socket.socket(family, kind, proto) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: only a listener is in the way
         try:
@@ -30,6 +29,10 @@ def check_port_free(host: str, port: int) -> None:
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise ValueError(f"port {port} on {host} is in use: give the dashboard another one with --port N") from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise ValueError(f"cannot listen on {host}: it is not an address of this machine (give --host one "
+                                 "that is: 127.0.0.1, 0.0.0.0 for every interface)") from None
+            raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 class ApiProcess:

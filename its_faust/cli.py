@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -538,9 +539,9 @@ def api(host, port, broker_url) -> None:
         fail(BrokerError("api needs a broker: set ITS_FAUST_BROKER_URL or --broker (start one: `its-faust broker`)"))
     try:
         wait_for_broker(settings.broker_url, settings.broker_wait_s)
-        from api.process import check_port_free
+        from api.process import check_can_listen
 
-        check_port_free(settings.api.host, settings.api.port)
+        check_can_listen(settings.api.host, settings.api.port)
     except USER_ERRORS as exc:
         fail(exc)
     import uvicorn
@@ -552,6 +553,11 @@ def api(host, port, broker_url) -> None:
     # loop="none": the loop ITS_FAUST_EVENT_LOOP installed (uvicorn's "auto" would pick uvloop regardless).
     # A live view (MJPEG) streams until its viewer leaves: on SIGTERM, uvicorn waited for it for ever (a
     # rollout waited out its grace period, then killed the API); it is cut after API_STOP_S.
+    # uvicorn stops gracefully on SIGTERM, then raises the signal again under the handler it found: by default
+    # that killed the process (exit 143, no "api stopped") where Ctrl-C ended cleanly. A no-op one ends it alike.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, lambda *_: None)
     uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_level="warning", loop="none",
                 timeout_graceful_shutdown=API_STOP_S)
     click.echo("api stopped")

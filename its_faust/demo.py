@@ -25,7 +25,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from api.process import ApiProcess, check_port_free
+from api.process import ApiProcess, check_can_listen
 from its_faust.broker import BrokerMemoryNote
 from its_faust.cameras import CameraSetup, parse_line
 from its_faust.ingest import LIVE_CREDIT_EXPIRE_S, FlowWindow, ingest, make_producer
@@ -188,7 +188,7 @@ async def run_demo(settings, source: str, *, workers: int = 1, cameras: int = 1,
                    port: int | None = None) -> None:
     stop = asyncio.Event()
     port = port or settings.api.port
-    check_port_free("127.0.0.1", port)
+    check_can_listen("127.0.0.1", port)
     async with Stack(settings, workers=workers) as stack:
         names = [f"demo-cam-{i + 1}" for i in range(cameras)]
         line = SAMPLE_LINES.get(Path(source).name)

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from api.process import check_port_free
+from api.process import check_can_listen
 from its_faust.cli import _check_writable
 
 
@@ -46,9 +46,13 @@ def test_a_port_with_a_listener_is_reported_in_use():
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(ValueError, match=rf"port {port} on localhost is in use"):
-            check_port_free("localhost", port)
+            check_can_listen("localhost", port)
 
 
-@pytest.mark.parametrize("host", ["no-such-host.invalid", "192.0.2.1"])  # does not resolve; not this machine's
-def test_other_trouble_binding_is_left_to_uvicorn_to_name(host):
-    assert check_port_free(host, 8000) is None
+@pytest.mark.parametrize("host, reason", [("no-such-host.invalid", "the host name does not resolve"),
+                                          ("192.0.2.1", "it is not an address of this machine")])
+def test_other_trouble_listening_is_one_line_too(host, reason):
+    """uvicorn printed the dashboard's address, then its own error, and exited 3."""
+    with pytest.raises(ValueError, match=f"cannot listen on {host}: {reason}"):
+        check_can_listen(host, 8000)
+    assert check_can_listen("127.0.0.1", 0) is None
