@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import signal
 import sys
@@ -18,7 +19,11 @@ _options_given: dict[str, str] = {}
 
 
 def fail(problem: BaseException | str) -> NoReturn:
-    click.echo(f"its-faust: error: {problem}", err=True)
+    from its_faust.logs import json_line, json_logging
+
+    # With JSON logs (staging, production), the line that says why the command ended is one of them too.
+    click.echo(json_line(logging.ERROR, "its_faust", f"its-faust: error: {problem}") if json_logging()
+               else f"its-faust: error: {problem}", err=True)
     sys.exit(2)
 
 

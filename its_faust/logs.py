@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 
 
@@ -47,7 +48,27 @@ class RepeatedLines(logging.Filter):
         return True
 
 
+def json_logging() -> bool:
+    """Whether this process logs JSON lines (``setup_logging``)."""
+    return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
+
+
+def json_line(level: int, logger: str, message: str) -> str:
+    """One line as the JSON logs have it, for what is written without the logging module (a command's error)."""
+    return JsonFormatter().format(logging.makeLogRecord(
+        {"name": logger, "levelno": level, "levelname": logging.getLevelName(level), "msg": message}))
+
+
 def setup_logging(level: str = "info", json_lines: bool = False) -> None:
+    if json_lines:
+        # OpenCV and FFmpeg write to stderr themselves ("[tcp @ 0x...] Connection ... failed", "[ WARN:0@0.2]
+        # ... VIDEOIO(FFMPEG)"): lines a log pipeline cannot parse. Read when a camera is first opened; what they
+        # would say, our own lines say (the stream lost, with its reason).
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+        if "OPENCV_LOG_LEVEL" not in os.environ:
+            import cv2  # (imported already by now, where the environment would come too late)
+
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     handler = logging.StreamHandler()
     handler.addFilter(RepeatedLines())
     handler.setFormatter(

@@ -24,3 +24,27 @@ def test_a_librarys_repeated_log_lines_are_held_back_and_counted(monkeypatch):
     clock[0] += 31
     assert line("aiokafka.conn", "Unable connect to node with id %s", 3) == (
         "Unable connect to node with id 3 [1 more like this in the last 31 s]")
+
+
+def test_with_json_logs_the_error_a_command_ends_on_is_a_json_line_too(monkeypatch, capsys):
+    """The line that says why a process died was the one plain-text line a log pipeline could not parse."""
+    import json
+
+    import pytest
+
+    from its_faust.cli_support import fail
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))  # restored after the test
+    monkeypatch.setattr(root, "level", root.level)
+    monkeypatch.setenv("OPENCV_FFMPEG_LOGLEVEL", "-8")  # (set by setup_logging: undone with the test)
+    logs.setup_logging("info", json_lines=True)
+    with pytest.raises(SystemExit) as exited:
+        fail("broker 127.0.0.1:1 is not reachable")
+    entry = json.loads(capsys.readouterr().err)
+    assert exited.value.code == 2 and entry["level"] == "error"
+    assert entry["msg"] == "its-faust: error: broker 127.0.0.1:1 is not reachable"
+    logs.setup_logging("info", json_lines=False)
+    with pytest.raises(SystemExit):
+        fail("plain")
+    assert capsys.readouterr().err == "its-faust: error: plain\n"
