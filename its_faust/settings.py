@@ -83,7 +83,7 @@ class ModelSettings(BaseModel):
         "auto", description="onnxruntime | torch | auto (torch on CUDA, else onnxruntime)"
     )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N (torch backend)")
-    imgsz: int = Field(640, ge=32, description="Long side of the network input; frames are letterboxed to a multiple of 32")
+    imgsz: int = Field(640, ge=32, multiple_of=32, description="Long side of the network input; frames are letterboxed to a multiple of 32")
     conf: float = Field(0.1, ge=0.0, le=1.0, description="Minimum score kept (ByteTrack uses low scores too)")
     iou: float = Field(0.7, gt=0.0, le=1.0, description="NMS IoU threshold")
     # NoDecode: the validator below takes "2,3,5,7" as well as the JSON list pydantic-settings wants.
@@ -240,7 +240,8 @@ class IngestSettings(BaseModel):
     )
     reconnect_initial_s: float = Field(0.5, gt=0, description="First wait before reconnecting a lost stream; it doubles")
     reconnect_max_s: float = Field(30.0, gt=0, description="Longest wait between reconnection attempts")
-    reconnect_attempts: int = Field(0, ge=0, description="0 = retry forever")
+    reconnect_attempts: int = Field(0, ge=0, description="Tries again after the first failed open (or a lost stream) "
+                                    "before giving up: 2 gives up after 3 attempts; 0 = tries again for ever")
     stream_timeout_s: float = Field(10.0, gt=0, description="A network stream that takes longer than this to open, "
                                     "or to deliver a frame, is down (reported, then reconnected)")
     blank_std: float = Field(4.0, ge=0, description="A frame whose grey-level std dev is below this is blank")

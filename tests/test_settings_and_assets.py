@@ -47,7 +47,8 @@ def test_an_empty_folder_setting_is_its_default_and_tracker_thresholds_are_check
     assert settings.data_dir == Path(".its-faust") and settings.cache_dir == Path.home() / ".cache" / "its-faust"
     for variable, value, reason in (("ITS_FAUST_TRACKER__TRACK_BUFFER", "-5", "greater than or equal to 1"),
                                     ("ITS_FAUST_TRACKER__TRACK_LOW_THRESH", "0.9", "must be at most"),
-                                    ("ITS_FAUST_API__PORT", "0", "greater than or equal to 1")):
+                                    ("ITS_FAUST_API__PORT", "0", "greater than or equal to 1"),
+                                    ("ITS_FAUST_MODEL__IMGSZ", "100", "multiple of 32")):
         monkeypatch.setenv(variable, value)
         with pytest.raises(ValueError, match=reason):
             load_settings()
