@@ -208,6 +208,10 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
     from its_faust.topic_names import ensure_topics
 
     stats = IngestStats(camera_id)  # kept here: a Ctrl-C still has the totals to tell
+    try:
+        resolved = _resolve_source(source, settings)  # a clip not found is said first, before the broker is asked
+    except USER_ERRORS as exc:
+        fail(exc)
 
     async def go():
         bootstrap = bootstrap_servers(settings.broker_url)
@@ -223,7 +227,7 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
         try:
             await producer.start()
             await run_ingest(
-                _resolve_source(source, settings), camera_id, producer, settings, fps=fps, max_frames=max_frames,
+                resolved, camera_id, producer, settings, fps=fps, max_frames=max_frames,
                 loop_source=loop_source, as_live_source=as_live_source, stop=watch.removed,
                 stop_reason="the camera was removed", stats=stats,
             )
