@@ -25,10 +25,11 @@ from typing import Any
 from faust.types import TP
 
 from its_faust import topics
-from its_faust.app import app, settings, stall_watchdog
+from its_faust.app import DEFAULT_BROKER, app, settings, stall_watchdog
 from its_faust.codecs import encode
 from its_faust.delivery import send
-from its_faust.topic_reader import partition_for
+from its_faust.broker import bootstrap_servers
+from its_faust.topic_reader import group_offsets, partition_for
 from schemas import TrackRecord
 from tables.camera_analytics import FrameOutput, Moment
 
@@ -45,6 +46,19 @@ class LastFrame:
     partition: int
     heard: float  # monotonic time it was taken (or the camera taken over)
     event: Any  # its event, or a stand-in: Faust writes a table key in the partition of the event it is given
+    upstream_ends: dict[str, int] | None = None  # frames and detections of its partition when first found silent
+
+    def passed_upstream(self, offsets: dict[tuple[str, int], tuple[int, int]]) -> bool:
+        """Whether what was on its way to analyze when the camera was first found silent (frames and detections
+        of its partition) has gone through detect and track since: had its frames been there, they would have
+        come. A camera's frames can stop reaching analyze for a while (detect or track behind, or restarting, on
+        another worker) without the camera stopping: closed then, a file camera, whose scene clock shows no gap,
+        re-entered every zone under the same track ids. The first call notes the ends, and says no."""
+        mine = {topic: (done, end) for (topic, partition), (done, end) in offsets.items() if partition == self.partition}
+        if self.upstream_ends is None:
+            self.upstream_ends = {topic: end for topic, (_, end) in mine.items()}
+            return False
+        return all(mine.get(topic, (end, end))[0] >= end for topic, end in self.upstream_ends.items())
 
     @classmethod
     def of(cls, event, record: TrackRecord) -> "LastFrame":
@@ -122,6 +136,8 @@ class SilentCameras:
                 for last in self.last_frames.values():
                     last.heard = max(last.heard, now)
                 continue
+            upstream: dict | None = None
+            asked = False
             for key, last in list(self.last_frames.items()):
                 if now - last.heard < self.silent_s:
                     continue
@@ -130,6 +146,12 @@ class SilentCameras:
                     continue
                 if ends[last.partition] > self.taken.get(last.partition, 0):
                     continue  # frames of its partition wait: they may be its own
+                if not asked:
+                    upstream, asked = await _upstream_offsets(), True
+                if upstream is None:
+                    break  # not known: judged again at the next look
+                if not last.passed_upstream(upstream):
+                    continue  # what was on its way to this stage then may be its frames (detect or track behind)
                 await self._close(key, last, now, generation)
 
     async def _close(self, key: bytes, last: LastFrame, now: float, generation: int | None) -> None:
@@ -186,6 +208,18 @@ class SilentCameras:
                                                   _TakenOver(key, topic, partition))
                 log.info("analyze: %s was left open (tracks in view or alerts active) with no frame since; closed "
                          "if none comes within %.0f s", actor.camera_id, self.silent_s)
+
+
+async def _upstream_offsets() -> dict[tuple[str, int], tuple[int, int]] | None:
+    """Per (topic, partition) of frames and detections: (committed by the group, log end); None if the broker
+    could not be asked."""
+    try:
+        return await asyncio.wait_for(
+            group_offsets(bootstrap_servers(settings.broker_url or DEFAULT_BROKER), settings.app_id,
+                          [topics.frames.get_topic_name(), topics.detections.get_topic_name()]), 5.0)
+    except Exception as exc:
+        log.debug("analyze: the frames and detections waiting could not be asked (%r)", exc)
+        return None
 
 
 async def _log_ends(consumer, partitions: set[int]) -> dict[int, int] | None:

@@ -72,6 +72,7 @@ class _Consumer:
         self.partitions = partitions
         self.committed: dict[int, int] = {}  # the group's commits
         self.ends: dict[int, int] = {}  # the logs' ends, where not right after the frames taken
+        self.upstream: dict[tuple[str, int], tuple[int, int]] = {}  # frames and detections: (committed, end)
 
     def assignment(self):
         return {TP(TRACKS, p) for p in self.partitions}
@@ -105,6 +106,10 @@ class _Watchdog:
 
 
 def _closer(monkeypatch, consumer, watchdog=(True,), rebalancing=None, table=None):
+    async def group_offsets(bootstrap, group, topic_names):
+        return dict(consumer.upstream)
+
+    monkeypatch.setattr(silent_cameras, "group_offsets", group_offsets)
     monkeypatch.setattr(silent_cameras, "app", _App(consumer, rebalancing))
     monkeypatch.setattr(silent_cameras, "stall_watchdog", _Watchdog(list(watchdog)))
     closed: list[str] = []
@@ -164,6 +169,22 @@ def test_a_camera_is_not_closed_while_the_broker_holds_frames_of_its_partition_n
     _run(closer, closed, rounds_s=1.5)
     assert closed == []
     consumer.waiting = 0  # all taken, and still nothing of cam-a: silent
+    _run(closer, closed, rounds_s=1.5)
+    assert closed == ["cam-a"]
+
+
+def test_a_camera_is_not_closed_while_what_was_on_its_way_to_analyze_then_has_not_come(monkeypatch):
+    """Detect or track behind (restarting, recovering on another worker) for camera_silent_s: a file camera,
+    whose scene clock then shows no gap, was closed and re-entered every zone under the same track ids."""
+    consumer = _Consumer({0: 10})
+    frames, detections = topics.frames.get_topic_name(), topics.detections.get_topic_name()
+    consumer.upstream = {(frames, 0): (40, 95), (detections, 0): (38, 40), (frames, 1): (0, 0)}
+    closer, closed = _closer(monkeypatch, consumer)
+    closer.last_frames[b"cam-a"] = _last("cam-a", 1, time.monotonic() - 100)
+    _run(closer, closed, rounds_s=1.5)
+    assert closed == [] and closer.last_frames[b"cam-a"].upstream_ends == {frames: 95, detections: 40}
+    # Frames of other cameras keep coming (the ends move on): what was there then has gone through; closed.
+    consumer.upstream = {(frames, 0): (95, 130), (detections, 0): (41, 44)}
     _run(closer, closed, rounds_s=1.5)
     assert closed == ["cam-a"]
 
