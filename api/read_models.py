@@ -297,9 +297,17 @@ class Zones(CurrentFigures):
 
     def apply(self, m: Message) -> None:
         stats = self._current(m, ZoneStats)
-        if stats is not None:
-            # A camera's records come in order on one partition: the newest is the zone's figure now.
-            self.latest[(stats.camera_id, stats.zone)] = stats
+        if stats is None:
+            return
+        key = (stats.camera_id, stats.zone)
+        known = self.latest.get(key)
+        # Every zone event adds one entry or exit: a record with fewer than the figure held is an older one that
+        # landed late (a refused batch-mate sent again on its own lands after its camera's later records); a
+        # redelivered one has as many, and may stand.
+        if known is not None and (stats.zone_version, stats.entries + stats.exits) < (known.zone_version,
+                                                                                      known.entries + known.exits):
+            return
+        self.latest[key] = stats
 
     def current(self, camera_id: str, config: CameraConfig | None) -> list[ZoneStats]:
         """The camera's zones, by name; with its configuration, only the zones it has now, as added now (one removed,
