@@ -203,6 +203,7 @@ class SilentCameras:
             except Exception as exc:  # (its next frame dead-letters what cannot be read)
                 log.warning("analyze: camera %r's stored state could not be read (%r)", key, exc)
                 continue
+            self.checkpoints.looked_at(key, partition, keep=actor.is_open())
             if actor.is_open():
                 self.last_frames[key] = LastFrame(actor.camera_id, actor.last_seq, actor.last_at, partition, now,
                                                   _TakenOver(key, topic, partition))

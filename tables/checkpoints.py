@@ -198,6 +198,15 @@ class Checkpoints(Generic[A]):
         if latest is not None:
             await refusal(self.stage, *latest)  # (a refused one is the flush's to dead-letter)
 
+    def looked_at(self, key: bytes, partition: int, keep: bool) -> None:
+        """A camera's actor was read from the table between frames (by the closer's look at the cameras taken
+        over): unless ``keep``, it is not held live (a worker would hold every camera of its partitions), but
+        for one with frames applied since the last flush; a kept one goes when its partition moves away."""
+        if keep:
+            self._partition_of[key] = partition
+        elif key not in self._open.changed:
+            self.cache.forget(key)
+
     def _forget_cameras_moved_away(self, event) -> None:
         """After a rebalance, the live actors and records of the cameras whose partitions went elsewhere are
         dropped: kept, a worker would end up holding every camera it ever owned (should one come back, its

@@ -280,6 +280,21 @@ async def test_after_a_rebalance_the_cameras_that_moved_away_are_forgotten():
 
 
 @in_event_loop
+async def test_an_actor_read_only_to_look_at_is_not_held_live_and_one_kept_goes_with_its_partition():
+    checkpoints, table, _, app = make()
+    await frame(checkpoints, b"a", 0, 10, 1)  # a frame applied, not flushed: its actor must stay live
+    checkpoints.cache.get(b"idle", "idle")
+    checkpoints.cache.get(b"open", "open")
+    checkpoints.looked_at(b"idle", 1, keep=False)
+    checkpoints.looked_at(b"open", 2, keep=True)
+    checkpoints.looked_at(b"a", 0, keep=False)
+    assert set(checkpoints.cache._live) == {b"a", b"open"}
+    app.consumer_generation_id, app.held = 2, (0, 1)  # partition 2 went to another worker
+    await frame(checkpoints, b"a", 0, 10, 1)
+    assert b"open" not in checkpoints.cache._live
+
+
+@in_event_loop
 async def test_a_camera_restarted_after_a_failed_frame_has_its_frames_since_the_flush_again():
     checkpoints, table, _, _ = make()
     await frame(checkpoints, b"a", 0, 10, 1)

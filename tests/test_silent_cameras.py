@@ -47,6 +47,7 @@ class _Checkpoints:
         self.cache = SimpleNamespace(get=self._actor, table=table if table is not None else {})
         self.fresh = "no frame comes"
         self.written: list[tuple[bytes, object]] = []
+        self.looked: list[tuple[bytes, bool]] = []  # the actors read from the table by the look at those taken over
 
     def _actor(self, key: bytes, camera: str) -> _Actor:
         if key not in self.actors:
@@ -63,6 +64,9 @@ class _Checkpoints:
 
     async def write_between_frames(self, key, actor, event, sent, generation) -> None:
         self.written.append((key, event))
+
+    def looked_at(self, key: bytes, partition: int, keep: bool) -> None:
+        self.looked.append((key, keep))
 
 
 class _Consumer:
@@ -218,6 +222,9 @@ def test_a_camera_left_open_by_the_worker_before_is_closed_by_the_one_that_took_
     assert b"cam-open" in watched and b"cam-closed" not in watched
     assert all(partition_for(key, 4) in consumer.partitions for key in watched)  # none of another worker's
     assert watched[b"cam-open"].heard >= took_over and watched[b"cam-open"].seq == 7  # silent from the takeover
+    # Read from the table to look: the closed camera's actor is not held live (a worker held every camera of its
+    # partitions), the open one's is, until its partition moves away.
+    assert (b"cam-closed", False) in closer.checkpoints.looked and (b"cam-open", True) in closer.checkpoints.looked
     assert closed[:1] == ["cam-open"]
     [(key, stand_in)] = [(k, e) for k, e in closer.checkpoints.written if k == b"cam-open"]
     assert (stand_in.message.topic, stand_in.message.partition) == (TRACKS, held)  # written where its frames go
