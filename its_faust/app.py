@@ -119,6 +119,18 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
+# RocksDB's defaults for each table partition's store: a 64 MB write buffer, up to 3 of them, and a 2 GB block
+# cache. The actors rewrite each camera's state (10-30 KB) every half second, so every store's write buffers
+# filled towards their 192 MB before any went to disk: a worker's memory grew by 5.5 MB a minute in a soak run,
+# for ever as far as one could tell. The state is small and read from the latest writes.
+TABLE_STORE_OPTIONS = {"write_buffer_size": 4 << 20, "max_write_buffer_number": 2, "block_cache_size": 16 << 20}
+
+
+def table(name: str, **kwargs):
+    """One of the workers' tables (RocksDB-backed, with a changelog), with the store options above."""
+    return app.Table(name, partitions=settings.partitions, options=dict(TABLE_STORE_OPTIONS), **kwargs)
+
+
 settings = get_settings()
 app = create_app(settings)
 stall_watchdog = install_watchdog(app, settings, settings.broker_url or DEFAULT_BROKER)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from its_faust.app import app, settings
+from its_faust.app import settings, table
 from its_faust.codecs import decode, encode
 from tables.actor_cache import ActorCache
 from tables.camera_analytics import AnalyticsState, CameraAnalytics
 
-analytics_states = app.Table("camera-analytics", key_type=bytes, value_type=bytes, partitions=settings.partitions)
+analytics_states = table("camera-analytics", key_type=bytes, value_type=bytes)
 
 
 def _build(camera_id: str, stored: bytes | None) -> CameraAnalytics:

@@ -7,11 +7,11 @@ analytics actor reads it locally.
 
 from __future__ import annotations
 
-from its_faust.app import app, settings
+from its_faust.app import table
 from its_faust.codecs import decode
 from schemas.control import CameraConfig
 
-config_table = app.Table("camera-config", key_type=bytes, value_type=bytes, partitions=settings.partitions)
+config_table = table("camera-config", key_type=bytes, value_type=bytes)
 
 
 _decoded: dict[bytes, tuple[bytes, CameraConfig]] = {}

@@ -18,7 +18,7 @@ retention.
 
 from __future__ import annotations
 
-from its_faust.app import app, settings
+from its_faust.app import table
 from schemas.analytics import CountUpdate, Crossing, WindowCount, ZoneEvent, ZoneStats, ZoneWindow
 from tables.speed import speed_stats
 
@@ -30,7 +30,7 @@ MAX_SPEEDS = 5000
 
 
 def _table(name: str):
-    return app.Table(name, key_type=str, default=dict, partitions=settings.partitions)
+    return table(name, key_type=str, default=dict)
 
 
 line_minute = _table("line-counts-minute")  # key -> {window start: value}

@@ -8,13 +8,13 @@ its latest detection event, at each flush (:mod:`tables.checkpoints`).
 
 from __future__ import annotations
 
-from its_faust.app import app, settings
+from its_faust.app import settings, table
 from its_faust.codecs import decode, encode
 from tables.actor_cache import ActorCache
 from tables.camera_tracker import CameraTracker, TrackerState
 
 # bytes keys and values: Faust stores them as they are ("raw"); values are JSON records (its_faust.codecs).
-tracker_states = app.Table("camera-tracker", key_type=bytes, value_type=bytes, partitions=settings.partitions)
+tracker_states = table("camera-tracker", key_type=bytes, value_type=bytes)
 
 
 def _build(camera_id: str, stored: bytes | None) -> CameraTracker:
