@@ -21,6 +21,7 @@ from its_faust.codecs import encode
 from its_faust.dead_letters import valid_records
 from its_faust.delivery import Acknowledger
 from its_faust.seqs_behind import SeqsBehind
+from its_faust.stale_frames import StaleFrames
 from its_faust.track_restarts import TrackRestarts
 from its_faust.worker_status import WORKER_ID
 from schemas import DetectionRecord, TrackRecord
@@ -31,6 +32,8 @@ from tables.tracker_table import tracker_cache
 log = logging.getLogger(__name__)
 _behind = SeqsBehind()  # this worker's cameras whose frames keep coming with seqs already passed
 _restarts = TrackRestarts()  # this worker's cameras whose tracks a gap restarted
+_stale = StaleFrames(settings.tracker.live_max_age_s, stage="track",
+                     behind="tracking is behind: this worker's cores cannot keep up with detection and tracking both")
 
 
 @app.agent(topics.detections, name="track")
@@ -39,6 +42,11 @@ async def track(stream):
                 Acknowledger(stream, "track") as acks):  # (acknowledges the frames dead-lettered for what they are)
         async for event, det in valid_records(stream, DetectionRecord, acks, ack=False):
             async with checkpoints.step(event) as step:
+                now = time.time()
+                if _stale.is_stale(det, now):  # skipped, it counts as done: tracking catches up with the present
+                    await topics.send_camera_event(_stale.shed(det, now))
+                    continue
+                await topics.send_camera_event(_stale.fresh(det, now))
                 try:
                     tracker = step.actor(det.camera_id)
                     if det.seq <= tracker.last_seq:
@@ -56,6 +64,13 @@ async def track(stream):
                 await step.send(topics.tracks, encode(record), timestamp=det.at)
                 step.changed(tracker, det)
                 await topics.send_camera_event(_restarts.report(tracker, time.monotonic()))
+
+
+@app.timer(interval=2.0, name="tracking-shed-reports")
+async def _report_overdue() -> None:
+    """What is left to report of cameras whose detections were shed and that sent none since."""
+    for camera_event in _stale.overdue(time.time()):
+        await topics.send_camera_event(camera_event)
 
 
 def _track_one(tracker: CameraTracker, det: DetectionRecord) -> TrackRecord:

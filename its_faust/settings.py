@@ -138,7 +138,12 @@ class TrackerSettings(BaseModel):
     track_buffer: int = Field(30, ge=1, description="ByteTrack: frames a lost track is kept for (at 30 fps)")
     match_thresh: float = Field(0.8, gt=0, le=1, description="ByteTrack: matching cost above this is no match")
     fuse_score: bool = Field(True, description="ByteTrack: weigh the matching by the boxes' scores")
-    # Not ByteTrack's: ours (tables/camera_tracker.py).
+    # Not ByteTrack's: ours (tables/camera_tracker.py, agents/track.py).
+    live_max_age_s: float = Field(
+        6.0, ge=0,
+        description="A live frame's detections older than this (from capture) when tracking comes to them are shed, "
+        "not tracked: tracking is behind, and skipping is what lets it catch up (its_faust/stale_frames.py); 0 = never",
+    )
     max_gap_s: float = Field(
         2.0, gt=0,
         description="Frames further apart than this (scene time) start the camera's tracks afresh, ids counting on: "

@@ -27,6 +27,12 @@ is dated by the last frame it counts, so that the minute it falls in is the minu
 (the API's count history gives each minute its shed frames). The counts are this worker's: a shed frame that is redelivered
 (a crash before its offset was committed) is counted again, and a count not yet reported
 when the camera's partition moves to another worker is not reported.
+
+The track stage sheds too, a live frame's detections older than ``tracker.live_max_age_s``
+(6 s) when it comes to them: on a machine whose cores cannot keep up with detection and
+tracking both, detect took every frame fresh enough and tracking fell further behind for
+ever (119 s after 18 minutes of a soak run). Shedding there costs the detections done,
+but skipping a frame is far cheaper than tracking it, so tracking catches up.
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from schemas import CameraEvent, CameraEventKind, FrameRecord
+from schemas import CameraEvent, CameraEventKind
+from schemas.base import CameraRecord
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +58,17 @@ class _Shedding:
 class StaleFrames:
     """Decides which frames to shed and batches the reports about them, per camera."""
 
-    def __init__(self, max_age_s: float, report_every_s: float = 10.0):
+    def __init__(self, max_age_s: float, report_every_s: float = 10.0, stage: str = "detect",
+                 behind: str = "detection is behind: a worker lost or joining, too few workers for the cameras"):
         self.max_age_s = max_age_s
         self.report_every_s = report_every_s
+        self.stage, self.behind = stage, behind
         self._cameras: dict[str, _Shedding] = {}
 
-    def is_stale(self, frame: FrameRecord, now: float) -> bool:
+    def is_stale(self, frame: CameraRecord, now: float) -> bool:
         return self.max_age_s > 0 and frame.scene_time is None and now - frame.captured_at > self.max_age_s
 
-    def shed(self, frame: FrameRecord, now: float) -> CameraEvent | None:
+    def shed(self, frame: CameraRecord, now: float) -> CameraEvent | None:
         """Count a frame as shed; returns the camera's report when one is due."""
         camera = self._cameras.get(frame.camera_id)
         first = camera is None
@@ -73,7 +82,7 @@ class StaleFrames:
             return self._report(frame.camera_id, camera, now, still_shedding=True)
         return None
 
-    def fresh(self, frame: FrameRecord, now: float) -> CameraEvent | None:
+    def fresh(self, frame: CameraRecord, now: float) -> CameraEvent | None:
         """A frame of the camera is detected. Once none has been shed for a whole period (and a period has passed
         since the last report), its frames are fresh again: the last report says so, with what is left to count.
         Before that, shedding goes on now and then, and ``shed`` reports it."""
@@ -101,13 +110,12 @@ class StaleFrames:
         if camera.count:
             reason = (
                 f"{camera.count} live frame(s) shed, up to {camera.oldest_s:.1f} s old, over the {self.max_age_s:g} s "
-                "limit (detection is behind: a worker lost or joining, too few workers for the cameras; or the camera's clock "
-                "is behind the worker's)"
+                f"limit ({self.behind}; or the camera's clock is behind the worker's)"
                 + ("" if still_shedding else f"; {tail}")
             )
         else:  # every shed frame was in an earlier report
             reason = f"frames are fresh again: none shed for {self.report_every_s:g} s"
-        log.warning("detect: camera %s: %s", camera_id, reason)
+        log.warning("%s: camera %s: %s", self.stage, camera_id, reason)
         event = CameraEvent(
             camera_id=camera_id, kind=CameraEventKind.frames_shed, at=camera.shed_at if camera.count else now,
             seq=camera.last_seq, reason=reason, frames_shed=camera.count,

@@ -111,7 +111,8 @@ class CameraTracker:
 
     def __init__(self, camera_id: str, tracker_settings, state: TrackerState | None = None):
         self.camera_id = camera_id
-        args = IterableSimpleNamespace(tracker_type="bytetrack", **tracker_settings.model_dump(exclude={"max_gap_s"}))
+        args = IterableSimpleNamespace(tracker_type="bytetrack",
+                                       **tracker_settings.model_dump(exclude={"max_gap_s", "live_max_age_s"}))
         self.tracker = BYTETracker(args)
         self.max_gap_s = tracker_settings.max_gap_s
         self.afresh: tuple[float, int] | None = None  # after the last update: (gap s, tracks dropped) if it started afresh

@@ -89,3 +89,22 @@ def test_what_is_left_of_a_camera_that_stopped_is_reported_once_a_period_passed_
     assert stale.overdue(NOW + 60.0) == []
     assert stale._cameras == {}  # "other", all reported and silent for 3 periods since, is not held for ever either
     assert stale.shed(frame(41, 5.0), NOW + 61.0).frames_shed == 1  # a new burst is reported at once
+
+
+def test_the_track_stage_sheds_live_detections_too_and_says_where():
+    """Detect took every frame fresh enough, and tracking fell behind for ever on a machine whose cores could not
+    keep up with both (119 s after 18 minutes of a soak run): tracking sheds what is older than its limit."""
+    from its_faust.settings import TrackerSettings
+    from schemas import Box, DetectionRecord, ModelInfo
+
+    stale = StaleFrames(TrackerSettings().live_max_age_s, stage="track", behind="tracking is behind: cores")
+
+    def detection(seq, age_s, scene_time=None):
+        return DetectionRecord(camera_id="cam-1", seq=seq, captured_at=NOW - age_s, scene_time=scene_time, width=640,
+                               height=360, detected_at=NOW, model=ModelInfo(name="m", version="1", backend="onnxruntime"),
+                               inference_ms=1.0, batch_size=1, boxes=[Box(x1=0, y1=0, x2=1, y2=1, conf=0.9, cls=2, label="car")])
+    assert not stale.is_stale(detection(1, 5.0), NOW)  # within the 6 s: tracked
+    assert stale.is_stale(detection(2, 7.0), NOW)
+    assert not stale.is_stale(detection(3, 70.0, scene_time=NOW - 70.0), NOW)  # a file's: never
+    report = stale.shed(detection(2, 7.0), NOW)
+    assert report.frames_shed == 1 and "over the 6 s limit (tracking is behind: cores" in report.reason
