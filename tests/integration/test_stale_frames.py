@@ -13,8 +13,8 @@ from its_faust.codecs import decode, encode
 from its_faust.ingest import ingest, make_producer
 from its_faust.results import TrackFeed
 from its_faust.topic_reader import TopicReader
-from its_faust.topic_names import CAMERA_EVENTS, DEAD_LETTERS, DETECTIONS, FRAMES
-from schemas import CameraEvent, CameraEventKind, DetectionRecord, FrameRecord
+from its_faust.topic_names import CAMERA_EVENTS, DEAD_LETTERS, DETECTIONS, FRAMES, TRACKS
+from schemas import CameraEvent, CameraEventKind, DetectionRecord, FrameRecord, ModelInfo, TrackRecord
 
 CAMERA = "cam-stale"
 
@@ -68,6 +68,43 @@ def test_stale_live_frames_are_shed_and_reported(stack, clip_frames):
                                                               (CameraEventKind.frames_shed, 6, 4)]
     assert "live frame(s) shed" in shed[0].reason and "none shed since" in shed[1].reason
     assert got[DEAD_LETTERS] == []  # shed is not malformed
+
+
+def test_stale_live_detections_are_shed_by_tracking_and_reported(stack):
+    """Tracking behind for good (the cores cannot keep up with detection and tracking both): a live frame's
+    detections older than tracker.live_max_age_s are shed there, so it catches up; a file's never are."""
+    settings, camera = stack.settings, "cam-stale-track"
+    limit = settings.tracker.live_max_age_s
+
+    def detection(seq: int, age_s: float, scene_time: float | None = None) -> bytes:
+        return encode(DetectionRecord(camera_id=camera, seq=seq, captured_at=time.time() - age_s, scene_time=scene_time,
+                                      width=640, height=360, detected_at=time.time(), inference_ms=1.0, batch_size=1,
+                                      model=ModelInfo(name="m", version="1", backend="onnxruntime"), boxes=[]))
+
+    async def go():
+        key = camera.encode()
+        tracks = await TopicReader(stack.bootstrap, settings.topic(TRACKS), keys=[key]).start()
+        events = await TopicReader(stack.bootstrap, settings.topic(CAMERA_EVENTS), keys=[key]).start()
+        producer = make_producer(stack.bootstrap)
+        await producer.start()
+        for payload in [detection(1, 0), *(detection(seq, limit + 30) for seq in (2, 3, 4)), detection(5, 0),
+                        detection(6, limit + 30, scene_time=time.time() - limit - 30)]:
+            await producer.send_and_wait(settings.topic(DETECTIONS), payload, key=key)
+        got, shed = set(), []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (got >= {1, 5, 6} and shed):
+            got |= {decode(TrackRecord, m.value).seq for m in await tracks.poll(100)}
+            shed += [decode(CameraEvent, m.value) for m in await events.poll(100)]
+        await asyncio.sleep(1.0)
+        got |= {decode(TrackRecord, m.value).seq for m in await tracks.poll(300)}
+        await producer.stop()
+        await tracks.stop()
+        await events.stop()
+        return got, shed
+
+    got, shed = asyncio.run(go())
+    assert got == {1, 5, 6}
+    assert shed[0].kind == CameraEventKind.frames_shed and shed[0].seq == 2 and "tracking is behind" in shed[0].reason
 
 
 async def _live_camera_through_a_stall(stack, url: str, stall_s: float):
