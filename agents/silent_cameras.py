@@ -55,7 +55,8 @@ class LastFrame:
         another worker) without the camera stopping: closed then, a file camera, whose scene clock shows no gap,
         re-entered every zone under the same track ids. The first call notes the ends, and says no."""
         mine = {topic: (done, end) for (topic, partition), (done, end) in offsets.items() if partition == self.partition}
-        if self.upstream_ends is None:
+        if self.upstream_ends is None or any(end < self.upstream_ends.get(topic, 0) for topic, (_, end) in mine.items()):
+            # (noted again where a log went back: a broker that lost its logs)
             self.upstream_ends = {topic: end for topic, (_, end) in mine.items()}
             return False
         return all(mine.get(topic, (end, end))[0] >= end for topic, end in self.upstream_ends.items())
@@ -136,8 +137,7 @@ class SilentCameras:
                 for last in self.last_frames.values():
                     last.heard = max(last.heard, now)
                 continue
-            upstream: dict | None = None
-            asked = False
+            silent = []
             for key, last in list(self.last_frames.items()):
                 if now - last.heard < self.silent_s:
                     continue
@@ -146,13 +146,13 @@ class SilentCameras:
                     continue
                 if ends[last.partition] > self.taken.get(last.partition, 0):
                     continue  # frames of its partition wait: they may be its own
-                if not asked:
-                    upstream, asked = await _upstream_offsets(), True
-                if upstream is None:
-                    break  # not known: judged again at the next look
-                if not last.passed_upstream(upstream):
-                    continue  # what was on its way to this stage then may be its frames (detect or track behind)
-                await self._close(key, last, now, generation)
+                silent.append((key, last))
+            upstream = await _upstream_offsets({last.partition for _, last in silent}) if silent else None
+            if upstream is None:
+                continue  # none silent, or not known: judged again at the next look
+            for key, last in silent:
+                if last.passed_upstream(upstream):  # (else what was on its way then may be its frames)
+                    await self._close(key, last, now, generation)
 
     async def _close(self, key: bytes, last: LastFrame, now: float, generation: int | None) -> None:
         checkpoints = self.checkpoints
@@ -211,13 +211,13 @@ class SilentCameras:
                          "if none comes within %.0f s", actor.camera_id, self.silent_s)
 
 
-async def _upstream_offsets() -> dict[tuple[str, int], tuple[int, int]] | None:
-    """Per (topic, partition) of frames and detections: (committed by the group, log end); None if the broker
-    could not be asked."""
+async def _upstream_offsets(partitions: set[int]) -> dict[tuple[str, int], tuple[int, int]] | None:
+    """Per (topic, partition) of frames and detections, these partitions: (committed by the group, log end);
+    None if the broker could not be asked."""
     try:
         return await asyncio.wait_for(
             group_offsets(bootstrap_servers(settings.broker_url or DEFAULT_BROKER), settings.app_id,
-                          [topics.frames.get_topic_name(), topics.detections.get_topic_name()]), 5.0)
+                          [topics.frames.get_topic_name(), topics.detections.get_topic_name()], partitions), 5.0)
     except Exception as exc:
         log.debug("analyze: the frames and detections waiting could not be asked (%r)", exc)
         return None

@@ -42,11 +42,6 @@ async def track(stream):
                 Acknowledger(stream, "track") as acks):  # (acknowledges the frames dead-lettered for what they are)
         async for event, det in valid_records(stream, DetectionRecord, acks, ack=False):
             async with checkpoints.step(event) as step:
-                now = time.time()
-                if _stale.is_stale(det, now):  # skipped, it counts as done: tracking catches up with the present
-                    await topics.send_camera_event(_stale.shed(det, now))
-                    continue
-                await topics.send_camera_event(_stale.fresh(det, now))
                 try:
                     tracker = step.actor(det.camera_id)
                     if det.seq <= tracker.last_seq:
@@ -54,6 +49,11 @@ async def track(stream):
                         await topics.send_camera_event(_behind.skipped(det.camera_id, det.seq, tracker.last_seq, time.time()))
                         continue
                     _behind.applied(det.camera_id)
+                    now = time.time()
+                    if _stale.is_stale(det, now):  # skipped, it counts as done: tracking catches up with the present
+                        await topics.send_camera_event(_stale.shed(det, now))
+                        continue
+                    await topics.send_camera_event(_stale.fresh(det, now))
                     record = _track_one(tracker, det)
                 except Exception as exc:  # a bug (or unreadable stored state) must not stop the other cameras
                     log.exception("track: %s seq %s failed", det.camera_id, det.seq)

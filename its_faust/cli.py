@@ -558,12 +558,20 @@ def api(host, port, broker_url) -> None:
     # A live view (MJPEG) streams until its viewer leaves: on SIGTERM, uvicorn waited for it for ever (a
     # rollout waited out its grace period, then killed the API); it is cut after API_STOP_S.
     # uvicorn stops gracefully on SIGTERM, then raises the signal again under the handler it found: by default
-    # that killed the process (exit 143, no "api stopped") where Ctrl-C ended cleanly. A no-op one ends it alike.
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(sig) is not signal.SIG_IGN:
-            signal.signal(sig, lambda *_: None)
-    uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_level="warning", loop="none",
-                timeout_graceful_shutdown=API_STOP_S)
+    # that killed the process (exit 143, no "api stopped") where Ctrl-C ended cleanly. This one ends it alike
+    # (and at once, before uvicorn listens). SIGHUP (the terminal closed), which uvicorn leaves alone, is a SIGTERM.
+    def stop(*_) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # (nohup: kept running)
+        signal.signal(signal.SIGHUP, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
+    try:
+        uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_level="warning", loop="none",
+                    timeout_graceful_shutdown=API_STOP_S)
+    except SystemExit as exc:
+        if exc.code:
+            raise
     click.echo("api stopped")
 
 

@@ -507,8 +507,9 @@ def describe(settings: Settings) -> list[dict]:
                 continue
             default = field.get_default(call_default_factory=True)
             value, default = _plain(value), _plain(default)
-            set_by = next((name for name, values in sources if variable in values), "") or next(
-                (f"{name} ({group})" for name, values in sources for group in _groups_of(variable) if group in values), "")
+            # The first source (the one that wins) that gives it, by its own variable or its group's JSON.
+            set_by = next((name if found == variable else f"{name} ({found})" for name, values in sources
+                           for found in (variable, *_groups_of(variable)) if found in values), "")
             rows.append({"variable": variable, "value": value, "default": default, "changed": value != default,
                          "set_by": set_by, "description": field.description or ""})
 

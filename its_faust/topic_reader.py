@@ -221,20 +221,23 @@ def _group_reader(bootstrap: str, group_id: str) -> AIOKafkaConsumer:
                             fetch_max_wait_ms=WHOLE_TOPIC_FETCH_WAIT_MS, max_partition_fetch_bytes=8 << 20)
 
 
-async def _group_offsets_on(consumer: AIOKafkaConsumer, topics: list[str]) -> dict[tuple[str, int], tuple[int, int]]:
-    tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
+async def _group_offsets_on(consumer: AIOKafkaConsumer, topics: list[str],
+                            partitions: set[int] | None = None) -> dict[tuple[str, int], tuple[int, int]]:
+    tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])
+           if partitions is None or p in partitions]
     ends = await log_ends(consumer, tps)
     # Paused: a consumer kept open would go on fetching every partition it was assigned (the frames too).
     consumer.pause(*consumer.assignment())
     return {(tp.topic, tp.partition): (await consumer.committed(tp) or 0, end) for tp, end in ends.items()}
 
 
-async def group_offsets(bootstrap: str, group_id: str, topics: list[str]) -> dict[tuple[str, int], tuple[int, int]]:
-    """Per (topic, partition): (offset the consumer group has committed, end offset)."""
+async def group_offsets(bootstrap: str, group_id: str, topics: list[str],
+                        partitions: set[int] | None = None) -> dict[tuple[str, int], tuple[int, int]]:
+    """Per (topic, partition), of every partition or these: (offset the consumer group has committed, end offset)."""
     consumer = _group_reader(bootstrap, group_id)
     await consumer.start()
     try:
-        return await _group_offsets_on(consumer, topics)
+        return await _group_offsets_on(consumer, topics, partitions)
     finally:
         await consumer.stop()
 

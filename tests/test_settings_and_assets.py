@@ -40,6 +40,17 @@ def test_a_profile_named_in_lower_case_letters_is_applied_whole_and_settings_nam
     assert rows["ITS_FAUST_REPLICATION_FACTOR"]["set_by"] == "the production profile"
 
 
+def test_a_settings_source_is_the_one_that_wins(monkeypatch, tmp_path):
+    """The environment's JSON group beats .env's own variable: the value was the environment's, the source said .env."""
+    from its_faust.settings import describe
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("ITS_FAUST_MODEL__IMGSZ=416\n")
+    monkeypatch.setenv("ITS_FAUST_MODEL", '{"imgsz": 320}')
+    row = next(r for r in describe(load_settings()) if r["variable"] == "ITS_FAUST_MODEL__IMGSZ")
+    assert row["value"] == 320 and row["set_by"] == "the environment (ITS_FAUST_MODEL)"
+
+
 def test_an_empty_folder_setting_is_its_default_and_tracker_thresholds_are_checked(monkeypatch):
     monkeypatch.setenv("ITS_FAUST_DATA_DIR", "")  # was the current folder, filled with a worker's tables
     monkeypatch.setenv("ITS_FAUST_CACHE_DIR", "")

@@ -110,7 +110,7 @@ class _Watchdog:
 
 
 def _closer(monkeypatch, consumer, watchdog=(True,), rebalancing=None, table=None):
-    async def group_offsets(bootstrap, group, topic_names):
+    async def group_offsets(bootstrap, group, topic_names, partitions=None):
         return dict(consumer.upstream)
 
     monkeypatch.setattr(silent_cameras, "group_offsets", group_offsets)
@@ -289,3 +289,13 @@ def test_after_a_rebalance_every_partition_held_is_looked_at_again(monkeypatch):
     silent_cameras.app.consumer_generation_id = 2
     closer._note_cameras_taken_over(time.monotonic())
     assert list(closer.last_frames) == [key]
+
+
+def test_what_was_on_its_way_is_noted_again_where_a_log_went_back():
+    """A broker that lost its logs under a running worker: ends and commits start again near 0, and a camera whose
+    ends were noted at 5000 was never closed."""
+    frames = topics.frames.get_topic_name()
+    last = _last("cam-a", 1, time.monotonic() - 100, partition=2)
+    assert not last.passed_upstream({(frames, 2): (4990, 5000), (frames, 3): (0, 9)})  # noted: 5000
+    assert not last.passed_upstream({(frames, 2): (40, 40)}) and last.upstream_ends == {frames: 40}  # noted again
+    assert last.passed_upstream({(frames, 2): (41, 44)})
