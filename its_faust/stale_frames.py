@@ -69,8 +69,11 @@ class StaleFrames:
         return self.max_age_s > 0 and frame.scene_time is None and now - frame.captured_at > self.max_age_s
 
     def shed(self, frame: CameraRecord, now: float) -> CameraEvent | None:
-        """Count a frame as shed; returns the camera's report when one is due."""
+        """Count a frame as shed; returns the camera's report when one is due. A copy of one shed already (a
+        redelivery, never applied, so not below the tracker's last seq) is not counted again."""
         camera = self._cameras.get(frame.camera_id)
+        if camera is not None and camera.last_seq is not None and frame.seq <= camera.last_seq:
+            return None
         first = camera is None
         if first:
             camera = self._cameras[frame.camera_id] = _Shedding(reported_at=now, shed_at=now)

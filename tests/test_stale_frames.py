@@ -108,3 +108,13 @@ def test_the_track_stage_sheds_live_detections_too_and_says_where():
     assert not stale.is_stale(detection(3, 70.0, scene_time=NOW - 70.0), NOW)  # a file's: never
     report = stale.shed(detection(2, 7.0), NOW)
     assert report.frames_shed == 1 and "over the 6 s limit (tracking is behind: cores" in report.reason
+
+
+def test_a_copy_of_a_frame_shed_already_is_not_counted_again():
+    """A stalled worker's backlog came again in part: tracked and shed frames added up to more than were sent."""
+    stale = StaleFrames(max_age_s=3.0, report_every_s=10.0)
+    assert stale.shed(frame(1, 5.0), NOW).frames_shed == 1
+    assert stale.shed(frame(2, 5.0), NOW + 1) is None
+    assert stale.shed(frame(2, 6.0), NOW + 2) is None and stale.shed(frame(1, 7.0), NOW + 2) is None  # copies
+    [last] = stale.overdue(NOW + 20)
+    assert last.frames_shed == 1  # seq 2 alone since the first report
