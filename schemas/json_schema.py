@@ -35,9 +35,25 @@ def file_name(record_type: type[Record]) -> str:
     return f"{fields['schema_'].default}-v{fields['v'].default}.json"
 
 
+# Bytes as the stages accept them: base64 in either alphabet, padding optional. Pydantic's schema says
+# "format": "base64url", what the stages write; a validator that checks formats would refuse the standard
+# alphabet, which every stage takes.
+BASE64_EITHER_ALPHABET = {"type": "string", "contentEncoding": "base64", "pattern": "^[A-Za-z0-9+/_-]*={0,2}$"}
+
+
+def _bytes_as_accepted(node):
+    if isinstance(node, dict):
+        if node.get("format") == "base64url":
+            node = {**{k: v for k, v in node.items() if k != "format"}, **BASE64_EITHER_ALPHABET}
+        return {k: _bytes_as_accepted(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_bytes_as_accepted(v) for v in node]
+    return node
+
+
 def json_schemas() -> dict[str, str]:
     """File name -> the record's JSON Schema, as written."""
-    return {file_name(t): json.dumps(t.model_json_schema(by_alias=True), indent=2, sort_keys=True) + "\n"
+    return {file_name(t): json.dumps(_bytes_as_accepted(t.model_json_schema(by_alias=True)), indent=2, sort_keys=True) + "\n"
             for t in TOPIC_RECORDS}
 
 

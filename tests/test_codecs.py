@@ -153,3 +153,22 @@ def test_records_as_the_stages_write_them_pass_their_json_schema_and_bad_ones_fa
         assert validator.is_valid(written), list(validator.iter_errors(written))
         assert not validator.is_valid({**written, "colour": "red"})  # unknown fields are refused, as by the stages
         assert not validator.is_valid({k: v for k, v in written.items() if k != "camera_id"})
+
+
+def test_the_json_schema_takes_a_frame_in_either_base64_alphabet_as_the_stages_do():
+    """An integrator's validator that checks formats must accept the standard alphabet too (pydantic's
+    schema said "base64url", what the stages write, though they take both)."""
+    import base64
+    import json
+
+    import jsonschema_rs
+
+    from schemas.json_schema import HERE, file_name
+
+    jpeg = b"\xff\xd8\xfb\xff\xfe not a real jpeg \xff\xd9"  # bytes whose base64 has '+' and '/' (or '-' and '_')
+    validator = jsonschema_rs.validator_for(json.loads((HERE / file_name(FrameRecord)).read_text()), validate_formats=True)
+    frame = json.loads(encode(FrameRecord(camera_id="cam-8", seq=1, captured_at=1.0, width=64, height=48, jpeg=jpeg)))
+    for text in (base64.b64encode(jpeg).decode(), base64.urlsafe_b64encode(jpeg).decode().rstrip("=")):
+        assert decode(FrameRecord, json.dumps({**frame, "jpeg": text}).encode()).jpeg == jpeg
+        assert validator.is_valid({**frame, "jpeg": text}), text
+    assert not validator.is_valid({**frame, "jpeg": "not base64!"})
