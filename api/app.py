@@ -37,6 +37,9 @@ def create_app(settings, bootstrap: str) -> FastAPI:
         try:
             yield
         finally:
+            lag_read = getattr(app.state, "lag_read", None)  # one a scrape left running (routes_status)
+            if lag_read is not None:
+                lag_read.cancel()
             await app.state.hub.stop()
 
     # FastAPI's /docs and /redoc load their scripts from a CDN: blank pages on a network without the internet.

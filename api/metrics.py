@@ -21,6 +21,9 @@ class Metrics:
                                "Events a client missed because it was too far behind", ["feed"], registry=self.registry)
         self.lag = Gauge("its_faust_worker_lag_messages", "Messages the workers have not committed yet", ["topic"],
                          registry=self.registry)
+        self.lag_age = Gauge("its_faust_worker_lag_age_seconds", "Since the lag figures were read from the broker "
+                             "(a scrape waits 3 s for a read, then gives the last figures up to 30 s old; NaN: none)",
+                             registry=self.registry)
 
     def watch(self, hub) -> None:
         """Read ``hub``'s figures at every scrape (a Hub's read models, once it has started)."""

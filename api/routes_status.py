@@ -18,6 +18,8 @@ STALE_FETCH_S = 10.0
 # Work waiting while the workers' committed offsets have not moved for this long: they are not consuming.
 STALLED_AFTER_S = 30.0
 METRICS_LAG_TIMEOUT_S = 3.0
+# A scrape whose read of the lag takes longer gives the last figures read, if they are this recent.
+METRICS_LAG_KEEP_S = 30.0
 
 
 @router.get("/api/v1/health", summary="Liveness: the process answers")
@@ -108,7 +110,17 @@ async def _worker_lag(state) -> tuple[dict, dict[str, int]]:
     state.metrics.lag.clear()  # set whole, after the read: a read that fails leaves no half-cleared figure
     for t, n in lag.items():
         state.metrics.lag.labels(t).set(n)
+    state.lag_read_at = time.monotonic()
     return offsets, lag
+
+
+def _lag_read(state) -> asyncio.Future:
+    """The read of the lag in flight, or a new one: a scrape that stops waiting for it leaves it running."""
+    read = getattr(state, "lag_read", None)
+    if read is None or read.done():
+        read = state.lag_read = asyncio.ensure_future(_worker_lag(state))
+        read.add_done_callback(lambda r: r.cancelled() or r.exception())  # failures are the scrape's to judge
+    return read
 
 
 def _workers_verdict(running: str, progress: str, waiting: int) -> tuple[str, bool]:
@@ -188,10 +200,21 @@ def _workers_state(state, committed: int, waiting: int, now: float) -> str:
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response,
             responses={200: {"content": {"text/plain": {}}}})
 async def metrics(request: Request) -> Response:
+    state = request.app.state
     try:
-        # Read at each scrape: the figure is the broker's, not a cache. Within 3 s, or Prometheus (10 s) would
-        # lose the API's own figures too while the broker hangs.
-        await asyncio.wait_for(_worker_lag(request.app.state), METRICS_LAG_TIMEOUT_S)
+        # Read at each scrape: the figure is the broker's, not a cache. Waited for 3 s at most, or Prometheus
+        # (10 s) would lose the API's own figures too while the broker hangs.
+        await asyncio.wait_for(asyncio.shield(_lag_read(state)), METRICS_LAG_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        # A loaded broker answers slowly, just when the lag matters: the read goes on for the next scrape, and
+        # this one gives the figures of the last read if they are recent (the age metric says how recent).
+        if time.monotonic() - getattr(state, "lag_read_at", float("-inf")) > METRICS_LAG_KEEP_S:
+            state.metrics.lag.clear()
     except Exception:
-        request.app.state.metrics.lag.clear()  # no figure rather than an old one; the API's own figures still count
-    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        state.metrics.lag.clear()  # the broker said no: no figure rather than an old one
+    read_at = getattr(state, "lag_read_at", None)
+    if read_at is not None and state.metrics.lag.collect()[0].samples:
+        state.metrics.lag_age.set(time.monotonic() - read_at)
+    else:
+        state.metrics.lag_age.set(float("nan"))
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -883,3 +883,59 @@ def test_a_request_under_api_that_no_route_takes_gets_the_apis_answer_and_head_i
     assert "no API endpoint /api/v1/nope" in asyncio.run(ask(app, "GET", "/api/v1/nope")).json()["detail"]
     page = asyncio.run(ask(app, "HEAD", "/"))  # the dashboard as before
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+
+
+def test_a_scrape_whose_lag_read_is_slow_gives_the_last_figures_and_leaves_the_read_running(monkeypatch):
+    """Under load the broker answers slowly, just when the lag matters: the metric was empty whenever a read took
+    over the scrape's 3 s, and the read was cancelled, so every scrape began afresh and none finished."""
+    import asyncio
+
+    import httpx
+    from fastapi import FastAPI
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from api import routes_status
+    from api.metrics import Metrics
+
+    monkeypatch.setattr(routes_status, "METRICS_LAG_TIMEOUT_S", 0.05)
+
+    class Broker:  # the workers' commits and the logs' ends, answering after `delay`
+        delay, done, reads, fail = 0.0, 5, 0, False
+
+        async def read(self):
+            self.reads += 1
+            await asyncio.sleep(self.delay)
+            if self.fail:
+                raise ConnectionError("broker gone")
+            return {("its.frames", 0): (self.done, 12)}
+
+    broker = Broker()
+    app = FastAPI()
+    app.include_router(routes_status.router)
+    app.state.metrics, app.state.hub = Metrics(), SimpleNamespace(group_offsets=broker)
+
+    async def scrape(client) -> dict:
+        text = (await client.get("/metrics")).text
+        return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples
+                if s.name.startswith("its_faust_worker_lag")}
+
+    async def go():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
+            assert (await scrape(client))["its_faust_worker_lag_messages"] == 7
+            broker.delay, broker.done = 0.3, 3
+            slow = await scrape(client)
+            assert slow["its_faust_worker_lag_messages"] == 7  # the last figures, not none
+            assert 0 <= slow["its_faust_worker_lag_age_seconds"] < 1
+            again = await scrape(client)  # the read in flight is waited for again, not begun afresh
+            assert broker.reads == 2 and again["its_faust_worker_lag_messages"] == 7
+            await asyncio.sleep(0.35)  # the read the scrapes left running ends
+            assert (await scrape(client))["its_faust_worker_lag_messages"] == 9
+            monkeypatch.setattr(routes_status, "METRICS_LAG_KEEP_S", 0.0)
+            old = await scrape(client)  # figures too old to give
+            assert "its_faust_worker_lag_messages" not in old and old["its_faust_worker_lag_age_seconds"] != 0
+            await asyncio.sleep(0.35)
+            broker.delay, broker.fail = 0.0, True
+            failed = await scrape(client)  # the broker said no: no figure
+            assert "its_faust_worker_lag_messages" not in failed
+
+    asyncio.run(go())
