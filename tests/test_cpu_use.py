@@ -29,7 +29,7 @@ def test_cpu_per_frame_is_counted_by_process_and_a_vanished_process_is_left_out(
     assert set(figures) == {"me", "total"}  # the child is gone: no figure rather than a guess
     assert 15 <= figures["me"] <= 40  # 0.2 s of CPU over 10 frames is 20 ms each
     assert figures["total"] == figures["me"]
-    assert 0.05 < meter.cores_busy <= os.cpu_count()  # the spin over the wall time (low when other processes took the cores)
+    assert 0 < meter.cores_busy <= os.cpu_count()  # the spin over the wall time (low when other processes took the cores)
     assert meter.per_frame(0) == {}
 
 

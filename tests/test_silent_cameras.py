@@ -77,6 +77,7 @@ class _Consumer:
         self.committed: dict[int, int] = {}  # the group's commits
         self.ends: dict[int, int] = {}  # the logs' ends, where not right after the frames taken
         self.upstream: dict[tuple[str, int], tuple[int, int]] = {}  # frames and detections: (committed, end)
+        self.asked = 0  # for the logs' ends: once in each round that finds a camera silent long enough
 
     def assignment(self):
         return {TP(TRACKS, p) for p in self.partitions}
@@ -88,6 +89,7 @@ class _Consumer:
         return self.committed.get(tp.partition)
 
     async def highwaters(self, *tps):
+        self.asked += 1
         return {tp: self.ends.get(tp.partition, self.taken.get(tp.partition, 0)) + self.waiting for tp in tps}
 
 
@@ -123,21 +125,29 @@ def _closer(monkeypatch, consumer, watchdog=(True,), rebalancing=None, table=Non
     return closer, closed
 
 
-def _run(closer: SilentCameras, closed: list, rounds_s: float = 2.0) -> None:
+def _run(closer: SilentCameras, closed: list, until=None, deadline_s: float = 20.0) -> None:
+    """Runs the closer (a round every 0.5 s) until ``until()`` holds (default: a camera was closed). Judged by
+    what the rounds did, not by how many fit in a time: a loaded machine stretches them."""
     async def go():
         task = asyncio.ensure_future(closer.run())
         try:
-            for _ in range(int(rounds_s / 0.05)):
-                await asyncio.sleep(0.05)
-                if closed:
-                    break
-            await asyncio.sleep(0.1)  # the rest of that round
+            waited = 0.0
+            while not (until() if until else closed):
+                assert waited < deadline_s, f"the closer did not get there in {deadline_s:g} s"
+                await asyncio.sleep(0.02)
+                waited += 0.02
+                if task.done():
+                    task.result()  # raises what stopped it
         finally:
-            if task.done():
-                task.result()  # raises what stopped it
             task.cancel()
 
     asyncio.run(go())
+
+
+def _rounds_judging(consumer: _Consumer, n: int):
+    """``until`` for _run: ``n`` more rounds judged whether a camera is silent (asked the logs' ends)."""
+    goal = consumer.asked + n
+    return lambda: consumer.asked >= goal
 
 
 def test_a_camera_whose_frame_came_while_another_was_closed_is_not_closed(monkeypatch):
@@ -157,11 +167,10 @@ def test_no_camera_is_closed_while_the_broker_is_away_and_their_silence_counts_f
     closer, closed = _closer(monkeypatch, _Consumer({0: 10}), watchdog=(False, False, True))
     closer.last_frames[b"cam-a"] = _last("cam-a", 1, time.monotonic() - 100)
     back = time.monotonic()
-    _run(closer, closed, rounds_s=1.8)  # three rounds: away, away, back
-    assert closed == [] and silent_cameras.stall_watchdog.answers == [True]
-    assert closer.last_frames[b"cam-a"].heard >= back  # silent from the broker's return on
-    _run(closer, closed, rounds_s=3.0)  # still no frame: closed, a second on
-    assert closed == ["cam-a"]
+    _run(closer, closed, until=lambda: closer.last_frames[b"cam-a"].heard >= back)  # away, away, back
+    assert closed == [] and silent_cameras.stall_watchdog.answers == [True]  # silent from the broker's return on
+    _run(closer, closed)  # still no frame: closed, a second on
+    assert closed == ["cam-a"] and time.monotonic() - back >= 1.0
 
 
 def test_a_camera_is_not_closed_while_the_broker_holds_frames_of_its_partition_not_taken_yet(monkeypatch):
@@ -170,10 +179,10 @@ def test_a_camera_is_not_closed_while_the_broker_holds_frames_of_its_partition_n
     consumer = _Consumer({0: 10}, waiting=3)
     closer, closed = _closer(monkeypatch, consumer)
     closer.last_frames[b"cam-a"] = _last("cam-a", 1, time.monotonic() - 100)
-    _run(closer, closed, rounds_s=1.5)
+    _run(closer, closed, until=_rounds_judging(consumer, 3))
     assert closed == []
     consumer.waiting = 0  # all taken, and still nothing of cam-a: silent
-    _run(closer, closed, rounds_s=1.5)
+    _run(closer, closed)
     assert closed == ["cam-a"]
 
 
@@ -185,11 +194,11 @@ def test_a_camera_is_not_closed_while_what_was_on_its_way_to_analyze_then_has_no
     consumer.upstream = {(frames, 0): (40, 95), (detections, 0): (38, 40), (frames, 1): (0, 0)}
     closer, closed = _closer(monkeypatch, consumer)
     closer.last_frames[b"cam-a"] = _last("cam-a", 1, time.monotonic() - 100)
-    _run(closer, closed, rounds_s=1.5)
+    _run(closer, closed, until=_rounds_judging(consumer, 3))
     assert closed == [] and closer.last_frames[b"cam-a"].upstream_ends == {frames: 95, detections: 40}
     # Frames of other cameras keep coming (the ends move on): what was there then has gone through; closed.
     consumer.upstream = {(frames, 0): (95, 130), (detections, 0): (41, 44)}
-    _run(closer, closed, rounds_s=1.5)
+    _run(closer, closed)
     assert closed == ["cam-a"]
 
 
@@ -197,11 +206,10 @@ def test_no_camera_is_closed_during_a_rebalance_and_their_silence_counts_from_it
     closer, closed = _closer(monkeypatch, _Consumer({0: 10}), rebalancing=[True, True, False])
     closer.last_frames[b"cam-a"] = _last("cam-a", 1, time.monotonic() - 100)
     done = time.monotonic()
-    _run(closer, closed, rounds_s=1.8)  # three rounds: rebalancing twice, then not
-    assert closed == [] and silent_cameras.app.answers == [False]
-    assert closer.last_frames[b"cam-a"].heard >= done  # silent from the rebalance's end on
-    _run(closer, closed, rounds_s=3.0)
-    assert closed == ["cam-a"]
+    _run(closer, closed, until=lambda: closer.last_frames[b"cam-a"].heard >= done)  # rebalancing twice, then not
+    assert closed == [] and silent_cameras.app.answers == [False]  # silent from the rebalance's end on
+    _run(closer, closed)
+    assert closed == ["cam-a"] and time.monotonic() - done >= 1.0
 
 
 def test_a_camera_left_open_by_the_worker_before_is_closed_by_the_one_that_took_it_over(monkeypatch):
@@ -216,9 +224,9 @@ def test_a_camera_left_open_by_the_worker_before_is_closed_by_the_one_that_took_
     consumer.committed[held] = consumer.ends[held] = 10  # none taken by this worker: what the group committed is done
     closer, closed = _closer(monkeypatch, consumer, table=table)
     took_over = time.monotonic()
-    _run(closer, closed, rounds_s=0.7)
+    _run(closer, closed, until=lambda: closer.checkpoints.looked)  # the first round's look at those taken over
     watched = dict(closer.last_frames)
-    _run(closer, closed, rounds_s=3.0)
+    _run(closer, closed)
     assert b"cam-open" in watched and b"cam-closed" not in watched
     assert all(partition_for(key, 4) in consumer.partitions for key in watched)  # none of another worker's
     assert watched[b"cam-open"].heard >= took_over and watched[b"cam-open"].seq == 7  # silent from the takeover

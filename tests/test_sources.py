@@ -198,7 +198,10 @@ def test_a_daemon_thread_hands_back_results_and_errors_and_closes_a_reader_opene
         slow_open = thread.run(lambda: (time.sleep(0.3), "reader")[1], orphan=closed.append)
         with pytest.raises(asyncio.TimeoutError):  # cancelled while it opens (Ctrl-C)
             await asyncio.wait_for(slow_open, 0.05)
-        await asyncio.sleep(0.5)
+        for _ in range(500):  # the open ends 0.3 s on, then its reader is closed (by then on a loaded machine)
+            if closed:
+                break
+            await asyncio.sleep(0.02)
         thread.close()
         with pytest.raises(RuntimeError, match="closed"):
             await thread.run(lambda: 1)

@@ -79,6 +79,19 @@ def test_no_speed_is_measured_outside_the_calibrated_area():
     assert actor.tracks[3].speed_kmh == pytest.approx(50, rel=0.02)
 
 
+def test_a_speed_measured_on_the_calibrated_road_is_not_carried_past_its_end():
+    """Its speed from the samples inside stays the track's while it drives on past the calibrated area: it
+    must not (an overspeed there would go on being judged on it)."""
+    plane, actor, cfg = RoadPlane(CALIBRATION), CameraAnalytics("cam", rules=AnalyticsSettings()), config(calibration=CALIBRATION)
+    inside_speeds, outside_speeds = [], []
+    for i, objects in enumerate(drive(1, 50, 3.0, start_m=20.0)):  # 20 m to about 60 m: past the far end at 40 m
+        actor.update(frame(i, objects), cfg)
+        ground = ((objects[0].x1 + objects[0].x2) / 2, objects[0].y2)
+        (inside_speeds if plane.covers(*ground) else outside_speeds).append(actor.tracks[1].speed_kmh)
+    assert len(outside_speeds) > 10 and outside_speeds == [None] * len(outside_speeds)
+    assert inside_speeds[-1] == pytest.approx(50, rel=0.02)
+
+
 def test_without_calibration_no_speed_is_claimed():
     actor, outs = play(drive(1, 50, 1.2), config())
     assert actor.tracks[1].speed_kmh is None and actor.tracks[1].px_speed > 0
@@ -112,6 +125,41 @@ def test_a_zone_added_again_is_entered_afresh_and_its_events_say_which_adding_th
     # A zone from before versions (none in the configuration) stays what it was: no re-entry.
     actor, outs = play(parked * 2, config(zones=[ZONE]))
     assert [(e.kind, e.zone_version) for o in outs for e in o.zone_events] == [("enter", 0)]
+
+
+def road_zone(name, near_m, far_m):
+    """A zone across the calibrated road from ``near_m`` to ``far_m`` metres up it."""
+    return Zone(name=name, points=[image_of(p) for p in ((0, near_m), (7, near_m), (7, far_m), (0, far_m))])
+
+
+def test_a_zone_exit_gives_the_mean_speed_inside_it_and_each_entry_its_own():
+    cfg = config(zones=[road_zone("middle", 10.0, 25.0)], calibration=CALIBRATION)
+    through = drive(1, 50, 2.5, start_m=2.0)  # 2 m to about 37 m
+    actor, outs = play(through, cfg)
+    (enter, leave) = [e for o in outs for e in o.zone_events]
+    assert (enter.kind, leave.kind) == ("enter", "exit") and leave.mean_speed_kmh == pytest.approx(50, rel=0.02)
+    # Out of view for 2 s past the zone, then back before it at 30 km/h: the second stay's mean is its own.
+    back = [[box(1, *image_of((3.5, 6.0 + i * 30 / 3.6 / FPS)))] for i in range(int(3.0 * FPS))]
+    _, more = play([[]] * int(2 * FPS) + back, cfg, actor=actor, start=len(through))
+    again = [e for o in more for e in o.zone_events if e.kind == "exit"]
+    assert again and again[-1].mean_speed_kmh == pytest.approx(30, rel=0.03)
+
+
+def test_a_zone_stay_saved_and_restored_midway_gives_the_same_exit():
+    from its_faust.codecs import decode, encode
+    from tables.camera_analytics import AnalyticsState
+
+    cfg = config(zones=[road_zone("middle", 8.0, 30.0)], calibration=CALIBRATION)
+    # Speeding up from 30 to 80 km/h: the stay's mean depends on every sample it took, before the cut too.
+    a = (80 - 30) / 3.6 / 2.5
+    frames = [[box(1, *image_of((3.5, 2.0 + 30 / 3.6 * t + a * t * t / 2)))] for t in (i / FPS for i in range(int(2.5 * FPS)))]
+    _, whole = play(frames, cfg)
+    cut = int(1.2 * FPS)  # about 14 m: inside the zone
+    actor, first = play(frames[:cut], cfg)
+    assert actor.occupancy("middle") == 1
+    restored = CameraAnalytics("cam", decode(AnalyticsState, encode(actor.state())), AnalyticsSettings())
+    _, rest = play(frames[cut:], cfg, actor=restored, start=cut)
+    assert [o.zone_events for o in first + rest] == [o.zone_events for o in whole]
 
 
 def test_zone_edge_flicker_does_not_enter():
@@ -279,6 +327,34 @@ def test_a_camera_back_after_a_silence_nothing_closed_is_closed_first_as_of_then
         ("exit", 7, 69, last_at + 1.0), ("exit", 8, 69, last_at + 1.0)]  # zone_lost_s after the last frame
 
 
+def test_an_alert_cleared_by_a_close_cools_down_too_and_the_cool_down_is_forgotten_once_over():
+    wrong = [[box(7, 320, 340 - 4 * i)] for i in range(70)]
+    actor, outs = play(wrong, config(zones=[LANE]))
+    assert alerts(outs) == [("wrong_way", "raised")]
+    closed_at = frame(69, []).at + 1.0
+    assert [a.state for a in actor.close(Moment("cam", 69, captured_at=closed_at, scene_time=None), "gone").alerts] == ["cleared"]
+    # The same vehicle back the wrong way within the cool-down: not raised again.
+    _, back = play(wrong, config(zones=[LANE]), actor=actor, start=70)
+    assert alerts(back) == [] and actor.alert_book.quiet_until
+    # Once it is over, nothing of it is kept (one a camera's every alert would otherwise leave behind).
+    later = frame(140, []).model_copy(update={"captured_at": closed_at + actor.rules.cooldown_s + 1})
+    actor.update(later, config(zones=[LANE]))
+    assert actor.alert_book.quiet_until == {}
+
+
+def test_an_alert_clears_the_grace_after_its_vehicle_was_last_seen_not_on_what_was_known_of_it_then():
+    """Only the tracks in a frame can hold a condition: a stopped car hidden behind a lorry is not judged on
+    its last speed and place, which would hold its alert until the track left its zones (a second later)."""
+    stopped = [[box(1, 300, 50 + 4 * i)] for i in range(30)] + [[box(1, 300, 166)]] * int(12 * FPS)
+    _, outs = play(stopped + [[]] * int(6 * FPS), config(zones=[LANE]))
+    assert alerts(outs) == [("stopped_vehicle", "raised"), ("stopped_vehicle", "cleared")]
+    raised, cleared = [a for o in outs for a in o.alerts]
+    last_seen = frame(len(stopped) - 1, []).at
+    assert cleared.captured_at - last_seen == pytest.approx(AnalyticsSettings().clear_after_s + 1 / FPS, abs=0.01)
+    # Its figures are those of its last frame, not of the moment it was raised.
+    assert cleared.details["stopped_s"] > raised.details["stopped_s"]
+
+
 def test_an_incident_that_returns_during_the_cool_down_is_not_raised_again():
     wrong = [[box(7, 320, 340 - 4 * i)] for i in range(70)]
     pause = [[]] * int(5 * FPS)  # cleared after 3 s, cool-down 60 s
@@ -306,6 +382,11 @@ def test_a_track_back_in_view_must_be_inside_for_a_few_frames_to_re_enter():
     frames = [[box(1, 300, 200)]] * 15 + [[]] * 40 + [[box(1, 300, 200)], [box(1, 300, 400)], [box(1, 300, 200)]]
     _, outs = play(frames, config(zones=[ZONE]))
     assert [e.kind for o in outs for e in o.zone_events] == ["enter", "exit"]
+    # Lost as it was on its way out (two frames outside of the three that confirm an exit): the frames it had
+    # outside do not count towards entering again once it is back.
+    leaving = [[box(1, 300, 200)]] * 15 + [[box(1, 300, 400)]] * 2 + [[]] * 40 + [[box(1, 300, 200)]]
+    _, outs = play(leaving, config(zones=[ZONE]))
+    assert [e.kind for o in outs for e in o.zone_events] == ["enter", "exit"]
 
 
 def test_one_fast_frame_does_not_restart_the_stopped_clock():
@@ -328,3 +409,11 @@ def test_an_unconfigured_camera_is_idle_but_not_while_an_alert_waits_to_clear():
     assert not actor.idle_under(None)
     _, later = play([[]] * int(6 * FPS), None, actor=actor, start=70)
     assert alerts(later) == [("wrong_way", "cleared")] and actor.idle_under(None)
+
+
+def test_lines_and_zones_removed_keep_the_camera_busy_until_their_memory_is_dropped():
+    """Their memory goes at the next frame (``_sync_geometry``): an actor judged idle before that kept it for good."""
+    actor, _ = play([[box(1, 300, 200)]] * 20, config(zones=[ZONE]))
+    assert actor.geometry and not actor.idle_under(config())
+    actor.update(frame(20, [box(1, 300, 200)]), config())
+    assert actor.geometry == {} and actor.idle_under(config())
