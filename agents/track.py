@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 _behind = SeqsBehind()  # this worker's cameras whose frames keep coming with seqs already passed
 _restarts = TrackRestarts()  # this worker's cameras whose tracks a gap restarted
 _stale = StaleFrames(settings.tracker.live_max_age_s, stage="track",
-                     behind="tracking is behind: this worker's cores cannot keep up with detection and tracking both")
+                     behind="tracking is behind: a worker lost or joining, the broker away, or this worker's cores not keeping "
+                            "up with detection and tracking both")
 
 
 @app.agent(topics.detections, name="track")

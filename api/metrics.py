@@ -21,6 +21,8 @@ class Metrics:
                                "Events a client missed because it was too far behind", ["feed"], registry=self.registry)
         self.lag = Gauge("its_faust_worker_lag_messages", "Messages the workers have not committed yet", ["topic"],
                          registry=self.registry)
+        self.broker_up = Gauge("its_faust_broker_up", "1 while the broker answers the API's probe (every 2 s), else 0",
+                               registry=self.registry)
         self.lag_age = Gauge("its_faust_worker_lag_age_seconds", "Since the lag figures were read from the broker "
                              "(a scrape waits 3 s for a read, then gives the last figures up to 30 s old; NaN: none)",
                              registry=self.registry)

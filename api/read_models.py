@@ -107,6 +107,27 @@ class Cameras:
         return sorted((c for c in self.configs.values() if not c.removed), key=lambda c: c.camera_id)
 
 
+class FramesArriving:
+    """Per camera: when its newest frame was sent (``its.frames``' Kafka time), whether or not anything tracked it,
+    so that a camera whose frames come while no worker tracks them is told from one that stopped sending.
+    Bounded like TrackedCameras (any producer may write the topic)."""
+
+    def __init__(self, max_cameras: int = 10_000):
+        self.max_cameras = max_cameras
+        self.sent_at: OrderedDict[bytes, float] = OrderedDict()
+
+    def apply(self, m: Message) -> None:
+        if not m.key:
+            return
+        self.sent_at[m.key] = max(m.timestamp, self.sent_at.get(m.key, float("-inf")))
+        self.sent_at.move_to_end(m.key)
+        if len(self.sent_at) > self.max_cameras:
+            self.sent_at.popitem(last=False)
+
+    def newest(self, camera_id: str) -> float | None:
+        return self.sent_at.get(camera_id.encode())
+
+
 class TrackedCameras:
     """Per camera: frames tracked since the API started, and the newest track record.
 
@@ -429,6 +450,13 @@ class CameraEvents:
                 if len(by_camera) > self.max_cameras:
                     by_camera.pop(next(iter(by_camera)))
 
+    def shed_lately(self, now: float) -> dict[str, int]:
+        """Per camera that shed any: live frames shed, as reported in this minute and the one before."""
+        since = now // 60 * 60 - 60
+        lately = {camera: sum(n for minute, n in minutes.items() if minute >= since)
+                  for camera, minutes in self.shed_minutes.items()}
+        return {camera: n for camera, n in sorted(lately.items()) if n}
+
     def shed_by_window(self, camera_id: str, size: float) -> dict[float, int]:
         """Live frames of the camera shed (so not counted), as reported, by the start of each ``size``-second window."""
         windows: dict[float, int] = {}
@@ -450,10 +478,13 @@ class Workers:
 
     SILENT_INTERVALS = 3
 
-    def __init__(self, forget_after_s: float = 600.0, max_workers: int = 1000):
+    def __init__(self, forget_after_s: float = 600.0, max_workers: int = 1000, read_until=None):
         self.forget_after_s = forget_after_s
         self.max_workers = max_workers  # any producer may write the topic: made-up ids must not grow the API
         self.latest: OrderedDict[str, WorkerStatus] = OrderedDict()
+        # When the reports were last read (Unix seconds; None: now): a worker is judged silent only over the time
+        # they were read, so a broker the API cannot reach does not make every worker "gone".
+        self.read_until = read_until
 
     def apply(self, m: Message) -> None:
         try:
@@ -469,7 +500,8 @@ class Workers:
             self.latest.popitem(last=False)
 
     def state(self, status: WorkerStatus, now: float) -> str:
-        if status.state != "stopped" and now - status.at > self.SILENT_INTERVALS * status.interval_s:
+        read = min(now, self.read_until()) if self.read_until else now
+        if status.state != "stopped" and read - status.at > self.SILENT_INTERVALS * status.interval_s:
             return "gone"
         return status.state
 

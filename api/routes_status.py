@@ -18,6 +18,8 @@ STALE_FETCH_S = 10.0
 # Work waiting while the workers' committed offsets have not moved for this long: they are not consuming.
 STALLED_AFTER_S = 30.0
 METRICS_LAG_TIMEOUT_S = 3.0
+# /ready waits this long for the lag: a probe (a load balancer's, Kubernetes') must get an answer in its own time.
+READY_LAG_TIMEOUT_S = 5.0
 # A scrape whose read of the lag takes longer gives the last figures read, if they are this recent.
 METRICS_LAG_KEEP_S = 30.0
 
@@ -29,12 +31,18 @@ async def health() -> dict:
 
 class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
-    broker: str = Field(description="`reachable`, or why not: the feeds not read for 10 s, or the broker not answering")
+    broker: str = Field(description="`reachable`, or why not: the broker not answering (asked every 2 s), the feeds not "
+                                    "read for 10 s, or the lag not read in 5 s")
     lag: dict[str, int] | str = Field(
         description="Messages the workers have not committed, per topic (frames, detections, tracks); or, when the "
                     "broker did not answer, `unknown: ` and why")
     workers: str | None = Field(None, description="How many run and whether they consume: `consuming`, `caught up` "
                                                   "or `stalled: ...`; none when the lag is unknown")
+    frames_shed: dict[str, int] = Field(
+        default_factory=dict,
+        description="Per camera that shed any: live frames shed in this minute and the last, as reported (the "
+                    "pipeline behind its live cameras: more workers, or fewer cameras). Ready all the same: the "
+                    "workers do work; this says the system is short of capacity")
 
 
 # A worker's last report as it made it (its.workers), and what the API makes of it now.
@@ -78,10 +86,17 @@ class DeadLettersView(BaseModel):
 async def ready(request: Request, response: Response) -> dict:
     hub = request.app.state.hub
     now = time.monotonic()
+    if not hub.broker.up:  # reading the lag would wait out the client's timeouts (40 s)
+        return _not_ready(response, {"broker": f"not answering: {hub.broker.trouble}",
+                                     "lag": "unknown: the broker does not answer"})
     stale = [name for name, ring in hub.rings.items() if now - ring.last_fetch_ok > STALE_FETCH_S]
-    body: dict = {"broker": "reachable" if not stale else f"not read for {STALE_FETCH_S:.0f}s: {stale}"}
+    body: dict = {"broker": "reachable" if not stale else f"not read for {STALE_FETCH_S:.0f}s: {stale}",
+                  "frames_shed": hub.camera_events.shed_lately(time.time())}
     try:
-        offsets, lag = await _worker_lag(request.app.state)
+        try:
+            offsets, lag = await asyncio.wait_for(asyncio.shield(_lag_read(request.app.state)), READY_LAG_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"no answer in {READY_LAG_TIMEOUT_S:g} s") from None
         body["lag"] = lag
         waiting = sum(lag.values())
         progress = _workers_state(request.app.state, sum(done for done, _ in offsets.values()), waiting, now)
@@ -93,10 +108,14 @@ async def ready(request: Request, response: Response) -> dict:
         body["lag"] = f"unknown: {exc!r}"
         if not stale[:-1]:  # the rings read a moment ago, but the broker does not answer now
             body["broker"] = f"not answering: {exc!r}"
-    body["status"] = "ready" if not stale else "not ready"
     if stale:
-        response.status_code = 503
-    return body
+        return _not_ready(response, body)
+    return {**body, "status": "ready"}
+
+
+def _not_ready(response: Response, body: dict) -> dict:
+    response.status_code = 503
+    return {**body, "status": "not ready"}
 
 
 async def _worker_lag(state) -> tuple[dict, dict[str, int]]:
@@ -138,7 +157,9 @@ def _workers_running(hub, now: float) -> str:
     recovering = sum(1 for s in serving if s.state == "recovering")
     if not serving:
         return "none running"
-    return f"{len(serving)} running" + (f" ({recovering} in a rebalance or restoring tables)" if recovering else "")
+    # As /workers and the metrics count them: a recovering worker is not a running one.
+    return f"{len(serving) - recovering} running" + (
+        f", {recovering} recovering (in a rebalance or restoring tables)" if recovering else "")
 
 
 @router.get("/api/v1/workers", response_model=Workers, summary="The workers: what each holds, runs and does, from their own reports",
@@ -158,8 +179,10 @@ class CameraActivity(BaseModel):
     camera_id: str
     name: str | None = Field(description="From its configuration; none for a camera that sends frames unconfigured")
     configured: bool
-    state: Literal["live", "stopped", "no_frames"] = Field(
-        description="live: a frame of it tracked in the last 10 s; stopped: none since; no_frames: none held")
+    state: Literal["live", "untracked", "stopped", "no_frames"] = Field(
+        description="live: a frame of it tracked in the last 10 s; untracked: none, though its frames came in the "
+                    "last 10 s (no worker running, a rebalance, the broker away for the workers, the pipeline far "
+                    "behind); stopped: no frame tracked or sent since; no_frames: none held")
     live: bool = Field(description="A frame of it was tracked in the last 10 s")
     last_tracked_at: float | None = Field(description="When its newest frame was tracked (Unix seconds); none: no frame held")
     last_frame_age_s: float | None = Field(description="Since its newest frame was tracked")
@@ -201,7 +224,10 @@ def _workers_state(state, committed: int, waiting: int, now: float) -> str:
             responses={200: {"content": {"text/plain": {}}}})
 async def metrics(request: Request) -> Response:
     state = request.app.state
+    state.metrics.broker_up.set(1 if state.hub.broker.up else 0)
     try:
+        if not state.hub.broker.up:
+            raise ConnectionError(state.hub.broker.trouble)
         # Read at each scrape: the figure is the broker's, not a cache. Waited for 3 s at most, or Prometheus
         # (10 s) would lose the API's own figures too while the broker hangs.
         await asyncio.wait_for(asyncio.shield(_lag_read(state)), METRICS_LAG_TIMEOUT_S)

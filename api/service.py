@@ -6,8 +6,10 @@ import asyncio
 import time
 from collections import Counter
 
+from api.broker_probe import BrokerProbe
 from api.hub import Message, TopicRing
-from api.read_models import Alerts, CameraEvents, Cameras, Counts, DeadLetters, TrackedCameras, Workers, Zones
+from api.read_models import (Alerts, CameraEvents, Cameras, Counts, DeadLetters, FramesArriving, TrackedCameras, Workers,
+                              Zones)
 from api.snapshots import AlertSnapshots
 from its_faust.codecs import decode_keyed
 from its_faust.topic_reader import GroupOffsetsReader
@@ -41,7 +43,10 @@ class Hub:
         configured = self.cameras.is_configured
         self.counts, self.zones = Counts(configured=configured), Zones(configured=configured)
         self.alerts, self.camera_events = Alerts(configured=configured), CameraEvents()
-        self.workers = Workers()
+        self.broker = BrokerProbe(bootstrap)
+        # Silent workers are judged over the time the broker answered: one it stopped answering made them "gone".
+        self.workers = Workers(read_until=self._workers_read_until)
+        self.frames_arriving = FramesArriving()
         self.dead_letters = DeadLetters()
         self.tracked = TrackedCameras()
         topic = settings.topic
@@ -60,7 +65,7 @@ class Hub:
             "camera-events": ring(CAMERA_EVENTS, size, on_message=self.camera_events.apply,
                                   check=keyed_record(CameraEvent)),
             "frames": ring(FRAMES, settings.api.frames_ring, keep_s=settings.api.frames_keep_s,
-                           max_bytes=settings.api.frames_memory_mb << 20),
+                           max_bytes=settings.api.frames_memory_mb << 20, on_message=self.frames_arriving.apply),
             # Each worker's latest reports (every few seconds each): enough to know every recent worker.
             "workers": ring(WORKERS, 200, on_message=self.workers.apply),
             # Counted as they come; few held, as a dead frame is a whole JPEG (the read model keeps the reasons).
@@ -107,6 +112,10 @@ class Hub:
             active = [a for a in active if a.camera_id not in silent]
         return recent, active
 
+    def _workers_read_until(self) -> float:
+        """Until when the workers' reports could be read (Unix seconds): now, or when the broker last answered."""
+        return time.time() if self.broker.up else self.broker.answered_at
+
     def camera_activity(self, now: float) -> list[dict]:
         """Each camera at a glance, configured or with tracks or active alerts held (by id): whether it is live (a frame of it
         tracked within ``LIVE_WITHIN_S``), its newest frame's age, what is in view, frames tracked since the API
@@ -121,9 +130,12 @@ class Hub:
             record, count = latest.get(camera_id, (None, 0))
             age = max(0.0, now - record.tracked_at) if record else None
             live = age is not None and age <= LIVE_WITHIN_S
+            sent_at = self.frames_arriving.newest(camera_id)
+            arriving = sent_at is not None and now - sent_at <= LIVE_WITHIN_S
+            state = "live" if live else "untracked" if arriving else "stopped" if record else "no_frames"
             listed.append({
                 "camera_id": camera_id, "name": config.name if config else None, "configured": config is not None,
-                "state": "live" if live else "stopped" if record else "no_frames", "live": live,
+                "state": state, "live": live,
                 "last_tracked_at": record.tracked_at if record else None, "last_frame_age_s": age,
                 "frames_tracked": count,
                 # A camera silent past camera_silent_s is closed by the workers: nothing is in view any more.
@@ -143,7 +155,8 @@ class Hub:
     async def start(self) -> "Hub":
         await ensure_topics(self.bootstrap, self.settings)
         await asyncio.gather(*(ring.start() for ring in self.rings.values()))
+        self.broker.start()
         return self
 
     async def stop(self) -> None:
-        await asyncio.gather(*(ring.stop() for ring in self.rings.values()), self.group_offsets.close())
+        await asyncio.gather(*(ring.stop() for ring in self.rings.values()), self.group_offsets.close(), self.broker.stop())

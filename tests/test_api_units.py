@@ -18,6 +18,7 @@ from schemas.camera_events import CameraEvent
 from schemas.control import CameraConfig
 from schemas.geometry import CountingLine, Zone
 from schemas.tracks import TrackRecord
+from schemas.workers import WorkerStatus
 
 
 def test_positions_round_trip_and_bad_ones_are_refused():
@@ -121,6 +122,9 @@ def test_count_history_says_in_which_windows_live_frames_were_shed():
         == [(60.0, 1, 34), (180.0, 0, 12)]
     assert [(w["start"], w["frames_shed"]) for w in counts.windows("c", "15m", shed=events)] == [(0.0, 46)]
     assert "frames_shed" not in counts.windows("c", "1m")[0]
+    # What /ready gives: this minute's and the last's, per camera that shed any.
+    assert events.shed_lately(now=119.0) == {"c": 46, "other": 5}
+    assert events.shed_lately(now=200.0) == {"c": 12} and events.shed_lately(now=300.0) == {}
 
 
 def test_counts_of_a_line_added_again_replace_those_of_before():
@@ -716,6 +720,14 @@ def test_camera_activity_says_which_cameras_are_live_what_is_in_view_and_their_a
     assert not stopped["live"] and round(stopped["last_frame_age_s"]) == 20 and stopped["objects"] == 2
     assert stopped["last_tracked_at"] == pytest.approx(now - 20)
     assert closed["objects"] == 0 and closed["alerts_active"] == 0  # silent past camera_silent_s: closed
+    # Frames of it keep coming, and none is tracked (no worker runs, say): not "stopped", which sent a control
+    # room to the camera; a configured camera whose frames come untracked from the start is told the same way.
+    for camera in ("stopped-cam", "idle-cam"):
+        hub.frames_arriving.apply(Message(0, 1, camera.encode(), b"{}", now - 2))
+    listed = {c["camera_id"]: c for c in hub.camera_activity(now)}
+    assert listed["stopped-cam"]["state"] == listed["idle-cam"]["state"] == "untracked"
+    assert listed["live-cam"]["state"] == "live" and not listed["stopped-cam"]["live"]
+    assert {c["camera_id"]: c["state"] for c in hub.camera_activity(now + 10)}["stopped-cam"] == "stopped"
     assert idle == {"camera_id": "idle-cam", "name": "Bridge", "configured": True, "state": "no_frames", "live": False,
                     "last_tracked_at": None, "last_frame_age_s": None, "frames_tracked": 0, "objects": 0, "alerts_active": 0}
 
@@ -912,7 +924,8 @@ def test_a_scrape_whose_lag_read_is_slow_gives_the_last_figures_and_leaves_the_r
     broker = Broker()
     app = FastAPI()
     app.include_router(routes_status.router)
-    app.state.metrics, app.state.hub = Metrics(), SimpleNamespace(group_offsets=broker)
+    app.state.metrics = Metrics()
+    app.state.hub = SimpleNamespace(group_offsets=broker, broker=SimpleNamespace(up=True, trouble=None))
 
     async def scrape(client) -> dict:
         text = (await client.get("/metrics")).text
@@ -939,3 +952,84 @@ def test_a_scrape_whose_lag_read_is_slow_gives_the_last_figures_and_leaves_the_r
             assert "its_faust_worker_lag_messages" not in failed
 
     asyncio.run(go())
+
+
+def test_a_worker_is_judged_silent_only_over_the_time_its_reports_could_be_read():
+    """A broker the API could not reach made every worker "gone" in /workers and the metrics after 15 s."""
+    from api.read_models import Workers
+
+    now = time.time()
+    heard_until = [now - 50]  # the broker stopped answering 50 s ago
+    workers = Workers(read_until=lambda: heard_until[0])
+    status = WorkerStatus(worker="h:1", state="running", at=now - 52, started_at=now - 100, interval_s=5.0, partitions=[0])
+    workers.apply(Message(0, 0, b"h:1", encode(status), now - 52))
+    [view] = workers.view(now)
+    assert view["state"] == "running" and view["reported_s_ago"] == 52 and workers.serving(now)
+    heard_until[0] = now  # it answers again, and the worker is still silent: gone
+    [view] = workers.view(now)
+    assert view["state"] == "gone" and view["partitions"] == [] and not workers.serving(now)
+
+
+def test_the_broker_probe_says_why_no_address_answered():
+    import asyncio
+    import socket
+
+    from api.broker_probe import BrokerProbe
+
+    closed = []
+    for _ in range(2):  # two ports nothing listens on
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            closed.append(s.getsockname()[1])
+    probe = BrokerProbe(",".join(f"127.0.0.1:{p}" for p in closed), timeout_s=0.3)
+    assert probe.up  # as of its start, until asked
+    asyncio.run(probe.probe())
+    assert not probe.up and all(f"127.0.0.1:{p} is not reachable" in probe.trouble for p in closed)
+
+
+def test_ready_answers_in_its_own_time_and_says_which_cameras_shed_frames(monkeypatch):
+    """A lag read that hung (a broker that stopped answering) held /ready for 40 s; overload was nowhere in it."""
+    import asyncio
+
+    import httpx
+    from fastapi import FastAPI
+
+    from api import routes_status
+    from api.metrics import Metrics
+    from api.read_models import Workers
+
+    monkeypatch.setattr(routes_status, "READY_LAG_TIMEOUT_S", 0.1)
+
+    class Broker:
+        delay = 0.0
+
+        async def read(self):
+            await asyncio.sleep(self.delay)
+            return {("its.frames", 0): (12, 12)}
+
+    events = CameraEvents()
+    events.apply(Message(0, 0, b"c", encode(CameraEvent(camera_id="c", kind="frames_shed", at=time.time(), reason="r",
+                                                        frames_shed=7)), time.time()))
+    broker, probe = Broker(), SimpleNamespace(up=True, trouble=None)
+    app = FastAPI()
+    app.include_router(routes_status.router)
+    app.state.metrics = Metrics()
+    app.state.hub = SimpleNamespace(group_offsets=broker, broker=probe, camera_events=events, workers=Workers(),
+                                    rings={"tracks": SimpleNamespace(last_fetch_ok=time.monotonic())})
+
+    async def go():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
+            fine = await client.get("/api/v1/ready")
+            broker.delay = 1.0
+            started = time.monotonic()
+            slow = await client.get("/api/v1/ready")
+            slow_s = time.monotonic() - started
+            probe.up, probe.trouble = False, "broker 127.0.0.1:9 is not reachable"
+            down = await client.get("/api/v1/ready")
+            return fine, slow, slow_s, down
+
+    fine, slow, slow_s, down = asyncio.run(go())
+    assert fine.status_code == 200 and fine.json()["frames_shed"] == {"c": 7}
+    assert fine.json()["workers"] == "none running, caught up"
+    assert slow.status_code == 503 and slow_s < 0.9 and "no answer in 0.1 s" in slow.json()["lag"]
+    assert down.status_code == 503 and down.json()["broker"] == "not answering: broker 127.0.0.1:9 is not reachable"

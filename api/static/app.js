@@ -108,9 +108,14 @@ function reloadFigures(id) {
   }, again);
 }
 
-// What each camera is doing, at a glance: live (a frame tracked in the last 10 s), stopped, or no frames yet.
+// What each camera is doing, at a glance: live (a frame tracked in the last 10 s), untracked (its frames come, no
+// worker tracks them), stopped, or no frames yet.
 function cameraLine(a) {
   const alerts = a && a.alerts_active ? ` · ${a.alerts_active} alert${a.alerts_active > 1 ? "s" : ""}` : "";
+  if (a && a.state === "untracked") {
+    const since = a.last_frame_age_s === null ? "none tracked yet" : `none tracked for ${ago(a.last_frame_age_s)}`;
+    return ["untracked", `frames arriving, ${since}${alerts}`];
+  }
   if (!a || a.last_frame_age_s === null) return ["idle", `no frames yet${alerts}`];
   if (a.live) return ["live", `${a.objects} in view${alerts}`];
   return ["stopped", `no frames for ${ago(a.last_frame_age_s)}${alerts}`];
