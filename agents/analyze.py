@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 
-from agents.silent_cameras import SilentCameras, log_alerts, records_of
+from agents.analytics_output import log_alerts, records_of
+from agents.silent_cameras import SilentCameras
 from its_faust import topics
 from its_faust.app import app, settings
 from its_faust.background import tied_to_current_task

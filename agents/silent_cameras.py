@@ -24,14 +24,15 @@ from typing import Any
 
 from faust.types import TP
 
+from agents.analytics_output import log_alerts, records_of
 from its_faust import topics
-from its_faust.app import DEFAULT_BROKER, app, settings, stall_watchdog
+from its_faust.app import app, settings, stall_watchdog
 from its_faust.codecs import encode
 from its_faust.delivery import send
 from its_faust.broker import bootstrap_servers
 from its_faust.topic_reader import group_offsets, partition_for
 from schemas import TrackRecord
-from tables.camera_analytics import FrameOutput, Moment
+from tables.camera_analytics import Moment
 
 log = logging.getLogger(__name__)
 
@@ -74,22 +75,6 @@ class _TakenOver:
     def __init__(self, key: bytes, topic: str, partition: int):
         self.key = key
         self.message = SimpleNamespace(topic=topic, partition=partition, offset=None)
-
-
-def records_of(out: FrameOutput):
-    """A frame's (or a close's) outputs, each with its topic."""
-    for topic, items in ((topics.crossings, out.crossings), (topics.zone_events, out.zone_events),
-                         (topics.alerts, out.alerts)):
-        for item in items:
-            yield topic, item
-
-
-_alerts_log = logging.getLogger("agents.analyze")  # whoever ends them, alerts are the analyze stage's
-
-
-def log_alerts(out: FrameOutput) -> None:
-    for alert in out.alerts:
-        _alerts_log.info("analyze: %s alert %s %s: %s", alert.camera_id, alert.state, alert.alert_id, alert.message)
 
 
 class SilentCameras:
@@ -216,7 +201,7 @@ async def _upstream_offsets(partitions: set[int]) -> dict[tuple[str, int], tuple
     None if the broker could not be asked."""
     try:
         return await asyncio.wait_for(
-            group_offsets(bootstrap_servers(settings.broker_url or DEFAULT_BROKER), settings.app_id,
+            group_offsets(bootstrap_servers(settings.broker), settings.app_id,
                           [topics.frames.get_topic_name(), topics.detections.get_topic_name()], partitions), 5.0)
     except Exception as exc:
         log.debug("analyze: the frames and detections waiting could not be asked (%r)", exc)

@@ -22,7 +22,7 @@ from starlette.routing import Match, Mount
 
 from api import routes_cameras, routes_feeds, routes_status
 from api.metrics import Metrics
-from api.service import Hub
+from api.hub import Hub
 from schemas.base import error_text
 
 STATIC = Path(__file__).parent / "static"

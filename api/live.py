@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from api.hub import Message, TopicRing
+from api.topic_ring import Message, TopicRing
 from its_faust.codecs import SchemaError, decode
 from schemas import FrameRecord, TrackRecord
 from schemas.analytics import Alert

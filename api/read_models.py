@@ -2,7 +2,7 @@
 their windows, zone figures, alerts, camera events, workers, dead letters.
 
 They are folds of the topics and nothing more: the API decides nothing. Each
-``apply`` is called by a :class:`~api.hub.TopicRing` for every message it reads.
+``apply`` is called by a :class:`~api.topic_ring.TopicRing` for every message it reads.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from typing import Callable
 
-from api.hub import Message
+from api.topic_ring import Message
 from its_faust.codecs import SchemaError, decode, decode_or_none
 from schemas.analytics import Alert, CountUpdate, ZoneStats
 from schemas.camera_events import CameraEvent

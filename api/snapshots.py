@@ -25,7 +25,7 @@ from collections import OrderedDict
 
 from aiokafka.errors import KafkaError
 
-from api.hub import Message, TopicRing
+from api.topic_ring import Message, TopicRing
 from api.live import AlertMarks, latest_pair, render_jpeg, seq_of
 from its_faust.codecs import SchemaError
 from its_faust.topic_reader import find_near

@@ -28,7 +28,7 @@ import anyio
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
-from api.hub import Message, TopicRing
+from api.topic_ring import Message, TopicRing
 from its_faust.topic_reader import read_log_ends
 
 

@@ -21,8 +21,6 @@ from its_faust.topic_names import MAX_RECORD_BYTES
 from its_faust.watchdog import install as install_watchdog
 from its_faust.worker_status import install as install_status_reports
 
-DEFAULT_BROKER = "kafka://127.0.0.1:9092"
-
 log = logging.getLogger(__name__)
 
 
@@ -56,7 +54,7 @@ async def prepare_broker_and_tables(app: faust.App, settings: Settings, retry_ma
     from its_faust.topic_names import ensure_topics
     from tables.local_copies import drop_stale_copies, local_copies
 
-    url = settings.broker_url or DEFAULT_BROKER
+    url = settings.broker
     bootstrap = bootstrap_servers(url)
     pause = 1.0
     while True:
@@ -94,7 +92,7 @@ def freeze_long_lived_objects() -> int:
 def create_app(settings: Settings) -> faust.App:
     app = App(
         settings.app_id,
-        broker=settings.broker_url or DEFAULT_BROKER,
+        broker=settings.broker,
         store="rocksdb://",
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
@@ -133,5 +131,5 @@ def table(name: str, **kwargs):
 
 settings = get_settings()
 app = create_app(settings)
-stall_watchdog = install_watchdog(app, settings, settings.broker_url or DEFAULT_BROKER)
+stall_watchdog = install_watchdog(app, settings, settings.broker)
 status_reporter = install_status_reports(app, settings)

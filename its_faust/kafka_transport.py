@@ -66,7 +66,8 @@ log = logging.getLogger(__name__)
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport):
         consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = get_settings().fetch_max_wait_ms  # read by its Fetcher at start()
+        # Read by its Fetcher at start(); the settings the app was made with (the module's, where it has none).
+        consumer._fetch_max_wait_ms = (getattr(transport.app, "its_settings", None) or get_settings()).fetch_max_wait_ms
         return consumer
 
     async def on_thread_stop(self) -> None:

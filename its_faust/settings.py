@@ -23,6 +23,7 @@ PROFILES_DIR = Path(__file__).parent / "profiles"
 
 # COCO ids of the traffic classes: person, bicycle, car, motorcycle, bus, truck.
 TRAFFIC_CLASSES = (0, 1, 2, 3, 5, 7)
+DEFAULT_BROKER = "kafka://127.0.0.1:9092"  # where a worker looks with no ITS_FAUST_BROKER_URL
 
 
 def usable_cores(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
@@ -364,6 +365,12 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     analytics: AnalyticsSettings = Field(default_factory=AnalyticsSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+
+    @property
+    def broker(self) -> str:
+        """The broker a worker connects to: ``broker_url``, or a broker on this machine's default port (commands
+        that start the embedded broker set ``broker_url`` to it first)."""
+        return self.broker_url or DEFAULT_BROKER
 
     @field_validator("broker_url", mode="before")
     @classmethod

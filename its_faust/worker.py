@@ -28,11 +28,19 @@ LIVENESS_TOUCH_S = 10.0
 
 def run_worker(ready_file: Path | None = None) -> None:
     """Blocks until the worker is stopped (SIGINT/SIGTERM). Settings must name the broker."""
+    import importlib
+    import pkgutil
+
     import faust
 
-    import agents.track  # noqa: F401  (imported here so a broken agent fails loudly, not as a discovery warning)
+    import agents
     from agents.detect import get_detector
-    from its_faust.app import DEFAULT_BROKER, app, settings, stall_watchdog
+
+    # Every stage's module imported here, so that a broken one stops the worker with its error: Faust's
+    # autodiscovery would only warn of it, and the worker would run without that stage.
+    for stage in pkgutil.iter_modules(agents.__path__):
+        importlib.import_module(f"agents.{stage.name}")
+    from its_faust.app import app, settings, stall_watchdog
     from its_faust.broker import wait_for_broker
     from its_faust.data_dir import claim
 
@@ -42,7 +50,7 @@ def run_worker(ready_file: Path | None = None) -> None:
         # may be long, and a probe must not take the old file for this start's).
         Path(ready_file).unlink(missing_ok=True)
     # One clear line if it never answers, not a traceback from inside Faust.
-    wait_for_broker(settings.broker_url or DEFAULT_BROKER, settings.broker_wait_s)
+    wait_for_broker(settings.broker, settings.broker_wait_s)
     if ready_file:
         install_liveness(app, Path(ready_file), stall_watchdog)
     started = time.monotonic()

@@ -65,7 +65,6 @@ class StatusReporter:
 
     async def report(self, state: str | None = None) -> None:
         from its_faust import topics
-        from its_faust.app import DEFAULT_BROKER
         from its_faust.broker import BrokerError, wait_reachable
         from its_faust.codecs import encode
 
@@ -75,7 +74,7 @@ class StatusReporter:
         try:
             # Only to a broker that answers: a record sent to one that is gone stays in the producer's
             # buffer, and Faust's flush at shutdown would then wait for it (a worker that never stops).
-            await asyncio.to_thread(wait_reachable, self.settings.broker_url or DEFAULT_BROKER, 0.5)
+            await asyncio.to_thread(wait_reachable, self.settings.broker, 0.5)
         except BrokerError:
             log.debug("worker status: broker not answering, report skipped")
             return

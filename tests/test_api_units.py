@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 from pydantic import BaseModel
 
-from api.hub import Message, TopicRing
+from api.topic_ring import Message, TopicRing
 from api.read_models import Alerts, CameraEvents, Cameras, Counts, DeadLetters, TrackedCameras, Zones
 from api.routes_status import STALLED_AFTER_S, _workers_state, _workers_verdict
 from api.sse import BadCursor, format_cursor, merged, parse_cursor, parse_positions
@@ -238,7 +238,7 @@ def test_a_ring_whose_partition_goes_back_to_an_earlier_offset_starts_it_over():
 def test_a_ring_holding_nothing_of_a_partition_still_starts_it_over_when_its_offsets_go_back():
     """Every record refused (or trimmed by age): the lost log went unnoticed, and a client resuming after the old
     offsets skipped the new log's first records with no word."""
-    from api.service import keyed_record
+    from api.hub import keyed_record
 
     forgotten = []
     ring = TopicRing("127.0.0.1:1", "its.tracks", 10, on_reset=forgotten.append, check=keyed_record(TrackRecord))
@@ -253,7 +253,7 @@ def test_a_ring_holding_nothing_of_a_partition_still_starts_it_over_when_its_off
 
 def test_a_feeds_ring_leaves_out_records_that_are_not_its_schema_or_not_their_keys_camera(caplog):
     """Any producer can write a result topic; the feeds passed its garbage on as a record (`data: garbage`)."""
-    from api.service import keyed_record
+    from api.hub import keyed_record
 
     seen = []
     ring = TopicRing("127.0.0.1:1", "its.tracks", 10, on_message=seen.append, check=keyed_record(TrackRecord))
@@ -274,7 +274,7 @@ def test_a_frames_ring_holds_what_arrived_in_the_last_keep_s_seconds_and_never_m
     """The live view draws a frame when its track record arrives, seconds later on a busy machine: the frames
     must be held that long, whatever the frame rate (a count of 48 was 1.6 s of a 30-fps camera)."""
     clock = [1000.0]
-    monkeypatch.setattr("api.hub.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("api.topic_ring.time.monotonic", lambda: clock[0])
     ring = TopicRing("127.0.0.1:1", "frames", 400, keep_s=6.0)
     ring.partitions, ring.next, ring.resets = [0], {0: 0}, {0: 0}
     ring._offsets, ring._messages, ring._arrivals, ring._bytes = {0: []}, {0: []}, {0: []}, {0: 0}
@@ -598,7 +598,7 @@ def test_an_alert_snapshot_marks_the_vehicles_and_zone_the_alerts_of_its_frame_a
 def test_an_active_alert_of_a_camera_silent_for_camera_silent_s_is_over_though_no_worker_cleared_it(monkeypatch):
     """`run` on a kept broker stops its own worker with the clip: nothing closed the camera, and its alerts
     stayed active for minutes (GET /alerts, the active-alerts metric)."""
-    from api.service import Hub
+    from api.hub import Hub
     from its_faust.settings import load_settings
     from schemas import TrackRecord
 
@@ -692,7 +692,7 @@ def test_the_openapi_describes_every_feed_as_an_event_stream_not_json():
 
 def test_camera_activity_says_which_cameras_are_live_what_is_in_view_and_their_active_alerts():
     """The dashboard's camera list gave ids only: a stopped or never-started camera looked like a live one."""
-    from api.service import Hub
+    from api.hub import Hub
     from its_faust.settings import load_settings
     from schemas import TrackRecord
     from schemas.tracks import TrackedObject
@@ -736,7 +736,7 @@ def test_records_left_out_of_a_feed_are_no_events_a_resuming_client_missed():
     """A partition that held only refused records told a client resuming before them that events were dropped."""
     import asyncio
 
-    from api.service import keyed_record
+    from api.hub import keyed_record
     from api.sse import events
 
     ring = TopicRing("127.0.0.1:1", "its.tracks", 3, check=keyed_record(TrackRecord))
@@ -769,7 +769,7 @@ def test_a_feed_of_one_camera_moves_its_position_on_with_its_heartbeats():
     reconnecting it was told of their records, which it never wanted, as dropped."""
     import asyncio
 
-    from api.service import keyed_record
+    from api.hub import keyed_record
     from api.sse import events, parse_cursor
 
     ring = TopicRing("127.0.0.1:1", "its.tracks", 3, check=keyed_record(TrackRecord))
@@ -837,7 +837,7 @@ def test_counts_zones_and_alerts_hold_only_the_cameras_heard_from_most_recently(
 
 def test_a_frame_tracked_again_is_not_counted_again_and_the_ring_hands_on_its_record_decoded():
     """A worker replaced before it committed tracks its last frames again: the API counted 920 frames of 909."""
-    from api.service import keyed_record
+    from api.hub import keyed_record
 
     tracked = TrackedCameras()
     ring = TopicRing("127.0.0.1:1", "its.tracks", 100, on_message=tracked.apply, check=keyed_record(TrackRecord))

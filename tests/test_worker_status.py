@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from aiokafka import TopicPartition
 
-from api.hub import Message
+from api.topic_ring import Message
 from api.read_models import Workers
 from its_faust.codecs import decode, encode
 from its_faust.settings import Settings

@@ -7,8 +7,8 @@ import json
 
 from aiokafka import AIOKafkaProducer
 
-from api import hub
-from api.hub import TopicRing
+from api import topic_ring
+from api.topic_ring import TopicRing
 from api.read_models import Cameras
 from api.sse import events
 from its_faust.broker import EmbeddedBroker, bootstrap_servers
@@ -33,7 +33,7 @@ def _config(camera_id: str, version: int) -> bytes:
 def test_a_ring_whose_log_the_broker_lost_reads_it_again_and_its_feeds_and_cameras_start_over(monkeypatch):
     """Before, the ring waited at its old offset for ever: feeds sent nothing, the camera list was the old one
     (and a lost camera could not be added again: 409 'already exists')."""
-    monkeypatch.setattr(hub, "RESET_CHECK_S", 0.5)
+    monkeypatch.setattr(topic_ring, "RESET_CHECK_S", 0.5)
     cameras = Cameras()
 
     async def scenario(first: EmbeddedBroker):
