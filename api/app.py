@@ -23,6 +23,7 @@ from starlette.routing import Match, Mount
 from api import routes_cameras, routes_feeds, routes_status
 from api.metrics import Metrics
 from api.hub import Hub
+from api.readiness import SystemHealth
 from schemas.base import error_text
 
 STATIC = Path(__file__).parent / "static"
@@ -34,12 +35,11 @@ def create_app(settings, bootstrap: str) -> FastAPI:
     async def lifespan(app: FastAPI):
         app.state.hub = await Hub(bootstrap, settings).start()
         app.state.metrics.watch(app.state.hub)
+        app.state.health = SystemHealth(app.state.hub, app.state.metrics)
         try:
             yield
         finally:
-            lag_read = getattr(app.state, "lag_read", None)  # one a scrape left running (routes_status)
-            if lag_read is not None:
-                lag_read.cancel()
+            app.state.health.stop()  # a read of the lag a scrape left running
             await app.state.hub.stop()
 
     # FastAPI's /docs and /redoc load their scripts from a CDN: blank pages on a network without the internet.

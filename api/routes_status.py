@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Literal
 
@@ -13,15 +12,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from schemas.workers import WorkerStatus
 
 router = APIRouter(tags=["status"])
-# A ring whose consumer has not fetched for this long means the broker is unreachable.
-STALE_FETCH_S = 10.0
-# Work waiting while the workers' committed offsets have not moved for this long: they are not consuming.
-STALLED_AFTER_S = 30.0
-METRICS_LAG_TIMEOUT_S = 3.0
-# /ready waits this long for the lag: a probe (a load balancer's, Kubernetes') must get an answer in its own time.
-READY_LAG_TIMEOUT_S = 5.0
-# A scrape whose read of the lag takes longer gives the last figures read, if they are this recent.
-METRICS_LAG_KEEP_S = 30.0
 
 
 @router.get("/api/v1/health", summary="Liveness: the process answers")
@@ -79,87 +69,15 @@ class DeadLettersView(BaseModel):
 
 
 @router.get("/api/v1/ready", response_model=Readiness, summary="Readiness of the system: broker reachable, workers running and consuming (lag per topic)",
-            description="503 when the broker is not read, when work waits and no worker runs, or when work has waited "
-            "30 s with nothing committed. It judges the whole system: a load balancer's probe of an API process "
+            description="Answered within 5 s. 503 when the broker does not answer, when work waits and no worker runs, "
+            "or when work has waited 30 s with nothing committed (judged in api/readiness.py). It judges the whole system: a load balancer's probe of an API process "
             "should use /api/v1/health, or it would hide the dashboard just when the workers are down.",
             responses={503: {"description": "Not ready: see the reasons", "model": Readiness}})
 async def ready(request: Request, response: Response) -> dict:
-    hub = request.app.state.hub
-    now = time.monotonic()
-    if not hub.broker.up:  # reading the lag would wait out the client's timeouts (40 s)
-        return _not_ready(response, {"broker": f"not answering: {hub.broker.trouble}",
-                                     "lag": "unknown: the broker does not answer"})
-    stale = [name for name, ring in hub.rings.items() if now - ring.last_fetch_ok > STALE_FETCH_S]
-    body: dict = {"broker": "reachable" if not stale else f"not read for {STALE_FETCH_S:.0f}s: {stale}",
-                  "frames_shed": hub.camera_events.shed_lately(time.time())}
-    try:
-        try:
-            offsets, lag = await asyncio.wait_for(asyncio.shield(_lag_read(request.app.state)), READY_LAG_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            raise TimeoutError(f"no answer in {READY_LAG_TIMEOUT_S:g} s") from None
-        body["lag"] = lag
-        waiting = sum(lag.values())
-        progress = _workers_state(request.app.state, sum(done for done, _ in offsets.values()), waiting, now)
-        body["workers"], working = _workers_verdict(_workers_running(hub, time.time()), progress, waiting)
-        if not working:
-            stale.append("workers")
-    except Exception as exc:  # the broker did not answer
-        stale.append("lag")
-        body["lag"] = f"unknown: {exc!r}"
-        if not stale[:-1]:  # the rings read a moment ago, but the broker does not answer now
-            body["broker"] = f"not answering: {exc!r}"
-    if stale:
-        return _not_ready(response, body)
-    return {**body, "status": "ready"}
-
-
-def _not_ready(response: Response, body: dict) -> dict:
-    response.status_code = 503
-    return {**body, "status": "not ready"}
-
-
-async def _worker_lag(state) -> tuple[dict, dict[str, int]]:
-    """The workers' group offsets and the messages waiting per topic, also set as the lag metric.
-    Raises when the broker does not answer (the metric as it was)."""
-    offsets = await state.hub.group_offsets.read()
-    lag: dict[str, int] = {}
-    for (topic, _), (done, end) in offsets.items():
-        # A commit past the log's end (a log the broker lost, an end not read in time) is no work waiting.
-        lag[topic] = lag.get(topic, 0) + max(0, end - done)
-    state.metrics.lag.clear()  # set whole, after the read: a read that fails leaves no half-cleared figure
-    for t, n in lag.items():
-        state.metrics.lag.labels(t).set(n)
-    state.lag_read_at = time.monotonic()
-    return offsets, lag
-
-
-def _lag_read(state) -> asyncio.Future:
-    """The read of the lag in flight, or a new one: a scrape that stops waiting for it leaves it running."""
-    read = getattr(state, "lag_read", None)
-    if read is None or read.done():
-        read = state.lag_read = asyncio.ensure_future(_worker_lag(state))
-        read.add_done_callback(lambda r: r.cancelled() or r.exception())  # failures are the scrape's to judge
-    return read
-
-
-def _workers_verdict(running: str, progress: str, waiting: int) -> tuple[str, bool]:
-    """/ready's line on the workers, and whether they do the work."""
-    if running == "none running" and waiting:
-        # Nobody to do it: not "consuming", though the group's commits may have moved a moment ago.
-        return f"{running}, {waiting} messages waiting", False
-    return f"{running}, {progress}", not progress.startswith("stalled")
-
-
-def _workers_running(hub, now: float) -> str:
-    """How many workers report themselves (its.workers) in time: the group's membership is the broker's
-    to tell, and the embedded broker does not describe groups reliably."""
-    serving = hub.workers.serving(now)
-    recovering = sum(1 for s in serving if s.state == "recovering")
-    if not serving:
-        return "none running"
-    # As /workers and the metrics count them: a recovering worker is not a running one.
-    return f"{len(serving) - recovering} running" + (
-        f", {recovering} recovering (in a rebalance or restoring tables)" if recovering else "")
+    ok, body = await request.app.state.health.ready()
+    if not ok:
+        response.status_code = 503
+    return {**body, "status": "ready" if ok else "not ready"}
 
 
 @router.get("/api/v1/workers", response_model=Workers, summary="The workers: what each holds, runs and does, from their own reports",
@@ -208,39 +126,8 @@ async def dead_letters(request: Request, camera: str | None = Query(None, descri
     return request.app.state.hub.dead_letters.view(camera, limit)
 
 
-def _workers_state(state, committed: int, waiting: int, now: float) -> str:
-    """Are the workers consuming? Judged by their committed offsets moving while work waits."""
-    last = getattr(state, "committed_seen", None)
-    if last is None or committed != last[0]:
-        state.committed_seen = (committed, now)
-        return "consuming" if waiting else "caught up"
-    if not waiting:
-        return "caught up"
-    still = now - last[1]
-    return f"stalled: {waiting} messages waiting, nothing committed for {still:.0f}s" if still > STALLED_AFTER_S else "consuming"
-
-
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response,
             responses={200: {"content": {"text/plain": {}}}})
 async def metrics(request: Request) -> Response:
-    state = request.app.state
-    state.metrics.broker_up.set(1 if state.hub.broker.up else 0)
-    try:
-        if not state.hub.broker.up:
-            raise ConnectionError(state.hub.broker.trouble)
-        # Read at each scrape: the figure is the broker's, not a cache. Waited for 3 s at most, or Prometheus
-        # (10 s) would lose the API's own figures too while the broker hangs.
-        await asyncio.wait_for(asyncio.shield(_lag_read(state)), METRICS_LAG_TIMEOUT_S)
-    except asyncio.TimeoutError:
-        # A loaded broker answers slowly, just when the lag matters: the read goes on for the next scrape, and
-        # this one gives the figures of the last read if they are recent (the age metric says how recent).
-        if time.monotonic() - getattr(state, "lag_read_at", float("-inf")) > METRICS_LAG_KEEP_S:
-            state.metrics.lag.clear()
-    except Exception:
-        state.metrics.lag.clear()  # the broker said no: no figure rather than an old one
-    read_at = getattr(state, "lag_read_at", None)
-    if read_at is not None and state.metrics.lag.collect()[0].samples:
-        state.metrics.lag_age.set(time.monotonic() - read_at)
-    else:
-        state.metrics.lag_age.set(float("nan"))
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    await request.app.state.health.scrape()
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from api.topic_ring import Message, TopicRing
 from api.read_models import Alerts, CameraEvents, Cameras, Counts, DeadLetters, TrackedCameras, Zones
-from api.routes_status import STALLED_AFTER_S, _workers_state, _workers_verdict
+from api.readiness import STALLED_AFTER_S, SystemHealth, workers_verdict
 from api.sse import BadCursor, format_cursor, merged, parse_cursor, parse_positions
 from its_faust.codecs import encode
 from schemas.analytics import Alert, CountUpdate, FrameRef, WindowCount, ZoneStats, ZoneWindow
@@ -72,19 +72,19 @@ def test_merged_feeds_carry_every_position_and_close_every_feed_when_the_client_
 
 
 def test_workers_are_stalled_only_when_work_waits_and_nothing_is_committed():
-    state = SimpleNamespace()
-    assert _workers_state(state, committed=100, waiting=5, now=0.0) == "consuming"
-    assert _workers_state(state, committed=100, waiting=5, now=STALLED_AFTER_S - 1) == "consuming"
-    assert _workers_state(state, committed=100, waiting=5, now=STALLED_AFTER_S + 1).startswith("stalled: 5 messages")
-    assert _workers_state(state, committed=100, waiting=0, now=STALLED_AFTER_S + 2) == "caught up"
-    assert _workers_state(state, committed=130, waiting=5, now=STALLED_AFTER_S + 3) == "consuming"
+    health = SystemHealth(hub=None, metrics=None)
+    assert health._progress(committed=100, waiting=5, now=0.0) == "consuming"
+    assert health._progress(committed=100, waiting=5, now=STALLED_AFTER_S - 1) == "consuming"
+    assert health._progress(committed=100, waiting=5, now=STALLED_AFTER_S + 1).startswith("stalled: 5 messages")
+    assert health._progress(committed=100, waiting=0, now=STALLED_AFTER_S + 2) == "caught up"
+    assert health._progress(committed=130, waiting=5, now=STALLED_AFTER_S + 3) == "consuming"
 
 
 def test_work_waiting_with_no_worker_running_is_not_ready_at_once():
-    assert _workers_verdict("none running", "consuming", waiting=60) == ("none running, 60 messages waiting", False)
-    assert _workers_verdict("none running", "caught up", waiting=0) == ("none running, caught up", True)
-    assert _workers_verdict("2 running", "consuming", waiting=60) == ("2 running, consuming", True)
-    assert _workers_verdict("1 running", "stalled: 60 messages waiting, nothing committed for 31s", 60)[1] is False
+    assert workers_verdict("none running", "consuming", waiting=60) == ("none running, 60 messages waiting", False)
+    assert workers_verdict("none running", "caught up", waiting=0) == ("none running, caught up", True)
+    assert workers_verdict("2 running", "consuming", waiting=60) == ("2 running, consuming", True)
+    assert workers_verdict("1 running", "stalled: 60 messages waiting, nothing committed for 31s", 60)[1] is False
 
 
 def message(record, offset=0) -> Message:
@@ -906,10 +906,10 @@ def test_a_scrape_whose_lag_read_is_slow_gives_the_last_figures_and_leaves_the_r
     from fastapi import FastAPI
     from prometheus_client.parser import text_string_to_metric_families
 
-    from api import routes_status
+    from api import readiness, routes_status
     from api.metrics import Metrics
 
-    monkeypatch.setattr(routes_status, "METRICS_LAG_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(readiness, "METRICS_LAG_TIMEOUT_S", 0.05)
 
     class Broker:  # the workers' commits and the logs' ends, answering after `delay`
         delay, done, reads, fail = 0.0, 5, 0, False
@@ -926,6 +926,7 @@ def test_a_scrape_whose_lag_read_is_slow_gives_the_last_figures_and_leaves_the_r
     app.include_router(routes_status.router)
     app.state.metrics = Metrics()
     app.state.hub = SimpleNamespace(group_offsets=broker, broker=SimpleNamespace(up=True, trouble=None))
+    app.state.health = SystemHealth(app.state.hub, app.state.metrics)
 
     async def scrape(client) -> dict:
         text = (await client.get("/metrics")).text
@@ -943,7 +944,7 @@ def test_a_scrape_whose_lag_read_is_slow_gives_the_last_figures_and_leaves_the_r
             assert broker.reads == 2 and again["its_faust_worker_lag_messages"] == 7
             await asyncio.sleep(0.35)  # the read the scrapes left running ends
             assert (await scrape(client))["its_faust_worker_lag_messages"] == 9
-            monkeypatch.setattr(routes_status, "METRICS_LAG_KEEP_S", 0.0)
+            monkeypatch.setattr(readiness, "METRICS_LAG_KEEP_S", 0.0)
             old = await scrape(client)  # figures too old to give
             assert "its_faust_worker_lag_messages" not in old and old["its_faust_worker_lag_age_seconds"] != 0
             await asyncio.sleep(0.35)
@@ -994,11 +995,11 @@ def test_ready_answers_in_its_own_time_and_says_which_cameras_shed_frames(monkey
     import httpx
     from fastapi import FastAPI
 
-    from api import routes_status
+    from api import readiness, routes_status
     from api.metrics import Metrics
     from api.read_models import Workers
 
-    monkeypatch.setattr(routes_status, "READY_LAG_TIMEOUT_S", 0.1)
+    monkeypatch.setattr(readiness, "READY_LAG_TIMEOUT_S", 0.1)
 
     class Broker:
         delay = 0.0
@@ -1016,6 +1017,7 @@ def test_ready_answers_in_its_own_time_and_says_which_cameras_shed_frames(monkey
     app.state.metrics = Metrics()
     app.state.hub = SimpleNamespace(group_offsets=broker, broker=probe, camera_events=events, workers=Workers(),
                                     rings={"tracks": SimpleNamespace(last_fetch_ok=time.monotonic())})
+    app.state.health = SystemHealth(app.state.hub, app.state.metrics)
 
     async def go():
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
