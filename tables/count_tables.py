@@ -7,6 +7,11 @@ events arrive in seq order, so an event at or behind the watermark is a
 redelivery and changes nothing. That makes every table exact under redelivery on
 its own, whatever else a crash left half-done.
 
+A redelivered event's record is sent again only when every table's figures are still those right after it
+(the event is the last each took): then it is the same record as before. One that later events followed
+sends nothing: its figures would be theirs, under its seq (a repeat that said 5 exits at a moment of 3), and
+those events come again right after it, each sending the figures after it.
+
 A window table keeps, per key, one watermark and the two windows it added to
 last: every window's figures went out on ``its.counts`` / ``its.zone-stats`` as
 they changed, so older ones are not needed again. Faust's own
@@ -56,19 +61,26 @@ def _with_speed(value: dict, kmh: float | None) -> dict:
     return value
 
 
-def _apply(table, key: str, seq: int, event_id: str, change) -> dict:
-    """Apply ``change`` to the key's value once; returns the value now."""
+def _took_last(value: dict, seq: int, event_id: str) -> bool:
+    """Whether this event is the last one ``value`` took: its figures are still those right after it."""
+    return value.get("seq") == seq and value.get("done", [])[-1:] == [event_id]
+
+
+def _apply(table, key: str, seq: int, event_id: str, change) -> dict | None:
+    """Apply ``change`` to the key's value once; returns the value right after this event (None: a redelivery
+    that later events followed)."""
     value = table[key]
     new = once(value, seq, event_id)
-    if new is not None:
-        value = change(new)
-        table[key] = value
+    if new is None:
+        return value if _took_last(value, seq, event_id) else None
+    value = change(new)
+    table[key] = value
     return value
 
 
 def _apply_in_window(table, size: float, key: str, at: float, seq: int, event_id: str, change) -> tuple[float, dict | None]:
     """Apply ``change`` once to the key's value in the ``size``-second window that ``at`` falls in; returns the
-    window's start and its value now (None: a redelivered event whose window the key no longer holds).
+    window's start and its value right after this event (None: a redelivery that later events followed).
 
     The watermark is the key's, not a window's, so a redelivery is caught whichever window it falls in. The key
     keeps the KEPT_WINDOWS windows it added to last (a camera whose scene clock went back counts on in the
@@ -79,7 +91,7 @@ def _apply_in_window(table, size: float, key: str, at: float, seq: int, event_id
     windows = held.get("windows", {})
     marked = once(held, seq, event_id)
     if marked is None:
-        return start, windows.get(slot)
+        return start, windows.get(slot) if _took_last(held, seq, event_id) else None
     value = change(dict(windows.get(slot, {})))
     touched = {s: v for s, v in windows.items() if s != slot} | {slot: value}  # the one added to last, last
     table[key] = {**marked, "windows": dict(list(touched.items())[-KEPT_WINDOWS:])}
@@ -115,9 +127,9 @@ def count_crossing(crossing: Crossing) -> CountUpdate | None:
             return None
         return WindowCount(start=start, end=start + size, count=value.get("n", 0), speed=speed_stats(value.get("speeds", [])))
 
-    minute, quarter = window(line_minute, MINUTE_S), window(line_quarter, QUARTER_S)
-    if minute is None or quarter is None:
-        return None  # a redelivery into a window no longer held: its figures went out when it was counted
+    minute, quarter = window(line_minute, MINUTE_S), window(line_quarter, QUARTER_S)  # (each table takes it)
+    if total is None or minute is None or quarter is None:
+        return None  # a redelivery that later events followed: theirs carry the figures (see the module's notes)
     return CountUpdate(
         camera_id=crossing.camera_id, seq=crossing.seq, captured_at=crossing.captured_at, scene_time=crossing.scene_time,
         line=crossing.line, line_version=crossing.line_version, direction=crossing.direction, label=crossing.label,
@@ -163,9 +175,9 @@ def zone_stats(event: ZoneEvent) -> ZoneStats | None:
         start, value = _apply_in_window(table, size, key, event.at, event.seq, event_id, change)
         return None if value is None else _zone_window(value, start, size)
 
-    minute, quarter = window(zone_minute, MINUTE_S), window(zone_quarter, QUARTER_S)
-    if minute is None or quarter is None:
-        return None  # a redelivery into a window no longer held: its figures went out when it was counted
+    minute, quarter = window(zone_minute, MINUTE_S), window(zone_quarter, QUARTER_S)  # (each table takes it)
+    if total is None or minute is None or quarter is None:
+        return None  # a redelivery that later events followed: theirs carry the figures (see the module's notes)
     return ZoneStats(
         camera_id=event.camera_id, seq=event.seq, captured_at=event.captured_at, scene_time=event.scene_time,
         zone=event.zone, zone_version=event.zone_version,

@@ -139,7 +139,8 @@ def test_a_window_table_counts_each_crossing_once_and_keeps_only_the_two_windows
 
     assert [count(10.0, 1, 1), count(20.0, 2, 2), count(50.0, 3, 3)] == [(0.0, 1), (0.0, 2), (0.0, 3)]
     assert count(70.0, 4, 4) == (60.0, 1)
-    assert count(50.0, 3, 3) == (0.0, 3)  # redelivered into the window before: counted already
+    assert count(70.0, 4, 4) == (60.0, 1)  # redelivered, the last it took: the same figures again
+    assert count(50.0, 3, 3) == (0.0, None)  # redelivered, later ones taken since: counted already, no figures
     assert count(130.0, 5, 5) == (120.0, 1) and sorted(table[key]["windows"]) == ["120", "60"]
     assert [count(10.0, 1, 1), count(50.0, 3, 3)] == [(0.0, None), (0.0, None)]  # redelivered: not counted again
     assert sorted(table[key]["windows"]) == ["120", "60"]
@@ -149,6 +150,36 @@ def test_a_window_table_counts_each_crossing_once_and_keeps_only_the_two_windows
     for minute in range(3, 1000):
         count(minute * 60.0 + 1, 10 + minute, minute)
     assert sorted(table[key]["windows"]) == ["59880", "59940"]
+
+
+def test_records_sent_again_for_redelivered_events_are_the_records_sent_before(monkeypatch):
+    """After a crash the count and zone-stats agents read events again that their tables had taken; each sent its
+    record again with the figures as they were by then, under its own seq: a zone's stats at one seq said 5 exits
+    the second time, 3 the first."""
+    from collections import defaultdict
+
+    from schemas.analytics import ZoneEvent
+    from tables import count_tables
+
+    for name in ("line_minute", "line_quarter", "line_total", "zone_minute", "zone_quarter", "zone_total"):
+        monkeypatch.setattr(count_tables, name, defaultdict(dict))
+
+    def crossing(seq, track_id):
+        return Crossing(camera_id="cam", seq=seq, captured_at=1000 + seq, line="stop", direction="in",
+                        track_id=track_id, label="car", cls=2)
+
+    def zone_event(seq, kind, track_id):
+        return ZoneEvent(camera_id="cam", seq=seq, captured_at=1000 + seq, zone="box", kind=kind, track_id=track_id,
+                         label="car", occupancy=1 if kind == "enter" else 0, dwell_s=None if kind == "enter" else 2.0)
+
+    first = [count_tables.count_crossing(crossing(seq, seq)) for seq in (1, 2, 3)]
+    again = [count_tables.count_crossing(crossing(seq, seq)) for seq in (1, 2, 3)]  # redelivered, in order
+    assert [u.total for u in first] == [1, 2, 3]
+    assert again == [None, None, first[2]]  # the last one taken: the same record; the others: nothing
+    events = [zone_event(1, "enter", 7), zone_event(4, "exit", 7), zone_event(5, "enter", 8)]
+    stats = [count_tables.zone_stats(e) for e in events]
+    assert [count_tables.zone_stats(e) for e in events] == [None, None, stats[2]]
+    assert (stats[1].entries, stats[1].exits, stats[2].entries, stats[2].exits) == (1, 1, 2, 1)
 
 
 def test_a_line_redefined_under_the_same_name_starts_afresh():
