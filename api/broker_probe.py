@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 
 from its_faust import broker
 
@@ -22,6 +23,9 @@ class BrokerProbe:
         self.every_s, self.timeout_s = every_s, timeout_s
         self.answered_at: float | None = time.time()  # Unix seconds of the last answer (started: as of now)
         self.trouble: str | None = None  # why the last probe got no answer; None: it answered
+        self.came_back = 0  # how many times it answered again after not answering
+        # The last outages, (from its last answer, to its next one or None while it lasts), Unix seconds.
+        self.outages: deque[list] = deque(maxlen=50)
         self._task: asyncio.Task | None = None
 
     @property
@@ -36,13 +40,21 @@ class BrokerProbe:
             except broker.BrokerError as exc:
                 problems.append(str(exc))
                 continue
+            now = time.time()
             if self.trouble is not None:
                 log.warning("api: the broker answers again (%s)", address)
-            self.answered_at, self.trouble = time.time(), None
+                self.outages[-1][1] = now
+                self.came_back += 1
+            self.answered_at, self.trouble = now, None
             return
         if self.trouble is None:
             log.warning("api: the broker does not answer: %s", "; ".join(problems))
+            self.outages.append([self.answered_at, None])
         self.trouble = "; ".join(problems)
+
+    def away_between(self, since: float, now: float) -> float:
+        """Seconds between ``since`` and ``now`` (Unix) in which the broker did not answer."""
+        return sum(max(0.0, min(end or now, now) - max(start, since)) for start, end in self.outages)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="broker-probe")

@@ -45,7 +45,7 @@ class Hub:
         self.alerts, self.camera_events = Alerts(configured=configured), CameraEvents()
         self.broker = BrokerProbe(bootstrap)
         # Silent workers are judged over the time the broker answered: one it stopped answering made them "gone".
-        self.workers = Workers(read_until=self._workers_read_until)
+        self.workers = Workers(away_between=self.broker.away_between)
         self.frames_arriving = FramesArriving()
         self.dead_letters = DeadLetters()
         self.tracked = TrackedCameras()
@@ -111,10 +111,6 @@ class Hub:
             silent = {c for c in {a.camera_id for a in active} if self.tracked.silent_for(c, silent_s, now)}
             active = [a for a in active if a.camera_id not in silent]
         return recent, active
-
-    def _workers_read_until(self) -> float:
-        """Until when the workers' reports could be read (Unix seconds): now, or when the broker last answered."""
-        return time.time() if self.broker.up else self.broker.answered_at
 
     def camera_activity(self, now: float) -> list[dict]:
         """Each camera at a glance, configured or with tracks or active alerts held (by id): whether it is live (a frame of it

@@ -7,6 +7,7 @@ They are folds of the topics and nothing more: the API decides nothing. Each
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict, deque
 from typing import Callable
 
@@ -119,7 +120,8 @@ class FramesArriving:
     def apply(self, m: Message) -> None:
         if not m.key:
             return
-        self.sent_at[m.key] = max(m.timestamp, self.sent_at.get(m.key, float("-inf")))
+        # Sent at most now: one frame stamped in the future (any producer may) must not keep it "arriving".
+        self.sent_at[m.key] = max(min(m.timestamp, time.time()), self.sent_at.get(m.key, float("-inf")))
         self.sent_at.move_to_end(m.key)
         if len(self.sent_at) > self.max_cameras:
             self.sent_at.popitem(last=False)
@@ -478,13 +480,14 @@ class Workers:
 
     SILENT_INTERVALS = 3
 
-    def __init__(self, forget_after_s: float = 600.0, max_workers: int = 1000, read_until=None):
+    def __init__(self, forget_after_s: float = 600.0, max_workers: int = 1000, away_between=None):
         self.forget_after_s = forget_after_s
         self.max_workers = max_workers  # any producer may write the topic: made-up ids must not grow the API
         self.latest: OrderedDict[str, WorkerStatus] = OrderedDict()
-        # When the reports were last read (Unix seconds; None: now): a worker is judged silent only over the time
-        # they were read, so a broker the API cannot reach does not make every worker "gone".
-        self.read_until = read_until
+        # away_between(since, now): seconds the broker did not answer the API in between. A worker is judged silent
+        # over the rest only, so a broker the API cannot reach does not make every worker "gone", neither while it
+        # lasts nor for the moments after it in which their reports have not been read again.
+        self.away_between = away_between
 
     def apply(self, m: Message) -> None:
         try:
@@ -500,8 +503,8 @@ class Workers:
             self.latest.popitem(last=False)
 
     def state(self, status: WorkerStatus, now: float) -> str:
-        read = min(now, self.read_until()) if self.read_until else now
-        if status.state != "stopped" and read - status.at > self.SILENT_INTERVALS * status.interval_s:
+        silent_s = now - status.at - (self.away_between(status.at, now) if self.away_between else 0.0)
+        if status.state != "stopped" and silent_s > self.SILENT_INTERVALS * status.interval_s:
             return "gone"
         return status.state
 

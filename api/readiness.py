@@ -16,6 +16,9 @@ READY_LAG_TIMEOUT_S = 5.0
 METRICS_LAG_TIMEOUT_S = 3.0
 # A scrape whose read of the lag takes longer gives the last figures read, if they are this recent.
 METRICS_LAG_KEEP_S = 30.0
+# A read of the lag is given up after this long (the Kafka client waits 40 s a request, and a group coordinator
+# that is not there for ever): the next asker starts afresh.
+LAG_READ_MAX_S = 30.0
 
 
 class SystemHealth:
@@ -27,6 +30,7 @@ class SystemHealth:
         self._lag_read: asyncio.Future | None = None  # the read of the lag in flight, shared by its askers
         self.lag_read_at: float | None = None  # monotonic time of the last read that answered
         self._committed_seen: tuple[int, float] | None = None  # (the group's commits summed, since when)
+        self._came_back_seen = 0  # the broker's returns the read in flight began after
 
     async def ready(self) -> tuple[bool, dict]:
         """Whether the system is ready, and the body that says why (see the route's description)."""
@@ -82,8 +86,12 @@ class SystemHealth:
 
     def _read_lag(self) -> asyncio.Future:
         """The read of the lag in flight, or a new one: an asker that stops waiting for it leaves it running."""
+        came_back = getattr(self.hub.broker, "came_back", 0)
+        if self._lag_read is not None and not self._lag_read.done() and came_back != self._came_back_seen:
+            self._lag_read.cancel()  # begun while the broker was away: it would wait out the client's timeouts
+        self._came_back_seen = came_back
         if self._lag_read is None or self._lag_read.done():
-            self._lag_read = asyncio.ensure_future(self._worker_lag())
+            self._lag_read = asyncio.ensure_future(asyncio.wait_for(self._worker_lag(), LAG_READ_MAX_S))
             self._lag_read.add_done_callback(lambda r: r.cancelled() or r.exception())  # failures are the askers'
         return self._lag_read
 

@@ -7,18 +7,11 @@ events arrive in seq order, so an event at or behind the watermark is a
 redelivery and changes nothing. That makes every table exact under redelivery on
 its own, whatever else a crash left half-done.
 
-A redelivered event's record is sent again only when every table's figures are still those right after it
-(the event is the last each took): then it is the same record as before. One that later events followed
-sends nothing: its figures would be theirs, under its seq (a repeat that said 5 exits at a moment of 3), and
-those events come again right after it, each sending the figures after it.
-
-A window table keeps, per key, one watermark and the two windows it added to
-last: every window's figures went out on ``its.counts`` / ``its.zone-stats`` as
-they changed, so older ones are not needed again. Faust's own
-windowed tables kept a key per window for ever: their expiry deleted a window
-from the worker's local store but not from its changelog, never expired a window
-restored from the changelog, and held an in-memory entry per write for the whole
-retention.
+A redelivered event's record is sent again as it was: each minute window keeps the last event it took and the
+record that event sent. A redelivery of that event sends that record again; one of an event the window took
+more after sends nothing (a repeat under its seq would carry the later figures: 5 exits at a moment of 3),
+since those events come again right after it. A window's last figures are so never lost: its last event's
+record is the one sent again, whatever windows the key went on to.
 """
 
 from __future__ import annotations
@@ -61,26 +54,24 @@ def _with_speed(value: dict, kmh: float | None) -> dict:
     return value
 
 
-def _took_last(value: dict, seq: int, event_id: str) -> bool:
-    """Whether this event is the last one ``value`` took: its figures are still those right after it."""
-    return value.get("seq") == seq and value.get("done", [])[-1:] == [event_id]
-
-
-def _apply(table, key: str, seq: int, event_id: str, change) -> dict | None:
-    """Apply ``change`` to the key's value once; returns the value right after this event (None: a redelivery
-    that later events followed)."""
+def _apply(table, key: str, seq: int, event_id: str, change) -> dict:
+    """Apply ``change`` to the key's value once; returns the value now."""
     value = table[key]
     new = once(value, seq, event_id)
-    if new is None:
-        return value if _took_last(value, seq, event_id) else None
-    value = change(new)
-    table[key] = value
+    if new is not None:
+        value = change(new)
+        table[key] = value
     return value
 
 
-def _apply_in_window(table, size: float, key: str, at: float, seq: int, event_id: str, change) -> tuple[float, dict | None]:
-    """Apply ``change`` once to the key's value in the ``size``-second window that ``at`` falls in; returns the
-    window's start and its value right after this event (None: a redelivery that later events followed).
+TAKEN, LAST, BEHIND = "taken", "last", "behind"  # what a window did with an event (see _in_window)
+
+
+def _in_window(table, size: float, key: str, at: float, seq: int, event_id: str, change):
+    """The ``size``-second window that ``at`` falls in, with ``change`` applied once: (its start, its value, what
+    it did, ``write``). What it did: TAKEN (applied now: ``write(value)`` stores the value, with anything added
+    to it), LAST (taken before, and the last event the window took: its value is still the one right after it),
+    or BEHIND (taken before, and the window took more since: its value now; None if the key no longer holds it).
 
     The watermark is the key's, not a window's, so a redelivery is caught whichever window it falls in. The key
     keeps the KEPT_WINDOWS windows it added to last (a camera whose scene clock went back counts on in the
@@ -91,11 +82,37 @@ def _apply_in_window(table, size: float, key: str, at: float, seq: int, event_id
     windows = held.get("windows", {})
     marked = once(held, seq, event_id)
     if marked is None:
-        return start, windows.get(slot) if _took_last(held, seq, event_id) else None
-    value = change(dict(windows.get(slot, {})))
-    touched = {s: v for s, v in windows.items() if s != slot} | {slot: value}  # the one added to last, last
-    table[key] = {**marked, "windows": dict(list(touched.items())[-KEPT_WINDOWS:])}
+        value = windows.get(slot)
+        return start, value, LAST if value and value.get("last") == [seq, event_id] else BEHIND, None
+
+    def write(final: dict) -> None:
+        touched = {s: v for s, v in windows.items() if s != slot} | {slot: final}  # the one added to last, last
+        table[key] = {**marked, "windows": dict(list(touched.items())[-KEPT_WINDOWS:])}
+
+    return start, {**change(dict(windows.get(slot, {}))), "last": [seq, event_id]}, TAKEN, write
+
+
+def _apply_in_window(table, size: float, key: str, at: float, seq: int, event_id: str, change) -> tuple[float, dict | None]:
+    """:func:`_in_window`, its value stored at once; returns the window's start and its value (None: a redelivered
+    event's window the key no longer holds)."""
+    start, value, did, write = _in_window(table, size, key, at, seq, event_id, change)
+    if did == TAKEN:
+        write(value)
     return start, value
+
+
+def _record_once(record_type, minute_table, key: str, at: float, seq: int, event_id: str, change, build):
+    """The event's record, built by ``build(minute_start, minute_value)`` and kept in its minute window, or the
+    one kept there if the event comes again as the window's last; None for a repeat the window took more after."""
+    start, value, did, write = _in_window(minute_table, MINUTE_S, key, at, seq, event_id, change)
+    if did == BEHIND:
+        return None
+    if did == LAST:
+        sent = value.get("sent")
+        return record_type.model_validate(sent) if sent else build(start, value)  # (kept since this change)
+    record = build(start, value)
+    write({**value, "sent": record.model_dump(mode="json", by_alias=True)})
+    return record
 
 
 def _window_start(at: float, size: float) -> float:
@@ -120,21 +137,21 @@ def count_crossing(crossing: Crossing) -> CountUpdate | None:
     change = _count_crossing(crossing)
     # Totals keep no speeds: they would grow for ever (speed statistics are per window).
     total = _apply(line_total, key, crossing.seq, event_id, lambda v: {**v, "n": v.get("n", 0) + 1})
+    q_start, quarter = _apply_in_window(line_quarter, QUARTER_S, key, crossing.at, crossing.seq, event_id, change)
 
-    def window(table, size: float) -> WindowCount | None:
-        start, value = _apply_in_window(table, size, key, crossing.at, crossing.seq, event_id, change)
-        if value is None:
-            return None
-        return WindowCount(start=start, end=start + size, count=value.get("n", 0), speed=speed_stats(value.get("speeds", [])))
+    def build(start: float, minute: dict) -> CountUpdate:
+        return CountUpdate(
+            camera_id=crossing.camera_id, seq=crossing.seq, captured_at=crossing.captured_at,
+            scene_time=crossing.scene_time, line=crossing.line, line_version=crossing.line_version,
+            direction=crossing.direction, label=crossing.label, total=total.get("n", 0),
+            minute=_window_count(minute, start, MINUTE_S), quarter=_window_count(quarter or {}, q_start, QUARTER_S),
+        )
 
-    minute, quarter = window(line_minute, MINUTE_S), window(line_quarter, QUARTER_S)  # (each table takes it)
-    if total is None or minute is None or quarter is None:
-        return None  # a redelivery that later events followed: theirs carry the figures (see the module's notes)
-    return CountUpdate(
-        camera_id=crossing.camera_id, seq=crossing.seq, captured_at=crossing.captured_at, scene_time=crossing.scene_time,
-        line=crossing.line, line_version=crossing.line_version, direction=crossing.direction, label=crossing.label,
-        total=total.get("n", 0), minute=minute, quarter=quarter,
-    )
+    return _record_once(CountUpdate, line_minute, key, crossing.at, crossing.seq, event_id, change, build)
+
+
+def _window_count(value: dict, start: float, size: float) -> WindowCount:
+    return WindowCount(start=start, end=start + size, count=value.get("n", 0), speed=speed_stats(value.get("speeds", [])))
 
 
 # ---- zones ---------------------------------------------------------------------------------------
@@ -170,17 +187,14 @@ def zone_stats(event: ZoneEvent) -> ZoneStats | None:
     event_id = f"{event.kind}:t{event.track_id}"
     change = _zone_change(event)
     total = _apply(zone_total, key, event.seq, event_id, lambda v: {k: x for k, x in change(v).items() if k != "speeds"})
+    q_start, quarter = _apply_in_window(zone_quarter, QUARTER_S, key, event.at, event.seq, event_id, change)
 
-    def window(table, size: float) -> ZoneWindow | None:
-        start, value = _apply_in_window(table, size, key, event.at, event.seq, event_id, change)
-        return None if value is None else _zone_window(value, start, size)
+    def build(start: float, minute: dict) -> ZoneStats:
+        return ZoneStats(
+            camera_id=event.camera_id, seq=event.seq, captured_at=event.captured_at, scene_time=event.scene_time,
+            zone=event.zone, zone_version=event.zone_version,
+            occupancy=event.occupancy, entries=total.get("entries", 0), exits=total.get("exits", 0),
+            minute=_zone_window(minute, start, MINUTE_S), quarter=_zone_window(quarter or {}, q_start, QUARTER_S),
+        )
 
-    minute, quarter = window(zone_minute, MINUTE_S), window(zone_quarter, QUARTER_S)  # (each table takes it)
-    if total is None or minute is None or quarter is None:
-        return None  # a redelivery that later events followed: theirs carry the figures (see the module's notes)
-    return ZoneStats(
-        camera_id=event.camera_id, seq=event.seq, captured_at=event.captured_at, scene_time=event.scene_time,
-        zone=event.zone, zone_version=event.zone_version,
-        occupancy=event.occupancy, entries=total.get("entries", 0), exits=total.get("exits", 0),
-        minute=minute, quarter=quarter,
-    )
+    return _record_once(ZoneStats, zone_minute, key, event.at, event.seq, event_id, change, build)

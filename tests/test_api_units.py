@@ -957,18 +957,22 @@ def test_a_scrape_whose_lag_read_is_slow_gives_the_last_figures_and_leaves_the_r
 
 def test_a_worker_is_judged_silent_only_over_the_time_its_reports_could_be_read():
     """A broker the API could not reach made every worker "gone" in /workers and the metrics after 15 s."""
+    from api.broker_probe import BrokerProbe
     from api.read_models import Workers
 
     now = time.time()
-    heard_until = [now - 50]  # the broker stopped answering 50 s ago
-    workers = Workers(read_until=lambda: heard_until[0])
+    probe = BrokerProbe("127.0.0.1:9")
+    probe.outages.append([now - 50, None])  # not answering for 50 s
+    workers = Workers(away_between=probe.away_between)
     status = WorkerStatus(worker="h:1", state="running", at=now - 52, started_at=now - 100, interval_s=5.0, partitions=[0])
     workers.apply(Message(0, 0, b"h:1", encode(status), now - 52))
     [view] = workers.view(now)
     assert view["state"] == "running" and view["reported_s_ago"] == 52 and workers.serving(now)
-    heard_until[0] = now  # it answers again, and the worker is still silent: gone
-    [view] = workers.view(now)
-    assert view["state"] == "gone" and view["partitions"] == [] and not workers.serving(now)
+    probe.outages[-1][1] = now - 5  # back 5 s ago: its reports since may not be read yet
+    assert workers.view(now)[0]["state"] == "running"
+    [view] = workers.view(now + 12)  # 2 s before and 17 s after the outage, heard from: gone
+    assert view["state"] == "gone" and view["partitions"] == [] and not workers.serving(now + 12)
+    assert probe.away_between(now - 60, now) == 45 and probe.away_between(now - 10, now - 8) == 2
 
 
 def test_the_broker_probe_says_why_no_address_answered():
@@ -986,6 +990,15 @@ def test_the_broker_probe_says_why_no_address_answered():
     assert probe.up  # as of its start, until asked
     asyncio.run(probe.probe())
     assert not probe.up and all(f"127.0.0.1:{p} is not reachable" in probe.trouble for p in closed)
+    assert len(probe.outages) == 1 and probe.outages[0][1] is None  # from its last answer, still going on
+
+
+def test_a_frame_stamped_in_the_future_does_not_keep_its_camera_arriving():
+    from api.read_models import FramesArriving
+
+    arriving = FramesArriving()
+    arriving.apply(Message(0, 0, b"cam", b"{}", time.time() + 3600))  # any producer may stamp its records so
+    assert arriving.newest("cam") <= time.time() and arriving.newest("other") is None
 
 
 def test_ready_answers_in_its_own_time_and_says_which_cameras_shed_frames(monkeypatch):

@@ -139,8 +139,7 @@ def test_a_window_table_counts_each_crossing_once_and_keeps_only_the_two_windows
 
     assert [count(10.0, 1, 1), count(20.0, 2, 2), count(50.0, 3, 3)] == [(0.0, 1), (0.0, 2), (0.0, 3)]
     assert count(70.0, 4, 4) == (60.0, 1)
-    assert count(70.0, 4, 4) == (60.0, 1)  # redelivered, the last it took: the same figures again
-    assert count(50.0, 3, 3) == (0.0, None)  # redelivered, later ones taken since: counted already, no figures
+    assert count(50.0, 3, 3) == (0.0, 3)  # redelivered into the window before: counted already
     assert count(130.0, 5, 5) == (120.0, 1) and sorted(table[key]["windows"]) == ["120", "60"]
     assert [count(10.0, 1, 1), count(50.0, 3, 3)] == [(0.0, None), (0.0, None)]  # redelivered: not counted again
     assert sorted(table[key]["windows"]) == ["120", "60"]
@@ -172,10 +171,15 @@ def test_records_sent_again_for_redelivered_events_are_the_records_sent_before(m
         return ZoneEvent(camera_id="cam", seq=seq, captured_at=1000 + seq, zone="box", kind=kind, track_id=track_id,
                          label="car", occupancy=1 if kind == "enter" else 0, dwell_s=None if kind == "enter" else 2.0)
 
-    first = [count_tables.count_crossing(crossing(seq, seq)) for seq in (1, 2, 3)]
-    again = [count_tables.count_crossing(crossing(seq, seq)) for seq in (1, 2, 3)]  # redelivered, in order
-    assert [u.total for u in first] == [1, 2, 3]
-    assert again == [None, None, first[2]]  # the last one taken: the same record; the others: nothing
+    # Seqs 30 and 50 in the minute from 1020 (scene seconds), 90 and 91 in the next; one frame has two crossings.
+    crossings = [crossing(30, 1), crossing(50, 2), crossing(50, 3), crossing(90, 4), crossing(91, 5)]
+    first = [count_tables.count_crossing(c) for c in crossings]
+    assert [(u.total, u.minute.start, u.minute.count) for u in first] == [
+        (1, 1020, 1), (2, 1020, 2), (3, 1020, 3), (4, 1080, 1), (5, 1080, 2)]
+    again = [count_tables.count_crossing(c) for c in crossings]  # read again after a crash, in order
+    # Each minute's last crossing sends its record again, word for word: the minute from 1020 ends at 3, though
+    # the key has gone on to the next; those its minute took more after send nothing.
+    assert again == [None, None, first[2], None, first[4]]
     events = [zone_event(1, "enter", 7), zone_event(4, "exit", 7), zone_event(5, "enter", 8)]
     stats = [count_tables.zone_stats(e) for e in events]
     assert [count_tables.zone_stats(e) for e in events] == [None, None, stats[2]]
