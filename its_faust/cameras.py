@@ -316,6 +316,21 @@ def with_kept(setup: CameraSetup, config: CameraConfig | None) -> tuple[CameraSe
     return whole, kept
 
 
+def replaced_by(setup: CameraSetup, config: CameraConfig | None) -> list[str]:
+    """What ``setup`` gives in place of something the camera has under the same name, otherwise defined
+    (``line y120``, ``zone lanes``, ``calibration``, ``speed limit``): ``ensure_setup`` replaces them, and a line or
+    zone added again counts afresh."""
+    if config is None or config.removed:
+        return []
+    replaced = [f"line {line.name}" for line in setup.lines if config.line(line.name) not in (None, line)]
+    replaced += [f"zone {zone.name}" for zone in setup.zones if config.zone(zone.name) not in (None, zone)]
+    if setup.calibration is not None and config.calibration not in (None, setup.calibration):
+        replaced.append("calibration")
+    if setup.speed_limit_kmh is not None and config.speed_limit_kmh not in (None, setup.speed_limit_kmh):
+        replaced.append("speed limit")
+    return replaced
+
+
 def beyond_setup(config: CameraConfig | None, setup: CameraSetup) -> list[Change]:
     """The changes that drop what the camera has and ``setup`` does not give (what ``with_kept`` keeps)."""
     from schemas.control import RemoveLine, RemoveZone, SetCalibration, SetSpeedLimit

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from its_faust.cameras import (
-    CameraSetup, beyond_setup, check_speed_limit, command, ensure_setup, read_configs, send_commands, with_kept,
+    CameraSetup, beyond_setup, check_speed_limit, command, ensure_setup, read_configs, replaced_by, send_commands,
+    with_kept,
 )
 from its_faust.broker import EmbeddedBroker, bootstrap_servers, check_embedded_allowed, wait_reachable
 from its_faust.cpu_use import CpuMeter
@@ -210,9 +211,11 @@ async def configure_camera(stack: Stack, camera_id: str, setup: CameraSetup, *, 
         await send_commands(stack.bootstrap, stack.settings, [command(camera_id, c, issued_by="run") for c in changes])
 
 
-async def setup_for_run(stack: Stack, camera_id: str, setup: CameraSetup, *, bare: bool = False) -> tuple[CameraSetup, list[str]]:
-    """What a run of ``camera_id`` will be analysed with, and what of it the camera had from before
-    (a camera removed is added again).
+async def setup_for_run(stack: Stack, camera_id: str, setup: CameraSetup, *,
+                        bare: bool = False) -> tuple[CameraSetup, list[str], list[str]]:
+    """What a run of ``camera_id`` will be analysed with, what of it the camera had from before, and what of the
+    camera's the run replaces (a line of the same name elsewhere: its counts start again). A camera removed is
+    added again.
 
     On a broker that has seen the camera, it keeps the lines and zones it had (``ensure_setup``
     leaves them): the workers count them, so the summary reports them too, and says so. ``bare``:
@@ -231,7 +234,12 @@ async def setup_for_run(stack: Stack, camera_id: str, setup: CameraSetup, *, bar
         log.warning("%s keeps %s from before this run: counted and in the summary (`its-faust cameras "
                     "remove-line/remove-zone %s NAME` drops one; another --camera starts bare)",
                     camera_id, ", ".join(kept), camera_id)
-    return whole, kept
+    replaced = replaced_by(setup, current)
+    if replaced:
+        log.warning("%s: this run replaces its %s, defined otherwise before: counted afresh from now (the counts of "
+                    "before stay on its.counts; another --camera or another name leaves them be)",
+                    camera_id, ", ".join(replaced))
+    return whole, kept, replaced
 
 
 async def wait_analytics_settled(stack: Stack, timeout_s: float = 30.0) -> None:
@@ -335,9 +343,9 @@ async def run_source(
                  workers, settings.broker_url)
     async with Stack(settings, workers=workers) as stack:
         cpu = CpuMeter.of_stack(stack)
-        setup, kept = setup or CameraSetup(), []
+        setup, kept, replaced = setup or CameraSetup(), [], []
         if not stack.broker:  # a broker this run started holds no camera yet: nothing to read
-            setup, kept = await setup_for_run(stack, camera_id, setup, bare=bare)
+            setup, kept, replaced = await setup_for_run(stack, camera_id, setup, bare=bare)
         if setup != CameraSetup():
             stats, feed, result = await analyze_source(stack, source, setup, **kwargs)
         else:
@@ -351,5 +359,5 @@ async def run_source(
         summary.counts, summary.zones, summary.alerts = result.counts, result.zones, result.alerts
         summary.line_speeds = result.line_speeds
         summary.line_travel = {line.name: line.travel() for line in setup.lines}
-    summary.kept_from_before = kept
+    summary.kept_from_before, summary.replaced_from_before = kept, replaced
     return summary

@@ -153,6 +153,8 @@ class RunSummary:
     # What the camera had on the broker before this run and kept (``line y120``, ``zone lanes``,
     # ``calibration``, ``speed limit``): counted and reported like what the run was given.
     kept_from_before: list[str] = field(default_factory=list)
+    # What the camera had under the same name, defined otherwise, that this run replaced (its counts start again).
+    replaced_from_before: list[str] = field(default_factory=list)
     # line -> direction -> class -> vehicles that crossed (the lines given, and any kept)
     counts: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     # line -> which way on screen the traffic counted "in" and "out" moves ({"in": "down", "out": "up"})

@@ -7,7 +7,8 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from its_faust.cameras import CameraSetup, check_speed_limit, ensure_setup, parse_line, parse_points, with_kept
+from its_faust.cameras import (CameraSetup, check_speed_limit, ensure_setup, parse_line, parse_points, replaced_by,
+                               with_kept)
 from its_faust.codecs import SchemaError, decode, encode
 from schemas.control import (
     AddCamera,
@@ -347,3 +348,15 @@ def test_a_run_on_a_broker_of_its_own_refuses_a_speed_limit_without_a_calibratio
     assert not settings.broker_url
     with pytest.raises(ValueError, match="a speed limit needs a calibration"):
         asyncio.run(run_source(settings, "no-such-clip.mp4", setup=CameraSetup(lines=[LINE], speed_limit_kmh=50)))
+
+
+def test_what_a_run_replaces_of_a_cameras_setup_is_named():
+    """`run --line` with a line of a name the camera has, elsewhere, replaced it silently (its counts started again)."""
+    y120 = CountingLine(name="y120", x1=140, y1=120, x2=620, y2=120)
+    zone = Zone(name="near", points=[(0, 200), (640, 200), (640, 360)])
+    config = fold(AddCamera(), AddLine(line=y120), AddZone(zone=zone), SetSpeedLimit(kmh=50))
+    assert replaced_by(CameraSetup(lines=[y120], zones=[zone], speed_limit_kmh=50), config) == []  # the same: kept
+    moved = y120.model_copy(update={"y1": 200, "y2": 200})
+    other = CountingLine(name="x10", x1=10, y1=0, x2=10, y2=300)
+    assert replaced_by(CameraSetup(lines=[moved, other], speed_limit_kmh=30), config) == ["line y120", "speed limit"]
+    assert replaced_by(CameraSetup(lines=[moved]), None) == []

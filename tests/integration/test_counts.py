@@ -217,12 +217,15 @@ def test_a_run_on_a_camera_the_broker_knows_reports_what_it_kept(stack, settings
 
     async def go():
         await configure_camera(stack, camera, CameraSetup(lines=[line]))  # an earlier run or the API
-        setup, kept = await setup_for_run(stack, camera, CameraSetup())
+        setup, kept, replaced = await setup_for_run(stack, camera, CameraSetup())
         _, _, result = await analyze_source(stack, str(clip_path), setup, camera_id=camera, max_frames=150)
-        return setup, kept, result
+        # A run whose line of that name lies elsewhere replaces it (counted afresh), and says so: it did silently.
+        moved = line.model_copy(update={"y1": 200, "y2": 200})
+        _, _, replacing = await setup_for_run(stack, camera, CameraSetup(lines=[moved]))
+        return setup, kept, replaced, result, replacing
 
-    setup, kept, result = asyncio.run(go())
-    assert setup.lines == [line] and kept == ["line y120"]
+    setup, kept, replaced, result, replacing = asyncio.run(go())
+    assert setup.lines == [line] and kept == ["line y120"] and replaced == [] and replacing == ["line y120"]
     assert total(result.counts["y120"], "in") + total(result.counts["y120"], "out") >= 2, result.counts
 
 
@@ -238,7 +241,7 @@ def test_replay_of_a_video_has_the_lines_given_and_none_of_an_earlier_replay(sta
 
     async def go():
         await configure_camera(stack, "replay-bare", first)  # the earlier replay
-        setup, kept = await setup_for_run(stack, "replay-bare", second, bare=True)
+        setup, kept, _ = await setup_for_run(stack, "replay-bare", second, bare=True)
         emptied = (await read_configs(stack.bootstrap, settings))["replay-bare"]
         await configure_camera(stack, "replay-bare", setup)
         return setup, kept, emptied, (await read_configs(stack.bootstrap, settings))["replay-bare"]
