@@ -5,7 +5,8 @@ const api = "/api/v1";
 const $ = (id) => document.getElementById(id);
 const state = { camera: null, counts: new Map(), zones: new Map(), zonesLoaded: null, stream: null, alertsPosition: null, cameras: new Set(), names: new Map(), selection: 0,
   activity: new Map(), configs: new Map(), activeAlerts: new Set(), lastFrame: null, silentSince: null, startedAt: new Map(),
-  runs: new Map(), camerasReadAt: null, camerasStale: false, workersReadAt: null, reloadDue: null, figuresUnknown: null };
+  runs: new Map(), camerasReadAt: null, camerasStale: false, workersReadAt: null, reloadDue: null, figuresUnknown: null,
+  flowWindows: [] };
 // One time format on the whole page (24 h, as the video's overlay and the flow chart's axis).
 const clock = (seconds) => new Date(seconds * 1000).toLocaleTimeString([], { hourCycle: "h23" });
 
@@ -389,10 +390,40 @@ async function loadHistory() {
     if (!res.ok) throw new Error(res.status);
     windows = await res.json();
   } catch (e) {
-    if (id === state.camera) drawFlow(null);  // the API does not answer: unknown, not an empty chart
+    if (id === state.camera) {  // the API does not answer: unknown, not an empty chart
+      state.flowWindows = null;
+      drawFlow(null);
+    }
     return;
   }
-  if (id === state.camera) drawFlow(windows);  // another camera selected meanwhile: its own load draws it
+  if (id === state.camera) {  // another camera selected meanwhile: its own load draws it
+    state.flowWindows = windows;
+    drawFlow(windows);
+  }
+}
+
+// The flow chart counts one line (vehicles over it), or every line's crossings together: a vehicle crossing two
+// lines on one road is in both, which read as twice the traffic. One line is chosen unless the user picks "all".
+function flowLines(windows) {
+  const select = $("flow-line");
+  const lines = [...new Set(windows.flatMap((w) => w.counts.map((c) => c.line)))].sort();
+  const options = [...lines, ""];
+  if (select.dataset.camera !== state.camera) delete select.dataset.picked;  // another camera: its first line
+  const picked = select.dataset.picked;  // what the user chose, while it is there to choose
+  const chosen = picked !== undefined && options.includes(picked) ? picked : (lines[0] ?? "");
+  if (select.dataset.options !== options.join("\n") || select.dataset.camera !== state.camera) {
+    select.replaceChildren(...options.map((line) => {
+      const o = document.createElement("option");
+      o.value = line;
+      o.textContent = line ? `line ${line}` : "all lines (crossings)";
+      return o;
+    }));
+    select.dataset.options = options.join("\n");
+    select.dataset.camera = state.camera;
+  }
+  select.value = chosen;
+  select.hidden = lines.length < 2;  // one line (or none): nothing to choose
+  return chosen;
 }
 
 const FLOW_MINUTES = 30;
@@ -404,20 +435,22 @@ function drawFlow(windows) {
     g.fillText(`${state.camera}: crossings per minute unknown: the API does not answer`, 6, 14);
     return;
   }
+  const line = flowLines(windows);
   // The last 30 minutes by the clock, to the newest window: a minute with no crossing is a 0 bar, not left out.
   const newest = windows.length ? windows[windows.length - 1].start : 0;
   const minutes = Array.from({ length: FLOW_MINUTES }, (_, i) => ({ start: newest - (FLOW_MINUTES - 1 - i) * 60, n: 0, shed: 0 }));
   for (const w of windows) {
     const i = FLOW_MINUTES - 1 - Math.round((newest - w.start) / 60);
     if (i < 0) continue;
-    minutes[i].n = w.counts.reduce((s, c) => s + c.count, 0);
+    minutes[i].n = w.counts.filter((c) => !line || c.line === line).reduce((s, c) => s + c.count, 0);
     minutes[i].shed = w.frames_shed || 0;
   }
   const max = Math.max(1, ...minutes.map((m) => m.n));
   const barW = canvas.width / FLOW_MINUTES;
   g.font = "11px system-ui"; g.fillStyle = "#9aa4b2";
-  // Crossings, not vehicles: one that crosses two lines is in both.
-  g.fillText(`${state.camera}: crossings per minute, all lines` + (windows.length ? ` (max ${max})` : ""), 6, 14);
+  // Over one line, vehicles; over all, crossings: one that crosses two lines is in both.
+  const what = line ? `vehicles per minute over line ${line}, both directions` : "crossings per minute, all lines";
+  g.fillText(`${state.camera}: ${what}` + (windows.length ? ` (max ${max})` : ""), 6, 14);
   if (!windows.length) g.fillText("no crossings yet", 6, 30);
   minutes.forEach((m, i) => {
     const h = (canvas.height - 30) * m.n / max;
@@ -437,6 +470,7 @@ function drawFlow(windows) {
     ? `amber: in ${shed.length} of these minutes the workers shed ${shed.reduce((s, m) => s + m.shed, 0)} live frames they `
       + "reached too late (the machine fell behind): those minutes' counts are short" : "";
   document.body.dataset.flowWindows = String(windows.length);
+  document.body.dataset.flowLine = line;
   document.body.dataset.shedMinutes = String(shed.length);
 }
 
@@ -563,6 +597,10 @@ loadAlerts().then(loadCameras).then(() => {
 });
 loadWorkers();
 loadReady();
+$("flow-line").addEventListener("change", (e) => {
+  e.target.dataset.picked = e.target.value;
+  drawFlow(state.flowWindows);
+});
 setInterval(loadWorkers, 5000);
 setInterval(loadReady, 5000);
 setInterval(watchTheClock, 1000);

@@ -130,6 +130,9 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
                 if seen["flow note"]:
                     break
                 await asyncio.sleep(0.2)
+            # The flow chart counts the camera's one line (vehicles over it), with nothing to choose.
+            seen["flow line"] = await tools.value(
+                "[document.body.dataset.flowLine, document.getElementById('flow-line').hidden]")
             seen["zones"] = await tools.value(
                 "[...document.querySelectorAll('#zones tbody tr')].map((tr) => [...tr.cells].map((td) => td.textContent))")
             await produce(stack.bootstrap, stack.settings.topic(ALERTS), [alert("zz-alerts-cam", 2)])
@@ -179,6 +182,7 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
     assert seen["status"] == "live", seen
     assert seen["docs operations"] >= 20, seen
     assert "the workers shed 40 live frames" in seen["flow note"], seen
+    assert seen["flow line"] == ["y120", True], seen
     assert seen["counts"] >= 1 and seen["rows"] >= 3, seen  # live counts in the table
     assert seen["frames"] >= 20 and seen["live"] == 640, seen  # track updates, and the annotated live view
     assert seen["camera_events"] == ["finished", "started"], seen  # the camera's events, newest first
