@@ -128,7 +128,8 @@ class Hub:
             live = age is not None and age <= LIVE_WITHIN_S
             sent_at = self.frames_arriving.newest(camera_id)
             arriving = sent_at is not None and now - sent_at <= LIVE_WITHIN_S
-            state = "live" if live else "untracked" if arriving else "stopped" if record else "no_frames"
+            state = ("removed" if self.cameras.removed(camera_id) else "live" if live else "untracked" if arriving
+                     else "stopped" if record else "no_frames")
             listed.append({
                 "camera_id": camera_id, "name": config.name if config else None, "configured": config is not None,
                 "state": state, "live": live,

@@ -104,6 +104,11 @@ class Cameras:
     def is_configured(self, camera_id: str) -> bool:
         return self.get(camera_id) is not None
 
+    def removed(self, camera_id: str) -> bool:
+        """Whether the camera was configured and then removed (and not added again)."""
+        config = self.configs.get(camera_id)
+        return config is not None and config.removed
+
     def all(self) -> list[CameraConfig]:
         return sorted((c for c in self.configs.values() if not c.removed), key=lambda c: c.camera_id)
 

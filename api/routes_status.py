@@ -97,8 +97,9 @@ class CameraActivity(BaseModel):
     camera_id: str
     name: str | None = Field(description="From its configuration; none for a camera that sends frames unconfigured")
     configured: bool
-    state: Literal["live", "untracked", "stopped", "no_frames"] = Field(
-        description="live: a frame of it tracked in the last 10 s; untracked: none, though its frames came in the "
+    state: Literal["removed", "live", "untracked", "stopped", "no_frames"] = Field(
+        description="removed: its configuration was removed (its frames are refused; listed while the API holds its "
+                    "tracks or alerts); live: a frame of it tracked in the last 10 s; untracked: none, though its frames came in the "
                     "last 10 s (no worker running, a rebalance, the broker away for the workers, the pipeline far "
                     "behind); stopped: no frame tracked or sent since; no_frames: none held")
     live: bool = Field(description="A frame of it was tracked in the last 10 s")

@@ -106,7 +106,7 @@ class StaleFrames:
         for c in [c for c, camera in self._cameras.items()
                   if not camera.count and now - max(camera.reported_at, camera.shed_at) >= 3 * self.report_every_s]:
             del self._cameras[c]
-        return [self._report(c, self._cameras.pop(c), now, still_shedding=False, tail="none shed since") for c in due]
+        return [self._report(c, self._cameras.pop(c), now, still_shedding=False, tail=f"none shed in the {self.report_every_s:g} s since") for c in due]
 
     def _report(self, camera_id: str, camera: _Shedding, now: float, *, still_shedding: bool,
                 tail: str = "frames are fresh again") -> CameraEvent:

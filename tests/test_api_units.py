@@ -728,6 +728,10 @@ def test_camera_activity_says_which_cameras_are_live_what_is_in_view_and_their_a
     assert listed["stopped-cam"]["state"] == listed["idle-cam"]["state"] == "untracked"
     assert listed["live-cam"]["state"] == "live" and not listed["stopped-cam"]["live"]
     assert {c["camera_id"]: c["state"] for c in hub.camera_activity(now + 10)}["stopped-cam"] == "stopped"
+    # Removed, its frames refused: said so, though its last frames were tracked a moment ago (it looked live).
+    hub.cameras.put(CameraConfig(camera_id="live-cam", version=3, last_command_id="y", updated_at=now, removed=True))
+    removed = {c["camera_id"]: c for c in hub.camera_activity(now)}["live-cam"]
+    assert removed["state"] == "removed" and not removed["configured"]
     assert idle == {"camera_id": "idle-cam", "name": "Bridge", "configured": True, "state": "no_frames", "live": False,
                     "last_tracked_at": None, "last_frame_age_s": None, "frames_tracked": 0, "objects": 0, "alerts_active": 0}
 

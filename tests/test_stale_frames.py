@@ -85,7 +85,7 @@ def test_what_is_left_of_a_camera_that_stopped_is_reported_once_a_period_passed_
     stale.shed(frame(99, 5.0, camera="other"), NOW + 10.0)  # reported at once: nothing left
     [last] = stale.overdue(NOW + 14.5)
     assert last.camera_id == "cam-1" and last.frames_shed == 39 and last.seq == 40
-    assert last.at == NOW + 4.0 and "none shed since" in last.reason  # the minute they were shed in
+    assert last.at == NOW + 4.0 and "none shed in the 10 s since" in last.reason  # the minute they were shed in
     assert stale.overdue(NOW + 60.0) == []
     assert stale._cameras == {}  # "other", all reported and silent for 3 periods since, is not held for ever either
     assert stale.shed(frame(41, 5.0), NOW + 61.0).frames_shed == 1  # a new burst is reported at once

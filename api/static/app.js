@@ -10,15 +10,16 @@ const state = { camera: null, counts: new Map(), zones: new Map(), zonesLoaded: 
 // One time format on the whole page (24 h, as the video's overlay and the flow chart's axis).
 const clock = (seconds) => new Date(seconds * 1000).toLocaleTimeString([], { hourCycle: "h23" });
 
-// The badge: "live" only when the page's feeds are connected and the system is ready (/api/v1/ready:
-// a worker doing the work); a page whose feeds are up but whose workers are gone shows nothing new.
+// The badge: "system ready" only when the page's feeds are connected and the system is ready (/api/v1/ready:
+// a worker doing the work); a page whose feeds are up but whose workers are gone shows nothing new. (It said
+// "live", which read as the cameras' state: each camera's is in the list.)
 const health = { feeds: null, ready: null };
 function renderStatus() {
   const s = $("status");
   let text = "connecting…", cls = "";
   if (health.feeds === false) [text, cls] = ["reconnecting…", "down"];
   else if (health.ready && !health.ready.ok) [text, cls] = [`not ready: ${health.ready.why}`, "warn"];
-  else if (health.feeds) [text, cls] = ["live", "live"];
+  else if (health.feeds) [text, cls] = ["system ready", "live"];
   s.textContent = text;
   s.className = "status " + cls;
   // Feeds down (the API stopped, the network): what the page shows is as of then, not now.
@@ -113,6 +114,7 @@ function reloadFigures(id) {
 // worker tracks them), stopped, or no frames yet.
 function cameraLine(a) {
   const alerts = a && a.alerts_active ? ` · ${a.alerts_active} alert${a.alerts_active > 1 ? "s" : ""}` : "";
+  if (a && a.state === "removed") return ["removed", `removed: its frames are refused${alerts}`];
   if (a && a.state === "untracked") {
     const since = a.last_frame_age_s === null ? "none tracked yet" : `none tracked for ${ago(a.last_frame_age_s)}`;
     return ["untracked", `frames arriving, ${since}${alerts}`];
@@ -156,12 +158,14 @@ function renderCameras() {
 }
 
 // The camera the page opens on: the one in its address (?camera=, kept as the operator chooses: a reload or a
-// bookmark comes back to it), else a live one, else the first.
+// bookmark comes back to it), else a live one, else the first; a removed one last.
 function firstCamera() {
   const asked = new URLSearchParams(location.search).get("camera");
   const ids = [...state.cameras].sort();
   if (asked && state.cameras.has(asked)) return asked;
-  return ids.find((id) => (state.activity.get(id) || {}).live) || ids[0];
+  const doing = (id) => state.activity.get(id) || {};
+  const kept = ids.filter((id) => doing(id).state !== "removed");
+  return kept.find((id) => doing(id).live) || kept[0] || ids[0];
 }
 
 function select(id) {
