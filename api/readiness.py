@@ -43,7 +43,7 @@ class SystemHealth:
                       "frames_shed": hub.camera_events.shed_lately(time.time())}
         try:
             try:
-                offsets, lag = await asyncio.wait_for(asyncio.shield(self._read_lag()), READY_LAG_TIMEOUT_S)
+                offsets, lag = await self._wait_for_lag(READY_LAG_TIMEOUT_S)
             except asyncio.TimeoutError:
                 raise TimeoutError(f"no answer in {READY_LAG_TIMEOUT_S:g} s") from None
             body["lag"] = lag
@@ -67,7 +67,7 @@ class SystemHealth:
             if not self.hub.broker.up:
                 raise ConnectionError(self.hub.broker.trouble)
             # Read at each scrape: the figure is the broker's, not a cache.
-            await asyncio.wait_for(asyncio.shield(self._read_lag()), METRICS_LAG_TIMEOUT_S)
+            await self._wait_for_lag(METRICS_LAG_TIMEOUT_S)
         except asyncio.TimeoutError:
             # A loaded broker answers slowly, just when the lag matters: the read goes on for the next scrape, and
             # this one gives the figures of the last read if they are recent (the age metric says how recent).
@@ -80,6 +80,16 @@ class SystemHealth:
         else:
             metrics.lag_age.set(float("nan"))
 
+    async def _wait_for_lag(self, timeout_s: float):
+        """The lag read's answer, waited for ``timeout_s`` at most (it goes on for the next asker). A read dropped
+        meanwhile (begun while the broker was away) is a failed read for this asker, not its own cancellation."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._read_lag()), timeout_s)
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling():
+                raise
+            raise ConnectionError("the read was begun while the broker was away; asked afresh next time") from None
+
     def stop(self) -> None:
         if self._lag_read is not None:
             self._lag_read.cancel()
@@ -89,6 +99,7 @@ class SystemHealth:
         came_back = getattr(self.hub.broker, "came_back", 0)
         if self._lag_read is not None and not self._lag_read.done() and came_back != self._came_back_seen:
             self._lag_read.cancel()  # begun while the broker was away: it would wait out the client's timeouts
+            self._lag_read = None  # (it is done only at the loop's next turn: a new one now)
         self._came_back_seen = came_back
         if self._lag_read is None or self._lag_read.done():
             self._lag_read = asyncio.ensure_future(asyncio.wait_for(self._worker_lag(), LAG_READ_MAX_S))

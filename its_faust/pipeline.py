@@ -221,6 +221,7 @@ async def setup_for_run(stack: Stack, camera_id: str, setup: CameraSetup, *,
     leaves them): the workers count them, so the summary reports them too, and says so. ``bare``:
     those are dropped first instead (``replay --source``'s camera of its own has what it is given)."""
     current = (await read_configs(stack.bootstrap, stack.settings)).get(camera_id)
+    replaced = replaced_by(setup, current)  # (what a bare run drops is what the setup does not name)
     if current is not None and current.removed:  # the workers would dead-letter its frames
         log.warning("camera %s was removed: this run adds it again", camera_id)
         await send_commands(stack.bootstrap, stack.settings, [command(camera_id, AddCamera(name=camera_id), issued_by="run")])
@@ -234,10 +235,9 @@ async def setup_for_run(stack: Stack, camera_id: str, setup: CameraSetup, *,
         log.warning("%s keeps %s from before this run: counted and in the summary (`its-faust cameras "
                     "remove-line/remove-zone %s NAME` drops one; another --camera starts bare)",
                     camera_id, ", ".join(kept), camera_id)
-    replaced = replaced_by(setup, current)
     if replaced:
-        log.warning("%s: this run replaces its %s, defined otherwise before: counted afresh from now (the counts of "
-                    "before stay on its.counts; another --camera or another name leaves them be)",
+        log.warning("%s: this run replaces its %s, defined otherwise before: lines and zones count afresh from now "
+                    "(the counts of before stay on its.counts; another --camera or another name leaves them be)",
                     camera_id, ", ".join(replaced))
     return whole, kept, replaced
 

@@ -10,8 +10,10 @@ its own, whatever else a crash left half-done.
 A redelivered event's record is sent again as it was: each minute window keeps the last event it took and the
 record that event sent. A redelivery of that event sends that record again; one of an event the window took
 more after sends nothing (a repeat under its seq would carry the later figures: 5 exits at a moment of 3),
-since those events come again right after it. A window's last figures are so never lost: its last event's
-record is the one sent again, whatever windows the key went on to.
+since those events come again right after it. A window's last figures are so not lost: its last event's
+record is the one sent again (unless the key went on through more than KEPT_WINDOWS windows before the repeat:
+minutes of scene time between two commits). A repeat whose total or quarter the tables had taken later events
+into (a crash that kept one table's writes and lost another's) sends nothing either: its figures would mix.
 """
 
 from __future__ import annotations
@@ -54,17 +56,18 @@ def _with_speed(value: dict, kmh: float | None) -> dict:
     return value
 
 
-def _apply(table, key: str, seq: int, event_id: str, change) -> dict:
-    """Apply ``change`` to the key's value once; returns the value now."""
+TAKEN, LAST, BEHIND = "taken", "last", "behind"  # what a table did with an event (see _in_window)
+
+
+def _apply(table, key: str, seq: int, event_id: str, change) -> tuple[dict, str]:
+    """Apply ``change`` to the key's value once; returns the value now and what it did (as :func:`_in_window`)."""
     value = table[key]
     new = once(value, seq, event_id)
-    if new is not None:
-        value = change(new)
-        table[key] = value
-    return value
-
-
-TAKEN, LAST, BEHIND = "taken", "last", "behind"  # what a window did with an event (see _in_window)
+    if new is None:
+        return value, LAST if value.get("seq") == seq and value.get("done", [])[-1:] == [event_id] else BEHIND
+    value = change(new)
+    table[key] = value
+    return value, TAKEN
 
 
 def _in_window(table, size: float, key: str, at: float, seq: int, event_id: str, change):
@@ -92,20 +95,23 @@ def _in_window(table, size: float, key: str, at: float, seq: int, event_id: str,
     return start, {**change(dict(windows.get(slot, {}))), "last": [seq, event_id]}, TAKEN, write
 
 
-def _apply_in_window(table, size: float, key: str, at: float, seq: int, event_id: str, change) -> tuple[float, dict | None]:
-    """:func:`_in_window`, its value stored at once; returns the window's start and its value (None: a redelivered
-    event's window the key no longer holds)."""
+def _apply_in_window(table, size: float, key: str, at: float, seq: int, event_id: str, change) -> tuple[float, dict | None, str]:
+    """:func:`_in_window`, its value stored at once; returns the window's start, its value (None: a redelivered
+    event's window the key no longer holds) and what it did."""
     start, value, did, write = _in_window(table, size, key, at, seq, event_id, change)
     if did == TAKEN:
         write(value)
-    return start, value
+    return start, value, did
 
 
-def _record_once(record_type, minute_table, key: str, at: float, seq: int, event_id: str, change, build):
+def _record_once(record_type, minute_table, key: str, at: float, seq: int, event_id: str, change, build, others: list[str]):
     """The event's record, built by ``build(minute_start, minute_value)`` and kept in its minute window, or the
-    one kept there if the event comes again as the window's last; None for a repeat the window took more after."""
+    one kept there if the event comes again as the window's last; None for a repeat the window took more after,
+    or one the other tables (``others``: what they did with it) took more after."""
     start, value, did, write = _in_window(minute_table, MINUTE_S, key, at, seq, event_id, change)
-    if did == BEHIND:
+    if did == BEHIND or (did == TAKEN and BEHIND in others):
+        if did == TAKEN:
+            write(value)  # the minute's figures stand; the record would mix them with later ones
         return None
     if did == LAST:
         sent = value.get("sent")
@@ -136,8 +142,8 @@ def count_crossing(crossing: Crossing) -> CountUpdate | None:
     event_id = f"t{crossing.track_id}"
     change = _count_crossing(crossing)
     # Totals keep no speeds: they would grow for ever (speed statistics are per window).
-    total = _apply(line_total, key, crossing.seq, event_id, lambda v: {**v, "n": v.get("n", 0) + 1})
-    q_start, quarter = _apply_in_window(line_quarter, QUARTER_S, key, crossing.at, crossing.seq, event_id, change)
+    total, total_did = _apply(line_total, key, crossing.seq, event_id, lambda v: {**v, "n": v.get("n", 0) + 1})
+    q_start, quarter, quarter_did = _apply_in_window(line_quarter, QUARTER_S, key, crossing.at, crossing.seq, event_id, change)
 
     def build(start: float, minute: dict) -> CountUpdate:
         return CountUpdate(
@@ -147,7 +153,8 @@ def count_crossing(crossing: Crossing) -> CountUpdate | None:
             minute=_window_count(minute, start, MINUTE_S), quarter=_window_count(quarter or {}, q_start, QUARTER_S),
         )
 
-    return _record_once(CountUpdate, line_minute, key, crossing.at, crossing.seq, event_id, change, build)
+    return _record_once(CountUpdate, line_minute, key, crossing.at, crossing.seq, event_id, change, build,
+                        [total_did, quarter_did])
 
 
 def _window_count(value: dict, start: float, size: float) -> WindowCount:
@@ -186,8 +193,8 @@ def zone_stats(event: ZoneEvent) -> ZoneStats | None:
     key = f"{event.camera_id}|{event.zone}" + (f"@{event.zone_version}" if event.zone_version else "")
     event_id = f"{event.kind}:t{event.track_id}"
     change = _zone_change(event)
-    total = _apply(zone_total, key, event.seq, event_id, lambda v: {k: x for k, x in change(v).items() if k != "speeds"})
-    q_start, quarter = _apply_in_window(zone_quarter, QUARTER_S, key, event.at, event.seq, event_id, change)
+    total, total_did = _apply(zone_total, key, event.seq, event_id, lambda v: {k: x for k, x in change(v).items() if k != "speeds"})
+    q_start, quarter, quarter_did = _apply_in_window(zone_quarter, QUARTER_S, key, event.at, event.seq, event_id, change)
 
     def build(start: float, minute: dict) -> ZoneStats:
         return ZoneStats(
@@ -197,4 +204,5 @@ def zone_stats(event: ZoneEvent) -> ZoneStats | None:
             minute=_zone_window(minute, start, MINUTE_S), quarter=_zone_window(quarter or {}, q_start, QUARTER_S),
         )
 
-    return _record_once(ZoneStats, zone_minute, key, event.at, event.seq, event_id, change, build)
+    return _record_once(ZoneStats, zone_minute, key, event.at, event.seq, event_id, change, build,
+                        [total_did, quarter_did])

@@ -1052,3 +1052,32 @@ def test_ready_answers_in_its_own_time_and_says_which_cameras_shed_frames(monkey
     assert fine.json()["workers"] == "none running, caught up"
     assert slow.status_code == 503 and slow_s < 0.9 and "no answer in 0.1 s" in slow.json()["lag"]
     assert down.status_code == 503 and down.json()["broker"] == "not answering: broker 127.0.0.1:9 is not reachable"
+
+
+def test_a_lag_read_dropped_as_the_broker_comes_back_fails_its_askers_softly(monkeypatch):
+    """The read begun while the broker was away is dropped once it is back: its askers got CancelledError, which
+    no handler took (/ready and /metrics failed instead of answering)."""
+    import asyncio
+
+    from api.metrics import Metrics
+    from api.read_models import Workers
+
+    class Broker:
+        async def read(self):
+            await asyncio.sleep(0.3)
+            return {("its.frames", 0): (12, 12)}
+
+    probe = SimpleNamespace(up=True, trouble=None, came_back=0)
+    hub = SimpleNamespace(group_offsets=Broker(), broker=probe, camera_events=CameraEvents(), workers=Workers(),
+                          rings={"tracks": SimpleNamespace(last_fetch_ok=time.monotonic())})
+    health = SystemHealth(hub, Metrics())
+
+    async def go():
+        first = asyncio.ensure_future(health.ready())
+        await asyncio.sleep(0.05)
+        probe.came_back += 1  # back from an outage the probe saw meanwhile
+        return await asyncio.gather(first, health.ready())
+
+    (first_ok, first), (second_ok, second) = asyncio.run(go())
+    assert not first_ok and "asked afresh next time" in first["lag"]
+    assert second_ok and second["lag"] == {"its.frames": 0}

@@ -171,6 +171,7 @@ function firstCamera() {
 function select(id) {
   if (id === state.camera) return;
   state.camera = id;
+  state.flowWindows = [];  // the last camera's, until this one's history is loaded
   const url = new URL(location.href);
   url.searchParams.set("camera", id);
   history.replaceState(null, "", url);
@@ -453,7 +454,7 @@ function drawFlow(windows) {
   const barW = canvas.width / FLOW_MINUTES;
   g.font = "11px system-ui"; g.fillStyle = "#9aa4b2";
   // Over one line, vehicles; over all, crossings: one that crosses two lines is in both.
-  const what = line ? `vehicles per minute over line ${line}, both directions` : "crossings per minute, all lines";
+  const what = line ? `crossings per minute over line ${line}, both directions` : "crossings per minute, all lines";
   g.fillText(`${state.camera}: ${what}` + (windows.length ? ` (max ${max})` : ""), 6, 14);
   if (!windows.length) g.fillText("no crossings yet", 6, 30);
   minutes.forEach((m, i) => {
