@@ -7,6 +7,14 @@ events arrive in seq order, so an event at or behind the watermark is a
 redelivery and changes nothing. That makes every table exact under redelivery on
 its own, whatever else a crash left half-done.
 
+A window table keeps, per key, one watermark and the two windows it added to
+last: every window's figures went out on ``its.counts`` / ``its.zone-stats`` as
+they changed, so older ones are not needed again. Faust's own
+windowed tables kept a key per window for ever: their expiry deleted a window
+from the worker's local store but not from its changelog, never expired a window
+restored from the changelog, and held an in-memory entry per write for the whole
+retention.
+
 A redelivered event's record is sent again as it was: each minute window keeps the last event it took and the
 record that event sent. A redelivery of that event sends that record again; one of an event the window took
 more after sends nothing (a repeat under its seq would carry the later figures: 5 exits at a moment of 3),
