@@ -96,7 +96,7 @@ class SystemHealth:
 
     def _read_lag(self) -> asyncio.Future:
         """The read of the lag in flight, or a new one: an asker that stops waiting for it leaves it running."""
-        came_back = getattr(self.hub.broker, "came_back", 0)
+        came_back = self.hub.broker.came_back
         if self._lag_read is not None and not self._lag_read.done() and came_back != self._came_back_seen:
             self._lag_read.cancel()  # begun while the broker was away: it would wait out the client's timeouts
             self._lag_read = None  # (it is done only at the loop's next turn: a new one now)

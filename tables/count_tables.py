@@ -123,7 +123,8 @@ def _record_once(record_type, minute_table, key: str, at: float, seq: int, event
         return None
     if did == LAST:
         sent = value.get("sent")
-        return record_type.model_validate(sent) if sent else build(start, value)  # (kept since this change)
+        # None kept: its figures would have mixed (see above), and still would.
+        return record_type.model_validate(sent) if sent else None
     record = build(start, value)
     write({**value, "sent": record.model_dump(mode="json", by_alias=True)})
     return record

@@ -929,7 +929,7 @@ def test_a_scrape_whose_lag_read_is_slow_gives_the_last_figures_and_leaves_the_r
     app = FastAPI()
     app.include_router(routes_status.router)
     app.state.metrics = Metrics()
-    app.state.hub = SimpleNamespace(group_offsets=broker, broker=SimpleNamespace(up=True, trouble=None))
+    app.state.hub = SimpleNamespace(group_offsets=broker, broker=SimpleNamespace(up=True, trouble=None, came_back=0))
     app.state.health = SystemHealth(app.state.hub, app.state.metrics)
 
     async def scrape(client) -> dict:
@@ -1028,7 +1028,7 @@ def test_ready_answers_in_its_own_time_and_says_which_cameras_shed_frames(monkey
     events = CameraEvents()
     events.apply(Message(0, 0, b"c", encode(CameraEvent(camera_id="c", kind="frames_shed", at=time.time(), reason="r",
                                                         frames_shed=7)), time.time()))
-    broker, probe = Broker(), SimpleNamespace(up=True, trouble=None)
+    broker, probe = Broker(), SimpleNamespace(up=True, trouble=None, came_back=0)
     app = FastAPI()
     app.include_router(routes_status.router)
     app.state.metrics = Metrics()
