@@ -299,7 +299,7 @@ async def analyze_source(
 def _of_this_run(records: list, first_seq: int | None) -> list:
     """The records of this run's frames, the first copy of each: a crash can make the actor emit a frame's
     events again (identical), and a camera a run before this one left open is closed at this run's first
-    frame, with events of the last run's last frame (CameraAnalytics._close_if_silent_since)."""
+    frame, with events of the last run's last frame (CameraAnalytics._close_if_broken_off)."""
     seen, out = set(), []
     for r in records:
         key = r.model_dump_json()

@@ -214,7 +214,7 @@ class CameraAnalytics:
         plane = self._road_plane(config.calibration if live else None)
         limit = config.speed_limit_kmh if live and plane else None
         now = record.at
-        out = self._close_if_silent_since(now)
+        out = self._close_if_broken_off(now)
         self._sync_geometry(lines, zones, line_versions, zone_versions)
         if self.last_at is not None and now - self.last_at > self.rules.zone_lost_s:
             # Tracks not in this frame after a gap in the camera's frames left their zones during it: as of its
@@ -239,14 +239,26 @@ class CameraAnalytics:
         self.last_seq, self.last_at = record.seq, now
         return out
 
-    def _close_if_silent_since(self, now: float) -> FrameOutput:
-        """A frame after the camera was silent ``camera_silent_s`` that nothing closed it for (``run`` stops
-        its own worker; every worker was down): it is closed first, as of then, so this stretch starts bare.
-        Otherwise the last stretch's tracks left their zones, and its alerts cleared, in this one."""
-        silent_s = self.rules.camera_silent_s
-        if self.last_at is None or not 0 < silent_s < now - self.last_at:
+    def _close_if_broken_off(self, now: float) -> FrameOutput:
+        """A frame that does not go on from the last one closes the camera first, so that this stretch starts bare:
+
+        * one after the camera was silent ``camera_silent_s`` that nothing closed it for (``run`` stops its own
+          worker; every worker was down), as of then. Otherwise the last stretch's tracks left their zones, and its
+          alerts cleared, in this one;
+        * one over ``zone_lost_s`` older than the last (the camera's clock was set back), as of the last frame.
+          Measured on the old clock, its tracks would stay in their zones, its alerts stay up and its cool-downs
+          run on for as long as the clock went back (an hour, for a clock an hour fast set right), and speeds and
+          dwell times across it would come out negative."""
+        if self.last_at is None:
             return FrameOutput()
-        return self.close(Moment(self.camera_id, self.last_seq, self.last_at + silent_s), f"no frames for {now - self.last_at:.0f} s")
+        silent_s = self.rules.camera_silent_s
+        if 0 < silent_s < now - self.last_at:
+            return self.close(Moment(self.camera_id, self.last_seq, self.last_at + silent_s), f"no frames for {now - self.last_at:.0f} s")
+        if self.last_at - now > self.rules.zone_lost_s:
+            out = self.close(Moment(self.camera_id, self.last_seq, self.last_at), f"the camera's clock went back {self.last_at - now:.0f} s")
+            self.alert_book.quiet_until = {}  # (until times on the old clock)
+            return out
+        return FrameOutput()
 
     def is_open(self) -> bool:
         """Whether closing the camera would change anything: tracks it still holds (in zones, maybe), or alerts

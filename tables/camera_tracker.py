@@ -5,7 +5,8 @@ snapshots and restores it, so that the camera actor can move to another worker
 (or survive a restart) and continue with the same tracks and the same id counter.
 A snapshot restores to a tracker that gives bit-identical results to the original.
 After a gap in scene time of more than ``tracker.max_gap_s`` (a stream loss, shed
-frames) the camera's tracks start afresh, its ids counting on.
+frames), or a camera clock that went back as far, the camera's tracks start afresh, its
+ids counting on.
 """
 
 from __future__ import annotations
@@ -115,7 +116,8 @@ class CameraTracker:
                                        **tracker_settings.model_dump(exclude={"max_gap_s", "live_max_age_s"}))
         self.tracker = BYTETracker(args)
         self.max_gap_s = tracker_settings.max_gap_s
-        self.afresh: tuple[float, int] | None = None  # after the last update: (gap s, tracks dropped) if it started afresh
+        # After the last update, if it started afresh: (gap s, below 0 where the clock went back; tracks dropped).
+        self.afresh: tuple[float, int] | None = None
         state = state or TrackerState(camera_id=camera_id)
         self.last_seq = state.last_seq
         self.last_at = state.last_at
@@ -140,7 +142,8 @@ class CameraTracker:
         """Apply one frame's detections (``at``: its scene time); returns the confirmed tracks after it."""
         self.afresh = None
         if at is not None:
-            if self.last_at is not None and at - self.last_at > self.max_gap_s:
+            # A clock that went back as far is a gap too: ByteTrack's motion would join tracks across it.
+            if self.last_at is not None and abs(at - self.last_at) > self.max_gap_s:
                 self._start_afresh(at - self.last_at)
             self.last_at = at
         data = np.array([[b.x1, b.y1, b.x2, b.y2, b.conf, b.cls] for b in boxes], dtype=np.float32).reshape(-1, 6)
@@ -164,8 +167,8 @@ class CameraTracker:
         dropped = len(self.tracker.tracked_stracks) + len(self.tracker.lost_stracks)
         self.afresh = (gap_s, dropped)
         self.tracker.tracked_stracks, self.tracker.lost_stracks, self.tracker.removed_stracks = [], [], []
-        log.info("track: camera %s: %.1f s since its last frame, %d tracks dropped; ids go on from %d",
-                 self.camera_id, gap_s, dropped, self.tracker._ids.next_value)
+        log.info("track: camera %s: %s, %d tracks dropped; ids go on from %d",
+                 self.camera_id, gap_said(gap_s), dropped, self.tracker._ids.next_value)
 
     def state(self) -> TrackerState:
         lost_ids = {t.track_id for t in self.tracker.lost_stracks}
@@ -181,4 +184,9 @@ class CameraTracker:
         )
 
 
-__all__ = ["CameraTracker", "TrackerState", "TrackSnapshot"]
+def gap_said(gap_s: float) -> str:
+    """A gap between two of a camera's frames, in words (below 0: its clock went back)."""
+    return f"{gap_s:.1f} s since its last frame" if gap_s >= 0 else f"its clock went back {-gap_s:.1f} s"
+
+
+__all__ = ["CameraTracker", "TrackerState", "TrackSnapshot", "gap_said"]

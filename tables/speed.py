@@ -69,4 +69,4 @@ def fitted_speed_kmh(road_samples: list[tuple[float, float, float]]) -> float | 
 
 def trim(samples: list[tuple[float, float, float]], now: float, window_s: float) -> list[tuple[float, float, float]]:
     """Keep the samples of the last ``window_s`` seconds."""
-    return [s for s in samples if now - s[0] <= window_s]
+    return [s for s in samples if 0 <= now - s[0] <= window_s]  # none from after now: the camera's clock went back

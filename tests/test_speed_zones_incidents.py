@@ -92,6 +92,13 @@ def test_a_speed_measured_on_the_calibrated_road_is_not_carried_past_its_end():
     assert inside_speeds[-1] == pytest.approx(50, rel=0.02)
 
 
+def test_samples_from_after_now_are_not_kept_for_a_speed():
+    """A clock set back left samples dated after the frame: the fit saw a negative time span and gave no speed."""
+    from tables.speed import trim
+
+    assert trim([(9.0, 0, 0), (10.0, 0, 0), (10.5, 0, 0), (12.0, 0, 0)], now=10.5, window_s=1.0) == [(10.0, 0, 0), (10.5, 0, 0)]
+
+
 def test_without_calibration_no_speed_is_claimed():
     actor, outs = play(drive(1, 50, 1.2), config())
     assert actor.tracks[1].speed_kmh is None and actor.tracks[1].px_speed > 0
@@ -325,6 +332,33 @@ def test_a_camera_back_after_a_silence_nothing_closed_is_closed_first_as_of_then
     assert out.alerts == []
     assert [(e.kind, e.track_id, e.seq, e.captured_at) for e in out.zone_events] == [
         ("exit", 7, 69, last_at + 1.0), ("exit", 8, 69, last_at + 1.0)]  # zone_lost_s after the last frame
+
+
+def test_a_camera_whose_clock_went_back_is_closed_as_of_its_last_frame_and_starts_bare():
+    """A camera clock an hour fast, set right: measured on the old clock, the stopped car's alert cleared and was
+    never raised again (its cool-down ran for the hour), the tracks of then stayed in their zones for the hour, and
+    a dwell came out at -3594 s (from a time trial). Now the camera is closed as of its last frame, and the stretch
+    after the step is judged on its own clock."""
+    approach = [[box(1, 300, 50 + 4 * i)] for i in range(30)]
+    stopped = [[box(1, 300, 166)]] * int(14 * FPS)
+    actor, outs = play(approach + stopped, config(zones=[LANE]))
+    assert alerts(outs) == [("stopped_vehicle", "raised")] and actor.occupancy("lane1") == 1
+    last = len(approach + stopped) - 1
+    last_at = frame(last, []).at
+    back = [frame(last + 1 + i, [box(2, 300, 166)]).model_copy(update={"captured_at": last_at - 3600 + i / FPS})
+            for i in range(int(14 * FPS))]  # the same car still there, under a new id (the tracker restarted too)
+    outs = [actor.update(record, config(zones=[LANE])) for record in back]
+    first = outs[0]
+    assert [(a.kind, a.state, a.seq, a.captured_at) for a in first.alerts] == [("stopped_vehicle", "cleared", last, last_at)]
+    assert first.alerts[0].message.startswith("cleared (the camera's clock went back 3600 s): ")
+    assert [(e.kind, e.track_id) for e in first.zone_events] == [("exit", 1)] and first.zone_events[0].dwell_s > 0
+    assert set(actor.tracks) == {2}
+    # On the new clock the car is stopped again, long enough: raised again, not held back by an hour's cool-down.
+    assert [(a.kind, a.state) for o in outs[1:] for a in o.alerts] == [("stopped_vehicle", "raised")]
+    assert all(e.dwell_s is None or e.dwell_s >= 0 for o in outs for e in o.zone_events)
+    # A step back within zone_lost_s (a clock's jitter, a slewed second) closes nothing.
+    jitter = frame(last + 1000, [box(2, 300, 166)]).model_copy(update={"captured_at": back[-1].captured_at - 0.5})
+    assert actor.update(jitter, config(zones=[LANE])).alerts == [] and set(actor.tracks) == {2}
 
 
 def test_an_alert_cleared_by_a_close_cools_down_too_and_the_cool_down_is_forgotten_once_over():

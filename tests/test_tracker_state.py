@@ -73,6 +73,25 @@ def test_a_gap_in_time_starts_the_tracks_afresh_and_ids_count_on(settings, clip_
     assert restored.last_at == gapped.last_at  # the clock survives a move too
 
 
+def test_a_clock_set_back_restarts_the_tracks_and_the_camera_is_told_so(settings, clip_detections):
+    """Frames an hour older than the last (a camera clock set right): ByteTrack would have joined the tracks across
+    the step, with no word of it anywhere (from a time trial). Within the limit, a clock's jitter goes on."""
+    from its_faust.track_restarts import TrackRestarts
+
+    tracker, restarts = CameraTracker("cam-1", settings.tracker), TrackRestarts(every_s=60.0)
+    for seq in range(30):
+        tracker.update(seq, clip_detections[seq], (360, 640), 5000 + seq / 30)
+    before = {o.track_id for o in tracker.update(30, clip_detections[30], (360, 640), 5001.0)}
+    jitter = {o.track_id for o in tracker.update(31, clip_detections[31], (360, 640), 5001.0 - settings.tracker.max_gap_s)}
+    assert tracker.afresh is None and jitter & before
+    after = tracker.update(32, clip_detections[32], (360, 640), 1400.0)
+    gap_s, dropped = tracker.afresh
+    assert round(gap_s) == -(5001 - settings.tracker.max_gap_s - 1400) and dropped > 0
+    assert not {o.track_id for o in after} & before
+    event = restarts.report(tracker, 100.0)
+    assert f"its clock went back {-gap_s:.1f} s" in event.reason and "set back" in event.reason
+
+
 def test_a_camera_whose_tracks_a_gap_restarted_is_told_at_most_once_a_minute(settings, clip_detections):
     from its_faust.track_restarts import TrackRestarts
 
