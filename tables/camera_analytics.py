@@ -235,7 +235,7 @@ class CameraAnalytics:
 
         self._lose_tracks(seen, record, now, out)
         conditions = self._conditions(zones, limit, plane, now)
-        out.alerts.extend(self.alert_book.step(self.camera_id, record, conditions, seen))
+        out.alerts.extend(self.alert_book.step(self.camera_id, record, conditions, seen, config.version if live else 0))
         self.last_seq, self.last_at = record.seq, now
         return out
 

@@ -47,6 +47,7 @@ class ActiveAlert(Record):
     details: dict[str, float] = Field(default_factory=dict)
     gone_since: float | None = None
     gone_from_view: bool = False  # its one vehicle's track was not in the frame its condition lapsed on
+    config_version: int = 0  # the camera's configuration version it was raised under
 
 
 class AlertBook:
@@ -57,8 +58,10 @@ class AlertBook:
         self.active: dict[str, ActiveAlert] = dict(active or {})
         self.quiet_until: dict[str, float] = dict(quiet_until or {})
 
-    def step(self, camera_id: str, record, conditions: list[Condition], seen: set[int] = frozenset()) -> list[Alert]:
-        """``record``: the frame (camera record) the conditions were judged on; ``seen``: the tracks in it.
+    def step(self, camera_id: str, record, conditions: list[Condition], seen: set[int] = frozenset(),
+             config_version: int = 0) -> list[Alert]:
+        """``record``: the frame (camera record) the conditions were judged on; ``seen``: the tracks in it;
+        ``config_version``: the camera's configuration version they were judged under.
 
         An alert about one vehicle whose track was not in the frame its condition ended on says so when it
         clears: the vehicle left, or the tracker lost it (after a pause in the camera's frames, a rebalance
@@ -81,7 +84,7 @@ class AlertBook:
             alert = ActiveAlert(
                 alert_id=f"{camera_id}:{key}:{seq}", kind=c.kind, subject=c.subject, severity=c.severity,
                 message=c.message, started_at=c.since, raised_seq=seq, track_ids=c.track_ids, zone=c.zone,
-                details=c.details,
+                details=c.details, config_version=config_version,
             )
             self.active[key] = alert
             out.append(self._event(record, alert, "raised"))
@@ -118,5 +121,5 @@ class AlertBook:
             severity=alert.severity, subject=alert.subject, track_ids=alert.track_ids, zone=alert.zone,
             started_at=alert.started_at, snapshot=FrameRef(camera_id=camera_id, seq=alert.raised_seq),
             message=alert.message if state == "raised" else f"cleared{f' ({why})' if why else ''}: {alert.message}",
-            details=alert.details,
+            details=alert.details, config_version=alert.config_version,
         )

@@ -185,10 +185,10 @@ def test_a_removed_cameras_alerts_are_no_longer_active_but_a_re_added_ones_are()
     alerts = Alerts()
     cameras = Cameras(on_removed=alerts.camera_removed)
 
-    def raised(camera, at):
+    def raised(camera, at, config_version=1):
         return Alert(camera_id=camera, seq=int(at), captured_at=at, alert_id=f"{camera}:stopped:{at}", kind="stopped_vehicle",
                      state="raised", severity="warning", subject="track-1", started_at=at,
-                     snapshot=FrameRef(camera_id=camera, seq=int(at)), message="m")
+                     snapshot=FrameRef(camera_id=camera, seq=int(at)), message="m", config_version=config_version)
 
     def config(version, removed, at):
         return CameraConfig(camera_id="c", version=version, last_command_id=f"k{version}", updated_at=at, removed=removed)
@@ -197,12 +197,17 @@ def test_a_removed_cameras_alerts_are_no_longer_active_but_a_re_added_ones_are()
     alerts.apply(message(raised("other", 100.0)))
     cameras.apply(Message(0, 0, b"c", encode(config(2, True, 200.0)), 200.0))
     assert [a.camera_id for a in alerts.for_camera(None)[1]] == ["other"]
-    alerts.apply(message(raised("c", 150.0)))  # read after the removal (the rings fill side by side): over too
+    # Read after the removal (the rings fill side by side), raised under a version before it: over too, whatever
+    # its time says (a camera clock ahead of the commanding host's).
+    alerts.apply(message(raised("c", 250.0)))
     assert [a.camera_id for a in alerts.for_camera(None)[1]] == ["other"]
-    cameras.apply(Message(0, 1, b"c", encode(config(3, False, 300.0)), 300.0))  # added again, and a new alert
-    alerts.apply(message(raised("c", 310.0)))
-    assert sorted(a.alert_id for a in alerts.for_camera("c")[1]) == ["c:stopped:310.0"]
-    assert len(alerts.for_camera("c")[0]) == 3  # the recent list keeps what happened
+    cameras.apply(Message(0, 1, b"c", encode(config(3, False, 300.0)), 300.0))  # added again, and new alerts
+    alerts.apply(message(raised("c", 310.0, config_version=3)))
+    # One from a camera whose clock is minutes behind the commanding host's (dated before the removal): raised
+    # under the new version, active.
+    alerts.apply(message(raised("c", 50.0, config_version=3)))
+    assert sorted(a.alert_id for a in alerts.for_camera("c")[1]) == ["c:stopped:310.0", "c:stopped:50.0"]
+    assert len(alerts.for_camera("c")[0]) == 4  # the recent list keeps what happened
 
 
 def test_camera_events_read_model_is_bounded_per_camera_and_in_cameras():
@@ -296,10 +301,10 @@ def test_a_frames_ring_holds_what_arrived_in_the_last_keep_s_seconds_and_never_m
 
 
 def test_zone_read_model_keeps_each_zones_latest_figures_and_only_the_zones_a_camera_has():
-    def stats(zone, seq, occupancy, at=100.0):
+    def stats(zone, seq, occupancy, at=100.0, version=2):
         window = ZoneWindow(start=60, end=120, entries=seq, exits=seq - occupancy)
-        return ZoneStats(camera_id="c", seq=seq, captured_at=at + seq, zone=zone, occupancy=occupancy, entries=seq,
-                         exits=seq - occupancy, minute=window, quarter=window)
+        return ZoneStats(camera_id="c", seq=seq, captured_at=at + seq, zone=zone, zone_version=version, occupancy=occupancy,
+                         entries=seq, exits=seq - occupancy, minute=window, quarter=window)
 
     zones = Zones()
     for i, record in enumerate([stats("a", 1, 1), stats("b", 1, 1), stats("a", 2, 0), stats("a", 3, 1)]):
@@ -319,9 +324,13 @@ def test_zone_read_model_keeps_each_zones_latest_figures_and_only_the_zones_a_ca
     assert zones.has("c") and not zones.has("d") and zones.current("d", None) == []
     zones.camera_removed(only_a.model_copy(update={"removed": True, "updated_at": 200.0}))
     assert zones.current("c", None) == [] and not zones.has("c")
-    zones.apply(message(stats("a", 4, 1, at=150.0), 10))  # captured before the removal: late, not current
+    # Of the zone as added before the removal, read after it (the rings fill side by side): not current, even
+    # dated after the removal (a camera clock ahead of the commanding host's).
+    zones.apply(message(stats("a", 4, 1, at=250.0), 10))
     assert zones.current("c", None) == []
-    zones.apply(message(stats("a", 1, 1, at=300.0), 11))
+    # The zone added again after the camera was (version 4 on): current, even dated before the removal (a camera
+    # clock behind the commanding host's kept them out until it passed the removal's time: a day, in a trial).
+    zones.apply(message(stats("a", 1, 1, at=20.0, version=5), 11))
     assert [z.seq for z in zones.current("c", None)] == [1]
     zones.forget_partition(0)
     assert zones.current("c", None) == []

@@ -211,6 +211,8 @@ def test_stopped_vehicle_raises_one_alert_then_one_clear():
     assert raised.captured_at - raised.started_at >= 10.0 and raised.snapshot.seq == raised.seq
     cleared = next(a for o in outs for a in o.alerts if a.state == "cleared")
     assert cleared.message.startswith("cleared: car 1")  # it drove on, in view
+    # Both say which configuration they were raised under (the API tells a removed camera's alerts by it).
+    assert raised.config_version == cleared.config_version == 1
 
 
 @pytest.mark.parametrize("fps", [5, 10, 25, 30])

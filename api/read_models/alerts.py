@@ -22,15 +22,19 @@ class Alerts:
         self.recent: deque[Alert] = deque(maxlen=keep)
         self.active: dict[str, Alert] = {}
         self._partitions = CamerasByPartition()
-        self._removed_at: dict[str, float] = {}  # camera -> when it was last removed
+        self._removed_version: dict[str, int] = {}  # camera -> the configuration version that last removed it
         self._heard = HeardCameras(max_cameras, configured)
 
     def camera_removed(self, config: CameraConfig) -> None:
         """A removed camera sends no more frames, so its actor never clears what it raised: those alerts
-        are over. (The rings fill side by side at start: an alert read after the removal is judged by time.)"""
-        self._removed_at[config.camera_id] = config.updated_at
-        self.active = {k: a for k, a in self.active.items()
-                       if a.camera_id != config.camera_id or a.captured_at > config.updated_at}
+        are over. (The rings fill side by side at start: an alert read after the removal is judged by the
+        configuration version it was raised under; not by time, as the camera's clock and the commanding host's
+        need not agree.)"""
+        self._removed_version[config.camera_id] = config.version
+        self.active = {k: a for k, a in self.active.items() if not self._before_removal(a)}
+
+    def _before_removal(self, alert: Alert) -> bool:
+        return alert.config_version <= self._removed_version.get(alert.camera_id, -1)
 
     def apply(self, m: Message) -> None:
         try:
@@ -45,7 +49,7 @@ class Alerts:
         if alert.state == "raised":
             if alert.alert_id in self.active:
                 return  # a re-emitted copy
-            if alert.captured_at > self._removed_at.get(alert.camera_id, float("-inf")):
+            if not self._before_removal(alert):
                 self.active[alert.alert_id] = alert
         elif self.active.pop(alert.alert_id, None) is None and any(a.alert_id == alert.alert_id and a.state == "cleared" for a in self.recent):
             return

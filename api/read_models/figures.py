@@ -23,10 +23,13 @@ class CurrentFigures:
     """The current records of each camera (keyed by camera first), gone when it is removed or its log is lost.
     Bounded: the configured cameras, and the ``max_cameras`` others heard from most recently (:class:`HeardCameras`)."""
 
+    # The record's field that says which configuration version added its line or zone.
+    VERSION_FIELD = ""
+
     def __init__(self, max_cameras: int = 10_000, configured: Callable[[str], bool] = lambda camera_id: False):
         self.latest: dict[tuple, object] = {}
         self._partitions = CamerasByPartition()
-        self._removed_at: dict[str, float] = {}  # camera -> when it was last removed
+        self._removed_version: dict[str, int] = {}  # camera -> the configuration version that last removed it
         self._heard = HeardCameras(max_cameras, configured)
 
     def _current(self, m: Message, schema: type):
@@ -35,8 +38,10 @@ class CurrentFigures:
             record = m.decoded(schema)
         except SchemaError:
             return None
-        if record.captured_at <= self._removed_at.get(record.camera_id, float("-inf")):
-            return None  # of a camera removed since (the rings fill side by side at start)
+        if getattr(record, self.VERSION_FIELD) <= self._removed_version.get(record.camera_id, -1):
+            # Of a line or zone of before the camera's removal (the rings fill side by side at start). Told by
+            # configuration versions, not times: the camera's clock and the commanding host's need not agree.
+            return None
         self._partitions.note(record.camera_id, m.partition)
         gone = self._heard.note(record.camera_id)
         if gone:
@@ -46,7 +51,7 @@ class CurrentFigures:
 
     def camera_removed(self, config: CameraConfig) -> None:
         """A removed camera's lines and zones went with it: it has no current figures (a count history stays)."""
-        self._removed_at[config.camera_id] = config.updated_at
+        self._removed_version[config.camera_id] = config.version
         for key in [k for k in self.latest if k[0] == config.camera_id]:
             del self.latest[key]
 
@@ -65,6 +70,8 @@ class CurrentFigures:
 
 class Counts(CurrentFigures):
     """Latest totals per (camera, line, direction, class), and per-window counts over time."""
+
+    VERSION_FIELD = "line_version"
 
     def __init__(self, max_cameras: int = 10_000, configured: Callable[[str], bool] = lambda camera_id: False):
         super().__init__(max_cameras, configured)
@@ -144,6 +151,8 @@ def _counts_line_now(u: CountUpdate, config: CameraConfig | None) -> bool:
 
 class Zones(CurrentFigures):
     """Each zone's latest figures: occupancy now, entries and exits since it was added, the current windows."""
+
+    VERSION_FIELD = "zone_version"
 
     def __init__(self, max_cameras: int = 10_000, configured: Callable[[str], bool] = lambda camera_id: False):
         super().__init__(max_cameras, configured)
