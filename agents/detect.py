@@ -28,6 +28,7 @@ from faust.types import EventT
 from its_faust import topics
 from its_faust.app import app, settings
 from its_faust.background import tied_to_current_task
+from its_faust.clock_ahead import ClockAhead
 from its_faust.codecs import SchemaError, decode_keyed, encode
 from its_faust.delivery import Acknowledger
 from its_faust.detector import Detector, UnreadableImage, decode_jpeg
@@ -44,6 +45,7 @@ _executor = ThreadPoolExecutor(max_workers=_PARALLEL, thread_name_prefix="detect
 _detector: Detector | None = None
 _detector_lock = threading.Lock()
 _stale = StaleFrames(settings.model.live_frame_max_age_s)
+_clock_ahead = ClockAhead()  # live cameras whose frames are dated ahead of this worker's clock
 
 
 def get_detector() -> Detector:
@@ -123,6 +125,7 @@ async def _frame_of(acks: Acknowledger, intake: Intake, event: EventT) -> FrameR
         acks.done(event)
         return None
     await topics.send_camera_event(_stale.fresh(frame, now))
+    await topics.send_camera_event(_clock_ahead.check(frame, now))
     return frame
 
 

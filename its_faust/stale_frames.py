@@ -14,7 +14,8 @@ whatever speed the pipeline has.
 
 A frame's age is the worker's clock minus the camera's ``captured_at``, so camera
 hosts and workers must keep their clocks in sync (NTP). A skew larger than the
-limit would shed every frame; the report says so.
+limit would shed every frame; the report says so. A camera clock ahead would shed
+none; :mod:`its_faust.clock_ahead` says so.
 
 Shedding is reported per camera as a ``frames_shed`` camera event and a warning, at
 most one per ``report_every_s``: the first shed frame at once, then the count since the

@@ -24,6 +24,8 @@ class CameraEventKind(str, Enum):
     tracks_restarted = "tracks_restarted"
     # Records of the camera a stage dead-lettered (its_faust.dead_letters): the first at once, then with counts.
     records_rejected = "records_rejected"
+    # Its live frames are dated ahead of the worker's clock (its_faust.clock_ahead): at most one per camera in 10 minutes.
+    clock_ahead = "clock_ahead"
 
 
 class CameraEvent(Record):

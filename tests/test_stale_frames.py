@@ -118,3 +118,21 @@ def test_a_copy_of_a_frame_shed_already_is_not_counted_again():
     assert stale.shed(frame(2, 6.0), NOW + 2) is None and stale.shed(frame(1, 7.0), NOW + 2) is None  # copies
     [last] = stale.overdue(NOW + 20)
     assert last.frames_shed == 1  # seq 2 alone since the first report
+
+
+def test_a_live_camera_whose_frames_are_dated_ahead_is_told_its_clock_is_ahead_at_most_once_a_period():
+    """From a time trial: a camera a day ahead was never shed, its latency read 0 and it counted into tomorrow's
+    windows, with nothing to say why."""
+    from its_faust.clock_ahead import ClockAhead
+
+    clock = ClockAhead(tolerance_s=2.0, every_s=600.0)
+    assert clock.check(frame(1, -1.5), NOW) is None  # within what NTP'd hosts' clocks differ by
+    assert clock.check(frame(2, 3.0), NOW) is None  # an old frame: the shedding's concern
+    assert clock.check(frame(3, -86_400.0, scene_time=12.0), NOW) is None  # a file's: read ahead on purpose
+    first = clock.check(frame(4, -3600.0), NOW)
+    assert first.kind == CameraEventKind.clock_ahead and first.camera_id == "cam-1" and first.seq == 4
+    assert "3600.0 s ahead of this worker's clock" in first.reason and "none is shed" in first.reason
+    assert [clock.check(frame(s, -3600.0), NOW + s) for s in range(5, 9)] == [None] * 4  # within the period
+    assert clock.check(frame(9, -3600.0, camera="cam-2"), NOW + 9) is not None  # each camera its own
+    later = clock.check(frame(10, -3600.0), NOW + 600.0)
+    assert later is not None and "(5 frames dated ahead since the last report)" in later.reason

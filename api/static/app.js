@@ -514,7 +514,7 @@ function renderActiveAlerts() {
 
 // What happened to the selected camera's stream: a problem (frames rejected, stream lost) stands out.
 const CAMERA_PROBLEMS = new Set(["frame_rejected", "records_rejected", "stream_lost", "gave_up", "frames_shed", "seqs_behind",
-  "tracks_restarted"]);
+  "tracks_restarted", "clock_ahead"]);
 
 async function loadCameraEvents(id, current) {
   const res = await fetch(`${api}/cameras/${encodeURIComponent(id)}/events?limit=20`);
