@@ -62,6 +62,12 @@ class LastFrame:
             return False
         return all(mine.get(topic, (end, end))[0] >= end for topic, end in self.upstream_ends.items())
 
+    def silence(self, now: float) -> str:
+        """The camera's silence, in words, as this worker knows it (``now``: monotonic)."""
+        if isinstance(self.event, _TakenOver):  # its last frame came before this worker held it: how long, it cannot tell
+            return f"no frames since this worker took the camera over, {now - self.heard:.0f} s ago"
+        return f"no frames for {now - self.heard:.0f} s"
+
     @classmethod
     def of(cls, event, record: TrackRecord) -> "LastFrame":
         return cls(record.camera_id, record.seq, record.scene_time, event.message.partition, time.monotonic(), event)
@@ -150,13 +156,12 @@ class SilentCameras:
             del self.last_frames[key]
             scene_time = last.scene_time + (now - last.heard) if last.scene_time is not None else None
             actor = checkpoints.cache.get(key, last.camera_id)
-            out = actor.close(Moment(last.camera_id, last.seq, time.time(), scene_time),
-                              f"no frames for {now - last.heard:.0f} s")
+            out = actor.close(Moment(last.camera_id, last.seq, time.time(), scene_time), last.silence(now))
             sent = [await send(last.event, topic, encode(item), timestamp=item.at) for topic, item in records_of(out)]
             await checkpoints.write_between_frames(key, actor, last.event, sent, generation)
         if out.alerts or out.zone_events:
-            log.info("analyze: %s sent no frames for %.0f s: %d alerts cleared, %d zone exits", last.camera_id,
-                     now - last.heard, len(out.alerts), len(out.zone_events))
+            log.info("analyze: %s closed, %s: %d alerts cleared, %d zone exits", last.camera_id,
+                     last.silence(now), len(out.alerts), len(out.zone_events))
         log_alerts(out)
 
     @staticmethod

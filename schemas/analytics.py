@@ -95,8 +95,8 @@ class Alert(CameraRecord):
     snapshot: FrameRef = Field(description="The frame it was raised on")
     message: str
     details: dict[str, float] = Field(default_factory=dict)
-    config_version: int = Field(0, ge=0, description="The camera's configuration version (CameraConfig.version) it was "
-                                "raised under; 0 in alerts from before this field")
+    config_version: int = Field(0, ge=0, description="On raised alerts: the camera's configuration version (CameraConfig.version) "
+                                "it was raised under; 0 on cleared ones and on alerts from before this field")
 
 
 class ZoneWindow(Record):

@@ -47,7 +47,6 @@ class ActiveAlert(Record):
     details: dict[str, float] = Field(default_factory=dict)
     gone_since: float | None = None
     gone_from_view: bool = False  # its one vehicle's track was not in the frame its condition lapsed on
-    config_version: int = 0  # the camera's configuration version it was raised under
 
 
 class AlertBook:
@@ -84,10 +83,10 @@ class AlertBook:
             alert = ActiveAlert(
                 alert_id=f"{camera_id}:{key}:{seq}", kind=c.kind, subject=c.subject, severity=c.severity,
                 message=c.message, started_at=c.since, raised_seq=seq, track_ids=c.track_ids, zone=c.zone,
-                details=c.details, config_version=config_version,
+                details=c.details,
             )
             self.active[key] = alert
-            out.append(self._event(record, alert, "raised"))
+            out.append(self._event(record, alert, "raised", config_version=config_version))
         for key in sorted(set(self.active) - set(holding)):
             alert = self.active[key]
             if alert.gone_since is None:
@@ -113,7 +112,9 @@ class AlertBook:
         return out
 
     @staticmethod
-    def _event(record, alert: ActiveAlert, state: str, why: str | None = None) -> Alert:
+    def _event(record, alert: ActiveAlert, state: str, why: str | None = None, config_version: int = 0) -> Alert:
+        # config_version: on raised alerts only. Kept in the table's ActiveAlert it would have made the stored
+        # state unreadable to a worker rolled back to before the field (every frame of the camera dead-lettered).
         camera_id = record.camera_id
         return Alert(
             camera_id=camera_id, seq=record.seq, captured_at=record.captured_at, scene_time=record.scene_time,
@@ -121,5 +122,5 @@ class AlertBook:
             severity=alert.severity, subject=alert.subject, track_ids=alert.track_ids, zone=alert.zone,
             started_at=alert.started_at, snapshot=FrameRef(camera_id=camera_id, seq=alert.raised_seq),
             message=alert.message if state == "raised" else f"cleared{f' ({why})' if why else ''}: {alert.message}",
-            details=alert.details, config_version=alert.config_version,
+            details=alert.details, config_version=config_version,
         )

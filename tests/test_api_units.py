@@ -208,6 +208,11 @@ def test_a_removed_cameras_alerts_are_no_longer_active_but_a_re_added_ones_are()
     alerts.apply(message(raised("c", 50.0, config_version=3)))
     assert sorted(a.alert_id for a in alerts.for_camera("c")[1]) == ["c:stopped:310.0", "c:stopped:50.0"]
     assert len(alerts.for_camera("c")[0]) == 4  # the recent list keeps what happened
+    # Alerts of workers from before the field (0: an API upgraded first) are judged by time, as then: the new
+    # API hid a re-added camera's live alerts in an upgrade trial.
+    alerts.apply(message(raised("c", 150.0, config_version=0)))
+    alerts.apply(message(raised("c", 320.0, config_version=0)))
+    assert sorted(a.alert_id for a in alerts.for_camera("c")[1]) == ["c:stopped:310.0", "c:stopped:320.0", "c:stopped:50.0"]
 
 
 def test_camera_events_read_model_is_bounded_per_camera_and_in_cameras():
@@ -332,6 +337,11 @@ def test_zone_read_model_keeps_each_zones_latest_figures_and_only_the_zones_a_ca
     # clock behind the commanding host's kept them out until it passed the removal's time: a day, in a trial).
     zones.apply(message(stats("a", 1, 1, at=20.0, version=5), 11))
     assert [z.seq for z in zones.current("c", None)] == [1]
+    # Figures from before zone versions (0) are judged by time, as they were.
+    zones.apply(message(stats("b", 5, 1, at=150.0, version=0), 12))
+    assert [z.zone for z in zones.current("c", None)] == ["a"]
+    zones.apply(message(stats("b", 6, 1, at=250.0, version=0), 13))
+    assert [z.zone for z in zones.current("c", None)] == ["a", "b"]
     zones.forget_partition(0)
     assert zones.current("c", None) == []
 

@@ -238,6 +238,16 @@ def test_a_camera_left_open_by_the_worker_before_is_closed_by_the_one_that_took_
     assert (stand_in.message.topic, stand_in.message.partition) == (TRACKS, held)  # written where its frames go
 
 
+def test_a_close_says_how_long_the_camera_was_silent_as_far_as_the_worker_knows():
+    """A camera taken over was said to have had "no frames for 38 s" when its last frame was 85 s before (from an
+    upgrade trial): the worker that took it over counts from then."""
+    from agents.silent_cameras import _TakenOver
+
+    assert _last("cam-a", 1, heard=100.0).silence(130.4) == "no frames for 30 s"
+    taken_over = LastFrame("cam-b", 7, None, 0, 100.0, _TakenOver(b"cam-b", TRACKS, 0))
+    assert taken_over.silence(138.0) == "no frames since this worker took the camera over, 38 s ago"
+
+
 def test_a_camera_analytics_actor_is_open_while_it_holds_tracks_and_not_once_closed():
     from tables.camera_analytics import Moment
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Callable
 
-from api.read_models.camera_sets import CamerasByPartition, HeardCameras
+from api.read_models.camera_sets import CamerasByPartition, HeardCameras, Removals
 from api.topic_ring import Message
 from its_faust.codecs import SchemaError
 from schemas.analytics import Alert
@@ -22,19 +22,18 @@ class Alerts:
         self.recent: deque[Alert] = deque(maxlen=keep)
         self.active: dict[str, Alert] = {}
         self._partitions = CamerasByPartition()
-        self._removed_version: dict[str, int] = {}  # camera -> the configuration version that last removed it
+        self._removals = Removals()
         self._heard = HeardCameras(max_cameras, configured)
 
     def camera_removed(self, config: CameraConfig) -> None:
         """A removed camera sends no more frames, so its actor never clears what it raised: those alerts
-        are over. (The rings fill side by side at start: an alert read after the removal is judged by the
-        configuration version it was raised under; not by time, as the camera's clock and the commanding host's
-        need not agree.)"""
-        self._removed_version[config.camera_id] = config.version
+        are over. (The rings fill side by side at start: an alert read after the removal is judged by
+        :class:`Removals`.)"""
+        self._removals.note(config.camera_id, config.version, config.updated_at)
         self.active = {k: a for k, a in self.active.items() if not self._before_removal(a)}
 
     def _before_removal(self, alert: Alert) -> bool:
-        return alert.config_version <= self._removed_version.get(alert.camera_id, -1)
+        return self._removals.before(alert.camera_id, alert.config_version, alert.captured_at)
 
     def apply(self, m: Message) -> None:
         try:

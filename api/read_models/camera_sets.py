@@ -51,3 +51,26 @@ class HeardCameras:
             while len(self._order) > self.max_cameras * 0.9:
                 gone.add(self._order.popitem(last=False)[0])
         return {camera_id for camera_id in gone if not self.configured(camera_id)}  # (configured since)
+
+
+class Removals:
+    """When each camera was last removed, to tell a record of before it (read after it: the rings fill side by
+    side at start) from one of after it was added again.
+
+    By configuration version where the record has one (the version that added its line or zone, or its alert was
+    raised under): the camera's clock and the commanding host's need not agree, and a camera a day behind, removed
+    and added again, had its new figures taken for old ones for the day. A record without one (0: written before
+    these fields) is judged by time, as before."""
+
+    def __init__(self):
+        self._removed: dict[str, tuple[int, float]] = {}  # camera -> (the removal's version, its updated_at)
+
+    def note(self, camera_id: str, version: int, updated_at: float) -> None:
+        self._removed[camera_id] = (version, updated_at)
+
+    def before(self, camera_id: str, version: int, captured_at: float) -> bool:
+        """Whether a record of the camera (``version``: 0 where it has none) is of before its last removal."""
+        removed = self._removed.get(camera_id)
+        if removed is None:
+            return False
+        return version <= removed[0] if version else captured_at <= removed[1]

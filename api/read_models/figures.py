@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Callable
 
-from api.read_models.camera_sets import CamerasByPartition, HeardCameras
+from api.read_models.camera_sets import CamerasByPartition, HeardCameras, Removals
 from api.topic_ring import Message
 from its_faust.codecs import SchemaError
 from schemas.analytics import CountUpdate, ZoneStats
@@ -29,7 +29,7 @@ class CurrentFigures:
     def __init__(self, max_cameras: int = 10_000, configured: Callable[[str], bool] = lambda camera_id: False):
         self.latest: dict[tuple, object] = {}
         self._partitions = CamerasByPartition()
-        self._removed_version: dict[str, int] = {}  # camera -> the configuration version that last removed it
+        self._removals = Removals()
         self._heard = HeardCameras(max_cameras, configured)
 
     def _current(self, m: Message, schema: type):
@@ -38,10 +38,8 @@ class CurrentFigures:
             record = m.decoded(schema)
         except SchemaError:
             return None
-        if getattr(record, self.VERSION_FIELD) <= self._removed_version.get(record.camera_id, -1):
-            # Of a line or zone of before the camera's removal (the rings fill side by side at start). Told by
-            # configuration versions, not times: the camera's clock and the commanding host's need not agree.
-            return None
+        if self._removals.before(record.camera_id, getattr(record, self.VERSION_FIELD), record.captured_at):
+            return None  # of a line or zone of before the camera's removal (the rings fill side by side at start)
         self._partitions.note(record.camera_id, m.partition)
         gone = self._heard.note(record.camera_id)
         if gone:
@@ -51,7 +49,7 @@ class CurrentFigures:
 
     def camera_removed(self, config: CameraConfig) -> None:
         """A removed camera's lines and zones went with it: it has no current figures (a count history stays)."""
-        self._removed_version[config.camera_id] = config.version
+        self._removals.note(config.camera_id, config.version, config.updated_at)
         for key in [k for k in self.latest if k[0] == config.camera_id]:
             del self.latest[key]
 
