@@ -23,7 +23,7 @@ from pydantic import Field
 
 from its_faust.settings import AnalyticsSettings
 from schemas.analytics import Alert, Crossing, ZoneEvent
-from schemas.base import CAMERA_ID_PATTERN, Record, scene_clock
+from schemas.base import CAMERA_ID_PATTERN, TableState, scene_clock
 from schemas.control import CameraConfig
 from schemas.tracks import TrackedObject, TrackRecord
 from tables.incidents import ActiveAlert, AlertBook, Condition
@@ -34,7 +34,7 @@ from tables.zones import Membership, inside
 
 # ---- the snapshot kept in the table -------------------------------------------------------------
 
-class LineMemory(Record):
+class LineMemory(TableState):
     line: str
     side: int
     x: float
@@ -43,7 +43,7 @@ class LineMemory(Record):
     pending: Literal["in", "out"] | None = Field(None, description="crossed while the track was too young to count")
 
 
-class ZoneMemory(Record):
+class ZoneMemory(TableState):
     zone: str
     inside: bool
     streak: int
@@ -52,7 +52,7 @@ class ZoneMemory(Record):
     speed_n: int
 
 
-class TrackMemory(Record):
+class TrackMemory(TableState):
     track_id: int
     last_seq: int
     last_at: float
@@ -64,7 +64,7 @@ class TrackMemory(Record):
     since: dict[str, float] = Field(default_factory=dict, description="incident condition -> scene time it began")
 
 
-class AnalyticsState(Record):
+class AnalyticsState(TableState):
     schema_: Literal["its.analytics-state"] = Field("its.analytics-state", alias="schema")
     v: Literal[1] = 1
     camera_id: str = Field(pattern=CAMERA_ID_PATTERN)

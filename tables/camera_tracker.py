@@ -21,12 +21,12 @@ from ultralytics.trackers.byte_tracker import BYTETracker, STrack
 from ultralytics.utils import IterableSimpleNamespace
 
 from schemas import Box, TrackedObject
-from schemas.base import CAMERA_ID_PATTERN, Record
+from schemas.base import CAMERA_ID_PATTERN, TableState
 
 log = logging.getLogger(__name__)
 
 
-class TrackSnapshot(Record):
+class TrackSnapshot(TableState):
     track_id: int
     state: int
     is_activated: bool
@@ -41,7 +41,7 @@ class TrackSnapshot(Record):
     covariance: list[float] | None = Field(None, min_length=64, max_length=64)
 
 
-class TrackerState(Record):
+class TrackerState(TableState):
     """What the ``camera-tracker`` table holds for one camera."""
 
     schema_: Literal["its.tracker-state"] = Field("its.tracker-state", alias="schema")

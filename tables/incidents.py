@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pydantic import Field
 
 from schemas.analytics import Alert, FrameRef
-from schemas.base import Record
+from schemas.base import TableState
 
 
 @dataclass
@@ -34,7 +34,7 @@ class Condition:
         return f"{self.kind}:{self.subject}"
 
 
-class ActiveAlert(Record):
+class ActiveAlert(TableState):
     alert_id: str
     kind: str
     subject: str
