@@ -210,8 +210,10 @@ def test_a_camera_left_open_by_a_killed_worker_is_closed_by_the_worker_that_take
     assert open_at_kill, "the camera was closed before its worker was killed: nothing to test"
     closing = [a for a in alerts if a.state == "cleared" and a.alert_id in open_at_kill]
     assert {a.alert_id for a in closing} == open_at_kill, alerts
-    # Its last frame came before this worker held it: the silence is said as this worker knows it.
-    assert all("no frames since this worker took the camera over" in a.message for a in closing), closing
+    # Its last frame came before this worker held it: the silence is said as this worker knows it (from the
+    # takeover, or from a copy of its last frame redelivered to it).
+    assert all("no frames since this worker took the camera over" in a.message or "no frames for" in a.message
+               for a in closing), closing
     assert zone_stats[-1].occupancy == 0, zone_stats[-3:]
     assert "was left open" not in third_log and after_third[0] == closed[0]  # no alert raised or cleared again
     figures = [(z.occupancy, z.entries, z.exits) for z in zone_stats]
