@@ -75,7 +75,8 @@ async def _report_overdue() -> None:
 
 
 def _track_one(tracker: CameraTracker, det: DetectionRecord) -> TrackRecord:
-    objects = tracker.update(det.seq, det.boxes, (det.height, det.width), det.at)
+    live_arrival = time.time() if det.scene_time is None else None  # (a file's frames come as fast as they are read)
+    objects = tracker.update(det.seq, det.boxes, (det.height, det.width), det.at, live_arrival)
     record = TrackRecord(
         camera_id=det.camera_id,
         seq=det.seq,

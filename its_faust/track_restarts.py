@@ -2,7 +2,7 @@
 
 After a gap in scene time over ``tracker.max_gap_s`` the camera's tracker drops its tracks
 (:mod:`tables.camera_tracker`): a live camera's frames shed while a worker was lost or joined,
-a stream that was down, or a camera clock set back. The ids counting on from there would
+a stream that was down, or a camera clock set back or forward. The ids counting on from there would
 otherwise look like a fault in the tracking; the ``tracks_restarted`` camera event says why, at most one per camera every
 ``every_s``, since a camera sampled slower than the gap limit restarts at every frame.
 """
@@ -13,7 +13,7 @@ import time
 
 from its_faust.throttle import Throttle
 from schemas import CameraEvent, CameraEventKind
-from tables.camera_tracker import CameraTracker, gap_said
+from tables.camera_tracker import CameraTracker
 
 
 class TrackRestarts:
@@ -28,11 +28,9 @@ class TrackRestarts:
             return None
         if self._throttle.hit(tracker.camera_id, now) is None:
             return None
-        gap_s, dropped = tracker.afresh
-        causes = ("the camera stopped and started again, frames shed, the stream lost, or a worker lost or joining"
-                  if gap_s >= 0 else "its frames' capture times: the camera's or its host's clock was set back")
+        gap, dropped = tracker.afresh
         return CameraEvent(
             camera_id=tracker.camera_id, kind=CameraEventKind.tracks_restarted, at=time.time(), seq=tracker.last_seq,
-            reason=f"{gap_said(gap_s)} ({causes}), over the {tracker.max_gap_s:g} s limit: {dropped} tracks dropped, "
+            reason=f"{gap.said()} ({gap.causes()}), over the {tracker.max_gap_s:g} s limit: {dropped} tracks dropped, "
                    "the vehicles in view get new ids",
         )

@@ -26,6 +26,7 @@ from schemas.analytics import Alert, Crossing, ZoneEvent
 from schemas.base import CAMERA_ID_PATTERN, TableState, scene_clock
 from schemas.control import CameraConfig
 from schemas.tracks import TrackedObject, TrackRecord
+from tables.frame_gaps import Gap
 from tables.incidents import ActiveAlert, AlertBook, Condition
 from tables.line_counting import LineSide, clearance
 from tables.speed import RoadPlane, fitted_speed_kmh, fitted_velocity, trim
@@ -170,6 +171,7 @@ class CameraAnalytics:
         self.rules = rules or AnalyticsSettings()
         self.last_seq = -1
         self.last_at: float | None = None
+        self._last_arrived: float | None = None  # when the last live frame was tracked (not kept in the table)
         self.tracks: dict[int, _Track] = {}
         self.zone_since: dict[str, float] = {}
         self.geometry: dict[str, str] = {}
@@ -214,7 +216,8 @@ class CameraAnalytics:
         plane = self._road_plane(config.calibration if live else None)
         limit = config.speed_limit_kmh if live and plane else None
         now = record.at
-        out = self._close_if_broken_off(now)
+        arrived = record.tracked_at if record.scene_time is None else None
+        out = self._close_if_broken_off(now, arrived)
         self._sync_geometry(lines, zones, line_versions, zone_versions)
         if self.last_at is not None and now - self.last_at > self.rules.zone_lost_s:
             # Tracks not in this frame after a gap in the camera's frames left their zones during it: as of its
@@ -236,10 +239,10 @@ class CameraAnalytics:
         self._lose_tracks(seen, record, now, out)
         conditions = self._conditions(zones, limit, plane, now)
         out.alerts.extend(self.alert_book.step(self.camera_id, record, conditions, seen, config.version if live else 0))
-        self.last_seq, self.last_at = record.seq, now
+        self.last_seq, self.last_at, self._last_arrived = record.seq, now, arrived
         return out
 
-    def _close_if_broken_off(self, now: float) -> FrameOutput:
+    def _close_if_broken_off(self, now: float, arrived: float | None = None) -> FrameOutput:
         """A frame that does not go on from the last one closes the camera first, so that this stretch starts bare:
 
         * one after the camera was silent ``camera_silent_s`` that nothing closed it for (``run`` stops its own
@@ -248,12 +251,19 @@ class CameraAnalytics:
         * one over ``zone_lost_s`` older than the last (the camera's clock was set back), as of the last frame.
           Measured on the old clock, its tracks would stay in their zones, its alerts stay up and its cool-downs
           run on for as long as the clock went back (an hour, for a clock an hour fast set right), and speeds and
-          dwell times across it would come out negative."""
+          dwell times across it would come out negative.
+
+        (``arrived``: when this live frame was tracked; a long silence on the camera's clock between frames tracked
+        about as close together as ever was its clock set forward, and is said so: :mod:`tables.frame_gaps`.)"""
         if self.last_at is None:
             return FrameOutput()
         silent_s = self.rules.camera_silent_s
         if 0 < silent_s < now - self.last_at:
-            return self.close(Moment(self.camera_id, self.last_seq, self.last_at + silent_s), f"no frames for {now - self.last_at:.0f} s")
+            apart = arrived - self._last_arrived if arrived is not None and self._last_arrived is not None else None
+            gap = Gap(now - self.last_at, apart)
+            why = (f"the camera's clock went forward {gap.scene_s:.0f} s (its frames came {apart:.1f} s apart)"
+                   if gap.clock_moved else f"no frames for {gap.scene_s:.0f} s")
+            return self.close(Moment(self.camera_id, self.last_seq, self.last_at + silent_s), why)
         if self.last_at - now > self.rules.zone_lost_s:
             out = self.close(Moment(self.camera_id, self.last_seq, self.last_at), f"the camera's clock went back {self.last_at - now:.0f} s")
             self.alert_book.quiet_until = {}  # (until times on the old clock)

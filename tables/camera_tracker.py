@@ -6,7 +6,7 @@ snapshots and restores it, so that the camera actor can move to another worker
 A snapshot restores to a tracker that gives bit-identical results to the original.
 After a gap in scene time of more than ``tracker.max_gap_s`` (a stream loss, shed
 frames), or a camera clock that went back as far, the camera's tracks start afresh, its
-ids counting on.
+ids counting on (:mod:`tables.frame_gaps` says which it was).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from ultralytics.utils import IterableSimpleNamespace
 
 from schemas import Box, TrackedObject
 from schemas.base import CAMERA_ID_PATTERN, TableState
+from tables.frame_gaps import Gap
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,8 @@ class CameraTracker:
                                        **tracker_settings.model_dump(exclude={"max_gap_s", "live_max_age_s"}))
         self.tracker = BYTETracker(args)
         self.max_gap_s = tracker_settings.max_gap_s
-        # After the last update, if it started afresh: (gap s, below 0 where the clock went back; tracks dropped).
-        self.afresh: tuple[float, int] | None = None
+        self.afresh: tuple[Gap, int] | None = None  # after the last update, if it started afresh: (why, tracks dropped)
+        self._last_arrived: float | None = None  # when the last live frame reached the worker (not kept in the table)
         state = state or TrackerState(camera_id=camera_id)
         self.last_seq = state.last_seq
         self.last_at = state.last_at
@@ -138,14 +139,18 @@ class CameraTracker:
     def frame_id(self) -> int:
         return self.tracker.frame_id
 
-    def update(self, seq: int, boxes: list[Box], shape: tuple[int, int], at: float | None = None) -> list[TrackedObject]:
-        """Apply one frame's detections (``at``: its scene time); returns the confirmed tracks after it."""
+    def update(self, seq: int, boxes: list[Box], shape: tuple[int, int], at: float | None = None,
+               arrived: float | None = None) -> list[TrackedObject]:
+        """Apply one frame's detections (``at``: its scene time; ``arrived``: when a live frame reached the worker,
+        wall clock); returns the confirmed tracks after it."""
         self.afresh = None
         if at is not None:
             # A clock that went back as far is a gap too: ByteTrack's motion would join tracks across it.
             if self.last_at is not None and abs(at - self.last_at) > self.max_gap_s:
-                self._start_afresh(at - self.last_at)
+                apart = arrived - self._last_arrived if arrived is not None and self._last_arrived is not None else None
+                self._start_afresh(Gap(at - self.last_at, apart))
             self.last_at = at
+        self._last_arrived = arrived
         data = np.array([[b.x1, b.y1, b.x2, b.y2, b.conf, b.cls] for b in boxes], dtype=np.float32).reshape(-1, 6)
         labels = {b.cls: b.label for b in boxes}
         out = self.tracker.update(Boxes(data, shape))
@@ -159,16 +164,16 @@ class CameraTracker:
             )
         return objects
 
-    def _start_afresh(self, gap_s: float) -> None:
+    def _start_afresh(self, gap: Gap) -> None:
         """After a gap, drop every track: ByteTrack would match them (one frame's motion on) to what is there now.
 
         The frame counter and the id counter go on, so no id is handed out twice.
         """
         dropped = len(self.tracker.tracked_stracks) + len(self.tracker.lost_stracks)
-        self.afresh = (gap_s, dropped)
+        self.afresh = (gap, dropped)
         self.tracker.tracked_stracks, self.tracker.lost_stracks, self.tracker.removed_stracks = [], [], []
         log.info("track: camera %s: %s, %d tracks dropped; ids go on from %d",
-                 self.camera_id, gap_said(gap_s), dropped, self.tracker._ids.next_value)
+                 self.camera_id, gap.said(), dropped, self.tracker._ids.next_value)
 
     def state(self) -> TrackerState:
         lost_ids = {t.track_id for t in self.tracker.lost_stracks}
@@ -184,9 +189,4 @@ class CameraTracker:
         )
 
 
-def gap_said(gap_s: float) -> str:
-    """A gap between two of a camera's frames, in words (below 0: its clock went back)."""
-    return f"{gap_s:.1f} s since its last frame" if gap_s >= 0 else f"its clock went back {-gap_s:.1f} s"
-
-
-__all__ = ["CameraTracker", "TrackerState", "TrackSnapshot", "gap_said"]
+__all__ = ["CameraTracker", "TrackerState", "TrackSnapshot"]

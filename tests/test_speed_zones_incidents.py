@@ -368,6 +368,23 @@ def test_a_camera_whose_clock_went_back_is_closed_as_of_its_last_frame_and_start
     assert actor.update(jitter, config(zones=[LANE])).alerts == [] and set(actor.tracks) == {2}
 
 
+def test_a_live_cameras_clock_set_forward_closes_it_saying_so_not_as_a_silence():
+    """A camera clock set an hour forward: its alert cleared "(no frames for 3600 s)" on a camera that never
+    stopped sending (a time trial). Live frames tracked 0.1 s apart say it was the clock."""
+    wrong = [[box(7, 320, 340 - 4 * i)] for i in range(70)]
+    for tracked_apart, why in [(0.1, "the camera's clock went forward 3600 s (its frames came 0.1 s apart)"),
+                               (3600.0, "no frames for 3600 s")]:
+        actor = CameraAnalytics("cam", rules=AnalyticsSettings())
+        outs = [actor.update(frame(i, objs).model_copy(update={"tracked_at": 5000 + i / FPS}), config(zones=[LANE]))
+                for i, objs in enumerate(wrong)]
+        assert alerts(outs) == [("wrong_way", "raised")]
+        last = frame(69, [])
+        jumped = frame(70, [box(7, 320, 60)]).model_copy(update={"captured_at": last.captured_at + 3600,
+                                                                  "tracked_at": 5000 + 69 / FPS + tracked_apart})
+        out = actor.update(jumped, config(zones=[LANE]))
+        assert [a.message.split(":")[0] for a in out.alerts] == [f"cleared ({why})"]
+
+
 def test_an_alert_cleared_by_a_close_cools_down_too_and_the_cool_down_is_forgotten_once_over():
     wrong = [[box(7, 320, 340 - 4 * i)] for i in range(70)]
     actor, outs = play(wrong, config(zones=[LANE]))

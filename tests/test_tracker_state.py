@@ -85,11 +85,29 @@ def test_a_clock_set_back_restarts_the_tracks_and_the_camera_is_told_so(settings
     jitter = {o.track_id for o in tracker.update(31, clip_detections[31], (360, 640), 5001.0 - settings.tracker.max_gap_s)}
     assert tracker.afresh is None and jitter & before
     after = tracker.update(32, clip_detections[32], (360, 640), 1400.0)
-    gap_s, dropped = tracker.afresh
-    assert round(gap_s) == -(5001 - settings.tracker.max_gap_s - 1400) and dropped > 0
+    gap, dropped = tracker.afresh
+    assert round(gap.scene_s) == -(5001 - settings.tracker.max_gap_s - 1400) and dropped > 0
     assert not {o.track_id for o in after} & before
     event = restarts.report(tracker, 100.0)
-    assert f"its clock went back {-gap_s:.1f} s" in event.reason and "set back" in event.reason
+    assert f"its clock went back {-gap.scene_s:.1f} s" in event.reason and "set back" in event.reason
+
+
+def test_a_live_cameras_clock_set_forward_is_told_from_a_silence(settings, clip_detections):
+    """An hour on the camera's clock between two live frames that reached the worker 0.1 s apart: its clock moved
+    (it read "3600.0 s since its last frame (the camera stopped and started again ...)", from a time trial). The
+    same hour with the frames an hour apart here too is a silence."""
+    from its_faust.track_restarts import TrackRestarts
+
+    for arrived_apart, said in [(0.1, "its clock went forward 3600.0 s (its frames came 0.1 s apart)"),
+                                (3599.0, "3600.0 s since its last frame"), (None, "3600.0 s since its last frame")]:
+        tracker, restarts = CameraTracker("cam-1", settings.tracker), TrackRestarts(every_s=60.0)
+        for seq in range(10):
+            tracker.update(seq, clip_detections[seq], (360, 640), 5000 + seq / 30, None if arrived_apart is None else 9000 + seq / 30)
+        arrived = None if arrived_apart is None else 9000 + 9 / 30 + arrived_apart
+        tracker.update(10, clip_detections[10], (360, 640), 5000 + 9 / 30 + 3600, arrived)
+        reason = restarts.report(tracker, 100.0).reason
+        assert reason.startswith(said), reason
+        assert ("clock was set forward" in reason) == (arrived_apart == 0.1)
 
 
 def test_a_camera_whose_tracks_a_gap_restarted_is_told_at_most_once_a_minute(settings, clip_detections):
@@ -100,8 +118,8 @@ def test_a_camera_whose_tracks_a_gap_restarted_is_told_at_most_once_a_minute(set
         tracker.update(seq, clip_detections[seq], (360, 640), seq / 30)
         assert tracker.afresh is None and restarts.report(tracker, seq) is None
     tracker.update(30, clip_detections[30], (360, 640), 14.0)  # 13 s later: a worker was lost, frames shed
-    gap_s, dropped = tracker.afresh
-    assert round(gap_s, 1) == 13.0 and dropped > 0
+    gap, dropped = tracker.afresh
+    assert round(gap.scene_s, 1) == 13.0 and dropped > 0
     event = restarts.report(tracker, 100.0)
     assert event.kind == CameraEventKind.tracks_restarted and event.camera_id == "cam-1" and event.seq == 30
     assert f"{dropped} tracks dropped" in event.reason and "13.0 s since its last frame" in event.reason

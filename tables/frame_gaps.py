@@ -1,0 +1,40 @@
+"""A break between two of a camera's frames, and what it says about the camera: stopped, or its clock moved.
+
+The tracker restarts a camera's tracks after one, and the analytics actor closes the camera after a long one
+(:mod:`tables.camera_tracker`, :mod:`tables.camera_analytics`); both say why in words. A break on the camera's
+clock is a silence, unless its live frames reached the worker about as close together as ever: then it was the
+clock that moved. A live frame older than ``tracker.live_max_age_s`` (6 s) on reaching tracking is shed, so two
+live frames tracked back to back were captured at most that far apart, unless the camera's clock says otherwise.
+A clock set right by an hour read as "3600 s since its last frame (the camera stopped and started again ...)" on
+a camera that never stopped (from a time trial).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# How much more the camera's clock must have moved than the frames' arrival to be called a clock that moved: far
+# over what a live backlog can hold (frames over 6 s old are shed before tracking).
+CLOCK_MOVED_OVER_S = 60.0
+
+
+@dataclass(frozen=True)
+class Gap:
+    scene_s: float  # between the two frames on the camera's clock; below 0: it went back
+    arrived_s: float | None = None  # between their arrivals at the worker (live frames only; None: not known)
+
+    @property
+    def clock_moved(self) -> bool:
+        return self.scene_s < 0 or (self.arrived_s is not None and self.scene_s - self.arrived_s > CLOCK_MOVED_OVER_S)
+
+    def said(self) -> str:
+        if self.scene_s < 0:
+            return f"its clock went back {-self.scene_s:.1f} s"
+        if self.clock_moved:
+            return f"its clock went forward {self.scene_s:.1f} s (its frames came {self.arrived_s:.1f} s apart)"
+        return f"{self.scene_s:.1f} s since its last frame"
+
+    def causes(self) -> str:
+        if self.clock_moved:
+            return "the camera's or its host's clock was set " + ("back" if self.scene_s < 0 else "forward")
+        return "the camera stopped and started again, frames shed, the stream lost, or a worker lost or joining"
