@@ -75,8 +75,7 @@ async def _report_overdue() -> None:
 
 
 def _track_one(tracker: CameraTracker, det: DetectionRecord) -> TrackRecord:
-    live_arrival = time.time() if det.scene_time is None else None  # (a file's frames come as fast as they are read)
-    objects = tracker.update(det.seq, det.boxes, (det.height, det.width), det.at, live_arrival)
+    objects = tracker.update(det.seq, det.boxes, (det.height, det.width), det.at, time.time(), live=det.scene_time is None)
     record = TrackRecord(
         camera_id=det.camera_id,
         seq=det.seq,

@@ -34,13 +34,12 @@ class ClockAhead:
         ahead_s = frame.captured_at - now
         if frame.scene_time is not None or ahead_s <= self.tolerance_s:
             return None
-        frames = self._throttle.hit(frame.camera_id, now)
-        if frames is None:
+        # (No count of the frames held back: told only at the next report, days later for a clock set right since.)
+        if self._throttle.hit(frame.camera_id, now) is None:
             return None
         reason = (f"frames dated {ahead_s:.1f} s ahead of this worker's clock: the camera's clock (or its host's) "
                   "is ahead, or the worker's behind (NTP); none of its live frames can be judged stale, so none is "
-                  "shed when the pipeline falls behind, and its latencies, windows and alerts are dated as far ahead"
-                  + (f" ({frames} frames dated ahead since the last report)" if frames > 1 else ""))
+                  "shed when the pipeline falls behind, and its latencies, windows and alerts are dated as far ahead")
         log.warning("detect: camera %s: %s", frame.camera_id, reason)
         return CameraEvent(camera_id=frame.camera_id, kind=CameraEventKind.clock_ahead, at=now, seq=frame.seq,
                            reason=reason)

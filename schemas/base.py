@@ -37,10 +37,11 @@ class Record(BaseModel):
 
 class TableState(Record):
     """Base of what a worker keeps in its tables (a camera's tracker, its analytics): fields it does not know are
-    left out, not refused. A worker rolled back to an earlier version reads what a later one wrote, and does without
-    what it does not know; a field refused made every frame of the camera dead-lettered (an upgrade trial, with a
-    field once added to the stored alerts). So a field added to a table's state must be one an earlier worker can
-    do without. (Records on topics stay strict: a producer's misspelt field is refused with the reason.)"""
+    left out, not refused. A worker rolled back to an earlier version (one with this class) reads what a later one
+    wrote, and does without what it does not know; a field refused made every frame of the camera dead-lettered (an
+    upgrade trial, with a field once added to the stored alerts). So a field added to a table's state must be one an
+    earlier worker can do without. (Records on topics stay strict: a producer's misspelt field is refused with the
+    reason. The camera-config table's CameraConfig is one.)"""
 
     model_config = ConfigDict(extra="ignore")
 

@@ -11,7 +11,8 @@ analytics_states = table("camera-analytics", key_type=bytes, value_type=bytes)
 
 
 def _build(camera_id: str, stored: bytes | None) -> CameraAnalytics:
-    return CameraAnalytics(camera_id, decode(AnalyticsState, stored) if stored else None, settings.analytics)
+    return CameraAnalytics(camera_id, decode(AnalyticsState, stored) if stored else None, settings.analytics,
+                           settings.tracker.max_gap_s)
 
 
 def analytics_cache() -> ActorCache[CameraAnalytics]:

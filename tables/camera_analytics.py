@@ -21,7 +21,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from its_faust.settings import AnalyticsSettings
+from its_faust.settings import AnalyticsSettings, TrackerSettings
 from schemas.analytics import Alert, Crossing, ZoneEvent
 from schemas.base import CAMERA_ID_PATTERN, TableState, scene_clock
 from schemas.control import CameraConfig
@@ -166,12 +166,15 @@ def _angle_between(a: float, b: float) -> float:
 
 
 class CameraAnalytics:
-    def __init__(self, camera_id: str, state: AnalyticsState | None = None, rules: AnalyticsSettings | None = None):
+    def __init__(self, camera_id: str, state: AnalyticsState | None = None, rules: AnalyticsSettings | None = None,
+                 tracks_restart_after_s: float | None = None):
         self.camera_id = camera_id
         self.rules = rules or AnalyticsSettings()
+        # The tracker's tracker.max_gap_s: a clock set back further restarted the camera's tracks under new ids.
+        self.tracks_restart_after_s = tracks_restart_after_s if tracks_restart_after_s is not None else TrackerSettings().max_gap_s
         self.last_seq = -1
         self.last_at: float | None = None
-        self._last_arrived: float | None = None  # when the last live frame was tracked (not kept in the table)
+        self._last_arrived: float | None = None  # when the last frame was tracked (not kept in the table)
         self.tracks: dict[int, _Track] = {}
         self.zone_since: dict[str, float] = {}
         self.geometry: dict[str, str] = {}
@@ -216,8 +219,8 @@ class CameraAnalytics:
         plane = self._road_plane(config.calibration if live else None)
         limit = config.speed_limit_kmh if live and plane else None
         now = record.at
-        arrived = record.tracked_at if record.scene_time is None else None
-        out = self._close_if_broken_off(now, arrived)
+        arrived = record.tracked_at
+        out = self._close_if_broken_off(now, arrived, record.scene_time)
         self._sync_geometry(lines, zones, line_versions, zone_versions)
         if self.last_at is not None and now - self.last_at > self.rules.zone_lost_s:
             # Tracks not in this frame after a gap in the camera's frames left their zones during it: as of its
@@ -242,30 +245,36 @@ class CameraAnalytics:
         self.last_seq, self.last_at, self._last_arrived = record.seq, now, arrived
         return out
 
-    def _close_if_broken_off(self, now: float, arrived: float | None = None) -> FrameOutput:
+    def _close_if_broken_off(self, now: float, arrived: float | None = None, scene_time: float | None = None) -> FrameOutput:
         """A frame that does not go on from the last one closes the camera first, so that this stretch starts bare:
 
         * one after the camera was silent ``camera_silent_s`` that nothing closed it for (``run`` stops its own
           worker; every worker was down), as of then. Otherwise the last stretch's tracks left their zones, and its
           alerts cleared, in this one;
-        * one over ``zone_lost_s`` older than the last (the camera's clock was set back), as of the last frame.
+        * one older than the last by over the tracker's gap limit (the camera's clock was set back, or a new run of
+          a file started before the last one's scene time: the tracker restarted its tracks), as of the last frame.
           Measured on the old clock, its tracks would stay in their zones, its alerts stay up and its cool-downs
           run on for as long as the clock went back (an hour, for a clock an hour fast set right), and speeds and
-          dwell times across it would come out negative.
+          dwell times across it would come out negative. A smaller step back closes nothing: the tracks go on,
+          under the same ids (closed, they would leave their zones and enter again, their alerts raised again).
 
-        (``arrived``: when this live frame was tracked; a long silence on the camera's clock between frames tracked
-        about as close together as ever was its clock set forward, and is said so: :mod:`tables.frame_gaps`.)"""
+        (``scene_time``: the frame's, None for a live one; ``arrived``: when it was tracked. A long silence on a
+        live camera's clock between frames tracked about as close together as ever was its clock set forward, and
+        is said so: :mod:`tables.frame_gaps`.)"""
         if self.last_at is None:
             return FrameOutput()
         silent_s = self.rules.camera_silent_s
         if 0 < silent_s < now - self.last_at:
             apart = arrived - self._last_arrived if arrived is not None and self._last_arrived is not None else None
-            gap = Gap(now - self.last_at, apart)
+            gap = Gap(now - self.last_at, apart, live=scene_time is None)
             why = (f"the camera's clock went forward {gap.scene_s:.0f} s (its frames came {apart:.1f} s apart)"
                    if gap.clock_moved else f"no frames for {gap.scene_s:.0f} s")
             return self.close(Moment(self.camera_id, self.last_seq, self.last_at + silent_s), why)
-        if self.last_at - now > self.rules.zone_lost_s:
-            out = self.close(Moment(self.camera_id, self.last_seq, self.last_at), f"the camera's clock went back {self.last_at - now:.0f} s")
+        if self.last_at - now > self.tracks_restart_after_s:
+            back = f"{self.last_at - now:.1f} s"
+            why = (f"the camera's clock went back {back}" if scene_time is None
+                   else f"a new run started {back} before the last one's scene time")
+            out = self.close(Moment(self.camera_id, self.last_seq, self.last_at), why)
             self.alert_book.quiet_until = {}  # (until times on the old clock)
             return out
         return FrameOutput()

@@ -118,7 +118,7 @@ class CameraTracker:
         self.tracker = BYTETracker(args)
         self.max_gap_s = tracker_settings.max_gap_s
         self.afresh: tuple[Gap, int] | None = None  # after the last update, if it started afresh: (why, tracks dropped)
-        self._last_arrived: float | None = None  # when the last live frame reached the worker (not kept in the table)
+        self._last_arrived: float | None = None  # when the last frame reached the worker (not kept in the table)
         state = state or TrackerState(camera_id=camera_id)
         self.last_seq = state.last_seq
         self.last_at = state.last_at
@@ -140,15 +140,15 @@ class CameraTracker:
         return self.tracker.frame_id
 
     def update(self, seq: int, boxes: list[Box], shape: tuple[int, int], at: float | None = None,
-               arrived: float | None = None) -> list[TrackedObject]:
-        """Apply one frame's detections (``at``: its scene time; ``arrived``: when a live frame reached the worker,
-        wall clock); returns the confirmed tracks after it."""
+               arrived: float | None = None, live: bool = True) -> list[TrackedObject]:
+        """Apply one frame's detections (``at``: its scene time; ``arrived``: when it reached the worker, wall
+        clock; ``live``: a live camera's, not a file's); returns the confirmed tracks after it."""
         self.afresh = None
         if at is not None:
             # A clock that went back as far is a gap too: ByteTrack's motion would join tracks across it.
             if self.last_at is not None and abs(at - self.last_at) > self.max_gap_s:
                 apart = arrived - self._last_arrived if arrived is not None and self._last_arrived is not None else None
-                self._start_afresh(Gap(at - self.last_at, apart))
+                self._start_afresh(Gap(at - self.last_at, apart, live))
             self.last_at = at
         self._last_arrived = arrived
         data = np.array([[b.x1, b.y1, b.x2, b.y2, b.conf, b.cls] for b in boxes], dtype=np.float32).reshape(-1, 6)

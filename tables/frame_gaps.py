@@ -21,15 +21,19 @@ CLOCK_MOVED_OVER_S = 60.0
 @dataclass(frozen=True)
 class Gap:
     scene_s: float  # between the two frames on the camera's clock; below 0: it went back
-    arrived_s: float | None = None  # between their arrivals at the worker (live frames only; None: not known)
+    arrived_s: float | None = None  # between their arrivals at the worker (None: not known)
+    live: bool = True  # a live camera's frames; else a file's (scene times), which come as fast as they are read
 
     @property
     def clock_moved(self) -> bool:
+        if not self.live:
+            return False
         return self.scene_s < 0 or (self.arrived_s is not None and self.scene_s - self.arrived_s > CLOCK_MOVED_OVER_S)
 
     def said(self) -> str:
         if self.scene_s < 0:
-            return f"its clock went back {-self.scene_s:.1f} s"
+            back = f"{-self.scene_s:.1f} s"
+            return f"its clock went back {back}" if self.live else f"its scene time went back {back}"
         if self.clock_moved:
             return f"its clock went forward {self.scene_s:.1f} s (its frames came {self.arrived_s:.1f} s apart)"
         return f"{self.scene_s:.1f} s since its last frame"
@@ -37,4 +41,6 @@ class Gap:
     def causes(self) -> str:
         if self.clock_moved:
             return "the camera's or its host's clock was set " + ("back" if self.scene_s < 0 else "forward")
+        if self.scene_s < 0:
+            return "a new run of a file, or a recording, that starts before the last one's scene time"
         return "the camera stopped and started again, frames shed, the stream lost, or a worker lost or joining"

@@ -342,6 +342,9 @@ def test_zone_read_model_keeps_each_zones_latest_figures_and_only_the_zones_a_ca
     assert [z.zone for z in zones.current("c", None)] == ["a"]
     zones.apply(message(stats("b", 6, 1, at=250.0, version=0), 13))
     assert [z.zone for z in zones.current("c", None)] == ["a", "b"]
+    # The removal read again after them (the rings fill side by side at start): figures of after it stay.
+    zones.camera_removed(only_a.model_copy(update={"removed": True, "updated_at": 200.0}))
+    assert [z.zone for z in zones.current("c", None)] == ["a", "b"]
     zones.forget_partition(0)
     assert zones.current("c", None) == []
 

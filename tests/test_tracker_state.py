@@ -108,6 +108,12 @@ def test_a_live_cameras_clock_set_forward_is_told_from_a_silence(settings, clip_
         reason = restarts.report(tracker, 100.0).reason
         assert reason.startswith(said), reason
         assert ("clock was set forward" in reason) == (arrived_apart == 0.1)
+    # A file's scene time going back (its next run, opened before the last one's scene time) is no clock's doing.
+    tracker = CameraTracker("cam-1", settings.tracker)
+    tracker.update(0, clip_detections[0], (360, 640), 5000.0, 9000.0, live=False)
+    tracker.update(1, clip_detections[1], (360, 640), 4990.0, 9000.1, live=False)
+    reason = TrackRestarts().report(tracker, 100.0).reason
+    assert reason.startswith("its scene time went back 10.0 s (a new run of a file") and "clock" not in reason, reason
 
 
 def test_a_camera_whose_tracks_a_gap_restarted_is_told_at_most_once_a_minute(settings, clip_detections):

@@ -23,8 +23,8 @@ class CurrentFigures:
     """The current records of each camera (keyed by camera first), gone when it is removed or its log is lost.
     Bounded: the configured cameras, and the ``max_cameras`` others heard from most recently (:class:`HeardCameras`)."""
 
-    # The record's field that says which configuration version added its line or zone.
-    VERSION_FIELD = ""
+    # The record's field that says which configuration version added its line or zone (each subclass names it).
+    VERSION_FIELD: str
 
     def __init__(self, max_cameras: int = 10_000, configured: Callable[[str], bool] = lambda camera_id: False):
         self.latest: dict[tuple, object] = {}
@@ -38,7 +38,7 @@ class CurrentFigures:
             record = m.decoded(schema)
         except SchemaError:
             return None
-        if self._removals.before(record.camera_id, getattr(record, self.VERSION_FIELD), record.captured_at):
+        if self._before_removal(record):
             return None  # of a line or zone of before the camera's removal (the rings fill side by side at start)
         self._partitions.note(record.camera_id, m.partition)
         gone = self._heard.note(record.camera_id)
@@ -50,8 +50,13 @@ class CurrentFigures:
     def camera_removed(self, config: CameraConfig) -> None:
         """A removed camera's lines and zones went with it: it has no current figures (a count history stays)."""
         self._removals.note(config.camera_id, config.version, config.updated_at)
-        for key in [k for k in self.latest if k[0] == config.camera_id]:
+        # Only those of before it: the rings fill side by side at start, so a camera added again may have had its
+        # new figures read before the old removal.
+        for key in [k for k, record in self.latest.items() if k[0] == config.camera_id and self._before_removal(record)]:
             del self.latest[key]
+
+    def _before_removal(self, record) -> bool:
+        return self._removals.before(record.camera_id, getattr(record, self.VERSION_FIELD), record.captured_at)
 
     def forget_partition(self, partition: int) -> None:
         """Figures from a lost log would hide the new ones (they start again from 0) until they passed them."""
