@@ -32,6 +32,7 @@ from its_faust.clock_ahead import ClockAhead
 from its_faust.codecs import SchemaError, decode_keyed, encode
 from its_faust.delivery import Acknowledger
 from its_faust.detector import Detector, UnreadableImage, decode_jpeg
+from its_faust.fair_share import FairShare
 from its_faust.in_order import InOrderJobs
 from its_faust.intake import Intake
 from its_faust.stale_frames import StaleFrames
@@ -44,7 +45,7 @@ _PARALLEL, _ = settings.model.inference_parallelism()
 _executor = ThreadPoolExecutor(max_workers=_PARALLEL, thread_name_prefix="detect")
 _detector: Detector | None = None
 _detector_lock = threading.Lock()
-_stale = StaleFrames(settings.model.live_frame_max_age_s)
+_stale = StaleFrames(settings.model.live_frame_max_age_s, fair_share=FairShare())  # every live camera its share
 _clock_ahead = ClockAhead()  # live cameras whose frames are dated ahead of this worker's clock
 
 
@@ -120,8 +121,9 @@ async def _frame_of(acks: Acknowledger, intake: Intake, event: EventT) -> FrameR
         acks.done(event)
         return None
     now = time.time()
-    if _stale.is_stale(frame, now):
-        await topics.send_camera_event(_stale.shed(frame, now))
+    why = _stale.to_shed(frame, now)
+    if why is not None:
+        await topics.send_camera_event(_stale.shed(frame, now, why))
         acks.done(event)
         return None
     await topics.send_camera_event(_stale.fresh(frame, now))

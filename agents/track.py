@@ -51,7 +51,7 @@ async def track(stream):
                         continue
                     _behind.applied(det.camera_id)
                     now = time.time()
-                    if _stale.is_stale(det, now):  # skipped, it counts as done: tracking catches up with the present
+                    if _stale.to_shed(det, now):  # skipped, it counts as done: tracking catches up with the present
                         await topics.send_camera_event(_stale.shed(det, now))
                         continue
                     await topics.send_camera_event(_stale.fresh(det, now))

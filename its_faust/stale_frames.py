@@ -29,6 +29,9 @@ is dated by the last frame it counts, so that the minute it falls in is the minu
 (a crash before its offset was committed) is counted again, and a count not yet reported
 when the camera's partition moves to another worker is not reported.
 
+While the detect stage is behind, each live camera gets a fair share of it (:mod:`its_faust.fair_share`):
+a camera that had more detected lately than one whose frames went stale gives way, its frame shed too.
+
 The track stage sheds too, a live frame's detections older than ``tracker.live_max_age_s``
 (6 s) when it comes to them: on a machine whose cores cannot keep up with detection and
 tracking both, detect took every frame fresh enough and tracking fell further behind for
@@ -41,10 +44,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from its_faust.fair_share import FairShare
 from schemas import CameraEvent, CameraEventKind
 from schemas.base import CameraRecord
 
 log = logging.getLogger(__name__)
+
+STALE, GIVES_WAY = "stale", "gives way"  # why a frame is shed
+PRESSURE = 0.5  # of the age limit: a frame older than this is behind enough to give way (its_faust.fair_share)
 
 
 @dataclass
@@ -54,22 +61,36 @@ class _Shedding:
     count: int = 0  # shed since the last report
     oldest_s: float = 0.0
     last_seq: int | None = None
+    gave_way: int = 0  # of the count: fresh enough, shed to give way to cameras that got fewer (its_faust.fair_share)
 
 
 class StaleFrames:
     """Decides which frames to shed and batches the reports about them, per camera."""
 
     def __init__(self, max_age_s: float, report_every_s: float = 10.0, stage: str = "detect",
-                 behind: str = "detection is behind: a worker lost or joining, too few workers for the cameras"):
+                 behind: str = "detection is behind: a worker lost or joining, too few workers for the cameras",
+                 fair_share: FairShare | None = None):
         self.max_age_s = max_age_s
         self.report_every_s = report_every_s
         self.stage, self.behind = stage, behind
+        self.fair_share = fair_share
         self._cameras: dict[str, _Shedding] = {}
 
-    def is_stale(self, frame: CameraRecord, now: float) -> bool:
-        return self.max_age_s > 0 and frame.scene_time is None and now - frame.captured_at > self.max_age_s
+    def to_shed(self, frame: CameraRecord, now: float) -> str | None:
+        """Why the frame is to be shed: STALE (over the age limit), GIVES_WAY (over PRESSURE of it, with a camera that
+        got fewer frames waiting: :mod:`its_faust.fair_share`), or None: it is to be processed."""
+        if self.max_age_s <= 0 or frame.scene_time is not None:
+            return None
+        age_s = now - frame.captured_at
+        if age_s > self.max_age_s:
+            if self.fair_share is not None:
+                self.fair_share.went_stale(frame.camera_id, now)
+            return STALE
+        if self.fair_share is not None and age_s > PRESSURE * self.max_age_s and self.fair_share.gives_way(frame.camera_id, now):
+            return GIVES_WAY
+        return None
 
-    def shed(self, frame: CameraRecord, now: float) -> CameraEvent | None:
+    def shed(self, frame: CameraRecord, now: float, why: str = STALE) -> CameraEvent | None:
         """Count a frame as shed; returns the camera's report when one is due. A copy of one shed already (a
         redelivery, never applied, so not below the tracker's last seq) is not counted again."""
         camera = self._cameras.get(frame.camera_id)
@@ -80,6 +101,7 @@ class StaleFrames:
             camera = self._cameras[frame.camera_id] = _Shedding(reported_at=now, shed_at=now)
         camera.shed_at = now
         camera.count += 1
+        camera.gave_way += why == GIVES_WAY
         camera.oldest_s = max(camera.oldest_s, now - frame.captured_at)
         camera.last_seq = frame.seq
         if first or now - camera.reported_at >= self.report_every_s:
@@ -90,6 +112,8 @@ class StaleFrames:
         """A frame of the camera is detected. Once none has been shed for a whole period (and a period has passed
         since the last report), its frames are fresh again: the last report says so, with what is left to count.
         Before that, shedding goes on now and then, and ``shed`` reports it."""
+        if self.fair_share is not None and frame.scene_time is None:
+            self.fair_share.detected(frame.camera_id, now)
         camera = self._cameras.get(frame.camera_id)
         if camera is None or now - max(camera.reported_at, camera.shed_at) < self.report_every_s:
             return None
@@ -112,9 +136,11 @@ class StaleFrames:
     def _report(self, camera_id: str, camera: _Shedding, now: float, *, still_shedding: bool,
                 tail: str = "frames are fresh again") -> CameraEvent:
         if camera.count:
+            gave_way = (f"; {camera.gave_way} of them over {PRESSURE * self.max_age_s:g} s old, given way to cameras that "
+                        "got fewer frames" if camera.gave_way else "")
             reason = (
                 f"{camera.count} live frame(s) shed, up to {camera.oldest_s:.1f} s old, over the {self.max_age_s:g} s "
-                f"limit ({self.behind}; or the camera's clock is behind the worker's)"
+                f"limit ({self.behind}; or the camera's clock is behind the worker's){gave_way}"
                 + ("" if still_shedding else f"; {tail}")
             )
         else:  # every shed frame was in an earlier report
@@ -124,5 +150,5 @@ class StaleFrames:
             camera_id=camera_id, kind=CameraEventKind.frames_shed, at=camera.shed_at if camera.count else now,
             seq=camera.last_seq, reason=reason, frames_shed=camera.count,
         )
-        camera.reported_at, camera.count, camera.oldest_s = now, 0, 0.0
+        camera.reported_at, camera.count, camera.oldest_s, camera.gave_way = now, 0, 0.0, 0
         return event

@@ -14,10 +14,10 @@ def frame(seq: int, age_s: float, camera: str = "cam-1", scene_time: float | Non
 
 def test_only_live_frames_over_the_limit_are_stale():
     stale = StaleFrames(max_age_s=3.0)
-    assert stale.is_stale(frame(1, 3.5), NOW)
-    assert not stale.is_stale(frame(2, 2.5), NOW)
-    assert not stale.is_stale(frame(3, 60.0, scene_time=12.0), NOW)  # a file's frame: files are processed whole
-    assert not StaleFrames(max_age_s=0).is_stale(frame(4, 600.0), NOW)  # 0 = never shed
+    assert stale.to_shed(frame(1, 3.5), NOW) == "stale"
+    assert stale.to_shed(frame(2, 2.5), NOW) is None
+    assert stale.to_shed(frame(3, 60.0, scene_time=12.0), NOW) is None  # a file's frame: files are processed whole
+    assert StaleFrames(max_age_s=0).to_shed(frame(4, 600.0), NOW) is None  # 0 = never shed
 
 
 def test_reports_add_up_to_every_frame_shed_at_most_one_per_period():
@@ -44,7 +44,7 @@ def test_a_camera_hovering_at_the_limit_is_reported_once_per_period():
     for i in range(200):  # 20 s of frames alternating just over and just under the limit
         now = NOW + i / 10
         f = frame(i, 3.1 if i % 2 else 2.9, now=now)
-        reports.append(stale.shed(f, now) if stale.is_stale(f, now) else stale.fresh(f, now))
+        reports.append(stale.shed(f, now) if stale.to_shed(f, now) else stale.fresh(f, now))
     sent = [r for r in reports if r is not None]
     assert len(sent) == 2  # at 0.1 s (the first) and 10.1 s: not one per switch
     assert [r.frames_shed for r in sent] == [1, 50]  # of 100 shed: 49 still to report
@@ -103,9 +103,9 @@ def test_the_track_stage_sheds_live_detections_too_and_says_where():
         return DetectionRecord(camera_id="cam-1", seq=seq, captured_at=NOW - age_s, scene_time=scene_time, width=640,
                                height=360, detected_at=NOW, model=ModelInfo(name="m", version="1", backend="onnxruntime"),
                                inference_ms=1.0, batch_size=1, boxes=[Box(x1=0, y1=0, x2=1, y2=1, conf=0.9, cls=2, label="car")])
-    assert not stale.is_stale(detection(1, 5.0), NOW)  # within the 6 s: tracked
-    assert stale.is_stale(detection(2, 7.0), NOW)
-    assert not stale.is_stale(detection(3, 70.0, scene_time=NOW - 70.0), NOW)  # a file's: never
+    assert stale.to_shed(detection(1, 5.0), NOW) is None  # within the 6 s: tracked
+    assert stale.to_shed(detection(2, 7.0), NOW) == "stale"
+    assert stale.to_shed(detection(3, 70.0, scene_time=NOW - 70.0), NOW) is None  # a file's: never
     report = stale.shed(detection(2, 7.0), NOW)
     assert report.frames_shed == 1 and "over the 6 s limit (tracking is behind: cores" in report.reason
 
@@ -136,3 +136,59 @@ def test_a_live_camera_whose_frames_are_dated_ahead_is_told_its_clock_is_ahead_a
     assert clock.check(frame(9, -3600.0, camera="cam-2"), NOW + 9) is not None  # each camera its own
     later = clock.check(frame(10, -3600.0), NOW + 600.0)
     assert later is not None and later.seq == 10  # a period on: told again
+
+
+def _detected_per_camera(fair: bool, cameras: int = 2, fps: float = 8.0, detect_s: float = 0.125, seconds: float = 120.0):
+    """A stage that takes ``detect_s`` a frame (shedding one, 0.5 ms), fed by ``cameras`` live cameras paced alike,
+    each 10 ms after the one before, their frames queued in one partition in the order they came; starting 4 s
+    behind. Returns the frames detected per camera."""
+    from its_faust.fair_share import FairShare
+
+    stale = StaleFrames(max_age_s=3.0, fair_share=FairShare() if fair else None)
+    times = sorted((NOW + k / fps + c * 0.010, c) for k in range(int(seconds * fps)) for c in range(cameras))
+    clock, detected = NOW + 4.0, [0] * cameras
+    for n, (captured_at, c) in enumerate(times):
+        f = frame(n, 0.0, camera=f"cam-{c}", now=captured_at)
+        clock = max(clock, captured_at)  # (a frame not sent yet is waited for)
+        why = stale.to_shed(f, clock)
+        if why is not None:
+            stale.shed(f, clock, why)
+            clock += 0.0005
+        else:
+            stale.fresh(f, clock)
+            detected[c] += 1
+            clock += detect_s
+    return detected
+
+
+def test_cameras_paced_alike_each_get_a_fair_share_of_detection_when_it_cannot_keep_up():
+    """From a trial with 8 cameras at 8 fps on 2 cores: a detection taking as long as two frame periods found the same
+    camera just under the age limit every time; one camera got 0.9 frames a second, another 4.2, on the same
+    partition, and the starved camera's line counted nothing for 7 minutes."""
+    for cameras, detect_s in [(2, 0.125), (3, 0.125), (3, 0.2), (2, 0.1)]:
+        by_age_alone = _detected_per_camera(False, cameras, detect_s=detect_s)
+        assert min(by_age_alone) < 0.35 * max(by_age_alone), by_age_alone  # the starving, as it was
+        fair = _detected_per_camera(True, cameras, detect_s=detect_s)
+        assert min(fair) > 0.85 * max(fair), fair
+        assert sum(fair) >= 0.98 * sum(by_age_alone), (fair, by_age_alone)  # no detection lost to it
+
+
+def test_a_camera_that_gets_all_its_frames_holds_no_other_back_and_reports_say_what_gave_way():
+    from its_faust.fair_share import FairShare
+
+    share = FairShare()
+    for n in range(20):
+        share.detected("fast", NOW + n * 0.1)
+    share.detected("slow", NOW)  # 1 fps, every frame detected: never deprived
+    assert not share.gives_way("fast", NOW + 2.0)
+    share.went_stale("slow", NOW + 2.0)  # now one of its frames went stale: the fast one gives way
+    assert share.gives_way("fast", NOW + 2.0) and not share.gives_way("slow", NOW + 2.0)
+    assert not share.gives_way("fast", NOW + 2.0 + 6.0)  # out of the window: forgotten
+    stale = StaleFrames(max_age_s=3.0, fair_share=share)
+    share.went_stale("slow", NOW + 9.0)
+    for n in range(5):
+        share.detected("fast", NOW + 8.5 + n * 0.1)
+    assert stale.to_shed(frame(1, 1.0, camera="fast", now=NOW + 9.0), NOW + 9.0) is None  # young enough: detected
+    assert stale.to_shed(frame(2, 2.0, camera="fast", now=NOW + 9.0), NOW + 9.0) == "gives way"
+    report = stale.shed(frame(2, 2.0, camera="fast", now=NOW + 9.0), NOW + 9.0, "gives way")
+    assert "1 of them over 1.5 s old, given way to cameras that got fewer frames" in report.reason
