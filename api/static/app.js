@@ -19,6 +19,12 @@ function renderStatus() {
   let text = "connecting…", cls = "";
   if (health.feeds === false) [text, cls] = ["reconnecting…", "down"];
   else if (health.ready && !health.ready.ok) [text, cls] = [`not ready: ${health.ready.why}`, "warn"];
+  else if (health.feeds && health.ready && health.ready.shed) {
+    // Ready, but short of capacity: live frames shed lately (a many-cameras trial: the badge said "system ready"
+    // while 53-92% of frames were shed, and only the tracked rates showed it).
+    const { frames, cameras } = health.ready.shed;
+    [text, cls] = [`system ready · ${frames} live frames shed lately (${cameras} camera${cameras > 1 ? "s" : ""})`, "warn"];
+  }
   else if (health.feeds) [text, cls] = ["system ready", "live"];
   s.textContent = text;
   s.className = "status " + cls;
@@ -32,7 +38,9 @@ async function loadReady() {
     const res = await fetch(`${api}/ready`);
     const body = await res.json();
     const why = res.ok ? "" : (String(body.broker).startsWith("reachable") ? `workers ${body.workers}` : `broker ${body.broker}`);
-    health.ready = { ok: res.ok, why, detail: JSON.stringify(body) };
+    const shed = Object.values(body.frames_shed || {});
+    const frames = shed.reduce((sum, n) => sum + n, 0);
+    health.ready = { ok: res.ok, why, detail: JSON.stringify(body), shed: frames ? { frames, cameras: shed.length } : null };
   } catch (e) { health.ready = null; }  // the API itself is down: the feeds say so
   renderStatus();
 }
