@@ -8,7 +8,7 @@ cores, one camera got 0.9 frames a second, another 4.2, on the same partition; t
 no vehicle for 7 minutes (a track needs several frames to count).
 
 So a camera that has had more frames detected lately than one whose frames go stale gives way: while the stage
-is behind (a frame over ``pressure`` of the age limit old), its frame is shed, and the slot goes to the frames
+is behind (a frame over half the age limit old: ``stale_frames.PRESSURE``), its frame is shed, and the slot goes to the frames
 behind it. Cameras whose frames are all detected hold nobody back, so a slow camera beside fast ones does not
 cap them. Frames of files (with a ``scene_time``) are never shed, and take no part.
 """
@@ -32,6 +32,7 @@ class FairShare:
 
     def detected(self, camera_id: str, now: float) -> None:
         self._detected.setdefault(camera_id, deque()).append(now)
+        self._count(camera_id, now)  # (drops those out of the window: asked only while behind, it would grow)
         self._heard(camera_id, now)
 
     def went_stale(self, camera_id: str, now: float) -> None:

@@ -184,6 +184,9 @@ def test_a_camera_that_gets_all_its_frames_holds_no_other_back_and_reports_say_w
     share.went_stale("slow", NOW + 2.0)  # now one of its frames went stale: the fast one gives way
     assert share.gives_way("fast", NOW + 2.0) and not share.gives_way("slow", NOW + 2.0)
     assert not share.gives_way("fast", NOW + 2.0 + 6.0)  # out of the window: forgotten
+    for n in range(1000):  # never behind, never asked: what it holds stays within the window
+        share.detected("steady", NOW + 10 + n * 0.04)
+    assert len(share._detected["steady"]) <= 5.0 / 0.04 + 1
     stale = StaleFrames(max_age_s=3.0, fair_share=share)
     share.went_stale("slow", NOW + 9.0)
     for n in range(5):
