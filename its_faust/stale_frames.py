@@ -136,13 +136,15 @@ class StaleFrames:
     def _report(self, camera_id: str, camera: _Shedding, now: float, *, still_shedding: bool,
                 tail: str = "frames are fresh again") -> CameraEvent:
         if camera.count:
-            gave_way = (f"; {camera.gave_way} of them over {PRESSURE * self.max_age_s:g} s old, given way to cameras that "
-                        "got fewer frames" if camera.gave_way else "")
-            reason = (
-                f"{camera.count} live frame(s) shed, up to {camera.oldest_s:.1f} s old, over the {self.max_age_s:g} s "
-                f"limit ({self.behind}; or the camera's clock is behind the worker's){gave_way}"
-                + ("" if still_shedding else f"; {tail}")
-            )
+            stale = camera.count - camera.gave_way
+            why = [f"over the {self.max_age_s:g} s limit ({self.behind}; or the camera's clock is behind the worker's)"]
+            if camera.gave_way:  # (fresh enough: shed so that a camera that got fewer frames gets this slot)
+                why = ([f"{stale} over the {self.max_age_s:g} s limit ({self.behind}; or the camera's clock is behind "
+                        "the worker's)"] if stale else []) + [
+                    f"{camera.gave_way} over {PRESSURE * self.max_age_s:g} s old, given way to cameras that got fewer "
+                    "frames while detection was behind"]
+            reason = (f"{camera.count} live frame(s) shed, up to {camera.oldest_s:.1f} s old, " + "; ".join(why)
+                      + ("" if still_shedding else f"; {tail}"))
         else:  # every shed frame was in an earlier report
             reason = f"frames are fresh again: none shed for {self.report_every_s:g} s"
         log.warning("%s: camera %s: %s", self.stage, camera_id, reason)

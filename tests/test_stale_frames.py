@@ -194,4 +194,9 @@ def test_a_camera_that_gets_all_its_frames_holds_no_other_back_and_reports_say_w
     assert stale.to_shed(frame(1, 1.0, camera="fast", now=NOW + 9.0), NOW + 9.0) is None  # young enough: detected
     assert stale.to_shed(frame(2, 2.0, camera="fast", now=NOW + 9.0), NOW + 9.0) == "gives way"
     report = stale.shed(frame(2, 2.0, camera="fast", now=NOW + 9.0), NOW + 9.0, "gives way")
-    assert "1 of them over 1.5 s old, given way to cameras that got fewer frames" in report.reason
+    assert report.reason.startswith("1 live frame(s) shed, up to 2.0 s old, 1 over 1.5 s old, given way to cameras "
+                                    "that got fewer frames"), report.reason  # not said to be over the 3 s limit
+    stale.shed(frame(3, 4.0, camera="fast", now=NOW + 9.5), NOW + 9.5)
+    later = stale.shed(frame(4, 4.0, camera="fast", now=NOW + 19.0), NOW + 19.0)
+    assert later.reason.startswith("2 live frame(s) shed, up to 4.0 s old, over the 3 s limit (detection is behind")
+    assert "given way" not in later.reason, later.reason
