@@ -51,8 +51,9 @@ async def track(stream):
                         continue
                     _behind.applied(det.camera_id)
                     now = time.time()
-                    if _stale.to_shed(det, now):  # skipped, it counts as done: tracking catches up with the present
-                        await topics.send_camera_event(_stale.shed(det, now))
+                    why = _stale.to_shed(det, now)
+                    if why is not None:  # skipped, it counts as done: tracking catches up with the present
+                        await topics.send_camera_event(_stale.shed(det, now, why))
                         continue
                     await topics.send_camera_event(_stale.fresh(det, now))
                     record = _track_one(tracker, det)

@@ -116,13 +116,13 @@ def _described(stretch: list[TrackRecord]) -> dict:
     return {"first_seq": stretch[0].seq, "last_seq": stretch[-1].seq, "frames": len(stretch), "started": started}
 
 
-def replay(records: list[TrackRecord], config: CameraConfig, rules, tracks_restart_after_s: float | None = None) -> ReplaySummary:
+def replay(records: list[TrackRecord], config: CameraConfig, rules, tracking=None) -> ReplaySummary:
     summary = ReplaySummary(camera_id=config.camera_id, config_version=config.version)
     summary.counts = {line.name: {} for line in config.lines}
     summary.line_travel = {line.name: line.travel() for line in config.lines}
     crossings = []
     zone_events: dict[str, list] = {zone.name: [] for zone in config.zones}
-    actor = CameraAnalytics(config.camera_id, rules=rules, tracks_restart_after_s=tracks_restart_after_s)
+    actor = CameraAnalytics(config.camera_id, rules=rules, tracking=tracking)
     as_of = _AsOf(config)
     summary.added_later = as_of.added_after(records[0].tracked_at) if records else {}
     for record in records:
@@ -210,7 +210,7 @@ async def replay_camera(bootstrap: str, settings, camera_id: str, setup: CameraS
         log.warning("%s: replaying %d stretches of tracks (runs, or the camera off for over %.0f s) as one; "
                     "--latest or --from-seq/--to-seq picks one (\"stretches\" in the result)",
                     camera_id, len(chosen), STRETCH_GAP_S)
-    summary = replay(records, config, settings.analytics, settings.tracker.max_gap_s)
+    summary = replay(records, config, settings.analytics, settings.tracker)
     summary.stretches = [_described(p) for p in parts]
     summary.config_version = None if stored is None else stored.version
     summary.replaced = sorted(replaced)

@@ -83,8 +83,6 @@ class StaleFrames:
             return None
         age_s = now - frame.captured_at
         if age_s > self.max_age_s:
-            if self.fair_share is not None:
-                self.fair_share.went_stale(frame.camera_id, now)
             return STALE
         if self.fair_share is not None and age_s > PRESSURE * self.max_age_s and self.fair_share.gives_way(frame.camera_id, now):
             return GIVES_WAY
@@ -102,6 +100,8 @@ class StaleFrames:
         camera.shed_at = now
         camera.count += 1
         camera.gave_way += why == GIVES_WAY
+        if why == STALE and self.fair_share is not None:  # (not a copy shed before: after a crash, catching up)
+            self.fair_share.went_stale(frame.camera_id, now)
         camera.oldest_s = max(camera.oldest_s, now - frame.captured_at)
         camera.last_seq = frame.seq
         if first or now - camera.reported_at >= self.report_every_s:

@@ -12,7 +12,7 @@ analytics_states = table("camera-analytics", key_type=bytes, value_type=bytes)
 
 def _build(camera_id: str, stored: bytes | None) -> CameraAnalytics:
     return CameraAnalytics(camera_id, decode(AnalyticsState, stored) if stored else None, settings.analytics,
-                           settings.tracker.max_gap_s)
+                           settings.tracker)
 
 
 def analytics_cache() -> ActorCache[CameraAnalytics]:

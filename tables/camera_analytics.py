@@ -26,7 +26,7 @@ from schemas.analytics import Alert, Crossing, ZoneEvent
 from schemas.base import CAMERA_ID_PATTERN, TableState, scene_clock
 from schemas.control import CameraConfig
 from schemas.tracks import TrackedObject, TrackRecord
-from tables.frame_gaps import Gap
+from tables.frame_gaps import Gap, arrival_gap
 from tables.incidents import ActiveAlert, AlertBook, Condition
 from tables.line_counting import LineSide, clearance
 from tables.speed import RoadPlane, fitted_speed_kmh, fitted_velocity, trim
@@ -167,11 +167,12 @@ def _angle_between(a: float, b: float) -> float:
 
 class CameraAnalytics:
     def __init__(self, camera_id: str, state: AnalyticsState | None = None, rules: AnalyticsSettings | None = None,
-                 tracks_restart_after_s: float | None = None):
+                 tracking: TrackerSettings | None = None):
         self.camera_id = camera_id
         self.rules = rules or AnalyticsSettings()
-        # The tracker's tracker.max_gap_s: a clock set back further restarted the camera's tracks under new ids.
-        self.tracks_restart_after_s = tracks_restart_after_s if tracks_restart_after_s is not None else TrackerSettings().max_gap_s
+        # The track stage's: a clock set back over its max_gap_s restarted the camera's tracks under new ids, and it
+        # sheds live frames older than its live_max_age_s.
+        self.tracking = tracking or TrackerSettings()
         self.last_seq = -1
         self.last_at: float | None = None
         self._last_arrived: float | None = None  # when the last frame was tracked (not kept in the table)
@@ -265,12 +266,12 @@ class CameraAnalytics:
             return FrameOutput()
         silent_s = self.rules.camera_silent_s
         if 0 < silent_s < now - self.last_at:
-            apart = arrived - self._last_arrived if arrived is not None and self._last_arrived is not None else None
+            apart = arrival_gap(self.last_at, self._last_arrived, arrived, self.tracking.live_max_age_s)
             gap = Gap(now - self.last_at, apart, live=scene_time is None)
             why = (f"the camera's clock went forward {gap.scene_s:.0f} s (its frames came {apart:.1f} s apart)"
                    if gap.clock_moved else f"no frames for {gap.scene_s:.0f} s")
             return self.close(Moment(self.camera_id, self.last_seq, self.last_at + silent_s), why)
-        if self.last_at - now > self.tracks_restart_after_s:
+        if self.last_at - now > self.tracking.max_gap_s:
             back = f"{self.last_at - now:.1f} s"
             why = (f"the camera's clock went back {back}" if scene_time is None
                    else f"a new run started {back} before the last one's scene time")

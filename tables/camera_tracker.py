@@ -22,7 +22,7 @@ from ultralytics.utils import IterableSimpleNamespace
 
 from schemas import Box, TrackedObject
 from schemas.base import CAMERA_ID_PATTERN, TableState
-from tables.frame_gaps import Gap
+from tables.frame_gaps import Gap, arrival_gap
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,7 @@ class CameraTracker:
                                        **tracker_settings.model_dump(exclude={"max_gap_s", "live_max_age_s"}))
         self.tracker = BYTETracker(args)
         self.max_gap_s = tracker_settings.max_gap_s
+        self.live_max_age_s = tracker_settings.live_max_age_s  # (the track stage sheds older live frames)
         self.afresh: tuple[Gap, int] | None = None  # after the last update, if it started afresh: (why, tracks dropped)
         self._last_arrived: float | None = None  # when the last frame reached the worker (not kept in the table)
         state = state or TrackerState(camera_id=camera_id)
@@ -147,7 +148,7 @@ class CameraTracker:
         if at is not None:
             # A clock that went back as far is a gap too: ByteTrack's motion would join tracks across it.
             if self.last_at is not None and abs(at - self.last_at) > self.max_gap_s:
-                apart = arrived - self._last_arrived if arrived is not None and self._last_arrived is not None else None
+                apart = arrival_gap(self.last_at, self._last_arrived, arrived, self.live_max_age_s)
                 self._start_afresh(Gap(at - self.last_at, apart, live))
             self.last_at = at
         self._last_arrived = arrived

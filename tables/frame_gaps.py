@@ -3,8 +3,9 @@
 The tracker restarts a camera's tracks after one, and the analytics actor closes the camera after a long one
 (:mod:`tables.camera_tracker`, :mod:`tables.camera_analytics`); both say why in words. A break on the camera's
 clock is a silence, unless its live frames reached the worker about as close together as ever: then it was the
-clock that moved. A live frame older than ``tracker.live_max_age_s`` (6 s) on reaching tracking is shed, so two
-live frames tracked back to back were captured at most that far apart, unless the camera's clock says otherwise.
+clock that moved. A live frame older than ``tracker.live_max_age_s`` (6 s) on reaching tracking is shed, so a
+frame captured S s after one that arrived within that limit arrives at least S - 6 s after it, unless the camera's
+clock says otherwise (:func:`arrival_gap`; with no limit, or a camera clock ahead, never shed, it cannot tell).
 A clock set right by an hour read as "3600 s since its last frame (the camera stopped and started again ...)" on
 a camera that never stopped (from a time trial).
 """
@@ -18,10 +19,20 @@ from dataclasses import dataclass
 CLOCK_MOVED_OVER_S = 60.0
 
 
+def arrival_gap(last_at: float | None, last_arrived: float | None, arrived: float | None, max_lag_s: float) -> float | None:
+    """Between two live frames' arrivals (``last_at``: the first's capture time), where that tells anything: the
+    first arrived within ``max_lag_s`` of its capture (the stage's shedding limit; 0: none), so a later frame
+    captured S s after it arrived at least S - ``max_lag_s`` s after it. Else None: with no limit, or a camera clock
+    ahead (never shed), a backlog of any length could bring two frames a silence apart back to back."""
+    if None in (last_at, last_arrived, arrived) or max_lag_s <= 0 or not 0 <= last_arrived - last_at <= max_lag_s:
+        return None
+    return arrived - last_arrived
+
+
 @dataclass(frozen=True)
 class Gap:
     scene_s: float  # between the two frames on the camera's clock; below 0: it went back
-    arrived_s: float | None = None  # between their arrivals at the worker (None: not known)
+    arrived_s: float | None = None  # between their arrivals at the worker (None: not known; see arrival_gap)
     live: bool = True  # a live camera's frames; else a file's (scene times), which come as fast as they are read
 
     @property

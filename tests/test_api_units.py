@@ -345,6 +345,11 @@ def test_zone_read_model_keeps_each_zones_latest_figures_and_only_the_zones_a_ca
     # The removal read again after them (the rings fill side by side at start): figures of after it stay.
     zones.camera_removed(only_a.model_copy(update={"removed": True, "updated_at": 200.0}))
     assert [z.zone for z in zones.current("c", None)] == ["a", "b"]
+    # An earlier removal read after a later one: the later one stands (figures of in between stay out).
+    zones.camera_removed(only_a.model_copy(update={"removed": True, "version": 9, "updated_at": 400.0}))
+    zones.camera_removed(only_a.model_copy(update={"removed": True, "version": 3, "updated_at": 200.0}))
+    zones.apply(message(stats("a", 7, 1, at=20.0, version=8), 14))
+    assert zones.current("c", None) == []
     zones.forget_partition(0)
     assert zones.current("c", None) == []
 

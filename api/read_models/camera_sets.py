@@ -66,7 +66,9 @@ class Removals:
         self._removed: dict[str, tuple[int, float]] = {}  # camera -> (the removal's version, its updated_at)
 
     def note(self, camera_id: str, version: int, updated_at: float) -> None:
-        self._removed[camera_id] = (version, updated_at)
+        # The latest removal: an earlier one read after it (the rings fill side by side) would let through again
+        # the records of what was removed in between.
+        self._removed[camera_id] = max(self._removed.get(camera_id, (version, updated_at)), (version, updated_at))
 
     def before(self, camera_id: str, version: int, captured_at: float) -> bool:
         """Whether a record of the camera (``version``: 0 where it has none) is of before its last removal."""
