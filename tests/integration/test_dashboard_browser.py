@@ -130,6 +130,12 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
                 if seen["flow note"]:
                     break
                 await asyncio.sleep(0.2)
+            for _ in range(50):  # the badge: ready, but short of capacity (it reads /api/v1/ready every 5 s)
+                seen["status shedding"] = await tools.value(
+                    "[document.getElementById('status').textContent, document.getElementById('status').className]")
+                if "live frames shed lately" in seen["status shedding"][0]:
+                    break
+                await asyncio.sleep(0.2)
             # The flow chart counts the camera's one line (vehicles over it), with nothing to choose.
             seen["flow line"] = await tools.value(
                 "[document.body.dataset.flowLine, document.getElementById('flow-line').hidden]")
@@ -182,6 +188,8 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
     assert seen["status"].startswith("system ready"), seen
     assert seen["docs operations"] >= 20, seen
     assert "the workers shed 40 live frames" in seen["flow note"], seen
+    status, status_class = seen["status shedding"]
+    assert status.startswith("system ready · ") and "live frames shed lately" in status and "warn" in status_class, seen
     assert seen["flow line"] == ["y120", True], seen
     assert seen["counts"] >= 1 and seen["rows"] >= 3, seen  # live counts in the table
     assert seen["frames"] >= 20 and seen["live"] == 640, seen  # track updates, and the annotated live view
