@@ -11,6 +11,7 @@ from api.topic_ring import Message, TopicRing
 from api.read_models import (Alerts, CameraEvents, Cameras, Counts, DeadLetters, FramesArriving, TrackedCameras, Workers,
                               Zones)
 from api.snapshots import AlertSnapshots
+from its_faust.broker import BrokerMemoryNote, LocalBrokerProcess
 from its_faust.codecs import decode_keyed
 from its_faust.topic_reader import GroupOffsetsReader
 from its_faust.topic_names import (
@@ -44,6 +45,9 @@ class Hub:
         self.counts, self.zones = Counts(configured=configured), Zones(configured=configured)
         self.alerts, self.camera_events = Alerts(configured=configured), CameraEvents()
         self.broker = BrokerProbe(bootstrap)
+        # The embedded broker keeps every frame and slows as it fills (a trial: 23 fps down to 18 at 1 GB): told in
+        # /ready when it runs on this machine, since only the process that started it said so (in its log).
+        self.broker_memory = BrokerMemoryNote.for_settings(LocalBrokerProcess(bootstrap), settings)
         # Silent workers are judged over the time the broker answered: one it stopped answering made them "gone".
         self.workers = Workers(away_between=self.broker.away_between)
         self.frames_arriving = FramesArriving()
@@ -120,6 +124,7 @@ class Hub:
         _, active = self.alerts_of(None)
         alerts = Counter(a.camera_id for a in active)
         silent_s = self.settings.analytics.camera_silent_s
+        shed = self.camera_events.shed_lately(now)
         listed = []
         for camera_id in sorted({c.camera_id for c in self.cameras.all()} | set(latest) | set(alerts)):
             config = self.cameras.get(camera_id)
@@ -138,6 +143,8 @@ class Hub:
                 # A camera silent past camera_silent_s is closed by the workers: nothing is in view any more.
                 "objects": len(record.objects) if record and not (0 < silent_s < age) else 0,
                 "alerts_active": alerts.get(camera_id, 0),
+                # Live is not keeping up: a camera of 8 fps tracked at 0.2 read "live" like any other.
+                "frames_shed_lately": shed.get(camera_id, 0),
             })
         return listed
 

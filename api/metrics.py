@@ -26,6 +26,9 @@ class Metrics:
         self.lag_age = Gauge("its_faust_worker_lag_age_seconds", "Since the lag figures were read from the broker "
                              "(a scrape waits 3 s for a read, then gives the last figures up to 30 s old; NaN: none)",
                              registry=self.registry)
+        self.embedded_broker_bytes = Gauge(
+            "its_faust_embedded_broker_bytes", "Resident memory of the embedded broker, which keeps every record and "
+            "slows as it fills (NaN: Kafka, or a broker this machine does not run)", registry=self.registry)
 
     def watch(self, hub) -> None:
         """Read ``hub``'s figures at every scrape (a Hub's read models, once it has started)."""

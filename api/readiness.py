@@ -40,7 +40,7 @@ class SystemHealth:
             return False, {"broker": f"not answering: {hub.broker.trouble}", "lag": "unknown: the broker does not answer"}
         stale = [name for name, ring in hub.rings.items() if now - ring.last_fetch_ok > STALE_FETCH_S]
         body: dict = {"broker": "reachable" if not stale else f"not read for {STALE_FETCH_S:.0f}s: {stale}",
-                      "frames_shed": hub.camera_events.shed_lately(time.time())}
+                      "frames_shed": hub.camera_events.shed_lately(time.time()), **await self._embedded_broker()}
         try:
             try:
                 offsets, lag = await self._wait_for_lag(READY_LAG_TIMEOUT_S)
@@ -59,10 +59,20 @@ class SystemHealth:
                 body["broker"] = f"not answering: {exc!r}"
         return not stale, body
 
+    async def _embedded_broker(self) -> dict:
+        """The embedded broker's memory (None with Kafka, or a broker on another machine), and a warning past its limit."""
+        note = self.hub.broker_memory
+        await asyncio.to_thread(note.text)  # may look for the broker's process: a scan of the machine's sockets
+        warning = note.warning()
+        return {"embedded_broker_mb": round(note.held / 1e6) if note.held is not None else None,
+                "warnings": [warning] if warning else []}
+
     async def scrape(self) -> None:
         """The broker's state and the lag, set on the metrics for a scrape."""
         metrics = self.metrics
         metrics.broker_up.set(1 if self.hub.broker.up else 0)
+        held = (await self._embedded_broker())["embedded_broker_mb"]
+        metrics.embedded_broker_bytes.set(float("nan") if held is None else self.hub.broker_memory.held)
         try:
             if not self.hub.broker.up:
                 raise ConnectionError(self.hub.broker.trouble)

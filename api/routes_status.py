@@ -33,6 +33,13 @@ class Readiness(BaseModel):
         description="Per camera that shed any: live frames shed in this minute and the last, as reported (the "
                     "pipeline behind its live cameras: more workers, or fewer cameras). Ready all the same: the "
                     "workers do work; this says the system is short of capacity")
+    embedded_broker_mb: int | None = Field(
+        None, description="Memory the embedded broker holds, when it runs on the API's machine (it keeps every record: "
+                          "it only grows, and slows as it does); none with Kafka")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What to act on though the system is ready: the embedded broker past "
+                    "`ITS_FAUST_EMBEDDED_BROKER_WARN_MB`")
 
 
 # A worker's last report as it made it (its.workers), and what the API makes of it now.
@@ -108,6 +115,9 @@ class CameraActivity(BaseModel):
     frames_tracked: int = Field(description="Its frames this API process has read tracked since it started")
     objects: int = Field(description="Tracked in its newest frame; 0 once the workers closed it as silent")
     alerts_active: int
+    frames_shed_lately: int = Field(description="Its live frames the workers shed in this minute and the last, as "
+                                    "reported (too old when detection reached them: the workers are behind, its "
+                                    "counts miss what those frames held); 0 while it keeps up")
 
 
 @router.get("/api/v1/camera-activity", response_model=list[CameraActivity],

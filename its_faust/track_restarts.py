@@ -4,7 +4,8 @@ After a gap in scene time over ``tracker.max_gap_s`` the camera's tracker drops 
 (:mod:`tables.camera_tracker`): a live camera's frames shed while a worker was lost or joined,
 a stream that was down, or a camera clock set back or forward. The ids counting on from there would
 otherwise look like a fault in the tracking; the ``tracks_restarted`` camera event says why, at most one per camera every
-``every_s``, since a camera sampled slower than the gap limit restarts at every frame.
+``every_s``, since a camera sampled slower than the gap limit restarts at every frame; the restarts held back
+meanwhile are counted in the next one told.
 """
 
 from __future__ import annotations
@@ -26,11 +27,15 @@ class TrackRestarts:
     def report(self, tracker: CameraTracker, now: float) -> CameraEvent | None:
         if not tracker.afresh or not tracker.afresh[1]:
             return None
-        if self._throttle.hit(tracker.camera_id, now) is None:
+        times = self._throttle.hit(tracker.camera_id, now)
+        if times is None:
             return None
         gap, dropped = tracker.afresh
+        # Those held back are said by number: one event a minute read as one restart a minute, whether the
+        # camera's tracks restarted once or at every frame (an overloaded worker shedding most of them).
+        more = f"; {times - 1} restart{'s' if times > 2 else ''} before this one not told since the last report" if times > 1 else ""
         return CameraEvent(
             camera_id=tracker.camera_id, kind=CameraEventKind.tracks_restarted, at=time.time(), seq=tracker.last_seq,
             reason=f"{gap.said()} ({gap.causes()}), over the {tracker.max_gap_s:g} s limit: {dropped} tracks dropped, "
-                   "the vehicles in view get new ids",
+                   f"the vehicles in view get new ids{more}",
         )

@@ -12,6 +12,7 @@ from api.topic_ring import Message, TopicRing
 from api.read_models import Alerts, CameraEvents, Cameras, Counts, DeadLetters, TrackedCameras, Zones
 from api.readiness import STALLED_AFTER_S, SystemHealth, workers_verdict
 from api.sse import BadCursor, format_cursor, merged, parse_cursor, parse_positions
+from its_faust.broker import BrokerMemoryNote
 from its_faust.codecs import encode
 from schemas.analytics import Alert, CountUpdate, FrameRef, WindowCount, ZoneStats, ZoneWindow
 from schemas.camera_events import CameraEvent
@@ -755,12 +756,21 @@ def test_camera_activity_says_which_cameras_are_live_what_is_in_view_and_their_a
     assert listed["stopped-cam"]["state"] == listed["idle-cam"]["state"] == "untracked"
     assert listed["live-cam"]["state"] == "live" and not listed["stopped-cam"]["live"]
     assert {c["camera_id"]: c["state"] for c in hub.camera_activity(now + 10)}["stopped-cam"] == "stopped"
+    # Live, but the workers shed most of its frames: said beside "live" (8 fps tracked at 0.2 read like any other).
+    assert listed["live-cam"]["frames_shed_lately"] == 0
+    hub.camera_events.apply(Message(0, 0, b"live-cam", encode(CameraEvent(
+        camera_id="live-cam", kind="frames_shed", at=now - 5, reason="behind", frames_shed=40)), now - 5))
+    listed = {c["camera_id"]: c for c in hub.camera_activity(now)}
+    assert listed["live-cam"]["state"] == "live" and listed["live-cam"]["frames_shed_lately"] == 40
+    assert listed["stopped-cam"]["frames_shed_lately"] == 0
+    assert {c["camera_id"]: c for c in hub.camera_activity(now + 180)}["live-cam"]["frames_shed_lately"] == 0
     # Removed, its frames refused: said so, though its last frames were tracked a moment ago (it looked live).
     hub.cameras.put(CameraConfig(camera_id="live-cam", version=3, last_command_id="y", updated_at=now, removed=True))
     removed = {c["camera_id"]: c for c in hub.camera_activity(now)}["live-cam"]
     assert removed["state"] == "removed" and not removed["configured"]
     assert idle == {"camera_id": "idle-cam", "name": "Bridge", "configured": True, "state": "no_frames", "live": False,
-                    "last_tracked_at": None, "last_frame_age_s": None, "frames_tracked": 0, "objects": 0, "alerts_active": 0}
+                    "last_tracked_at": None, "last_frame_age_s": None, "frames_tracked": 0, "objects": 0, "alerts_active": 0,
+                    "frames_shed_lately": 0}
 
 
 def test_records_left_out_of_a_feed_are_no_events_a_resuming_client_missed():
@@ -956,7 +966,8 @@ def test_a_scrape_whose_lag_read_is_slow_gives_the_last_figures_and_leaves_the_r
     app = FastAPI()
     app.include_router(routes_status.router)
     app.state.metrics = Metrics()
-    app.state.hub = SimpleNamespace(group_offsets=broker, broker=SimpleNamespace(up=True, trouble=None, came_back=0))
+    app.state.hub = SimpleNamespace(group_offsets=broker, broker=SimpleNamespace(up=True, trouble=None, came_back=0),
+                                    broker_memory=BrokerMemoryNote(None, 1))
     app.state.health = SystemHealth(app.state.hub, app.state.metrics)
 
     async def scrape(client) -> dict:
@@ -1033,7 +1044,8 @@ def test_a_frame_stamped_in_the_future_does_not_keep_its_camera_arriving():
 
 
 def test_ready_answers_in_its_own_time_and_says_which_cameras_shed_frames(monkeypatch):
-    """A lag read that hung (a broker that stopped answering) held /ready for 40 s; overload was nowhere in it."""
+    """A lag read that hung (a broker that stopped answering) held /ready for 40 s; overload was nowhere in it, nor
+    the embedded broker filling up (its warning was in the demo's log alone)."""
     import asyncio
 
     import httpx
@@ -1056,26 +1068,36 @@ def test_ready_answers_in_its_own_time_and_says_which_cameras_shed_frames(monkey
     events.apply(Message(0, 0, b"c", encode(CameraEvent(camera_id="c", kind="frames_shed", at=time.time(), reason="r",
                                                         frames_shed=7)), time.time()))
     broker, probe = Broker(), SimpleNamespace(up=True, trouble=None, came_back=0)
+    embedded = SimpleNamespace(memory_bytes=lambda: 1_300_000_000)
     app = FastAPI()
     app.include_router(routes_status.router)
     app.state.metrics = Metrics()
     app.state.hub = SimpleNamespace(group_offsets=broker, broker=probe, camera_events=events, workers=Workers(),
-                                    rings={"tracks": SimpleNamespace(last_fetch_ok=time.monotonic())})
+                                    rings={"tracks": SimpleNamespace(last_fetch_ok=time.monotonic())},
+                                    broker_memory=BrokerMemoryNote(embedded, warn_bytes=1_024_000_000, every_s=0.0))
     app.state.health = SystemHealth(app.state.hub, app.state.metrics)
 
     async def go():
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
             fine = await client.get("/api/v1/ready")
+            metrics = (await client.get("/metrics")).text
+            embedded.memory_bytes = lambda: 900_000_000  # started again, say: below the limit, no warning
+            below = (await client.get("/api/v1/ready")).json()
             broker.delay = 1.0
             started = time.monotonic()
             slow = await client.get("/api/v1/ready")
             slow_s = time.monotonic() - started
             probe.up, probe.trouble = False, "broker 127.0.0.1:9 is not reachable"
             down = await client.get("/api/v1/ready")
-            return fine, slow, slow_s, down
+            return fine, slow, slow_s, down, metrics, below
 
-    fine, slow, slow_s, down = asyncio.run(go())
+    fine, slow, slow_s, down, metrics, below = asyncio.run(go())
     assert fine.status_code == 200 and fine.json()["frames_shed"] == {"c": 7}
+    assert fine.json()["embedded_broker_mb"] == 1300 and fine.json()["warnings"] == [
+        "embedded broker holds 1300 MB, over the 1024 MB warning limit: it keeps every frame and slows as it fills "
+        "(point ITS_FAUST_BROKER_URL at Kafka for long runs)"]
+    assert "its_faust_embedded_broker_bytes 1.3e+09" in metrics
+    assert below["embedded_broker_mb"] == 900 and below["warnings"] == []
     assert fine.json()["workers"] == "none running, caught up"
     assert slow.status_code == 503 and slow_s < 0.9 and "no answer in 0.1 s" in slow.json()["lag"]
     assert down.status_code == 503 and down.json()["broker"] == "not answering: broker 127.0.0.1:9 is not reachable"
@@ -1096,7 +1118,7 @@ def test_a_lag_read_dropped_as_the_broker_comes_back_fails_its_askers_softly(mon
 
     probe = SimpleNamespace(up=True, trouble=None, came_back=0)
     hub = SimpleNamespace(group_offsets=Broker(), broker=probe, camera_events=CameraEvents(), workers=Workers(),
-                          rings={"tracks": SimpleNamespace(last_fetch_ok=time.monotonic())})
+                          rings={"tracks": SimpleNamespace(last_fetch_ok=time.monotonic())}, broker_memory=BrokerMemoryNote(None, 1))
     health = SystemHealth(hub, Metrics())
 
     async def go():

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from its_faust.broker import BrokerError, EmbeddedBroker, bootstrap_servers, check_embedded_allowed, free_port, wait_reachable
+from its_faust.broker import BrokerError, EmbeddedBroker, LocalBrokerProcess, bootstrap_servers, check_embedded_allowed, free_port, wait_reachable
 
 
 def test_bootstrap_servers_from_urls():
@@ -29,11 +29,14 @@ def test_embedded_broker_round_trip_and_clean_stop():
     try:
         assert asyncio.run(round_trip(bootstrap_servers(broker.url))) == b"hello"
         assert broker.memory_bytes() > 1_000_000  # the demo shows it: the broker never drops a record
+        # Another process (the API) finds it by its port, for its memory.
+        elsewhere = LocalBrokerProcess(broker.url)
+        assert elsewhere.memory_bytes() > 1_000_000 and elsewhere._process.pid == broker.pid
         process = broker._proc
     finally:
         broker.stop()
     assert process.poll() is not None  # the child is gone
-    assert broker.memory_bytes() is None
+    assert broker.memory_bytes() is None and elsewhere.memory_bytes() is None
     with pytest.raises(BrokerError):
         wait_reachable(broker.url, timeout=0.5)
 
@@ -125,3 +128,15 @@ def test_a_worker_that_starts_before_its_broker_waits_for_it_and_says_so(caplog)
     assert "is not reachable (Connection refused); waiting for it" in caplog.text
     with pytest.raises(BrokerUnreachable):  # and within its time, if it never comes
         wait_for_broker(f"kafka://127.0.0.1:{free_port()}", timeout=0.5, say_every_s=0.2)
+
+
+def test_only_an_embedded_broker_on_this_machine_is_read_for_its_memory():
+    """What listens on a loopback port may be Kafka or anything else: only Tansu, the embedded broker, is told."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        assert LocalBrokerProcess(f"kafka://127.0.0.1:{listener.getsockname()[1]}").memory_bytes() is None
+    for elsewhere in ("kafka://kafka-1:9092", "kafka://127.0.0.1:9092;127.0.0.1:9093"):
+        assert LocalBrokerProcess(elsewhere).port is None and LocalBrokerProcess(elsewhere).memory_bytes() is None

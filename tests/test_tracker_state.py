@@ -138,7 +138,9 @@ def test_a_camera_whose_tracks_a_gap_restarted_is_told_at_most_once_a_minute(set
     tracker.update(32, clip_detections[32], (360, 640), 20.0)
     assert tracker.afresh and restarts.report(tracker, 130.0) is None  # within the minute: not again
     tracker.update(33, clip_detections[33], (360, 640), 30.0)
-    assert restarts.report(tracker, 161.0) is not None
+    event = restarts.report(tracker, 161.0)
+    assert event.reason.endswith("new ids; 1 restart before this one not told since the last report"), event.reason
+    assert "not told" not in restarts.report(tracker, 300.0).reason  # none held back since
 
 
 def test_a_cameras_stored_state_written_by_a_later_version_is_read_without_what_this_one_does_not_know(settings, clip_detections):

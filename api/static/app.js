@@ -19,11 +19,16 @@ function renderStatus() {
   let text = "connecting…", cls = "";
   if (health.feeds === false) [text, cls] = ["reconnecting…", "down"];
   else if (health.ready && !health.ready.ok) [text, cls] = [`not ready: ${health.ready.why}`, "warn"];
-  else if (health.feeds && health.ready && health.ready.shed) {
+  else if (health.feeds && health.ready && (health.ready.shed || health.ready.broker)) {
     // Ready, but short of capacity: live frames shed lately (a many-cameras trial: the badge said "system ready"
-    // while 53-92% of frames were shed, and only the tracked rates showed it).
-    const { frames, cameras } = health.ready.shed;
-    [text, cls] = [`system ready · ${frames} live frames shed lately (${cameras} camera${cameras > 1 ? "s" : ""})`, "warn"];
+    // while 53-92% of frames were shed, and only the tracked rates showed it), or the embedded broker filling up.
+    const parts = ["system ready"];
+    if (health.ready.shed) {
+      const { frames, cameras } = health.ready.shed;
+      parts.push(`${frames} live frames shed lately (${cameras} camera${cameras > 1 ? "s" : ""})`);
+    }
+    if (health.ready.broker) parts.push(`embedded broker holds ${(health.ready.broker / 1000).toFixed(1)} GB: it slows as it fills`);
+    [text, cls] = [parts.join(" · "), "warn"];
   }
   else if (health.feeds) [text, cls] = ["system ready", "live"];
   s.textContent = text;
@@ -40,7 +45,8 @@ async function loadReady() {
     const why = res.ok ? "" : (String(body.broker).startsWith("reachable") ? `workers ${body.workers}` : `broker ${body.broker}`);
     const shed = Object.values(body.frames_shed || {});
     const frames = shed.reduce((sum, n) => sum + n, 0);
-    health.ready = { ok: res.ok, why, detail: JSON.stringify(body), shed: frames ? { frames, cameras: shed.length } : null };
+    health.ready = { ok: res.ok, why, detail: JSON.stringify(body), shed: frames ? { frames, cameras: shed.length } : null,
+                     broker: (body.warnings || []).length && body.embedded_broker_mb ? body.embedded_broker_mb : null };
   } catch (e) { health.ready = null; }  // the API itself is down: the feeds say so
   renderStatus();
 }
@@ -118,7 +124,8 @@ function reloadFigures(id) {
   }, again);
 }
 
-// What each camera is doing, at a glance: live (a frame tracked in the last 10 s), untracked (its frames come, no
+// What each camera is doing, at a glance: live (a frame tracked in the last 10 s; shedding: only some of its frames),
+// untracked (its frames come, no
 // worker tracks them), stopped, or no frames yet.
 function cameraLine(a) {
   const alerts = a && a.alerts_active ? ` · ${a.alerts_active} alert${a.alerts_active > 1 ? "s" : ""}` : "";
@@ -128,7 +135,8 @@ function cameraLine(a) {
     return ["untracked", `frames arriving, ${since}${alerts}`];
   }
   if (!a || a.last_frame_age_s === null) return ["idle", `no frames yet${alerts}`];
-  if (a.live) return ["live", `${a.objects} in view${alerts}`];
+  const shed = a.frames_shed_lately ? ` · ${a.frames_shed_lately} frames shed lately` : "";
+  if (a.live) return [shed ? "live shedding" : "live", `${a.objects} in view${shed}${alerts}`];
   return ["stopped", `no frames for ${ago(a.last_frame_age_s)}${alerts}`];
 }
 

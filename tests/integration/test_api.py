@@ -329,6 +329,8 @@ def test_live_view_counts_health_and_metrics_on_a_real_clip(stack, settings, api
     ready = c.get("/api/v1/ready")
     assert ready.status_code == 200 and ready.json()["broker"] == "reachable" and "its.frames" in ready.json()["lag"]
     assert "its.camera-commands" in ready.json()["lag"]  # commands queued with no worker are work waiting
+    if not settings.broker_url:  # the embedded broker, on this machine: what it holds (it only grows), below its limit
+        assert ready.json()["embedded_broker_mb"] > 5 and ready.json()["warnings"] == []
     assert "its_faust_api_sse_events_sent_total" in metrics and "its_faust_api_ring_messages" in metrics
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for family in text_string_to_metric_families(metrics) for s in family.samples}
@@ -340,6 +342,8 @@ def test_live_view_counts_health_and_metrics_on_a_real_clip(stack, settings, api
     assert samples[("its_faust_zone_occupancy", (("camera", camera), ("zone", "near-road")))] == near["occupancy"]
     assert samples[("its_faust_api_ring_received_total", (("topic", settings.topic(TRACKS)),))] >= 60
     assert samples[("its_faust_worker_lag_messages", (("topic", settings.topic(FRAMES)),))] >= 0
+    if not settings.broker_url:
+        assert samples[("its_faust_embedded_broker_bytes", ())] > 5e6
     assert c.get("/api/v1/cameras/no-frames/snapshot.jpg").status_code == 404
     # The camera's own events: what ingest reported about its stream, newest first.
     events = c.get(f"/api/v1/cameras/{camera}/events").json()

@@ -113,6 +113,17 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
                         and "live" in seen["listed"].split()):
                     break
                 await asyncio.sleep(0.2)
+            # A worker fell behind and shed live frames: the camera is listed live and shedding, the flow chart
+            # marks that minute's count as short (below), the badge says the system is short of capacity.
+            shed = CameraEvent(camera_id=camera, kind="frames_shed", at=time.time(), reason="40 live frame(s) shed",
+                               frames_shed=40)
+            await produce(stack.bootstrap, stack.settings.topic(CAMERA_EVENTS), [shed])
+            for _ in range(50):  # the page looks at the cameras every 5 s; the camera is live for 10 s after its last frame
+                seen["listed shedding"] = await tools.value(
+                    f"[...document.querySelectorAll('#cameras li[data-camera=\"{camera}\"]')].map((li) => [li.className, li.textContent])[0]")
+                if "shedding" in seen["listed shedding"][0]:
+                    break
+                await asyncio.sleep(0.2)
             await running
             await asyncio.sleep(1.5)  # let the flow chart and the last counts land
             for _ in range(50):  # the camera's "finished" event, after its "started"
@@ -121,10 +132,6 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
                 if seen["camera_events"][:1] == ["finished"]:
                     break
                 await asyncio.sleep(0.2)
-            # A worker fell behind and shed live frames: the flow chart marks that minute's count as short.
-            shed = CameraEvent(camera_id=camera, kind="frames_shed", at=time.time(), reason="40 live frame(s) shed",
-                               frames_shed=40)
-            await produce(stack.bootstrap, stack.settings.topic(CAMERA_EVENTS), [shed])
             for _ in range(50):
                 seen["flow note"] = await tools.value("document.getElementById('flow-note').textContent")
                 if seen["flow note"]:
@@ -188,12 +195,13 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
     assert seen["status"].startswith("system ready"), seen
     assert seen["docs operations"] >= 20, seen
     assert "the workers shed 40 live frames" in seen["flow note"], seen
+    assert "live" in seen["listed shedding"][0].split() and "40 frames shed lately" in seen["listed shedding"][1], seen
     status, status_class = seen["status shedding"]
     assert status.startswith("system ready · ") and "live frames shed lately" in status and "warn" in status_class, seen
     assert seen["flow line"] == ["y120", True], seen
     assert seen["counts"] >= 1 and seen["rows"] >= 3, seen  # live counts in the table
     assert seen["frames"] >= 20 and seen["live"] == 640, seen  # track updates, and the annotated live view
-    assert seen["camera_events"] == ["finished", "started"], seen  # the camera's events, newest first
+    assert seen["camera_events"] == ["finished", "frames shed", "started"], seen  # the camera's events, newest first
     assert seen["idle zones"] == [["near-road", "0", "0", "0", "–", "–"]], seen
     # The zone's row: name, in it now, entries, exits (entries - exits = in it now).
     assert [row[0] for row in seen["zones"]] == ["near-road"], seen
