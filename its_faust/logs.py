@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -48,6 +49,22 @@ class RepeatedLines(logging.Filter):
         return True
 
 
+class RebalanceRestarts(logging.Filter):
+    """An agent restarted by a rebalance is said as that, at INFO, not as a crash with a traceback.
+
+    Faust cancels each agent's task when partitions move and starts it again; it says "Restarting on rebalance"
+    at INFO, then mode logs the same cancellation as "Crashed reason=CancelledError()" at ERROR with a
+    traceback, which sent operators looking for a fault at every worker joining or leaving."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (record.msg == "Crashed reason=%r" and isinstance(record.args, tuple) and len(record.args) == 1
+                and isinstance(record.args[0], asyncio.CancelledError)):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                "a task was cancelled (partitions moved: Faust starts it again); not a fault", (), None, None)
+        return True
+
+
 def json_logging() -> bool:
     """Whether this process logs JSON lines (``setup_logging``)."""
     return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
@@ -70,6 +87,7 @@ def setup_logging(level: str = "info", json_lines: bool = False) -> None:
 
             cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     handler = logging.StreamHandler()
+    handler.addFilter(RebalanceRestarts())
     handler.addFilter(RepeatedLines())
     handler.setFormatter(
         JsonFormatter() if json_lines else logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")

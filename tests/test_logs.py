@@ -48,3 +48,23 @@ def test_with_json_logs_the_error_a_command_ends_on_is_a_json_line_too(monkeypat
     with pytest.raises(SystemExit):
         fail("plain")
     assert capsys.readouterr().err == "its-faust: error: plain\n"
+
+
+def test_an_agent_restarted_by_a_rebalance_is_no_crash_with_a_traceback(monkeypatch, capsys):
+    """Every rebalance logged "Crashed reason=CancelledError()" at ERROR, with a traceback (mode, for each agent
+    Faust restarts); a real crash still is one."""
+    import asyncio
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))  # restored after the test
+    monkeypatch.setattr(root, "level", root.level)
+    logs.setup_logging("info", json_lines=False)
+    actor = logging.getLogger("faust.agents.agent")
+    for reason in (asyncio.CancelledError(), RuntimeError("IO error: No space left on device")):
+        try:
+            raise reason
+        except BaseException as exc:
+            actor.exception("Crashed reason=%r", exc)
+    restarted, crashed = capsys.readouterr().err.split("\n", 1)
+    assert " INFO    faust.agents.agent: a task was cancelled (partitions moved: Faust starts it again); not a fault" in restarted
+    assert " ERROR   faust.agents.agent: Crashed reason=RuntimeError('IO error" in crashed and "Traceback" in crashed
