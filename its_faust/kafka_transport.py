@@ -49,7 +49,9 @@ changelog partitions are read from the log itself (:func:`its_faust.topic_reader
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import time
 import weakref
 
 from aiokafka import TopicPartition
@@ -61,6 +63,8 @@ from mode.utils.futures import notify
 from its_faust.settings import get_settings
 
 log = logging.getLogger(__name__)
+
+WAIT_EMPTY_GIVE_UP_S = 15.0  # see _Consumer.wait_empty
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -166,6 +170,7 @@ class _Consumer(faust_aiokafka.Consumer):
         self.generation_start: dict = {}  # tp -> where this generation reads from (guarded topics)
         self._committed_before_revoke: dict = {}
         self._read_offset = _ReadOffsets(self.guarded_topics)
+        self.last_ack_at = time.monotonic()
 
     def _new_consumer_thread(self):
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -220,11 +225,35 @@ class _Consumer(faust_aiokafka.Consumer):
     # -- what counts as done ----------------------------------------------------------------
 
     def ack(self, message) -> bool:
+        self.last_ack_at = time.monotonic()
         if message.topic in self.guarded_topics and (
             message not in self.admitted or message.generation_id != self.app.consumer_generation_id
         ):
             return False  # not processed by an agent in this generation: it must come again
         return super().ack(message)
+
+    async def wait_empty(self) -> None:
+        """Faust's wait for the messages agents took to be acknowledged (before a rebalance's commit, and on
+        stopping), given up once none has been for ``WAIT_EMPTY_GIVE_UP_S``.
+
+        A failed agent's messages are never acknowledged: the exception Faust keeps as the crash's reason holds
+        them, through its traceback. A worker told to stop then waited for ever, logging "wait_empty: Waiting
+        for tasks" every 10 s (a disk-full trial: killed after minutes), and a rebalance would have too. What is
+        not acknowledged is not committed: whoever has the partition next reads it again."""
+        self.last_ack_at = time.monotonic()
+        while not self.should_stop and self._unacked_messages:
+            gc.collect()  # (as Faust's: a message held only by a reference cycle leaves the weak set)
+            await self.commit()
+            self._clean_unacked_messages()
+            if not self._unacked_messages:
+                break
+            if time.monotonic() - self.last_ack_at > WAIT_EMPTY_GIVE_UP_S:
+                log.warning("%d message(s) taken by agents are not acknowledged, none for %.0f s (held by an agent that "
+                            "failed?): not waited for; they are read again by the partition's next owner",
+                            len(self._unacked_messages), WAIT_EMPTY_GIVE_UP_S)
+                break
+            await self._wait_for_ack(timeout=1)
+        await self.commit_and_end_transactions()
 
     def release(self, message) -> None:
         """Forget a message an intake refused: nothing waits for it, and it does not count as done."""

@@ -65,6 +65,35 @@ class RebalanceRestarts(logging.Filter):
         return True
 
 
+class StorageFailuresInCallbacks(logging.Filter):
+    """Faust's write of a table's changelog offset, after each changelog send, failing for the disk: one line per
+    ``every_s`` with a count, not asyncio's "Exception in callback" with a traceback every time (a full disk
+    logged one a second). Missing, the offset only makes a restarted worker read more of the changelog."""
+
+    def __init__(self, every_s: float = 60.0):
+        super().__init__()
+        self.every_s = every_s
+        self._told_at: float | None = None
+        self._held = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from tables.storage import storage_failed
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if record.name != "asyncio" or exc is None or not storage_failed(exc):
+            return True
+        now = time.monotonic()
+        if self._told_at is not None and now - self._told_at < self.every_s:
+            self._held += 1
+            return False
+        held, self._told_at, self._held = self._held, now, 0
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.msg = "a table's changelog offset was not stored (%s): a restarted worker reads more of the changelog%s"
+        record.args = (exc, f" [{held} more like this in the last {self.every_s:.0f} s]" if held else "")
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
 def json_logging() -> bool:
     """Whether this process logs JSON lines (``setup_logging``)."""
     return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
@@ -88,6 +117,7 @@ def setup_logging(level: str = "info", json_lines: bool = False) -> None:
             cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     handler = logging.StreamHandler()
     handler.addFilter(RebalanceRestarts())
+    handler.addFilter(StorageFailuresInCallbacks())
     handler.addFilter(RepeatedLines())
     handler.setFormatter(
         JsonFormatter() if json_lines else logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")

@@ -18,7 +18,8 @@ replacement is tested to lose nothing). A rebalance gives every partition a new 
 
 Partitions also stop moving when the broker is down. That is said as such (once, and once it is back), and
 such stalls are neither re-sought nor counted towards ``stuck``: restarting workers would not bring a broker
-back, and a worker waits for it by itself.
+back, and a worker waits for it by itself. The same goes for a stage waiting for its storage (the disk full,
+:mod:`tables.storage`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class StallWatchdog:
         self.stall_s = stall_s
         self.broker_url = broker_url
         self.broker_down: str | None = None  # why the broker did not answer at the last stall; None: it did
+        self.storage_waiting = False  # a stage waited for this worker's storage at the last stall
         self._last: dict = {}  # tp -> (committed offset, since when unchanged)
         self._reseeks: dict = {}  # tp -> re-seeks since its committed offset last moved
         self.recoveries = 0
@@ -65,6 +67,16 @@ class StallWatchdog:
             log.warning("the broker %s answers again", self.broker_url)
             self.broker_down = None
         return True
+
+    def storage_waits(self) -> bool:
+        """Whether a stage of this worker waits for its storage (the disk full); said once, and once it is over."""
+        from tables import storage
+
+        if storage.waiting and not self.storage_waiting:
+            log.warning("partitions stopped moving: %s waiting for this worker's storage; they go on once it takes "
+                        "writes again", ", ".join(sorted(storage.waiting)))
+        self.storage_waiting = bool(storage.waiting)
+        return self.storage_waiting
 
     @property
     def stuck(self) -> list:
@@ -102,6 +114,9 @@ class StallWatchdog:
                     broker_answers = await self.broker_answers()
                 if not broker_answers:
                     self._last[tp] = (committed, now)  # not the partition's doing: it waits for the broker
+                    continue
+                if self.storage_waits():
+                    self._last[tp] = (committed, now)  # nor this: a stage waits for the disk (tables.storage)
                     continue
                 self.recoveries += 1
                 self._reseeks[tp] = self._reseeks.get(tp, 0) + 1

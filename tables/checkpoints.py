@@ -24,6 +24,7 @@ content), which readers downstream take once. ``interval_s = 0`` flushes after e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import weakref
@@ -36,6 +37,7 @@ from faust import streams as faust_streams
 from its_faust.background import tied_to_current_task
 from its_faust.delivery import Sent, dead_letter_if_refused, refusal, send, sent_to_dead_letters
 from tables.actor_cache import ActorCache
+from tables.storage import GivenUp, written
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +171,9 @@ class Checkpoints(Generic[A]):
             return
         if key in self._open.changed:
             return  # (the same live actor: the next flush writes it)
-        with _in_partition_of(event):
-            self.cache.save(key, actor)
+        moved = lambda: generation != self.app.consumer_generation_id or self.app.rebalancing  # noqa: E731
+        with _in_partition_of(event), contextlib.suppress(GivenUp):  # (its next owner does the work again)
+            await written(lambda: self.cache.save(key, actor), self.stage, give_up=moved)
 
     def restart_camera(self, key: bytes, camera_id: str, apply: Callable[[A, Any], Any]) -> None:
         """After a frame failed half-way: the camera's actor again from its table, with the frames
@@ -275,9 +278,15 @@ class Checkpoints(Generic[A]):
         if self._open is not batch:
             return
         self._open = _Batch()
-        for key, changed in batch.changed.items():
-            with _in_partition_of(changed.event):
-                self.cache.save(key, changed.actor)
+        moved = lambda: batch.generation != self.app.consumer_generation_id  # noqa: E731
+        try:
+            for key, changed in batch.changed.items():
+                with _in_partition_of(changed.event):  # (a full disk is waited for, holding the stage: tables.storage)
+                    await written(lambda: self.cache.save(key, changed.actor), self.stage, give_up=moved)
+        except GivenUp:  # rebalanced meanwhile: as _drop_if_rebalanced, the frames come again to their next owner
+            for key in batch.changed:
+                self.cache.forget(key)
+            return
         for event in batch.events:
             await self.stream.ack(event)
 

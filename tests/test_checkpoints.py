@@ -418,3 +418,52 @@ async def test_a_lost_record_fails_the_next_frame_of_its_camera_before_it_sends(
     assert topic.sent == []  # frame 2's record never left: no later record lands after a lost one
     await checkpoints.close()
     assert table.writes == [] and stream.acked == []
+
+
+def test_a_state_the_disk_cannot_take_is_written_once_it_can_and_its_frames_acknowledged_then(monkeypatch):
+    asyncio.run(_test_a_state_the_disk_cannot_take_is_written_once_it_can_and_its_frames_acknowledged_then(monkeypatch))
+
+
+async def _test_a_state_the_disk_cannot_take_is_written_once_it_can_and_its_frames_acknowledged_then(monkeypatch):
+    """A failed write stopped the agent; its frames, held by the failure, kept a worker told to stop waiting for
+    minutes (a disk-full trial). The stage now waits: nothing acknowledged until the state is written."""
+    from tables import storage
+
+    monkeypatch.setattr(storage, "FIRST_RETRY_S", 0.01)
+    checkpoints, table, stream, _ = make()
+    full = [2]  # writes refused before there is room again
+    write = Table.__setitem__
+
+    def setitem(self, key, value):
+        if full[0]:
+            full[0] -= 1
+            raise Exception("IO error: No space left on device: While appending to file: camera-tracker-0.db/000004.log")
+        write(self, key, value)
+
+    monkeypatch.setattr(Table, "__setitem__", setitem)
+    await frame(checkpoints, b"a", 0, 10, 1)
+    flush = asyncio.ensure_future(checkpoints.flush())
+    await asyncio.sleep(0.005)
+    assert not flush.done() and stream.acked == []
+    await asyncio.wait_for(flush, 5)
+    assert table.writes == [(b"a", 0, [1])] and stream.acked == [10] and full == [0]
+
+
+def test_a_state_waiting_for_the_disk_is_left_to_the_next_owner_once_its_partition_moves(monkeypatch):
+    asyncio.run(_test_a_state_waiting_for_the_disk_is_left_to_the_next_owner_once_its_partition_moves(monkeypatch))
+
+
+async def _test_a_state_waiting_for_the_disk_is_left_to_the_next_owner_once_its_partition_moves(monkeypatch):
+    from tables import storage
+
+    monkeypatch.setattr(storage, "FIRST_RETRY_S", 0.01)
+    checkpoints, table, stream, app = make()
+
+    def refused(self, key, value):
+        app.consumer_generation_id = 2  # a rebalance while it waits
+        raise Exception("IO error: No space left on device")
+
+    monkeypatch.setattr(Table, "__setitem__", refused)
+    await frame(checkpoints, b"a", 0, 10, 1)
+    await asyncio.wait_for(checkpoints.flush(), 5)
+    assert table.writes == [] and stream.acked == []  # its frames come again to the partition's next owner

@@ -195,3 +195,56 @@ def test_read_offsets_are_not_kept_for_guarded_topics():
     offsets[guarded] = 40
     offsets.update({other: 7, guarded: 41})
     assert offsets[guarded] is None and offsets[other] == 7
+
+
+def test_messages_no_one_acknowledges_are_not_waited_for_for_ever(monkeypatch, caplog):
+    """A failed agent's messages are held by its crash's traceback and never acknowledged: a worker told to stop
+    waited for them for minutes (a disk-full trial). Faust's wait now ends once none has been for a while."""
+    import asyncio
+    import time
+
+    from its_faust import kafka_transport
+
+    monkeypatch.setattr(kafka_transport, "WAIT_EMPTY_GIVE_UP_S", 1.0)
+
+    class Held:
+        acked = False
+
+    def waiting_consumer(messages):
+        consumer = bare_consumer()
+        consumer._stopped = consumer._crashed = SimpleNamespace(is_set=lambda: False)
+        for m in messages:
+            consumer._unacked_messages.add(m)
+        consumer.commits = 0
+
+        async def commit(*args, **kwargs):
+            consumer.commits += 1
+
+        consumer.commit = consumer.commit_and_end_transactions = commit
+        return consumer
+
+    held = [Held()]
+    stuck = waiting_consumer(held)
+
+    async def nothing_acknowledged(timeout):
+        await asyncio.sleep(0.05)
+
+    stuck._wait_for_ack = nothing_acknowledged
+    started = time.monotonic()
+    asyncio.run(stuck.wait_empty())
+    assert 1.0 <= time.monotonic() - started < 5 and stuck.commits > 1
+    assert "1 message(s) taken by agents are not acknowledged" in caplog.text
+
+    # One acknowledged now and then keeps the wait going: a stage finishing its work is waited for.
+    working = [Held() for _ in range(6)]
+    busy = waiting_consumer(working)
+
+    async def one_acknowledged(timeout):
+        await asyncio.sleep(0.05)
+        message = next(m for m in working if not m.acked)
+        message.acked, busy.last_ack_at = True, time.monotonic()
+
+    busy._wait_for_ack = one_acknowledged
+    caplog.clear()
+    asyncio.run(busy.wait_empty())
+    assert all(m.acked for m in working) and "not acknowledged" not in caplog.text

@@ -68,3 +68,24 @@ def test_an_agent_restarted_by_a_rebalance_is_no_crash_with_a_traceback(monkeypa
     restarted, crashed = capsys.readouterr().err.split("\n", 1)
     assert " INFO    faust.agents.agent: a task was cancelled (partitions moved: Faust starts it again); not a fault" in restarted
     assert " ERROR   faust.agents.agent: Crashed reason=RuntimeError('IO error" in crashed and "Traceback" in crashed
+
+
+def test_a_table_offset_the_full_disk_did_not_take_is_one_line_a_minute_not_a_traceback_a_second(monkeypatch, capsys):
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+    logs.setup_logging("info", json_lines=False)
+    callbacks = logging.getLogger("asyncio")
+    for _ in range(3):
+        try:
+            raise Exception("IO error: No space left on device: While appending to file: camera-tracker-2.db/000004.log")
+        except Exception:
+            callbacks.error("Exception in callback %s", "Topic._on_published", exc_info=True)
+    try:
+        raise RuntimeError("another callback's bug")
+    except RuntimeError:
+        callbacks.error("Exception in callback %s", "other", exc_info=True)
+    lines = capsys.readouterr().err
+    assert lines.count("WARNING asyncio: a table's changelog offset was not stored (IO error: No space left") == 1
+    assert "Exception in callback other" in lines and "RuntimeError: another callback's bug" in lines
+    assert lines.count("Traceback") == 1

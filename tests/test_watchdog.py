@@ -167,3 +167,23 @@ def test_partitions_stopped_by_a_broker_that_does_not_answer_wait_for_it_and_it_
         clock[0] += 5
     assert "the broker kafka://127.0.0.1:9 answers again" in caplog.text
     assert consumer.sought[0] == (tp, 10) and dog.recoveries >= 1
+
+
+def test_partitions_held_by_a_stage_waiting_for_the_disk_are_not_taken_for_stuck(monkeypatch, caplog):
+    """A full disk: the track stage waited to write its state, and the watchdog re-sought its partition every 15 s,
+    at ERROR from the second time, on the way to a restart by the liveness probe (a disk-full check)."""
+    from tables import storage
+
+    tp = TP("its.detections", 2)
+    consumer, app, dog, clock = _watched(monkeypatch, [tp], topics=("its.detections",))
+    monkeypatch.setattr(storage, "waiting", {"track": 0.0})
+    for _ in range(12):  # a minute
+        asyncio.run(dog.check())
+        clock[0] += 5
+    assert consumer.sought == [] and dog.recoveries == 0 and dog.stuck == []
+    assert caplog.text.count("partitions stopped moving: track waiting for this worker's storage") == 1
+    storage.waiting.clear()  # written again; a partition that still does not move is the partition's
+    for _ in range(4):
+        asyncio.run(dog.check())
+        clock[0] += 5
+    assert consumer.sought[0] == (tp, 10) and dog.recoveries >= 1
