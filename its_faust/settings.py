@@ -87,6 +87,10 @@ class ModelSettings(BaseModel):
     imgsz: int = Field(640, ge=32, multiple_of=32, description="Long side of the network input; frames are letterboxed to a multiple of 32")
     conf: float = Field(0.1, ge=0.0, le=1.0, description="Minimum score kept (ByteTrack uses low scores too)")
     iou: float = Field(0.7, gt=0.0, le=1.0, description="NMS IoU threshold")
+    agnostic_nms: bool = Field(
+        True, description="Suppress overlapping boxes across classes, not within each (Ultralytics' agnostic_nms; "
+        "its default is per class): one box, so one track and one count, for a vehicle the model calls both car "
+        "and truck")
     # NoDecode: the validator below takes "2,3,5,7" as well as the JSON list pydantic-settings wants.
     classes: Annotated[list[int], NoDecode] = Field(
         default_factory=lambda: list(TRAFFIC_CLASSES), min_length=1,
@@ -148,7 +152,8 @@ class TrackerSettings(BaseModel):
     max_gap_s: float = Field(
         2.0, gt=0,
         description="Frames further apart than this (scene time) start the camera's tracks afresh, ids counting on: "
-        "after a stream loss or shed frames, the old tracks would be matched to whatever is there now",
+        "after a stream loss or shed frames, the old tracks would be matched to whatever is there now. A camera whose "
+        "frames come slower (time-lapse) is judged by three of its usual intervals instead",
     )
 
     @model_validator(mode="after")
@@ -386,7 +391,9 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r}: a Kafka broker is kafka://host:port, not {scheme}://")
         for hostport in hosts.replace(";", ",").split(","):
             host, colon, port = hostport.strip().rpartition(":")
-            if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            if colon and host and port.isdigit() and not 0 < int(port) < 65536:
+                raise ValueError(f"{value!r}: port {port} of {hostport.strip()} is not a port (1-65535)")
+            if not colon or not host or not port.isdigit():
                 raise ValueError(f"{value!r}: {hostport.strip() or 'an empty address'} is not host:port (kafka://host:port[;host:port])")
         return f"{scheme}://{hosts}"
 

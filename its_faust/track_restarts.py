@@ -36,6 +36,6 @@ class TrackRestarts:
         more = f"; {times - 1} restart{'s' if times > 2 else ''} before this one not told since the last report" if times > 1 else ""
         return CameraEvent(
             camera_id=tracker.camera_id, kind=CameraEventKind.tracks_restarted, at=time.time(), seq=tracker.last_seq,
-            reason=f"{gap.said()} ({gap.causes()}), over the {tracker.max_gap_s:g} s limit: {dropped} tracks dropped, "
+            reason=f"{gap.said()} ({gap.causes()}), over the {tracker.afresh_limit_s:g} s limit: {dropped} tracks dropped, "
                    f"the vehicles in view get new ids{more}",
         )

@@ -69,7 +69,17 @@ class Zone(Record):
     name: str = Field(pattern=NAME_PATTERN)
     points: list[Point] = Field(min_length=3, max_length=64)
     kind: Literal["area", "lane"] = "area"
-    heading_deg: float | None = Field(None, ge=0, lt=360)
+    heading_deg: float | None = Field(None, ge=0, lt=360, description="Degrees clockwise from rightwards on "
+                                      "screen; any angle is taken round to [0, 360) (-90 is 270, upwards)")
+
+    @field_validator("heading_deg", mode="before")
+    @classmethod
+    def _heading_round_the_circle(cls, value):
+        # -90 is 270 in everyone's head: it was refused ("greater than or equal to 0"). Not a number, or not a
+        # finite one, is left to the field's own check.
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return value % 360
+        return value
 
     @field_validator("points")
     @classmethod

@@ -5,13 +5,16 @@ snapshots and restores it, so that the camera actor can move to another worker
 (or survive a restart) and continue with the same tracks and the same id counter.
 A snapshot restores to a tracker that gives bit-identical results to the original.
 After a gap in scene time of more than ``tracker.max_gap_s`` (a stream loss, shed
-frames), or a camera clock that went back as far, the camera's tracks start afresh, its
+frames), or three of its usual intervals for a camera whose frames come slower, or a
+camera clock that went back over ``max_gap_s``, the camera's tracks start afresh, its
 ids counting on (:mod:`tables.frame_gaps` says which it was).
 """
 
 from __future__ import annotations
 
 import logging
+import statistics
+from collections import deque
 from typing import Literal
 
 import numpy as np
@@ -23,6 +26,12 @@ from ultralytics.utils import IterableSimpleNamespace
 from schemas import Box, TrackedObject
 from schemas.base import CAMERA_ID_PATTERN, TableState
 from tables.frame_gaps import Gap, arrival_gap
+
+# A camera's pace: the median of its last PACE_INTERVALS steps in scene time, once it has PACE_FROM_INTERVALS;
+# its tracks restart past GAP_IN_INTERVALS of them (or tracker.max_gap_s, whichever is longer).
+PACE_INTERVALS = 9
+PACE_FROM_INTERVALS = 3
+GAP_IN_INTERVALS = 3.0
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +65,7 @@ class TrackerState(TableState):
     # Ultralytics drops lost tracks whose id was removed in the previous frame; only ids matter there.
     removed_ids: list[int] = []
     last_at: float | None = Field(None, description="Scene time of the last frame applied")
+    intervals: list[float] = Field([], description="Scene seconds between the last few frames applied (the camera's pace)")
 
 
 class _IdCounter:
@@ -119,10 +129,12 @@ class CameraTracker:
         self.max_gap_s = tracker_settings.max_gap_s
         self.live_max_age_s = tracker_settings.live_max_age_s  # (the track stage sheds older live frames)
         self.afresh: tuple[Gap, int] | None = None  # after the last update, if it started afresh: (why, tracks dropped)
+        self.afresh_limit_s = self.max_gap_s  # the limit that gap was over
         self._last_arrived: float | None = None  # when the last frame reached the worker (not kept in the table)
         state = state or TrackerState(camera_id=camera_id)
         self.last_seq = state.last_seq
         self.last_at = state.last_at
+        self.intervals: deque[float] = deque(state.intervals, maxlen=PACE_INTERVALS)
         self.tracker.frame_id = state.frame_id
         # BYTETracker draws ids from the private ``_ids`` iterator (per tracker since 8.4);
         # a counter we can read back keeps ids unique across moves and restarts.
@@ -147,9 +159,14 @@ class CameraTracker:
         self.afresh = None
         if at is not None:
             # A clock that went back as far is a gap too: ByteTrack's motion would join tracks across it.
-            if self.last_at is not None and abs(at - self.last_at) > self.max_gap_s:
+            # (Back, the fixed limit: the analytics actor closes the camera past it, in step with the tracks.)
+            limit = self.gap_limit_s() if self.last_at is not None and at > self.last_at else self.max_gap_s
+            if self.last_at is not None and abs(at - self.last_at) > limit:
                 apart = arrival_gap(self.last_at, self._last_arrived, arrived, self.live_max_age_s)
                 self._start_afresh(Gap(at - self.last_at, apart, live))
+                self.afresh_limit_s = limit
+            if self.last_at is not None and at > self.last_at:
+                self.intervals.append(at - self.last_at)  # (a gap too: the median is not moved by a few)
             self.last_at = at
         self._last_arrived = arrived
         data = np.array([[b.x1, b.y1, b.x2, b.y2, b.conf, b.cls] for b in boxes], dtype=np.float32).reshape(-1, 6)
@@ -157,7 +174,12 @@ class CameraTracker:
         out = self.tracker.update(Boxes(data, shape))
         self.last_seq = seq
         objects = []
-        for x1, y1, x2, y2, track_id, score, cls, _idx in out.reshape(-1, 8).tolist():
+        height, width = shape[:2]
+        # The Kalman filter's box may reach past the frame's edges; clipped as Ultralytics' own results are.
+        rows = out.reshape(-1, 8)
+        rows[:, [0, 2]] = rows[:, [0, 2]].clip(0, width)
+        rows[:, [1, 3]] = rows[:, [1, 3]].clip(0, height)
+        for x1, y1, x2, y2, track_id, score, cls, _idx in rows.tolist():
             cls = int(cls)
             label = labels.get(cls, str(cls))
             objects.append(
@@ -187,7 +209,16 @@ class CameraTracker:
             lost=[_snapshot(t) for t in self.tracker.lost_stracks],
             removed_ids=[t.track_id for t in self.tracker.removed_stracks if t.track_id in lost_ids],
             last_at=self.last_at,
+            intervals=list(self.intervals),
         )
+
+    def gap_limit_s(self) -> float:
+        """A step in scene time past which the tracks restart: ``max_gap_s``, or for a camera whose frames come
+        slower (a time-lapse one, a frame every 4 s), a few of its usual intervals. With the fixed limit such a
+        camera's tracks restarted at every frame, and none was ever confirmed (no tracks, no counts: a trial)."""
+        if len(self.intervals) < PACE_FROM_INTERVALS:
+            return self.max_gap_s
+        return max(self.max_gap_s, GAP_IN_INTERVALS * statistics.median(self.intervals))
 
 
 __all__ = ["CameraTracker", "TrackerState", "TrackSnapshot"]

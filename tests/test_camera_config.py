@@ -68,6 +68,15 @@ def test_degenerate_calibration_is_rejected():
     Calibration(image_points=[(100, 300), (540, 300), (400, 100), (240, 100)], road_points=good_road)
 
 
+def test_a_zone_heading_is_taken_round_the_circle():
+    """-90 was refused ("greater than or equal to 0"): it is 270, upwards on screen, in everyone's head."""
+    triangle = [(0, 0), (100, 0), (100, 50)]
+    assert [Zone(name="z", points=triangle, heading_deg=h).heading_deg for h in (-90, 360, 725.5, 0)] == [270, 0, 5.5, 0]
+    for bad in (float("inf"), "north"):
+        with pytest.raises(ValidationError):
+            Zone(name="z", points=triangle, heading_deg=bad)
+
+
 def test_commands_fold_into_the_configuration():
     zone = Zone(name="lane1", points=[(0, 0), (100, 0), (100, 50)], kind="lane", heading_deg=90)
     calibration = Calibration(image_points=[(0, 0), (10, 0), (10, 10), (0, 10)], road_points=[(0, 0), (1, 0), (1, 1), (0, 1)])

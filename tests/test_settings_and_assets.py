@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -297,3 +298,27 @@ def test_every_table_keeps_small_write_buffers():
     assert {"camera-tracker", "camera-analytics", "camera-config", "line-counts-minute", "zone-stats-total"} <= set(stores)
     assert {(o.write_buffer_size, o.max_write_buffer_number, o.block_cache_size) for o in stores.values()} == {
         (4 << 20, 2, 16 << 20)} and TABLE_STORE_OPTIONS["write_buffer_size"] == 4 << 20
+
+
+def test_a_search_that_matches_no_setting_says_so_on_stderr_and_fails_as_grep_does():
+    """It printed "no setting matches" on stdout with status 0: a script took the message for a value."""
+    from click.testing import CliRunner
+
+    from its_faust.cli import main
+
+    done = CliRunner().invoke(main, ["settings", "nosuchthing"])
+    assert done.exit_code == 1 and done.stdout == "" and "no setting matches 'nosuchthing'" in done.stderr
+
+
+@pytest.mark.parametrize("url, said", [
+    ("kafka://127.0.0.1:99999", "port 99999 of 127.0.0.1:99999 is not a port (1-65535)"),
+    ("kafka://broker", "broker is not host:port"),
+    ("http://broker:9092", "a Kafka broker is kafka://host:port, not http://"),
+])
+def test_a_broker_url_that_cannot_be_one_says_what_is_wrong(url, said):
+    from pydantic import ValidationError
+
+    from its_faust.settings import Settings
+
+    with pytest.raises(ValidationError, match=re.escape(said)):
+        Settings(broker_url=url)

@@ -172,3 +172,46 @@ def test_a_cameras_stored_state_written_by_a_later_version_is_read_without_what_
     frame = {"camera_id": "cam-1", "seq": 1, "captured_at": 1.0, "width": 4, "height": 4, "jpeg": "eA==", "scene_tme": 3.0}
     with pytest.raises(SchemaError, match="scene_tme"):
         decode(FrameRecord, json.dumps(frame).encode())
+
+
+def test_track_boxes_lie_within_the_frame(settings):
+    """The Kalman filter's boxes reached past the frame (y2 1081.9 on a 1080-pixel frame, from a trial);
+    Ultralytics clips its own tracks' boxes, and integrators take 0..width, 0..height as given."""
+    from schemas import Box
+
+    tracker = CameraTracker("cam-1", settings.tracker)
+    edge = [Box(x1=-3.0, y1=50.0, x2=40.0, y2=95.0, conf=0.9, cls=2, label="car"),
+            Box(x1=100.0, y1=-2.0, x2=165.0, y2=30.0, conf=0.9, cls=2, label="car")]
+    for seq in range(3):
+        objects = tracker.update(seq, edge, (90, 160), seq / 30)
+    assert len(objects) == 2
+    for o in objects:
+        assert 0 <= o.x1 < o.x2 <= 160 and 0 <= o.y1 < o.y2 <= 90, o
+    assert {(o.x1, o.y2) for o in objects} >= {(0.0, 90.0)}
+
+
+def test_a_time_lapse_camera_is_tracked_at_its_own_pace(settings, clip_detections):
+    """Frames 4 s apart (a time-lapse file, a snapshot camera): the 2 s gap limit restarted its tracks at every
+    frame, so none was ever confirmed: no tracks, no counts (a trial). Its own pace sets the limit once known;
+    a gap of many of its intervals still restarts them, and a clock set back is judged by the fixed limit."""
+    from its_faust.track_restarts import TrackRestarts
+
+    tracker = CameraTracker("cam-1", settings.tracker)
+    restarts = []
+    for seq in range(12):  # the clip's first frames, a still-ish scene: its boxes barely move between them
+        objects = tracker.update(seq, clip_detections[seq], (360, 640), 4.0 * seq)
+        restarts.append(tracker.afresh is not None)
+    assert restarts[1:4] == [True, True, True] and not any(restarts[4:])  # once three intervals are known: its pace
+    assert objects and tracker.gap_limit_s() == 12.0
+    tracker.update(12, clip_detections[12], (360, 640), 4.0 * 11 + 13.0)  # over three of its intervals
+    assert tracker.afresh is not None
+    assert "over the 12 s limit" in TrackRestarts().report(tracker, 0.0).reason
+    tracker.update(13, clip_detections[13], (360, 640), 4.0 * 11 + 13.0 - 3.0)  # a clock 3 s back
+    assert tracker.afresh is not None
+    state = decode(TrackerState, encode(tracker.state()))  # the pace moves with the camera
+    assert CameraTracker("cam-1", settings.tracker, state).gap_limit_s() == tracker.gap_limit_s()
+    # A camera at 30 fps: the fixed limit, whatever its pace.
+    fast = CameraTracker("cam-2", settings.tracker)
+    for seq in range(10):
+        fast.update(seq, clip_detections[seq], (360, 640), seq / 30)
+    assert fast.gap_limit_s() == settings.tracker.max_gap_s
