@@ -264,7 +264,7 @@ class CameraSetup(BaseModel):
             data = {"lines": [data["line"]]}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"camera config: unknown key(s) {sorted(unknown)}; expected some of {sorted(known)}")
+            raise ValueError(f"unknown key(s) {sorted(unknown)}; expected some of {sorted(known)}")
         return cls.model_validate({k: v for k, v in data.items() if v is not None})
 
     def check(self) -> "CameraSetup":

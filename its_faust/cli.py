@@ -210,6 +210,7 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
     stats = IngestStats(camera_id)  # kept here: a Ctrl-C still has the totals to tell
     try:
         resolved = _resolve_source(source, settings)  # a clip not found is said first, before the broker is asked
+        _check_file_opens(resolved)  # and one that is no video (the broker's warnings came first, then the error)
     except USER_ERRORS as exc:
         fail(exc)
 
@@ -252,6 +253,15 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
         fail(f"camera {camera_id}: gave up on its source ({stats.gave_up})")
     if interrupted:
         sys.exit(130)
+
+
+def _check_file_opens(source: str) -> None:
+    """A file OpenCV cannot open is one error line now (a live source that does not open is retried instead)."""
+    from its_faust.sources import SourceSpec, open_capture
+
+    spec = SourceSpec.parse(source)
+    if not spec.live:
+        open_capture(spec).release()
 
 
 @main.command()
@@ -313,6 +323,9 @@ def run(source, summary_path, camera_id, workers, fps, max_frames, line_specs, c
         _stopped_early(summary.frames_in)
 
 
+NO_WORKER_NOTE_S = 15.0  # run --workers 0: nothing tracked by then is said on the progress line
+
+
 def _aborted() -> NoReturn:
     """A second Ctrl-C, or one before the camera sent a frame: everything started is stopped, nothing summed up."""
     click.echo("its-faust: aborted", err=True)
@@ -338,6 +351,8 @@ def _setup_from(line_specs, config_path):
         raise ValueError(f"{config_path}: {validation_message(exc)}") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{config_path}: not JSON ({exc})") from None
+    except ValueError as exc:  # (not a JSON object, a key that is none: the file too)
+        raise ValueError(f"{config_path}: {exc}") from None
     try:
         setup.lines = [parse_line(spec, default_name=f"line{i}") for i, spec in enumerate(line_specs, 1)] + setup.lines
     except ValidationError as exc:
@@ -392,6 +407,9 @@ async def _run_with_progress(settings, source, camera_id, workers, fps, max_fram
             elapsed = max(time.time() - started[0], 1e-6)
             ids = len({o.track_id for r in tracked[-30:] for o in r.objects})  # seen in the last 30 frames
             doing = stopping if stop.event.is_set() else f"tracking {Path(source).name}"
+            if not tracked and not workers and elapsed > NO_WORKER_NOTE_S and not stop.event.is_set():
+                # (--workers 0 on a broker with no worker waited with nothing said until its idle timeout)
+                doing = f"no frame tracked in {elapsed:.0f} s: is a worker running? (its-faust tail workers)"
             progress.update(task, description=doing, completed=len(tracked), fps=len(tracked) / elapsed, tracks=ids)
 
         with stop:
@@ -439,6 +457,14 @@ def demo(source: str, workers: int, cameras: int, duration: float | None, port: 
                    "and each ratio's spread (this machine's speed drifts between minutes).")
 def bench(source: str, out_path: Path | None, skip_baseline: bool, batch_sweep: bool, sizes: str, repeat: int) -> None:
     """Pipeline vs the plain Ultralytics loop vs raw ONNX Runtime, on one clip, in one run (JSON to --out)."""
+    # Options of the other measurement were ignored without a word (--sizes alone ran the whole benchmark).
+    ctx = click.get_current_context()
+    given = lambda name: ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT  # noqa: E731
+    if batch_sweep and (skip_baseline or given("repeat")):
+        raise click.UsageError("--batch-sweep measures the detector alone: --skip-baseline and --repeat are the pipeline "
+                               "benchmark's")
+    if not batch_sweep and given("sizes"):
+        raise click.UsageError("--sizes is for --batch-sweep (the pipeline benchmark takes the batch from the settings)")
     settings = _settings()
     stop_on_terminate()
     out_path = out_path or Path("benchmarks/results") / ("batch-sweep.json" if batch_sweep else "bench.json")

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from its_faust.cameras import (
     CommandFailed,
+    NoWorkerApplied,
     command,
     newest_frame_size,
     parse_line,
@@ -46,6 +47,9 @@ def _bootstrap(broker_url: str | None) -> str:
 
 # A command not applied by then gets a line saying that it waits for a worker.
 WAIT_NOTE_AFTER_S = 3.0
+# Sent and queued, but no worker applied it in time: a script can tell it from a refusal (2), which sending
+# again would not mend, and from success (0).
+QUEUED_EXIT_CODE = 3
 
 
 def _send(camera_id: str, build, broker_url: str | None, timeout_s: float, subject: str = "",
@@ -84,6 +88,8 @@ def _send(camera_id: str, build, broker_url: str | None, timeout_s: float, subje
         config, sent = asyncio.run(go())
     except CommandRejected as exc:
         fail(f"{exc} (`its-faust cameras add {camera_id}`)" if exc.add_first else str(exc))
+    except NoWorkerApplied as exc:  # sent, and applied once a worker runs: not refused, and not to be sent again
+        fail(str(exc), code=QUEUED_EXIT_CODE)
     except CommandFailed as exc:
         fail(str(exc))
     if not sent:
@@ -115,8 +121,9 @@ async def _check_in_view(bootstrap: str, settings, camera_id: str, change) -> No
 
 
 broker_option = click.option("--broker", "broker_url", help="kafka://host:port (default: ITS_FAUST_BROKER_URL).")
-timeout_option = click.option("--timeout", "timeout_s", type=float, default=30.0, show_default=True,
-                              help="Seconds to wait for a worker to apply the command.")
+timeout_option = click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=30.0,
+                              show_default=True, help="Seconds to wait for a worker to apply the command (none by "
+                              "then: exit status 3, the command stays queued and a worker that starts applies it).")
 exist_ok_option = click.option("--exist-ok", is_flag=True,
                                help="One of that name that is already so (the same) is not an error: for set-up scripts run again.")
 
@@ -269,9 +276,15 @@ def remove_zone(camera_id, name, broker_url, timeout_s) -> None:
 def calibrate(camera_id, image_points, road_points, clear, broker_url, timeout_s) -> None:
     """Set the image-to-road calibration: four image points and their road-plane positions in metres."""
 
+    if clear and (image_points or road_points):
+        raise click.UsageError("--clear removes the calibration: give it alone, or the points without it")
+
     def build():
         if clear:
             return SetCalibration(calibration=None)
+        if len(image_points) != 4 or len(road_points) != 4:
+            raise ValueError(f"a calibration is exactly four --image points and four --road points, in the same "
+                             f"order (given: {len(image_points)} and {len(road_points)})")
         return SetCalibration(calibration=Calibration(image_points=parse_points(image_points), road_points=parse_points(road_points)))
 
     _send(camera_id, build, broker_url, timeout_s)

@@ -47,7 +47,10 @@ def settings_command(search: str | None, changed: bool, as_json: bool) -> None:
         click.echo(json.dumps([{**r, "value": _json(r["value"]), "default": _json(r["default"])} for r in rows], indent=2))
         return
     if not rows:
-        click.echo("no setting matches" if search else "every setting has its default here" if changed else "no settings")
+        if search:  # as grep does: said on stderr, exit status 1 (a script reading stdout got the message as a value)
+            click.echo(f"no setting matches {search!r}", err=True)
+            raise SystemExit(1)
+        click.echo("every setting has its default here" if changed else "no settings")
         return
     for r in rows:
         by = f"; set by {r['set_by']}" if r["set_by"] else ""

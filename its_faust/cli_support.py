@@ -18,13 +18,13 @@ from its_faust.settings import Settings, get_settings, invalid_settings, unknown
 _options_given: dict[str, str] = {}
 
 
-def fail(problem: BaseException | str) -> NoReturn:
+def fail(problem: BaseException | str, code: int = 2) -> NoReturn:
     from its_faust.logs import json_line, json_logging
 
     # With JSON logs (staging, production), the line that says why the command ended is one of them too.
     click.echo(json_line(logging.ERROR, "its_faust", f"its-faust: error: {problem}") if json_logging()
                else f"its-faust: error: {problem}", err=True)
-    sys.exit(2)
+    sys.exit(code)
 
 
 def set_env(**values) -> None:

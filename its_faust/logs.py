@@ -106,10 +106,11 @@ def json_line(level: int, logger: str, message: str) -> str:
 
 
 def setup_logging(level: str = "info", json_lines: bool = False) -> None:
-    if json_lines:
+    if json_lines or level.lower() != "debug":
         # OpenCV and FFmpeg write to stderr themselves ("[tcp @ 0x...] Connection ... failed", "[ WARN:0@0.2]
-        # ... VIDEOIO(FFMPEG)"): lines a log pipeline cannot parse. Read when a camera is first opened; what they
-        # would say, our own lines say (the stream lost, with its reason).
+        # ... VIDEOIO(FFMPEG)", "[mov,mp4 @ 0x...] moov atom not found"): lines a log pipeline cannot parse, and
+        # noise between ours in a terminal. Read when a camera is first opened; what they would say, our own
+        # lines say (the stream lost, a file that is not a video, with the reason). At debug level they stay.
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
         if "OPENCV_LOG_LEVEL" not in os.environ:
             import cv2  # (imported already by now, where the environment would come too late)

@@ -69,8 +69,19 @@ def open_capture(spec: SourceSpec, timeout_s: float | None = None) -> cv2.VideoC
         capture = cv2.VideoCapture(spec.capture_arg)
     if not capture.isOpened():
         capture.release()
-        raise SourceError(f"cannot open video {spec.uri}")
+        raise SourceError(f"cannot open video {spec.uri}{_why_not(spec)}")
     return capture
+
+
+def _why_not(spec: SourceSpec) -> str:
+    """What can be said of a file OpenCV could not open (FFmpeg's own words are kept off the terminal)."""
+    path = Path(spec.uri) if not spec.live else None
+    if path is None or not path.is_file():
+        return ""
+    size = path.stat().st_size
+    if size == 0:
+        return ": the file is empty"
+    return f": not a video or picture OpenCV can read ({size} bytes: truncated, damaged, or another format?)"
 
 
 @dataclass(frozen=True)
@@ -166,10 +177,14 @@ class FrameReader:
                     self.capture.release()
 
     def rewind(self) -> None:
-        """Play a file again from its start; its scene clock goes on forward from where it was."""
+        """Play a file again from its start; its scene clock goes on forward from where it was.
+
+        The file is opened again: OpenCV cannot seek back in every file (a one-frame video, a picture), and
+        ``--loop`` on such a file ended after its one frame, as if that were all."""
         with self._using_capture() as usable:
             if usable:
-                self.capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                self.capture.release()
+                self.capture = open_capture(self.spec, self.backoff.timeout_s)
         step = 1.0 / self.fps if self.fps else 0.0
         self._scene_t0 = max(time.time(), (self._last_scene or 0.0) + step)
         self._index = 0

@@ -28,3 +28,36 @@ def test_dash_h_shows_the_help(path):
 def test_a_help_without_the_short_option_listed_says_that_h_works_too(path):
     """Commands whose arguments may start with a dash parse -h themselves; their help must still say so."""
     assert "(-h too)" in CliRunner().invoke(main, [*path, "-h"]).output
+
+
+@pytest.mark.parametrize("args, said", [
+    (["bench", "--sizes", "1,2"], "--sizes is for --batch-sweep"),
+    (["bench", "--batch-sweep", "--skip-baseline"], "--batch-sweep measures the detector alone"),
+    (["bench", "--batch-sweep", "--repeat", "3"], "--batch-sweep measures the detector alone"),
+    (["cameras", "calibrate", "cam-8", "--clear", "--image", "1,2"], "--clear removes the calibration: give it alone"),
+    (["cameras", "add", "cam-8", "--timeout", "-1"], "Invalid value for '--timeout'"),
+    (["cameras", "add", "cam-8", "--timeout", "0"], "Invalid value for '--timeout'"),
+])
+def test_options_that_contradict_each_other_or_make_no_sense_are_a_usage_error(args, said):
+    """They were taken without a word: --sizes alone ran the whole benchmark, --clear with points cleared the
+    calibration and dropped them, --timeout -1 sent the command and waited for nothing (a CLI review)."""
+    done = CliRunner().invoke(main, args)
+    assert done.exit_code == 2 and said in done.output, done.output
+
+
+def test_a_calibration_of_other_than_four_points_says_four_exactly():
+    """It said "needs at least 4 points" for three and "at most 4" for five."""
+    points = [f"--image={x},{y}" for x, y in ((0, 0), (100, 0), (100, 100))] + [f"--road={x},{y}" for x, y in ((0, 0), (7, 0), (7, 40), (0, 40))]
+    done = CliRunner().invoke(main, ["cameras", "calibrate", "cam-8", *points])
+    assert done.exit_code == 2
+    assert "exactly four --image points and four --road points, in the same order (given: 3 and 4)" in done.output
+
+
+def test_a_config_file_with_a_key_that_is_none_is_named_in_the_error(tmp_path):
+    """A wrong key said "camera config: unknown key(s) ['zonez']" without the file, unlike every other mistake in it."""
+    from its_faust.cli import _setup_from
+
+    config = tmp_path / "bad3.json"
+    config.write_text('{"zonez": []}')
+    with pytest.raises(ValueError, match=r"bad3\.json: unknown key\(s\) \['zonez'\]; expected some of"):
+        _setup_from((), config)

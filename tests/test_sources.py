@@ -147,6 +147,25 @@ def test_a_file_carries_its_own_scene_clock_across_loops(clip_path):
     reader.close()
 
 
+def test_a_one_frame_file_or_a_picture_plays_again(clip_frames, tmp_path):
+    """--loop on them sent one frame and said "finished": OpenCV could not seek back to their first frame."""
+    import cv2
+
+    picture, video = tmp_path / "frame.jpg", tmp_path / "one.mp4"
+    cv2.imwrite(str(picture), clip_frames[0])
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 30, (640, 360))
+    writer.write(clip_frames[0])
+    writer.release()
+    for path in (picture, video):
+        reader = FrameReader(SourceSpec.parse(str(path)))
+        played = []
+        for _ in range(3):
+            played.append(sum(1 for _ in reader))
+            reader.rewind()
+        reader.close()
+        assert played == [1, 1, 1], (path.name, played)
+
+
 def test_closing_during_a_read_leaves_the_release_to_that_read(settings):
     """Ctrl-C or SIGTERM closes the reader from the event loop while a worker thread reads: FFmpeg aborted
     the whole process ("Assertion fctx->async_lock failed") when the capture was released mid-read."""
@@ -208,3 +227,22 @@ def test_a_daemon_thread_hands_back_results_and_errors_and_closes_a_reader_opene
 
     asyncio.run(scenario())
     assert closed == ["reader"]
+
+
+def test_a_file_that_is_no_video_says_what_it_is_and_ingest_says_so_before_it_asks_the_broker(tmp_path):
+    """It said only "cannot open video X" (FFmpeg's "moov atom not found" above it), and ingest warned about the
+    camera's configuration, from the broker, first (a trial of odd sources)."""
+    from click.testing import CliRunner
+
+    from its_faust.cli import main
+
+    empty, text = tmp_path / "empty.mp4", tmp_path / "notes.mp4"
+    empty.write_bytes(b"")
+    text.write_text("not a video")
+    with pytest.raises(SourceError, match=r"empty\.mp4: the file is empty$"):
+        FrameReader(SourceSpec.parse(str(empty)))
+    with pytest.raises(SourceError, match=r"notes\.mp4: not a video or picture OpenCV can read \(11 bytes"):
+        FrameReader(SourceSpec.parse(str(text)))
+    done = CliRunner().invoke(main, ["ingest", "--source", str(text), "--camera", "cam-x"],
+                              env={"ITS_FAUST_BROKER_URL": "kafka://127.0.0.1:1"})
+    assert done.exit_code == 2 and "cannot open video" in done.output and "broker" not in done.output, done.output

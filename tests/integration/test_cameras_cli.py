@@ -154,9 +154,13 @@ def test_on_a_fresh_broker_without_workers_list_is_empty_and_a_command_says_no_w
 
         listed = run("list")
         assert listed.returncode == 0 and "no cameras" in listed.stdout, listed.stderr
-        assert "no worker applied the commands within 2s" in error_line(run("add", "lonely-cam", "--timeout", "2"))
+        # Queued, not refused: exit status 3 (it was 2, as a refusal, and a script sent it again).
+        queued = run("add", "lonely-cam", "--timeout", "2")
+        assert queued.returncode == 3 and "no worker applied the commands within 2s" in queued.stderr, queued.stderr
         waited = run("add", "lonely-cam", "--timeout", "5")  # a longer wait is told as it starts
-        assert waited.returncode == 2 and "lonely-cam: sent; waiting for a worker to apply it (up to 5 s)" in waited.stderr
+        assert waited.returncode == 3 and "lonely-cam: sent; waiting for a worker to apply it (up to 5 s)" in waited.stderr
+        refused = run("add", "lonely-cam", "--timeout", "-1")  # (it sent the command, and waited for nothing)
+        assert refused.returncode == 2 and "Invalid value for '--timeout'" in refused.stderr
 
 
 def test_a_line_or_zone_wholly_outside_the_tracked_frame_is_refused(cameras, stack, settings):
