@@ -203,7 +203,7 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
         fail(BrokerError("ingest needs a broker: set ITS_FAUST_BROKER_URL or --broker (see `its-faust broker`)"))
     from its_faust.cameras import CameraRemoved, RemovalWatch
     from its_faust.daemon_thread import DaemonThread
-    from its_faust.ingest import IngestStats, make_producer, undelivered
+    from its_faust.ingest import IngestStats, ProgressLog, make_producer, undelivered
     from its_faust.ingest import ingest as run_ingest
     from its_faust.topic_names import ensure_topics
 
@@ -230,7 +230,7 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
             await run_ingest(
                 resolved, camera_id, producer, settings, fps=fps, max_frames=max_frames,
                 loop_source=loop_source, as_live_source=as_live_source, stop=watch.removed,
-                stop_reason="the camera was removed", stats=stats,
+                stop_reason="the camera was removed", stats=stats, on_sent=ProgressLog(),
             )
             return watch.removed.is_set()
         finally:

@@ -246,3 +246,22 @@ def test_a_file_that_is_no_video_says_what_it_is_and_ingest_says_so_before_it_as
     done = CliRunner().invoke(main, ["ingest", "--source", str(text), "--camera", "cam-x"],
                               env={"ITS_FAUST_BROKER_URL": "kafka://127.0.0.1:1"})
     assert done.exit_code == 2 and "cannot open video" in done.output and "broker" not in done.output, done.output
+
+
+def test_a_camera_that_sends_says_how_it_goes_once_a_minute(caplog):
+    """A long or looping ingest said nothing between "started" and "finished"."""
+    import logging
+
+    from its_faust.ingest import IngestStats, ProgressLog
+
+    clock = [0.0]
+    progress, stats = ProgressLog(every_s=60.0, clock=lambda: clock[0]), IngestStats("cam-1")
+    with caplog.at_level(logging.INFO, logger="its_faust.ingest"):
+        for second in range(1, 151):  # 150 s at 10 fps, one frame in ten rejected
+            clock[0] = float(second)
+            stats.frames_sent += 9
+            stats.frames_rejected += 1
+            progress(stats)
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["camera cam-1: 540 frames sent in the last 60 s (9.0 fps), 60 rejected; 540 sent in all",
+                    "camera cam-1: 540 frames sent in the last 60 s (9.0 fps), 60 rejected; 1080 sent in all"]
