@@ -265,7 +265,8 @@ class BrokerMemoryNote:
             return self._text
         self._read_at = time.monotonic()
         held = self._broker.memory_bytes()
-        if held is None:
+        if held is None:  # stopped (or another broker on its port): no figure and no warning, the last text kept
+            self.held = None
             return self._text
         self.held = held
         if held >= self._warn_bytes and not self.warned:

@@ -219,6 +219,9 @@ class _Frame:
         return scene_clock(self.captured_at, self.scene_time)
 
 
+LOOPED_PICTURE_FPS = 1.0
+
+
 class _CheckedFrames:
     """The source's frames, each read and checked in one trip to a thread (OpenCV releases the GIL), and
     JPEG-encoded there when asked; a looped file starts again at its end."""
@@ -229,12 +232,17 @@ class _CheckedFrames:
         self.still_scene = StillSceneSampler(settings.frozen_keepalive_s)
         self._encode_params = [cv2.IMWRITE_JPEG_QUALITY, settings.jpeg_quality]
         self._frames = iter(reader)
+        self.cannot_loop: str | None = None
 
     def next(self, encode_now: bool) -> _Frame | None:
         """The next frame, checked (None at the end); its JPEG too when ``encode_now``."""
         item = next(self._frames, None)
         if item is None and self.loop_source and not self.reader.spec.live:
-            self.reader.rewind()
+            try:
+                self.reader.rewind()
+            except SourceError as exc:  # deleted or replaced since: its end, said
+                self.cannot_loop = str(exc)
+                return None
             self._frames = iter(self.reader)
             item = next(self._frames, None)
         if item is None:
@@ -253,7 +261,9 @@ class _CheckedFrames:
 
     def ended_short(self) -> str | None:
         """Said of a file that ended well before the frame count its header gives (truncated, damaged): it
-        read as a whole one, ending early with no word."""
+        read as a whole one, ending early with no word. A looped file that could not be opened again, too."""
+        if self.cannot_loop:
+            return f"could not play it again ({self.cannot_loop})"
         reader = self.reader
         # 10% short at least: a count estimated from duration x fps (webm, variable frame rates) is that far off
         if (reader.spec.live or self.loop_source or not reader.frame_count
@@ -361,8 +371,10 @@ async def ingest(
         return stats
     frames = _CheckedFrames(reader, s, loop_source)
     flags = _FlagReports(events, s)
-    # Files are paced at their own fps unless a window (alone) or a target fps says otherwise.
-    target_fps = fps or (None if ((window and not live_feed) or spec.live) else reader.fps)
+    # Files are paced at their own fps unless a window (alone) or a target fps says otherwise. A looped file with
+    # no rate of its own (a picture) goes at LOOPED_PICTURE_FPS: unpaced, it took a core, every frame rejected as frozen.
+    own_fps = reader.fps or (LOOPED_PICTURE_FPS if loop_source else None)
+    target_fps = fps or (None if ((window and not live_feed) or spec.live) else own_fps)
     drop_when_busy = window is not None and (live_feed or spec.live)
     interval = 1.0 / target_fps if target_fps else 0.0
     # A frame the loop may still drop (a live camera faster than the target rate, a live feed while the

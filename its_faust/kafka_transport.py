@@ -239,13 +239,23 @@ class _Consumer(faust_aiokafka.Consumer):
         A failed agent's messages are never acknowledged: the exception Faust keeps as the crash's reason holds
         them, through its traceback. A worker told to stop then waited for ever, logging "wait_empty: Waiting
         for tasks" every 10 s (a disk-full trial: killed after minutes), and a rebalance would have too. What is
-        not acknowledged is not committed: whoever has the partition next reads it again."""
+        not acknowledged is not committed: whoever has the partition next reads it again. While a stage waits
+        for the disk (:mod:`tables.storage`) it is not waited for at all: a rebalance held 15 s by a worker whose
+        disk is full would have that worker dropped from the group (past its rebalance timeout), and rejoining,
+        start the next rebalance, over and over."""
         self.last_ack_at = time.monotonic()
         while not self.should_stop and self._unacked_messages:
             gc.collect()  # (as Faust's: a message held only by a reference cycle leaves the weak set)
             await self.commit()
             self._clean_unacked_messages()
             if not self._unacked_messages:
+                break
+            from tables import storage
+
+            if storage.waiting:  # a stage waits for the disk: what it holds will not be acknowledged soon
+                log.warning("%d message(s) taken by agents are not acknowledged while %s wait(s) for this worker's "
+                            "storage: not waited for; they are read again by the partition's next owner",
+                            len(self._unacked_messages), ", ".join(sorted(storage.waiting)))
                 break
             if time.monotonic() - self.last_ack_at > WAIT_EMPTY_GIVE_UP_S:
                 log.warning("%d message(s) taken by agents are not acknowledged, none for %.0f s (held by an agent that "

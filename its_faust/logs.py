@@ -80,7 +80,10 @@ class StorageFailuresInCallbacks(logging.Filter):
         from tables.storage import storage_failed
 
         exc = record.exc_info[1] if record.exc_info else None
-        if record.name != "asyncio" or exc is None or not storage_failed(exc):
+        # Only RocksDB's IO error in a callback (Faust's offset write after a changelog send): an OSError of a
+        # socket or a task is no storage's, and must stay as asyncio tells it.
+        if (record.name != "asyncio" or exc is None or isinstance(exc, OSError) or not storage_failed(exc)
+                or not str(record.msg).startswith("Exception in callback")):
             return True
         now = time.monotonic()
         if self._told_at is not None and now - self._told_at < self.every_s:

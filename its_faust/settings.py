@@ -88,9 +88,9 @@ class ModelSettings(BaseModel):
     conf: float = Field(0.1, ge=0.0, le=1.0, description="Minimum score kept (ByteTrack uses low scores too)")
     iou: float = Field(0.7, gt=0.0, le=1.0, description="NMS IoU threshold")
     agnostic_nms: bool = Field(
-        True, description="Suppress overlapping boxes across classes, not within each (Ultralytics' agnostic_nms; "
-        "its default is per class): one box, so one track and one count, for a vehicle the model calls both car "
-        "and truck")
+        True, description="Suppress overlapping boxes across the classes of one kind (car, bus and truck; bicycle "
+        "and motorcycle), not within each class as Ultralytics does by default: one box, so one track and one "
+        "count, for a vehicle the model calls both car and truck (a rider and their bike stay two)")
     # NoDecode: the validator below takes "2,3,5,7" as well as the JSON list pydantic-settings wants.
     classes: Annotated[list[int], NoDecode] = Field(
         default_factory=lambda: list(TRAFFIC_CLASSES), min_length=1,

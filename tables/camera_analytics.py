@@ -29,6 +29,7 @@ from schemas.tracks import TrackedObject, TrackRecord
 from tables.frame_gaps import Gap, arrival_gap
 from tables.incidents import ActiveAlert, AlertBook, Condition
 from tables.line_counting import LineSide, clearance
+from tables.pace import Pace
 from tables.speed import RoadPlane, fitted_speed_kmh, fitted_velocity, trim
 from tables.zones import Membership, inside
 
@@ -71,6 +72,8 @@ class AnalyticsState(TableState):
     camera_id: str = Field(pattern=CAMERA_ID_PATTERN)
     last_seq: int = -1
     last_at: float | None = Field(None, description="the last frame's time (scene clock): a frame long after it closes the camera first")
+    intervals: list[float] = Field(default_factory=list, description="the camera's pace (tables.pace): steps between "
+                                   "its last frames with consecutive seqs")
     tracks: list[TrackMemory] = Field(default_factory=list)
     zone_since: dict[str, float] = Field(default_factory=dict, description="zone -> congestion began; "
                                         "'<zone>:off' -> when it last lapsed, within the grace")
@@ -176,6 +179,7 @@ class CameraAnalytics:
         self.last_seq = -1
         self.last_at: float | None = None
         self._last_arrived: float | None = None  # when the last frame was tracked (not kept in the table)
+        self.pace = Pace(state.intervals if state is not None else ())
         self.tracks: dict[int, _Track] = {}
         self.zone_since: dict[str, float] = {}
         self.geometry: dict[str, str] = {}
@@ -223,10 +227,10 @@ class CameraAnalytics:
         arrived = record.tracked_at
         out = self._close_if_broken_off(now, arrived, record.scene_time)
         self._sync_geometry(lines, zones, line_versions, zone_versions)
-        if self.last_at is not None and now - self.last_at > self.rules.zone_lost_s:
+        if self.last_at is not None and now - self.last_at > self.zone_lost_s():
             # Tracks not in this frame after a gap in the camera's frames left their zones during it: as of its
             # start (the last frame's seq), not as events of this frame, which may be a new run's first.
-            gap = Moment(self.camera_id, self.last_seq, self.last_at + self.rules.zone_lost_s)
+            gap = Moment(self.camera_id, self.last_seq, self.last_at + self.zone_lost_s())
             self._lose_tracks({o.track_id for o in record.objects}, gap, now, out)
 
         seen = set()
@@ -243,6 +247,8 @@ class CameraAnalytics:
         self._lose_tracks(seen, record, now, out)
         conditions = self._conditions(zones, limit, plane, now)
         out.alerts.extend(self.alert_book.step(self.camera_id, record, conditions, seen, config.version if live else 0))
+        if self.last_at is not None:
+            self.pace.learn(now - self.last_at, consecutive=record.seq == self.last_seq + 1)
         self.last_seq, self.last_at, self._last_arrived = record.seq, now, arrived
         return out
 
@@ -293,7 +299,7 @@ class CameraAnalytics:
         those of tracks lost in a gap: stamped ``moment``, tens of seconds later, they counted in a minute of
         the zone's statistics with no frame in it."""
         out = FrameOutput()
-        left = Moment(self.camera_id, self.last_seq, self.last_at + self.rules.zone_lost_s) \
+        left = Moment(self.camera_id, self.last_seq, self.last_at + self.zone_lost_s()) \
             if self.last_at is not None else moment
         for track in sorted(self.tracks.values(), key=lambda t: t.track_id):
             for name, member in sorted(track.zones.items()):
@@ -366,7 +372,7 @@ class CameraAnalytics:
         """Tracks gone ``zone_lost_s`` by ``now`` leave their zones (their dwell ends at their last sighting; the
         event is ``moment``'s); gone longer, they are forgotten."""
         for track in sorted(self.tracks.values(), key=lambda t: t.track_id):
-            if track.track_id in seen or now - track.last_at < self.rules.zone_lost_s:
+            if track.track_id in seen or now - track.last_at < self.zone_lost_s():
                 continue
             track.since.clear()
             track.path = []  # its speed is stale now; the memory it took is not needed
@@ -375,7 +381,14 @@ class CameraAnalytics:
                 if member.inside:
                     member.inside = False
                     out.zone_events.append(self._zone_event(moment, name, "exit", track, member, track.last_at))
-        self.tracks = {tid: t for tid, t in self.tracks.items() if now - t.last_at <= self.rules.forget_after_s}
+        forget_after_s = self.pace.at_least(self.rules.forget_after_s, self.tracking.track_buffer)
+        self.tracks = {tid: t for tid, t in self.tracks.items() if now - t.last_at <= forget_after_s}
+
+    def zone_lost_s(self) -> float:
+        """Unseen this long, a track has left its zones: ``zone_lost_s``, or for a camera with a slow, steady pace
+        (tables.pace) one and a half of its intervals (a time-lapse camera's tracks left their zones between any
+        two of its frames); they are forgotten once the tracker would have dropped them, ``track_buffer`` frames."""
+        return self.pace.at_least(self.rules.zone_lost_s, 1.5)
 
     def _sync_geometry(self, lines, zones, line_versions, zone_versions) -> None:
         """Lines and zones removed, or redefined under the same name, start afresh: their memory goes. So does one
@@ -469,6 +482,7 @@ class CameraAnalytics:
             camera_id=self.camera_id,
             last_seq=self.last_seq,
             last_at=self.last_at,
+            intervals=list(self.pace.steps),
             tracks=[
                 TrackMemory(
                     track_id=t.track_id, last_seq=t.last_seq, last_at=t.last_at, votes=dict(t.votes),

@@ -13,8 +13,6 @@ ids counting on (:mod:`tables.frame_gaps` says which it was).
 from __future__ import annotations
 
 import logging
-import statistics
-from collections import deque
 from typing import Literal
 
 import numpy as np
@@ -26,12 +24,9 @@ from ultralytics.utils import IterableSimpleNamespace
 from schemas import Box, TrackedObject
 from schemas.base import CAMERA_ID_PATTERN, TableState
 from tables.frame_gaps import Gap, arrival_gap
+from tables.pace import Pace
 
-# A camera's pace: the median of its last PACE_INTERVALS steps in scene time, once it has PACE_FROM_INTERVALS;
-# its tracks restart past GAP_IN_INTERVALS of them (or tracker.max_gap_s, whichever is longer).
-PACE_INTERVALS = 9
-PACE_FROM_INTERVALS = 3
-GAP_IN_INTERVALS = 3.0
+GAP_IN_INTERVALS = 3.0  # a camera with a pace (tables.pace) restarts its tracks past this many of its intervals
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +60,8 @@ class TrackerState(TableState):
     # Ultralytics drops lost tracks whose id was removed in the previous frame; only ids matter there.
     removed_ids: list[int] = []
     last_at: float | None = Field(None, description="Scene time of the last frame applied")
-    intervals: list[float] = Field([], description="Scene seconds between the last few frames applied (the camera's pace)")
+    intervals: list[float] = Field([], description="Scene seconds between the last few frames applied with consecutive "
+                                   "seqs (the camera's pace: tables.pace)")
 
 
 class _IdCounter:
@@ -134,7 +130,7 @@ class CameraTracker:
         state = state or TrackerState(camera_id=camera_id)
         self.last_seq = state.last_seq
         self.last_at = state.last_at
-        self.intervals: deque[float] = deque(state.intervals, maxlen=PACE_INTERVALS)
+        self.pace = Pace(state.intervals)
         self.tracker.frame_id = state.frame_id
         # BYTETracker draws ids from the private ``_ids`` iterator (per tracker since 8.4);
         # a counter we can read back keeps ids unique across moves and restarts.
@@ -165,8 +161,8 @@ class CameraTracker:
                 apart = arrival_gap(self.last_at, self._last_arrived, arrived, self.live_max_age_s)
                 self._start_afresh(Gap(at - self.last_at, apart, live))
                 self.afresh_limit_s = limit
-            if self.last_at is not None and at > self.last_at:
-                self.intervals.append(at - self.last_at)  # (a gap too: the median is not moved by a few)
+            if self.last_at is not None:
+                self.pace.learn(at - self.last_at, consecutive=seq == self.last_seq + 1)
             self.last_at = at
         self._last_arrived = arrived
         data = np.array([[b.x1, b.y1, b.x2, b.y2, b.conf, b.cls] for b in boxes], dtype=np.float32).reshape(-1, 6)
@@ -209,16 +205,14 @@ class CameraTracker:
             lost=[_snapshot(t) for t in self.tracker.lost_stracks],
             removed_ids=[t.track_id for t in self.tracker.removed_stracks if t.track_id in lost_ids],
             last_at=self.last_at,
-            intervals=list(self.intervals),
+            intervals=list(self.pace.steps),
         )
 
     def gap_limit_s(self) -> float:
         """A step in scene time past which the tracks restart: ``max_gap_s``, or for a camera whose frames come
-        slower (a time-lapse one, a frame every 4 s), a few of its usual intervals. With the fixed limit such a
-        camera's tracks restarted at every frame, and none was ever confirmed (no tracks, no counts: a trial)."""
-        if len(self.intervals) < PACE_FROM_INTERVALS:
-            return self.max_gap_s
-        return max(self.max_gap_s, GAP_IN_INTERVALS * statistics.median(self.intervals))
+        slower and steadily (a time-lapse one, a frame every 4 s), three of its intervals. With the fixed limit such
+        a camera's tracks restarted at every frame, and none was ever confirmed (no tracks, no counts: a trial)."""
+        return self.pace.at_least(self.max_gap_s, GAP_IN_INTERVALS)
 
 
 __all__ = ["CameraTracker", "TrackerState", "TrackSnapshot"]

@@ -11,6 +11,7 @@ the events after it wait on the broker, and nothing is lost. When the space is b
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import time
 from typing import Callable, TypeVar
@@ -28,6 +29,9 @@ LONGEST_RETRY_S = 10.0
 TELL_EVERY_S = 60.0
 
 
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM}
+
+
 class GivenUp(Exception):
     """The write was no longer wanted while it waited (its partition moved to another worker, which does it again)."""
 
@@ -35,8 +39,8 @@ class GivenUp(Exception):
 def storage_failed(exc: BaseException) -> bool:
     """Whether ``exc`` is the machine's storage failing, not a bug or a record: an ``OSError``, or RocksDB's
     "IO error: ..." (rocksdict raises it as a bare ``Exception``; python-rocksdb as ``RocksIOError``)."""
-    if isinstance(exc, OSError):
-        return True
+    if isinstance(exc, OSError):  # the disk's errors, not a network's (ConnectionError, TimeoutError are OSErrors too)
+        return exc.errno in STORAGE_ERRNOS
     return type(exc).__name__ in ("Exception", "RocksIOError") and str(exc).startswith("IO error")
 
 

@@ -1083,15 +1083,18 @@ def test_ready_answers_in_its_own_time_and_says_which_cameras_shed_frames(monkey
             metrics = (await client.get("/metrics")).text
             embedded.memory_bytes = lambda: 900_000_000  # started again, say: below the limit, no warning
             below = (await client.get("/api/v1/ready")).json()
+            embedded.memory_bytes = lambda: None  # stopped: no figure, not the last one
+            gone = (await client.get("/api/v1/ready")).json()
             broker.delay = 1.0
             started = time.monotonic()
             slow = await client.get("/api/v1/ready")
             slow_s = time.monotonic() - started
             probe.up, probe.trouble = False, "broker 127.0.0.1:9 is not reachable"
             down = await client.get("/api/v1/ready")
-            return fine, slow, slow_s, down, metrics, below
+            return fine, slow, slow_s, down, metrics, below, gone
 
-    fine, slow, slow_s, down, metrics, below = asyncio.run(go())
+    fine, slow, slow_s, down, metrics, below, gone = asyncio.run(go())
+    assert gone["embedded_broker_mb"] is None and gone["warnings"] == []
     assert fine.status_code == 200 and fine.json()["frames_shed"] == {"c": 7}
     assert fine.json()["embedded_broker_mb"] == 1300 and fine.json()["warnings"] == [
         "embedded broker holds 1300 MB, over the 1024 MB warning limit: it keeps every frame and slows as it fills "

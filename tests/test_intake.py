@@ -248,3 +248,33 @@ def test_messages_no_one_acknowledges_are_not_waited_for_for_ever(monkeypatch, c
     caplog.clear()
     asyncio.run(busy.wait_empty())
     assert all(m.acked for m in working) and "not acknowledged" not in caplog.text
+
+
+def test_messages_a_stage_waiting_for_the_disk_holds_are_not_waited_for(monkeypatch, caplog):
+    """Held 15 s each rebalance, a worker with a full disk was past its rebalance timeout: dropped from the group,
+    rejoining, and so rebalancing every worker again and again (a review)."""
+    import asyncio
+    import time
+
+    from tables import storage
+
+    class Held:
+        acked = False
+
+    consumer = bare_consumer()
+    consumer._stopped = consumer._crashed = SimpleNamespace(is_set=lambda: False)
+    held = [Held()]
+    consumer._unacked_messages.add(held[0])
+
+    async def commit(*args, **kwargs):
+        pass
+
+    async def nothing_acknowledged(timeout):
+        await asyncio.sleep(0.05)
+
+    consumer.commit = consumer.commit_and_end_transactions = commit
+    consumer._wait_for_ack = nothing_acknowledged
+    monkeypatch.setattr(storage, "waiting", {"count": 0.0})
+    started = time.monotonic()
+    asyncio.run(consumer.wait_empty())
+    assert time.monotonic() - started < 0.5 and "while count wait(s) for this worker's storage" in caplog.text

@@ -85,7 +85,12 @@ def test_a_table_offset_the_full_disk_did_not_take_is_one_line_a_minute_not_a_tr
         raise RuntimeError("another callback's bug")
     except RuntimeError:
         callbacks.error("Exception in callback %s", "other", exc_info=True)
+    try:
+        raise ConnectionResetError(104, "Connection reset by peer")
+    except OSError:
+        callbacks.error("Fatal error on transport", exc_info=True)  # a socket's: as asyncio tells it
     lines = capsys.readouterr().err
     assert lines.count("WARNING asyncio: a table's changelog offset was not stored (IO error: No space left") == 1
     assert "Exception in callback other" in lines and "RuntimeError: another callback's bug" in lines
-    assert lines.count("Traceback") == 1
+    assert "Fatal error on transport" in lines and "ConnectionResetError" in lines
+    assert lines.count("Traceback") == 2

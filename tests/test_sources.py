@@ -265,3 +265,20 @@ def test_a_camera_that_sends_says_how_it_goes_once_a_minute(caplog):
     said = [r.getMessage() for r in caplog.records]
     assert said == ["camera cam-1: 540 frames sent in the last 60 s (9.0 fps), 60 rejected; 540 sent in all",
                     "camera cam-1: 540 frames sent in the last 60 s (9.0 fps), 60 rejected; 1080 sent in all"]
+
+
+def test_a_looped_file_removed_meanwhile_ends_and_says_why(clip_frames, tmp_path, settings):
+    import cv2
+
+    from its_faust.ingest import _CheckedFrames
+
+    video = tmp_path / "one.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 30, (640, 360))
+    writer.write(clip_frames[0])
+    writer.release()
+    frames = _CheckedFrames(FrameReader(SourceSpec.parse(str(video))), settings.ingest, loop_source=True)
+    assert frames.next(True) is not None and frames.next(True) is not None  # played again
+    video.unlink()
+    assert frames.next(True) is None
+    assert frames.ended_short().startswith(f"could not play it again (cannot open video {video}")
+    frames.reader.close()

@@ -494,3 +494,19 @@ def test_lines_and_zones_removed_keep_the_camera_busy_until_their_memory_is_drop
     assert actor.geometry and not actor.idle_under(config())
     actor.update(frame(20, [box(1, 300, 200)]), config())
     assert actor.geometry == {} and actor.idle_under(config())
+
+
+def test_a_time_lapse_cameras_tracks_stay_in_their_zones_between_its_frames():
+    """With frames 4 s apart, a track missed in one frame was gone from its zone (unseen over zone_lost_s, 1 s).
+    Once the camera's pace is known, one and a half of its intervals is the measure."""
+    actor = CameraAnalytics("cam", rules=AnalyticsSettings())
+    events = []
+    for seq in range(20):
+        record = TrackRecord(camera_id="cam", seq=seq, captured_at=1000 + 4.0 * seq, width=640, height=360,
+                             detected_at=0, tracked_at=0, tracker_frame=seq + 1, model="m", detections=1, worker="w",
+                             objects=[box(1, 250, 200)] if seq % 5 else [])  # missed now and then
+        events += [(seq, e.kind) for e in actor.update(record, config(zones=[ZONE])).zone_events]
+    assert actor.zone_lost_s() == pytest.approx(6.0)
+    # Its misses are single frames: not gone, just not seen once. It enters once seen long enough (with the fixed
+    # 1 s, every miss sent it out and started its count of sightings again: it never entered).
+    assert [kind for _, kind in events] == ["enter"], events

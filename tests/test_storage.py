@@ -16,6 +16,8 @@ DISK_FULL = Exception("IO error: No space left on device: While appending to fil
 def test_what_counts_as_the_storage_failing():
     assert storage_failed(DISK_FULL)  # as rocksdict raises it
     assert storage_failed(OSError(28, "No space left on device"))
+    assert not storage_failed(ConnectionResetError(104, "Connection reset by peer"))  # a network's, not a disk's
+    assert not storage_failed(TimeoutError())
     assert not storage_failed(Exception("Corruption: bad block"))  # RocksDB's other statuses: not waited for
     assert not storage_failed(KeyError("IO error"))
     assert not storage_failed(ValueError("IO error: made up by a record"))

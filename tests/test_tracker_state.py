@@ -215,3 +215,16 @@ def test_a_time_lapse_camera_is_tracked_at_its_own_pace(settings, clip_detection
     for seq in range(10):
         fast.update(seq, clip_detections[seq], (360, 640), seq / 30)
     assert fast.gap_limit_s() == settings.tracker.max_gap_s
+
+
+def test_an_overloaded_live_camera_keeps_the_fixed_gap_limit(settings, clip_detections):
+    """Learned from the frames a behind worker applied, the limit grew to 15 s, and ByteTrack kept tracks across
+    jumps of real traffic (a review)."""
+    from tables.camera_tracker import CameraTracker
+
+    tracker = CameraTracker("cam-1", settings.tracker)
+    restarts = 0
+    for i in range(12):  # every 40th frame of an 8 fps camera
+        tracker.update(40 * i, clip_detections[i], (360, 640), 5.0 * i)
+        restarts += tracker.afresh is not None
+    assert tracker.gap_limit_s() == settings.tracker.max_gap_s and restarts == 11

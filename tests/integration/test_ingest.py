@@ -361,3 +361,15 @@ def test_ingest_stopped_while_its_camera_does_not_answer_ends_at_once_and_says_s
     mine = asyncio.run(events())
     assert mine and mine[-1].kind.value == "finished"
     assert mine[-1].reason == "stopped: 0 frames sent (the source never opened)"
+
+
+def test_a_picture_looped_is_sent_again_and_again_at_its_rate(bootstrap, settings, tmp_path, clip_frames):
+    """--loop on a picture sent one frame and ended: OpenCV could not seek back to it (its reader gives it 25 fps)."""
+    picture = tmp_path / "still.jpg"
+    cv2.imwrite(str(picture), clip_frames[0])
+    started = time.monotonic()
+    stats, frames, events = asyncio.run(_ingest_and_read(bootstrap, settings, picture, camera_id="still-cam",
+                                                         loop_source=True, max_frames=5))
+    assert stats.frames_sent == 5 and len([f for f in frames if f.camera_id == "still-cam"]) == 5
+    assert time.monotonic() - started >= 4 / 25  # paced at the rate its reader gives, not as fast as it reads
+    assert not stats.ended_short
