@@ -2,7 +2,8 @@
 
 Frames are keyed by camera id (one camera's frames stay in order on one
 partition) and numbered with a per-camera ``seq``. ``seq`` starts at the Unix
-time in milliseconds when ingest starts and grows by one per frame read, so a
+time in milliseconds when ingest starts and grows by one per frame read and kept by
+the rate asked for (a gap in them is a frame dropped or rejected), so a
 restarted camera continues above every seq it sent before (at under 1,000 fps)
 and the idempotent actors downstream never mistake new frames for redeliveries.
 
@@ -412,12 +413,15 @@ async def ingest(
                 stats.gave_up, stats.ended_short = reader.gave_up, frames.ended_short()
                 break
             stats.frames_read += 1
-            frame_seq, seq = seq, seq + 1
             if not await pacer.keep():  # frame-rate control: a live source's early frame
                 stats.frames_skipped += 1
                 if holds_credit:
                     window.release()
                 continue
+            # Numbered once kept: a frame left out by the rate asked for is no loss, and the seqs of a camera sampled
+            # every 4 s follow one another (its pace is learned from such: tables.pace). A frame dropped or rejected
+            # from here on leaves a gap in them.
+            frame_seq, seq = seq, seq + 1
             if drop_when_busy:
                 if not window.try_acquire():  # the pipeline is behind: drop this frame, not queue it
                     stats.frames_skipped += 1

@@ -373,3 +373,16 @@ def test_a_picture_looped_is_sent_again_and_again_at_its_rate(bootstrap, setting
     assert stats.frames_sent == 5 and len([f for f in frames if f.camera_id == "still-cam"]) == 5
     assert time.monotonic() - started >= 4 / 25  # paced at the rate its reader gives, not as fast as it reads
     assert not stats.ended_short
+
+
+def test_a_live_camera_sampled_slower_than_it_streams_numbers_the_frames_it_sends_one_after_another(
+        bootstrap, settings, clip_frames, mjpeg_camera):
+    """Frames left out by --fps took seqs too: a camera sampled every few seconds looked like one losing frames,
+    and its pace was never learned (tables.pace): its tracks restarted at every frame."""
+    jpegs = [cv2.imencode(".jpg", f)[1].tobytes() for f in clip_frames[:30]]
+    camera = mjpeg_camera(jpegs, fps=25)
+    stats, frames, _ = asyncio.run(_ingest_and_read(bootstrap, settings, camera.url, camera_id="cam-sampled", fps=5,
+                                                    max_frames=4))
+    seqs = [f.seq for f in frames if f.camera_id == "cam-sampled"]
+    assert stats.frames_skipped > 0 and len(seqs) == 4
+    assert [s - seqs[0] for s in seqs] == [0, 1, 2, 3]
