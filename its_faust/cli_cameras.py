@@ -148,10 +148,17 @@ def list_cameras(broker_url, as_json) -> None:
         return
     if not live:
         click.echo("no cameras (add one: its-faust cameras add CAMERA_ID)")
-    for c in live:
-        click.echo(f"{c.camera_id}  {c.name!r}  v{c.version}  lines: {', '.join(l.name for l in c.lines) or '-'}  "
-                   f"zones: {', '.join(z.name for z in c.zones) or '-'}  calibrated: {'yes' if c.calibration else 'no'}  "
-                   f"limit: {c.speed_limit_kmh or '-'}")
+        return
+    click.echo(_table(["CAMERA", "NAME", "VERSION", "LINES", "ZONES", "CALIBRATED", "LIMIT KM/H"], [
+        [c.camera_id, c.name or "-", f"v{c.version}", ", ".join(l.name for l in c.lines) or "-",
+         ", ".join(z.name for z in c.zones) or "-", "yes" if c.calibration else "no", f"{c.speed_limit_kmh:g}"
+         if c.speed_limit_kmh else "-"] for c in live]))
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    """Columns aligned under a header, as kubectl lists things (it printed each camera's fields run together)."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows])
 
 
 @cameras.command("add")

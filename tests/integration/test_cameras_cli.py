@@ -46,7 +46,11 @@ def test_configure_a_camera_end_to_end(cameras):
     assert config["version"] == 5 and config["name"] == "A1 north" and config["speed_limit_kmh"] == 80
     assert config["lines"][0] == {"name": "north", "x1": 140, "y1": 120, "x2": 620, "y2": 120, "count": "in"}
     assert config["zones"][0]["kind"] == "lane" and config["calibration"]["road_points"][2] == [7, 40]
-    assert "cli-cam  'A1 north'  v5  lines: north" in cameras("list").stdout
+    table = cameras("list").stdout.splitlines()
+    assert table[0].split() == ["CAMERA", "NAME", "VERSION", "LINES", "ZONES", "CALIBRATED", "LIMIT", "KM/H"]
+    row = next(line for line in table if line.startswith("cli-cam "))
+    assert row.index("A1 north") == table[0].index("NAME") and row.index("v5") == table[0].index("VERSION")
+    assert row.split("  ")[-1].strip() == "80" and " yes " in row
     # Negative coordinates are values, not options: a line and a zone reaching past the frame's left edge.
     assert cameras("add", "cli-edge").returncode == 0
     # (the "h" of "shoulder" is not read as -h: the help is --help alone on these commands)
