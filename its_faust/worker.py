@@ -106,6 +106,15 @@ def install_liveness(app, ready_file: Path, watchdog) -> None:
             ready_file.touch()
 
 
+def starts_again(crash_reason: BaseException | None, settings) -> bool:
+    """Whether a worker stopping on ``crash_reason`` starts again in this process
+    (:func:`_start_again_if_the_broker_lost_the_changelogs`): its stop is then no stop to report."""
+    from faust.exceptions import ConsistencyError
+
+    return (isinstance(crash_reason, ConsistencyError) and bool(settings.broker_url)
+            and int(os.environ.get(RESTARTS_VARIABLE, "0")) < RESTARTS_FOR_LOST_LOGS)
+
+
 def _start_again_if_the_broker_lost_the_changelogs(crash_reason: BaseException | None, settings) -> None:
     """A running worker whose broker lost its logs (an in-memory broker restarted under it) crashes in
     Faust's recovery with a ConsistencyError: its table copies applied offsets the new logs do not have.
@@ -119,7 +128,7 @@ def _start_again_if_the_broker_lost_the_changelogs(crash_reason: BaseException |
     if not isinstance(crash_reason, ConsistencyError) or not settings.broker_url:  # an embedded broker is ours
         return
     restarts = int(os.environ.get(RESTARTS_VARIABLE, "0"))
-    if restarts >= RESTARTS_FOR_LOST_LOGS:
+    if not starts_again(crash_reason, settings):  # (tried RESTARTS_FOR_LOST_LOGS times)
         log.error("worker: the broker's changelogs still do not match this worker's tables after %d restarts; "
                   "stopping (delete %s to rebuild them from the broker)", restarts, settings.data_dir)
         return

@@ -119,9 +119,13 @@ def install(app, settings) -> StatusReporter:
 
     @app.on_before_shutdown.connect
     async def _report_stopped(app, **kwargs) -> None:  # the consumer is stopped; the producer still sends
-        # Bounded: with the broker gone, a send waits for it for ever, and the worker would not stop.
+        from its_faust.worker import starts_again
+
+        # A worker about to start again in this process (its broker lost its logs) is recovering, not stopped:
+        # it said "stopped" until it ran again. Bounded: with the broker gone, a send waits for it for ever.
+        state = "recovering" if starts_again(app.crash_reason, settings) else "stopped"
         try:
-            await asyncio.wait_for(reporter.report("stopped"), STOP_REPORT_TIMEOUT_S)
+            await asyncio.wait_for(reporter.report(state), STOP_REPORT_TIMEOUT_S)
         except asyncio.TimeoutError:
             log.info("worker status: the stopped report was not sent within %.0f s (broker away?)", STOP_REPORT_TIMEOUT_S)
 

@@ -95,3 +95,20 @@ def test_made_up_worker_ids_do_not_grow_the_api_without_end():
     for i in range(10):
         workers.apply(message(status(f"w:{i}", at=1000.0 + i)))
     assert [w["worker"] for w in workers.view(now=1010.0)] == ["w:7", "w:8", "w:9"]
+
+
+def test_a_worker_that_starts_again_in_its_process_is_not_said_to_stop(monkeypatch):
+    """A worker whose broker lost its logs starts again as the same process (same id): it reported "stopped"
+    until it ran again."""
+    from faust.exceptions import ConsistencyError
+
+    from its_faust import worker
+    from its_faust.settings import Settings
+
+    kafka = Settings(broker_url="kafka://kafka-1:9092")
+    monkeypatch.setenv(worker.RESTARTS_VARIABLE, "0")
+    assert worker.starts_again(ConsistencyError("ahead of the log"), kafka)
+    assert not worker.starts_again(RuntimeError("a bug"), kafka) and not worker.starts_again(None, kafka)
+    assert not worker.starts_again(ConsistencyError("ahead"), Settings(broker_url=None))  # an embedded broker is ours
+    monkeypatch.setenv(worker.RESTARTS_VARIABLE, str(worker.RESTARTS_FOR_LOST_LOGS))
+    assert not worker.starts_again(ConsistencyError("ahead of the log"), kafka)  # it gave up: a stop
