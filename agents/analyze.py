@@ -58,6 +58,7 @@ async def _analyze(stream, acks: Acknowledger, checkpoints, silent: SilentCamera
                 if actor.idle_under(config):
                     continue
                 out = actor.update(record, config)
+                silent.paced(event.key, actor.silent_s())
             except Exception as exc:  # a bug (or unreadable stored state) must not stop the other cameras
                 log.exception("analyze: %s seq %s failed", record.camera_id, record.seq)
                 checkpoints.restart_camera(event.key, record.camera_id, _apply_again)

@@ -48,6 +48,7 @@ class LastFrame:
     heard: float  # monotonic time it was taken (or the camera taken over)
     event: Any  # its event, or a stand-in: Faust writes a table key in the partition of the event it is given
     upstream_ends: dict[str, int] | None = None  # frames and detections of its partition when first found silent
+    silent_s: float | None = None  # its own limit (a slow camera's: CameraAnalytics.silent_s); None: the closer's
 
     def passed_upstream(self, offsets: dict[tuple[str, int], tuple[int, int]]) -> bool:
         """Whether what was on its way to analyze when the camera was first found silent (frames and detections
@@ -96,6 +97,15 @@ class SilentCameras:
         """A frame of the camera was taken."""
         self.last_frames[event.key] = LastFrame.of(event, record)
 
+    def paced(self, key: bytes, silent_s: float) -> None:
+        """The camera's own silence limit, as its actor judges it from its pace (after its frame was applied)."""
+        last = self.last_frames.get(key)
+        if last is not None:
+            last.silent_s = silent_s
+
+    def _silent(self, last: LastFrame, now: float) -> bool:
+        return now - last.heard >= (last.silent_s or self.silent_s)
+
     def took(self, event) -> None:
         """A record of the partition was taken, a frame or one dead-lettered: the closer waits for none after it."""
         partition = event.message.partition
@@ -115,7 +125,7 @@ class SilentCameras:
             settled = not (app.rebalancing or app.in_recovery)
             if settled:
                 self._note_cameras_taken_over(now)
-            if not any(now - last.heard >= self.silent_s for last in self.last_frames.values()):
+            if not any(self._silent(last, now) for last in self.last_frames.values()):
                 continue
             ends, generation = None, app.consumer_generation_id
             if settled and await stall_watchdog.broker_answers():
@@ -130,7 +140,7 @@ class SilentCameras:
                 continue
             silent = []
             for key, last in list(self.last_frames.items()):
-                if now - last.heard < self.silent_s:
+                if not self._silent(last, now):
                     continue
                 if last.partition not in ends:
                     del self.last_frames[key]  # its partition went to another worker, which judges it now

@@ -449,7 +449,9 @@ async def ingest(
             record = FrameRecord(
                 camera_id=camera_id,
                 seq=frame_seq,
-                captured_at=frame.captured_at,
+                # A file sent as a live camera is captured as it is sent: read, then held for its slot by --fps,
+                # it went out one interval old, and below 1/3 fps every frame was shed as too old.
+                captured_at=time.time() if as_live_source and not spec.live else frame.captured_at,
                 scene_time=None if as_live_source else frame.scene_time,
                 width=frame.image.shape[1],
                 height=frame.image.shape[0],

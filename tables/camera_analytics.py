@@ -30,7 +30,7 @@ from tables.frame_gaps import Gap, arrival_gap
 from tables.incidents import ActiveAlert, AlertBook, Condition
 from tables.line_counting import LineSide, clearance
 from tables.pace import Pace
-from tables.speed import RoadPlane, fitted_speed_kmh, fitted_velocity, trim
+from tables.speed import MIN_SAMPLES, RoadPlane, fitted_speed_kmh, fitted_velocity, trim
 from tables.zones import Membership, inside
 
 
@@ -270,7 +270,7 @@ class CameraAnalytics:
         is said so: :mod:`tables.frame_gaps`.)"""
         if self.last_at is None:
             return FrameOutput()
-        silent_s = self.rules.camera_silent_s
+        silent_s = self.silent_s()
         if 0 < silent_s < now - self.last_at:
             apart = arrival_gap(self.last_at, self._last_arrived, arrived, self.tracking.live_max_age_s)
             gap = Gap(now - self.last_at, apart, live=scene_time is None)
@@ -318,7 +318,10 @@ class CameraAnalytics:
         return self._plane[1]
 
     def _move(self, track: _Track, ground, now: float, plane: RoadPlane | None) -> None:
-        track.path = trim(track.path, now, self.rules.speed_window_s) + [(now, ground[0], ground[1])]
+        # Over the window, or for a slow camera as many of its intervals as a fit needs samples (at 0.5 fps a 1 s
+        # window never held the 4: no speeds, and so no stopped-vehicle, wrong-way or overspeed alerts).
+        window_s = self.pace.at_least(self.rules.speed_window_s, MIN_SAMPLES)
+        track.path = trim(track.path, now, window_s) + [(now, ground[0], ground[1])]
         v = fitted_velocity(track.path)
         track.px_speed = math.hypot(*v) if v else None
         moving = v is not None and track.px_speed >= self.rules.moving_px_s
@@ -383,6 +386,13 @@ class CameraAnalytics:
                     out.zone_events.append(self._zone_event(moment, name, "exit", track, member, track.last_at))
         forget_after_s = self.pace.at_least(self.rules.forget_after_s, self.tracking.track_buffer)
         self.tracks = {tid: t for tid, t in self.tracks.items() if now - t.last_at <= forget_after_s}
+
+    def silent_s(self) -> float:
+        """Without frames this long, the camera is closed: ``camera_silent_s`` (0: never), or for a camera with a
+        slow, steady pace three of its intervals (a snapshot camera sending every 40 s was closed at every frame:
+        its tracks out of their zones, its alerts cleared)."""
+        silent_s = self.rules.camera_silent_s
+        return self.pace.at_least(silent_s, 3) if silent_s > 0 else silent_s
 
     def zone_lost_s(self) -> float:
         """Unseen this long, a track has left its zones: ``zone_lost_s``, or for a camera with a slow, steady pace

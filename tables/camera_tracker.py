@@ -159,7 +159,7 @@ class CameraTracker:
             limit = self.gap_limit_s() if self.last_at is not None and at > self.last_at else self.max_gap_s
             if self.last_at is not None and abs(at - self.last_at) > limit:
                 apart = arrival_gap(self.last_at, self._last_arrived, arrived, self.live_max_age_s)
-                self._start_afresh(Gap(at - self.last_at, apart, live))
+                self._start_afresh(Gap(at - self.last_at, apart, live, in_a_row=seq == self.last_seq + 1))
                 self.afresh_limit_s = limit
             if self.last_at is not None:
                 self.pace.learn(at - self.last_at, consecutive=seq == self.last_seq + 1)

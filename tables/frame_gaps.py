@@ -34,6 +34,7 @@ class Gap:
     scene_s: float  # between the two frames on the camera's clock; below 0: it went back
     arrived_s: float | None = None  # between their arrivals at the worker (None: not known; see arrival_gap)
     live: bool = True  # a live camera's frames; else a file's (scene times), which come as fast as they are read
+    in_a_row: bool = False  # the two frames' seqs follow one another: nothing between them was lost
 
     @property
     def clock_moved(self) -> bool:
@@ -47,11 +48,15 @@ class Gap:
             return f"its clock went back {back}" if self.live else f"its scene time went back {back}"
         if self.clock_moved:
             return f"its clock went forward {self.scene_s:.1f} s (its frames came {self.arrived_s:.1f} s apart)"
-        return f"{self.scene_s:.1f} s since its last frame"
+        # (2.04 s said as "2.0 s" read as no gap at all beside a 2 s limit)
+        return f"{self.scene_s:.2f} s since its last frame" if self.scene_s < 10 else f"{self.scene_s:.1f} s since its last frame"
 
     def causes(self) -> str:
         if self.clock_moved:
             return "the camera's or its host's clock was set " + ("back" if self.scene_s < 0 else "forward")
         if self.scene_s < 0:
             return "a new run of a file, or a recording, that starts before the last one's scene time"
+        if self.in_a_row:  # no frame lost between them: a camera this slow, or one that paused
+            return ("a camera whose frames come this far apart (judged by its own pace once it has sent four in a row "
+                    "steadily), or one that stopped and started again")
         return "the camera stopped and started again, frames shed, the stream lost, or a worker lost or joining"

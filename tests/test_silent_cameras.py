@@ -317,3 +317,14 @@ def test_what_was_on_its_way_is_noted_again_where_a_log_went_back():
     assert not last.passed_upstream({(frames, 2): (4990, 5000), (frames, 3): (0, 9)})  # noted: 5000
     assert not last.passed_upstream({(frames, 2): (40, 40)}) and last.upstream_ends == {frames: 40}  # noted again
     assert last.passed_upstream({(frames, 2): (41, 44)})
+
+
+def test_a_slow_camera_is_judged_by_its_own_silence_limit(monkeypatch):
+    """A snapshot camera sending every 40 s was closed between any two of its frames (camera_silent_s, 30 s)."""
+    closer, closed = _closer(monkeypatch, _Consumer({0: 10}))
+    a_while_ago = time.monotonic() - 5  # over the closer's 1 s
+    closer.last_frames.update({b"cam-a": _last("cam-a", 1, a_while_ago), b"cam-b": _last("cam-b", 1, a_while_ago)})
+    closer.paced(b"cam-b", 120.0)  # its actor's: three of its 40 s intervals
+    closer.paced(b"nobody", 120.0)  # (a camera not heard of: nothing to note)
+    _run(closer, closed)
+    assert closed == ["cam-a"] and b"cam-b" in closer.last_frames

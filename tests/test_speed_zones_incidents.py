@@ -510,3 +510,22 @@ def test_a_time_lapse_cameras_tracks_stay_in_their_zones_between_its_frames():
     # Its misses are single frames: not gone, just not seen once. It enters once seen long enough (with the fixed
     # 1 s, every miss sent it out and started its count of sightings again: it never entered).
     assert [kind for _, kind in events] == ["enter"], events
+
+
+@pytest.mark.parametrize("step_s", [2.0, 4.0, 40.0])
+def test_a_slow_camera_has_speeds_alerts_and_is_not_closed_between_its_frames(step_s):
+    """At 0.5 fps or slower a 1 s speed window never held the 4 positions a fit needs: no speeds, and so no
+    stopped-vehicle alert for a car parked two minutes in a lane; a camera sending every 40 s was closed at every
+    frame (silent over camera_silent_s, 30 s), its car leaving its zone and entering again (a trial of slow cameras)."""
+    actor, events, raised = CameraAnalytics("cam", rules=AnalyticsSettings()), [], []
+    for seq in range(max(int(600 / step_s), 30)):  # (a zone takes 10 sightings, 3 of them inside)
+        t = seq * step_s
+        y = min(50 + 60 * t, 166)  # drives down the lane, then stands from about 2 s on
+        record = TrackRecord(camera_id="cam", seq=seq, captured_at=1000 + t, width=640, height=360, detected_at=0,
+                             tracked_at=0, tracker_frame=seq + 1, model="m", detections=1, worker="w", objects=[box(1, 300, y)])
+        out = actor.update(record, config(zones=[LANE]))
+        events += [(seq, e.kind) for e in out.zone_events]
+        raised += [(seq, a.kind) for a in out.alerts if a.state == "raised"]
+    assert actor.silent_s() == pytest.approx(max(30.0, 3 * step_s))
+    assert [kind for _, kind in raised] == ["stopped_vehicle"], raised
+    assert [kind for _, kind in events] == ["enter"], events  # in once, never out while it stands there

@@ -123,6 +123,12 @@ def test_a_file_sent_as_a_live_source_carries_no_scene_time(bootstrap, settings,
     mine = [f for f in frames if f.camera_id == "cam-as-live"]
     assert stats.frames_sent == 5 and len(mine) == 5
     assert all(f.scene_time is None for f in mine)
+    # Held for its slot by --fps, a frame is captured as it goes out, not as it was read: read first and then
+    # held, each went out one interval old (below 1/3 fps, every one was shed as too old: a trial).
+    stats, frames, _ = asyncio.run(_ingest_and_read(bootstrap, settings, clip_path, camera_id="cam-as-live-slow",
+                                                    max_frames=3, fps=2.0, as_live_source=True))
+    at = [f.captured_at for f in frames if f.camera_id == "cam-as-live-slow"]
+    assert len(at) == 3 and all(b - a >= 0.4 for a, b in zip(at, at[1:])), at
 
 
 def test_a_file_paced_by_the_pipeline_encodes_each_frame_it_sends_once(bootstrap, settings, clip_with_blank_frames, monkeypatch):
