@@ -27,8 +27,6 @@ waiting: dict[str, float] = {}
 FIRST_RETRY_S = 1.0
 LONGEST_RETRY_S = 10.0
 TELL_EVERY_S = 60.0
-
-
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM}
 
 
@@ -37,7 +35,7 @@ class GivenUp(Exception):
 
 
 def storage_failed(exc: BaseException) -> bool:
-    """Whether ``exc`` is the machine's storage failing, not a bug or a record: an ``OSError``, or RocksDB's
+    """Whether ``exc`` is the machine's storage failing, not a bug or a record: a disk's ``OSError``, or RocksDB's
     "IO error: ..." (rocksdict raises it as a bare ``Exception``; python-rocksdb as ``RocksIOError``)."""
     if isinstance(exc, OSError):  # the disk's errors, not a network's (ConnectionError, TimeoutError are OSErrors too)
         return exc.errno in STORAGE_ERRNOS
