@@ -56,6 +56,7 @@ async def _analyze(stream, acks: Acknowledger, checkpoints, silent: SilentCamera
                     continue  # a redelivered (or re-emitted) frame: already applied
                 config = current_config(event.key)
                 if actor.idle_under(config):
+                    actor.idle_frame(record)
                     continue
                 out = actor.update(record, config)
                 silent.paced(event.key, actor.silent_s())

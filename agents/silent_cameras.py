@@ -94,8 +94,12 @@ class SilentCameras:
         self._held_in: int | None = None  # the consumer generation they were held in
 
     def heard(self, event, record: TrackRecord) -> None:
-        """A frame of the camera was taken."""
+        """A frame of the camera was taken (its own silence limit kept: a frame skipped as a redelivery or as idle
+        is not applied, and does not set it again)."""
+        before = self.last_frames.get(event.key)
         self.last_frames[event.key] = LastFrame.of(event, record)
+        if before is not None:
+            self.last_frames[event.key].silent_s = before.silent_s
 
     def paced(self, key: bytes, silent_s: float) -> None:
         """The camera's own silence limit, as its actor judges it from its pace (after its frame was applied)."""
@@ -206,9 +210,9 @@ class SilentCameras:
             self.checkpoints.looked_at(key, partition, keep=actor.is_open())
             if actor.is_open():
                 self.last_frames[key] = LastFrame(actor.camera_id, actor.last_seq, actor.last_at, partition, now,
-                                                  _TakenOver(key, topic, partition))
+                                                  _TakenOver(key, topic, partition), silent_s=actor.silent_s())
                 log.info("analyze: %s was left open (tracks in view or alerts active) with no frame since; closed "
-                         "if none comes within %.0f s", actor.camera_id, self.silent_s)
+                         "if none comes within %.0f s", actor.camera_id, actor.silent_s())
 
 
 async def _upstream_offsets(partitions: set[int]) -> dict[tuple[str, int], tuple[int, int]] | None:

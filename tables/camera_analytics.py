@@ -202,6 +202,14 @@ class CameraAnalytics:
 
     # -- one frame --------------------------------------------------------------------------------
 
+    def idle_frame(self, record: TrackRecord) -> None:
+        """A frame skipped as idle (:meth:`idle_under`) still teaches the camera's pace, as the tracker learned it
+        from the same frame: configured later, the camera was closed at its every frame until it had learned it
+        again. (In memory: nothing else of the actor changes, and its state is not written for it.)"""
+        if self.last_at is not None:
+            self.pace.learn(record.at - self.last_at, consecutive=record.seq == self.last_seq + 1)
+        self.last_seq, self.last_at = record.seq, record.at
+
     def idle_under(self, config: CameraConfig | None) -> bool:
         """Nothing to do: no line, zone or speed limit to apply, no alert left to clear, no memory to drop.
 
@@ -246,6 +254,7 @@ class CameraAnalytics:
 
         self._lose_tracks(seen, record, now, out)
         conditions = self._conditions(zones, limit, plane, now)
+        self.alert_book.clear_after_s = self.pace.at_least(self.rules.clear_after_s, 1.5)  # (as grace_s, for clearing)
         out.alerts.extend(self.alert_book.step(self.camera_id, record, conditions, seen, config.version if live else 0))
         if self.last_at is not None:
             self.pace.learn(now - self.last_at, consecutive=record.seq == self.last_seq + 1)
@@ -320,7 +329,7 @@ class CameraAnalytics:
     def _move(self, track: _Track, ground, now: float, plane: RoadPlane | None) -> None:
         # Over the window, or for a slow camera as many of its intervals as a fit needs samples (at 0.5 fps a 1 s
         # window never held the 4: no speeds, and so no stopped-vehicle, wrong-way or overspeed alerts).
-        window_s = self.pace.at_least(self.rules.speed_window_s, MIN_SAMPLES)
+        window_s = self.pace.at_least(self.rules.speed_window_s, MIN_SAMPLES + 2)  # (+2: a miss, or a step a bit long)
         track.path = trim(track.path, now, window_s) + [(now, ground[0], ground[1])]
         v = fitted_velocity(track.path)
         track.px_speed = math.hypot(*v) if v else None
@@ -429,6 +438,9 @@ class CameraAnalytics:
 
     def _conditions(self, zones, limit: float | None, plane: RoadPlane | None, now: float) -> list[Condition]:
         r = self.rules
+        # A slow camera's condition lasts over one frame without it (a miss, a window a sample short): a second
+        # at 40 s a frame cleared a parked car's alert at its first miss, and raised it again anew.
+        grace_s = self.pace.at_least(r.condition_grace_s, 1.5)
         held: list[Condition] = []
         for track in sorted(self.tracks.values(), key=lambda t: t.track_id):
             if track.last_at != now:
@@ -438,7 +450,7 @@ class CameraAnalytics:
             lanes = [z for z in zones if z.kind == "lane" and track.zones.get(z.name, Membership()).inside]
             slow = (track.speed_kmh < r.stopped_kmh) if track.speed_kmh is not None else (
                 track.px_speed is not None and track.px_speed < r.stopped_px_s)
-            since = track.hold("stopped", bool(lanes) and slow, now, r.condition_grace_s)
+            since = track.hold("stopped", bool(lanes) and slow, now, grace_s)
             if since is not None and now - since >= r.stopped_after_s:
                 held.append(Condition(
                     "stopped_vehicle", subject, since, "warning",
@@ -448,7 +460,7 @@ class CameraAnalytics:
             against = [z for z in zones if z.heading_deg is not None and track.heading_deg is not None
                        and track.zones.get(z.name, Membership()).inside
                        and _angle_between(track.heading_deg, z.heading_deg) > r.wrong_way_deg]
-            since = track.hold("wrong_way", bool(against), now, r.condition_grace_s)
+            since = track.hold("wrong_way", bool(against), now, grace_s)
             if since is not None and now - since >= r.wrong_way_after_s:
                 held.append(Condition(
                     "wrong_way", subject, since, "critical",
@@ -456,7 +468,7 @@ class CameraAnalytics:
                     against[0].name, {"heading_deg": round(track.heading_deg, 1), "allowed_deg": against[0].heading_deg},
                 ))
             fast = limit is not None and track.speed_kmh is not None and track.speed_kmh > limit * (1 + r.overspeed_margin)
-            since = track.hold("overspeed", fast, now, r.condition_grace_s)
+            since = track.hold("overspeed", fast, now, grace_s)
             if since is not None and now - since >= r.overspeed_after_s:
                 held.append(Condition(
                     "overspeed", subject, since, "warning" if track.speed_kmh > 1.3 * limit else "info",
@@ -476,7 +488,7 @@ class CameraAnalytics:
                 threshold = r.congestion_px_s
             queued = len(inside_now) >= r.congestion_vehicles and bool(speeds) and sum(speeds) / len(speeds) < threshold
             # A frame with no speeds (the detector saw nothing on it) lapses the queue, within the grace.
-            since = held_since(self.zone_since, zone.name, queued, now, r.condition_grace_s)
+            since = held_since(self.zone_since, zone.name, queued, now, grace_s)
             if since is not None and now - since >= r.congestion_after_s:
                 held.append(Condition(
                     "congestion", f"zone-{zone.name}", since, "warning",

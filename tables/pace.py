@@ -26,7 +26,14 @@ class Pace:
         self.steps: deque[float] = deque(steps, maxlen=KEPT)
 
     def learn(self, step: float, consecutive: bool) -> None:
-        """The scene time from the last frame to this one; ``consecutive``: their seqs follow one another."""
+        """The scene time from the last frame to this one; ``consecutive``: their seqs follow one another.
+
+        A step well under the pace, frames lost or not, says the camera is no longer that slow: the pace is
+        forgotten (kept, a camera that went from a frame every 40 s to 8 fps with frames shed would have kept
+        its 40 s for ever, no step in a row coming to replace it)."""
+        interval = self.interval()
+        if interval is not None and 0 < step < 0.5 * interval:
+            self.steps.clear()
         if consecutive and step > 0:
             self.steps.append(step)
 

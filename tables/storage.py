@@ -11,8 +11,8 @@ the events after it wait on the broker, and nothing is lost. When the space is b
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
+import socket
 import time
 from typing import Callable, TypeVar
 
@@ -27,7 +27,6 @@ waiting: dict[str, float] = {}
 FIRST_RETRY_S = 1.0
 LONGEST_RETRY_S = 10.0
 TELL_EVERY_S = 60.0
-STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM}
 
 
 class GivenUp(Exception):
@@ -38,7 +37,7 @@ def storage_failed(exc: BaseException) -> bool:
     """Whether ``exc`` is the machine's storage failing, not a bug or a record: a disk's ``OSError``, or RocksDB's
     "IO error: ..." (rocksdict raises it as a bare ``Exception``; python-rocksdb as ``RocksIOError``)."""
     if isinstance(exc, OSError):  # the disk's errors, not a network's (ConnectionError, TimeoutError are OSErrors too)
-        return exc.errno in STORAGE_ERRNOS
+        return not isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror, socket.herror))
     return type(exc).__name__ in ("Exception", "RocksIOError") and str(exc).startswith("IO error")
 
 

@@ -26,3 +26,12 @@ def test_a_pace_is_learned_from_steady_steps_between_consecutive_frames_only():
     for step in (0.03, 30.0) * 5:
         bursts.learn(step, consecutive=True)
     assert bursts.interval() is None
+
+
+def test_a_camera_that_is_no_longer_slow_loses_its_pace_even_while_its_frames_are_shed():
+    """A camera that went from a frame every 40 s to 8 fps, frames shed, kept its 40 s: no step in a row came."""
+    pace = Pace([40.0] * 9)
+    assert pace.interval() == 40.0
+    pace.learn(5.0, consecutive=False)  # far under it, and frames lost between: not learned, but it says enough
+    assert pace.interval() is None and pace.at_least(2.0, 3) == 2.0
+    assert not pace.steps

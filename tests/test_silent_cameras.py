@@ -32,6 +32,9 @@ class _Actor:
     def is_open(self) -> bool:
         return self.open
 
+    def silent_s(self) -> float:
+        return 1.0  # (the closer's own, in these tests)
+
     def close(self, moment, why: str) -> FrameOutput:
         self.closed.append(self.camera_id)
         self.open = False
@@ -328,3 +331,15 @@ def test_a_slow_camera_is_judged_by_its_own_silence_limit(monkeypatch):
     closer.paced(b"nobody", 120.0)  # (a camera not heard of: nothing to note)
     _run(closer, closed)
     assert closed == ["cam-a"] and b"cam-b" in closer.last_frames
+
+
+def test_a_slow_camera_keeps_its_own_limit_through_redeliveries_and_a_take_over(monkeypatch):
+    """A frame skipped as a redelivery (or as idle) set the limit back to the closer's 30 s; a camera taken over
+    after a rebalance was judged by it too (a review)."""
+    closer, closed = _closer(monkeypatch, _Consumer({0: 10}))
+    event = SimpleNamespace(key=b"cam-b", message=SimpleNamespace(partition=0))
+    record = SimpleNamespace(camera_id="cam-b", seq=1, scene_time=None)
+    closer.heard(event, record)
+    closer.paced(b"cam-b", 120.0)
+    closer.heard(event, record)  # the same frame again: skipped, not applied
+    assert closer.last_frames[b"cam-b"].silent_s == 120.0

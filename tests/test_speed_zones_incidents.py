@@ -529,3 +529,34 @@ def test_a_slow_camera_has_speeds_alerts_and_is_not_closed_between_its_frames(st
     assert actor.silent_s() == pytest.approx(max(30.0, 3 * step_s))
     assert [kind for _, kind in raised] == ["stopped_vehicle"], raised
     assert [kind for _, kind in events] == ["enter"], events  # in once, never out while it stands there
+
+
+def test_a_slow_cameras_parked_car_keeps_one_alert_through_missed_frames_and_uneven_steps():
+    """At a frame every 40 s, a miss (or a window a sample short) lapsed the stopped condition and the 3 s clear
+    cleared the alert at once: cleared and raised again anew (a review: 5 runs in 6)."""
+    import random
+
+    for run in range(6):
+        rng = random.Random(run)
+        actor, kinds, t = CameraAnalytics("cam", rules=AnalyticsSettings()), [], 0.0
+        for seq in range(60):
+            t += 40.0 * rng.uniform(0.95, 1.05)
+            seen = [] if seq in (20, 30, 40) else [box(1, 300, 166)]
+            record = TrackRecord(camera_id="cam", seq=seq, captured_at=1000 + t, width=640, height=360, detected_at=0,
+                                 tracked_at=0, tracker_frame=seq + 1, model="m", detections=len(seen), worker="w",
+                                 objects=seen)
+            kinds += [(a.kind, a.state) for a in actor.update(record, config(zones=[LANE])).alerts]
+        assert kinds == [("stopped_vehicle", "raised")], (run, kinds)
+
+
+def test_an_unconfigured_slow_camera_has_its_pace_known_when_it_is_configured():
+    """Its frames were skipped as idle, so the actor learned no pace while the tracker did: once configured, the
+    camera was closed at its every frame (silent over 30 s) until it had learned it again (a review)."""
+    actor = CameraAnalytics("cam", rules=AnalyticsSettings())
+    for seq in range(6):
+        record = TrackRecord(camera_id="cam", seq=seq, captured_at=1000 + 40.0 * seq, width=640, height=360,
+                             detected_at=0, tracked_at=0, tracker_frame=seq + 1, model="m", detections=1, worker="w",
+                             objects=[box(1, 300, 166)])
+        assert actor.idle_under(None)
+        actor.idle_frame(record)
+    assert actor.silent_s() == 120.0 and actor.last_seq == 5

@@ -18,6 +18,9 @@ def test_what_counts_as_the_storage_failing():
     assert storage_failed(OSError(28, "No space left on device"))
     assert not storage_failed(ConnectionResetError(104, "Connection reset by peer"))  # a network's, not a disk's
     assert not storage_failed(TimeoutError())
+    import socket
+    assert not storage_failed(socket.gaierror(-2, "Name or service not known"))
+    assert storage_failed(OSError(2, "No such file or directory"))  # a table folder removed under the worker
     assert not storage_failed(Exception("Corruption: bad block"))  # RocksDB's other statuses: not waited for
     assert not storage_failed(KeyError("IO error"))
     assert not storage_failed(ValueError("IO error: made up by a record"))
