@@ -27,6 +27,7 @@ from its_faust.topic_names import CAMERA_EVENTS, TRACKS
 from schemas import CameraEvent, CameraEventKind, TrackRecord
 from schemas.control import CameraConfig
 from tables.camera_analytics import CameraAnalytics
+from tables.pace import Pace
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +82,16 @@ async def stored_tracks(bootstrap: str, settings, camera_id: str, others: set[st
 def stretches(records: list[TrackRecord], run_starts: Collection[int] = (),
               gap_s: float = STRETCH_GAP_S) -> list[list[TrackRecord]]:
     """Records in seq order, cut where a run of the camera starts (``run_starts``: the first seqs of its
-    runs) or capture times are more than ``gap_s`` apart."""
+    runs) or capture times are more than ``gap_s`` apart (or three of a slow camera's intervals: one sending
+    every 40 s was cut into a stretch a frame)."""
     starts = sorted(run_starts)
     out: list[list[TrackRecord]] = []
+    pace = Pace()  # a slow camera's (tables.pace): its stretch goes on over three of its intervals
     for record in records:
-        if not out or _apart(out[-1][-1], record, starts, gap_s):
+        if out:
+            last = out[-1][-1]
+            pace.learn(record.captured_at - last.captured_at, consecutive=record.seq == last.seq + 1)
+        if not out or _apart(out[-1][-1], record, starts, pace.at_least(gap_s, 3)):
             out.append([])
         out[-1].append(record)
     return out

@@ -271,6 +271,11 @@ def test_replay_tells_a_cameras_runs_apart_by_the_gaps_between_them():
     paused = first[:30] + [r.model_copy(update={"captured_at": r.captured_at + 29}) for r in first[30:]]
     assert len(stretches(paused)) == 1  # a camera off for under 30 s: one stretch
     assert stretches([]) == []
+    # A camera sending a frame every 40 s, frames in a row: one stretch once its pace is known (it was cut into a
+    # stretch a frame), and cut again at a silence of over three of its intervals.
+    slow = [frame(seq).model_copy(update={"captured_at": 1000 + 40.0 * seq}) for seq in range(20)]
+    slow += [frame(seq).model_copy(update={"captured_at": 1000 + 40.0 * seq + 600}) for seq in range(20, 30)]
+    assert [len(p) for p in stretches(slow)] == [1, 1, 18, 10]  # (its first steps, before its pace is known)
 
 
 def test_replay_tells_runs_apart_by_where_they_started_even_when_they_follow_closely():
