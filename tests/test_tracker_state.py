@@ -203,7 +203,7 @@ def test_a_time_lapse_camera_is_tracked_at_its_own_pace(settings, clip_detection
         restarts.append(tracker.afresh is not None)
         if seq == 1:  # before its pace is known: said as what it may be (it blamed lost workers and shed frames)
             said = TrackRestarts().report(tracker, 0.0).reason
-            assert said.startswith("4.00 s since its last frame (a camera whose frames come this far apart"), said
+            assert said.startswith("4.000 s since its last frame (a camera whose frames come this far apart"), said
     assert restarts[1:4] == [True, True, True] and not any(restarts[4:])  # once three intervals are known: its pace
     assert objects and tracker.gap_limit_s() == 12.0
     tracker.update(12, clip_detections[12], (360, 640), 4.0 * 11 + 13.0)  # over three of its intervals
