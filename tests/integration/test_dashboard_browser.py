@@ -129,7 +129,7 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
             for _ in range(50):  # the camera's "finished" event, after its "started"
                 seen["camera_events"] = await tools.value(
                     "[...document.querySelectorAll('#camera-events li strong')].map((e) => e.textContent)")
-                if seen["camera_events"][:1] == ["finished"]:
+                if len(seen["camera_events"]) >= 3:
                     break
                 await asyncio.sleep(0.2)
             for _ in range(50):
@@ -201,7 +201,9 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
     assert seen["flow line"] == ["y120", True], seen
     assert seen["counts"] >= 1 and seen["rows"] >= 3, seen  # live counts in the table
     assert seen["frames"] >= 20 and seen["live"] == 640, seen  # track updates, and the annotated live view
-    assert seen["camera_events"] == ["finished", "frames shed", "started"], seen  # the camera's events, newest first
+    # The camera's events, newest first: its start, then its end and the shed report in either order (the camera may
+    # have sent its last frame before the page saw it live).
+    assert seen["camera_events"][-1] == "started" and sorted(seen["camera_events"][:2]) == ["finished", "frames shed"], seen
     assert seen["idle zones"] == [["near-road", "0", "0", "0", "–", "–"]], seen
     # The zone's row: name, in it now, entries, exits (entries - exits = in it now).
     assert [row[0] for row in seen["zones"]] == ["near-road"], seen
