@@ -243,6 +243,8 @@ class _Consumer(faust_aiokafka.Consumer):
         for the disk (:mod:`tables.storage`) it is not waited for at all: a rebalance held 15 s by a worker whose
         disk is full would have that worker dropped from the group (past its rebalance timeout), and rejoining,
         start the next rebalance, over and over."""
+        from tables import storage  # (tables imports the app's modules: here, not at the top)
+
         self.last_ack_at = time.monotonic()
         while not self.should_stop and self._unacked_messages:
             gc.collect()  # (as Faust's: a message held only by a reference cycle leaves the weak set)
@@ -250,8 +252,6 @@ class _Consumer(faust_aiokafka.Consumer):
             self._clean_unacked_messages()
             if not self._unacked_messages:
                 break
-            from tables import storage
-
             if storage.waiting:  # a stage waits for the disk: what it holds will not be acknowledged soon
                 log.warning("%d message(s) taken by agents are not acknowledged while %s wait(s) for this worker's "
                             "storage: not waited for; they are read again by the partition's next owner",

@@ -235,10 +235,11 @@ class CameraAnalytics:
         arrived = record.tracked_at
         out = self._close_if_broken_off(now, arrived, record.scene_time)
         self._sync_geometry(lines, zones, line_versions, zone_versions)
-        if self.last_at is not None and now - self.last_at > self.zone_lost_s():
+        lost_s = self.zone_lost_s()
+        if self.last_at is not None and now - self.last_at > lost_s:
             # Tracks not in this frame after a gap in the camera's frames left their zones during it: as of its
             # start (the last frame's seq), not as events of this frame, which may be a new run's first.
-            gap = Moment(self.camera_id, self.last_seq, self.last_at + self.zone_lost_s())
+            gap = Moment(self.camera_id, self.last_seq, self.last_at + lost_s)
             self._lose_tracks({o.track_id for o in record.objects}, gap, now, out)
 
         seen = set()
@@ -383,8 +384,9 @@ class CameraAnalytics:
     def _lose_tracks(self, seen: set[int], moment: TrackRecord | Moment, now: float, out: FrameOutput) -> None:
         """Tracks gone ``zone_lost_s`` by ``now`` leave their zones (their dwell ends at their last sighting; the
         event is ``moment``'s); gone longer, they are forgotten."""
+        lost_s = self.zone_lost_s()  # (once a frame: the pace's median, not once a track)
         for track in sorted(self.tracks.values(), key=lambda t: t.track_id):
-            if track.track_id in seen or now - track.last_at < self.zone_lost_s():
+            if track.track_id in seen or now - track.last_at < lost_s:
                 continue
             track.since.clear()
             track.path = []  # its speed is stale now; the memory it took is not needed

@@ -24,6 +24,7 @@ STEADY_SHARE = 2 / 3  # of the steps within half to one and a half of their medi
 class Pace:
     def __init__(self, steps: Iterable[float] = ()):
         self.steps: deque[float] = deque(steps, maxlen=KEPT)
+        self._interval: tuple[float | None] | None = None  # interval() until the steps change: asked per track
 
     def learn(self, step: float, consecutive: bool) -> None:
         """The scene time from the last frame to this one; ``consecutive``: their seqs follow one another.
@@ -34,11 +35,18 @@ class Pace:
         interval = self.interval()
         if interval is not None and 0 < step < 0.5 * interval:
             self.steps.clear()
+            self._interval = None
         if consecutive and step > 0:
             self.steps.append(step)
+            self._interval = None
 
     def interval(self) -> float | None:
         """The camera's usual step between frames, if it has learned a steady one; else None."""
+        if self._interval is None:
+            self._interval = (self._steady_median(),)
+        return self._interval[0]
+
+    def _steady_median(self) -> float | None:
         if len(self.steps) < FROM:
             return None
         median = statistics.median(self.steps)
