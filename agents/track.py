@@ -12,6 +12,7 @@ lose it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -23,7 +24,7 @@ from its_faust.delivery import Acknowledger
 from its_faust.seqs_behind import SeqsBehind
 from its_faust.stale_frames import StaleFrames
 from its_faust.track_restarts import TrackRestarts
-from its_faust.worker_status import WORKER_ID
+from its_faust.worker_status import STOP_REPORT_TIMEOUT_S, WORKER_ID
 from schemas import DetectionRecord, TrackRecord
 from tables.camera_tracker import CameraTracker
 from tables.checkpoints import Checkpoints
@@ -70,9 +71,22 @@ async def track(stream):
 
 @app.timer(interval=2.0, name="tracking-shed-reports")
 async def _report_overdue() -> None:
-    """What is left to report of cameras whose detections were shed and that sent none since."""
-    for camera_event in _stale.overdue(time.time()):
+    """What is left to report of cameras whose detections were shed and that sent none since, and of restarts
+    held back with none told since."""
+    for camera_event in _stale.overdue(time.time()) + _restarts.overdue(time.monotonic()):
         await topics.send_camera_event(camera_event)
+
+
+@app.on_before_shutdown.connect
+async def _report_held_back(app, **kwargs) -> None:  # the consumer is stopped; the producer still sends
+    """Restarts held back are told before the worker stops: its cameras' next worker knows nothing of them."""
+    async def send_all(events) -> None:
+        for camera_event in events:
+            await topics.send_camera_event(camera_event)
+    try:  # bounded: with the broker gone, a send waits for it for ever
+        await asyncio.wait_for(send_all(_restarts.held_back(time.monotonic())), STOP_REPORT_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        log.info("track: the restarts held back were not told within %.0f s (broker away?)", STOP_REPORT_TIMEOUT_S)
 
 
 def _track_one(tracker: CameraTracker, det: DetectionRecord) -> TrackRecord:

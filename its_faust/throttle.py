@@ -45,11 +45,12 @@ class Throttle(Generic[K]):
             self._keys.popitem(last=False)
         return 1 + (state[1] if state is not None else 0)
 
-    def overdue(self, now: float) -> list[tuple[K, int, Any]]:
-        """(key, how many, the last one's note) of what was held back for a whole period: told now."""
+    def overdue(self, now: float, *, whole_period: bool = True) -> list[tuple[K, int, Any]]:
+        """(key, how many, the last one's note) of what was held back for a whole period: told now.
+        ``whole_period=False``: all that is held back (a process about to stop tells it all)."""
         told = []
         for key, state in self._keys.items():
-            if state[1] and self._due(state, now):
+            if state[1] and (not whole_period or self._due(state, now)):
                 told.append((key, state[1], state[2]))
                 state[:] = [now, 0, None]
         return told

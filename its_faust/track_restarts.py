@@ -5,7 +5,8 @@ After a gap in scene time over ``tracker.max_gap_s`` the camera's tracker drops 
 a stream that was down, or a camera clock set back or forward. The ids counting on from there would
 otherwise look like a fault in the tracking; the ``tracks_restarted`` camera event says why, at most one per camera every
 ``every_s``, since a camera sampled slower than the gap limit restarts at every frame; the restarts held back
-meanwhile are counted in the next one told.
+meanwhile are counted in the next one told, or, when none comes (the restarts stopped, or the worker is
+stopping), told by themselves (``overdue``, ``held_back``).
 """
 
 from __future__ import annotations
@@ -27,15 +28,35 @@ class TrackRestarts:
     def report(self, tracker: CameraTracker, now: float) -> CameraEvent | None:
         if not tracker.afresh or not tracker.afresh[1]:
             return None
-        times = self._throttle.hit(tracker.camera_id, now)
+        gap, dropped = tracker.afresh
+        restart = (tracker.last_seq, gap, dropped, tracker.afresh_limit_s)
+        times = self._throttle.hit(tracker.camera_id, now, restart)
         if times is None:
             return None
-        gap, dropped = tracker.afresh
         # Those held back are said by number: one event a minute read as one restart a minute, whether the
         # camera's tracks restarted once or at every frame (an overloaded worker shedding most of them).
         more = f"; {times - 1} restart{'s' if times > 2 else ''} before this one not told since the last report" if times > 1 else ""
+        return self._event(tracker.camera_id, restart, more)
+
+    def overdue(self, now: float) -> list[CameraEvent]:
+        """The restarts held back for a whole period with none told since (they stopped): told now, the last
+        one's gap named."""
+        return [self._held_back(camera_id, times, restart) for camera_id, times, restart in self._throttle.overdue(now)]
+
+    def held_back(self, now: float) -> list[CameraEvent]:
+        """Every restart held back, whatever its period: a stopping worker's last word on its cameras."""
+        return [self._held_back(camera_id, times, restart)
+                for camera_id, times, restart in self._throttle.overdue(now, whole_period=False)]
+
+    def _held_back(self, camera_id: str, times: int, restart: tuple) -> CameraEvent:
+        return self._event(camera_id, restart,
+                           f"; the last of {times} restart{'s' if times > 1 else ''} not told since the last report")
+
+    @staticmethod
+    def _event(camera_id: str, restart: tuple, more: str) -> CameraEvent:
+        seq, gap, dropped, limit_s = restart
         return CameraEvent(
-            camera_id=tracker.camera_id, kind=CameraEventKind.tracks_restarted, at=time.time(), seq=tracker.last_seq,
-            reason=f"{gap.said()} ({gap.causes()}), over the {tracker.afresh_limit_s:g} s limit: {dropped} tracks dropped, "
+            camera_id=camera_id, kind=CameraEventKind.tracks_restarted, at=time.time(), seq=seq,
+            reason=f"{gap.said()} ({gap.causes()}), over the {limit_s:g} s limit: {dropped} tracks dropped, "
                    f"the vehicles in view get new ids{more}",
         )

@@ -22,6 +22,10 @@ def test_what_was_held_back_is_told_once_its_period_is_over_with_the_last_note()
     assert quiet.overdue(20.0) == [(("detect", b"cam-1"), 1, "late")]  # the producer stopped: told anyway
     assert quiet.overdue(40.0) == []  # and only once
     assert quiet.hit(("detect", b"cam-1"), 40.0) == 1
+    assert quiet.hit(("detect", b"cam-1"), 41.0, "at stop") is None
+    assert quiet.overdue(42.0) == []
+    assert quiet.overdue(42.0, whole_period=False) == [(("detect", b"cam-1"), 1, "at stop")]  # a process stopping
+    assert quiet.overdue(42.0, whole_period=False) == []
 
 
 def test_only_the_keys_heard_last_are_kept_when_keys_come_from_outside():

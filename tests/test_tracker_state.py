@@ -143,6 +143,34 @@ def test_a_camera_whose_tracks_a_gap_restarted_is_told_at_most_once_a_minute(set
     assert "not told" not in restarts.report(tracker, 300.0).reason  # none held back since
 
 
+def test_restarts_held_back_are_told_once_they_stop_or_the_worker_stops(settings, clip_detections):
+    """The restarts after a camera's last report were never told when they stopped, nor when its worker stopped."""
+    from its_faust.track_restarts import TrackRestarts
+
+    tracker, restarts = CameraTracker("cam-1", settings.tracker), TrackRestarts(every_s=60.0)
+    for seq in range(10):
+        tracker.update(seq, clip_detections[seq], (360, 640), seq / 30)
+    tracker.update(10, clip_detections[10], (360, 640), 14.0)
+    assert restarts.report(tracker, 100.0) is not None
+    for seq, at, now in [(11, 14.03, 101.0), (12, 20.0, 102.0), (13, 20.03, 103.0), (14, 30.0, 110.0)]:
+        tracker.update(seq, clip_detections[seq], (360, 640), at)
+        assert restarts.report(tracker, now) is None  # (each frame is reported on, as the agent does)
+    assert restarts.overdue(159.0) == []  # within the period: the next restart may still tell them
+    [event] = restarts.overdue(160.0)
+    assert event.camera_id == "cam-1" and event.seq == 14 and event.kind == CameraEventKind.tracks_restarted
+    assert "9.970 s since its last frame" in event.reason  # the last one held back: 20.03 -> 30.0
+    assert event.reason.endswith("the last of 2 restarts not told since the last report"), event.reason
+    assert restarts.overdue(1000.0) == [] and restarts.held_back(1000.0) == []  # told once
+
+    tracker.update(15, clip_detections[15], (360, 640), 40.0)
+    assert restarts.report(tracker, 1001.0) is not None
+    tracker.update(16, clip_detections[16], (360, 640), 50.0)
+    assert restarts.report(tracker, 1002.0) is None
+    [event] = restarts.held_back(1003.0)  # the worker stops: told before its period is over
+    assert event.seq == 16 and event.reason.endswith("the last of 1 restart not told since the last report")
+    assert restarts.held_back(1004.0) == []
+
+
 def test_a_cameras_stored_state_written_by_a_later_version_is_read_without_what_this_one_does_not_know(settings, clip_detections):
     """A worker rolled back reads what a later one wrote in its tables: a field refused in the stored state made
     every frame of the camera dead-lettered (an upgrade trial). Records on topics stay strict."""
