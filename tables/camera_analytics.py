@@ -197,7 +197,7 @@ class CameraAnalytics:
                     {z.zone: Membership(z.inside, z.streak, z.entered_at, z.speed_sum, z.speed_n) for z in m.zones},
                     [tuple(p) for p in m.path], dict(m.since),
                 )
-        self.alert_book = AlertBook(self.rules.clear_after_s, self.rules.cooldown_s, active, quiet)
+        self.alert_book = AlertBook(self.rules.cooldown_s, active, quiet)
         self._plane: tuple[object, RoadPlane] | None = None
 
     # -- one frame --------------------------------------------------------------------------------
@@ -255,8 +255,9 @@ class CameraAnalytics:
 
         self._lose_tracks(seen, record, now, out)
         conditions = self._conditions(zones, limit, plane, now)
-        self.alert_book.clear_after_s = self.pace.at_least(self.rules.clear_after_s, 1.5)  # (as grace_s, for clearing)
-        out.alerts.extend(self.alert_book.step(self.camera_id, record, conditions, seen, config.version if live else 0))
+        clear_after_s = self.pace.at_least(self.rules.clear_after_s, 1.5)  # (as grace_s, for clearing)
+        out.alerts.extend(self.alert_book.step(self.camera_id, record, conditions, clear_after_s, seen,
+                                               config.version if live else 0))
         if self.last_at is not None:
             self.pace.learn(now - self.last_at, consecutive=record.seq == self.last_seq + 1)
         self.last_seq, self.last_at, self._last_arrived = record.seq, now, arrived

@@ -50,17 +50,18 @@ class ActiveAlert(TableState):
 
 
 class AlertBook:
-    def __init__(self, clear_after_s: float, cooldown_s: float,
+    def __init__(self, cooldown_s: float,
                  active: dict[str, ActiveAlert] | None = None, quiet_until: dict[str, float] | None = None):
-        self.clear_after_s = clear_after_s
         self.cooldown_s = cooldown_s
         self.active: dict[str, ActiveAlert] = dict(active or {})
         self.quiet_until: dict[str, float] = dict(quiet_until or {})
 
-    def step(self, camera_id: str, record, conditions: list[Condition], seen: set[int] = frozenset(),
+    def step(self, camera_id: str, record, conditions: list[Condition], clear_after_s: float, seen: set[int] = frozenset(),
              config_version: int = 0) -> list[Alert]:
-        """``record``: the frame (camera record) the conditions were judged on; ``seen``: the tracks in it;
-        ``config_version``: the camera's configuration version they were judged under.
+        """``record``: the frame (camera record) the conditions were judged on; ``clear_after_s``: how long an
+        alert's condition must be gone for it to clear (longer for a camera whose frames come further apart);
+        ``seen``: the tracks in the frame; ``config_version``: the camera's configuration version they were
+        judged under.
 
         An alert about one vehicle whose track was not in the frame its condition ended on says so when it
         clears: the vehicle left, or the tracker lost it (after a pause in the camera's frames, a rebalance
@@ -93,7 +94,7 @@ class AlertBook:
                 alert = alert.model_copy(update={
                     "gone_since": now, "gone_from_view": len(alert.track_ids) == 1 and alert.track_ids[0] not in seen,
                 })
-            if now - alert.gone_since >= self.clear_after_s:
+            if now - alert.gone_since >= clear_after_s:
                 del self.active[key]
                 self.quiet_until[key] = now + self.cooldown_s
                 out.append(self._event(record, alert, "cleared", "no longer tracked" if alert.gone_from_view else None))
