@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas.base import CameraRecord, Record
+from schemas.base import CameraRecord, Record, Seq
 
 Direction = Literal["in", "out"]
 
@@ -76,7 +76,7 @@ class FrameRef(Record):
     """Where to see it: the frame ``(camera_id, seq)`` on ``its.frames``."""
 
     camera_id: str
-    seq: int
+    seq: Seq
 
 
 class Alert(CameraRecord):

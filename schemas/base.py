@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
@@ -23,6 +24,26 @@ def unix_seconds(value: float | None) -> float | None:
 
 
 UnixSeconds = Annotated[float, AfterValidator(unix_seconds)]
+
+# A camera numbers its frames on from the Unix time in milliseconds when it started (its_faust/ingest.py), so its
+# seqs stay below the time now in milliseconds (at under 1,000 frames a second). A seq far past that would be
+# taken by the camera's tracker, and every later frame of the camera skipped as already seen, for good (a trial sent
+# 10**30); past 2**53 it is not even a number JavaScript (the dashboard) reads exactly. A producer's clock a day
+# ahead still passes; seqs of a producer's own that start at 0 are far below.
+MAX_SEQ = 2**53 - 1
+SEQ_AHEAD_MS = 86_400_000
+
+
+def seq_not_ahead(value: int | None) -> int | None:
+    """A frame's seq, checked not to be ahead of every camera's (see MAX_SEQ)."""
+    if value is not None and value > time.time() * 1000 + SEQ_AHEAD_MS:
+        raise ValueError(f"seq {value} is ahead of any camera's: a camera numbers its frames on from its start time in "
+                         "Unix milliseconds (a seq over a day past the time now would hold back its every later frame)")
+    return value
+
+
+# A frame's number in its camera's sequence (``CameraRecord.seq``; the frame an alert or an event names).
+Seq = Annotated[int, Field(ge=0, le=MAX_SEQ), AfterValidator(seq_not_ahead)]
 
 
 class Record(BaseModel):
@@ -55,7 +76,7 @@ class CameraRecord(Record):
     """A record about one frame of one camera; ``(camera_id, seq)`` identifies the frame everywhere."""
 
     camera_id: str = Field(pattern=CAMERA_ID_PATTERN, description="Kafka key of every per-camera topic")
-    seq: int = Field(ge=0, description="Per-camera frame sequence number, strictly increasing")
+    seq: Seq = Field(description="Per-camera frame sequence number, strictly increasing")
     captured_at: float = Field(description="When the frame was read from its source, Unix seconds (latency starts here)")
     scene_time: float | None = Field(
         None,

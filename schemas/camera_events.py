@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas.base import CAMERA_ID_PATTERN, Record
+from schemas.base import CAMERA_ID_PATTERN, Record, Seq
 
 
 class CameraEventKind(str, Enum):
@@ -34,7 +34,7 @@ class CameraEvent(Record):
     camera_id: str = Field(pattern=CAMERA_ID_PATTERN)
     kind: CameraEventKind
     at: float
-    seq: int | None = None
+    seq: Seq | None = None
     reason: str = ""
     frames_sent: int = Field(0, description="Frames the camera had sent (ingest's events)")
     frames_shed: int = Field(0, ge=0, description="frames_shed: how many since the camera's previous such report")

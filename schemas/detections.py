@@ -4,21 +4,30 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from schemas.base import CameraRecord, Record
+from schemas.geometry import Pixel
 
 
 class Box(Record):
-    """An axis-aligned box in original-image pixels."""
+    """An axis-aligned box in original-image pixels, (x1, y1) its top-left corner."""
 
-    x1: float
-    y1: float
-    x2: float
-    y2: float
+    x1: Pixel
+    y1: Pixel
+    x2: Pixel
+    y2: Pixel
     conf: float = Field(ge=0.0, le=1.0)
     cls: int = Field(ge=0, description="COCO class id")
     label: str
+
+    @model_validator(mode="after")
+    def _corners_in_order(self) -> "Box":
+        # Turned round, a box tracks as nothing, without a word (a trial's hand-made detections).
+        if self.x2 < self.x1 or self.y2 < self.y1:
+            raise ValueError(f"box ({self.x1:g}, {self.y1:g}, {self.x2:g}, {self.y2:g}): x2, y2 is its bottom-right "
+                             "corner, not below x1, y1")
+        return self
 
 
 class ModelInfo(Record):

@@ -9,13 +9,33 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from schemas.base import NAME_PATTERN, Record
+from schemas.frames import MAX_SIDE_PX
 
-Point = tuple[float, float]
+# Shapes may reach past a frame's edges, but not this far: frames are at most MAX_SIDE_PX a side. A zone at 1e308
+# was taken from a command sent straight to the topic, and every annotated picture of its camera failed after.
+MAX_PIXEL = 8 * MAX_SIDE_PX
+MAX_METRES = 100_000.0  # a calibration's road points: a camera sees no road 100 km long
+
+
+def _within(limit: float, unit: str) -> tuple:
+    """A float's bounds, checked with their reason (pydantic's own ge/le would say only the number), and given in the
+    JSON Schema."""
+    def check(value: float) -> float:
+        if not -limit <= value <= limit:
+            raise ValueError(f"{value:g} is out of range: {unit} within \u00b1{limit:g}")
+        return value
+    return AfterValidator(check), Field(json_schema_extra={"minimum": -limit, "maximum": limit})
+
+
+Pixel = Annotated[float, *_within(MAX_PIXEL, f"pixels of a frame (at most {MAX_SIDE_PX} a side) are")]
+Point = tuple[Pixel, Pixel]
+Metres = Annotated[float, *_within(MAX_METRES, "metres on the road are")]
+RoadPoint = tuple[Metres, Metres]
 
 
 _SCREEN_DIRECTIONS = ("right", "down-right", "down", "down-left", "left", "up-left", "up", "up-right")
@@ -29,10 +49,10 @@ class CountingLine(Record):
     """
 
     name: str = Field(pattern=NAME_PATTERN)
-    x1: float
-    y1: float
-    x2: float
-    y2: float
+    x1: Pixel
+    y1: Pixel
+    x2: Pixel
+    y2: Pixel
     count: Literal["both", "in", "out"] = Field("both", description="Which crossing directions are counted")
 
     @model_validator(mode="after")
@@ -109,7 +129,7 @@ class Calibration(Record):
     """Four image points and where they lie on the road plane, in metres; gives the image-to-road homography."""
 
     image_points: list[Point] = Field(min_length=4, max_length=4)
-    road_points: list[Point] = Field(min_length=4, max_length=4, description="metres on the road plane")
+    road_points: list[RoadPoint] = Field(min_length=4, max_length=4, description="metres on the road plane")
 
     @model_validator(mode="after")
     def _not_degenerate(self) -> "Calibration":

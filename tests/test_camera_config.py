@@ -51,6 +51,20 @@ def test_self_crossing_zone_is_rejected_with_the_reason():
         Zone(name="flat", points=[(0, 0), (50, 0), (100, 0)])
 
 
+def test_shapes_far_past_any_frame_are_refused():
+    """A zone at 1e308, sent straight to the commands topic, was applied, and every annotated picture of its camera
+    failed after (a topic fuzz trial). Shapes reaching past a frame's edge stay fine."""
+    with pytest.raises(ValidationError, match=r"points.1.0\n.*1e\+308 is out of range: pixels of a frame \(at most 8192 "
+                                              r"a side\) are within \u00b165536"):
+        Zone(name="huge", points=[(0, 0), (1e308, 0), (1e308, 1e308)])
+    with pytest.raises(ValidationError, match="x2\n.*is out of range"):
+        CountingLine(name="far", x1=0, y1=0, x2=1e6, y2=10)
+    with pytest.raises(ValidationError, match=r"road_points.1.0\n.*1e\+09 is out of range: metres on the road are within"):
+        Calibration(image_points=[(0, 0), (100, 0), (100, 100), (0, 100)],
+                    road_points=[(0, 0), (1e9, 0), (7, 40), (0, 40)])
+    assert Zone(name="past-edges", points=[(-50, -50), (700, -50), (700, 400)]).points[0] == (-50, -50)
+
+
 def test_calibration_points_in_a_different_order_are_rejected():
     image = [(100, 350), (540, 350), (400, 100), (240, 100)]
     with pytest.raises(ValidationError, match="road_points: the four points, in order, make a crossed shape"):

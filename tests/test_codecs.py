@@ -83,6 +83,37 @@ def test_a_frame_over_8k_a_side_is_refused():
         decode(FrameRecord, json.dumps({**wire, "width": 60000}).encode())
 
 
+def test_a_seq_ahead_of_any_cameras_is_refused():
+    """A frame with seq 10**30 was tracked, and its camera's every later frame skipped as already seen, for good (a
+    topic fuzz trial). Seqs count on from a camera's start in Unix ms: a day past the time now is the most taken."""
+    import time
+
+    from schemas.analytics import FrameRef
+    from schemas.camera_events import CameraEvent, CameraEventKind
+
+    wire = json.loads(encode(frame()))
+    with pytest.raises(SchemaError, match="seq: .*less than or equal to 9007199254740991"):
+        decode(FrameRecord, json.dumps({**wire, "seq": 10**30}).encode())
+    ahead = int(time.time() * 1000) + 2 * 86_400_000
+    with pytest.raises(SchemaError, match=f"seq: seq {ahead} is ahead of any camera's"):
+        decode(FrameRecord, json.dumps({**wire, "seq": ahead}).encode())
+    now = int(time.time() * 1000)
+    assert decode(FrameRecord, json.dumps({**wire, "seq": now + 3_600_000}).encode()).seq == now + 3_600_000
+    with pytest.raises(ValueError, match="ahead of any camera's"):  # what an alert or an event names, too
+        FrameRef(camera_id="cam-1", seq=ahead)
+    with pytest.raises(ValueError, match="ahead of any camera's"):
+        CameraEvent(camera_id="cam-1", kind=CameraEventKind.started, at=1.0, seq=ahead)
+
+
+def test_a_box_turned_round_or_far_off_any_frame_is_refused():
+    box = dict(x1=1, y1=2, x2=3, y2=4, conf=0.9, cls=2, label="car")
+    with pytest.raises(ValueError, match=r"box \(5, 2, 3, 4\): x2, y2 is its bottom-right corner"):
+        Box(**{**box, "x1": 5})
+    with pytest.raises(ValueError, match="x2\n.*1e\+308 is out of range: pixels of a frame"):
+        Box(**{**box, "x2": 1e308})
+    assert Box(**{**box, "x1": -3.5}).x1 == -3.5  # a little past the frame's edge is what detectors give
+
+
 def test_a_command_issued_in_milliseconds_is_refused():
     """Its time became the config's ``updated_at`` and ``line_added_at`` (replay then failed on the year 58901)."""
     from schemas.control import CameraCommand
