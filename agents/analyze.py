@@ -28,7 +28,7 @@ from its_faust.delivery import Acknowledger
 from schemas import TrackRecord
 from tables.analytics_table import analytics_cache
 from tables.checkpoints import Checkpoints
-from tables.config_table import current_config
+from tables.config_table import config_at
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ async def _analyze(stream, acks: Acknowledger, checkpoints, silent: SilentCamera
                 actor = step.actor(record.camera_id)
                 if record.seq <= actor.last_seq:
                     continue  # a redelivered (or re-emitted) frame: already applied
-                config = current_config(event.key)
+                config = config_at(event.key, record.tracked_at)  # (a line added since counts from then on)
                 if actor.idle_under(config):
                     actor.idle_frame(record)
                     continue

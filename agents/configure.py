@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from its_faust import topics
 from its_faust.app import app
@@ -22,6 +23,9 @@ from tables.camera_config import CommandRejected, applied_before, apply
 from tables.config_table import config_table, current_config
 
 log = logging.getLogger(__name__)
+# A line or zone counts from when its command was issued (tables.camera_config.AsAdded), on the sender's clock: one
+# this far ahead of the worker's holds a new line back for as long, which is said.
+AHEAD_OF_WORKER_S = 5.0
 
 
 @app.agent(topics.camera_commands, name="configure")
@@ -65,6 +69,11 @@ async def configure(stream):
                 continue
             config_table[event.key] = value
             log.info("configure: %s v%d after %s", command.camera_id, new.version, command.change.op)
+            ahead_s = command.issued_at - time.time()
+            if command.change.op in ("add_line", "add_zone") and ahead_s > AHEAD_OF_WORKER_S:
+                log.warning("configure: %s: its %s was issued %.0f s ahead of this worker's clock, and counts from "
+                            "then: check the sender's clock", command.camera_id, command.change.op.removeprefix("add_"),
+                            ahead_s)
 
 
 async def _log_end(event) -> int | None:

@@ -27,6 +27,7 @@ from its_faust.topic_names import CAMERA_EVENTS, TRACKS
 from schemas import CameraEvent, CameraEventKind, TrackRecord
 from schemas.control import CameraConfig
 from tables.camera_analytics import CameraAnalytics
+from tables.camera_config import AsAdded
 from tables.pace import Pace
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ def replay(records: list[TrackRecord], config: CameraConfig, rules, tracking=Non
     crossings = []
     zone_events: dict[str, list] = {zone.name: [] for zone in config.zones}
     actor = CameraAnalytics(config.camera_id, rules=rules, tracking=tracking)
-    as_of = _AsOf(config)
+    as_of = AsAdded(config)
     summary.added_later = as_of.added_after(records[0].tracked_at) if records else {}
     for record in records:
         out = actor.update(record, as_of.at(record.tracked_at))
@@ -146,30 +147,6 @@ def replay(records: list[TrackRecord], config: CameraConfig, rules, tracking=Non
     if records:
         summary.first_seq, summary.last_seq = records[0].seq, records[-1].seq
     return summary
-
-
-class _AsOf:
-    """The configuration as the workers had it at a time: only the lines and zones added by then."""
-
-    def __init__(self, config: CameraConfig):
-        self.config = config
-        self._cache: dict[tuple, CameraConfig] = {}
-        self._added = ([("line", line.name, config.line_added_at.get(line.name, 0.0)) for line in config.lines]
-                       + [("zone", zone.name, config.zone_added_at.get(zone.name, 0.0)) for zone in config.zones])
-
-    def added_after(self, at: float) -> dict[str, str]:
-        return {f"{kind} {name}": datetime.fromtimestamp(added, timezone.utc).isoformat(timespec="seconds")
-                for kind, name, added in self._added if added > at}
-
-    def at(self, at: float) -> CameraConfig:
-        later = tuple((kind, name) for kind, name, added in self._added if added > at)
-        if not later:
-            return self.config
-        if later not in self._cache:
-            self._cache[later] = self.config.model_copy(update={
-                "lines": [line for line in self.config.lines if ("line", line.name) not in later],
-                "zones": [zone for zone in self.config.zones if ("zone", zone.name) not in later]})
-        return self._cache[later]
 
 
 async def replay_camera(bootstrap: str, settings, camera_id: str, setup: CameraSetup | None = None, *,

@@ -8,6 +8,8 @@ command before it is sent) both use it.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from schemas.control import (
     AddCamera,
     AddLine,
@@ -161,3 +163,35 @@ def already_added(config: CameraConfig | None, command: CameraCommand) -> bool:
     if isinstance(change, AddZone):
         return config.zone(change.zone.name) == change.zone
     return False
+
+
+class AsAdded:
+    """A camera's configuration as it was at a moment: only the lines and zones added by then.
+
+    A line counts from when the command that added it was issued (``CameraConfig.line_added_at``), in the workers
+    and in replay alike. A frame's moment is when it was tracked (``TrackRecord.tracked_at``, a worker's clock as
+    ``issued_at`` is the sender's): its analysis can come seconds later, and with the whole configuration as it is
+    then, a new line counted the crossings of frames tracked some 3 s before it was added (those in the analyze
+    stage's queue), which replay did not count."""
+
+    def __init__(self, config: CameraConfig):
+        self.config = config
+        self._cache: dict[tuple, CameraConfig] = {}
+        self._added = ([("line", line.name, config.line_added_at.get(line.name, 0.0)) for line in config.lines]
+                       + [("zone", zone.name, config.zone_added_at.get(zone.name, 0.0)) for zone in config.zones])
+        self._newest = max((added for _, _, added in self._added), default=0.0)
+
+    def added_after(self, at: float) -> dict[str, str]:
+        """Each line and zone added after ``at``: when, in ISO 8601 (UTC)."""
+        return {f"{kind} {name}": datetime.fromtimestamp(added, timezone.utc).isoformat(timespec="seconds")
+                for kind, name, added in self._added if added > at}
+
+    def at(self, at: float) -> CameraConfig:
+        if at >= self._newest:  # (every frame but those of the moments after an add)
+            return self.config
+        later = tuple((kind, name) for kind, name, added in self._added if added > at)
+        if later not in self._cache:
+            self._cache[later] = self.config.model_copy(update={
+                "lines": [line for line in self.config.lines if ("line", line.name) not in later],
+                "zones": [zone for zone in self.config.zones if ("zone", zone.name) not in later]})
+        return self._cache[later]

@@ -162,6 +162,25 @@ def test_each_line_and_zone_remembers_when_it_was_added_for_replay_to_count_it_f
     assert config.zone_added_at == {} and config.line_added_at == {}
 
 
+def test_a_frame_tracked_before_a_line_was_added_is_judged_without_it_by_the_workers_and_replay_alike():
+    """A new line counted the frames tracked some 3 s before it was added (those waiting for the analyze stage), which
+    replay did not: the workers now take the configuration as it was when each frame was tracked."""
+    from tables.camera_config import AsAdded
+
+    zone = Zone(name="box", points=[(0, 0), (9, 0), (9, 9)])
+    config = apply(apply(apply(None, cmd(AddCamera(), at=10.0)), cmd(AddLine(line=LINE), at=20.0)),
+                   cmd(AddZone(zone=zone), at=30.0))
+    as_added = AsAdded(config)
+    assert as_added.at(30.0) is config and as_added.at(99.0) is config  # (no copy once all were added)
+    between = as_added.at(25.0)
+    assert [line.name for line in between.lines] == ["north"] and between.zones == []
+    assert between.version == config.version  # (alerts name the configuration they were raised under)
+    assert as_added.at(19.9).lines == [] and as_added.at(19.9).zones == []
+    assert as_added.at(25.0) is between  # once a moment
+    assert list(as_added.added_after(25.0)) == ["zone box"]
+    assert as_added.added_after(0.0) == {"line north": "1970-01-01T00:00:20+00:00", "zone box": "1970-01-01T00:00:30+00:00"}
+
+
 def test_replaying_the_commands_rebuilds_the_same_configuration():
     commands = [cmd(c, at=float(i)) for i, c in enumerate([AddCamera(), AddLine(line=LINE), SetSpeedLimit(kmh=80)])]
     wire = [encode(c) for c in commands]  # what the topic holds
