@@ -14,6 +14,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field
 
+from schemas.analytics import MAX_SPEED_KMH
 from schemas.base import CAMERA_ID_PATTERN, Record, UnixSeconds
 from schemas.geometry import NAME_PATTERN, Calibration, CountingLine, Zone
 
@@ -61,7 +62,7 @@ class SetCalibration(Record):
 
 class SetSpeedLimit(Record):
     op: Literal["set_speed_limit"] = "set_speed_limit"
-    kmh: float | None = Field(gt=0, le=400, description="null removes the limit")
+    kmh: float | None = Field(gt=0, le=MAX_SPEED_KMH, description="null removes the limit")
 
 
 Change = Annotated[

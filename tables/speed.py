@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from schemas.analytics import SpeedStats
+from schemas.analytics import MAX_SPEED_KMH, SpeedStats
 from schemas.geometry import Calibration
 from tables.zones import inside
 
@@ -62,9 +62,14 @@ def fitted_velocity(samples: list[tuple[float, float, float]]) -> tuple[float, f
 
 
 def fitted_speed_kmh(road_samples: list[tuple[float, float, float]]) -> float | None:
-    """``road_samples``: (t, x_m, y_m). Speed in km/h, or None."""
+    """``road_samples``: (t, x_m, y_m). Speed in km/h, or None: for too few samples, and for a speed past
+    MAX_SPEED_KMH, which is no vehicle's (a track that jumped to another vehicle, a box that grew at the calibrated
+    area's far edge): it would take its line's mean and p85 with it, and raise an overspeed alert on nothing."""
     v = fitted_velocity(road_samples)
-    return None if v is None else float(np.hypot(*v) * 3.6)
+    if v is None:
+        return None
+    kmh = float(np.hypot(*v) * 3.6)
+    return kmh if kmh <= MAX_SPEED_KMH else None
 
 
 def trim(samples: list[tuple[float, float, float]], now: float, window_s: float) -> list[tuple[float, float, float]]:

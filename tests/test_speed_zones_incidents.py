@@ -61,6 +61,21 @@ def test_speed_of_a_synthetic_track_through_a_known_homography_is_within_2_perce
     assert actor.tracks[1].speed_kmh == pytest.approx(kmh, rel=0.02)
 
 
+def test_a_speed_no_vehicle_drives_is_not_measured_and_not_taken_from_a_topic():
+    """Past 400 km/h it is a track that jumped to another vehicle: left out, not counted into a line's mean and
+    p85, and raising no overspeed alert. A forged crossing at 1e308 km/h was counted (a topic fuzz trial)."""
+    from schemas.analytics import Crossing
+
+    actor, _ = play(drive(1, 395.0, 0.3, start_m=1.0), config(calibration=CALIBRATION))  # (the road is 40 m long)
+    assert actor.tracks[1].speed_kmh == pytest.approx(395.0, rel=0.02)
+    actor, _ = play(drive(1, 450.0, 0.3, start_m=1.0), config(calibration=CALIBRATION))
+    assert actor.tracks[1].speed_kmh is None  # (so no overspeed either)
+    crossing = dict(camera_id="cam", seq=1, captured_at=1.0, line="l1", direction="out", track_id=9, label="car", cls=2)
+    assert Crossing(**crossing, speed_kmh=399.5).speed_kmh == 399.5
+    with pytest.raises(ValueError, match="speed_kmh\n.*less than or equal to 400"):
+        Crossing(**crossing, speed_kmh=1e308)
+
+
 def test_speed_is_smoothed_over_box_jitter():
     rng = np.random.default_rng(7)
     frames = [[box(1, o.x1 + 20 + rng.normal(0, 0.7), o.y2 + rng.normal(0, 0.7))] for (o,) in drive(1, 60, 1.5)]
