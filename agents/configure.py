@@ -23,8 +23,8 @@ from tables.camera_config import CommandRejected, applied_before, apply
 from tables.config_table import config_table, current_config
 
 log = logging.getLogger(__name__)
-# A line or zone counts from when its command was issued (tables.camera_config.AsAdded), on the sender's clock: one
-# this far ahead of the worker's holds a new line back for as long, which is said.
+# A line or zone counts from when its command was issued (tables.camera_config.AsAdded), on the sender's clock, and no
+# later than when this stage applied it: a sender this far ahead of the worker's clock is said.
 AHEAD_OF_WORKER_S = 5.0
 
 
@@ -54,8 +54,9 @@ async def configure(stream):
                     log.warning("configure: %s: its commands log was started again (a command at offset %d, the log "
                                 "ending at %s, %d applied before); applying it", command.camera_id, offset, log_end,
                                 config.applied_offset)
+                now = time.time()
                 try:
-                    new = apply(config, command).model_copy(update={"applied_offset": offset})
+                    new = apply(config, command, now=now).model_copy(update={"applied_offset": offset})
                 except CommandRejected as exc:
                     await acks.dead_letter(event, f"rejected: {exc}")
             if new is None:
@@ -69,11 +70,11 @@ async def configure(stream):
                 continue
             config_table[event.key] = value
             log.info("configure: %s v%d after %s", command.camera_id, new.version, command.change.op)
-            ahead_s = command.issued_at - time.time()
+            ahead_s = command.issued_at - now
             if command.change.op in ("add_line", "add_zone") and ahead_s > AHEAD_OF_WORKER_S:
-                log.warning("configure: %s: its %s was issued %.0f s ahead of this worker's clock, and counts from "
-                            "then: check the sender's clock", command.camera_id, command.change.op.removeprefix("add_"),
-                            ahead_s)
+                log.warning("configure: %s: its %s was issued %.0f s ahead of this worker's clock: it counts from now "
+                            "(in replay too); check the sender's clock", command.camera_id,
+                            command.change.op.removeprefix("add_"), ahead_s)
 
 
 async def _log_end(event) -> int | None:

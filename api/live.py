@@ -20,6 +20,7 @@ from its_faust.codecs import SchemaError, decode
 from schemas import FrameRecord, TrackRecord
 from schemas.analytics import Alert
 from schemas.control import CameraConfig
+from schemas.geometry import MAX_PIXEL
 
 _SEQ = re.compile(rb'"seq":\s*(\d+)')
 # One colour per class (BGR).
@@ -82,6 +83,12 @@ def _label(image: np.ndarray, text: str, at: tuple[int, int], background, foregr
     cv2.putText(image, text, (at[0] + 2, at[1] - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.45, foreground, 1, cv2.LINE_AA)
 
 
+def _pixels(points) -> np.ndarray:
+    """Points as OpenCV draws them, kept within reach of any frame: a configuration stored before shapes were bounded
+    may hold a zone at 1e308 (OpenCV's int32 overflowed, and every picture of the camera was a 500)."""
+    return np.clip(np.asarray(points, dtype=np.float64), -MAX_PIXEL, MAX_PIXEL).astype(np.int32)
+
+
 def draw(frame: FrameRecord, tracks: TrackRecord | None, config: CameraConfig | None,
          marks: AlertMarks | None = None) -> np.ndarray | None:
     # cv2 directly: the API process does not load the detector's libraries (torch, Ultralytics).
@@ -91,8 +98,8 @@ def draw(frame: FrameRecord, tracks: TrackRecord | None, config: CameraConfig | 
     marks = marks or AlertMarks()
     if config:
         for zone in config.zones:
-            pts = np.array(zone.points, dtype=np.int32)
-            corner = tuple(int(v) for v in zone.points[0])
+            pts = _pixels(zone.points)
+            corner = tuple(int(v) for v in pts[0])
             overlay = image.copy()
             cv2.fillPoly(overlay, [pts], (255, 200, 0))
             image = cv2.addWeighted(overlay, 0.18, image, 0.82, 0)
@@ -103,7 +110,7 @@ def draw(frame: FrameRecord, tracks: TrackRecord | None, config: CameraConfig | 
                 cv2.polylines(image, [pts], True, (255, 200, 0), 1, cv2.LINE_AA)
                 cv2.putText(image, zone.name, corner, cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 200, 0), 1, cv2.LINE_AA)
         for line in config.lines:
-            a, b = (int(line.x1), int(line.y1)), (int(line.x2), int(line.y2))
+            a, b = (tuple(int(v) for v in p) for p in _pixels([line.a, line.b]))
             cv2.line(image, a, b, (0, 255, 255), 2, cv2.LINE_AA)
             cv2.putText(image, line.name, (a[0] + 4, a[1] - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 255), 1, cv2.LINE_AA)
     if tracks:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import re
-import time
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 # Camera ids become Kafka keys, table keys and URL path segments; line and zone names, table keys and
 # URL path segments too.
@@ -25,25 +24,21 @@ def unix_seconds(value: float | None) -> float | None:
 
 UnixSeconds = Annotated[float, AfterValidator(unix_seconds)]
 
-# A camera numbers its frames on from the Unix time in milliseconds when it started (its_faust/ingest.py), so its
-# seqs stay below the time now in milliseconds (at under 1,000 frames a second). A seq far past that would be
-# taken by the camera's tracker, and every later frame of the camera skipped as already seen, for good (a trial sent
-# 10**30); past 2**53 it is not even a number JavaScript (the dashboard) reads exactly. A producer's clock a day
-# ahead still passes; seqs of a producer's own that start at 0 are far below.
+# A camera numbers its frames on from the Unix time in milliseconds when it started (its_faust/ingest.py); a producer
+# may count in its own way (from 0, in microseconds), as long as its seqs go up. Past 2**53 a seq is not a number
+# JavaScript (the dashboard) reads exactly, and not one a producer meant: a frame with seq 10**30 (a trial's) was
+# taken by its camera's tracker, and every later frame of the camera skipped as already seen, for good.
 MAX_SEQ = 2**53 - 1
-SEQ_AHEAD_MS = 86_400_000
-
-
-def seq_not_ahead(value: int | None) -> int | None:
-    """A frame's seq, checked not to be ahead of every camera's (see MAX_SEQ)."""
-    if value is not None and value > time.time() * 1000 + SEQ_AHEAD_MS:
-        raise ValueError(f"seq {value} is ahead of any camera's: a camera numbers its frames on from its start time in "
-                         "Unix milliseconds (a seq over a day past the time now would hold back its every later frame)")
-    return value
 
 
 # A frame's number in its camera's sequence (``CameraRecord.seq``; the frame an alert or an event names).
-Seq = Annotated[int, Field(ge=0, le=MAX_SEQ), AfterValidator(seq_not_ahead)]
+Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
+
+# Seqs in a worker's stored state (TableState), which a frame taken before MAX_SEQ was checked may have set past it:
+# a camera's last seq is forgotten (kept, it held back the camera's every later frame, after an upgrade too), a
+# frame named in the state is taken as MAX_SEQ (the records that name it must pass Seq).
+LastSeqStored = Annotated[int, BeforeValidator(lambda v: -1 if isinstance(v, int) and v > MAX_SEQ else v)]
+SeqStored = Annotated[int, BeforeValidator(lambda v: MAX_SEQ if isinstance(v, int) and v > MAX_SEQ else v)]
 
 
 class Record(BaseModel):

@@ -7,6 +7,7 @@ with a precise reason before it can change any camera.
 
 from __future__ import annotations
 
+import contextvars
 import math
 import re
 from typing import Annotated, Literal
@@ -19,14 +20,19 @@ from schemas.frames import MAX_SIDE_PX
 # Shapes may reach past a frame's edges, but not this far: frames are at most MAX_SIDE_PX a side. A zone at 1e308
 # was taken from a command sent straight to the topic, and every annotated picture of its camera failed after.
 MAX_PIXEL = 8 * MAX_SIDE_PX
-MAX_METRES = 100_000.0  # a calibration's road points: a camera sees no road 100 km long
+# A calibration's road points: any survey's coordinates (UTM northings run to 1e7 m), not 1e308.
+MAX_METRES = 1e8
+# Set while a stored configuration is read (CameraConfig): its shapes are taken as they are. One stored before the
+# bounds (a worker's table, its.camera-configs) must still be read, or its camera could not even be told to drop
+# the shape; what brings a shape in (a command, a config file, an API body) is checked.
+reading_stored = contextvars.ContextVar("reading_stored", default=False)
 
 
 def _within(limit: float, unit: str) -> tuple:
     """A float's bounds, checked with their reason (pydantic's own ge/le would say only the number), and given in the
     JSON Schema."""
     def check(value: float) -> float:
-        if not -limit <= value <= limit:
+        if not -limit <= value <= limit and not reading_stored.get():
             raise ValueError(f"{value:g} is out of range: {unit} within \u00b1{limit:g}")
         return value
     return AfterValidator(check), Field(json_schema_extra={"minimum": -limit, "maximum": limit})

@@ -23,7 +23,7 @@ from pydantic import Field
 
 from its_faust.settings import AnalyticsSettings, TrackerSettings
 from schemas.analytics import Alert, Crossing, ZoneEvent
-from schemas.base import CAMERA_ID_PATTERN, TableState, scene_clock
+from schemas.base import CAMERA_ID_PATTERN, LastSeqStored, SeqStored, TableState, scene_clock
 from schemas.control import CameraConfig
 from schemas.tracks import TrackedObject, TrackRecord
 from tables.frame_gaps import Gap, arrival_gap
@@ -56,7 +56,7 @@ class ZoneMemory(TableState):
 
 class TrackMemory(TableState):
     track_id: int
-    last_seq: int
+    last_seq: SeqStored
     last_at: float
     votes: dict[str, int] = Field(description="label -> frames seen as that label")
     label_cls: dict[str, int]
@@ -70,7 +70,7 @@ class AnalyticsState(TableState):
     schema_: Literal["its.analytics-state"] = Field("its.analytics-state", alias="schema")
     v: Literal[1] = 1
     camera_id: str = Field(pattern=CAMERA_ID_PATTERN)
-    last_seq: int = -1
+    last_seq: LastSeqStored = -1
     last_at: float | None = Field(None, description="the last frame's time (scene clock): a frame long after it closes the camera first")
     intervals: list[float] = Field(default_factory=list, description="the camera's pace (tables.pace): steps between "
                                    "its last frames with consecutive seqs")

@@ -45,8 +45,11 @@ _NO_GEOMETRY = {"lines": [], "line_versions": {}, "line_added_at": {}, "zones": 
                 "zone_added_at": {}, "calibration": None, "speed_limit_kmh": None}
 
 
-def apply(config: CameraConfig | None, command: CameraCommand) -> CameraConfig:
+def apply(config: CameraConfig | None, command: CameraCommand, now: float | None = None) -> CameraConfig:
+    """``now``: the applier's clock (the configure stage's). A line or zone counts from when its command was issued
+    (:class:`AsAdded`), but from no later than ``now``: a sender's clock ahead would hold it back for as long."""
     change = command.change
+    added_at = command.issued_at if now is None else min(command.issued_at, now)
     exists = config is not None and not config.removed
     if isinstance(change, AddCamera):
         if exists:
@@ -74,7 +77,7 @@ def apply(config: CameraConfig | None, command: CameraCommand) -> CameraConfig:
                                   f"({_described(config.line(change.line.name))}): remove it first")
         fields = {"lines": [*config.lines, change.line],
                   "line_versions": {**config.line_versions, change.line.name: config.version + 1},
-                  "line_added_at": {**config.line_added_at, change.line.name: command.issued_at}}
+                  "line_added_at": {**config.line_added_at, change.line.name: added_at}}
     elif isinstance(change, RemoveLine):
         if not config.line(change.name):
             raise CommandRejected(f"camera {command.camera_id!r} has no line {change.name!r}", missing=True)
@@ -87,7 +90,7 @@ def apply(config: CameraConfig | None, command: CameraCommand) -> CameraConfig:
                                   f"({_described(config.zone(change.zone.name))}): remove it first")
         fields = {"zones": [*config.zones, change.zone],
                   "zone_versions": {**config.zone_versions, change.zone.name: config.version + 1},
-                  "zone_added_at": {**config.zone_added_at, change.zone.name: command.issued_at}}
+                  "zone_added_at": {**config.zone_added_at, change.zone.name: added_at}}
     elif isinstance(change, RemoveZone):
         if not config.zone(change.name):
             raise CommandRejected(f"camera {command.camera_id!r} has no zone {change.name!r}", missing=True)

@@ -22,7 +22,7 @@ from ultralytics.trackers.byte_tracker import BYTETracker, STrack
 from ultralytics.utils import IterableSimpleNamespace
 
 from schemas import Box, TrackedObject
-from schemas.base import CAMERA_ID_PATTERN, TableState
+from schemas.base import CAMERA_ID_PATTERN, LastSeqStored, TableState
 from tables.frame_gaps import Gap, arrival_gap
 from tables.pace import Pace
 
@@ -52,7 +52,7 @@ class TrackerState(TableState):
     schema_: Literal["its.tracker-state"] = Field("its.tracker-state", alias="schema")
     v: Literal[1] = 1
     camera_id: str = Field(pattern=CAMERA_ID_PATTERN)
-    last_seq: int = Field(-1, description="Highest frame seq applied; lower or equal seqs are redeliveries")
+    last_seq: LastSeqStored = Field(-1, description="Highest frame seq applied; lower or equal seqs are redeliveries")
     frame_id: int = 0
     next_track_id: int = 1
     tracked: list[TrackSnapshot] = []

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pydantic import Field
 
 from schemas.analytics import Alert, FrameRef
-from schemas.base import TableState
+from schemas.base import SeqStored, TableState
 
 
 @dataclass
@@ -41,7 +41,7 @@ class ActiveAlert(TableState):
     severity: str
     message: str
     started_at: float
-    raised_seq: int
+    raised_seq: SeqStored
     track_ids: list[int] = Field(default_factory=list)
     zone: str | None = None
     details: dict[str, float] = Field(default_factory=dict)

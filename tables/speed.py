@@ -35,7 +35,11 @@ class RoadPlane:
     def __init__(self, calibration: Calibration):
         src = np.asarray(calibration.image_points, dtype=np.float64)
         dst = np.asarray(calibration.road_points, dtype=np.float64)
-        self.matrix = cv2.getPerspectiveTransform(src.astype(np.float32), dst.astype(np.float32)).astype(np.float64)
+        # Fitted from the road points' centre, moved back in float64: OpenCV takes float32, which holds a survey's
+        # coordinates (UTM northings of 5e6 m) to half a metre only.
+        centre = dst.mean(axis=0)
+        fitted = cv2.getPerspectiveTransform(src.astype(np.float32), (dst - centre).astype(np.float32)).astype(np.float64)
+        self.matrix = np.array([[1.0, 0.0, centre[0]], [0.0, 1.0, centre[1]], [0.0, 0.0, 1.0]]) @ fitted
         self.image_area = [tuple(p) for p in calibration.image_points]
 
     def covers(self, x: float, y: float) -> bool:

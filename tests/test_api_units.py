@@ -13,7 +13,7 @@ from api.read_models import Alerts, CameraEvents, Cameras, Counts, DeadLetters, 
 from api.readiness import STALLED_AFTER_S, SystemHealth, workers_verdict
 from api.sse import BadCursor, format_cursor, merged, parse_cursor, parse_positions
 from its_faust.broker import BrokerMemoryNote
-from its_faust.codecs import encode
+from its_faust.codecs import decode, encode
 from schemas.analytics import Alert, CountUpdate, FrameRef, WindowCount, ZoneStats, ZoneWindow
 from schemas.camera_events import CameraEvent
 from schemas.control import CameraConfig
@@ -621,6 +621,28 @@ def test_an_alert_snapshot_marks_the_vehicles_and_zone_the_alerts_of_its_frame_a
     raise_alert("congestion", [3, 4], "lane", "queue in lane: 2 vehicles")  # a second alert on the same frame
     assert red(95, 185, 195, 285) > 300 and red(225, 235, 100, 300) > 200  # both queued cars and the lane marked
     assert red(35, 50, 4, 120) > 300  # its message under the first one
+
+
+def test_a_configuration_stored_with_a_zone_far_past_the_frame_is_still_drawn():
+    """A zone at 1e308 (stored before shapes were bounded) overflowed OpenCV's int32: every picture was a 500."""
+    import json
+
+    import cv2
+    import numpy as np
+
+    from api.live import draw
+    from schemas import FrameRecord
+    from schemas.control import CameraConfig
+
+    now = time.time()
+    stored = json.loads(encode(CameraConfig(camera_id="cam-a", version=1, last_command_id="c1", updated_at=now)))
+    stored["zones"] = [{"name": "huge", "points": [[0, 0], [1e308, 0], [1e308, 1e308]], "kind": "area"}]
+    stored["lines"] = [{"name": "far", "x1": 0, "y1": 0, "x2": 1e300, "y2": 5}]
+    config = decode(CameraConfig, json.dumps(stored).encode())  # read as stored (a command would be refused)
+    jpeg = cv2.imencode(".jpg", np.full((240, 320, 3), 120, np.uint8))[1].tobytes()
+    frame = FrameRecord(camera_id="cam-a", seq=7, captured_at=now, width=320, height=240, jpeg=jpeg)
+    image = draw(frame, None, config)
+    assert image.shape == (240, 320, 3) and (image != 120).any()  # the zone's fill and the line are there
 
 
 def test_an_active_alert_of_a_camera_silent_for_camera_silent_s_is_over_though_no_worker_cleared_it(monkeypatch):

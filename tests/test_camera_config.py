@@ -15,6 +15,7 @@ from schemas.control import (
     AddLine,
     AddZone,
     CameraCommand,
+    CameraConfig,
     RemoveCamera,
     RemoveLine,
     RemoveZone,
@@ -61,8 +62,21 @@ def test_shapes_far_past_any_frame_are_refused():
         CountingLine(name="far", x1=0, y1=0, x2=1e6, y2=10)
     with pytest.raises(ValidationError, match=r"road_points.1.0\n.*1e\+09 is out of range: metres on the road are within"):
         Calibration(image_points=[(0, 0), (100, 0), (100, 100), (0, 100)],
-                    road_points=[(0, 0), (1e9, 0), (7, 40), (0, 40)])
+                    road_points=[(0, 0), (1e9, 0), (1e9, 40), (0, 40)])
     assert Zone(name="past-edges", points=[(-50, -50), (700, -50), (700, 400)]).points[0] == (-50, -50)
+    # A survey's coordinates are road points too (UTM northings run to 1e7 m).
+    utm = [(500000, 5400000), (500007, 5400000), (500007, 5400040), (500000, 5400040)]
+    assert Calibration(image_points=[(0, 0), (100, 0), (100, 100), (0, 100)], road_points=utm).road_points == utm
+    # A configuration stored before the bounds is read as it is: else its camera could not be told to drop the zone.
+    import json
+
+    stored = json.loads(encode(apply(None, cmd(AddCamera()))))
+    stored["zones"] = [{"name": "huge", "points": [[0, 0], [1e308, 0], [1e308, 1e308]], "kind": "area"}]
+    config = decode(CameraConfig, json.dumps(stored).encode())
+    assert config.zones[0].points[1] == (1e308, 0) and apply(config, cmd(RemoveZone(name="huge"))).zones == []
+    with pytest.raises(SchemaError, match="out of range"):  # and a command bringing it in is refused
+        decode(CameraCommand, encode(cmd(AddCamera())).replace(b'"op":"add_camera"', b'"op":"add_zone","zone":'
+                                                               + json.dumps(stored["zones"][0]).encode()))
 
 
 def test_calibration_points_in_a_different_order_are_rejected():

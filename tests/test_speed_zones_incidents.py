@@ -76,6 +76,14 @@ def test_a_speed_no_vehicle_drives_is_not_measured_and_not_taken_from_a_topic():
         Crossing(**crossing, speed_kmh=1e308)
 
 
+def test_a_calibration_in_a_surveys_coordinates_measures_the_same_speeds():
+    """Road points as UTM gives them (northings of 5e6 m) lost the metres to OpenCV's float32 homography."""
+    survey = Calibration(image_points=CALIBRATION.image_points,
+                         road_points=[(500000.0 + x, 5400000.0 + y) for x, y in CALIBRATION.road_points])
+    actor, _ = play(drive(1, 50.0, 1.2), config(calibration=survey))
+    assert actor.tracks[1].speed_kmh == pytest.approx(50.0, rel=0.02)
+
+
 def test_speed_is_smoothed_over_box_jitter():
     rng = np.random.default_rng(7)
     frames = [[box(1, o.x1 + 20 + rng.normal(0, 0.7), o.y2 + rng.normal(0, 0.7))] for (o,) in drive(1, 60, 1.5)]

@@ -202,6 +202,29 @@ def test_a_cameras_stored_state_written_by_a_later_version_is_read_without_what_
         decode(FrameRecord, json.dumps(frame).encode())
 
 
+def test_a_seq_past_2_to_the_53_in_a_stored_state_is_forgotten(settings, clip_detections):
+    """A camera that took a frame with seq 10**30 before seqs were bounded skipped its every later frame, and an
+    upgrade kept it so: the camera's last seq is forgotten, a frame the state names is taken as the largest seq."""
+    import json
+
+    from schemas.base import MAX_SEQ
+    from tables.camera_analytics import AnalyticsState
+
+    tracker = CameraTracker("cam-1", settings.tracker)
+    tracker.update(3, clip_detections[3], (360, 640), 0.1)
+    stuck = json.loads(encode(tracker.state()))
+    stuck["last_seq"] = 10**30
+    restored = CameraTracker("cam-1", settings.tracker, decode(TrackerState, json.dumps(stuck).encode()))
+    assert restored.last_seq == -1 and restored.update(4, clip_detections[4], (360, 640), 0.13) is not None
+    analytics = {"camera_id": "cam-1", "last_seq": 10**30,
+                 "alerts": {"wrong_way:track-1": {"alert_id": "a", "kind": "wrong_way", "subject": "track-1", "severity": "warning",
+                                                   "message": "m", "started_at": 1.0, "raised_seq": 10**30}},
+                 "tracks": [{"track_id": 1, "last_seq": 10**30, "last_at": 1.0, "votes": {"car": 4}, "label_cls": {"car": 2}}]}
+    state = decode(AnalyticsState, json.dumps(analytics).encode())
+    assert state.last_seq == -1 and state.tracks[0].last_seq == MAX_SEQ
+    assert state.alerts["wrong_way:track-1"].raised_seq == MAX_SEQ
+
+
 def test_track_boxes_lie_within_the_frame(settings):
     """The Kalman filter's boxes reached past the frame (y2 1081.9 on a 1080-pixel frame, from a trial);
     Ultralytics clips its own tracks' boxes, and integrators take 0..width, 0..height as given."""
