@@ -193,6 +193,10 @@ def test_a_frame_tracked_before_a_line_was_added_is_judged_without_it_by_the_wor
     assert as_added.at(25.0) is between  # once a moment
     assert list(as_added.added_after(25.0)) == ["zone box"]
     assert as_added.added_after(0.0) == {"line north": "1970-01-01T00:00:20+00:00", "zone box": "1970-01-01T00:00:30+00:00"}
+    # A sender's clock ahead of the configure stage's: counted from when the stage applied it, not held back.
+    ahead = apply(apply(None, cmd(AddCamera(), at=10.0)), cmd(AddLine(line=LINE), at=3600.0), now=40.0)
+    assert ahead.line_added_at == {"north": 40.0}
+    assert apply(ahead, cmd(AddZone(zone=zone), at=35.0), now=40.0).zone_added_at == {"box": 35.0}  # one behind: as sent
 
 
 def test_replaying_the_commands_rebuilds_the_same_configuration():
