@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from its_faust.codecs import decode_or_none, encode
 from its_faust.topic_reader import TopicReader
-from its_faust.topic_names import CAMERA_COMMANDS, CAMERA_CONFIGS, DEAD_LETTERS, TRACKS, ensure_topics
-from schemas import DeadLetter, TrackRecord
+from its_faust.topic_names import CAMERA_COMMANDS, CAMERA_CONFIGS, DEAD_LETTERS, FRAMES, TRACKS, ensure_topics
+from schemas import DeadLetter, FrameRecord, TrackRecord
 from schemas.base import error_text
 from schemas.control import AddLine, CameraCommand, CameraConfig, Change
 from schemas.geometry import Calibration, CountingLine, Zone, out_of_view
@@ -163,11 +163,56 @@ async def newest_frame_size(bootstrap: str, settings, camera_id: str,
     none is there (nothing tracked yet, or not lately). It looks back from the partition's end over the
     last ``look_back[0]`` records, then as far as each next figure while none is found: a camera idle on
     a partition that other cameras keep busy is further back, and most changes are to a running one."""
+    newest = await _newest_message(bootstrap, settings.topic(TRACKS), camera_id, look_back)
+    record = decode_or_none(TrackRecord, newest.value) if newest else None
+    return (record.width, record.height) if record else None
+
+
+class CameraSentAlready(Exception):
+    """Another producer is sending the camera's frames now."""
+
+
+# A camera's newest frame this recent, and one newer still a moment later: another producer sends it now.
+SENT_WITHIN_S = 5.0
+SENT_RECHECK_S = 3.0
+
+
+async def check_not_sent_already(bootstrap: str, settings, camera_id: str, recheck_s: float = SENT_RECHECK_S) -> None:
+    """CameraSentAlready when another producer is sending the camera's frames now.
+
+    Two producers on one camera id fight over its seqs (each numbers its frames from its own start): only the one
+    started last is tracked, the other's frames skipped as already seen without a word, and once the later one
+    stops, the camera stays untracked until the other's seqs pass its last (for as long as they were started
+    apart, at the other's frame rate: hours). Frames still coming ``recheck_s`` after the first look are
+    another producer's; a producer that has just died (restarted by its supervisor) sends none."""
+    topic = settings.topic(FRAMES)
+    first = await _newest_message(bootstrap, topic, camera_id, (200,))
+    if first is None or time.time() - first.timestamp / 1000 > SENT_WITHIN_S:
+        return
+    log.info("camera %r sent a frame %.1f s ago: checking that no other producer is sending it (%.0f s)", camera_id,
+             max(time.time() - first.timestamp / 1000, 0), recheck_s)
+    await asyncio.sleep(recheck_s)
+    newest = await _newest_message(bootstrap, topic, camera_id, (200,))
+    if newest is None or newest.offset <= first.offset:
+        return
+    frame = decode_or_none(FrameRecord, newest.value)
+    numbered = f", numbered from about {frame.seq}" if frame else ""
+    raise CameraSentAlready(
+        f"camera {camera_id!r} is being sent already: its frames keep coming from another producer (the newest "
+        f"{max(time.time() - newest.timestamp / 1000, 0):.1f} s ago{numbered}). Two producers on one camera id fight "
+        "over its seqs, and only the one started last is tracked; stop the other, or send this one as another "
+        "--camera")
+
+
+async def _newest_message(bootstrap: str, topic: str, camera_id: str, look_back: tuple[int, ...]):
+    """The newest message of the camera on its partition of ``topic``, looking back from the partition's end over
+    the last ``look_back[0]`` records, then as far as each next figure while none is found; None if none."""
     key = camera_id.encode()
     try:
-        reader = await TopicReader(bootstrap, settings.topic(TRACKS), keys=[key]).start()
-    except ValueError:  # no tracks topic yet: nothing tracked
+        reader = await TopicReader(bootstrap, topic, keys=[key]).start()
+    except ValueError:  # no such topic yet: nothing sent
         return None
+    newest = None
     try:
         (tp,) = reader.consumer.assignment()
         end = await reader.consumer.position(tp)
@@ -181,8 +226,7 @@ async def newest_frame_size(bootstrap: str, settings, camera_id: str,
             seen_from = start
     finally:
         await reader.stop()
-    record = decode_or_none(TrackRecord, newest.value) if newest else None
-    return (record.width, record.height) if record else None
+    return newest
 
 
 async def _newest_of(reader: TopicReader, key: bytes, before: int | None):

@@ -201,7 +201,7 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
     stop_on_terminate()
     if not settings.broker_url:
         fail(BrokerError("ingest needs a broker: set ITS_FAUST_BROKER_URL or --broker (see `its-faust broker`)"))
-    from its_faust.cameras import CameraRemoved, RemovalWatch
+    from its_faust.cameras import CameraRemoved, CameraSentAlready, RemovalWatch, check_not_sent_already
     from its_faust.daemon_thread import DaemonThread
     from its_faust.ingest import IngestStats, ProgressLog, make_producer, undelivered
     from its_faust.ingest import ingest as run_ingest
@@ -224,6 +224,11 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
             waiting.close()
         await ensure_topics(bootstrap, settings)
         watch = await RemovalWatch(bootstrap, settings, camera_id).start()
+        try:
+            await check_not_sent_already(bootstrap, settings, camera_id)
+        except BaseException:
+            await watch.stop()
+            raise
         producer = make_producer(bootstrap)
         try:
             await producer.start()
@@ -240,7 +245,7 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
     interrupted = removed = False
     try:
         removed = asyncio.run(go())
-    except (*USER_ERRORS, CameraRemoved) as exc:
+    except (*USER_ERRORS, CameraRemoved, CameraSentAlready) as exc:
         fail(exc)
     except KeyboardInterrupt:
         interrupted = True

@@ -392,3 +392,30 @@ def test_a_live_camera_sampled_slower_than_it_streams_numbers_the_frames_it_send
     seqs = [f.seq for f in frames if f.camera_id == "cam-sampled"]
     assert stats.frames_skipped > 0 and len(seqs) == 4
     assert [s - seqs[0] for s in seqs] == [0, 1, 2, 3]
+
+
+def test_a_second_ingest_of_a_camera_being_sent_is_refused_and_one_after_the_first_stopped_is_not(broker, clip_path):
+    """Two producers on one camera id: each numbers its frames from its own start, so only the one started last was
+    tracked, the other's frames skipped without a word, and once it stopped the camera stayed untracked (a trial)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ITS_FAUST_BROKER_URL": broker.url}
+    cli = [sys.executable, "-m", "its_faust.cli", "ingest", "--source", str(clip_path), "--camera", "cam-twice"]
+    first = subprocess.Popen([*cli, "--loop", "--live", "--fps", "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=env)
+    try:
+        time.sleep(6)  # started, and sending
+        second = subprocess.run([*cli, "--max-frames", "3"], capture_output=True, text=True, env=env, timeout=120)
+        assert second.returncode == 2, (second.stdout, second.stderr)
+        assert "camera 'cam-twice' is being sent already: its frames keep coming from another producer" in second.stderr
+        assert "frames sent" not in second.stdout
+    finally:
+        first.send_signal(signal.SIGTERM)
+        out, err = first.communicate(timeout=60)
+    assert first.returncode == 130, err
+    # Its own last frames a moment ago are no other producer's: a camera restarted at once goes on.
+    again = subprocess.run([*cli, "--max-frames", "3"], capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 0 and "cam-twice: 3 frames sent" in again.stdout, (again.stdout, again.stderr)
