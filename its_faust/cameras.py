@@ -110,6 +110,7 @@ class RemovalWatch:
     def __init__(self, bootstrap: str, settings, camera_id: str):
         self.bootstrap, self.settings, self.camera_id = bootstrap, settings, camera_id
         self.removed = asyncio.Event()
+        self.config: CameraConfig | None = None  # as it was at the start
         self._follower: TopicReader | None = None
         self._task: asyncio.Task | None = None
 
@@ -126,6 +127,7 @@ class RemovalWatch:
         except BaseException:
             await self._follower.stop()
             raise
+        self.config = config
         if config is None:
             known = sorted(c.camera_id for c in configs.values() if not c.removed)
             log.warning("camera %r is not configured: its frames are tracked, but it has no lines or zones and is "
@@ -155,6 +157,29 @@ class RemovalWatch:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._follower:
             await self._follower.stop()
+
+
+class ShapesInView:
+    """Warns of the camera's lines, zones and calibration that its source's frames do not reach, at the first frame
+    sent and whenever their size changes: a camera whose source changed (another clip, a stream at another
+    resolution) kept lines drawn for the old frames, which counted nothing, without a word (a trial)."""
+
+    def __init__(self, config: CameraConfig | None):
+        self.config = config
+        self._size: tuple[int, int] | None = None
+
+    def __call__(self, stats) -> None:
+        if stats.frame_size == self._size or self.config is None:
+            return
+        self._size = stats.frame_size
+        width, height = self._size
+        shapes = [*self.config.lines, *self.config.zones, *([self.config.calibration] if self.config.calibration else [])]
+        for shape in shapes:
+            reason = out_of_view(shape, width, height)
+            if reason:
+                undo = (f" (`its-faust cameras remove-{'line' if isinstance(shape, CountingLine) else 'zone'} "
+                        f"{self.config.camera_id} {shape.name}`)" if isinstance(shape, (CountingLine, Zone)) else "")
+                log.warning("camera %r: %s, as its source sends them now%s", self.config.camera_id, reason, undo)
 
 
 async def newest_frame_size(bootstrap: str, settings, camera_id: str,

@@ -201,7 +201,7 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
     stop_on_terminate()
     if not settings.broker_url:
         fail(BrokerError("ingest needs a broker: set ITS_FAUST_BROKER_URL or --broker (see `its-faust broker`)"))
-    from its_faust.cameras import CameraRemoved, CameraSentAlready, RemovalWatch, check_not_sent_already
+    from its_faust.cameras import CameraRemoved, CameraSentAlready, RemovalWatch, ShapesInView, check_not_sent_already
     from its_faust.daemon_thread import DaemonThread
     from its_faust.ingest import IngestStats, ProgressLog, make_producer, undelivered
     from its_faust.ingest import ingest as run_ingest
@@ -235,7 +235,7 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
             await run_ingest(
                 resolved, camera_id, producer, settings, fps=fps, max_frames=max_frames,
                 loop_source=loop_source, as_live_source=as_live_source, stop=watch.removed,
-                stop_reason="the camera was removed", stats=stats, on_sent=ProgressLog(),
+                stop_reason="the camera was removed", stats=stats, on_sent=_each(ProgressLog(), ShapesInView(watch.config)),
             )
             return watch.removed.is_set()
         finally:
@@ -258,6 +258,14 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
         fail(f"camera {camera_id}: gave up on its source ({stats.gave_up})")
     if interrupted:
         sys.exit(130)
+
+
+def _each(*calls):
+    """One callback that makes each of ``calls`` in turn."""
+    def call(*args) -> None:
+        for each in calls:
+            each(*args)
+    return call
 
 
 def _check_file_opens(source: str) -> None:

@@ -104,6 +104,7 @@ class IngestStats:
     gave_up: str | None = None  # a live source lost and given up on (its reconnects all failed): why
     ended_short: str | None = None  # a file that ended before the frames it says it has (truncated, damaged)
     rejections: dict[str, int] = field(default_factory=dict)
+    frame_size: tuple[int, int] | None = None  # (width, height) of the last frame sent
 
 
 class ProgressLog:
@@ -462,6 +463,7 @@ async def ingest(
             delivery.add_done_callback(on_delivery)
             stats.frames_sent += 1
             stats.last_seq = frame_seq
+            stats.frame_size = (record.width, record.height)
             if keep_seqs:
                 stats.sent_seqs.append(frame_seq)
             if on_sent:

@@ -420,3 +420,26 @@ def test_what_a_run_replaces_of_a_cameras_setup_is_named():
     other = CountingLine(name="x10", x1=10, y1=0, x2=10, y2=300)
     assert replaced_by(CameraSetup(lines=[moved, other], speed_limit_kmh=30), config) == ["line y120", "speed limit"]
     assert replaced_by(CameraSetup(lines=[moved]), None) == []
+
+
+def test_ingest_warns_of_lines_and_zones_its_frames_do_not_reach_at_its_first_frame_and_at_a_new_size(caplog):
+    """A camera restarted on a 640x360 clip kept a line drawn at y=420 for its 640x480 one, which counted nothing,
+    without a word (a trial)."""
+    import logging
+    from types import SimpleNamespace
+
+    from its_faust.cameras import ShapesInView
+
+    low = CountingLine(name="y420", x1=0, y1=420, x2=640, y2=420)
+    config = fold(AddCamera(), AddLine(line=low), AddLine(line=LINE))
+    in_view = ShapesInView(config)
+    with caplog.at_level(logging.WARNING, logger="its_faust.cameras"):
+        in_view(SimpleNamespace(frame_size=(640, 480)))
+        assert caplog.text == ""
+        in_view(SimpleNamespace(frame_size=(640, 360)))
+        in_view(SimpleNamespace(frame_size=(640, 360)))  # said once a size
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and warned[0].startswith("camera 'cam-a': line 'y420' lies wholly outside the camera's "
+                                                     "640x360 frame"), warned
+    assert warned[0].endswith("as its source sends them now (`its-faust cameras remove-line cam-a y420`)"), warned
+    ShapesInView(None)(SimpleNamespace(frame_size=(640, 360)))  # a camera not configured: nothing to say
