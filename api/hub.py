@@ -130,10 +130,13 @@ class Hub:
             config = self.cameras.get(camera_id)
             record, count = latest.get(camera_id, (None, 0))
             age = max(0.0, now - record.tracked_at) if record else None
-            live = age is not None and age <= LIVE_WITHIN_S
+            removed = self.cameras.removed(camera_id)
+            # A camera removed is over at once (its frames are refused), though its last frames were tracked lately:
+            # it read "removed" and live, with what was in view then.
+            live = age is not None and age <= LIVE_WITHIN_S and not removed
             sent_at = self.frames_arriving.newest(camera_id)
             arriving = sent_at is not None and now - sent_at <= LIVE_WITHIN_S
-            state = ("removed" if self.cameras.removed(camera_id) else "live" if live else "untracked" if arriving
+            state = ("removed" if removed else "live" if live else "untracked" if arriving
                      else "stopped" if record else "no_frames")
             listed.append({
                 "camera_id": camera_id, "name": config.name if config else None, "configured": config is not None,
@@ -141,7 +144,7 @@ class Hub:
                 "last_tracked_at": record.tracked_at if record else None, "last_frame_age_s": age,
                 "frames_tracked": count,
                 # A camera silent past camera_silent_s is closed by the workers: nothing is in view any more.
-                "objects": len(record.objects) if record and not (0 < silent_s < age) else 0,
+                "objects": len(record.objects) if record and not removed and not (0 < silent_s < age) else 0,
                 "alerts_active": alerts.get(camera_id, 0),
                 # Live is not keeping up: a camera of 8 fps tracked at 0.2 read "live" like any other.
                 "frames_shed_lately": shed.get(camera_id, 0),

@@ -109,11 +109,11 @@ class CameraActivity(BaseModel):
                     "tracks or alerts); live: a frame of it tracked in the last 10 s; untracked: none, though its frames came in the "
                     "last 10 s (no worker running, a rebalance, the broker away for the workers, the pipeline far "
                     "behind); stopped: no frame tracked or sent since; no_frames: none held")
-    live: bool = Field(description="A frame of it was tracked in the last 10 s")
+    live: bool = Field(description="A frame of it was tracked in the last 10 s (and it is not removed)")
     last_tracked_at: float | None = Field(description="When its newest frame was tracked (Unix seconds); none: no frame held")
     last_frame_age_s: float | None = Field(description="Since its newest frame was tracked")
     frames_tracked: int = Field(description="Its frames this API process has read tracked since it started")
-    objects: int = Field(description="Tracked in its newest frame; 0 once the workers closed it as silent")
+    objects: int = Field(description="Tracked in its newest frame; 0 once the workers closed it as silent, or it was removed")
     alerts_active: int
     frames_shed_lately: int = Field(description="Its live frames the workers shed in this minute and the last, as "
                                     "reported (too old when detection reached them: the workers are behind, its "

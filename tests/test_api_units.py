@@ -790,6 +790,7 @@ def test_camera_activity_says_which_cameras_are_live_what_is_in_view_and_their_a
     hub.cameras.put(CameraConfig(camera_id="live-cam", version=3, last_command_id="y", updated_at=now, removed=True))
     removed = {c["camera_id"]: c for c in hub.camera_activity(now)}["live-cam"]
     assert removed["state"] == "removed" and not removed["configured"]
+    assert not removed["live"] and removed["objects"] == 0  # over at once: not live, nothing in view (a trial)
     assert idle == {"camera_id": "idle-cam", "name": "Bridge", "configured": True, "state": "no_frames", "live": False,
                     "last_tracked_at": None, "last_frame_age_s": None, "frames_tracked": 0, "objects": 0, "alerts_active": 0,
                     "frames_shed_lately": 0}
