@@ -72,9 +72,16 @@ def _send(camera_id: str, build, broker_url: str | None, timeout_s: float, subje
         fail(validation_message(exc))
 
     async def go():
-        current = (await read_configs(bootstrap, settings)).get(camera_id)
+        configs = await read_configs(bootstrap, settings)
+        current = configs.get(camera_id)
         if (exist_ok and already_added(current, cmd)) or changes_nothing(current, cmd):  # or a precise error now
             return current, False
+        if isinstance(change, AddCamera) and current is None:
+            # Ids are case-sensitive: a mistyped one (Cam-1 for cam-1) was another camera, without a word.
+            alike = sorted(c for c, config in configs.items() if c.lower() == camera_id.lower() and not config.removed)
+            if alike:
+                click.echo(f"its-faust: note: {camera_id!r} differs from camera {alike[0]!r} only by case: ids are "
+                           "case-sensitive, so this is another camera", err=True)
         await _check_in_view(bootstrap, settings, camera_id, change)
         # A worker starting (loading its model, joining) takes a while to apply it: say what the wait is.
         waiting = asyncio.get_running_loop().call_later(WAIT_NOTE_AFTER_S, lambda: click.echo(

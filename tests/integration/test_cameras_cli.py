@@ -64,6 +64,16 @@ def test_configure_a_camera_end_to_end(cameras):
     assert limit.returncode == 0 and "note: no calibration, so no speeds and no overspeed alerts" in limit.stdout, limit.stdout
 
 
+def test_a_camera_added_under_an_id_that_differs_from_one_only_by_case_is_noted(cameras):
+    """Ids are case-sensitive: a mistyped one (Cam-1 for cam-1) made another camera without a word (a trial)."""
+    assert cameras("add", "case-cam").returncode == 0
+    done = cameras("add", "Case-Cam")
+    assert done.returncode == 0 and "add_camera applied" in done.stdout, (done.stdout, done.stderr)
+    assert ("its-faust: note: 'Case-Cam' differs from camera 'case-cam' only by case: ids are case-sensitive, so this "
+            "is another camera") in done.stderr
+    assert "note" not in cameras("add", "Case-Cam", "--exist-ok").stderr  # already there: nothing to say
+
+
 def test_a_set_up_script_run_again_with_exist_ok_finds_it_so_and_still_fails_on_a_conflict(cameras):
     """deploy/docker-compose.yml adds its camera and line on every `up`: the second time is not an error,
     but a line of that name that differs still is (it used to be `|| true`, which hid timeouts too)."""
