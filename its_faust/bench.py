@@ -140,6 +140,9 @@ def run_bench(settings, clip: str, out_path: Path, *, skip_baseline: bool = Fals
         raise ValueError(f"repeat must be at least 1, not {repeat}")
     console = Console(stderr=True)
     weights = resolve_asset(settings.model.weights, settings.asset_dir)
+    if weights.suffix != ".pt":  # (the ceiling takes any input size, the loops PyTorch's weights)
+        raise ValueError(f"bench compares the pipeline with the plain Ultralytics loop on PyTorch weights and the raw "
+                         f"ONNX Runtime ceiling of the same network: give a .pt (ITS_FAUST_MODEL__WEIGHTS is {weights.name})")
     onnx_path = export_onnx(weights, Path(settings.cache_dir) / "models")
     result: dict = {
         "clip": Path(clip).name,

@@ -4,7 +4,8 @@ Pre- and post-processing do what ``YOLO.predict`` does, with Ultralytics' own
 ``LetterBox`` and ``scale_boxes`` and its NMS steps (the suppression itself by OpenCV,
 see :func:`nms`), so results match; only the runtime differs.
 Frames of different sizes are letterboxed to different shapes, so a batch is
-split into groups of equal shape and each group is one inference call.
+split into groups of equal shape and each group is one inference call (or several, for a model exported
+for a fixed number of images a call).
 """
 
 from __future__ import annotations
@@ -152,8 +153,17 @@ class Detector:
         self.agnostic = agnostic
         # Fixed batch sizes to pad to (see padded_batch_sizes): for a GPU; None feeds batches as they come.
         self.batch_sizes = tuple(sorted(batch_sizes)) if batch_sizes else None
-        # auto=True pads to the smallest multiple of the stride (rect inference), as YOLO.predict does.
-        self.letterbox = LetterBox((imgsz, imgsz), auto=True, stride=backend.stride)
+        # auto=True pads to the smallest multiple of the stride (rect inference), as YOLO.predict does; a model with
+        # a fixed input gets exactly that (a 640x360 frame letterboxed to 192x320 was refused by a 320x320 model).
+        fixed = getattr(backend, "input_size", None)
+        if fixed:
+            if imgsz != max(fixed):
+                log.info("detector: the model takes %dx%d images only: the input size setting (%d) does not apply",
+                         fixed[1], fixed[0], imgsz)
+            self.imgsz = max(fixed)
+        self.letterbox = (LetterBox(fixed, auto=False, stride=backend.stride) if fixed
+                          else LetterBox((imgsz, imgsz), auto=True, stride=backend.stride))
+        self.max_batch = getattr(backend, "max_batch", None)  # a model exported for that many images a call
         self.names = backend.class_names
         # Calls from several threads overlap their decoding and NMS; a backend that cannot run
         # two inferences at once (a GPU model) takes them one at a time here.
@@ -194,8 +204,10 @@ class Detector:
         for i, lb in enumerate(letterboxed):
             groups[lb.shape[:2]].append(i)
         results: list[FrameDetections | None] = [None] * len(images)
-        for shape, indices in groups.items():
-            batch = to_blob([letterboxed[i] for i in indices], rows=self.rows_for(len(indices)))
+        calls = [(shape, indices[start:start + (self.max_batch or len(indices))])
+                 for shape, indices in groups.items() for start in range(0, len(indices), self.max_batch or len(indices))]
+        for shape, indices in calls:
+            batch = to_blob([letterboxed[i] for i in indices], rows=self.max_batch or self.rows_for(len(indices)))
             with self._infer_lock:
                 started = time.perf_counter()
                 raw = self.backend.infer(batch)[: len(indices)]

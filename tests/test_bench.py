@@ -62,3 +62,14 @@ def test_a_round_taken_on_a_busy_machine_says_so():
     found = disturbances(measured(28.27, 17.72, -52.7, elsewhere=0.33), before=5.6, after=29.8)
     assert len(found) == 4, found
     assert "5.6 images/s before the pipeline and 29.8 after" in found[0] and "beat the raw ceiling" in found[1]
+
+
+def test_bench_on_onnx_weights_says_it_needs_pytorch_ones(settings):
+    """The loops it compares with take PyTorch weights: an ONNX file was 'exported' again, and failed deep in Ultralytics."""
+    import pytest
+
+    from its_faust.bench import run_bench
+
+    onnx = settings.model_copy(update={"model": settings.model.model_copy(update={"weights": "yolo11n-int8-320.onnx"})})
+    with pytest.raises(ValueError, match=r"give a \.pt \(ITS_FAUST_MODEL__WEIGHTS is yolo11n-int8-320.onnx\)"):
+        run_bench(onnx, "dual_carriageway_abhishek.mp4", None)

@@ -15,6 +15,9 @@ class DetectorBackend(Protocol):
     device: str
     stride: int
     class_names: dict[int, str]
+    # A model exported with a fixed input takes only that: (height, width), and that many images a call; None: any.
+    input_size: tuple[int, int] | None
+    max_batch: int | None
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Raw head output for a ``(B, 3, H, W)`` float32 batch."""

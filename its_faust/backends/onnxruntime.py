@@ -53,6 +53,11 @@ class OnnxRuntimeBackend:
         self.session = ort.InferenceSession(str(onnx_path), options, providers=providers)
         self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
         self.input_name = self.session.get_inputs()[0].name
+        # An ONNX file exported with a fixed input (the mirror's int8 model: 1x3x320x320) takes only that; the one
+        # exported here has named (dynamic) batch, height and width.
+        batch, _, height, width = self.session.get_inputs()[0].shape
+        self.input_size = (height, width) if isinstance(height, int) and isinstance(width, int) else None
+        self.max_batch = batch if isinstance(batch, int) else None
         meta = self.session.get_modelmeta().custom_metadata_map
         self.stride = int(meta.get("stride", 32))
         self.class_names = {int(k): v for k, v in ast.literal_eval(meta["names"]).items()} if "names" in meta else {}

@@ -10,6 +10,7 @@ import numpy as np
 class TorchBackend:
     name = "torch"
     concurrent = False  # one call at a time; a GPU batches better than threads do
+    input_size = max_batch = None  # any
 
     def __init__(self, weights: Path, device: str = "auto"):
         import torch
