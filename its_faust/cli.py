@@ -279,7 +279,7 @@ def _check_file_opens(source: str) -> None:
 
 @main.command()
 @click.option("--source", required=True, help="Video file or sample clip name (e.g. dual_carriageway_abhishek.mp4).")
-@click.option("--summary", "summary_path", type=click.Path(path_type=Path), help="Write the run's summary JSON here.")
+@click.option("--summary", "--out", "summary_path", type=click.Path(path_type=Path), help="Write the run's summary JSON here.")
 @click.option("--camera", "camera_id", default="cam-1", show_default=True, callback=_camera_id,
               help="Camera id the frames carry (the Kafka key).")
 @click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True,

@@ -61,3 +61,9 @@ def test_a_config_file_with_a_key_that_is_none_is_named_in_the_error(tmp_path):
     config.write_text('{"zonez": []}')
     with pytest.raises(ValueError, match=r"bad3\.json: unknown key\(s\) \['zonez'\]; expected some of"):
         _setup_from((), config)
+
+
+def test_every_command_that_writes_its_result_to_a_file_takes_out():
+    """`run --summary`, `replay --out`, `bench --out`: a script that used one name for all was refused by run."""
+    for path in (["run"], ["replay"], ["bench"]):
+        assert "--out" in CliRunner().invoke(main, [*path, "-h"]).output, path
