@@ -275,17 +275,30 @@ class _CheckedFrames:
 
 
 class _Pacer:
-    """At most one frame per ``interval`` seconds (0: no pacing): a live source's early frames are dropped,
-    a file's waited for."""
+    """At most one frame per ``interval`` seconds (0: no pacing): a live source's early frames are dropped, a
+    file's waited for. A file sent as a live camera at a rate under its own (``sampled``: half its frame period)
+    is sampled on its own clock, as a camera at that rate would have filmed its scene: a 30 fps file at --fps 10
+    sends one frame in three, in real time. It sent every frame at 10 a second, in slow motion, each stamped as
+    it was sent: speeds came out three times too slow, dwell times three times too long."""
 
-    def __init__(self, interval: float, live: bool):
-        self.interval, self.live = interval, live
+    def __init__(self, interval: float, live: bool, sampled: float | None = None):
+        self.interval, self.live, self.sampled = interval, live, sampled
         self._next_slot = time.monotonic()
+        self._next_position: float | None = None  # the file's own clock
+        self._last_position: float | None = None
 
-    async def keep(self) -> bool:
-        """False: drop the frame just read (it came early); True once its slot has come."""
+    async def keep(self, position: float | None = None) -> bool:
+        """False: drop the frame just read (it came early, or falls between the samples of a file); True once its
+        slot has come. ``position``: the frame's time on the file's own clock (its scene time)."""
         if not self.interval:
             return True
+        if self.sampled is not None and position is not None:
+            if self._last_position is not None and position < self._last_position:
+                self._next_position = None  # played again from its start (--loop)
+            self._last_position = position
+            if self._next_position is not None and position + self.sampled < self._next_position:
+                return False
+            self._next_position = max(position, self._next_position or position) + self.interval
         now = time.monotonic()
         if self.live and now < self._next_slot:
             return False
@@ -383,7 +396,10 @@ async def ingest(
     # pipeline is behind) is JPEG-encoded only once it is kept: an encode is 0.7 ms of a core at 640x360
     # and ~10 at 1080p, so a 30 fps camera paced to 10 fps wasted two encodes in three. A file paced by
     # the pipeline (or at its own rate) drops nothing: read, check and encode in one trip to the thread.
-    may_drop = drop_when_busy or bool(spec.live and interval)
+    # A file sent as a live camera at a rate under its own is sampled on its own clock (see _Pacer), within half a
+    # frame. Sent as a file, every frame goes, each with its scene time: analytics run on that, at any pace.
+    sampled = 0.5 / own_fps if fps and as_live_source and not spec.live and own_fps and fps < own_fps else None
+    may_drop = drop_when_busy or bool(spec.live and interval) or sampled is not None
 
     def on_delivery(delivery: asyncio.Future) -> None:
         if not delivery.cancelled() and delivery.exception() is not None:
@@ -393,7 +409,7 @@ async def ingest(
     rate = f"{reader.fps:.3g}" if reader.fps else "?"  # 29.97, not 29.97002997002997
     sending = f", sent at {target_fps:.3g} fps" if target_fps and f"{target_fps:.3g}" != rate else ""
     events.report("started", f"{spec.uri} ({reader.width}x{reader.height} @ {rate} fps{sending})", seq)  # the run's first seq
-    pacer = _Pacer(interval, spec.live)
+    pacer = _Pacer(interval, spec.live, sampled)
     # ``stop`` while a network camera is down: its reader, retrying in its thread, would keep the loop below
     # waiting on it until its tries ran out (minutes); closed, it stops retrying at once.
     closer = asyncio.ensure_future(_close_when(stop, reader)) if stop is not None else None
@@ -414,7 +430,7 @@ async def ingest(
                 stats.gave_up, stats.ended_short = reader.gave_up, frames.ended_short()
                 break
             stats.frames_read += 1
-            if not await pacer.keep():  # frame-rate control: a live source's early frame
+            if not await pacer.keep(frame.scene_time):  # frame-rate control: a live source's early frame, a file's sample
                 stats.frames_skipped += 1
                 if holds_credit:
                     window.release()

@@ -282,3 +282,23 @@ def test_a_looped_file_removed_meanwhile_ends_and_says_why(clip_frames, tmp_path
     assert frames.next(True) is None
     assert frames.ended_short().startswith(f"could not play it again (cannot open video {video}")
     frames.reader.close()
+
+
+def test_a_file_sent_as_a_live_camera_under_its_own_rate_is_sampled_on_its_own_clock():
+    """A 30 fps file at --fps 10 sent every frame at 10 a second, each stamped as it was sent: in slow motion, its
+    speeds a third of the truth. A camera at 10 fps would have filmed one frame in three."""
+    import asyncio
+
+    from its_faust.ingest import _Pacer
+
+    async def kept(positions, pacer):
+        return [i for i, position in enumerate(positions) if await pacer.keep(position)]
+
+    file_fps = 300.0  # (a fast file: the pacer waits each kept frame's slot for real)
+    positions = [1000 + i / file_fps for i in range(30)]
+    assert asyncio.run(kept(positions, _Pacer(3 / file_fps, live=False, sampled=0.5 / file_fps))) == list(range(0, 30, 3))
+    # Played again from its start (--loop): sampled afresh, not held until the old position comes round.
+    again = positions[:9] + positions[:9]
+    assert asyncio.run(kept(again, _Pacer(3 / file_fps, live=False, sampled=0.5 / file_fps))) == [0, 3, 6, 9, 12, 15]
+    # Not sampled (a file sent as a file): every frame, each waited for.
+    assert asyncio.run(kept(positions[:6], _Pacer(3 / file_fps, live=False))) == list(range(6))

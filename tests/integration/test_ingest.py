@@ -129,6 +129,9 @@ def test_a_file_sent_as_a_live_source_carries_no_scene_time(bootstrap, settings,
                                                     max_frames=3, fps=2.0, as_live_source=True))
     at = [f.captured_at for f in frames if f.camera_id == "cam-as-live-slow"]
     assert len(at) == 3 and all(b - a >= 0.4 for a, b in zip(at, at[1:])), at
+    # And sampled, as a 2 fps camera would film the scene: frames 0, 15 and 30 of the 30 fps file, not its first three
+    # in slow motion (their speeds a fifteenth of the truth).
+    assert stats.frames_read == 31 and stats.frames_skipped == 28, stats
 
 
 def test_a_file_paced_by_the_pipeline_encodes_each_frame_it_sends_once(bootstrap, settings, clip_with_blank_frames, monkeypatch):
