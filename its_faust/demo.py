@@ -28,7 +28,7 @@ from rich.text import Text
 from api.process import ApiProcess, check_can_listen
 from its_faust.broker import BrokerMemoryNote
 from its_faust.cameras import CameraSetup, parse_line
-from its_faust.ingest import LIVE_CREDIT_EXPIRE_S, FlowWindow, ingest, make_producer
+from its_faust.ingest import LIVE_CREDIT_EXPIRE_S, FlowWindow, IngestStats, ingest, make_producer
 from its_faust.pipeline import Stack, configure_camera, in_thread_to_the_end
 from its_faust.codecs import decode_or_none
 from its_faust.results import TrackFeed
@@ -94,25 +94,29 @@ class CameraFigures:
         return float(np.median([lat for _, lat in self.recent])) if self.recent else 0.0
 
 
-def _table(figures: dict[str, CameraFigures], sent: dict[str, int], stack: Stack, started: float,
+def _table(figures: dict[str, CameraFigures], sent: dict[str, IngestStats], stack: Stack, started: float,
            broker_note: str = "") -> Group:
     table = Table(title=f"ITS Faust demo: {len(stack.workers)} worker(s), broker {stack.broker_url}")
-    for column in ("camera", "frames sent", "tracked", "fps", "tracks now", "track ids", "latency p50", "line counts"):
+    for column in ("camera", "frames sent", "dropped", "tracked", "fps", "tracks now", "track ids", "latency p50",
+                   "line counts"):
         table.add_column(column, justify="right")
     for cam, fig in figures.items():
-        table.add_row(cam, str(sent.get(cam, 0)), str(fig.tracked), f"{fig.fps():.1f}", str(fig.active), str(len(fig.ids)),
+        stats = sent.get(cam)
+        table.add_row(cam, str(stats.frames_sent if stats else 0), str(stats.frames_dropped if stats else 0),
+                      str(fig.tracked), f"{fig.fps():.1f}", str(fig.active), str(len(fig.ids)),
                       f"{fig.latency_p50():.0f} ms", fig.counts())
     held = f"; {broker_note}" if broker_note else ""
     footer = Text(f"running {time.time() - started:.0f}s{held}; Ctrl-C stops everything", style="dim")
     return Group(table, footer)
 
 
-def _lines(figures: dict[str, CameraFigures], sent: dict[str, int], started: float, broker_note: str = "") -> str:
+def _lines(figures: dict[str, CameraFigures], sent: dict[str, IngestStats], started: float, broker_note: str = "") -> str:
     """The table's figures as plain lines, for output that is not a terminal (a log file, a pipe)."""
     lines = [
-        f"{time.time() - started:.0f}s {cam}: sent {sent.get(cam, 0)} tracked {fig.tracked} fps {fig.fps():.1f} "
-        f"tracks now {fig.active} track ids {len(fig.ids)} latency p50 {fig.latency_p50():.0f} ms counts {fig.counts()}"
-        for cam, fig in figures.items()
+        f"{time.time() - started:.0f}s {cam}: sent {stats.frames_sent if stats else 0} dropped "
+        f"{stats.frames_dropped if stats else 0} tracked {fig.tracked} fps {fig.fps():.1f} tracks now {fig.active} "
+        f"track ids {len(fig.ids)} latency p50 {fig.latency_p50():.0f} ms counts {fig.counts()}"
+        for cam, fig in figures.items() for stats in [sent.get(cam)]
     ]
     if broker_note:
         lines.append(f"{time.time() - started:.0f}s {broker_note}")
@@ -203,7 +207,8 @@ async def run_demo(settings, source: str, *, workers: int = 1, cameras: int = 1,
                       f"broker: {stack.broker_url}  (see its topics: its-faust tail tracks --broker {stack.broker_url})\n"
                       f"logs: {stack.workdir}  ({', '.join(_log_names(stack, api))}; removed when the demo stops)\n"
                       f"cameras: {', '.join(names)} play {Path(source).name} in a loop, at its own rate, as live cameras "
-                      f"(frames the workers reach too late are shed): counts grow with every pass")
+                      f"(frames the workers reach too late are shed; those the pipeline has no room for are dropped "
+                      f"at the camera: the 'dropped' column): counts grow with every pass")
             if not _write(lambda: print(header, flush=True)):  # `demo | head -1` can close it between the lines
                 log.info("demo: its output was closed; stopping")
                 stop.set()
@@ -236,7 +241,7 @@ async def _run_cameras(settings, stack: Stack, source: str, names: list[str], li
     config_reader = await TopicReader(stack.bootstrap, settings.topic(CAMERA_CONFIGS), keys=[n.encode() for n in names],
                                       from_beginning=True, many_partitions_wait_ms=settings.fetch_max_wait_ms).start()
     figures = {name: CameraFigures(line_names) for name in names}
-    sent: dict[str, int] = {}
+    sent: dict[str, IngestStats] = {}  # each camera's totals: frames sent, and dropped while the pipeline was behind
     # Like a real camera: frames come at the clip's rate; when the pipeline is behind, new ones are dropped.
     # The cameras share one pipeline, so they share its live_max_in_flight frames out equally: its latency
     # then stays that of about live_max_in_flight frames (at least one per camera) however many cameras
@@ -247,7 +252,7 @@ async def _run_cameras(settings, stack: Stack, source: str, names: list[str], li
     senders = [
         asyncio.create_task(
             ingest(source, name, producer, settings, loop_source=True, stop=stop, window=windows[name], live_feed=True,
-                   on_sent=lambda stats, name=name: sent.__setitem__(name, stats.frames_sent))
+                   on_sent=lambda stats, name=name: sent.__setitem__(name, stats))
         )
         for name in names
     ]

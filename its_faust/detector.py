@@ -158,7 +158,7 @@ class Detector:
         fixed = getattr(backend, "input_size", None)
         if fixed:
             if imgsz != max(fixed):
-                log.info("detector: the model takes %dx%d images only: the input size setting (%d) does not apply",
+                log.info("detector: the model takes %dx%d images only: ITS_FAUST_MODEL__IMGSZ (%d) does not apply to it",
                          fixed[1], fixed[0], imgsz)
             self.imgsz = max(fixed)
         self.letterbox = (LetterBox(fixed, auto=False, stride=backend.stride) if fixed

@@ -93,7 +93,8 @@ class IngestStats:
     frames_read: int = 0
     frames_sent: int = 0
     frames_rejected: int = 0
-    frames_skipped: int = 0  # dropped by frame-rate control
+    frames_skipped: int = 0  # left out by frame-rate control (a faster source, a file sampled)
+    frames_dropped: int = 0  # a live feed's, while the pipeline was behind (its window full): lost to the counts
     frames_sampled: int = 0  # sent while the picture was frozen (frame_quality.StillSceneSampler); in frames_sent
     last_seq: int | None = None
     sent_seqs: list[int] = field(default_factory=list)  # only with keep_seqs (bounded runs): grows per frame
@@ -108,21 +109,24 @@ class IngestStats:
 
 
 class ProgressLog:
-    """A line every ``every_s`` while a camera sends: frames sent since the last and their rate, rejected, in all.
-    A long or looping ``ingest`` said nothing between "started" and "finished" (a CLI review)."""
+    """A line every ``every_s`` while a camera sends: frames sent since the last and their rate, rejected, dropped
+    while the pipeline was behind, in all. A long or looping ``ingest`` said nothing between "started" and
+    "finished" (a CLI review)."""
 
     def __init__(self, every_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
         self.every_s, self.clock = every_s, clock
-        self._since, self._sent, self._rejected = clock(), 0, 0
+        self._since, self._sent, self._rejected, self._dropped = clock(), 0, 0, 0
 
     def __call__(self, stats: IngestStats) -> None:
         now = self.clock()
         if now - self._since < self.every_s:
             return
         sent, rejected = stats.frames_sent - self._sent, stats.frames_rejected - self._rejected
-        log.info("camera %s: %d frames sent in the last %.0f s (%.1f fps), %d rejected; %d sent in all",
-                 stats.camera_id, sent, now - self._since, sent / (now - self._since), rejected, stats.frames_sent)
-        self._since, self._sent, self._rejected = now, stats.frames_sent, stats.frames_rejected
+        dropped = stats.frames_dropped - self._dropped
+        behind = f", {dropped} dropped with the pipeline behind" if dropped else ""
+        log.info("camera %s: %d frames sent in the last %.0f s (%.1f fps), %d rejected%s; %d sent in all",
+                 stats.camera_id, sent, now - self._since, sent / (now - self._since), rejected, behind, stats.frames_sent)
+        self._since, self._sent, self._rejected, self._dropped = now, stats.frames_sent, stats.frames_rejected, stats.frames_dropped
 
 
 def make_producer(bootstrap: str) -> AIOKafkaProducer:
@@ -441,7 +445,7 @@ async def ingest(
             frame_seq, seq = seq, seq + 1
             if drop_when_busy:
                 if not window.try_acquire():  # the pipeline is behind: drop this frame, not queue it
-                    stats.frames_skipped += 1
+                    stats.frames_dropped += 1
                     continue
                 holds_credit = True
             if frame.to_detector and may_drop:  # kept: now it is worth encoding

@@ -81,7 +81,7 @@ def json_list_or_commas(value):
 class ModelSettings(BaseModel):
     weights: str = Field("yolo11n.pt", description="Weights file name or path, resolved through the asset directory")
     backend: Literal["auto", "onnxruntime", "onnx", "torch", "pytorch"] = Field(
-        "auto", description="onnxruntime | torch | auto (torch on CUDA, else onnxruntime)"
+        "auto", description="onnxruntime | torch | auto (torch on CUDA, else onnxruntime; onnxruntime for .onnx weights)"
     )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N (torch backend)")
     imgsz: int = Field(640, ge=32, multiple_of=32, description="Long side of the network input; frames are letterboxed to a multiple of 32")
@@ -118,6 +118,22 @@ class ModelSettings(BaseModel):
     @classmethod
     def _classes_as_json_or_commas(cls, value):
         return json_list_or_commas(value)
+
+    @model_validator(mode="after")
+    def _onnx_runs_on_onnxruntime(self) -> "ModelSettings":
+        # The torch backend fed an ONNX file exported with a fixed input the shapes it chose (a worker that exited
+        # before it was ready, a traceback in its log); `auto` picks torch wherever CUDA is.
+        if self.weights.lower().endswith(".onnx") and self.backend in ("torch", "pytorch"):
+            raise ValueError(f"weights {self.weights!r} are ONNX: they run on the onnxruntime backend (CUDA too, with "
+                             "onnxruntime-gpu), not torch")
+        return self
+
+    def backend_for(self, cuda: bool) -> str:
+        """The backend to load: the one asked for, or for ``auto`` torch on CUDA and ONNX Runtime elsewhere, and for
+        ONNX weights."""
+        if self.backend != "auto":
+            return self.backend
+        return "torch" if cuda and not self.weights.lower().endswith(".onnx") else "onnxruntime"
 
     def frames_per_call(self, device: str) -> int:
         return self.batch_size or (16 if device.startswith("cuda") else 1)

@@ -322,3 +322,17 @@ def test_a_broker_url_that_cannot_be_one_says_what_is_wrong(url, said):
 
     with pytest.raises(ValidationError, match=re.escape(said)):
         Settings(broker_url=url)
+
+
+def test_onnx_weights_run_on_onnxruntime_whatever_the_device(monkeypatch):
+    """The torch backend fed a fixed-input ONNX model the shapes it chose: its worker exited before it was ready
+    (an int8 trial); `auto` picked torch wherever CUDA was."""
+    monkeypatch.setenv("ITS_FAUST_MODEL__WEIGHTS", "yolo11n-int8-320.onnx")
+    model = load_settings().model
+    assert model.backend_for(cuda=True) == "onnxruntime" and model.backend_for(cuda=False) == "onnxruntime"
+    monkeypatch.setenv("ITS_FAUST_MODEL__BACKEND", "torch")
+    with pytest.raises(ValueError, match="are ONNX: they run on the onnxruntime backend"):
+        load_settings()
+    monkeypatch.delenv("ITS_FAUST_MODEL__BACKEND")
+    monkeypatch.delenv("ITS_FAUST_MODEL__WEIGHTS")
+    assert load_settings().model.backend_for(cuda=True) == "torch"  # .pt weights: torch on CUDA

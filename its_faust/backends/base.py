@@ -42,10 +42,8 @@ def cuda_available() -> bool:
 
 
 def load_backend(model_settings, weights: Path, cache_dir: Path) -> DetectorBackend:
-    """Build the backend the settings ask for; ``auto`` is torch on CUDA, ONNX Runtime on CPU."""
-    choice = model_settings.backend
-    if choice == "auto":
-        choice = "torch" if cuda_available() else "onnxruntime"
+    """Build the backend the settings ask for; ``auto`` is torch on CUDA, ONNX Runtime on CPU and for ONNX weights."""
+    choice = model_settings.backend_for(cuda_available() if model_settings.backend == "auto" else False)
     if choice in ("onnx", "onnxruntime"):
         from its_faust.backends.onnxruntime import OnnxRuntimeBackend
 
