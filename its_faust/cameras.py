@@ -200,6 +200,7 @@ class CameraSentAlready(Exception):
 # A camera's newest frame this recent, and one newer still a moment later: another producer sends it now.
 SENT_WITHIN_S = 5.0
 SENT_RECHECK_S = 3.0
+SENT_LOOK_BACK = 100  # records of its partition: whole frames, up to some 300 KB each at 1080p
 
 
 async def check_not_sent_already(bootstrap: str, settings, camera_id: str, recheck_s: float = SENT_RECHECK_S) -> None:
@@ -211,13 +212,13 @@ async def check_not_sent_already(bootstrap: str, settings, camera_id: str, reche
     apart, at the other's frame rate: hours). Frames still coming ``recheck_s`` after the first look are
     another producer's; a producer that has just died (restarted by its supervisor) sends none."""
     topic = settings.topic(FRAMES)
-    first = await _newest_message(bootstrap, topic, camera_id, (200,))
+    first = await _newest_message(bootstrap, topic, camera_id, (SENT_LOOK_BACK,))
     if first is None or time.time() - first.timestamp / 1000 > SENT_WITHIN_S:
         return
     log.info("camera %r sent a frame %.1f s ago: checking that no other producer is sending it (%.0f s)", camera_id,
              max(time.time() - first.timestamp / 1000, 0), recheck_s)
     await asyncio.sleep(recheck_s)
-    newest = await _newest_message(bootstrap, topic, camera_id, (200,))
+    newest = await _newest_message(bootstrap, topic, camera_id, (SENT_LOOK_BACK,))
     if newest is None or newest.offset <= first.offset:
         return
     frame = decode_or_none(FrameRecord, newest.value)

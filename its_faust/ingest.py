@@ -109,24 +109,21 @@ class IngestStats:
 
 
 class ProgressLog:
-    """A line every ``every_s`` while a camera sends: frames sent since the last and their rate, rejected, dropped
-    while the pipeline was behind, in all. A long or looping ``ingest`` said nothing between "started" and
-    "finished" (a CLI review)."""
+    """A line every ``every_s`` while a camera sends: frames sent since the last and their rate, rejected, in all.
+    A long or looping ``ingest`` said nothing between "started" and "finished" (a CLI review)."""
 
     def __init__(self, every_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
         self.every_s, self.clock = every_s, clock
-        self._since, self._sent, self._rejected, self._dropped = clock(), 0, 0, 0
+        self._since, self._sent, self._rejected = clock(), 0, 0
 
     def __call__(self, stats: IngestStats) -> None:
         now = self.clock()
         if now - self._since < self.every_s:
             return
         sent, rejected = stats.frames_sent - self._sent, stats.frames_rejected - self._rejected
-        dropped = stats.frames_dropped - self._dropped
-        behind = f", {dropped} dropped with the pipeline behind" if dropped else ""
-        log.info("camera %s: %d frames sent in the last %.0f s (%.1f fps), %d rejected%s; %d sent in all",
-                 stats.camera_id, sent, now - self._since, sent / (now - self._since), rejected, behind, stats.frames_sent)
-        self._since, self._sent, self._rejected, self._dropped = now, stats.frames_sent, stats.frames_rejected, stats.frames_dropped
+        log.info("camera %s: %d frames sent in the last %.0f s (%.1f fps), %d rejected; %d sent in all",
+                 stats.camera_id, sent, now - self._since, sent / (now - self._since), rejected, stats.frames_sent)
+        self._since, self._sent, self._rejected = now, stats.frames_sent, stats.frames_rejected
 
 
 def make_producer(bootstrap: str) -> AIOKafkaProducer:

@@ -3,17 +3,25 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from schemas.base import CameraRecord, Record, Seq
 
 Direction = Literal["in", "out"]
 
 # A speed past this is no vehicle's: the analytics actor measures none (tables/speed.py), and a record saying one
-# is refused (a forged crossing at 1e308 km/h took a line's mean and p85 with it).
+# is read as saying none (a forged crossing at 1e308 km/h took a line's mean and p85 with it; refused whole, one
+# written before the bound would have lost its vehicle's count).
 MAX_SPEED_KMH = 400.0
+
+
+def _no_speed_past_max(value):
+    return None if isinstance(value, (int, float)) and not isinstance(value, bool) and value > MAX_SPEED_KMH else value
+
+
+Kmh = Annotated[Annotated[float, Field(ge=0, le=MAX_SPEED_KMH)] | None, BeforeValidator(_no_speed_past_max)]
 
 
 class Crossing(CameraRecord):
@@ -27,14 +35,14 @@ class Crossing(CameraRecord):
     track_id: int = Field(ge=1)
     label: str = Field(description="The track's most frequent class so far")
     cls: int
-    speed_kmh: float | None = Field(None, ge=0, le=MAX_SPEED_KMH, description="Only when the camera is calibrated")
+    speed_kmh: Kmh = Field(None, description="Only when the camera is calibrated")
     line_version: int = Field(0, ge=0, description="CameraConfig.line_versions of the line: a line added again counts afresh")
 
 
 class SpeedStats(Record):
     n: int = Field(ge=1, description="Vehicles with a speed")
-    mean_kmh: float = Field(ge=0, le=MAX_SPEED_KMH)
-    p85_kmh: float = Field(ge=0, le=MAX_SPEED_KMH, description="85th percentile, the figure speed limits are set by")
+    mean_kmh: float = Field(ge=0)
+    p85_kmh: float = Field(ge=0, description="85th percentile, the figure speed limits are set by")
 
 
 class WindowCount(Record):
@@ -69,7 +77,7 @@ class ZoneEvent(CameraRecord):
     label: str
     occupancy: int = Field(ge=0)
     dwell_s: float | None = Field(None, description="On exit: seconds inside (scene time)")
-    mean_speed_kmh: float | None = Field(None, ge=0, le=MAX_SPEED_KMH, description="On exit, when calibrated: mean speed inside")
+    mean_speed_kmh: Kmh = Field(None, description="On exit, when calibrated: mean speed inside")
     zone_version: int = Field(0, ge=0, description="CameraConfig.zone_versions of the zone: a zone added again counts afresh")
 
 

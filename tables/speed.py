@@ -22,7 +22,9 @@ MIN_SPAN_S = 0.25
 
 
 def speed_stats(speeds: list[float]) -> SpeedStats | None:
-    """Mean and 85th percentile of vehicles' speeds (None for none)."""
+    """Mean and 85th percentile of vehicles' speeds (None for none). Speeds past MAX_SPEED_KMH, taken into a
+    table before they were left out, are left out here."""
+    speeds = [kmh for kmh in speeds if kmh <= MAX_SPEED_KMH]
     if not speeds:
         return None
     return SpeedStats(n=len(speeds), mean_kmh=round(float(np.mean(speeds)), 2),
