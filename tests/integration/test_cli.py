@@ -131,7 +131,7 @@ def test_demo_runs_and_stops_by_itself():
     assert f"dashboard: http://127.0.0.1:{port}/" in done.stdout
     assert re.search(r"^logs: \S+its-faust-\S+  \(broker.log, worker-1.log, api.log; ", done.stdout, re.MULTILINE), done.stdout
     # Not a terminal: the figures come as lines (every 5 s and at the end) instead of a live table.
-    rows = re.findall(r"demo-cam-1: sent (\d+) tracked (\d+) fps", done.stdout)
+    rows = re.findall(r"demo-cam-1: sent (\d+) dropped \d+ tracked (\d+) fps", done.stdout)
     assert len(rows) >= 2, done.stdout[-2000:]
     sent, tracked = map(int, rows[-1])
     assert sent > 30 and tracked > 30  # frames flowed through broker, worker and tracker
