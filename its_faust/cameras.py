@@ -222,7 +222,7 @@ async def check_not_sent_already(bootstrap: str, settings, camera_id: str, reche
     if newest is None or newest.offset <= first.offset:
         return
     frame = decode_or_none(FrameRecord, newest.value)
-    numbered = f", numbered from about {frame.seq}" if frame else ""
+    numbered = f", seq {frame.seq}" if frame else ""
     raise CameraSentAlready(
         f"camera {camera_id!r} is being sent already: its frames keep coming from another producer (the newest "
         f"{max(time.time() - newest.timestamp / 1000, 0):.1f} s ago{numbered}). Two producers on one camera id fight "

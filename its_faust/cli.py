@@ -22,7 +22,7 @@ import click
 from aiokafka.errors import KafkaConnectionError
 
 from its_faust.assets import AssetNotFound, resolve_asset
-from its_faust.cameras import CommandFailed
+from its_faust.cameras import CameraSentAlready, CommandFailed
 from its_faust.cli_cameras import cameras
 from its_faust.cli_settings import settings_command
 from its_faust.cli_tail import tail
@@ -35,6 +35,7 @@ from its_faust.sources import SourceError
 # Errors a user can fix; they get one line, not a traceback.
 USER_ERRORS = (
     AssetNotFound, SourceError, BrokerError, KafkaConnectionError, TimeoutError, ValueError, CommandFailed, DataDirInUse,
+    CameraSentAlready,
 )
 
 log = logging.getLogger("its_faust")
@@ -201,7 +202,7 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
     stop_on_terminate()
     if not settings.broker_url:
         fail(BrokerError("ingest needs a broker: set ITS_FAUST_BROKER_URL or --broker (see `its-faust broker`)"))
-    from its_faust.cameras import CameraRemoved, CameraSentAlready, RemovalWatch, ShapesInView, check_not_sent_already
+    from its_faust.cameras import CameraRemoved, RemovalWatch, ShapesInView, check_not_sent_already
     from its_faust.daemon_thread import DaemonThread
     from its_faust.ingest import IngestStats, ProgressLog, make_producer, undelivered
     from its_faust.ingest import ingest as run_ingest
@@ -245,7 +246,7 @@ def ingest(source: str, camera_id: str, fps: float | None, max_frames: int | Non
     interrupted = removed = False
     try:
         removed = asyncio.run(go())
-    except (*USER_ERRORS, CameraRemoved, CameraSentAlready) as exc:
+    except (*USER_ERRORS, CameraRemoved) as exc:
         fail(exc)
     except KeyboardInterrupt:
         interrupted = True

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from its_faust.cameras import (
-    CameraSetup, beyond_setup, check_speed_limit, command, ensure_setup, read_configs, replaced_by, send_commands,
+    CameraSetup, beyond_setup, check_not_sent_already, check_speed_limit, command, ensure_setup, read_configs, replaced_by,
+    send_commands,
     with_kept,
 )
 from its_faust.broker import EmbeddedBroker, bootstrap_servers, check_embedded_allowed, wait_reachable
@@ -345,6 +346,7 @@ async def run_source(
         cpu = CpuMeter.of_stack(stack)
         setup, kept, replaced = setup or CameraSetup(), [], []
         if not stack.broker:  # a broker this run started holds no camera yet: nothing to read
+            await check_not_sent_already(stack.bootstrap, settings, camera_id)  # (as ingest: another producer's camera)
             setup, kept, replaced = await setup_for_run(stack, camera_id, setup, bare=bare)
         if setup != CameraSetup():
             stats, feed, result = await analyze_source(stack, source, setup, **kwargs)

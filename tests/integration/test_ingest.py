@@ -415,6 +415,11 @@ def test_a_second_ingest_of_a_camera_being_sent_is_refused_and_one_after_the_fir
         assert second.returncode == 2, (second.stdout, second.stderr)
         assert "camera 'cam-twice' is being sent already: its frames keep coming from another producer" in second.stderr
         assert "frames sent" not in second.stdout
+        # `run` on the same broker, as that camera, too.
+        run = subprocess.run([sys.executable, "-m", "its_faust.cli", "run", "--source", str(clip_path), "--camera",
+                              "cam-twice", "--workers", "0", "--max-frames", "3"], capture_output=True, text=True,
+                             env=env, timeout=120)
+        assert run.returncode == 2 and "camera 'cam-twice' is being sent already" in run.stderr, run.stderr[-2000:]
     finally:
         first.send_signal(signal.SIGTERM)
         out, err = first.communicate(timeout=60)
