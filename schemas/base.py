@@ -22,7 +22,10 @@ def unix_seconds(value: float | None) -> float | None:
     return value
 
 
-UnixSeconds = Annotated[float, AfterValidator(unix_seconds)]
+# What the JSON Schemas say of such a time, for clients that validate before they send (the check is the validator's,
+# with its reason).
+UNIX_SECONDS_BOUNDS = {"minimum": -LATEST_UNIX_S, "maximum": LATEST_UNIX_S}
+UnixSeconds = Annotated[float, Field(json_schema_extra=UNIX_SECONDS_BOUNDS), AfterValidator(unix_seconds)]
 
 # A camera numbers its frames on from the Unix time in milliseconds when it started (its_faust/ingest.py); a producer
 # may count in its own way (from 0, in microseconds), as long as its seqs go up. Past 2**53 a seq is not a number
@@ -72,11 +75,13 @@ class CameraRecord(Record):
 
     camera_id: str = Field(pattern=CAMERA_ID_PATTERN, description="Kafka key of every per-camera topic")
     seq: Seq = Field(description="Per-camera frame sequence number, strictly increasing")
-    captured_at: float = Field(description="When the frame was read from its source, Unix seconds (latency starts here)")
+    captured_at: float = Field(description="When the frame was read from its source, Unix seconds (latency starts here)",
+                               json_schema_extra=UNIX_SECONDS_BOUNDS)
     scene_time: float | None = Field(
         None,
         description="When the scene was filmed, on the source's own clock: for a video file, playback start plus the "
         "frame's position in it (its read time if the file has no frame rate); for live sources absent (= captured_at). Speeds, timers and windows run on it.",
+        json_schema_extra=UNIX_SECONDS_BOUNDS,
     )
 
     _seconds = field_validator("captured_at", "scene_time")(unix_seconds)

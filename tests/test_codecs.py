@@ -1,3 +1,4 @@
+import contextlib
 import json
 
 import pytest
@@ -200,3 +201,27 @@ def test_the_json_schema_takes_a_frame_in_either_base64_alphabet_as_the_stages_d
         assert decode(FrameRecord, json.dumps({**frame, "jpeg": text}).encode()).jpeg == jpeg
         assert validator.is_valid({**frame, "jpeg": text}), text
     assert not validator.is_valid({**frame, "jpeg": "not base64!"})
+
+
+def test_the_json_schemas_refuse_times_in_milliseconds_as_the_stages_do():
+    """A client that validated against the schemas was refused by the stages alone (a trial with ajv)."""
+    import json
+
+    import jsonschema_rs
+
+    from schemas.control import AddCamera, CameraCommand
+    from schemas.json_schema import HERE, file_name
+
+    def schema_and_stages_agree(record, field: str) -> None:
+        validator = jsonschema_rs.validator_for(json.loads((HERE / file_name(type(record))).read_text()))
+        written = json.loads(encode(record))
+        for value, good in ((1796551274.8, True), (1796551274802.0, False), (-1796551274802.0, False)):
+            sent = {**written, field: value}
+            assert validator.is_valid(sent) is good, (type(record).__name__, field, value)
+            with contextlib.nullcontext() if good else pytest.raises(SchemaError, match="not Unix seconds"):
+                decode(type(record), json.dumps(sent).encode())
+
+    frame = FrameRecord(camera_id="cam-8", seq=1, captured_at=1.0, width=64, height=48, jpeg=b"\xff\xd8 \xff\xd9")
+    schema_and_stages_agree(frame, "captured_at")
+    schema_and_stages_agree(frame, "scene_time")
+    schema_and_stages_agree(CameraCommand(camera_id="cam-8", issued_at=1.0, change=AddCamera()), "issued_at")
