@@ -16,7 +16,9 @@ to (the committed offset, or the log's start). Our own producers leave no holes 
 offsets, but retention (the log now starts above the expected offset: moved on at once)
 or a transactional producer (its commit markers) can: when three re-reads from an
 offset, 2 s apart, still never deliver it, there is no message there and the intake
-moves on. So a transactional producer on these topics costs ~6 s per transaction.
+moves on. So a transactional producer on these topics costs ~6 s per transaction. A record batch
+the consumer set aside as unreadable (:mod:`its_faust.unreadable_batches`) is a hole known
+at once: dead-lettered by its offsets and moved past, with no re-read.
 A re-read counts as failed only once it is seen to have come (a copy of a message
 from before it was asked for): messages the agent's buffer already held keep coming
 first, and a backlog of more than 6 s of them had made a message still on its way
@@ -28,6 +30,8 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+
+from its_faust.unreadable_batches import UnreadableBatch, covering
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +93,11 @@ class Intake:
                 expected = offset
         if offset < expected:
             return False  # a copy of a message already let through
+        unreadable = covering(tp.topic, tp.partition, expected) if offset > expected else None
+        if unreadable is not None:  # set aside by the consumer: no re-read brings it
+            await self._dead_letter(unreadable)
+            return await self._skip(tp, expected, unreadable.end, offset, f"a record batch that cannot be read: "
+                                                                          f"{unreadable.reason}")
         if offset > expected and not await self._hole_is_real(tp, expected, offset):
             return False
         self._rewinds.pop(tp, None)
@@ -136,6 +145,16 @@ class Intake:
         if offset < resume:
             return False  # (retention) an old copy
         return await self._hole_is_real(tp, resume, offset)  # the one at ``resume`` was refused: read it again
+
+    async def _dead_letter(self, batch: UnreadableBatch) -> None:
+        """The batch, named (its bytes are not records), on the dead-letter topic."""
+        from its_faust import topics  # (the app's topics import this module's users)
+        from its_faust.codecs import encode
+        from schemas import DeadLetter
+
+        letter = DeadLetter(stage=self.stage, topic=batch.topic, partition=batch.partition, offset=batch.first, key=None,
+                            value=b"", reason=f"{batch}: skipped", failed_at=time.time())
+        await topics.dead_letters.send(key=None, value=encode(letter))
 
     async def _log_start(self, tp) -> int | None:
         try:

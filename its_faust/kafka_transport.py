@@ -60,9 +60,11 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
+from its_faust import unreadable_batches
 from its_faust.settings import get_settings
 
 log = logging.getLogger(__name__)
+unreadable_batches.install()  # a batch no client can read is skipped and dead-lettered, not the worker's end
 
 WAIT_EMPTY_GIVE_UP_S = 15.0  # see _Consumer.wait_empty
 

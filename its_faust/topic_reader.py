@@ -14,6 +14,9 @@ from collections.abc import Collection
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
+from its_faust import unreadable_batches
+
+unreadable_batches.install()  # every reader here (the CLI's, the API's) goes past a batch no client can read
 
 # A fetch of several partitions is answered by the embedded broker only when its wait runs out
 # (see its_faust.kafka_transport), so short-lived readers of a whole topic wait briefly; long-lived

@@ -115,3 +115,44 @@ def test_frames_compressed_with_any_kafka_codec_are_tracked(stack, clip_frames):
     # A client's snappy-compressed frame stopped every worker, and each one started after it, for good
     # (aiokafka reads snappy, lz4 and zstd only with cramjam installed): a trial with kafkajs.
     assert asyncio.run(_frames_under_each_codec(stack, clip_frames)) == {1, 2, 3, 4}
+
+
+async def _frames_around_an_unreadable_batch(stack, clip_frames, monkeypatch):
+    import aiokafka.producer.message_accumulator as accumulator
+    import aiokafka.record.default_records as default_records
+
+    settings = stack.settings
+    dlq = await TopicReader(stack.bootstrap, settings.topic(DEAD_LETTERS)).start()
+    feed = await TrackFeed(stack.bootstrap, settings, cameras=["cam-corrupt"]).start()
+    ok, jpeg = cv2.imencode(".jpg", clip_frames[0])
+    frame = lambda seq: encode(FrameRecord(camera_id="cam-corrupt", seq=seq, captured_at=time.time(), width=640,
+                                           height=360, jpeg=jpeg.tobytes()))
+    good = make_producer(stack.bootstrap)
+    await good.start()
+    await good.send_and_wait(settings.topic(FRAMES), frame(1), key=b"cam-corrupt")
+    with monkeypatch.context() as m:  # a client whose gzip is broken: the broker stores the batch as sent
+        m.setattr(accumulator, "DefaultRecordBatchBuilder", default_records._DefaultRecordBatchBuilderPy)
+        m.setattr(default_records, "gzip_encode", lambda data, *a, **k: b"\x1f\x8b not gzip at all" + bytes(200))
+        broken = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, compression_type="gzip")
+        await broken.start()
+        bad = await broken.send_and_wait(settings.topic(FRAMES), frame(2), key=b"cam-corrupt")
+        await broken.stop()
+    await good.send_and_wait(settings.topic(FRAMES), frame(3), key=b"cam-corrupt")
+    await good.stop()
+    letters, tracked, deadline = [], set(), time.monotonic() + 60
+    while (not letters or tracked != {1, 3}) and time.monotonic() < deadline:
+        letters += [letter for letter in (decode(DeadLetter, m.value) for m in await dlq.poll(200))
+                    if letter.offset == bad.offset and letter.partition == bad.partition]
+        tracked |= {r.seq for r in await feed.poll(200)}
+    for reader in (dlq, feed):
+        await reader.stop()
+    return bad, letters, tracked
+
+
+def test_a_record_batch_no_client_can_read_is_dead_lettered_and_the_frames_after_it_are_tracked(stack, clip_frames,
+                                                                                                monkeypatch):
+    # One such batch from a client stopped every worker, and each one started after it, for good (a trial).
+    bad, letters, tracked = asyncio.run(_frames_around_an_unreadable_batch(stack, clip_frames, monkeypatch))
+    assert tracked == {1, 3}
+    assert [(letter.stage, letter.topic, letter.value) for letter in letters] == [("detect", bad.topic, b"")], letters
+    assert "a record batch that cannot be read (BadGzipFile" in letters[0].reason, letters[0].reason
