@@ -13,6 +13,7 @@ its frames go nowhere.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -70,9 +71,21 @@ async def dead_letter(stage: str, event: EventT, reason: str) -> Awaitable:
         unsaid = told - 1
         log.warning("%s: dead-lettered %s[%s]@%s: %s%s", stage, message.topic, message.partition, message.offset, reason,
                     f" ({unsaid} more from key {message.key!r} since the last warning, all on the topic)" if unsaid else "")
-        await _tell_the_camera(message.key, f"{stage} dead-lettered a record: {reason}"
-                                            + (f"; {unsaid} more since the last report" if unsaid else ""))
+        said = f"{stage} dead-lettered a record: {reason}" + (f"; {unsaid} more since the last report" if unsaid else "")
+        await _tell_the_camera(message.key, said)
+        named = _camera_named_in(value)
+        if named is not None and named.encode() != message.key:  # keyed wrongly, or not at all: its sender watches this one
+            await _tell_the_camera(named.encode(), f"{said} (sent under the key {message.key!r}, not the camera id)")
     return delivery
+
+
+def _camera_named_in(value: bytes) -> str | None:
+    """The camera id a refused record's JSON names in ``camera_id``, if any."""
+    try:
+        named = json.loads(value).get("camera_id")
+    except (ValueError, AttributeError, RecursionError):  # not JSON (or not UTF-8), not an object, nested too deep
+        return None
+    return named if isinstance(named, str) and _CAMERA_ID.fullmatch(named) else None
 
 
 @app.timer(interval=2.0, name="dead-letter-warnings")

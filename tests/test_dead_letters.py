@@ -223,3 +223,22 @@ def test_a_record_not_delivered_for_another_reason_fails_the_agent_and_leaves_it
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(agent())
     assert stream.acked == [1] and sent["dead-letters"] == []
+
+
+def test_a_record_keyed_wrongly_or_not_at_all_is_told_to_the_camera_it_names_too(sent):
+    # An integrator's keyless frames were dead-lettered with nothing on their camera's events (a trial with kafkajs).
+    frame = b'{"schema": "its.frame", "camera_id": "node-cam", "seq": 1}'
+    asyncio.run(dead_letters.dead_letter("detect", _event(None, 1, frame), "key None is not the record's camera_id"))
+    asyncio.run(dead_letters.dead_letter("detect", _event(b"other", 2, frame), "key 'other' is not the record's camera_id"))
+    told = [decode(CameraEvent, value) for _, value in sent["camera-events"]]
+    assert [(e.camera_id, e.kind) for e in told] == [("node-cam", CameraEventKind.records_rejected), ("other", CameraEventKind.records_rejected),
+                                                     ("node-cam", CameraEventKind.records_rejected)]
+    assert "sent under the key None, not the camera id" in told[0].reason
+    for value in (b"junk", b"[1]", b'{"camera_id": 5}', b'{"camera_id": "no spaces"}', b"\xff", b"[" * 100_000):
+        sent["camera-events"].clear()
+        dead_letters._quiet = Throttle(dead_letters.QUIET_S)  # (each told, were it any camera's)
+        asyncio.run(dead_letters.dead_letter("detect", _event(None, 3, value), "Invalid JSON"))
+        assert sent["camera-events"] == [], value
+    dead_letters._quiet = Throttle(dead_letters.QUIET_S)
+    asyncio.run(dead_letters.dead_letter("detect", _event(b"node-cam", 4, frame), "seq too large"))
+    assert [decode(CameraEvent, value).camera_id for _, value in sent["camera-events"]] == ["node-cam"]  # told once
