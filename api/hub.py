@@ -89,6 +89,7 @@ class Hub:
         self.alerts.camera_removed(config)
         self.counts.camera_removed(config)
         self.zones.camera_removed(config)
+        self.tracked.camera_removed(config)
 
     def knows(self, camera_id: str) -> bool:
         """Whether the camera is configured or any record of it is held: a camera's routes answer 404 otherwise
@@ -129,8 +130,10 @@ class Hub:
         for camera_id in sorted({c.camera_id for c in self.cameras.all()} | set(latest) | set(alerts)):
             config = self.cameras.get(camera_id)
             record, count = latest.get(camera_id, (None, 0))
-            age = max(0.0, now - record.tracked_at) if record else None
             removed = self.cameras.removed(camera_id)
+            if record is not None and not removed and self.tracked.before_removal(record):
+                record = None  # of before it was removed: added again since, it has sent no frame
+            age = max(0.0, now - record.tracked_at) if record else None
             # A camera removed is over at once (its frames are refused), though its last frames were tracked lately:
             # it read "removed" and live, with what was in view then.
             live = age is not None and age <= LIVE_WITHIN_S and not removed

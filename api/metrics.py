@@ -93,6 +93,10 @@ class HubFigures:
                                     "From capture to tracked, for the camera's newest frame", labels=["camera"])
         silent_s = hub.settings.analytics.camera_silent_s
         for record, count in hub.tracked.latest():
+            if hub.cameras.removed(record.camera_id) or hub.tracked.before_removal(record):
+                # A removed camera's series go (its last frame's age grew for ever: an alarm on stale cameras kept
+                # firing for one that is no more); one added again has none until its next frame.
+                continue
             camera, since = [record.camera_id], max(0.0, now - record.tracked_at)
             frames.add_metric(camera, count)
             # Workers close a camera silent this long: its tracks end, though no frame says so.
@@ -104,7 +108,8 @@ class HubFigures:
                                    "The camera's live frames the workers shed, too old when detection reached them "
                                    "(the pipeline was behind), as reported since the API started", labels=["camera"])
         for camera_id, n in hub.camera_events.shed_total.items():
-            shed.add_metric([camera_id], n)
+            if not hub.cameras.removed(camera_id):
+                shed.add_metric([camera_id], n)
         yield from (frames, objects, age, latency, shed)
         yield from self._lines_and_zones()
         yield self._alerts()

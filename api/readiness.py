@@ -40,7 +40,9 @@ class SystemHealth:
             return False, {"broker": f"not answering: {hub.broker.trouble}", "lag": "unknown: the broker does not answer"}
         stale = [name for name, ring in hub.rings.items() if now - ring.last_fetch_ok > STALE_FETCH_S]
         body: dict = {"broker": "reachable" if not stale else f"not read for {STALE_FETCH_S:.0f}s: {stale}",
-                      "frames_shed": hub.camera_events.shed_lately(time.time()), **await self._embedded_broker()}
+                      "frames_shed": {camera_id: n for camera_id, n in hub.camera_events.shed_lately(time.time()).items()
+                                      if not hub.cameras.removed(camera_id)},  # (those are over)
+                      **await self._embedded_broker()}
         try:
             try:
                 offsets, lag = await self._wait_for_lag(READY_LAG_TIMEOUT_S)

@@ -466,6 +466,13 @@ def test_metrics_give_the_lines_and_zones_a_camera_has_now_and_zeros_where_nothi
     assert samples[("its_faust_dead_letters_total", ("detect", "other"))] == 2
     assert samples[("its_faust_camera_frames_shed_total", ("c",))] == 10
     assert samples[("its_faust_api_ring_refused_total", ("its.tracks",))] == 3  # left out of the feed: counted
+    # A removed camera's series go: its last frame's age grew for ever (a stale-camera alarm kept firing for it).
+    hub.cameras.put(CameraConfig(camera_id="c", version=5, last_command_id="y", updated_at=now + 1, removed=True))
+    hub.tracked.camera_removed(hub.cameras.configs["c"])
+    samples = {(s.name, tuple(sorted(s.labels.values()))) for family in
+               text_string_to_metric_families(generate_latest(registry).decode()) for s in family.samples}
+    assert not {name for name, labels in samples if name.startswith("its_faust_camera_") and labels == ("c",)}
+    assert ("its_faust_camera_objects", ("stopped",)) in samples
 
 
 def _dead_letter(key: bytes | None, offset: int, stage: str = "detect"):
@@ -791,6 +798,16 @@ def test_camera_activity_says_which_cameras_are_live_what_is_in_view_and_their_a
     removed = {c["camera_id"]: c for c in hub.camera_activity(now)}["live-cam"]
     assert removed["state"] == "removed" and not removed["configured"]
     assert not removed["live"] and removed["objects"] == 0  # over at once: not live, nothing in view (a trial)
+    # Added again: what was in view before its removal is not in view now, and it is not live (it read live, with
+    # the 8 vehicles of then, until its last frame was 30 s old: a trial).
+    hub.cameras.put(CameraConfig(camera_id="live-cam", version=4, last_command_id="z", updated_at=now + 1))
+    again = {c["camera_id"]: c for c in hub.camera_activity(now + 2)}["live-cam"]
+    assert (again["state"], again["live"], again["objects"], again["last_tracked_at"]) == ("no_frames", False, 0, None)
+    hub.tracked.apply(Message(0, 9, b"live-cam", encode(TrackRecord(
+        camera_id="live-cam", seq=9, captured_at=now + 2, width=64, height=48, detected_at=now + 2, tracked_at=now + 2,
+        tracker_frame=1, model="m@v", detections=1, worker="w:1", objects=[car])), now + 2))
+    again = {c["camera_id"]: c for c in hub.camera_activity(now + 2)}["live-cam"]
+    assert (again["state"], again["objects"], again["frames_tracked"]) == ("live", 1, 4)  # its own frames from then on
     assert idle == {"camera_id": "idle-cam", "name": "Bridge", "configured": True, "state": "no_frames", "live": False,
                     "last_tracked_at": None, "last_frame_age_s": None, "frames_tracked": 0, "objects": 0, "alerts_active": 0,
                     "frames_shed_lately": 0}
@@ -1090,12 +1107,16 @@ def test_ready_answers_in_its_own_time_and_says_which_cameras_shed_frames(monkey
     events = CameraEvents()
     events.apply(Message(0, 0, b"c", encode(CameraEvent(camera_id="c", kind="frames_shed", at=time.time(), reason="r",
                                                         frames_shed=7)), time.time()))
+    cameras = Cameras()  # a camera removed since it shed frames: over, not listed (a trial)
+    cameras.put(CameraConfig(camera_id="gone", version=2, last_command_id="x", updated_at=time.time(), removed=True))
+    events.apply(Message(0, 1, b"gone", encode(CameraEvent(camera_id="gone", kind="frames_shed", at=time.time(),
+                                                           reason="r", frames_shed=3)), time.time()))
     broker, probe = Broker(), SimpleNamespace(up=True, trouble=None, came_back=0)
     embedded = SimpleNamespace(memory_bytes=lambda: 1_300_000_000)
     app = FastAPI()
     app.include_router(routes_status.router)
     app.state.metrics = Metrics()
-    app.state.hub = SimpleNamespace(group_offsets=broker, broker=probe, camera_events=events, workers=Workers(),
+    app.state.hub = SimpleNamespace(group_offsets=broker, broker=probe, camera_events=events, workers=Workers(), cameras=cameras,
                                     rings={"tracks": SimpleNamespace(last_fetch_ok=time.monotonic())},
                                     broker_memory=BrokerMemoryNote(embedded, warn_bytes=1_024_000_000, every_s=0.0))
     app.state.health = SystemHealth(app.state.hub, app.state.metrics)

@@ -93,6 +93,18 @@ class TrackedCameras:
         self.frames: OrderedDict[bytes, int] = OrderedDict()
         self.newest: dict[bytes, Message] = {}
         self._last_seq: dict[bytes, int] = {}
+        self._removed_at: dict[str, float] = {}  # camera -> when it was last removed
+
+    def camera_removed(self, config: CameraConfig) -> None:
+        """The camera's frames tracked before this are not what it shows once added again (kept: counted)."""
+        self._removed_at[config.camera_id] = max(self._removed_at.get(config.camera_id, config.updated_at),
+                                                 config.updated_at)
+
+    def before_removal(self, record: TrackRecord) -> bool:
+        """Whether the record was tracked before its camera was last removed: a camera added again showed the
+        vehicles of then in view, and live (a trial)."""
+        removed_at = self._removed_at.get(record.camera_id)
+        return removed_at is not None and record.tracked_at <= removed_at
 
     def apply(self, m: Message) -> None:
         if not m.key:
