@@ -95,6 +95,9 @@ class CountsNow(BaseModel):
 
 class CountInWindow(BaseModel):
     line: str
+    line_version: int = Field(description="The camera's configuration version that added the line: a line removed "
+                                          "and added again under its name (or its camera) counts afresh, from a "
+                                          "higher one")
     direction: Direction
     label: str = Field(description="The vehicle class")
     count: int

@@ -144,9 +144,37 @@ def test_counts_of_a_line_added_again_replace_those_of_before():
     counts.apply(update(3, "in", 7, 2))  # a late copy from before changes nothing
     assert [(u.direction, u.total) for u in counts.current("c")] == [("in", 1)]
     assert counts.windows("c", "1m")[0]["counts"] == [
-        {"line": "l", "direction": "in", "label": "car", "count": 1},
-        {"line": "l", "direction": "out", "label": "car", "count": 5},  # this minute's, before the line went
+        {"line": "l", "line_version": 6, "direction": "in", "label": "car", "count": 1},
+        {"line": "l", "line_version": 2, "direction": "out", "label": "car", "count": 5},  # before the line went
     ]
+
+
+def test_a_removed_cameras_count_history_is_the_same_whichever_the_api_read_first():
+    """At start the rings fill side by side: the history of a camera removed and added again had its counts of
+    before the removal or not, from one start of the API to the next (a trial: 32, 7, 7 vehicles, or none)."""
+    removal = CameraConfig(camera_id="c", version=4, last_command_id="x", updated_at=500.0, removed=True)
+
+    def update(seq, minute, version, total):
+        return message(CountUpdate(
+            camera_id="c", seq=seq, captured_at=minute + 1, line="l", line_version=version, direction="in", label="car",
+            total=total, minute=WindowCount(start=minute, end=minute + 60, count=1),
+            quarter=WindowCount(start=0, end=900, count=total)), seq)
+
+    before, after = [update(1, 60, 2, 1), update(2, 120, 2, 2)], [update(3, 600, 6, 1)]
+    read_live, read_at_start = Counts(), Counts()
+    for m in before:
+        read_live.apply(m)
+    read_live.camera_removed(removal)
+    read_at_start.camera_removed(removal)  # its configs read first
+    for m in before:
+        read_at_start.apply(m)
+    for counts in (read_live, read_at_start):
+        for m in after:
+            counts.apply(m)
+    assert read_live.windows("c", "1m") == read_at_start.windows("c", "1m")
+    assert [(w["start"], [(c["line_version"], c["count"]) for c in w["counts"]]) for w in read_at_start.windows("c", "1m")] \
+        == [(60.0, [(2, 1)]), (120.0, [(2, 1)]), (600.0, [(6, 1)])]
+    assert [u.line_version for u in read_at_start.current("c")] == [6]  # its current figures: the line added again
 
 
 def test_counts_are_those_of_the_lines_the_camera_has_now():

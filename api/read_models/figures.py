@@ -34,12 +34,17 @@ class CurrentFigures:
 
     def _current(self, m: Message, schema: type):
         """``m`` decoded, or None: not a ``schema`` record (any producer may write a topic), or one of a camera removed since."""
+        record = self._decoded(m, schema)
+        if record is None or self._before_removal(record):
+            return None  # of a line or zone of before the camera's removal (the rings fill side by side at start)
+        return record
+
+    def _decoded(self, m: Message, schema: type):
+        """``m`` decoded, or None: not a ``schema`` record (any producer may write a topic)."""
         try:
             record = m.decoded(schema)
         except SchemaError:
             return None
-        if self._before_removal(record):
-            return None  # of a line or zone of before the camera's removal (the rings fill side by side at start)
         self._partitions.note(record.camera_id, m.partition)
         gone = self._heard.note(record.camera_id)
         if gone:
@@ -83,9 +88,24 @@ class Counts(CurrentFigures):
         self.history: dict[tuple[str, str], OrderedDict] = {}
 
     def apply(self, m: Message) -> None:
-        u = self._current(m, CountUpdate)
+        u = self._decoded(m, CountUpdate)
         if u is None:
             return
+        # A removed camera's counts are no current figures, but its history keeps them, whether the API read
+        # them before the removal or after it (at start, the rings fill side by side: the history of a camera
+        # removed and added again differed from one start of the API to the next, a trial).
+        if not self._before_removal(u):
+            self._take_latest(u)
+        key = (u.camera_id, u.line, u.direction, u.label)
+        for name, window in (("1m", u.minute), ("15m", u.quarter)):
+            windows = self.history.setdefault((u.camera_id, name), OrderedDict())
+            slot = windows.setdefault(window.start, {})
+            # (version, count): a window in which the line was added again shows the new line's count.
+            slot[key[1:]] = max(slot.get(key[1:], (0, 0)), (u.line_version, window.count))
+            while len(windows) > HISTORY_WINDOWS:
+                windows.popitem(last=False)
+
+    def _take_latest(self, u: CountUpdate) -> None:
         key = (u.camera_id, u.line, u.direction, u.label)
         known = self.latest.get(key)
         if known is not None and (u.line_version, u.total) < (known.line_version, known.total):
@@ -95,13 +115,6 @@ class Counts(CurrentFigures):
             for k in [k for k, v in self.latest.items() if k[:2] == key[:2] and v.line_version < u.line_version]:
                 del self.latest[k]
         self.latest[key] = u
-        for name, window in (("1m", u.minute), ("15m", u.quarter)):
-            windows = self.history.setdefault((u.camera_id, name), OrderedDict())
-            slot = windows.setdefault(window.start, {})
-            # (version, count): a window in which the line was added again shows the new line's count.
-            slot[key[1:]] = max(slot.get(key[1:], (0, 0)), (u.line_version, window.count))
-            while len(windows) > HISTORY_WINDOWS:
-                windows.popitem(last=False)
 
     def _forget(self, cameras: set[str]) -> None:
         super()._forget(cameras)
@@ -138,8 +151,8 @@ class Counts(CurrentFigures):
             counts = history.get(start, {})
             out.append({
                 "start": start, "end": start + size,
-                "counts": [{"line": l, "direction": d, "label": c, "count": n}
-                           for (l, d, c), (_, n) in sorted(counts.items())],
+                "counts": [{"line": l, "line_version": v, "direction": d, "label": c, "count": n}
+                           for (l, d, c), (v, n) in sorted(counts.items())],
                 **({"frames_shed": shed_by_window.get(start, 0)} if shed is not None else {}),
             })
         return out
