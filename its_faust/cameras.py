@@ -308,7 +308,8 @@ async def _send_and_wait(settings, producer, configs, rejections, commands: list
                 return config
         await asyncio.sleep(0)
     raise NoWorkerApplied(f"camera {camera_id}: no worker applied the commands within {timeout_s:.0f}s (is one running?); "
-                          "they stay queued, and a worker that starts applies them")
+                          "they stay queued, and a worker that starts applies them (sent again meanwhile, an add is "
+                          "refused then as a duplicate: retry with --exist-ok, or ?exist_ok=true over HTTP)")
 
 
 class CameraSetup(BaseModel):

@@ -171,6 +171,7 @@ def test_on_a_fresh_broker_without_workers_list_is_empty_and_a_command_says_no_w
         # Queued, not refused: exit status 3 (it was 2, as a refusal, and a script sent it again).
         queued = run("add", "lonely-cam", "--timeout", "2")
         assert queued.returncode == 3 and "no worker applied the commands within 2s" in queued.stderr, queued.stderr
+        assert "retry with --exist-ok, or ?exist_ok=true over HTTP" in queued.stderr  # a retry went to the dead letters
         waited = run("add", "lonely-cam", "--timeout", "5")  # a longer wait is told as it starts
         assert waited.returncode == 3 and "lonely-cam: sent; waiting for a worker to apply it (up to 5 s)" in waited.stderr
         refused = run("add", "lonely-cam", "--timeout", "-1")  # (it sent the command, and waited for nothing)
