@@ -36,7 +36,9 @@ from its_faust.fair_share import FairShare
 from its_faust.in_order import InOrderJobs
 from its_faust.intake import Intake
 from its_faust.stale_frames import StaleFrames
+from its_faust.throttle import Throttle
 from schemas import DetectionRecord, FrameRecord, ModelInfo
+from schemas.control import CameraConfig
 from tables.config_table import current_config
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,10 @@ _detector: Detector | None = None
 _detector_lock = threading.Lock()
 _stale = StaleFrames(settings.model.live_frame_max_age_s, fair_share=FairShare())  # every live camera its share
 _clock_ahead = ClockAhead()  # live cameras whose frames are dated ahead of this worker's clock
+# A removed camera's frames sent until its removal (or this long after: its producer stopping, ingest within a
+# second or two) are what the removal left over; those sent later are a producer's that was not told.
+LEFT_OVER_AFTER_REMOVAL_S = 5.0
+_left_over: Throttle[str] = Throttle(60.0, keep=1000)  # said once a minute per camera at most
 
 
 def get_detector() -> Detector:
@@ -115,9 +121,17 @@ async def _frame_of(acks: Acknowledger, intake: Intake, event: EventT) -> FrameR
         await acks.dead_letter(event, str(exc))
         acks.done(event)
         return None
-    if _removed(event.key):
-        await acks.dead_letter(event, f"camera {frame.camera_id!r} was removed: its frames are not processed "
-                                      f"(`its-faust cameras add {frame.camera_id}` takes them again)")
+    removal = _removal(event.key)
+    if removal is not None:
+        sent_at = event.message.timestamp or frame.captured_at
+        if sent_at <= removal.updated_at + LEFT_OVER_AFTER_REMOVAL_S:
+            # Sent as the camera was removed, and on its way: what a removal leaves over, not bad input (every
+            # removal of a live camera dead-lettered up to a hundred of them, and fired the dead-letter alarm).
+            if _left_over.hit(frame.camera_id, time.monotonic(), "") is not None:
+                log.info("detect: camera %r was removed: its frames sent until then are dropped", frame.camera_id)
+        else:
+            await acks.dead_letter(event, f"camera {frame.camera_id!r} was removed: its frames are not processed "
+                                          f"(`its-faust cameras add {frame.camera_id}` takes them again)")
         acks.done(event)
         return None
     now = time.time()
@@ -131,13 +145,14 @@ async def _frame_of(acks: Acknowledger, intake: Intake, event: EventT) -> FrameR
     return frame
 
 
-def _removed(key: bytes) -> bool:
+def _removal(key: bytes) -> CameraConfig | None:
+    """The camera's configuration if it was removed (and not added again), else None."""
     try:
         config = current_config(key)
     except SchemaError as exc:  # a configuration this worker cannot read (a newer version's): not its to judge
         log.debug("detect: camera %r: configuration not readable (%s)", key, exc)
-        return False
-    return config is not None and config.removed
+        return None
+    return config if config is not None and config.removed else None
 
 
 @app.timer(interval=2.0, name="shed-frames-reports")

@@ -253,7 +253,7 @@ def test_replay_of_a_video_has_the_lines_given_and_none_of_an_earlier_replay(sta
 
 def test_a_run_with_no_workers_of_its_own_is_tracked_by_the_running_ones(stack, settings, clip_path):
     """`run --workers 0` on a broker with workers: nobody joins their group (no rebalance), they track it all.
-    The camera was removed before: the run adds it again (the workers dead-letter a removed camera's frames)."""
+    The camera was removed before: the run adds it again (the workers refuse a removed camera's frames)."""
     from its_faust.cameras import command, read_configs, send_commands
     from its_faust.pipeline import run_source
     from schemas.control import AddCamera, RemoveCamera
