@@ -89,6 +89,30 @@ def tail(topic: str, cameras: tuple[str, ...], from_beginning: bool, last: int |
         fail(exc)
     if not follow and not as_json:
         click.echo(f"({shown} record{'' if shown == 1 else 's'})", err=True)
+    if not follow and not shown and cameras and name != WORKERS:
+        _note_configured_cameras(bootstrap, settings, cameras)
+
+
+def _note_configured_cameras(bootstrap: str, settings, cameras: tuple[str, ...]) -> None:
+    """Nothing shown for the cameras asked for: which are configured, and one close to each asked for that is not
+    (a mistyped id showed "(0 records)" and nothing else, a trial)."""
+    import difflib
+
+    from its_faust.cameras import read_configs
+
+    try:
+        configs = asyncio.run(read_configs(bootstrap, settings))
+    except Exception:  # (a note: the tail itself is done)
+        return
+    configured = sorted(c.camera_id for c in configs.values() if not c.removed)
+    for camera in cameras:
+        if camera in configured:
+            continue
+        close = difflib.get_close_matches(camera, configured, n=1) or [c for c in configured if c.lower() == camera.lower()]
+        hint = f"; did you mean {close[0]!r}? (ids are case-sensitive)" if close else ""
+        listed = ", ".join(configured[:20]) + (f" and {len(configured) - 20} more" if len(configured) > 20 else "")
+        click.echo(f"its-faust: note: no camera {camera!r} is configured{hint}; the configured cameras: "
+                   f"{listed or 'none'}", err=True)
 
 
 def _note_keys_no_camera_has(topic: str, cameras: tuple[str, ...]) -> None:

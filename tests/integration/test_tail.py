@@ -79,6 +79,22 @@ def test_one_camera_from_the_beginning(broker):
     assert done.stderr.strip() == "(5 records)"
 
 
+def test_a_camera_with_nothing_to_show_that_is_not_configured_is_noted_with_the_configured_ones(broker, settings):
+    from its_faust.topic_names import CAMERA_CONFIGS
+    from schemas.control import CameraConfig
+
+    # (no worker runs here: the configuration is written as the configure stage writes it)
+    config = CameraConfig(camera_id="cam-C", version=1, last_command_id="x", updated_at=time.time())
+    asyncio.run(_send(bootstrap_servers(broker.url), settings.topic(CAMERA_CONFIGS), [(b"cam-C", encode(config))]))
+    done = tail(broker, "counts", "--from-beginning", "--no-follow", "--camera", "cam-c")
+    assert done.returncode == 0, done.stderr
+    assert "(0 records)" in done.stderr
+    assert "note: no camera 'cam-c' is configured; did you mean 'cam-C'? (ids are case-sensitive); the configured " \
+           "cameras: cam-C" in done.stderr, done.stderr
+    shown = tail(broker, "tracks", "--from-beginning", "--no-follow", "--camera", "cam-b")  # records shown: no note
+    assert "note" not in shown.stderr and "(4 records)" in shown.stderr, shown.stderr
+
+
 def test_a_key_that_is_no_camera_id_is_noted_and_still_sought(broker):
     done = tail(broker, "tracks", "--from-beginning", "--no-follow", "--camera", "cam a")
     assert done.returncode == 0 and done.stdout == "", done.stderr
