@@ -12,6 +12,8 @@ STALE_FETCH_S = 10.0
 STALLED_AFTER_S = 30.0
 # /ready waits this long for the lag: a probe (a load balancer's, Kubernetes') must get an answer in its own time.
 READY_LAG_TIMEOUT_S = 5.0
+# /ready says the cameras' configurations were lost for this long after the broker lost its logs.
+CONFIGS_LOST_NOTE_S = 3600.0
 # A scrape waits this long for the lag (Prometheus gives up at 10 s, and would lose the API's own figures too).
 METRICS_LAG_TIMEOUT_S = 3.0
 # A scrape whose read of the lag takes longer gives the last figures read, if they are this recent.
@@ -43,6 +45,9 @@ class SystemHealth:
                       "frames_shed": {camera_id: n for camera_id, n in hub.camera_events.shed_lately(time.time()).items()
                                       if not hub.cameras.removed(camera_id)},  # (those are over)
                       **await self._embedded_broker()}
+        lost = self._configs_lost(time.time())
+        if lost:
+            body["warnings"].append(lost)
         try:
             try:
                 offsets, lag = await self._wait_for_lag(READY_LAG_TIMEOUT_S)
@@ -68,6 +73,17 @@ class SystemHealth:
         warning = note.warning()
         return {"embedded_broker_mb": round(note.held / 1e6) if note.held is not None else None,
                 "warnings": [warning] if warning else []}
+
+    def _configs_lost(self, now: float) -> str | None:
+        """Said for an hour after the broker lost the cameras' configurations: the system went on, ready, with no
+        camera configured, and only a worker's log said why (a trial)."""
+        ring = self.hub.rings.get("configs")
+        lost_at = ring.log_lost_at if ring is not None else None
+        if lost_at is None or now - lost_at > CONFIGS_LOST_NOTE_S:
+            return None
+        return (f"the broker lost its logs at {time.strftime('%H:%M:%S', time.localtime(lost_at))} (an in-memory broker "
+                "restarted?): the cameras' configurations (lines, zones, calibrations), counts and tracks of before "
+                "are gone; add the cameras again (`its-faust cameras add`, `add-line`, ...)")
 
     async def scrape(self) -> None:
         """The broker's state and the lag, set on the metrics for a scrape."""

@@ -87,6 +87,7 @@ class TopicRing:
         self.on_message = on_message
         self.on_reset = on_reset
         self.resets: dict[int, int] = {}  # per partition: how often its log was found reset
+        self.log_lost_at: float | None = None  # when a partition's log was last found lost (wall clock)
         self._next_reset_check = 0.0
         self.partitions: list[int] = []
         self._offsets: dict[int, list[int]] = {}
@@ -224,6 +225,7 @@ class TopicRing:
         self._bytes[partition] = 0
         self.next[partition] = self._seen_from[partition] = 0
         self.resets[partition] += 1
+        self.log_lost_at = time.time()
         if self.on_reset:
             self.on_reset(partition)
 

@@ -1140,12 +1140,13 @@ def test_ready_answers_in_its_own_time_and_says_which_cameras_shed_frames(monkey
     events.apply(Message(0, 1, b"gone", encode(CameraEvent(camera_id="gone", kind="frames_shed", at=time.time(),
                                                            reason="r", frames_shed=3)), time.time()))
     broker, probe = Broker(), SimpleNamespace(up=True, trouble=None, came_back=0)
+    configs = SimpleNamespace(log_lost_at=None, last_fetch_ok=time.monotonic())  # (the camera-configs ring)
     embedded = SimpleNamespace(memory_bytes=lambda: 1_300_000_000)
     app = FastAPI()
     app.include_router(routes_status.router)
     app.state.metrics = Metrics()
     app.state.hub = SimpleNamespace(group_offsets=broker, broker=probe, camera_events=events, workers=Workers(), cameras=cameras,
-                                    rings={"tracks": SimpleNamespace(last_fetch_ok=time.monotonic())},
+                                    rings={"tracks": SimpleNamespace(last_fetch_ok=time.monotonic()), "configs": configs},
                                     broker_memory=BrokerMemoryNote(embedded, warn_bytes=1_024_000_000, every_s=0.0))
     app.state.health = SystemHealth(app.state.hub, app.state.metrics)
 
@@ -1157,16 +1158,22 @@ def test_ready_answers_in_its_own_time_and_says_which_cameras_shed_frames(monkey
             below = (await client.get("/api/v1/ready")).json()
             embedded.memory_bytes = lambda: None  # stopped: no figure, not the last one
             gone = (await client.get("/api/v1/ready")).json()
+            configs.log_lost_at = time.time() - 60  # the broker lost its logs a minute ago: said for an hour
+            lost = (await client.get("/api/v1/ready")).json()
+            configs.log_lost_at = time.time() - 3700
+            assert (await client.get("/api/v1/ready")).json()["warnings"] == []
             broker.delay = 1.0
             started = time.monotonic()
             slow = await client.get("/api/v1/ready")
             slow_s = time.monotonic() - started
             probe.up, probe.trouble = False, "broker 127.0.0.1:9 is not reachable"
             down = await client.get("/api/v1/ready")
-            return fine, slow, slow_s, down, metrics, below, gone
+            return fine, slow, slow_s, down, metrics, below, gone, lost
 
-    fine, slow, slow_s, down, metrics, below, gone = asyncio.run(go())
+    fine, slow, slow_s, down, metrics, below, gone, lost = asyncio.run(go())
     assert gone["embedded_broker_mb"] is None and gone["warnings"] == []
+    [said] = lost["warnings"]
+    assert said.startswith("the broker lost its logs at ") and "add the cameras again" in said, said
     assert fine.status_code == 200 and fine.json()["frames_shed"] == {"c": 7}
     assert fine.json()["embedded_broker_mb"] == 1300 and fine.json()["warnings"] == [
         "embedded broker holds 1300 MB, over the 1024 MB warning limit: it keeps every frame and slows as it fills "
