@@ -19,7 +19,7 @@ function renderStatus() {
   let text = "connecting…", cls = "";
   if (health.feeds === false) [text, cls] = ["reconnecting…", "down"];
   else if (health.ready && !health.ready.ok) [text, cls] = [`not ready: ${health.ready.why}`, "warn"];
-  else if (health.feeds && health.ready && (health.ready.shed || health.ready.broker)) {
+  else if (health.feeds && health.ready && (health.ready.shed || health.ready.broker || health.ready.lost)) {
     // Ready, but short of capacity: live frames shed lately (a many-cameras trial: the badge said "system ready"
     // while 53-92% of frames were shed, and only the tracked rates showed it), or the embedded broker filling up.
     const parts = ["system ready"];
@@ -28,6 +28,8 @@ function renderStatus() {
       parts.push(`${frames} live frames shed lately (${cameras} camera${cameras > 1 ? "s" : ""})`);
     }
     if (health.ready.broker) parts.push(`embedded broker holds ${(health.ready.broker / 1000).toFixed(1)} GB: it slows as it fills`);
+    // (the cameras' configurations went with the broker's logs: without this the list was just empty)
+    if (health.ready.lost) parts.push("the broker lost its logs: add the cameras again (hover for more)");
     [text, cls] = [parts.join(" · "), "warn"];
   }
   else if (health.feeds) [text, cls] = ["system ready", "live"];
@@ -46,7 +48,8 @@ async function loadReady() {
     const shed = Object.values(body.frames_shed || {});
     const frames = shed.reduce((sum, n) => sum + n, 0);
     health.ready = { ok: res.ok, why, detail: JSON.stringify(body), shed: frames ? { frames, cameras: shed.length } : null,
-                     broker: (body.warnings || []).length && body.embedded_broker_mb ? body.embedded_broker_mb : null };
+                     broker: (body.warnings || []).length && body.embedded_broker_mb ? body.embedded_broker_mb : null,
+                     lost: (body.warnings || []).find((w) => w.startsWith("the broker lost its logs")) || null };
   } catch (e) { health.ready = null; }  // the API itself is down: the feeds say so
   renderStatus();
 }
