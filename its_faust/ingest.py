@@ -20,6 +20,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -39,6 +40,11 @@ from schemas.base import scene_clock
 
 log = logging.getLogger(__name__)
 LAST_FLUSH_S = 10.0  # how long a camera that stops waits for the broker to take its last records
+# A live camera with this long of its frames waiting for the broker drops its next ones (see _Deliveries), at least
+# this many waiting; and the broker having taken none of a camera's waiting frames this long is said.
+LIVE_WAITING_S = 2.0
+LIVE_WAITING_MIN = 10
+STALLED_AFTER_S = 5.0
 
 
 # A live feed's credit comes back with its frame's track record; a frame that never gets one (shed
@@ -309,6 +315,57 @@ class _Pacer:
         return True
 
 
+class _Deliveries:
+    """What the broker has taken of a camera's frames, told when it stops taking them and when it takes them again.
+
+    While the broker takes none (unreachable, restarting), sent frames wait in the producer and reach the workers
+    late: a live camera's were shed there as a minute old, and the camera said nothing of its own (a trial, an
+    embedded broker restarted). A live camera with over ``LIVE_WAITING_S`` of its frames waiting drops its next
+    frames instead (counted as dropped), as it does while the pipeline is behind."""
+
+    def __init__(self, camera_id: str, stats: IngestStats, *, live: bool, fps: float | None):
+        self.camera_id, self.stats = camera_id, stats
+        self.waiting = 0
+        self.limit = max(LIVE_WAITING_MIN, math.ceil((fps or 10.0) * LIVE_WAITING_S)) if live else None
+        self.last_taken = time.monotonic()
+        self.stalled_since: float | None = None
+        self.dropped_since_stall = 0
+
+    def sent(self, delivery: asyncio.Future) -> None:
+        self.waiting += 1
+        delivery.add_done_callback(self._done)
+
+    def _done(self, delivery: asyncio.Future) -> None:
+        self.waiting -= 1
+        if delivery.cancelled():
+            return
+        if delivery.exception() is not None:
+            self.stats.send_errors += 1
+            log.error("camera %s: a frame was not delivered: %s", self.camera_id, delivery.exception())
+            return
+        now = time.monotonic()
+        if self.stalled_since is not None:
+            log.warning("camera %s: the broker takes its frames again, after %.0f s%s", self.camera_id,
+                        now - self.stalled_since,
+                        f" ({self.dropped_since_stall} live frames dropped meanwhile)" if self.dropped_since_stall else "")
+            self.stalled_since, self.dropped_since_stall = None, 0
+        self.last_taken = now
+
+    def to_drop(self) -> bool:
+        """Whether the next frame is to be dropped (a live camera's, past its limit of frames waiting); says once
+        when the broker has taken none of the frames waiting for ``STALLED_AFTER_S``."""
+        now = time.monotonic()
+        if self.waiting and self.stalled_since is None and now - self.last_taken > STALLED_AFTER_S:
+            self.stalled_since = self.last_taken
+            log.warning("camera %s: the broker has taken none of its frames for %.0f s (%d waiting): is it "
+                        "reachable?%s", self.camera_id, now - self.last_taken, self.waiting,
+                        " Live frames are dropped past " + f"{LIVE_WAITING_S:g} s of them waiting" if self.limit else "")
+        if self.limit is not None and self.waiting >= self.limit:
+            self.dropped_since_stall += 1
+            return True
+        return False
+
+
 class _FlagReports:
     """Flagged frames reported as ``frame_rejected`` events: per kind, in scene time, the first at once and then
     one per ``rejection_report_s`` with a count (:mod:`its_faust.throttle`), not reset by a good frame: a camera
@@ -402,10 +459,7 @@ async def ingest(
     sampled = 0.5 / own_fps if fps and as_live_source and not spec.live and own_fps and fps < own_fps else None
     may_drop = drop_when_busy or bool(spec.live and interval) or sampled is not None
 
-    def on_delivery(delivery: asyncio.Future) -> None:
-        if not delivery.cancelled() and delivery.exception() is not None:
-            stats.send_errors += 1
-            log.error("camera %s: a frame was not delivered: %s", camera_id, delivery.exception())
+    deliveries = _Deliveries(camera_id, stats, live=spec.live or as_live_source, fps=target_fps or own_fps)
 
     rate = f"{reader.fps:.3g}" if reader.fps else "?"  # 29.97, not 29.97002997002997
     sending = f", sent at {target_fps:.3g} fps" if target_fps and f"{target_fps:.3g}" != rate else ""
@@ -440,6 +494,11 @@ async def ingest(
             # every 4 s follow one another (its pace is learned from such: tables.pace). A frame dropped or rejected
             # from here on leaves a gap in them.
             frame_seq, seq = seq, seq + 1
+            if deliveries.to_drop():  # the broker takes none of them now: a live frame would only wait
+                stats.frames_dropped += 1
+                if holds_credit:
+                    window.release()
+                continue
             if drop_when_busy:
                 if not window.try_acquire():  # the pipeline is behind: drop this frame, not queue it
                     stats.frames_dropped += 1
@@ -476,8 +535,7 @@ async def ingest(
                 source_fps=reader.fps,
                 jpeg=frame.jpeg,
             )
-            delivery = await producer.send(frames_topic, key=key, value=encode(record))
-            delivery.add_done_callback(on_delivery)
+            deliveries.sent(await producer.send(frames_topic, key=key, value=encode(record)))
             stats.frames_sent += 1
             stats.last_seq = frame_seq
             stats.frame_size = (record.width, record.height)

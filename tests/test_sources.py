@@ -302,3 +302,31 @@ def test_a_file_sent_as_a_live_camera_under_its_own_rate_is_sampled_on_its_own_c
     assert asyncio.run(kept(again, _Pacer(3 / file_fps, live=False, sampled=0.5 / file_fps))) == [0, 3, 6, 9, 12, 15]
     # Not sampled (a file sent as a file): every frame, each waited for.
     assert asyncio.run(kept(positions[:6], _Pacer(3 / file_fps, live=False))) == list(range(6))
+
+
+def test_a_live_camera_drops_its_frames_while_the_broker_takes_none_and_says_when_it_stopped_and_came_back(caplog):
+    """A restarted broker: a live camera's frames waited in the producer, reached the workers a minute old to be
+    shed there, and the camera said nothing of its own (a trial)."""
+    import asyncio
+
+    from its_faust.ingest import IngestStats, _Deliveries
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        stats = IngestStats(camera_id="cam-1")
+        live, file = _Deliveries("cam-1", stats, live=True, fps=10.0), _Deliveries("cam-2", stats, live=False, fps=30.0)
+        waiting = [loop.create_future() for _ in range(20)]
+        for delivery in waiting:
+            live.sent(delivery)
+            file.sent(delivery)
+        assert live.limit == 20 and live.to_drop() and not file.to_drop()  # 2 s of a 10 fps camera's frames waiting
+        live.last_taken -= 6.0
+        assert live.to_drop() and "camera cam-1: the broker has taken none of its frames for 6 s (20 waiting)" in caplog.text
+        waiting[0].set_result(None)
+        waiting[1].set_exception(RuntimeError("UnknownError"))
+        await asyncio.sleep(0)
+        assert "camera cam-1: the broker takes its frames again, after 6 s (2 live frames dropped meanwhile)" in caplog.text
+        assert live.waiting == 18 and not live.to_drop()
+        assert stats.send_errors == 2  # the failed frame, as each of the two saw it
+        assert caplog.text.count("takes its frames again") == 1  # the other never said it had stopped
+    asyncio.run(go())
