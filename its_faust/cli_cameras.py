@@ -42,7 +42,8 @@ from tables.camera_config import CommandRejected, already_added, changes_nothing
 
 
 def _bootstrap(broker_url: str | None) -> str:
-    return running_broker(broker_url, "cameras needs a running broker and worker", "`its-faust broker`, `its-faust worker`")
+    return running_broker(broker_url, "cameras needs a running broker and worker", "`its-faust broker`, `its-faust worker`",
+                          unreachable_code=UNREACHABLE_EXIT_CODE)
 
 
 # A command not applied by then gets a line saying that it waits for a worker.
@@ -50,6 +51,9 @@ WAIT_NOTE_AFTER_S = 3.0
 # Sent and queued, but no worker applied it in time: a script can tell it from a refusal (2), which sending
 # again would not mend, and from success (0).
 QUEUED_EXIT_CODE = 3
+# The broker does not answer: nothing was sent, and sending again once it is back may mend it (a refusal, 2, would
+# not; a set-up script told them apart by the message alone: a trial).
+UNREACHABLE_EXIT_CODE = 4
 
 
 def _send(camera_id: str, build, broker_url: str | None, timeout_s: float, subject: str = "",
@@ -140,6 +144,8 @@ def cameras() -> None:
     """List and configure cameras: counting lines, zones, calibration, speed limit.
 
     Changes are commands on the its.camera-commands topic; a running worker applies them.
+    Exit status: 0 applied (or nothing to change), 2 refused (with why), 3 sent but no worker
+    applied it in time (it stays queued), 4 the broker does not answer (nothing sent).
     """
 
 

@@ -57,10 +57,11 @@ def _warn_of_unknown_variables() -> None:
         click.echo(f"its-faust: warning: {name} is not a setting and changes nothing ({hint})", err=True)
 
 
-def running_broker(broker_url: str | None, needs: str, start: str = "`its-faust broker`") -> str:
+def running_broker(broker_url: str | None, needs: str, start: str = "`its-faust broker`", unreachable_code: int = 2) -> str:
     """The bootstrap servers of the running broker a command works with, checked; else one error line.
 
-    ``needs``: how the error begins, e.g. "cameras needs a running broker and worker"; ``start``: what starts one.
+    ``needs``: how the error begins, e.g. "cameras needs a running broker and worker"; ``start``: what starts one;
+    ``unreachable_code``: the exit status when the broker set does not answer (none set is a usage error, 2).
     """
     from its_faust.broker import BrokerError, bootstrap_servers, wait_reachable
 
@@ -71,7 +72,7 @@ def running_broker(broker_url: str | None, needs: str, start: str = "`its-faust 
     try:
         wait_reachable(url, 5.0)
     except BrokerError as exc:
-        fail(str(exc))
+        fail(str(exc), code=unreachable_code)
     return bootstrap_servers(url)
 
 

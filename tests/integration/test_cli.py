@@ -82,6 +82,13 @@ def test_user_errors_are_one_line(args, message):
     assert len(lines) == 1 and lines[0].startswith("its-faust: error:") and message in lines[0], done.stderr
 
 
+def test_a_cameras_change_on_a_broker_that_does_not_answer_exits_4_not_as_a_refusal():
+    # A set-up script told "broker down, try again" from "refused, do not" by the message alone (a trial).
+    for args in (["cameras", "add-line", "cam-x", "10,200,630,200:second"], ["cameras", "list"]):
+        done = its_faust(*args, "--broker", f"kafka://127.0.0.1:{free_port()}", timeout=60)
+        assert done.returncode == 4 and "is not reachable" in done.stderr, (args, done.returncode, done.stderr)
+
+
 @pytest.mark.parametrize(
     "env, args, message",
     [
