@@ -45,9 +45,13 @@ class SystemHealth:
                       "frames_shed": {camera_id: n for camera_id, n in hub.camera_events.shed_lately(time.time()).items()
                                       if not hub.cameras.removed(camera_id)},  # (those are over)
                       **await self._embedded_broker()}
-        lost = self._configs_lost(time.time())
-        if lost:
-            body["warnings"].append(lost)
+        lost_at = self._configs_lost_at(time.time())
+        if lost_at is not None:
+            body["logs_lost_at"] = lost_at
+            body["warnings"].append(
+                f"the broker lost its logs at {time.strftime('%H:%M:%S', time.localtime(lost_at))} (an in-memory "
+                "broker restarted?): the cameras' configurations (lines, zones, calibrations), counts and tracks of "
+                "before are gone; add the cameras again (`its-faust cameras add`, `add-line`, ...)")
         try:
             try:
                 offsets, lag = await self._wait_for_lag(READY_LAG_TIMEOUT_S)
@@ -74,16 +78,14 @@ class SystemHealth:
         return {"embedded_broker_mb": round(note.held / 1e6) if note.held is not None else None,
                 "warnings": [warning] if warning else []}
 
-    def _configs_lost(self, now: float) -> str | None:
-        """Said for an hour after the broker lost the cameras' configurations: the system went on, ready, with no
-        camera configured, and only a worker's log said why (a trial)."""
+    def _configs_lost_at(self, now: float) -> float | None:
+        """When the broker lost the cameras' configurations, while none is configured again, for an hour at most:
+        the system went on, ready, with no camera configured, and only a worker's log said why (a trial)."""
         ring = self.hub.rings.get("configs")
         lost_at = ring.log_lost_at if ring is not None else None
-        if lost_at is None or now - lost_at > CONFIGS_LOST_NOTE_S:
+        if lost_at is None or now - lost_at > CONFIGS_LOST_NOTE_S or self.hub.cameras.all():
             return None
-        return (f"the broker lost its logs at {time.strftime('%H:%M:%S', time.localtime(lost_at))} (an in-memory broker "
-                "restarted?): the cameras' configurations (lines, zones, calibrations), counts and tracks of before "
-                "are gone; add the cameras again (`its-faust cameras add`, `add-line`, ...)")
+        return lost_at
 
     async def scrape(self) -> None:
         """The broker's state and the lag, set on the metrics for a scrape."""

@@ -39,7 +39,10 @@ class Readiness(BaseModel):
     warnings: list[str] = Field(
         default_factory=list,
         description="What to act on though the system is ready: the embedded broker past "
-                    "`ITS_FAUST_EMBEDDED_BROKER_WARN_MB`")
+                    "`ITS_FAUST_EMBEDDED_BROKER_WARN_MB`; the broker's logs lost (see `logs_lost_at`)")
+    logs_lost_at: float | None = Field(
+        None, description="When the broker lost its logs (an in-memory broker restarted), Unix seconds: the cameras' "
+                          "configurations went with them; given for an hour, while no camera is configured again")
 
 
 # A worker's last report as it made it (its.workers), and what the API makes of it now.

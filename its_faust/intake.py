@@ -96,9 +96,10 @@ class Intake:
         unreadable = covering(tp.topic, tp.partition, expected) if offset > expected else None
         if unreadable is not None:  # set aside by the consumer: no re-read brings it
             await self._dead_letter(unreadable)
-            return await self._skip(tp, expected, unreadable.end, offset, f"a record batch that cannot be read: "
-                                                                          f"{unreadable.reason}")
-        if offset > expected and not await self._hole_is_real(tp, expected, offset):
+            if not await self._skip(tp, expected, unreadable.end, offset,
+                                    f"a record batch that cannot be read: {unreadable.reason}"):
+                return False
+        elif offset > expected and not await self._hole_is_real(tp, expected, offset):
             return False
         self._rewinds.pop(tp, None)
         self._next[tp] = offset + 1

@@ -143,6 +143,11 @@ async def log_ends(consumer: AIOKafkaConsumer, tps: list[TopicPartition], timeou
             if messages:
                 ends[tp] = max(ends[tp], messages[-1].offset + 1)
                 todo.discard(tp)
+        for tp in list(todo):  # a last batch no client can read brings no record: it ends where it ends
+            unreadable = unreadable_batches.covering(tp.topic, tp.partition, ends[tp] - 1)
+            if unreadable is not None:
+                ends[tp] = max(ends[tp], unreadable.end)
+                todo.discard(tp)
     return ends
 
 

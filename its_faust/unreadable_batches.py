@@ -1,7 +1,7 @@
 """Record batches no client can read are skipped and named, instead of stopping whoever reads them.
 
 A Kafka client decodes a fetched record batch whole: it decompresses it and parses its records. One it cannot
-(a codec it does not have, bytes that do not decompress, a checksum that does not match) made aiokafka raise
+(bytes that do not decompress, a checksum that does not match) made aiokafka raise
 out of every fetch of its partition, and the exception ended the process. A client's one corrupt batch on
 ``its.frames`` stopped every worker, and each worker started after it, for good (a trial; the embedded broker
 stores a batch as it is sent, where Apache Kafka checks it first). Every process here reads through aiokafka's
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -81,33 +82,91 @@ class _ReadBatch:
 
 class _ReadableOnly:
     """A fetched partition's batches (aiokafka's ``MemoryRecords``), each read in full before it is handed on,
-    and those that cannot be read left out (and past, for the partition's next fetch)."""
+    and those that cannot be read left out (and past, for the partition's next fetch).
 
-    def __init__(self, records, owner, tp):
+    Not left out, but raised as aiokafka raises it: a batch of a codec whose library this process lacks (every
+    batch of that codec would go, readable by others), and a batch whose framing is broken (where it ends is
+    unknown). A batch whose CRC does not match is fetched once more before it is left out: bytes can be damaged
+    on their way, where the broker's copy is whole."""
+
+    def __init__(self, records, tp):
         self._records = records
-        self._owner = owner  # the PartitionRecords: where the partition's next fetch starts
         self._tp = tp
+        self._owner = None  # a weak reference to the PartitionRecords (a strong one held every fetch until a GC)
         self._ready = None
+        self._next = None  # a batch read ahead of its turn (to bound an unreadable one before it)
+        self._stopped = False
+
+    def _batch(self):
+        if self._next is not None:
+            batch, self._next = self._next, None
+            return batch
+        return self._records.next_batch() if self._records.has_next() else None
 
     def has_next(self) -> bool:
-        while self._ready is None and self._records.has_next():
-            batch = self._records.next_batch()
+        while self._ready is None and not self._stopped:
+            batch = self._batch()
             if batch is None:
                 break
             try:
                 if not batch.validate_crc():
-                    raise ValueError("its CRC does not match its bytes")
+                    raise _CrcMismatch("its CRC does not match its bytes")
                 self._ready = _ReadBatch(batch, list(batch))
             except Exception as exc:  # (what a decoder raises on bytes it cannot take varies: any of it)
-                end = batch.next_offset
-                _record(UnreadableBatch(self._tp.topic, self._tp.partition, batch.base_offset, end,
-                                        f"{type(exc).__name__}: {exc}"))
-                self._owner.next_fetch_offset = max(self._owner.next_fetch_offset, end)
+                if _lacking_codec(batch):
+                    raise
+                if isinstance(exc, _CrcMismatch) and _first_crc_failure(self._tp, batch.base_offset):
+                    self._stopped = True  # read again from it by the next fetch
+                    break
+                self._skip(batch, exc)
         return self._ready is not None
+
+    def _skip(self, batch, exc: Exception) -> None:
+        # Its header's own end, but never past the next batch of this fetch (a damaged header may say anything).
+        end = max(batch.base_offset + 1, batch.next_offset)
+        self._next = self._batch()
+        if self._next is not None:
+            end = min(end, max(batch.base_offset + 1, self._next.base_offset))
+        _record(UnreadableBatch(self._tp.topic, self._tp.partition, batch.base_offset, end, f"{type(exc).__name__}: {exc}"))
+        owner = self._owner() if self._owner is not None else None
+        if owner is not None:
+            owner.next_fetch_offset = max(owner.next_fetch_offset, end)
 
     def next_batch(self):
         ready, self._ready = self._ready, None
         return ready
+
+
+class _CrcMismatch(ValueError):
+    pass
+
+
+_crc_failures: dict[tuple[str, int, int], None] = {}  # batches whose CRC failed once (a second time: skipped)
+
+
+def _first_crc_failure(tp, base_offset: int) -> bool:
+    key = (tp.topic, tp.partition, base_offset)
+    with _lock:
+        if key in _crc_failures:
+            return False
+        _crc_failures[key] = None
+        while len(_crc_failures) > KEPT:
+            del _crc_failures[next(iter(_crc_failures))]
+    log.warning("%s[%d] offset %d: a record batch whose CRC does not match its bytes; fetching it again",
+                tp.topic, tp.partition, base_offset)
+    return True
+
+
+def _lacking_codec(batch) -> bool:
+    """Whether the batch is of a codec whose library this process does not have."""
+    from aiokafka import codec
+
+    available = {1: codec.has_gzip, 2: codec.has_snappy, 3: codec.has_lz4, 4: codec.has_zstd}
+    try:
+        has = available.get(batch.compression_type)
+    except Exception:
+        return False
+    return has is not None and not has()
 
 
 _installed = False
@@ -120,11 +179,19 @@ def install() -> None:
         return
     from aiokafka.consumer.fetcher import PartitionRecords
 
+    from aiokafka import codec
+
+    lacking = [name for name in ("snappy", "lz4", "zstd") if not getattr(codec, f"has_{name}")()]
+    if lacking:  # (their batches stop the readers, as they always did: not skipped, since others can read them)
+        log.error("this process cannot read record batches compressed with %s: install cramjam "
+                  "(pip install 'aiokafka[snappy,lz4,zstd]')", ", ".join(lacking))
     original = PartitionRecords.__init__
 
     def __init__(self, tp, records, *args, **kwargs):
-        original(self, tp, _ReadableOnly(records, None, tp), *args, **kwargs)
-        self._records._owner = self  # (its generator reads batches only once iterated: after this)
+        readable = _ReadableOnly(records, tp)
+        original(self, tp, readable, *args, **kwargs)
+        readable._owner = weakref.ref(self)  # (its generator reads batches only once iterated: after this)
 
     PartitionRecords.__init__ = __init__
+    PartitionRecords.unpatched_init = original  # (tests compare the two)
     _installed = True

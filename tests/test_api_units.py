@@ -1160,6 +1160,9 @@ def test_ready_answers_in_its_own_time_and_says_which_cameras_shed_frames(monkey
             gone = (await client.get("/api/v1/ready")).json()
             configs.log_lost_at = time.time() - 60  # the broker lost its logs a minute ago: said for an hour
             lost = (await client.get("/api/v1/ready")).json()
+            cameras.put(CameraConfig(camera_id="again", version=1, last_command_id="y", updated_at=time.time()))
+            assert (await client.get("/api/v1/ready")).json()["warnings"] == []  # while none is configured again
+            cameras.put(CameraConfig(camera_id="again", version=2, last_command_id="z", updated_at=time.time(), removed=True))
             configs.log_lost_at = time.time() - 3700
             assert (await client.get("/api/v1/ready")).json()["warnings"] == []
             broker.delay = 1.0
@@ -1174,6 +1177,7 @@ def test_ready_answers_in_its_own_time_and_says_which_cameras_shed_frames(monkey
     assert gone["embedded_broker_mb"] is None and gone["warnings"] == []
     [said] = lost["warnings"]
     assert said.startswith("the broker lost its logs at ") and "add the cameras again" in said, said
+    assert lost["logs_lost_at"] == pytest.approx(time.time() - 60, abs=5)  # (what the dashboard's badge reads)
     assert fine.status_code == 200 and fine.json()["frames_shed"] == {"c": 7}
     assert fine.json()["embedded_broker_mb"] == 1300 and fine.json()["warnings"] == [
         "embedded broker holds 1300 MB, over the 1024 MB warning limit: it keeps every frame and slows as it fills "

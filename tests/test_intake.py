@@ -278,3 +278,22 @@ def test_messages_a_stage_waiting_for_the_disk_holds_are_not_waited_for(monkeypa
     started = time.monotonic()
     asyncio.run(consumer.wait_empty())
     assert time.monotonic() - started < 5 and "while count wait(s) for this worker's storage" in caplog.text  # (15 s: the wait for acks it bounds)
+
+
+def test_a_batch_set_aside_as_unreadable_is_dead_lettered_and_moved_past_at_once(monkeypatch):
+    from its_faust import unreadable_batches
+    from its_faust.unreadable_batches import UnreadableBatch
+
+    tp = TP(FRAMES, 0)
+    monkeypatch.setattr(unreadable_batches, "_found", {})
+    unreadable_batches._record(UnreadableBatch(FRAMES, 0, 12, 15, "BadGzipFile: not gzip"))
+    letters = []
+
+    async def dead_letter(self, batch):
+        letters.append((self.stage, batch.first, batch.end))
+
+    monkeypatch.setattr(Intake, "_dead_letter", dead_letter)
+    app, consumer, intake = make({tp: 10})
+    assert admit_all(intake, [Message(tp, o) for o in (10, 11, 15, 16)]) == [10, 11, 15, 16]
+    assert consumer.sought == [] and consumer.done_without_message == [(tp, 12, 15)]  # no re-read: none would bring it
+    assert letters == [("detect", 12, 15)]

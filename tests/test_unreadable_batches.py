@@ -58,15 +58,103 @@ def test_a_fetch_that_ends_in_an_unreadable_batch_goes_on_after_it(corrupt_gzip)
     assert read(corrupt_gzip(7, [b"x" * 1000, b"y" * 1000]), fetch_offset=7) == ([], 9)
 
 
-def test_a_batch_whose_crc_does_not_match_is_set_aside():
+def test_a_batch_whose_crc_does_not_match_is_fetched_again_then_set_aside(monkeypatch):
     unreadable_batches.install()
+    monkeypatch.setattr(unreadable_batches, "_found", {})
     bad = bytearray(batch(1, [b"b"]))
     bad[-1] ^= 0xFF  # a byte of its record changed after the CRC was taken
-    assert read(batch(0, [b"a"]) + bytes(bad) + batch(2, [b"c"]), tp=TopicPartition("its.crc", 0)) == ([(0, b"a"), (2, b"c")], 3)
+    data, tp = batch(0, [b"a"]) + bytes(bad) + batch(2, [b"c"]), TopicPartition("its.crc", 0)
+    assert read(data, tp=tp) == ([(0, b"a")], 1)  # damaged on its way, maybe: the next fetch starts at it
+    assert unreadable_batches.covering("its.crc", 0, 1) is None
+    assert read(data[len(batch(0, [b"a"])):], tp=tp, fetch_offset=1) == ([(2, b"c")], 3)  # the same again: set aside
     assert "CRC" in unreadable_batches.covering("its.crc", 0, 1).reason
+
+
+def test_an_unreadable_batch_is_skipped_no_further_than_the_next_batch_whatever_its_header_says(corrupt_gzip):
+    bad = bytearray(corrupt_gzip(1, [b"x" * 1000]))
+    bad[23:27] = (10**6).to_bytes(4, "big")  # its last offset delta: a million (its CRC no longer matches)
+    data = bytes(bad) + batch(2, [b"c"])
+    assert read(data, fetch_offset=1) == ([], 1)  # fetched again first (see above)
+    assert read(data, fetch_offset=1) == ([(2, b"c")], 3)  # not to offset 1000002, past "c"
+    assert unreadable_batches.covering("its.frames", 0, 1).end == 2
+
+
+def test_a_batch_of_a_codec_this_process_lacks_stops_the_reader_as_before(monkeypatch):
+    """Skipped, every snappy batch would be lost to a process installed without cramjam, though others read them."""
+    import aiokafka.codec
+
+    unreadable_batches.install()
+    monkeypatch.setattr(unreadable_batches, "_found", {})
+    data = batch(0, [b"a" * 1000], compression=2)  # snappy
+    monkeypatch.setattr(aiokafka.codec, "cramjam", None)
+    with pytest.raises(Exception, match="snappy"):
+        read(data)
+    assert unreadable_batches.covering("its.frames", 0, 0) is None
+
+
+def test_a_fetch_read_is_freed_at_once_not_held_until_a_garbage_collection():
+    import gc
+    import weakref
+
+    unreadable_batches.install()
+    gc.disable()
+    try:
+        records = PartitionRecords(TopicPartition("t", 0), MemoryRecords(batch(0, [b"a"])), [], 0, None, None, True,
+                                   READ_UNCOMMITTED)
+        list(records)
+        gone = weakref.ref(records._records)
+        del records
+        assert gone() is None  # (a cycle through the wrapper held every fetched buffer until the collector ran)
+    finally:
+        gc.enable()
 
 
 def test_readable_batches_are_read_as_aiokafka_reads_them():
     unreadable_batches.install()
     data = batch(0, [b"a"]) + batch(1, [b"b" * 1000, b"c"], GZIP)
     assert read(data, fetch_offset=1) == ([(1, b"b" * 1000), (2, b"c")], 3)
+
+
+def _control_batch(base: int) -> bytes:
+    """A transaction's commit marker: a control batch (attributes bit 5), its CRC taken again."""
+    from aiokafka.record.util import calc_crc32c
+
+    builder = default_records._DefaultRecordBatchBuilderPy(
+        magic=2, compression_type=0, is_transactional=1, producer_id=7, producer_epoch=0, base_sequence=-1,
+        batch_size=1 << 20)
+    builder.append(0, timestamp=1000, key=struct.pack(">hh", 0, 1), value=b"", headers=[])
+    out = bytearray(builder.build())
+    struct.pack_into(">q", out, 0, base)
+    struct.pack_into(">h", out, 21, struct.unpack_from(">h", out, 21)[0] | 0x20)
+    struct.pack_into(">I", out, 17, calc_crc32c(bytes(out[21:])))
+    return bytes(out)
+
+
+def test_readable_fetches_read_exactly_as_aiokafka_reads_them():
+    """Records, offsets and where the next fetch starts, after each record, in every way aiokafka reads a fetch."""
+    from aiokafka.consumer.fetcher import READ_COMMITTED
+    from aiokafka.record.memory_records import _MemoryRecordsPy
+
+    unreadable_batches.install()
+    two = batch(0, [b"a"]) + batch(1, [b"x" * 500, b"y"])
+    fetches = [(batch(0, [b"a", b"b"]) + batch(2, [b"c"], GZIP) + batch(3, [b"d"] * 3), 0),
+               (batch(0, [b"a", b"b", b"c"], GZIP) + batch(3, [b"d"]), 1),  # from within a batch
+               (batch(0, [b"a"]) + _control_batch(1) + batch(2, [b"b"]), 0), (batch(0, [b"a"]) + _control_batch(1), 0),
+               (batch(0, []) + batch(1, [b"a"]), 0),
+               *[(two[:cut], 0) for cut in range(len(batch(0, [b"a"])), len(two), 7)]]  # a last batch cut short
+
+    def steps(init, memory_records, data, fetch_offset, isolation):
+        records = PartitionRecords.__new__(PartitionRecords)
+        init(records, TopicPartition("t", 0), memory_records(data), [], fetch_offset, None, None, True, isolation)
+        seen = []
+        while True:
+            record = next(records, None)
+            seen.append((None if record is None else (record.offset, record.value), records.next_fetch_offset))
+            if record is None:
+                return seen
+
+    for data, fetch_offset in fetches:
+        for memory_records in (MemoryRecords, _MemoryRecordsPy):
+            for isolation in (READ_UNCOMMITTED, READ_COMMITTED):
+                args = (memory_records, data, fetch_offset, isolation)
+                assert steps(PartitionRecords.__init__, *args) == steps(PartitionRecords.unpatched_init, *args)

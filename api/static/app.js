@@ -49,7 +49,7 @@ async function loadReady() {
     const frames = shed.reduce((sum, n) => sum + n, 0);
     health.ready = { ok: res.ok, why, detail: JSON.stringify(body), shed: frames ? { frames, cameras: shed.length } : null,
                      broker: (body.warnings || []).length && body.embedded_broker_mb ? body.embedded_broker_mb : null,
-                     lost: (body.warnings || []).find((w) => w.startsWith("the broker lost its logs")) || null };
+                     lost: body.logs_lost_at || null };
   } catch (e) { health.ready = null; }  // the API itself is down: the feeds say so
   renderStatus();
 }

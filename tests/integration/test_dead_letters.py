@@ -49,7 +49,7 @@ async def _dead_letters_after_bad_input(stack, clip_frames):
         letters += [decode(DeadLetter, m.value) for m in await dlq.poll(200)]
         tracked |= {r.seq for r in await feed.poll(200) if r.camera_id == "cam-dlq"}
     events, deadline = [], time.monotonic() + 40  # until every refusal of detect's is told (the rest 10 s on)
-    while _told("detect", events) < len(bad) and time.monotonic() < deadline:
+    while _told("detect", events) < len(bad) + 1 and time.monotonic() < deadline:
         events += [e for e in (decode(CameraEvent, m.value) for m in await camera_events.poll(200)) if e.camera_id == "cam-dlq"]
     await producer.stop()
     for reader in (dlq, feed, camera_events):
@@ -86,7 +86,9 @@ def test_malformed_messages_are_dead_lettered_and_the_rest_flows(stack, clip_fra
     told = [e for e in events if e.kind == CameraEventKind.records_rejected]
     first = next(e.reason for e in told if e.reason.startswith("detect dead-lettered a record:"))
     assert "Invalid JSON" in first, first
-    assert _told("detect", events) == len(bad) and _told("track", events) == 1, [e.reason for e in told]
+    # (and the one keyed wrongly: told to the camera its record names too)
+    assert _told("detect", events) == len(bad) + 1 and _told("track", events) == 1, [e.reason for e in told]
+    assert any("sent under the key b'other-key', not the camera id" in e.reason for e in told)
 
 
 async def _frames_under_each_codec(stack, clip_frames) -> set[int]:
@@ -137,10 +139,11 @@ async def _frames_around_an_unreadable_batch(stack, clip_frames, monkeypatch):
         await broken.start()
         bad = await broken.send_and_wait(settings.topic(FRAMES), frame(2), key=b"cam-corrupt")
         await broken.stop()
-    await good.send_and_wait(settings.topic(FRAMES), frame(3), key=b"cam-corrupt")
+    for seq in (3, 4):
+        await good.send_and_wait(settings.topic(FRAMES), frame(seq), key=b"cam-corrupt")
     await good.stop()
     letters, tracked, deadline = [], set(), time.monotonic() + 60
-    while (not letters or tracked != {1, 3}) and time.monotonic() < deadline:
+    while (not letters or tracked != {1, 3, 4}) and time.monotonic() < deadline:
         letters += [letter for letter in (decode(DeadLetter, m.value) for m in await dlq.poll(200))
                     if letter.offset == bad.offset and letter.partition == bad.partition]
         tracked |= {r.seq for r in await feed.poll(200)}
@@ -153,6 +156,6 @@ def test_a_record_batch_no_client_can_read_is_dead_lettered_and_the_frames_after
                                                                                                 monkeypatch):
     # One such batch from a client stopped every worker, and each one started after it, for good (a trial).
     bad, letters, tracked = asyncio.run(_frames_around_an_unreadable_batch(stack, clip_frames, monkeypatch))
-    assert tracked == {1, 3}
+    assert tracked == {1, 3, 4}
     assert [(letter.stage, letter.topic, letter.value) for letter in letters] == [("detect", bad.topic, b"")], letters
     assert "a record batch that cannot be read (BadGzipFile" in letters[0].reason, letters[0].reason
