@@ -50,7 +50,9 @@ _detector_lock = threading.Lock()
 _stale = StaleFrames(settings.model.live_frame_max_age_s, fair_share=FairShare())  # every live camera its share
 _clock_ahead = ClockAhead()  # live cameras whose frames are dated ahead of this worker's clock
 # A removed camera's frames sent until its removal (or this long after: its producer stopping, ingest within a
-# second or two) are what the removal left over; those sent later are a producer's that was not told.
+# second or two) are what the removal left over; those sent later are a producer's that was not told. (Sent by the
+# producer's clock, removed by the commanding host's: a producer this far behind has its later frames dropped
+# too, said once a minute in the log rather than dead-lettered.)
 LEFT_OVER_AFTER_REMOVAL_S = 5.0
 _left_over: Throttle[str] = Throttle(60.0, keep=1000)  # said once a minute per camera at most
 

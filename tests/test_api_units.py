@@ -1216,3 +1216,15 @@ def test_a_lag_read_dropped_as_the_broker_comes_back_fails_its_askers_softly(mon
     (first_ok, first), (second_ok, second) = asyncio.run(go())
     assert not first_ok and "asked afresh next time" in first["lag"]
     assert second_ok and second["lag"] == {"its.frames": 0}
+
+
+def test_a_removal_dated_ahead_by_the_commanding_hosts_clock_does_not_blank_the_cameras_frames_after_it():
+    from schemas import TrackRecord
+
+    tracked, now = TrackedCameras(), time.time()
+    tracked.camera_removed(CameraConfig(camera_id="c", version=3, last_command_id="x", updated_at=now + 3600,
+                                        removed=True))  # a host an hour ahead
+    later = TrackRecord(camera_id="c", seq=1, captured_at=now + 5, width=64, height=48, detected_at=now + 5,
+                        tracked_at=now + 5, tracker_frame=1, model="m@v", detections=0, worker="w:1", objects=[])
+    earlier = later.model_copy(update={"tracked_at": now - 5})
+    assert not tracked.before_removal(later) and tracked.before_removal(earlier)

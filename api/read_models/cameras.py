@@ -96,9 +96,12 @@ class TrackedCameras:
         self._removed_at: dict[str, float] = {}  # camera -> when it was last removed
 
     def camera_removed(self, config: CameraConfig) -> None:
-        """The camera's frames tracked before this are not what it shows once added again (kept: counted)."""
-        self._removed_at[config.camera_id] = max(self._removed_at.get(config.camera_id, config.updated_at),
-                                                 config.updated_at)
+        """The camera's frames tracked before this are not what it shows once added again (kept: counted).
+
+        Its time is the commanding host's (``updated_at``), records' the workers': no later than when this API
+        learned of it, so a host whose clock is ahead does not blank the camera's frames once it is added again."""
+        removed_at = min(config.updated_at, time.time())
+        self._removed_at[config.camera_id] = max(self._removed_at.get(config.camera_id, removed_at), removed_at)
 
     def before_removal(self, record: TrackRecord) -> bool:
         """Whether the record was tracked before its camera was last removed: a camera added again showed the
