@@ -41,8 +41,9 @@ QUIET_S = 10.0
 # it larger than the topic takes (a frame of a very large camera) is named, not copied.
 LARGEST_KEPT_VALUE = MAX_RECORD_BYTES * 2 // 3
 _CAMERA_ID = re.compile(CAMERA_ID_PATTERN)
-# (stage, key) -> when to warn; a broken producer may invent a key a record: the 1000 heard last are kept.
-_quiet: Throttle[tuple[str, bytes | None]] = Throttle(QUIET_S, keep=1000)
+# (stage, key, the camera the record names where that is not its key) -> when to warn; a broken producer may invent
+# a key a record: the 1000 heard last are kept.
+_quiet: Throttle[tuple[str, bytes | None, str | None]] = Throttle(QUIET_S, keep=1000)
 
 
 async def dead_letter(stage: str, event: EventT, reason: str) -> Awaitable:
@@ -66,17 +67,23 @@ async def dead_letter(stage: str, event: EventT, reason: str) -> Awaitable:
         failed_at=time.time(),
     )
     delivery = await topics.dead_letters.send(key=message.key, value=encode(record))
-    told = _quiet.hit((stage, message.key), time.monotonic(), reason)
+    # Keyed wrongly, or not at all: the camera the record names is told too (its sender watches that one).
+    named = _camera_named_in(value)
+    named = named if named is not None and named.encode() != message.key else None
+    told = _quiet.hit((stage, message.key, named), time.monotonic(), reason)
     if told is not None:
         unsaid = told - 1
         log.warning("%s: dead-lettered %s[%s]@%s: %s%s", stage, message.topic, message.partition, message.offset, reason,
                     f" ({unsaid} more from key {message.key!r} since the last warning, all on the topic)" if unsaid else "")
         said = f"{stage} dead-lettered a record: {reason}" + (f"; {unsaid} more since the last report" if unsaid else "")
-        await _tell_the_camera(message.key, said)
-        named = _camera_named_in(value)
-        if named is not None and named.encode() != message.key:  # keyed wrongly, or not at all: its sender watches this one
-            await _tell_the_camera(named.encode(), f"{said} (sent under the key {message.key!r}, not the camera id)")
+        await _tell_the_cameras(message.key, named, said)
     return delivery
+
+
+async def _tell_the_cameras(key: bytes | None, named: str | None, said: str) -> None:
+    await _tell_the_camera(key, said)
+    if named is not None:
+        await _tell_the_camera(named.encode(), f"{said} (sent under the key {key!r}, not the camera id)")
 
 
 def _camera_named_in(value: bytes) -> str | None:
@@ -89,12 +96,17 @@ def _camera_named_in(value: bytes) -> str | None:
 
 
 @app.timer(interval=2.0, name="dead-letter-warnings")
-async def _say_the_unsaid() -> None:
-    for (stage, key), unsaid, reason in _quiet.overdue(time.monotonic()):
+async def _say_the_unsaid_now() -> None:
+    await say_the_unsaid()
+
+
+async def say_the_unsaid() -> None:
+    """What was held back for a whole period, told: a warning, and the camera's event, each with the count."""
+    for (stage, key, named), unsaid, reason in _quiet.overdue(time.monotonic()):
         log.warning("%s: %d more dead-lettered from key %r since the last warning (the last: %s)", stage, unsaid, key,
                     reason)
-        await _tell_the_camera(key, f"{stage} dead-lettered {unsaid} more record(s) since the last report; "
-                                    f"the last: {reason}")
+        await _tell_the_cameras(key, named, f"{stage} dead-lettered {unsaid} more record(s) since the last report; "
+                                            f"the last: {reason}")
 
 
 async def _tell_the_camera(key: bytes | None, reason: str) -> None:

@@ -18,6 +18,8 @@ import threading
 import weakref
 from dataclasses import dataclass
 
+from aiokafka.errors import UnsupportedCodecError
+
 log = logging.getLogger(__name__)
 
 KEPT = 1000  # unreadable batches remembered; a later one past it forgets the oldest
@@ -112,13 +114,18 @@ class _ReadableOnly:
                 if not batch.validate_crc():
                     raise _CrcMismatch("its CRC does not match its bytes")
                 self._ready = _ReadBatch(batch, list(batch))
+            except (MemoryError, RecursionError, UnsupportedCodecError):
+                raise  # the process's trouble, not the batch's (a codec whose library it lacks: others read it)
             except Exception as exc:  # (what a decoder raises on bytes it cannot take varies: any of it)
-                if _lacking_codec(batch):
-                    raise
+                if not hasattr(batch, "base_offset"):
+                    raise  # a message set of before Kafka 0.11 (v0, v1): as aiokafka has it
                 if isinstance(exc, _CrcMismatch) and _first_crc_failure(self._tp, batch.base_offset):
                     self._stopped = True  # read again from it by the next fetch
                     break
                 self._skip(batch, exc)
+            else:
+                if _crc_failures:
+                    _crc_read_cleanly(self._tp, getattr(batch, "base_offset", None))
         return self._ready is not None
 
     def _skip(self, batch, exc: Exception) -> None:
@@ -157,16 +164,10 @@ def _first_crc_failure(tp, base_offset: int) -> bool:
     return True
 
 
-def _lacking_codec(batch) -> bool:
-    """Whether the batch is of a codec whose library this process does not have."""
-    from aiokafka import codec
-
-    available = {1: codec.has_gzip, 2: codec.has_snappy, 3: codec.has_lz4, 4: codec.has_zstd}
-    try:
-        has = available.get(batch.compression_type)
-    except Exception:
-        return False
-    return has is not None and not has()
+def _crc_read_cleanly(tp, base_offset: int | None) -> None:
+    """A batch fetched again whole: its CRC failure was on the way (a later one is retried afresh)."""
+    with _lock:
+        _crc_failures.pop((tp.topic, tp.partition, base_offset), None)
 
 
 _installed = False

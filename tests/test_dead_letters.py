@@ -242,3 +242,20 @@ def test_a_record_keyed_wrongly_or_not_at_all_is_told_to_the_camera_it_names_too
     dead_letters._quiet = Throttle(dead_letters.QUIET_S)
     asyncio.run(dead_letters.dead_letter("detect", _event(b"node-cam", 4, frame), "seq too large"))
     assert [decode(CameraEvent, value).camera_id for _, value in sent["camera-events"]] == ["node-cam"]  # told once
+
+
+def test_the_later_count_of_records_keyed_wrongly_is_told_to_the_camera_they_name_too(sent, monkeypatch):
+    from types import SimpleNamespace
+
+    clock = [100.0]
+    monkeypatch.setattr(dead_letters, "time", SimpleNamespace(time=time.time, monotonic=lambda: clock[0]))
+    frame = b'{"schema": "its.frame", "camera_id": "node-cam", "seq": 1}'
+    other = b'{"schema": "its.frame", "camera_id": "other-cam", "seq": 1}'
+    for value in (frame, frame, frame, other):  # keyless, from two cameras: each told apart
+        asyncio.run(dead_letters.dead_letter("detect", _event(None, 1, value), "key None is not the record's camera_id"))
+    assert [decode(CameraEvent, v).camera_id for _, v in sent["camera-events"]] == ["node-cam", "other-cam"]
+    clock[0] += dead_letters.QUIET_S
+    asyncio.run(dead_letters.say_the_unsaid())
+    later = decode(CameraEvent, sent["camera-events"][-1][1])
+    assert later.camera_id == "node-cam" and later.reason.startswith("detect dead-lettered 2 more record(s)")
+    assert "sent under the key None, not the camera id" in later.reason

@@ -36,6 +36,7 @@ def corrupt_gzip(monkeypatch):
     """A gzip batch whose bytes do not decompress (a broken client; the embedded broker stores it as sent)."""
     unreadable_batches.install()
     monkeypatch.setattr(unreadable_batches, "_found", {})
+    monkeypatch.setattr(unreadable_batches, "_crc_failures", {})
     with monkeypatch.context() as m:
         m.setattr(default_records, "gzip_encode", lambda data, *a, **k: b"\x1f\x8b not gzip at all" + bytes(200))
         yield lambda base, values: batch(base, values, GZIP)
@@ -61,6 +62,7 @@ def test_a_fetch_that_ends_in_an_unreadable_batch_goes_on_after_it(corrupt_gzip)
 def test_a_batch_whose_crc_does_not_match_is_fetched_again_then_set_aside(monkeypatch):
     unreadable_batches.install()
     monkeypatch.setattr(unreadable_batches, "_found", {})
+    monkeypatch.setattr(unreadable_batches, "_crc_failures", {})
     bad = bytearray(batch(1, [b"b"]))
     bad[-1] ^= 0xFF  # a byte of its record changed after the CRC was taken
     data, tp = batch(0, [b"a"]) + bytes(bad) + batch(2, [b"c"]), TopicPartition("its.crc", 0)
@@ -158,3 +160,30 @@ def test_readable_fetches_read_exactly_as_aiokafka_reads_them():
             for isolation in (READ_UNCOMMITTED, READ_COMMITTED):
                 args = (memory_records, data, fetch_offset, isolation)
                 assert steps(PartitionRecords.__init__, *args) == steps(PartitionRecords.unpatched_init, *args)
+
+
+def test_a_batch_damaged_only_on_its_way_is_read_and_a_later_damage_retried_afresh(monkeypatch):
+    unreadable_batches.install()
+    monkeypatch.setattr(unreadable_batches, "_found", {})
+    monkeypatch.setattr(unreadable_batches, "_crc_failures", {})
+    good, tp = batch(1, [b"b"]), TopicPartition("its.crc2", 0)
+    bad = bytearray(good)
+    bad[-1] ^= 0xFF
+    assert read(bytes(bad), tp=tp, fetch_offset=1) == ([], 1)
+    assert read(good, tp=tp, fetch_offset=1) == ([(1, b"b")], 2)  # fetched again whole
+    assert read(bytes(bad), tp=tp, fetch_offset=1) == ([], 1)  # damaged again later: fetched again first, as before
+    assert unreadable_batches.covering("its.crc2", 0, 1) is None
+
+
+def test_a_legacy_message_set_that_cannot_be_read_stops_the_reader_as_before(monkeypatch):
+    from aiokafka.record.legacy_records import LegacyRecordBatchBuilder
+
+    unreadable_batches.install()
+    monkeypatch.setattr(unreadable_batches, "_found", {})
+    builder = LegacyRecordBatchBuilder(magic=1, compression_type=0, batch_size=1 << 20)
+    builder.append(0, timestamp=1000, key=b"k", value=b"v")
+    damaged = bytearray(builder.build())
+    damaged[-1] ^= 0xFF
+    with pytest.raises(Exception) as raised:
+        read(bytes(damaged))
+    assert not isinstance(raised.value, AttributeError), raised.value  # aiokafka's own error, not the wrapper's
