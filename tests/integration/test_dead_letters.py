@@ -84,8 +84,9 @@ def test_malformed_messages_are_dead_lettered_and_the_rest_flows(stack, clip_fra
     # Whoever watches the camera is told of each refusal: the first of each stage at once, with its reason, the
     # rest of the burst in counts (10 s on: more at once if the burst outlasts a period on a slow machine).
     told = [e for e in events if e.kind == CameraEventKind.records_rejected]
-    first = next(e.reason for e in told if e.reason.startswith("detect dead-lettered a record:"))
-    assert "Invalid JSON" in first, first
+    # (The first, at once: the one keyed wrongly is told at once too, and may land first under load.)
+    at_once = [e.reason for e in told if e.reason.startswith("detect dead-lettered a record:")]
+    assert any("Invalid JSON" in reason for reason in at_once), at_once
     # (and the one keyed wrongly: told to the camera its record names too)
     assert _told("detect", events) == len(bad) + 1 and _told("track", events) == 1, [e.reason for e in told]
     assert any("sent under the key b'other-key', not the camera id" in e.reason for e in told)
