@@ -103,8 +103,16 @@ async def all_alerts(request: Request, response: Response, limit: Annotated[int,
 FEED_ITEM = re.compile(rf"^(?P<feed>{'|'.join(f.value for f in Feed)})(?::(?P<camera>{CAMERA_ID_PATTERN[1:-1]}))?$")
 
 
+# Each feed of a stream reads the topic on its own: a page needs a few (the dashboard three), a wall of cameras some
+# dozens, and a client that asked for hundreds in every connection cost the API a core.
+MAX_FEEDS_PER_STREAM = 64
+
+
 def _feed_items(feeds: str) -> list[tuple[str, Feed, str | None]]:
     items = []
+    if feeds.count(",") >= MAX_FEEDS_PER_STREAM:
+        raise _bad_feeds(feeds, f"{feeds.count(',') + 1} feeds: a stream takes at most {MAX_FEEDS_PER_STREAM} (open "
+                                "another for more)")
     for item in feeds.split(","):
         found = FEED_ITEM.match(item.strip())
         if not found:
@@ -127,7 +135,8 @@ def _bad_feeds(feeds: str, reason: str) -> HTTPException:
 @router.get("/stream", summary="Several feeds in one stream (what the dashboard opens)", responses=SSE_RESPONSE,
             response_class=EventSourceResponse,
             description="`feeds`: comma-separated, each a feed of every camera (`alerts`) or of one (`tracks:cam-1`). "
-            "A browser opens at most six connections to a host: one stream for a page's feeds leaves it room. "
+            "A browser opens at most six connections to a host: one stream for a page's feeds leaves it room. At most "
+            f"{MAX_FEEDS_PER_STREAM} feeds a stream. "
             "Events as in each feed; `hello` and `dropped` name their feed in `data`. An event's `id` is every "
             "feed's position, `name=p:o,...;name=p:o,...` (a feed's part as its own stream gives it, so the "
             "`X-Feed-Position` of a listing can start one: `alerts=0:12,1:9`); a feed the id does not name "

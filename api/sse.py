@@ -199,8 +199,18 @@ async def merged(streams: Mapping[str, AsyncIterator[dict]], queue_size: int = 6
         # Shielded: a client that left cancels this generator's scope, and every await here would be
         # cancelled again, leaving feeds open (and counted as clients) until garbage collection.
         with anyio.CancelScope(shield=True):
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await _cancelled(tasks)
             for stream in streams.values():  # each stops where it is (a pump held it at a yield)
                 await stream.aclose()
+
+
+async def _cancelled(tasks: list[asyncio.Task]) -> None:
+    """Cancel the tasks and wait until they have ended, cancelling again those that go on: an await that swallows
+    one cancellation (Python 3.11's ``wait_for``, say) would otherwise keep its feed read for ever, and every feed
+    of its stream open, since they are closed only after."""
+    pending = [task for task in tasks if not task.done()]
+    while pending:
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=0.5)
+        pending = [task for task in pending if not task.done()]

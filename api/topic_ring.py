@@ -313,10 +313,14 @@ class TopicRing:
         return self._messages.get(partition, [])[-n:]
 
     async def wait_new(self, timeout: float) -> bool:
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for returns instead of raising when its task is
+        # cancelled just as the event is set, and every feed waits on this one event, so a client that left
+        # while records came had its feed read on for ever (and its merged stream's close waiting on it).
         try:
-            await asyncio.wait_for(self._new.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._new.wait()
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     def held(self) -> int:

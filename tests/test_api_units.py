@@ -72,6 +72,57 @@ def test_merged_feeds_carry_every_position_and_close_every_feed_when_the_client_
     assert sorted(closed) == ["a", "b"]  # neither feed left open (they count SSE clients until closed)
 
 
+def test_merged_feeds_close_even_when_a_feed_swallows_its_cancellation():
+    import asyncio
+
+    import anyio
+
+    closed = []
+
+    async def stubborn(name: str):
+        try:
+            yield {"event": "hello", "id": "0:0", "data": "{}"}
+            yield {"event": name, "id": "0:1", "data": "{}"}
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:  # as Python 3.11's wait_for can, when its wait ends as it is cancelled
+                pass
+            await asyncio.sleep(3600)
+        finally:
+            closed.append(name)
+
+    async def go():
+        stream = merged({"a": stubborn("a"), "b": stubborn("b")})
+        seen = set()
+        with anyio.CancelScope() as scope:
+            async for event in stream:
+                seen.add(event["event"])
+                if {"a", "b"} <= seen:
+                    await asyncio.sleep(0.05)  # both pumps at their sleep
+                    scope.cancel()
+        await stream.aclose()
+
+    asyncio.run(asyncio.wait_for(go(), 10))  # the close waited on the pump for ever
+    assert sorted(closed) == ["a", "b"]
+
+
+def test_a_feed_cancelled_as_records_come_ends():
+    """Every feed waits on the ring's one event: a client that leaves as it is set must not be read on for ever."""
+    import asyncio
+
+    async def go():
+        ring = TopicRing("unused:9092", "its.tracks", 10)
+        waiting = [asyncio.create_task(ring.wait_new(30)) for _ in range(50)]
+        await asyncio.sleep(0.01)
+        ring._wake()
+        for task in waiting:
+            task.cancel()
+        return await asyncio.gather(*waiting, return_exceptions=True)
+
+    results = asyncio.run(go())
+    assert all(isinstance(r, asyncio.CancelledError) for r in results), results
+
+
 def test_workers_are_stalled_only_when_work_waits_and_nothing_is_committed():
     health = SystemHealth(hub=None, metrics=None)
     assert health._progress(committed=100, waiting=5, now=0.0) == "consuming"

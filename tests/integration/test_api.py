@@ -480,7 +480,7 @@ def test_several_feeds_in_one_stream_filter_per_camera_and_resume_each_exactly(s
     assert alerts == ["cam-x:test:1", "cam-y:test:2", "cam-x:test:3"]  # every camera's alerts, each once, in order
     assert camera_events == ["blank 0", "blank 1", "blank 2", "blank 3"]  # this camera's events only
     c = httpx.Client(base_url=api.base, timeout=30)
-    for feeds in ("alerts,nonsense", "tracks:bad/cam", "alerts,alerts"):
+    for feeds in ("alerts,nonsense", "tracks:bad/cam", "alerts,alerts", ",".join(f"tracks:c{i}" for i in range(65))):
         r = c.get("/api/v1/stream", params={"feeds": feeds})
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "feeds"], (feeds, r.text)
         assert r.json()["detail"][0]["msg"].startswith("feeds: "), r.text
