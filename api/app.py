@@ -21,6 +21,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.routing import Match, Mount
 
 from api import routes_cameras, routes_feeds, routes_status
+from api.body_limit import BodyLimit
 from api.metrics import Metrics
 from api.hub import Hub
 from api.readiness import SystemHealth
@@ -51,6 +52,7 @@ def create_app(settings, bootstrap: str) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.metrics = Metrics()
+    app.add_middleware(BodyLimit, max_bytes=settings.api.max_body_bytes)  # inside CORS: a 413 carries its headers
     if settings.api.cors_origins:  # a city's own web app on another origin calling this API from a browser
         app.add_middleware(CORSMiddleware, allow_origins=settings.api.cors_origins, allow_methods=["*"],
                            allow_headers=["*"])
@@ -116,7 +118,7 @@ async def validation_failed(request: Request, exc: RequestValidationError) -> JS
         sent = request.headers.get("content-type") or "none"
         return JSONResponse(status_code=415, content={
             "detail": f"send the body as JSON, with the header Content-Type: application/json (this request's: {sent})"})
-    return JSONResponse(status_code=422, content={"detail": _json_safe(jsonable_encoder(errors))})
+    return JSONResponse(status_code=422, content={"detail": jsonable_encoder(_json_safe(errors))})
 
 
 def _body_not_sent_as_json(request: Request, errors: list[dict]) -> bool:
@@ -125,11 +127,18 @@ def _body_not_sent_as_json(request: Request, errors: list[dict]) -> bool:
     return body_refused_whole and not (media_type == "application/json" or media_type.endswith("+json"))
 
 
+# What a 422 echoes of a long input: enough to see which it was, not the whole of it again.
+ECHO_ITEMS, ECHO_CHARS = 20, 200
+
+
 def _json_safe(value):
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # "nan", "inf", "-inf"
+    if isinstance(value, str) and len(value) > ECHO_CHARS:
+        return f"{value[:ECHO_CHARS]}... ({len(value)} characters)"
     if isinstance(value, dict):
         return {k: _json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_json_safe(v) for v in value]
+        shown = [_json_safe(v) for v in value[:ECHO_ITEMS]]
+        return shown + [f"... ({len(value)} items)"] if len(value) > ECHO_ITEMS else shown
     return value

@@ -74,10 +74,11 @@ class FlowWindow:
     async def acquire(self) -> None:
         while not self.try_acquire():
             self._freed.clear()
-            try:
-                await asyncio.wait_for(self._freed.wait(), self.expire_s)
-            except asyncio.TimeoutError:
-                pass
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can return, not raise, when cancelled as the
+            # credit comes (see api/topic_ring.py), and a stopping camera would wait on.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.expire_s):
+                    await self._freed.wait()
 
     def try_acquire(self) -> bool:
         """Take a credit if one is free now (a live feed drops the frame otherwise)."""
@@ -204,8 +205,9 @@ async def _first_open(calls: DaemonThread, open_reader, spec: SourceSpec, backof
             if stop is None:
                 await asyncio.sleep(delay)
             else:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await stop.wait()
                 if stop.is_set():
                     return None
             continue

@@ -240,6 +240,9 @@ class ApiSettings(BaseModel):
         "oldest go first. Many or large cameras per partition may need more to hold frames_keep_s of them",
     )
     heartbeat_s: float = Field(15.0, gt=0, description="SSE comment sent on idle connections this often")
+    max_body_bytes: int = Field(
+        65536, ge=1024,
+        description="Largest request body the API reads (a camera's change is a few kilobytes); a larger one is a 413")
     command_timeout_s: float = Field(15.0, gt=0, description="How long a REST change waits for a worker to apply it")
     live_fps: float = Field(4.0, gt=0, le=30, description="Frames per second of the live view (live.mjpg), unless ?fps= asks otherwise")
     cors_origins: Annotated[list[str], NoDecode] = Field(  # NoDecode: see ModelSettings.classes

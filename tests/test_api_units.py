@@ -6,7 +6,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.topic_ring import Message, TopicRing
 from api.read_models import Alerts, CameraEvents, Cameras, Counts, DeadLetters, TrackedCameras, Zones
@@ -624,6 +624,54 @@ def test_a_json_body_sent_without_the_json_content_type_is_a_415_that_names_the_
     assert answer(json=[1]).status_code == 422
     assert answer(json={"name": 3}).status_code == 422
     assert answer(headers={"content-type": "text/plain"}).status_code == 422  # no body: "Field required"
+
+
+class _Points(BaseModel):
+    points: list[list[float]] = Field(max_length=64)
+
+
+def test_a_body_over_the_limit_is_a_413_and_a_422_echoes_a_long_input_in_brief():
+    """A 19 MB list of points was read, parsed and echoed whole in a 422 on the event loop: 17 s of every
+    other client and feed waiting (a security review)."""
+    import asyncio
+
+    import httpx
+    from fastapi import FastAPI
+    from fastapi.exceptions import RequestValidationError
+
+    from api.app import ECHO_ITEMS, validation_failed
+    from api.body_limit import BodyLimit
+
+    app = FastAPI()
+    app.add_middleware(BodyLimit, max_bytes=4096)
+    app.add_exception_handler(RequestValidationError, validation_failed)
+
+    @app.post("/zone")
+    def zone(body: _Points) -> int:
+        return len(body.points)
+
+    async def post(**request):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
+            return await client.post("/zone", **request)
+
+    def answer(**request):
+        return asyncio.run(post(**request))
+
+    assert answer(json={"points": [[1, 2]] * 60}).json() == 60
+    too_long = answer(json={"points": [[1, 2]] * 1000})
+    assert too_long.status_code == 413 and "4096 bytes" in too_long.json()["detail"]
+
+    async def chunks():  # no Content-Length: counted as it comes
+        yield b'{"points": ['
+        for _ in range(1000):
+            yield b"[1, 2],"
+        yield b"[1, 2]]}"
+
+    assert answer(content=chunks(), headers={"content-type": "application/json"}).status_code == 413
+    refused = answer(json={"points": [[1, 2]] * 300})
+    assert refused.status_code == 422
+    echoed = refused.json()["detail"][0]["input"]
+    assert len(echoed) == ECHO_ITEMS + 1 and echoed[-1] == "... (300 items)", echoed
 
 
 def _ring(topic: str, capacity: int = 100) -> TopicRing:
