@@ -7,6 +7,7 @@ import time
 from collections import Counter
 
 from api.broker_probe import BrokerProbe
+from api.live import LiveView
 from api.topic_ring import Message, TopicRing
 from api.read_models import (Alerts, CameraEvents, Cameras, Counts, DeadLetters, FramesArriving, TrackedCameras, Workers,
                               Zones)
@@ -80,6 +81,7 @@ class Hub:
         }
 
         self.snapshots = AlertSnapshots(self.rings["frames"], self.rings["tracks"], self.cameras)
+        self.live = LiveView(self.rings["frames"], self.rings["tracks"])
         # The workers' commits and the logs' ends, for /ready and /metrics (the lag). Camera commands too:
         # queued with no worker to apply them, they are work waiting.
         self.group_offsets = GroupOffsetsReader(bootstrap, settings.app_id,

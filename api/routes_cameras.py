@@ -305,8 +305,11 @@ async def snapshot(request: Request, camera_id: CameraId, seq: Annotated[int | N
     kept = hub.snapshots.get(camera_id, seq) if seq is not None else None
     if kept is not None:
         return Response(kept, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
-    image = await asyncio.to_thread(annotated_jpeg, hub.rings["frames"], hub.rings["tracks"], camera_id,
-                                    hub.cameras.get(camera_id), seq)
+    if seq is None:
+        image = await asyncio.to_thread(hub.live.jpeg, camera_id, hub.cameras.get(camera_id))
+    else:
+        image = await asyncio.to_thread(annotated_jpeg, hub.rings["frames"], hub.rings["tracks"], camera_id,
+                                        hub.cameras.get(camera_id), seq)
     alerts = hub.alerts.raised_on(camera_id, seq) if image is None and seq is not None else []
     if alerts:  # an alert's frame, gone from the rings before the alert came: from the topics
         image = await hub.snapshots.fetch(alerts)
@@ -327,9 +330,8 @@ async def live(request: Request, camera_id: KnownCameraId, fps: Annotated[float 
     async def parts():
         last = None
         while not await request.is_disconnected():
-            image = await asyncio.to_thread(annotated_jpeg, hub.rings["frames"], hub.rings["tracks"], camera_id,
-                                            hub.cameras.get(camera_id))
-            if image is not None and image != last:
+            image = await asyncio.to_thread(hub.live.jpeg, camera_id, hub.cameras.get(camera_id))
+            if image is not None and image is not last:  # the same drawing, shared: unchanged
                 last = image
                 yield b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(image)).encode() + b"\r\n\r\n" + image + b"\r\n"
             await asyncio.sleep(period)

@@ -681,6 +681,46 @@ def _ring(topic: str, capacity: int = 100) -> TopicRing:
     return ring
 
 
+def test_the_live_view_draws_a_cameras_frame_once_for_all_its_viewers():
+    """Each viewer of live.mjpg drew and encoded the frame at its every tick: 60 viewers of a 4 fps camera at
+    fps=30 took 1.4 cores (a security review)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import cv2
+    import numpy as np
+
+    from api.live import LiveView
+    from schemas import FrameRecord, TrackedObject, TrackRecord
+    from schemas.control import CameraConfig
+
+    now = time.time()
+    frames, tracks = _ring("frames"), _ring("tracks")
+    jpeg = cv2.imencode(".jpg", np.full((120, 160, 3), 120, np.uint8))[1].tobytes()
+
+    def frame_and_track(seq: int) -> None:
+        frames._add(Message(0, seq, b"cam-a", encode(FrameRecord(camera_id="cam-a", seq=seq, captured_at=now, width=160,
+                                                                  height=120, jpeg=jpeg)), now))
+        record = TrackRecord(camera_id="cam-a", seq=seq, captured_at=now, width=160, height=120, detected_at=now,
+                             tracked_at=now, tracker_frame=seq + 1, model="m@v", detections=1, worker="w:1",
+                             objects=[TrackedObject(track_id=3, x1=40, y1=30, x2=120, y2=100, conf=0.9, cls=2, label="car")])
+        tracks._add(Message(0, seq, b"cam-a", encode(record), now))
+
+    live = LiveView(frames, tracks)
+    assert live.jpeg("cam-a", None) is None and live.drawings == 1  # nothing held yet
+    frame_and_track(0)
+    with ThreadPoolExecutor(16) as pool:  # viewers at the same moment: one drawing, the same bytes for all
+        seen = list(pool.map(lambda _: live.jpeg("cam-a", None), range(64)))
+    assert live.drawings == 2 and all(image is seen[0] for image in seen) and seen[0][:2] == b"\xff\xd8"
+    frames._add(Message(0, 1, b"cam-b", encode(FrameRecord(camera_id="cam-b", seq=1, captured_at=now, width=160,
+                                                            height=120, jpeg=jpeg)), now))
+    assert live.jpeg("cam-a", None) is seen[0] and live.drawings == 2  # the rings moved, not for this camera
+    config = CameraConfig(camera_id="cam-a", name="a", version=2, last_command_id="c2", updated_at=now)
+    assert live.jpeg("cam-a", config) is not seen[0] and live.drawings == 3  # its lines and zones changed
+    frame_and_track(2)
+    assert live.jpeg("cam-a", config) is not seen[0] and live.drawings == 4  # a new frame
+    assert live.jpeg("cam-b", None) is not None and live.drawings == 5  # a camera of its own
+
+
 def test_an_alert_read_before_its_frames_track_record_gets_its_boxes_when_the_record_arrives():
     """The API reads each topic on its own: a stopped-vehicle alert came before its frame's tracks, and its
     snapshot was kept for good without a box ("not tracked yet")."""
