@@ -25,11 +25,9 @@ import time
 from typing import AsyncIterator, Callable, Collection, Mapping
 
 import anyio
-from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from api.topic_ring import Message, TopicRing
-from its_faust.topic_reader import read_log_ends
 
 
 class BadCursor(ValueError):
@@ -130,14 +128,17 @@ def check_partitions(ring: TopicRing, cursor: dict[int, int]) -> None:
 async def past_the_log(ring: TopicRing, cursor: dict[int, int]) -> set[int]:
     """Partitions where ``cursor`` is beyond the log's end. A position only ahead of this API process (another
     one gave it, and reads faster) is fine: it is asked of the broker only then."""
-    ahead = [TopicPartition(ring.topic, p) for p, o in cursor.items() if o > ring.next.get(p, 0)]
+    asked_at = time.monotonic()
+    ahead = [p for p, o in cursor.items() if o > ring.next.get(p, 0)]
     if not ahead:
         return set()
     try:
-        ends = await read_log_ends(ring.bootstrap, ahead)
+        ends = await ring.log_ends()
+        if any(cursor[p] > ends[p] for p in ahead):  # past a log end read earlier: the log may have grown since
+            ends = await ring.log_ends(read_since=asked_at)
     except KafkaError:  # the broker is away: the feed waits for it, as any feed does
         return set()
-    return {tp.partition for tp in ahead if cursor[tp.partition] > ends[tp]}
+    return {p for p in ahead if cursor[p] > ends[p]}
 
 
 def format_positions(positions: Mapping[str, str]) -> str:

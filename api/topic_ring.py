@@ -35,6 +35,7 @@ from its_faust.topic_reader import read_log_ends
 log = logging.getLogger(__name__)
 RESET_CHECK_S = 5.0  # how often a ring asks whether its partitions' logs still reach what it has read
 REFUSAL_LOG_S = 60.0  # refused records are told at most once a minute per partition, with how many
+LOG_ENDS_FRESH_S = 1.0  # how long a read of the log ends answers those who ask after it (see log_ends)
 FILL_AT_LEAST = 48  # messages a keep_s ring reads at start, however old (a stopped camera's last frames)
 
 
@@ -99,6 +100,7 @@ class TopicRing:
         # after the last one trimmed): a reader there has missed nothing, refused records between or not.
         self._seen_from: dict[int, int] = {}
         self._new = asyncio.Event()
+        self._log_ends: tuple[float, asyncio.Future] | None = None  # see log_ends
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task | None = None
         self.last_fetch_ok: float = 0.0
@@ -311,6 +313,21 @@ class TopicRing:
 
     def latest(self, partition: int, n: int) -> list[Message]:
         return self._messages.get(partition, [])[-n:]
+
+    async def log_ends(self, read_since: float | None = None) -> dict[int, int]:
+        """Each partition's log end, read from the broker on a consumer of its own. One read serves every caller
+        that asks while it runs or within LOG_ENDS_FRESH_S after (a hundred clients resuming past the log at once
+        had opened a hundred connections to the broker); ``read_since`` (monotonic): a read begun then or later,
+        for an answer that must not be older. KafkaError when the broker does not answer."""
+        now = time.monotonic()
+        held = self._log_ends
+        usable = held is not None and not (held[1].done() and held[1].exception() is not None) and (
+            held[0] >= read_since if read_since is not None else not held[1].done() or now - held[0] <= LOG_ENDS_FRESH_S)
+        if not usable:
+            tps = [TopicPartition(self.topic, p) for p in self.partitions]
+            held = self._log_ends = (now, asyncio.ensure_future(read_log_ends(self.bootstrap, tps)))
+        ends = await asyncio.shield(held[1])  # a caller that leaves does not cancel it for the others
+        return {tp.partition: end for tp, end in ends.items()}
 
     async def wait_new(self, timeout: float) -> bool:
         # asyncio.timeout, not wait_for: Python 3.11's wait_for returns instead of raising when its task is

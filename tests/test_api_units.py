@@ -123,6 +123,36 @@ def test_a_feed_cancelled_as_records_come_ends():
     assert all(isinstance(r, asyncio.CancelledError) for r in results), results
 
 
+def test_positions_past_the_log_share_one_read_of_its_ends_and_a_stale_one_is_read_again(monkeypatch):
+    """Each client resuming from a position ahead of the API read the log ends on a connection of its own: 100
+    at once opened 100 to the broker (a security review)."""
+    import asyncio
+
+    import api.topic_ring
+    from api.sse import past_the_log
+
+    reads, log_end = [], {"end": 50}
+
+    async def read_log_ends(bootstrap, tps):
+        reads.append(len(tps))
+        await asyncio.sleep(0.05)
+        return {tp: log_end["end"] for tp in tps}
+
+    monkeypatch.setattr(api.topic_ring, "read_log_ends", read_log_ends)
+
+    async def go():
+        ring = _ring("its.tracks")
+        ring.partitions, ring.next = [0, 1], {0: 10, 1: 10}
+        past = await asyncio.gather(*[past_the_log(ring, {0: 99, 1: 5}) for _ in range(100)])
+        assert past == [{0}] * 100 and len(reads) <= 2, reads  # one read, and one more begun after they asked
+        before = len(reads)
+        log_end["end"] = 120  # another API process gave a position the log has reached since the last read
+        assert await past_the_log(ring, {0: 110}) == set() and len(reads) == before + 1
+        assert await past_the_log(ring, {0: 20}) == set() and len(reads) == before + 1  # within the last read
+
+    asyncio.run(go())
+
+
 def test_workers_are_stalled_only_when_work_waits_and_nothing_is_committed():
     health = SystemHealth(hub=None, metrics=None)
     assert health._progress(committed=100, waiting=5, now=0.0) == "consuming"
