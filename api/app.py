@@ -74,7 +74,7 @@ class Dashboard(StaticFiles):
     async def __call__(self, scope, receive, send) -> None:
         path = scope.get("path", "")
         if scope["type"] != "http" or not (path == "/api" or path.startswith("/api/")):
-            return await super().__call__(scope, receive, send)
+            return await super().__call__(scope, receive, _with_headers(send, DASHBOARD_HEADERS))
         takes = [method for method in _METHODS if any(
             route.matches({**scope, "method": method})[0] == Match.FULL
             for route in scope["app"].routes if not (isinstance(route, Mount) and route.app is self))]
@@ -86,6 +86,25 @@ class Dashboard(StaticFiles):
         else:
             response = JSONResponse(status_code=404, content={"detail": f"no API endpoint {path} (the endpoints: /docs)"})
         await response(scope, receive, send)
+
+
+# The dashboard's files: revalidated at every load (an upgraded API with a browser's cached app.js of before
+# had broken the page until a hard reload), and a page that runs only its own script, in no other site's frame.
+DASHBOARD_HEADERS = [
+    (b"cache-control", b"no-cache"),
+    (b"content-security-policy", b"default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
+                                 b"base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+]
+
+
+def _with_headers(send, headers: list[tuple[bytes, bytes]]):
+    async def sending(message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *headers]}
+        await send(message)
+    return sending
 
 
 class _HeadersSent(Exception):

@@ -1397,3 +1397,26 @@ def test_a_removal_dated_ahead_by_the_commanding_hosts_clock_does_not_blank_the_
                         tracked_at=now + 5, tracker_frame=1, model="m@v", detections=0, worker="w:1", objects=[])
     earlier = later.model_copy(update={"tracked_at": now - 5})
     assert not tracked.before_removal(later) and tracked.before_removal(earlier)
+
+
+def test_the_dashboards_files_are_revalidated_and_framed_nowhere():
+    """The dashboard's files came with an ETag alone: a browser could run its cached app.js against an upgraded
+    API; and any site could frame the page (a security review)."""
+    import asyncio
+
+    import httpx
+
+    from api.app import create_app
+    from its_faust.settings import Settings
+
+    app = create_app(Settings(), "127.0.0.1:1")  # no lifespan: the files alone
+
+    async def get(path: str):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
+            return await client.get(path)
+
+    for path in ("/", "/app.js", "/style.css"):
+        answer = asyncio.run(get(path))
+        assert answer.status_code == 200 and answer.headers["cache-control"] == "no-cache", (path, answer.headers)
+        assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+        assert answer.headers["x-content-type-options"] == "nosniff" and answer.headers["x-frame-options"] == "DENY"
