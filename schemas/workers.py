@@ -29,7 +29,10 @@ class WorkerStatus(Record):
     partitions: list[int] = Field(
         [], description="Partitions of the camera topics it holds (every camera topic is partitioned alike)")
     model: ModelInfo | None = Field(None, description="The detector it runs (None until loaded)")
-    frames_in: int = Field(0, ge=0, description="Frames it has read since it started")
-    frames_tracked: int = Field(0, ge=0, description="Track records it has sent since it started")
+    frames_in: int = Field(0, ge=0, description="Frames its detect stage has read since it started")
+    frames_tracked: int = Field(0, ge=0, description=(
+        "Track records its track stage has sent since it started. Each stage counts its own partitions' "
+        "messages: a frame detected by one worker may be tracked by another (after a restart or a rebalance), "
+        "so a worker's frames_tracked can exceed its frames_in; summed over workers they agree"))
     fps: float = Field(0.0, ge=0, description="Frames tracked per second over its last interval")
     frames_waiting: int = Field(0, ge=0, description="Frames on its partitions not yet committed")
