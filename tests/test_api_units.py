@@ -28,6 +28,8 @@ def test_positions_round_trip_and_bad_ones_are_refused():
     for bad in ("yesterday", "0:5,1", "0:-1", "a:b"):
         with pytest.raises(BadCursor):
             parse_cursor(bad)
+    with pytest.raises(BadCursor, match=r"\.\.\. \(5005 characters\) is not a position"):
+        parse_cursor("0:1," + "9" * 5000 + "x")  # quoted in brief
 
 
 def test_several_feeds_positions_round_trip_and_a_feed_not_named_starts_from_now():
