@@ -321,7 +321,8 @@ class TopicRing:
         for an answer that must not be older. KafkaError when the broker does not answer."""
         now = time.monotonic()
         held = self._log_ends
-        usable = held is not None and not (held[1].done() and held[1].exception() is not None) and (
+        failed = held is not None and held[1].done() and (held[1].cancelled() or held[1].exception() is not None)
+        usable = held is not None and not failed and (
             held[0] >= read_since if read_since is not None else not held[1].done() or now - held[0] <= LOG_ENDS_FRESH_S)
         if not usable:
             tps = [TopicPartition(self.topic, p) for p in self.partitions]
