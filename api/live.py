@@ -99,12 +99,16 @@ def draw(frame: FrameRecord, tracks: TrackRecord | None, config: CameraConfig | 
         return None
     marks = marks or AlertMarks()
     if config:
+        if config.zones:
+            # One tint for all zones, blended once: one blend per zone hid a frame under 15 overlapping zones (5% of
+            # it left) and took 31 ms to draw with 64 of them.
+            overlay = image.copy()
+            for zone in config.zones:  # one by one: several in one call leave their overlaps out (even-odd)
+                cv2.fillPoly(overlay, [_pixels(zone.points)], (255, 200, 0))
+            image = cv2.addWeighted(overlay, 0.18, image, 0.82, 0)
         for zone in config.zones:
             pts = _pixels(zone.points)
             corner = tuple(int(v) for v in pts[0])
-            overlay = image.copy()
-            cv2.fillPoly(overlay, [pts], (255, 200, 0))
-            image = cv2.addWeighted(overlay, 0.18, image, 0.82, 0)
             if zone.name in marks.zones:  # an alert's zone: outlined and named in red, with what the alert is
                 cv2.polylines(image, [pts], True, ALERT_COLOUR, 3, cv2.LINE_AA)
                 _label(image, f"{zone.name}: {marks.zones[zone.name]}", corner, ALERT_COLOUR, (255, 255, 255))

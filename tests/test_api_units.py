@@ -1422,3 +1422,24 @@ def test_the_dashboards_files_are_revalidated_and_framed_nowhere():
         assert answer.status_code == 200 and answer.headers["cache-control"] == "no-cache", (path, answer.headers)
         assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
         assert answer.headers["x-content-type-options"] == "nosniff" and answer.headers["x-frame-options"] == "DENY"
+
+
+def test_overlapping_zones_tint_the_frame_once():
+    """Each zone was blended on its own: under 15 overlapping zones 5% of the frame was left (a junction with 64)."""
+    import cv2
+    import numpy as np
+
+    from api.live import draw
+    from schemas import FrameRecord
+    from schemas.control import CameraConfig
+    from schemas.geometry import Zone
+
+    now = time.time()
+    zones = [Zone(name=f"z{i}", points=[(20 + i, 20), (300, 20 + i), (300, 220), (20, 220)]) for i in range(15)]
+    config = CameraConfig(camera_id="cam-a", version=1, last_command_id="c1", updated_at=now, zones=zones)
+    jpeg = cv2.imencode(".jpg", np.full((240, 320, 3), 120, np.uint8))[1].tobytes()
+    frame = FrameRecord(camera_id="cam-a", seq=7, captured_at=now, width=320, height=240, jpeg=jpeg)
+    one = draw(frame, None, config.model_copy(update={"zones": zones[:1]}))
+    many = draw(frame, None, config)
+    # Inside all of them (away from their outlines and names): tinted as by one zone, the frame still showing.
+    assert np.abs(many[150, 200].astype(int) - one[150, 200].astype(int)).max() <= 2, (many[150, 200], one[150, 200])
