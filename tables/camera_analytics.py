@@ -183,6 +183,7 @@ class CameraAnalytics:
         self.tracks: dict[int, _Track] = {}
         self.zone_since: dict[str, float] = {}
         self.geometry: dict[str, str] = {}
+        self._synced: tuple | None = None  # the configuration's parts geometry was last synced with (not kept)
         active, quiet = {}, {}
         if state is not None:
             self.last_seq = state.last_seq
@@ -367,11 +368,18 @@ class CameraAnalytics:
         if not zones or sum(track.votes.values()) < self.rules.zone_min_track_frames:
             return  # too young to tell from a brief second track (on the demo clip those lived 3 to 8 frames)
         for zone in zones:
-            member = track.zones.setdefault(zone.name, Membership())
-            change = member.observe(inside(zone.points, ground), self.rules.zone_frames, record.at)
+            now_inside = inside(zone.points, ground)
+            member = track.zones.get(zone.name)
+            if member is None:
+                if not now_inside:
+                    continue  # outside, as it was: nothing to remember (a track kept one per zone of 64)
+                member = track.zones[zone.name] = Membership()
+            change = member.observe(now_inside, self.rules.zone_frames, record.at)
             member.add_speed(track.speed_kmh)
             if change:
                 out.zone_events.append(self._zone_event(record, zone.name, change, track, member, record.at))
+            if not member.inside and not member.streak:
+                del track.zones[zone.name]  # as a new one: outside, and no frame towards entering
 
     def _zone_event(self, record, zone: str, kind: str, track: _Track, member: Membership, at: float) -> ZoneEvent:
         return ZoneEvent(
@@ -415,6 +423,10 @@ class CameraAnalytics:
     def _sync_geometry(self, lines, zones, line_versions, zone_versions) -> None:
         """Lines and zones removed, or redefined under the same name, start afresh: their memory goes. So does one
         added again (a new version), even the same one: no frame may have come while it was away."""
+        given = (lines, zones, line_versions, zone_versions)
+        if self._synced is not None and all(a is b for a, b in zip(given, self._synced)):
+            return  # the same configuration as on the last frame (each of its lines and zones was written out anew)
+        self._synced = given
         now = ({f"line:{l.name}": f"{l.model_dump_json()}@{line_versions.get(l.name, 0)}" for l in lines}
                | {f"zone:{z.name}": _versioned(z.model_dump_json(), zone_versions.get(z.name, 0)) for z in zones})
         if now == self.geometry:

@@ -15,6 +15,9 @@ from schemas.geometry import Point
 def inside(polygon: list[Point], p: Point) -> bool:
     """Even-odd ray casting; points exactly on an edge may go either way (membership is debounced)."""
     x, y = p
+    x0, y0, x1, y1 = _bounds(polygon)
+    if x < x0 or x > x1 or y < y0 or y > y1:
+        return False  # most tracks are outside most zones: a junction's 64 zones of 64 points took 8 ms a frame
     result = False
     n = len(polygon)
     for i in range(n):
@@ -22,6 +25,23 @@ def inside(polygon: list[Point], p: Point) -> bool:
         if (y1 > y) != (y2 > y) and x < x1 + (y - y1) * (x2 - x1) / (y2 - y1):
             result = not result
     return result
+
+
+_BOUNDS: dict[int, tuple[list[Point], tuple[float, float, float, float]]] = {}  # id -> (polygon, its box)
+
+
+def _bounds(polygon: list[Point]) -> tuple[float, float, float, float]:
+    """The polygon's bounding box, worked out once per polygon object (a configuration's zone keeps its own
+    list of points until the configuration changes; the entry holds the list, so its id is not reused)."""
+    held = _BOUNDS.get(id(polygon))
+    if held is not None and held[0] is polygon:
+        return held[1]
+    if len(_BOUNDS) >= 4096:
+        _BOUNDS.clear()
+    xs, ys = [q[0] for q in polygon], [q[1] for q in polygon]
+    box = (min(xs), min(ys), max(xs), max(ys))
+    _BOUNDS[id(polygon)] = (polygon, box)
+    return box
 
 
 @dataclass

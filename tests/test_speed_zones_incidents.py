@@ -147,6 +147,21 @@ def test_zone_entry_exit_dwell_and_occupancy():
     assert exit1.dwell_s == pytest.approx((53 - 13) / FPS, abs=1e-3)
 
 
+def test_a_track_remembers_only_the_zones_it_is_in_or_entering():
+    """Every track kept a memory of every zone, written to the table twice a second: a junction with 64 zones held
+    11.6 KB a track (a heavy-configuration trial). The events are those of test_zone_entry_exit_dwell_and_occupancy."""
+    others = [Zone(name=f"far{i}", points=[(500 + i, 300), (520 + i, 300), (520 + i, 320)]) for i in range(63)]
+    frames = [[box(1, 300, 50 + 5 * i), box(2, 250, 200)] for i in range(60)]
+    actor, outs = play(frames[:30], config(zones=[ZONE, *others]))
+    assert {t.track_id: set(t.zones) for t in actor.tracks.values()} == {1: {ZONE.name}, 2: {ZONE.name}}
+    actor, more = play(frames[30:], config(zones=[ZONE, *others]), actor, start=30)
+    events = [e for o in outs + more for e in o.zone_events]
+    assert [(e.kind, e.track_id) for e in events] == [("enter", 2), ("enter", 1), ("exit", 1)]
+    assert events[2].dwell_s == pytest.approx((53 - 13) / FPS, abs=1e-3)
+    assert {t.track_id: set(t.zones) for t in actor.tracks.values()} == {1: set(), 2: {ZONE.name}}  # 1 has left
+    assert [len(t.zones) for t in actor.state().tracks] == [0, 1]
+
+
 def test_a_zone_added_again_is_entered_afresh_and_its_events_say_which_adding_they_are_of():
     """Removed and added again between two frames (the same polygon): its memberships from before are not
     its own, so a track still inside enters it again, under the new version."""
