@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+from pathlib import Path
 
 import click
 from pydantic import ValidationError
@@ -17,7 +18,9 @@ from pydantic import ValidationError
 from its_faust.cameras import (
     CommandFailed,
     NoWorkerApplied,
+    beyond_setup,
     command,
+    ensure_setup,
     newest_frame_size,
     parse_line,
     parse_points,
@@ -39,6 +42,7 @@ from schemas.control import (
 )
 from schemas.geometry import Calibration, Zone, out_of_view
 from tables.camera_config import CommandRejected, already_added, changes_nothing
+from tables.camera_config import apply as apply_command
 
 
 def _bootstrap(broker_url: str | None) -> str:
@@ -95,14 +99,8 @@ def _send(camera_id: str, build, broker_url: str | None, timeout_s: float, subje
         finally:
             waiting.cancel()
 
-    try:
-        config, sent = asyncio.run(go())
-    except CommandRejected as exc:
-        fail(f"{exc} (`its-faust cameras add {camera_id}`)" if exc.add_first else str(exc))
-    except NoWorkerApplied as exc:  # sent, and applied once a worker runs: not refused, and not to be sent again
-        fail(str(exc), code=QUEUED_EXIT_CODE)
-    except CommandFailed as exc:
-        fail(str(exc))
+    config, sent = _sent_or_fail(go(), lambda exc: f"{exc} (`its-faust cameras add {camera_id}`)" if exc.add_first
+                                 else str(exc))
     if not sent:
         click.echo(f"{camera_id}: {change.op}{_named(change)}: nothing to change, it is so already (config v{config.version})")
         return
@@ -110,6 +108,19 @@ def _send(camera_id: str, build, broker_url: str | None, timeout_s: float, subje
     if isinstance(change, SetSpeedLimit) and change.kmh is not None and config.calibration is None:
         click.echo(f"{camera_id}: note: no calibration, so no speeds and no overspeed alerts yet "
                    f"(`its-faust cameras calibrate {camera_id} ...`)")
+
+
+def _sent_or_fail(sending, rejected):
+    """Run ``sending`` (a coroutine); a refusal is one error line (``rejected`` words it), as is a command that
+    failed; no worker applying it in time exits QUEUED_EXIT_CODE."""
+    try:
+        return asyncio.run(sending)
+    except CommandRejected as exc:
+        fail(rejected(exc))
+    except NoWorkerApplied as exc:  # sent, and applied once a worker runs: not refused, and not to be sent again
+        fail(str(exc), code=QUEUED_EXIT_CODE)
+    except CommandFailed as exc:
+        fail(str(exc))
 
 
 def _named(change) -> str:
@@ -184,6 +195,86 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def add(camera_id, name, source, exist_ok, broker_url, timeout_s) -> None:
     """Add a camera."""
     _send(camera_id, lambda: AddCamera(name=name, source=source), broker_url, timeout_s, exist_ok=exist_ok)
+
+
+@cameras.command("apply")
+@click.argument("camera_id")
+@click.argument("config_file", metavar="FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--keep-others", is_flag=True, help="Keep what the camera has and FILE does not name (lines, zones, "
+              "calibration, speed limit); without it they are removed, and the camera is as FILE says.")
+@broker_option
+@timeout_option
+def apply_file(camera_id, config_file, keep_others, broker_url, timeout_s) -> None:
+    """Give a camera the lines, zones, calibration and speed limit of FILE, in one go.
+
+    FILE is the JSON `run --config` takes: {"lines": [...], "zones": [...], "calibration": {...},
+    "speed_limit_kmh": 50}. The camera is added if it is not configured. Only what differs is sent (a line
+    or zone redefined under its name counts afresh); every change is checked first, and one refused is an
+    error with nothing sent. Run again, it finds the camera so already and sends nothing.
+    """
+    from its_faust.cli import _setup_from  # (cli registers this group: imported here, not at the top)
+
+    try:
+        setup = _setup_from((), config_file)
+    except ValueError as exc:
+        fail(str(exc))
+    settings = settings_or_fail()
+    bootstrap = _bootstrap(broker_url)
+    user = getpass.getuser()
+
+    async def go():
+        current = (await read_configs(bootstrap, settings)).get(camera_id)
+        changes = ([] if keep_others else beyond_setup(current, setup)) + ensure_setup(current, camera_id, setup)
+        try:
+            commands = [command(camera_id, change, issued_by=user) for change in changes]
+        except ValidationError as exc:
+            raise CommandRejected(f"{camera_id}: {validation_message(exc)}") from None
+        config = current
+        for c in commands:  # as the worker will apply them, in order: a refusal now sends nothing
+            config = apply_command(config, c)
+        size = await newest_frame_size(bootstrap, settings, camera_id)
+        for shape in [*setup.lines, *setup.zones, setup.calibration] if size else []:
+            reason = shape is not None and out_of_view(shape, *size)
+            if reason:
+                raise CommandRejected(f"{camera_id}: {reason}")
+        if not commands:
+            return current, []
+        waiting = asyncio.get_running_loop().call_later(WAIT_NOTE_AFTER_S, lambda: click.echo(
+            f"{camera_id}: {len(commands)} change(s) sent; waiting for a worker to apply them (up to {timeout_s:g} s)",
+            err=True))
+        try:
+            return await send_commands(bootstrap, settings, commands, timeout_s=timeout_s), changes
+        finally:
+            waiting.cancel()
+
+    config, changes = _sent_or_fail(go(), lambda exc: f"{exc} (nothing sent)")
+    if not changes:
+        click.echo(f"{camera_id}: as {config_file} says already: nothing to change (config v{config.version})")
+        return
+    click.echo(f"{camera_id}: {config_file} applied, {len(changes)} change(s) (config v{config.version}): "
+               f"{_what_changed(changes)}")
+
+
+def _what_changed(changes) -> str:
+    """``camera added; line added a, b; line replaced c; zone removed d; calibration set``: what the changes do."""
+    def named(kind, change):
+        return getattr(change, kind).name if isinstance(change, AddLine if kind == "line" else AddZone) else None
+
+    said = ["camera added"] if any(isinstance(c, AddCamera) for c in changes) else []
+    for kind, remove in (("line", RemoveLine), ("zone", RemoveZone)):
+        added = [named(kind, c) for c in changes if named(kind, c)]
+        removed = [c.name for c in changes if isinstance(c, remove)]
+        for what, names in ((" added", [n for n in added if n not in removed]),
+                            (" replaced", [n for n in added if n in removed]),
+                            (" removed", [n for n in removed if n not in added])):
+            if names:
+                said.append(f"{kind}{what} {', '.join(names)}")
+    for c in changes:
+        if isinstance(c, SetCalibration):
+            said.append("calibration " + ("set" if c.calibration else "removed"))
+        elif isinstance(c, SetSpeedLimit):
+            said.append(f"speed limit {c.kmh:g} km/h" if c.kmh is not None else "speed limit removed")
+    return "; ".join(said)
 
 
 @cameras.command("update")

@@ -64,6 +64,43 @@ def test_configure_a_camera_end_to_end(cameras):
     assert limit.returncode == 0 and "note: no calibration, so no speeds and no overspeed alerts" in limit.stdout, limit.stdout
 
 
+def test_a_whole_set_up_is_applied_from_a_file_in_one_go_and_again_changes_nothing(cameras, tmp_path):
+    """A junction of 50 lines and 64 zones took two minutes of add-line/add-zone, and nothing applied the file
+    `run --config` takes to a live camera (a heavy-configuration trial)."""
+    setup = {"lines": [{"name": "a", "x1": 0, "y1": 100, "x2": 600, "y2": 100},
+                       {"name": "b", "x1": 0, "y1": 200, "x2": 600, "y2": 200, "count": "in"}],
+             "zones": [{"name": "z", "points": [[0, 0], [100, 0], [100, 50]], "kind": "lane", "heading_deg": 90}],
+             "calibration": {"image_points": [[100, 350], [540, 350], [400, 100], [240, 100]],
+                             "road_points": [[0, 0], [7, 0], [7, 40], [0, 40]]},
+             "speed_limit_kmh": 50}
+    path = tmp_path / "junction.json"
+    path.write_text(json.dumps(setup))
+    done = cameras("apply", "apply-cam", str(path))
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert "6 change(s)" in done.stdout and ("camera added; line added a, b; zone added z; calibration set; "
+                                              "speed limit 50 km/h") in done.stdout, done.stdout
+    again = cameras("apply", "apply-cam", str(path))
+    assert again.returncode == 0 and "nothing to change (config v6)" in again.stdout, again.stdout
+    setup["lines"] = [{**setup["lines"][0], "y1": 120, "y2": 120}]  # a moved, b gone
+    setup["zones"].append({"name": "z2", "points": [[200, 0], [300, 0], [300, 50]]})
+    del setup["speed_limit_kmh"]
+    path.write_text(json.dumps(setup))
+    done = cameras("apply", "apply-cam", str(path))
+    assert done.returncode == 0 and "line replaced a; line removed b; zone added z2; speed limit removed" in done.stdout, done.stdout
+    (config,) = [c for c in json.loads(cameras("list", "--json").stdout) if c["camera_id"] == "apply-cam"]
+    assert [(l["name"], l["y1"]) for l in config["lines"]] == [("a", 120)] and [z["name"] for z in config["zones"]] == ["z", "z2"]
+    assert config["speed_limit_kmh"] is None and config["calibration"] is not None
+    kept = tmp_path / "one.json"
+    kept.write_text(json.dumps({"lines": [{"name": "c", "x1": 0, "y1": 300, "x2": 600, "y2": 300}]}))
+    done = cameras("apply", "apply-cam", str(kept), "--keep-others")
+    assert done.returncode == 0 and done.stdout.strip().endswith("(config v12): line added c"), done.stdout
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"zones": [{"name": "bow", "points": [[0, 0], [100, 100], [100, 0], [0, 100]]}]}))
+    assert "edges cross" in error_line(cameras("apply", "apply-cam", str(bad)))
+    (config,) = [c for c in json.loads(cameras("list", "--json").stdout) if c["camera_id"] == "apply-cam"]
+    assert config["version"] == 12  # nothing sent
+
+
 def test_a_camera_added_under_an_id_that_differs_from_one_only_by_case_is_noted(cameras):
     """Ids are case-sensitive: a mistyped one (Cam-1 for cam-1) made another camera without a word (a trial)."""
     assert cameras("add", "case-cam").returncode == 0
