@@ -15,6 +15,7 @@ import logging
 import faust
 
 from its_faust.data_dir import claim as claim_data_dir
+from its_faust.data_dir import lost as data_dir_lost
 from its_faust.kafka_transport import Transport
 from its_faust.settings import Settings, get_settings
 from its_faust.topic_names import MAX_RECORD_BYTES
@@ -22,6 +23,7 @@ from its_faust.watchdog import install as install_watchdog
 from its_faust.worker_status import install as install_status_reports
 
 log = logging.getLogger(__name__)
+DATA_DIR_CHECK_S = 5.0  # how often a worker checks that its data folder is still the one it claimed
 
 
 class App(faust.App):
@@ -132,4 +134,18 @@ def table(name: str, **kwargs):
 settings = get_settings()
 app = create_app(settings)
 stall_watchdog = install_watchdog(app, settings, settings.broker)
+
+
+class DataDirLost(RuntimeError):
+    """The worker's data folder was deleted or replaced under it."""
+
+
+@app.timer(interval=DATA_DIR_CHECK_S, name="data-folder")
+async def stop_if_the_data_folder_is_lost() -> None:
+    """A worker whose data folder went (deleted, replaced) stops: its tables' files are gone, and another worker
+    could claim the path; started again, it rebuilds them from the broker's changelogs."""
+    reason = data_dir_lost()
+    if reason:
+        log.error("%s: the worker stops (started again, it rebuilds its tables from the broker)", reason)
+        await app.crash(DataDirLost(reason))
 status_reporter = install_status_reports(app, settings)

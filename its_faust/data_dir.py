@@ -59,3 +59,25 @@ def claim(data_dir: Path) -> None:
     handle.write(f"{os.getpid()}\n")
     handle.flush()
     _claimed[data_dir] = handle
+
+
+def lost() -> str | None:
+    """Why a data folder this process claimed is no longer the one it claimed, or None while each still is.
+
+    Deleted (or replaced) under a running worker, its lock went with it: a second worker could then claim the
+    path, and the two wrote the same tables' files (the first by paths into the new folder), which RocksDB
+    then refused as corrupt at every start (a trial).
+    """
+    for data_dir, handle in _claimed.items():
+        if handle is None:
+            continue  # not locked (a file system without flock): nothing to compare
+        try:
+            on_disk = os.stat(data_dir / LOCK_NAME)
+        except FileNotFoundError:
+            return f"data folder {data_dir} was deleted under this worker (its {LOCK_NAME} is gone)"
+        except OSError:
+            continue  # unreadable for now (a network mount away): not a sign it was replaced
+        held = os.fstat(handle.fileno())
+        if (on_disk.st_dev, on_disk.st_ino) != (held.st_dev, held.st_ino):
+            return f"data folder {data_dir} was replaced under this worker (its {LOCK_NAME} is another file)"
+    return None

@@ -54,11 +54,13 @@ class LocalCopy:
 
     @classmethod
     def at(cls, table: str, changelog: str, partition: int, path: Path) -> "LocalCopy | None":
-        """The copy in ``path``; None, with a warning, when it cannot be read (Faust opens or rebuilds it, as always)."""
+        """The copy in ``path``; None when it cannot be read: it is then dropped, and Faust rebuilds the partition
+        from its changelog (a copy RocksDB cannot open, a damaged file after a power loss say, had stopped the
+        worker at every start, and every camera with it)."""
         try:
             offset = _read(path, OFFSET_KEY)
         except Exception as exc:  # rocksdict raises its own errors: a folder without CURRENT, a corrupt file
-            log.warning("table %s partition %d: local copy %s unreadable (%s); left to Faust", table, partition, path, exc)
+            _drop_unreadable(table, partition, path, exc)
             return None
         return cls(table, changelog, partition, path, int(offset) if offset is not None else None)
 
@@ -74,6 +76,18 @@ class LocalCopy:
             db[OFFSET_KEY] = str(offset).encode()
         finally:
             db.close()
+
+
+def _drop_unreadable(table: str, partition: int, path: Path, error: Exception) -> None:
+    try:
+        shutil.rmtree(path)
+    except OSError as exc:
+        log.error("table %s partition %d: local copy %s unreadable (%s), and it cannot be removed (%s): remove it "
+                  "by hand; the worker rebuilds it from the broker's changelog", table, partition, path, error,
+                  exc.strerror or exc)
+        return
+    log.warning("table %s partition %d: local copy %s unreadable (%s); dropped, the partition is rebuilt from the "
+                "broker's changelog", table, partition, path, error)
 
 
 def _read(path: Path, key: bytes) -> bytes | None:

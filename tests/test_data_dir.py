@@ -90,3 +90,21 @@ def test_a_data_folder_that_cannot_be_one_is_a_clear_error_not_a_traceback(tmp_p
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.strip().startswith("its-faust: error: data folder"), done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_data_folder_deleted_or_replaced_under_the_worker_is_noticed(tmp_path, monkeypatch):
+    """Deleted under a running worker, the folder's lock went with it: a second worker claimed the path, the two
+    wrote the same tables' files, and RocksDB refused them as corrupt at every start after (a trial)."""
+    import shutil
+
+    from its_faust import data_dir
+
+    monkeypatch.setattr(data_dir, "_claimed", {})
+    folder = tmp_path / "data"
+    claim(folder)
+    assert data_dir.lost() is None
+    shutil.rmtree(folder)
+    assert data_dir.lost() == f"data folder {folder.resolve()} was deleted under this worker (its worker.lock is gone)"
+    folder.mkdir()
+    (folder / "worker.lock").write_text("4242\n")  # another worker's claim on the path
+    assert data_dir.lost() == f"data folder {folder.resolve()} was replaced under this worker (its worker.lock is another file)"

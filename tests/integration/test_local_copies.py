@@ -136,3 +136,18 @@ def test_a_worker_drops_the_tracker_copy_a_restarted_in_memory_broker_no_longer_
         dropped = asyncio.run(drop_stale_copies(copies, bootstrap_servers(broker.url)))
     assert [(c.table, c.partition) for c in dropped] == [("camera-tracker", 2)]
     assert not stale_path.exists()
+
+
+def test_a_copy_rocksdb_cannot_read_is_dropped_for_the_partition_to_be_rebuilt(tmp_path, caplog):
+    """A damaged copy (a power loss, a disk's bad block) stopped the worker at every start, every camera with it (a
+    trial: a truncated .sst, a MANIFEST or CURRENT overwritten); the changelog has what it held."""
+    good, damaged = tmp_path / "camera-tracker-1.db", tmp_path / "camera-tracker-2.db"
+    _copy(good, "camera-tracker", "its-faust-camera-tracker-changelog", 1, applied=5)
+    _copy(damaged, "camera-tracker", "its-faust-camera-tracker-changelog", 2, applied=9)
+    (damaged / "CURRENT").write_text("garbage\n")
+    with caplog.at_level("WARNING"):
+        assert LocalCopy.at("camera-tracker", "its-faust-camera-tracker-changelog", 2, damaged) is None
+        assert LocalCopy.at("camera-tracker", "its-faust-camera-tracker-changelog", 1, good).applied == 5
+    assert not damaged.exists() and good.exists()
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "unreadable" in warning and "dropped, the partition is rebuilt from the broker's changelog" in warning
