@@ -58,7 +58,7 @@ class LocalCopy:
         from its changelog (a copy RocksDB cannot open, a damaged file after a power loss say, had stopped the
         worker at every start, and every camera with it)."""
         try:
-            offset = _read(path, OFFSET_KEY)
+            offset = _read(path, OFFSET_KEY, scan=True)
         except Exception as exc:  # rocksdict raises its own errors: a folder without CURRENT, a corrupt file
             _drop_unreadable(table, partition, path, exc)
             return None
@@ -90,11 +90,20 @@ def _drop_unreadable(table: str, partition: int, path: Path, error: Exception) -
                 "broker's changelog", table, partition, path, error)
 
 
-def _read(path: Path, key: bytes) -> bytes | None:
+def _read(path: Path, key: bytes, scan: bool = False) -> bytes | None:
+    """``key``'s value in the copy at ``path``; ``scan``: every block read first, so that one damaged in place (its
+    checksum off, the file's size right) raises here, not in Faust's reads mid-run (a table's copies are megabytes)."""
     import rocksdict
 
     db = rocksdict.Rdict(str(path), access_type=rocksdict.AccessType.read_only())
     try:
+        if scan:
+            blocks = db.iter()
+            blocks.seek_to_first()
+            while blocks.valid():
+                blocks.next()
+            blocks.status()  # raises what ended the scan (rocksdict's iterators otherwise just stop)
+            del blocks
         return db.get(key)
     finally:
         db.close()

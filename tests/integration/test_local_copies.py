@@ -141,13 +141,26 @@ def test_a_worker_drops_the_tracker_copy_a_restarted_in_memory_broker_no_longer_
 def test_a_copy_rocksdb_cannot_read_is_dropped_for_the_partition_to_be_rebuilt(tmp_path, caplog):
     """A damaged copy (a power loss, a disk's bad block) stopped the worker at every start, every camera with it (a
     trial: a truncated .sst, a MANIFEST or CURRENT overwritten); the changelog has what it held."""
-    good, damaged = tmp_path / "camera-tracker-1.db", tmp_path / "camera-tracker-2.db"
-    _copy(good, "camera-tracker", "its-faust-camera-tracker-changelog", 1, applied=5)
-    _copy(damaged, "camera-tracker", "its-faust-camera-tracker-changelog", 2, applied=9)
+    import os
+
+    good, damaged, in_place = (tmp_path / f"camera-tracker-{p}.db" for p in (1, 2, 3))
+    for p, path in enumerate((good, damaged, in_place), 1):
+        _copy(path, "camera-tracker", "its-faust-camera-tracker-changelog", p, applied=5)
     (damaged / "CURRENT").write_text("garbage\n")
+    db = rocksdict.Rdict(str(in_place))  # many rows in a table file, then 16 bytes of one block overwritten
+    for i in range(20000):
+        db[f"cam-{i:06d}".encode()] = os.urandom(100)
+    db.flush()
+    db.close()
+    table_file = max(in_place.glob("*.sst"), key=lambda f: f.stat().st_size)
+    with open(table_file, "r+b") as f:
+        f.seek(table_file.stat().st_size // 2)
+        f.write(b"\xff" * 16)
     with caplog.at_level("WARNING"):
         assert LocalCopy.at("camera-tracker", "its-faust-camera-tracker-changelog", 2, damaged) is None
+        assert LocalCopy.at("camera-tracker", "its-faust-camera-tracker-changelog", 3, in_place) is None
         assert LocalCopy.at("camera-tracker", "its-faust-camera-tracker-changelog", 1, good).applied == 5
-    assert not damaged.exists() and good.exists()
-    (warning,) = [r.getMessage() for r in caplog.records]
-    assert "unreadable" in warning and "dropped, the partition is rebuilt from the broker's changelog" in warning
+    assert not damaged.exists() and not in_place.exists() and good.exists()
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2 and all("dropped, the partition is rebuilt from the broker's changelog" in w for w in warnings)
+    assert "CURRENT file corrupted" in warnings[0] and "block checksum mismatch" in warnings[1], warnings
