@@ -14,6 +14,7 @@ rules say which conditions hold and the alert book turns them into alerts.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -79,7 +80,8 @@ class AnalyticsState(TableState):
                                         "'<zone>:off' -> when it last lapsed, within the grace")
     alerts: dict[str, ActiveAlert] = Field(default_factory=dict)
     quiet_until: dict[str, float] = Field(default_factory=dict)
-    geometry: dict[str, str] = Field(default_factory=dict, description="line:/zone: name -> its definition, as last seen")
+    geometry: dict[str, str] = Field(default_factory=dict, description="line:/zone: name -> its definition's digest "
+                                     "(the whole JSON in states of before), @ the version that added it, as last seen")
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,7 @@ class CameraAnalytics:
             self.last_seq = state.last_seq
             self.last_at = state.last_at
             self.zone_since = dict(state.zone_since)
-            self.geometry = dict(state.geometry)
+            self.geometry = _as_digests(state.geometry)
             active, quiet = state.alerts, state.quiet_until
             for m in state.tracks:
                 self.tracks[m.track_id] = _Track(
@@ -427,8 +429,8 @@ class CameraAnalytics:
         if self._synced is not None and all(a is b for a, b in zip(given, self._synced)):
             return  # the same configuration as on the last frame (each of its lines and zones was written out anew)
         self._synced = given
-        now = ({f"line:{l.name}": f"{l.model_dump_json()}@{line_versions.get(l.name, 0)}" for l in lines}
-               | {f"zone:{z.name}": _versioned(z.model_dump_json(), zone_versions.get(z.name, 0)) for z in zones})
+        now = ({f"line:{l.name}": f"{_digest(l.model_dump_json())}@{line_versions.get(l.name, 0)}" for l in lines}
+               | {f"zone:{z.name}": _versioned(_digest(z.model_dump_json()), zone_versions.get(z.name, 0)) for z in zones})
         if now == self.geometry:
             return
         stale = {k for k in self.geometry if now.get(k) != self.geometry[k]}
@@ -537,6 +539,25 @@ class CameraAnalytics:
             alerts=self.alert_book.active,
             quiet_until=self.alert_book.quiet_until,
         )
+
+
+def _digest(definition: str) -> str:
+    """A line's or zone's definition (its JSON) as kept in the state: its digest. The state had kept the JSON of
+    every one, written twice a second: 59 of a camera's 157 KB with 50 lines and 64 zones."""
+    return hashlib.blake2b(definition.encode(), digest_size=8).hexdigest()
+
+
+def _as_digests(geometry: dict[str, str]) -> dict[str, str]:
+    """A state's geometry with the definitions a state of before kept whole (JSON) as their digests: an upgrade
+    keeps every track's memory of the lines and zones that stayed the same."""
+    digests = {}
+    for key, value in geometry.items():
+        definition, at, version = value.rpartition("@")  # (definitions have no "@": JSON of names without one)
+        definition = definition if at else value
+        if definition.startswith("{"):
+            definition = _digest(definition)
+        digests[key] = f"{definition}@{version}" if at else definition
+    return digests
 
 
 def _versioned(definition: str, version: int) -> str:
