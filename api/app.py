@@ -130,14 +130,15 @@ async def _headers_of_get(scope, receive, send) -> None:
 async def validation_failed(request: Request, exc: RequestValidationError) -> JSONResponse:
     """FastAPI's 422, with the input it echoes made JSON-safe: a body may hold NaN or 1e999 (Python's
     JSON reader takes them), which the models refuse but JSON cannot carry back (it was a 500)."""
-    errors = [{**e, "msg": error_text(e)} for e in exc.errors()]  # the reason in plain words, as the CLI gives it
+    # The reason in plain words, as the CLI gives it; the input echoed in brief (a list of 2 million points was).
+    errors = [{**e, "msg": error_text(e), **({"input": _brief(e["input"])} if "input" in e else {})} for e in exc.errors()]
     if _body_not_sent_as_json(request, errors):
         # `curl -d '{...}'` sends a form's Content-Type; the body is then text, not an object, and
         # FastAPI's "Input should be a valid dictionary" does not say why
         sent = request.headers.get("content-type") or "none"
         return JSONResponse(status_code=415, content={
             "detail": f"send the body as JSON, with the header Content-Type: application/json (this request's: {sent})"})
-    return JSONResponse(status_code=422, content={"detail": jsonable_encoder(_json_safe(errors))})
+    return JSONResponse(status_code=422, content={"detail": _json_safe(jsonable_encoder(errors))})
 
 
 def _body_not_sent_as_json(request: Request, errors: list[dict]) -> bool:
@@ -150,14 +151,23 @@ def _body_not_sent_as_json(request: Request, errors: list[dict]) -> bool:
 ECHO_ITEMS, ECHO_CHARS = 20, 200
 
 
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # "nan", "inf", "-inf"
+def _brief(value):
+    """An input as a 422 echoes it: long strings and lists cut short, saying how long they were."""
     if isinstance(value, str) and len(value) > ECHO_CHARS:
         return f"{value[:ECHO_CHARS]}... ({len(value)} characters)"
     if isinstance(value, dict):
+        return {k: _brief(v) for k, v in list(value.items())[:ECHO_ITEMS]}
+    if isinstance(value, (list, tuple)):
+        shown = [_brief(v) for v in value[:ECHO_ITEMS]]
+        return shown + [f"... ({len(value)} items)"] if len(value) > ECHO_ITEMS else shown
+    return value
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "nan", "inf", "-inf"
+    if isinstance(value, dict):
         return {k: _json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        shown = [_json_safe(v) for v in value[:ECHO_ITEMS]]
-        return shown + [f"... ({len(value)} items)"] if len(value) > ECHO_ITEMS else shown
+        return [_json_safe(v) for v in value]
     return value

@@ -11,7 +11,7 @@ from sse_starlette import EventSourceResponse
 
 from api.routes_cameras import AlertsNow
 from api.sse import (BadCursor, check_partitions, events, format_cursor, merged, parse_cursor, parse_positions,
-                     past_the_log)
+                     past_the_log, quoted_in_brief)
 from schemas.base import CAMERA_ID_PATTERN
 
 router = APIRouter(prefix="/api/v1", tags=["feeds"])
@@ -117,19 +117,21 @@ def _feed_items(feeds: str) -> list[tuple[str, Feed, str | None]]:
         found = FEED_ITEM.match(item.strip())
         if not found:
             raise _bad_feeds(feeds, (
-                f"{item.strip()!r} is not a feed: give FEED or FEED:CAMERA_ID, comma-separated, FEED one of "
+                f"{quoted_in_brief(item.strip())} is not a feed: give FEED or FEED:CAMERA_ID, comma-separated, FEED one of "
                 f"{', '.join(f.value for f in Feed)}"))
         items.append((found.group(0), Feed(found.group("feed")), found.group("camera")))
     names = [name for name, _, _ in items]
     if len(set(names)) != len(names):
-        raise _bad_feeds(feeds, f"{feeds!r} names a feed twice")
+        twice = next(name for i, name in enumerate(names) if name in names[:i])
+        raise _bad_feeds(feeds, f"{quoted_in_brief(twice)} is named twice")
     return items
 
 
 def _bad_feeds(feeds: str, reason: str) -> HTTPException:
     """A 422 in FastAPI's list of errors, as every other 422 of the API."""
     return HTTPException(status_code=422, detail=[{"type": "value_error", "loc": ["query", "feeds"],
-                                                   "msg": f"feeds: {reason}", "input": feeds}])
+                                                   "msg": f"feeds: {reason}", "input": feeds if len(feeds) <= 200
+                                                   else f"{feeds[:200]}... ({len(feeds)} characters)"}])
 
 
 @router.get("/stream", summary="Several feeds in one stream (what the dashboard opens)", responses=SSE_RESPONSE,

@@ -39,8 +39,8 @@ def format_cursor(cursor: dict[int, int]) -> str:
     return ",".join(f"{p}:{o}" for p, o in sorted(cursor.items()))
 
 
-def _brief(text: str, chars: int = 100) -> str:
-    """A position quoted in an error: its start, if long (a header of kilobytes was echoed whole)."""
+def quoted_in_brief(text: str, chars: int = 100) -> str:
+    """Client input quoted in an error: its start, if long (a header of kilobytes was echoed whole)."""
     return repr(text) if len(text) <= chars else f"{text[:chars]!r}... ({len(text)} characters)"
 
 
@@ -51,9 +51,9 @@ def parse_cursor(text: str | None) -> dict[int, int] | None:
         pairs = [part.split(":") for part in text.split(",")]
         cursor = {int(p): int(o) for p, o in pairs}
     except ValueError:
-        raise BadCursor(f"{_brief(text)} is not a position this API gave (partition:offset,...)") from None
+        raise BadCursor(f"{quoted_in_brief(text)} is not a position this API gave (partition:offset,...)") from None
     if any(p < 0 or o < 0 for p, o in cursor.items()):
-        raise BadCursor(f"{_brief(text)} has a negative partition or offset")
+        raise BadCursor(f"{quoted_in_brief(text)} has a negative partition or offset")
     return cursor
 
 
@@ -160,7 +160,7 @@ def parse_positions(text: str | None, names: Collection[str]) -> dict[str, dict[
     for part in text.split(";"):
         name, sep, cursor = part.partition("=")
         if not sep or name not in names:
-            raise BadCursor(f"part {_brief(part)} names no feed of this stream (its feeds: {', '.join(names)})")
+            raise BadCursor(f"part {quoted_in_brief(part)} names no feed of this stream (its feeds: {', '.join(names)})")
         cursors[name] = parse_cursor(cursor)
     return cursors
 

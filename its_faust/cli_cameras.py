@@ -209,8 +209,8 @@ def apply_file(camera_id, config_file, keep_others, broker_url, timeout_s) -> No
 
     FILE is the JSON `run --config` takes: {"lines": [...], "zones": [...], "calibration": {...},
     "speed_limit_kmh": 50}. The camera is added if it is not configured. Only what differs is sent (a line
-    or zone redefined under its name counts afresh); every change is checked first, and one refused is an
-    error with nothing sent. Run again, it finds the camera so already and sends nothing.
+    or zone redefined under its name counts afresh); every change is checked first, as a worker will, and
+    one refused is an error with nothing sent. Run again, it finds the camera so already and sends nothing.
     """
     from its_faust.cli import _setup_from  # (cli registers this group: imported here, not at the top)
 

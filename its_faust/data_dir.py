@@ -73,7 +73,7 @@ def lost() -> str | None:
             continue  # not locked (a file system without flock): nothing to compare
         try:
             on_disk = os.stat(data_dir / LOCK_NAME)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # (the folder replaced by a file: NotADirectoryError)
             return f"data folder {data_dir} was deleted under this worker (its {LOCK_NAME} is gone)"
         except OSError:
             continue  # unreadable for now (a network mount away): not a sign it was replaced

@@ -54,13 +54,17 @@ class LocalCopy:
 
     @classmethod
     def at(cls, table: str, changelog: str, partition: int, path: Path) -> "LocalCopy | None":
-        """The copy in ``path``; None when it cannot be read: it is then dropped, and Faust rebuilds the partition
-        from its changelog (a copy RocksDB cannot open, a damaged file after a power loss say, had stopped the
-        worker at every start, and every camera with it)."""
+        """The copy in ``path``; None when it cannot be read. A damaged one is moved aside, and Faust rebuilds the
+        partition from its changelog (a copy RocksDB found damaged, after a power loss say, had stopped the worker
+        at every start, and every camera with it)."""
         try:
             offset = _read(path, OFFSET_KEY, scan=True)
         except Exception as exc:  # rocksdict raises its own errors: a folder without CURRENT, a corrupt file
-            _drop_unreadable(table, partition, path, exc)
+            if _damaged(exc):
+                _set_aside(table, partition, path, exc)
+            else:  # not the copy's fault (permissions, no file handles left, a mount away): Faust meets it as it is
+                log.warning("table %s partition %d: local copy %s unreadable (%s); left to Faust", table, partition,
+                            path, exc)
             return None
         return cls(table, changelog, partition, path, int(offset) if offset is not None else None)
 
@@ -78,16 +82,26 @@ class LocalCopy:
             db.close()
 
 
-def _drop_unreadable(table: str, partition: int, path: Path, error: Exception) -> None:
+def _damaged(error: Exception) -> bool:
+    """Whether RocksDB found the copy's files damaged (as it words it: "Corruption: block checksum mismatch",
+    "Corruption: Sst file size mismatch", "Corruption: CURRENT file corrupted", ...)."""
+    return str(error).startswith("Corruption") or "checksum mismatch" in str(error)
+
+
+def _set_aside(table: str, partition: int, path: Path, error: Exception) -> None:
+    """The damaged copy out of Faust's way (beside it, ``.damaged``, for a look; the last one of each partition)."""
+    aside = path.with_name(path.name + ".damaged")
     try:
-        shutil.rmtree(path)
+        if aside.exists():
+            shutil.rmtree(aside)
+        path.rename(aside)
     except OSError as exc:
-        log.error("table %s partition %d: local copy %s unreadable (%s), and it cannot be removed (%s): remove it "
+        log.error("table %s partition %d: local copy %s is damaged (%s), and it cannot be moved aside (%s): remove it "
                   "by hand; the worker rebuilds it from the broker's changelog", table, partition, path, error,
                   exc.strerror or exc)
         return
-    log.warning("table %s partition %d: local copy %s unreadable (%s); dropped, the partition is rebuilt from the "
-                "broker's changelog", table, partition, path, error)
+    log.warning("table %s partition %d: local copy %s is damaged (%s); moved to %s, and the partition is rebuilt from "
+                "the broker's changelog", table, partition, path, error, aside.name)
 
 
 def _read(path: Path, key: bytes, scan: bool = False) -> bytes | None:

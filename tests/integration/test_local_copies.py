@@ -161,6 +161,11 @@ def test_a_copy_rocksdb_cannot_read_is_dropped_for_the_partition_to_be_rebuilt(t
         assert LocalCopy.at("camera-tracker", "its-faust-camera-tracker-changelog", 3, in_place) is None
         assert LocalCopy.at("camera-tracker", "its-faust-camera-tracker-changelog", 1, good).applied == 5
     assert not damaged.exists() and not in_place.exists() and good.exists()
+    assert (tmp_path / "camera-tracker-2.db.damaged" / "CURRENT").exists()  # set aside, for a look
     warnings = [r.getMessage() for r in caplog.records]
-    assert len(warnings) == 2 and all("dropped, the partition is rebuilt from the broker's changelog" in w for w in warnings)
+    assert len(warnings) == 2 and all("the partition is rebuilt from the broker's changelog" in w for w in warnings)
     assert "CURRENT file corrupted" in warnings[0] and "block checksum mismatch" in warnings[1], warnings
+    incomplete = tmp_path / "camera-tracker-4.db"  # not damaged: a folder RocksDB never wrote (left to Faust)
+    incomplete.mkdir()
+    assert LocalCopy.at("camera-tracker", "its-faust-camera-tracker-changelog", 4, incomplete) is None
+    assert incomplete.exists() and "left to Faust" in caplog.records[-1].getMessage()
