@@ -139,11 +139,11 @@ async def past_the_log(ring: TopicRing, cursor: dict[int, int]) -> set[int]:
         return set()
     try:
         ends = await ring.log_ends()
-        if any(cursor[p] > ends[p] for p in ahead):  # past a log end read earlier: the log may have grown since
+        if any(p in ends and cursor[p] > ends[p] for p in ahead):  # past an end read earlier: the log may have grown
             ends = await ring.log_ends(read_since=asked_at)
     except KafkaError:  # the broker is away: the feed waits for it, as any feed does
         return set()
-    return {p for p in ahead if cursor[p] > ends[p]}
+    return {p for p in ahead if p in ends and cursor[p] > ends[p]}  # (an end not confirmed: not judged)
 
 
 def format_positions(positions: Mapping[str, str]) -> str:

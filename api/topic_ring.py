@@ -208,8 +208,12 @@ class TopicRing:
         reported = await self._consumer.end_offsets(tps)
         # The embedded broker's figure can fall short by the rest of its last batch: the log itself decides.
         suspects = [tp for tp in tps if reported[tp] < self.next[tp.partition]]
-        ends = await read_log_ends(self.bootstrap, suspects)
-        lost = [tp for tp in suspects if ends[tp] < self.next[tp.partition]]
+        confirmed: set[TopicPartition] = set()
+        ends = await read_log_ends(self.bootstrap, suspects, confirmed)
+        # Only an end the log itself gave: a fetch that brought nothing in time leaves the broker's figure, short
+        # of a last batch of several records, and every such partition was taken for lost and read again from its
+        # start, every 5 s (a churn trial, once its producer stopped). Asked again at the next check.
+        lost = [tp for tp in suspects if tp in confirmed and ends[tp] < self.next[tp.partition]]
         for tp in lost:
             self._reset(tp.partition, ends[tp])
         if lost:
@@ -315,7 +319,8 @@ class TopicRing:
         return self._messages.get(partition, [])[-n:]
 
     async def log_ends(self, read_since: float | None = None) -> dict[int, int]:
-        """Each partition's log end, read from the broker on a consumer of its own. One read serves every caller
+        """Each partition's log end, read from the broker on a consumer of its own (those it could not confirm left
+        out: see _read_confirmed_ends). One read serves every caller
         that asks while it runs or within LOG_ENDS_FRESH_S after (a hundred clients resuming past the log at once
         had opened a hundred connections to the broker); ``read_since`` (monotonic): a read begun then or later,
         for an answer that must not be older. KafkaError when the broker does not answer."""
@@ -325,10 +330,15 @@ class TopicRing:
         usable = held is not None and not failed and (
             held[0] >= read_since if read_since is not None else not held[1].done() or now - held[0] <= LOG_ENDS_FRESH_S)
         if not usable:
-            tps = [TopicPartition(self.topic, p) for p in self.partitions]
-            held = self._log_ends = (now, asyncio.ensure_future(read_log_ends(self.bootstrap, tps)))
-        ends = await asyncio.shield(held[1])  # a caller that leaves does not cancel it for the others
-        return {tp.partition: end for tp, end in ends.items()}
+            held = self._log_ends = (now, asyncio.ensure_future(self._read_confirmed_ends()))
+        return await asyncio.shield(held[1])  # a caller that leaves does not cancel it for the others
+
+    async def _read_confirmed_ends(self) -> dict[int, int]:
+        """The log ends the log itself gave (see _check_for_reset); a partition whose end it did not is left out."""
+        confirmed: set[TopicPartition] = set()
+        tps = [TopicPartition(self.topic, p) for p in self.partitions]
+        ends = await read_log_ends(self.bootstrap, tps, confirmed)
+        return {tp.partition: end for tp, end in ends.items() if tp in confirmed}
 
     async def wait_new(self, timeout: float) -> bool:
         # asyncio.timeout, not wait_for: Python 3.11's wait_for returns instead of raising when its task is

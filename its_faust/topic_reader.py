@@ -123,14 +123,17 @@ class TopicReader:
         await self.consumer.stop()
 
 
-async def log_ends(consumer: AIOKafkaConsumer, tps: list[TopicPartition], timeout_s: float = 2.0) -> dict[TopicPartition, int]:
+async def log_ends(consumer: AIOKafkaConsumer, tps: list[TopicPartition], timeout_s: float = 2.0,
+                   confirmed: set[TopicPartition] | None = None) -> dict[TopicPartition, int]:
     """Each partition's end: the offset after its last record, read from the log.
 
     The embedded broker answers ListOffsets with its last record batch's first offset + 1,
     short of the end by the rest of that batch (the pipeline's producers send many records
     per batch). The batch at that offset is fetched, and its last record gives the end. Takes
     over ``consumer``'s assignment. (Faust checks its tables' local copies against the
-    broker's own figure: ``tables.local_copies`` marks copies back to it.)
+    broker's own figure: ``tables.local_copies`` marks copies back to it.) ``confirmed``, when
+    given, gets the partitions whose end the log itself gave (empty ones too); for the others
+    the fetch brought nothing within ``timeout_s``, and their figure is the broker's, maybe short.
     """
     ends = await consumer.end_offsets(tps) if tps else {}
     todo = {tp for tp, end in ends.items() if end > 0}
@@ -148,10 +151,13 @@ async def log_ends(consumer: AIOKafkaConsumer, tps: list[TopicPartition], timeou
             if unreadable is not None:
                 ends[tp] = max(ends[tp], unreadable.end)
                 todo.discard(tp)
+    if confirmed is not None:
+        confirmed.update(tp for tp in ends if tp not in todo)
     return ends
 
 
-async def read_log_ends(bootstrap: str, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+async def read_log_ends(bootstrap: str, tps: list[TopicPartition],
+                        confirmed: set[TopicPartition] | None = None) -> dict[TopicPartition, int]:
     """:func:`log_ends` with a consumer of its own (a reader's positions stay as they are)."""
     if not tps:
         return {}  # (a consumer assigned no partitions is cancelled in its own stop)
@@ -159,7 +165,7 @@ async def read_log_ends(bootstrap: str, tps: list[TopicPartition]) -> dict[Topic
                                 fetch_max_wait_ms=WHOLE_TOPIC_FETCH_WAIT_MS, max_partition_fetch_bytes=8 << 20)
     await consumer.start()
     try:
-        return await log_ends(consumer, tps)
+        return await log_ends(consumer, tps, confirmed=confirmed)
     finally:
         await consumer.stop()
 

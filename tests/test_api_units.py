@@ -135,9 +135,10 @@ def test_positions_past_the_log_share_one_read_of_its_ends_and_a_stale_one_is_re
 
     reads, log_end = [], {"end": 50}
 
-    async def read_log_ends(bootstrap, tps):
+    async def read_log_ends(bootstrap, tps, confirmed=None):
         reads.append(len(tps))
         await asyncio.sleep(0.05)
+        confirmed.update(tp for tp in tps if log_end.get("confirmed", True))
         return {tp: log_end["end"] for tp in tps}
 
     monkeypatch.setattr(api.topic_ring, "read_log_ends", read_log_ends)
@@ -151,6 +152,45 @@ def test_positions_past_the_log_share_one_read_of_its_ends_and_a_stale_one_is_re
         log_end["end"] = 120  # another API process gave a position the log has reached since the last read
         assert await past_the_log(ring, {0: 110}) == set() and len(reads) == before + 1
         assert await past_the_log(ring, {0: 20}) == set() and len(reads) == before + 1  # within the last read
+        log_end["confirmed"] = False  # the fetch of the last batch brought nothing in time: the end is not known
+        await asyncio.sleep(1.1)
+        assert await past_the_log(ring, {0: 999}) == set()
+
+    asyncio.run(go())
+
+
+def test_a_log_end_the_log_did_not_confirm_is_not_taken_for_a_lost_log(monkeypatch):
+    """The embedded broker gives a log's end short of a last batch of several records; the log is asked, and a
+    fetch that brought nothing in time left that figure: every such partition was taken for lost and read again
+    from its start, every 5 s, once the producers stopped (a churn trial)."""
+    import asyncio
+
+    import api.topic_ring
+
+    answer = {"confirmed": False}
+
+    async def read_log_ends(bootstrap, tps, confirmed=None):
+        if answer["confirmed"]:
+            confirmed.update(tps)
+        return {tp: 11999 for tp in tps}
+
+    class Consumer:
+        async def end_offsets(self, tps):
+            return {tp: 11999 for tp in tps}
+
+        def seek(self, tp, offset):
+            pass
+
+    monkeypatch.setattr(api.topic_ring, "read_log_ends", read_log_ends)
+
+    async def go():
+        ring = _ring("its.tracks")
+        ring.next, ring._consumer = {0: 12000}, Consumer()
+        await ring._check_for_reset()
+        assert ring.resets == {0: 0} and ring.next == {0: 12000}  # not known: asked again at the next check
+        answer["confirmed"] = True  # the log itself ends there: it was lost
+        await ring._check_for_reset()
+        assert ring.resets == {0: 1} and ring.next == {0: 0}
 
     asyncio.run(go())
 
