@@ -7,12 +7,10 @@ a browser to any of them, and an SSE position from one is valid on another.
 
 from __future__ import annotations
 
-import math
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
@@ -22,10 +20,10 @@ from starlette.routing import Match, Mount
 
 from api import routes_cameras, routes_feeds, routes_status
 from api.body_limit import BodyLimit
+from api.errors import validation_failed
 from api.metrics import Metrics
 from api.hub import Hub
 from api.readiness import SystemHealth
-from schemas.base import error_text
 
 STATIC = Path(__file__).parent / "static"
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -125,49 +123,3 @@ async def _headers_of_get(scope, receive, send) -> None:
     except BaseExceptionGroup as group:  # a streaming response sends from a task group
         if group.split(_HeadersSent)[1] is not None:
             raise
-
-
-async def validation_failed(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """FastAPI's 422, with the input it echoes made JSON-safe: a body may hold NaN or 1e999 (Python's
-    JSON reader takes them), which the models refuse but JSON cannot carry back (it was a 500)."""
-    # The reason in plain words, as the CLI gives it; the input echoed in brief (a list of 2 million points was).
-    errors = [{**e, "msg": error_text(e), **({"input": _brief(e["input"])} if "input" in e else {})} for e in exc.errors()]
-    if _body_not_sent_as_json(request, errors):
-        # `curl -d '{...}'` sends a form's Content-Type; the body is then text, not an object, and
-        # FastAPI's "Input should be a valid dictionary" does not say why
-        sent = request.headers.get("content-type") or "none"
-        return JSONResponse(status_code=415, content={
-            "detail": f"send the body as JSON, with the header Content-Type: application/json (this request's: {sent})"})
-    return JSONResponse(status_code=422, content={"detail": _json_safe(jsonable_encoder(errors))})
-
-
-def _body_not_sent_as_json(request: Request, errors: list[dict]) -> bool:
-    body_refused_whole = any(tuple(e.get("loc", ())) == ("body",) and e.get("type") != "missing" for e in errors)
-    media_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-    return body_refused_whole and not (media_type == "application/json" or media_type.endswith("+json"))
-
-
-# What a 422 echoes of a long input: enough to see which it was, not the whole of it again.
-ECHO_ITEMS, ECHO_CHARS = 20, 200
-
-
-def _brief(value):
-    """An input as a 422 echoes it: long strings and lists cut short, saying how long they were."""
-    if isinstance(value, str) and len(value) > ECHO_CHARS:
-        return f"{value[:ECHO_CHARS]}... ({len(value)} characters)"
-    if isinstance(value, dict):
-        return {k: _brief(v) for k, v in list(value.items())[:ECHO_ITEMS]}
-    if isinstance(value, (list, tuple)):
-        shown = [_brief(v) for v in value[:ECHO_ITEMS]]
-        return shown + [f"... ({len(value)} items)"] if len(value) > ECHO_ITEMS else shown
-    return value
-
-
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # "nan", "inf", "-inf"
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value

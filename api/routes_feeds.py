@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
 from sse_starlette import EventSourceResponse
 
+from api.errors import brief
 from api.routes_cameras import AlertsNow
 from api.sse import (BadCursor, check_partitions, events, format_cursor, merged, parse_cursor, parse_positions,
                      past_the_log, quoted_in_brief)
@@ -130,8 +131,7 @@ def _feed_items(feeds: str) -> list[tuple[str, Feed, str | None]]:
 def _bad_feeds(feeds: str, reason: str) -> HTTPException:
     """A 422 in FastAPI's list of errors, as every other 422 of the API."""
     return HTTPException(status_code=422, detail=[{"type": "value_error", "loc": ["query", "feeds"],
-                                                   "msg": f"feeds: {reason}", "input": feeds if len(feeds) <= 200
-                                                   else f"{feeds[:200]}... ({len(feeds)} characters)"}])
+                                                   "msg": f"feeds: {reason}", "input": brief(feeds)}])
 
 
 @router.get("/stream", summary="Several feeds in one stream (what the dashboard opens)", responses=SSE_RESPONSE,

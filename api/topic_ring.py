@@ -325,13 +325,20 @@ class TopicRing:
         had opened a hundred connections to the broker); ``read_since`` (monotonic): a read begun then or later,
         for an answer that must not be older. KafkaError when the broker does not answer."""
         now = time.monotonic()
-        held = self._log_ends
-        failed = held is not None and held[1].done() and (held[1].cancelled() or held[1].exception() is not None)
-        usable = held is not None and not failed and (
-            held[0] >= read_since if read_since is not None else not held[1].done() or now - held[0] <= LOG_ENDS_FRESH_S)
-        if not usable:
-            held = self._log_ends = (now, asyncio.ensure_future(self._read_confirmed_ends()))
-        return await asyncio.shield(held[1])  # a caller that leaves does not cancel it for the others
+        if not self._log_ends_serve(now, read_since):
+            self._log_ends = (now, asyncio.ensure_future(self._read_confirmed_ends()))
+        return await asyncio.shield(self._log_ends[1])  # a caller that leaves does not cancel it for the others
+
+    def _log_ends_serve(self, now: float, read_since: float | None) -> bool:
+        """Whether the last read of the log ends (running or done) answers a caller asking now."""
+        if self._log_ends is None:
+            return False
+        began, read = self._log_ends
+        if read.done() and (read.cancelled() or read.exception() is not None):
+            return False  # failed: read again
+        if read_since is not None:
+            return began >= read_since
+        return not read.done() or now - began <= LOG_ENDS_FRESH_S
 
     async def _read_confirmed_ends(self) -> dict[int, int]:
         """The log ends the log itself gave (see _check_for_reset); a partition whose end it did not is left out."""

@@ -670,7 +670,7 @@ def test_a_json_body_sent_without_the_json_content_type_is_a_415_that_names_the_
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
 
-    from api.app import validation_failed
+    from api.errors import validation_failed
 
     app = FastAPI()
     app.add_exception_handler(RequestValidationError, validation_failed)
@@ -711,7 +711,7 @@ def test_a_body_over_the_limit_is_a_413_and_a_422_echoes_a_long_input_in_brief()
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
 
-    from api.app import ECHO_ITEMS, validation_failed
+    from api.errors import ECHO_ITEMS, validation_failed
     from api.body_limit import BodyLimit
 
     app = FastAPI()
