@@ -27,11 +27,13 @@ from schemas.control import (
     AddZone,
     CameraConfig,
     Change,
+    DisplayName,
     RemoveCamera,
     RemoveLine,
     RemoveZone,
     SetCalibration,
     SetSpeedLimit,
+    SourceText,
     UpdateCamera,
 )
 from schemas.geometry import NAME_PATTERN, Calibration, CountingLine, Zone, out_of_view
@@ -63,15 +65,15 @@ class NewCamera(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt field is a 422, as on every other body
 
     camera_id: str = Field(pattern=CAMERA_ID_PATTERN)
-    name: str = Field("", max_length=200)
-    source: str = Field("", max_length=2000)
+    name: DisplayName = ""
+    source: SourceText = ""
 
 
 class CameraChanges(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, max_length=200)
-    source: str | None = Field(None, max_length=2000)
+    name: DisplayName | None = None
+    source: SourceText | None = None
 
     @model_validator(mode="after")
     def _changes_something(self) -> "CameraChanges":

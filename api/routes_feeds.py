@@ -34,7 +34,8 @@ DESCRIPTION = (
     "`schemas/`) and whose `id` is the feed position after it. Reconnect with the `Last-Event-ID` header (browsers "
     "do it by themselves) to continue exactly there, on any API process. Events: `hello` (first, with the starting "
     "position), the feed's records, `dropped` (events older than this API process holds were skipped), and "
-    "comment heartbeats."
+    "comment heartbeats. A camera's feed may be opened before the camera is known (it starts with its first "
+    "record), so an id no camera has gives an empty feed, not the 404 of the camera's REST routes."
 )
 
 

@@ -28,7 +28,7 @@ from its_faust.cameras import (
     send_commands,
     validation_message,
 )
-from its_faust.cli_support import fail, running_broker, settings_or_fail
+from its_faust.cli_support import fail, running_broker, settings_or_fail, terminal_safe
 from schemas.control import (
     AddCamera,
     AddLine,
@@ -174,7 +174,7 @@ def list_cameras(broker_url, as_json) -> None:
         click.echo("no cameras (add one: its-faust cameras add CAMERA_ID)")
         return
     click.echo(_table(["CAMERA", "NAME", "VERSION", "LINES", "ZONES", "CALIBRATED", "LIMIT KM/H"], [
-        [c.camera_id, c.name or "-", f"v{c.version}", ", ".join(l.name for l in c.lines) or "-",
+        [c.camera_id, terminal_safe(c.name) or "-", f"v{c.version}", ", ".join(l.name for l in c.lines) or "-",
          ", ".join(z.name for z in c.zones) or "-", "yes" if c.calibration else "no", f"{c.speed_limit_kmh:g}"
          if c.speed_limit_kmh else "-"] for c in live]))
 

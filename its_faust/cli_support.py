@@ -27,6 +27,15 @@ def fail(problem: BaseException | str, code: int = 2) -> NoReturn:
     sys.exit(code)
 
 
+def terminal_safe(text: str) -> str:
+    """``text`` with its control characters written out (``\\x1b``): a camera's name or a record's key that any
+    producer wrote is printed on a terminal, where an escape sequence had cleared the screen and a newline
+    printed a row of its own (an odd-names trial)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else ascii(c)[1:-1] for c in text)
+
+
 def set_env(**values) -> None:
     """Options given on the command line become settings for this process and its children."""
     for key, value in values.items():

@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from its_faust.broker import BrokerError, wait_reachable
+from its_faust.cli_support import terminal_safe
 from its_faust.topic_reader import TopicReader
 from its_faust.topic_names import (
     ALERTS,
@@ -211,8 +212,11 @@ def _clock(timestamp_ms: int) -> str:
 
 
 def human_line(name: str, message) -> str:
-    key = message.key.decode(errors="replace") if message.key is not None else "-"
-    return f"{_clock(message.timestamp)}  {key}  p{message.partition}@{message.offset}  {summary(name, message.value)}"
+    """One record as a line for a terminal: anything a producer wrote in its key or value that a terminal would
+    act on (an escape sequence, a newline) is written out."""
+    key = message.key.decode(errors="backslashreplace") if message.key is not None else "-"
+    line = f"{_clock(message.timestamp)}  {key}  p{message.partition}@{message.offset}  {summary(name, message.value)}"
+    return terminal_safe(line)
 
 
 def json_line(message) -> str:

@@ -7,9 +7,14 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field
 
-from schemas.base import CameraRecord, Record, Seq
+from schemas.base import NAME_PATTERN, CameraRecord, Record, Seq
 
 Direction = Literal["in", "out"]
+
+# A line's or zone's name, as configured (schemas.geometry). Checked on these records too: the count tables join a
+# name into their keys with '|' and '@' (tables/count_tables.py), and a record of any producer naming a line
+# 'a@1|in|x' had counted into another line's key.
+LineOrZoneName = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 # A speed past this is no vehicle's: the analytics actor measures none (tables/speed.py), and a record saying one
 # is read as saying none (a forged crossing at 1e308 km/h took a line's mean and p85 with it; refused whole, one
@@ -30,7 +35,7 @@ class Crossing(CameraRecord):
 
     schema_: Literal["its.crossing"] = Field("its.crossing", alias="schema")
     v: Literal[1] = 1
-    line: str
+    line: LineOrZoneName
     direction: Direction
     track_id: int = Field(ge=1)
     label: str = Field(description="The track's most frequent class so far")
@@ -57,7 +62,7 @@ class CountUpdate(CameraRecord):
 
     schema_: Literal["its.count"] = Field("its.count", alias="schema")
     v: Literal[1] = 1
-    line: str
+    line: LineOrZoneName
     direction: Direction
     label: str
     line_version: int = Field(0, ge=0, description="Which adding of the line these counts are of (CameraConfig.line_versions)")
@@ -71,7 +76,7 @@ class ZoneEvent(CameraRecord):
 
     schema_: Literal["its.zone-event"] = Field("its.zone-event", alias="schema")
     v: Literal[1] = 1
-    zone: str
+    zone: LineOrZoneName
     kind: Literal["enter", "exit"]
     track_id: int = Field(ge=1)
     label: str
@@ -102,7 +107,7 @@ class Alert(CameraRecord):
     severity: Literal["info", "warning", "critical"]
     subject: str = Field(description="What it is about: 'track-12' or 'zone-lane1'")
     track_ids: list[int] = Field(default_factory=list)
-    zone: str | None = None
+    zone: LineOrZoneName | None = None
     started_at: float = Field(description="Scene time the condition began (capture time for live sources)")
     snapshot: FrameRef = Field(description="The frame it was raised on")
     message: str
@@ -125,7 +130,7 @@ class ZoneStats(CameraRecord):
 
     schema_: Literal["its.zone-stats"] = Field("its.zone-stats", alias="schema")
     v: Literal[1] = 1
-    zone: str
+    zone: LineOrZoneName
     zone_version: int = Field(0, ge=0, description="Which adding of the zone these figures are of (CameraConfig.zone_versions)")
     occupancy: int = Field(ge=0)
     entries: int = Field(ge=0, description="Since the zone was added")

@@ -9,26 +9,44 @@ command topic rebuilds every camera's configuration.
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from schemas.analytics import MAX_SPEED_KMH
 from schemas.base import CAMERA_ID_PATTERN, Record, UnixSeconds
 from schemas.geometry import NAME_PATTERN, Calibration, CountingLine, Zone, reading_stored
 
 
+def _one_line_of_text(value: str) -> str:
+    """A display text with no control character: a name of '\\e[2J' cleared the terminal of whoever listed the
+    cameras, and one with a newline printed a row of its own (an odd-names trial)."""
+    bad = next((c for c in value if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+    if bad is not None:
+        raise ValueError(f"{ascii(bad)} at {value.index(bad)}: control characters and line breaks are not taken")
+    return value
+
+
+# What the API has taken since it was written; the commands took any text, however long (a 5,000-character name
+# widened every row of `cameras list`, and the API refused to take it back).
+# (The JSON Schemas say the same as a pattern, for clients that check before they send.)
+_ONE_LINE = {"pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029]*$"}
+DisplayName = Annotated[str, Field(max_length=200, json_schema_extra=_ONE_LINE), AfterValidator(_one_line_of_text)]
+SourceText = Annotated[str, Field(max_length=2000, json_schema_extra=_ONE_LINE), AfterValidator(_one_line_of_text)]
+
+
 class AddCamera(Record):
     op: Literal["add_camera"] = "add_camera"
-    name: str = ""
-    source: str = Field("", description="Where the camera's frames come from (file, rtsp://, http://), for operators")
+    name: DisplayName = ""
+    source: SourceText = Field("", description="Where the camera's frames come from (file, rtsp://, http://), for operators")
 
 
 class UpdateCamera(Record):
     op: Literal["update_camera"] = "update_camera"
-    name: str | None = Field(None, description="A display name; None leaves it, \"\" clears it (the camera id is shown)")
-    source: str | None = None
+    name: DisplayName | None = Field(None, description="A display name; None leaves it, \"\" clears it (the camera id is shown)")
+    source: SourceText | None = None
 
 
 class RemoveCamera(Record):

@@ -103,6 +103,23 @@ def test_a_seq_past_2_to_the_53_is_refused():
         CameraEvent(camera_id="cam-1", kind=CameraEventKind.started, at=1.0, seq=2**53)
 
 
+def test_analytics_records_name_their_line_or_zone_by_the_names_rule():
+    """The count tables join a line's name into their keys with '|' and '@': a crossing of any producer naming its
+    line 'a@1|in|x' had counted into the key of line 'a''s class 'x@2|in|car' (an odd-names trial)."""
+    from schemas.analytics import Crossing, ZoneEvent
+
+    crossing = dict(camera_id="cam.1", seq=3, captured_at=1.5, line="a", direction="in", track_id=1, label="car", cls=2)
+    zone_event = dict(camera_id="cam.1", seq=3, captured_at=1.5, zone="z", kind="enter", track_id=1, label="car",
+                      occupancy=1)
+    for bad in ("a@1|in|x", "a|b", "", " a"):
+        with pytest.raises(SchemaError, match="line: .* is not a name"):
+            decode(Crossing, json.dumps({**crossing, "line": bad}).encode())
+        with pytest.raises(SchemaError, match="zone: .* is not a name"):
+            decode(ZoneEvent, json.dumps({**zone_event, "zone": bad}).encode())
+    # A class name is the key's last part: any text stays one key (COCO's own have spaces: 'traffic light').
+    assert decode(Crossing, json.dumps({**crossing, "label": "x@2|in|car"}).encode()).label == "x@2|in|car"
+
+
 def test_a_box_turned_round_or_far_off_any_frame_is_refused():
     box = dict(x1=1, y1=2, x2=3, y2=4, conf=0.9, cls=2, label="car")
     with pytest.raises(ValueError, match=r"box \(5, 2, 3, 4\): x2, y2 is its bottom-right corner"):
@@ -163,7 +180,7 @@ def test_records_as_the_stages_write_them_pass_their_json_schema_and_bad_ones_fa
     import jsonschema_rs
 
     from schemas.analytics import CountUpdate, WindowCount
-    from schemas.control import AddLine, CameraCommand
+    from schemas.control import AddCamera, AddLine, CameraCommand
     from schemas.geometry import CountingLine
     from schemas.json_schema import HERE, file_name
 
@@ -182,6 +199,13 @@ def test_records_as_the_stages_write_them_pass_their_json_schema_and_bad_ones_fa
         assert validator.is_valid(written), list(validator.iter_errors(written))
         assert not validator.is_valid({**written, "colour": "red"})  # unknown fields are refused, as by the stages
         assert not validator.is_valid({k: v for k, v in written.items() if k != "camera_id"})
+    # What the stages refuse of a name, the schemas refuse too: a display name with an escape, a line named with '|'.
+    validator = jsonschema_rs.validator_for(json.loads((HERE / file_name(CameraCommand)).read_text()))
+    renamed = json.loads(encode(CameraCommand(camera_id="cam-8", issued_at=1796551274.8, change=AddCamera(name="東京 é"))))
+    assert validator.is_valid(renamed)
+    assert not validator.is_valid({**renamed, "change": {**renamed["change"], "name": "evil\x1b[2J"}})
+    validator = jsonschema_rs.validator_for(json.loads((HERE / file_name(CountUpdate)).read_text()))
+    assert not validator.is_valid({**json.loads(encode(records[2])), "line": "a@1|in|x"})
 
 
 def test_the_json_schema_takes_a_frame_in_either_base64_alphabet_as_the_stages_do():
@@ -225,3 +249,19 @@ def test_the_json_schemas_refuse_times_in_milliseconds_as_the_stages_do():
     schema_and_stages_agree(frame, "captured_at")
     schema_and_stages_agree(frame, "scene_time")
     schema_and_stages_agree(CameraCommand(camera_id="cam-8", issued_at=1.0, change=AddCamera()), "issued_at")
+
+
+def test_a_cameras_display_name_and_source_are_one_line_of_text_of_bounded_length():
+    """A name of '\\x1b[2J' cleared the terminal of whoever listed the cameras, one with a newline printed a row of its
+    own, and a 5,000-character one was taken by the command (and refused by the API that lists it)."""
+    from schemas.control import AddCamera, UpdateCamera
+
+    assert AddCamera(name="Bridge St. / A40 é 東京 🚗", source="rtsp://cam/1?x=a b").name == "Bridge St. / A40 é 東京 🚗"
+    for bad, why in (("evil\x1b[2J", r"'\\x1b' at 4: control characters"), ("a\nb", r"'\\n' at 1"),
+                     ("a\u2028b", r"'\\u2028' at 1"), ("x" * 201, "at most 200 characters")):
+        with pytest.raises(ValueError, match=why):
+            AddCamera(name=bad)
+        with pytest.raises(ValueError, match=why):
+            UpdateCamera(name=bad)
+    with pytest.raises(ValueError, match=r"'\\r' at 8"):
+        UpdateCamera(source="rtsp://x\r\nHost: y")

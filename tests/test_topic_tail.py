@@ -135,6 +135,14 @@ def test_a_human_line_has_time_key_position_and_summary():
     assert clock.endswith(".005") and key == "-" and position == "p3@41" and rest == "(not JSON: 4 bytes: b'oops')"
 
 
+def test_a_human_line_writes_out_what_a_terminal_would_act_on():
+    """A key or a value of any producer is printed on a terminal: an escape sequence had cleared the screen, a newline
+    printed a line of its own (an odd-names trial)."""
+    line = human_line("frames", _message(b'"\x1b[2J\\nfake"', key=b"\x1b[31mcam\ncam-9\xff"))
+    assert "\x1b" not in line and "\n" not in line and "\\x1b[31mcam\\ncam-9\\xff" in line
+    assert "  café 東  p3@41" in human_line("frames", _message(b"{}", key="café 東".encode()))  # text is text
+
+
 def test_json_lines_keep_the_record_whole():
     record = RECORDS["tracks"][0]
     line = json.loads(json_line(_message(encode(record))))

@@ -26,7 +26,8 @@ class DeadLetters:
             letter = m.decoded(DeadLetter)
         except SchemaError:
             return
-        key = letter.key.decode("utf-8", "replace") if letter.key is not None else ""
+        # Written out where not UTF-8: replaced, two producers' keys b'\\xff' and b'\\xfe' were one key.
+        key = letter.key.decode("utf-8", "backslashreplace") if letter.key is not None else ""
         stages = self.counts.setdefault(key, {})
         stages[letter.stage] = stages.get(letter.stage, 0) + 1
         self.counts.move_to_end(key)

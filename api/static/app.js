@@ -311,7 +311,10 @@ function renderCounts() {
   let total = 0;
   // A row's minute is that of its last update: one before the camera's current minute had nothing since.
   const newest = currentMinute();
-  for (const u of [...state.counts.values()].sort((a, b) => (a.line + a.direction + a.label).localeCompare(b.line + b.direction + b.label))) {
+  // By line, then direction, then class (one string of the three interleaved 'y120' and 'Y120', 'l' and 'li').
+  const order = (a, b) => a.line.localeCompare(b.line) || a.direction.localeCompare(b.direction)
+    || a.label.localeCompare(b.label);
+  for (const u of [...state.counts.values()].sort(order)) {
     total += u.total;
     const current = u.minute.start >= newest;
     const speed = current && u.minute.speed ? u.minute.speed.mean_kmh.toFixed(0) : "–";
