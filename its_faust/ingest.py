@@ -28,6 +28,7 @@ from typing import Callable
 
 import cv2
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaTimeoutError
 
 from its_faust.codecs import encode
 from its_faust.daemon_thread import DaemonThread
@@ -101,7 +102,8 @@ class IngestStats:
     frames_sent: int = 0
     frames_rejected: int = 0
     frames_skipped: int = 0  # left out by frame-rate control (a faster source, a file sampled)
-    frames_dropped: int = 0  # a live feed's, while the pipeline was behind (its window full): lost to the counts
+    frames_dropped: int = 0  # a live camera's, while the pipeline was behind (its window full) or the broker took
+    # none (unreachable, hung): lost to the counts
     frames_sampled: int = 0  # sent while the picture was frozen (frame_quality.StillSceneSampler); in frames_sent
     last_seq: int | None = None
     sent_seqs: list[int] = field(default_factory=list)  # only with keep_seqs (bounded runs): grows per frame
@@ -133,13 +135,15 @@ class ProgressLog:
         self._since, self._sent, self._rejected = now, stats.frames_sent, stats.frames_rejected
 
 
-def make_producer(bootstrap: str) -> AIOKafkaProducer:
+def make_producer(bootstrap: str, **options) -> AIOKafkaProducer:
+    """A camera's producer; ``options``: more of aiokafka's (a test's shorter ``request_timeout_ms``)."""
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
         linger_ms=2,
         max_request_size=MAX_RECORD_BYTES,
         client_id="its-faust-ingest",
+        **options,
     )
 
 
@@ -353,6 +357,11 @@ class _Deliveries:
             self.stalled_since, self.dropped_since_stall = None, 0
         self.last_taken = now
 
+    def not_queued(self) -> None:
+        """A live frame the producer could not take in time (see :func:`_queue_frame`): dropped, and told as such."""
+        self.stats.frames_dropped += 1
+        self.dropped_since_stall += 1
+
     def to_drop(self) -> bool:
         """Whether the next frame is to be dropped (a live camera's, past its limit of frames waiting); says once
         when the broker has taken none of the frames waiting for ``STALLED_AFTER_S``."""
@@ -461,7 +470,8 @@ async def ingest(
     sampled = 0.5 / own_fps if fps and as_live_source and not spec.live and own_fps and fps < own_fps else None
     may_drop = drop_when_busy or bool(spec.live and interval) or sampled is not None
 
-    deliveries = _Deliveries(camera_id, stats, live=spec.live or as_live_source, fps=target_fps or own_fps)
+    live = spec.live or as_live_source  # a camera's frames, not a file's: one too late is dropped
+    deliveries = _Deliveries(camera_id, stats, live=live, fps=target_fps or own_fps)
 
     rate = f"{reader.fps:.3g}" if reader.fps else "?"  # 29.97, not 29.97002997002997
     sending = f", sent at {target_fps:.3g} fps" if target_fps and f"{target_fps:.3g}" != rate else ""
@@ -537,7 +547,13 @@ async def ingest(
                 source_fps=reader.fps,
                 jpeg=frame.jpeg,
             )
-            deliveries.sent(await producer.send(frames_topic, key=key, value=encode(record)))
+            delivery = await _queue_frame(producer, frames_topic, key, encode(record), live=live, camera_id=camera_id)
+            if delivery is None:  # live, and the broker takes none now
+                deliveries.not_queued()
+                if holds_credit:
+                    window.release()
+                continue
+            deliveries.sent(delivery)
             stats.frames_sent += 1
             stats.last_seq = frame_seq
             stats.frame_size = (record.width, record.height)
@@ -553,6 +569,31 @@ async def ingest(
         calls.close()
         await _finish(events, producer, stats, stop, stop_reason)
     return stats
+
+
+async def _queue_frame(producer: AIOKafkaProducer, topic: str, key: bytes, value: bytes, *, live: bool,
+                       camera_id: str) -> asyncio.Future | None:
+    """The frame handed to the producer: its delivery; None for a live frame it did not take within LIVE_WAITING_S.
+
+    A frame is bigger than the producer's batches, so each is a batch of its own, taken only once the one before
+    it has gone out. While the broker did not answer (hung, cut off), the camera so waited in its send, said
+    nothing and dropped nothing, and after 40 s the producer's timeout ended it for good (a trial: a broker stopped
+    for 90 s; its camera never came back). A live frame now waits at most LIVE_WAITING_S, as one waiting in the
+    producer does (:class:`_Deliveries`), and is dropped; a file's waits on, as the file's next frames would."""
+    waited_s = 0.0
+    while True:
+        started = time.monotonic()
+        try:
+            if not live:
+                return await producer.send(topic, key=key, value=value)
+            async with asyncio.timeout(LIVE_WAITING_S):
+                return await producer.send(topic, key=key, value=value)
+        except (TimeoutError, KafkaTimeoutError):  # (nothing was queued: a send that times out adds nothing)
+            if live:
+                return None
+            waited_s += time.monotonic() - started
+            log.warning("camera %s: the broker has taken no frame for %.0f s: waiting for it (a file's frames are "
+                        "kept)", camera_id, waited_s)
 
 
 async def _never_opened(events: _CameraEvents, stats: IngestStats, calls: DaemonThread) -> None:

@@ -330,3 +330,37 @@ def test_a_live_camera_drops_its_frames_while_the_broker_takes_none_and_says_whe
         assert stats.send_errors == 2  # the failed frame, as each of the two saw it
         assert caplog.text.count("takes its frames again") == 1  # the other never said it had stopped
     asyncio.run(go())
+
+
+def test_a_frame_the_producer_cannot_take_is_dropped_if_live_and_waited_for_if_a_files(monkeypatch, caplog):
+    """A hung broker held a camera in its send, and the producer's timeout then ended the camera for good."""
+    import asyncio
+
+    from aiokafka.errors import KafkaTimeoutError
+
+    from its_faust import ingest
+
+    class Producer:
+        def __init__(self, timeouts: int):
+            self.timeouts, self.sent = timeouts, []
+
+        async def send(self, topic, key, value):
+            if self.timeouts is None:
+                await asyncio.sleep(3600)  # hung
+            if self.timeouts:
+                self.timeouts -= 1
+                raise KafkaTimeoutError()
+            self.sent.append(value)
+            return "delivery"
+
+    monkeypatch.setattr(ingest, "LIVE_WAITING_S", 0.05)
+
+    async def go():
+        hung = await ingest._queue_frame(Producer(None), "t", b"k", b"f", live=True, camera_id="cam-1")
+        timed_out = await ingest._queue_frame(Producer(1), "t", b"k", b"f", live=True, camera_id="cam-1")
+        kept = Producer(2)
+        delivery = await ingest._queue_frame(kept, "t", b"k", b"f", live=False, camera_id="cam-2")
+        return hung, timed_out, delivery, kept.sent
+
+    assert asyncio.run(go()) == (None, None, "delivery", [b"f"])
+    assert caplog.text.count("camera cam-2: the broker has taken no frame for") == 2

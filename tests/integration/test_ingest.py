@@ -11,7 +11,7 @@ import pytest
 
 from its_faust.broker import EmbeddedBroker, bootstrap_servers
 from its_faust.codecs import decode
-from its_faust.ingest import FlowWindow, ingest, make_producer
+from its_faust.ingest import FlowWindow, IngestStats, ingest, make_producer
 from its_faust.topic_reader import TopicReader
 from its_faust.topic_names import CAMERA_EVENTS, FRAMES, ensure_topics
 from schemas import CameraEvent, FrameRecord
@@ -427,3 +427,51 @@ def test_a_second_ingest_of_a_camera_being_sent_is_refused_and_one_after_the_fir
     # Its own last frames a moment ago are no other producer's: a camera restarted at once goes on.
     again = subprocess.run([*cli, "--max-frames", "3"], capture_output=True, text=True, env=env, timeout=120)
     assert again.returncode == 0 and "cam-twice: 3 frames sent" in again.stdout, (again.stdout, again.stderr)
+
+
+def test_a_live_camera_outlasts_a_broker_that_hangs_dropping_its_frames_meanwhile(settings, clip_path, caplog):
+    """A broker that stops answering (hung, cut off: SIGSTOP here) held a camera in its send, saying nothing and
+    dropping nothing, and the producer's request timeout (40 s; 3 here) then ended the camera for good (a trial:
+    a broker stopped for 90 s; its camera never came back). It drops its live frames meanwhile, says so, and goes
+    on when the broker answers again."""
+    import os
+    import signal
+
+    caplog.set_level("INFO", logger="its_faust.ingest")
+
+    async def until(condition, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            assert time.monotonic() < deadline, "timed out"
+            await asyncio.sleep(0.1)
+
+    with EmbeddedBroker() as broker:
+        bootstrap = bootstrap_servers(broker.url)
+
+        async def go():
+            await ensure_topics(bootstrap, settings)
+            producer = make_producer(bootstrap, request_timeout_ms=3000)
+            await producer.start()
+            stop, stats = asyncio.Event(), IngestStats("cam-hang")
+            camera = asyncio.create_task(ingest(str(clip_path), "cam-hang", producer, settings, fps=10, loop_source=True,
+                                                as_live_source=True, stop=stop, stats=stats))
+            try:
+                await until(lambda: stats.frames_sent >= 5, 20)
+                os.kill(broker.pid, signal.SIGSTOP)
+                try:
+                    await asyncio.sleep(8)  # past the producer's request timeout, and the 5 s a stall is told after
+                    assert not camera.done(), camera.exception()
+                    sent_in_hang, dropped_in_hang = stats.frames_sent, stats.frames_dropped
+                finally:
+                    os.kill(broker.pid, signal.SIGCONT)
+                await until(lambda: stats.frames_sent >= sent_in_hang + 10, 30)
+                return sent_in_hang, dropped_in_hang
+            finally:
+                stop.set()
+                await asyncio.wait_for(camera, 30)
+                await producer.stop()
+
+        sent_in_hang, dropped_in_hang = asyncio.run(go())
+    assert dropped_in_hang >= 2  # at most one frame per LIVE_WAITING_S went to the producer meanwhile
+    assert "camera cam-hang: the broker has taken none of its frames for" in caplog.text
+    assert "camera cam-hang: the broker takes its frames again" in caplog.text
