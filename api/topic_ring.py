@@ -90,6 +90,7 @@ class TopicRing:
         self.resets: dict[int, int] = {}  # per partition: how often its log was found reset
         self.log_lost_at: float | None = None  # when a partition's log was last found lost (wall clock)
         self._next_reset_check = 0.0
+        self._failing: set[str] = set()  # what of this ring's reading fails now (said once: _failed)
         self.partitions: list[int] = []
         self._offsets: dict[int, list[int]] = {}
         self._messages: dict[int, list[Message]] = {}
@@ -178,24 +179,41 @@ class TopicRing:
                 batches = await self._consumer.getmany(timeout_ms=200, max_records=2000)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the broker went away for a while: keep trying, readiness says so
-                log.warning("api: reading %s failed; retrying", self.topic, exc_info=True)
+            except Exception as exc:  # the broker went away for a while: keep trying, readiness says so
+                self._failed("reading", exc)
                 await asyncio.sleep(1.0)
                 continue
+            self._works("reading")
             self.last_fetch_ok = time.monotonic()
             if self.last_fetch_ok >= self._next_reset_check:
                 self._next_reset_check = self.last_fetch_ok + RESET_CHECK_S
                 try:
                     await self._check_for_reset()
+                    self._works("checking for a reset log")
                 except asyncio.CancelledError:
                     raise
-                except Exception:
-                    log.warning("api: checking %s for a reset log failed; trying again later", self.topic, exc_info=True)
+                except Exception as exc:
+                    self._failed("checking for a reset log", exc)
             for tp, records in batches.items():
                 for r in records:
                     self._add(Message(tp.partition, r.offset, r.key or b"", r.value or b"", (r.timestamp or 0) / 1000))
             if batches:
                 self._wake()
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        """Said once while it keeps failing, in a line: a broker away (hung, restarting) is no bug, and each ring's
+        tracebacks, again at every try, had filled the API's log (9 every 40 s while a broker hung)."""
+        if what not in self._failing:
+            self._failing.add(what)
+            kind, detail = type(exc).__name__, str(exc)
+            log.warning("api: %s: %s failed (%s); trying again until it works", self.topic, what,
+                        f"{kind}: {detail}" if detail and detail != kind else kind)
+        log.debug("api: %s: %s failed", self.topic, what, exc_info=True)
+
+    def _works(self, what: str) -> None:
+        if what in self._failing:
+            self._failing.discard(what)
+            log.info("api: %s: %s works again", self.topic, what)
 
     def _wake(self) -> None:
         """Wake whoever waits for new messages (or for a partition that started over)."""

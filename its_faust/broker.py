@@ -66,8 +66,11 @@ def wait_reachable(broker_url: str, timeout: float = 10.0) -> None:
             if final:
                 raise BrokerError(f"{hostport} answers, but not as a Kafka broker ({trouble}): is that the broker's address?")
             if time.monotonic() > deadline:
-                raise BrokerUnreachable(f"{hostport} answers, but not as a Kafka broker ({trouble}): is that the "
-                                        "broker's address, and is the broker up?")
+                # Silence: a broker hung or overloaded (a broker stopped with SIGSTOP read "not a Kafka broker: is
+                # that its address?"), still starting, or no broker at all.
+                raise BrokerUnreachable(f"{hostport} takes connections but does not answer as a Kafka broker "
+                                        f"({trouble}): is the broker up, and not hung or overloaded? is that its "
+                                        "address?")
             time.sleep(0.1)
 
 

@@ -84,6 +84,10 @@ class StallWatchdog:
         return sorted(tp for tp, n in self._reseeks.items() if n >= 2)
 
     async def check(self) -> None:
+        if self.broker_down is not None:
+            # Asked again until it answers: the partitions moving once it is back ask nothing, and a broker left
+            # "down" was never said to be back, nor its next outage said at all (a trial: a broker hung 20 s, then 90).
+            await self.broker_answers()
         app, consumer = self.app, self.app.consumer
         if app.in_recovery or app.rebalancing or not consumer.flow_active:
             self._last.clear()

@@ -397,6 +397,26 @@ def test_a_ring_whose_partition_goes_back_to_an_earlier_offset_starts_it_over():
     assert [m.offset for m in ring.read(0, 0)] == [0] and ring.next[0] == 1
 
 
+def test_a_ring_says_once_in_a_line_that_its_reading_fails_and_once_that_it_works_again(caplog):
+    """A hung broker: each ring's traceback, again at every try, had filled the API's log."""
+    from aiokafka.errors import KafkaTimeoutError
+
+    caplog.set_level("INFO", logger="api.topic_ring")
+    ring = TopicRing("127.0.0.1:1", "its.tracks", 10)
+    for _ in range(3):
+        ring._failed("reading", KafkaTimeoutError())
+        ring._failed("checking for a reset log", KafkaTimeoutError())
+    ring._works("reading")
+    ring._works("reading")
+    ring._failed("reading", OSError("Connection refused"))
+    said = [r.getMessage() for r in caplog.records if r.levelname != "DEBUG"]
+    assert said == ["api: its.tracks: reading failed (KafkaTimeoutError); trying again until it works",
+                    "api: its.tracks: checking for a reset log failed (KafkaTimeoutError); trying "
+                    "again until it works", "api: its.tracks: reading works again",
+                    "api: its.tracks: reading failed (OSError: Connection refused); trying again until it works"]
+    assert not any(r.exc_info for r in caplog.records if r.levelname != "DEBUG")
+
+
 def test_a_ring_holding_nothing_of_a_partition_still_starts_it_over_when_its_offsets_go_back():
     """Every record refused (or trimmed by age): the lost log went unnoticed, and a client resuming after the old
     offsets skipped the new log's first records with no word."""

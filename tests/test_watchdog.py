@@ -139,23 +139,29 @@ def test_the_ready_file_is_kept_fresh_while_the_worker_is_well_and_removed_when_
     assert ready.exists()
 
 
-def test_partitions_stopped_by_a_broker_that_does_not_answer_wait_for_it_and_it_is_said_once(monkeypatch, caplog):
-    """A broker outage read as a stuck partition (re-seeks, then an error, then a restart by the liveness probe)."""
+def _watched_with_a_broker(monkeypatch, tp, why: str):
+    """A watchdog of ``tp`` that asks a broker at kafka://127.0.0.1:9, down (for ``why``) while ``down[0]``; and
+    (consumer, watchdog, clock, down)."""
     from its_faust import broker
 
-    tp = TP("its.frames", 0)
     consumer = FakeConsumer([tp])
     app = SimpleNamespace(consumer=consumer, in_recovery=False, rebalancing=False)
-    dog = wd.StallWatchdog(app, ["its.frames"], stall_s=15, broker_url="kafka://127.0.0.1:9")
-    clock = [0.0]
+    dog = wd.StallWatchdog(app, [tp.topic], stall_s=15, broker_url="kafka://127.0.0.1:9")
+    clock, down = [0.0], [True]
     monkeypatch.setattr(wd.time, "monotonic", lambda: clock[0])
-    down = [True]
 
     def reachable(url, timeout):
         if down[0]:
-            raise broker.BrokerUnreachable("broker 127.0.0.1:9 is not reachable (Connection refused)")
+            raise broker.BrokerUnreachable(f"broker 127.0.0.1:9 is not reachable ({why})")
 
     monkeypatch.setattr(broker, "wait_reachable", reachable)
+    return consumer, dog, clock, down
+
+
+def test_partitions_stopped_by_a_broker_that_does_not_answer_wait_for_it_and_it_is_said_once(monkeypatch, caplog):
+    """A broker outage read as a stuck partition (re-seeks, then an error, then a restart by the liveness probe)."""
+    tp = TP("its.frames", 0)
+    consumer, dog, clock, down = _watched_with_a_broker(monkeypatch, tp, "Connection refused")
     for _ in range(12):  # 60 s of a broker that does not answer
         asyncio.run(dog.check())
         clock[0] += 5
@@ -167,6 +173,26 @@ def test_partitions_stopped_by_a_broker_that_does_not_answer_wait_for_it_and_it_
         clock[0] += 5
     assert "the broker kafka://127.0.0.1:9 answers again" in caplog.text
     assert consumer.sought[0] == (tp, 10) and dog.recoveries >= 1
+
+
+def test_a_broker_back_is_said_though_the_partitions_move_again_and_its_next_outage_is_said_too(monkeypatch, caplog):
+    """Asked only at a stall, a broker back was never said to be (its partitions moved again at once), and its
+    next outage was not said at all: the watchdog still took it for down (a trial: a broker hung 20 s, then 90)."""
+    tp = TP("its.frames", 0)
+    consumer, dog, clock, down = _watched_with_a_broker(monkeypatch, tp, "hung")
+    for outage in range(2):
+        down[0] = True
+        for _ in range(5):
+            asyncio.run(dog.check())
+            clock[0] += 5
+        down[0] = False
+        consumer._committed_offset[tp] += 10  # back: the partition moves at once (still behind its highwater)
+        for _ in range(2):
+            asyncio.run(dog.check())
+            clock[0] += 5
+        assert caplog.text.count("partitions stopped moving: broker 127.0.0.1:9 is not reachable (hung)") == outage + 1
+        assert caplog.text.count("the broker kafka://127.0.0.1:9 answers again") == outage + 1
+        assert dog.broker_down is None
 
 
 def test_partitions_held_by_a_stage_waiting_for_the_disk_are_not_taken_for_stuck(monkeypatch, caplog):
