@@ -5,7 +5,7 @@ tracked, taken from Faust's own monitor) and what waits for it (frames on its
 partitions not yet committed); also at once after each rebalance, so that readers
 see partitions move within a moment. The API turns these into ``/api/v1/workers`` and
 the workers line of ``/ready``; a worker silent for three intervals is gone
-(killed, cut off or frozen), one that said ``stopped`` left cleanly.
+(killed, crashed, cut off or frozen), one that said ``stopped`` left cleanly.
 """
 
 from __future__ import annotations
@@ -84,6 +84,18 @@ class StatusReporter:
             log.warning("worker status: not sent (%r)", exc)
 
 
+def last_state(crash_reason: BaseException | None, settings) -> str | None:
+    """What a worker stopping on ``crash_reason`` (None: asked to stop) reports last: "stopped" when it leaves
+    cleanly; "recovering" when it starts again in this process (its broker lost its logs: it said "stopped"
+    until it ran again); None, no report, when it crashed: silent, it reads as gone, as a worker killed does (it
+    had read "stopped", left cleanly, and /ready and the dashboard had said nothing was wrong)."""
+    from its_faust.worker import starts_again
+
+    if starts_again(crash_reason, settings):
+        return "recovering"
+    return "stopped" if crash_reason is None else None
+
+
 def _loaded_model():
     """The detector's model, if this worker has loaded it (never loads it: that takes seconds)."""
     import sys
@@ -119,12 +131,11 @@ def install(app, settings) -> StatusReporter:
 
     @app.on_before_shutdown.connect
     async def _report_stopped(app, **kwargs) -> None:  # the consumer is stopped; the producer still sends
-        from its_faust.worker import starts_again
-
-        # A worker about to start again in this process (its broker lost its logs) is recovering, not stopped:
-        # it said "stopped" until it ran again. Bounded: with the broker gone, a send waits for it for ever.
-        state = "recovering" if starts_again(app.crash_reason, settings) else "stopped"
-        try:
+        state = last_state(app.crash_reason, settings)
+        if state is None:
+            log.info("worker status: no stopped report: it crashed, and reads as gone once silent")
+            return
+        try:  # bounded: with the broker gone, a send waits for it for ever
             await asyncio.wait_for(reporter.report(state), STOP_REPORT_TIMEOUT_S)
         except asyncio.TimeoutError:
             log.info("worker status: the stopped report was not sent within %.0f s (broker away?)", STOP_REPORT_TIMEOUT_S)

@@ -22,7 +22,7 @@ class WorkerStatus(Record):
     worker: str = Field(min_length=1, description="host:pid, as in TrackRecord.worker; the record's key")
     state: Literal["recovering", "running", "stopped"] = Field(
         description="recovering: in a rebalance, or restoring its tables after one (it takes no frames meanwhile); running; "
-        "stopped: its last report, sent as it stops")
+        "stopped: its last report, sent as it stops cleanly (one that crashed sends none: silent, it reads as gone)")
     at: float = Field(description="When the report was made, Unix seconds on the worker's clock")
     started_at: float = Field(description="When the worker process started")
     interval_s: float = Field(gt=0, description="How often it reports: one silent for 3 intervals is gone")

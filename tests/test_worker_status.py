@@ -112,3 +112,19 @@ def test_a_worker_that_starts_again_in_its_process_is_not_said_to_stop(monkeypat
     assert not worker.starts_again(ConsistencyError("ahead"), Settings(broker_url=None))  # an embedded broker is ours
     monkeypatch.setenv(worker.RESTARTS_VARIABLE, str(worker.RESTARTS_FOR_LOST_LOGS))
     assert not worker.starts_again(ConsistencyError("ahead of the log"), kafka)  # it gave up: a stop
+
+
+def test_a_worker_that_crashed_sends_no_stopped_report_and_so_reads_as_gone(monkeypatch):
+    """It had read "stopped" (left cleanly) on /workers, /ready and the dashboard."""
+    from faust.exceptions import ConsistencyError
+
+    from its_faust import worker
+    from its_faust.worker_status import last_state
+
+    monkeypatch.setenv(worker.RESTARTS_VARIABLE, "0")
+    kafka = Settings(broker_url="kafka://kafka-1:9092")
+    assert last_state(None, kafka) == "stopped"  # Ctrl-C, SIGTERM
+    assert last_state(RuntimeError("a bug in an agent"), kafka) is None
+    assert last_state(ConsistencyError("ahead of the log"), Settings(broker_url=None)) is None
+    assert worker.starts_again(ConsistencyError("ahead of the log"), kafka)
+    assert last_state(ConsistencyError("ahead of the log"), kafka) == "recovering"

@@ -12,7 +12,7 @@ from schemas.workers import WorkerStatus
 class Workers:
     """Each worker's latest report (``its.workers``) and what it means now: running, recovering, stopped
     (it said so as it stopped) or gone (silent for ``SILENT_INTERVALS`` of its own report intervals:
-    killed, cut off or frozen). Stopped and gone workers are forgotten after ``forget_after_s``."""
+    killed, crashed, cut off or frozen). Stopped and gone workers are forgotten after ``forget_after_s``."""
 
     SILENT_INTERVALS = 3
 
