@@ -494,7 +494,10 @@ async def ingest(
             if frame is None:
                 if holds_credit:
                     window.release()
-                stats.gave_up, stats.ended_short = reader.gave_up, frames.ended_short()
+                stats.gave_up = reader.gave_up
+                # Not when stopped: the stop closes the reader (see _close_when), and a run stopped with Ctrl-C read
+                # "the file ended after 141 of the 480 frames it says it has", a damaged file's words.
+                stats.ended_short = None if stop and stop.is_set() else frames.ended_short()
                 break
             stats.frames_read += 1
             if not await pacer.keep(frame.scene_time):  # frame-rate control: a live source's early frame, a file's sample

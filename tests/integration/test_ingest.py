@@ -88,6 +88,23 @@ def test_a_camera_stopped_before_its_source_ended_says_so(bootstrap, settings, c
     assert stats.frames_sent == 8 and [e.reason for e in finished] == ["stopped: 8 frames sent, 0 rejected"]
 
 
+def test_a_file_stopped_while_it_waited_for_the_pipeline_reads_stopped_not_damaged(bootstrap, settings, clip_path):
+    """The stop closes the reader: a ``run`` stopped with Ctrl-C while its window was full read "the file ended
+    after 141 of the 480 frames it says it has", a damaged file's words (a trial of jobs side by side)."""
+    stop, window = asyncio.Event(), FlowWindow(2)  # nothing gives credits back but the test: a pipeline behind
+
+    def stop_after_two(stats) -> None:
+        if stats.frames_sent == 2:
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.2, stop.set)  # while the third frame waits for room...
+            loop.call_later(0.5, window.release)  # ...which then comes
+
+    stats, _, events = asyncio.run(_ingest_and_read(
+        bootstrap, settings, clip_path, camera_id="cam-stopped-2", window=window, stop=stop, on_sent=stop_after_two))
+    finished = [e.reason for e in events if e.camera_id == "cam-stopped-2" and e.kind.value == "finished"]
+    assert stats.frames_sent == 2 and stats.ended_short is None and finished == ["stopped: 2 frames sent, 0 rejected"]
+
+
 def _counting_encodes(monkeypatch) -> list[int]:
     """Count JPEG encodes (the real encoder still runs)."""
     encodes: list[int] = []
