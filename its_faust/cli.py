@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import signal
 import sys
 import time
@@ -504,6 +505,14 @@ def bench(source: str, out_path: Path | None, skip_baseline: bool, batch_sweep: 
     click.echo(json.dumps(result, indent=2))
 
 
+def replay_camera_id(settings) -> str:
+    """The camera a ``replay --source`` runs as: the tool's own, with the lines and zones it is given and none left
+    from before. "replay" on a broker of its own; on a shared one, one of this replay's own: two replays at once
+    there both ran as "replay", the second dropping the first's lines and sending its frames into the first's
+    counts, and both exited 0 (a trial of jobs side by side)."""
+    return f"replay-{secrets.token_hex(3)}" if settings.broker_url else "replay"
+
+
 @main.command()
 @click.option("--camera", "camera_id", callback=_camera_id, help="Camera whose stored tracks to replay (from its.tracks on the broker).")
 @click.option("--source", help="Or: a video file to run through the whole pipeline again (as `run` does).")
@@ -524,9 +533,10 @@ def replay(camera_id, source, line_specs, config_path, latest, from_seq, to_seq,
     Uses the camera's current configuration unless --line/--config is given, and changes nothing
     on the broker. Every stored track of the camera by default, across its runs (each run, or a gap
     of over 30 s, starts a new stretch; the result lists them); --latest or --from-seq/--to-seq pick a part.
-    With --source instead, a recorded video goes through the whole pipeline again as camera
-    "replay" (as `run` does: on a broker of its own unless ITS_FAUST_BROKER_URL is set), with
-    the --line/--config given and nothing of an earlier replay.
+    With --source instead, a recorded video goes through the whole pipeline again (as `run` does: on a
+    broker of its own unless ITS_FAUST_BROKER_URL is set), with the --line/--config given and nothing of an
+    earlier replay, as camera "replay" (on a shared broker "replay-" and six hex digits, a camera of its own: the
+    result names it).
     """
     set_env(broker_url=broker_url)
     settings = _settings()
@@ -544,10 +554,10 @@ def replay(camera_id, source, line_specs, config_path, latest, from_seq, to_seq,
             if latest or from_seq is not None or to_seq is not None:
                 raise ValueError("--latest, --from-seq and --to-seq pick stored tracks: they go with --camera")
             stop = StopSoftly()
-            # Camera "replay" is the tool's own: it has the lines and zones given here, none left from before.
-            summary = asyncio.run(_run_with_progress(settings, _resolve_source(source, settings), "replay", 1, None,
+            camera_id = replay_camera_id(settings)
+            summary = asyncio.run(_run_with_progress(settings, _resolve_source(source, settings), camera_id, 1, None,
                                                      None, setup, stop, bare=True))
-            result = {"source": summary.source, "frames": summary.frames_tracked, "counts": summary.counts,
+            result = {"camera": camera_id, "source": summary.source, "frames": summary.frames_tracked, "counts": summary.counts,
                       "line_travel": summary.line_travel, "line_speeds": summary.line_speeds, "zones": summary.zones,
                       "alerts": summary.alerts, "stopped_early": summary.stopped_early}
         else:

@@ -67,3 +67,17 @@ def test_every_command_that_writes_its_result_to_a_file_takes_out():
     """`run --summary`, `replay --out`, `bench --out`: a script that used one name for all was refused by run."""
     for path in (["run"], ["replay"], ["bench"]):
         assert "--out" in CliRunner().invoke(main, [*path, "-h"]).output, path
+
+
+def test_a_replay_of_a_file_on_a_shared_broker_runs_as_a_camera_of_its_own():
+    """Two replays at once on a shared broker both ran as "replay": the second dropped the first's lines and sent
+    its frames into the first's counts, and both exited 0 (a trial of jobs side by side)."""
+    import re
+
+    from its_faust.cli import replay_camera_id
+    from its_faust.settings import Settings
+
+    assert replay_camera_id(Settings(broker_url=None)) == "replay"  # a broker of its own: nothing to share
+    shared = Settings(broker_url="kafka://127.0.0.1:9092")
+    ids = {replay_camera_id(shared) for _ in range(20)}
+    assert len(ids) == 20 and all(re.fullmatch(r"replay-[0-9a-f]{6}", i) for i in ids)
