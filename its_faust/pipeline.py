@@ -23,6 +23,7 @@ from its_faust.cameras import (
     with_kept,
 )
 from its_faust.broker import EmbeddedBroker, bootstrap_servers, check_embedded_allowed, wait_reachable
+from its_faust.child_guard import ChildGuard
 from its_faust.cpu_use import CpuMeter
 from its_faust.ingest import LIVE_CREDIT_EXPIRE_S, FlowWindow, IngestStats, ingest, make_producer
 from its_faust.results import CountFeed, RecordFeed, RunSummary, TrackFeed, alert_summary, line_speeds, zone_summary
@@ -63,6 +64,7 @@ class Stack:
         self.broker: EmbeddedBroker | None = None
         self.broker_url = settings.broker_url
         self.workers: list[WorkerProcess] = []
+        self.guard: ChildGuard | None = None  # stops the broker and workers if this process dies without doing so
 
     @property
     def bootstrap(self) -> str:
@@ -71,6 +73,7 @@ class Stack:
     def add_worker(self) -> WorkerProcess:
         worker = WorkerProcess(self.broker_url, self.workdir, f"worker-{len(self.workers) + 1}").start()
         self.workers.append(worker)
+        self.guard.watch(worker.proc.pid)
         return worker
 
     def worker_warnings(self, limit: int = 40) -> str:
@@ -84,12 +87,14 @@ class Stack:
         return "\n".join(lines[-limit:])
 
     async def start(self) -> "Stack":
+        self.guard = ChildGuard(self.workdir / "children.pids", self.workdir if self._tmp else None)
         if self.broker_url:
             await asyncio.to_thread(wait_reachable, self.broker_url)
         else:
             check_embedded_allowed(self.settings)
             self.broker = EmbeddedBroker(log_path=self.workdir / "broker.log")  # recorded first: stop() stops it
             await in_thread_to_the_end(self.broker.start)
+            self.guard.watch(self.broker.pid)
             self.broker_url = self.broker.url
         await ensure_topics(self.bootstrap, self.settings)
         new = [self.add_worker() for _ in range(self.n_workers)]
@@ -101,6 +106,8 @@ class Stack:
         await in_thread_to_the_end(self._stop_blocking)
 
     def _stop_blocking(self) -> None:
+        if self.guard is not None:
+            self.guard.stop()  # this process stops them itself
         stoppers = [threading.Thread(target=w.stop, name=f"stop-{w.name}") for w in self.workers]
         for stopper in stoppers:
             stopper.start()

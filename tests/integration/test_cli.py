@@ -229,6 +229,25 @@ def test_sigterm_stops_a_run_and_everything_it_started_and_sums_up_what_it_track
             run.kill()
 
 
+def test_a_run_killed_outright_has_its_broker_workers_and_work_folder_stopped_and_removed_by_its_guard():
+    """``kill -9`` (the OOM killer) of a run stopped nothing: its broker kept its port, its worker (some 760 MB)
+    ran on under init, and its work folder stayed in /tmp (a trial of jobs side by side)."""
+    import signal
+
+    run, started = _run_until_the_camera_sends()
+    try:
+        workdirs = {arg.split("/worker-")[0] for p in started for arg in p.cmdline() if "/worker-" in arg}
+        guards = [p for p in started if "its_faust.child_guard" in p.cmdline()]
+        assert len(guards) == 1 and workdirs, [p.cmdline() for p in started]
+        run.send_signal(signal.SIGKILL)
+        run.communicate(timeout=10)
+        assert _outliving(started, timeout=30) == []  # the guard too, its work done
+        assert not any(os.path.exists(d) for d in workdirs), workdirs
+    finally:
+        if run.poll() is None:
+            run.kill()
+
+
 def test_a_second_ctrl_c_aborts_and_still_stops_everything():
     import signal
     import time

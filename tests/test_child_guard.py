@@ -1,0 +1,50 @@
+"""The guard that stops a command's children when the command dies without stopping them."""
+
+import subprocess
+import sys
+import time
+
+from its_faust.child_guard import ChildGuard, alive, read_pids, stop_all
+
+
+def test_children_are_stopped_last_started_first_and_one_that_ignores_sigterm_is_killed(tmp_path):
+    stubborn = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, "
+                                 "signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"], stdout=subprocess.PIPE)
+    assert stubborn.stdout.readline() == b"ready\n"
+    polite = subprocess.Popen(["sleep", "60"])
+    pids = tmp_path / "children.pids"
+    pids.write_text(f"{stubborn.pid}\n{polite.pid}\n12")  # a line half-written as the command died
+    assert read_pids(pids) == [stubborn.pid, polite.pid, 12] and read_pids(tmp_path / "none") == []
+    pids.write_text(f"{stubborn.pid}\n{polite.pid}\n")
+    assert stop_all(read_pids(pids), wait_s=0.5) == [stubborn.pid]
+    assert stubborn.wait(5) == -9 and polite.wait(5) == -15
+
+
+def test_a_guard_stops_the_children_and_removes_the_folder_once_its_command_is_gone(tmp_path):
+    """The command here is a process of the test's that starts a guard and a child, then exits (as a kill -9)."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    command = subprocess.run([sys.executable, "-c", f"""
+import subprocess, sys
+from pathlib import Path
+from its_faust.child_guard import ChildGuard
+guard = ChildGuard(Path({str(folder / 'children.pids')!r}), Path({str(folder)!r}))
+child = subprocess.Popen(["sleep", "60"], start_new_session=True)
+guard.watch(child.pid)
+print(child.pid, guard.proc.pid)
+"""], capture_output=True, text=True, check=True)
+    child, guard = (int(pid) for pid in command.stdout.split())
+    deadline = time.monotonic() + 10
+    while (alive(child) or alive(guard) or folder.exists()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(child) and not alive(guard) and not folder.exists()
+    # (The guard kept the command's stderr: run() read it to its end, the guard's line with it.)
+    assert f"is gone: stopping what it started (pids [{child}])" in command.stderr
+
+
+def test_a_command_that_stops_normally_stops_its_guard_first(tmp_path):
+    guard = ChildGuard(tmp_path / "children.pids", tmp_path)
+    guard.watch(None)  # a child that never started
+    assert guard.proc.poll() is None
+    guard.stop()
+    assert guard.proc.poll() is not None and tmp_path.exists()
