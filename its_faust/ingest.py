@@ -28,7 +28,7 @@ from typing import Callable
 
 import cv2
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka.errors import KafkaTimeoutError, RequestTimedOutError
 
 from its_faust.codecs import encode
 from its_faust.daemon_thread import DaemonThread
@@ -107,7 +107,8 @@ class IngestStats:
     frames_sampled: int = 0  # sent while the picture was frozen (frame_quality.StillSceneSampler); in frames_sent
     last_seq: int | None = None
     sent_seqs: list[int] = field(default_factory=list)  # only with keep_seqs (bounded runs): grows per frame
-    send_errors: int = 0
+    send_errors: int = 0  # frames the broker refused
+    unconfirmed: int = 0  # frames whose delivery timed out: the broker may have them
     started_at: float = field(default_factory=time.time)
     finished_at: float | None = None
     stopped_early: bool = False  # stopped (Ctrl-C, SIGTERM, the owner's stop) before the source ended
@@ -332,7 +333,8 @@ class _Deliveries:
     def __init__(self, camera_id: str, stats: IngestStats, *, live: bool, fps: float | None):
         self.camera_id, self.stats = camera_id, stats
         self.waiting = 0
-        self.limit = max(LIVE_WAITING_MIN, math.ceil((fps or 10.0) * LIVE_WAITING_S)) if live else None
+        self.fps = fps or 10.0
+        self.limit = max(LIVE_WAITING_MIN, math.ceil(self.fps * LIVE_WAITING_S)) if live else None
         self.last_taken = time.monotonic()
         self.stalled_since: float | None = None
         self.dropped_since_stall = 0
@@ -345,9 +347,17 @@ class _Deliveries:
         self.waiting -= 1
         if delivery.cancelled():
             return
-        if delivery.exception() is not None:
+        error = delivery.exception()
+        if isinstance(error, (RequestTimedOutError, KafkaTimeoutError)):
+            # The broker did not answer in time, which does not say it has not stored the frame: after a hang, every
+            # frame so "not delivered" was on the topic (a trial).
+            self.stats.unconfirmed += 1
+            log.warning("camera %s: a frame's delivery was not confirmed: the broker did not answer in time (it may "
+                        "have it all the same): %r", self.camera_id, error)
+            return
+        if error is not None:
             self.stats.send_errors += 1
-            log.error("camera %s: a frame was not delivered: %s", self.camera_id, delivery.exception())
+            log.error("camera %s: a frame was not delivered: %s", self.camera_id, error)
             return
         now = time.monotonic()
         if self.stalled_since is not None:
@@ -357,20 +367,28 @@ class _Deliveries:
             self.stalled_since, self.dropped_since_stall = None, 0
         self.last_taken = now
 
-    def not_queued(self) -> None:
-        """A live frame the producer could not take in time (see :func:`_queue_frame`): dropped, and told as such."""
-        self.stats.frames_dropped += 1
-        self.dropped_since_stall += 1
+    def not_queued(self, waited_s: float) -> None:
+        """A live frame the producer did not take in ``waited_s`` (see :func:`_queue_frame`): dropped, with the
+        frames the camera would have sent meanwhile (counted as one, a 90 s hang of a 5 fps camera read 43 frames
+        dropped of some 450)."""
+        dropped = max(1, round(waited_s * self.fps))
+        self.stats.frames_dropped += dropped
+        self.dropped_since_stall += dropped
+
+    def stalled(self) -> None:
+        """Says once when the broker has taken none of the camera's frames for ``STALLED_AFTER_S``."""
+        now = time.monotonic()
+        if self.stalled_since is None and now - self.last_taken > STALLED_AFTER_S:
+            self.stalled_since = self.last_taken
+            log.warning("camera %s: the broker has taken none of its frames for %.0f s (%d waiting): is it reachable, "
+                        "and not hung or overloaded? %s", self.camera_id, now - self.last_taken, self.waiting,
+                        f"Live frames are dropped past {LIVE_WAITING_S:g} s of them waiting" if self.limit
+                        else "A file's frames wait for it")
 
     def to_drop(self) -> bool:
-        """Whether the next frame is to be dropped (a live camera's, past its limit of frames waiting); says once
-        when the broker has taken none of the frames waiting for ``STALLED_AFTER_S``."""
-        now = time.monotonic()
-        if self.waiting and self.stalled_since is None and now - self.last_taken > STALLED_AFTER_S:
-            self.stalled_since = self.last_taken
-            log.warning("camera %s: the broker has taken none of its frames for %.0f s (%d waiting): is it "
-                        "reachable?%s", self.camera_id, now - self.last_taken, self.waiting,
-                        " Live frames are dropped past " + f"{LIVE_WAITING_S:g} s of them waiting" if self.limit else "")
+        """Whether the next frame is to be dropped (a live camera's, past its limit of frames waiting)."""
+        if self.waiting:
+            self.stalled()
         if self.limit is not None and self.waiting >= self.limit:
             self.dropped_since_stall += 1
             return True
@@ -550,9 +568,8 @@ async def ingest(
                 source_fps=reader.fps,
                 jpeg=frame.jpeg,
             )
-            delivery = await _queue_frame(producer, frames_topic, key, encode(record), live=live, camera_id=camera_id)
-            if delivery is None:  # live, and the broker takes none now
-                deliveries.not_queued()
+            delivery = await _queue_frame(producer, frames_topic, key, encode(record), deliveries)
+            if delivery is None:  # live, and the broker takes none now (counted there)
                 if holds_credit:
                     window.release()
                 continue
@@ -574,29 +591,27 @@ async def ingest(
     return stats
 
 
-async def _queue_frame(producer: AIOKafkaProducer, topic: str, key: bytes, value: bytes, *, live: bool,
-                       camera_id: str) -> asyncio.Future | None:
+async def _queue_frame(producer: AIOKafkaProducer, topic: str, key: bytes, value: bytes,
+                       deliveries: _Deliveries) -> asyncio.Future | None:
     """The frame handed to the producer: its delivery; None for a live frame it did not take within LIVE_WAITING_S.
 
     A frame is bigger than the producer's batches, so each is a batch of its own, taken only once the one before
     it has gone out. While the broker did not answer (hung, cut off), the camera so waited in its send, said
     nothing and dropped nothing, and after 40 s the producer's timeout ended it for good (a trial: a broker stopped
     for 90 s; its camera never came back). A live frame now waits at most LIVE_WAITING_S, as one waiting in the
-    producer does (:class:`_Deliveries`), and is dropped; a file's waits on, as the file's next frames would."""
-    waited_s = 0.0
+    producer does (:class:`_Deliveries`), and is dropped; a file's waits on, as the file's next frames would, the
+    stall told after STALLED_AFTER_S (a send cut short queues nothing: it is sent again whole)."""
+    live = deliveries.limit is not None
+    started = time.monotonic()
     while True:
-        started = time.monotonic()
         try:
-            if not live:
+            async with asyncio.timeout(LIVE_WAITING_S if live else STALLED_AFTER_S):
                 return await producer.send(topic, key=key, value=value)
-            async with asyncio.timeout(LIVE_WAITING_S):
-                return await producer.send(topic, key=key, value=value)
-        except (TimeoutError, KafkaTimeoutError):  # (nothing was queued: a send that times out adds nothing)
+        except (TimeoutError, KafkaTimeoutError):
+            deliveries.stalled()
             if live:
+                deliveries.not_queued(time.monotonic() - started)
                 return None
-            waited_s += time.monotonic() - started
-            log.warning("camera %s: the broker has taken no frame for %.0f s: waiting for it (a file's frames are "
-                        "kept)", camera_id, waited_s)
 
 
 async def _never_opened(events: _CameraEvents, stats: IngestStats, calls: DaemonThread) -> None:
@@ -613,10 +628,15 @@ async def _close_when(stop: asyncio.Event, reader: FrameReader) -> None:
 
 
 def undelivered(stats: IngestStats) -> str:
-    """`` (12 of them not delivered: ...)`` when the broker did not take some of the frames sent; else empty."""
-    if not stats.send_errors:
-        return ""
-    return f" ({stats.send_errors} of them not delivered: the broker did not take them, see the log)"
+    """`` (12 of them not delivered: ...)`` when the broker did not take some of the frames sent, or did not say
+    it had; and the live frames dropped; else empty."""
+    said = []
+    if stats.send_errors:
+        said.append(f"{stats.send_errors} of them not delivered: the broker did not take them, see the log")
+    if stats.unconfirmed:
+        said.append(f"{stats.unconfirmed} of them not confirmed: the broker did not answer in time, it may have them")
+    dropped = f", {stats.frames_dropped} dropped (the pipeline or the broker behind)" if stats.frames_dropped else ""
+    return (f" ({'; '.join(said)})" if said else "") + dropped
 
 
 async def _finish(events: _CameraEvents, producer: AIOKafkaProducer, stats: IngestStats, stop: asyncio.Event | None,

@@ -84,23 +84,25 @@ class StallWatchdog:
         return sorted(tp for tp, n in self._reseeks.items() if n >= 2)
 
     async def check(self) -> None:
+        now = time.monotonic()
         if self.broker_down is not None:
             # Asked again until it answers: the partitions moving once it is back ask nothing, and a broker left
             # "down" was never said to be back, nor its next outage said at all (a trial: a broker hung 20 s, then 90).
-            await self.broker_answers()
+            if await self.broker_answers():
+                # Back: each partition gets its stall_s from now (one still at the broker's return was re-sought).
+                self._last = {tp: (committed, now) for tp, (committed, _) in self._last.items()}
         app, consumer = self.app, self.app.consumer
         if app.in_recovery or app.rebalancing or not consumer.flow_active:
             self._last.clear()
             self._reseeks.clear()
             return
-        now = time.monotonic()
         watched = self.topics if self.topics is not None else agent_source_topics(app)
         owned = {tp for tp in consumer.assignment() if tp.topic in watched}
         for tp in list(self._last):
             if tp not in owned:
                 del self._last[tp]
                 self._reseeks.pop(tp, None)
-        broker_answers = None  # asked at the first stall of this check only: each ask may take 2 s
+        broker_answers = None  # asked at the first still partition of this check only: each ask may take 2 s
         for tp in owned:
             # Faust's own bookkeeping of what it committed (no public accessor).
             committed = consumer._committed_offset.get(tp)
@@ -113,12 +115,15 @@ class StallWatchdog:
                     self._reseeks.pop(tp, None)
                 self._last[tp] = (committed, now)
                 continue
+            # Still, with work waiting: the broker is asked at once (a check's first such partition asks for all),
+            # not once it has been still for stall_s, so that a broker hung 20 s is said to be within a check or
+            # two, not taken at its return for a stalled partition and re-sought.
+            if broker_answers is None:
+                broker_answers = await self.broker_answers()
+            if not broker_answers:
+                self._last[tp] = (committed, now)  # not the partition's doing: it waits for the broker
+                continue
             if now - since >= self.stall_s:
-                if broker_answers is None:
-                    broker_answers = await self.broker_answers()
-                if not broker_answers:
-                    self._last[tp] = (committed, now)  # not the partition's doing: it waits for the broker
-                    continue
                 if self.storage_waits():
                     self._last[tp] = (committed, now)  # nor this: a stage waits for the disk (tables.storage)
                     continue

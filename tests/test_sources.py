@@ -333,7 +333,8 @@ def test_a_live_camera_drops_its_frames_while_the_broker_takes_none_and_says_whe
 
 
 def test_a_frame_the_producer_cannot_take_is_dropped_if_live_and_waited_for_if_a_files(monkeypatch, caplog):
-    """A hung broker held a camera in its send, and the producer's timeout then ended the camera for good."""
+    """A hung broker held a camera in its send, and the producer's timeout then ended the camera for good; a file's
+    camera said nothing of it for 40 s, and a live one counted one frame dropped for each 2 s waited."""
     import asyncio
 
     from aiokafka.errors import KafkaTimeoutError
@@ -341,26 +342,32 @@ def test_a_frame_the_producer_cannot_take_is_dropped_if_live_and_waited_for_if_a
     from its_faust import ingest
 
     class Producer:
-        def __init__(self, timeouts: int):
-            self.timeouts, self.sent = timeouts, []
+        def __init__(self, timeouts: int | None, hang_s: float = 3600):
+            self.timeouts, self.hang_s, self.sent = timeouts, hang_s, []
 
         async def send(self, topic, key, value):
-            if self.timeouts is None:
-                await asyncio.sleep(3600)  # hung
-            if self.timeouts:
-                self.timeouts -= 1
+            if self.timeouts is None or self.timeouts > 0:
+                if self.timeouts:
+                    self.timeouts -= 1
+                await asyncio.sleep(self.hang_s)  # hung
                 raise KafkaTimeoutError()
             self.sent.append(value)
             return "delivery"
 
     monkeypatch.setattr(ingest, "LIVE_WAITING_S", 0.05)
+    monkeypatch.setattr(ingest, "STALLED_AFTER_S", 0.1)
+    stats = ingest.IngestStats("cam-1")
 
     async def go():
-        hung = await ingest._queue_frame(Producer(None), "t", b"k", b"f", live=True, camera_id="cam-1")
-        timed_out = await ingest._queue_frame(Producer(1), "t", b"k", b"f", live=True, camera_id="cam-1")
-        kept = Producer(2)
-        delivery = await ingest._queue_frame(kept, "t", b"k", b"f", live=False, camera_id="cam-2")
+        live = ingest._Deliveries("cam-1", stats, live=True, fps=40.0)
+        hung = await ingest._queue_frame(Producer(None), "t", b"k", b"f", live)
+        timed_out = await ingest._queue_frame(Producer(1, hang_s=0), "t", b"k", b"f", live)
+        kept = Producer(3)
+        delivery = await ingest._queue_frame(kept, "t", b"k", b"f", ingest._Deliveries("cam-2", stats, live=False, fps=5))
         return hung, timed_out, delivery, kept.sent
 
     assert asyncio.run(go()) == (None, None, "delivery", [b"f"])
-    assert caplog.text.count("camera cam-2: the broker has taken no frame for") == 2
+    assert stats.frames_dropped == 2 + 1  # 0.05 s of a 40 fps camera's, and one at least
+    assert "camera cam-2: the broker has taken none of its frames for 0 s (0 waiting): is it reachable, and not hung " \
+           "or overloaded? A file's frames wait for it" in caplog.text.replace("for 1 s", "for 0 s")
+    assert caplog.text.count("camera cam-2: the broker has taken none") == 1

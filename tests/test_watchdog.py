@@ -195,6 +195,27 @@ def test_a_broker_back_is_said_though_the_partitions_move_again_and_its_next_out
         assert dog.broker_down is None
 
 
+def test_a_short_hang_is_said_within_a_check_and_not_taken_for_a_stalled_partition_at_the_brokers_return(monkeypatch,
+                                                                                                           caplog):
+    """Asked only once a partition had been still for 15 s, a broker hung 20 s was never said to be away, and the
+    partition still at its return was re-sought as stalled (a trial)."""
+    tp = TP("its.frames", 0)
+    consumer, dog, clock, down = _watched_with_a_broker(monkeypatch, tp, "hung")
+    down[0] = False
+    asyncio.run(dog.check())  # moving
+    down[0] = True
+    clock[0] += 5
+    asyncio.run(dog.check())  # still, 5 s into the hang: said at once
+    assert caplog.text.count("partitions stopped moving: broker 127.0.0.1:9 is not reachable (hung)") == 1
+    for _ in range(3):
+        clock[0] += 5
+        asyncio.run(dog.check())
+    down[0] = False  # back at 20 s: the partition, still for 20 s, is not re-sought
+    clock[0] += 5
+    asyncio.run(dog.check())
+    assert "answers again" in caplog.text and consumer.sought == [] and dog.recoveries == 0
+
+
 def test_partitions_held_by_a_stage_waiting_for_the_disk_are_not_taken_for_stuck(monkeypatch, caplog):
     """A full disk: the track stage waited to write its state, and the watchdog re-sought its partition every 15 s,
     at ERROR from the second time, on the way to a restart by the liveness probe (a disk-full check)."""

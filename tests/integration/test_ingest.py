@@ -446,11 +446,12 @@ def test_a_second_ingest_of_a_camera_being_sent_is_refused_and_one_after_the_fir
     assert again.returncode == 0 and "cam-twice: 3 frames sent" in again.stdout, (again.stdout, again.stderr)
 
 
-def test_a_live_camera_outlasts_a_broker_that_hangs_dropping_its_frames_meanwhile(settings, clip_path, caplog):
+def test_cameras_outlast_a_broker_that_hangs_a_live_one_dropping_its_frames_and_a_files_waiting(settings, clip_path,
+                                                                                                  caplog):
     """A broker that stops answering (hung, cut off: SIGSTOP here) held a camera in its send, saying nothing and
     dropping nothing, and the producer's request timeout (40 s; 3 here) then ended the camera for good (a trial:
-    a broker stopped for 90 s; its camera never came back). It drops its live frames meanwhile, says so, and goes
-    on when the broker answers again."""
+    a broker stopped for 90 s; its camera never came back). A live camera drops its frames meanwhile and counts
+    them; a file's waits; both say so within seconds, and go on when the broker answers again."""
     import os
     import signal
 
@@ -467,28 +468,40 @@ def test_a_live_camera_outlasts_a_broker_that_hangs_dropping_its_frames_meanwhil
 
         async def go():
             await ensure_topics(bootstrap, settings)
-            producer = make_producer(bootstrap, request_timeout_ms=3000)
-            await producer.start()
-            stop, stats = asyncio.Event(), IngestStats("cam-hang")
-            camera = asyncio.create_task(ingest(str(clip_path), "cam-hang", producer, settings, fps=10, loop_source=True,
-                                                as_live_source=True, stop=stop, stats=stats))
+            producers = [make_producer(bootstrap, request_timeout_ms=3000) for _ in range(2)]
+            for producer in producers:
+                await producer.start()
+            stop, live, file = asyncio.Event(), IngestStats("cam-hang"), IngestStats("cam-hang-file")
+            cameras = [
+                asyncio.create_task(ingest(str(clip_path), "cam-hang", producers[0], settings, fps=10, loop_source=True,
+                                           as_live_source=True, stop=stop, stats=live)),
+                asyncio.create_task(ingest(str(clip_path), "cam-hang-file", producers[1], settings, fps=10,
+                                           loop_source=True, stop=stop, stats=file)),
+            ]
             try:
-                await until(lambda: stats.frames_sent >= 5, 20)
+                await until(lambda: live.frames_sent >= 5 and file.frames_sent >= 5, 20)
                 os.kill(broker.pid, signal.SIGSTOP)
                 try:
                     await asyncio.sleep(8)  # past the producer's request timeout, and the 5 s a stall is told after
-                    assert not camera.done(), camera.exception()
-                    sent_in_hang, dropped_in_hang = stats.frames_sent, stats.frames_dropped
+                    assert not any(c.done() for c in cameras), [c.exception() for c in cameras if c.done()]
+                    sent_in_hang, dropped_in_hang = live.frames_sent, live.frames_dropped
+                    file_in_hang = file.frames_sent
+                    assert file.frames_dropped == 0
                 finally:
                     os.kill(broker.pid, signal.SIGCONT)
-                await until(lambda: stats.frames_sent >= sent_in_hang + 10, 30)
-                return sent_in_hang, dropped_in_hang
+                await until(lambda: live.frames_sent >= sent_in_hang + 10 and file.frames_sent >= file_in_hang + 10, 30)
+                return dropped_in_hang
             finally:
                 stop.set()
-                await asyncio.wait_for(camera, 30)
-                await producer.stop()
+                await asyncio.wait_for(asyncio.gather(*cameras), 30)
+                for producer in producers:
+                    await producer.stop()
 
-        sent_in_hang, dropped_in_hang = asyncio.run(go())
-    assert dropped_in_hang >= 2  # at most one frame per LIVE_WAITING_S went to the producer meanwhile
-    assert "camera cam-hang: the broker has taken none of its frames for" in caplog.text
-    assert "camera cam-hang: the broker takes its frames again" in caplog.text
+        dropped_in_hang = asyncio.run(go())
+    # About 8 s of a 10 fps camera's frames, less the few that waited in the producer (2 s of them at most).
+    assert 50 <= dropped_in_hang <= 90, dropped_in_hang
+    for camera in ("cam-hang", "cam-hang-file"):
+        said = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"camera {camera}: the broker")]
+        assert len(said) == 2 and "has taken none of its frames for" in said[0] and "takes its frames again" in said[1], said
+        assert "is it reachable, and not hung or overloaded?" in said[0]
+    assert "A file's frames wait for it" in next(m for m in caplog.messages if m.startswith("camera cam-hang-file: the broker"))
