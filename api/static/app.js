@@ -151,27 +151,34 @@ function ago(seconds) {
 
 function renderCameras() {
   const ul = $("cameras");
+  // The list is rebuilt every 5 s: the camera a keyboard user is on keeps the focus.
+  const focused = ul.contains(document.activeElement) ? document.activeElement.closest("li").dataset.camera : null;
   ul.innerHTML = "";
   if (state.camerasStale && state.camerasReadAt) ul.append(staleNote(state.camerasReadAt));
   if (!state.cameras.size) { ul.innerHTML += '<li class="muted">none yet</li>'; return; }
   for (const id of [...state.cameras].sort()) {
     const li = document.createElement("li");
+    const pick = document.createElement("button");
+    pick.type = "button";
     const [kind, doing] = cameraLine(state.activity.get(id));
-    li.textContent = id;
+    pick.textContent = id;
     if (state.names.has(id)) {
       const name = document.createElement("span");
       name.className = "muted";
       name.textContent = ` ${state.names.get(id)}`;
-      li.append(name);
+      pick.append(name);
     }
     const line = document.createElement("small");
     line.textContent = doing;
-    li.append(document.createElement("br"), line);
+    pick.append(document.createElement("br"), line);
+    if (id === state.camera) pick.setAttribute("aria-current", "true");
+    li.append(pick);
     li.dataset.camera = id;
     li.className = `camera ${kind}` + (id === state.camera ? " selected" : "")
       + ((state.activity.get(id) || {}).alerts_active ? " alerting" : "");
-    li.onclick = () => select(id);
+    pick.onclick = () => select(id);
     ul.appendChild(li);
+    if (id === focused) pick.focus();
   }
   if (!state.camera) select(firstCamera());
 }
@@ -216,7 +223,11 @@ function select(id) {
   $("view").classList.add("waiting");
   $("view").classList.remove("stale");
   $("live").src = `${api}/cameras/${encodeURIComponent(id)}/live.mjpg`;
-  [...$("cameras").children].forEach((li) => li.classList.toggle("selected", li.dataset.camera === id));
+  [...$("cameras").children].forEach((li) => {
+    li.classList.toggle("selected", li.dataset.camera === id);
+    const pick = li.querySelector("button");
+    if (pick) pick.toggleAttribute("aria-current", li.dataset.camera === id);
+  });
   loadHistory();
   $("camera-events").innerHTML = '<li class="muted">no events</li>';
   $("camera-events-title").textContent = `Camera events: ${id}`;
@@ -478,6 +489,8 @@ function drawFlow(windows) {
   // Over one line, vehicles; over all, crossings: one that crosses two lines is in both.
   const what = line ? `crossings per minute over line ${line}, both directions` : "crossings per minute, all lines";
   g.fillText(`${state.camera}: ${what}` + (windows.length ? ` (max ${max})` : ""), 6, 14);
+  canvas.setAttribute("aria-label", `${state.camera}: ${what}, last ${FLOW_MINUTES} minutes: `
+    + (windows.length ? `this minute ${minutes[FLOW_MINUTES - 1].n}, most ${max}` : "no crossings yet"));
   if (!windows.length) g.fillText("no crossings yet", 6, 30);
   minutes.forEach((m, i) => {
     const h = (canvas.height - 30) * m.n / max;
@@ -520,7 +533,8 @@ function onAlert(a) {
   link.href = snap;
   link.target = "_blank";
   link.textContent = "snapshot";
-  li.append(title, ` ${a.state} · ${a.camera_id} · ${when}`, document.createElement("br"), `${a.message} `, link);
+  link.setAttribute("aria-label", `snapshot: ${a.message}, ${when}`);
+  li.append(title, ` ${a.state} · ${a.severity} · ${a.camera_id} · ${when}`, document.createElement("br"), `${a.message} `, link);
   ul.prepend(li);
   while (ul.children.length > 100) ul.lastElementChild.remove();
   document.body.dataset.alerts = String(ul.children.length);
@@ -561,6 +575,7 @@ function onCameraEvent(e) {
   li.className = CAMERA_PROBLEMS.has(e.kind) && !restarted ? "warning" : "info";
   const title = document.createElement("strong");
   title.textContent = e.kind.replaceAll("_", " ");
+  if (li.className === "warning") li.append("⚠ problem: ");  // not the border's colour alone
   li.append(title, ` · ${clock(e.at)}`);
   if (restarted) li.append(" (the camera started again)");
   if (e.reason) li.append(document.createElement("br"), e.reason);  // text, not HTML: reasons carry source URLs

@@ -107,6 +107,8 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
                     " tracks: +(document.body.dataset.tracks || 0), rows: document.querySelectorAll('#counts tbody td.num').length,"
                     " live: document.getElementById('live').naturalWidth, status: document.getElementById('status').textContent,"
                     f" listed: document.querySelector('#cameras li[data-camera=\"{camera}\"]').className,"
+                    # A keyboard user picks a camera with a button (a bare clickable <li> took no focus).
+                    f" picked: document.querySelector('#cameras li[data-camera=\"{camera}\"] > button')?.ariaCurrent,"
                     " shown: getComputedStyle(document.getElementById('live')).visibility})"
                 )
                 if (seen["counts"] >= 1 and seen["frames"] >= 20 and seen["live"] > 0 and seen["status"].startswith("system ready")
@@ -193,6 +195,7 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "dashboard.png").write_bytes(png)
     assert seen["status"].startswith("system ready"), seen
+    assert seen["picked"] == "true", seen
     assert seen["docs operations"] >= 20, seen
     assert "the workers shed 40 live frames" in seen["flow note"], seen
     assert "live" in seen["listed shedding"][0].split() and "40 frames shed lately" in seen["listed shedding"][1], seen
