@@ -46,6 +46,7 @@ LAST_FLUSH_S = 10.0  # how long a camera that stops waits for the broker to take
 LIVE_WAITING_S = 2.0
 LIVE_WAITING_MIN = 10
 STALLED_AFTER_S = 5.0
+STOP_CHECK_S = 1.0  # a file's frame the broker does not take is offered again this often, the camera's stop looked at
 
 
 # A live feed's credit comes back with its frame's track record; a frame that never gets one (shed
@@ -330,9 +331,12 @@ class _Deliveries:
     embedded broker restarted). A live camera with over ``LIVE_WAITING_S`` of its frames waiting drops its next
     frames instead (counted as dropped), as it does while the pipeline is behind."""
 
-    def __init__(self, camera_id: str, stats: IngestStats, *, live: bool, fps: float | None):
+    def __init__(self, camera_id: str, stats: IngestStats, *, live: bool, fps: float | None, camera: bool = False):
+        """``live``: its frames are dropped when late; ``camera``: a real camera's (its frames go by as it waits, where
+        a file sent as live resumes where it was)."""
         self.camera_id, self.stats = camera_id, stats
         self.waiting = 0
+        self.camera = camera
         self.fps = fps or 10.0
         self.limit = max(LIVE_WAITING_MIN, math.ceil(self.fps * LIVE_WAITING_S)) if live else None
         self.last_taken = time.monotonic()
@@ -368,10 +372,12 @@ class _Deliveries:
         self.last_taken = now
 
     def not_queued(self, waited_s: float) -> None:
-        """A live frame the producer did not take in ``waited_s`` (see :func:`_queue_frame`): dropped, with the
-        frames the camera would have sent meanwhile (counted as one, a 90 s hang of a 5 fps camera read 43 frames
-        dropped of some 450)."""
-        dropped = max(1, round(waited_s * self.fps))
+        """A live frame the producer did not take in ``waited_s`` (see :func:`_queue_frame`): dropped; a camera's, with
+        the frames it filmed meanwhile (counted as one, a 90 s hang of a 5 fps camera read 43 frames dropped of some
+        450). A file sent as live resumes where it was: its one frame."""
+        dropped = max(1, round(waited_s * self.fps)) if self.camera else 1
+        if self.stalled_since is None:
+            self.dropped_since_stall = 0  # a count from before, never told, is not this stall's
         self.stats.frames_dropped += dropped
         self.dropped_since_stall += dropped
 
@@ -390,6 +396,8 @@ class _Deliveries:
         if self.waiting:
             self.stalled()
         if self.limit is not None and self.waiting >= self.limit:
+            if self.stalled_since is None:
+                self.dropped_since_stall = 0
             self.dropped_since_stall += 1
             return True
         return False
@@ -488,8 +496,9 @@ async def ingest(
     sampled = 0.5 / own_fps if fps and as_live_source and not spec.live and own_fps and fps < own_fps else None
     may_drop = drop_when_busy or bool(spec.live and interval) or sampled is not None
 
-    live = spec.live or as_live_source  # a camera's frames, not a file's: one too late is dropped
-    deliveries = _Deliveries(camera_id, stats, live=live, fps=target_fps or own_fps)
+    # A camera's frames (or a file's played as one): one too late is dropped, not waited for.
+    live = spec.live or as_live_source or live_feed
+    deliveries = _Deliveries(camera_id, stats, live=live, fps=target_fps or own_fps, camera=spec.live)
 
     rate = f"{reader.fps:.3g}" if reader.fps else "?"  # 29.97, not 29.97002997002997
     sending = f", sent at {target_fps:.3g} fps" if target_fps and f"{target_fps:.3g}" != rate else ""
@@ -568,8 +577,8 @@ async def ingest(
                 source_fps=reader.fps,
                 jpeg=frame.jpeg,
             )
-            delivery = await _queue_frame(producer, frames_topic, key, encode(record), deliveries)
-            if delivery is None:  # live, and the broker takes none now (counted there)
+            delivery = await _queue_frame(producer, frames_topic, key, encode(record), deliveries, stop)
+            if delivery is None:  # live, and the broker takes none now (counted there); or stopped meanwhile
                 if holds_credit:
                     window.release()
                 continue
@@ -591,27 +600,30 @@ async def ingest(
     return stats
 
 
-async def _queue_frame(producer: AIOKafkaProducer, topic: str, key: bytes, value: bytes,
-                       deliveries: _Deliveries) -> asyncio.Future | None:
-    """The frame handed to the producer: its delivery; None for a live frame it did not take within LIVE_WAITING_S.
+async def _queue_frame(producer: AIOKafkaProducer, topic: str, key: bytes, value: bytes, deliveries: _Deliveries,
+                       stop: asyncio.Event | None = None) -> asyncio.Future | None:
+    """The frame handed to the producer: its delivery; None for a live frame it did not take within LIVE_WAITING_S,
+    or once ``stop`` is set.
 
     A frame is bigger than the producer's batches, so each is a batch of its own, taken only once the one before
     it has gone out. While the broker did not answer (hung, cut off), the camera so waited in its send, said
     nothing and dropped nothing, and after 40 s the producer's timeout ended it for good (a trial: a broker stopped
     for 90 s; its camera never came back). A live frame now waits at most LIVE_WAITING_S, as one waiting in the
     producer does (:class:`_Deliveries`), and is dropped; a file's waits on, as the file's next frames would, the
-    stall told after STALLED_AFTER_S (a send cut short queues nothing: it is sent again whole)."""
+    stall told after STALLED_AFTER_S, until the broker takes it or the camera is stopped (a send cut short queues
+    nothing: it is sent again whole)."""
     live = deliveries.limit is not None
     started = time.monotonic()
-    while True:
+    while not (stop and stop.is_set()):
         try:
-            async with asyncio.timeout(LIVE_WAITING_S if live else STALLED_AFTER_S):
+            async with asyncio.timeout(LIVE_WAITING_S if live else STOP_CHECK_S):
                 return await producer.send(topic, key=key, value=value)
         except (TimeoutError, KafkaTimeoutError):
             deliveries.stalled()
             if live:
                 deliveries.not_queued(time.monotonic() - started)
                 return None
+    return None
 
 
 async def _never_opened(events: _CameraEvents, stats: IngestStats, calls: DaemonThread) -> None:

@@ -359,15 +359,23 @@ def test_a_frame_the_producer_cannot_take_is_dropped_if_live_and_waited_for_if_a
     stats = ingest.IngestStats("cam-1")
 
     async def go():
-        live = ingest._Deliveries("cam-1", stats, live=True, fps=40.0)
+        live = ingest._Deliveries("cam-1", stats, live=True, fps=40.0, camera=True)
         hung = await ingest._queue_frame(Producer(None), "t", b"k", b"f", live)
         timed_out = await ingest._queue_frame(Producer(1, hang_s=0), "t", b"k", b"f", live)
+        file_as_live = ingest._Deliveries("cam-3", stats, live=True, fps=40.0)  # resumes where it was: one frame
+        await ingest._queue_frame(Producer(None), "t", b"k", b"f", file_as_live)
         kept = Producer(3)
         delivery = await ingest._queue_frame(kept, "t", b"k", b"f", ingest._Deliveries("cam-2", stats, live=False, fps=5))
-        return hung, timed_out, delivery, kept.sent
+        # A file's camera stopped while the broker takes nothing ends (it had waited for the broker for ever).
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.2, stop.set)
+        stopped = await asyncio.wait_for(ingest._queue_frame(Producer(None), "t", b"k", b"f", ingest._Deliveries(
+            "cam-4", stats, live=False, fps=5), stop), 5)
+        return hung, timed_out, delivery, kept.sent, stopped
 
-    assert asyncio.run(go()) == (None, None, "delivery", [b"f"])
-    assert stats.frames_dropped == 2 + 1  # 0.05 s of a 40 fps camera's, and one at least
+    monkeypatch.setattr(ingest, "STOP_CHECK_S", 0.05)
+    assert asyncio.run(go()) == (None, None, "delivery", [b"f"], None)
+    assert stats.frames_dropped == 2 + 1 + 1  # 0.05 s of a 40 fps camera's, one at least, and the file's one
     assert "camera cam-2: the broker has taken none of its frames for 0 s (0 waiting): is it reachable, and not hung " \
            "or overloaded? A file's frames wait for it" in caplog.text.replace("for 1 s", "for 0 s")
     assert caplog.text.count("camera cam-2: the broker has taken none") == 1
