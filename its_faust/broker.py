@@ -116,10 +116,12 @@ def _api_versions_trouble(connection: socket.socket, timeout: float) -> tuple[st
 class EmbeddedBroker:
     """A Tansu broker child process on ``127.0.0.1:<port>``."""
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None):
+    def __init__(self, port: int | None = None, log_path: Path | None = None, on_spawn=None):
+        """``on_spawn``: called with the broker's pid as soon as it is started, before it answers."""
         self.port = port or free_port()
         self.url = f"kafka://127.0.0.1:{self.port}"
         self.log_path = log_path
+        self.on_spawn = on_spawn
         self._proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 10.0) -> "EmbeddedBroker":
@@ -147,6 +149,8 @@ class EmbeddedBroker:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C in a terminal goes to us; we stop it in order
             )
+        if self.on_spawn is not None:
+            self.on_spawn(self._proc.pid)
         try:
             wait_reachable(self.url, timeout)
         except BaseException:  # not up in time, or Ctrl-C/SIGTERM while it came up: not left behind

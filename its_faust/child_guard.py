@@ -8,8 +8,8 @@ command's children watches the command; once it is gone, the guard stops them as
 (workers first, then the broker; SIGTERM, SIGKILL after ``STOP_WAIT_S``) and removes the work folder it was
 given. A command that stops normally stops its guard first.
 
-The children's pids are in a file the command appends to as it starts them (one per line), read when the
-command is gone: workers are added while a command runs. Run as ``python -m its_faust.child_guard PID PIDS_FILE
+The children's pids are in a file the command appends to as it starts them (a line each, with its start time: a
+pid reused by another process is let be), read when the command is gone: workers are added while a command runs. Run as ``python -m its_faust.child_guard PID PIDS_FILE
 [FOLDER]``; it imports nothing of the project beyond this module, so it costs a bare interpreter.
 """
 
@@ -27,41 +27,53 @@ CHECK_EVERY_S = 0.5
 STOP_WAIT_S = 15.0
 
 
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, ended and not yet reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+def started_at(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot, from /proc); None when it is gone, or a zombie (ended, not yet
+    reaped). With its pid it names a process: a pid is reused once its process is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return True  # no /proc: taken as running
-    return stat[stat.rfind(")") + 2:][:1] != "Z"  # the state follows the command name, which may hold ") "
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()  # after the command name, which may hold ") "
+    return None if fields[0] == "Z" else int(fields[19])
 
 
-def read_pids(pids_file: Path) -> list[int]:
-    """The children, in the order they were started (a line half-written as the command died is left out)."""
+def alive(pid: int, since: int | None = None) -> bool:
+    """Whether ``pid`` runs (and is the process that started at ``since``, when given)."""
+    started = started_at(pid)
+    return started is not None and (since is None or started == since)
+
+
+def read_pids(pids_file: Path) -> list[tuple[int, int | None]]:
+    """The children as (pid, start time), in the order they were started (a line half-written as the command died
+    is left out)."""
     try:
         lines = pids_file.read_text().splitlines()
     except OSError:
         return []
-    return [int(line) for line in lines if line.strip().isdigit()]
+    children = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) == 2 and all(f.isdigit() for f in fields):
+            children.append((int(fields[0]), int(fields[1])))
+    return children
 
 
-def stop_all(pids: list[int], wait_s: float = STOP_WAIT_S) -> list[int]:
-    """SIGTERM to each, the last started first (workers before the broker they need to stop cleanly); SIGKILL
-    to those still there after ``wait_s``; returns those that needed it."""
-    for pid in reversed(pids):
+def stop_all(children: list[tuple[int, int | None]], wait_s: float = STOP_WAIT_S) -> list[int]:
+    """Each in turn, the last started first (workers before the broker they need to stop cleanly): SIGTERM, and
+    SIGKILL if still there after ``wait_s``. A pid whose process is not the one started then (gone, its pid taken
+    by another) is let be. Returns those that needed a SIGKILL."""
+    killed = []
+    for pid, since in reversed(children):
+        if not alive(pid, since):
+            continue
         _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + wait_s
-    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    killed = [pid for pid in pids if alive(pid)]
-    for pid in killed:
-        _signal(pid, signal.SIGKILL)
+        deadline = time.monotonic() + wait_s
+        while alive(pid, since) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if alive(pid, since):
+            _signal(pid, signal.SIGKILL)
+            killed.append(pid)
     return killed
 
 
@@ -76,9 +88,10 @@ def guard(parent: int, pids_file: Path, folder: Path | None) -> None:
     # Reparented (to init, or a subreaper) once the parent is gone: a pid reused by then is not mistaken for it.
     while os.getppid() == parent and alive(parent):
         time.sleep(CHECK_EVERY_S)
-    pids = read_pids(pids_file)
-    print(f"its-faust: the command (pid {parent}) is gone: stopping what it started (pids {pids})", file=sys.stderr)
-    stop_all(pids)
+    children = read_pids(pids_file)
+    print(f"its-faust: the command (pid {parent}) is gone: stopping what it started (pids "
+          f"{[pid for pid, _ in children]})", file=sys.stderr)
+    stop_all(children)
     if folder is not None:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -88,15 +101,17 @@ class ChildGuard:
 
     def __init__(self, pids_file: Path, folder: Path | None = None):
         self.pids_file = pids_file
-        self.pids_file.touch()
+        self.pids_file.write_text("")  # a work folder used again: its earlier run's pids are not this one's
         args = [sys.executable, "-m", "its_faust.child_guard", str(os.getpid()), str(pids_file)]
         self.proc = subprocess.Popen(args + ([str(folder)] if folder else []), start_new_session=True,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
 
     def watch(self, pid: int | None) -> None:
-        if pid is not None:
+        """Stop ``pid`` (as it is now: its start time is noted) should the command die without doing so."""
+        since = started_at(pid) if pid is not None else None
+        if since is not None:
             with open(self.pids_file, "a") as out:
-                out.write(f"{pid}\n")
+                out.write(f"{pid} {since}\n")
 
     def stop(self) -> None:
         """The command stops its children itself: the guard goes first."""

@@ -203,6 +203,7 @@ async def run_demo(settings, source: str, *, workers: int = 1, cameras: int = 1,
         api = ApiProcess(stack.broker_url, stack.workdir / "api.log", port)
         try:
             await in_thread_to_the_end(api.start)
+            stack.guard.watch(api.process.pid)  # a demo killed outright left it on the port, under init
             header = (f"dashboard: http://127.0.0.1:{port}/  (API docs at /docs)\n"
                       f"broker: {stack.broker_url}  (see its topics: its-faust tail tracks --broker {stack.broker_url})\n"
                       f"logs: {stack.workdir}  ({', '.join(_log_names(stack, api))}; removed when the demo stops)\n"

@@ -70,9 +70,9 @@ class Stack:
     def bootstrap(self) -> str:
         return bootstrap_servers(self.broker_url)
 
-    def add_worker(self) -> WorkerProcess:
-        worker = WorkerProcess(self.broker_url, self.workdir, f"worker-{len(self.workers) + 1}").start()
-        self.workers.append(worker)
+    def add_worker(self, name: str | None = None, extra_env: dict[str, str] | None = None) -> WorkerProcess:
+        worker = WorkerProcess(self.broker_url, self.workdir, name or f"worker-{len(self.workers) + 1}", extra_env)
+        self.workers.append(worker.start())
         self.guard.watch(worker.proc.pid)
         return worker
 
@@ -92,9 +92,9 @@ class Stack:
             await asyncio.to_thread(wait_reachable, self.broker_url)
         else:
             check_embedded_allowed(self.settings)
-            self.broker = EmbeddedBroker(log_path=self.workdir / "broker.log")  # recorded first: stop() stops it
+            # Recorded first: stop() stops it; and watched from its start, before it answers.
+            self.broker = EmbeddedBroker(log_path=self.workdir / "broker.log", on_spawn=self.guard.watch)
             await in_thread_to_the_end(self.broker.start)
-            self.guard.watch(self.broker.pid)
             self.broker_url = self.broker.url
         await ensure_topics(self.bootstrap, self.settings)
         new = [self.add_worker() for _ in range(self.n_workers)]
@@ -106,8 +106,6 @@ class Stack:
         await in_thread_to_the_end(self._stop_blocking)
 
     def _stop_blocking(self) -> None:
-        if self.guard is not None:
-            self.guard.stop()  # this process stops them itself
         stoppers = [threading.Thread(target=w.stop, name=f"stop-{w.name}") for w in self.workers]
         for stopper in stoppers:
             stopper.start()
@@ -115,6 +113,10 @@ class Stack:
             stopper.join()
         if self.broker:
             self.broker.stop()
+        # Only now: killed while it stopped them (a supervisor's grace period run out), this process leaves the rest
+        # to the guard.
+        if self.guard is not None:
+            self.guard.stop()
         if self._tmp:
             self._tmp.cleanup()
 

@@ -4,20 +4,32 @@ import subprocess
 import sys
 import time
 
-from its_faust.child_guard import ChildGuard, alive, read_pids, stop_all
+from its_faust.child_guard import ChildGuard, alive, read_pids, started_at, stop_all
 
 
-def test_children_are_stopped_last_started_first_and_one_that_ignores_sigterm_is_killed(tmp_path):
+def test_children_are_stopped_last_started_first_one_that_ignores_sigterm_killed_and_a_pid_reused_let_be(tmp_path):
     stubborn = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, "
                                  "signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"], stdout=subprocess.PIPE)
     assert stubborn.stdout.readline() == b"ready\n"
-    polite = subprocess.Popen(["sleep", "60"])
+    polite, unrelated = subprocess.Popen(["sleep", "60"]), subprocess.Popen(["sleep", "60"])
     pids = tmp_path / "children.pids"
-    pids.write_text(f"{stubborn.pid}\n{polite.pid}\n12")  # a line half-written as the command died
-    assert read_pids(pids) == [stubborn.pid, polite.pid, 12] and read_pids(tmp_path / "none") == []
-    pids.write_text(f"{stubborn.pid}\n{polite.pid}\n")
-    assert stop_all(read_pids(pids), wait_s=0.5) == [stubborn.pid]
-    assert stubborn.wait(5) == -9 and polite.wait(5) == -15
+    guard = ChildGuard(pids)
+    try:
+        for child in (stubborn, polite):
+            guard.watch(child.pid)
+        guard.watch(99999999)  # gone already: not written
+        with open(pids, "a") as out:
+            # A child that ended, its pid since taken by another process: noted with the start time it had then.
+            out.write(f"{unrelated.pid} {started_at(unrelated.pid) - 1}\n12")  # and a line half-written as it died
+        children = read_pids(pids)
+        assert [pid for pid, _ in children] == [stubborn.pid, polite.pid, unrelated.pid]
+        assert read_pids(tmp_path / "none") == []
+        assert stop_all(children, wait_s=0.5) == [stubborn.pid]
+        assert stubborn.wait(5) == -9 and polite.wait(5) == -15 and unrelated.poll() is None
+    finally:
+        guard.stop()
+        unrelated.kill()
+        unrelated.wait()
 
 
 def test_a_guard_stops_the_children_and_removes_the_folder_once_its_command_is_gone(tmp_path):

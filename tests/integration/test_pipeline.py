@@ -121,7 +121,6 @@ def test_batched_detection_tracks_every_frame_once_in_order(settings, clip_path,
     from its_faust.pipeline import Stack
     from its_faust.topic_reader import TopicReader
     from its_faust.topic_names import DETECTIONS
-    from its_faust.worker import WorkerProcess
     from schemas import DetectionRecord
 
     camera, frames = "cam-batched", 90
@@ -129,8 +128,7 @@ def test_batched_detection_tracks_every_frame_once_in_order(settings, clip_path,
     async def run():
         stack = await Stack(settings, workers=0, workdir=tmp_path).start()
         try:
-            worker = WorkerProcess(stack.broker_url, stack.workdir, "worker-batched", extra_env={"ITS_FAUST_MODEL__BATCH_SIZE": "4"})
-            stack.workers.append(worker.start())
+            worker = stack.add_worker("worker-batched", extra_env={"ITS_FAUST_MODEL__BATCH_SIZE": "4"})
             await asyncio.to_thread(worker.wait_ready)
             detections = await TopicReader(stack.bootstrap, settings.topic(DETECTIONS), keys=[camera.encode()]).start()
             stats, feed = await track_source(stack, str(clip_path), camera_id=camera, max_frames=frames)
