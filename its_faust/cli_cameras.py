@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 import click
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from its_faust.cameras import (
     CommandFailed,
@@ -33,11 +33,13 @@ from schemas.control import (
     AddCamera,
     AddLine,
     AddZone,
+    DisplayName,
     RemoveCamera,
     RemoveLine,
     RemoveZone,
     SetCalibration,
     SetSpeedLimit,
+    SourceText,
     UpdateCamera,
 )
 from schemas.geometry import Calibration, Zone, out_of_view
@@ -58,6 +60,16 @@ QUEUED_EXIT_CODE = 3
 # The broker does not answer: nothing was sent, and sending again once it is back may mend it (a refusal, 2, would
 # not; a set-up script told them apart by the message alone: a trial).
 UNREACHABLE_EXIT_CODE = 4
+
+
+class _DisplayText(BaseModel):
+    name: DisplayName | None = None
+    source: SourceText | None = None
+
+
+def _display_text(name: str | None, source: str | None) -> dict:
+    """``--name`` and ``--source`` checked as the API checks them (schemas.control.DisplayName, SourceText)."""
+    return _DisplayText(name=name, source=source).model_dump(exclude_none=True)
 
 
 def _send(camera_id: str, build, broker_url: str | None, timeout_s: float, subject: str = "",
@@ -194,7 +206,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 @timeout_option
 def add(camera_id, name, source, exist_ok, broker_url, timeout_s) -> None:
     """Add a camera."""
-    _send(camera_id, lambda: AddCamera(name=name, source=source), broker_url, timeout_s, exist_ok=exist_ok)
+    _send(camera_id, lambda: AddCamera(**_display_text(name=name, source=source)), broker_url, timeout_s,
+          exist_ok=exist_ok)
 
 
 @cameras.command("apply")
@@ -287,7 +300,7 @@ def update(camera_id, name, source, broker_url, timeout_s) -> None:
     """Change a camera's name or source."""
     if name is None and source is None:
         raise click.UsageError("nothing to change: give --name or --source")
-    _send(camera_id, lambda: UpdateCamera(name=name, source=source), broker_url, timeout_s)
+    _send(camera_id, lambda: UpdateCamera(**_display_text(name=name, source=source)), broker_url, timeout_s)
 
 
 @cameras.command("remove")

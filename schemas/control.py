@@ -29,8 +29,10 @@ def _one_line_of_text(value: str) -> str:
     return value
 
 
-# What the API has taken since it was written; the commands took any text, however long (a 5,000-character name
-# widened every row of `cameras list`, and the API refused to take it back).
+# What the API and the CLI take (a 5,000-character name given to the CLI widened every row of `cameras list`, and the
+# API refused to take it back). The commands themselves take any text: one issued before these rules, refused when
+# the commands topic is replayed to rebuild the configurations, would lose its camera and every change after it;
+# what prints a name makes it safe (its_faust.cli_support.terminal_safe; the dashboard sets text, never HTML).
 # (The JSON Schemas say the same as a pattern, for clients that check before they send.)
 _ONE_LINE = {"pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029]*$"}
 DisplayName = Annotated[str, Field(max_length=200, json_schema_extra=_ONE_LINE), AfterValidator(_one_line_of_text)]
@@ -39,14 +41,14 @@ SourceText = Annotated[str, Field(max_length=2000, json_schema_extra=_ONE_LINE),
 
 class AddCamera(Record):
     op: Literal["add_camera"] = "add_camera"
-    name: DisplayName = ""
-    source: SourceText = Field("", description="Where the camera's frames come from (file, rtsp://, http://), for operators")
+    name: str = Field("", description="A display name (the API and the CLI take one line of text, 200 characters at most)")
+    source: str = Field("", description="Where the camera's frames come from (file, rtsp://, http://), for operators")
 
 
 class UpdateCamera(Record):
     op: Literal["update_camera"] = "update_camera"
-    name: DisplayName | None = Field(None, description="A display name; None leaves it, \"\" clears it (the camera id is shown)")
-    source: SourceText | None = None
+    name: str | None = Field(None, description="A display name; None leaves it, \"\" clears it (the camera id is shown)")
+    source: str | None = None
 
 
 class RemoveCamera(Record):
