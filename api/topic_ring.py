@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from its_faust.codecs import SchemaError, decode
 from its_faust.throttle import Throttle
@@ -202,7 +203,11 @@ class TopicRing:
 
     def _failed(self, what: str, exc: Exception) -> None:
         """Said once while it keeps failing, in a line: a broker away (hung, restarting) is no bug, and each ring's
-        tracebacks, again at every try, had filled the API's log (9 every 40 s while a broker hung)."""
+        tracebacks, again at every try, had filled the API's log (9 every 40 s while a broker hung). Anything but
+        the broker's or the network's errors may be a bug: said each time, with its traceback."""
+        if not isinstance(exc, (KafkaError, OSError, TimeoutError)):
+            log.warning("api: %s: %s failed; trying again", self.topic, what, exc_info=True)
+            return
         if what not in self._failing:
             self._failing.add(what)
             kind, detail = type(exc).__name__, str(exc)

@@ -85,10 +85,12 @@ class StallWatchdog:
 
     async def check(self) -> None:
         now = time.monotonic()
+        broker_answers = None  # asked once a check at most: each ask may take 2 s
         if self.broker_down is not None:
             # Asked again until it answers: the partitions moving once it is back ask nothing, and a broker left
             # "down" was never said to be back, nor its next outage said at all (a trial: a broker hung 20 s, then 90).
-            if await self.broker_answers():
+            broker_answers = await self.broker_answers()
+            if broker_answers:
                 # Back: each partition gets its stall_s from now (one still at the broker's return was re-sought).
                 self._last = {tp: (committed, now) for tp, (committed, _) in self._last.items()}
         app, consumer = self.app, self.app.consumer
@@ -102,7 +104,6 @@ class StallWatchdog:
             if tp not in owned:
                 del self._last[tp]
                 self._reseeks.pop(tp, None)
-        broker_answers = None  # asked at the first still partition of this check only: each ask may take 2 s
         for tp in owned:
             # Faust's own bookkeeping of what it committed (no public accessor).
             committed = consumer._committed_offset.get(tp)

@@ -415,6 +415,13 @@ def test_a_ring_says_once_in_a_line_that_its_reading_fails_and_once_that_it_work
                     "again until it works", "api: its.tracks: reading works again",
                     "api: its.tracks: reading failed (OSError: Connection refused); trying again until it works"]
     assert not any(r.exc_info for r in caplog.records if r.levelname != "DEBUG")
+    caplog.clear()
+    for _ in range(2):  # not the broker's or the network's: maybe a bug, said each time with its traceback
+        try:
+            raise KeyError("partition")
+        except KeyError as exc:
+            ring._failed("checking for a reset log", exc)
+    assert [bool(r.exc_info) for r in caplog.records if r.levelname != "DEBUG"] == [True, True]
 
 
 def test_a_ring_holding_nothing_of_a_partition_still_starts_it_over_when_its_offsets_go_back():

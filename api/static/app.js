@@ -33,7 +33,7 @@ function renderStatus() {
     [text, cls] = [parts.join(" · "), "warn"];
   }
   else if (health.feeds) [text, cls] = ["system ready", "live"];
-  s.textContent = text;
+  if (s.textContent !== text) s.textContent = text;  // a status region: rewritten, it is announced again
   s.className = "status " + cls;
   // Feeds down (the API stopped, the network): what the page shows is as of then, not now.
   document.body.classList.toggle("offline", health.feeds === false);
@@ -226,7 +226,9 @@ function select(id) {
   [...$("cameras").children].forEach((li) => {
     li.classList.toggle("selected", li.dataset.camera === id);
     const pick = li.querySelector("button");
-    if (pick) pick.toggleAttribute("aria-current", li.dataset.camera === id);
+    if (!pick) return;
+    if (li.dataset.camera === id) pick.setAttribute("aria-current", "true");  // an empty aria-current reads as false
+    else pick.removeAttribute("aria-current");
   });
   loadHistory();
   $("camera-events").innerHTML = '<li class="muted">no events</li>';
