@@ -43,6 +43,7 @@ log = logging.getLogger("its_faust")
 
 PORT = click.IntRange(1, 65535)
 API_STOP_S = 3  # how long the API waits, when told to stop, for the requests still open (live views) to end
+API_OPEN_FILES = 1024  # what an API is to be able to open: a file per client connection, SSE streams included
 
 
 def _settings():
@@ -602,6 +603,10 @@ def api(host, port, broker_url) -> None:
 
     from api.app import create_app
 
+    from its_faust.open_files import raise_limit
+
+    # A file per client: under 64, clients past ~40 had their connections reset, /health with them.
+    raise_limit(API_OPEN_FILES, "the API (a file for each client connection)")
     app = create_app(settings, bootstrap_servers(settings.broker_url))
     click.echo(f"dashboard: http://{settings.api.host}:{settings.api.port}/   API docs: /docs")
     # loop="none": the loop ITS_FAUST_EVENT_LOOP installed (uvicorn's "auto" would pick uvloop regardless).

@@ -43,8 +43,10 @@ def run_worker(ready_file: Path | None = None) -> None:
     from its_faust.app import app, settings, stall_watchdog
     from its_faust.broker import wait_for_broker
     from its_faust.data_dir import claim
+    from its_faust.open_files import hint, raise_limit, worker_needs
 
     claim(settings.data_dir)  # before anything slow: a second worker on the same folder stops with one line
+    raise_limit(worker_needs(settings.partitions), "a worker holding all its partitions")
     if ready_file:
         # A container restarted in place keeps its /tmp: not ready again until it is (first: the wait below
         # may be long, and a probe must not take the old file for this start's).
@@ -79,7 +81,7 @@ def run_worker(ready_file: Path | None = None) -> None:
             Path(ready_file).unlink(missing_ok=True)
         _start_again_if_the_broker_lost_the_changelogs(app.crash_reason, settings)
         if app.crash_reason:
-            log.error("worker stopped: it crashed (%s)", app.crash_reason)
+            log.error("worker stopped: it crashed (%s)%s", app.crash_reason, hint(app.crash_reason))
         else:
             log.info("worker stopped")
 
