@@ -176,10 +176,23 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout
         while not self.ready_file.exists():
             if self.proc is None or self.proc.poll() is not None:
-                raise RuntimeError(f"worker {self.name} exited before it was ready; see {self.log_path}:\n{self.tail()}")
+                # What it said went wrong, not only its last lines (those of its stop), nor only the log's path: a
+                # run's work folder, the log in it, is removed as the run ends (a trial under a process limit).
+                code = self.proc.returncode if self.proc is not None else None
+                raise RuntimeError(f"worker {self.name} exited before it was ready (exit status {code}); from its "
+                                   f"log:\n{self.said_wrong()}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"worker {self.name} not ready after {timeout:.0f}s; see {self.log_path}")
             time.sleep(0.1)
+
+    def said_wrong(self, errors: int = 10, last: int = 10) -> str:
+        """Its log's ERROR and CRITICAL lines (the last ``errors`` of them) and its last ``last`` lines."""
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        wrong = [line for line in lines[:-last] if " ERROR " in line or " CRITICAL " in line][-errors:]
+        return "\n".join([*wrong, *(["..."] if wrong else []), *lines[-last:]])
 
     def tail(self, lines: int = 20) -> str:
         try:

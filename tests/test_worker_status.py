@@ -128,3 +128,21 @@ def test_a_worker_that_crashed_sends_no_stopped_report_and_so_reads_as_gone(monk
     assert last_state(ConsistencyError("ahead of the log"), Settings(broker_url=None)) is None
     assert worker.starts_again(ConsistencyError("ahead of the log"), kafka)
     assert last_state(ConsistencyError("ahead of the log"), kafka) == "recovering"
+
+
+def test_a_worker_that_exits_before_it_is_ready_is_told_with_what_its_log_said_went_wrong(tmp_path):
+    """Its log's last lines were those of its stop, and the log's folder (a run's) was gone once the run ended."""
+    import pytest
+
+    from its_faust.worker import WorkerProcess
+
+    worker = WorkerProcess("kafka://127.0.0.1:1", tmp_path, "worker-1")
+    lines = [f"12:00:{i:02d} INFO its_faust: line {i}" for i in range(30)]
+    lines[5] = "12:00:05 ERROR its_faust.worker: worker stopped: it crashed (Too many open files)"
+    worker.log_path.write_text("\n".join(lines) + "\n")
+    worker.proc = SimpleNamespace(poll=lambda: -6, returncode=-6)
+    with pytest.raises(RuntimeError) as told:
+        worker.wait_ready(timeout=1)
+    said = str(told.value)
+    assert said.startswith("worker worker-1 exited before it was ready (exit status -6); from its log:\n")
+    assert "it crashed (Too many open files)" in said and said.endswith("line 29") and "line 19" not in said
