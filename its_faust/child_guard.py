@@ -90,7 +90,11 @@ def guard(parent: int, pids_file: Path, folder: Path | None) -> None:
         time.sleep(CHECK_EVERY_S)
     children = read_pids(pids_file)
     print(f"its-faust: the command (pid {parent}) is gone: stopping what it started (pids "
-          f"{[pid for pid, _ in children]})", file=sys.stderr)
+          f"{[pid for pid, _ in children]})", file=sys.stderr, flush=True)
+    # Let go of the command's stderr: whoever read the command's output to its end (a script, a CI runner) waited
+    # on it as long as the guard held it.
+    sys.stderr = open(os.devnull, "w")
+    os.close(2)
     stop_all(children)
     if folder is not None:
         shutil.rmtree(folder, ignore_errors=True)

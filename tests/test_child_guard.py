@@ -1,5 +1,7 @@
 """The guard that stops a command's children when the command dies without stopping them."""
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -60,3 +62,29 @@ def test_a_command_that_stops_normally_stops_its_guard_first(tmp_path):
     assert guard.proc.poll() is None
     guard.stop()
     assert guard.proc.poll() is not None and tmp_path.exists()
+
+
+def test_a_guard_lets_go_of_its_commands_output_before_it_stops_the_children(tmp_path):
+    """Whoever read a killed command's output to its end (a script, a CI runner) waited as long as the guard took to
+    stop the children: up to 15 s each."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    started = time.monotonic()
+    command = subprocess.run([sys.executable, "-c", f"""
+import subprocess, sys
+from pathlib import Path
+from its_faust.child_guard import ChildGuard
+guard = ChildGuard(Path({str(folder / 'children.pids')!r}), Path({str(folder)!r}))
+child = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                          "time.sleep(60)"], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+guard.watch(child.pid)
+print(child.pid, guard.proc.pid)
+"""], capture_output=True, text=True, check=True, timeout=10)
+    assert time.monotonic() - started < 8  # not the 15 s the guard gives the stubborn child
+    child, guard = (int(pid) for pid in command.stdout.split())
+    assert "is gone: stopping what it started" in command.stderr
+    os.kill(child, signal.SIGKILL)  # (the test's own end of it)
+    deadline = time.monotonic() + 10
+    while (alive(guard) or folder.exists()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(guard) and not folder.exists()
