@@ -6,11 +6,12 @@ of its own (a Ctrl-C at the terminal reaches the command, which stops them in or
 under init, and its work folder stayed in /tmp, for good (a trial of jobs side by side). A guard started with the
 command's children watches the command; once it is gone, the guard stops them as the command would have
 (workers first, then the broker; SIGTERM, SIGKILL after ``STOP_WAIT_S``) and removes the work folder it was
-given. A command that stops normally stops its guard first.
+given. A command that stops normally stops its guard once it has stopped the children itself.
 
 The children's pids are in a file the command appends to as it starts them (a line each, with its start time: a
-pid reused by another process is let be), read when the command is gone: workers are added while a command runs. Run as ``python -m its_faust.child_guard PID PIDS_FILE
-[FOLDER]``; it imports nothing of the project beyond this module, so it costs a bare interpreter.
+pid reused by another process is let be), read when the command is gone: workers are added while a command runs.
+Run as ``python -m its_faust.child_guard PID PIDS_FILE [FOLDER]``; it imports nothing of the project beyond this
+module, so it costs a bare interpreter.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def alive(pid: int, since: int | None = None) -> bool:
     return started is not None and (since is None or started == since)
 
 
-def read_pids(pids_file: Path) -> list[tuple[int, int | None]]:
+def read_pids(pids_file: Path) -> list[tuple[int, int]]:
     """The children as (pid, start time), in the order they were started (a line half-written as the command died
     is left out)."""
     try:
@@ -59,7 +60,7 @@ def read_pids(pids_file: Path) -> list[tuple[int, int | None]]:
     return children
 
 
-def stop_all(children: list[tuple[int, int | None]], wait_s: float = STOP_WAIT_S) -> list[int]:
+def stop_all(children: list[tuple[int, int]], wait_s: float = STOP_WAIT_S) -> list[int]:
     """Each in turn, the last started first (workers before the broker they need to stop cleanly): SIGTERM, and
     SIGKILL if still there after ``wait_s``. A pid whose process is not the one started then (gone, its pid taken
     by another) is let be. Returns those that needed a SIGKILL."""
@@ -118,7 +119,7 @@ class ChildGuard:
                 out.write(f"{pid} {since}\n")
 
     def stop(self) -> None:
-        """The command stops its children itself: the guard goes first."""
+        """The command has stopped its children itself: the guard is not needed any more."""
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()

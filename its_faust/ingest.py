@@ -375,11 +375,13 @@ class _Deliveries:
         """A live frame the producer did not take in ``waited_s`` (see :func:`_queue_frame`): dropped; a camera's, with
         the frames it filmed meanwhile (counted as one, a 90 s hang of a 5 fps camera read 43 frames dropped of some
         450). A file sent as live resumes where it was: its one frame."""
-        dropped = max(1, round(waited_s * self.fps)) if self.camera else 1
+        self._dropped(max(1, round(waited_s * self.fps)) if self.camera else 1)
+
+    def _dropped(self, frames: int) -> None:
         if self.stalled_since is None:
             self.dropped_since_stall = 0  # a count from before, never told, is not this stall's
-        self.stats.frames_dropped += dropped
-        self.dropped_since_stall += dropped
+        self.stats.frames_dropped += frames
+        self.dropped_since_stall += frames
 
     def stalled(self) -> None:
         """Says once when the broker has taken none of the camera's frames for ``STALLED_AFTER_S``."""
@@ -392,13 +394,11 @@ class _Deliveries:
                         else "A file's frames wait for it")
 
     def to_drop(self) -> bool:
-        """Whether the next frame is to be dropped (a live camera's, past its limit of frames waiting)."""
+        """Whether the next frame is to be dropped (a live camera's, past its limit of frames waiting): counted."""
         if self.waiting:
             self.stalled()
         if self.limit is not None and self.waiting >= self.limit:
-            if self.stalled_since is None:
-                self.dropped_since_stall = 0
-            self.dropped_since_stall += 1
+            self._dropped(1)
             return True
         return False
 
@@ -536,8 +536,7 @@ async def ingest(
             # every 4 s follow one another (its pace is learned from such: tables.pace). A frame dropped or rejected
             # from here on leaves a gap in them.
             frame_seq, seq = seq, seq + 1
-            if deliveries.to_drop():  # the broker takes none of them now: a live frame would only wait
-                stats.frames_dropped += 1
+            if deliveries.to_drop():  # the broker takes none of them now: a live frame would only wait (counted there)
                 if holds_credit:
                     window.release()
                 continue
