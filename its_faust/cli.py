@@ -32,6 +32,7 @@ from its_faust.broker import (BrokerMemoryNote, BrokerError, EmbeddedBroker, boo
                               wait_for_broker, wait_reachable)
 from its_faust.cli_support import StopSoftly, fail, set_env, settings_or_fail, stop_on_terminate
 from its_faust.sources import SourceError
+from its_faust.worker import WorkerGone
 
 # Errors a user can fix; they get one line, not a traceback.
 USER_ERRORS = (
@@ -325,6 +326,8 @@ def run(source, summary_path, camera_id, workers, fps, max_frames, line_specs, c
         )
     except USER_ERRORS as exc:
         fail(exc)
+    except WorkerGone as exc:  # a run that failed, not a mistake in how it was asked for
+        fail(exc, code=1)
     except (KeyboardInterrupt, asyncio.CancelledError):
         _aborted()
     payload = json.dumps(summary.__dict__, indent=2)
@@ -453,6 +456,8 @@ def demo(source: str, workers: int, cameras: int, duration: float | None, port: 
                              duration=duration, port=port))
     except USER_ERRORS as exc:
         fail(exc)
+    except WorkerGone as exc:  # a run that failed, not a mistake in how it was asked for
+        fail(exc, code=1)
     except KeyboardInterrupt:
         pass
     with contextlib.suppress(OSError):  # `demo | head`: nobody reads any more
@@ -503,6 +508,8 @@ def bench(source: str, out_path: Path | None, skip_baseline: bool, batch_sweep: 
             result = benchmarks.run_bench(settings, clip, out_path, skip_baseline=skip_baseline, repeat=repeat)
     except USER_ERRORS as exc:
         fail(exc)
+    except WorkerGone as exc:  # a run that failed, not a mistake in how it was asked for
+        fail(exc, code=1)
     click.echo(json.dumps(result, indent=2))
 
 
@@ -571,6 +578,8 @@ def replay(camera_id, source, line_specs, config_path, latest, from_seq, to_seq,
                                                from_seq=from_seq, to_seq=to_seq, latest=latest)).as_dict()
     except USER_ERRORS as exc:
         fail(exc)
+    except WorkerGone as exc:  # a run that failed, not a mistake in how it was asked for
+        fail(exc, code=1)
     except (KeyboardInterrupt, asyncio.CancelledError):
         _aborted()
     payload = json.dumps(result, indent=2)

@@ -260,6 +260,7 @@ async def _run_cameras(settings, stack: Stack, source: str, names: list[str], li
     broker_memory = BrokerMemoryNote.for_settings(stack.broker, settings)
     view = _FiguresView(lambda: _table(figures, sent, stack, started, broker_memory.text()),
                         lambda: _lines(figures, sent, started, broker_memory.text()))
+    ended: set[str] = set()  # workers said to have ended by themselves
     try:
         with view:
             while not stop.is_set():
@@ -283,6 +284,8 @@ async def _run_cameras(settings, stack: Stack, source: str, names: list[str], li
                 for task in senders:
                     if task.done() and task.exception():
                         raise task.exception()
+                # (a worker killed for memory had left the table at zeros with nothing said)
+                stack.check_workers(ended, sum(f.tracked for f in figures.values()))
     finally:
         stop.set()
         await asyncio.gather(*senders, return_exceptions=True)

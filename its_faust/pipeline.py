@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from its_faust.cameras import (
-    CameraSetup, beyond_setup, check_not_sent_already, check_speed_limit, command, ensure_setup, read_configs, replaced_by,
-    send_commands,
-    with_kept,
+    CameraSetup, beyond_setup, check_not_sent_already, check_speed_limit, command, ensure_setup, read_configs,
+    replaced_by, send_commands, with_kept,
 )
 from its_faust.broker import EmbeddedBroker, bootstrap_servers, check_embedded_allowed, wait_reachable
 from its_faust.child_guard import ChildGuard
@@ -30,7 +29,7 @@ from its_faust.results import CountFeed, RecordFeed, RunSummary, TrackFeed, aler
 from its_faust.topic_reader import group_lag
 from its_faust.sources import SourceSpec
 from its_faust.topic_names import ALERTS, CROSSINGS, DETECTIONS, FRAMES, TRACKS, ZONE_EVENTS, ensure_topics
-from its_faust.worker import WorkerProcess
+from its_faust.worker import WorkerGone, WorkerProcess
 from schemas import TrackRecord
 from schemas.analytics import Alert, Crossing, ZoneEvent
 from schemas.geometry import CountingLine
@@ -85,6 +84,26 @@ class Stack:
                     if " WARNING " in line or " ERROR " in line or " CRITICAL " in line:
                         lines.append(f"{worker.name}: {line}")
         return "\n".join(lines[-limit:])
+
+    def workers_ended(self) -> dict[str, str]:
+        """Worker name -> how it ended, for each worker that ended by itself (``WorkerProcess.ended_by_itself``)."""
+        return {w.name: ended for w in self.workers if (ended := w.ended_by_itself())}
+
+    def check_workers(self, told: set[str], tracked: int) -> None:
+        """Say once of each worker that ended by itself; raise ``WorkerGone`` when none of this stack's workers
+        is left and none other can be (the broker is this stack's own). Its partitions go to the workers left, so
+        with one left the run goes on."""
+        ended = self.workers_ended()
+        for name in ended.keys() - told:
+            told.add(name)
+            log.warning("%s %s, %d frames tracked so far; its partitions go to the workers left, if any", name,
+                        ended[name], tracked)
+        running = [w for w in self.workers if w.proc is not None and w.proc.poll() is None]
+        if ended and not running and self.broker is not None:
+            said = "\n".join(f"{w.name}:\n{w.said_wrong()}" for w in self.workers if w.name in ended)
+            raise WorkerGone(f"no worker is left to track the frames ({tracked} tracked): "
+                             + "; ".join(f"{name} {how}" for name, how in ended.items())
+                             + f"; from the log:\n{said}")
 
     async def start(self) -> "Stack":
         self.guard = ChildGuard(self.workdir / "children.pids", self.workdir if self._tmp else None)
@@ -168,6 +187,7 @@ async def track_source(
             )
         )
         last_progress = time.monotonic()
+        ended: set[str] = set()  # workers said to have ended by themselves
         while True:
             for record in await feed.poll(100):
                 if record.camera_id != camera_id:
@@ -177,6 +197,7 @@ async def track_source(
                 if flow:
                     flow.release()
             idle = time.monotonic() - last_progress
+            stack.check_workers(ended, len(tracked))
             if sender.done():
                 stats = sender.result()
                 if len(tracked) >= stats.frames_sent:

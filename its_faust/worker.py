@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -143,6 +144,24 @@ def _start_again_if_the_broker_lost_the_changelogs(crash_reason: BaseException |
     os.execv(sys.executable, sys.orig_argv)
 
 
+class WorkerGone(RuntimeError):
+    """Every worker of a run ended by itself (killed, crashed) while frames were still to be tracked."""
+
+
+def how_it_ended(returncode: int) -> str:
+    """``exited (status 1)``, ``was killed (SIGKILL) ...``: a process's end in words."""
+    if returncode >= 0:
+        return f"exited (status {returncode})"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    if -returncode == signal.SIGKILL:
+        # What a worker killed for memory leaves: nothing in its log, a line in the kernel's.
+        return f"was killed ({name}): out of memory? (the kernel's out-of-memory killer says so in `dmesg`)"
+    return f"was ended by {name}"
+
+
 class WorkerProcess:
     """A worker in a child process (``its-faust worker``), with its own data dir and log file."""
 
@@ -159,6 +178,7 @@ class WorkerProcess:
             **(extra_env or {}),
         }
         self.proc: subprocess.Popen | None = None
+        self._ended_here = False  # stopped or killed by its owner: not an end to report
 
     def start(self) -> "WorkerProcess":
         self.ready_file.unlink(missing_ok=True)
@@ -178,12 +198,19 @@ class WorkerProcess:
             if self.proc is None or self.proc.poll() is not None:
                 # What it said went wrong, not only its last lines (those of its stop), nor only the log's path: a
                 # run's work folder, the log in it, is removed as the run ends (a trial under a process limit).
-                code = self.proc.returncode if self.proc is not None else None
-                raise RuntimeError(f"worker {self.name} exited before it was ready (exit status {code}); from its "
-                                   f"log:\n{self.said_wrong()}")
+                ended = how_it_ended(self.proc.returncode) if self.proc is not None else "was not started"
+                raise RuntimeError(f"worker {self.name} {ended} before it was ready; from its log:\n{self.said_wrong()}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"worker {self.name} not ready after {timeout:.0f}s; see {self.log_path}")
             time.sleep(0.1)
+
+    def ended_by_itself(self) -> str | None:
+        """How it ended (``how_it_ended``) when nobody here stopped it: a crash, a kill from outside (the kernel's
+        out-of-memory killer leaves nothing in its log); None while it runs. A run had waited out its idle timeout,
+        then said its workers logged no warning."""
+        if self.proc is None or self._ended_here or self.proc.poll() is None:
+            return None
+        return how_it_ended(self.proc.returncode)
 
     def said_wrong(self, errors: int = 10, last: int = 10) -> str:
         """Its log's ERROR and CRITICAL lines (the last ``errors`` of them) and its last ``last`` lines."""
@@ -202,11 +229,13 @@ class WorkerProcess:
 
     def kill(self) -> None:
         """Hard kill (SIGKILL), as a crash would."""
+        self._ended_here = True
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
 
     def stop(self, timeout: float = 15.0) -> None:
+        self._ended_here = True
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:

@@ -11,6 +11,7 @@ from api.topic_ring import Message
 from api.read_models import Workers
 from its_faust.codecs import decode, encode
 from its_faust.settings import Settings
+from its_faust.worker import WorkerProcess
 from its_faust.worker_status import WORKER_ID, StatusReporter
 from schemas.workers import WorkerStatus
 
@@ -134,8 +135,6 @@ def test_a_worker_that_exits_before_it_is_ready_is_told_with_what_its_log_said_w
     """Its log's last lines were those of its stop, and the log's folder (a run's) was gone once the run ended."""
     import pytest
 
-    from its_faust.worker import WorkerProcess
-
     worker = WorkerProcess("kafka://127.0.0.1:1", tmp_path, "worker-1")
     lines = [f"12:00:{i:02d} INFO its_faust: line {i}" for i in range(30)]
     lines[5] = "12:00:05 ERROR its_faust.worker: worker stopped: it crashed (Too many open files)"
@@ -144,5 +143,71 @@ def test_a_worker_that_exits_before_it_is_ready_is_told_with_what_its_log_said_w
     with pytest.raises(RuntimeError) as told:
         worker.wait_ready(timeout=1)
     said = str(told.value)
-    assert said.startswith("worker worker-1 exited before it was ready (exit status -6); from its log:\n")
+    assert said.startswith("worker worker-1 was ended by SIGABRT before it was ready; from its log:\n")
     assert "it crashed (Too many open files)" in said and said.endswith("line 29") and "line 19" not in said
+
+
+def _ended(tmp_path, name: str, code: str) -> WorkerProcess:
+    """A WorkerProcess whose process (a plain Python one, no Faust) has run ``code`` and ended."""
+    import subprocess
+    import sys
+
+    worker = WorkerProcess("kafka://127.0.0.1:1", tmp_path, name)
+    worker.proc = subprocess.Popen([sys.executable, "-c", code])
+    worker.proc.wait(30)
+    return worker
+
+
+def test_a_worker_killed_from_outside_is_told_apart_from_one_stopped_here(tmp_path):
+    """The kernel's out-of-memory killer leaves nothing in the worker's log: its end is all there is to say."""
+    import signal
+
+    from its_faust.worker import how_it_ended
+
+    assert how_it_ended(-signal.SIGKILL).startswith("was killed (SIGKILL): out of memory?")
+    assert how_it_ended(-signal.SIGSEGV) == "was ended by SIGSEGV" and how_it_ended(3) == "exited (status 3)"
+    killed = _ended(tmp_path, "worker-1", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
+    assert killed.ended_by_itself() == how_it_ended(-signal.SIGKILL)
+    crashed = _ended(tmp_path, "worker-2", "raise SystemExit(1)")
+    assert crashed.ended_by_itself() == "exited (status 1)"
+    crashed.kill()  # (already ended) what its owner ends is no news
+    assert crashed.ended_by_itself() is None
+    stopped = _ended(tmp_path, "worker-3", "pass")
+    stopped.stop()
+    assert stopped.ended_by_itself() is None
+
+
+def test_a_run_fails_once_no_worker_is_left_on_its_own_broker_and_says_so_once(tmp_path, caplog):
+    import logging
+    import subprocess
+    import sys
+
+    import pytest
+
+    from its_faust.pipeline import Stack
+    from its_faust.settings import Settings
+    from its_faust.worker import WorkerGone
+
+    stack = Stack(Settings(broker_url=None), workers=0, workdir=tmp_path)
+    running = _ended(tmp_path, "worker-1", "pass")
+    running.proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    stack.workers = [running, _ended(tmp_path, "worker-2", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)")]
+    stack.broker = object()  # the stack's own broker: no worker but its own can take the partitions
+    told: set[str] = set()
+    try:
+        with caplog.at_level(logging.WARNING, "its_faust.pipeline"):
+            stack.check_workers(told, 120)
+            stack.check_workers(told, 130)  # (said once; worker-1 still runs, and takes worker-2's partitions)
+        said = [r.getMessage() for r in caplog.records]
+        assert told == {"worker-2"} and len(said) == 1 and said[0].startswith("worker-2 was killed (SIGKILL)"), said
+        assert "120 frames tracked" in said[0]
+    finally:
+        running.proc.kill()
+        running.proc.wait()
+    with pytest.raises(WorkerGone) as gone:
+        stack.check_workers(told, 130)
+    assert str(gone.value).startswith("no worker is left to track the frames (130 tracked): worker-1 was killed "
+                                      "(SIGKILL): out of memory?")
+    assert "worker-2 was killed" in str(gone.value)
+    stack.broker = None  # on a shared broker, other workers may take the partitions: said, not raised
+    stack.check_workers(set(), 130)

@@ -248,6 +248,28 @@ def test_a_run_killed_outright_has_its_broker_workers_and_work_folder_stopped_an
             run.kill()
 
 
+def test_a_run_whose_worker_is_killed_says_so_at_once_and_fails():
+    """A worker killed from outside (the kernel's out-of-memory killer) leaves nothing in its log: the run waited
+    out its 60 s idle timeout, then said its workers had logged no warning (a trial under a memory limit)."""
+    import signal
+    import time
+
+    run, started = _run_until_the_camera_sends()
+    try:
+        worker = next(p for p in started if "worker" in " ".join(p.cmdline()))
+        worker.send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        out, err = run.communicate(timeout=60)
+        assert run.returncode == 1 and out == "", err
+        assert time.monotonic() - killed_at < 20, err  # not after the idle timeout
+        assert "its-faust: error: no worker is left to track the frames" in err, err
+        assert "worker-1 was killed (SIGKILL): out of memory?" in err and "Traceback" not in err, err
+        assert _outliving(started) == []
+    finally:
+        if run.poll() is None:
+            run.kill()
+
+
 def test_a_second_ctrl_c_aborts_and_still_stops_everything():
     import signal
     import time
