@@ -128,6 +128,9 @@ class Hub:
         alerts = Counter(a.camera_id for a in active)
         silent_s = self.settings.analytics.camera_silent_s
         shed = self.camera_events.shed_lately(now)
+        # The broker does not answer this API: what the cameras do now is not known (each read "stopped", its frames
+        # unread, though it may be live for the workers: a broker-outage trial).
+        broker_away = not self.broker.up
         listed = []
         for camera_id in sorted({c.camera_id for c in self.cameras.all()} | set(latest) | set(alerts)):
             config = self.cameras.get(camera_id)
@@ -138,10 +141,10 @@ class Hub:
             age = max(0.0, now - record.tracked_at) if record else None
             # A camera removed is over at once (its frames are refused), though its last frames were tracked lately:
             # it read "removed" and live, with what was in view then.
-            live = age is not None and age <= LIVE_WITHIN_S and not removed
+            live = age is not None and age <= LIVE_WITHIN_S and not removed and not broker_away
             sent_at = self.frames_arriving.newest(camera_id)
             arriving = sent_at is not None and now - sent_at <= LIVE_WITHIN_S
-            state = ("removed" if removed else "live" if live else "untracked" if arriving
+            state = ("removed" if removed else "unknown" if broker_away else "live" if live else "untracked" if arriving
                      else "stopped" if record else "no_frames")
             listed.append({
                 "camera_id": camera_id, "name": config.name if config else None, "configured": config is not None,

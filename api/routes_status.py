@@ -107,12 +107,15 @@ class CameraActivity(BaseModel):
     camera_id: str
     name: str | None = Field(description="From its configuration; none for a camera that sends frames unconfigured")
     configured: bool
-    state: Literal["removed", "live", "untracked", "stopped", "no_frames"] = Field(
+    state: Literal["removed", "unknown", "live", "untracked", "stopped", "no_frames"] = Field(
         description="removed: its configuration was removed (its frames are refused; listed while the API holds its "
-                    "tracks or alerts); live: a frame of it tracked in the last 10 s; untracked: none, though its frames came in the "
+                    "tracks or alerts); unknown: the broker does not answer this API now, so what the camera does is "
+                    "not known (the other fields are as of its last answer; /api/v1/ready says since when); "
+                    "live: a frame of it tracked in the last 10 s; untracked: none, though its frames came in the "
                     "last 10 s (no worker running, a rebalance, the broker away for the workers, the pipeline far "
                     "behind); stopped: no frame tracked or sent since; no_frames: none held")
-    live: bool = Field(description="A frame of it was tracked in the last 10 s (and it is not removed)")
+    live: bool = Field(description="A frame of it was tracked in the last 10 s (and it is not removed, and the broker "
+                                   "answers this API)")
     last_tracked_at: float | None = Field(description="When its newest frame was tracked (Unix seconds); none: no frame held")
     last_frame_age_s: float | None = Field(description="Since its newest frame was tracked")
     frames_tracked: int = Field(description="Its frames this API process has read tracked since it started")

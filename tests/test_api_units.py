@@ -1062,6 +1062,13 @@ def test_camera_activity_says_which_cameras_are_live_what_is_in_view_and_their_a
     assert listed["live-cam"]["state"] == "live" and listed["live-cam"]["frames_shed_lately"] == 40
     assert listed["stopped-cam"]["frames_shed_lately"] == 0
     assert {c["camera_id"]: c for c in hub.camera_activity(now + 180)}["live-cam"]["frames_shed_lately"] == 0
+    # The broker does not answer the API: what the cameras do now is not known (a live one read "stopped" once its
+    # last frame read was 10 s old, its frames unread, though the workers may track it on).
+    hub.broker.trouble = "connection refused"
+    unknown = {c["camera_id"]: c for c in hub.camera_activity(now)}
+    assert {c: a["state"] for c, a in unknown.items()} == dict.fromkeys(listed, "unknown")
+    assert not unknown["live-cam"]["live"] and unknown["live-cam"]["last_tracked_at"] == listed["live-cam"]["last_tracked_at"]
+    hub.broker.trouble = None
     # Removed, its frames refused: said so, though its last frames were tracked a moment ago (it looked live).
     hub.cameras.put(CameraConfig(camera_id="live-cam", version=3, last_command_id="y", updated_at=now, removed=True))
     removed = {c["camera_id"]: c for c in hub.camera_activity(now)}["live-cam"]

@@ -128,11 +128,14 @@ function reloadFigures(id) {
 }
 
 // What each camera is doing, at a glance: live (a frame tracked in the last 10 s; shedding: only some of its frames),
-// untracked (its frames come, no
-// worker tracks them), stopped, or no frames yet.
+// untracked (its frames come, no worker tracks them), stopped, no frames yet, or unknown (the broker does not answer).
 function cameraLine(a) {
   const alerts = a && a.alerts_active ? ` · ${a.alerts_active} alert${a.alerts_active > 1 ? "s" : ""}` : "";
   if (a && a.state === "removed") return ["removed", `removed: its frames are refused${alerts}`];
+  if (a && a.state === "unknown") {  // (it read "no frames for 40 s" while the broker was away: it may be live)
+    const last = a.last_frame_age_s === null ? "" : `; last frame ${ago(a.last_frame_age_s)} ago`;
+    return ["unknown", `not known now: the broker does not answer${last}${alerts}`];
+  }
   if (a && a.state === "untracked") {
     const since = a.last_frame_age_s === null ? "none tracked yet" : `none tracked for ${ago(a.last_frame_age_s)}`;
     return ["untracked", `frames arriving, ${since}${alerts}`];
