@@ -543,8 +543,8 @@ def replay(camera_id, source, line_specs, config_path, latest, from_seq, to_seq,
     of over 30 s, starts a new stretch; the result lists them); --latest or --from-seq/--to-seq pick a part.
     With --source instead, a recorded video goes through the whole pipeline again (as `run` does: on a
     broker of its own unless ITS_FAUST_BROKER_URL is set), with the --line/--config given and nothing of an
-    earlier replay, as camera "replay" (on a shared broker "replay-" and six hex digits, a camera of its own: the
-    result names it).
+    earlier replay, as camera "replay" (on a shared broker "replay-" and six hex digits, a camera of its own, removed
+    once the replay is summed up: the result names it).
     """
     set_env(broker_url=broker_url)
     settings = _settings()

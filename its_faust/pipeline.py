@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TypeVar
 
+from aiokafka.errors import KafkaError
+
 from its_faust.cameras import (
-    CameraSetup, beyond_setup, check_not_sent_already, check_speed_limit, command, ensure_setup, read_configs,
+    CameraSetup, CommandFailed, beyond_setup, check_not_sent_already, check_speed_limit, command, ensure_setup, read_configs,
     replaced_by, send_commands, with_kept,
 )
 from its_faust.broker import EmbeddedBroker, bootstrap_servers, check_embedded_allowed, wait_reachable
@@ -33,7 +35,7 @@ from its_faust.worker import WorkerGone, WorkerProcess
 from schemas import TrackRecord
 from schemas.analytics import Alert, Crossing, ZoneEvent
 from schemas.geometry import CountingLine
-from schemas.control import AddCamera
+from schemas.control import AddCamera, RemoveCamera
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -273,6 +275,18 @@ async def setup_for_run(stack: Stack, camera_id: str, setup: CameraSetup, *,
     return whole, kept, replaced
 
 
+async def remove_camera_of_the_run(stack: Stack, camera_id: str) -> None:
+    """Remove a camera that only this run used; its tracks, counts and alerts stay on their topics. A failure is
+    said, not raised: the run's result stands."""
+    try:
+        await send_commands(stack.bootstrap, stack.settings, [command(camera_id, RemoveCamera(), issued_by="run")])
+    except (CommandFailed, KafkaError) as exc:
+        log.warning("%s: could not remove this run's camera (`its-faust cameras remove %s` does): %s",
+                    camera_id, camera_id, exc)
+    else:
+        log.info("%s: removed, its run summed up (its tracks and counts stay on the broker's topics)", camera_id)
+
+
 async def wait_analytics_settled(stack: Stack, timeout_s: float = 30.0) -> None:
     """Until every track and crossing on the broker has been processed and committed (outputs flushed)."""
     topics = [stack.settings.topic(t) for t in (TRACKS, CROSSINGS, ZONE_EVENTS)]
@@ -363,7 +377,9 @@ async def run_source(
 ) -> RunSummary:
     """A whole source through the pipeline; with a ``setup`` (or one the camera has on the broker already,
     unless ``bare``: see ``setup_for_run``), the summary has counts, zones and alerts too. ``stop`` ends the
-    source early: the frames sent by then are tracked and summed up (``stopped_early``)."""
+    source early: the frames sent by then are tracked and summed up (``stopped_early``). A ``bare`` camera on a
+    shared broker is this run's alone (``replay --source``'s): it is removed once its run is summed up, or every
+    replay left one more camera in the lists."""
     kwargs = dict(camera_id=camera_id, fps=fps, max_frames=max_frames, on_progress=on_progress, stop=stop)
     result = None
     if not settings.broker_url:  # a broker of its own: what is given is all the camera has (else setup_for_run)
@@ -383,6 +399,8 @@ async def run_source(
         else:
             stats, feed = await track_source(stack, source, **kwargs)
         cpu.stop()
+        if bare and not stack.broker:
+            await remove_camera_of_the_run(stack, camera_id)
     records = [r for (cam, _), r in feed.seen.items() if cam == camera_id]
     summary = RunSummary.build(source, stats, records, len(feed.duplicates), workers)
     summary.cpu_ms_per_frame, summary.cores_busy = cpu.per_frame(summary.frames_tracked), cpu.cores_busy

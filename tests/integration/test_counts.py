@@ -251,6 +251,20 @@ def test_replay_of_a_video_has_the_lines_given_and_none_of_an_earlier_replay(sta
     assert [line.name for line in config.lines] == ["y200"] and config.zones == []
 
 
+def test_a_replay_of_a_video_on_a_shared_broker_removes_its_camera_once_summed_up(stack, settings, clip_path):
+    """Each `replay --source` on a shared broker runs as a camera of its own ("replay-" and six hex digits): every
+    one had stayed configured, one more camera in the dashboard's list and `cameras list` each time."""
+    from its_faust.cameras import CameraSetup, read_configs
+    from its_faust.pipeline import run_source
+
+    shared = settings.model_copy(update={"broker_url": stack.broker_url})
+    line = CountingLine(name="y120", x1=140, y1=120, x2=620, y2=120)
+    summary = asyncio.run(run_source(shared, str(clip_path), camera_id="replay-0a1b2c", workers=0, max_frames=40,
+                                     setup=CameraSetup(lines=[line]), bare=True))
+    assert summary.frames_tracked == summary.frames_in == 40 and "y120" in summary.counts
+    assert asyncio.run(read_configs(stack.bootstrap, settings))["replay-0a1b2c"].removed
+
+
 def test_a_run_with_no_workers_of_its_own_is_tracked_by_the_running_ones(stack, settings, clip_path):
     """`run --workers 0` on a broker with workers: nobody joins their group (no rebalance), they track it all.
     The camera was removed before: the run adds it again (the workers refuse a removed camera's frames)."""
