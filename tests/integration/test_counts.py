@@ -3,9 +3,10 @@
 The hand counts (tests/data/counts/*.json) were made frame by frame for one line
 per clip in ../shared/data/videos. Tolerance per direction: the larger of 1
 vehicle and 5%, plus the crossings the counter marked uncertain (a vehicle on
-the line as the clip ends). ObjectCounter runs on the same clip and line; its
-figures are recorded next to ours, and ours must be no further from the hand
-count than its are (or within tolerance).
+the line as the clip ends). Ours must be within tolerance, or no further from the
+hand count than Ultralytics' ObjectCounter on the same clip and line (run only
+then, or always with ITS_FAUST_COUNTS_PEER=1; its figures are recorded next to
+ours, in counts-accuracy.jsonl under pytest's base temporary folder).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 from pathlib import Path
 
 import cv2
@@ -66,7 +68,11 @@ def test_counts_match_the_hand_count(stack, settings, weights_path, hand_path, t
     # Every frame read; frames the quality check rejects (the CCTV clip repeats frames) are not sent.
     assert stats.frames_read == hand["frames"] and len([k for k in feed.seen if k[0] == camera]) == stats.frames_sent
     ours = counts[line.name]
-    peer = object_counter(clip, line, weights_path, settings.model.classes)
+    within = all(abs(total(ours, d) - total(hand["counts"], d)) <= allowed(hand, d) for d in ("in", "out"))
+    # Ultralytics' own counter on the same clip and line widens the tolerance where it misses as much: it is run
+    # only when the pipeline is off the hand count by more than the tolerance (its loop took 40-60 s a clip in CI).
+    always = os.environ.get("ITS_FAUST_COUNTS_PEER") == "1"
+    peer = None if within and not always else object_counter(clip, line, weights_path, settings.model.classes)
 
     figures = {"clip": hand["clip"], "line": hand["line"], "hand": hand["counts"], "pipeline": ours, "object_counter": peer}
     record_property("counts", figures)
@@ -76,7 +82,8 @@ def test_counts_match_the_hand_count(stack, settings, weights_path, hand_path, t
     print(json.dumps(figures))
 
     for direction in ("in", "out"):
-        want, got, theirs = total(hand["counts"], direction), total(ours, direction), total(peer, direction)
+        want, got = total(hand["counts"], direction), total(ours, direction)
+        theirs = total(peer, direction) if peer is not None else want
         tolerance = allowed(hand, direction)
         assert abs(got - want) <= max(tolerance, abs(theirs - want)), (
             f"{direction}: pipeline {got}, hand {want} (tolerance {tolerance}), ObjectCounter {theirs}; {figures}"
