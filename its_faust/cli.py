@@ -39,6 +39,9 @@ USER_ERRORS = (
     AssetNotFound, SourceError, BrokerError, KafkaConnectionError, TimeoutError, ValueError, CommandFailed, DataDirInUse,
     CameraSentAlready,
 )
+# A run that failed once started (no frame tracked in time, no worker left, a worker or the API not up): exit status 1,
+# not a user error's 2 (a script tells "asked wrongly" from "failed"). Caught before USER_ERRORS (TimeoutError is one).
+RUN_FAILURES = (WorkerGone, TimeoutError)
 
 log = logging.getLogger("its_faust")
 
@@ -324,10 +327,10 @@ def run(source, summary_path, camera_id, workers, fps, max_frames, line_specs, c
             _run_with_progress(settings, _resolve_source(source, settings), camera_id, workers, fps, max_frames, setup,
                                stop)
         )
+    except RUN_FAILURES as exc:
+        fail(exc, code=1)
     except USER_ERRORS as exc:
         fail(exc)
-    except WorkerGone as exc:  # a run that failed, not a mistake in how it was asked for
-        fail(exc, code=1)
     except (KeyboardInterrupt, asyncio.CancelledError):
         _aborted()
     payload = json.dumps(summary.__dict__, indent=2)
@@ -454,10 +457,10 @@ def demo(source: str, workers: int, cameras: int, duration: float | None, port: 
         _check_model(settings)
         asyncio.run(run_demo(settings, _resolve_source(source, settings), workers=workers, cameras=cameras,
                              duration=duration, port=port))
+    except RUN_FAILURES as exc:
+        fail(exc, code=1)
     except USER_ERRORS as exc:
         fail(exc)
-    except WorkerGone as exc:  # a run that failed, not a mistake in how it was asked for
-        fail(exc, code=1)
     except KeyboardInterrupt:
         pass
     with contextlib.suppress(OSError):  # `demo | head`: nobody reads any more
@@ -506,10 +509,10 @@ def bench(source: str, out_path: Path | None, skip_baseline: bool, batch_sweep: 
             benchmarks.write_result(out_path, result)
         else:
             result = benchmarks.run_bench(settings, clip, out_path, skip_baseline=skip_baseline, repeat=repeat)
+    except RUN_FAILURES as exc:
+        fail(exc, code=1)
     except USER_ERRORS as exc:
         fail(exc)
-    except WorkerGone as exc:  # a run that failed, not a mistake in how it was asked for
-        fail(exc, code=1)
     click.echo(json.dumps(result, indent=2))
 
 
@@ -576,10 +579,10 @@ def replay(camera_id, source, line_specs, config_path, latest, from_seq, to_seq,
             wait_reachable(settings.broker_url, 5.0)
             result = asyncio.run(replay_camera(bootstrap_servers(settings.broker_url), settings, camera_id, setup,
                                                from_seq=from_seq, to_seq=to_seq, latest=latest)).as_dict()
+    except RUN_FAILURES as exc:
+        fail(exc, code=1)
     except USER_ERRORS as exc:
         fail(exc)
-    except WorkerGone as exc:  # a run that failed, not a mistake in how it was asked for
-        fail(exc, code=1)
     except (KeyboardInterrupt, asyncio.CancelledError):
         _aborted()
     payload = json.dumps(result, indent=2)

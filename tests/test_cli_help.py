@@ -81,3 +81,21 @@ def test_a_replay_of_a_file_on_a_shared_broker_runs_as_a_camera_of_its_own():
     shared = Settings(broker_url="kafka://127.0.0.1:9092")
     ids = {replay_camera_id(shared) for _ in range(20)}
     assert len(ids) == 20 and all(re.fullmatch(r"replay-[0-9a-f]{6}", i) for i in ids)
+
+
+@pytest.mark.parametrize("failure", [TimeoutError("no frame tracked for 60s (0 tracked so far)"),
+                                     "WorkerGone"])
+def test_a_run_that_fails_once_started_exits_1_not_as_a_usage_error(monkeypatch, failure):
+    """A run whose pipeline tracked nothing in time exited 2, as a mistyped option does: a script retried its
+    arguments, or gave up on a run worth trying again."""
+    import its_faust.pipeline
+    from its_faust.worker import WorkerGone
+
+    problem = WorkerGone("no worker is left to track the frames (0 tracked)") if failure == "WorkerGone" else failure
+
+    async def fails(*args, **kwargs):
+        raise problem
+
+    monkeypatch.setattr(its_faust.pipeline, "run_source", fails)
+    done = CliRunner().invoke(main, ["run", "--source", "dual_carriageway_abhishek.mp4"])
+    assert done.exit_code == 1 and f"its-faust: error: {problem}" in done.output, done.output
