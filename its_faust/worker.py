@@ -145,7 +145,8 @@ def _start_again_if_the_broker_lost_the_changelogs(crash_reason: BaseException |
 
 
 class WorkerGone(RuntimeError):
-    """Every worker of a run ended by itself (killed, crashed) while frames were still to be tracked."""
+    """A worker ended by itself (killed, crashed) before it was ready, or every worker of a run did while frames
+    were still to be tracked."""
 
 
 def how_it_ended(returncode: int) -> str:
@@ -199,7 +200,7 @@ class WorkerProcess:
                 # What it said went wrong, not only its last lines (those of its stop), nor only the log's path: a
                 # run's work folder, the log in it, is removed as the run ends (a trial under a process limit).
                 ended = how_it_ended(self.proc.returncode) if self.proc is not None else "was not started"
-                raise RuntimeError(f"worker {self.name} {ended} before it was ready; from its log:\n{self.said_wrong()}")
+                raise WorkerGone(f"worker {self.name} {ended} before it was ready; from its log:\n{self.said_wrong()}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"worker {self.name} not ready after {timeout:.0f}s; see {self.log_path}")
             time.sleep(0.1)

@@ -11,7 +11,7 @@ from api.topic_ring import Message
 from api.read_models import Workers
 from its_faust.codecs import decode, encode
 from its_faust.settings import Settings
-from its_faust.worker import WorkerProcess
+from its_faust.worker import WorkerGone, WorkerProcess
 from its_faust.worker_status import WORKER_ID, StatusReporter
 from schemas.workers import WorkerStatus
 
@@ -140,7 +140,7 @@ def test_a_worker_that_exits_before_it_is_ready_is_told_with_what_its_log_said_w
     lines[5] = "12:00:05 ERROR its_faust.worker: worker stopped: it crashed (Too many open files)"
     worker.log_path.write_text("\n".join(lines) + "\n")
     worker.proc = SimpleNamespace(poll=lambda: -6, returncode=-6)
-    with pytest.raises(RuntimeError) as told:
+    with pytest.raises(WorkerGone) as told:  # (a command's one line, exit status 1: not a traceback)
         worker.wait_ready(timeout=1)
     said = str(told.value)
     assert said.startswith("worker worker-1 was ended by SIGABRT before it was ready; from its log:\n")
@@ -186,7 +186,6 @@ def test_a_run_fails_once_no_worker_is_left_on_its_own_broker_and_says_so_once(t
 
     from its_faust.pipeline import Stack
     from its_faust.settings import Settings
-    from its_faust.worker import WorkerGone
 
     stack = Stack(Settings(broker_url=None), workers=0, workdir=tmp_path)
     running = _ended(tmp_path, "worker-1", "pass")
