@@ -528,8 +528,10 @@ function onAlert(a) {
   li.dataset.alert = a.alert_id;
   const when = clock(a.captured_at);
   // A raised alert stays bright while it is active; its entry dims once it has cleared.
-  if (a.state === "raised") state.activeAlerts.add(a.alert_id);
-  else state.activeAlerts.delete(a.alert_id);
+  if (a.state === "raised") {
+    state.activeAlerts.add(a.alert_id);
+    announceAlert(a);
+  } else state.activeAlerts.delete(a.alert_id);
   const snap = `${api}/cameras/${encodeURIComponent(a.camera_id)}/snapshot.jpg?seq=${a.snapshot.seq}`;
   // Text, not HTML: any Kafka client may write the alerts topic.
   const title = document.createElement("strong");
@@ -544,6 +546,27 @@ function onAlert(a) {
   while (ul.children.length > 100) ul.lastElementChild.remove();
   document.body.dataset.alerts = String(ul.children.length);
   renderActiveAlerts();
+}
+
+// Raised alerts are announced to screen readers together, at most every ANNOUNCE_EVERY_MS: the list itself, a live
+// region, had announced each entry, a storm of them (or the backlog a page opens with) one by one for minutes.
+const ANNOUNCE_EVERY_MS = 5000;
+const announcing = { pending: [], timer: null };
+
+function announceAlert(a) {
+  announcing.pending.push(a);
+  if (announcing.timer === null) announcing.timer = setTimeout(flushAnnouncements, ANNOUNCE_EVERY_MS);
+}
+
+function flushAnnouncements() {
+  const raised = announcing.pending;
+  [announcing.pending, announcing.timer] = [[], null];
+  if (!raised.length) return;
+  const latest = raised[raised.length - 1];
+  const said = `${latest.severity} alert, ${latest.kind.replaceAll("_", " ")}, ${latest.camera_id}: ${latest.message}`;
+  const critical = raised.filter((a) => a.severity === "critical").length;
+  $("alerts-announcer").textContent = raised.length === 1 ? said
+    : `${raised.length} new alerts${critical ? `, ${critical} critical` : ""}; the latest: ${said}`;
 }
 
 function renderActiveAlerts() {

@@ -167,6 +167,13 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
                     break
                 await asyncio.sleep(0.2)
             seen["alerts title after"] = await tools.value("document.getElementById('alerts-title').textContent")
+            # Announced to screen readers together, every 5 s at most (the list, a live region, announced each one).
+            for _ in range(50):
+                seen["announced"] = await tools.value(
+                    "[document.getElementById('alerts-announcer').textContent, document.getElementById('alerts').getAttribute('aria-live')]")
+                if "test 2" in seen["announced"][0]:
+                    break
+                await asyncio.sleep(0.2)
             # The camera's line is removed: its rows leave the counts table (the feeds only ever add rows).
             await send_commands(stack.bootstrap, stack.settings, [command(camera, RemoveLine(name="y120"))])
             for _ in range(150):  # the page looks at the cameras' configurations every 5 s
@@ -217,6 +224,7 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
     assert "test 2" in seen["alerts"][0] and "test 1" in seen["alerts"][1], seen
     assert seen["alerts title"] == "Alerts · 2 active" and seen["alerts title after"] == "Alerts · 1 active", seen
     assert seen["alerts over"] == ["zz-alerts-cam:test:1"], seen
+    assert seen["announced"][0].endswith("info alert, congestion, zz-alerts-cam: test 2") and seen["announced"][1] is None, seen
     assert seen["rows after removal"] == 0, seen
     assert seen["shown"] == "visible", seen  # the picture, once the camera's frames came
     assert len(seen["workers"]) == 1 and seen["workers"][0].startswith("worker running"), seen
