@@ -470,9 +470,24 @@ function flowLines(windows) {
 }
 
 const FLOW_MINUTES = 30;
+const FLOW_HEIGHT = 160;  // CSS pixels
+
+// The canvas drawn at the size it is shown, in CSS pixels: drawn at 640 wide and scaled to a phone's 340, its
+// labels were 6 px high, unreadable (an accessibility check).
+function fitCanvas(canvas, height) {
+  const ratio = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth || 640;
+  const [w, h] = [Math.round(width * ratio), Math.round(height * ratio)];
+  if (canvas.width !== w || canvas.height !== h) [canvas.width, canvas.height] = [w, h];
+  const g = canvas.getContext("2d");
+  g.setTransform(ratio, 0, 0, ratio, 0, 0);
+  g.clearRect(0, 0, width, height);
+  return [g, width, height];
+}
+
 function drawFlow(windows) {
-  const canvas = $("flow"), g = canvas.getContext("2d");
-  g.clearRect(0, 0, canvas.width, canvas.height);
+  const canvas = $("flow");
+  const [g, width, height] = fitCanvas(canvas, FLOW_HEIGHT);
   if (windows === null) {
     g.font = "11px system-ui"; g.fillStyle = "#9aa4b2";
     g.fillText(`${state.camera}: crossings per minute unknown: the API does not answer`, 6, 14);
@@ -489,7 +504,7 @@ function drawFlow(windows) {
     minutes[i].shed = w.frames_shed || 0;
   }
   const max = Math.max(1, ...minutes.map((m) => m.n));
-  const barW = canvas.width / FLOW_MINUTES;
+  const barW = width / FLOW_MINUTES;
   g.font = "11px system-ui"; g.fillStyle = "#9aa4b2";
   // Over one line, vehicles; over all, crossings: one that crosses two lines is in both.
   const what = line ? `crossings per minute over line ${line}, both directions` : "crossings per minute, all lines";
@@ -498,15 +513,15 @@ function drawFlow(windows) {
     + (windows.length ? `this minute ${minutes[FLOW_MINUTES - 1].n}, most ${max}` : "no crossings yet"));
   if (!windows.length) g.fillText("no crossings yet", 6, 30);
   minutes.forEach((m, i) => {
-    const h = (canvas.height - 30) * m.n / max;
+    const h = (height - 30) * m.n / max;
     g.fillStyle = m.shed ? "#f5a524" : "#3e8ed0";  // amber: frames were shed, the count is short
-    g.fillRect(i * barW + 2, canvas.height - 12 - h, barW - 4, Math.max(h, m.shed ? 2 : 0));
+    g.fillRect(i * barW + 2, height - 12 - h, barW - 4, Math.max(h, m.shed ? 2 : 0));
     g.fillStyle = "#9aa4b2";
     const t = new Date(m.start * 1000);
     if (windows.length && (FLOW_MINUTES - 1 - i) % 5 === 0) {
       const last = i === FLOW_MINUTES - 1;  // the current minute's label ends at the edge, not past it
       g.textAlign = last ? "right" : "left";
-      g.fillText(`${t.getHours()}:${String(t.getMinutes()).padStart(2, "0")}`, last ? canvas.width - 2 : i * barW + 2, canvas.height - 1);
+      g.fillText(`${t.getHours()}:${String(t.getMinutes()).padStart(2, "0")}`, last ? width - 2 : i * barW + 2, height - 1);
       g.textAlign = "left";
     }
   });
@@ -667,6 +682,7 @@ loadAlerts().then(loadCameras).then(() => {
 });
 loadWorkers();
 loadReady();
+window.addEventListener("resize", () => { if (state.camera) drawFlow(state.flowWindows); });
 $("flow-line").addEventListener("change", (e) => {
   e.target.dataset.picked = e.target.value;
   drawFlow(state.flowWindows);

@@ -148,6 +148,12 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
             # The flow chart counts the camera's one line (vehicles over it), with nothing to choose.
             seen["flow line"] = await tools.value(
                 "[document.body.dataset.flowLine, document.getElementById('flow-line').hidden]")
+            # Drawn at the size it is shown: at a phone's width its labels stay 11 px (scaled down from 640, 6 px).
+            seen["flow at 340 px"] = await tools.value(
+                "(() => { const c = document.getElementById('flow'); c.style.width = '340px';"
+                " window.dispatchEvent(new Event('resize'));"
+                " const size = [c.width / devicePixelRatio, c.height / devicePixelRatio, c.clientHeight];"
+                " c.style.width = ''; return size; })()")
             seen["zones"] = await tools.value(
                 "[...document.querySelectorAll('#zones tbody tr')].map((tr) => [...tr.cells].map((td) => td.textContent))")
             await produce(stack.bootstrap, stack.settings.topic(ALERTS), [alert("zz-alerts-cam", 2)])
@@ -209,6 +215,7 @@ def test_dashboard_shows_live_counts_and_tracks(stack, api, clip_path, tmp_path)
     status, status_class = seen["status shedding"]
     assert status.startswith("system ready · ") and "live frames shed lately" in status and "warn" in status_class, seen
     assert seen["flow line"] == ["y120", True], seen
+    assert seen["flow at 340 px"] == [340, 160, 160], seen
     assert seen["counts"] >= 1 and seen["rows"] >= 3, seen  # live counts in the table
     assert seen["frames"] >= 20 and seen["live"] == 640, seen  # track updates, and the annotated live view
     # The camera's events, newest first: its start, then its end and the shed report in either order (the camera may
