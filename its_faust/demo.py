@@ -30,6 +30,7 @@ from its_faust.broker import BrokerMemoryNote
 from its_faust.cameras import CameraSetup, parse_line
 from its_faust.ingest import LIVE_CREDIT_EXPIRE_S, FlowWindow, IngestStats, ingest, make_producer
 from its_faust.pipeline import Stack, configure_camera, in_thread_to_the_end
+from its_faust.worker import WorkerGone
 from its_faust.codecs import decode_or_none
 from its_faust.results import TrackFeed
 from its_faust.topic_reader import TopicReader
@@ -285,7 +286,8 @@ async def _run_cameras(settings, stack: Stack, source: str, names: list[str], li
                     if task.done() and task.exception():
                         raise task.exception()
                 # (a worker killed for memory had left the table at zeros with nothing said)
-                stack.check_workers(ended, sum(f.tracked for f in figures.values()))
+                if gone := stack.no_worker_left(ended, sum(f.tracked for f in figures.values())):
+                    raise WorkerGone(gone)
     finally:
         stop.set()
         await asyncio.gather(*senders, return_exceptions=True)

@@ -31,7 +31,7 @@ from its_faust.results import CountFeed, RecordFeed, RunSummary, TrackFeed, aler
 from its_faust.topic_reader import group_lag
 from its_faust.sources import SourceSpec
 from its_faust.topic_names import ALERTS, CROSSINGS, DETECTIONS, FRAMES, TRACKS, ZONE_EVENTS, ensure_topics
-from its_faust.worker import WorkerGone, WorkerProcess
+from its_faust.worker import WorkerGone, WorkerProcess, how_it_ended
 from schemas import TrackRecord
 from schemas.analytics import Alert, Crossing, ZoneEvent
 from schemas.geometry import CountingLine
@@ -39,6 +39,13 @@ from schemas.control import AddCamera, RemoveCamera
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+def _last_lines(path: Path | None, n: int) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path else ""
+    except OSError:
+        return ""
 
 
 async def in_thread_to_the_end(work: Callable[[], T]) -> T:
@@ -91,21 +98,27 @@ class Stack:
         """Worker name -> how it ended, for each worker that ended by itself (``WorkerProcess.ended_by_itself``)."""
         return {w.name: ended for w in self.workers if (ended := w.ended_by_itself())}
 
-    def check_workers(self, told: set[str], tracked: int) -> None:
-        """Say once of each worker that ended by itself; raise ``WorkerGone`` when none of this stack's workers
-        is left and none other can be (the broker is this stack's own). Its partitions go to the workers left, so
-        with one left the run goes on."""
+    def no_worker_left(self, told: set[str], tracked: int) -> str | None:
+        """Why no worker is left to track frames, once none of this stack's is and none other can be (the broker
+        is this stack's own); None while one is, or may be. Says once of each worker that ended by itself (its
+        partitions go to the workers left, so with one left the run goes on); ``told`` holds those said."""
         ended = self.workers_ended()
         for name in ended.keys() - told:
             told.add(name)
             log.warning("%s %s, %d frames tracked so far; its partitions go to the workers left, if any", name,
                         ended[name], tracked)
-        running = [w for w in self.workers if w.proc is not None and w.proc.poll() is None]
-        if ended and not running and self.broker is not None:
-            said = "\n".join(f"{w.name}:\n{w.said_wrong()}" for w in self.workers if w.name in ended)
-            raise WorkerGone(f"no worker is left to track the frames ({tracked} tracked): "
-                             + "; ".join(f"{name} {how}" for name, how in ended.items())
-                             + f"; from the log:\n{said}")
+        if self.broker is None:
+            return None
+        broker_exit = self.broker.wait(0)
+        if broker_exit is not None:  # (its workers end with it: the broker is what went)
+            said = _last_lines(self.broker.log_path, 10)  # (the work folder, its log with it, goes as the run ends)
+            return f"the embedded broker {how_it_ended(broker_exit)} ({tracked} frames tracked)" + (
+                f"; from its log:\n{said}" if said else "")
+        if not ended or any(w.proc is not None and w.proc.poll() is None for w in self.workers):
+            return None
+        said = "\n".join(f"{w.name}:\n{w.said_wrong()}" for w in self.workers if w.name in ended)
+        return (f"no worker is left to track the frames ({tracked} tracked): "
+                + "; ".join(f"{name} {how}" for name, how in ended.items()) + f"; from the log:\n{said}")
 
     async def start(self) -> "Stack":
         self.guard = ChildGuard(self.workdir / "children.pids", self.workdir if self._tmp else None)
@@ -199,15 +212,19 @@ async def track_source(
                 if flow:
                     flow.release()
             idle = time.monotonic() - last_progress
-            stack.check_workers(ended, len(tracked))
+            gone = stack.no_worker_left(ended, len(tracked))
+            # Told to stop (a supervisor's SIGTERM reaches the workers too): what was tracked is summed up.
+            stopping = stop is not None and stop.is_set()
             if sender.done():
                 stats = sender.result()
                 if len(tracked) >= stats.frames_sent:
                     break
-                if idle > idle_timeout_s:  # the source is done; what is missing now is reported, not waited for
+                if idle > idle_timeout_s or (gone and stopping):  # what is missing now is reported, not waited for
                     log.warning("%s: %d of %d frames not tracked after %.0fs", camera_id,
                                 stats.frames_sent - len(tracked), stats.frames_sent, idle)
                     break
+            if gone and not stopping:
+                raise WorkerGone(gone)
             if live and on_progress:
                 on_progress(live[0], tracked)
             if live and during:
@@ -217,8 +234,9 @@ async def track_source(
                 lag = await group_lag(stack.bootstrap, settings.app_id, [settings.topic(FRAMES), settings.topic(DETECTIONS)])
                 # (The stack's work folder goes as the run ends: what its workers said is put here instead.)
                 said = stack.worker_warnings(10)
+                ended_note = "".join(f"{name} {how}; " for name, how in stack.workers_ended().items())
                 raise TimeoutError(
-                    f"no frame tracked for {idle_timeout_s:.0f}s ({len(tracked)} tracked so far); "
+                    f"no frame tracked for {idle_timeout_s:.0f}s ({len(tracked)} tracked so far); {ended_note}"
                     f"uncommitted messages by partition: {lag}; "
                     + (f"the workers' last warnings:\n{said}" if said else "its workers logged no warning" if stack.workers
                        else "this run started no worker (--workers 0): are the broker's own running? "
@@ -279,7 +297,8 @@ async def remove_camera_of_the_run(stack: Stack, camera_id: str) -> None:
     """Remove a camera that only this run used; its tracks, counts and alerts stay on their topics. A failure is
     said, not raised: the run's result stands."""
     try:
-        await send_commands(stack.bootstrap, stack.settings, [command(camera_id, RemoveCamera(), issued_by="run")])
+        await send_commands(stack.bootstrap, stack.settings, [command(camera_id, RemoveCamera(), issued_by="run")],
+                            timeout_s=10)
     except (CommandFailed, KafkaError) as exc:
         log.warning("%s: could not remove this run's camera (`its-faust cameras remove %s` does): %s",
                     camera_id, camera_id, exc)
@@ -394,10 +413,15 @@ async def run_source(
         if not stack.broker:  # a broker this run started holds no camera yet: nothing to read
             await check_not_sent_already(stack.bootstrap, settings, camera_id)  # (as ingest: another producer's camera)
             setup, kept, replaced = await setup_for_run(stack, camera_id, setup, bare=bare)
-        if setup != CameraSetup():
-            stats, feed, result = await analyze_source(stack, source, setup, **kwargs)
-        else:
-            stats, feed = await track_source(stack, source, **kwargs)
+        try:
+            if setup != CameraSetup():
+                stats, feed, result = await analyze_source(stack, source, setup, **kwargs)
+            else:
+                stats, feed = await track_source(stack, source, **kwargs)
+        except Exception:  # (not on an abort: a second Ctrl-C does not wait for a worker to remove it)
+            if bare and not stack.broker:
+                await remove_camera_of_the_run(stack, camera_id)
+            raise
         cpu.stop()
         if bare and not stack.broker:
             await remove_camera_of_the_run(stack, camera_id)

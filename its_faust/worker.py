@@ -183,6 +183,7 @@ class WorkerProcess:
 
     def start(self) -> "WorkerProcess":
         self.ready_file.unlink(missing_ok=True)
+        self._ended_here = False
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "its_faust.cli", "worker", "--ready-file", str(self.ready_file)],

@@ -177,12 +177,11 @@ def test_a_worker_killed_from_outside_is_told_apart_from_one_stopped_here(tmp_pa
     assert stopped.ended_by_itself() is None
 
 
-def test_a_run_fails_once_no_worker_is_left_on_its_own_broker_and_says_so_once(tmp_path, caplog):
+def test_a_run_is_told_once_no_worker_is_left_on_its_own_broker_and_each_end_is_said_once(tmp_path, caplog):
     import logging
+    import signal
     import subprocess
     import sys
-
-    import pytest
 
     from its_faust.pipeline import Stack
     from its_faust.settings import Settings
@@ -191,22 +190,28 @@ def test_a_run_fails_once_no_worker_is_left_on_its_own_broker_and_says_so_once(t
     running = _ended(tmp_path, "worker-1", "pass")
     running.proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     stack.workers = [running, _ended(tmp_path, "worker-2", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)")]
-    stack.broker = object()  # the stack's own broker: no worker but its own can take the partitions
+    broker_exit = [None]
+    # The stack's own broker: no worker but its own can take the partitions.
+    stack.broker = SimpleNamespace(wait=lambda timeout: broker_exit[0], log_path=tmp_path / "broker.log")
     told: set[str] = set()
     try:
         with caplog.at_level(logging.WARNING, "its_faust.pipeline"):
-            stack.check_workers(told, 120)
-            stack.check_workers(told, 130)  # (said once; worker-1 still runs, and takes worker-2's partitions)
+            assert stack.no_worker_left(told, 120) is None  # worker-1 runs, and takes worker-2's partitions
+            assert stack.no_worker_left(told, 130) is None  # (said once)
         said = [r.getMessage() for r in caplog.records]
         assert told == {"worker-2"} and len(said) == 1 and said[0].startswith("worker-2 was killed (SIGKILL)"), said
         assert "120 frames tracked" in said[0]
     finally:
         running.proc.kill()
         running.proc.wait()
-    with pytest.raises(WorkerGone) as gone:
-        stack.check_workers(told, 130)
-    assert str(gone.value).startswith("no worker is left to track the frames (130 tracked): worker-1 was killed "
-                                      "(SIGKILL): out of memory?")
-    assert "worker-2 was killed" in str(gone.value)
+    gone = stack.no_worker_left(told, 130)
+    assert gone.startswith("no worker is left to track the frames (130 tracked): worker-1 was killed (SIGKILL): "
+                           "out of memory?") and "worker-2 was killed" in gone, gone
+    # The broker went (its workers with it): that is what is said, with its log's last lines.
+    (tmp_path / "broker.log").write_text("starting\nmemory store full\n")
+    broker_exit[0] = -signal.SIGKILL
+    assert stack.no_worker_left(told, 130) == ("the embedded broker was killed (SIGKILL): out of memory? (the kernel's "
+                                               "out-of-memory killer says so in `dmesg`) (130 frames tracked); from its "
+                                               "log:\nstarting\nmemory store full")
     stack.broker = None  # on a shared broker, other workers may take the partitions: said, not raised
-    stack.check_workers(set(), 130)
+    assert stack.no_worker_left(set(), 130) is None
