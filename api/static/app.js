@@ -534,7 +534,7 @@ function drawFlow(windows) {
   document.body.dataset.shedMinutes = String(shed.length);
 }
 
-function onAlert(a) {
+function onAlert(a, announce = true) {
   const ul = $("alerts");
   if (ul.firstElementChild && ul.firstElementChild.classList.contains("muted")) ul.innerHTML = "";
   state.cameras.add(a.camera_id);
@@ -545,7 +545,7 @@ function onAlert(a) {
   // A raised alert stays bright while it is active; its entry dims once it has cleared.
   if (a.state === "raised") {
     state.activeAlerts.add(a.alert_id);
-    announceAlert(a);
+    if (announce) announceAlert(a);
   } else state.activeAlerts.delete(a.alert_id);
   const snap = `${api}/cameras/${encodeURIComponent(a.camera_id)}/snapshot.jpg?seq=${a.snapshot.seq}`;
   // Text, not HTML: any Kafka client may write the alerts topic.
@@ -563,25 +563,31 @@ function onAlert(a) {
   renderActiveAlerts();
 }
 
-// Raised alerts are announced to screen readers together, at most every ANNOUNCE_EVERY_MS: the list itself, a live
-// region, had announced each entry, a storm of them (or the backlog a page opens with) one by one for minutes.
+// Raised alerts are announced to screen readers from a hidden live region: the first at once, those that follow
+// within ANNOUNCE_EVERY_MS together. The list itself, a live region, had announced each entry of a storm (and of
+// the backlog a page opens with, which is not announced now) one by one for minutes.
 const ANNOUNCE_EVERY_MS = 5000;
 const announcing = { pending: [], timer: null };
 
 function announceAlert(a) {
   announcing.pending.push(a);
-  if (announcing.timer === null) announcing.timer = setTimeout(flushAnnouncements, ANNOUNCE_EVERY_MS);
+  if (announcing.timer === null) flushAnnouncements();
 }
 
 function flushAnnouncements() {
   const raised = announcing.pending;
-  [announcing.pending, announcing.timer] = [[], null];
+  announcing.pending = [];
+  announcing.timer = raised.length ? setTimeout(flushAnnouncements, ANNOUNCE_EVERY_MS) : null;
   if (!raised.length) return;
   const latest = raised[raised.length - 1];
   const said = `${latest.severity} alert, ${latest.kind.replaceAll("_", " ")}, ${latest.camera_id}: ${latest.message}`;
   const critical = raised.filter((a) => a.severity === "critical").length;
-  $("alerts-announcer").textContent = raised.length === 1 ? said
-    : `${raised.length} new alerts${critical ? `, ${critical} critical` : ""}; the latest: ${said}`;
+  const region = $("alerts-announcer");
+  region.textContent = "";  // emptied first: the same words as the last time are announced again
+  setTimeout(() => {
+    region.textContent = raised.length === 1 ? said
+      : `${raised.length} new alerts${critical ? `, ${critical} critical` : ""}; the latest: ${said}`;
+  }, 100);
 }
 
 function renderActiveAlerts() {
@@ -667,7 +673,7 @@ async function loadAlerts() {
     const res = await fetch(`${api}/alerts?limit=100`);
     if (res.ok) {
       const { recent, active } = await res.json();
-      for (const a of recent) onAlert(a);
+      for (const a of recent) onAlert(a, false);  // (the backlog: listed, not announced)
       state.activeAlerts = new Set(active.map((a) => a.alert_id));  // the API's word (a silent camera's are over)
       renderActiveAlerts();
       state.alertsPosition = res.headers.get("X-Feed-Position");
@@ -682,7 +688,8 @@ loadAlerts().then(loadCameras).then(() => {
 });
 loadWorkers();
 loadReady();
-window.addEventListener("resize", () => { if (state.camera) drawFlow(state.flowWindows); });
+// Drawn again at its new size when it is shown at another (a window resized, a phone turned, shown after hidden).
+new ResizeObserver(() => { if (state.camera) drawFlow(state.flowWindows); }).observe($("flow"));
 $("flow-line").addEventListener("change", (e) => {
   e.target.dataset.picked = e.target.value;
   drawFlow(state.flowWindows);
