@@ -152,6 +152,11 @@ def held_since(since: dict[str, float], condition: str, holds: bool, now: float,
     return None
 
 
+# Tracked, counted over lines and in zones, but no vehicle: the incident rules (stopped vehicle, wrong way, overspeed,
+# queue) leave them out.
+NOT_VEHICLES = frozenset({"person"})
+
+
 def _middle(points) -> tuple[float, float]:
     return sum(x for x, _ in points) / len(points), sum(y for _, y in points) / len(points)
 
@@ -454,6 +459,8 @@ class CameraAnalytics:
     # -- incident rules ---------------------------------------------------------------------------
 
     def _conditions(self, zones, limit: float | None, plane: RoadPlane | None, now: float) -> list[Condition]:
+        """The incidents that hold on this frame. They are of vehicles: people (a pedestrian waiting in a lane, a
+        rider's own box over a scooter) had raised stopped-vehicle alerts, and counted in a zone's queue."""
         r = self.rules
         # A slow camera's condition lasts over one frame without it (a miss, a window a sample short): a second
         # at 40 s a frame cleared a parked car's alert at its first miss, and raised it again anew.
@@ -463,6 +470,8 @@ class CameraAnalytics:
             if track.last_at != now:
                 continue  # only tracks seen on this frame can start or keep a condition
             label = track.label()[0]
+            if label in NOT_VEHICLES:
+                continue
             subject = f"track-{track.track_id}"
             lanes = [z for z in zones if z.kind == "lane" and track.zones.get(z.name, Membership()).inside]
             slow = (track.speed_kmh < r.stopped_kmh) if track.speed_kmh is not None else (
@@ -493,7 +502,8 @@ class CameraAnalytics:
                     None, {"speed_kmh": track.speed_kmh, "limit_kmh": limit},
                 ))
         for zone in zones:
-            inside_now = [t for t in self.tracks.values() if t.zones.get(zone.name, Membership()).inside]
+            inside_now = [t for t in self.tracks.values() if t.zones.get(zone.name, Membership()).inside
+                          and t.label()[0] not in NOT_VEHICLES]
             # Speeds of the tracks seen on this frame only: the others' speeds are not known now. In km/h on the
             # calibrated road; a zone whose middle lies outside it has none, and is judged in pixels/s.
             seen = [t for t in inside_now if t.last_at == now]

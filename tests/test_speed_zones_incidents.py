@@ -625,3 +625,20 @@ def test_an_unconfigured_slow_camera_has_its_pace_known_when_it_is_configured():
         assert actor.idle_under(None)
         actor.idle_frame(record)
     assert actor.silent_s() == 120.0 and actor.last_seq == 5
+
+
+def test_people_raise_no_vehicle_incident_and_are_no_part_of_a_queue():
+    """A pedestrian waiting in a lane, and a rider's own box over a scooter, raised stopped-vehicle alerts (an
+    alert-quality trial at the intersection clip); a person walking against a lane's heading is no wrong-way driver."""
+    waiting = [[box(1, 300, 166, label="person", cls=0)]] * int(14 * FPS)
+    walking = [[box(2, 320, 340 - 4 * i, label="person", cls=0)] for i in range(70)]
+    _, outs = play(waiting + walking, config(zones=[LANE]))
+    assert alerts(outs) == []
+    # Four cars and a crowd standing in an area: no queue, as four cars alone are none.
+    area = Zone(name="approach", points=[(0, 100), (640, 100), (640, 300), (0, 300)])
+    crowd = [[*(box(t, 100 + 90 * t, 200) for t in range(1, 4)),
+              *(box(t, 100 + 20 * t, 250, label="person", cls=0) for t in range(4, 9))]] * int(25 * FPS)
+    _, outs = play(crowd, config(zones=[area]))
+    assert alerts(outs) == []
+    _, outs = play([[*frame, box(9, 600, 200)] for frame in crowd], config(zones=[area]))  # a fourth car: a queue
+    assert alerts(outs) == [("congestion", "raised")]
