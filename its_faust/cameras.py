@@ -357,7 +357,27 @@ class CameraSetup(BaseModel):
                 log.warning("%s: line %r reaches far past the %dx%d frame (x %g to %g, y %g to %g): x runs across "
                             "and y down: were they swapped, or the line drawn for another frame size?", source, line.name, width, height, min(xs), max(xs),
                             min(ys), max(ys))
+        if self.calibration is not None:
+            for line in self.lines:
+                outside = uncalibrated_share(line, self.calibration)
+                if outside > 0:
+                    # (a speed trial's line over all four lanes: the fast lane's vehicles, outside, were the ones
+                    # left out of the line's mean and p85, with nothing said)
+                    log.warning("%s: %.0f%% of line %r lies outside the calibrated road (the calibration's four "
+                                "image points): vehicles crossing it there get no speed, and the line's speed figures "
+                                "leave them out; calibrate the whole stretch the line spans", source, 100 * outside,
+                                line.name)
         return self
+
+
+def uncalibrated_share(line: CountingLine, calibration: Calibration, samples: int = 21) -> float:
+    """How much of ``line`` lies outside ``calibration``'s image quadrilateral (0 to 1), where no speed is measured."""
+    from tables.zones import inside
+
+    area = [tuple(p) for p in calibration.image_points]
+    points = [(line.x1 + (line.x2 - line.x1) * i / (samples - 1), line.y1 + (line.y2 - line.y1) * i / (samples - 1))
+              for i in range(samples)]
+    return sum(1 for p in points if not inside(area, p)) / samples
 
 
 def check_speed_limit(whole: CameraSetup | CameraConfig) -> None:

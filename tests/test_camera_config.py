@@ -443,3 +443,24 @@ def test_ingest_warns_of_lines_and_zones_its_frames_do_not_reach_at_its_first_fr
                                                      "640x360 frame"), warned
     assert warned[0].endswith("as its source sends them now (`its-faust cameras remove-line cam-a y420`)"), warned
     ShapesInView(None)(SimpleNamespace(frame_size=(640, 360)))  # a camera not configured: nothing to say
+
+
+def test_a_line_running_outside_the_calibrated_road_is_said_with_how_much(caplog):
+    """A speed trial drew a line over all four lanes and calibrated two: the fast lane's vehicles, crossing outside,
+    had no speed and were left out of the line's mean and p85, with nothing said."""
+    import logging
+
+    from its_faust.cameras import CameraSetup, uncalibrated_share
+    from schemas.geometry import Calibration
+
+    calibration = Calibration(image_points=[(100, 300), (400, 300), (400, 100), (100, 100)],
+                              road_points=[(0, 0), (10, 0), (10, 40), (0, 40)])
+    inside = CountingLine(name="inside", x1=150, y1=200, x2=350, y2=200)
+    across = CountingLine(name="across", x1=100, y1=200, x2=600, y2=200)  # (the 40% past x=400 is outside)
+    assert uncalibrated_share(inside, calibration) == 0
+    assert 0.38 < uncalibrated_share(across, calibration) < 0.48
+    with caplog.at_level(logging.WARNING, "its_faust.cameras"):
+        CameraSetup(lines=[inside, across], calibration=calibration).check_in_view(640, 360, "clip.mp4")
+        CameraSetup(lines=[across]).check_in_view(640, 360, "clip.mp4")  # no calibration: no speeds to miss
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and said[0].startswith("clip.mp4: 43% of line 'across' lies outside the calibrated road"), said
