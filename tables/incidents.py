@@ -49,6 +49,11 @@ class ActiveAlert(TableState):
     gone_from_view: bool = False  # its one vehicle's track was not in the frame its condition lapsed on
 
 
+# What ended an incident whose vehicles were in view as it did, as its clear says it.
+OVER = {"stopped_vehicle": "moving again", "wrong_way": "out of the zone, or no longer against its heading",
+        "overspeed": "under the limit, or out of the calibrated road", "congestion": "the queue moves or thinned out"}
+
+
 class AlertBook:
     def __init__(self, cooldown_s: float,
                  active: dict[str, ActiveAlert] | None = None, quiet_until: dict[str, float] | None = None):
@@ -97,7 +102,10 @@ class AlertBook:
             if now - alert.gone_since >= clear_after_s:
                 del self.active[key]
                 self.quiet_until[key] = now + self.cooldown_s
-                out.append(self._event(record, alert, "cleared", "no longer tracked" if alert.gone_from_view else None))
+                # Its one vehicle gone from view when the condition lapsed: "no longer tracked"; else what ended it
+                # in view (a bare "cleared" left an operator to guess: an alert-quality trial).
+                out.append(self._event(record, alert, "cleared",
+                                       "no longer tracked" if alert.gone_from_view else OVER.get(alert.kind)))
             else:
                 self.active[key] = alert
         self.quiet_until = {k: t for k, t in self.quiet_until.items() if t > now}
