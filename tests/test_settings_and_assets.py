@@ -123,6 +123,7 @@ def test_variables_that_are_no_setting_are_found_with_the_setting_they_look_like
     from click.testing import CliRunner
 
     from its_faust.cli import main
+    from its_faust.cli_support import _warn_of_unknown_variables
     from its_faust.settings import get_settings, unknown_variables
 
     monkeypatch.chdir(tmp_path)
@@ -133,6 +134,7 @@ def test_variables_that_are_no_setting_are_found_with_the_setting_they_look_like
     assert unknown_variables() == [("ITS_FAUST_API__PROT", "ITS_FAUST_API__PORT"),
                                    ("ITS_FAUST_MODEL_BACKEND", "ITS_FAUST_MODEL__BACKEND")]
     get_settings.cache_clear()
+    _warn_of_unknown_variables.cache_clear()  # (once a process: another test's command may have been first)
     try:
         result = CliRunner().invoke(main, ["settings", "imgsz"])
     finally:
