@@ -203,12 +203,6 @@ class AnalyticsSettings(BaseModel):
     stopped_kmh: float = Field(5.0, gt=0, description="Stopped when slower (calibrated cameras)")
     stopped_px_s: float = Field(6.0, gt=0, description="Stopped when slower, uncalibrated cameras (pixels per second)")
     stopped_after_s: float = Field(10.0, gt=0, description="Stopped in a lane zone this long: an alert")
-    stopped_rejoin_s: float = Field(
-        10.0, ge=0,
-        description="A stopped vehicle whose track is lost (a van passing in front, detector misses) and a new track "
-        "at the same spot within this long are one vehicle: its stopped clock and alert go on (the tracker gives it "
-        "a new id); 0 = never",
-    )
     wrong_way_deg: float = Field(120.0, gt=90, le=180, description="Heading this far from a zone's: wrong way")
     wrong_way_after_s: float = Field(1.0, gt=0, description="Driving the wrong way this long: an alert")
     congestion_vehicles: int = Field(4, ge=1, description="Occupancy of a zone that can be a queue")

@@ -65,19 +65,6 @@ class TrackMemory(TableState):
     zones: list[ZoneMemory] = Field(default_factory=list)
     path: list[tuple[float, float, float]] = Field(default_factory=list, description="(t, x, y) ground point, last seconds")
     since: dict[str, float] = Field(default_factory=dict, description="incident condition -> scene time it began")
-    subject: str | None = Field(None, description="its incidents' subject, when it took over a stopped vehicle's "
-                                "(the track before it on the same vehicle): none, its own")
-
-
-class ParkedMemory(TableState):
-    """A stopped vehicle whose track was lost while it stood: a new track at its spot soon after takes it over."""
-
-    x: float
-    y: float
-    width: float | None
-    since: float = Field(description="scene time it stopped")
-    subject: str
-    lost_at: float = Field(description="its track's last sighting")
 
 
 class AnalyticsState(TableState):
@@ -93,8 +80,6 @@ class AnalyticsState(TableState):
                                         "'<zone>:off' -> when it last lapsed, within the grace")
     alerts: dict[str, ActiveAlert] = Field(default_factory=dict)
     quiet_until: dict[str, float] = Field(default_factory=dict)
-    parked: list[ParkedMemory] = Field(default_factory=list, description="stopped vehicles whose tracks were lost "
-                                       "lately (analytics.stopped_rejoin_s)")
     geometry: dict[str, str] = Field(default_factory=dict, description="line:/zone: name -> its definition's digest "
                                      "(the whole JSON in states of before), @ the version that added it, as last seen")
 
@@ -133,16 +118,10 @@ class _Track:
     zones: dict[str, Membership] = field(default_factory=dict)
     path: list[tuple[float, float, float]] = field(default_factory=list)
     since: dict[str, float] = field(default_factory=dict)
-    subject: str | None = None  # (TrackMemory.subject)
     # Derived each frame the track is seen (not stored):
     speed_kmh: float | None = None
     px_speed: float | None = None
     heading_deg: float | None = None
-    width: float | None = None  # its box's, in pixels
-
-    @property
-    def incident_subject(self) -> str:
-        return self.subject or f"track-{self.track_id}"
 
     def label(self) -> tuple[str, int]:
         # Most frequent label; ties go to the alphabetically first, so replays agree.
@@ -211,7 +190,6 @@ class CameraAnalytics:
         self.tracks: dict[int, _Track] = {}
         self.zone_since: dict[str, float] = {}
         self.geometry: dict[str, str] = {}
-        self.parked: list[ParkedMemory] = []  # stopped vehicles whose tracks were lost lately
         self._synced: tuple | None = None  # the configuration's parts geometry was last synced with (not kept)
         active, quiet = {}, {}
         if state is not None:
@@ -225,9 +203,8 @@ class CameraAnalytics:
                     m.track_id, m.last_seq, m.last_at, Counter(m.votes), dict(m.label_cls),
                     {l.line: LineSide(l.side, l.x, l.y, l.counted, l.pending) for l in m.lines},
                     {z.zone: Membership(z.inside, z.streak, z.entered_at, z.speed_sum, z.speed_n) for z in m.zones},
-                    [tuple(p) for p in m.path], dict(m.since), m.subject,
+                    [tuple(p) for p in m.path], dict(m.since),
                 )
-            self.parked = list(state.parked)
         self.alert_book = AlertBook(self.rules.cooldown_s, active, quiet)
         self._plane: tuple[object, RoadPlane] | None = None
 
@@ -274,17 +251,12 @@ class CameraAnalytics:
             self._lose_tracks({o.track_id for o in record.objects}, gap, now, out)
 
         seen = set()
-        in_frame = {o.track_id for o in record.objects}
         for obj in sorted(record.objects, key=lambda o: o.track_id):
             seen.add(obj.track_id)
-            new = obj.track_id not in self.tracks
             track = self.tracks.get(obj.track_id) or self.tracks.setdefault(obj.track_id, _Track(obj.track_id))
             track.last_seq, track.last_at = record.seq, now
             track.votes[obj.label] += 1
             track.label_cls[obj.label] = obj.cls
-            track.width = obj.x2 - obj.x1
-            if new:
-                self._take_over_stopped(track, _ground(obj), in_frame, now)
             self._move(track, _ground(obj), now, plane)
             self._count_lines(track, lines, line_versions, obj, record, out)
             self._zones(track, zones, _ground(obj), record, out)
@@ -353,7 +325,7 @@ class CameraAnalytics:
                 if member.inside:
                     member.inside = False
                     out.zone_events.append(self._zone_event(left, name, "exit", track, member, track.last_at))
-        self.tracks, self.zone_since, self.parked = {}, {}, []
+        self.tracks, self.zone_since = {}, {}
         out.alerts = self.alert_book.clear_all(moment, why)
         return out
 
@@ -400,10 +372,8 @@ class CameraAnalytics:
                 ))
 
     def _zones(self, track: _Track, zones, ground, record: TrackRecord, out: FrameOutput) -> None:
-        if not zones or (sum(track.votes.values()) < self.rules.zone_min_track_frames and track.subject is None):
-            # Too young to tell from a brief second track (on the demo clip those lived 3 to 8 frames); one that
-            # took over a stopped vehicle is that vehicle, and must be in its lane again within the condition's grace.
-            return
+        if not zones or sum(track.votes.values()) < self.rules.zone_min_track_frames:
+            return  # too young to tell from a brief second track (on the demo clip those lived 3 to 8 frames)
         for zone in zones:
             now_inside = inside(zone.points, ground)
             member = track.zones.get(zone.name)
@@ -434,10 +404,6 @@ class CameraAnalytics:
         for track in sorted(self.tracks.values(), key=lambda t: t.track_id):
             if track.track_id in seen or now - track.last_at < lost_s:
                 continue
-            if "stopped" in track.since and track.path and self.rules.stopped_rejoin_s > 0:
-                _, x, y = track.path[-1]
-                self.parked.append(ParkedMemory(x=x, y=y, width=track.width, since=track.since["stopped"],
-                                                subject=track.incident_subject, lost_at=track.last_at))
             track.since.clear()
             track.path = []  # its speed is stale now; the memory it took is not needed
             for name, member in sorted(track.zones.items()):
@@ -447,37 +413,6 @@ class CameraAnalytics:
                     out.zone_events.append(self._zone_event(moment, name, "exit", track, member, track.last_at))
         forget_after_s = self.pace.at_least(self.rules.forget_after_s, self.tracking.track_buffer)
         self.tracks = {tid: t for tid, t in self.tracks.items() if now - t.last_at <= forget_after_s}
-        self.parked = [p for p in self.parked if now - p.lost_at <= self.rules.stopped_rejoin_s]
-
-    def _take_over_stopped(self, track: _Track, ground: tuple[float, float], in_frame: set[int], now: float) -> None:
-        """A new track where a stopped vehicle stood, its track lost lately (``stopped_rejoin_s``) or not in this
-        frame, is that vehicle under a new id: it takes over its stopped clock and its incidents' subject, so its
-        alert goes on. A van passing in front of a car waiting at a junction had broken its track: the alert cleared
-        with the car still there, and came again under each new id (13 alerts for about 6 cars in a trial)."""
-        if self.rules.stopped_rejoin_s <= 0:
-            return
-        reach = max(10.0, 0.5 * (track.width or 0.0))
-
-        def near(x: float, y: float, width: float | None) -> float | None:
-            d = math.hypot(ground[0] - x, ground[1] - y)
-            return d if d <= max(reach, 0.5 * (width or 0.0)) else None
-
-        candidates = [(d, "parked", p) for p in self.parked if (d := near(p.x, p.y, p.width)) is not None]
-        for other in self.tracks.values():  # lost from this frame, not yet for long
-            if other is not track and other.track_id not in in_frame and "stopped" in other.since and other.path:
-                d = near(other.path[-1][1], other.path[-1][2], other.width)
-                if d is not None:
-                    candidates.append((d, "track", other))
-        if not candidates:
-            return
-        _, kind, before = min(candidates, key=lambda c: c[0])
-        if kind == "parked":
-            self.parked.remove(before)
-            since, subject = before.since, before.subject
-        else:
-            since, subject = before.since.pop("stopped"), before.incident_subject
-            before.since.pop("stopped:off", None)
-        track.since["stopped"], track.subject = since, subject
 
     def silent_s(self) -> float:
         """Without frames this long, the camera is closed: ``camera_silent_s`` (0: never), or for a camera with a
@@ -537,7 +472,7 @@ class CameraAnalytics:
             label = track.label()[0]
             if label in NOT_VEHICLES:
                 continue
-            subject = track.incident_subject
+            subject = f"track-{track.track_id}"
             lanes = [z for z in zones if z.kind == "lane" and track.zones.get(z.name, Membership()).inside]
             slow = (track.speed_kmh < r.stopped_kmh) if track.speed_kmh is not None else (
                 track.px_speed is not None and track.px_speed < r.stopped_px_s)
@@ -605,7 +540,7 @@ class CameraAnalytics:
                            for n, s in t.lines.items()],
                     zones=[ZoneMemory(zone=n, inside=m.inside, streak=m.streak, entered_at=m.entered_at,
                                       speed_sum=m.speed_sum, speed_n=m.speed_n) for n, m in t.zones.items()],
-                    path=t.path, since=t.since, subject=t.subject,
+                    path=t.path, since=t.since,
                 )
                 for t in sorted(self.tracks.values(), key=lambda t: t.track_id)
             ],
@@ -613,7 +548,6 @@ class CameraAnalytics:
             geometry=self.geometry,
             alerts=self.alert_book.active,
             quiet_until=self.alert_book.quiet_until,
-            parked=self.parked,
         )
 
 
