@@ -375,9 +375,16 @@ def uncalibrated_share(line: CountingLine, calibration: Calibration, samples: in
     from tables.zones import inside
 
     area = [tuple(p) for p in calibration.image_points]
+    mx, my = (line.x1 + line.x2) / 2, (line.y1 + line.y2) / 2
+
+    def in_area(x: float, y: float) -> bool:
+        # On the area's edge (a line drawn from edge to edge of the calibrated road) is in: a pixel inwards is.
+        d = max(1.0, ((mx - x) ** 2 + (my - y) ** 2) ** 0.5)
+        return inside(area, (x, y)) or inside(area, (x + (mx - x) / d, y + (my - y) / d))
+
     points = [(line.x1 + (line.x2 - line.x1) * i / (samples - 1), line.y1 + (line.y2 - line.y1) * i / (samples - 1))
               for i in range(samples)]
-    return sum(1 for p in points if not inside(area, p)) / samples
+    return sum(1 for x, y in points if not in_area(x, y)) / samples
 
 
 def check_speed_limit(whole: CameraSetup | CameraConfig) -> None:

@@ -265,7 +265,7 @@ class CameraAnalytics:
         conditions = self._conditions(zones, limit, plane, now)
         clear_after_s = self.pace.at_least(self.rules.clear_after_s, 1.5)  # (as grace_s, for clearing)
         out.alerts.extend(self.alert_book.step(self.camera_id, record, conditions, clear_after_s, seen,
-                                               config.version if live else 0))
+                                               config.version if live else 0, {z.name for z in zones}))
         if self.last_at is not None:
             self.pace.learn(now - self.last_at, consecutive=record.seq == self.last_seq + 1)
         self.last_seq, self.last_at, self._last_arrived = record.seq, now, arrived

@@ -62,11 +62,11 @@ class AlertBook:
         self.quiet_until: dict[str, float] = dict(quiet_until or {})
 
     def step(self, camera_id: str, record, conditions: list[Condition], clear_after_s: float, seen: set[int] = frozenset(),
-             config_version: int = 0) -> list[Alert]:
+             config_version: int = 0, zones: set[str] | None = None) -> list[Alert]:
         """``record``: the frame (camera record) the conditions were judged on; ``clear_after_s``: how long an
         alert's condition must be gone for it to clear (longer for a camera whose frames come further apart);
         ``seen``: the tracks in the frame; ``config_version``: the camera's configuration version they were
-        judged under.
+        judged under; ``zones``: the camera's zones now (None: not known), to tell an alert whose zone went.
 
         An alert about one vehicle whose track was not in the frame its condition ended on says so when it
         clears: the vehicle left, or the tracker lost it (after a pause in the camera's frames, a rebalance
@@ -104,8 +104,9 @@ class AlertBook:
                 self.quiet_until[key] = now + self.cooldown_s
                 # Its one vehicle gone from view when the condition lapsed: "no longer tracked"; else what ended it
                 # in view (a bare "cleared" left an operator to guess: an alert-quality trial).
-                out.append(self._event(record, alert, "cleared",
-                                       "no longer tracked" if alert.gone_from_view else OVER.get(alert.kind)))
+                why = ("its zone was removed" if alert.zone and zones is not None and alert.zone not in zones
+                       else "no longer tracked" if alert.gone_from_view else OVER.get(alert.kind))
+                out.append(self._event(record, alert, "cleared", why))
             else:
                 self.active[key] = alert
         self.quiet_until = {k: t for k, t in self.quiet_until.items() if t > now}

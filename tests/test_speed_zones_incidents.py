@@ -551,6 +551,9 @@ def test_an_unconfigured_camera_is_idle_but_not_while_an_alert_waits_to_clear():
     assert not actor.idle_under(None)
     _, later = play([[]] * int(6 * FPS), None, actor=actor, start=70)
     assert alerts(later) == [("wrong_way", "cleared")] and actor.idle_under(None)
+    # It says why: its zone went (it had said "no longer against its heading", as if the car had turned round).
+    assert [a.message for o in later for a in o.alerts] == [
+        "cleared (its zone was removed): car 7 driving the wrong way in lane1"]
 
 
 def test_lines_and_zones_removed_keep_the_camera_busy_until_their_memory_is_dropped():
