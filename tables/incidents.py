@@ -49,9 +49,10 @@ class ActiveAlert(TableState):
     gone_from_view: bool = False  # its one vehicle's track was not in the frame its condition lapsed on
 
 
-# What ended an incident whose vehicles were in view as it did, as its clear says it.
-OVER = {"stopped_vehicle": "moving again", "wrong_way": "out of the zone, or no longer against its heading",
-        "overspeed": "under the limit, or out of the calibrated road", "congestion": "the queue moves or thinned out"}
+# What ended an incident whose vehicles were in view as it did, as its clear says it: what was seen (a box that
+# shifts as a van passes in front of a standing car is "seen moving" too).
+OVER = {"stopped_vehicle": "seen moving", "wrong_way": "seen out of the zone, or with its heading",
+        "overspeed": "seen under the limit, or off the calibrated road", "congestion": "the queue seen moving or thinner"}
 
 
 class AlertBook:

@@ -275,7 +275,7 @@ def test_stopped_vehicle_raises_one_alert_then_one_clear():
     assert raised.track_ids == [1] and raised.zone == "lane1" and raised.severity == "warning"
     assert raised.captured_at - raised.started_at >= 10.0 and raised.snapshot.seq == raised.seq
     cleared = next(a for o in outs for a in o.alerts if a.state == "cleared")
-    assert cleared.message == "cleared (moving again): car 1 stopped in lane lane1"  # it drove on, in view
+    assert cleared.message == "cleared (seen moving): car 1 stopped in lane lane1"  # it drove on, in view
     # The raised one says which configuration it was raised under (the API tells a removed camera's alerts by it).
     assert raised.config_version == 1 and cleared.config_version == 0
     # Not kept in the actor's stored state: a worker rolled back to before the field could not read it, and
