@@ -24,6 +24,10 @@ from schemas.analytics import Alert, CountUpdate, ZoneStats
 
 # A camera with a frame tracked this recently is live (a live camera's frames take well under a second).
 LIVE_WITHIN_S = 10.0
+# A removed camera is listed as such this long (as a stopped worker is), unless it has an alert active: each
+# `replay --source` on a shared broker removes a camera of its own, and each stayed in the list for as long as the
+# API held a frame of it.
+REMOVED_LISTED_S = 600.0
 
 
 def keyed_record(record_type):
@@ -136,6 +140,8 @@ class Hub:
             config = self.cameras.get(camera_id)
             record, count = latest.get(camera_id, (None, 0))
             removed = self.cameras.removed(camera_id)
+            if removed and not alerts.get(camera_id) and now - self.tracked.removed_at(camera_id, now) > REMOVED_LISTED_S:
+                continue
             if record is not None and not removed and self.tracked.before_removal(record):
                 record = None  # of before it was removed: added again since, it has sent no frame
             age = max(0.0, now - record.tracked_at) if record else None

@@ -108,8 +108,8 @@ class CameraActivity(BaseModel):
     name: str | None = Field(description="From its configuration; none for a camera that sends frames unconfigured")
     configured: bool
     state: Literal["removed", "unknown", "live", "untracked", "stopped", "no_frames"] = Field(
-        description="removed: its configuration was removed (its frames are refused; listed while the API holds its "
-                    "tracks or alerts); unknown: the broker does not answer this API now, so what the camera does is "
+        description="removed: its configuration was removed (its frames are refused; listed for 10 minutes after, "
+                    "while the API holds its tracks); unknown: the broker does not answer this API now, so what the camera does is "
                     "not known (the other fields are as of its last answer; /api/v1/ready says since when); "
                     "live: a frame of it tracked in the last 10 s; untracked: none, though its frames came in the "
                     "last 10 s (no worker running, a rebalance, the broker away for the workers, the pipeline far "

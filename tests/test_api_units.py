@@ -1089,6 +1089,26 @@ def test_camera_activity_says_which_cameras_are_live_what_is_in_view_and_their_a
                     "frames_shed_lately": 0}
 
 
+def test_a_removed_camera_is_listed_as_removed_for_ten_minutes_or_while_an_alert_of_it_is_active():
+    """Each `replay --source` on a shared broker removes a camera of its own: each stayed in the dashboard's list,
+    struck through, for as long as the API held a frame of it."""
+    from api.hub import REMOVED_LISTED_S, Hub
+    from its_faust.settings import load_settings
+    from schemas import TrackRecord
+
+    hub = Hub("127.0.0.1:1", load_settings())
+    now = time.time()
+    for camera in ("replay-0a1b2c", "cam-1"):
+        hub.tracked.apply(Message(0, 1, camera.encode(), encode(TrackRecord(
+            camera_id=camera, seq=1, captured_at=now - 5, width=64, height=48, detected_at=now - 5, tracked_at=now - 5,
+            tracker_frame=1, model="m@v", detections=0, worker="w:1", objects=[])), now - 5))
+        hub.cameras.put(CameraConfig(camera_id=camera, version=1, last_command_id="a", updated_at=now - 10))
+    hub.cameras.put(CameraConfig(camera_id="replay-0a1b2c", version=2, last_command_id="r", updated_at=now, removed=True))
+    states = lambda at: {c["camera_id"]: c["state"] for c in hub.camera_activity(at)}  # noqa: E731
+    assert states(now + 1) == {"cam-1": "live", "replay-0a1b2c": "removed"}
+    assert states(now + REMOVED_LISTED_S + 1) == {"cam-1": "stopped"}
+
+
 def test_records_left_out_of_a_feed_are_no_events_a_resuming_client_missed():
     """A partition that held only refused records told a client resuming before them that events were dropped."""
     import asyncio

@@ -103,6 +103,10 @@ class TrackedCameras:
         removed_at = min(config.updated_at, time.time())
         self._removed_at[config.camera_id] = max(self._removed_at.get(config.camera_id, removed_at), removed_at)
 
+    def removed_at(self, camera_id: str, default: float) -> float:
+        """When the camera was last removed, as :meth:`camera_removed` took it (``default`` if not known)."""
+        return self._removed_at.get(camera_id, default)
+
     def before_removal(self, record: TrackRecord) -> bool:
         """Whether the record was tracked before its camera was last removed: a camera added again showed the
         vehicles of then in view, and live (a trial)."""
