@@ -244,4 +244,6 @@ def alert_summary(alert: Alert, start_at: float | None) -> dict:
     (``start_at``, on the scene clock) to the frame it was raised or cleared on, so for a clip its place in it."""
     return {"alert_id": alert.alert_id, "kind": alert.kind, "state": alert.state, "seq": alert.seq,
             "since_start_s": round(alert.at - start_at, 2) if start_at is not None else None,
-            "severity": alert.severity, "message": alert.message}
+            "severity": alert.severity, "message": alert.message,
+            # Which vehicles, where, and what was measured (an operator's review had the message alone to go by).
+            "track_ids": alert.track_ids, "zone": alert.zone, "details": alert.details}

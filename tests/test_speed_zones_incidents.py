@@ -276,6 +276,12 @@ def test_stopped_vehicle_raises_one_alert_then_one_clear():
     assert raised.captured_at - raised.started_at >= 10.0 and raised.snapshot.seq == raised.seq
     cleared = next(a for o in outs for a in o.alerts if a.state == "cleared")
     assert cleared.message == "cleared (seen moving): car 1 stopped in lane lane1"  # it drove on, in view
+    # As run's and replay's summaries give it: which vehicle, where, what was measured, not the message alone.
+    from its_faust.results import alert_summary
+
+    summed = alert_summary(raised, 1000.0)
+    assert (summed["track_ids"], summed["zone"], summed["details"]["stopped_s"]) == ([1], "lane1", 10.0)
+    assert summed["since_start_s"] == round(raised.captured_at - 1000.0, 2)
     # The raised one says which configuration it was raised under (the API tells a removed camera's alerts by it).
     assert raised.config_version == 1 and cleared.config_version == 0
     # Not kept in the actor's stored state: a worker rolled back to before the field could not read it, and
