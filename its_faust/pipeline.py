@@ -31,7 +31,7 @@ from its_faust.results import CountFeed, RecordFeed, RunSummary, TrackFeed, aler
 from its_faust.topic_reader import group_lag
 from its_faust.sources import SourceSpec
 from its_faust.topic_names import ALERTS, CROSSINGS, DETECTIONS, FRAMES, TRACKS, ZONE_EVENTS, ensure_topics
-from its_faust.worker import WorkerGone, WorkerProcess, how_it_ended
+from its_faust.worker import WorkerGone, WorkerProcess, how_it_ended, last_lines
 from schemas import TrackRecord
 from schemas.analytics import Alert, Crossing, ZoneEvent
 from schemas.geometry import CountingLine
@@ -39,13 +39,6 @@ from schemas.control import AddCamera, RemoveCamera
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-def _last_lines(path: Path | None, n: int) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path else ""
-    except OSError:
-        return ""
 
 
 async def in_thread_to_the_end(work: Callable[[], T]) -> T:
@@ -111,7 +104,7 @@ class Stack:
             return None
         broker_exit = self.broker.wait(0)
         if broker_exit is not None:  # (its workers end with it: the broker is what went)
-            said = _last_lines(self.broker.log_path, 10)  # (the work folder, its log with it, goes as the run ends)
+            said = last_lines(self.broker.log_path, 10)  # (the work folder, its log with it, goes as the run ends)
             return f"the embedded broker {how_it_ended(broker_exit)} ({tracked} frames tracked)" + (
                 f"; from its log:\n{said}" if said else "")
         if not ended or any(w.proc is not None and w.proc.poll() is None for w in self.workers):

@@ -144,6 +144,14 @@ def _start_again_if_the_broker_lost_the_changelogs(crash_reason: BaseException |
     os.execv(sys.executable, sys.orig_argv)
 
 
+def last_lines(path: Path | None, n: int) -> str:
+    """A log's last ``n`` lines ("" when there is none)."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path else ""
+    except OSError:
+        return ""
+
+
 class WorkerGone(RuntimeError):
     """A worker ended by itself (killed, crashed) before it was ready, or every worker of a run did while frames
     were still to be tracked."""
@@ -224,10 +232,7 @@ class WorkerProcess:
         return "\n".join([*wrong, *(["..."] if wrong else []), *lines[-last:]])
 
     def tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return last_lines(self.log_path, lines)
 
     def kill(self) -> None:
         """Hard kill (SIGKILL), as a crash would."""
